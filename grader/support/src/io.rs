@@ -1,0 +1,154 @@
+//! Scripted peers for I/O katas: a reader that trickles its script in chunks and a writer that
+//! records what reached the wire.
+//!
+//! Both return `Pending` (and wake themselves) between chunks, so every chunk boundary is a point
+//! where the explorer or a `select!` can cancel the operation under test. Neither touches a socket
+//! or the clock; the recording survives the writer being dropped, so a test can inspect what a
+//! cancelled operation left on the wire.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// An `AsyncRead` that hands out its script one chunk per read, yielding between chunks.
+#[derive(Debug)]
+pub struct TrickleReader {
+    chunks: Vec<Vec<u8>>,
+    next: usize,
+    offset: usize,
+    yield_next: bool,
+}
+
+impl TrickleReader {
+    /// A reader that returns each chunk from a separate read and then end-of-file.
+    pub fn new<C: AsRef<[u8]>>(chunks: impl IntoIterator<Item = C>) -> Self {
+        let chunks = chunks.into_iter().map(|c| c.as_ref().to_vec()).collect();
+        TrickleReader { chunks, next: 0, offset: 0, yield_next: false }
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        let rest: usize = self.chunks.iter().skip(self.next).map(Vec::len).sum();
+        rest - self.offset
+    }
+}
+
+impl AsyncRead for TrickleReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.yield_next {
+            this.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let Some(chunk) = this.chunks.get(this.next) else {
+            return Poll::Ready(Ok(()));
+        };
+        let n = buf.remaining().min(chunk.len() - this.offset);
+        buf.put_slice(&chunk[this.offset..this.offset + n]);
+        this.offset += n;
+        if this.offset == chunk.len() {
+            this.next += 1;
+            this.offset = 0;
+            this.yield_next = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a [`RecordingWriter`] saw, shared with the test.
+#[derive(Debug, Clone, Default)]
+pub struct Wire {
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Wire {
+    /// Everything written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.bytes.lock().expect("wire lock").clone()
+    }
+
+    /// Everything written so far, lossily as text (for failure messages).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+}
+
+/// An `AsyncWrite` that accepts at most `chunk` bytes per write and yields between writes.
+#[derive(Debug)]
+pub struct RecordingWriter {
+    wire: Wire,
+    chunk: usize,
+    yield_next: bool,
+}
+
+impl RecordingWriter {
+    /// A writer taking at most `chunk` bytes per write; the returned [`Wire`] records them.
+    pub fn new(chunk: usize) -> (Self, Wire) {
+        assert!(chunk > 0, "a writer must accept at least one byte per write");
+        let wire = Wire::default();
+        (RecordingWriter { wire: wire.clone(), chunk, yield_next: false }, wire)
+    }
+}
+
+impl AsyncWrite for RecordingWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let n = buf.len().min(self.chunk);
+        self.wire.bytes.lock().expect("wire lock").extend_from_slice(&buf[..n]);
+        self.yield_next = true;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn reader_yields_between_chunks_and_delivers_everything() {
+        let mut reader = TrickleReader::new(["ab", "cd"]);
+        let mut task = tokio_test::task::spawn(async move {
+            let mut out = String::new();
+            reader.read_to_string(&mut out).await.map(|_| out)
+        });
+        for _ in 0..2 {
+            tokio_test::assert_pending!(task.poll());
+            assert!(task.is_woken(), "a trickling reader must wake itself");
+        }
+        assert_eq!(tokio_test::assert_ready_ok!(task.poll()), "abcd");
+    }
+
+    #[tokio::test]
+    async fn writer_records_what_reached_the_wire_before_a_drop() {
+        let (mut writer, wire) = RecordingWriter::new(3);
+        let mut task = tokio_test::task::spawn(async move { writer.write_all(b"HELLOWORLD").await });
+        tokio_test::assert_pending!(task.poll());
+        drop(task);
+        assert_eq!(wire.text(), "HEL");
+    }
+}

@@ -1,0 +1,26 @@
+//! Test support for the hidden kata tests.
+//!
+//! Hidden tests live with the grader, never in a learner's crate, and must be deterministic: a
+//! paused clock, scripted peers and manual polling, never a wall-clock sleep or a real socket. This
+//! crate is the toolbox they share:
+//!
+//! - [`explorer`]: cancel a future after every possible poll and check an invariant after each cut
+//!   ([`explore`], [`assert_cancel_safe`]). Most katas' central test is one call.
+//! - [`io`]: a [`TrickleReader`] and a [`RecordingWriter`] that yield between chunks, so every chunk
+//!   boundary is a cancellation point and the test can see what reached the wire.
+//! - [`probe`]: [`DropFlag`] (was this future dropped?) and [`Gate`] (hold the code under test at
+//!   an await until the test lets it go).
+//! - [`harness`]: the [`hidden_test!`] macro, which gives each test its runtime and proves to the
+//!   grader that the test body ran to completion.
+//!
+//! Failure messages are written for learners: they name the cancellation point, what was lost or
+//! left behind, and what was expected.
+
+pub mod explorer;
+pub mod harness;
+pub mod io;
+pub mod probe;
+
+pub use explorer::{CancelFailure, Exploration, Outcome, assert_cancel_safe, explore, settle};
+pub use io::{RecordingWriter, TrickleReader, Wire};
+pub use probe::{DropFlag, DropProbe, Gate};
