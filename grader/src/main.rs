@@ -1,1 +1,52 @@
-fn main() {}
+//! `grader`: runs the hidden tests of the cancellation katas and reports progress.
+//!
+//! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
+//! The shared machinery: `course` (the manifest), `workspace` (the generated build), `compile`
+//! (cargo), `run` (test processes), `grade` (verdicts), `report` (output), `state` (progress).
+
+mod cli;
+mod cmd;
+mod compile;
+mod course;
+mod grade;
+mod report;
+mod run;
+mod state;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes, a documented API (see `grader --help`).
+pub mod exit {
+    /// Every checked kata passed (or the command succeeded).
+    pub const SUCCESS: u8 = 0;
+    /// Some kata failed, did not compile or timed out; or verify found a broken contract.
+    pub const FAILED: u8 = 1;
+    /// The command line was wrong (clap's own code for usage errors).
+    pub const USAGE: u8 = 2;
+    /// The grader could not do its job: cargo missing, a broken course, an I/O error.
+    pub const INFRASTRUCTURE: u8 = 3;
+}
+
+/// An error the user caused by what they asked for (an unknown kata, say), as opposed to a
+/// failure of the grader or its environment.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::from(exit::INFRASTRUCTURE)
+            }
+        }
+    }
+}

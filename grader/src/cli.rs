@@ -1,0 +1,100 @@
+//! The command line, declared with clap's derive API; doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Grade the async-Rust cancellation katas: run each kata's hidden tests and report progress.
+///
+/// Exit codes: 0 every checked kata passed; 1 some kata failed; 2 usage error; 3 infrastructure
+/// error (cargo missing, a broken course, a full disk).
+#[derive(Debug, Parser)]
+#[command(name = "grader", version)]
+pub struct Cli {
+    /// The course root (the directory holding course.toml); found from the current directory if
+    /// omitted.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Maintainers: read this manifest instead of `<root>/course.toml` (a draft of new katas).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every kata in order, with its level and your progress.
+    List,
+    /// Build and run the hidden tests of the named katas (default: all).
+    Check(CheckArgs),
+    /// Show the next hint for a kata.
+    Hint(HintArgs),
+    /// Maintainers: check the whole kata contract (every exercise fails, every solution passes,
+    /// every decoy is rejected).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Katas to check, by number (3, 03), slug or folder name.
+    #[arg(value_name = "KATA")]
+    pub katas: Vec<String>,
+
+    /// Check the reference solutions instead of the exercises.
+    #[arg(long)]
+    pub solutions: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Per-test timeout in seconds (default: the kata's own, else 10).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+
+    /// Tests run at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable text.
+    Human,
+    /// The versioned JSON report (see README).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct HintArgs {
+    /// The kata, by number, slug or folder name.
+    pub kata: String,
+
+    /// Show every hint at once.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Katas to verify (default: all).
+    #[arg(value_name = "KATA")]
+    pub katas: Vec<String>,
+
+    /// Tests run at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,370 @@
+//! `grader verify`: checks the kata contract (CONTRIBUTING.md) for maintainers.
+//!
+//! Static part: the files and sections every kata must have, the manifest entry, the decoys, and
+//! hidden tests free of wall-clock sleeps and real sockets. Behaviour part, with the same grading
+//! machinery as `check`: every exercise compiles without warnings, passes at least one hidden test
+//! and fails at least one; every solution passes; every decoy compiles and is rejected.
+
+use std::path::Path;
+
+use crate::cli::VerifyArgs;
+use crate::course::{Course, Kata, Tree};
+use crate::exit;
+use crate::grade::{self, Options, Status, UnitResult};
+use crate::run::Outcome;
+use crate::workspace::Unit;
+
+const EXERCISE_SECTIONS: &[&str] = &[
+    "## The story",
+    "## Your task",
+    "## Further reading",
+    "Cancellation source",
+];
+const SOLUTION_SECTIONS: &[&str] = &[
+    "## The bug",
+    "## The fix",
+    "## Why it is now cancel safe",
+    "## Acceptable alternatives",
+];
+/// Things a deterministic hidden test never uses.
+const NONDETERMINISTIC: &[&str] = &[
+    "std::thread::sleep",
+    "thread::sleep(",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "std::time::Instant",
+    "SystemTime",
+];
+
+pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let katas = course.select(&args.katas)?;
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let mut note = |kata: &Kata, problem: String| problems.push((kata.name.clone(), problem));
+
+    check_manifest(course, &mut note);
+    for kata in &katas {
+        for problem in check_files(course, kata)? {
+            note(kata, problem);
+        }
+    }
+
+    let options = Options {
+        color: false,
+        parallel: args.jobs.unwrap_or_else(Options::parallel_default),
+        timeout: None,
+    };
+    let index = |kata: &Kata| {
+        course
+            .katas
+            .iter()
+            .position(|k| k.name == kata.name)
+            .expect("selected kata")
+    };
+    let tree_units = |tree: Tree| -> Vec<Unit> {
+        katas
+            .iter()
+            .map(|k| Unit {
+                kata: index(k),
+                label: k.name.clone(),
+                lib_rs: course.lib_rs(tree, k),
+            })
+            .collect()
+    };
+    let mut decoys = Vec::new();
+    for kata in &katas {
+        for path in course.decoys(kata)? {
+            let stem = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            decoys.push(Unit {
+                kata: index(kata),
+                label: format!("{}/{stem}", kata.name),
+                lib_rs: path,
+            });
+        }
+    }
+
+    eprintln!(
+        "verifying {} kata(s): exercises, solutions and {} decoys...",
+        katas.len(),
+        decoys.len()
+    );
+    let (exercises, _) = grade::grade(
+        course,
+        Tree::Exercises.dir(),
+        &tree_units(Tree::Exercises),
+        &options,
+    )?;
+    let (solutions, _) = grade::grade(
+        course,
+        Tree::Solutions.dir(),
+        &tree_units(Tree::Solutions),
+        &options,
+    )?;
+    let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options)?;
+
+    for (kata, result) in katas.iter().zip(&exercises) {
+        if let Some(problem) = exercise_problem(result) {
+            note(kata, format!("exercise {problem}"));
+        }
+    }
+    for (kata, result) in katas.iter().zip(&solutions) {
+        if result.status != Status::Passed {
+            note(
+                kata,
+                format!(
+                    "solution {}: {}",
+                    result.status.label(),
+                    crate::report::reason(result)
+                ),
+            );
+        } else if !result.warnings.is_empty() {
+            note(
+                kata,
+                format!(
+                    "solution compiles with warnings:\n{}",
+                    result.warnings.join("\n")
+                ),
+            );
+        }
+    }
+    for (unit, result) in decoys.iter().zip(&decoy_results) {
+        let kata = &course.katas[unit.kata];
+        match result.status {
+            Status::Failed | Status::TimedOut => {}
+            Status::Passed => note(
+                kata,
+                format!(
+                    "decoy {} passes every hidden test; the tests must reject it",
+                    result.name
+                ),
+            ),
+            other => note(
+                kata,
+                format!(
+                    "decoy {} must compile and fail, but {}: {}",
+                    result.name,
+                    other.label(),
+                    crate::report::reason(result)
+                ),
+            ),
+        }
+    }
+
+    let slowest = exercises
+        .iter()
+        .chain(&solutions)
+        .flat_map(|r| {
+            r.tests
+                .iter()
+                .map(move |t| (t.duration_ms, &r.name, &t.name))
+        })
+        .max();
+    for kata in &katas {
+        let mine: Vec<_> = problems.iter().filter(|(k, _)| *k == kata.name).collect();
+        let decoy_count = decoys
+            .iter()
+            .filter(|u| course.katas[u.kata].name == kata.name)
+            .count();
+        if mine.is_empty() {
+            println!("ok    {} ({} decoys rejected)", kata.name, decoy_count);
+        } else {
+            println!("FAIL  {}", kata.name);
+            for (_, problem) in mine {
+                println!("{}", indent(problem));
+            }
+        }
+    }
+    if let Some((ms, kata, test)) = slowest {
+        println!("\nslowest hidden test: {kata} {test} ({ms} ms, wall clock incl. process start)");
+    }
+    if problems.is_empty() {
+        println!("contract holds for {} kata(s)", katas.len());
+        Ok(exit::SUCCESS)
+    } else {
+        println!("{} problem(s) found", problems.len());
+        Ok(exit::FAILED)
+    }
+}
+
+fn exercise_problem(result: &UnitResult) -> Option<String> {
+    let passed = result
+        .tests
+        .iter()
+        .filter(|t| t.status == Outcome::Passed)
+        .count();
+    match result.status {
+        Status::Failed if passed == 0 => Some(
+            "fails every hidden test; it must work when nothing is cancelled (at least one test passes)"
+                .into(),
+        ),
+        Status::Failed if !result.warnings.is_empty() => {
+            Some(format!("compiles with warnings:\n{}", result.warnings.join("\n")))
+        }
+        Status::Failed => None,
+        Status::Passed => Some("passes every hidden test; as shipped it must fail".into()),
+        other => Some(format!("{}: {}", other.label(), crate::report::reason(result))),
+    }
+}
+
+fn check_manifest(course: &Course, note: &mut impl FnMut(&Kata, String)) {
+    let mut last = 0;
+    for kata in &course.katas {
+        let valid_name = kata.name.split_once('_').is_some_and(|(n, slug)| {
+            n.len() == 2
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && !slug.is_empty()
+                && slug
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+        if !valid_name {
+            note(
+                kata,
+                "name must be `NN_slug` (two digits, lowercase snake_case)".into(),
+            );
+        }
+        if kata.number() <= last {
+            note(
+                kata,
+                format!(
+                    "number {} does not follow {last}: katas are numbered in course order",
+                    kata.number()
+                ),
+            );
+        }
+        last = kata.number();
+        if kata.hints.len() < 3 {
+            note(
+                kata,
+                format!(
+                    "has {} hints; at least 3 progressive hints are required",
+                    kata.hints.len()
+                ),
+            );
+        }
+        if kata.points == 0 {
+            note(kata, "points must be above 0".into());
+        }
+        if kata.title.trim().is_empty() {
+            note(kata, "title is empty".into());
+        }
+    }
+}
+
+fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let exercise = course.kata_dir(Tree::Exercises, kata);
+    let solution = course.kata_dir(Tree::Solutions, kata);
+    for (dir, sections) in [
+        (&exercise, EXERCISE_SECTIONS),
+        (&solution, SOLUTION_SECTIONS),
+    ] {
+        for file in ["Cargo.toml", "README.md", "src/lib.rs"] {
+            if !dir.join(file).is_file() {
+                problems.push(format!("{} is missing", rel(course, &dir.join(file))));
+            }
+        }
+        let readme = read(&dir.join("README.md"));
+        for section in sections {
+            if !readme.contains(section) {
+                problems.push(format!(
+                    "{} lacks `{section}`",
+                    rel(course, &dir.join("README.md"))
+                ));
+            }
+        }
+        let lib = read(&dir.join("src/lib.rs"));
+        for name in async_fns_without_cancel_safety(&lib) {
+            problems.push(format!(
+                "{}: `pub async fn {name}` has no `# Cancel safety` doc section",
+                rel(course, &dir.join("src/lib.rs"))
+            ));
+        }
+    }
+    if !read(&exercise.join("src/lib.rs")).contains("// TODO") {
+        problems.push("the exercise's src/lib.rs has no `// TODO` where the learner works".into());
+    }
+    let hidden_path = course.hidden_tests(kata);
+    let hidden = read(&hidden_path);
+    if hidden.is_empty() {
+        problems.push(format!("{} is missing", rel(course, &hidden_path)));
+    } else if !hidden.contains("hidden_test!") {
+        problems.push("hidden tests must be declared with `kata_support::hidden_test!`".into());
+    }
+    for pattern in NONDETERMINISTIC {
+        if hidden.contains(pattern) {
+            problems.push(format!(
+                "{} uses `{pattern}`: hidden tests must use the paused clock and scripted I/O",
+                rel(course, &hidden_path)
+            ));
+        }
+    }
+    let decoys = course.decoys(kata)?.len();
+    if decoys < 2 {
+        problems.push(format!(
+            "has {decoys} decoy(s); at least 2 plausible wrong fixes are required"
+        ));
+    }
+    Ok(problems)
+}
+
+/// Names of `pub async fn`s whose doc comment lacks a `# Cancel safety` section.
+fn async_fns_without_cancel_safety(source: &str) -> Vec<String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix("pub async fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let documented = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| {
+                let l = l.trim_start();
+                l.starts_with("///") || l.starts_with("#[")
+            })
+            .any(|l| l.contains("# Cancel safety"));
+        if !documented {
+            missing.push(name);
+        }
+    }
+    missing
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn rel(course: &Course, path: &Path) -> String {
+    path.strip_prefix(&course.root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_async_fns_without_a_cancel_safety_section() {
+        let source = "/// Sends.\n///\n/// # Cancel safety\n///\n/// Safe.\npub async fn send() {}\n\n\
+                      /// Receives.\n#[must_use]\npub async fn recv() {}\n";
+        assert_eq!(async_fns_without_cancel_safety(source), ["recv"]);
+    }
+}

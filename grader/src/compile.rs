@@ -1,0 +1,123 @@
+//! Building the hidden tests: one `cargo build --tests --keep-going` over a generated workspace,
+//! with cargo's JSON messages sorted per unit.
+//!
+//! Cargo runs with the filesystem root as its working directory, so no `.cargo/config.toml` in
+//! the course repository (a runner, an alias, rustflags) applies to the build.
+
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use cargo_metadata::Message;
+use cargo_metadata::diagnostic::DiagnosticLevel;
+
+use crate::workspace::Unit;
+
+/// What the build produced for one unit.
+#[derive(Debug, Default, Clone)]
+pub struct Built {
+    /// The hidden-test executable, when the unit compiled.
+    pub executable: Option<PathBuf>,
+    /// Rendered compiler errors in the unit's own sources.
+    pub errors: Vec<String>,
+    /// Rendered compiler warnings in the unit's own sources.
+    pub warnings: Vec<String>,
+}
+
+/// Builds every unit's hidden tests; the result is in the order of `units`.
+pub fn build(dir: &Path, target: &Path, units: &[Unit], color: bool) -> anyhow::Result<Vec<Built>> {
+    let format = if color {
+        "json-diagnostic-rendered-ansi"
+    } else {
+        "json"
+    };
+    let mut child = Command::new(cargo())
+        .current_dir("/")
+        .arg("build")
+        .arg("--tests")
+        .arg("--keep-going")
+        .arg(format!("--message-format={format}"))
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target)
+        .env_remove("RUSTC_WRAPPER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("failed to run cargo; is the Rust toolchain installed and on PATH?")?;
+
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr)
+            .take(1 << 20)
+            .read_to_string(&mut text);
+        text
+    });
+
+    let mut built = vec![Built::default(); units.len()];
+    let owner = |src: &Path| units.iter().position(|u| u.lib_rs == src);
+    let tests_of = |name: &str| {
+        units
+            .iter()
+            .position(|u| format!("hidden-{}", u.package()) == name)
+    };
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut any_message = false;
+    for message in Message::parse_stream(stdout) {
+        match message.context("failed to read cargo's output")? {
+            Message::CompilerArtifact(artifact) => {
+                if let (Some(exe), Some(i)) = (artifact.executable, tests_of(&artifact.target.name))
+                {
+                    built[i].executable = Some(exe.into_std_path_buf());
+                }
+            }
+            Message::CompilerMessage(msg) => {
+                let src = msg.target.src_path.as_std_path();
+                // Errors in the hidden tests are errors of the kata's API, shown with the kata.
+                let unit = owner(src).or_else(|| tests_of(&msg.target.name));
+                let Some(i) = unit else { continue };
+                let rendered = msg
+                    .message
+                    .rendered
+                    .clone()
+                    .unwrap_or(msg.message.message.clone());
+                match msg.message.level {
+                    DiagnosticLevel::Error | DiagnosticLevel::Ice => {
+                        any_message = true;
+                        built[i].errors.push(rendered);
+                    }
+                    DiagnosticLevel::Warning => built[i].warnings.push(rendered),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().context("failed to wait for cargo")?;
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() && !any_message {
+        bail!(
+            "failed to build the hidden tests (cargo {status}):\n{}",
+            stderr.trim_end()
+        );
+    }
+    for (unit, built) in units.iter().zip(&mut built) {
+        if built.executable.is_none() && built.errors.is_empty() {
+            built.errors.push(format!(
+                "`{}` was not built; cargo said:\n{}",
+                unit.label,
+                stderr.trim_end()
+            ));
+        }
+    }
+    Ok(built)
+}
+
+/// The cargo that runs the grader (so `cargo run` and `cargo +toolchain` agree), else `cargo`.
+pub fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}

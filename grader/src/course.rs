@@ -1,0 +1,350 @@
+//! The course: the manifest (`course.toml`), where each kata's files live, and naming katas.
+//!
+//! A kata is named on the command line by number (`3`, `03`), slug (`inflight_gauge`) or folder
+//! name (`01_inflight_gauge`); anything else gets a did-you-mean.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::UsageError;
+
+/// The manifest format this grader reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The manifest file at the course root.
+pub const MANIFEST: &str = "course.toml";
+
+/// The kata difficulty levels, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Beginner,
+    Intermediate,
+    Advanced,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Beginner => "beginner",
+            Level::Intermediate => "intermediate",
+            Level::Advanced => "advanced",
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format_version: u32,
+    build: BuildSection,
+    #[serde(rename = "kata", default)]
+    katas: Vec<Kata>,
+}
+
+/// Which workspace dependencies kata crates and hidden tests get.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    pub kata_dependencies: Vec<String>,
+    pub test_dependencies: Vec<String>,
+}
+
+/// One kata as the manifest describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kata {
+    /// Folder name, `NN_slug`.
+    pub name: String,
+    pub title: String,
+    pub level: Level,
+    pub points: u32,
+    pub hints: Vec<String>,
+    /// Per-test timeout override, in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+impl Kata {
+    /// The number before the first underscore (`01_x` is 1).
+    pub fn number(&self) -> u32 {
+        self.name
+            .split('_')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The name without its number: also the crate name the hidden tests import.
+    pub fn slug(&self) -> &str {
+        self.name
+            .split_once('_')
+            .map_or(&self.name, |(_, slug)| slug)
+    }
+}
+
+/// Which copy of the katas to build: the learner's or the reference solutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    Exercises,
+    Solutions,
+}
+
+impl Tree {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Tree::Exercises => "exercises",
+            Tree::Solutions => "solutions",
+        }
+    }
+}
+
+/// A loaded course rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Course {
+    pub root: PathBuf,
+    /// The manifest's name when it is not `course.toml`.
+    pub draft: Option<String>,
+    pub build: BuildSection,
+    pub katas: Vec<Kata>,
+}
+
+impl Course {
+    /// Finds the course root at or above `start` (the first directory holding `course.toml`).
+    pub fn discover(start: &Path) -> anyhow::Result<Course> {
+        let mut dir = Some(start);
+        while let Some(d) = dir {
+            if d.join(MANIFEST).is_file() {
+                return Course::load(d);
+            }
+            dir = d.parent();
+        }
+        bail!(
+            "no {MANIFEST} in {} or any parent directory; run the grader inside the course \
+             repository, or pass --root",
+            start.display()
+        )
+    }
+
+    /// Loads the course at `root`.
+    pub fn load(root: &Path) -> anyhow::Result<Course> {
+        Course::load_manifest(&root.join(MANIFEST))
+    }
+
+    /// Loads the course described by `path`; its directory is the course root.
+    pub fn load_manifest(path: &Path) -> anyhow::Result<Course> {
+        let path = path.to_path_buf();
+        let root = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let manifest: Manifest =
+            toml::from_str(&text).with_context(|| format!("failed to parse {}", path.display()))?;
+        if manifest.format_version != FORMAT_VERSION {
+            bail!(
+                "{} has format_version {}, but this grader reads version {FORMAT_VERSION}; \
+                 update the grader (git pull) or the manifest",
+                path.display(),
+                manifest.format_version
+            );
+        }
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("failed to resolve {}", root.display()))?;
+        // A draft manifest gets its own generated workspaces and state.
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let draft = stem.filter(|s| s != "course");
+        Ok(Course {
+            root,
+            draft,
+            build: manifest.build,
+            katas: manifest.katas,
+        })
+    }
+
+    pub fn kata_dir(&self, tree: Tree, kata: &Kata) -> PathBuf {
+        self.root.join(tree.dir()).join(&kata.name)
+    }
+
+    /// The learner's file (or the solution's).
+    pub fn lib_rs(&self, tree: Tree, kata: &Kata) -> PathBuf {
+        self.kata_dir(tree, kata).join("src").join("lib.rs")
+    }
+
+    pub fn hidden_tests(&self, kata: &Kata) -> PathBuf {
+        self.root
+            .join("grader")
+            .join("hidden")
+            .join(format!("{}.rs", kata.name))
+    }
+
+    pub fn decoy_dir(&self, kata: &Kata) -> PathBuf {
+        self.root.join("grader").join("decoys").join(&kata.name)
+    }
+
+    /// The decoy sources of a kata, sorted by name.
+    pub fn decoys(&self, kata: &Kata) -> anyhow::Result<Vec<PathBuf>> {
+        let dir = self.decoy_dir(kata);
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut decoys = Vec::new();
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("failed to read {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                decoys.push(path);
+            }
+        }
+        decoys.sort();
+        Ok(decoys)
+    }
+
+    /// Resolves names given on the command line, in course order; no names means every kata.
+    pub fn select(&self, names: &[String]) -> anyhow::Result<Vec<&Kata>> {
+        if names.is_empty() {
+            return Ok(self.katas.iter().collect());
+        }
+        let mut chosen = Vec::new();
+        for name in names {
+            let kata = self.find(name)?;
+            if !chosen.iter().any(|k: &&Kata| k.name == kata.name) {
+                chosen.push(kata);
+            }
+        }
+        chosen.sort_by_key(|k| self.position(k));
+        Ok(chosen)
+    }
+
+    fn position(&self, kata: &Kata) -> usize {
+        self.katas
+            .iter()
+            .position(|k| k.name == kata.name)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Finds one kata by number, slug or folder name.
+    pub fn find(&self, name: &str) -> anyhow::Result<&Kata> {
+        let wanted = name.trim().trim_end_matches('/');
+        let wanted = wanted.rsplit('/').next().unwrap_or(wanted);
+        let number: Option<u32> = wanted.parse().ok();
+        let found = self.katas.iter().find(|k| {
+            k.name == wanted || k.slug() == wanted || number.is_some_and(|n| n == k.number())
+        });
+        if let Some(kata) = found {
+            return Ok(kata);
+        }
+        let best = self
+            .katas
+            .iter()
+            .flat_map(|k| [k.name.as_str(), k.slug()])
+            .map(|candidate| (strsim::jaro_winkler(wanted, candidate), candidate))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        match best {
+            Some((_, candidate)) => Err(UsageError(format!(
+                "no kata named `{wanted}`; did you mean `{candidate}`? run `grader list`"
+            ))
+            .into()),
+            None => Err(UsageError(format!(
+                "no kata named `{wanted}`; run `grader list` to see every kata"
+            ))
+            .into()),
+        }
+    }
+
+    /// Points of the whole course.
+    pub fn max_points(&self) -> u32 {
+        self.katas.iter().map(|k| k.points).sum()
+    }
+
+    /// Katas per level, for progress lines.
+    pub fn by_level(&self) -> BTreeMap<Level, Vec<&Kata>> {
+        let mut levels: BTreeMap<Level, Vec<&Kata>> = BTreeMap::new();
+        for kata in &self.katas {
+            levels.entry(kata.level).or_default().push(kata);
+        }
+        levels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kata(name: &str) -> Kata {
+        Kata {
+            name: name.into(),
+            title: String::new(),
+            level: Level::Beginner,
+            points: 10,
+            hints: vec![],
+            timeout_secs: None,
+        }
+    }
+
+    fn course() -> Course {
+        Course {
+            root: PathBuf::from("/course"),
+            draft: None,
+            build: BuildSection {
+                kata_dependencies: vec![],
+                test_dependencies: vec![],
+            },
+            katas: vec![
+                kata("01_inflight_gauge"),
+                kata("02_outbox_timeout"),
+                kata("10_capstone"),
+            ],
+        }
+    }
+
+    #[test]
+    fn finds_by_number_slug_and_folder() {
+        let course = course();
+        for name in [
+            "2",
+            "02",
+            "outbox_timeout",
+            "02_outbox_timeout",
+            "exercises/02_outbox_timeout/",
+        ] {
+            assert_eq!(
+                course.find(name).unwrap().name,
+                "02_outbox_timeout",
+                "{name}"
+            );
+        }
+        assert_eq!(course.find("10").unwrap().name, "10_capstone");
+    }
+
+    #[test]
+    fn suggests_the_closest_name() {
+        let err = course().find("inflight_gage").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "no kata named `inflight_gage`; did you mean `inflight_gauge`? run `grader list`"
+        );
+        let err = course().find("zzz").unwrap_err().to_string();
+        assert!(err.contains("run `grader list`"), "{err}");
+    }
+
+    #[test]
+    fn selection_follows_course_order_without_duplicates() {
+        let course = course();
+        let names: Vec<_> = course
+            .select(&["10".into(), "1".into(), "inflight_gauge".into()])
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(names, ["01_inflight_gauge", "10_capstone"]);
+    }
+}

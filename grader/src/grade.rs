@@ -1,0 +1,204 @@
+//! Grading a set of units: generate the workspace, build it once, run every hidden test in its own
+//! process, and turn the outcomes into one verdict per unit.
+//!
+//! `check` grades a tree of katas; `verify` grades exercises, solutions and decoys with the same
+//! machinery.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::compile;
+use crate::course::{Course, Level};
+use crate::run::{self, Job, Outcome};
+use crate::workspace::{self, Unit};
+
+/// The default wall-clock limit for one hidden test.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A kata's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    CompileError,
+    TimedOut,
+    Error,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::CompileError => "does not compile",
+            Status::TimedOut => "timed out",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// One hidden test's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestResult {
+    pub name: String,
+    pub status: Outcome,
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+/// One unit's (kata's or decoy's) result.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitResult {
+    pub name: String,
+    pub number: u32,
+    pub title: String,
+    pub level: Level,
+    pub status: Status,
+    pub points: u32,
+    pub max_points: u32,
+    /// Where the learner works, relative to the course root.
+    pub file: String,
+    pub compile_errors: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub tests: Vec<TestResult>,
+    /// Why the unit could not be graded, for `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How to grade.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub color: bool,
+    pub parallel: usize,
+    /// Overrides every kata's timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl Options {
+    pub fn parallel_default() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
+/// Grades `units`, built together in the generated workspace `set`.
+pub fn grade(
+    course: &Course,
+    set: &str,
+    units: &[Unit],
+    options: &Options,
+) -> anyhow::Result<(Vec<UnitResult>, Duration)> {
+    let started = Instant::now();
+    // A unit whose files are missing is reported on its own and left out of the build.
+    let missing: Vec<Option<String>> = units
+        .iter()
+        .map(|unit| {
+            let hidden = course.hidden_tests(&course.katas[unit.kata]);
+            [&unit.lib_rs, &hidden].into_iter().find(|p| !p.is_file()).map(|p| {
+                format!("{} is missing; restore it (git checkout -- {0}) or run `grader check` in a complete course", p.display())
+            })
+        })
+        .collect();
+    let present: Vec<Unit> = units
+        .iter()
+        .zip(&missing)
+        .filter(|(_, m)| m.is_none())
+        .map(|(u, _)| u.clone())
+        .collect();
+    let dir = workspace::generate(course, set, &present)?;
+    let mut present_built = compile::build(
+        &dir,
+        &workspace::target_dir(course),
+        &present,
+        options.color,
+    )?
+    .into_iter();
+    let built: Vec<compile::Built> = missing
+        .iter()
+        .map(|m| {
+            if m.is_none() {
+                present_built.next().unwrap_or_default()
+            } else {
+                compile::Built::default()
+            }
+        })
+        .collect();
+
+    let mut listing_errors: Vec<Option<String>> = missing;
+    let mut jobs = Vec::new();
+    for (i, (unit, built)) in units.iter().zip(&built).enumerate() {
+        let Some(exe) = &built.executable else {
+            continue;
+        };
+        let kata = &course.katas[unit.kata];
+        let timeout = options
+            .timeout
+            .or(kata.timeout_secs.map(Duration::from_secs))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        match run::list_tests(exe) {
+            Ok(tests) if tests.is_empty() => {
+                listing_errors[i] = Some("the hidden test file declares no tests".into());
+            }
+            Ok(tests) => jobs.extend(tests.into_iter().map(|test| Job {
+                unit: i,
+                executable: exe.clone(),
+                test,
+                timeout,
+            })),
+            Err(err) => listing_errors[i] = Some(format!("{err:#}")),
+        }
+    }
+    let runs = run::run_all(jobs, options.parallel);
+
+    let mut results = Vec::new();
+    for (i, (unit, built)) in units.iter().zip(built).enumerate() {
+        let kata = &course.katas[unit.kata];
+        let tests: Vec<TestResult> = runs
+            .iter()
+            .filter(|r| r.unit == i)
+            .map(|r| TestResult {
+                name: r.test.clone(),
+                status: r.outcome,
+                message: r.message.clone(),
+                duration_ms: r.duration.as_millis().try_into().unwrap_or(u64::MAX),
+            })
+            .collect();
+        let status = if !built.errors.is_empty() {
+            Status::CompileError
+        } else if listing_errors[i].is_some() {
+            Status::Error
+        } else if tests.iter().any(|t| t.status == Outcome::TimedOut) {
+            Status::TimedOut
+        } else if tests.iter().any(|t| t.status == Outcome::Failed) {
+            Status::Failed
+        } else {
+            Status::Passed
+        };
+        let file = unit
+            .lib_rs
+            .strip_prefix(&course.root)
+            .unwrap_or(&unit.lib_rs);
+        results.push(UnitResult {
+            name: unit.label.clone(),
+            number: kata.number(),
+            title: kata.title.clone(),
+            level: kata.level,
+            status,
+            points: if status == Status::Passed {
+                kata.points
+            } else {
+                0
+            },
+            max_points: kata.points,
+            file: file.to_string_lossy().into_owned(),
+            compile_errors: built.errors,
+            warnings: built.warnings,
+            tests,
+            error: listing_errors[i].take(),
+        });
+    }
+    Ok((results, started.elapsed()))
+}

@@ -1,0 +1,392 @@
+//! Running hidden tests: a process per test, in parallel, each with a timeout, a captured and
+//! capped output, and a pass proven by a nonce rather than parsed from what the test printed.
+//!
+//! Each test process gets its own process group; when it ends (or times out) the whole group is
+//! killed, so nothing a test spawned outlives it.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Bytes of output kept from the start and from the end of each test's output.
+pub const KEEP_HEAD: usize = 16 * 1024;
+pub const KEEP_TAIL: usize = 16 * 1024;
+
+/// One test to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Index of the unit the test belongs to.
+    pub unit: usize,
+    pub executable: PathBuf,
+    pub test: String,
+    pub timeout: Duration,
+}
+
+/// How one test ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    TimedOut,
+}
+
+/// The verdict on one test.
+#[derive(Debug, Clone)]
+pub struct TestRun {
+    pub unit: usize,
+    pub test: String,
+    pub outcome: Outcome,
+    /// Why it failed, for a learner; empty when it passed.
+    pub message: String,
+    pub duration: Duration,
+}
+
+/// Lists the tests in a libtest executable.
+pub fn list_tests(executable: &Path) -> anyhow::Result<Vec<String>> {
+    let output = Command::new(executable)
+        .args(["--list", "--format", "terse"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("failed to list the tests in {}", executable.display()))?;
+    if !output.status.success() {
+        bail!(
+            "failed to list the tests in {} ({})",
+            executable.display(),
+            output.status
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(stdout
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs every job, `parallel` at a time; results come back in job order.
+pub fn run_all(jobs: Vec<Job>, parallel: usize) -> Vec<TestRun> {
+    let count = jobs.len();
+    let queue = Mutex::new(jobs.into_iter().enumerate());
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.max(1).min(count.max(1)) {
+            let tx = tx.clone();
+            let queue = &queue;
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().expect("job queue").next();
+                    let Some((i, job)) = next else { break };
+                    let _ = tx.send((i, run_one(&job)));
+                }
+            });
+        }
+    });
+    drop(tx);
+    let mut runs: Vec<_> = rx.into_iter().collect();
+    runs.sort_by_key(|(i, _)| *i);
+    runs.into_iter().map(|(_, run)| run).collect()
+}
+
+fn run_one(job: &Job) -> TestRun {
+    let start = Instant::now();
+    let (outcome, message) = match execute(job) {
+        Ok(result) => judge(job, result),
+        Err(err) => (
+            Outcome::Failed,
+            format!("the grader could not run this test: {err:#}"),
+        ),
+    };
+    TestRun {
+        unit: job.unit,
+        test: job.test.clone(),
+        outcome,
+        message,
+        duration: start.elapsed(),
+    }
+}
+
+struct Finished {
+    status: Option<ExitStatus>,
+    output: Captured,
+    proven: bool,
+}
+
+fn execute(job: &Job) -> anyhow::Result<Finished> {
+    let nonce = nonce()?;
+    let mut child = Command::new(&job.executable)
+        .args([
+            job.test.as_str(),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PROOF_ENV, "stdin")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("RUST_TEST_THREADS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("failed to start {}", job.executable.display()))?;
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+
+    if let Some(mut stdin) = child.stdin.take() {
+        // A test that exits before reading its nonce closes the pipe; that is its own verdict.
+        let _ = writeln!(stdin, "{nonce}");
+    }
+    let proof = format!("{PROOF_PREFIX}{nonce}");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = {
+        let proof = proof.clone();
+        std::thread::spawn(move || capture(stdout, Some(&proof)))
+    };
+    let err_reader = std::thread::spawn(move || capture(stderr, None));
+
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(job.timeout) {
+        Ok(status) => Some(status.context("failed to wait for the test process")?),
+        Err(_) => None,
+    };
+    // Whatever the test left running in its group goes now; this also unblocks the readers.
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = waiter.join();
+    let (stdout, proven) = out_reader.join().unwrap_or_default();
+    let (stderr, _) = err_reader.join().unwrap_or_default();
+    Ok(Finished {
+        status,
+        output: Captured::merge(stdout, stderr),
+        proven,
+    })
+}
+
+fn judge(job: &Job, finished: Finished) -> (Outcome, String) {
+    let Some(status) = finished.status else {
+        return (
+            Outcome::TimedOut,
+            format!(
+                "timed out after {}s: likely a deadlock, a busy loop or a blocking call \
+                 (`std::thread::sleep`, a lock held across an `.await`)",
+                job.timeout.as_secs_f64()
+            ),
+        );
+    };
+    if status.success() && finished.proven {
+        return (Outcome::Passed, String::new());
+    }
+    let text = finished.output.text();
+    if let Some(panic) = panic_message(&text) {
+        return (Outcome::Failed, panic);
+    }
+    let how = describe_exit(status);
+    let message = if status.success() {
+        "the test process exited before the test body finished (does the code call \
+         `std::process::exit`?)"
+            .to_owned()
+    } else {
+        format!("the test process {how}")
+    };
+    let tail = finished.output.tail_lines(8);
+    if tail.is_empty() {
+        (Outcome::Failed, message)
+    } else {
+        (
+            Outcome::Failed,
+            format!("{message}; its last output:\n{tail}"),
+        )
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (_, Some(6)) => {
+            "aborted (SIGABRT: `abort`, a panic while panicking, or a stack overflow)".into()
+        }
+        (_, Some(11)) => "crashed (SIGSEGV)".into(),
+        (_, Some(signal)) => format!("was killed by signal {signal}"),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "ended without an exit status".into(),
+    }
+}
+
+/// The message of the first panic in libtest output.
+pub fn panic_message(text: &str) -> Option<String> {
+    let start = text.find("panicked at ")?;
+    let rest = &text[start..];
+    let body = rest.split_once('\n').map_or("", |(_, body)| body);
+    let end = [
+        "\nnote: run with `RUST_BACKTRACE",
+        "\nstack backtrace:",
+        "\n\nfailures:",
+        "\nerror: test failed",
+    ]
+    .iter()
+    .filter_map(|marker| body.find(marker))
+    .min()
+    .unwrap_or(body.len());
+    let message = body[..end].trim();
+    Some(if message.is_empty() {
+        rest.lines().next().unwrap_or_default().to_owned()
+    } else {
+        message.to_owned()
+    })
+}
+
+/// A test's output with the middle dropped past the caps.
+#[derive(Debug, Default)]
+pub struct Captured {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    dropped: u64,
+}
+
+impl Captured {
+    fn merge(stdout: Captured, stderr: Captured) -> Captured {
+        let mut head = stdout.text().into_bytes();
+        head.extend_from_slice(stderr.text().as_bytes());
+        Captured {
+            head,
+            tail: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    /// The kept output, with a note where bytes were dropped.
+    pub fn text(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.head).into_owned();
+        if self.dropped > 0 {
+            text.push_str(&format!(
+                "\n[.. {} bytes of output dropped ..]\n",
+                self.dropped
+            ));
+        }
+        text.push_str(&String::from_utf8_lossy(&self.tail));
+        text
+    }
+
+    fn tail_lines(&self, n: usize) -> String {
+        let text = self.text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(PROOF_PREFIX))
+            .collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Reads a stream to its end, keeping the head and tail, and watching the whole stream for `proof`.
+fn capture(mut stream: impl Read, proof: Option<&str>) -> (Captured, bool) {
+    let mut captured = Captured::default();
+    let mut found = false;
+    let mut window: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        if let Some(proof) = proof
+            && !found
+        {
+            window.extend_from_slice(chunk);
+            found = contains(&window, proof.as_bytes());
+            let keep = proof.len().saturating_sub(1);
+            if window.len() > keep {
+                window.drain(..window.len() - keep);
+            }
+        }
+        let room = KEEP_HEAD.saturating_sub(captured.head.len());
+        let (to_head, rest) = chunk.split_at(room.min(chunk.len()));
+        captured.head.extend_from_slice(to_head);
+        captured.tail.extend_from_slice(rest);
+        if captured.tail.len() > KEEP_TAIL {
+            let excess = captured.tail.len() - KEEP_TAIL;
+            captured.tail.drain(..excess);
+            captured.dropped += excess as u64;
+        }
+    }
+    (captured, found)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// 128 random bits, hex.
+fn nonce() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("failed to read /dev/urandom for a test nonce")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Mirrors `kata_support::harness`: the grader and the harness agree on these two strings.
+const PROOF_ENV: &str = "KATA_PROOF";
+const PROOF_PREFIX: &str = "kata-proof:";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_the_panic_message() {
+        let out = "running 1 test\n\nthread 'x' (12) panicked at grader/hidden/a.rs:3:5:\n\
+                   cancelled after poll 1 of 3: the gauge reads 1\nexpected 0\n\
+                   note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(out).unwrap(),
+            "cancelled after poll 1 of 3: the gauge reads 1\nexpected 0"
+        );
+    }
+
+    #[test]
+    fn capture_keeps_head_and_tail_and_finds_a_proof_across_reads() {
+        struct Drip(Vec<Vec<u8>>);
+        impl Read for Drip {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                let chunk = self.0.remove(0);
+                buf[..chunk.len()].copy_from_slice(&chunk);
+                Ok(chunk.len())
+            }
+        }
+        let flood = vec![b'x'; 60 * 1024];
+        let stream = Drip(vec![
+            flood.clone(),
+            flood,
+            b"kata-pr".to_vec(),
+            b"oof:abc\n".to_vec(),
+        ]);
+        let (captured, proven) = capture(stream, Some("kata-proof:abc"));
+        assert!(proven);
+        assert_eq!(captured.head.len(), KEEP_HEAD);
+        assert_eq!(captured.tail.len(), KEEP_TAIL);
+        assert_eq!(
+            captured.dropped,
+            (120 * 1024 + 15 - KEEP_HEAD - KEEP_TAIL) as u64
+        );
+        assert!(captured.text().contains("bytes of output dropped"));
+    }
+
+    #[test]
+    fn proof_strings_match_the_harness() {
+        assert_eq!(PROOF_ENV, kata_support::harness::PROOF_ENV);
+        assert_eq!(PROOF_PREFIX, kata_support::harness::PROOF_PREFIX);
+    }
+}

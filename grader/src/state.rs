@@ -1,0 +1,147 @@
+//! What the grader remembers between runs: each kata's last verdict (keyed by a hash of its
+//! sources, so an edit makes it stale) and how many hints the learner has seen.
+//!
+//! The file is rewritten atomically (write a temporary file, then rename), so a kill mid-write
+//! leaves the old state; a corrupt or unreadable file is treated as empty and rebuilt.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::course::{Course, Kata, Tree};
+use crate::grade::Status;
+
+const VERSION: u32 = 1;
+
+/// The remembered verdict of one kata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Verdict {
+    pub source_hash: String,
+    pub passed: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    version: u32,
+    #[serde(default)]
+    pub verdicts: BTreeMap<String, Verdict>,
+    #[serde(default)]
+    pub hints_seen: BTreeMap<String, usize>,
+}
+
+/// Where a kata stands for the learner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Done,
+    Failing,
+    /// Never checked, or edited since the last check.
+    Unchecked,
+}
+
+impl State {
+    pub fn path(course: &Course) -> PathBuf {
+        crate::workspace::grader_dir(course).join("state.json")
+    }
+
+    /// Loads the state, starting afresh if it is missing or unreadable.
+    pub fn load(course: &Course) -> State {
+        std::fs::read(Self::path(course))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<State>(&bytes).ok())
+            .filter(|state| state.version == VERSION)
+            .unwrap_or(State {
+                version: VERSION,
+                ..State::default()
+            })
+    }
+
+    pub fn save(&self, course: &Course) -> anyhow::Result<()> {
+        let path = Self::path(course);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("failed to create {}", parent.display()))?;
+        }
+        write_atomic(&path, &serde_json::to_vec_pretty(self)?)
+    }
+
+    pub fn record(&mut self, course: &Course, kata: &Kata, status: Status) {
+        let source_hash = source_hash(course, kata);
+        self.verdicts.insert(
+            kata.name.clone(),
+            Verdict {
+                source_hash,
+                passed: status == Status::Passed,
+            },
+        );
+    }
+
+    pub fn progress(&self, course: &Course, kata: &Kata) -> Progress {
+        match self.verdicts.get(&kata.name) {
+            Some(v) if v.source_hash == source_hash(course, kata) => {
+                if v.passed {
+                    Progress::Done
+                } else {
+                    Progress::Failing
+                }
+            }
+            _ => Progress::Unchecked,
+        }
+    }
+}
+
+/// A stable hash (FNV-1a, 64 bits) of the learner's `src/` tree: paths and contents.
+pub fn source_hash(course: &Course, kata: &Kata) -> String {
+    let src = course.kata_dir(Tree::Exercises, kata).join("src");
+    let mut files = Vec::new();
+    collect_files(&src, &mut files);
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for file in files {
+        feed(
+            file.strip_prefix(&src)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        feed(&[0]);
+        feed(&std::fs::read(&file).unwrap_or_default());
+        feed(&[0]);
+    }
+    format!("{hash:016x}")
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("failed to replace {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The private workspace the hidden tests are built in.
+//!
+//! The grader never builds a learner's crate as the learner declared it. For every kata it writes
+//! two packages of its own under `<target>/grader/<set>/`: a library whose only input is the
+//! learner's `src/lib.rs` (their `Cargo.toml` and any `build.rs` are never read), and a test package
+//! holding the hidden tests, which imports that library under the kata's slug. Dependencies are
+//! copied from the course's `[workspace.dependencies]`, so tokio resolves to the same features as
+//! in the course workspace and is compiled once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use toml::{Table, Value};
+
+use crate::course::Course;
+
+/// One library to build and test: a kata's sources from one tree, or one decoy.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// Index of the kata in the course.
+    pub kata: usize,
+    /// What the reports call it: the kata name, or `kata/decoy` for a decoy.
+    pub label: String,
+    /// The library root the learner (or solution, or decoy) wrote.
+    pub lib_rs: PathBuf,
+}
+
+impl Unit {
+    /// A cargo package name unique within the set.
+    pub fn package(&self) -> String {
+        self.label.replace(['_', '/'], "-").to_lowercase()
+    }
+}
+
+/// The target directory the grader builds in: `CARGO_TARGET_DIR`, else `<root>/target`.
+pub fn target_dir(course: &Course) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                course.root.join(dir)
+            }
+        }
+        _ => course.root.join("target"),
+    }
+}
+
+/// Where the grader keeps its generated workspaces and state.
+pub fn grader_dir(course: &Course) -> PathBuf {
+    let base = target_dir(course).join("grader");
+    match &course.draft {
+        Some(draft) => base.join(format!("draft-{draft}")),
+        None => base,
+    }
+}
+
+/// Writes the workspace for `units` under `<target>/grader/<set>` and returns its directory.
+pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<PathBuf> {
+    let dir = grader_dir(course).join(set);
+    let root_manifest = read_root_manifest(&course.root)?;
+    let deps = |names: &[String]| -> anyhow::Result<Table> {
+        let mut table = Table::new();
+        for name in names {
+            table.insert(
+                name.clone(),
+                workspace_dependency(&root_manifest, &course.root, name)?,
+            );
+        }
+        Ok(table)
+    };
+    let kata_deps = deps(&course.build.kata_dependencies)?;
+    let mut test_deps = kata_deps.clone();
+    test_deps.extend(deps(&course.build.test_dependencies)?);
+
+    let mut members = Vec::new();
+    for unit in units {
+        let kata = &course.katas[unit.kata];
+        let package = unit.package();
+        let lib_dir = dir.join("katas").join(&package);
+        let lib = toml_table([
+            ("package", package_table(&format!("kata-{package}"))),
+            (
+                "lib",
+                toml_table([
+                    ("name", Value::from(kata.slug())),
+                    ("path", path_value(&unit.lib_rs)),
+                    ("test", Value::from(false)),
+                    ("doctest", Value::from(false)),
+                ]),
+            ),
+            ("dependencies", Value::Table(kata_deps.clone())),
+            (
+                "lints",
+                toml_table([("rust", toml_table([("unsafe_code", Value::from("forbid"))]))]),
+            ),
+        ]);
+        write_if_changed(&lib_dir.join("Cargo.toml"), &toml::to_string(&lib)?)?;
+
+        let mut deps = test_deps.clone();
+        deps.insert(
+            kata.slug().to_owned(),
+            toml_table([
+                ("path", path_value(&lib_dir)),
+                ("package", Value::from(format!("kata-{package}"))),
+            ]),
+        );
+        let test = toml_table([
+            ("package", package_table(&format!("hidden-{package}"))),
+            (
+                "test",
+                Value::Array(vec![toml_table([
+                    ("name", Value::from(format!("hidden-{package}"))),
+                    ("path", path_value(&course.hidden_tests(kata))),
+                ])]),
+            ),
+            ("dependencies", Value::Table(deps)),
+        ]);
+        let test_dir = dir.join("tests").join(&package);
+        write_if_changed(&test_dir.join("Cargo.toml"), &toml::to_string(&test)?)?;
+        members.push(Value::from(format!("tests/{package}")));
+    }
+
+    let workspace = toml_table([
+        ("resolver", Value::from("3")),
+        ("members", Value::Array(members)),
+        ("exclude", Value::Array(vec![Value::from("katas")])),
+    ]);
+    let mut top = Table::new();
+    top.insert("workspace".into(), workspace);
+    if let Some(profile) = root_manifest.get("profile") {
+        top.insert("profile".into(), profile.clone());
+    }
+    write_if_changed(
+        &dir.join("Cargo.toml"),
+        &format!("# Generated by the grader.\n{}", toml::to_string(&top)?),
+    )?;
+
+    // Start from the course's lock file so the hidden tests get exactly the course's versions.
+    let lock = dir.join("Cargo.lock");
+    let course_lock = course.root.join("Cargo.lock");
+    if !lock.exists() && course_lock.exists() {
+        std::fs::copy(&course_lock, &lock)
+            .with_context(|| format!("failed to copy {}", course_lock.display()))?;
+    }
+    Ok(dir)
+}
+
+fn read_root_manifest(root: &Path) -> anyhow::Result<Table> {
+    let path = root.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    text.parse::<Table>()
+        .with_context(|| format!("failed to parse {}", path.display()))
+}
+
+/// `[workspace.dependencies.<name>]`, with a relative `path` made absolute.
+fn workspace_dependency(manifest: &Table, root: &Path, name: &str) -> anyhow::Result<Value> {
+    let dep = manifest
+        .get("workspace")
+        .and_then(|w| w.get("dependencies"))
+        .and_then(|d| d.get(name))
+        .ok_or_else(|| {
+            anyhow!(
+                "course.toml asks for dependency `{name}`, but Cargo.toml has no \
+                 [workspace.dependencies] entry for it; add one"
+            )
+        })?;
+    let mut dep = match dep {
+        Value::String(version) => toml_table([("version", Value::from(version.as_str()))]),
+        other => other.clone(),
+    };
+    if let Value::Table(table) = &mut dep
+        && let Some(Value::String(path)) = table.get("path")
+    {
+        let absolute = root.join(path);
+        table.insert("path".into(), path_value(&absolute));
+    }
+    Ok(dep)
+}
+
+fn package_table(name: &str) -> Value {
+    toml_table([
+        ("name", Value::from(name)),
+        ("version", Value::from("0.0.0")),
+        ("edition", Value::from("2024")),
+        ("publish", Value::from(false)),
+    ])
+}
+
+fn toml_table<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Table(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+fn path_value(path: &Path) -> Value {
+    Value::from(path.to_string_lossy().into_owned())
+}
+
+/// Rewrites a file only when its content changes, so cargo's fingerprints stay fresh.
+fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    crate::state::write_atomic(path, content.as_bytes())
+}
