@@ -92,7 +92,7 @@ impl State {
     }
 }
 
-/// A stable hash (FNV-1a, 64 bits) of the learner's `src/` tree: paths and contents.
+/// A stable hash of the learner's `src/` tree: paths and contents.
 pub fn source_hash(course: &Course, kata: &Kata) -> String {
     let src = course.kata_dir(Tree::Exercises, kata).join("src");
     let mut files = Vec::new();

@@ -49,7 +49,13 @@ pub fn target_dir(course: &Course) -> PathBuf {
 
 /// Where the grader keeps its generated workspaces and state.
 pub fn grader_dir(course: &Course) -> PathBuf {
-    let base = target_dir(course).join("grader");
+    let target = target_dir(course);
+    let mut base = target.join("grader");
+    // A target directory shared between courses keeps each course's state apart.
+    if target != course.root.join("target") {
+        let hash = crate::state::fnv1a(course.root.to_string_lossy().as_bytes());
+        base = base.join(format!("course-{hash:016x}"));
+    }
     match &course.draft {
         Some(draft) => base.join(format!("draft-{draft}")),
         None => base,

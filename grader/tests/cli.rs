@@ -1,0 +1,157 @@
+//! The real `grader` binary against a tiny fixture course (tests/fixtures/course): one kata that
+//! passes as shipped, one that fails, one that does not compile.
+
+mod common;
+
+use common::Fixture;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+#[test]
+fn list_shows_every_kata_with_level_and_progress() {
+    let fixture = Fixture::new();
+    fixture
+        .grader(["list"])
+        .assert()
+        .success()
+        .stdout(contains("01   passing"))
+        .stdout(contains("intermediate"))
+        .stdout(contains("0/3 done (beginner 0/1, intermediate 0/1, advanced 0/1)"));
+}
+
+#[test]
+fn check_grades_each_kata_and_keeps_going_past_a_compile_error() {
+    let fixture = Fixture::new();
+    fixture
+        .grader(["check"])
+        .assert()
+        .code(1)
+        .stdout(contains("PASS  01_passing"))
+        .stdout(contains("FAIL  02_failing"))
+        .stdout(contains("1 of 3 hidden tests fail: cancelled after poll 1: the counter still reads 1"))
+        .stdout(contains("BUILD 03_broken"))
+        .stdout(contains("expected `;`"))
+        .stdout(contains("edit exercises/02_failing/src/lib.rs"))
+        .stdout(contains("1/3 katas passed, 5/35 points"));
+
+    // Progress is derived from the results: one kata done.
+    fixture.grader(["list"]).assert().success().stdout(contains("1/3 done"));
+}
+
+#[test]
+fn check_json_follows_the_documented_schema() {
+    let fixture = Fixture::new();
+    let output = fixture.grader(["check", "--format", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["version"], 1);
+    assert_eq!(report["tree"], "exercises");
+    let statuses: Vec<_> = report["katas"].as_array().unwrap().iter().map(|k| k["status"].clone()).collect();
+    assert_eq!(statuses, ["passed", "failed", "compile_error"]);
+    let failing = &report["katas"][1];
+    assert_eq!(failing["name"], "02_failing");
+    assert_eq!(failing["points"], 0);
+    assert_eq!(failing["max_points"], 10);
+    let tests = failing["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 3);
+    let cancelled = tests.iter().find(|t| t["name"] == "cancelled_call_lowers_the_counter").unwrap();
+    assert_eq!(cancelled["status"], "failed");
+    assert!(cancelled["message"].as_str().unwrap().contains("cancelled after poll 1"));
+    assert!(cancelled["duration_ms"].is_u64());
+    assert!(report["katas"][2]["compile_errors"][0].as_str().unwrap().contains("expected `;`"));
+    let summary = &report["summary"];
+    assert_eq!((summary["katas"].as_u64(), summary["passed"].as_u64()), (Some(3), Some(1)));
+    assert_eq!((summary["points"].as_u64(), summary["max_points"].as_u64()), (Some(5), Some(35)));
+}
+
+#[test]
+fn check_solutions_passes_everything() {
+    let fixture = Fixture::new();
+    fixture
+        .grader(["check", "--solutions"])
+        .assert()
+        .success()
+        .stdout(contains("3/3 katas passed, 35/35 points"));
+}
+
+#[test]
+fn katas_are_named_by_number_slug_or_folder_with_did_you_mean() {
+    let fixture = Fixture::new();
+    for name in ["1", "01", "passing", "01_passing"] {
+        fixture.grader(["check", name]).assert().success().stdout(contains("1/1 katas passed"));
+    }
+    fixture
+        .grader(["check", "failng"])
+        .assert()
+        .code(2)
+        .stderr(contains("no kata named `failng`; did you mean `failing`? run `grader list`"));
+}
+
+#[test]
+fn hints_are_revealed_one_at_a_time_and_remembered() {
+    let fixture = Fixture::new();
+    fixture
+        .grader(["hint", "2"])
+        .assert()
+        .success()
+        .stdout(contains("hint 1/3: look at the await"))
+        .stdout(contains("hint 2/3").not());
+    fixture.grader(["hint", "2"]).assert().success().stdout(contains("hint 2/3: destructors"));
+    fixture.grader(["hint", "2", "--all"]).assert().success().stdout(contains("hint 3/3: use a guard"));
+}
+
+#[test]
+fn build_script_and_manifest_edits_in_an_exercise_change_no_verdict() {
+    let fixture = Fixture::new();
+    let kata = fixture.path("exercises/02_failing");
+    std::fs::write(kata.join("build.rs"), "fn main() { panic!(\"build scripts must not run\") }").unwrap();
+    std::fs::write(kata.join("Cargo.toml"), "[package]\nname = \"hacked\"\nbuild = \"build.rs\"\n[lib]\ntest = true\n")
+        .unwrap();
+    std::fs::create_dir_all(fixture.path(".cargo")).unwrap();
+    std::fs::write(fixture.path(".cargo/config.toml"), "[target.'cfg(all())']\nrunner = \"true\"\n[build]\nrustflags = [\"--cfg\", \"hacked\"]\n")
+        .unwrap();
+    fixture
+        .grader(["check", "2"])
+        .assert()
+        .code(1)
+        .stdout(contains("FAIL  02_failing"))
+        .stdout(contains("1 of 3 hidden tests fail"));
+}
+
+#[test]
+fn a_missing_learner_file_is_reported_with_what_to_do() {
+    let fixture = Fixture::new();
+    std::fs::remove_file(fixture.path("exercises/01_passing/src/lib.rs")).unwrap();
+    fixture
+        .grader(["check"])
+        .assert()
+        .code(3)
+        .stdout(contains("ERROR 01_passing"))
+        .stdout(contains("is missing; restore it"))
+        .stdout(contains("FAIL  02_failing"));
+}
+
+#[test]
+fn verify_reports_a_broken_contract() {
+    let fixture = Fixture::new();
+    fixture
+        .grader(["verify"])
+        .assert()
+        .code(1)
+        .stdout(contains("exercise passes every hidden test; as shipped it must fail"))
+        .stdout(contains("exercise does not compile"))
+        .stdout(contains("has 0 decoy(s); at least 2 plausible wrong fixes are required"))
+        .stdout(contains("exercises/02_failing/README.md is missing"));
+}
+
+#[test]
+fn outside_a_course_the_error_says_where_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd::Command::cargo_bin("grader")
+        .unwrap()
+        .current_dir(dir.path())
+        .arg("list")
+        .assert()
+        .code(3)
+        .stderr(contains("no course.toml in").and(contains("pass --root")));
+}

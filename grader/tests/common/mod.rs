@@ -1,0 +1,56 @@
+//! A temporary copy of the fixture course, and the grader binary pointed at it.
+
+use std::path::{Path, PathBuf};
+
+pub struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Copies tests/fixtures/course into a fresh directory, with `kata-support` made absolute.
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/course");
+        copy_tree(&source, dir.path());
+        let manifest = dir.path().join("Cargo.toml");
+        let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("support");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let text = text.replace("\"../../../support\"", &format!("{:?}", support.display().to_string()));
+        std::fs::write(&manifest, text).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The grader, run inside the fixture, building in the workspace's shared target directory
+    /// (so tokio is not compiled again for every test).
+    pub fn grader<I, S>(&self, args: I) -> assert_cmd::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = assert_cmd::Command::cargo_bin("grader").expect("grader binary");
+        cmd.current_dir(self.dir.path()).env("CARGO_TARGET_DIR", shared_target()).env("NO_COLOR", "1").args(args);
+        cmd
+    }
+}
+
+/// The workspace's target directory.
+pub fn shared_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("target")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
