@@ -26,12 +26,14 @@ pub struct Built {
 }
 
 /// Builds every unit's hidden tests; the result is in the order of `units`.
-pub fn build(dir: &Path, target: &Path, units: &[Unit], color: bool) -> anyhow::Result<Vec<Built>> {
-    let format = if color {
-        "json-diagnostic-rendered-ansi"
-    } else {
-        "json"
-    };
+pub fn build(
+    dir: &Path,
+    target: &Path,
+    root: &Path,
+    units: &[Unit],
+    color: bool,
+) -> anyhow::Result<Vec<Built>> {
+    let format = if color { "json-diagnostic-rendered-ansi" } else { "json" };
     let mut child = Command::new(cargo())
         .current_dir("/")
         .arg("build")
@@ -52,19 +54,14 @@ pub fn build(dir: &Path, target: &Path, units: &[Unit], color: bool) -> anyhow::
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = BufReader::new(stderr)
-            .take(1 << 20)
-            .read_to_string(&mut text);
+        let _ = BufReader::new(stderr).take(1 << 20).read_to_string(&mut text);
         text
     });
 
     let mut built = vec![Built::default(); units.len()];
     let owner = |src: &Path| units.iter().position(|u| u.lib_rs == src);
-    let tests_of = |name: &str| {
-        units
-            .iter()
-            .position(|u| format!("hidden-{}", u.package()) == name)
-    };
+    let tests_of =
+        |name: &str| units.iter().position(|u| format!("hidden-{}", u.package()) == name);
     let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut any_message = false;
     for message in Message::parse_stream(stdout) {
@@ -80,11 +77,9 @@ pub fn build(dir: &Path, target: &Path, units: &[Unit], color: bool) -> anyhow::
                 // Errors in the hidden tests are errors of the kata's API, shown with the kata.
                 let unit = owner(src).or_else(|| tests_of(&msg.target.name));
                 let Some(i) = unit else { continue };
-                let rendered = msg
-                    .message
-                    .rendered
-                    .clone()
-                    .unwrap_or(msg.message.message.clone());
+                let rendered = msg.message.rendered.clone().unwrap_or(msg.message.message.clone());
+                // Paths relative to the course root, as the learner knows them.
+                let rendered = rendered.replace(&format!("{}/", root.display()), "");
                 match msg.message.level {
                     DiagnosticLevel::Error | DiagnosticLevel::Ice => {
                         any_message = true;
@@ -100,10 +95,7 @@ pub fn build(dir: &Path, target: &Path, units: &[Unit], color: bool) -> anyhow::
     let status = child.wait().context("failed to wait for cargo")?;
     let stderr = stderr.join().unwrap_or_default();
     if !status.success() && !any_message {
-        bail!(
-            "failed to build the hidden tests (cargo {status}):\n{}",
-            stderr.trim_end()
-        );
+        bail!("failed to build the hidden tests (cargo {status}):\n{}", stderr.trim_end());
     }
     for (unit, built) in units.iter().zip(&mut built) {
         if built.executable.is_none() && built.errors.is_empty() {

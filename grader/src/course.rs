@@ -72,18 +72,12 @@ pub struct Kata {
 impl Kata {
     /// The number before the first underscore (`01_x` is 1).
     pub fn number(&self) -> u32 {
-        self.name
-            .split('_')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        self.name.split('_').next().and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 
     /// The name without its number: also the crate name the hidden tests import.
     pub fn slug(&self) -> &str {
-        self.name
-            .split_once('_')
-            .map_or(&self.name, |(_, slug)| slug)
+        self.name.split_once('_').map_or(&self.name, |(_, slug)| slug)
     }
 }
 
@@ -138,10 +132,7 @@ impl Course {
     /// Loads the course described by `path`; its directory is the course root.
     pub fn load_manifest(path: &Path) -> anyhow::Result<Course> {
         let path = path.to_path_buf();
-        let root = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let root = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("failed to read {}", path.display()))?;
         let manifest: Manifest =
@@ -154,18 +145,12 @@ impl Course {
                 manifest.format_version
             );
         }
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("failed to resolve {}", root.display()))?;
+        let root =
+            root.canonicalize().with_context(|| format!("failed to resolve {}", root.display()))?;
         // A draft manifest gets its own generated workspaces and state.
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         let draft = stem.filter(|s| s != "course");
-        Ok(Course {
-            root,
-            draft,
-            build: manifest.build,
-            katas: manifest.katas,
-        })
+        Ok(Course { root, draft, build: manifest.build, katas: manifest.katas })
     }
 
     pub fn kata_dir(&self, tree: Tree, kata: &Kata) -> PathBuf {
@@ -178,10 +163,7 @@ impl Course {
     }
 
     pub fn hidden_tests(&self, kata: &Kata) -> PathBuf {
-        self.root
-            .join("grader")
-            .join("hidden")
-            .join(format!("{}.rs", kata.name))
+        self.root.join("grader").join("hidden").join(format!("{}.rs", kata.name))
     }
 
     pub fn decoy_dir(&self, kata: &Kata) -> PathBuf {
@@ -224,10 +206,7 @@ impl Course {
     }
 
     fn position(&self, kata: &Kata) -> usize {
-        self.katas
-            .iter()
-            .position(|k| k.name == kata.name)
-            .unwrap_or(usize::MAX)
+        self.katas.iter().position(|k| k.name == kata.name).unwrap_or(usize::MAX)
     }
 
     /// Finds one kata by number, slug or folder name.
@@ -260,11 +239,6 @@ impl Course {
         }
     }
 
-    /// Points of the whole course.
-    pub fn max_points(&self) -> u32 {
-        self.katas.iter().map(|k| k.points).sum()
-    }
-
     /// Katas per level, for progress lines.
     pub fn by_level(&self) -> BTreeMap<Level, Vec<&Kata>> {
         let mut levels: BTreeMap<Level, Vec<&Kata>> = BTreeMap::new();
@@ -294,33 +268,18 @@ mod tests {
         Course {
             root: PathBuf::from("/course"),
             draft: None,
-            build: BuildSection {
-                kata_dependencies: vec![],
-                test_dependencies: vec![],
-            },
-            katas: vec![
-                kata("01_inflight_gauge"),
-                kata("02_outbox_timeout"),
-                kata("10_capstone"),
-            ],
+            build: BuildSection { kata_dependencies: vec![], test_dependencies: vec![] },
+            katas: vec![kata("01_inflight_gauge"), kata("02_outbox_timeout"), kata("10_capstone")],
         }
     }
 
     #[test]
     fn finds_by_number_slug_and_folder() {
         let course = course();
-        for name in [
-            "2",
-            "02",
-            "outbox_timeout",
-            "02_outbox_timeout",
-            "exercises/02_outbox_timeout/",
-        ] {
-            assert_eq!(
-                course.find(name).unwrap().name,
-                "02_outbox_timeout",
-                "{name}"
-            );
+        for name in
+            ["2", "02", "outbox_timeout", "02_outbox_timeout", "exercises/02_outbox_timeout/"]
+        {
+            assert_eq!(course.find(name).unwrap().name, "02_outbox_timeout", "{name}");
         }
         assert_eq!(course.find("10").unwrap().name, "10_capstone");
     }

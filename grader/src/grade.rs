@@ -102,16 +102,13 @@ pub fn grade(
             })
         })
         .collect();
-    let present: Vec<Unit> = units
-        .iter()
-        .zip(&missing)
-        .filter(|(_, m)| m.is_none())
-        .map(|(u, _)| u.clone())
-        .collect();
+    let present: Vec<Unit> =
+        units.iter().zip(&missing).filter(|(_, m)| m.is_none()).map(|(u, _)| u.clone()).collect();
     let dir = workspace::generate(course, set, &present)?;
     let mut present_built = compile::build(
         &dir,
         &workspace::target_dir(course),
+        &course.root,
         &present,
         options.color,
     )?
@@ -177,21 +174,14 @@ pub fn grade(
         } else {
             Status::Passed
         };
-        let file = unit
-            .lib_rs
-            .strip_prefix(&course.root)
-            .unwrap_or(&unit.lib_rs);
+        let file = unit.lib_rs.strip_prefix(&course.root).unwrap_or(&unit.lib_rs);
         results.push(UnitResult {
             name: unit.label.clone(),
             number: kata.number(),
             title: kata.title.clone(),
             level: kata.level,
             status,
-            points: if status == Status::Passed {
-                kata.points
-            } else {
-                0
-            },
+            points: if status == Status::Passed { kata.points } else { 0 },
             max_points: kata.points,
             file: file.to_string_lossy().into_owned(),
             compile_errors: built.errors,

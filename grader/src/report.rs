@@ -63,28 +63,17 @@ pub fn reason(result: &UnitResult) -> String {
             format!("does not compile: {first}")
         }
         Status::Failed | Status::TimedOut | Status::Error => {
-            let failing: Vec<_> = result
-                .tests
-                .iter()
-                .filter(|t| t.status != Outcome::Passed)
-                .collect();
-            let first = failing
-                .first()
-                .map_or(String::new(), |t| first_line(&t.message).to_owned());
-            format!(
-                "{} of {} hidden tests fail: {first}",
-                failing.len(),
-                result.tests.len()
-            )
+            let failing: Vec<_> =
+                result.tests.iter().filter(|t| t.status != Outcome::Passed).collect();
+            let first =
+                failing.first().map_or(String::new(), |t| first_line(&t.message).to_owned());
+            format!("{} of {} hidden tests fail: {first}", failing.len(), result.tests.len())
         }
     }
 }
 
 fn first_line(text: &str) -> &str {
-    text.lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
 
 /// Writes the readable report.
@@ -139,10 +128,8 @@ pub fn progress_line(course: &Course, state: &State, done: usize) -> String {
         .by_level()
         .into_iter()
         .map(|(level, katas)| {
-            let level_done = katas
-                .iter()
-                .filter(|k| state.progress(course, k) == Progress::Done)
-                .count();
+            let level_done =
+                katas.iter().filter(|k| state.progress(course, k) == Progress::Done).count();
             format!("{level} {level_done}/{}", katas.len())
         })
         .collect();
@@ -154,8 +141,5 @@ pub fn progress_line(course: &Course, state: &State, done: usize) -> String {
 
 fn indent(text: &str, by: usize) -> String {
     let pad = " ".repeat(by);
-    text.lines()
-        .map(|l| format!("{pad}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }

@@ -56,18 +56,10 @@ pub fn list_tests(executable: &Path) -> anyhow::Result<Vec<String>> {
         .output()
         .with_context(|| format!("failed to list the tests in {}", executable.display()))?;
     if !output.status.success() {
-        bail!(
-            "failed to list the tests in {} ({})",
-            executable.display(),
-            output.status
-        );
+        bail!("failed to list the tests in {} ({})", executable.display(), output.status);
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    Ok(stdout
-        .lines()
-        .filter_map(|line| line.strip_suffix(": test"))
-        .map(str::to_owned)
-        .collect())
+    Ok(stdout.lines().filter_map(|line| line.strip_suffix(": test")).map(str::to_owned).collect())
 }
 
 /// Runs every job, `parallel` at a time; results come back in job order.
@@ -98,18 +90,9 @@ fn run_one(job: &Job) -> TestRun {
     let start = Instant::now();
     let (outcome, message) = match execute(job) {
         Ok(result) => judge(job, result),
-        Err(err) => (
-            Outcome::Failed,
-            format!("the grader could not run this test: {err:#}"),
-        ),
+        Err(err) => (Outcome::Failed, format!("the grader could not run this test: {err:#}")),
     };
-    TestRun {
-        unit: job.unit,
-        test: job.test.clone(),
-        outcome,
-        message,
-        duration: start.elapsed(),
-    }
+    TestRun { unit: job.unit, test: job.test.clone(), outcome, message, duration: start.elapsed() }
 }
 
 struct Finished {
@@ -121,12 +104,7 @@ struct Finished {
 fn execute(job: &Job) -> anyhow::Result<Finished> {
     let nonce = nonce()?;
     let mut child = Command::new(&job.executable)
-        .args([
-            job.test.as_str(),
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([job.test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(PROOF_ENV, "stdin")
         .env("RUST_BACKTRACE", "0")
         .env_remove("RUST_TEST_THREADS")
@@ -164,11 +142,7 @@ fn execute(job: &Job) -> anyhow::Result<Finished> {
     let _ = waiter.join();
     let (stdout, proven) = out_reader.join().unwrap_or_default();
     let (stderr, _) = err_reader.join().unwrap_or_default();
-    Ok(Finished {
-        status,
-        output: Captured::merge(stdout, stderr),
-        proven,
-    })
+    Ok(Finished { status, output: Captured::merge(stdout, stderr), proven })
 }
 
 fn judge(job: &Job, finished: Finished) -> (Outcome, String) {
@@ -201,10 +175,7 @@ fn judge(job: &Job, finished: Finished) -> (Outcome, String) {
     if tail.is_empty() {
         (Outcome::Failed, message)
     } else {
-        (
-            Outcome::Failed,
-            format!("{message}; its last output:\n{tail}"),
-        )
+        (Outcome::Failed, format!("{message}; its last output:\n{tail}"))
     }
 }
 
@@ -237,6 +208,11 @@ pub fn panic_message(text: &str) -> Option<String> {
     .min()
     .unwrap_or(body.len());
     let message = body[..end].trim();
+    // The assertion boilerplate says nothing a learner needs; the message and left/right do.
+    let message = ["assertion `left == right` failed: ", "assertion `left != right` failed: "]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .unwrap_or(message);
     Some(if message.is_empty() {
         rest.lines().next().unwrap_or_default().to_owned()
     } else {
@@ -256,21 +232,14 @@ impl Captured {
     fn merge(stdout: Captured, stderr: Captured) -> Captured {
         let mut head = stdout.text().into_bytes();
         head.extend_from_slice(stderr.text().as_bytes());
-        Captured {
-            head,
-            tail: Vec::new(),
-            dropped: 0,
-        }
+        Captured { head, tail: Vec::new(), dropped: 0 }
     }
 
     /// The kept output, with a note where bytes were dropped.
     pub fn text(&self) -> String {
         let mut text = String::from_utf8_lossy(&self.head).into_owned();
         if self.dropped > 0 {
-            text.push_str(&format!(
-                "\n[.. {} bytes of output dropped ..]\n",
-                self.dropped
-            ));
+            text.push_str(&format!("\n[.. {} bytes of output dropped ..]\n", self.dropped));
         }
         text.push_str(&String::from_utf8_lossy(&self.tail));
         text
@@ -278,10 +247,8 @@ impl Captured {
 
     fn tail_lines(&self, n: usize) -> String {
         let text = self.text();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with(PROOF_PREFIX))
-            .collect();
+        let lines: Vec<&str> =
+            text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with(PROOF_PREFIX)).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
@@ -367,20 +334,12 @@ mod tests {
             }
         }
         let flood = vec![b'x'; 60 * 1024];
-        let stream = Drip(vec![
-            flood.clone(),
-            flood,
-            b"kata-pr".to_vec(),
-            b"oof:abc\n".to_vec(),
-        ]);
+        let stream = Drip(vec![flood.clone(), flood, b"kata-pr".to_vec(), b"oof:abc\n".to_vec()]);
         let (captured, proven) = capture(stream, Some("kata-proof:abc"));
         assert!(proven);
         assert_eq!(captured.head.len(), KEEP_HEAD);
         assert_eq!(captured.tail.len(), KEEP_TAIL);
-        assert_eq!(
-            captured.dropped,
-            (120 * 1024 + 15 - KEEP_HEAD - KEEP_TAIL) as u64
-        );
+        assert_eq!(captured.dropped, (120 * 1024 + 15 - KEEP_HEAD - KEEP_TAIL) as u64);
         assert!(captured.text().contains("bytes of output dropped"));
     }
 

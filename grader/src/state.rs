@@ -52,10 +52,7 @@ impl State {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<State>(&bytes).ok())
             .filter(|state| state.version == VERSION)
-            .unwrap_or(State {
-                version: VERSION,
-                ..State::default()
-            })
+            .unwrap_or(State { version: VERSION, ..State::default() })
     }
 
     pub fn save(&self, course: &Course) -> anyhow::Result<()> {
@@ -69,13 +66,8 @@ impl State {
 
     pub fn record(&mut self, course: &Course, kata: &Kata, status: Status) {
         let source_hash = source_hash(course, kata);
-        self.verdicts.insert(
-            kata.name.clone(),
-            Verdict {
-                source_hash,
-                passed: status == Status::Passed,
-            },
-        );
+        self.verdicts
+            .insert(kata.name.clone(), Verdict { source_hash, passed: status == Status::Passed });
     }
 
     pub fn progress(&self, course: &Course, kata: &Kata) -> Progress {
@@ -98,25 +90,22 @@ pub fn source_hash(course: &Course, kata: &Kata) -> String {
     let mut files = Vec::new();
     collect_files(&src, &mut files);
     files.sort();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut bytes = Vec::new();
     for file in files {
-        feed(
-            file.strip_prefix(&src)
-                .unwrap_or(&file)
-                .to_string_lossy()
-                .as_bytes(),
-        );
-        feed(&[0]);
-        feed(&std::fs::read(&file).unwrap_or_default());
-        feed(&[0]);
+        let name = file.strip_prefix(&src).unwrap_or(&file).to_string_lossy().into_owned();
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&std::fs::read(&file).unwrap_or_default());
+        bytes.push(0);
     }
-    format!("{hash:016x}")
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+/// FNV-1a, 64 bits: a stable hash for cache keys (not for security).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -141,7 +130,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("failed to write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("failed to replace {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("failed to replace {}", path.display()))?;
     Ok(())
 }

@@ -37,11 +37,7 @@ pub fn target_dir(course: &Course) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                course.root.join(dir)
-            }
+            if dir.is_absolute() { dir } else { course.root.join(dir) }
         }
         _ => course.root.join("target"),
     }
@@ -69,10 +65,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Pa
     let deps = |names: &[String]| -> anyhow::Result<Table> {
         let mut table = Table::new();
         for name in names {
-            table.insert(
-                name.clone(),
-                workspace_dependency(&root_manifest, &course.root, name)?,
-            );
+            table.insert(name.clone(), workspace_dependency(&root_manifest, &course.root, name)?);
         }
         Ok(table)
     };
@@ -97,10 +90,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Pa
                 ]),
             ),
             ("dependencies", Value::Table(kata_deps.clone())),
-            (
-                "lints",
-                toml_table([("rust", toml_table([("unsafe_code", Value::from("forbid"))]))]),
-            ),
+            ("lints", toml_table([("rust", toml_table([("unsafe_code", Value::from("forbid"))]))])),
         ]);
         write_if_changed(&lib_dir.join("Cargo.toml"), &toml::to_string(&lib)?)?;
 
@@ -157,8 +147,7 @@ fn read_root_manifest(root: &Path) -> anyhow::Result<Table> {
     let path = root.join("Cargo.toml");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("failed to read {}", path.display()))?;
-    text.parse::<Table>()
-        .with_context(|| format!("failed to parse {}", path.display()))
+    text.parse::<Table>().with_context(|| format!("failed to parse {}", path.display()))
 }
 
 /// `[workspace.dependencies.<name>]`, with a relative `path` made absolute.
@@ -196,12 +185,7 @@ fn package_table(name: &str) -> Value {
 }
 
 fn toml_table<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::Table(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-    )
+    Value::Table(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 fn path_value(path: &Path) -> Value {

@@ -28,7 +28,9 @@ fn check_grades_each_kata_and_keeps_going_past_a_compile_error() {
         .code(1)
         .stdout(contains("PASS  01_passing"))
         .stdout(contains("FAIL  02_failing"))
-        .stdout(contains("1 of 3 hidden tests fail: cancelled after poll 1: the counter still reads 1"))
+        .stdout(contains(
+            "1 of 3 hidden tests fail: cancelled after poll 1: the counter still reads 1",
+        ))
         .stdout(contains("BUILD 03_broken"))
         .stdout(contains("expected `;`"))
         .stdout(contains("edit exercises/02_failing/src/lib.rs"))
@@ -46,7 +48,8 @@ fn check_json_follows_the_documented_schema() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["version"], 1);
     assert_eq!(report["tree"], "exercises");
-    let statuses: Vec<_> = report["katas"].as_array().unwrap().iter().map(|k| k["status"].clone()).collect();
+    let statuses: Vec<_> =
+        report["katas"].as_array().unwrap().iter().map(|k| k["status"].clone()).collect();
     assert_eq!(statuses, ["passed", "failed", "compile_error"]);
     let failing = &report["katas"][1];
     assert_eq!(failing["name"], "02_failing");
@@ -54,7 +57,8 @@ fn check_json_follows_the_documented_schema() {
     assert_eq!(failing["max_points"], 10);
     let tests = failing["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 3);
-    let cancelled = tests.iter().find(|t| t["name"] == "cancelled_call_lowers_the_counter").unwrap();
+    let cancelled =
+        tests.iter().find(|t| t["name"] == "cancelled_call_lowers_the_counter").unwrap();
     assert_eq!(cancelled["status"], "failed");
     assert!(cancelled["message"].as_str().unwrap().contains("cancelled after poll 1"));
     assert!(cancelled["duration_ms"].is_u64());
@@ -97,19 +101,30 @@ fn hints_are_revealed_one_at_a_time_and_remembered() {
         .stdout(contains("hint 1/3: look at the await"))
         .stdout(contains("hint 2/3").not());
     fixture.grader(["hint", "2"]).assert().success().stdout(contains("hint 2/3: destructors"));
-    fixture.grader(["hint", "2", "--all"]).assert().success().stdout(contains("hint 3/3: use a guard"));
+    fixture
+        .grader(["hint", "2", "--all"])
+        .assert()
+        .success()
+        .stdout(contains("hint 3/3: use a guard"));
 }
 
 #[test]
 fn build_script_and_manifest_edits_in_an_exercise_change_no_verdict() {
     let fixture = Fixture::new();
     let kata = fixture.path("exercises/02_failing");
-    std::fs::write(kata.join("build.rs"), "fn main() { panic!(\"build scripts must not run\") }").unwrap();
-    std::fs::write(kata.join("Cargo.toml"), "[package]\nname = \"hacked\"\nbuild = \"build.rs\"\n[lib]\ntest = true\n")
+    std::fs::write(kata.join("build.rs"), "fn main() { panic!(\"build scripts must not run\") }")
         .unwrap();
+    std::fs::write(
+        kata.join("Cargo.toml"),
+        "[package]\nname = \"hacked\"\nbuild = \"build.rs\"\n[lib]\ntest = true\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(fixture.path(".cargo")).unwrap();
-    std::fs::write(fixture.path(".cargo/config.toml"), "[target.'cfg(all())']\nrunner = \"true\"\n[build]\nrustflags = [\"--cfg\", \"hacked\"]\n")
-        .unwrap();
+    std::fs::write(
+        fixture.path(".cargo/config.toml"),
+        "[target.'cfg(all())']\nrunner = \"true\"\n[build]\nrustflags = [\"--cfg\", \"hacked\"]\n",
+    )
+    .unwrap();
     fixture
         .grader(["check", "2"])
         .assert()

@@ -34,10 +34,7 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway that lets at most `limit` requests reach the backend at once.
     pub fn new(limit: usize) -> Self {
-        Gateway {
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            limit,
-        }
+        Gateway { in_flight: Arc::new(AtomicUsize::new(0)), limit }
     }
 
     /// Requests currently being forwarded: the gauge the dashboards graph.

@@ -13,19 +13,11 @@ use crate::workspace::Unit;
 
 pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let katas = course.select(&args.katas)?;
-    let tree = if args.solutions {
-        Tree::Solutions
-    } else {
-        Tree::Exercises
-    };
+    let tree = if args.solutions { Tree::Solutions } else { Tree::Exercises };
     let units: Vec<Unit> = katas
         .iter()
         .map(|kata| Unit {
-            kata: course
-                .katas
-                .iter()
-                .position(|k| k.name == kata.name)
-                .expect("selected kata"),
+            kata: course.katas.iter().position(|k| k.name == kata.name).expect("selected kata"),
             label: kata.name.clone(),
             lib_rs: course.lib_rs(tree, kata),
         })
@@ -64,10 +56,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
                     .iter()
                     .filter(|k| state.progress(course, k) == crate::state::Progress::Done)
                     .count();
-                println!(
-                    "course progress: {}",
-                    report::progress_line(course, &state, done)
-                );
+                println!("course progress: {}", report::progress_line(course, &state, done));
             }
         }
         Format::Json => {

@@ -14,19 +14,12 @@ pub fn run(course: &Course, args: &HintArgs) -> anyhow::Result<u8> {
     }
     let mut state = State::load(course);
     let seen = state.hints_seen.get(&kata.name).copied().unwrap_or(0);
-    let show = if args.all {
-        total
-    } else {
-        (seen + 1).min(total)
-    };
+    let show = if args.all { total } else { (seen + 1).min(total) };
     for (i, hint) in kata.hints.iter().enumerate().take(show) {
         println!("hint {}/{total}: {hint}", i + 1);
     }
     if show < total {
-        println!(
-            "\n(run `grader hint {}` again for the next hint)",
-            kata.number()
-        );
+        println!("\n(run `grader hint {}` again for the next hint)", kata.number());
     }
     if show > seen {
         state.hints_seen.insert(kata.name.clone(), show);

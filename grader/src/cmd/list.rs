@@ -7,10 +7,7 @@ use crate::state::{Progress, State};
 pub fn run(course: &Course) -> anyhow::Result<u8> {
     let state = State::load(course);
     let mut done = 0;
-    println!(
-        "{:<4} {:<28} {:<13} {:>6}  status",
-        "#", "kata", "level", "points"
-    );
+    println!("{:<4} {:<28} {:<13} {:>6}  status", "#", "kata", "level", "points");
     for kata in &course.katas {
         let progress = state.progress(course, kata);
         let status = match progress {

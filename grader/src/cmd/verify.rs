@@ -14,18 +14,10 @@ use crate::grade::{self, Options, Status, UnitResult};
 use crate::run::Outcome;
 use crate::workspace::Unit;
 
-const EXERCISE_SECTIONS: &[&str] = &[
-    "## The story",
-    "## Your task",
-    "## Further reading",
-    "Cancellation source",
-];
-const SOLUTION_SECTIONS: &[&str] = &[
-    "## The bug",
-    "## The fix",
-    "## Why it is now cancel safe",
-    "## Acceptable alternatives",
-];
+const EXERCISE_SECTIONS: &[&str] =
+    &["## The story", "## Your task", "## Further reading", "Cancellation source"];
+const SOLUTION_SECTIONS: &[&str] =
+    &["## The bug", "## The fix", "## Why it is now cancel safe", "## Acceptable alternatives"];
 /// Things a deterministic hidden test never uses.
 const NONDETERMINISTIC: &[&str] = &[
     "std::thread::sleep",
@@ -54,31 +46,18 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: None,
     };
-    let index = |kata: &Kata| {
-        course
-            .katas
-            .iter()
-            .position(|k| k.name == kata.name)
-            .expect("selected kata")
-    };
+    let index =
+        |kata: &Kata| course.katas.iter().position(|k| k.name == kata.name).expect("selected kata");
     let tree_units = |tree: Tree| -> Vec<Unit> {
         katas
             .iter()
-            .map(|k| Unit {
-                kata: index(k),
-                label: k.name.clone(),
-                lib_rs: course.lib_rs(tree, k),
-            })
+            .map(|k| Unit { kata: index(k), label: k.name.clone(), lib_rs: course.lib_rs(tree, k) })
             .collect()
     };
     let mut decoys = Vec::new();
     for kata in &katas {
         for path in course.decoys(kata)? {
-            let stem = path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             decoys.push(Unit {
                 kata: index(kata),
                 label: format!("{}/{stem}", kata.name),
@@ -92,18 +71,10 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         katas.len(),
         decoys.len()
     );
-    let (exercises, _) = grade::grade(
-        course,
-        Tree::Exercises.dir(),
-        &tree_units(Tree::Exercises),
-        &options,
-    )?;
-    let (solutions, _) = grade::grade(
-        course,
-        Tree::Solutions.dir(),
-        &tree_units(Tree::Solutions),
-        &options,
-    )?;
+    let (exercises, _) =
+        grade::grade(course, Tree::Exercises.dir(), &tree_units(Tree::Exercises), &options)?;
+    let (solutions, _) =
+        grade::grade(course, Tree::Solutions.dir(), &tree_units(Tree::Solutions), &options)?;
     let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options)?;
 
     for (kata, result) in katas.iter().zip(&exercises) {
@@ -115,20 +86,10 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         if result.status != Status::Passed {
             note(
                 kata,
-                format!(
-                    "solution {}: {}",
-                    result.status.label(),
-                    crate::report::reason(result)
-                ),
+                format!("solution {}: {}", result.status.label(), crate::report::reason(result)),
             );
         } else if !result.warnings.is_empty() {
-            note(
-                kata,
-                format!(
-                    "solution compiles with warnings:\n{}",
-                    result.warnings.join("\n")
-                ),
-            );
+            note(kata, format!("solution compiles with warnings:\n{}", result.warnings.join("\n")));
         }
     }
     for (unit, result) in decoys.iter().zip(&decoy_results) {
@@ -137,10 +98,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             Status::Failed | Status::TimedOut => {}
             Status::Passed => note(
                 kata,
-                format!(
-                    "decoy {} passes every hidden test; the tests must reject it",
-                    result.name
-                ),
+                format!("decoy {} passes every hidden test; the tests must reject it", result.name),
             ),
             other => note(
                 kata,
@@ -157,18 +115,11 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     let slowest = exercises
         .iter()
         .chain(&solutions)
-        .flat_map(|r| {
-            r.tests
-                .iter()
-                .map(move |t| (t.duration_ms, &r.name, &t.name))
-        })
+        .flat_map(|r| r.tests.iter().map(move |t| (t.duration_ms, &r.name, &t.name)))
         .max();
     for kata in &katas {
         let mine: Vec<_> = problems.iter().filter(|(k, _)| *k == kata.name).collect();
-        let decoy_count = decoys
-            .iter()
-            .filter(|u| course.katas[u.kata].name == kata.name)
-            .count();
+        let decoy_count = decoys.iter().filter(|u| course.katas[u.kata].name == kata.name).count();
         if mine.is_empty() {
             println!("ok    {} ({} decoys rejected)", kata.name, decoy_count);
         } else {
@@ -191,11 +142,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
 }
 
 fn exercise_problem(result: &UnitResult) -> Option<String> {
-    let passed = result
-        .tests
-        .iter()
-        .filter(|t| t.status == Outcome::Passed)
-        .count();
+    let passed = result.tests.iter().filter(|t| t.status == Outcome::Passed).count();
     match result.status {
         Status::Failed if passed == 0 => Some(
             "fails every hidden test; it must work when nothing is cancelled (at least one test passes)"
@@ -217,15 +164,10 @@ fn check_manifest(course: &Course, note: &mut impl FnMut(&Kata, String)) {
             n.len() == 2
                 && n.bytes().all(|b| b.is_ascii_digit())
                 && !slug.is_empty()
-                && slug
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         });
         if !valid_name {
-            note(
-                kata,
-                "name must be `NN_slug` (two digits, lowercase snake_case)".into(),
-            );
+            note(kata, "name must be `NN_slug` (two digits, lowercase snake_case)".into());
         }
         if kata.number() <= last {
             note(
@@ -259,10 +201,7 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let exercise = course.kata_dir(Tree::Exercises, kata);
     let solution = course.kata_dir(Tree::Solutions, kata);
-    for (dir, sections) in [
-        (&exercise, EXERCISE_SECTIONS),
-        (&solution, SOLUTION_SECTIONS),
-    ] {
+    for (dir, sections) in [(&exercise, EXERCISE_SECTIONS), (&solution, SOLUTION_SECTIONS)] {
         for file in ["Cargo.toml", "README.md", "src/lib.rs"] {
             if !dir.join(file).is_file() {
                 problems.push(format!("{} is missing", rel(course, &dir.join(file))));
@@ -271,10 +210,7 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
         let readme = read(&dir.join("README.md"));
         for section in sections {
             if !readme.contains(section) {
-                problems.push(format!(
-                    "{} lacks `{section}`",
-                    rel(course, &dir.join("README.md"))
-                ));
+                problems.push(format!("{} lacks `{section}`", rel(course, &dir.join("README.md"))));
             }
         }
         let lib = read(&dir.join("src/lib.rs"));
@@ -305,9 +241,8 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
     }
     let decoys = course.decoys(kata)?.len();
     if decoys < 2 {
-        problems.push(format!(
-            "has {decoys} decoy(s); at least 2 plausible wrong fixes are required"
-        ));
+        problems
+            .push(format!("has {decoys} decoy(s); at least 2 plausible wrong fixes are required"));
     }
     Ok(problems)
 }
@@ -320,10 +255,7 @@ fn async_fns_without_cancel_safety(source: &str) -> Vec<String> {
         let Some(rest) = line.trim_start().strip_prefix("pub async fn ") else {
             continue;
         };
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
         let documented = lines[..i]
             .iter()
             .rev()
@@ -344,17 +276,11 @@ fn read(path: &Path) -> String {
 }
 
 fn rel(course: &Course, path: &Path) -> String {
-    path.strip_prefix(&course.root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(&course.root).unwrap_or(path).display().to_string()
 }
 
 fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("      {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

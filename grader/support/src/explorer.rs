@@ -103,17 +103,9 @@ pub struct CancelFailure {
 impl fmt::Display for CancelFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.cancelled_after {
-            None => write!(
-                f,
-                "without any cancellation ({} polls): {}",
-                self.polls, self.seen
-            ),
+            None => write!(f, "without any cancellation ({} polls): {}", self.polls, self.seen),
             Some(0) => write!(f, "dropped before its first poll: {}", self.seen),
-            Some(k) => write!(
-                f,
-                "cancelled after poll {k} of {}: {}",
-                self.polls, self.seen
-            ),
+            Some(k) => write!(f, "cancelled after poll {k} of {}: {}", self.polls, self.seen),
         }
     }
 }
@@ -144,28 +136,16 @@ where
         Ended::Completed(value) => Outcome::Completed(value),
         Ended::Stalled => {
             let seen = format!("the operation stalled: never woken after poll {polls}");
-            return Err(CancelFailure {
-                cancelled_after: None,
-                polls,
-                seen,
-            });
+            return Err(CancelFailure { cancelled_after: None, polls, seen });
         }
         Ended::Spun | Ended::Cut => {
             let seen = format!("the operation did not finish within {MAX_POLLS} polls");
-            return Err(CancelFailure {
-                cancelled_after: None,
-                polls,
-                seen,
-            });
+            return Err(CancelFailure { cancelled_after: None, polls, seen });
         }
     };
     settle().await;
     if let Err(seen) = check(state, outcome).await {
-        return Err(CancelFailure {
-            cancelled_after: None,
-            polls,
-            seen,
-        });
+        return Err(CancelFailure { cancelled_after: None, polls, seen });
     }
 
     for k in 0..polls {
@@ -179,17 +159,10 @@ where
         };
         settle().await;
         if let Err(seen) = check(state, outcome).await {
-            return Err(CancelFailure {
-                cancelled_after: Some(ran),
-                polls,
-                seen,
-            });
+            return Err(CancelFailure { cancelled_after: Some(ran), polls, seen });
         }
     }
-    Ok(Exploration {
-        full_run_polls: polls,
-        cuts_checked: polls,
-    })
+    Ok(Exploration { full_run_polls: polls, cuts_checked: polls })
 }
 
 /// Like [`explore`], but panics with the failure, worded for a learner.

@@ -26,12 +26,7 @@ impl TrickleReader {
     /// A reader that returns each chunk from a separate read and then end-of-file.
     pub fn new<C: AsRef<[u8]>>(chunks: impl IntoIterator<Item = C>) -> Self {
         let chunks = chunks.into_iter().map(|c| c.as_ref().to_vec()).collect();
-        TrickleReader {
-            chunks,
-            next: 0,
-            offset: 0,
-            yield_next: false,
-        }
+        TrickleReader { chunks, next: 0, offset: 0, yield_next: false }
     }
 
     /// Bytes not yet read.
@@ -97,19 +92,9 @@ pub struct RecordingWriter {
 impl RecordingWriter {
     /// A writer taking at most `chunk` bytes per write; the returned [`Wire`] records them.
     pub fn new(chunk: usize) -> (Self, Wire) {
-        assert!(
-            chunk > 0,
-            "a writer must accept at least one byte per write"
-        );
+        assert!(chunk > 0, "a writer must accept at least one byte per write");
         let wire = Wire::default();
-        (
-            RecordingWriter {
-                wire: wire.clone(),
-                chunk,
-                yield_next: false,
-            },
-            wire,
-        )
+        (RecordingWriter { wire: wire.clone(), chunk, yield_next: false }, wire)
     }
 }
 
@@ -125,11 +110,7 @@ impl AsyncWrite for RecordingWriter {
             return Poll::Pending;
         }
         let n = buf.len().min(self.chunk);
-        self.wire
-            .bytes
-            .lock()
-            .expect("wire lock")
-            .extend_from_slice(&buf[..n]);
+        self.wire.bytes.lock().expect("wire lock").extend_from_slice(&buf[..n]);
         self.yield_next = true;
         Poll::Ready(Ok(n))
     }

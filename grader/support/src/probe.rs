@@ -22,12 +22,7 @@ impl DropFlag {
     /// A flag and the probe that watches it.
     pub fn new() -> (DropFlag, DropProbe) {
         let dropped = Arc::new(AtomicBool::new(false));
-        (
-            DropFlag {
-                dropped: dropped.clone(),
-            },
-            DropProbe { dropped },
-        )
+        (DropFlag { dropped: dropped.clone() }, DropProbe { dropped })
     }
 }
 
@@ -53,9 +48,7 @@ pub struct Gate {
 impl Gate {
     /// A closed gate.
     pub fn closed() -> Self {
-        Gate {
-            permits: Arc::new(Semaphore::new(0)),
-        }
+        Gate { permits: Arc::new(Semaphore::new(0)) }
     }
 
     /// Lets every current and future waiter through.

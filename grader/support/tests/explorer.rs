@@ -14,19 +14,12 @@ struct Jobs {
 }
 
 fn fresh() -> Jobs {
-    Jobs {
-        queued: Arc::new(AtomicUsize::new(3)),
-        finished: Arc::new(AtomicUsize::new(0)),
-    }
+    Jobs { queued: Arc::new(AtomicUsize::new(3)), finished: Arc::new(AtomicUsize::new(0)) }
 }
 
 async fn conserved(jobs: Jobs, _: Outcome<()>) -> Result<(), String> {
     let total = jobs.queued.load(Ordering::SeqCst) + jobs.finished.load(Ordering::SeqCst);
-    if total == 3 {
-        Ok(())
-    } else {
-        Err(format!("{total} of 3 jobs accounted for"))
-    }
+    if total == 3 { Ok(()) } else { Err(format!("{total} of 3 jobs accounted for")) }
 }
 
 /// Takes a job off the queue, then awaits: a drop in between loses the job.
@@ -52,10 +45,7 @@ async fn catches_a_cancel_unsafe_future_at_its_first_await() {
     let failure = explore(fresh, unsafe_worker, conserved).await.unwrap_err();
     assert_eq!(failure.cancelled_after, Some(1));
     assert_eq!(failure.polls, 4);
-    assert_eq!(
-        failure.to_string(),
-        "cancelled after poll 1 of 4: 2 of 3 jobs accounted for"
-    );
+    assert_eq!(failure.to_string(), "cancelled after poll 1 of 4: 2 of 3 jobs accounted for");
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,12 +67,7 @@ async fn reports_a_future_that_is_wrong_without_cancellation() {
     .await
     .unwrap_err();
     assert_eq!(failure.cancelled_after, None);
-    assert!(
-        failure
-            .to_string()
-            .starts_with("without any cancellation (1 polls)"),
-        "{failure}"
-    );
+    assert!(failure.to_string().starts_with("without any cancellation (1 polls)"), "{failure}");
 }
 
 #[tokio::test(start_paused = true)]

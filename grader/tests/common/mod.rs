@@ -15,7 +15,8 @@ impl Fixture {
         let manifest = dir.path().join("Cargo.toml");
         let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("support");
         let text = std::fs::read_to_string(&manifest).unwrap();
-        let text = text.replace("\"../../../support\"", &format!("{:?}", support.display().to_string()));
+        let text =
+            text.replace("\"../../../support\"", &format!("{:?}", support.display().to_string()));
         std::fs::write(&manifest, text).unwrap();
         Fixture { dir }
     }
@@ -32,14 +33,20 @@ impl Fixture {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = assert_cmd::Command::cargo_bin("grader").expect("grader binary");
-        cmd.current_dir(self.dir.path()).env("CARGO_TARGET_DIR", shared_target()).env("NO_COLOR", "1").args(args);
+        cmd.current_dir(self.dir.path())
+            .env("CARGO_TARGET_DIR", shared_target())
+            .env("NO_COLOR", "1")
+            .args(args);
         cmd
     }
 }
 
-/// The workspace's target directory.
+/// The target directory this test suite was built in.
 pub fn shared_target() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("target")
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("target"),
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {

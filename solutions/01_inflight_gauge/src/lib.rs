@@ -33,10 +33,7 @@ impl Drop for InFlight<'_> {
 impl Gateway {
     /// A gateway that lets at most `limit` requests reach the backend at once.
     pub fn new(limit: usize) -> Self {
-        Gateway {
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            limit,
-        }
+        Gateway { in_flight: Arc::new(AtomicUsize::new(0)), limit }
     }
 
     /// Requests currently being forwarded: the gauge the dashboards graph.
@@ -54,9 +51,7 @@ impl Gateway {
         // Raise the gauge and create its guard with no `.await` in between, so there is no point
         // at which the gauge is raised but unguarded.
         let previous = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _in_flight = InFlight {
-            gauge: &self.in_flight,
-        };
+        let _in_flight = InFlight { gauge: &self.in_flight };
         if previous >= self.limit {
             return Err(Shed);
         }
