@@ -144,16 +144,27 @@ pub fn grade(
                 executable: exe.clone(),
                 test,
                 timeout,
+                workdir: dir.join("tests").join(unit.package()),
             })),
             Err(err) => listing_errors[i] = Some(format!("{err:#}")),
         }
     }
+    let hidden_hash = |unit: &Unit| {
+        std::fs::read(course.hidden_tests(&course.katas[unit.kata]))
+            .map(|b| crate::state::fnv1a(&b))
+            .ok()
+    };
+    let before: Vec<_> = units.iter().map(hidden_hash).collect();
     let runs = run::run_all(jobs, options.parallel);
+    // Kata code runs with the learner's permissions and can reach the grader's files; a hidden
+    // test file that changed while tests ran means the verdict cannot be trusted.
+    let tampered: Vec<bool> =
+        units.iter().zip(&before).map(|(u, b)| hidden_hash(u) != *b).collect();
 
     let mut results = Vec::new();
     for (i, (unit, built)) in units.iter().zip(built).enumerate() {
         let kata = &course.katas[unit.kata];
-        let tests: Vec<TestResult> = runs
+        let mut tests: Vec<TestResult> = runs
             .iter()
             .filter(|r| r.unit == i)
             .map(|r| TestResult {
@@ -163,6 +174,20 @@ pub fn grade(
                 duration_ms: r.duration.as_millis().try_into().unwrap_or(u64::MAX),
             })
             .collect();
+        if tampered[i] {
+            let hidden = course.hidden_tests(kata);
+            let shown = hidden.strip_prefix(&course.root).unwrap_or(&hidden).display();
+            tests.push(TestResult {
+                name: "hidden_tests_untouched".into(),
+                status: Outcome::Failed,
+                message: format!(
+                    "{} changed on disk while the tests ran: kata code must not write to the \
+                     grader's files; restore it with `git checkout -- grader/hidden`",
+                    shown
+                ),
+                duration_ms: 0,
+            });
+        }
         let status = if !built.errors.is_empty() {
             Status::CompileError
         } else if listing_errors[i].is_some() {

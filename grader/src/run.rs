@@ -26,6 +26,8 @@ pub struct Job {
     pub executable: PathBuf,
     pub test: String,
     pub timeout: Duration,
+    /// The test process's working directory: scratch space, away from the course.
+    pub workdir: PathBuf,
 }
 
 /// How one test ended.
@@ -104,6 +106,7 @@ struct Finished {
 fn execute(job: &Job) -> anyhow::Result<Finished> {
     let nonce = nonce()?;
     let mut child = Command::new(&job.executable)
+        .current_dir(&job.workdir)
         .args([job.test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(PROOF_ENV, "stdin")
         .env("RUST_BACKTRACE", "0")

@@ -55,13 +55,25 @@ impl State {
             .unwrap_or(State { version: VERSION, ..State::default() })
     }
 
-    pub fn save(&self, course: &Course) -> anyhow::Result<()> {
+    /// Loads, changes and saves the state under an exclusive lock, so that two grader runs at
+    /// once (a `watch` and a `check`, say) never lose each other's updates.
+    pub fn update(course: &Course, change: impl FnOnce(&mut State)) -> anyhow::Result<State> {
         let path = Self::path(course);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("failed to create {}", parent.display()))?;
-        }
-        write_atomic(&path, &serde_json::to_vec_pretty(self)?)
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        let lock_path = dir.join("state.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("failed to open {}", lock_path.display()))?;
+        lock.lock().with_context(|| format!("failed to lock {}", lock_path.display()))?;
+        let mut state = State::load(course);
+        change(&mut state);
+        write_atomic(&path, &serde_json::to_vec_pretty(&state)?)?;
+        Ok(state)
     }
 
     pub fn record(&mut self, course: &Course, kata: &Kata, status: Status) {

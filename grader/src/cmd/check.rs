@@ -37,11 +37,11 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let (results, took) = grade::grade(course, tree.dir(), &units, &options)?;
 
     if tree == Tree::Exercises {
-        let mut state = State::load(course);
-        for (kata, result) in katas.iter().zip(&results) {
-            state.record(course, kata, result.status);
-        }
-        state.save(course)?;
+        State::update(course, |state| {
+            for (kata, result) in katas.iter().zip(&results) {
+                state.record(course, kata, result.status);
+            }
+        })?;
     }
 
     let summary = Summary::of(&results, took);

@@ -12,7 +12,7 @@ pub fn run(course: &Course, args: &HintArgs) -> anyhow::Result<u8> {
         println!("kata {} has no hints", kata.name);
         return Ok(exit::SUCCESS);
     }
-    let mut state = State::load(course);
+    let state = State::load(course);
     let seen = state.hints_seen.get(&kata.name).copied().unwrap_or(0);
     let show = if args.all { total } else { (seen + 1).min(total) };
     for (i, hint) in kata.hints.iter().enumerate().take(show) {
@@ -22,8 +22,10 @@ pub fn run(course: &Course, args: &HintArgs) -> anyhow::Result<u8> {
         println!("\n(run `grader hint {}` again for the next hint)", kata.number());
     }
     if show > seen {
-        state.hints_seen.insert(kata.name.clone(), show);
-        state.save(course)?;
+        State::update(course, |state| {
+            let seen = state.hints_seen.entry(kata.name.clone()).or_default();
+            *seen = (*seen).max(show);
+        })?;
     }
     Ok(exit::SUCCESS)
 }
