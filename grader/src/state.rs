@@ -48,8 +48,13 @@ impl State {
 
     /// Loads the state, starting afresh if it is missing or unreadable.
     pub fn load(course: &Course) -> State {
-        std::fs::read(Self::path(course))
-            .ok()
+        State::parse(std::fs::read(Self::path(course)).ok())
+    }
+
+    /// A state from a file's bytes; anything unreadable (a kill mid-write by an older grader, a
+    /// hand edit) gives a fresh state, since everything in it can be recomputed or re-asked.
+    fn parse(bytes: Option<Vec<u8>>) -> State {
+        bytes
             .and_then(|bytes| serde_json::from_slice::<State>(&bytes).ok())
             .filter(|state| state.version == VERSION)
             .unwrap_or(State { version: VERSION, ..State::default() })
@@ -144,4 +149,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", path.display()))?;
     tmp.persist(path).with_context(|| format!("failed to replace {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_state_starts_afresh() {
+        for bytes in
+            [None, Some(b"{\"version\": 1, \"verdicts\": {".to_vec()), Some(b"\0\0".to_vec())]
+        {
+            let state = State::parse(bytes);
+            assert_eq!(state.version, VERSION);
+            assert!(state.verdicts.is_empty() && state.hints_seen.is_empty());
+        }
+        let old = State::parse(Some(br#"{"version": 0, "hints_seen": {"01_x": 2}}"#.to_vec()));
+        assert!(old.hints_seen.is_empty(), "a state of another version is not trusted");
+        let good = State::parse(Some(br#"{"version": 1, "hints_seen": {"01_x": 2}}"#.to_vec()));
+        assert_eq!(good.hints_seen["01_x"], 2);
+    }
 }

@@ -170,3 +170,32 @@ fn outside_a_course_the_error_says_where_to_run() {
         .code(3)
         .stderr(contains("no course.toml in").and(contains("pass --root")));
 }
+
+#[test]
+fn two_checks_at_once_both_finish_and_leave_readable_state() {
+    let fixture = Fixture::new();
+    let mut first = fixture.grader(["check", "--format", "json"]);
+    let mut second = fixture.grader(["check", "--format", "json"]);
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| first.output().unwrap());
+        let b = scope.spawn(|| second.output().unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for output in [a, b] {
+        assert_eq!(output.status.code(), Some(1));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["summary"]["passed"], 1);
+    }
+    fixture.grader(["list"]).assert().success().stdout(contains("1/3 done"));
+}
+
+#[test]
+fn a_missing_cargo_is_an_infrastructure_error() {
+    let fixture = Fixture::new();
+    fixture
+        .grader(["check"])
+        .env("CARGO", "/nonexistent/cargo")
+        .assert()
+        .code(3)
+        .stderr(contains("failed to run cargo"));
+}
