@@ -32,6 +32,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Show the next hint for a kata.
     Hint(HintArgs),
+    /// Teachers: write a student copy of the course (no solutions, no decoys) to DIR.
+    Handout(HandoutArgs),
+    /// Teachers: combine students' JSON reports into a CSV and a Markdown summary.
+    Gradebook(GradebookArgs),
     /// Maintainers: check the whole kata contract (every exercise fails, every solution passes,
     /// every decoy is rejected).
     Verify(VerifyArgs),
@@ -47,9 +51,18 @@ pub struct CheckArgs {
     #[arg(long)]
     pub solutions: bool,
 
-    /// Output format.
+    /// Output format on standard output.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Also write a report to a file, as FORMAT=PATH (repeatable), e.g. `junit=report.xml`.
+    #[arg(long = "report", value_name = "FORMAT=PATH", value_parser = parse_report)]
+    pub reports: Vec<(Format, PathBuf)>,
+
+    /// Append the Markdown job summary to this file (default with `--format github`:
+    /// `$GITHUB_STEP_SUMMARY`).
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 
     /// Per-test timeout in seconds (default: the kata's own, else 10).
     #[arg(long, value_name = "SECS")]
@@ -66,6 +79,25 @@ pub enum Format {
     Human,
     /// The versioned JSON report (see README).
     Json,
+    /// JUnit XML: a testsuite per kata, a testcase per hidden test.
+    Junit,
+    /// GitHub Actions annotations on the learner's files, then the readable report.
+    Github,
+    /// GitHub Classroom's autograding result JSON, scored per kata.
+    Classroom,
+}
+
+fn parse_report(value: &str) -> Result<(Format, PathBuf), String> {
+    let (format, path) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected FORMAT=PATH (e.g. junit=report.xml), got `{value}`"))?;
+    let format = Format::from_str(format, true).map_err(|_| {
+        format!("unknown report format `{format}`; use human, json, junit, github or classroom")
+    })?;
+    if path.is_empty() {
+        return Err("the report path is empty".into());
+    }
+    Ok((format, PathBuf::from(path)))
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +108,27 @@ pub struct HintArgs {
     /// Show every hint at once.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HandoutArgs {
+    /// Where to write the copy: a new or empty directory outside the course.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GradebookArgs {
+    /// JSON reports (`grader check --format json`), one per student, named after the student.
+    #[arg(required = true, value_name = "RESULTS")]
+    pub results: Vec<PathBuf>,
+
+    /// Where to write the CSV (student x kata points, total).
+    #[arg(long, default_value = "gradebook.csv", value_name = "FILE")]
+    pub csv: PathBuf,
+
+    /// Where to write the Markdown summary (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -139,13 +139,18 @@ pub fn grade(
             Ok(tests) if tests.is_empty() => {
                 listing_errors[i] = Some("the hidden test file declares no tests".into());
             }
-            Ok(tests) => jobs.extend(tests.into_iter().map(|test| Job {
-                unit: i,
-                executable: exe.clone(),
-                test,
-                timeout,
-                workdir: dir.join("tests").join(unit.package()),
-            })),
+            Ok(mut tests) => {
+                // Declaration order: kata authors put the most telling test first.
+                let source = std::fs::read_to_string(course.hidden_tests(kata)).unwrap_or_default();
+                tests.sort_by_key(|t| source.find(&format!("fn {t}(")).unwrap_or(usize::MAX));
+                jobs.extend(tests.into_iter().map(|test| Job {
+                    unit: i,
+                    executable: exe.clone(),
+                    test,
+                    timeout,
+                    workdir: dir.join("tests").join(unit.package()),
+                }));
+            }
             Err(err) => listing_errors[i] = Some(format!("{err:#}")),
         }
     }

@@ -1,14 +1,18 @@
-//! `grader check [KATA...]`: build and run the hidden tests, one verdict per kata.
+//! `grader check [KATA...]`: build and run the hidden tests, one verdict per kata, rendered in
+//! as many formats as were asked for.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use crate::cli::{CheckArgs, Format};
 use crate::course::{Course, Tree};
 use crate::exit;
-use crate::grade::{self, Options, Status};
+use crate::grade::{self, Options, Status, UnitResult};
 use crate::report::{self, Report, Summary};
-use crate::state::State;
+use crate::state::{Progress, State};
 use crate::workspace::Unit;
 
 pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
@@ -27,7 +31,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: args.timeout.map(Duration::from_secs),
     };
-    if args.format == Format::Human {
+    if matches!(args.format, Format::Human | Format::Github) {
         eprintln!(
             "building and running the hidden tests of {} kata(s) ({})...",
             units.len(),
@@ -36,39 +40,44 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     }
     let (results, took) = grade::grade(course, tree.dir(), &units, &options)?;
 
-    if tree == Tree::Exercises {
+    let progress = (tree == Tree::Exercises).then(|| {
         State::update(course, |state| {
             for (kata, result) in katas.iter().zip(&results) {
                 state.record(course, kata, result.status);
             }
-        })?;
-    }
+        })
+    });
+    let progress = match progress.transpose()? {
+        Some(state) => {
+            let done = course.katas.iter().filter(|k| state.progress(course, k) == Progress::Done);
+            Some(report::progress_line(course, &state, done.count()))
+        }
+        None => None,
+    };
 
     let summary = Summary::of(&results, took);
-    let all_passed = summary.passed == summary.katas;
-    match args.format {
-        Format::Human => {
-            print!("{}", report::human(&results, &summary, true));
-            if tree == Tree::Exercises {
-                let state = State::load(course);
-                let done = course
-                    .katas
-                    .iter()
-                    .filter(|k| state.progress(course, k) == crate::state::Progress::Done)
-                    .count();
-                println!("course progress: {}", report::progress_line(course, &state, done));
-            }
-        }
-        Format::Json => {
-            let report = Report {
-                version: report::JSON_VERSION,
-                tree: tree.dir(),
-                katas: &results,
-                summary,
-            };
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
+    let rendered = Rendered { course, tree, results: &results, summary: &summary, took };
+    let mut stdout = rendered.render(args.format)?;
+    if let (Format::Human | Format::Github, Some(progress)) = (args.format, &progress) {
+        stdout.push_str(&format!("course progress: {progress}\n"));
     }
+    print!("{stdout}");
+    for (format, path) in &args.reports {
+        std::fs::write(path, rendered.render(*format)?).with_context(|| {
+            format!("failed to write the {format:?} report to {}", path.display())
+        })?;
+    }
+    let summary_file = args.summary.clone().or_else(|| {
+        (args.format == Format::Github)
+            .then(|| std::env::var_os("GITHUB_STEP_SUMMARY"))
+            .flatten()
+            .map(Into::into)
+    });
+    if let Some(path) = summary_file {
+        append(&path, &report::github::summary(&results, &summary))?;
+    }
+
+    let all_passed = summary.passed == summary.katas;
     let infrastructure = results.iter().any(|r| r.status == Status::Error);
     Ok(if all_passed {
         exit::SUCCESS
@@ -77,4 +86,45 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     } else {
         exit::FAILED
     })
+}
+
+struct Rendered<'a> {
+    course: &'a Course,
+    tree: Tree,
+    results: &'a [UnitResult],
+    summary: &'a Summary,
+    took: Duration,
+}
+
+impl Rendered<'_> {
+    fn render(&self, format: Format) -> anyhow::Result<String> {
+        Ok(match format {
+            Format::Human => report::human::render(self.results, self.summary, true),
+            Format::Json => {
+                let report = Report {
+                    version: report::JSON_VERSION,
+                    tree: self.tree.dir(),
+                    katas: self.results,
+                    summary: self.summary.clone(),
+                };
+                serde_json::to_string_pretty(&report)? + "\n"
+            }
+            Format::Junit => report::junit::render(self.results, self.took)?,
+            Format::Github => {
+                report::github::annotations(self.results, &self.course.root)
+                    + &report::human::render(self.results, self.summary, true)
+            }
+            Format::Classroom => report::classroom::render(self.results)? + "\n",
+        })
+    }
+}
+
+/// Appends to a file, as GitHub expects for `$GITHUB_STEP_SUMMARY`.
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("failed to write the job summary to {}", path.display()))
 }

@@ -1,6 +1,8 @@
 //! The subcommands, one module each, every one with a single `run` entry point.
 
 mod check;
+mod gradebook;
+mod handout;
 mod hint;
 mod list;
 mod verify;
@@ -12,6 +14,10 @@ use crate::course::Course;
 
 /// Runs the parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    // The gradebook reads reports, not a course.
+    if let Command::Gradebook(args) = &cli.command {
+        return gradebook::run(args);
+    }
     let course = match (&cli.manifest, &cli.root) {
         (Some(manifest), _) => Course::load_manifest(manifest)?,
         (None, Some(root)) => Course::load(root)?,
@@ -25,5 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(args) => check::run(&course, &args),
         Command::Hint(args) => hint::run(&course, &args),
         Command::Verify(args) => verify::run(&course, &args),
+        Command::Handout(args) => handout::run(&course, &args),
+        Command::Gradebook(_) => unreachable!("handled above"),
     }
 }

@@ -1,7 +1,15 @@
-//! Rendering results: readable text for people, versioned JSON for tools.
+//! Rendering results, one module per format: readable text for people (`human`), versioned JSON
+//! for tools (here), JUnit XML for CI test reporters (`junit`), workflow annotations and a job
+//! summary for GitHub Actions (`github`), and GitHub Classroom's autograding result
+//! (`classroom`).
 //!
-//! The JSON report (`--format json`) is an API; its schema is documented in the README and
-//! changes only with its `version`.
+//! The JSON report is an API; its schema is documented in the README and changes only with its
+//! `version`.
+
+pub mod classroom;
+pub mod github;
+pub mod human;
+pub mod junit;
 
 use serde::Serialize;
 
@@ -21,7 +29,7 @@ pub struct Report<'a> {
     pub summary: Summary,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Summary {
     pub katas: usize,
     pub passed: usize,
@@ -72,53 +80,8 @@ pub fn reason(result: &UnitResult) -> String {
     }
 }
 
-fn first_line(text: &str) -> &str {
+pub(crate) fn first_line(text: &str) -> &str {
     text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
-}
-
-/// Writes the readable report.
-pub fn human(results: &[UnitResult], summary: &Summary, verbose_failures: bool) -> String {
-    let mut out = String::new();
-    for result in results {
-        let mark = match result.status {
-            Status::Passed => "PASS",
-            Status::Failed => "FAIL",
-            Status::CompileError => "BUILD",
-            Status::TimedOut => "TIME",
-            Status::Error => "ERROR",
-        };
-        out.push_str(&format!(
-            "{mark:<5} {:<40} {:>3}/{:<3} {}\n",
-            result.name,
-            result.points,
-            result.max_points,
-            reason(result)
-        ));
-        if !verbose_failures || result.status == Status::Passed {
-            continue;
-        }
-        for error in &result.compile_errors {
-            out.push_str(&indent(error.trim_end(), 6));
-            out.push('\n');
-        }
-        for test in result.tests.iter().filter(|t| t.status != Outcome::Passed) {
-            out.push_str(&format!("      x {}\n", test.name));
-            out.push_str(&indent(test.message.trim_end(), 8));
-            out.push('\n');
-        }
-        if result.status != Status::CompileError && result.status != Status::Error {
-            out.push_str(&format!("      edit {}\n", result.file));
-        }
-    }
-    out.push_str(&format!(
-        "\n{}/{} katas passed, {}/{} points ({:.1}s)\n",
-        summary.passed,
-        summary.katas,
-        summary.points,
-        summary.max_points,
-        summary.duration_ms as f64 / 1000.0
-    ));
-    out
 }
 
 /// "3/6 done" overall and per level.
@@ -139,7 +102,7 @@ pub fn progress_line(course: &Course, state: &State, done: usize) -> String {
     line
 }
 
-fn indent(text: &str, by: usize) -> String {
+pub(crate) fn indent(text: &str, by: usize) -> String {
     let pad = " ".repeat(by);
     text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }

@@ -1,0 +1,150 @@
+//! GitHub Actions: `::error` workflow commands that annotate the learner's file, and a Markdown
+//! job summary with a progress table.
+//!
+//! GitHub shows at most 10 error annotations per step, so the grader spends them on the first
+//! failing test of each kata (in course order) and says how many it left out.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::Summary;
+use crate::grade::{Status, UnitResult};
+use crate::run::Outcome;
+
+/// GitHub's limit on error annotations shown per step.
+pub const MAX_ANNOTATIONS: usize = 10;
+
+/// Longest annotation message kept, in bytes; the summary and log carry the rest.
+const MAX_MESSAGE: usize = 4096;
+
+/// The annotations, one line each, for a course rooted at `root`.
+pub fn annotations(results: &[UnitResult], root: &Path) -> String {
+    let failing: Vec<&UnitResult> = results.iter().filter(|r| r.status != Status::Passed).collect();
+    let mut out = String::new();
+    for result in failing.iter().take(MAX_ANNOTATIONS) {
+        let (file, line, title, message) = match result.status {
+            Status::CompileError => {
+                let error = result.compile_errors.first().map_or("", String::as_str);
+                let (file, line) = error_location(error).unwrap_or((result.file.clone(), 1));
+                (file, line, format!("{}: does not compile", result.name), error.to_owned())
+            }
+            _ => {
+                let test = result.tests.iter().find(|t| t.status != Outcome::Passed);
+                let title = match test {
+                    Some(t) => format!("{}: {}", result.name, t.name),
+                    None => result.name.clone(),
+                };
+                let message = test.map_or_else(|| super::reason(result), |t| t.message.clone());
+                let line = todo_line(&root.join(&result.file)).unwrap_or(1);
+                (result.file.clone(), line, title, message)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "::error file={},line={line},title={}::{}",
+            escape_property(&file),
+            escape_property(&title),
+            escape_data(truncate(&message, MAX_MESSAGE))
+        );
+    }
+    if failing.len() > MAX_ANNOTATIONS {
+        let _ = writeln!(
+            out,
+            "::notice title=more failing katas::{} more kata(s) fail; see the job summary",
+            failing.len() - MAX_ANNOTATIONS
+        );
+    }
+    out
+}
+
+/// The Markdown job summary.
+pub fn summary(results: &[UnitResult], summary: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Cancellation katas: {}/{} passed, {}/{} points\n",
+        summary.passed, summary.katas, summary.points, summary.max_points
+    );
+    let _ = writeln!(out, "| # | kata | level | result | points |");
+    let _ = writeln!(out, "| ---: | --- | --- | --- | ---: |");
+    for r in results {
+        let result =
+            if r.status == Status::Passed { "passed".to_owned() } else { super::reason(r) };
+        let _ = writeln!(
+            out,
+            "| {:02} | {} | {} | {} | {}/{} |",
+            r.number,
+            escape_cell(&r.title),
+            r.level,
+            escape_cell(truncate(&result, 300)),
+            r.points,
+            r.max_points
+        );
+    }
+    let _ = writeln!(out, "| | **total** | | | **{}/{}** |", summary.points, summary.max_points);
+    out
+}
+
+/// `path:line` from the first `--> path:line:col` of a rendered compiler error.
+fn error_location(error: &str) -> Option<(String, u32)> {
+    let arrow = error.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;
+    let mut parts = arrow.trim().rsplitn(3, ':');
+    let _col = parts.next()?;
+    let line = parts.next()?.parse().ok()?;
+    Some((parts.next()?.to_owned(), line))
+}
+
+/// The line of the `// TODO` in the learner's file, where the annotation is most useful.
+fn todo_line(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let index = text.lines().position(|l| l.contains("// TODO"))?;
+    u32::try_from(index + 1).ok()
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Escaping for a workflow command's message.
+pub fn escape_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escaping for a workflow command's property (`file=`, `title=`).
+pub fn escape_property(text: &str) -> String {
+    escape_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
+fn escape_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_workflow_command_data_and_properties() {
+        assert_eq!(escape_data("50% done\r\nnext"), "50%25 done%0D%0Anext");
+        assert_eq!(escape_property("a: b, c\n"), "a%3A b%2C c%0A");
+    }
+
+    #[test]
+    fn finds_the_location_of_a_compile_error() {
+        let error = "error: expected `;`, found `y`\n --> exercises/03_x/src/lib.rs:5:18\n  |";
+        assert_eq!(error_location(error), Some(("exercises/03_x/src/lib.rs".into(), 5)));
+    }
+
+    #[test]
+    fn truncates_on_a_character_boundary() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}
