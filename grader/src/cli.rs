@@ -16,6 +16,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// When to use colour: auto (a terminal without NO_COLOR), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+
     /// Maintainers: read this manifest instead of `<root>/course.toml` (a draft of new katas).
     #[arg(long, global = true, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
@@ -24,14 +28,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the current kata, then re-check on every save (needs a terminal).
+    Watch,
+    /// Show the current kata: its story, task and the file to edit.
+    Next,
     /// List every kata in order, with its level and your progress.
     List,
     /// Build and run the hidden tests of the named katas (default: all).
     Check(CheckArgs),
     /// Show the next hint for a kata.
     Hint(HintArgs),
+    /// Restore a kata's starting code, keeping a backup of your file.
+    Reset(ResetArgs),
+    /// Show a kata's solution and its explanation (once the kata passes, or with --force).
+    Solution(SolutionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
     /// Teachers: write a student copy of the course (no solutions, no decoys) to DIR.
     Handout(HandoutArgs),
     /// Teachers: combine students' JSON reports into a CSV and a Markdown summary.
@@ -108,6 +129,37 @@ pub struct HintArgs {
     /// Show every hint at once.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The kata to reset, by number, slug or folder name.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub kata: Option<String>,
+
+    /// Reset every kata (asks first; `--yes` skips the question).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SolutionArgs {
+    /// The kata, by number, slug or folder name.
+    pub kata: String,
+
+    /// Show it even though the kata does not pass yet.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

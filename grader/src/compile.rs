@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use cargo_metadata::Message;
 use cargo_metadata::diagnostic::DiagnosticLevel;
 
+use crate::progress::Progress;
 use crate::workspace::Unit;
 
 /// What the build produced for one unit.
@@ -32,7 +33,9 @@ pub fn build(
     root: &Path,
     units: &[Unit],
     color: bool,
+    progress: &Progress,
 ) -> anyhow::Result<Vec<Built>> {
+    progress.phase("building", units.len());
     let format = if color { "json-diagnostic-rendered-ansi" } else { "json" };
     let mut child = Command::new(cargo())
         .current_dir("/")
@@ -70,6 +73,7 @@ pub fn build(
                 if let (Some(exe), Some(i)) = (artifact.executable, tests_of(&artifact.target.name))
                 {
                     built[i].executable = Some(exe.into_std_path_buf());
+                    progress.step();
                 }
             }
             Message::CompilerMessage(msg) => {

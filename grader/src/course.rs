@@ -162,6 +162,15 @@ impl Course {
         self.kata_dir(tree, kata).join("src").join("lib.rs")
     }
 
+    /// A `## Heading` section of a kata's README, without the heading.
+    pub fn readme_section(&self, tree: Tree, kata: &Kata, heading: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.kata_dir(tree, kata).join("README.md")).ok()?;
+        let start = text.find(&format!("## {heading}\n"))?;
+        let body = &text[start..].split_once('\n')?.1;
+        let end = body.find("\n## ").unwrap_or(body.len());
+        Some(body[..end].trim().to_owned())
+    }
+
     pub fn hidden_tests(&self, kata: &Kata) -> PathBuf {
         self.root.join("grader").join("hidden").join(format!("{}.rs", kata.name))
     }

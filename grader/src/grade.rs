@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::compile;
 use crate::course::{Course, Level};
+use crate::progress::Progress;
 use crate::run::{self, Job, Outcome};
 use crate::workspace::{self, Unit};
 
@@ -90,6 +91,7 @@ pub fn grade(
     set: &str,
     units: &[Unit],
     options: &Options,
+    progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Duration)> {
     let started = Instant::now();
     // A unit whose files are missing is reported on its own and left out of the build.
@@ -111,6 +113,7 @@ pub fn grade(
         &course.root,
         &present,
         options.color,
+        progress,
     )?
     .into_iter();
     let built: Vec<compile::Built> = missing
@@ -160,7 +163,9 @@ pub fn grade(
             .ok()
     };
     let before: Vec<_> = units.iter().map(hidden_hash).collect();
-    let runs = run::run_all(jobs, options.parallel);
+    progress.phase("testing", jobs.len());
+    let runs = run::run_all(jobs, options.parallel, &|| progress.step());
+    progress.finish();
     // Kata code runs with the learner's permissions and can reach the grader's files; a hidden
     // test file that changed while tests ran means the verdict cannot be trusted.
     let tampered: Vec<bool> =

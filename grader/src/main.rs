@@ -9,9 +9,11 @@ mod cmd;
 mod compile;
 mod course;
 mod grade;
+mod progress;
 mod report;
 mod run;
 mod state;
+mod style;
 mod workspace;
 
 use std::process::ExitCode;

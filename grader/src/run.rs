@@ -65,7 +65,7 @@ pub fn list_tests(executable: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Runs every job, `parallel` at a time; results come back in job order.
-pub fn run_all(jobs: Vec<Job>, parallel: usize) -> Vec<TestRun> {
+pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec<TestRun> {
     let count = jobs.len();
     let queue = Mutex::new(jobs.into_iter().enumerate());
     let (tx, rx) = mpsc::channel();
@@ -77,7 +77,9 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize) -> Vec<TestRun> {
                 loop {
                     let next = queue.lock().expect("job queue").next();
                     let Some((i, job)) = next else { break };
-                    let _ = tx.send((i, run_one(&job)));
+                    let run = run_one(&job);
+                    done();
+                    let _ = tx.send((i, run));
                 }
             });
         }

@@ -34,7 +34,7 @@ pub struct State {
 
 /// Where a kata stands for the learner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+pub enum Standing {
     Done,
     Failing,
     /// Never checked, or edited since the last check.
@@ -87,16 +87,26 @@ impl State {
             .insert(kata.name.clone(), Verdict { source_hash, passed: status == Status::Passed });
     }
 
-    pub fn progress(&self, course: &Course, kata: &Kata) -> Progress {
+    /// The kata to work on: the first one not done.
+    pub fn current<'a>(&self, course: &'a Course) -> Option<&'a Kata> {
+        course.katas.iter().find(|k| self.progress(course, k) != Standing::Done)
+    }
+
+    /// Katas done.
+    pub fn done(&self, course: &Course) -> usize {
+        course.katas.iter().filter(|k| self.progress(course, k) == Standing::Done).count()
+    }
+
+    pub fn progress(&self, course: &Course, kata: &Kata) -> Standing {
         match self.verdicts.get(&kata.name) {
             Some(v) if v.source_hash == source_hash(course, kata) => {
                 if v.passed {
-                    Progress::Done
+                    Standing::Done
                 } else {
-                    Progress::Failing
+                    Standing::Failing
                 }
             }
-            _ => Progress::Unchecked,
+            _ => Standing::Unchecked,
         }
     }
 }

@@ -11,8 +11,9 @@ use crate::cli::{CheckArgs, Format};
 use crate::course::{Course, Tree};
 use crate::exit;
 use crate::grade::{self, Options, Status, UnitResult};
+use crate::progress::Progress;
 use crate::report::{self, Report, Summary};
-use crate::state::{Progress, State};
+use crate::state::State;
 use crate::workspace::Unit;
 
 pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
@@ -31,14 +32,11 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: args.timeout.map(Duration::from_secs),
     };
-    if matches!(args.format, Format::Human | Format::Github) {
-        eprintln!(
-            "building and running the hidden tests of {} kata(s) ({})...",
-            units.len(),
-            tree.dir()
-        );
-    }
-    let (results, took) = grade::grade(course, tree.dir(), &units, &options)?;
+    let progress = Progress::new(
+        matches!(args.format, Format::Human | Format::Github),
+        std::io::stderr().is_terminal(),
+    );
+    let (results, took) = grade::grade(course, tree.dir(), &units, &options, &progress)?;
 
     let progress = (tree == Tree::Exercises).then(|| {
         State::update(course, |state| {
@@ -47,13 +45,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             }
         })
     });
-    let progress = match progress.transpose()? {
-        Some(state) => {
-            let done = course.katas.iter().filter(|k| state.progress(course, k) == Progress::Done);
-            Some(report::progress_line(course, &state, done.count()))
-        }
-        None => None,
-    };
+    let progress = progress.transpose()?.map(|state| report::progress_line(course, &state));
 
     let summary = Summary::of(&results, took);
     let rendered = Rendered { course, tree, results: &results, summary: &summary, took };
@@ -99,7 +91,7 @@ struct Rendered<'a> {
 impl Rendered<'_> {
     fn render(&self, format: Format) -> anyhow::Result<String> {
         Ok(match format {
-            Format::Human => report::human::render(self.results, self.summary, true),
+            Format::Human => report::human::render(self.results, self.summary),
             Format::Json => {
                 let report = Report {
                     version: report::JSON_VERSION,
@@ -112,7 +104,7 @@ impl Rendered<'_> {
             Format::Junit => report::junit::render(self.results, self.took)?,
             Format::Github => {
                 report::github::annotations(self.results, &self.course.root)
-                    + &report::human::render(self.results, self.summary, true)
+                    + &report::human::render(self.results, self.summary)
             }
             Format::Classroom => report::classroom::render(self.results)? + "\n",
         })

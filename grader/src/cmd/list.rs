@@ -2,24 +2,22 @@
 
 use crate::course::Course;
 use crate::exit;
-use crate::state::{Progress, State};
+use crate::state::{Standing, State};
+use crate::style;
 
 pub fn run(course: &Course) -> anyhow::Result<u8> {
     let state = State::load(course);
-    let mut done = 0;
-    println!("{:<4} {:<28} {:<13} {:>6}  status", "#", "kata", "level", "points");
+    let current = state.current(course).map(|k| k.name.as_str());
+    println!("   {:<4} {:<28} {:<13} {:>6}  status", "#", "kata", "level", "points");
     for kata in &course.katas {
-        let progress = state.progress(course, kata);
-        let status = match progress {
-            Progress::Done => {
-                done += 1;
-                "done"
-            }
-            Progress::Failing => "failing",
-            Progress::Unchecked => "not checked",
+        let status = match state.progress(course, kata) {
+            Standing::Done => style::good("done"),
+            Standing::Failing => style::bad("failing"),
+            Standing::Unchecked => "not checked".to_owned(),
         };
+        let marker = if current == Some(kata.name.as_str()) { "->" } else { "  " };
         println!(
-            "{:<4} {:<28} {:<13} {:>6}  {status}",
+            "{marker} {:<4} {:<28} {:<13} {:>6}  {status}",
             format!("{:02}", kata.number()),
             kata.slug(),
             kata.level.to_string(),
@@ -27,6 +25,6 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
         );
     }
     println!();
-    println!("{}", crate::report::progress_line(course, &state, done));
+    println!("{}", crate::report::progress_line(course, &state));
     Ok(exit::SUCCESS)
 }

@@ -1,11 +1,16 @@
 //! The subcommands, one module each, every one with a single `run` entry point.
 
 mod check;
+mod completions;
 mod gradebook;
 mod handout;
 mod hint;
 mod list;
+mod next;
+mod reset;
+mod solution;
 mod verify;
+mod watch;
 
 use anyhow::Context;
 
@@ -14,9 +19,12 @@ use crate::course::Course;
 
 /// Runs the parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    // The gradebook reads reports, not a course.
-    if let Command::Gradebook(args) = &cli.command {
-        return gradebook::run(args);
+    crate::style::init(cli.color);
+    // These read no course.
+    match &cli.command {
+        Command::Gradebook(args) => return gradebook::run(args),
+        Command::Completions(args) => return completions::run(args),
+        _ => {}
     }
     let course = match (&cli.manifest, &cli.root) {
         (Some(manifest), _) => Course::load_manifest(manifest)?,
@@ -32,6 +40,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Hint(args) => hint::run(&course, &args),
         Command::Verify(args) => verify::run(&course, &args),
         Command::Handout(args) => handout::run(&course, &args),
-        Command::Gradebook(_) => unreachable!("handled above"),
+        Command::Watch => watch::run(&course),
+        Command::Next => next::run(&course),
+        Command::Reset(args) => reset::run(&course, &args),
+        Command::Solution(args) => solution::run(&course, &args),
+        Command::Gradebook(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }

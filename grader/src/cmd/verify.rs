@@ -10,7 +10,10 @@ use std::path::Path;
 use crate::cli::VerifyArgs;
 use crate::course::{Course, Kata, Tree};
 use crate::exit;
+use std::io::IsTerminal;
+
 use crate::grade::{self, Options, Status, UnitResult};
+use crate::progress::Progress;
 use crate::run::Outcome;
 use crate::workspace::Unit;
 
@@ -71,11 +74,22 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         katas.len(),
         decoys.len()
     );
-    let (exercises, _) =
-        grade::grade(course, Tree::Exercises.dir(), &tree_units(Tree::Exercises), &options)?;
-    let (solutions, _) =
-        grade::grade(course, Tree::Solutions.dir(), &tree_units(Tree::Solutions), &options)?;
-    let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options)?;
+    let progress = Progress::new(true, std::io::stderr().is_terminal());
+    let (exercises, _) = grade::grade(
+        course,
+        Tree::Exercises.dir(),
+        &tree_units(Tree::Exercises),
+        &options,
+        &progress,
+    )?;
+    let (solutions, _) = grade::grade(
+        course,
+        Tree::Solutions.dir(),
+        &tree_units(Tree::Solutions),
+        &options,
+        &progress,
+    )?;
+    let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options, &progress)?;
 
     for (kata, result) in katas.iter().zip(&exercises) {
         if let Some(problem) = exercise_problem(result) {

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::Summary;
+use super::{Summary, error_location};
 use crate::grade::{Status, UnitResult};
 use crate::run::Outcome;
 
@@ -83,15 +83,6 @@ pub fn summary(results: &[UnitResult], summary: &Summary) -> String {
     }
     let _ = writeln!(out, "| | **total** | | | **{}/{}** |", summary.points, summary.max_points);
     out
-}
-
-/// `path:line` from the first `--> path:line:col` of a rendered compiler error.
-fn error_location(error: &str) -> Option<(String, u32)> {
-    let arrow = error.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;
-    let mut parts = arrow.trim().rsplitn(3, ':');
-    let _col = parts.next()?;
-    let line = parts.next()?.parse().ok()?;
-    Some((parts.next()?.to_owned(), line))
 }
 
 /// The line of the `// TODO` in the learner's file, where the annotation is most useful.

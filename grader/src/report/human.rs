@@ -1,42 +1,62 @@
-//! The readable report: a line per kata with its one-line reason, then the failing tests and
-//! compiler errors, then the summary.
+//! The readable report: a line per kata with its one-line reason, then what to look at for each
+//! kata that did not pass (compiler errors with the learner's file and line first, failing tests
+//! with their messages, where to read next), then the summary.
 
-use super::{Summary, indent, reason};
+use super::{Summary, error_location, indent, reason};
 use crate::grade::{Status, UnitResult};
 use crate::run::Outcome;
+use crate::style;
 
-/// Writes the readable report.
-pub fn render(results: &[UnitResult], summary: &Summary, verbose_failures: bool) -> String {
+/// Compiler errors shown per kata; the rest are counted.
+const MAX_ERRORS: usize = 3;
+
+pub fn render(results: &[UnitResult], summary: &Summary) -> String {
     let mut out = String::new();
     for result in results {
         let mark = match result.status {
-            Status::Passed => "PASS",
-            Status::Failed => "FAIL",
-            Status::CompileError => "BUILD",
-            Status::TimedOut => "TIME",
-            Status::Error => "ERROR",
+            Status::Passed => style::good("PASS "),
+            Status::Failed => style::bad("FAIL "),
+            Status::CompileError => style::bad("BUILD"),
+            Status::TimedOut => style::bad("TIME "),
+            Status::Error => style::warn("ERROR"),
         };
         out.push_str(&format!(
-            "{mark:<5} {:<40} {:>3}/{:<3} {}\n",
+            "{mark} {:<40} {:>3}/{:<3} {}\n",
             result.name,
             result.points,
             result.max_points,
             reason(result)
         ));
-        if !verbose_failures || result.status == Status::Passed {
+        if result.status == Status::Passed {
             continue;
         }
-        for error in &result.compile_errors {
-            out.push_str(&indent(error.trim_end(), 6));
+        for error in result.compile_errors.iter().take(MAX_ERRORS) {
+            if let Some((file, line)) = error_location(error) {
+                let message = error.lines().next().unwrap_or_default();
+                out.push_str(&format!(
+                    "      {}\n",
+                    style::bold(&format!("{file}:{line}: {message}"))
+                ));
+            }
+            out.push_str(&indent(error.trim_end(), 8));
             out.push('\n');
         }
+        if result.compile_errors.len() > MAX_ERRORS {
+            out.push_str(&format!(
+                "      ... and {} more errors\n",
+                result.compile_errors.len() - MAX_ERRORS
+            ));
+        }
         for test in result.tests.iter().filter(|t| t.status != Outcome::Passed) {
-            out.push_str(&format!("      x {}\n", test.name));
+            out.push_str(&format!("      {} {}\n", style::bad("x"), style::bold(&test.name)));
             out.push_str(&indent(test.message.trim_end(), 8));
             out.push('\n');
         }
-        if result.status != Status::CompileError && result.status != Status::Error {
+        if matches!(result.status, Status::Failed | Status::TimedOut) {
             out.push_str(&format!("      edit {}\n", result.file));
+            if let Some(readme) = result.file.strip_suffix("src/lib.rs") {
+                out.push_str(&format!("      read {readme}README.md, \"Why it breaks\"\n"));
+            }
         }
     }
     out.push_str(&format!(

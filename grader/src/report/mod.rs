@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::course::Course;
 use crate::grade::{Status, UnitResult};
 use crate::run::Outcome;
-use crate::state::{Progress, State};
+use crate::state::{Standing, State};
 
 /// The JSON report's schema version.
 pub const JSON_VERSION: u32 = 1;
@@ -80,19 +80,28 @@ pub fn reason(result: &UnitResult) -> String {
     }
 }
 
+/// `path` and `line` from the first `--> path:line:col` of a rendered compiler error.
+pub(crate) fn error_location(error: &str) -> Option<(String, u32)> {
+    let arrow = error.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;
+    let mut parts = arrow.trim().rsplitn(3, ':');
+    let _col = parts.next()?;
+    let line = parts.next()?.parse().ok()?;
+    Some((parts.next()?.to_owned(), line))
+}
+
 pub(crate) fn first_line(text: &str) -> &str {
     text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
 
 /// "3/6 done" overall and per level.
-pub fn progress_line(course: &Course, state: &State, done: usize) -> String {
-    let mut line = format!("{done}/{} done", course.katas.len());
+pub fn progress_line(course: &Course, state: &State) -> String {
+    let mut line = format!("{}/{} done", state.done(course), course.katas.len());
     let levels: Vec<String> = course
         .by_level()
         .into_iter()
         .map(|(level, katas)| {
             let level_done =
-                katas.iter().filter(|k| state.progress(course, k) == Progress::Done).count();
+                katas.iter().filter(|k| state.progress(course, k) == Standing::Done).count();
             format!("{level} {level_done}/{}", katas.len())
         })
         .collect();
