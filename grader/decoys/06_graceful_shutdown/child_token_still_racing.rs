@@ -1,0 +1,170 @@
+//! Decoy for kata 06: uses a child token per connection, but still races the whole handler against
+//! it, dropping the request in flight.
+//!
+//! A small request/response server. Each accepted connection gets two tasks: a request handler,
+//! and a heartbeat that tells the client every few seconds that the server is alive. The server
+//! shuts down gracefully with a `CancellationToken` and a `TaskTracker`: cancel the token, close
+//! the tracker, wait for every tracked task to finish.
+//!
+//! A connection also has to be torn down on its own: a client that sends garbage gets an error
+//! and is disconnected, and its heartbeat must stop too. The handler does that by cancelling the
+//! token the two tasks share.
+//!
+//! Two things go wrong. Read `README.md` for the whole story.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, interval_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: u64,
+    pub path: String,
+}
+
+/// What a client sends, as the protocol decoder hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// A well-formed request.
+    Request(Request),
+    /// Bytes that are not a request: a protocol error. The connection must be closed.
+    Malformed(String),
+}
+
+/// What the server sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// The answer to the request with this `id`.
+    Response { id: u64, body: String },
+    /// "Still here."
+    Heartbeat,
+    /// The client broke the protocol; the server closes the connection after this.
+    ProtocolError(String),
+}
+
+/// One accepted connection: decoded messages in, messages to send out.
+///
+/// The connection is closed once every sender of `outgoing` is dropped, that is when all of
+/// its tasks have finished.
+#[derive(Debug)]
+pub struct Connection {
+    pub incoming: mpsc::Receiver<ClientMessage>,
+    pub outgoing: mpsc::UnboundedSender<ServerMessage>,
+}
+
+/// The application behind the server.
+pub trait App: Send + Sync + 'static {
+    /// Answers one request. May take a while (a database query, say).
+    fn handle(&self, request: Request) -> impl Future<Output = String> + Send;
+}
+
+/// The server: its connections' tasks, and the means to shut them all down.
+#[derive(Debug)]
+pub struct Server<A> {
+    app: Arc<A>,
+    heartbeat_every: Duration,
+    /// Cancelled when the server shuts down.
+    token: CancellationToken,
+    /// Every connection task, so that shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl<A: App> Server<A> {
+    /// A server running `app`, sending each client a heartbeat every `heartbeat_every`.
+    pub fn new(app: A, heartbeat_every: Duration) -> Self {
+        Server {
+            app: Arc::new(app),
+            heartbeat_every,
+            token: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Starts serving one accepted connection: spawns its request handler and its heartbeat.
+    pub fn serve(&self, conn: Connection) {
+        // The connection's own token: a child of the server's.
+        let token = self.token.child_token();
+        self.tracker.spawn(heartbeat(conn.outgoing.clone(), token.clone(), self.heartbeat_every));
+        let app = self.app.clone();
+        self.tracker.spawn(async move {
+            token.run_until_cancelled(handle_requests(app, conn, token.clone())).await;
+        });
+    }
+
+    /// Shuts down gracefully: stops every connection and waits until all their tasks are done.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the shutdown is signalled on the first poll, before any `.await`; dropping
+    /// this future afterwards only stops the waiting, and the connections wind down regardless.
+    pub async fn shutdown(&self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Answers one connection's requests until the client hangs up, breaks the protocol, or the
+/// connection's token is cancelled.
+async fn handle_requests<A: App>(app: Arc<A>, mut conn: Connection, token: CancellationToken) {
+    // However this task ends, the connection is over: stop its heartbeat too.
+    let _teardown = token.clone().drop_guard();
+    loop {
+        // Only the wait for the next request is raced against shutdown. `recv` is cancel safe:
+        // if the token wins, no request was taken off the connection. `biased` makes a pending
+        // shutdown win over a request that is already queued.
+        let message = tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            message = conn.incoming.recv() => message,
+        };
+        match message {
+            // The client hung up.
+            None => return,
+            Some(ClientMessage::Request(request)) => {
+                // Not raced against anything: a request that was read gets its answer.
+                let id = request.id;
+                let body = app.handle(request).await;
+                let _ = conn.outgoing.send(ServerMessage::Response { id, body });
+            }
+            Some(ClientMessage::Malformed(junk)) => {
+                let _ = conn
+                    .outgoing
+                    .send(ServerMessage::ProtocolError(format!("cannot parse {junk:?}")));
+                // Returning drops `_teardown`, which cancels this connection's token (and only
+                // it), so the heartbeat stops as well.
+                return;
+            }
+        }
+    }
+}
+
+/// Sends a heartbeat every `every` until the token is cancelled or the client is gone.
+async fn heartbeat(
+    outgoing: mpsc::UnboundedSender<ServerMessage>,
+    token: CancellationToken,
+    every: Duration,
+) {
+    let mut ticks = interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = ticks.tick() => {
+                if outgoing.send(ServerMessage::Heartbeat).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

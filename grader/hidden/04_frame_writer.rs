@@ -1,0 +1,301 @@
+//! Hidden tests for kata 04: whatever point `send_frame` is cancelled at, the server must end up
+//! reading every frame whole and once: a retry resumes the frame, and the next frame waits for
+//! the interrupted one to finish.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use frame_writer::{Frame, FrameWriter, HEADER_LEN};
+use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_test};
+use tokio::io::AsyncWrite;
+use tokio::time::{Instant, Sleep, interval_at, sleep, timeout};
+
+fn frame(seq: u32, body: &str) -> Frame {
+    Frame {
+        seq,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Bytes shown for a failure message: printable ASCII as is, the rest escaped.
+fn show(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// Compares what reached the server with the frames it should have read, and says what went
+/// wrong in the server's terms.
+fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
+    let expected: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+    if seen == expected.as_slice() {
+        return Ok(());
+    }
+    let seqs: Vec<u32> = frames.iter().map(|f| f.seq).collect();
+    let diagnosis = if seen.is_empty() {
+        "nothing arrived".to_owned()
+    } else if expected.starts_with(seen) {
+        format!(
+            "only {} of its {} bytes arrived: a frame was left cut short on the wire",
+            seen.len(),
+            expected.len()
+        )
+    } else if seen.len() > expected.len() {
+        format!(
+            "{} bytes arrived instead of {}: bytes already on the wire were sent again (a cut \
+             write started the frame over from its first byte)",
+            seen.len(),
+            expected.len()
+        )
+    } else {
+        "the bytes are out of frame: a cut-short frame was followed by another one".to_owned()
+    };
+    Err(format!(
+        "the server should read frames {seqs:?} whole and once ({} bytes: \"{}\"), but \
+         {diagnosis}; it received \"{}\"",
+        expected.len(),
+        show(&expected),
+        show(seen)
+    ))
+}
+
+/// A frame writer over a recording connection, shared between the explored call and the check.
+#[derive(Clone)]
+struct Rig {
+    writer: Arc<tokio::sync::Mutex<FrameWriter<RecordingWriter>>>,
+    wire: Wire,
+}
+
+impl Rig {
+    /// A connection that takes 3 bytes per write, so a 13-byte frame takes 5 writes.
+    fn new() -> Rig {
+        let (io, wire) = RecordingWriter::new(3);
+        Rig {
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(io))),
+            wire,
+        }
+    }
+
+    async fn send(&self, frame: &Frame) -> io::Result<()> {
+        self.writer.lock().await.send_frame(frame).await
+    }
+}
+
+/// After the explored call ends, sends `next` (a retry, or the following frame) and checks the
+/// server read exactly `expected`.
+async fn finish_and_check(
+    rig: Rig,
+    outcome: Outcome<io::Result<()>>,
+    next: Option<Frame>,
+    accepted: &[&[Frame]],
+) -> Result<(), String> {
+    // The last accepted wire is the full one: the explored frame first, whole.
+    let expected = accepted[accepted.len() - 1];
+    if let Outcome::Completed(Err(err)) = &outcome {
+        return Err(format!("send_frame failed on a healthy connection: {err}"));
+    }
+    // A completed call needs no retry; a cancelled one is retried (or followed) by the caller.
+    let next = match (&outcome, next) {
+        (Outcome::Completed(_), Some(f)) if f.seq == expected[0].seq => None,
+        (_, next) => next,
+    };
+    if let Some(next) = next {
+        let kind = if next.seq == expected[0].seq {
+            "retry"
+        } else {
+            "next frame"
+        };
+        match timeout(Duration::from_secs(60), rig.send(&next)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(format!("the {kind} failed: {err}")),
+            Err(_) => return Err(format!("the {kind} never finished")),
+        }
+    }
+    let seen = rig.wire.bytes();
+    if accepted
+        .iter()
+        .any(|frames| check_wire(&seen, frames).is_ok())
+    {
+        return Ok(());
+    }
+    check_wire(&seen, expected)
+}
+
+/// A connection that always fails, like a socket whose peer has gone.
+struct BrokenPipe;
+
+impl AsyncWrite for BrokenPipe {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A slow uplink: accepts `chunk` bytes per write, then needs `pace` of (virtual) time before it
+/// accepts more. Records what it accepted.
+struct PacedWriter {
+    chunk: usize,
+    pace: Duration,
+    busy: Option<Pin<Box<Sleep>>>,
+    wire: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncWrite for PacedWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(busy) = self.busy.as_mut() {
+            ready!(busy.as_mut().poll(cx));
+            self.busy = None;
+        }
+        let n = buf.len().min(self.chunk);
+        self.wire
+            .lock()
+            .expect("wire lock")
+            .extend_from_slice(&buf[..n]);
+        self.busy = Some(Box::pin(sleep(self.pace)));
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+hidden_test! {
+    /// Nothing cancelled: frames arrive whole, in order, and are on the wire when `send_frame`
+    /// returns.
+    async fn sends_whole_frames() {
+        let (io, wire) = RecordingWriter::new(3);
+        let mut writer = FrameWriter::new(io);
+        let frames = [frame(1, "hello"), frame(2, ""), frame(3, "world!")];
+        let mut sent = Vec::new();
+        for f in &frames {
+            writer
+                .send_frame(f)
+                .await
+                .expect("a healthy connection accepts every frame");
+            sent.push(f.clone());
+            if let Err(problem) = check_wire(&wire.bytes(), &sent) {
+                panic!(
+                    "send_frame({}) returned Ok, so the frame must be on the wire already: \
+                     {problem}",
+                    f.seq
+                );
+            }
+        }
+    }
+
+    /// A broken connection is reported to the caller, not swallowed.
+    async fn reports_a_broken_connection() {
+        let mut writer = FrameWriter::new(BrokenPipe);
+        let result = writer.send_frame(&frame(1, "hello")).await;
+        assert!(
+            result.is_err(),
+            "the connection is broken, but send_frame returned Ok: the upload would carry on \
+             into the void (was the write detached into a task whose error nobody reads?)"
+        );
+    }
+
+    /// The explorer cuts `send_frame` after every poll (mid-header, mid-body, after the last
+    /// byte); the caller then retries the same frame. The server must read it exactly once.
+    async fn a_retry_after_any_cut_sends_the_frame_once() {
+        let first = frame(7, "hello");
+        assert_cancel_safe(
+            Rig::new,
+            |rig: Rig| async move { rig.send(&frame(7, "hello")).await },
+            |rig, outcome| {
+                let first = first.clone();
+                async move {
+                    let accepted = [first.clone()];
+                    finish_and_check(rig, outcome, Some(first), &[&accepted]).await
+                }
+            },
+        )
+        .await;
+    }
+
+    /// After a cut, the caller moves on to the next frame instead: the interrupted frame must be
+    /// finished first, so the server reads both frames whole.
+    async fn the_next_frame_after_a_cut_keeps_the_framing() {
+        let first = frame(7, "hello");
+        let second = frame(8, "world");
+        assert_cancel_safe(
+            Rig::new,
+            |rig: Rig| async move { rig.send(&frame(7, "hello")).await },
+            |rig, outcome| {
+                // Frame 7 may be missing altogether if the cut came before its first byte;
+                // what must never happen is a part of it.
+                let alone = [second.clone()];
+                let both = [first.clone(), second.clone()];
+                let second = second.clone();
+                async move { finish_and_check(rig, outcome, Some(second), &[&alone, &both]).await }
+            },
+        )
+        .await;
+    }
+
+    /// The story end to end: an upload over a slow uplink, with a progress bar ticking every
+    /// 10 ms in the same `select!` loop, must deliver every frame whole and once.
+    async fn upload_with_a_progress_bar_delivers_every_frame_once() {
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let io = PacedWriter {
+            chunk: 3,
+            pace: Duration::from_millis(4),
+            busy: None,
+            wire: wire.clone(),
+        };
+        let mut writer = FrameWriter::new(io);
+        let frames = [
+            frame(1, "the quick brown fox"),
+            frame(2, "jumps over"),
+            frame(3, "the lazy dog"),
+        ];
+        let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
+        let mut ticks = 0;
+        let upload = async {
+            let period = Duration::from_millis(10);
+            let mut progress = interval_at(Instant::now() + period, period);
+            for f in &frames {
+                loop {
+                    tokio::select! {
+                        biased;
+                        sent = writer.send_frame(f) => { sent?; break; }
+                        _ = progress.tick() => ticks += 1,
+                    }
+                }
+            }
+            io::Result::Ok(())
+        };
+        let finished = timeout(Duration::from_secs(10), upload).await;
+        let seen = wire.lock().expect("wire lock").clone();
+        match finished {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => panic!("the upload failed on a healthy connection: {err}"),
+            Err(_) => panic!(
+                "the upload of {total} bytes never finished: after 10 s and {ticks} progress \
+                 ticks the server had received {} bytes. Every tick cancelled send_frame, and \
+                 the retry started the frame over from its first byte",
+                seen.len()
+            ),
+        }
+        if let Err(problem) = check_wire(&seen, &frames) {
+            panic!("{ticks} progress ticks interrupted the upload, and {problem}");
+        }
+        assert!(
+            ticks > 0,
+            "the progress bar never ticked: the test itself is broken"
+        );
+    }
+}

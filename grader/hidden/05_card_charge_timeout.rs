@@ -1,0 +1,228 @@
+//! Hidden tests for kata 05: an attempt that misses its deadline must be stopped, not detached,
+//! so that a retry, a `TimedOut` or a cancelled checkout never leaves a charge running behind it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use card_charge_timeout::{Card, ChargeId, Checkout, Declined, Gateway, PayError};
+use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use tokio::time::{Instant, sleep, timeout};
+
+/// Every attempt gets this long.
+const DEADLINE: Duration = Duration::from_secs(1);
+/// Long enough for any abandoned attempt in these tests to finish, if it is still running.
+const AFTERWARDS: Duration = Duration::from_secs(60);
+
+/// How a fake gateway answers its n-th request.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    /// Charges the card after this much processing time.
+    ChargeAfter(Duration),
+    /// Declines after this much processing time.
+    DeclineAfter(Duration),
+    /// Never answers.
+    Hang,
+}
+
+/// A gateway that follows a script, one reply per request (the last reply repeats), and counts
+/// the charges it actually made.
+#[derive(Debug, Clone)]
+struct FakeGateway {
+    script: Arc<Vec<Reply>>,
+    requests: Arc<AtomicUsize>,
+    charges: Arc<AtomicUsize>,
+}
+
+impl FakeGateway {
+    fn new(script: &[Reply]) -> Self {
+        FakeGateway {
+            script: Arc::new(script.to_vec()),
+            requests: Arc::default(),
+            charges: Arc::default(),
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn charges(&self) -> usize {
+        self.charges.load(Ordering::SeqCst)
+    }
+}
+
+impl Gateway for FakeGateway {
+    fn charge(
+        &self,
+        _card: &Card,
+        _amount_cents: u64,
+    ) -> impl Future<Output = Result<ChargeId, Declined>> + Send + 'static {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst);
+        let reply = self.script[n.min(self.script.len() - 1)];
+        let charges = self.charges.clone();
+        async move {
+            match reply {
+                Reply::ChargeAfter(delay) => {
+                    sleep(delay).await;
+                    charges.fetch_add(1, Ordering::SeqCst);
+                    Ok(ChargeId(n as u64))
+                }
+                Reply::DeclineAfter(delay) => {
+                    sleep(delay).await;
+                    Err(Declined)
+                }
+                Reply::Hang => std::future::pending().await,
+            }
+        }
+    }
+}
+
+fn card() -> Card {
+    Card {
+        token: "tok_visa_4242".into(),
+    }
+}
+
+fn checkout(gateway: &FakeGateway) -> Checkout<FakeGateway> {
+    Checkout::new(gateway.clone(), DEADLINE, 3)
+}
+
+const FAST: Reply = Reply::ChargeAfter(Duration::from_millis(200));
+const SLOW: Reply = Reply::ChargeAfter(Duration::from_secs(5));
+
+/// The shared checkout and gateway of one explored run.
+#[derive(Clone)]
+struct Rig {
+    checkout: Arc<Checkout<FakeGateway>>,
+    gateway: FakeGateway,
+}
+
+hidden_test! {
+    /// Nothing cancelled, a fast gateway: one request, one charge.
+    async fn a_fast_gateway_charges_once() {
+        let gateway = FakeGateway::new(&[FAST]);
+        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        assert_eq!(paid, Ok(ChargeId(0)));
+        sleep(AFTERWARDS).await;
+        assert_eq!(
+            gateway.charges(),
+            1,
+            "one successful checkout must charge the card once"
+        );
+    }
+
+    /// A declined card is final: no retry.
+    async fn a_declined_card_is_not_retried() {
+        let gateway = FakeGateway::new(&[Reply::DeclineAfter(Duration::from_millis(200))]);
+        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        assert_eq!(paid, Err(PayError::Declined));
+        assert_eq!(gateway.requests(), 1, "a declined card must not be retried");
+    }
+
+    /// The first attempt is slow and misses its deadline; the retry succeeds. The slow attempt
+    /// must not charge the card as well.
+    async fn a_retry_after_a_timeout_charges_exactly_once() {
+        let gateway = FakeGateway::new(&[SLOW, FAST]);
+        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        assert_eq!(
+            paid,
+            Ok(ChargeId(1)),
+            "the first attempt (5 s) misses its 1 s deadline, and the retry (200 ms) succeeds"
+        );
+        sleep(AFTERWARDS).await;
+        let charges = gateway.charges();
+        assert_eq!(
+            charges, 1,
+            "the customer was charged {charges} times for one order. The first attempt missed \
+             its deadline, `timeout` dropped its `JoinHandle`, and the task went on to charge \
+             the card anyway: dropping a `JoinHandle` detaches the task, it does not cancel it"
+        );
+    }
+
+    /// Every attempt is slow: checkout reports `TimedOut`, which promises that nothing was
+    /// charged. No abandoned attempt may charge afterwards.
+    async fn timed_out_means_not_charged() {
+        let gateway = FakeGateway::new(&[SLOW]);
+        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        assert_eq!(
+            paid,
+            Err(PayError::TimedOut),
+            "every attempt (5 s) missed its 1 s deadline"
+        );
+        sleep(AFTERWARDS).await;
+        let charges = gateway.charges();
+        assert_eq!(
+            charges, 0,
+            "checkout told the customer the payment timed out, but a minute later the card had \
+             been charged {charges} time(s): the attempts that missed their deadlines were \
+             detached, not stopped, and finished in the background"
+        );
+    }
+
+    /// A gateway that never answers must not hang the checkout.
+    async fn a_hung_gateway_does_not_hang_checkout() {
+        let gateway = FakeGateway::new(&[Reply::Hang]);
+        let start = Instant::now();
+        let paying = checkout(&gateway);
+        let Ok(paid) = timeout(Duration::from_secs(3600), paying.pay(&card(), 4200)).await else {
+            panic!(
+                "checkout never returned while the gateway hung: after an hour it was still \
+                 waiting. Each attempt must keep its {DEADLINE:?} deadline"
+            );
+        };
+        assert_eq!(paid, Err(PayError::TimedOut));
+        assert!(
+            start.elapsed() <= DEADLINE * 3 + Duration::from_millis(100),
+            "three attempts with a {DEADLINE:?} deadline took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            gateway.requests(),
+            3,
+            "a checkout makes 3 attempts before it gives up"
+        );
+    }
+
+    /// The customer closes the tab: the web server drops `pay` at any point. Whatever the point,
+    /// no attempt may go on to charge the card after that.
+    async fn a_dropped_checkout_charges_nothing_afterwards() {
+        assert_cancel_safe(
+            || {
+                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
+                Rig {
+                    checkout: Arc::new(checkout(&gateway)),
+                    gateway,
+                }
+            },
+            |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
+            |rig, outcome| async move {
+                // Charges made by attempts that had finished before the cut are fair; any charge
+                // after it comes from an attempt that was left running.
+                let before = rig.gateway.charges();
+                sleep(AFTERWARDS).await;
+                let charges = rig.gateway.charges();
+                let late = charges - before;
+                match outcome {
+                    Outcome::Completed(Ok(_)) if charges == 1 => Ok(()),
+                    Outcome::Completed(Ok(_)) => Err(format!(
+                        "checkout succeeded and the card was charged {charges} times: the \
+                         attempts that missed their deadlines finished in the background"
+                    )),
+                    Outcome::Completed(Err(e)) => Err(format!(
+                        "checkout failed with {e:?}; its third attempt succeeds"
+                    )),
+                    Outcome::Cancelled { .. } if late == 0 => Ok(()),
+                    Outcome::Cancelled { polls } => Err(format!(
+                        "the customer left and the checkout was dropped after poll {polls}, yet \
+                         {late} charge(s) went through after that: the running attempt was only \
+                         detached when its `JoinHandle` was dropped. Abort it when the handle is \
+                         dropped (`AbortOnDropHandle`)"
+                    )),
+                }
+            },
+        )
+        .await;
+    }
+}

@@ -1,0 +1,280 @@
+//! Hidden tests for kata 06: a protocol error tears down one connection and nothing else;
+//! shutdown reaches every connection, lets the request in flight finish, and still does when the
+//! `shutdown` future itself is dropped part way.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use graceful_shutdown::{App, ClientMessage, Connection, Request, Server, ServerMessage};
+use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+use tokio_test::{assert_pending, task};
+
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the application takes to answer a request.
+const WORK: Duration = Duration::from_millis(500);
+
+/// An application that takes `WORK` to answer.
+struct SlowApp;
+
+impl App for SlowApp {
+    fn handle(&self, request: Request) -> impl Future<Output = String> + Send {
+        async move {
+            sleep(WORK).await;
+            format!("contents of {}", request.path)
+        }
+    }
+}
+
+/// The client's end of one connection: it sends messages and records what the server sent
+/// until the server closed the connection.
+struct Client {
+    requests: mpsc::Sender<ClientMessage>,
+    received: Arc<Mutex<Vec<ServerMessage>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Client {
+    fn connect(server: &Server<SlowApp>) -> Client {
+        let (requests, incoming) = mpsc::channel(8);
+        let (outgoing, mut from_server) = mpsc::unbounded_channel();
+        server.serve(Connection { incoming, outgoing });
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        // Ends when every task of the connection has dropped its sender: the connection closed.
+        let reader = tokio::spawn(async move {
+            while let Some(message) = from_server.recv().await {
+                log.lock().expect("log lock").push(message);
+            }
+        });
+        Client {
+            requests,
+            received,
+            reader,
+        }
+    }
+
+    async fn send(&self, message: ClientMessage) {
+        self.requests
+            .send(message)
+            .await
+            .expect("the connection's request channel has room");
+    }
+
+    async fn request(&self, id: u64, path: &str) {
+        let path = path.to_owned();
+        self.send(ClientMessage::Request(Request { id, path }))
+            .await;
+    }
+
+    fn is_closed(&self) -> bool {
+        self.reader.is_finished()
+    }
+
+    fn response(&self, id: u64) -> Option<String> {
+        let received = self.received.lock().expect("log lock");
+        received.iter().find_map(|m| match m {
+            ServerMessage::Response { id: got, body } if *got == id => Some(body.clone()),
+            _ => None,
+        })
+    }
+
+    fn count(&self, wanted: fn(&ServerMessage) -> bool) -> usize {
+        let received = self.received.lock().expect("log lock");
+        received.iter().filter(|m| wanted(m)).count()
+    }
+
+    fn heartbeats(&self) -> usize {
+        self.count(|m| matches!(m, ServerMessage::Heartbeat))
+    }
+}
+
+/// Shuts the server down under a generous paused-clock deadline.
+async fn shut_down(server: &Server<SlowApp>, what: &str) {
+    if timeout(Duration::from_secs(60), server.shutdown())
+        .await
+        .is_err()
+    {
+        panic!(
+            "shutdown never finished ({what}): a minute after it began, some connection task was \
+             still running. A connection's token must be the server's token or a child of it \
+             (`child_token()`); a fresh `CancellationToken::new()` never hears of the shutdown"
+        );
+    }
+}
+
+/// A server with one connection whose request is being answered, and one idle connection.
+#[derive(Clone)]
+struct Rig {
+    server: Arc<Server<SlowApp>>,
+    busy: Arc<Client>,
+    idle: Arc<Client>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let busy = Client::connect(&server);
+        let idle = Client::connect(&server);
+        busy.requests
+            .try_send(ClientMessage::Request(Request {
+                id: 7,
+                path: "/report.pdf".into(),
+            }))
+            .expect("a fresh connection has room for a request");
+        Rig {
+            server: Arc::new(server),
+            busy: Arc::new(busy),
+            idle: Arc::new(idle),
+        }
+    }
+}
+
+hidden_test! {
+    /// Nothing cancelled: requests are answered and heartbeats keep coming.
+    async fn serves_requests_and_heartbeats() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let client = Client::connect(&server);
+        client.request(1, "/index.html").await;
+        sleep(Duration::from_millis(3500)).await;
+        assert_eq!(
+            client.response(1).as_deref(),
+            Some("contents of /index.html"),
+            "a request on a healthy server must be answered"
+        );
+        assert!(
+            client.heartbeats() >= 3,
+            "in 3.5 s a heartbeat every {HEARTBEAT:?} means 3 heartbeats; the client got {}",
+            client.heartbeats()
+        );
+        assert!(!client.is_closed(), "a healthy connection was closed");
+        shut_down(&server, "one idle connection").await;
+    }
+
+    /// One client breaks the protocol: its connection closes (heartbeat included), and nothing
+    /// else does.
+    async fn a_protocol_error_closes_only_that_connection() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let bad = Client::connect(&server);
+        let mut good = Client::connect(&server);
+        bad.send(ClientMessage::Malformed(
+            "\u{16}\u{3}\u{1} (a TLS hello)".into(),
+        ))
+        .await;
+        sleep(Duration::from_millis(10)).await;
+
+        assert!(
+            !server.is_shutting_down(),
+            "one client sent garbage, and the whole server began shutting down: the connection \
+             cancelled the server's own token (a clone of a token is the same token). Give each \
+             connection its own `child_token()`"
+        );
+        let mut good_closing = task::spawn(&mut good.reader);
+        assert_pending!(
+            good_closing.poll(),
+            "connection 2 was closed because connection 1 sent garbage"
+        );
+        drop(good_closing);
+        good.request(2, "/index.html").await;
+        sleep(WORK * 2).await;
+        assert!(
+            good.response(2).is_some(),
+            "connection 2 stopped answering requests after connection 1's protocol error"
+        );
+
+        assert_eq!(
+            bad.count(|m| matches!(m, ServerMessage::ProtocolError(_))),
+            1,
+            "the client that sent garbage must get one ProtocolError"
+        );
+        sleep(Duration::from_secs(10)).await;
+        assert!(
+            bad.is_closed(),
+            "10 s after its protocol error, connection 1 is still open: its heartbeat task is \
+             still running ({} heartbeats so far). Tearing down a connection means cancelling \
+             that connection's token, so that both of its tasks stop",
+            bad.heartbeats()
+        );
+        assert!(!good.is_closed(), "connection 2 must still be open");
+        shut_down(&server, "after one connection was torn down").await;
+    }
+
+    /// Shutdown reaches every connection, even idle ones, and waits for them.
+    async fn shutdown_reaches_every_connection() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let clients: Vec<Client> = (0..3).map(|_| Client::connect(&server)).collect();
+        sleep(Duration::from_millis(10)).await;
+        shut_down(&server, "three idle connections").await;
+        kata_support::settle().await;
+        for (i, client) in clients.iter().enumerate() {
+            assert!(
+                client.is_closed(),
+                "shutdown returned, but connection {} is still open",
+                i + 1
+            );
+        }
+    }
+
+    /// A request being answered when shutdown begins is answered before the connection closes.
+    async fn shutdown_lets_the_request_in_flight_finish() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let client = Client::connect(&server);
+        client.request(7, "/report.pdf").await;
+        sleep(WORK / 5).await;
+        shut_down(&server, "one request in flight").await;
+        kata_support::settle().await;
+        assert_eq!(
+            client.response(7).as_deref(),
+            Some("contents of /report.pdf"),
+            "the request being answered when shutdown began was dropped half way, and the client \
+             never got its answer. Racing the whole handler against the token cancels requests \
+             in flight; race only the wait for the next request"
+        );
+        assert!(
+            client.is_closed(),
+            "shutdown returned, but the connection is still open"
+        );
+    }
+
+    /// The process gives shutdown a hard deadline, so the `shutdown` future itself may be
+    /// dropped at any point. Once it has started, every connection must still wind down, and the
+    /// request in flight must still be answered.
+    async fn an_interrupted_shutdown_still_winds_down() {
+        assert_cancel_safe(
+            Rig::new,
+            |rig: Rig| async move {
+                sleep(WORK / 5).await;
+                rig.server.shutdown().await;
+            },
+            |rig, outcome| async move {
+                let started = rig.server.is_shutting_down();
+                if let Outcome::Completed(()) = outcome {
+                    if !started {
+                        return Err("shutdown returned, but the server is not shutting down".into());
+                    }
+                }
+                sleep(Duration::from_secs(60)).await;
+                let answered = rig.busy.response(7).is_some();
+                let verdict = if !answered {
+                    Err("the request in flight when shutdown began was never answered".to_owned())
+                } else if started && !(rig.busy.is_closed() && rig.idle.is_closed()) {
+                    Err(
+                        "shutdown began (and its future was dropped), but a minute later a \
+                         connection was still open: the connections never heard of it"
+                            .to_owned(),
+                    )
+                } else {
+                    Ok(())
+                };
+                if !started {
+                    shut_down(&rig.server, "cleaning up after the explorer").await;
+                }
+                verdict
+            },
+        )
+        .await;
+    }
+}

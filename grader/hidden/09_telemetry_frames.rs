@@ -1,0 +1,166 @@
+//! Hidden tests for kata 09: frames must come out intact however often a heartbeat (or the caller)
+//! cancels `next_event` in the middle of one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kata_support::{Outcome, TrickleReader, assert_cancel_safe, hidden_test};
+use telemetry_frames::{Event, TelemetryLink};
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
+
+/// One frame on the wire: a 4-byte big-endian length, then the payload.
+fn frame(payload: &str) -> Vec<u8> {
+    let mut wire = (payload.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(payload.as_bytes());
+    wire
+}
+
+/// What a link produced, with the heartbeats timed on the paused clock.
+#[derive(Debug, Default)]
+struct Received {
+    frames: Vec<String>,
+    heartbeats: Vec<Duration>,
+}
+
+/// Runs the collector's loop until the sensor closes the link.
+async fn collect<R: AsyncRead + Unpin>(link: &mut TelemetryLink<R>) -> Result<Received, String> {
+    let start = Instant::now();
+    let mut got = Received::default();
+    loop {
+        match link.next_event().await {
+            Ok(Some(Event::Frame(payload))) => {
+                got.frames.push(String::from_utf8_lossy(&payload).into_owned())
+            }
+            Ok(Some(Event::Heartbeat)) => got.heartbeats.push(start.elapsed()),
+            Ok(None) => return Ok(got),
+            Err(e) => {
+                return Err(format!(
+                    "`next_event` failed with \"{e}\" after the frames {:?}",
+                    got.frames
+                ));
+            }
+        }
+    }
+}
+
+const DESYNC: &str = "Part of a frame was read by a future that was then dropped, so those bytes \
+                      were lost and the decoder lost its place in the stream.";
+
+hidden_test! {
+    /// Nothing cancelled: whole frames arriving back to back are decoded in order.
+    async fn decodes_frames_that_arrive_whole() {
+        let mut link = TelemetryLink::new(TrickleReader::new([
+            frame("temp=21.5"),
+            frame("hum=40"),
+            frame(""),
+            frame("soil=0.31"),
+        ]));
+        let got = collect(&mut link).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.frames, ["temp=21.5", "hum=40", "", "soil=0.31"]);
+    }
+
+    /// A quiet sensor: a heartbeat every second in between frames.
+    async fn heartbeats_while_the_sensor_is_quiet() {
+        let wire = tokio_test::io::Builder::new()
+            .read(&frame("temp=21.5"))
+            .wait(Duration::from_millis(3_500))
+            .read(&frame("temp=21.7"))
+            .build();
+        let mut link = TelemetryLink::new(wire);
+        let got = collect(&mut link).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.frames, ["temp=21.5", "temp=21.7"]);
+        assert_eq!(
+            got.heartbeats,
+            [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(3)],
+            "while the sensor was silent for 3.5 s, the link should report a heartbeat every \
+             second (at 1 s, 2 s and 3 s)"
+        );
+    }
+
+    /// Heartbeats that fire in the middle of a length prefix and in the middle of a payload.
+    async fn frames_survive_a_heartbeat_in_the_middle() {
+        let first = frame("temp=21.5");
+        let wire = tokio_test::io::Builder::new()
+            // Half of the length prefix, then a pause longer than a heartbeat period.
+            .read(&first[..2])
+            .wait(Duration::from_millis(1_500))
+            // The rest of the prefix and half of the payload, then another pause.
+            .read(&first[2..8])
+            .wait(Duration::from_millis(1_200))
+            .read(&first[8..])
+            .read(&frame("hum=40"))
+            .build();
+        let mut link = TelemetryLink::new(wire);
+        let got = collect(&mut link).await.unwrap_or_else(|e| {
+            panic!(
+                "the first frame arrived in three parts, with a heartbeat at 1 s (during the \
+                 length prefix) and at 2 s (during the payload); then {e}. {DESYNC}"
+            )
+        });
+        assert_eq!(
+            got.frames,
+            ["temp=21.5", "hum=40"],
+            "heartbeats fired in the middle of the length prefix and of the payload, and the \
+             frames came out garbled. {DESYNC}"
+        );
+        assert_eq!(
+            got.heartbeats,
+            [Duration::from_secs(1), Duration::from_secs(2)],
+            "the link must keep reporting heartbeats while a slow frame trickles in"
+        );
+    }
+
+    /// Cancel `next_event` at every point of a collector loop; resuming must yield every frame.
+    async fn next_event_is_cancel_safe_at_every_byte_boundary() {
+        let payloads = ["temp=21.5", "hum=40", "soil=0.31"];
+        let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+        // Three bytes per read: every length prefix and payload is split somewhere.
+        let chunks: Vec<Vec<u8>> = wire.chunks(3).map(<[u8]>::to_vec).collect();
+        type Shared = (
+            Arc<tokio::sync::Mutex<TelemetryLink<TrickleReader>>>,
+            Arc<std::sync::Mutex<Vec<String>>>,
+        );
+        assert_cancel_safe(
+            || -> Shared {
+                let link = TelemetryLink::new(TrickleReader::new(chunks.clone()));
+                (Arc::new(tokio::sync::Mutex::new(link)), Arc::default())
+            },
+            // The collector's loop: hand each frame on as soon as it is decoded.
+            |(link, delivered): Shared| async move {
+                let mut link = link.lock().await;
+                while let Some(event) = link.next_event().await? {
+                    if let Event::Frame(payload) = event {
+                        let text = String::from_utf8_lossy(&payload).into_owned();
+                        delivered.lock().unwrap().push(text);
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            },
+            // After the cut, a fresh loop on the same link must deliver the rest, intact.
+            |(link, delivered): Shared, outcome| async move {
+                let mut frames = delivered.lock().unwrap().clone();
+                if let Outcome::Completed(Err(e)) = outcome {
+                    return Err(format!("without any cut, `next_event` failed: {e}"));
+                }
+                let mut link = link.lock().await;
+                let rest = collect(&mut link).await.map_err(|e| {
+                    format!(
+                        "the loop was cancelled in the middle of a frame after delivering \
+                         {frames:?}; resuming, {e}. {DESYNC}"
+                    )
+                })?;
+                frames.extend(rest.frames);
+                if frames == payloads {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the loop was cancelled, then resumed on the same link; the frames \
+                         delivered were {frames:?}, expected {payloads:?}. {DESYNC}"
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+}

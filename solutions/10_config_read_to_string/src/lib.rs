@@ -1,0 +1,75 @@
+//! # Kata 10 solution: keep the bytes, decode at the end
+//!
+//! The download keeps the raw bytes it has received in a `Vec<u8>` of its own, and reads into it
+//! with `read_buf`, which appends each chunk the moment it arrives. A round that is cut short
+//! loses nothing: every byte read is already in `self`. The bytes become a `String` once, after
+//! the stream has ended, so a character split between two chunks is decoded whole.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::timeout;
+
+/// How long one round of the download waits for the rest of the config.
+pub const PATIENCE: Duration = Duration::from_secs(2);
+
+/// Where a round of the download got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// The control plane sent everything and closed the stream: here is the whole config.
+    Complete(String),
+    /// [`PATIENCE`] passed before the end of the config; `received` bytes of it have arrived so
+    /// far. Call [`ConfigDownload::resume`] again to carry on.
+    Stalled {
+        /// Bytes of the config received since the download started.
+        received: usize,
+    },
+}
+
+/// One download of the config, from the stream the control plane sends it on.
+#[derive(Debug)]
+pub struct ConfigDownload<R> {
+    source: R,
+    /// The raw bytes received so far. They are decoded only when the stream has ended: a chunk
+    /// may end in the middle of a multi-byte character.
+    received: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> ConfigDownload<R> {
+    /// Starts a download from `source`, which ends (EOF) after the last byte of the config.
+    pub fn new(source: R) -> Self {
+        ConfigDownload { source, received: Vec::new() }
+    }
+
+    /// Waits up to [`PATIENCE`] for the rest of the config.
+    ///
+    /// Returns the whole config once the stream ends, or how much has arrived if it stalls.
+    /// Fails if the stream fails or the config is not valid UTF-8.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: every byte is stored in the download as soon as it is read, so dropping this
+    /// future (by the `PATIENCE` timeout inside, or by the caller) loses nothing, and the next
+    /// call carries on where this one stopped.
+    pub async fn resume(&mut self) -> io::Result<Fetch> {
+        let source = &mut self.source;
+        let received = &mut self.received;
+        // Each `read_buf` is cancel safe: if it is dropped, no data was read; once it returns,
+        // the chunk is already appended to `received`, outside this future.
+        let read_to_eof = async {
+            while source.read_buf(received).await? != 0 {}
+            Ok::<(), io::Error>(())
+        };
+        match timeout(PATIENCE, read_to_eof).await {
+            Ok(Ok(())) => {
+                let bytes = std::mem::take(&mut self.received);
+                let text = String::from_utf8(bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                Ok(Fetch::Complete(text))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_elapsed) => Ok(Fetch::Stalled { received: self.received.len() }),
+        }
+    }
+}
