@@ -126,13 +126,20 @@ impl Course {
 
     /// Loads the course at `root`.
     pub fn load(root: &Path) -> anyhow::Result<Course> {
-        Course::load_manifest(&root.join(MANIFEST))
+        Course::load_manifest(&root.join(MANIFEST), Some(root))
     }
 
-    /// Loads the course described by `path`; its directory is the course root.
-    pub fn load_manifest(path: &Path) -> anyhow::Result<Course> {
-        let path = path.to_path_buf();
-        let root = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    /// Loads the course described by the manifest at `path`. The root is `root` if given, else
+    /// the nearest directory at or above the manifest's that holds the workspace's Cargo.toml
+    /// (so a draft in `drafts/` belongs to the course around it).
+    pub fn load_manifest(path: &Path, root: Option<&Path>) -> anyhow::Result<Course> {
+        let path = std::path::absolute(path)
+            .with_context(|| format!("failed to resolve {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let root = match root {
+            Some(root) => root,
+            None => dir.ancestors().find(|d| d.join("Cargo.toml").is_file()).unwrap_or(dir),
+        };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("failed to read {}", path.display()))?;
         let manifest: Manifest =

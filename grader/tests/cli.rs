@@ -199,3 +199,17 @@ fn a_missing_cargo_is_an_infrastructure_error() {
         .code(3)
         .stderr(contains("failed to run cargo"));
 }
+
+#[test]
+fn a_draft_manifest_belongs_to_the_course_around_it() {
+    let fixture = Fixture::new();
+    std::fs::create_dir_all(fixture.path("drafts")).unwrap();
+    let manifest = std::fs::read_to_string(fixture.path("course.toml")).unwrap();
+    let draft = &manifest[..manifest.find("[[kata]]\nname = \"02_failing\"").unwrap()];
+    std::fs::write(fixture.path("drafts/mine.toml"), draft).unwrap();
+    fixture
+        .grader(["--manifest", "drafts/mine.toml", "check"])
+        .assert()
+        .success()
+        .stdout(contains("1/1 katas passed"));
+}

@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let course = match (&cli.manifest, &cli.root) {
-        (Some(manifest), _) => Course::load_manifest(manifest)?,
+        (Some(manifest), root) => Course::load_manifest(manifest, root.as_deref())?,
         (None, Some(root)) => Course::load(root)?,
         (None, None) => {
             let cwd = std::env::current_dir().context("failed to read the current directory")?;
