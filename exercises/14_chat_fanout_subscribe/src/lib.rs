@@ -1,0 +1,139 @@
+//! # Kata 14: the chat session that drops messages
+//!
+//! A chat server fans every message out to the people in a room with a `tokio::sync::broadcast`
+//! channel per room, kept in a [`ChatHub`]. Each connected client has a session, [`run_session`],
+//! that does two things at once: it forwards the room's messages to the client, and it handles
+//! the client's commands (`Ping`, `Join` another room).
+//!
+//! The session is a `select!` loop. Because a `Join` command changes the room, it subscribes to
+//! "the current room" at the top of every iteration:
+//!
+//! ```text
+//! loop {
+//!     let mut feed = hub.subscribe(&room);
+//!     tokio::select! {
+//!         biased;
+//!         command = commands.recv() => ...,
+//!         Ok(message) = feed.recv() => ...,
+//!     }
+//! }
+//! ```
+//!
+//! A broadcast receiver only sees messages sent while it exists. Every time the loop goes round,
+//! the old subscription is dropped, with whatever it held, and a new one starts from "now". Read
+//! `README.md` for the whole story.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::{broadcast, mpsc};
+
+/// One chat message, as published to a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// The room it was posted in.
+    pub room: String,
+    /// Who wrote it.
+    pub from: String,
+    /// What they wrote.
+    pub text: String,
+}
+
+/// What a client can ask its session to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A keep-alive; the session answers [`Event::Pong`].
+    Ping,
+    /// Leave the current room and join this one; the session answers [`Event::Joined`].
+    Join(String),
+}
+
+/// What a session sends down to its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message posted in the client's room.
+    Message(ChatMessage),
+    /// The answer to [`Command::Ping`].
+    Pong,
+    /// The client is now in this room.
+    Joined(String),
+    /// The client fell so far behind that this many messages were overwritten before it read
+    /// them. The client shows "some messages were skipped" and carries on.
+    Missed(u64),
+}
+
+/// The rooms of the chat server: one broadcast channel per room.
+#[derive(Debug)]
+pub struct ChatHub {
+    rooms: Mutex<HashMap<String, broadcast::Sender<ChatMessage>>>,
+    capacity: usize,
+}
+
+impl ChatHub {
+    /// A hub whose rooms each buffer up to `capacity` messages for slow readers.
+    pub fn new(capacity: usize) -> Self {
+        ChatHub { rooms: Mutex::new(HashMap::new()), capacity }
+    }
+
+    /// Subscribes to `room` (creating it if needed). The receiver gets every message published
+    /// to the room from now on, and nothing published before.
+    pub fn subscribe(&self, room: &str) -> broadcast::Receiver<ChatMessage> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe()
+    }
+
+    /// Publishes `message` to its room and returns how many subscribers it reached.
+    pub fn publish(&self, message: ChatMessage) -> usize {
+        let rooms = self.rooms.lock().expect("rooms lock");
+        match rooms.get(&message.room) {
+            Some(room) => room.send(message).unwrap_or(0),
+            None => 0,
+        }
+    }
+}
+
+/// Runs one client's session: forwards the messages of the client's room to `client` and
+/// handles the client's `commands`, starting in `room`. Returns when the client disconnects
+/// (`commands` closes) or stops listening (`client` closes).
+///
+/// # Cancel safety
+///
+/// The session is meant to run until the client leaves; dropping it simply ends it. The bug is
+/// inside: each trip round the loop drops the room subscription, and with it every message the
+/// subscription held or would have received before the next one was made.
+pub async fn run_session(
+    hub: &ChatHub,
+    mut room: String,
+    mut commands: mpsc::Receiver<Command>,
+    client: mpsc::Sender<Event>,
+) {
+    loop {
+        // TODO: this subscription lives for one trip round the loop. Messages that arrive while a
+        // command is handled, or after this receiver is dropped and before the next one exists,
+        // never reach the client. And a client that falls behind is never told it missed some.
+        let mut feed = hub.subscribe(&room);
+
+        let event = tokio::select! {
+            // Commands first: a client waiting for its `Pong` should not wait behind a busy room.
+            biased;
+            command = commands.recv() => match command {
+                Some(Command::Ping) => Event::Pong,
+                Some(Command::Join(next)) => {
+                    room = next;
+                    Event::Joined(room.clone())
+                }
+                // The client disconnected.
+                None => return,
+            },
+            Ok(message) = feed.recv() => Event::Message(message),
+        };
+
+        if client.send(event).await.is_err() {
+            // The client's connection is gone.
+            return;
+        }
+    }
+}

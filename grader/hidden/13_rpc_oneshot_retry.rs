@@ -1,0 +1,189 @@
+//! Hidden tests for kata 13: a slow mailer must send each email once and the client must get its
+//! receipt; a stuck mailer must still make the client give up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kata_support::{assert_cancel_safe, hidden_test, settle};
+use rpc_oneshot_retry::{CallError, EmailJob, MailClient, Receipt, Request};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout};
+
+/// What the fake mailer did, shared with the test.
+#[derive(Debug, Clone, Default)]
+struct Log {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+#[derive(Debug, Default)]
+struct LogInner {
+    /// How many times each job id was sent to the provider.
+    sent: HashMap<u64, usize>,
+    /// Receipts the worker could not deliver because the receiver was gone.
+    lost_receipts: usize,
+}
+
+impl Log {
+    fn sent(&self, id: u64) -> usize {
+        self.inner.lock().unwrap().sent.get(&id).copied().unwrap_or(0)
+    }
+
+    fn lost_receipts(&self) -> usize {
+        self.inner.lock().unwrap().lost_receipts
+    }
+}
+
+/// How the fake mailer behaves.
+#[derive(Debug, Clone, Copy)]
+enum Mailer {
+    /// Sends each email after this long, one job at a time, and answers.
+    Takes(Duration),
+    /// Takes the job and never answers, keeping the reply sender (a stuck worker).
+    Stuck,
+    /// Takes the job and drops it without answering (a crashed worker).
+    Crashes,
+}
+
+/// Starts a fake mailer worker on a queue of capacity 8 and returns its sender and log.
+fn start_mailer(behaviour: Mailer) -> (mpsc::Sender<Request>, Log) {
+    let (queue, mut jobs) = mpsc::channel::<Request>(8);
+    let log = Log::default();
+    let worker_log = log.clone();
+    tokio::spawn(async move {
+        let mut stuck = Vec::new();
+        while let Some(Request { job, reply }) = jobs.recv().await {
+            match behaviour {
+                Mailer::Takes(work) => {
+                    sleep(work).await;
+                    *worker_log.inner.lock().unwrap().sent.entry(job.id).or_default() += 1;
+                    let receipt = Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) };
+                    if reply.send(receipt).is_err() {
+                        worker_log.inner.lock().unwrap().lost_receipts += 1;
+                    }
+                }
+                Mailer::Stuck => stuck.push(reply),
+                Mailer::Crashes => drop(reply),
+            }
+        }
+    });
+    (queue, log)
+}
+
+fn job(id: u64) -> EmailJob {
+    EmailJob { id, to: "alice@example.com".into(), template: "order-confirmation".into() }
+}
+
+const ATTEMPT: Duration = Duration::from_secs(1);
+const ATTEMPTS: u32 = 3;
+
+hidden_test! {
+    /// Nothing slow: the receipt comes back and the email is sent once.
+    async fn a_fast_worker_sends_once_and_answers() {
+        let (queue, log) = start_mailer(Mailer::Takes(Duration::from_millis(100)));
+        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let receipt = client.send_email(job(7)).await;
+        assert_eq!(
+            receipt,
+            Ok(Receipt { job_id: 7, message_id: "msg-7".into() }),
+            "a worker that answers in 100 ms must produce a receipt"
+        );
+        assert_eq!(log.sent(7), 1, "the email must be sent exactly once");
+    }
+
+    /// The kata's bug: the worker needs 2 s, each attempt waits 1 s. The email must still be sent
+    /// once, and the client must get the receipt of that one run.
+    async fn a_slow_worker_sends_once_and_the_client_gets_the_receipt() {
+        let (queue, log) = start_mailer(Mailer::Takes(Duration::from_secs(2)));
+        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let outcome = timeout(Duration::from_secs(60), client.send_email(job(7)))
+            .await
+            .expect("send_email did not return within 60 s (virtual) although the worker answers after 2 s");
+
+        // Let the worker finish anything still queued before counting.
+        sleep(Duration::from_secs(30)).await;
+        let sent = log.sent(7);
+        assert_eq!(
+            sent,
+            1,
+            "the worker takes 2 s and each attempt waits 1 s: the customer got {sent} copies of \
+             the email and {} receipt(s) were thrown away (the worker's `reply.send` found no \
+             receiver). An elapsed attempt did not stop the worker, so queueing the job again \
+             duplicates it; and `timeout(.., reply_rx)` drops the receiver it owns when it \
+             elapses, so the receipt of the first run has nowhere to go",
+            log.lost_receipts()
+        );
+        assert_eq!(
+            outcome,
+            Ok(Receipt { job_id: 7, message_id: "msg-7".into() }),
+            "the worker answered after 2 s, well inside the client's 3 attempts of 1 s, but the \
+             client did not return its receipt: an elapsed attempt must mean \"slow\", not \"lost\""
+        );
+    }
+
+    /// A stuck worker must not hang the web request: the client gives up after
+    /// `attempts × attempt_timeout`.
+    async fn a_stuck_worker_makes_the_client_give_up() {
+        let (queue, _log) = start_mailer(Mailer::Stuck);
+        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let start = Instant::now();
+        let outcome = timeout(Duration::from_secs(60), client.send_email(job(7))).await;
+        let Ok(outcome) = outcome else {
+            panic!(
+                "the worker took the job and never answered, and send_email was still waiting after \
+                 60 s (virtual): without a deadline a stuck worker hangs the web request for ever. \
+                 Keep a timeout, just do not let it destroy the receiver"
+            );
+        };
+        assert_eq!(outcome, Err(CallError::TimedOut), "a worker that never answers must end in TimedOut");
+        let waited = start.elapsed();
+        assert!(
+            waited <= ATTEMPT * ATTEMPTS + Duration::from_millis(10),
+            "the client must give up within attempts × attempt_timeout = 3 s; it waited {waited:?}"
+        );
+    }
+
+    /// A worker that drops the job answers `WorkerDropped` at once, not after the timeouts.
+    async fn a_crashed_worker_is_reported_at_once() {
+        let (queue, _log) = start_mailer(Mailer::Crashes);
+        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let start = Instant::now();
+        assert_eq!(client.send_email(job(7)).await, Err(CallError::WorkerDropped));
+        assert!(
+            start.elapsed() < ATTEMPT,
+            "a dropped reply sender means the worker will never answer; report it at once"
+        );
+    }
+
+    /// No worker at all: the queue is closed.
+    async fn a_closed_queue_is_reported() {
+        let (queue, jobs) = mpsc::channel::<Request>(1);
+        drop(jobs);
+        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        assert_eq!(client.send_email(job(7)).await, Err(CallError::QueueClosed));
+    }
+
+    /// The web request itself may be cancelled (the shopper closes the tab). Cut `send_email` at
+    /// every await: whatever happens to the receipt, the email must be sent at most once.
+    async fn a_cancelled_call_never_queues_the_email_twice() {
+        assert_cancel_safe(
+            || {
+                let (queue, log) = start_mailer(Mailer::Takes(Duration::from_millis(2500)));
+                (MailClient::new(queue, ATTEMPT, ATTEMPTS), log)
+            },
+            |(client, _log): (MailClient, Log)| async move { client.send_email(job(7)).await },
+            |(_client, log), _outcome| async move {
+                sleep(Duration::from_secs(30)).await;
+                settle().await;
+                match log.sent(7) {
+                    0 | 1 => Ok(()),
+                    n => Err(format!(
+                        "the email was sent {n} times (expected at most once): every elapsed \
+                         attempt queued the job again"
+                    )),
+                }
+            },
+        )
+        .await;
+    }
+}

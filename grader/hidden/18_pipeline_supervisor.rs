@@ -1,0 +1,209 @@
+//! Hidden tests for kata 18: once `run_pipeline` has returned or been dropped, none of its
+//! workers runs any more: no video is taken, no transcode goes on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kata_support::{assert_cancel_safe, hidden_test, settle};
+use pipeline_supervisor::{Rendition, TranscodeError, Transcoder, Video, VideoQueue, run_pipeline};
+use tokio::time::{Instant, sleep, timeout};
+use tokio_test::{assert_pending, task};
+
+/// A GPU farm that takes `TRANSCODE` per video (a failing video fails after half of it) and
+/// counts transcodes running and finished.
+#[derive(Debug, Default)]
+struct FakeFarm {
+    failing: HashSet<u64>,
+    running: Arc<AtomicUsize>,
+    finished: AtomicUsize,
+}
+
+const TRANSCODE: Duration = Duration::from_millis(10);
+const WORKERS: usize = 3;
+
+/// Counts one running transcode while alive.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FakeFarm {
+    fn failing(ids: impl IntoIterator<Item = u64>) -> Arc<Self> {
+        Arc::new(FakeFarm { failing: ids.into_iter().collect(), ..FakeFarm::default() })
+    }
+
+    fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
+    }
+}
+
+impl Transcoder for FakeFarm {
+    fn transcode(
+        &self,
+        video: Video,
+    ) -> impl Future<Output = Result<Rendition, TranscodeError>> + Send {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let running = Running(self.running.clone());
+        let fails = self.failing.contains(&video.id);
+        let finished = &self.finished;
+        async move {
+            let _running = running;
+            if fails {
+                sleep(TRANSCODE / 2).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                return Err(TranscodeError { video_id: video.id, reason: "corrupt input".into() });
+            }
+            sleep(TRANSCODE).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok(Rendition {
+                video_id: video.id,
+                playlist: format!("https://cdn.example/{}/index.m3u8", video.id),
+            })
+        }
+    }
+}
+
+fn batch(count: u64) -> Arc<VideoQueue> {
+    Arc::new(VideoQueue::new(
+        (0..count).map(|id| Video { id, source: format!("uploads/{id}.mov") }),
+    ))
+}
+
+/// What the workers were doing at the moment the supervisor went away.
+struct Snapshot {
+    taken: usize,
+    finished: usize,
+}
+
+impl Snapshot {
+    fn now(queue: &VideoQueue, farm: &FakeFarm) -> Self {
+        Snapshot { taken: queue.taken(), finished: farm.finished() }
+    }
+}
+
+/// Checks that no worker outlived the supervisor: right after it went away (`how`), and again
+/// after a virtual second.
+async fn assert_workers_stopped(
+    how: &str,
+    queue: &Arc<VideoQueue>,
+    farm: &FakeFarm,
+    then: Snapshot,
+) -> Result<(), String> {
+    settle().await;
+    let holders = Arc::strong_count(queue) - 1;
+    if holders > 0 || farm.running() > 0 {
+        return Err(format!(
+            "{how}, yet {holders} worker task(s) still hold the video queue and {} transcode(s) \
+             are still running on the GPU farm. A spawned task is not a child of the code that \
+             spawned it: it runs until it finishes or is aborted, and dropping its `JoinHandle` \
+             only detaches it. Stop them at their current await: abort them (dropping a \
+             `JoinSet` aborts its tasks), or have each worker race its transcode against a \
+             cancellation signal; a flag checked between videos is too late",
+            farm.running()
+        ));
+    }
+    sleep(Duration::from_secs(1)).await;
+    let taken = queue.taken() - then.taken;
+    let finished = farm.finished() - then.finished;
+    if taken > 0 || finished > 0 {
+        return Err(format!(
+            "{how}, yet in the following second the workers took {taken} more video(s) from the \
+             queue and finished {finished} transcode(s) for a batch nobody waits for"
+        ));
+    }
+    Ok(())
+}
+
+hidden_test! {
+    /// Nothing fails: every video is transcoded, with the workers running side by side.
+    async fn transcodes_the_whole_batch() {
+        let queue = batch(8);
+        let farm = FakeFarm::failing([]);
+        let start = Instant::now();
+        let mut renditions = run_pipeline(queue.clone(), farm.clone(), WORKERS)
+            .await
+            .expect("no video fails, so the batch must succeed");
+        renditions.sort_by_key(|r| r.video_id);
+        let ids: Vec<u64> = renditions.iter().map(|r| r.video_id).collect();
+        assert_eq!(ids, (0..8).collect::<Vec<_>>(), "every video must get a rendition");
+        assert_eq!(queue.remaining(), 0);
+        assert_eq!(
+            start.elapsed(),
+            TRANSCODE * 3,
+            "8 videos of 10 ms on 3 workers take 30 ms; the workers must run side by side"
+        );
+    }
+
+    /// The kata's bug: video 4 fails at 15 ms. `run_pipeline` returns that error, and from then
+    /// on no worker may take another video or keep transcoding.
+    async fn a_failed_batch_stops_its_workers() {
+        let queue = batch(12);
+        let farm = FakeFarm::failing([4]);
+        let outcome = timeout(
+            Duration::from_secs(60),
+            run_pipeline(queue.clone(), farm.clone(), WORKERS),
+        )
+        .await
+        .expect("the batch did not end within 60 s (virtual) although video 4 fails at 15 ms");
+        let then = Snapshot::now(&queue, &farm);
+        let error = outcome.expect_err("video 4 fails, so the batch must fail");
+        assert_eq!(error.video_id, 4, "the error must be video 4's");
+        if let Err(seen) = assert_workers_stopped(
+            "`run_pipeline` returned video 4's error",
+            &queue,
+            &farm,
+            then,
+        )
+        .await
+        {
+            panic!("{seen}");
+        }
+    }
+
+    /// The caller's `timeout` drops `run_pipeline` right after its first poll, when the workers
+    /// have just been started. They must not go on without it.
+    async fn a_dropped_supervisor_stops_its_workers() {
+        let queue = batch(12);
+        let farm = FakeFarm::failing([]);
+        let mut supervisor = task::spawn(run_pipeline(queue.clone(), farm.clone(), WORKERS));
+        assert_pending!(supervisor.poll());
+        drop(supervisor);
+        let then = Snapshot::now(&queue, &farm);
+        if let Err(seen) = assert_workers_stopped(
+            "the supervisor was dropped after its first poll",
+            &queue,
+            &farm,
+            then,
+        )
+        .await
+        {
+            panic!("{seen}");
+        }
+    }
+
+    /// Drop the supervisor after every poll (an outer `timeout` can fire at any of them): each
+    /// time, no worker may outlive it.
+    async fn a_supervisor_dropped_at_any_point_stops_its_workers() {
+        assert_cancel_safe(
+            || (batch(8), FakeFarm::failing([])),
+            |(queue, farm): (Arc<VideoQueue>, Arc<FakeFarm>)| async move {
+                run_pipeline(queue, farm, WORKERS).await
+            },
+            |(queue, farm), _outcome| async move {
+                // The explorer settled the runtime once already; measure from here.
+                let then = Snapshot::now(&queue, &farm);
+                assert_workers_stopped("the supervisor was dropped", &queue, &farm, then).await
+            },
+        )
+        .await;
+    }
+}
