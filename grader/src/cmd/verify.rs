@@ -235,6 +235,14 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
+    let reading = course.readme_section(Tree::Exercises, kata, "Further reading").unwrap_or_default();
+    if !reading.contains("https://docs.rs/") {
+        problems.push(
+            "the exercise README's `## Further reading` links no docs.rs page; link the tokio / \
+             tokio-util items the kata relies on"
+                .into(),
+        );
+    }
     if !read(&exercise.join("src/lib.rs")).contains("// TODO") {
         problems.push("the exercise's src/lib.rs has no `// TODO` where the learner works".into());
     }
