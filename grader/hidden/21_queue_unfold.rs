@@ -1,0 +1,180 @@
+//! Hidden tests for kata 21: dropping the `outgoing` stream at any point must leave every message
+//! either delivered or still in the queue, in order, exactly once.
+
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use queue_unfold::{Message, Queue, RateLimiter, outgoing};
+use tokio::time::Instant;
+use tokio_test::{assert_pending, task};
+
+fn message(id: u64) -> Message {
+    Message {
+        id,
+        to: format!("reader-{id}@example.com"),
+        subject: "This week in async Rust".to_owned(),
+    }
+}
+
+fn queue_of(ids: std::ops::RangeInclusive<u64>) -> Queue {
+    let queue = Queue::new();
+    for id in ids {
+        queue.push(message(id));
+    }
+    queue
+}
+
+/// What the dispatcher has handed to the email provider so far.
+#[derive(Debug, Clone, Default)]
+struct Sent(Arc<Mutex<Vec<u64>>>);
+
+impl Sent {
+    fn push(&self, id: u64) {
+        self.0.lock().expect("sent lock").push(id);
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.0.lock().expect("sent lock").clone()
+    }
+}
+
+/// Every message must be sent or still queued, in order, exactly once.
+fn check_accounted(sent: &Sent, queue: &Queue, expected: &[u64]) -> Result<(), String> {
+    let sent = sent.ids();
+    let queued = queue.ids();
+    let all: Vec<u64> = sent.iter().chain(&queued).copied().collect();
+    if all == expected {
+        return Ok(());
+    }
+    let lost: Vec<u64> = expected.iter().filter(|id| !all.contains(id)).copied().collect();
+    if !lost.is_empty() {
+        return Err(format!(
+            "message(s) {lost:?} are gone: not sent (sent {sent:?}) and no longer in the queue \
+             (queued {queued:?}). The stream took them from the queue before waiting for a \
+             rate-limit slot and was dropped during that wait; whatever held the message then \
+             (the `unfold` future, or a task whose result nobody reads) lost it"
+        ));
+    }
+    Err(format!(
+        "sent {sent:?}, then queued {queued:?}: expected {expected:?} exactly once and in order. \
+         A message put back after a drop must go to the head of the queue, where it came from"
+    ))
+}
+
+hidden_test! {
+    /// Nothing cancelled: every message comes out, in order, one rate-limit slot apart.
+    async fn sends_every_message_in_order_at_the_rate_limit() {
+        let queue = queue_of(1..=3);
+        let start = Instant::now();
+        let sent: Vec<u64> = outgoing(queue.clone(), RateLimiter::per_second(10))
+            .map(|m| m.id)
+            .collect()
+            .await;
+        assert_eq!(sent, [1, 2, 3], "the stream must yield the queue head first");
+        assert!(queue.is_empty(), "the queue must be drained");
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(200),
+            "3 messages at 10 per second take at least 200 ms, but took {elapsed:?}: the rate \
+             limit was skipped"
+        );
+    }
+
+    /// The dispatcher drained with the stream dropped after every possible poll: nothing may be
+    /// lost, reordered or sent twice.
+    async fn dropping_the_stream_at_any_point_loses_no_message() {
+        assert_cancel_safe(
+            || (queue_of(1..=3), RateLimiter::per_second(2), Sent::default()),
+            |(queue, limiter, sent): (Queue, RateLimiter, Sent)| async move {
+                let mut stream = pin!(outgoing(queue, limiter));
+                while let Some(m) = stream.next().await {
+                    sent.push(m.id);
+                }
+            },
+            |(queue, _, sent), outcome: Outcome<()>| async move {
+                check_accounted(&sent, &queue, &[1, 2, 3])?;
+                if !outcome.is_cancelled() && !queue.is_empty() {
+                    return Err(format!(
+                        "the stream ended with messages {:?} still queued",
+                        queue.ids()
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+
+    /// Shutdown drops the dispatcher while its stream waits for the first slot: a new dispatcher
+    /// must start with that same message.
+    async fn a_new_stream_starts_with_the_message_the_dropped_one_was_waiting_to_send() {
+        let queue = queue_of(1..=3);
+        let limiter = RateLimiter::per_second(1);
+        // Another dispatcher instance just used the slot; the next one is a second away.
+        limiter.acquire().await;
+
+        let mut stream = task::spawn(outgoing(queue.clone(), limiter.clone()));
+        assert_pending!(
+            stream.poll_next(),
+            "with the rate-limit slot taken, the stream must wait"
+        );
+        drop(stream);
+        let after = queue.ids();
+        if after != [1, 2, 3] {
+            let mut sorted = after.clone();
+            sorted.sort_unstable();
+            if sorted == [1, 2, 3] {
+                panic!(
+                    "the stream was dropped while it waited for a rate-limit slot, and the queue \
+                     now reads {after:?} instead of [1, 2, 3]: the message it had taken was put \
+                     back at the tail, so it jumps behind newer mail"
+                );
+            }
+            panic!(
+                "the stream was dropped while it waited for a rate-limit slot, before it yielded \
+                 anything, and the queue now reads {after:?} instead of [1, 2, 3]: the message it \
+                 took before the wait was dropped with the stream's `unfold` future"
+            );
+        }
+
+        let mut restarted = pin!(outgoing(queue.clone(), limiter));
+        let first = restarted.next().await.map(|m| m.id);
+        assert_eq!(
+            first,
+            Some(1),
+            "after a drop, a new stream must yield message 1 first"
+        );
+    }
+
+    /// The dispatcher is restarted every 1.3 s drain window (a `timeout` around the consuming
+    /// loop). Over enough windows every message goes out exactly once, in order.
+    async fn drain_windows_send_every_message_exactly_once() {
+        let queue = queue_of(1..=5);
+        let limiter = RateLimiter::per_second(1);
+        let sent = Sent::default();
+        for _window in 0..20 {
+            let mut stream = pin!(outgoing(queue.clone(), limiter.clone()));
+            let drained = tokio::time::timeout(Duration::from_millis(1300), async {
+                while let Some(m) = stream.next().await {
+                    sent.push(m.id);
+                }
+            })
+            .await;
+            if drained.is_ok() {
+                break;
+            }
+        }
+        if let Err(seen) = check_accounted(&sent, &queue, &[1, 2, 3, 4, 5]) {
+            panic!("after dispatching in 1.3 s windows, {seen}");
+        }
+        assert!(
+            queue.is_empty(),
+            "20 drain windows were not enough to send 5 messages at 1 per second; still \
+             queued: {:?}",
+            queue.ids()
+        );
+    }
+}

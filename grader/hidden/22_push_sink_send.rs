@@ -1,0 +1,163 @@
+//! Hidden tests for kata 22: however often the session loop drops `deliver`, every notification
+//! must reach the device exactly once, in order.
+
+use std::sync::Arc;
+
+use futures::{FutureExt, SinkExt};
+use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_test};
+use push_sink_send::{Notification, Pusher};
+use tokio::sync::Mutex;
+use tokio_util::codec::{FramedWrite, LinesCodec};
+
+/// A slow device: it takes 4 bytes per write and makes the writer wait between writes.
+const BYTES_PER_WRITE: usize = 4;
+
+fn notification(id: u64) -> Notification {
+    let title = match id {
+        1 => "Your order has shipped",
+        2 => "Flash sale ends tonight",
+        3 => "New sign-in from Lisbon",
+        _ => "You have a new message",
+    };
+    Notification { id, title: title.to_owned() }
+}
+
+/// The protocol greeting the connection layer queues before it hands the connection over.
+const GREETING: &str = "HELLO push/2";
+
+/// A pusher over a slow device, as the gateway's connection layer builds it: a one-frame
+/// backpressure boundary (so `poll_ready` flushes the previous frame first) and, when `greeted`,
+/// the greeting already buffered with `feed`, to go out with the first flush.
+fn pusher_with(greeted: bool, ids: &[u64]) -> (Pusher<RecordingWriter>, Wire) {
+    let (writer, wire) = RecordingWriter::new(BYTES_PER_WRITE);
+    let mut device = FramedWrite::new(writer, LinesCodec::new());
+    device.set_backpressure_boundary(1);
+    if greeted {
+        // An empty buffer is always ready, so `feed` completes in one poll: nothing is cancelled.
+        device
+            .feed(GREETING.to_owned())
+            .now_or_never()
+            .expect("feeding an empty sink completes at once")
+            .expect("the greeting is a valid line");
+    }
+    let mut pusher = Pusher::new(device);
+    for &id in ids {
+        pusher.enqueue(notification(id));
+    }
+    (pusher, wire)
+}
+
+fn pusher(ids: &[u64]) -> (Pusher<RecordingWriter>, Wire) {
+    pusher_with(false, ids)
+}
+
+fn expected(ids: &[u64]) -> String {
+    ids.iter().map(|&id| format!("{}\n", notification(id).to_line())).collect()
+}
+
+/// Compares what the device received with what was queued, in cancellation terms.
+fn check_wire(wire: &Wire, ids: &[u64]) -> Result<(), String> {
+    check_wire_after(wire, "", ids)
+}
+
+/// Like [`check_wire`], for a wire that must start with `prefix`.
+fn check_wire_after(wire: &Wire, prefix: &str, ids: &[u64]) -> Result<(), String> {
+    let got = wire.text();
+    let want = format!("{prefix}{}", expected(ids));
+    if got == want {
+        return Ok(());
+    }
+    let lines: Vec<&str> = got.lines().collect();
+    let count = |id: u64| {
+        let line = notification(id).to_line();
+        lines.iter().filter(|l| **l == line).count()
+    };
+    let lost: Vec<u64> = ids.iter().copied().filter(|&id| count(id) == 0).collect();
+    let repeated: Vec<u64> = ids.iter().copied().filter(|&id| count(id) > 1).collect();
+    let problem = if !lost.is_empty() {
+        format!(
+            "notification(s) {lost:?} never reached the device: each was taken off the queue and \
+             moved into a future that was still waiting for the connection to take the previous \
+             frame (`send`, `feed` and `send_all` own their items while they wait), and was \
+             dropped with that future"
+        )
+    } else if !repeated.is_empty() {
+        format!(
+            "notification(s) {repeated:?} reached the device more than once: the connection had \
+             already accepted them when `deliver` was dropped, but they were still in the queue \
+             and were sent again"
+        )
+    } else {
+        "the lines arrived out of order or garbled".to_owned()
+    };
+    Err(format!("{problem}. The device received {got:?}, expected {want:?}"))
+}
+
+hidden_test! {
+    /// Nothing cancelled: every notification goes out once, in order.
+    async fn delivers_every_notification_in_order() {
+        let (mut pusher, wire) = pusher(&[1, 2, 3]);
+        pusher.deliver().await.expect("deliver failed");
+        if let Err(seen) = check_wire(&wire, &[1, 2, 3]) {
+            panic!("with nothing cancelled, {seen}");
+        }
+        assert_eq!(pusher.queued(), 0, "everything was delivered; nothing may stay queued");
+    }
+
+    /// The connection arrives with its greeting still buffered. `deliver` is dropped after
+    /// every possible poll, then a second `deliver` finishes the job: the device must receive
+    /// the greeting and each notification exactly once, in order.
+    async fn deliver_dropped_at_any_point_loses_and_repeats_nothing() {
+        assert_cancel_safe(
+            || {
+                let (pusher, wire) = pusher_with(true, &[1, 2, 3]);
+                (Arc::new(Mutex::new(pusher)), wire)
+            },
+            |(pusher, _wire): (Arc<Mutex<Pusher<RecordingWriter>>>, Wire)| async move {
+                pusher.lock().await.deliver().await
+            },
+            |(pusher, wire), _outcome: Outcome<_>| async move {
+                pusher
+                    .lock()
+                    .await
+                    .deliver()
+                    .await
+                    .map_err(|e| format!("the next deliver failed: {e}"))?;
+                check_wire_after(&wire, &format!("{GREETING}\n"), &[1, 2, 3])
+            },
+        )
+        .await;
+    }
+
+    /// A busy session: another `select!` branch wins on every second poll, so `deliver` is
+    /// dropped and called again over and over until the queue is empty.
+    async fn a_busy_session_loop_delivers_everything_exactly_once() {
+        let ids = [1, 2, 3, 4];
+        let (mut pusher, wire) = pusher(&ids);
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            if rounds > 1000 {
+                let mut seen = wire.text();
+                seen.truncate(160);
+                panic!(
+                    "after 1000 rounds of the session loop, deliver() has still not finished; the \
+                     device has received {seen:?}...: a dropped deliver must resume where it left \
+                     off, not start the same notification over"
+                );
+            }
+            tokio::select! {
+                biased;
+                done = pusher.deliver() => {
+                    done.expect("deliver failed");
+                    break;
+                }
+                // Stands in for a heartbeat or a new notification winning the race.
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        if let Err(seen) = check_wire(&wire, &ids) {
+            panic!("after a session loop that dropped deliver() {} times, {seen}", rounds - 1);
+        }
+    }
+}
