@@ -235,7 +235,8 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    let reading = course.readme_section(Tree::Exercises, kata, "Further reading").unwrap_or_default();
+    let reading =
+        course.readme_section(Tree::Exercises, kata, "Further reading").unwrap_or_default();
     if !reading.contains("https://docs.rs/") {
         problems.push(
             "the exercise README's `## Further reading` links no docs.rs page; link the tokio / \
