@@ -4,6 +4,23 @@
 //! The shared machinery: `course` (the manifest), `workspace` (the generated build), `compile`
 //! (cargo), `run` (test processes), `grade` (verdicts), `report` (output), `state` (progress).
 
+/// `println!` that returns an error instead of panicking when standard output is closed
+/// (`grader list | head`); `main` ends such a run quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
+/// `print!` with the same behaviour as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
 mod cli;
 mod cmd;
 mod compile;
@@ -42,6 +59,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::SUCCESS),
         Err(err) => {
             eprintln!("error: {err:#}");
             if err.downcast_ref::<UsageError>().is_some() {
@@ -51,4 +69,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The reader of standard output went away: not worth an error message.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }

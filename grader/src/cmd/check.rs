@@ -53,7 +53,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     if let (Format::Human | Format::Github, Some(progress)) = (args.format, &progress) {
         stdout.push_str(&format!("course progress: {progress}\n"));
     }
-    print!("{stdout}");
+    out!("{stdout}");
     for (format, path) in &args.reports {
         std::fs::write(path, rendered.render(*format)?).with_context(|| {
             format!("failed to write the {format:?} report to {}", path.display())

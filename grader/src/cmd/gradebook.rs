@@ -112,7 +112,7 @@ pub fn run(args: &GradebookArgs) -> anyhow::Result<u8> {
     match &args.summary {
         Some(path) => std::fs::write(path, &md)
             .with_context(|| format!("failed to write {}", path.display()))?,
-        None => print!("{md}"),
+        None => out!("{md}"),
     }
     eprintln!("wrote {} ({} students)", args.csv.display(), students.len());
     Ok(exit::SUCCESS)

@@ -42,12 +42,12 @@ pub fn run(course: &Course, args: &HandoutArgs) -> anyhow::Result<u8> {
     let text = text.replace(", \"solutions/*\"", "").replace("\"solutions/*\", ", "");
     std::fs::write(&manifest, text)?;
 
-    println!(
+    outln!(
         "wrote a student copy of {} kata(s) to {} (no solutions, no decoys)",
         course.katas.len(),
         dest.display()
     );
-    println!("next: cd {} && git init && cargo run -p grader -- list", dest.display());
+    outln!("next: cd {} && git init && cargo run -p grader -- list", dest.display());
     Ok(exit::SUCCESS)
 }
 

@@ -9,17 +9,17 @@ pub fn run(course: &Course, args: &HintArgs) -> anyhow::Result<u8> {
     let kata = course.find(&args.kata)?;
     let total = kata.hints.len();
     if total == 0 {
-        println!("kata {} has no hints", kata.name);
+        outln!("kata {} has no hints", kata.name);
         return Ok(exit::SUCCESS);
     }
     let state = State::load(course);
     let seen = state.hints_seen.get(&kata.name).copied().unwrap_or(0);
     let show = if args.all { total } else { (seen + 1).min(total) };
     for (i, hint) in kata.hints.iter().enumerate().take(show) {
-        println!("hint {}/{total}: {hint}", i + 1);
+        outln!("hint {}/{total}: {hint}", i + 1);
     }
     if show < total {
-        println!("\n(run `grader hint {}` again for the next hint)", kata.number());
+        outln!("\n(run `grader hint {}` again for the next hint)", kata.number());
     }
     if show > seen {
         State::update(course, |state| {

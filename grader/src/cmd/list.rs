@@ -8,7 +8,7 @@ use crate::style;
 pub fn run(course: &Course) -> anyhow::Result<u8> {
     let state = State::load(course);
     let current = state.current(course).map(|k| k.name.as_str());
-    println!("   {:<4} {:<28} {:<13} {:>6}  status", "#", "kata", "level", "points");
+    outln!("   {:<4} {:<28} {:<13} {:>6}  status", "#", "kata", "level", "points");
     for kata in &course.katas {
         let status = match state.progress(course, kata) {
             Standing::Done => style::good("done"),
@@ -16,7 +16,7 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
             Standing::Unchecked => "not checked".to_owned(),
         };
         let marker = if current == Some(kata.name.as_str()) { "->" } else { "  " };
-        println!(
+        outln!(
             "{marker} {:<4} {:<28} {:<13} {:>6}  {status}",
             format!("{:02}", kata.number()),
             kata.slug(),
@@ -24,7 +24,7 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
             kata.points
         );
     }
-    println!();
-    println!("{}", crate::report::progress_line(course, &state));
+    outln!();
+    outln!("{}", crate::report::progress_line(course, &state));
     Ok(exit::SUCCESS)
 }

@@ -8,13 +8,13 @@ use crate::style;
 pub fn run(course: &Course) -> anyhow::Result<u8> {
     let state = State::load(course);
     let Some(kata) = state.current(course) else {
-        println!(
+        outln!(
             "{}",
             style::good(&format!("all {} katas are done. Well played.", course.katas.len()))
         );
         return Ok(exit::SUCCESS);
     };
-    println!(
+    outln!(
         "{} {} ({}, {} points)\n",
         style::bold(&format!("kata {:02}:", kata.number())),
         style::bold(&kata.title),
@@ -23,14 +23,14 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
     );
     for heading in ["The story", "Your task"] {
         if let Some(text) = course.readme_section(Tree::Exercises, kata, heading) {
-            println!("{}\n{}\n", style::bold(heading), first_paragraphs(&text, 2));
+            outln!("{}\n{}\n", style::bold(heading), first_paragraphs(&text, 2));
         }
     }
     let file = course.lib_rs(Tree::Exercises, kata);
     let readme = course.kata_dir(Tree::Exercises, kata).join("README.md");
-    println!("edit  {}", file.strip_prefix(&course.root).unwrap_or(&file).display());
-    println!("read  {}", readme.strip_prefix(&course.root).unwrap_or(&readme).display());
-    println!("then  grader check {}   (or `grader watch`)", kata.number());
+    outln!("edit  {}", file.strip_prefix(&course.root).unwrap_or(&file).display());
+    outln!("read  {}", readme.strip_prefix(&course.root).unwrap_or(&readme).display());
+    outln!("then  grader check {}   (or `grader watch`)", kata.number());
     Ok(exit::SUCCESS)
 }
 

@@ -25,7 +25,7 @@ pub fn run(course: &Course, args: &ResetArgs) -> anyhow::Result<u8> {
         && !args.yes
         && !confirm(&format!("reset all {} katas to their starting code?", katas.len()))?
     {
-        println!("nothing was changed");
+        outln!("nothing was changed");
         return Ok(exit::SUCCESS);
     }
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -59,7 +59,7 @@ fn reset(course: &Course, kata: &Kata, stamp: u64) -> anyhow::Result<()> {
             std::fs::write(&backup, current).with_context(|| {
                 format!("failed to save a backup to {}; nothing was reset", backup.display())
             })?;
-            println!(
+            outln!(
                 "saved {} to {}",
                 file,
                 backup.strip_prefix(&course.root).unwrap_or(&backup).display()
@@ -69,9 +69,9 @@ fn reset(course: &Course, kata: &Kata, stamp: u64) -> anyhow::Result<()> {
         changed += 1;
     }
     if changed == 0 {
-        println!("kata {:02} is already at its starting code", kata.number());
+        outln!("kata {:02} is already at its starting code", kata.number());
     } else {
-        println!("kata {:02} is back at its starting code", kata.number());
+        outln!("kata {:02} is back at its starting code", kata.number());
     }
     Ok(())
 }
@@ -94,7 +94,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
             "{question} needs confirmation; pass --yes to go ahead without a terminal"
         )));
     }
-    print!("{question} your files are backed up first [y/N] ");
+    out!("{question} your files are backed up first [y/N] ");
     std::io::stdout().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -32,7 +32,7 @@ pub fn run(course: &Course, args: &crate::cli::SolutionArgs) -> anyhow::Result<u
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", path.display()))?;
-        println!(
+        outln!(
             "==> {} <==\n{}\n",
             path.strip_prefix(&course.root).unwrap_or(&path).display(),
             text.trim_end()

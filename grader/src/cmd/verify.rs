@@ -135,22 +135,22 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         let mine: Vec<_> = problems.iter().filter(|(k, _)| *k == kata.name).collect();
         let decoy_count = decoys.iter().filter(|u| course.katas[u.kata].name == kata.name).count();
         if mine.is_empty() {
-            println!("ok    {} ({} decoys rejected)", kata.name, decoy_count);
+            outln!("ok    {} ({} decoys rejected)", kata.name, decoy_count);
         } else {
-            println!("FAIL  {}", kata.name);
+            outln!("FAIL  {}", kata.name);
             for (_, problem) in mine {
-                println!("{}", indent(problem));
+                outln!("{}", indent(problem));
             }
         }
     }
     if let Some((ms, kata, test)) = slowest {
-        println!("\nslowest hidden test: {kata} {test} ({ms} ms, wall clock incl. process start)");
+        outln!("\nslowest hidden test: {kata} {test} ({ms} ms, wall clock incl. process start)");
     }
     if problems.is_empty() {
-        println!("contract holds for {} kata(s)", katas.len());
+        outln!("contract holds for {} kata(s)", katas.len());
         Ok(exit::SUCCESS)
     } else {
-        println!("{} problem(s) found", problems.len());
+        outln!("{} problem(s) found", problems.len());
         Ok(exit::FAILED)
     }
 }
