@@ -127,7 +127,8 @@ pub fn grade(
         })
         .collect();
 
-    let mut listing_errors: Vec<Option<String>> = missing;
+    // Why a unit could not be graded: missing files, or a test binary that cannot list its tests.
+    let mut errors: Vec<Option<String>> = missing;
     let mut jobs = Vec::new();
     for (i, (unit, built)) in units.iter().zip(&built).enumerate() {
         let Some(exe) = &built.executable else {
@@ -140,7 +141,7 @@ pub fn grade(
             .unwrap_or(DEFAULT_TIMEOUT);
         match run::list_tests(exe) {
             Ok(tests) if tests.is_empty() => {
-                listing_errors[i] = Some("the hidden test file declares no tests".into());
+                errors[i] = Some("the hidden test file declares no tests".into());
             }
             Ok(mut tests) => {
                 // Declaration order: kata authors put the most telling test first.
@@ -154,7 +155,7 @@ pub fn grade(
                     workdir: dir.join("tests").join(unit.package()),
                 }));
             }
-            Err(err) => listing_errors[i] = Some(format!("{err:#}")),
+            Err(err) => errors[i] = Some(format!("{err:#}")),
         }
     }
     let hidden_hash = |unit: &Unit| {
@@ -200,7 +201,7 @@ pub fn grade(
         }
         let status = if !built.errors.is_empty() {
             Status::CompileError
-        } else if listing_errors[i].is_some() {
+        } else if errors[i].is_some() {
             Status::Error
         } else if tests.iter().any(|t| t.status == Outcome::TimedOut) {
             Status::TimedOut
@@ -222,7 +223,7 @@ pub fn grade(
             compile_errors: built.errors,
             warnings: built.warnings,
             tests,
-            error: listing_errors[i].take(),
+            error: errors[i].take(),
         });
     }
     Ok((results, started.elapsed()))
