@@ -17,3 +17,39 @@ fn the_course_keeps_the_kata_contract() {
         .success()
         .stdout(contains("contract holds for"));
 }
+
+/// A student handout of the real course: no solutions, every kata failing as shipped; with the
+/// solutions copied in, every kata passes.
+#[test]
+fn a_handout_of_the_course_checks_zero_then_all() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let parent = tempfile::tempdir().unwrap();
+    let handout = parent.path().join("katas");
+    let grader = |dir: &std::path::Path, args: &[&str]| {
+        let mut cmd = assert_cmd::Command::cargo_bin("grader").expect("grader binary");
+        cmd.current_dir(dir).env("NO_COLOR", "1").args(args);
+        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+            cmd.env("CARGO_TARGET_DIR", root.join("target"));
+        }
+        cmd
+    };
+    grader(root, &["handout", handout.to_str().unwrap()]).assert().success();
+    assert!(!handout.join("solutions").exists() && !handout.join("grader/decoys").exists());
+
+    let output = grader(&handout, &["check", "--format", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let katas = report["summary"]["katas"].as_u64().unwrap();
+    assert!(katas >= 24, "the course has {katas} katas");
+    assert_eq!(report["summary"]["passed"], 0, "every kata ships failing");
+
+    for entry in std::fs::read_dir(root.join("solutions")).unwrap().flatten() {
+        let src = entry.path().join("src/lib.rs");
+        std::fs::copy(&src, handout.join("exercises").join(entry.file_name()).join("src/lib.rs"))
+            .unwrap();
+    }
+    grader(&handout, &["check"])
+        .assert()
+        .success()
+        .stdout(contains(format!("{katas}/{katas} katas passed")));
+}
