@@ -109,6 +109,9 @@ pub enum Moment {
     Shutdown,
     /// After the runtime was gone, outside any runtime.
     OutsideRuntime,
+    /// This long (virtual time) after the run started, whatever the future was doing: see
+    /// [`Options::cut_every`].
+    Elapsed(Duration),
 }
 
 /// What a successful exploration covered.
@@ -163,6 +166,9 @@ impl fmt::Display for CancelFailure {
             (Some(k), Some(Moment::OutsideRuntime)) => {
                 write!(f, "dropped outside any runtime after poll {k} of {n}: {seen}")
             }
+            (Some(k), Some(Moment::Elapsed(t))) => {
+                write!(f, "cancelled {t:?} into the run (after poll {k} of {n}): {seen}")
+            }
         }
     }
 }
@@ -173,9 +179,28 @@ impl std::error::Error for CancelFailure {}
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
     forbid_leftover_tasks: bool,
+    cut_every: Option<Duration>,
 }
 
+/// The most time-based cuts one exploration makes; a longer run is cut at evenly spaced instants.
+pub const MAX_TIME_CUTS: u32 = 1000;
+
 impl Options {
+    /// Also cuts the run by the clock: at `step`, `2 * step`, .. (virtual time since it started)
+    /// up to the length of an undisturbed run, dropping the future wherever it is then. Poll-based
+    /// cuts only see the moments the future itself is polled; a future that waits on work it
+    /// handed to a task (a "shield") is polled only when that work is done, and the work can be
+    /// cut in the middle only by the clock. At most [`MAX_TIME_CUTS`] such cuts.
+    ///
+    /// # Panics
+    ///
+    /// If `step` is zero.
+    pub fn cut_every(mut self, step: Duration) -> Self {
+        assert!(!step.is_zero(), "`cut_every` needs a step above zero");
+        self.cut_every = Some(step);
+        self
+    }
+
     /// After every cut has settled (and after a completed run), fails if a task that the operation
     /// spawned, or that one of its tasks spawned, is still running: work detached into a task
     /// whose handle was dropped outlives the cancelled operation. Needs a runtime built by
@@ -242,7 +267,9 @@ where
         ),
     };
     let state = fresh();
+    let started = tokio::time::Instant::now();
     let (polls, ended) = run_once(op(state.clone()), Stop::Never, watch.as_ref()).await;
+    let length = started.elapsed();
     let outcome = match ended {
         Ended::Completed(value) => Outcome::Completed(value),
         Ended::Stalled => {
@@ -262,7 +289,8 @@ where
     seen.map_err(|seen| CancelFailure::undisturbed(polls, seen))?;
 
     let mut cuts = 0;
-    for stop in cuts_of(polls) {
+    let by_clock = options.cut_every.into_iter().flat_map(|step| instants(step, length));
+    for stop in cuts_of(polls).chain(by_clock.map(Stop::After)) {
         let state = fresh();
         let (ran, ended) = run_once(op(state.clone()), stop, watch.as_ref()).await;
         // A run can finish in fewer polls than the baseline (a timer already fired, say); it is
@@ -279,6 +307,7 @@ where
         let moment = match stop {
             Stop::Woken(0) => Moment::BeforeFirstPoll,
             Stop::Waiting(_) => Moment::Waiting,
+            Stop::After(t) => Moment::Elapsed(t),
             Stop::Woken(_) | Stop::Never => Moment::Woken,
         };
         seen.map_err(|seen| CancelFailure {
@@ -467,6 +496,13 @@ fn cuts_of(polls: usize) -> impl Iterator<Item = Stop> {
     (polls > 0).then_some(Stop::Woken(0)).into_iter().chain(later)
 }
 
+/// `step`, `2 * step`, .. below `length`, at most [`MAX_TIME_CUTS`] of them, evenly spaced.
+fn instants(step: Duration, length: Duration) -> impl Iterator<Item = Duration> {
+    let wanted = (length.as_nanos() / step.as_nanos()).min(u128::from(MAX_TIME_CUTS)) as u32;
+    let step = if wanted == MAX_TIME_CUTS { length / (MAX_TIME_CUTS + 1) } else { step };
+    (1..=wanted).map(move |i| step * i).filter(move |t| *t < length)
+}
+
 /// Runs `f` with the panic hook silenced, so an expected panic does not print as the test's own;
 /// returns the panic's message.
 fn quietly(f: impl FnOnce()) -> Result<(), String> {
@@ -502,6 +538,8 @@ enum Stop {
     Waiting(usize),
     /// Once woken after poll `k` (0: before the first poll).
     Woken(usize),
+    /// This long after the run started.
+    After(Duration),
 }
 
 enum Ended<T> {
@@ -534,6 +572,10 @@ async fn drive<F: Future>(
     let waker = Waker::from(signal.clone());
     let mut cx = Context::from_waker(&waker);
     let mut polls = 0;
+    let deadline = match stop {
+        Stop::After(t) => Some(tokio::time::Instant::now() + t),
+        _ => None,
+    };
     loop {
         if matches!(stop, Stop::Woken(k) if k == polls) {
             return (polls, Ended::Cut);
@@ -555,9 +597,10 @@ async fn drive<F: Future>(
         }
         // The flag is the truth; a stored `Notify` permit from an earlier wake only re-checks it.
         while !signal.woken.load(Ordering::SeqCst) {
-            let wait = tokio::time::timeout(STALL_AFTER, signal.notify.notified());
-            if wait.await.is_err() {
-                return (polls, Ended::Stalled);
+            let limit = deadline.unwrap_or_else(|| tokio::time::Instant::now() + STALL_AFTER);
+            if tokio::time::timeout_at(limit, signal.notify.notified()).await.is_err() {
+                let ended = if deadline.is_some() { Ended::Cut } else { Ended::Stalled };
+                return (polls, ended);
             }
         }
     }

@@ -313,3 +313,45 @@ fn tells_an_async_worker_from_the_blocking_pool() {
         assert!(!blocking, "on the blocking pool");
     });
 }
+
+/// Saves through a task that writes a temporary file, works, then renames it; the caller awaits the
+/// task, and the task is aborted when the caller is dropped (a "shield" that is not one).
+async fn save_in_a_task(files: Arc<Mutex<Vec<&'static str>>>) {
+    let task = tokio::spawn(async move {
+        files.lock().unwrap().push("doc.tmp");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut files = files.lock().unwrap();
+        files.retain(|f| *f != "doc.tmp");
+        files.push("doc");
+    });
+    let guard = AbortOnDrop(task.abort_handle());
+    let _ = task.await;
+    drop(guard);
+}
+
+async fn no_temporary_left(
+    files: Arc<Mutex<Vec<&'static str>>>,
+    _: Outcome<()>,
+) -> Result<(), String> {
+    let files = files.lock().unwrap();
+    if files.contains(&"doc.tmp") { Err(format!("left behind: {files:?}")) } else { Ok(()) }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_clock_can_cut_work_shielded_in_a_task() {
+    let fresh = || Arc::new(Mutex::new(Vec::new()));
+    explore(fresh, save_in_a_task, no_temporary_left).await.unwrap();
+    let failure = explore_with(
+        Options::default().cut_every(Duration::from_millis(1)),
+        fresh,
+        save_in_a_task,
+        no_temporary_left,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failure.moment, Some(Moment::Elapsed(Duration::from_millis(1))));
+    assert_eq!(
+        failure.to_string(),
+        "cancelled 1ms into the run (after poll 1 of 2): left behind: [\"doc.tmp\"]"
+    );
+}
