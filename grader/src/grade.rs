@@ -107,14 +107,19 @@ pub fn grade(
     let present: Vec<Unit> =
         units.iter().zip(&missing).filter(|(_, m)| m.is_none()).map(|(u, _)| u.clone()).collect();
     let dir = workspace::generate(course, set, &present)?;
-    let mut present_built = compile::build(
-        &dir,
-        &workspace::target_dir(course),
-        &course.root,
-        &present,
-        options.color,
-        progress,
-    )?
+    // Cargo refuses a workspace without members.
+    let mut present_built = if present.is_empty() {
+        Vec::new()
+    } else {
+        compile::build(
+            &dir,
+            &workspace::target_dir(course),
+            &course.root,
+            &present,
+            options.color,
+            progress,
+        )?
+    }
     .into_iter();
     let built: Vec<compile::Built> = missing
         .iter()
