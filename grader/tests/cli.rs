@@ -160,6 +160,26 @@ fn verify_reports_a_broken_contract() {
 }
 
 #[test]
+fn verify_reports_decoys_it_cannot_use() {
+    let fixture = Fixture::new();
+    // The exercise changes under the decoy, and an old whole-file decoy is left in the folder.
+    let exercise = fixture.path("exercises/02_failing/src/lib.rs");
+    let text = std::fs::read_to_string(&exercise).unwrap();
+    std::fs::write(&exercise, text.replace("    work.await;\n", "    let () = work.await;\n"))
+        .unwrap();
+    std::fs::write(fixture.path("grader/decoys/02_failing/old.rs"), text).unwrap();
+    fixture
+        .grader(["verify", "2"])
+        .assert()
+        .code(1)
+        .stdout(contains(
+            "grader/decoys/02_failing/lower_first.patch no longer applies to \
+             exercises/02_failing/src/lib.rs (error applying hunk #1); regenerate it",
+        ))
+        .stdout(contains("grader/decoys/02_failing/old.rs is a whole-file decoy; convert it"));
+}
+
+#[test]
 fn outside_a_course_the_error_says_where_to_run() {
     let dir = tempfile::tempdir().unwrap();
     assert_cmd::Command::cargo_bin("grader")

@@ -1,21 +1,22 @@
 //! `grader verify`: checks the kata contract (CONTRIBUTING.md) for maintainers.
 //!
-//! Static part: the files and sections every kata must have, the manifest entry, the decoys, and
-//! hidden tests free of wall-clock sleeps and real sockets. Behaviour part, with the same grading
-//! machinery as `check`: every exercise compiles without warnings, passes at least one hidden test
-//! and fails at least one; every solution passes; every decoy compiles and is rejected.
+//! Static part: the files and sections every kata must have, the manifest entry, the decoys (patches
+//! that apply to the exercise), and hidden tests free of wall-clock sleeps and real sockets.
+//! Behaviour part, with the same grading machinery as `check`: every exercise compiles without
+//! warnings, passes at least one hidden test and fails at least one; every solution passes; every
+//! decoy compiles and is rejected.
 
 use std::path::Path;
 
 use crate::cli::VerifyArgs;
 use crate::course::{Course, Kata, Tree};
-use crate::exit;
+use crate::{decoy, exit};
 use std::io::IsTerminal;
 
 use crate::grade::{self, Options, Status, UnitResult};
 use crate::progress::Progress;
 use crate::run::Outcome;
-use crate::workspace::Unit;
+use crate::workspace::{self, Unit};
 
 const EXERCISE_SECTIONS: &[&str] =
     &["## The story", "## Your task", "## Further reading", "Cancellation source"];
@@ -59,12 +60,24 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     };
     let mut decoys = Vec::new();
     for kata in &katas {
-        for path in course.decoys(kata)? {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let (found, stray) = decoy::find(course, kata)?;
+        for problem in stray {
+            note(kata, problem.to_string());
+        }
+        for decoy in found {
+            let source = match decoy::apply(course, kata, &decoy) {
+                Ok(source) => source,
+                Err(problem) => {
+                    note(kata, problem.to_string());
+                    continue;
+                }
+            };
+            let lib_rs = decoy::applied_path(course, kata, &decoy);
+            workspace::write_if_changed(&lib_rs, &source)?;
             decoys.push(Unit {
                 kata: index(kata),
-                label: format!("{}/{stem}", kata.name),
-                lib_rs: path,
+                label: format!("{}/{}", kata.name, decoy.name),
+                lib_rs,
             });
         }
     }
@@ -262,7 +275,7 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    let decoys = course.decoys(kata)?.len();
+    let decoys = decoy::find(course, kata)?.0.len();
     if decoys < 2 {
         problems
             .push(format!("has {decoys} decoy(s); at least 2 plausible wrong fixes are required"));
