@@ -4,7 +4,8 @@
 //! that apply to the exercise), and hidden tests free of wall-clock sleeps and real sockets.
 //! Behaviour part, with the same grading machinery as `check`: every exercise compiles without
 //! warnings, passes at least one hidden test and fails at least one; every solution passes; every
-//! decoy compiles and is rejected.
+//! decoy compiles and is rejected; and the tests of solutions and decoys, run `--repeat` times from
+//! one build, give the same outcome every run.
 
 use std::path::Path;
 
@@ -95,14 +96,36 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         &options,
         &progress,
     )?;
-    let (solutions, _) = grade::grade(
+    let solution_units = tree_units(Tree::Solutions);
+    let (solutions, flaky_solutions) = grade::grade_repeated(
         course,
         Tree::Solutions.dir(),
-        &tree_units(Tree::Solutions),
+        &solution_units,
         &options,
+        args.repeat,
         &progress,
     )?;
-    let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options, &progress)?;
+    let (decoy_results, flaky_decoys) =
+        grade::grade_repeated(course, "decoys", &decoys, &options, args.repeat, &progress)?;
+    for (kind, units, flaky) in
+        [("solution", &solution_units, flaky_solutions), ("decoy", &decoys, flaky_decoys)]
+    {
+        for test in flaky {
+            let unit = &units[test.unit];
+            let seen: Vec<&str> = test.outcomes.iter().map(|o| outcome_label(*o)).collect();
+            note(
+                &course.katas[unit.kata],
+                format!(
+                    "{kind} {}: hidden test `{}` is nondeterministic over {} runs of one build \
+                     ({}); hidden tests must give the same verdict every run",
+                    unit.label,
+                    test.test,
+                    seen.len(),
+                    seen.join(", ")
+                ),
+            );
+        }
+    }
 
     for (kata, result) in katas.iter().zip(&exercises) {
         if let Some(problem) = exercise_problem(result) {
@@ -165,6 +188,14 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     } else {
         outln!("{} problem(s) found", problems.len());
         Ok(exit::FAILED)
+    }
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+        Outcome::TimedOut => "timed out",
     }
 }
 
