@@ -186,7 +186,7 @@ impl Course {
         self.root.join("grader").join("decoys").join(&kata.name)
     }
 
-    /// The decoy sources of a kata, sorted by name.
+    /// The files in a kata's decoy folder, sorted by name (`decoy::find` sorts them out).
     pub fn decoys(&self, kata: &Kata) -> anyhow::Result<Vec<PathBuf>> {
         let dir = self.decoy_dir(kata);
         if !dir.is_dir() {
@@ -196,10 +196,7 @@ impl Course {
         for entry in
             std::fs::read_dir(&dir).with_context(|| format!("failed to read {}", dir.display()))?
         {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                decoys.push(path);
-            }
+            decoys.push(entry?.path());
         }
         decoys.sort();
         Ok(decoys)

@@ -193,7 +193,7 @@ fn path_value(path: &Path) -> Value {
 }
 
 /// Rewrites a file only when its content changes, so cargo's fingerprints stay fresh.
-fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
+pub fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
         return Ok(());
     }

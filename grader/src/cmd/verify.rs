@@ -1,21 +1,23 @@
 //! `grader verify`: checks the kata contract (CONTRIBUTING.md) for maintainers.
 //!
-//! Static part: the files and sections every kata must have, the manifest entry, the decoys, and
-//! hidden tests free of wall-clock sleeps and real sockets. Behaviour part, with the same grading
-//! machinery as `check`: every exercise compiles without warnings, passes at least one hidden test
-//! and fails at least one; every solution passes; every decoy compiles and is rejected.
+//! Static part: the files and sections every kata must have, the manifest entry, the decoys (patches
+//! that apply to the exercise), and hidden tests free of wall-clock sleeps and real sockets.
+//! Behaviour part, with the same grading machinery as `check`: every exercise compiles without
+//! warnings, passes at least one hidden test and fails at least one; every solution passes; every
+//! decoy compiles and is rejected; and the tests of solutions and decoys, run `--repeat` times from
+//! one build, give the same outcome every run.
 
 use std::path::Path;
 
 use crate::cli::VerifyArgs;
 use crate::course::{Course, Kata, Tree};
-use crate::exit;
+use crate::{decoy, exit};
 use std::io::IsTerminal;
 
 use crate::grade::{self, Options, Status, UnitResult};
 use crate::progress::Progress;
 use crate::run::Outcome;
-use crate::workspace::Unit;
+use crate::workspace::{self, Unit};
 
 const EXERCISE_SECTIONS: &[&str] =
     &["## The story", "## Your task", "## Further reading", "Cancellation source"];
@@ -59,12 +61,24 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     };
     let mut decoys = Vec::new();
     for kata in &katas {
-        for path in course.decoys(kata)? {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let (found, stray) = decoy::find(course, kata)?;
+        for problem in stray {
+            note(kata, problem.to_string());
+        }
+        for decoy in found {
+            let source = match decoy::apply(course, kata, &decoy) {
+                Ok(source) => source,
+                Err(problem) => {
+                    note(kata, problem.to_string());
+                    continue;
+                }
+            };
+            let lib_rs = decoy::applied_path(course, kata, &decoy);
+            workspace::write_if_changed(&lib_rs, &source)?;
             decoys.push(Unit {
                 kata: index(kata),
-                label: format!("{}/{stem}", kata.name),
-                lib_rs: path,
+                label: format!("{}/{}", kata.name, decoy.name),
+                lib_rs,
             });
         }
     }
@@ -82,14 +96,36 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         &options,
         &progress,
     )?;
-    let (solutions, _) = grade::grade(
+    let solution_units = tree_units(Tree::Solutions);
+    let (solutions, flaky_solutions) = grade::grade_repeated(
         course,
         Tree::Solutions.dir(),
-        &tree_units(Tree::Solutions),
+        &solution_units,
         &options,
+        args.repeat,
         &progress,
     )?;
-    let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options, &progress)?;
+    let (decoy_results, flaky_decoys) =
+        grade::grade_repeated(course, "decoys", &decoys, &options, args.repeat, &progress)?;
+    for (kind, units, flaky) in
+        [("solution", &solution_units, flaky_solutions), ("decoy", &decoys, flaky_decoys)]
+    {
+        for test in flaky {
+            let unit = &units[test.unit];
+            let seen: Vec<&str> = test.outcomes.iter().map(|o| outcome_label(*o)).collect();
+            note(
+                &course.katas[unit.kata],
+                format!(
+                    "{kind} {}: hidden test `{}` is nondeterministic over {} runs of one build \
+                     ({}); hidden tests must give the same verdict every run",
+                    unit.label,
+                    test.test,
+                    seen.len(),
+                    seen.join(", ")
+                ),
+            );
+        }
+    }
 
     for (kata, result) in katas.iter().zip(&exercises) {
         if let Some(problem) = exercise_problem(result) {
@@ -152,6 +188,14 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     } else {
         outln!("{} problem(s) found", problems.len());
         Ok(exit::FAILED)
+    }
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+        Outcome::TimedOut => "timed out",
     }
 }
 
@@ -262,7 +306,7 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    let decoys = course.decoys(kata)?.len();
+    let decoys = decoy::find(course, kata)?.0.len();
     if decoys < 2 {
         problems
             .push(format!("has {decoys} decoy(s); at least 2 plausible wrong fixes are required"));
