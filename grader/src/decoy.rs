@@ -1,17 +1,53 @@
-//! Decoys: plausible wrong fixes, each stored as a unified diff against its kata's exercise
-//! (`grader/decoys/NN_slug/NAME.patch`), so that the file reads as the wrong fix itself.
+//! Variants of a kata's exercise, each stored as a unified diff against it, so that the file reads
+//! as the fix itself: decoys (`grader/decoys/NN_slug/NAME.patch`), plausible wrong fixes the hidden
+//! tests must reject, and accepted alternatives (`grader/alternatives/NN_slug/NAME.patch`), right
+//! fixes other than the solution that the hidden tests must pass.
 //!
-//! The text before the first `---` line, which diff tools ignore, explains what the wrong fix does
-//! and why it is wrong. `verify` applies each patch with `diffy` to a file under the grader's own
-//! target area and builds that file as the decoy's `src/lib.rs`.
+//! The text before the first `---` line, which diff tools ignore, explains what the fix does and
+//! why it is wrong (or right). `verify` applies each patch with `diffy` to a file under the grader's
+//! own target area and builds that file as the variant's `src/lib.rs`.
 
 use std::path::{Path, PathBuf};
 
 use crate::course::{Course, Kata, Tree};
 use crate::workspace;
 
-/// The one file extension a decoy may have.
+/// The one file extension a variant may have.
 pub const EXTENSION: &str = "patch";
+
+/// What a variant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A plausible wrong fix: the hidden tests must reject it.
+    Decoy,
+    /// A right fix other than the solution: the hidden tests must pass it.
+    Alternative,
+}
+
+impl Kind {
+    /// The folder under `grader/`, and the name of the set the grader builds it in.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Kind::Decoy => "decoys",
+            Kind::Alternative => "alternatives",
+        }
+    }
+
+    /// What a report calls one.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Decoy => "decoy",
+            Kind::Alternative => "alternative",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Kind::Decoy => "wrong",
+            Kind::Alternative => "right",
+        }
+    }
+}
 
 /// Why a decoy file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,37 +61,46 @@ pub enum DecoyError {
     #[error("{patch} changes nothing in {exercise}; {REGENERATE} `{diff}`")]
     Empty { patch: String, exercise: String, diff: String },
     #[error(
-        "{patch} has no explanation before its `---` line; say there what the wrong fix does and \
-         why it is wrong"
+        "{patch} has no explanation before its `---` line; say there what the {fix} fix does and \
+         why it is {fix}"
     )]
-    Unexplained { patch: String },
+    Unexplained { patch: String, fix: &'static str },
     #[error(
-        "{file} is a whole-file decoy; convert it to a .{EXTENSION} file (the explanation, a blank \
-         line, then `{diff}`) and delete it"
+        "{file} is a whole-file {noun}; convert it to a .{EXTENSION} file (the explanation, a \
+         blank line, then `{diff}`; `scripts/new-decoy` does this) and delete it"
     )]
-    WholeFile { file: String, diff: String },
-    #[error("{0} is not a decoy; a decoy folder holds only NAME.{EXTENSION} files")]
+    WholeFile { file: String, noun: &'static str, diff: String },
+    #[error(
+        "{0} is not a variant; a decoy or alternative folder holds only NAME.{EXTENSION} files"
+    )]
     Stray(String),
 }
 
-/// One decoy of a kata.
+/// One decoy or alternative of a kata.
 #[derive(Debug, Clone)]
 pub struct Decoy {
+    pub kind: Kind,
     /// The file name without `.patch`.
     pub name: String,
     pub patch: PathBuf,
 }
 
-/// The decoy patches of a kata, sorted by name, and a problem for every other file in its folder.
-pub fn find(course: &Course, kata: &Kata) -> anyhow::Result<(Vec<Decoy>, Vec<DecoyError>)> {
+/// The patches of one kind for a kata, sorted by name, and a problem for every other file in
+/// their folder.
+pub fn find(
+    course: &Course,
+    kata: &Kata,
+    kind: Kind,
+) -> anyhow::Result<(Vec<Decoy>, Vec<DecoyError>)> {
     let (mut decoys, mut stray) = (Vec::new(), Vec::new());
-    for path in course.decoys(kata)? {
+    for path in course.variants(kind.folder(), kata)? {
         let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         match path.extension() {
-            Some(ext) if ext == EXTENSION => decoys.push(Decoy { name, patch: path }),
+            Some(ext) if ext == EXTENSION => decoys.push(Decoy { kind, name, patch: path }),
             Some(ext) if ext == "rs" => {
                 let diff = diff_command(course, kata, &rel(course, &path));
-                stray.push(DecoyError::WholeFile { file: rel(course, &path), diff });
+                let (file, noun) = (rel(course, &path), kind.noun());
+                stray.push(DecoyError::WholeFile { file, noun, diff });
             }
             _ => stray.push(DecoyError::Stray(rel(course, &path))),
         }
@@ -86,7 +131,7 @@ pub fn apply(course: &Course, kata: &Kata, decoy: &Decoy) -> Result<String, Deco
     let preamble =
         text.lines().take_while(|l| !["--- ", "+++ ", "@@ "].iter().any(|p| l.starts_with(p)));
     if preamble.clone().all(|l| l.trim().is_empty()) {
-        return Err(DecoyError::Unexplained { patch: patch_name });
+        return Err(DecoyError::Unexplained { patch: patch_name, fix: decoy.kind.fix() });
     }
     diffy::apply(&base, &patch).map_err(|source| DecoyError::Apply {
         patch: patch_name,
@@ -96,18 +141,18 @@ pub fn apply(course: &Course, kata: &Kata, decoy: &Decoy) -> Result<String, Deco
     })
 }
 
-/// Where the applied source of a decoy is built from: under the grader's target area.
+/// Where the applied source of a variant is built from: under the grader's target area.
 pub fn applied_path(course: &Course, kata: &Kata, decoy: &Decoy) -> PathBuf {
     workspace::grader_dir(course)
-        .join("decoys")
+        .join(decoy.kind.folder())
         .join("applied")
         .join(&kata.name)
         .join(format!("{}.rs", decoy.name))
 }
 
 /// What a problem with a patch asks for.
-const REGENERATE: &str = "regenerate it: make the wrong fix in a copy of the exercise (wrong.rs), \
-                          keep the explanation and replace the diff with";
+const REGENERATE: &str = "regenerate it: make the fix in a copy of the exercise (wrong.rs), keep \
+                          the explanation and replace the diff with";
 
 /// The command whose output is the diff part of a decoy, with stable header lines.
 fn diff_command(course: &Course, kata: &Kata, wrong: &str) -> String {
@@ -151,7 +196,7 @@ mod tests {
             build: BuildSection { kata_dependencies: vec![], test_dependencies: vec![] },
             katas: vec![kata],
         };
-        (dir, course, Decoy { name: "empty_b".into(), patch: path })
+        (dir, course, Decoy { kind: Kind::Decoy, name: "empty_b".into(), patch: path })
     }
 
     #[test]
@@ -185,10 +230,11 @@ mod tests {
     #[test]
     fn a_whole_file_decoy_is_a_problem_that_says_to_convert_it() {
         let (_dir, course, _) = fixture(PATCH);
-        std::fs::write(course.decoy_dir(&course.katas[0]).join("old.rs"), EXERCISE).unwrap();
-        let (decoys, stray) = find(&course, &course.katas[0]).unwrap();
+        let dir = course.variant_dir("decoys", &course.katas[0]);
+        std::fs::write(dir.join("old.rs"), EXERCISE).unwrap();
+        let (decoys, stray) = find(&course, &course.katas[0], Kind::Decoy).unwrap();
         assert_eq!(decoys.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["empty_b"]);
-        let [DecoyError::WholeFile { file, diff }] = &stray[..] else { panic!("{stray:?}") };
+        let [DecoyError::WholeFile { file, diff, .. }] = &stray[..] else { panic!("{stray:?}") };
         assert_eq!(file, "grader/decoys/01_k/old.rs");
         assert_eq!(
             diff,

@@ -119,6 +119,7 @@ pub fn grade_repeated(
     repeat: usize,
     progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Vec<Nondeterministic>)> {
+    let _lock = workspace::lock(course, set)?;
     // A unit whose files are missing is reported on its own and left out of the build.
     let missing: Vec<Option<String>> = units
         .iter()
