@@ -150,7 +150,11 @@ hidden_test! {
         control.release_one();
         control.release_one();
         let stats = store.compact().await;
-        assert_eq!(stats, STATS);
+        assert_eq!(
+            stats, STATS,
+            "a second compact() after an aborted one returned {stats:?} instead of its merge's \
+             stats: it must wait for the first merge to end and then run its own merge, not skip it"
+        );
         let merges = control.shared.merges.load(Ordering::SeqCst);
         let most = control.shared.most_at_once.load(Ordering::SeqCst);
         assert_eq!(merges, 2, "expected 2 merges, the aborted one and the second");
@@ -179,7 +183,11 @@ hidden_test! {
         control.wait_for_merge();
         control.release_one();
         let stats = queued.await.expect("the queued compaction failed");
-        assert_eq!(stats, STATS);
+        assert_eq!(
+            stats, STATS,
+            "a compaction queued behind an orphaned merge returned {stats:?} instead of its \
+             merge's stats: it must wait for the lock and then run its own merge, not skip it"
+        );
         assert!(
             !store.is_compacting(),
             "every merge is over, but the compaction lock is still held: the orphaned merge \
