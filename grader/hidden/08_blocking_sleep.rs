@@ -42,8 +42,7 @@ impl Adc for FakeAdc {
         self.ops.push(BusOp::Convert);
         let channel = self.selected.expect("convert called before any channel was selected");
         let switched_at = self.switched_at.expect("a selected channel has a switch time");
-        self.settled
-            .push((channel, Instant::now().saturating_duration_since(switched_at)));
+        self.settled.push((channel, Instant::now().saturating_duration_since(switched_at)));
         1000 + u16::from(channel)
     }
 }
@@ -71,16 +70,9 @@ struct Step {
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    let step = (
-        prop_oneof![2 => Just(0u64), 1 => 1u64..1_500],
-        0u8..3,
-        proptest::option::of(0u64..4_000),
-    )
-        .prop_map(|(idle_ms, channel, budget_us)| Step {
-            idle_ms,
-            channel,
-            budget_us,
-        });
+    let step =
+        (prop_oneof![2 => Just(0u64), 1 => 1u64..1_500], 0u8..3, proptest::option::of(0u64..4_000))
+            .prop_map(|(idle_ms, channel, budget_us)| Step { idle_ms, channel, budget_us });
     proptest::collection::vec(step, 1..8)
 }
 

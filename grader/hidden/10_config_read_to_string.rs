@@ -7,8 +7,8 @@ use std::time::Duration;
 use config_read_to_string::{ConfigDownload, Fetch, PATIENCE};
 use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
 use proptest::prelude::*;
-use tokio::time::Instant;
 use tokio::io::AsyncRead;
+use tokio::time::Instant;
 
 /// The routing table the control plane sends. The `ü` is two bytes in UTF-8; the tests split the
 /// stream between them.
