@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use graceful_shutdown::{App, ClientMessage, Connection, Request, Server, ServerMessage};
 use kata_support::{Outcome, assert_cancel_safe, hidden_test};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, WeakUnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use tokio_test::{assert_pending, task};
@@ -16,14 +16,17 @@ use tokio_test::{assert_pending, task};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the application takes to answer a request.
 const WORK: Duration = Duration::from_millis(500);
+/// How long it takes to answer a request whose path starts with `/slow` (a big export, say).
+const SLOW_WORK: Duration = Duration::from_secs(30);
 
-/// An application that takes `WORK` to answer.
+/// An application that takes `WORK` to answer, or `SLOW_WORK` for a `/slow` path.
 struct SlowApp;
 
 impl App for SlowApp {
     fn handle(&self, request: Request) -> impl Future<Output = String> + Send {
         async move {
-            sleep(WORK).await;
+            let work = if request.path.starts_with("/slow") { SLOW_WORK } else { WORK };
+            sleep(work).await;
             format!("contents of {}", request.path)
         }
     }
@@ -35,12 +38,15 @@ struct Client {
     requests: mpsc::Sender<ClientMessage>,
     received: Arc<Mutex<Vec<ServerMessage>>>,
     reader: JoinHandle<()>,
+    /// Counts the server's senders of this connection without keeping it open.
+    outgoing: WeakUnboundedSender<ServerMessage>,
 }
 
 impl Client {
     fn connect(server: &Server<SlowApp>) -> Client {
         let (requests, incoming) = mpsc::channel(8);
         let (outgoing, mut from_server) = mpsc::unbounded_channel();
+        let weak = outgoing.downgrade();
         server.serve(Connection { incoming, outgoing });
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
@@ -50,7 +56,7 @@ impl Client {
                 log.lock().expect("log lock").push(message);
             }
         });
-        Client { requests, received, reader }
+        Client { requests, received, reader, outgoing: weak }
     }
 
     async fn send(&self, message: ClientMessage) {
@@ -64,6 +70,12 @@ impl Client {
 
     fn is_closed(&self) -> bool {
         self.reader.is_finished()
+    }
+
+    /// How many of the server's handles on this connection are still alive: each task of the
+    /// connection holds one until it is done. Read at once, with no task run in between.
+    fn server_handles(&self) -> usize {
+        self.outgoing.strong_count()
     }
 
     fn response(&self, id: u64) -> Option<String> {
@@ -190,6 +202,17 @@ hidden_test! {
         let clients: Vec<Client> = (0..3).map(|_| Client::connect(&server)).collect();
         sleep(Duration::from_millis(10)).await;
         shut_down(&server, "three idle connections").await;
+        for (i, client) in clients.iter().enumerate() {
+            assert_eq!(
+                client.server_handles(),
+                0,
+                "shutdown returned, but {} task(s) of connection {} were still running (its \
+                 heartbeat, say). `shutdown` waits for every connection task only if each one \
+                 was spawned on the tracker",
+                client.server_handles(),
+                i + 1
+            );
+        }
         kata_support::settle().await;
         for (i, client) in clients.iter().enumerate() {
             assert!(
@@ -200,21 +223,23 @@ hidden_test! {
         }
     }
 
-    /// A request being answered when shutdown begins is answered before the connection closes.
+    /// A request being answered when shutdown begins is answered before `shutdown` returns,
+    /// however long it takes (here `SLOW_WORK`, 30 s): the promise has no time limit.
     async fn shutdown_lets_the_request_in_flight_finish() {
         let server = Server::new(SlowApp, HEARTBEAT);
         let client = Client::connect(&server);
-        client.request(7, "/report.pdf").await;
+        client.request(7, "/slow/export.csv").await;
         sleep(WORK / 5).await;
-        shut_down(&server, "one request in flight").await;
+        shut_down(&server, "one 30 s request in flight").await;
         kata_support::settle().await;
         let answered_by_shutdown = client.response(7).is_some();
         sleep(Duration::from_secs(60)).await;
         let answered_later = client.response(7).is_some();
         assert!(
             answered_by_shutdown,
-            "shutdown returned, but the request being answered when it began had no answer yet \
-             ({}). Graceful means `shutdown` waits for the answers to requests already taken",
+            "shutdown began 100 ms into a request that takes {SLOW_WORK:?}, and returned before it \
+             was answered ({}). Graceful means `shutdown` waits for the answers to requests \
+             already taken, however long they take: no grace period, no time limit",
             if answered_later {
                 "it arrived later, from work the server no longer waited for: once `shutdown` \
                  returns the process exits, and the answer is lost"
@@ -259,6 +284,36 @@ hidden_test! {
         );
     }
 
+    /// Idle connections: each client queues a request and shutdown begins before any handler
+    /// has run again, so a request and the shutdown are both there when a handler wakes. The
+    /// request is not taken, on any connection, whichever order `select!` tries.
+    async fn shutdown_takes_no_request_queued_on_an_idle_connection() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let clients: Vec<Client> = (0..4).map(|_| Client::connect(&server)).collect();
+        sleep(Duration::from_millis(10)).await;
+        // No `.await` between the requests and the first poll of `shutdown`: no handler runs
+        // in between.
+        for (i, client) in clients.iter().enumerate() {
+            client
+                .requests
+                .try_send(ClientMessage::Request(Request { id: i as u64, path: "/queued.txt".into() }))
+                .expect("an idle connection has room for a request");
+        }
+        shut_down(&server, "four idle connections, one request queued on each").await;
+        kata_support::settle().await;
+        let taken: Vec<usize> =
+            (0..clients.len()).filter(|&i| clients[i].response(i as u64).is_some()).collect();
+        assert!(
+            taken.is_empty(),
+            "four idle connections each had one request queued when shutdown began, and the \
+             connection(s) {taken:?} took and answered it anyway. A handler woken by both a \
+             request and the shutdown must see the shutdown first, every time (`biased;` with \
+             the token on top; a check of `is_cancelled()` before a random `select!`, or \
+             `run_until_cancelled`, which prefers the future once it has started, lets the \
+             request through)"
+        );
+    }
+
     /// A client hangs up (it drops its end) without breaking the protocol: its connection
     /// closes, heartbeat included, and the request it sent before hanging up is still answered.
     async fn a_hang_up_closes_that_connection() {
@@ -267,6 +322,7 @@ hidden_test! {
             requests,
             received,
             reader,
+            ..
         } = Client::connect(&server);
         let other = Client::connect(&server);
         requests
