@@ -26,13 +26,19 @@ fn alice_to_bob() -> AuditEntry {
 /// A bank whose audit channel (capacity 1) is full; a drainer empties it after 10 ms and then
 /// writes every entry to the returned log, as the compliance writer does.
 fn bank_with_busy_audit_log() -> (Arc<Bank>, Arc<Mutex<Vec<AuditEntry>>>) {
+    bank_with_audit_log_busy_for(Duration::from_millis(10))
+}
+
+/// A bank whose audit channel (capacity 1) is full; a drainer empties it after `busy` and then
+/// writes every entry to the returned log.
+fn bank_with_audit_log_busy_for(busy: Duration) -> (Arc<Bank>, Arc<Mutex<Vec<AuditEntry>>>) {
     let (tx, mut rx) = mpsc::channel(1);
     tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
     let bank = Arc::new(Bank::new(&[("alice", ALICE), ("bob", BOB)], tx));
     let log = Arc::new(Mutex::new(Vec::new()));
     let written = log.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(busy).await;
         while let Some(entry) = rx.recv().await {
             written.lock().unwrap().push(entry);
         }
@@ -43,22 +49,27 @@ fn bank_with_busy_audit_log() -> (Arc<Bank>, Arc<Mutex<Vec<AuditEntry>>>) {
 /// The accounts of the contention property and their opening balances, in cents.
 const BRANCH: [(&str, u64); 3] = [("alice", 100), ("bob", 50), ("carol", 0)];
 
-/// Several transfers started together while the audit log is busy: they all wait for it at once,
-/// and finish in whatever order its slots free up. Each is `(from, to, amount)` over [`BRANCH`].
-fn overlapping_transfers() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
-    let transfer = (0..3usize, 1..3usize, 1..=90u64)
+/// Several transfers started together while the audit log is busy for some seconds (up to ten
+/// minutes, far longer than any handler's timeout): they all wait for it at once, and finish in
+/// whatever order its slots free up. Each is `(from, to, amount)` over [`BRANCH`]; amounts of
+/// exactly 50 and 100 often spend a whole balance.
+fn overlapping_transfers() -> impl Strategy<Value = (u64, Vec<(usize, usize, u64)>)> {
+    let amount = prop_oneof![1..=90u64, Just(50u64), Just(100u64)];
+    let transfer = (0..3usize, 1..3usize, amount)
         .prop_map(|(from, step, amount)| (from, (from + step) % 3, amount));
-    proptest::collection::vec(transfer, 2..=5)
+    (prop_oneof![Just(0u64), 1..=600u64], proptest::collection::vec(transfer, 2..=5))
 }
 
 /// Runs the overlapping transfers and returns what was seen when the bank and its audit log
 /// disagree: money created or lost, an overdraft, a refused transfer that was logged, a completed
 /// one that was not. The transfers run as local tasks, so a `transfer` future need not be `Send`.
-async fn run_overlapping(transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
-    tokio::task::LocalSet::new().run_until(overlap(transfers)).await
+async fn run_overlapping(
+    (busy_secs, transfers): (u64, Vec<(usize, usize, u64)>),
+) -> Result<(), String> {
+    tokio::task::LocalSet::new().run_until(overlap(busy_secs, transfers)).await
 }
 
-async fn overlap(transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
+async fn overlap(busy_secs: u64, transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel(1);
     tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
     let bank = Arc::new(Bank::new(&BRANCH, tx));
@@ -71,7 +82,9 @@ async fn overlap(transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
     }
     // Every transfer gets to run up to its wait for the audit log before any room frees up.
     kata_support::settle().await;
+    let busy = Duration::from_secs(busy_secs);
     let compliance = tokio::spawn(async move {
+        tokio::time::sleep(busy).await;
         let mut log = Vec::new();
         while let Some(entry) = rx.recv().await {
             log.push(entry);
@@ -140,7 +153,23 @@ async fn overlap(transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
                 to: BRANCH[to].0.into(),
                 amount,
             }),
-            Err(TransferError::InsufficientFunds { .. }) => {}
+            Err(TransferError::InsufficientFunds { available }) if *available < amount => {}
+            Err(TransferError::InsufficientFunds { available }) => {
+                return Err(format!(
+                    "a transfer of {amount} cents from {} was refused with \
+                     `InsufficientFunds {{ available: {available} }}`: the account held enough \
+                     (an account may spend its whole balance; only less than the amount is \
+                     insufficient)",
+                    BRANCH[from].0
+                ));
+            }
+            Err(TransferError::AuditLogDown) => {
+                return Err(format!(
+                    "a transfer was refused with `AuditLogDown` while the audit log was only busy \
+                     (its receiver was alive, and made room after {busy:?}): a busy audit log \
+                     must be waited for, however long, not reported as down"
+                ));
+            }
             Err(other) => return Err(format!("a transfer was refused with {other:?}")),
         }
     }
@@ -182,25 +211,67 @@ hidden_test! {
     async fn refuses_an_overdraft_without_a_trace() {
         let (tx, mut rx) = mpsc::channel(8);
         let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
-        assert_eq!(
-            bank.transfer("alice", "bob", ALICE + 1).await,
-            Err(TransferError::InsufficientFunds { available: ALICE })
-        );
-        assert_eq!(
-            bank.transfer("alice", "mallory", 1).await,
-            Err(TransferError::UnknownAccount("mallory".into()))
-        );
-        assert_eq!(balances(&bank).await, (ALICE, BOB), "a refused transfer must move no money");
-        assert!(rx.try_recv().is_err(), "a refused transfer must not be audited");
+        let unknown = || TransferError::UnknownAccount("mallory".into());
+        let refusals = [
+            ("an overdraft", "alice", "bob", ALICE + 1, TransferError::InsufficientFunds {
+                available: ALICE,
+            }),
+            ("a transfer to an unknown recipient", "alice", "mallory", 500, unknown()),
+            ("a transfer from an unknown sender", "mallory", "bob", 500, unknown()),
+        ];
+        for (case, from, to, amount, refusal) in refusals {
+            let result = bank.transfer(from, to, amount).await;
+            assert_eq!(
+                result,
+                Err(refusal),
+                "{case} ({from} to {to}, {amount} cents) must be refused"
+            );
+            let (alice, bob) = balances(&bank).await;
+            assert_eq!(
+                (alice, bob),
+                (ALICE, BOB),
+                "{case} ({from} to {to}, {amount} cents) was refused, but alice now holds {alice} \
+                 and bob {bob} (expected {ALICE} and {BOB}): the refusal came after a balance \
+                 changed, and a refused transfer must move no money"
+            );
+            let logged = rx.try_recv().ok();
+            assert_eq!(logged, None, "{case} was refused, but the audit log got {logged:?}");
+        }
     }
 
-    /// A busy audit log makes the transfer wait, not fail.
+    /// A busy audit log makes the transfer wait, not fail, however long it stays busy.
     async fn waits_for_a_busy_audit_log() {
-        let (bank, log) = bank_with_busy_audit_log();
-        assert_eq!(bank.transfer("alice", "bob", AMOUNT).await, Ok(()));
+        let busy = Duration::from_secs(600);
+        let (bank, log) = bank_with_audit_log_busy_for(busy);
+        let started = tokio::time::Instant::now();
+        let result = bank.transfer("alice", "bob", AMOUNT).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            result,
+            Ok(()),
+            "the audit log was busy (full, its receiver alive) and made room after {busy:?}; the \
+             transfer returned {result:?} after {waited:?}: a busy audit log must be waited for, \
+             however long, and only a log that is gone refuses the transfer"
+        );
         assert_eq!(balances(&bank).await, (ALICE - AMOUNT, BOB + AMOUNT));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(*log.lock().unwrap(), [earlier_entry(), alice_to_bob()]);
+    }
+
+    /// An account may spend its whole balance: only less than the amount is insufficient.
+    async fn spends_a_whole_balance() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
+        let result = bank.transfer("bob", "alice", BOB).await;
+        assert_eq!(
+            result,
+            Ok(()),
+            "bob holds {BOB} cents and sends exactly {BOB}: he holds enough, so the transfer must \
+             go through"
+        );
+        assert_eq!(balances(&bank).await, (ALICE + BOB, 0));
+        let entry = AuditEntry { from: "bob".into(), to: "alice".into(), amount: BOB };
+        assert_eq!(rx.try_recv().ok(), Some(entry), "the transfer must be audited");
     }
 
     /// With the audit log gone, a transfer must be refused before any money moves.
