@@ -187,6 +187,7 @@ hidden_test! {
         let times = sink.times();
         // Every line must leave within a second of arriving: that is the batcher's promise.
         let mut line = 0;
+        let mut previous = Duration::ZERO;
         for (at, batch) in &sink.shipped {
             for _ in batch {
                 let waited = *at - offsets[line];
@@ -194,12 +195,13 @@ hidden_test! {
                     waited <= FLUSH_EVERY,
                     "with a line arriving every 400 ms, `line {line}` arrived at {:?} but was \
                      shipped at {at:?}: it waited {waited:?}, longer than the promised \
-                     {FLUSH_EVERY:?}. Under steady load the flush never came due: its timer lost \
-                     its progress each time a line arrived first",
+                     {FLUSH_EVERY:?}. Nothing was shipped between {previous:?} and {at:?}, \
+                     although lines kept arriving all that time (batches at {times:?})",
                     offsets[line]
                 );
                 line += 1;
             }
+            previous = *at;
         }
         assert!(
             times.len() >= 9,
@@ -230,16 +232,18 @@ hidden_test! {
         }
     }
 
-    /// Lines sent at once and a channel closed later: the batch leaves when the channel closes.
+    /// Lines sent at once and a channel closed before a second has passed: the batch leaves by
+    /// the time the channel closes (at once, or when it closes), not when a timer runs out later.
     async fn ships_the_rest_as_soon_as_the_channel_closes() {
         let offsets = vec![Duration::from_millis(1_200); 3];
         let close = Duration::from_millis(1_500);
         let shipped = run_schedule(offsets.clone(), close).await;
         let times: Vec<Duration> = shipped.iter().map(|(at, _)| *at).collect();
         assert!(
-            times == [close],
+            times.len() == 1 && times[0] <= close,
             "three lines sent at 1.2 s and the channel closed at 1.5 s should make one batch, \
-             shipped at 1.5 s when the channel closes; batches were shipped at {times:?}"
+             shipped by 1.5 s at the latest (the last batch leaves when the channel closes); \
+             batches were shipped at {times:?}"
         );
     }
 
