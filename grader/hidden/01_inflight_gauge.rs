@@ -21,6 +21,30 @@ fn endings() -> impl Strategy<Value = Vec<(usize, bool)>> {
     })
 }
 
+/// Says what a gauge reading that should be `expected` shows: requests still counted, or a gauge
+/// lowered more times than it was raised (an `AtomicUsize` that went below zero wraps around).
+fn describe_gauge(seen: usize, expected: usize) -> String {
+    if seen > usize::MAX / 2 {
+        let below = usize::MAX - seen + 1;
+        format!(
+            "but the gauge went below zero (it reads {seen}, that is {below} under 0; expected \
+             {expected}): it was lowered more times than it was raised"
+        )
+    } else if seen > expected {
+        format!(
+            "but the gauge still counts {} request(s) too many (it reads {seen}, expected \
+             {expected}): it was not lowered for a request that ended",
+            seen - expected
+        )
+    } else {
+        format!(
+            "but the gauge reads {seen} (expected {expected}): {} request(s) still waiting are \
+             not counted",
+            expected - seen
+        )
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: the response comes back and the gauge returns to 0.
     async fn forwards_and_lowers_the_gauge() {
@@ -37,11 +61,12 @@ hidden_test! {
         let held = backend.clone();
         let mut first = task::spawn(gateway.forward(async move { held.pass().await }));
         assert_pending!(first.poll());
-        assert_eq!(
-            gateway.in_flight(),
-            1,
-            "while a request waits for the backend the gauge must read 1; lowering it before the \
-             `.await` hides the load from the shedder"
+        let gauge = gateway.in_flight();
+        assert!(
+            gauge == 1,
+            "one request waits for the backend, {} (a gauge that does not count a waiting request \
+             hides the load from the shedder)",
+            describe_gauge(gauge, 1)
         );
         let mut second = task::spawn(gateway.forward(async {}));
         match second.poll() {
@@ -77,10 +102,7 @@ hidden_test! {
             |gateway, _| async move {
                 match gateway.in_flight() {
                     0 => Ok(()),
-                    n => Err(format!(
-                        "the client left, but the gauge still reads {n} request(s) in flight \
-                         (expected 0): the code after `.await` never ran"
-                    )),
+                    n => Err(format!("the request ended, {}", describe_gauge(n, 0))),
                 }
             },
         )
@@ -193,7 +215,8 @@ hidden_test! {
                 if gauge != still_waiting {
                     return Err(format!(
                         "after request {index} {how}, {still_waiting} request(s) still wait for the \
-                         backend but the gauge reads {gauge}"
+                         backend, {}",
+                        describe_gauge(gauge, still_waiting)
                     ));
                 }
             }
