@@ -198,28 +198,22 @@ hidden_test! {
             for step in &steps {
                 sleep(Duration::from_millis(step.idle_ms)).await;
                 let reading = match step.budget_us {
-                    Some(us) => {
-                        let budget = Duration::from_micros(us);
-                        let start = Instant::now();
-                        let result = timeout(budget, poller.sample(step.channel)).await;
-                        if result.is_ok() && start.elapsed() < SETTLE_TIME {
-                            return Err(format!(
-                                "steps {steps:?}: sample({}) under a {budget:?} timeout returned \
-                                 after {:?}, before the input could settle",
-                                step.channel,
-                                start.elapsed()
-                            ));
-                        }
-                        result.ok()
-                    }
+                    // A sample that completes under the timeout is checked like any other: its
+                    // reading here, and its conversion's distance from its switch at the end. It
+                    // may be quick if its channel was switched to, and settled, long before.
+                    Some(us) => timeout(Duration::from_micros(us), poller.sample(step.channel))
+                        .await
+                        .ok(),
                     None => Some(poller.sample(step.channel).await),
                 };
                 if let Some(reading) = reading {
                     if reading != 1000 + u16::from(step.channel) {
                         return Err(format!(
                             "steps {steps:?}: sample({}) returned {reading}, the reading of \
-                             another channel",
-                            step.channel
+                             channel {}: the converter was on another channel when it converted \
+                             (a sample cut short had switched it, say)",
+                            step.channel,
+                            reading.wrapping_sub(1000)
                         ));
                     }
                 }
