@@ -54,11 +54,15 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
     let unit = Duration::from_millis(100);
     let limiter = Arc::new(RateLimiter::new());
     let served = Arc::new(Mutex::new(Vec::new()));
+    // Tokens added so far, and the most callers ever served with fewer tokens than that.
+    let added = Arc::new(Mutex::new(0usize));
+    let overserved = Arc::new(Mutex::new(None));
     let begin = Instant::now();
     for &at in &refills {
-        let limiter = limiter.clone();
+        let (limiter, added) = (limiter.clone(), added.clone());
         tokio::spawn(async move {
             sleep_until(begin + unit * at as u32 + unit / 2).await;
+            *added.lock().unwrap() += 1;
             limiter.refill(1);
         });
     }
@@ -66,10 +70,16 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
     let mut callers = Vec::new();
     for (name, &at) in names.iter().zip(&starts) {
         let (limiter, served, name) = (limiter.clone(), served.clone(), name.clone());
+        let (added, overserved) = (added.clone(), overserved.clone());
         callers.push(tokio::spawn(async move {
             sleep_until(begin + unit * at as u32).await;
             let result = limiter.wait_turn(&name).await;
-            served.lock().unwrap().push((name, begin.elapsed()));
+            let mut served = served.lock().unwrap();
+            served.push((name, begin.elapsed()));
+            let added = *added.lock().unwrap();
+            if result.is_ok() && served.len() > added {
+                overserved.lock().unwrap().get_or_insert((served.clone(), added));
+            }
             result
         }));
     }
@@ -86,6 +96,14 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
                 ));
             }
         }
+    }
+    if let Some((served, added)) = overserved.lock().unwrap().clone() {
+        return Err(format!(
+            "{} callers had been served (name, time served: {served:?}) when only {added} \
+             token(s) had been added: each caller served must take one token for its API call, \
+             and not give it back for the next caller",
+            served.len()
+        ));
     }
     let served = served.lock().unwrap().clone();
     let order: Vec<&str> = served.iter().map(|(name, _)| name.as_str()).collect();
@@ -153,9 +171,10 @@ hidden_test! {
                     Ok(Err(_)) => return Err("the next caller panicked".into()),
                     Err(_) => {
                         return Err(format!(
-                            "the dropped caller's wait took the token: the next caller, waiting \
-                             after it, got nothing for {:?}, though one token came at \
-                             {REFILL_AT:?}",
+                            "the next caller, who started waiting after the dropped one, had \
+                             waited {:?} with nothing, though one token came at {REFILL_AT:?}: the \
+                             token was not handed on to the caller still waiting. A dropped wait \
+                             must neither take the token nor hold up the callers behind it",
                             REFILL_AT + STATUS_EVERY * 10
                         ));
                     }
@@ -218,6 +237,14 @@ hidden_test! {
         // By now A has had two status ticks (at 1 s and 2 s) and B one (at 1.5 s).
         sleep_until(start + STATUS_EVERY * 2 + STATUS_EVERY * 4 / 10).await;
         limiter.refill(1);
+        kata_support::settle().await;
+        let after_one = served.lock().unwrap().clone();
+        assert_eq!(
+            after_one.len(),
+            1,
+            "one token came at 2.4 s, so one caller should have been served, but {after_one:?} \
+             were: a caller served must take its token for its API call, not give it back"
+        );
         sleep_until(start + STATUS_EVERY * 3 + STATUS_EVERY / 5).await;
         limiter.refill(1);
         for handle in [a, b] {
@@ -256,8 +283,8 @@ hidden_test! {
             matches!(waited, Ok(Ok(Ok(())))),
             "caller A stopped waiting (its `wait_turn` future was dropped) before the token came, \
              so the token should have gone to B, who was still waiting; B was still waiting a \
-             minute later. A dropped wait must leave nothing behind in the queue: something \
-             detached from A's future took A's place and the token."
+             minute later: the token was not handed on to B. A dropped wait must leave nothing \
+             behind that takes the token or holds up the callers who came after it."
         );
     }
 
