@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audit_batcher_shutdown::{
-    AuditClosed, AuditRecord, AuditService, AuditSink, FLUSH_EVERY, MAX_BATCH,
+    AuditClosed, AuditRecord, AuditService, AuditSink, FLUSH_EVERY, MAX_BATCH, WRITE_LATENCY,
 };
 use kata_support::{check_property, hidden_test};
 use proptest::prelude::*;
@@ -138,9 +138,27 @@ hidden_test! {
                     }
                 })
             });
+            // What is left to write when shutdown begins: every acknowledged record not yet in
+            // the store (a batch being written is not in it yet).
+            let left = acked.lock().unwrap().len().saturating_sub(sink.records().len());
+            let began = tokio::time::Instant::now();
             tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown())
                 .await
                 .map_err(|_| format!("shutdown() had not returned after {} s", SHUTDOWN_LIMIT.as_secs()))?;
+            let took = began.elapsed();
+            // The writes that are left, one more for a handler's record that slips in as
+            // shutdown begins, and one for a batch already being written.
+            let writes = left.div_ceil(MAX_BATCH) as u32 + 2;
+            if took > WRITE_LATENCY * writes {
+                return Err(format!(
+                    "shutdown() took {took:?} of virtual time, but {left} record(s) were left to \
+                     write when it began: at most {writes} writes of {WRITE_LATENCY:?}, \
+                     {:?}. It must return as soon as the flusher has written the last record: \
+                     wait for the flusher itself (its JoinHandle, or a TaskTracker), not for a \
+                     pause long enough for this store",
+                    WRITE_LATENCY * writes
+                ));
+            }
             let stored_at_return = sink.records();
             let after = log.record(record(99_999)).await;
             if after != Err(AuditClosed) {
@@ -285,9 +303,11 @@ hidden_test! {
         assert!(
             shutdown.is_ok(),
             "shutdown() had not returned after {} s of virtual time while a request handler \
-             still held an AuditLog: it waits for the flusher, but the flusher only stops when the \
-             channel closes, and a live AuditLog keeps it open. Tell the flusher to stop \
-             explicitly (a CancellationToken)",
+             still held an AuditLog, so the channel never closed: the flusher never stopped, or \
+             never saw the stop signal. A flusher that stops only when the channel closes waits \
+             for every handler; a stop signal sent while the flusher is busy writing (and not \
+             waiting for it) must not be lost (`Notify::notify_waiters` keeps no permit; a \
+             `CancellationToken` stays cancelled)",
             SHUTDOWN_LIMIT.as_secs()
         );
         if let Err(seen) = check_store(&sink, &expected, "when shutdown() returned") {
