@@ -330,6 +330,54 @@ hidden_test! {
         );
     }
 
+    /// The flag is sent again as `false` (a cancelled deploy re-asserts "keep running"), while the
+    /// worker is idle and while it posts: `watch` wakes every receiver on each send, whatever the
+    /// value, and the worker must keep going; only a `true` stops it.
+    async fn a_false_flag_does_not_stop_the_worker() {
+        let (shutdown, _) = watch::channel(false);
+        let (queue, rx) = queue_with([]);
+        let server = FakeServer::new(POST);
+        let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+        let mut run = task::spawn(dispatcher.run());
+        assert_pending!(run.poll(), "the worker stopped although nobody asked it to");
+        shutdown.send_replace(false);
+        while run.is_woken() {
+            assert_pending!(
+                run.poll(),
+                "the shutdown flag was sent as `false` while the worker was idle, and the worker \
+                 stopped: only `true` asks it to stop"
+            );
+        }
+        queue.try_send(hook(1)).expect("queue has room");
+        queue.try_send(hook(2)).expect("queue has room");
+        for _ in 0..4 {
+            sleep(POST / 2).await;
+            // Half-way through a post (webhook 1, then webhook 2), `false` is sent again.
+            shutdown.send_replace(false);
+            while run.is_woken() {
+                assert_pending!(
+                    run.poll(),
+                    "the shutdown flag was sent as `false` while the worker posted, and the worker \
+                     stopped after posting {:?}: only `true` asks it to stop",
+                    server.received()
+                );
+            }
+        }
+        sleep(Duration::from_secs(1)).await;
+        while run.is_woken() {
+            assert_pending!(run.poll(), "the worker stopped although the flag was never `true`");
+        }
+        assert_eq!(
+            server.received(),
+            [1, 2],
+            "webhooks 1 and 2 were queued while the flag was `false` (sent again as `false` \
+             meanwhile): both must be posted"
+        );
+        shutdown.send_replace(true);
+        assert!(run.is_woken(), "setting the shutdown flag must wake the worker at once");
+        assert_ready_eq!(run.poll(), 2, "woken by the shutdown, the worker must stop right away");
+    }
+
     /// The flag is set and a webhook arrives at the same moment while the worker is idle: both
     /// are ready when it wakes, and the shutdown wins, every time.
     async fn a_shutdown_and_a_webhook_at_once_take_no_webhook() {
