@@ -1,7 +1,8 @@
 //! Hidden tests for kata 20: the compaction lock must be held for as long as the merge runs, even
 //! when the caller of `compact` is aborted or times out while it waits for the merge; the merge
-//! must run on the blocking pool; and a caller dropped while it still waits for the lock must never
-//! merge.
+//! must run on the blocking pool; a caller dropped while it still waits for the lock must never
+//! merge, and while it waits it must not wait on the blocking pool; and whenever a merge runs, at
+//! whatever poll its caller was cut, it holds the lock.
 //!
 //! Every test runs on the paused current-thread runtime of `hidden_test!`. The test's merger is the
 //! blocking stand-in: it records where it runs (`kata_support::on_async_thread`) and, on the
@@ -15,6 +16,12 @@
 //! ([`all_blocking_work_done`]); and when nothing can wake the test, the clock jumps to its next
 //! timer, so a compaction that would never finish fails after an hour of virtual time instead of
 //! hanging.
+//!
+//! No verdict may depend on how fast a blocking-pool thread runs. Every step waits for a state it
+//! can name: a merge reports through a channel that it started, `settle` lets the runtime's own
+//! tasks run until each waits, and what lives on the blocking pool is read from the runtime's
+//! counters ([`blocking_work`]), which count a blocking task from the moment it is spawned,
+//! whether a thread has picked it up yet or not.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -44,6 +51,21 @@ struct Shared {
     most_at_once: AtomicUsize,
     merges: AtomicUsize,
     on_async_worker: AtomicUsize,
+    /// Merges that found the compaction lock free when they started or when they ended.
+    unlocked: AtomicUsize,
+    /// The store the merger belongs to, to look at its lock from inside a merge. Cleared when the
+    /// test's [`Control`] is dropped, which breaks the store-merger cycle.
+    store: Mutex<Option<Store>>,
+}
+
+impl Shared {
+    /// Counts the merge as unlocked when the store's compaction lock is free right now.
+    fn note_lock(&self) {
+        let store = self.store.lock().expect("store slot").clone();
+        if store.is_some_and(|store| !store.is_compacting()) {
+            self.unlocked.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A merger that blocks (on the test's gate) the way a real merge blocks on disk and CPU.
@@ -59,6 +81,7 @@ impl SegmentMerger for GatedMerger {
         if on_worker {
             shared.on_async_worker.fetch_add(1, Ordering::SeqCst);
         }
+        shared.note_lock();
         let _ = shared.started.send(on_worker);
         if !on_worker {
             let mut open = shared.gate.lock().expect("gate lock");
@@ -66,6 +89,7 @@ impl SegmentMerger for GatedMerger {
                 open = shared.opened.wait(open).expect("gate lock");
             }
         }
+        shared.note_lock();
         shared.active.fetch_sub(1, Ordering::SeqCst);
         STATS
     }
@@ -134,6 +158,12 @@ impl Control {
         self.shared.merges.load(Ordering::SeqCst)
     }
 
+    /// Fails if any merge so far found the compaction lock free while it ran.
+    fn check_every_merge_held_the_lock(&self) {
+        let unlocked = self.shared.unlocked.load(Ordering::SeqCst);
+        assert!(unlocked == 0, "{}", unlocked_message(unlocked));
+    }
+
     fn most_at_once(&self) -> usize {
         self.shared.most_at_once.load(Ordering::SeqCst)
     }
@@ -142,7 +172,39 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         self.open();
+        if let Ok(mut store) = self.shared.store.lock() {
+            store.take();
+        }
     }
+}
+
+fn unlocked_message(unlocked: usize) -> String {
+    format!(
+        "{unlocked} time(s) a merge looked at the compaction lock while it ran (as it started or \
+         as it ended) and found it free: a merge ran with no lock held, so a second compaction \
+         could have started alongside it. Whoever ends the caller, and at whichever `.await`, the \
+         lock must already belong to the merge when the merge starts and stay with it until the \
+         merge returns"
+    )
+}
+
+/// A store whose merges block on the test's gate and report what they see.
+fn gated_store() -> (Store, Control) {
+    let (merger, control) = gated_merger();
+    let store = Store::new(merger);
+    *control.shared.store.lock().expect("store slot") = Some(store.clone());
+    (store, control)
+}
+
+/// How busy the blocking pool is right now: threads not idle plus tasks queued for a thread. tokio
+/// counts a blocking task from the moment `spawn_blocking` returns (it is queued, and a thread is
+/// marked busy for it), so a new blocking task raises this at once and keeps it raised until it
+/// ends, however far its thread has got (briefly by two, while a new thread is still starting).
+/// Nothing else changes it while every merge is parked on the gate.
+fn blocking_work() -> usize {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    metrics.num_blocking_threads().saturating_sub(metrics.num_idle_blocking_threads())
+        + metrics.blocking_queue_depth()
 }
 
 fn gated_merger() -> (GatedMerger, Control) {
@@ -155,6 +217,8 @@ fn gated_merger() -> (GatedMerger, Control) {
         most_at_once: AtomicUsize::new(0),
         merges: AtomicUsize::new(0),
         on_async_worker: AtomicUsize::new(0),
+        unlocked: AtomicUsize::new(0),
+        store: Mutex::new(None),
     });
     (GatedMerger(shared.clone()), Control { shared, started })
 }
@@ -205,8 +269,7 @@ hidden_test! {
     /// Nothing cancelled: the merge runs on the blocking pool, the lock is held while it runs and
     /// released when it returns, and `compact` returns the merge's stats.
     async fn compacts_and_holds_the_lock_while_merging() {
-        let (merger, mut control) = gated_merger();
-        let store = Store::new(merger);
+        let (store, mut control) = gated_store();
         let mut caller = spawn_compaction(&store);
         control.wait_for_merge(&mut caller).await;
         assert!(store.is_compacting(), "a merge is running, but the compaction lock is free");
@@ -215,13 +278,13 @@ hidden_test! {
         assert_eq!(stats, STATS, "compact() returned {stats:?} instead of its merge's stats");
         assert!(!store.is_compacting(), "the compaction finished, but the lock is still held");
         control.check_every_merge_on_blocking_pool();
+        control.check_every_merge_held_the_lock();
     }
 
     /// The maintenance task is aborted while its merge runs. The merge cannot be stopped, so the
     /// lock must stay held until it ends, and a second compaction must wait for it, then run alone.
     async fn an_aborted_caller_keeps_the_lock_until_its_merge_ends() {
-        let (merger, mut control) = gated_merger();
-        let store = Store::new(merger);
+        let (store, mut control) = gated_store();
         let mut caller = spawn_compaction(&store);
         control.wait_for_merge(&mut caller).await;
 
@@ -260,13 +323,13 @@ hidden_test! {
         );
         assert!(!store.is_compacting(), "both merges are over, but the lock is still held");
         control.check_every_merge_on_blocking_pool();
+        control.check_every_merge_held_the_lock();
     }
 
     /// The admin endpoint's `timeout(30s, compact())` fires while the merge runs: the lock stays
     /// held, and it is given back once the orphaned merge ends, so a queued compaction runs.
     async fn a_timed_out_caller_keeps_the_lock_and_the_merge_gives_it_back() {
-        let (merger, mut control) = gated_merger();
-        let store = Store::new(merger);
+        let (store, mut control) = gated_store();
         let endpoint = store.clone();
         let mut caller = tokio::spawn(async move {
             tokio::time::timeout(ADMIN_TIMEOUT, endpoint.compact()).await
@@ -307,19 +370,31 @@ hidden_test! {
              never gave it back"
         );
         control.check_every_merge_on_blocking_pool();
+        control.check_every_merge_held_the_lock();
     }
 
     /// A caller aborted while it still waits for the lock has started nothing: it must never
     /// merge, not even later, once the lock is free.
     async fn a_caller_aborted_while_waiting_for_the_lock_never_merges() {
-        let (merger, mut control) = gated_merger();
-        let store = Store::new(merger);
+        let (store, mut control) = gated_store();
         let mut first = spawn_compaction(&store);
         control.wait_for_merge(&mut first).await;
 
         // A second compaction queues behind the running merge, and its caller is aborted there.
+        // Before the abort, nothing of it may wait on the blocking pool: work there cannot be
+        // cancelled, so whatever waits there for the lock would outlive the abort.
+        let before = blocking_work();
         let waiting = spawn_compaction(&store);
         settle().await;
+        assert!(
+            blocking_work() <= before,
+            "a second compact(), queued behind a running merge, had work on the blocking pool (a \
+             task running there or queued for a thread) while it still waited for the lock. \
+             Blocking-pool work cannot be cancelled: when this caller is aborted, that work stays \
+             behind, pins a blocking thread until the lock comes free, and can then merge for a \
+             caller that is gone. Wait for the lock on the async side (`lock_owned().await` in \
+             `compact`) and go to the blocking pool only with the lock in hand"
+        );
         waiting.abort();
         match waiting.await {
             Err(e) if e.is_cancelled() => {}
@@ -345,5 +420,51 @@ hidden_test! {
         assert_eq!(stats, STATS, "a compact() after the aborted wait returned {stats:?}");
         assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
         control.check_every_merge_on_blocking_pool();
+        control.check_every_merge_held_the_lock();
+    }
+
+    /// The caller is cut after every poll of `compact`, both while it still waits and once it was
+    /// woken, not only while the merge blocks: whatever `.await` it is dropped at, any merge that
+    /// runs must hold the lock from its start to its end, at most one merge runs, none runs for a
+    /// caller dropped before its first poll, and the lock is free once every merge is over.
+    async fn every_merge_holds_the_lock_wherever_the_caller_is_cut() {
+        kata_support::assert_cancel_safe(
+            || {
+                let (store, control) = gated_store();
+                // Merges run straight through here: the cuts, not the gate, decide the moments.
+                control.open();
+                (store, Arc::new(control))
+            },
+            |(store, _control)| async move { store.compact().await },
+            |(store, control), outcome| async move {
+                all_blocking_work_done().await;
+                control.check_every_merge_on_blocking_pool();
+                let unlocked = control.shared.unlocked.load(Ordering::SeqCst);
+                if unlocked > 0 {
+                    return Err(unlocked_message(unlocked));
+                }
+                let merges = control.merges();
+                let dropped_unpolled =
+                    matches!(outcome, kata_support::explorer::Outcome::Cancelled { polls: 0 });
+                if dropped_unpolled && merges > 0 {
+                    return Err(format!(
+                        "compact() was dropped before its first poll, yet {merges} merge(s) ran"
+                    ));
+                }
+                if merges > 1 {
+                    return Err(format!("one compact() ran {merges} merges"));
+                }
+                if let Some(stats) = outcome.completed()
+                    && stats != STATS
+                {
+                    return Err(format!("compact() returned {stats:?} instead of its merge's stats"));
+                }
+                if store.is_compacting() {
+                    return Err("every merge is over, but the compaction lock is still held".to_owned());
+                }
+                Ok(())
+            },
+        )
+        .await;
     }
 }
