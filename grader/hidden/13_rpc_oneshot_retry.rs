@@ -20,6 +20,8 @@ struct Log {
 
 #[derive(Debug, Default)]
 struct LogInner {
+    /// How many times each job id reached the worker (was taken off the queue).
+    received: HashMap<u64, usize>,
     /// How many times each job id was sent to the provider.
     sent: HashMap<u64, usize>,
     /// Receipts the worker could not deliver because the receiver was gone.
@@ -29,6 +31,10 @@ struct LogInner {
 impl Log {
     fn sent(&self, id: u64) -> usize {
         self.inner.lock().unwrap().sent.get(&id).copied().unwrap_or(0)
+    }
+
+    fn received(&self, id: u64) -> usize {
+        self.inner.lock().unwrap().received.get(&id).copied().unwrap_or(0)
     }
 
     fn lost_receipts(&self) -> usize {
@@ -43,8 +49,9 @@ enum Mailer {
     Takes(Duration),
     /// Takes the job and never answers, keeping the reply sender (a stuck worker).
     Stuck,
-    /// Takes the job and drops it without answering (a crashed worker).
-    Crashes,
+    /// Takes the job and, after this long, drops it without answering (a worker that crashed; it
+    /// may have sent the email before it did).
+    Crashes(Duration),
 }
 
 /// Starts a fake mailer worker on a queue of capacity 8 and returns its sender and log.
@@ -55,6 +62,7 @@ fn start_mailer(behaviour: Mailer) -> (mpsc::Sender<Request>, Log) {
     tokio::spawn(async move {
         let mut stuck = Vec::new();
         while let Some(Request { job, reply }) = jobs.recv().await {
+            *worker_log.inner.lock().unwrap().received.entry(job.id).or_default() += 1;
             match behaviour {
                 Mailer::Takes(work) => {
                     sleep(work).await;
@@ -65,7 +73,10 @@ fn start_mailer(behaviour: Mailer) -> (mpsc::Sender<Request>, Log) {
                     }
                 }
                 Mailer::Stuck => stuck.push(reply),
-                Mailer::Crashes => drop(reply),
+                Mailer::Crashes(after) => {
+                    sleep(after).await;
+                    drop(reply);
+                }
             }
         }
     });
@@ -108,15 +119,24 @@ const ATTEMPT: Duration = Duration::from_secs(1);
 const ATTEMPTS: u32 = 3;
 
 hidden_test! {
-    /// Nothing slow: the receipt comes back and the email is sent once.
+    /// Nothing slow: the receipt comes back the moment the worker answers, and the email is sent
+    /// once.
     async fn a_fast_worker_sends_once_and_answers() {
-        let (queue, log) = start_mailer(Mailer::Takes(Duration::from_millis(100)));
+        let work = Duration::from_millis(150);
+        let (queue, log) = start_mailer(Mailer::Takes(work));
         let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let start = Instant::now();
         let receipt = client.send_email(job(7)).await;
+        let waited = start.elapsed();
         assert_eq!(
             receipt,
             Ok(Receipt { job_id: 7, message_id: "msg-7".into() }),
-            "a worker that answers in 100 ms must produce a receipt"
+            "a worker that answers in 150 ms must produce a receipt"
+        );
+        assert_eq!(
+            waited, work,
+            "the worker answered {work:?} in, but the client returned the receipt only after \
+             {waited:?}: the receipt must be returned the moment it arrives"
         );
         assert_eq!(log.sent(7), 1, "the email must be sent exactly once");
     }
@@ -124,11 +144,14 @@ hidden_test! {
     /// The kata's bug: the worker needs 2 s, each attempt waits 1 s. The email must still be sent
     /// once, and the client must get the receipt of that one run.
     async fn a_slow_worker_sends_once_and_the_client_gets_the_receipt() {
-        let (queue, log) = start_mailer(Mailer::Takes(Duration::from_secs(2)));
+        let work = Duration::from_secs(2);
+        let (queue, log) = start_mailer(Mailer::Takes(work));
         let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let start = Instant::now();
         let outcome = timeout(Duration::from_secs(60), client.send_email(job(7)))
             .await
             .expect("send_email did not return within 60 s (virtual) although the worker answers after 2 s");
+        let waited = start.elapsed();
 
         // Let the worker finish anything still queued before counting.
         sleep(Duration::from_secs(30)).await;
@@ -148,6 +171,11 @@ hidden_test! {
             Ok(Receipt { job_id: 7, message_id: "msg-7".into() }),
             "the worker answered after 2 s, well inside the client's 3 attempts of 1 s, but the \
              client did not return its receipt: an elapsed attempt must mean \"slow\", not \"lost\""
+        );
+        assert_eq!(
+            waited, work,
+            "the worker answered {work:?} in, but the client returned the receipt only after \
+             {waited:?}: the receipt must be returned the moment it arrives"
         );
     }
 
@@ -173,16 +201,41 @@ hidden_test! {
         );
     }
 
-    /// A worker that drops the job answers `WorkerDropped` at once, not after the timeouts.
+    /// A worker that drops the job (at once, or after an attempt has elapsed) is reported as
+    /// `WorkerDropped` the moment it drops it, and gets the job only once: it may have sent the
+    /// email before it crashed.
     async fn a_crashed_worker_is_reported_at_once() {
-        let (queue, _log) = start_mailer(Mailer::Crashes);
-        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
-        let start = Instant::now();
-        assert_eq!(client.send_email(job(7)).await, Err(CallError::WorkerDropped));
-        assert!(
-            start.elapsed() < ATTEMPT,
-            "a dropped reply sender means the worker will never answer; report it at once"
-        );
+        for crash_after in [Duration::ZERO, ATTEMPT + ATTEMPT / 2] {
+            let (queue, log) = start_mailer(Mailer::Crashes(crash_after));
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let when = if crash_after.is_zero() {
+                "at once".to_string()
+            } else {
+                format!("{crash_after:?} in")
+            };
+            let start = Instant::now();
+            let outcome = client.send_email(job(7)).await;
+            let waited = start.elapsed();
+            assert_eq!(
+                outcome,
+                Err(CallError::WorkerDropped),
+                "the worker took the job and dropped it without answering {when}"
+            );
+            assert_eq!(
+                waited, crash_after,
+                "the worker dropped the job {when}, but the client reported \
+                 `WorkerDropped` only after {waited:?}: a dropped reply sender means the worker \
+                 will never answer, so report it straight away"
+            );
+            sleep(Duration::from_secs(30)).await;
+            let received = log.received(7);
+            assert_eq!(
+                received, 1,
+                "the worker dropped the job {when}, and received it {received} times \
+                 in all: a worker that crashes may already have sent the email, so the job must \
+                 not be queued again"
+            );
+        }
     }
 
     /// No worker at all: the queue is closed.
