@@ -114,11 +114,18 @@ async fn assert_workers_stopped(
     settle().await;
     let holders = Arc::strong_count(queue) - 1;
     if holders > 0 || farm.running() > 0 {
+        let what = if holders > 0 {
+            "the workers outlived their supervisor. A spawned task runs until it finishes or is \
+             stopped at one of its awaits; waiting for the next video is too late for a \
+             transcode already running"
+        } else {
+            "no worker holds the queue any more, but transcodes they started are still running: \
+             they outlived the supervisor. A task spawned from a worker is not stopped with the \
+             worker (aborting a task does not abort the tasks it spawned)"
+        };
         return Err(format!(
             "{how}, yet {holders} worker task(s) still hold the video queue and {} transcode(s) \
-             are still running on the GPU farm: the workers outlived their supervisor. A spawned \
-             task runs until it finishes or is stopped at one of its awaits; waiting for the \
-             next video is too late for a transcode already running",
+             are still running on the GPU farm: {what}",
             farm.running()
         ));
     }
