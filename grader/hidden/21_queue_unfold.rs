@@ -57,12 +57,13 @@ fn check_accounted(sent: &Sent, queue: &Queue, expected: &[u64]) -> Result<(), S
             "message(s) {lost:?} are gone: not sent (sent {sent:?}) and no longer in the queue \
              (queued {queued:?}). The stream took them from the queue before waiting for a \
              rate-limit slot and was dropped during that wait; whatever held the message then \
-             (the `unfold` future, or a task whose result nobody reads) lost it"
+             (the stream's state, a future, or a task whose result nobody reads) lost it"
         ));
     }
     Err(format!(
         "sent {sent:?}, then queued {queued:?}: expected {expected:?} exactly once and in order. \
-         A message put back after a drop must go to the head of the queue, where it came from"
+         Messages put back after a drop must go to the head of the queue, where they came from, \
+         in their original order"
     ))
 }
 
@@ -134,8 +135,9 @@ hidden_test! {
             if sorted == [1, 2, 3] {
                 panic!(
                     "the stream was dropped while it waited for a rate-limit slot, and the queue \
-                     now reads {after:?} instead of [1, 2, 3]: the message it had taken was put \
-                     back at the tail, so it jumps behind newer mail"
+                     now reads {after:?} instead of [1, 2, 3]: every message is still there, but \
+                     out of order. Whatever the stream had taken must go back where it came \
+                     from, at the head and in its original order"
                 );
             }
             panic!(
