@@ -86,17 +86,36 @@ hidden_test! {
         let (tx, rx) = mpsc::channel(8);
         let mut feed = task::spawn(JobFeed::new(shared(rx)));
         tx.send(job(1)).await.expect("the queue is open");
-        assert_eq!(assert_ready!(feed.poll_next()), Some(job(1)));
+        assert_eq!(
+            assert_ready!(
+                feed.poll_next(),
+                "job 1 was already in the queue and no other worker held the receiver, but the \
+                 feed's first poll returned `Pending` instead of the job. A feed that waits for \
+                 work done elsewhere (a spawned task, say) is not ready when the job is"
+            ),
+            Some(job(1))
+        );
         assert_pending!(feed.poll_next(), "the queue is empty: the feed must wait");
         tx.send(job(2)).await.expect("the queue is open");
         assert!(
             feed.is_woken(),
             "a job arrived, but the feed waiting on the empty queue was not woken"
         );
-        assert_eq!(assert_ready!(feed.poll_next()), Some(job(2)));
+        assert_eq!(
+            assert_ready!(
+                feed.poll_next(),
+                "job 2 arrived and woke the feed, but its next poll returned `Pending` instead \
+                 of the job"
+            ),
+            Some(job(2))
+        );
         drop(tx);
         assert_eq!(
-            assert_ready!(feed.poll_next()),
+            assert_ready!(
+                feed.poll_next(),
+                "the channel is closed and empty, but the feed returned `Pending` instead of \
+                 ending"
+            ),
             None,
             "the channel is closed and empty: the feed must end"
         );
@@ -192,13 +211,16 @@ hidden_test! {
         if let Some(idle) = counts.iter().position(|&n| n == 0) {
             panic!(
                 "worker {idle} never got a job, although jobs waited while worker {} was busy \
-                 (jobs done per worker: {counts:?}, finished after {:?}). Worker {idle} went to \
-                 sleep in `poll_next` and its wakeup was lost: the future it had queued for the \
-                 lock was dropped, or it waited on the channel without holding the lock, and the \
-                 other worker's next poll replaced its waker (a channel receiver remembers only \
-                 the last waker that polled it)",
+                 (jobs done per worker: {counts:?}, finished after {:?}). Either worker {} never \
+                 let go of the receiver (it kept the lock while it was busy with a job, so the \
+                 other never got its turn), or worker {idle} went to sleep in `poll_next` and \
+                 its wakeup was lost: the future it had queued for the lock was dropped, or it \
+                 waited on the channel without holding the lock, and the other worker's next \
+                 poll replaced its waker (a channel receiver remembers only the last waker that \
+                 polled it)",
                 1 - idle,
-                start.elapsed()
+                start.elapsed(),
+                1 - idle
             );
         }
         let elapsed = start.elapsed();
