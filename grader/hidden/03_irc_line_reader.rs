@@ -2,13 +2,20 @@
 //! line's bytes (not even half a character), pings must keep coming while the client is quiet,
 //! lines end in `\n` or `\r\n`, and a line that is not UTF-8 ends the session with `InvalidData`.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use irc_line_reader::{Event, serve};
-use kata_support::{TrickleReader, check_property, hidden_test};
+use kata_support::{
+    Options, Outcome, TrickleReader, assert_cancel_safe_with, check_property, hidden_test,
+};
 use proptest::prelude::*;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{Sleep, sleep, timeout};
 use tokio_test::io::{Builder, Mock};
 
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -36,7 +43,91 @@ async fn run(reader: impl tokio::io::AsyncRead + Unpin) -> Session {
             Event::Ping => session.pings += 1,
         }
     }
+    if let Some(late) = pings_after_the_end(&mut rx).await {
+        panic!("the session returned Ok(()) when the client closed the connection, but {late}");
+    }
     session
+}
+
+/// After a session ended (returned or was dropped), waits five ping periods and says what arrived
+/// on its events channel in that time, if anything did: a session's pings end with it.
+async fn pings_after_the_end(rx: &mut mpsc::UnboundedReceiver<Event>) -> Option<String> {
+    while rx.try_recv().is_ok() {}
+    sleep(PING_EVERY * 5).await;
+    let mut late = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        late.push(event);
+    }
+    (!late.is_empty()).then(|| {
+        format!(
+            "in the {:?} after it ended these events still arrived: {late:?}; the pings of a \
+             session that is over must stop with it (a ping timer left running in a detached task \
+             pings a dead connection for ever)",
+            PING_EVERY * 5
+        )
+    })
+}
+
+/// A client that sends each packet after its pause and then closes the connection, without
+/// minding being dropped half way (unlike a `tokio_test` mock, which insists on its whole script).
+struct PausingClient {
+    script: VecDeque<(Duration, Vec<u8>)>,
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl PausingClient {
+    fn new(script: &[(u64, &str)]) -> Self {
+        let script = script
+            .iter()
+            .map(|&(ms, text)| (Duration::from_millis(ms), text.as_bytes().to_vec()))
+            .collect();
+        PausingClient { script, pause: None }
+    }
+}
+
+impl AsyncRead for PausingClient {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if let Some(pause) = this.pause.as_mut() {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.pause = None;
+                let Some((_, packet)) = this.script.pop_front() else {
+                    return Poll::Ready(Ok(()));
+                };
+                let n = buf.remaining().min(packet.len());
+                buf.put_slice(&packet[..n]);
+                if n < packet.len() {
+                    this.script.push_front((Duration::ZERO, packet[n..].to_vec()));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let Some(&(wait, _)) = this.script.front() else {
+                return Poll::Ready(Ok(()));
+            };
+            this.pause = Some(Box::pin(sleep(wait)));
+        }
+    }
+}
+
+/// One explored session: where its events go, and what the test has taken out of them so far.
+#[derive(Clone)]
+struct Rig {
+    events: mpsc::UnboundedSender<Event>,
+    seen: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let (events, seen) = mpsc::unbounded_channel();
+        Rig { events, seen: Arc::new(tokio::sync::Mutex::new(seen)) }
+    }
 }
 
 /// A client that sends `parts`, pausing `pause` between consecutive parts.
@@ -155,8 +246,10 @@ hidden_test! {
         assert_eq!(
             commands,
             ["/nick alice", "/join #rust"],
-            "the client sent \"/nick alice\\n/join #rust\\n\" and stayed connected; 2.5 s later \
-             these commands were seen. Lines end in `\\n` as well as in `\\r\\n`"
+            "the client sent two lines ended by a bare `\\n` in one packet, \
+             \"/nick alice\\n/join #rust\\n\", and stayed connected; 2.5 s later the session had \
+             produced the commands above (left) instead of both (right). Every complete line in a \
+             packet is a command at once, whether it ends in `\\n` or `\\r\\n`"
         );
         let ended = timeout(Duration::from_secs(600), session).await;
         assert!(
@@ -201,6 +294,35 @@ hidden_test! {
             ["/join #rust"],
             "the command before the invalid line must come out, and nothing from the invalid line"
         );
+        if let Some(late) = pings_after_the_end(&mut rx).await {
+            panic!("the session ended with InvalidData, but {late}");
+        }
+    }
+
+    /// The server drops a session (the connection is being torn down) at every point it can be
+    /// dropped: nothing of the session may go on, neither a task it spawned nor its pings.
+    async fn a_dropped_session_stops_pinging() {
+        let script = [(0, "/join #rust\r\n"), (2500, "/nick al"), (1500, "ice\r\n")];
+        assert_cancel_safe_with(
+            Options::default().forbid_leftover_tasks(),
+            Rig::new,
+            |rig: Rig| async move {
+                serve(PausingClient::new(&script), PING_EVERY, rig.events.clone()).await
+            },
+            |rig, outcome| async move {
+                let mut seen = rig.seen.lock().await;
+                match (&outcome, pings_after_the_end(&mut seen).await) {
+                    (_, None) => Ok(()),
+                    (Outcome::Cancelled { polls }, Some(late)) => Err(format!(
+                        "the server dropped the session after poll {polls}, but {late}"
+                    )),
+                    (Outcome::Completed(_), Some(late)) => {
+                        Err(format!("the session returned, but {late}"))
+                    }
+                }
+            },
+        )
+        .await;
     }
 
     /// Whatever bytes the packets are cut at (inside a multi-byte character too), and whatever
