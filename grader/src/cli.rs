@@ -60,6 +60,9 @@ pub enum Command {
     /// Maintainers: check the whole kata contract (every exercise fails, every solution passes,
     /// every decoy is rejected).
     Verify(VerifyArgs),
+    /// Internal: runs one test process inside the sandbox's walls.
+    #[command(hide = true)]
+    SandboxExec(crate::sandbox::Args),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +95,11 @@ pub struct CheckArgs {
     /// Tests run at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+
+    /// Grade for the record: refuse to run kata code without the sandbox (a kernel without
+    /// Landlock). Implied by `--format classroom`.
+    #[arg(long)]
+    pub trusted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

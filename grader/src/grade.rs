@@ -17,6 +17,9 @@ use crate::workspace::{self, Unit};
 /// The default wall-clock limit for one hidden test.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a hidden-test executable may take to list its tests.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A kata's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,6 +80,8 @@ pub struct Options {
     pub parallel: usize,
     /// Overrides every kata's timeout.
     pub timeout: Option<Duration>,
+    /// Refuse to run kata code where the sandbox cannot be raised.
+    pub trusted: bool,
 }
 
 impl Options {
@@ -94,6 +99,7 @@ pub fn grade(
     progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Duration)> {
     let started = Instant::now();
+    crate::sandbox::require(options.trusted)?;
     // A unit whose files are missing is reported on its own and left out of the build.
     let missing: Vec<Option<String>> = units
         .iter()
@@ -139,7 +145,7 @@ pub fn grade(
             .timeout
             .or(kata.timeout_secs.map(Duration::from_secs))
             .unwrap_or(DEFAULT_TIMEOUT);
-        match run::list_tests(exe) {
+        match run::list_tests(exe, LIST_TIMEOUT) {
             Ok(tests) if tests.is_empty() => {
                 errors[i] = Some("the hidden test file declares no tests".into());
             }
@@ -152,7 +158,6 @@ pub fn grade(
                     executable: exe.clone(),
                     test,
                     timeout,
-                    workdir: dir.join("tests").join(unit.package()),
                 }));
             }
             Err(err) => errors[i] = Some(format!("{err:#}")),

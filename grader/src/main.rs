@@ -2,7 +2,7 @@
 //!
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
 //! The shared machinery: `course` (the manifest), `workspace` (the generated build), `compile`
-//! (cargo), `run` (test processes), `grade` (verdicts), `report` (output), `state` (progress).
+//! (cargo), `run` (test processes), `sandbox` (the walls around them), `grade` (verdicts), `report` (output), `state` (progress).
 
 /// `println!` that returns an error instead of panicking when standard output is closed
 /// (`grader list | head`); `main` ends such a run quietly.
@@ -29,6 +29,7 @@ mod grade;
 mod progress;
 mod report;
 mod run;
+mod sandbox;
 mod state;
 mod style;
 mod workspace;

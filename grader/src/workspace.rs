@@ -109,6 +109,8 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Pa
                 Value::Array(vec![toml_table([
                     ("name", Value::from(format!("hidden-{package}"))),
                     ("path", path_value(&course.hidden_tests(kata))),
+                    // `hidden_test!` writes `main`: the test is chosen on stdin, not in argv.
+                    ("harness", Value::from(false)),
                 ])]),
             ),
             ("dependencies", Value::Table(deps)),

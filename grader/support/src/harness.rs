@@ -4,24 +4,60 @@
 //! a fresh current-thread runtime with the clock paused, so timers fire in virtual time and in a
 //! fixed order; a `multi_thread` test gets a two-worker runtime for katas about blocking.
 //!
-//! The proof: when the grader starts a test process it sets [`PROOF_ENV`] and writes a fresh nonce
-//! to the process's standard input. The harness reads it before any kata code runs and prints it
-//! back (as a [`PROOF_PREFIX`] line) only after the test body returned and its runtime was dropped.
-//! Kata code that exits the process early, aborts, or prints a fake success line never produces the
-//! nonce, so the grader never counts it as a pass.
+//! The test executable has no libtest: `hidden_test!` writes its `main` ([`main`]). Nothing in the
+//! environment or the command line says which test runs, or that a grader is watching: the grader
+//! writes one line, `<test name> <nonce>`, to standard input, and `main` reads it before any kata
+//! code runs. The harness prints the nonce back (as a [`PROOF_PREFIX`] line) only after the test
+//! body returned and its runtime was dropped. Kata code that exits the process early, aborts, or
+//! prints a fake success line never produces the nonce, so the grader never counts it as a pass.
+//! `--list` prints the tests in libtest's terse format (`name: test`) and reads nothing.
 
 use std::future::Future;
 use std::io::{BufRead, Write};
-
-/// Set by the grader, to `stdin`, when a nonce is waiting on standard input.
-pub const PROOF_ENV: &str = "KATA_PROOF";
+use std::process::ExitCode;
 
 /// The line a completed test prints, followed by the nonce.
 pub const PROOF_PREFIX: &str = "kata-proof:";
 
+/// A hidden test as `hidden_test!` registers it.
+pub type Test = (&'static str, fn());
+
+/// The test executable's `main`: `--list` lists the tests; otherwise it reads `<name> <nonce>` from
+/// standard input, runs that test, and proves it ran to the end.
+pub fn main(tests: &[Test]) -> ExitCode {
+    if std::env::args().skip(1).any(|arg| arg == "--list") {
+        let mut out = std::io::stdout().lock();
+        for (name, _) in tests {
+            let _ = writeln!(out, "{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("expected `<test> <nonce>` on standard input");
+        return ExitCode::from(2);
+    }
+    let mut words = line.split_whitespace();
+    let (Some(name), Some(nonce)) = (words.next(), words.next()) else {
+        eprintln!("expected `<test> <nonce>` on standard input; run the tests with `grader check`");
+        return ExitCode::from(2);
+    };
+    let Some((_, test)) = tests.iter().find(|(n, _)| *n == name) else {
+        eprintln!("no test named `{name}`");
+        return ExitCode::from(2);
+    };
+    let nonce = nonce.to_owned();
+    drop(line);
+    test();
+    let mut out = std::io::stdout().lock();
+    // A leading newline keeps the proof on its own line after partial output.
+    let _ = writeln!(out, "\n{PROOF_PREFIX}{nonce}");
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
 /// Runs an async test body on a paused current-thread runtime.
 pub fn run_async<F: Future<Output = ()>>(body: F) {
-    let nonce = take_nonce();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -29,12 +65,10 @@ pub fn run_async<F: Future<Output = ()>>(body: F) {
         .expect("failed to build the test runtime");
     runtime.block_on(body);
     drop(runtime);
-    prove(nonce);
 }
 
 /// Runs an async test body on a two-worker runtime with the real clock (blocking katas only).
 pub fn run_multi_thread<F: Future<Output = ()>>(body: F) {
-    let nonce = take_nonce();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -42,37 +76,15 @@ pub fn run_multi_thread<F: Future<Output = ()>>(body: F) {
         .expect("failed to build the test runtime");
     runtime.block_on(body);
     drop(runtime);
-    prove(nonce);
 }
 
 /// Runs a synchronous test body (one that builds and drops its own runtime).
 pub fn run_sync(body: impl FnOnce()) {
-    let nonce = take_nonce();
     body();
-    prove(nonce);
 }
 
-fn take_nonce() -> Option<String> {
-    if std::env::var_os(PROOF_ENV).is_none_or(|v| v != "stdin") {
-        return None;
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .expect("failed to read the grader's nonce from standard input");
-    Some(line.trim().to_owned())
-}
-
-fn prove(nonce: Option<String>) {
-    let Some(nonce) = nonce else { return };
-    let mut out = std::io::stdout().lock();
-    // A leading newline keeps the proof on its own line after partial output.
-    let _ = writeln!(out, "\n{PROOF_PREFIX}{nonce}");
-    let _ = out.flush();
-}
-
-/// Declares hidden tests.
+/// Declares hidden tests, and writes the test executable's `main` (the hidden-test target is built
+/// with `harness = false`), so it must be invoked once per file.
 ///
 /// ```
 /// kata_support::hidden_test! {
@@ -91,29 +103,34 @@ fn prove(nonce: Option<String>) {
 /// ```
 #[macro_export]
 macro_rules! hidden_test {
-    ($(#[$meta:meta])* async fn $name:ident() $body:block $($rest:tt)*) => {
+    // Each test becomes a plain function; the names are collected for the generated `main`.
+    (@tests [$($done:ident)*]) => {
+        fn main() -> ::std::process::ExitCode {
+            $crate::harness::main(&[$((stringify!($done), $done as fn())),*])
+        }
+    };
+    (@tests [$($done:ident)*] $(#[$meta:meta])* async fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
-        #[test]
         fn $name() {
             $crate::harness::run_async(async move $body)
         }
-        $crate::hidden_test! { $($rest)* }
+        $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };
-    ($(#[$meta:meta])* multi_thread async fn $name:ident() $body:block $($rest:tt)*) => {
+    (@tests [$($done:ident)*] $(#[$meta:meta])* multi_thread async fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
-        #[test]
         fn $name() {
             $crate::harness::run_multi_thread(async move $body)
         }
-        $crate::hidden_test! { $($rest)* }
+        $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };
-    ($(#[$meta:meta])* fn $name:ident() $body:block $($rest:tt)*) => {
+    (@tests [$($done:ident)*] $(#[$meta:meta])* fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
-        #[test]
         fn $name() {
             $crate::harness::run_sync(|| $body)
         }
-        $crate::hidden_test! { $($rest)* }
+        $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };
-    () => {};
+    ($($items:tt)*) => {
+        $crate::hidden_test! { @tests [] $($items)* }
+    };
 }
