@@ -169,6 +169,9 @@ fn isolate() {
 
 fn init(args: &Args) -> anyhow::Result<u8> {
     let (program, test_args) = args.command.split_first().context("no command to run")?;
+    // Absolute, so the Landlock rule still names it after the change of directory.
+    let program = &std::fs::canonicalize(program)
+        .with_context(|| format!("failed to find {}", program.display()))?;
     // Opened before the uid changes: the test may not be able to reach its own path.
     let exe =
         File::open(program).with_context(|| format!("failed to open {}", program.display()))?;
