@@ -1,11 +1,25 @@
-//! Hidden tests for kata 01: the in-flight gauge must come down however `forward` ends, and the
-//! backend call must stop when the client leaves.
+//! Hidden tests for kata 01: the in-flight gauge must come down however `forward` ends (return,
+//! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds at
+//! once, and the backend call must stop when the client leaves.
 
+use std::panic::AssertUnwindSafe;
+use std::task::Poll;
 use std::time::Duration;
 
+use futures::FutureExt;
 use inflight_gauge::{Gateway, Shed};
-use kata_support::{DropFlag, Gate, assert_cancel_safe, hidden_test};
+use kata_support::{DropFlag, Gate, assert_cancel_safe, check_property, hidden_test};
+use proptest::prelude::*;
 use tokio_test::{assert_pending, task};
+
+/// Several requests in flight at once, and the order in which they end: each index is a request,
+/// `true` means its backend answers, `false` means its client leaves.
+fn endings() -> impl Strategy<Value = Vec<(usize, bool)>> {
+    (2usize..=5).prop_flat_map(|n| {
+        (Just((0..n).collect::<Vec<_>>()).prop_shuffle(), prop::collection::vec(any::<bool>(), n))
+            .prop_map(|(order, answers)| order.into_iter().zip(answers).collect())
+    })
+}
 
 hidden_test! {
     /// Nothing cancelled: the response comes back and the gauge returns to 0.
@@ -29,11 +43,20 @@ hidden_test! {
             "while a request waits for the backend the gauge must read 1; lowering it before the \
              `.await` hides the load from the shedder"
         );
-        assert_eq!(
-            gateway.forward(async {}).await,
-            Err(Shed),
-            "with limit 1 and one request in flight, a second request must be shed"
-        );
+        let mut second = task::spawn(gateway.forward(async {}));
+        match second.poll() {
+            Poll::Ready(Err(Shed)) => {}
+            Poll::Ready(Ok(())) => panic!(
+                "with limit 1 and one request in flight, a second request was forwarded; it must \
+                 be shed"
+            ),
+            Poll::Pending => panic!(
+                "with limit 1 and one request in flight, a second request waited for room instead \
+                 of being shed at once: a full gateway answers \"503, try later\" straight away"
+            ),
+        }
+        drop(second);
+        assert_eq!(gateway.in_flight(), 1, "a shed request must leave the gauge as it found it");
         backend.open();
         assert!(first.poll().is_ready());
         assert_eq!(gateway.in_flight(), 0);
@@ -103,5 +126,78 @@ hidden_test! {
              cancelled, so the gateway keeps working for nobody"
         );
         assert_eq!(gateway.in_flight(), 0, "the client left; the gauge must read 0 at once");
+    }
+
+    /// A backend that panics unwinds through `forward`; the gauge must come down on the way out.
+    async fn a_backend_panic_lowers_the_gauge() {
+        let gateway = Gateway::new(2);
+        let crashed = AssertUnwindSafe(gateway.forward(async {
+            tokio::task::yield_now().await;
+            panic!("the recommendation service returned garbage and the parser panicked");
+        }))
+        .catch_unwind()
+        .await;
+        assert!(crashed.is_err(), "the backend call panicked, so `forward` must unwind");
+        assert_eq!(
+            gateway.in_flight(),
+            0,
+            "the backend panicked and `forward` unwound, but the gauge still counts the request \
+             (expected 0)"
+        );
+        assert_eq!(
+            gateway.forward(async { 200 }).await,
+            Ok(200),
+            "after a backend panic the gateway must still forward requests"
+        );
+    }
+
+    /// Concurrent requests end in any order, some answered and some abandoned by their clients;
+    /// after each one ends the gauge must count exactly the requests still waiting.
+    fn concurrent_requests_ending_in_any_order_keep_the_gauge_exact() {
+        check_property(64, endings(), |endings| async move {
+            let n = endings.len();
+            let gateway = Gateway::new(n);
+            let mut backends = Vec::new();
+            let mut requests = Vec::new();
+            for _ in 0..n {
+                let backend = Gate::closed();
+                let held = backend.clone();
+                let mut request = task::spawn(gateway.forward(async move { held.pass().await }));
+                if request.poll().is_ready() {
+                    return Err("a request finished before its backend answered".to_string());
+                }
+                backends.push(backend);
+                requests.push(Some(request));
+            }
+            if gateway.in_flight() != n {
+                return Err(format!(
+                    "{n} requests wait for the backend, but the gauge reads {}",
+                    gateway.in_flight()
+                ));
+            }
+            let mut still_waiting = n;
+            for (index, answered) in endings {
+                let mut request = requests[index].take().expect("each request ends once");
+                let how = if answered {
+                    backends[index].open();
+                    if !request.poll().is_ready() {
+                        return Err(format!("request {index} did not finish once its backend answered"));
+                    }
+                    "was answered"
+                } else {
+                    "was abandoned by its client"
+                };
+                drop(request);
+                still_waiting -= 1;
+                let gauge = gateway.in_flight();
+                if gauge != still_waiting {
+                    return Err(format!(
+                        "after request {index} {how}, {still_waiting} request(s) still wait for the \
+                         backend but the gauge reads {gauge}"
+                    ));
+                }
+            }
+            Ok(())
+        });
     }
 }

@@ -1,11 +1,13 @@
 //! Hidden tests for kata 02: `enqueue` must hand the message back when its wait runs out, queue it
-//! exactly once when there is room, and keep its place in the channel's queue while it waits.
+//! exactly once when there is room, keep its place in the channel's queue while it waits, wait at
+//! most `wait`, and answer `Closed` when the client leaves during the wait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use kata_support::{Outcome, assert_cancel_safe, check_property, hidden_test};
 use outbox_timeout::{ChatMessage, EnqueueError, Outbox};
+use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_test::{assert_pending, task};
@@ -14,19 +16,11 @@ use tokio_test::{assert_pending, task};
 const WAIT: Duration = Duration::from_millis(50);
 
 fn line(from: &str, text: &str) -> ChatMessage {
-    ChatMessage {
-        room: "#rust".into(),
-        from: from.into(),
-        text: text.into(),
-    }
+    ChatMessage { room: "#rust".into(), from: from.into(), text: text.into() }
 }
 
 /// A capacity-1 outbox that already holds one message: `enqueue` has to wait for space.
-fn full_outbox() -> (
-    Outbox,
-    mpsc::Sender<ChatMessage>,
-    mpsc::Receiver<ChatMessage>,
-) {
+fn full_outbox() -> (Outbox, mpsc::Sender<ChatMessage>, mpsc::Receiver<ChatMessage>) {
     let (tx, rx) = mpsc::channel(1);
     tx.try_send(line("server", "welcome to #rust"))
         .expect("a fresh channel has room for one message");
@@ -110,16 +104,41 @@ async fn check_delivery(
                 Ok(())
             }
         }
-        Outcome::Completed(Err(EnqueueError::Busy(None))) => Err(
-            "`enqueue` gave up with Busy(None): the message was lost. It was moved into \
+        Outcome::Completed(Err(EnqueueError::Busy(None))) => {
+            Err("`enqueue` gave up with Busy(None): the message was lost. It was moved into \
              `tx.send(..)`, and when `timeout` ran out it dropped that future and the message \
              inside it; keep the message outside the future you race against the clock"
-                .into(),
-        ),
+                .into())
+        }
         Outcome::Completed(Err(EnqueueError::Closed(_))) => {
             Err("`enqueue` answered Closed, but the client is still connected".into())
         }
     }
+}
+
+/// What the client does while one `enqueue` waits on its full outbox.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// Reads one message after this many milliseconds, freeing a slot.
+    ReadsAfter(u64),
+    /// Disconnects (drops its end of the outbox) after this many milliseconds.
+    LeavesAfter(u64),
+    /// Never reads and never leaves.
+    Stalls,
+}
+
+/// A wait for space in milliseconds, and what the client does during (or after) it, never at the
+/// very moment the wait runs out, where either answer would be fair.
+fn waits_and_clients() -> impl Strategy<Value = (u64, Client)> {
+    (1u64..=120, 0u64..=200, 0u8..3).prop_map(|(wait, at, kind)| {
+        let at = if at == wait { wait + 1 } else { at };
+        let client = match kind {
+            0 => Client::ReadsAfter(at),
+            1 => Client::LeavesAfter(at),
+            _ => Client::Stalls,
+        };
+        (wait, client)
+    })
 }
 
 hidden_test! {
@@ -263,9 +282,10 @@ hidden_test! {
             Ok(Ok(())) => {}
             Ok(other) => panic!(
                 "enqueue was first in line for space, but a sender that arrived later took the \
-                 freed slot and enqueue returned {}. Polling with `try_send` never joins the \
-                 channel's queue, so under load it starves; wait with `reserve` (or \
-                 `send_timeout`) instead",
+                 freed slot and enqueue returned {}. The slot that frees up is handed to the \
+                 sender first in line; enqueue must put its message into that very slot, not let \
+                 it go and ask again (a `try_send` poller is never in line, and a reservation \
+                 dropped before sending passes its slot to the next sender)",
                 describe(&other)
             ),
             Err(_) => panic!("enqueue did not finish after a slot freed up for it"),
@@ -286,5 +306,84 @@ hidden_test! {
             )
             .await;
         }
+    }
+
+    /// The client disconnects while `enqueue` waits for space: the room must learn at once that
+    /// the client is gone, with the message back, not park it for a client that will never read.
+    async fn client_leaving_during_the_wait_is_closed() {
+        let (outbox, _tx, rx) = full_outbox();
+        tokio::spawn(async move {
+            sleep(WAIT / 2).await;
+            drop(rx);
+        });
+        let start = Instant::now();
+        let result = outbox.enqueue(line("erin", "still there?")).await;
+        let waited = start.elapsed();
+        assert_eq!(
+            result,
+            Err(EnqueueError::Closed(line("erin", "still there?"))),
+            "the client disconnected {:?} into the wait, yet enqueue answered {} after {waited:?}: \
+             a client that leaves during the wait is Closed, with the message handed back, not \
+             Busy",
+            WAIT / 2,
+            describe(&result)
+        );
+        assert!(
+            waited <= WAIT / 2 + Duration::from_millis(1),
+            "the client disconnected {:?} into the wait, but enqueue only answered after \
+             {waited:?}",
+            WAIT / 2
+        );
+    }
+
+    /// Over any wait and any moment the client reads or leaves: a slot freed during the wait is
+    /// used at once, a client leaving during the wait is `Closed` at once, and otherwise `Busy`
+    /// comes back with the message when the wait runs out, not later.
+    fn answers_within_the_wait_whatever_the_client_does() {
+        check_property(96, waits_and_clients(), |(wait_ms, client)| async move {
+            let (tx, rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let wait = Duration::from_millis(wait_ms);
+            let outbox = Outbox::new(tx.clone(), wait);
+            let reader = tokio::spawn(async move {
+                let mut rx = rx;
+                match client {
+                    Client::ReadsAfter(ms) => {
+                        sleep(Duration::from_millis(ms)).await;
+                        let _ = rx.recv().await;
+                        sleep(Duration::from_secs(3600)).await;
+                    }
+                    Client::LeavesAfter(ms) => {
+                        sleep(Duration::from_millis(ms)).await;
+                        drop(rx);
+                    }
+                    Client::Stalls => sleep(Duration::from_secs(3600)).await,
+                }
+            });
+            let start = Instant::now();
+            let result = outbox.enqueue(line("frank", "hello from the train")).await;
+            let waited = start.elapsed();
+            reader.abort();
+            let (expected, at_ms) = match client {
+                Client::ReadsAfter(ms) if ms < wait_ms => ("Ok(())", ms),
+                Client::LeavesAfter(ms) if ms < wait_ms => ("Closed(\"hello from the train\")", ms),
+                _ => ("Busy(Some(\"hello from the train\"))", wait_ms),
+            };
+            let seen = describe(&result);
+            let at = Duration::from_millis(at_ms);
+            if seen != expected {
+                return Err(format!(
+                    "with a wait of {wait:?}, enqueue answered {seen} after {waited:?}; expected \
+                     {expected} after {at:?}"
+                ));
+            }
+            if waited < at || waited > at + Duration::from_millis(1) {
+                return Err(format!(
+                    "with a wait of {wait:?}, enqueue answered {seen} after {waited:?}; it should \
+                     have answered after {at:?} (a full outbox is waited on for at most `wait`)"
+                ));
+            }
+            Ok(())
+        });
     }
 }

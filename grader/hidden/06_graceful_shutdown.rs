@@ -226,17 +226,102 @@ hidden_test! {
         sleep(WORK / 5).await;
         shut_down(&server, "one request in flight").await;
         kata_support::settle().await;
-        assert_eq!(
-            client.response(7).as_deref(),
-            Some("contents of /report.pdf"),
-            "the request being answered when shutdown began was dropped half way, and the client \
-             never got its answer. Racing the whole handler against the token cancels requests \
-             in flight; race only the wait for the next request"
+        let answered_by_shutdown = client.response(7).is_some();
+        sleep(Duration::from_secs(60)).await;
+        let answered_later = client.response(7).is_some();
+        assert!(
+            answered_by_shutdown,
+            "shutdown returned, but the request being answered when it began had no answer yet \
+             ({}). Graceful means `shutdown` waits for the answers to requests already taken",
+            if answered_later {
+                "it arrived later, from work the server no longer waited for: once `shutdown` \
+                 returns the process exits, and the answer is lost"
+            } else {
+                "and it never arrived: the request was dropped half way"
+            }
         );
         assert!(
             client.is_closed(),
             "shutdown returned, but the connection is still open"
         );
+    }
+
+    /// Shutdown begins while one request is being answered and three more wait in the
+    /// connection's queue: the one taken is answered, the queued ones are not taken, and the
+    /// connection closes.
+    async fn shutdown_takes_no_queued_request() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let client = Client::connect(&server);
+        client.request(7, "/report.pdf").await;
+        sleep(WORK / 5).await;
+        for id in 8..=10 {
+            client.request(id, "/queued.txt").await;
+        }
+        shut_down(&server, "one request in flight, three queued").await;
+        kata_support::settle().await;
+        assert!(
+            client.response(7).is_some(),
+            "shutdown returned, but the request being answered when it began had no answer yet"
+        );
+        let taken: Vec<u64> = (8..=10).filter(|&id| client.response(id).is_some()).collect();
+        assert!(
+            taken.is_empty(),
+            "shutdown began while request 7 was being answered and requests 8..=10 were still \
+             queued; the server then took and answered {taken:?} as well. Once shutdown has \
+             begun, the server must stop taking new requests, even ones already queued (a \
+             client that keeps sending would otherwise keep the server from ever shutting down)"
+        );
+        assert!(
+            client.is_closed(),
+            "shutdown returned, but the connection is still open"
+        );
+    }
+
+    /// A client hangs up (it drops its end) without breaking the protocol: its connection
+    /// closes, heartbeat included, and the request it sent before hanging up is still answered.
+    async fn a_hang_up_closes_that_connection() {
+        let server = Server::new(SlowApp, HEARTBEAT);
+        let Client {
+            requests,
+            received,
+            reader,
+        } = Client::connect(&server);
+        let other = Client::connect(&server);
+        requests
+            .send(ClientMessage::Request(Request {
+                id: 3,
+                path: "/last.txt".into(),
+            }))
+            .await
+            .expect("the connection's request channel has room");
+        drop(requests);
+        sleep(Duration::from_secs(10)).await;
+        let heartbeats = received
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Heartbeat))
+            .count();
+        let answered = received
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Response { id: 3, .. }));
+        assert!(
+            answered,
+            "the request a client sent just before hanging up was never answered"
+        );
+        assert!(
+            reader.is_finished(),
+            "10 s after the client hung up, its connection is still open ({heartbeats} \
+             heartbeats sent since). When a connection's handler ends, for any reason, the \
+             connection is over: its heartbeat must stop too"
+        );
+        assert!(
+            !server.is_shutting_down() && !other.is_closed(),
+            "one client hung up, and that closed another connection or began a shutdown"
+        );
+        shut_down(&server, "after one client hung up").await;
     }
 
     /// The process gives shutdown a hard deadline, so the `shutdown` future itself may be

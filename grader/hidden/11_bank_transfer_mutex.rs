@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bank_transfer_mutex::{AuditEntry, Bank, TransferError};
-use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use kata_support::{Outcome, assert_cancel_safe, check_property, hidden_test};
+use proptest::prelude::*;
 use tokio::sync::mpsc;
 
 const ALICE: u64 = 10_000;
@@ -39,11 +40,134 @@ fn bank_with_busy_audit_log() -> (Arc<Bank>, Arc<Mutex<Vec<AuditEntry>>>) {
     (bank, log)
 }
 
+/// The accounts of the contention property and their opening balances, in cents.
+const BRANCH: [(&str, u64); 3] = [("alice", 100), ("bob", 50), ("carol", 0)];
+
+/// Several transfers started together while the audit log is busy: they all wait for it at once,
+/// and finish in whatever order its slots free up. Each is `(from, to, amount)` over [`BRANCH`].
+fn overlapping_transfers() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
+    let transfer = (0..3usize, 1..3usize, 1..=90u64)
+        .prop_map(|(from, step, amount)| (from, (from + step) % 3, amount));
+    proptest::collection::vec(transfer, 2..=5)
+}
+
+/// Runs the overlapping transfers and returns what was seen when the bank and its audit log
+/// disagree: money created or lost, an overdraft, a refused transfer that was logged, a completed
+/// one that was not. The transfers run as local tasks, so a `transfer` future need not be `Send`.
+async fn run_overlapping(transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
+    tokio::task::LocalSet::new().run_until(overlap(transfers)).await
+}
+
+async fn overlap(transfers: Vec<(usize, usize, u64)>) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::channel(1);
+    tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
+    let bank = Arc::new(Bank::new(&BRANCH, tx));
+    let mut handles = Vec::new();
+    for &(from, to, amount) in &transfers {
+        let bank = bank.clone();
+        let (from, to) = (BRANCH[from].0, BRANCH[to].0);
+        handles
+            .push(tokio::task::spawn_local(async move { bank.transfer(from, to, amount).await }));
+    }
+    // Every transfer gets to run up to its wait for the audit log before any room frees up.
+    kata_support::settle().await;
+    let compliance = tokio::spawn(async move {
+        let mut log = Vec::new();
+        while let Some(entry) = rx.recv().await {
+            log.push(entry);
+        }
+        log
+    });
+    let mut results = Vec::new();
+    for (handle, transfer) in handles.into_iter().zip(&transfers) {
+        match handle.await {
+            Ok(result) => results.push(result),
+            Err(_) => {
+                return Err(format!(
+                    "the transfer {transfer:?} (from, to, amount; accounts 0 alice, 1 bob, 2 \
+                     carol) panicked while it overlapped with the others, all waiting for the \
+                     busy audit log"
+                ));
+            }
+        }
+    }
+    let mut balances = Vec::new();
+    for (name, _) in BRANCH {
+        balances.push(bank.balance(name).await.unwrap_or(0));
+    }
+    drop(bank);
+    let logged = compliance.await.map_err(|_| "the compliance writer failed".to_string())?;
+    let logged: Vec<AuditEntry> = logged.into_iter().filter(|e| *e != earlier_entry()).collect();
+
+    let total: u64 = balances.iter().sum();
+    let opening: u64 = BRANCH.iter().map(|(_, cents)| cents).sum();
+    if total != opening {
+        return Err(format!(
+            "after the transfers the accounts hold {balances:?} cents, {total} in all, expected \
+             {opening}: transfers that overlapped while the audit log was busy created or lost \
+             money"
+        ));
+    }
+    // Replayed in order from the opening balances, the audit log must never overdraw an account
+    // and must end at the balances the bank shows.
+    let mut replay: Vec<u64> = BRANCH.iter().map(|(_, cents)| *cents).collect();
+    let index = |name: &str| BRANCH.iter().position(|(n, _)| *n == name);
+    for entry in &logged {
+        let (Some(from), Some(to)) = (index(&entry.from), index(&entry.to)) else {
+            return Err(format!("the audit log holds {entry:?}, which names no account"));
+        };
+        if replay[from] < entry.amount {
+            return Err(format!(
+                "the audit log, replayed in order, overdraws {}: it holds {logged:?}; a transfer \
+                 that the balances could not cover was logged",
+                entry.from
+            ));
+        }
+        replay[from] -= entry.amount;
+        replay[to] += entry.amount;
+    }
+    if replay != balances {
+        return Err(format!(
+            "the audit log {logged:?}, replayed from the opening balances, gives {replay:?}, but \
+             the accounts hold {balances:?}: the log does not match the money that moved"
+        ));
+    }
+    let mut completed: Vec<AuditEntry> = Vec::new();
+    for (result, &(from, to, amount)) in results.iter().zip(&transfers) {
+        match result {
+            Ok(()) => completed.push(AuditEntry {
+                from: BRANCH[from].0.into(),
+                to: BRANCH[to].0.into(),
+                amount,
+            }),
+            Err(TransferError::InsufficientFunds { .. }) => {}
+            Err(other) => return Err(format!("a transfer was refused with {other:?}")),
+        }
+    }
+    let key = |e: &AuditEntry| (e.from.clone(), e.to.clone(), e.amount);
+    let mut in_log = logged.clone();
+    in_log.sort_by_key(key);
+    completed.sort_by_key(key);
+    if in_log != completed {
+        return Err(format!(
+            "the transfers that returned `Ok` were {completed:?}, but the audit log holds \
+             {in_log:?}: every completed transfer must be logged once, and no refused one"
+        ));
+    }
+    Ok(())
+}
+
 async fn balances(bank: &Bank) -> (u64, u64) {
     (bank.balance("alice").await.unwrap_or(0), bank.balance("bob").await.unwrap_or(0))
 }
 
 hidden_test! {
+    /// Several transfers wait for a busy audit log at once: no overdraft gets through, no money is
+    /// created or lost, and the audit log, replayed in order, gives the balances.
+    fn overlapping_transfers_keep_the_books_straight() {
+        check_property(64, overlapping_transfers(), run_overlapping);
+    }
+
     /// Nothing cancelled: the money moves and the transfer is logged.
     async fn transfers_and_audits() {
         let (tx, mut rx) = mpsc::channel(8);

@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::hidden_test;
+use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
+use proptest::prelude::*;
 use rate_limiter_queue::{LimiterClosed, RateLimiter, STATUS_EVERY};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -25,7 +26,155 @@ fn caller(
     })
 }
 
+/// When the refill task of the cut test adds its one token.
+const REFILL_AT: Duration = Duration::from_millis(2500);
+
+/// How many status lines name `client`.
+fn lines_of(limiter: &RateLimiter, client: &str) -> usize {
+    limiter.status_lines().iter().filter(|line| line.contains(client)).count()
+}
+
+/// Callers that start waiting at different times and tokens that come at other times: each is an
+/// offset in units of 100 ms, tokens half a unit later, so no token comes at the very instant a
+/// caller starts or writes a status line. One token per caller; tokens may come before anyone
+/// waits, and up to 12 s in, long after the first status lines.
+fn arrivals() -> impl Strategy<Value = (Vec<u64>, Vec<u64>)> {
+    (2..=4usize).prop_flat_map(|callers| {
+        (
+            proptest::collection::btree_set(0..40u64, callers)
+                .prop_map(|starts| starts.into_iter().collect::<Vec<_>>()),
+            proptest::collection::vec(0..120u64, callers),
+        )
+    })
+}
+
+/// Runs the callers and the refills of one scenario; the callers must be served in the order they
+/// started waiting, each writing one status line per `STATUS_EVERY` it waited.
+async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), String> {
+    let unit = Duration::from_millis(100);
+    let limiter = Arc::new(RateLimiter::new());
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let begin = Instant::now();
+    for &at in &refills {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            sleep_until(begin + unit * at as u32 + unit / 2).await;
+            limiter.refill(1);
+        });
+    }
+    let names: Vec<String> = (0..starts.len()).map(|i| format!("invoice-{i}")).collect();
+    let mut callers = Vec::new();
+    for (name, &at) in names.iter().zip(&starts) {
+        let (limiter, served, name) = (limiter.clone(), served.clone(), name.clone());
+        callers.push(tokio::spawn(async move {
+            sleep_until(begin + unit * at as u32).await;
+            let result = limiter.wait_turn(&name).await;
+            served.lock().unwrap().push((name, begin.elapsed()));
+            result
+        }));
+    }
+    for caller in callers {
+        match timeout(Duration::from_secs(60), caller).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(LimiterClosed))) => return Err("a caller was told the limiter closed".into()),
+            Ok(Err(_)) => return Err("a caller panicked".into()),
+            Err(_) => {
+                let served = served.lock().unwrap().clone();
+                return Err(format!(
+                    "there was one token per caller, but a minute later only {served:?} had been \
+                     served"
+                ));
+            }
+        }
+    }
+    let served = served.lock().unwrap().clone();
+    let order: Vec<&str> = served.iter().map(|(name, _)| name.as_str()).collect();
+    if order != names {
+        return Err(format!(
+            "the callers started waiting in the order {names:?}, but were served in the order \
+             {order:?} (name, time served: {served:?}): a caller lost its place in the queue \
+             while it waited"
+        ));
+    }
+    for ((name, at), &start) in served.iter().zip(&starts) {
+        let waited = *at - unit * start as u32;
+        let expected = (waited.as_millis() / STATUS_EVERY.as_millis()) as usize;
+        let written = lines_of(&limiter, name);
+        if written != expected {
+            return Err(format!(
+                "{name} waited {waited:?} and wrote {written} status lines, expected {expected} \
+                 (one every {STATUS_EVERY:?} while it waits): {:?}",
+                limiter.status_lines()
+            ));
+        }
+    }
+    Ok(())
+}
+
 hidden_test! {
+    /// Callers that start at any times and tokens that come at any times: callers are served in
+    /// the order they started waiting, however long they wait, with a status line per period.
+    fn callers_are_served_in_order_whenever_tokens_come() {
+        check_property(64, arrivals(), serve_in_order);
+    }
+
+    /// A waiting caller dropped at any point (while queued, or just after a token was handed to
+    /// it): the token goes to the next caller, the dropped caller's status lines stop, and it
+    /// leaves no task behind.
+    async fn a_dropped_wait_passes_the_token_on_and_goes_quiet() {
+        assert_cancel_safe_with(
+            Options::default().forbid_leftover_tasks().cut_every(Duration::from_millis(100)),
+            || {
+                let limiter = Arc::new(RateLimiter::new());
+                let refill = limiter.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REFILL_AT).await;
+                    refill.refill(1);
+                });
+                limiter
+            },
+            |limiter: Arc<RateLimiter>| async move { limiter.wait_turn("invoice-sync").await },
+            |limiter, outcome| async move {
+                match outcome {
+                    Outcome::Completed(Ok(())) => return Ok(()),
+                    Outcome::Completed(Err(LimiterClosed)) => {
+                        return Err("the wait failed, but the limiter was never closed".into());
+                    }
+                    Outcome::Cancelled { .. } => {}
+                }
+                let lines_at_cut = lines_of(&limiter, "invoice-sync");
+                let next = limiter.clone();
+                let checkout = tokio::spawn(async move { next.wait_turn("checkout").await });
+                match timeout(REFILL_AT + STATUS_EVERY * 10, checkout).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(LimiterClosed))) => {
+                        return Err("the next caller was told the limiter closed".into());
+                    }
+                    Ok(Err(_)) => return Err("the next caller panicked".into()),
+                    Err(_) => {
+                        return Err(format!(
+                            "the dropped caller's wait took the token: the next caller, waiting \
+                             after it, got nothing for {:?}, though one token came at \
+                             {REFILL_AT:?}",
+                            REFILL_AT + STATUS_EVERY * 10
+                        ));
+                    }
+                }
+                let lines_now = lines_of(&limiter, "invoice-sync");
+                if lines_now != lines_at_cut {
+                    return Err(format!(
+                        "the caller stopped waiting with {lines_at_cut} status lines written, but \
+                         {} more came after it was gone: {:?}",
+                        lines_now - lines_at_cut,
+                        limiter.status_lines()
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+
     /// A token is there: the caller gets it at once, with no status line.
     async fn takes_an_available_token_at_once() {
         let limiter = RateLimiter::new();

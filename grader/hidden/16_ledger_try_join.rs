@@ -1,11 +1,13 @@
 //! Hidden tests for kata 16: however a transfer ends (a failed check on either leg, or the caller
 //! dropping it at any await), no hold is left open and the money has either moved or not.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use futures::FutureExt;
+use kata_support::{Outcome, assert_cancel_safe, check_property, explore, hidden_test};
 use ledger_try_join::{Checks, Ledger, TransferError, transfer};
+use proptest::prelude::*;
 use tokio::time::sleep;
 
 /// Outside services that answer after a fixed delay with a fixed verdict.
@@ -68,8 +70,8 @@ fn assert_untouched(ledger: &Ledger, what: &str) {
     assert_eq!(
         ledger.open_holds(),
         0,
-        "{what}, and a hold is still open: {}. Whatever placed it was dropped (as `try_join!` \
-         drops the debit leg at its `.await` on the risk engine) before a capture or release ran",
+        "{what}, and a hold is still open: {}. The hold was neither captured nor released, so \
+         alice's money stays reserved for ever",
         describe(ledger)
     );
     assert_eq!(
@@ -80,7 +82,195 @@ fn assert_untouched(ledger: &Ledger, what: &str) {
     );
 }
 
+/// One timing of the two outside services, and what they answer.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    alice_has: u64,
+    risk_ms: u64,
+    risk_approves: bool,
+    compliance_ms: u64,
+    compliance_clears: bool,
+}
+
+/// Outside services that, at the moment each answers, look at the books: while either of them
+/// has not answered yet, no balance may have changed.
+#[derive(Clone)]
+struct WatchingChecks {
+    scenario: Scenario,
+    ledger: Arc<Ledger>,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl WatchingChecks {
+    async fn answer(
+        &self,
+        who: &str,
+        delay_ms: u64,
+        verdict: Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        sleep(Duration::from_millis(delay_ms)).await;
+        let books = (self.ledger.balance("alice"), self.ledger.balance("bob"));
+        let before = (self.scenario.alice_has, 0);
+        let mut seen = self.seen.lock().unwrap();
+        if books != before && seen.is_none() {
+            *seen = Some(format!(
+                "when {who} answered ({delay_ms} ms), before its verdict was known, alice already \
+                 had {} and bob {} (before the transfer: alice {}, bob 0). Money \
+                 may only move once both checks passed: a provisional deposit can be spent before \
+                 it is taken back, a provisional debit is missing if the transfer fails",
+                books.0, books.1, before.0
+            ));
+        }
+        verdict
+    }
+}
+
+impl Checks for WatchingChecks {
+    fn approve_debit(
+        &self,
+        _from: &str,
+        _amount: u64,
+    ) -> impl Future<Output = Result<(), TransferError>> {
+        let verdict =
+            if self.scenario.risk_approves { Ok(()) } else { Err(TransferError::Declined) };
+        let this = self.clone();
+        async move { this.answer("the risk engine", this.scenario.risk_ms, verdict).await }
+    }
+
+    fn screen_recipient(&self, _to: &str) -> impl Future<Output = Result<(), TransferError>> {
+        let verdict = if self.scenario.compliance_clears {
+            Ok(())
+        } else {
+            Err(TransferError::RecipientFrozen)
+        };
+        let this = self.clone();
+        async move { this.answer("compliance", this.scenario.compliance_ms, verdict).await }
+    }
+}
+
+fn scenarios() -> impl Strategy<Value = Scenario> {
+    (prop_oneof![Just(100u64), Just(20u64)], 0u64..=20, any::<bool>(), 0u64..=20, any::<bool>())
+        .prop_map(|(alice_has, risk_ms, risk_approves, compliance_ms, compliance_clears)| {
+            Scenario { alice_has, risk_ms, risk_approves, compliance_ms, compliance_clears }
+        })
+}
+
+/// Checks the books after a transfer of 30 in `scenario` ended as `outcome`.
+fn check_books(
+    scenario: Scenario,
+    ledger: &Ledger,
+    outcome: Outcome<Result<(), TransferError>>,
+) -> Result<(), String> {
+    let start = scenario.alice_has;
+    let moved = (start.wrapping_sub(30), 30, 0);
+    let untouched = (start, 0, 0);
+    let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
+    if ledger.open_holds() > 0 {
+        return Err(format!("a hold is still open: {}", describe(ledger)));
+    }
+    if books != untouched && books != moved {
+        return Err(format!(
+            "half a transfer: {} (the ledger holds {}, expected {start})",
+            describe(ledger),
+            ledger.total()
+        ));
+    }
+    match outcome {
+        Outcome::Completed(Ok(())) if books != moved => {
+            Err(format!("`transfer` returned Ok(()) but {}", describe(ledger)))
+        }
+        Outcome::Completed(Err(error)) if books != untouched => Err(format!(
+            "`transfer` returned Err({error:?}) but the money moved: {}",
+            describe(ledger)
+        )),
+        Outcome::Completed(Ok(()))
+            if start < 30 || !scenario.risk_approves || !scenario.compliance_clears =>
+        {
+            Err(format!("`transfer` returned Ok(()) although it had to fail: {}", describe(ledger)))
+        }
+        _ => Ok(()),
+    }
+}
+
 hidden_test! {
+    /// The timings vary in production: either check may answer first, and either may refuse.
+    /// Over many timings, and cut after every poll: no hold stays open, the money moves entirely
+    /// or not at all, and no balance changes while a check has not answered.
+    fn any_timing_of_the_checks_keeps_the_books_whole() {
+        check_property(48, scenarios(), |scenario| async move {
+            let seen = Arc::new(Mutex::new(None::<String>));
+            let watcher = seen.clone();
+            let report = explore(
+                || {
+                    let ledger = Ledger::new();
+                    ledger.open("alice", scenario.alice_has);
+                    ledger.open("bob", 0);
+                    Arc::new(ledger)
+                },
+                |ledger: Arc<Ledger>| {
+                    let checks =
+                        WatchingChecks { scenario, ledger: ledger.clone(), seen: watcher.clone() };
+                    async move { transfer(&ledger, &checks, "alice", "bob", 30).await }
+                },
+                |ledger, outcome| {
+                    let early = seen.lock().unwrap().take();
+                    async move {
+                        sleep(Duration::from_secs(1)).await;
+                        match early {
+                            Some(early) => Err(early),
+                            None => check_books(scenario, &ledger, outcome),
+                        }
+                    }
+                },
+            )
+            .await;
+            report.map(|_| ()).map_err(|failure| failure.to_string())
+        });
+    }
+
+    /// Two transfers from alice at once that together exceed her balance: one goes through, the
+    /// other is refused with `InsufficientFunds` (not a panic), and no money is created.
+    async fn two_transfers_from_one_sender_cannot_overdraw() {
+        let ledger = Ledger::new();
+        ledger.open("alice", 100);
+        ledger.open("bob", 0);
+        ledger.open("carol", 0);
+        let checks = all_clear();
+        let both = async {
+            tokio::join!(
+                transfer(&ledger, &checks, "alice", "bob", 80),
+                transfer(&ledger, &checks, "alice", "carol", 80)
+            )
+        };
+        // The learner's own panic message would hide what the test saw; say it here instead.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let ran = std::panic::AssertUnwindSafe(both).catch_unwind().await;
+        std::panic::set_hook(hook);
+        let (to_bob, to_carol) = match ran {
+            Ok(results) => results,
+            Err(_) => panic!(
+                "two transfers of 80 from alice (who has 100) ran at once and one of them \
+                 panicked; the second must be refused with Err(InsufficientFunds)"
+            ),
+        };
+        let seen = format!(
+            "to bob {to_bob:?}, to carol {to_carol:?}; alice has {}, bob {}, carol {}, {} hold(s) open",
+            ledger.balance("alice"),
+            ledger.balance("bob"),
+            ledger.balance("carol"),
+            ledger.open_holds()
+        );
+        let refused = [to_bob, to_carol].iter().filter(|r| **r == Err(TransferError::InsufficientFunds)).count();
+        let done = [to_bob, to_carol].iter().filter(|r| r.is_ok()).count();
+        assert!(
+            refused == 1 && done == 1 && ledger.total() == 100 && ledger.open_holds() == 0
+                && ledger.balance("alice") == 20,
+            "two transfers of 80 from alice (who has 100) at once: expected one to go through and \
+             the other to be refused with InsufficientFunds, but {seen}"
+        );
+    }
+
     /// Nothing fails: the money moves and no hold is left.
     async fn a_transfer_moves_the_money() {
         let ledger = books();

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::{assert_cancel_safe, hidden_test};
+use kata_support::{Outcome, assert_cancel_safe, check_property, explore, hidden_test};
+use proptest::prelude::*;
 use tokio::time::sleep;
 use upload_stream_drop::{
     CONCURRENT_UPLOADS, FileUpload, ObjectStore, StoreError, UploadId, Uploaded, upload_all,
@@ -18,6 +19,8 @@ struct Plan {
     part_latency: Duration,
     /// This part number fails (after its latency).
     fail_part: Option<u32>,
+    /// `complete` fails: the store keeps the upload open, with its parts.
+    fail_complete: bool,
 }
 
 #[derive(Debug, Default)]
@@ -26,8 +29,10 @@ struct Books {
     /// Open multipart uploads: id -> key.
     open: BTreeMap<u64, String>,
     completed: Vec<String>,
-    aborted: Vec<String>,
-    /// Aborts of uploads that were not open (completed, or aborted twice).
+    /// Ids of completed uploads and of aborted ones, to name a wrong abort.
+    completed_ids: BTreeMap<u64, String>,
+    aborted_ids: BTreeMap<u64, String>,
+    /// Aborts of uploads that were not open, each described: completed, or aborted twice.
     bad_aborts: Vec<String>,
     max_open: usize,
 }
@@ -100,11 +105,18 @@ impl ObjectStore for FakeStore {
 
     fn complete(&self, upload: &UploadId) -> impl Future<Output = Result<(), StoreError>> {
         let books = self.books.clone();
+        let plans = self.plans.clone();
         let id = upload.0;
         async move {
             sleep(Duration::from_millis(1)).await;
             let mut books = books.lock().unwrap();
-            let key = books.open.remove(&id).expect("completed an upload that is not open");
+            let key = books.open.get(&id).cloned().expect("completed an upload that is not open");
+            if plans[&key].fail_complete {
+                // As S3 does: a failed CompleteMultipartUpload leaves the upload and its parts.
+                return Err(StoreError(format!("complete {key}: InvalidPart")));
+            }
+            books.open.remove(&id);
+            books.completed_ids.insert(id, key.clone());
             books.completed.push(key);
             Ok(())
         }
@@ -112,10 +124,19 @@ impl ObjectStore for FakeStore {
 
     fn abort(&self, upload: &UploadId) {
         let mut books = self.books.lock().unwrap();
-        match books.open.remove(&upload.0) {
-            Some(key) => books.aborted.push(key),
-            None => books.bad_aborts.push(format!("upload {}", upload.0)),
+        let id = upload.0;
+        if let Some(key) = books.open.remove(&id) {
+            books.aborted_ids.insert(id, key);
+            return;
         }
+        let wrong = if let Some(key) = books.completed_ids.get(&id) {
+            format!("{key} was aborted after it completed")
+        } else if let Some(key) = books.aborted_ids.get(&id) {
+            format!("{key} was aborted twice")
+        } else {
+            format!("upload {id}, never opened, was aborted")
+        };
+        books.bad_aborts.push(wrong);
     }
 }
 
@@ -128,17 +149,151 @@ fn file(n: usize) -> FileUpload {
 }
 
 fn ok_plan(n: usize) -> (String, Plan) {
-    (key(n), Plan { part_latency: Duration::from_millis(10 + 5 * n as u64), fail_part: None })
+    (
+        key(n),
+        Plan {
+            part_latency: Duration::from_millis(10 + 5 * n as u64),
+            fail_part: None,
+            fail_complete: false,
+        },
+    )
 }
 
 /// Photo 0 fails on its first part at 10 ms; photos 1.. finish at 20, 30, 40 ms, ...
 fn photo_zero_fails(count: usize) -> FakeStore {
     let mut plans: Vec<_> = (1..count).map(ok_plan).collect();
-    plans.push((key(0), Plan { part_latency: Duration::from_millis(10), fail_part: Some(1) }));
+    plans.push((
+        key(0),
+        Plan { part_latency: Duration::from_millis(10), fail_part: Some(1), fail_complete: false },
+    ));
     FakeStore::new(plans)
 }
 
+/// One file of a generated batch: its parts, their latency, and what fails.
+#[derive(Debug, Clone, Copy)]
+struct FileScenario {
+    parts: usize,
+    part_ms: u64,
+    /// 0: nothing fails; 1..=parts: that part fails; above: `complete` fails.
+    fails_at: usize,
+}
+
+impl FileScenario {
+    fn plan(&self) -> Plan {
+        Plan {
+            part_latency: Duration::from_millis(self.part_ms),
+            fail_part: (1..=self.parts).contains(&self.fails_at).then_some(self.fails_at as u32),
+            fail_complete: self.fails_at > self.parts,
+        }
+    }
+
+    fn fails(&self) -> bool {
+        self.fails_at > 0
+    }
+}
+
+fn batches() -> impl Strategy<Value = Vec<FileScenario>> {
+    let file = (1usize..=3, 1u64..=30, prop_oneof![3 => Just(0usize), 1 => 1usize..=4]).prop_map(
+        |(parts, part_ms, fails_at)| FileScenario {
+            parts,
+            part_ms,
+            fails_at: fails_at.min(parts + 1),
+        },
+    );
+    proptest::collection::vec(file, 1..=6)
+}
+
+/// Checks the store after a batch ended as `outcome`.
+fn check_batch(
+    batch: &[FileScenario],
+    store: &FakeStore,
+    outcome: Outcome<Result<Vec<Uploaded>, upload_stream_drop::UploadError>>,
+) -> Result<(), String> {
+    let open = store.open_keys();
+    if !open.is_empty() {
+        return Err(format!("after the batch, these multipart uploads were still open: {open:?}"));
+    }
+    let bad = store.bad_aborts();
+    if !bad.is_empty() {
+        return Err(format!("aborts the store refused: {bad:?}"));
+    }
+    if store.max_open() > CONCURRENT_UPLOADS {
+        return Err(format!(
+            "{} multipart uploads were open at once; the batch uploads at most {CONCURRENT_UPLOADS} at a time",
+            store.max_open()
+        ));
+    }
+    let failing: Vec<String> =
+        batch.iter().enumerate().filter(|(_, f)| f.fails()).map(|(n, _)| key(n)).collect();
+    match outcome {
+        Outcome::Completed(Ok(uploaded)) if !failing.is_empty() => Err(format!(
+            "`upload_all` returned Ok with {} files although {failing:?} failed",
+            uploaded.len()
+        )),
+        Outcome::Completed(Ok(uploaded)) if uploaded.len() != batch.len() => Err(format!(
+            "`upload_all` returned Ok with {} of {} files",
+            uploaded.len(),
+            batch.len()
+        )),
+        Outcome::Completed(Err(error)) if !failing.contains(&error.key) => Err(format!(
+            "`upload_all` returned an error for {}, which did not fail (failing: {failing:?})",
+            error.key
+        )),
+        _ => Ok(()),
+    }
+}
+
 hidden_test! {
+    /// Batches of every shape: files of one to three parts, any latencies, a part or `complete`
+    /// failing anywhere, and the batch cut after every poll. However it ends, no multipart upload
+    /// is left open, none is aborted wrongly, and at most four are open at once.
+    fn any_batch_leaves_no_multipart_upload_open() {
+        check_property(24, batches(), |batch| async move {
+            let report = explore(
+                || {
+                    FakeStore::new(batch.iter().enumerate().map(|(n, f)| (key(n), f.plan())))
+                },
+                |store: FakeStore| {
+                    let files: Vec<FileUpload> = batch
+                        .iter()
+                        .enumerate()
+                        .map(|(n, f)| FileUpload { key: key(n), parts: vec![vec![n as u8; 4]; f.parts] })
+                        .collect();
+                    async move { upload_all(&store, files).await }
+                },
+                |store, outcome| {
+                    let batch = batch.clone();
+                    async move {
+                        sleep(Duration::from_secs(1)).await;
+                        check_batch(&batch, &store, outcome)
+                    }
+                },
+            )
+            .await;
+            report.map(|_| ()).map_err(|failure| failure.to_string())
+        });
+    }
+
+    /// The store refuses to complete photo 2 (its parts do not match). The upload stays open on
+    /// the store's side until the client aborts it.
+    async fn a_failed_complete_is_aborted() {
+        let mut plans: Vec<_> = (0..4).map(ok_plan).collect();
+        plans[2].1.fail_complete = true;
+        let store = FakeStore::new(plans);
+        let outcome = upload_all(&store, (0..4).map(file).collect()).await;
+        let error = outcome.expect_err("photo 2 cannot be completed, so the batch must fail");
+        assert_eq!(error.key, key(2), "the error must name the file that failed");
+        sleep(Duration::from_secs(1)).await;
+        let open = store.open_keys();
+        assert!(
+            open.is_empty(),
+            "the store refused to complete photo 2 and `upload_all` returned its error, but these \
+             multipart uploads are still open: {open:?}. An upload whose `complete` failed is \
+             still open and must be aborted"
+        );
+        assert!(store.bad_aborts().is_empty(), "uploads aborted wrongly: {:?}", store.bad_aborts());
+    }
+
     /// Nothing fails: every file is uploaded, four at a time, and nothing is left open.
     async fn uploads_every_file_four_at_a_time() {
         let store = FakeStore::new((0..6).map(ok_plan));
@@ -150,7 +305,7 @@ hidden_test! {
         assert_eq!(uploaded, expected);
         assert_eq!(store.completed(), (0..6).map(key).collect::<Vec<_>>());
         assert!(store.open_keys().is_empty(), "uploads left open: {:?}", store.open_keys());
-        assert!(store.bad_aborts().is_empty(), "completed uploads were aborted: {:?}", store.bad_aborts());
+        assert!(store.bad_aborts().is_empty(), "uploads aborted wrongly: {:?}", store.bad_aborts());
         assert_eq!(
             store.max_open(),
             CONCURRENT_UPLOADS,
@@ -186,7 +341,7 @@ hidden_test! {
         // Nothing comes back to close them later.
         sleep(Duration::from_secs(1)).await;
         assert!(store.open_keys().is_empty(), "uploads left open: {:?}", store.open_keys());
-        assert!(store.bad_aborts().is_empty(), "completed uploads were aborted: {:?}", store.bad_aborts());
+        assert!(store.bad_aborts().is_empty(), "uploads aborted wrongly: {:?}", store.bad_aborts());
     }
 
     /// The caller may drop `upload_all` at any await (the user cancelled the backup). Cut it
@@ -207,7 +362,7 @@ hidden_test! {
                     ));
                 }
                 if !bad.is_empty() {
-                    return Err(format!("uploads that were already completed got aborted: {bad:?}"));
+                    return Err(format!("aborts the store refused: {bad:?}"));
                 }
                 Ok(())
             },

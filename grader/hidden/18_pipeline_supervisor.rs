@@ -2,12 +2,13 @@
 //! workers runs any more: no video is taken, no transcode goes on.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::{assert_cancel_safe, hidden_test, settle};
+use kata_support::{assert_cancel_safe, check_property, hidden_test, settle};
 use pipeline_supervisor::{Rendition, TranscodeError, Transcoder, Video, VideoQueue, run_pipeline};
+use proptest::prelude::*;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_test::{assert_pending, task};
 
@@ -18,6 +19,11 @@ struct FakeFarm {
     failing: HashSet<u64>,
     running: Arc<AtomicUsize>,
     finished: AtomicUsize,
+    started: AtomicUsize,
+    /// When the last transcode started.
+    last_start: Mutex<Option<Instant>>,
+    /// When the first failure happened, and how many transcodes had started by then.
+    first_failure: Mutex<Option<(Instant, usize)>>,
 }
 
 const TRANSCODE: Duration = Duration::from_millis(10);
@@ -52,14 +58,21 @@ impl Transcoder for FakeFarm {
         video: Video,
     ) -> impl Future<Output = Result<Rendition, TranscodeError>> + Send {
         self.running.fetch_add(1, Ordering::SeqCst);
+        self.started.fetch_add(1, Ordering::SeqCst);
+        *self.last_start.lock().unwrap() = Some(Instant::now());
         let running = Running(self.running.clone());
         let fails = self.failing.contains(&video.id);
-        let finished = &self.finished;
+        let (finished, started, first_failure) =
+            (&self.finished, &self.started, &self.first_failure);
         async move {
             let _running = running;
             if fails {
                 sleep(TRANSCODE / 2).await;
                 finished.fetch_add(1, Ordering::SeqCst);
+                let mut first = first_failure.lock().unwrap();
+                if first.is_none() {
+                    *first = Some((Instant::now(), started.load(Ordering::SeqCst)));
+                }
                 return Err(TranscodeError { video_id: video.id, reason: "corrupt input".into() });
             }
             sleep(TRANSCODE).await;
@@ -103,11 +116,9 @@ async fn assert_workers_stopped(
     if holders > 0 || farm.running() > 0 {
         return Err(format!(
             "{how}, yet {holders} worker task(s) still hold the video queue and {} transcode(s) \
-             are still running on the GPU farm. A spawned task is not a child of the code that \
-             spawned it: it runs until it finishes or is aborted, and dropping its `JoinHandle` \
-             only detaches it. Stop them at their current await: abort them (dropping a \
-             `JoinSet` aborts its tasks), or have each worker race its transcode against a \
-             cancellation signal; a flag checked between videos is too late",
+             are still running on the GPU farm: the workers outlived their supervisor. A spawned \
+             task runs until it finishes or is stopped at one of its awaits; waiting for the \
+             next video is too late for a transcode already running",
             farm.running()
         ));
     }
@@ -123,7 +134,84 @@ async fn assert_workers_stopped(
     Ok(())
 }
 
+/// A batch: how many videos, how many workers, and which video fails (if any).
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    videos: u64,
+    workers: usize,
+    failing: Option<u64>,
+}
+
+fn batches() -> impl Strategy<Value = Batch> {
+    (1u64..=16, 1usize..=4)
+        .prop_flat_map(|(videos, workers)| {
+            (Just(videos), Just(workers), proptest::option::weighted(0.8, 0..videos))
+        })
+        .prop_map(|(videos, workers, failing)| Batch { videos, workers, failing })
+}
+
 hidden_test! {
+    /// A failure ends the batch at once, whatever its size, its workers and the failing video:
+    /// `run_pipeline` returns the first error within one transcode of it, no video is taken from
+    /// the queue after the failure, and no worker is left. Without a failure, every video is done.
+    fn a_failure_ends_any_batch_promptly() {
+        check_property(48, batches(), |b| async move {
+            let queue = batch(b.videos);
+            let farm = FakeFarm::failing(b.failing);
+            let start = Instant::now();
+            let outcome = timeout(
+                Duration::from_secs(60),
+                run_pipeline(queue.clone(), farm.clone(), b.workers),
+            )
+            .await
+            .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?;
+            let returned = Instant::now();
+            let started_by_return = farm.started.load(Ordering::SeqCst);
+            let then = Snapshot::now(&queue, &farm);
+            match (b.failing, outcome) {
+                (None, Ok(renditions)) if renditions.len() as u64 == b.videos => {}
+                (None, outcome) => {
+                    return Err(format!(
+                        "no video fails, but the batch ended with {:?} renditions",
+                        outcome.map(|r| r.len())
+                    ));
+                }
+                (Some(id), Ok(_)) => return Err(format!("video {id} failed, yet the batch returned Ok")),
+                (Some(id), Err(error)) => {
+                    if error.video_id != id {
+                        return Err(format!("video {id} failed, yet the error is video {}'s", error.video_id));
+                    }
+                    let (failed_at, started_by_failure) =
+                        farm.first_failure.lock().unwrap().expect("the failure was recorded");
+                    let late = returned - failed_at;
+                    if late > TRANSCODE {
+                        return Err(format!(
+                            "video {id} failed at {:?}, but `run_pipeline` returned its error only \
+                             {late:?} later, at {:?}, after {started_by_return} of {} videos were \
+                             started. A failed batch is retried as a whole: the error must come back \
+                             at once, not after the rest of the queue was transcoded for nothing",
+                            failed_at - start,
+                            returned - start,
+                            b.videos
+                        ));
+                    }
+                    let last_start = farm.last_start.lock().unwrap().expect("a transcode started");
+                    if last_start > failed_at {
+                        return Err(format!(
+                            "video {id} failed at {:?} with {started_by_failure} transcodes \
+                             started, yet another video was started at {:?}, before \
+                             `run_pipeline` returned ({started_by_return} started in all); no video \
+                             may be taken once the batch failed",
+                            failed_at - start,
+                            last_start - start
+                        ));
+                    }
+                }
+            }
+            assert_workers_stopped("`run_pipeline` returned", &queue, &farm, then).await
+        });
+    }
+
     /// Nothing fails: every video is transcoded, with the workers running side by side.
     async fn transcodes_the_whole_batch() {
         let queue = batch(8);

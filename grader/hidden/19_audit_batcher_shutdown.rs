@@ -1,10 +1,14 @@
 //! Hidden tests for kata 19: every audit record must be in the store once `shutdown` returns, even
 //! though `main` drops the runtime (cancelling every task on it) right after.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audit_batcher_shutdown::{AuditRecord, AuditService, AuditSink, FLUSH_EVERY, MAX_BATCH};
-use kata_support::hidden_test;
+use audit_batcher_shutdown::{
+    AuditClosed, AuditRecord, AuditService, AuditSink, FLUSH_EVERY, MAX_BATCH,
+};
+use kata_support::{check_property, hidden_test};
+use proptest::prelude::*;
 
 /// Long enough, in virtual time, for any correct shutdown; a shutdown still pending after this
 /// is waiting for something that will never happen.
@@ -75,7 +79,106 @@ fn ranges(ids: &[u64]) -> String {
     parts.join(", ")
 }
 
+/// When shutdown comes: after a first burst of records, a pause (0: the flusher just gets a
+/// turn), a second burst sent without a pause, and perhaps a handler still recording throughout.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    first: u64,
+    pause_ms: u64,
+    second: u64,
+    handler_every_ms: Option<u64>,
+}
+
+fn scenarios() -> impl Strategy<Value = Scenario> {
+    (0u64..=130, prop_oneof![Just(0u64), 1u64..=1500], 0u64..=130, proptest::option::of(1u64..=30))
+        .prop_map(|(first, pause_ms, second, handler_every_ms)| Scenario {
+            first,
+            pause_ms,
+            second,
+            handler_every_ms,
+        })
+}
+
 hidden_test! {
+    /// Shutdown at any moment: with a batch held, a batch being written, records still queued,
+    /// and a handler that keeps its `AuditLog` and records during and after shutdown. Every
+    /// `record` that returned `Ok(())` is in the store, in the order recorded, when shutdown has
+    /// returned; every `record` after that returns `Err(AuditClosed)`.
+    fn every_acknowledged_record_is_stored_in_order() {
+        check_property(40, scenarios(), |scenario| async move {
+            let sink = AuditSink::new();
+            let service = AuditService::start(sink.clone());
+            let log = service.log();
+            let acked = Arc::new(Mutex::new(Vec::new()));
+            // The service has been up a moment before the first request: the flusher is waiting.
+            tokio::task::yield_now().await;
+            for id in 0..scenario.first {
+                log.record(record(id)).await.map_err(|_| format!("record {id} was refused before shutdown"))?;
+                acked.lock().unwrap().push(record(id));
+            }
+            if scenario.pause_ms == 0 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(scenario.pause_ms)).await;
+            }
+            for id in scenario.first..scenario.first + scenario.second {
+                log.record(record(id)).await.map_err(|_| format!("record {id} was refused before shutdown"))?;
+                acked.lock().unwrap().push(record(id));
+            }
+            // A slow request handler keeps its own `AuditLog` and records until it is refused.
+            let handler = scenario.handler_every_ms.map(|every| {
+                let (log, acked) = (log.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for id in 10_000.. {
+                        if log.record(record(id)).await.is_err() {
+                            break;
+                        }
+                        acked.lock().unwrap().push(record(id));
+                        tokio::time::sleep(Duration::from_millis(every)).await;
+                    }
+                })
+            });
+            tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown())
+                .await
+                .map_err(|_| format!("shutdown() had not returned after {} s", SHUTDOWN_LIMIT.as_secs()))?;
+            let stored_at_return = sink.records();
+            let after = log.record(record(99_999)).await;
+            if after != Err(AuditClosed) {
+                return Err(format!(
+                    "after shutdown() returned, `record` on a handler's AuditLog answered {after:?}: \
+                     the record is accepted but nothing will ever write it. It must be refused \
+                     with Err(AuditClosed)"
+                ));
+            }
+            if let Some(handler) = handler {
+                // The handler is refused at its next record; give it the time to get there.
+                let _ = tokio::time::timeout(Duration::from_secs(1), handler).await;
+            }
+            let acked = acked.lock().unwrap().clone();
+            let missing: Vec<u64> =
+                acked.iter().filter(|r| !stored_at_return.contains(r)).map(|r| r.id).collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "when shutdown() returned, the store held {} of the {} records whose `record` \
+                     returned Ok(()); missing ids {}. An acknowledged record must be written \
+                     before shutdown returns, or refused with Err(AuditClosed)",
+                    acked.len() - missing.len(),
+                    acked.len(),
+                    ranges(&missing)
+                ));
+            }
+            if stored_at_return != acked {
+                let ids: Vec<u64> = stored_at_return.iter().map(|r| r.id).collect();
+                return Err(format!(
+                    "the store holds the acknowledged records out of order (or twice): ids {}; \
+                     an audit trail is append-only, in the order recorded",
+                    ranges(&ids)
+                ));
+            }
+            Ok(())
+        });
+    }
+
     /// Nothing shuts down: full batches and the once-a-second flush reach the store, in order.
     async fn batches_records_while_the_service_runs() {
         let sink = AuditSink::new();
@@ -115,9 +218,9 @@ hidden_test! {
         drop(rt);
         if let Err(seen) = check_store(&sink, &expected, "after shutdown and the runtime drop") {
             panic!(
-                "{seen}. shutdown() returned before the flusher had written them, so dropping the \
-                 runtime cancelled the flusher at its `.await` and the records it held were lost. \
-                 shutdown() must tell the flusher to stop and wait until it has finished"
+                "{seen}. Every one of them was recorded before shutdown() was called; shutdown() \
+                 must return only once the flusher has written all of them, because dropping the \
+                 runtime right after cancels whatever is still running"
             );
         }
     }
@@ -189,8 +292,8 @@ hidden_test! {
         );
         if let Err(seen) = check_store(&sink, &expected, "when shutdown() returned") {
             panic!(
-                "{seen}: shutdown() returned before the flusher wrote its final batch; `main` \
-                 drops the runtime right after, which would cancel the flusher"
+                "{seen}: these were recorded before shutdown() was called and were not in the \
+                 store when it returned; `main` drops the runtime right after"
             );
         }
         drop(lingering);

@@ -1,11 +1,16 @@
 //! Hidden tests for kata 22: however often the session loop drops `deliver`, every notification
 //! must reach the device exactly once, in order.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use futures::{FutureExt, SinkExt};
 use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_test};
 use push_sink_send::{Notification, Pusher};
+use tokio::io::AsyncWrite;
 use tokio::sync::Mutex;
 use tokio_util::codec::{FramedWrite, LinesCodec};
 
@@ -62,7 +67,11 @@ fn check_wire(wire: &Wire, ids: &[u64]) -> Result<(), String> {
 
 /// Like [`check_wire`], for a wire that must start with `prefix`.
 fn check_wire_after(wire: &Wire, prefix: &str, ids: &[u64]) -> Result<(), String> {
-    let got = wire.text();
+    check_received(wire.text(), prefix, ids)
+}
+
+/// Compares the bytes a device received with `prefix` and then the queued notifications.
+fn check_received(got: String, prefix: &str, ids: &[u64]) -> Result<(), String> {
     let want = format!("{prefix}{}", expected(ids));
     if got == want {
         return Ok(());
@@ -76,10 +85,9 @@ fn check_wire_after(wire: &Wire, prefix: &str, ids: &[u64]) -> Result<(), String
     let repeated: Vec<u64> = ids.iter().copied().filter(|&id| count(id) > 1).collect();
     let problem = if !lost.is_empty() {
         format!(
-            "notification(s) {lost:?} never reached the device: each was taken off the queue and \
-             moved into a future that was still waiting for the connection to take the previous \
-             frame (`send`, `feed` and `send_all` own their items while they wait), and was \
-             dropped with that future"
+            "notification(s) {lost:?} never reached the device and are no longer queued: they \
+             were lost when a call of deliver was dropped (an item owned by a future that waits \
+             for the connection, as `send`, `feed` and `send_all` do, is dropped with it)"
         )
     } else if !repeated.is_empty() {
         format!(
@@ -91,6 +99,59 @@ fn check_wire_after(wire: &Wire, prefix: &str, ids: &[u64]) -> Result<(), String
         "the lines arrived out of order or garbled".to_owned()
     };
     Err(format!("{problem}. The device received {got:?}, expected {want:?}"))
+}
+
+/// A phone that has stopped reading (a tunnel, a dead radio): every write waits until the test
+/// calls [`Phone::wake_up`], and from then on it takes four bytes per write.
+#[derive(Clone, Default)]
+struct Phone {
+    state: Arc<std::sync::Mutex<PhoneState>>,
+}
+
+#[derive(Default)]
+struct PhoneState {
+    awake: bool,
+    received: Vec<u8>,
+    waiting: Option<Waker>,
+}
+
+impl Phone {
+    fn wake_up(&self) {
+        let mut state = self.state.lock().expect("phone state");
+        state.awake = true;
+        if let Some(waker) = state.waiting.take() {
+            waker.wake();
+        }
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.state.lock().expect("phone state").received).into_owned()
+    }
+}
+
+impl AsyncWrite for Phone {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state.lock().expect("phone state");
+        if !state.awake {
+            state.waiting = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.len().min(BYTES_PER_WRITE);
+        state.received.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 hidden_test! {
@@ -159,5 +220,43 @@ hidden_test! {
         if let Err(seen) = check_wire(&wire, &ids) {
             panic!("after a session loop that dropped deliver() {} times, {seen}", rounds - 1);
         }
+    }
+
+    /// A phone that reads nothing, while the session loop drops `deliver` again and again (a
+    /// heartbeat wins every time). The connection layer caps each connection at one buffered
+    /// frame, so at most one notification may leave the outbox until the phone reads again; then
+    /// everything must arrive exactly once, in order.
+    async fn a_phone_that_reads_nothing_holds_at_most_one_frame() {
+        const DROPS: usize = 5;
+        let ids = [1, 2, 3];
+        let phone = Phone::default();
+        let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
+        device.set_backpressure_boundary(1);
+        let mut pusher = Pusher::new(device);
+        for id in ids {
+            pusher.enqueue(notification(id));
+        }
+        for _ in 0..DROPS {
+            // The phone never reads, so `deliver` cannot finish; the heartbeat cuts it after 1 ms.
+            let cut = tokio::time::timeout(Duration::from_millis(1), pusher.deliver()).await;
+            assert!(cut.is_err(), "deliver finished although the phone read nothing");
+        }
+        let still_queued = pusher.queued();
+        phone.wake_up();
+        pusher.deliver().await.expect("deliver failed once the phone read again");
+        if let Err(seen) = check_received(phone.received(), "", &ids) {
+            panic!("after {DROPS} calls of deliver were dropped while the phone read nothing, {seen}");
+        }
+        let left = ids.len() - still_queued;
+        assert!(
+            left <= 1,
+            "{left} of {} notifications left the outbox while the phone read nothing (queued() went \
+             from {} to {still_queued} over {DROPS} dropped calls of deliver): the connection \
+             layer caps each connection at one buffered frame, so at most one notification may \
+             be handed to the connection until the phone takes it, and the rest must wait in the \
+             outbox",
+            ids.len(),
+            ids.len(),
+        );
     }
 }

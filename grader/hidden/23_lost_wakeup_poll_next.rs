@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kata_support::hidden_test;
+use kata_support::{check_property, hidden_test};
 use lost_wakeup_poll_next::{Job, JobFeed, shared};
+use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready, task};
@@ -49,6 +50,33 @@ impl Stream for Watched {
             }
         }
     }
+}
+
+/// Two workers on one queue. A job arrives `gap_ms` after the one before (the first `gap_ms`
+/// after the start) and takes `len_ms` to process.
+#[derive(Debug, Clone)]
+struct Workload {
+    jobs: Vec<(u64, u64)>,
+}
+
+fn workloads() -> impl Strategy<Value = Workload> {
+    proptest::collection::vec((0u64..3_000, 1u64..6_000), 2..7).prop_map(|jobs| Workload { jobs })
+}
+
+/// When each job must start with two workers that never leave a job waiting while one of them is
+/// idle: jobs are taken in order, each by the first worker to be free.
+fn prompt_starts(workload: &Workload) -> Vec<u64> {
+    let mut free_at = [0u64, 0];
+    let mut arrives = 0;
+    let mut starts = Vec::new();
+    for &(gap, len) in &workload.jobs {
+        arrives += gap;
+        let first_free = if free_at[0] <= free_at[1] { 0 } else { 1 };
+        let start = arrives.max(free_at[first_free]);
+        free_at[first_free] = start + len;
+        starts.push(start);
+    }
+    starts
 }
 
 hidden_test! {
@@ -179,5 +207,71 @@ hidden_test! {
             "two workers took {elapsed:?} for four 1-second jobs: they did not work in parallel"
         );
         drop(tx);
+    }
+
+    /// Jobs of uneven length arrive at uneven times, and two workers share the queue: a job that
+    /// arrives while a worker is idle must start at once, on that worker, even if the other
+    /// worker is busy with a long job.
+    fn an_idle_worker_takes_a_job_at_once_whatever_the_timing() {
+        check_property(64, workloads(), |workload| async move {
+            let (tx, rx) = mpsc::channel(16);
+            let jobs = shared(rx);
+            let start = Instant::now();
+            let (started_tx, mut started) = mpsc::unbounded_channel();
+            let lengths: Vec<u64> = workload.jobs.iter().map(|&(_, len)| len).collect();
+            let mut workers = Vec::new();
+            for worker in 0..2 {
+                let mut feed = JobFeed::new(jobs.clone());
+                let (started_tx, lengths) = (started_tx.clone(), lengths.clone());
+                workers.push(tokio::spawn(async move {
+                    while let Some(job) = feed.next().await {
+                        let at = start.elapsed().as_millis() as u64;
+                        let _ = started_tx.send((job.id, worker, at));
+                        let len = lengths[job.id as usize];
+                        tokio::time::sleep(Duration::from_millis(len)).await;
+                    }
+                }));
+            }
+            drop(started_tx);
+            for (id, &(gap, _)) in workload.jobs.iter().enumerate() {
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+                tx.send(job(id as u64)).await.expect("the queue is open");
+            }
+            drop(tx);
+            for worker in workers {
+                worker.await.map_err(|e| format!("a worker panicked: {e}"))?;
+            }
+            let mut seen = Vec::new();
+            while let Some(entry) = started.recv().await {
+                seen.push(entry);
+            }
+            if seen.len() != workload.jobs.len() {
+                return Err(format!(
+                    "the workers started {} of {} jobs: {seen:?}",
+                    seen.len(),
+                    workload.jobs.len()
+                ));
+            }
+            let prompt = prompt_starts(&workload);
+            seen.sort_by_key(|&(id, _, _)| id);
+            for &(id, worker, at) in &seen {
+                let due = prompt[id as usize];
+                if at > due + 1 {
+                    let log: Vec<String> = seen
+                        .iter()
+                        .map(|(id, w, at)| format!("job {id} on worker {w} at {at} ms"))
+                        .collect();
+                    return Err(format!(
+                        "job {id} started at {at} ms on worker {worker}; taken in order by whichever \
+                         worker was free first, it would have started at {due} ms, so it waited \
+                         {} ms while a worker could have taken it. A worker busy with a job must \
+                         not hold its place at the receiver. Starts: {}",
+                        at - due,
+                        log.join(", ")
+                    ));
+                }
+            }
+            Ok(())
+        });
     }
 }

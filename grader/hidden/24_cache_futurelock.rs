@@ -1,10 +1,11 @@
 //! Hidden tests for kata 24: a refresh that has to wait for the lock must still finish (no
-//! futurelock), swap in the catalog and count itself as slow.
+//! futurelock), swap in the catalog and count itself as slow; a refresh that is dropped before it
+//! has the lock must leave the old catalog in place, now and later.
 
 use std::time::Duration;
 
 use cache_futurelock::{Catalog, CatalogCache, SLOW_LOCK};
-use kata_support::hidden_test;
+use kata_support::{Options, Outcome, assert_cancel_safe_with, hidden_test};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -68,12 +69,9 @@ hidden_test! {
         assert!(
             refreshed.is_ok(),
             "futurelock: refresh() had not finished {} s after it started, although the report \
-             released the lock after 1 s. \
-             Its first `lock()` future was still queued for the mutex (pinned and raced by \
-             reference, so not dropped) but was no longer polled. When the report let go, the \
-             fair mutex handed itself to that future, and the second `lock()` in the slow branch \
-             waits for a guard that nobody will ever take or release. Make sure the first \
-             waiter is dropped before the task waits for the same lock again",
+             let go of the lock after 1 s and nothing else wanted it. The task is asleep, waiting \
+             for a lock that one of its own futures now holds or is queued for (a guard still \
+             alive, or a lock future kept but no longer polled), so nothing will ever wake it",
             HANG.as_secs()
         );
         let took = start.elapsed();
@@ -87,9 +85,69 @@ hidden_test! {
         assert_eq!(
             state.slow_refreshes, 1,
             "the refresh waited {took:?} for the lock (SLOW_LOCK is {SLOW_LOCK:?}), but \
-             slow_refreshes reads {}: a slow refresh must be counted exactly once, so the \
-             counter has to be updated under the lock, not skipped when the lock is busy",
+             slow_refreshes reads {}: a slow refresh must be counted exactly once",
             state.slow_refreshes
         );
+    }
+
+    /// The refresher gives up on a refresh (its own timeout fires, it shuts down) at any moment
+    /// while the report holds the lock for a second. A refresh dropped before it has the lock
+    /// must leave the old catalog in place, also after the report lets go, and must not overwrite
+    /// the catalog of the refresh that comes next. A slow refresh may or may not have been
+    /// counted, but never twice.
+    async fn a_refresh_dropped_while_waiting_leaves_the_old_catalog() {
+        assert_cancel_safe_with(
+            Options::default().cut_every(Duration::from_millis(50)),
+            || CatalogCache::new(catalog(1)),
+            |cache: CatalogCache| async move {
+                let report = hold_lock_for(&cache, Duration::from_secs(1)).await;
+                cache.refresh(catalog(2)).await;
+                report
+            },
+            |cache, outcome: Outcome<_>| async move {
+                let cancelled = outcome.is_cancelled();
+                if let Some(report) = outcome.completed() {
+                    report.await.map_err(|e| format!("the report task failed: {e}"))?;
+                }
+                // Long after the report let go of the lock.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let (version, slow) = {
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                };
+                if slow > 1 {
+                    return Err(format!("one refresh was counted {slow} times in slow_refreshes"));
+                }
+                match (cancelled, version) {
+                    (true, 1) | (false, 2) => {}
+                    (true, v) => {
+                        return Err(format!(
+                            "the refresh was dropped before it had the lock, but 5 s after the \
+                             report let go the cache holds catalog v{v}, not the old v1: work \
+                             of the dropped refresh went on without it and swapped the catalog \
+                             in later"
+                        ));
+                    }
+                    (false, v) => {
+                        return Err(format!("the refresh finished, but the cache holds v{v}, not v2"));
+                    }
+                }
+                // The refresher moves on to a newer catalog; nothing may overwrite it afterwards.
+                let next = tokio::time::timeout(HANG, cache.refresh(catalog(3))).await;
+                if next.is_err() {
+                    return Err("the next refresh, with the lock free, never finished".to_owned());
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let version = cache.lock().await.catalog.version;
+                if version != 3 {
+                    return Err(format!(
+                        "the next refresh installed v3, but 5 s later the cache holds v{version}: \
+                         an earlier refresh overwrote it"
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
     }
 }

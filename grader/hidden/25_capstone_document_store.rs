@@ -2,10 +2,13 @@
 //! when its file exists, no temporary file is left, and a reader sees the old version or the new
 //! one in full.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capstone_document_store::{DocStore, FakeFs, Index};
-use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
+use proptest::prelude::*;
 
 const ID: &str = "invoice-42";
 const OLD: &[u8] = br#"{"invoice":42,"total":"80.00","status":"draft"}"#;
@@ -28,6 +31,12 @@ fn store_with_old_version() -> State {
     let fs = FakeFs::preloaded([(path.as_str(), OLD)]);
     let index = Index::preloaded([(ID, path.as_str())]);
     (DocStore::new(fs.clone(), index.clone()), fs, index)
+}
+
+/// Cuts by the clock as well as after every poll: a `save` that waits on work it handed to a task
+/// is polled only when that work is done, and only the clock can cut it in the middle.
+fn every_cut() -> Options {
+    Options::default().cut_every(Duration::from_millis(1))
 }
 
 /// The invariants a reader relies on, checked after a (possibly cancelled) save.
@@ -56,11 +65,11 @@ fn check_consistent(
              removed)"
         ));
     }
-    let leftovers: Vec<String> = fs.paths().into_iter().filter(|p| p.ends_with(".tmp")).collect();
+    let leftovers: Vec<String> = fs.paths().into_iter().filter(|p| *p != path).collect();
     if !leftovers.is_empty() {
         return Err(format!(
-            "{leftovers:?} left behind: the save was dropped after it created its temporary \
-             file, and nothing deleted it. Over a day of timeouts the disk fills with them"
+            "{leftovers:?} left behind on the disk, which should hold only {path}: the save \
+             created a file that nothing deleted. Over a day of timeouts the disk fills with them"
         ));
     }
     if let Some(content) = fs.read(&path) {
@@ -83,6 +92,49 @@ fn check_consistent(
     Ok(())
 }
 
+/// How long the reader keeps looking after the save returned or was cut.
+const READER_WATCHES: Duration = Duration::from_millis(100);
+
+/// One save watched by a reader: of a new document or a replacement, of a body of `len` bytes,
+/// cut by a deadline after `deadline_ms` (or never).
+#[derive(Debug, Clone)]
+struct Watched {
+    replace: bool,
+    len: usize,
+    deadline_ms: Option<u64>,
+}
+
+fn watched_saves() -> impl Strategy<Value = Watched> {
+    (any::<bool>(), 1usize..80, proptest::option::of(0u64..60))
+        .prop_map(|(replace, len, deadline_ms)| Watched { replace, len, deadline_ms })
+}
+
+/// What a reader may see of the document: the previous version or the new one, in full, and an
+/// index entry only with its file.
+fn check_reader_view(
+    store: &DocStore,
+    index: &Index,
+    old: Option<&[u8]>,
+    new: &[u8],
+) -> Result<(), String> {
+    let listed = index.contains(ID);
+    match store.load(ID) {
+        None if listed => {
+            Err(format!("the index listed `{ID}` but load() found no file: \"document missing\""))
+        }
+        None if old.is_some() => Err("load() found no document, although the previous version \
+            must stay readable until the new one replaces it"
+            .to_owned()),
+        None => Ok(()),
+        Some(content) if old.is_some_and(|old| content == old) || content == new => Ok(()),
+        Some(content) => Err(format!(
+            "load() returned {} bytes that are neither the previous version nor the new one in \
+             full",
+            content.len()
+        )),
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: once `save` returns, the document is indexed, readable and complete,
     /// and no temporary file is left.
@@ -102,7 +154,8 @@ hidden_test! {
 
     /// A new document, with `save` dropped after every possible poll.
     async fn a_new_document_survives_a_drop_at_every_await() {
-        assert_cancel_safe(
+        assert_cancel_safe_with(
+            every_cut(),
             empty_store,
             |(store, _, _): State| async move { store.save(ID, NEW).await },
             |(store, fs, index), outcome: Outcome<std::io::Result<()>>| async move {
@@ -124,7 +177,8 @@ hidden_test! {
     /// Replacing an existing document, with `save` dropped after every possible poll: the old
     /// version must survive any drop before the commit, whole.
     async fn replacing_a_document_survives_a_drop_at_every_await() {
-        assert_cancel_safe(
+        assert_cancel_safe_with(
+            every_cut(),
             store_with_old_version,
             |(store, _, _): State| async move { store.save(ID, NEW).await },
             |(store, fs, index), outcome: Outcome<std::io::Result<()>>| async move {
@@ -141,5 +195,57 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// A reader looks at the document every millisecond while it is saved (and the save may be
+    /// cut by a deadline): at no moment, not only after the save, may it find the id indexed
+    /// without its file, a partial file, or no document where the previous version stood.
+    fn a_reader_looking_at_any_moment_sees_the_old_or_the_new_document() {
+        check_property(48, watched_saves(), |watched| async move {
+            let (store, fs, index) =
+                if watched.replace { store_with_old_version() } else { empty_store() };
+            let old = watched.replace.then_some(OLD);
+            let body: Vec<u8> =
+                format!(r#"{{"invoice":42,"note":"{}"}}"#, "x".repeat(watched.len)).into_bytes();
+            let done = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (store, index, body, done) =
+                    (store.clone(), index.clone(), body.clone(), done.clone());
+                tokio::spawn(async move {
+                    let start = tokio::time::Instant::now();
+                    while !done.load(Ordering::SeqCst) {
+                        if let Err(seen) = check_reader_view(&store, &index, old, &body) {
+                            return Err(format!(
+                                "a reader looking {} ms into the save: {seen}",
+                                start.elapsed().as_millis()
+                            ));
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Ok(())
+                })
+            };
+            let saved = match watched.deadline_ms {
+                Some(ms) => {
+                    tokio::time::timeout(Duration::from_millis(ms), store.save(ID, &body)).await.ok()
+                }
+                None => Some(store.save(ID, &body).await),
+            };
+            // The reader keeps looking while work the save handed to a task may still run (a save
+            // takes about 50 ms here), then the state is judged once that work has surely ended.
+            tokio::time::sleep(READER_WATCHES).await;
+            done.store(true, Ordering::SeqCst);
+            tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await;
+            reader.await.map_err(|e| format!("the reader panicked: {e}"))??;
+            check_consistent(&fs, &index, old, &body)?;
+            if let Some(result) = saved {
+                result.map_err(|e| format!("save failed: {e}"))?;
+                if store.load(ID).as_deref() != Some(&body[..]) {
+                    return Err("save() returned Ok but load() does not return the new document"
+                        .to_owned());
+                }
+            }
+            Ok(())
+        });
     }
 }

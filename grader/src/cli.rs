@@ -197,6 +197,16 @@ pub struct VerifyArgs {
     #[arg(value_name = "KATA")]
     pub katas: Vec<String>,
 
+    /// Run each solution's and decoy's hidden tests N times from one build; a test whose outcome
+    /// differs between runs is a problem.
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub repeat: usize,
+
     /// Tests run at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,

@@ -48,6 +48,10 @@ pub fn build(
         .arg("--target-dir")
         .arg(target)
         .env_remove("RUSTC_WRAPPER")
+        // The course's `.cargo/config.toml` does not apply from `/`; the one flag it sets does, so
+        // tokio's seeded `select!` is available and tokio is shared with the course's own build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("RUSTFLAGS", RUSTFLAGS)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,6 +116,9 @@ pub fn build(
     }
     Ok(built)
 }
+
+/// The flags every build of the hidden tests gets, as in the course's `.cargo/config.toml`.
+pub const RUSTFLAGS: &str = "--cfg tokio_unstable";
 
 /// The cargo that runs the grader (so `cargo run` and `cargo +toolchain` agree), else `cargo`.
 pub fn cargo() -> PathBuf {

@@ -182,13 +182,15 @@ impl Course {
         self.root.join("grader").join("hidden").join(format!("{}.rs", kata.name))
     }
 
-    pub fn decoy_dir(&self, kata: &Kata) -> PathBuf {
-        self.root.join("grader").join("decoys").join(&kata.name)
+    /// `grader/<folder>/<kata>`: the kata's decoys (`decoys`) or accepted alternatives
+    /// (`alternatives`).
+    pub fn variant_dir(&self, folder: &str, kata: &Kata) -> PathBuf {
+        self.root.join("grader").join(folder).join(&kata.name)
     }
 
-    /// The decoy sources of a kata, sorted by name.
-    pub fn decoys(&self, kata: &Kata) -> anyhow::Result<Vec<PathBuf>> {
-        let dir = self.decoy_dir(kata);
+    /// The files in one of a kata's variant folders, sorted by name (`decoy::find` sorts them out).
+    pub fn variants(&self, folder: &str, kata: &Kata) -> anyhow::Result<Vec<PathBuf>> {
+        let dir = self.variant_dir(folder, kata);
         if !dir.is_dir() {
             return Ok(Vec::new());
         }
@@ -196,10 +198,7 @@ impl Course {
         for entry in
             std::fs::read_dir(&dir).with_context(|| format!("failed to read {}", dir.display()))?
         {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                decoys.push(path);
-            }
+            decoys.push(entry?.path());
         }
         decoys.sort();
         Ok(decoys)

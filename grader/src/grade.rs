@@ -2,7 +2,8 @@
 //! process, and turn the outcomes into one verdict per unit.
 //!
 //! `check` grades a tree of katas; `verify` grades exercises, solutions and decoys with the same
-//! machinery.
+//! machinery, running the tests of solutions and decoys several times to catch a verdict that
+//! changes from run to run.
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,16 @@ impl Options {
     }
 }
 
+/// A hidden test whose outcome differed between runs of one build.
+#[derive(Debug, Clone)]
+pub struct Nondeterministic {
+    /// Index of the unit in the graded set.
+    pub unit: usize,
+    pub test: String,
+    /// Every run's outcome, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
 /// Grades `units`, built together in the generated workspace `set`.
 pub fn grade(
     course: &Course,
@@ -99,7 +110,22 @@ pub fn grade(
     progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Duration)> {
     let started = Instant::now();
+    let (results, _) = grade_repeated(course, set, units, options, 1, progress)?;
+    Ok((results, started.elapsed()))
+}
+
+/// Grades `units` as [`grade`] does, but runs every hidden test `repeat` times from one build. The
+/// results are the first run's; the tests whose outcome changed between runs come back apart.
+pub fn grade_repeated(
+    course: &Course,
+    set: &str,
+    units: &[Unit],
+    options: &Options,
+    repeat: usize,
+    progress: &Progress,
+) -> anyhow::Result<(Vec<UnitResult>, Vec<Nondeterministic>)> {
     crate::sandbox::require(options.trusted)?;
+    let _lock = workspace::lock(course, set)?;
     // A unit whose files are missing is reported on its own and left out of the build.
     let missing: Vec<Option<String>> = units
         .iter()
@@ -113,14 +139,19 @@ pub fn grade(
     let present: Vec<Unit> =
         units.iter().zip(&missing).filter(|(_, m)| m.is_none()).map(|(u, _)| u.clone()).collect();
     let dir = workspace::generate(course, set, &present)?;
-    let mut present_built = compile::build(
-        &dir,
-        &workspace::target_dir(course),
-        &course.root,
-        &present,
-        options.color,
-        progress,
-    )?
+    // Cargo refuses a workspace without members.
+    let mut present_built = if present.is_empty() {
+        Vec::new()
+    } else {
+        compile::build(
+            &dir,
+            &workspace::target_dir(course),
+            &course.root,
+            &present,
+            options.color,
+            progress,
+        )?
+    }
     .into_iter();
     let built: Vec<compile::Built> = missing
         .iter()
@@ -169,9 +200,25 @@ pub fn grade(
             .ok()
     };
     let before: Vec<_> = units.iter().map(hidden_hash).collect();
+    let count = jobs.len();
+    let jobs: Vec<Job> = jobs.iter().cycle().take(count * repeat.max(1)).cloned().collect();
     progress.phase("testing", jobs.len());
-    let runs = run::run_all(jobs, options.parallel, &|| progress.step());
+    let all = run::run_all(jobs, options.parallel, &|| progress.step());
     progress.finish();
+    let runs = &all[..count];
+    let nondeterministic: Vec<Nondeterministic> = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(j, first)| {
+            let outcomes: Vec<Outcome> =
+                all[j..].iter().step_by(count).map(|r| r.outcome).collect();
+            (outcomes.iter().any(|o| *o != first.outcome)).then(|| Nondeterministic {
+                unit: first.unit,
+                test: first.test.clone(),
+                outcomes,
+            })
+        })
+        .collect();
     // Kata code runs with the learner's permissions and can reach the grader's files; a hidden
     // test file that changed while tests ran means the verdict cannot be trusted.
     let tampered: Vec<bool> =
@@ -231,5 +278,5 @@ pub fn grade(
             error: errors[i].take(),
         });
     }
-    Ok((results, started.elapsed()))
+    Ok((results, nondeterministic))
 }

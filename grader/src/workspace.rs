@@ -58,6 +58,22 @@ pub fn grader_dir(course: &Course) -> PathBuf {
     }
 }
 
+/// Takes the set's lock, held (until the file is dropped) from generating the workspace to the end
+/// of its tests, so that two graders at once neither build nor run the other's units.
+pub fn lock(course: &Course, set: &str) -> anyhow::Result<std::fs::File> {
+    let dir = grader_dir(course);
+    std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let path = dir.join(format!("{set}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    file.lock().with_context(|| format!("failed to lock {}", path.display()))?;
+    Ok(file)
+}
+
 /// Writes the workspace for `units` under `<target>/grader/<set>` and returns its directory.
 pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<PathBuf> {
     let dir = grader_dir(course).join(set);
@@ -195,7 +211,7 @@ fn path_value(path: &Path) -> Value {
 }
 
 /// Rewrites a file only when its content changes, so cargo's fingerprints stay fresh.
-fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
+pub fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
         return Ok(());
     }

@@ -156,7 +156,46 @@ fn verify_reports_a_broken_contract() {
         .stdout(contains("exercise passes every hidden test; as shipped it must fail"))
         .stdout(contains("exercise does not compile"))
         .stdout(contains("has 0 decoy(s); at least 2 plausible wrong fixes are required"))
-        .stdout(contains("exercises/02_failing/README.md is missing"));
+        .stdout(contains("exercises/02_failing/README.md is missing"))
+        .stdout(contains("nondeterministic").not());
+}
+
+#[test]
+fn verify_reports_decoys_it_cannot_use() {
+    let fixture = Fixture::new();
+    // The exercise changes under the decoy, and an old whole-file decoy is left in the folder.
+    let exercise = fixture.path("exercises/02_failing/src/lib.rs");
+    let text = std::fs::read_to_string(&exercise).unwrap();
+    std::fs::write(&exercise, text.replace("    work.await;\n", "    let () = work.await;\n"))
+        .unwrap();
+    std::fs::write(fixture.path("grader/decoys/02_failing/old.rs"), text).unwrap();
+    fixture
+        .grader(["verify", "2"])
+        .assert()
+        .code(1)
+        .stdout(contains(
+            "grader/decoys/02_failing/lower_first.patch no longer applies to \
+             exercises/02_failing/src/lib.rs (error applying hunk #1); regenerate it",
+        ))
+        .stdout(contains("grader/decoys/02_failing/old.rs is a whole-file decoy; convert it"));
+}
+
+#[test]
+fn verify_reports_a_hidden_test_whose_verdict_changes_between_runs() {
+    let fixture = Fixture::new();
+    let coin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nondeterministic.rs");
+    std::fs::copy(coin, fixture.path("grader/hidden/01_passing.rs")).unwrap();
+    // 40 fair flips all agree once in 2^39 runs of this test.
+    fixture
+        .grader(["verify", "1", "--repeat", "40"])
+        .assert()
+        .code(1)
+        .stdout(contains(
+            "solution 01_passing: hidden test `coin_flip` is nondeterministic over 40 runs of \
+             one build (",
+        ))
+        .stdout(contains("passed").and(contains("failed")));
 }
 
 #[test]

@@ -14,6 +14,8 @@ const SKIP_TOP: &[&str] = &[".git", "target", "solutions", "drafts"];
 /// Paths (relative to the root) never handed out.
 const SKIP_PATHS: &[&str] = &[
     "grader/decoys",
+    // Right fixes: as good as the solutions.
+    "grader/alternatives",
     // Runs `grader verify`, which needs the solutions.
     "grader/tests/course.rs",
     // The project's own CI; students get the classroom workflow.

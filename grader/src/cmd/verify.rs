@@ -1,21 +1,25 @@
 //! `grader verify`: checks the kata contract (CONTRIBUTING.md) for maintainers.
 //!
-//! Static part: the files and sections every kata must have, the manifest entry, the decoys, and
-//! hidden tests free of wall-clock sleeps and real sockets. Behaviour part, with the same grading
-//! machinery as `check`: every exercise compiles without warnings, passes at least one hidden test
-//! and fails at least one; every solution passes; every decoy compiles and is rejected.
+//! Static part: the files and sections every kata must have, the manifest entry, the decoys and
+//! accepted alternatives (patches that apply to the exercise), and hidden tests free of wall-clock
+//! sleeps and real sockets. Behaviour part, with the same grading machinery as `check`: every
+//! exercise compiles without warnings, passes at least one hidden test and fails at least one;
+//! every solution and alternative passes; every decoy compiles and is rejected; and the tests of
+//! solutions, decoys and alternatives, run `--repeat` times from one build, give the same outcome
+//! every run.
 
 use std::path::Path;
 
 use crate::cli::VerifyArgs;
 use crate::course::{Course, Kata, Tree};
+use crate::decoy::{self, Kind};
 use crate::exit;
 use std::io::IsTerminal;
 
 use crate::grade::{self, Options, Status, UnitResult};
 use crate::progress::Progress;
 use crate::run::Outcome;
-use crate::workspace::Unit;
+use crate::workspace::{self, Unit};
 
 const EXERCISE_SECTIONS: &[&str] =
     &["## The story", "## Your task", "## Further reading", "Cancellation source"];
@@ -58,22 +62,40 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             .map(|k| Unit { kata: index(k), label: k.name.clone(), lib_rs: course.lib_rs(tree, k) })
             .collect()
     };
-    let mut decoys = Vec::new();
-    for kata in &katas {
-        for path in course.decoys(kata)? {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-            decoys.push(Unit {
-                kata: index(kata),
-                label: format!("{}/{stem}", kata.name),
-                lib_rs: path,
-            });
+    let mut variants = |kind: Kind| -> anyhow::Result<Vec<Unit>> {
+        let mut units = Vec::new();
+        for kata in &katas {
+            let (found, stray) = decoy::find(course, kata, kind)?;
+            for problem in stray {
+                note(kata, problem.to_string());
+            }
+            for decoy in found {
+                let source = match decoy::apply(course, kata, &decoy) {
+                    Ok(source) => source,
+                    Err(problem) => {
+                        note(kata, problem.to_string());
+                        continue;
+                    }
+                };
+                let lib_rs = decoy::applied_path(course, kata, &decoy);
+                workspace::write_if_changed(&lib_rs, &source)?;
+                units.push(Unit {
+                    kata: index(kata),
+                    label: format!("{}/{}", kata.name, decoy.name),
+                    lib_rs,
+                });
+            }
         }
-    }
+        Ok(units)
+    };
+    let decoys = variants(Kind::Decoy)?;
+    let alternatives = variants(Kind::Alternative)?;
 
     eprintln!(
-        "verifying {} kata(s): exercises, solutions and {} decoys...",
+        "verifying {} kata(s): exercises, solutions, {} decoys and {} alternatives...",
         katas.len(),
-        decoys.len()
+        decoys.len(),
+        alternatives.len()
     );
     let progress = Progress::new(true, std::io::stderr().is_terminal());
     let (exercises, _) = grade::grade(
@@ -83,14 +105,46 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         &options,
         &progress,
     )?;
-    let (solutions, _) = grade::grade(
+    let solution_units = tree_units(Tree::Solutions);
+    let (solutions, flaky_solutions) = grade::grade_repeated(
         course,
         Tree::Solutions.dir(),
-        &tree_units(Tree::Solutions),
+        &solution_units,
         &options,
+        args.repeat,
         &progress,
     )?;
-    let (decoy_results, _) = grade::grade(course, "decoys", &decoys, &options, &progress)?;
+    let (decoy_results, flaky_decoys) =
+        grade::grade_repeated(course, "decoys", &decoys, &options, args.repeat, &progress)?;
+    let (alternative_results, flaky_alternatives) = grade::grade_repeated(
+        course,
+        "alternatives",
+        &alternatives,
+        &options,
+        args.repeat,
+        &progress,
+    )?;
+    for (kind, units, flaky) in [
+        ("solution", &solution_units, flaky_solutions),
+        ("decoy", &decoys, flaky_decoys),
+        ("alternative", &alternatives, flaky_alternatives),
+    ] {
+        for test in flaky {
+            let unit = &units[test.unit];
+            let seen: Vec<&str> = test.outcomes.iter().map(|o| outcome_label(*o)).collect();
+            note(
+                &course.katas[unit.kata],
+                format!(
+                    "{kind} {}: hidden test `{}` is nondeterministic over {} runs of one build \
+                     ({}); hidden tests must give the same verdict every run",
+                    unit.label,
+                    test.test,
+                    seen.len(),
+                    seen.join(", ")
+                ),
+            );
+        }
+    }
 
     for (kata, result) in katas.iter().zip(&exercises) {
         if let Some(problem) = exercise_problem(result) {
@@ -127,6 +181,21 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         }
     }
 
+    for (unit, result) in alternatives.iter().zip(&alternative_results) {
+        if result.status != Status::Passed {
+            note(
+                &course.katas[unit.kata],
+                format!(
+                    "alternative {} is a right fix, but {}: {}; the tests say more than the \
+                     README promises, or the alternative is not right after all",
+                    result.name,
+                    result.status.label(),
+                    crate::report::reason(result)
+                ),
+            );
+        }
+    }
+
     let slowest = exercises
         .iter()
         .chain(&solutions)
@@ -134,9 +203,16 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         .max();
     for kata in &katas {
         let mine: Vec<_> = problems.iter().filter(|(k, _)| *k == kata.name).collect();
-        let decoy_count = decoys.iter().filter(|u| course.katas[u.kata].name == kata.name).count();
+        let count = |units: &[Unit]| {
+            units.iter().filter(|u| course.katas[u.kata].name == kata.name).count()
+        };
         if mine.is_empty() {
-            outln!("ok    {} ({} decoys rejected)", kata.name, decoy_count);
+            outln!(
+                "ok    {} ({} decoys rejected, {} alternatives accepted)",
+                kata.name,
+                count(&decoys),
+                count(&alternatives)
+            );
         } else {
             outln!("FAIL  {}", kata.name);
             for (_, problem) in mine {
@@ -153,6 +229,14 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     } else {
         outln!("{} problem(s) found", problems.len());
         Ok(exit::FAILED)
+    }
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+        Outcome::TimedOut => "timed out",
     }
 }
 
@@ -263,7 +347,7 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    let decoys = course.decoys(kata)?.len();
+    let decoys = decoy::find(course, kata, Kind::Decoy)?.0.len();
     if decoys < 2 {
         problems
             .push(format!("has {decoys} decoy(s); at least 2 plausible wrong fixes are required"));

@@ -4,7 +4,17 @@
 //! A future can only be cancelled between polls, so "every `.await`" means "after every `Pending`".
 //! The explorer first runs the operation to completion on fresh state to learn how many polls a full
 //! run takes (and to check the undisturbed outcome), then, for every `k` below that, builds fresh
-//! state, polls a fresh future `k` times, drops it and runs the invariant check.
+//! state, polls a fresh future `k` times, drops it and runs the invariant check. Each `k` is cut at
+//! two moments ([`Moment`]): right after poll `k` returned `Pending`, while the future still waits
+//! for its event (a client that leaves, a timeout that fires first), and once its waker fired, just
+//! before the poll that would have seen the event. Real cancellations happen at both.
+//!
+//! [`explore_at_shutdown`] cuts at two more places, where no runtime is running to help: the runtime
+//! shuts down with the future parked in a task, or the future is dropped after the runtime is gone.
+//! A `Drop` that spawns its cleanup works inside a running runtime and fails at both.
+//!
+//! [`Options::forbid_leftover_tasks`] adds a check after every cut: no task that the operation
+//! spawned (or that such a task spawned) may still be running once the cut has settled.
 //!
 //! Between polls the explorer does not spin: it waits until the future's waker fires. Under a paused
 //! clock the runtime auto-advances to the next timer while it waits, so timers, spawned helpers and
@@ -16,8 +26,7 @@
 //! use std::sync::atomic::{AtomicI64, Ordering};
 //! use std::time::Duration;
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
-//! #     .block_on(async {
+//! # kata_support::runtime::current_thread(1).block_on(async {
 //! // Two accounts that must always hold 100 between them.
 //! let report = kata_support::explore(
 //!     || Arc::new([AtomicI64::new(100), AtomicI64::new(0)]),
@@ -36,13 +45,14 @@
 //! let failure = report.unwrap_err();
 //! assert_eq!(failure.cancelled_after, Some(1));
 //! assert_eq!(failure.to_string(),
-//!     "cancelled after poll 1 of 2: the accounts hold 90, expected 100");
+//!     "cancelled after poll 1 of 2, while still waiting: the accounts hold 90, expected 100");
 //! # });
 //! ```
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::panic::{AssertUnwindSafe, Location};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -50,8 +60,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::runtime::{self, Watch};
+
 /// How long (on the paused clock) the explorer waits for a wakeup before calling the future stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(3600);
+
+/// Virtual time an undisturbed run of [`explore_at_shutdown`] gets for the work it spawned before
+/// its runtime shuts down.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// The most polls a full run may take; more means the future is spinning.
 pub const MAX_POLLS: usize = 10_000;
@@ -80,12 +96,30 @@ impl<T> Outcome<T> {
     }
 }
 
+/// When, and where, a future was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// Before its first poll.
+    BeforeFirstPoll,
+    /// Right after a poll returned `Pending`: the future still waits for its event.
+    Waiting,
+    /// After its waker fired, before the poll that would have seen the event.
+    Woken,
+    /// Parked in a task when the runtime shut down.
+    Shutdown,
+    /// After the runtime was gone, outside any runtime.
+    OutsideRuntime,
+    /// This long (virtual time) after the run started, whatever the future was doing: see
+    /// [`Options::cut_every`].
+    Elapsed(Duration),
+}
+
 /// What a successful exploration covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exploration {
     /// Polls an undisturbed run takes.
     pub full_run_polls: usize,
-    /// Distinct cancellation points checked (dropped after 0, 1, .. `full_run_polls - 1` polls).
+    /// Cuts checked: the drop before the first poll, then two moments after each later poll.
     pub cuts_checked: usize,
 }
 
@@ -94,23 +128,88 @@ pub struct Exploration {
 pub struct CancelFailure {
     /// Polls before the drop that broke the invariant, or `None` when an undisturbed run failed.
     pub cancelled_after: Option<usize>,
+    /// When the future was dropped; `None` when an undisturbed run failed.
+    pub moment: Option<Moment>,
     /// Polls an undisturbed run takes, when known.
     pub polls: usize,
     /// What the invariant check saw.
     pub seen: String,
 }
 
+impl CancelFailure {
+    fn undisturbed(polls: usize, seen: String) -> Self {
+        CancelFailure { cancelled_after: None, moment: None, polls, seen }
+    }
+}
+
 impl fmt::Display for CancelFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cancelled_after {
-            None => write!(f, "without any cancellation ({} polls): {}", self.polls, self.seen),
-            Some(0) => write!(f, "dropped before its first poll: {}", self.seen),
-            Some(k) => write!(f, "cancelled after poll {k} of {}: {}", self.polls, self.seen),
+        let (n, seen) = (self.polls, &self.seen);
+        match (self.cancelled_after, self.moment) {
+            (None, _) | (_, None) => write!(f, "without any cancellation ({n} polls): {seen}"),
+            (Some(0), Some(Moment::Shutdown)) => {
+                write!(f, "dropped before its first poll, at runtime shutdown: {seen}")
+            }
+            (Some(0), Some(Moment::OutsideRuntime)) => {
+                write!(f, "dropped before its first poll, outside any runtime: {seen}")
+            }
+            (Some(0), Some(_)) => write!(f, "dropped before its first poll: {seen}"),
+            (Some(k), Some(Moment::Waiting | Moment::BeforeFirstPoll)) => {
+                write!(f, "cancelled after poll {k} of {n}, while still waiting: {seen}")
+            }
+            (Some(k), Some(Moment::Woken)) => {
+                write!(f, "cancelled after poll {k} of {n}, once woken: {seen}")
+            }
+            (Some(k), Some(Moment::Shutdown)) => {
+                write!(f, "cancelled after poll {k} of {n} by runtime shutdown: {seen}")
+            }
+            (Some(k), Some(Moment::OutsideRuntime)) => {
+                write!(f, "dropped outside any runtime after poll {k} of {n}: {seen}")
+            }
+            (Some(k), Some(Moment::Elapsed(t))) => {
+                write!(f, "cancelled {t:?} into the run (after poll {k} of {n}): {seen}")
+            }
         }
     }
 }
 
 impl std::error::Error for CancelFailure {}
+
+/// Extra checks an exploration makes after every cut, beyond the invariant check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    forbid_leftover_tasks: bool,
+    cut_every: Option<Duration>,
+}
+
+/// The most time-based cuts one exploration makes; a longer run is cut at evenly spaced instants.
+pub const MAX_TIME_CUTS: u32 = 1000;
+
+impl Options {
+    /// Also cuts the run by the clock: at `step`, `2 * step`, .. (virtual time since it started)
+    /// up to the length of an undisturbed run, dropping the future wherever it is then. Poll-based
+    /// cuts only see the moments the future itself is polled; a future that waits on work it
+    /// handed to a task (a "shield") is polled only when that work is done, and the work can be
+    /// cut in the middle only by the clock. At most [`MAX_TIME_CUTS`] such cuts.
+    ///
+    /// # Panics
+    ///
+    /// If `step` is zero.
+    pub fn cut_every(mut self, step: Duration) -> Self {
+        assert!(!step.is_zero(), "`cut_every` needs a step above zero");
+        self.cut_every = Some(step);
+        self
+    }
+
+    /// After every cut has settled (and after a completed run), fails if a task that the operation
+    /// spawned, or that one of its tasks spawned, is still running: work detached into a task
+    /// whose handle was dropped outlives the cancelled operation. Needs a runtime built by
+    /// [`crate::runtime`] (every `hidden_test!` async test has one).
+    pub fn forbid_leftover_tasks(mut self) -> Self {
+        self.forbid_leftover_tasks = true;
+        self
+    }
+}
 
 /// Cancels the operation at every point it can be cancelled and checks the invariant after each cut.
 ///
@@ -118,7 +217,36 @@ impl std::error::Error for CancelFailure {}
 /// state after the future was dropped (or completed) and returns what it saw when the invariant is
 /// broken. The undisturbed run is checked first, so an operation that is simply wrong fails with
 /// "without any cancellation".
+///
+/// # Errors
+///
+/// The first cut whose check failed, in the order the cuts happen in time.
 pub async fn explore<S, T, Op, OpFut, Check, CheckFut>(
+    fresh: impl FnMut() -> S,
+    op: Op,
+    check: Check,
+) -> Result<Exploration, CancelFailure>
+where
+    S: Clone,
+    Op: FnMut(S) -> OpFut,
+    OpFut: Future<Output = T>,
+    Check: FnMut(S, Outcome<T>) -> CheckFut,
+    CheckFut: Future<Output = Result<(), String>>,
+{
+    explore_with(Options::default(), fresh, op, check).await
+}
+
+/// [`explore`] with extra checks.
+///
+/// # Errors
+///
+/// As [`explore`]; a leftover task is reported as what the check saw.
+///
+/// # Panics
+///
+/// When `options` asks for task tracking on a runtime that was not built by [`crate::runtime`].
+pub async fn explore_with<S, T, Op, OpFut, Check, CheckFut>(
+    options: Options,
     mut fresh: impl FnMut() -> S,
     mut op: Op,
     mut check: Check,
@@ -130,27 +258,41 @@ where
     Check: FnMut(S, Outcome<T>) -> CheckFut,
     CheckFut: Future<Output = Result<(), String>>,
 {
+    let watch = match (options.forbid_leftover_tasks, runtime::watch()) {
+        (false, _) => None,
+        (true, Some(watch)) => Some(watch),
+        (true, None) => panic!(
+            "`forbid_leftover_tasks` needs a runtime from `kata_support::runtime` (every \
+             `hidden_test!` async test runs on one)"
+        ),
+    };
     let state = fresh();
-    let (polls, ended) = drive(op(state.clone()), None).await;
+    let started = tokio::time::Instant::now();
+    let (polls, ended) = run_once(op(state.clone()), Stop::Never, watch.as_ref()).await;
+    let length = started.elapsed();
     let outcome = match ended {
         Ended::Completed(value) => Outcome::Completed(value),
         Ended::Stalled => {
             let seen = format!("the operation stalled: never woken after poll {polls}");
-            return Err(CancelFailure { cancelled_after: None, polls, seen });
+            return Err(CancelFailure::undisturbed(polls, seen));
         }
         Ended::Spun | Ended::Cut => {
             let seen = format!("the operation did not finish within {MAX_POLLS} polls");
-            return Err(CancelFailure { cancelled_after: None, polls, seen });
+            return Err(CancelFailure::undisturbed(polls, seen));
         }
     };
     settle().await;
-    if let Err(seen) = check(state, outcome).await {
-        return Err(CancelFailure { cancelled_after: None, polls, seen });
-    }
+    let seen = match leftovers(watch.as_ref(), "it completed") {
+        Some(seen) => Err(seen),
+        None => check(state, outcome).await,
+    };
+    seen.map_err(|seen| CancelFailure::undisturbed(polls, seen))?;
 
-    for k in 0..polls {
+    let mut cuts = 0;
+    let by_clock = options.cut_every.into_iter().flat_map(|step| instants(step, length));
+    for stop in cuts_of(polls).chain(by_clock.map(Stop::After)) {
         let state = fresh();
-        let (ran, ended) = drive(op(state.clone()), Some(k)).await;
+        let (ran, ended) = run_once(op(state.clone()), stop, watch.as_ref()).await;
         // A run can finish in fewer polls than the baseline (a timer already fired, say); it is
         // then an undisturbed run and is checked as one.
         let outcome = match ended {
@@ -158,11 +300,25 @@ where
             Ended::Cut | Ended::Stalled | Ended::Spun => Outcome::Cancelled { polls: ran },
         };
         settle().await;
-        if let Err(seen) = check(state, outcome).await {
-            return Err(CancelFailure { cancelled_after: Some(ran), polls, seen });
-        }
+        let seen = match leftovers(watch.as_ref(), "the cut") {
+            Some(seen) => Err(seen),
+            None => check(state, outcome).await,
+        };
+        let moment = match stop {
+            Stop::Woken(0) => Moment::BeforeFirstPoll,
+            Stop::Waiting(_) => Moment::Waiting,
+            Stop::After(t) => Moment::Elapsed(t),
+            Stop::Woken(_) | Stop::Never => Moment::Woken,
+        };
+        seen.map_err(|seen| CancelFailure {
+            cancelled_after: Some(ran),
+            moment: Some(moment),
+            polls,
+            seen,
+        })?;
+        cuts += 1;
     }
-    Ok(Exploration { full_run_polls: polls, cuts_checked: polls })
+    Ok(Exploration { full_run_polls: polls, cuts_checked: cuts })
 }
 
 /// Like [`explore`], but panics with the failure, worded for a learner.
@@ -178,7 +334,150 @@ where
     Check: FnMut(S, Outcome<T>) -> CheckFut,
     CheckFut: Future<Output = Result<(), String>>,
 {
-    match explore(fresh, op, check).await {
+    assert_cancel_safe_with(Options::default(), fresh, op, check).await
+}
+
+/// Like [`explore_with`], but panics with the failure, worded for a learner.
+pub async fn assert_cancel_safe_with<S, T, Op, OpFut, Check, CheckFut>(
+    options: Options,
+    fresh: impl FnMut() -> S,
+    op: Op,
+    check: Check,
+) -> Exploration
+where
+    S: Clone,
+    Op: FnMut(S) -> OpFut,
+    OpFut: Future<Output = T>,
+    Check: FnMut(S, Outcome<T>) -> CheckFut,
+    CheckFut: Future<Output = Result<(), String>>,
+{
+    match explore_with(options, fresh, op, check).await {
+        Ok(report) => report,
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// Cancels the operation where no running runtime helps it: for every `k` below the polls of a full
+/// run, the runtime shuts down with the future parked in a task after `k` polls
+/// ([`Moment::Shutdown`]), and, on a second run, the runtime is dropped first and the future after
+/// it, outside any runtime ([`Moment::OutsideRuntime`]); a panic in that drop is a failure. Each run
+/// gets a fresh seeded, paused runtime from [`crate::runtime`]; `fresh` and the creation of the
+/// future run inside it, and `check` runs after the runtime is gone, so it is synchronous.
+///
+/// Call it from a plain test (`fn`, not `async fn`): it builds its own runtimes.
+///
+/// # Errors
+///
+/// The first failing cut, as for [`explore`].
+///
+/// # Panics
+///
+/// When called from inside a runtime.
+pub fn explore_at_shutdown<S, T, Op, OpFut, Check>(
+    mut fresh: impl FnMut() -> S,
+    mut op: Op,
+    mut check: Check,
+) -> Result<Exploration, CancelFailure>
+where
+    S: Clone,
+    T: 'static,
+    Op: FnMut(S) -> OpFut,
+    OpFut: Future<Output = T> + 'static,
+    Check: FnMut(S, Outcome<T>) -> Result<(), String>,
+{
+    let rt = runtime::local(runtime::SEEDS[0]);
+    let state = rt.block_on(async { fresh() });
+    let mut fut = {
+        let _in = rt.handle().enter();
+        Box::pin(op(state.clone()))
+    };
+    let (polls, ended) = rt.block_on(drive(fut.as_mut(), Stop::Never, None));
+    drop(fut);
+    // Undisturbed, the operation's spawned work gets to finish before the runtime goes.
+    rt.block_on(async {
+        settle().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    });
+    drop(rt);
+    let outcome = match ended {
+        Ended::Completed(value) => Outcome::Completed(value),
+        Ended::Stalled | Ended::Spun | Ended::Cut => {
+            let seen = format!("the operation did not finish (polled {polls} times)");
+            return Err(CancelFailure::undisturbed(polls, seen));
+        }
+    };
+    check(state, outcome).map_err(|seen| CancelFailure::undisturbed(polls, seen))?;
+
+    let mut cuts = 0;
+    for k in 0..polls {
+        for moment in [Moment::Shutdown, Moment::OutsideRuntime] {
+            let rt = runtime::local(runtime::SEEDS[0]);
+            let state = rt.block_on(async { fresh() });
+            let mut fut = {
+                let _in = rt.handle().enter();
+                Box::pin(op(state.clone()))
+            };
+            let (ran, ended) = rt.block_on(drive(fut.as_mut(), Stop::Woken(k), None));
+            let outcome = match ended {
+                Ended::Completed(value) => {
+                    drop(fut);
+                    drop(rt);
+                    Outcome::Completed(value)
+                }
+                Ended::Cut | Ended::Stalled | Ended::Spun => {
+                    let dropped = match moment {
+                        Moment::Shutdown => {
+                            // The task holds the future; shutting the runtime down drops the task.
+                            rt.spawn_local(async move {
+                                let _parked = fut;
+                                std::future::pending::<()>().await;
+                            });
+                            rt.block_on(tokio::task::yield_now());
+                            quietly(move || drop(rt))
+                        }
+                        _ => {
+                            drop(rt);
+                            quietly(move || drop(fut))
+                        }
+                    };
+                    if let Err(panic) = dropped {
+                        let seen = format!("dropping the future panicked: {panic}");
+                        return Err(CancelFailure {
+                            cancelled_after: Some(ran),
+                            moment: Some(moment),
+                            polls,
+                            seen,
+                        });
+                    }
+                    Outcome::Cancelled { polls: ran }
+                }
+            };
+            check(state, outcome).map_err(|seen| CancelFailure {
+                cancelled_after: Some(ran),
+                moment: Some(moment),
+                polls,
+                seen,
+            })?;
+            cuts += 1;
+        }
+    }
+    Ok(Exploration { full_run_polls: polls, cuts_checked: cuts })
+}
+
+/// Like [`explore_at_shutdown`], but panics with the failure, worded for a learner.
+pub fn assert_cancel_safe_at_shutdown<S, T, Op, OpFut, Check>(
+    fresh: impl FnMut() -> S,
+    op: Op,
+    check: Check,
+) -> Exploration
+where
+    S: Clone,
+    T: 'static,
+    Op: FnMut(S) -> OpFut,
+    OpFut: Future<Output = T> + 'static,
+    Check: FnMut(S, Outcome<T>) -> Result<(), String>,
+{
+    match explore_at_shutdown(fresh, op, check) {
         Ok(report) => report,
         Err(failure) => panic!("{failure}"),
     }
@@ -191,6 +490,58 @@ pub async fn settle() {
     }
 }
 
+/// Every cut after a full run of `polls` polls, in the order they happen in time.
+fn cuts_of(polls: usize) -> impl Iterator<Item = Stop> {
+    let later = (1..polls).flat_map(|k| [Stop::Waiting(k), Stop::Woken(k)]);
+    (polls > 0).then_some(Stop::Woken(0)).into_iter().chain(later)
+}
+
+/// `step`, `2 * step`, .. below `length`, at most [`MAX_TIME_CUTS`] of them, evenly spaced.
+fn instants(step: Duration, length: Duration) -> impl Iterator<Item = Duration> {
+    let wanted = (length.as_nanos() / step.as_nanos()).min(u128::from(MAX_TIME_CUTS)) as u32;
+    let step = if wanted == MAX_TIME_CUTS { length / (MAX_TIME_CUTS + 1) } else { step };
+    (1..=wanted).map(move |i| step * i).filter(move |t| *t < length)
+}
+
+/// Runs `f` with the panic hook silenced, so an expected panic does not print as the test's own;
+/// returns the panic's message.
+fn quietly(f: impl FnOnce()) -> Result<(), String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
+}
+
+fn leftovers(watch: Option<&Watch>, after: &str) -> Option<String> {
+    let tasks = watch?.leftover_tasks();
+    let first: &Location<'_> = tasks.first()?;
+    Some(format!(
+        "{} task(s) it spawned still run after {after} (the first spawned at {}:{}): work \
+         detached into a task outlives the operation",
+        tasks.len(),
+        first.file(),
+        first.line()
+    ))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Never,
+    /// Right after poll `k` returned `Pending`.
+    Waiting(usize),
+    /// Once woken after poll `k` (0: before the first poll).
+    Woken(usize),
+    /// This long after the run started.
+    After(Duration),
+}
+
 enum Ended<T> {
     Completed(T),
     Cut,
@@ -198,16 +549,35 @@ enum Ended<T> {
     Spun,
 }
 
-/// Polls `fut` until it completes or has been polled `limit` times, waiting for its waker between
-/// polls. Returns the polls made and how the run ended; the future is dropped on return.
-async fn drive<F: Future>(fut: F, limit: Option<usize>) -> (usize, Ended<F::Output>) {
+async fn run_once<F: Future>(
+    fut: F,
+    stop: Stop,
+    watch: Option<&Watch>,
+) -> (usize, Ended<F::Output>) {
+    if let Some(watch) = watch {
+        watch.reset();
+    }
+    let fut = pin!(fut);
+    drive(fut, stop, watch).await
+}
+
+/// Polls `fut` until it completes or reaches `stop`, waiting for its waker between polls. Returns
+/// the polls made and how the run ended; the caller decides when the future is dropped.
+async fn drive<F: Future>(
+    mut fut: Pin<&mut F>,
+    stop: Stop,
+    watch: Option<&Watch>,
+) -> (usize, Ended<F::Output>) {
     let signal = Arc::new(WakeSignal::default());
     let waker = Waker::from(signal.clone());
     let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
     let mut polls = 0;
+    let deadline = match stop {
+        Stop::After(t) => Some(tokio::time::Instant::now() + t),
+        _ => None,
+    };
     loop {
-        if limit == Some(polls) {
+        if matches!(stop, Stop::Woken(k) if k == polls) {
             return (polls, Ended::Cut);
         }
         if polls >= MAX_POLLS {
@@ -215,14 +585,22 @@ async fn drive<F: Future>(fut: F, limit: Option<usize>) -> (usize, Ended<F::Outp
         }
         signal.woken.store(false, Ordering::SeqCst);
         polls += 1;
-        if let Poll::Ready(value) = fut.as_mut().poll(&mut cx) {
+        let poll = match watch {
+            Some(watch) => watch.polling(|| fut.as_mut().poll(&mut cx)),
+            None => fut.as_mut().poll(&mut cx),
+        };
+        if let Poll::Ready(value) = poll {
             return (polls, Ended::Completed(value));
+        }
+        if matches!(stop, Stop::Waiting(k) if k == polls) {
+            return (polls, Ended::Cut);
         }
         // The flag is the truth; a stored `Notify` permit from an earlier wake only re-checks it.
         while !signal.woken.load(Ordering::SeqCst) {
-            let wait = tokio::time::timeout(STALL_AFTER, signal.notify.notified());
-            if wait.await.is_err() {
-                return (polls, Ended::Stalled);
+            let limit = deadline.unwrap_or_else(|| tokio::time::Instant::now() + STALL_AFTER);
+            if tokio::time::timeout_at(limit, signal.notify.notified()).await.is_err() {
+                let ended = if deadline.is_some() { Ended::Cut } else { Ended::Stalled };
+                return (polls, ended);
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Every hidden test is declared with [`hidden_test!`](crate::hidden_test). An `async` test runs on
 //! a fresh current-thread runtime with the clock paused, so timers fire in virtual time and in a
-//! fixed order; a `multi_thread` test gets a two-worker runtime for katas about blocking.
+//! fixed order, once for each `select!` seed in [`SEEDS`](crate::runtime::SEEDS): the same branch
+//! orders on every run, and more than one of them. A `multi_thread` test gets a two-worker runtime
+//! for katas about real parallelism.
 //!
 //! The test executable has no libtest: `hidden_test!` writes its `main` ([`main`]). Nothing in the
 //! environment or the command line says which test runs, or that a grader is watching: the grader
@@ -67,24 +69,19 @@ pub fn main(tests: &[Test]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs an async test body on a paused current-thread runtime.
-pub fn run_async<F: Future<Output = ()>>(body: F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("failed to build the test runtime");
-    runtime.block_on(body);
-    drop(runtime);
+/// Runs an async test body on a paused current-thread runtime, once per `select!` seed in
+/// [`SEEDS`](crate::runtime::SEEDS), each time on a fresh runtime.
+pub fn run_async<F: Future<Output = ()>>(body: impl Fn() -> F) {
+    for seed in crate::runtime::SEEDS {
+        let runtime = crate::runtime::current_thread(seed);
+        runtime.block_on(body());
+        drop(runtime);
+    }
 }
 
-/// Runs an async test body on a two-worker runtime with the real clock (blocking katas only).
+/// Runs an async test body on a two-worker runtime with the real clock (real parallelism only).
 pub fn run_multi_thread<F: Future<Output = ()>>(body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("failed to build the test runtime");
+    let runtime = crate::runtime::multi_thread(2, crate::runtime::SEEDS[0]);
     runtime.block_on(body);
     drop(runtime);
 }
@@ -99,7 +96,7 @@ pub fn run_sync(body: impl FnOnce()) {
 ///
 /// ```
 /// kata_support::hidden_test! {
-///     /// Runs on a paused current-thread runtime.
+///     /// Runs on a paused current-thread runtime, once per `select!` seed.
 ///     async fn timers_fire_in_virtual_time() {
 ///         let start = tokio::time::Instant::now();
 ///         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
@@ -123,7 +120,7 @@ macro_rules! hidden_test {
     (@tests [$($done:ident)*] $(#[$meta:meta])* async fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
         fn $name() {
-            $crate::harness::run_async(async move $body)
+            $crate::harness::run_async(|| async move $body)
         }
         $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };

@@ -4,8 +4,14 @@
 //! paused clock, scripted peers and manual polling, never a wall-clock sleep or a real socket. This
 //! crate is the toolbox they share:
 //!
-//! - [`explorer`]: cancel a future after every possible poll and check an invariant after each cut
-//!   ([`explore`], [`assert_cancel_safe`]). Most katas' central test is one call.
+//! - [`explorer`]: cancel a future after every possible poll, at both moments of each wait, and
+//!   check an invariant after each cut ([`explore`], [`assert_cancel_safe`]); cut at runtime
+//!   shutdown and outside any runtime ([`explore_at_shutdown`]); catch tasks left running
+//!   ([`Options::forbid_leftover_tasks`]). Most katas' central test is one call.
+//! - [`property`]: a property over the timings, sizes and cut points a README promises, with a
+//!   fixed seed and shrinking ([`check_property`]).
+//! - [`runtime`]: seeded, paused, watched runtimes, so `select!` order is the same on every run;
+//!   [`on_async_thread`] tells blocking work that ran on an async worker.
 //! - [`io`]: a [`TrickleReader`] and a [`RecordingWriter`] that yield between chunks, so every chunk
 //!   boundary is a cancellation point and the test can see what reached the wire.
 //! - [`probe`]: [`DropFlag`] (was this future dropped?) and [`Gate`] (hold the code under test at
@@ -20,7 +26,15 @@ pub mod explorer;
 pub mod harness;
 pub mod io;
 pub mod probe;
+pub mod property;
+pub mod runtime;
 
-pub use explorer::{CancelFailure, Exploration, Outcome, assert_cancel_safe, explore, settle};
+pub use explorer::{
+    CancelFailure, Exploration, Moment, Options, Outcome, assert_cancel_safe,
+    assert_cancel_safe_at_shutdown, assert_cancel_safe_with, explore, explore_at_shutdown,
+    explore_with, settle,
+};
 pub use io::{RecordingWriter, TrickleReader, Wire};
 pub use probe::{DropFlag, DropProbe, Gate};
+pub use property::check_property;
+pub use runtime::on_async_thread;
