@@ -13,7 +13,7 @@ use cargo_metadata::Message;
 use cargo_metadata::diagnostic::DiagnosticLevel;
 
 use crate::progress::Progress;
-use crate::workspace::Unit;
+use crate::workspace::Staged;
 
 /// What the build produced for one unit.
 #[derive(Debug, Default, Clone)]
@@ -26,12 +26,22 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
+/// One unit to build: its package name, what was staged for it, and how its files are named to
+/// the learner (staged path prefix, shown prefix), longest first.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub package: String,
+    pub label: String,
+    pub staged: Staged,
+    pub shown: Vec<(String, String)>,
+}
+
 /// Builds every unit's hidden tests; the result is in the order of `units`.
 pub fn build(
     dir: &Path,
     target: &Path,
     root: &Path,
-    units: &[Unit],
+    units: &[Input],
     color: bool,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Built>> {
@@ -62,9 +72,8 @@ pub fn build(
     });
 
     let mut built = vec![Built::default(); units.len()];
-    let owner = |src: &Path| units.iter().position(|u| u.lib_rs == src);
-    let tests_of =
-        |name: &str| units.iter().position(|u| format!("hidden-{}", u.package()) == name);
+    let owner = |src: &Path| units.iter().position(|u| u.staged.lib_rs == src);
+    let tests_of = |name: &str| units.iter().position(|u| format!("hidden-{}", u.package) == name);
     let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut any_message = false;
     for message in Message::parse_stream(stdout) {
@@ -82,7 +91,12 @@ pub fn build(
                 let unit = owner(src).or_else(|| tests_of(&msg.target.name));
                 let Some(i) = unit else { continue };
                 let rendered = msg.message.rendered.clone().unwrap_or(msg.message.message.clone());
-                // Paths relative to the course root, as the learner knows them.
+                // Paths as the learner knows them: staged copies by their originals, relative to
+                // the course root.
+                let mut rendered = rendered;
+                for (staged, shown) in &units[i].shown {
+                    rendered = rendered.replace(staged, shown);
+                }
                 let rendered = rendered.replace(&format!("{}/", root.display()), "");
                 match msg.message.level {
                     DiagnosticLevel::Error | DiagnosticLevel::Ice => {

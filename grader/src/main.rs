@@ -29,6 +29,7 @@ mod grade;
 mod progress;
 mod report;
 mod run;
+mod stage;
 mod state;
 mod style;
 mod workspace;

@@ -41,7 +41,11 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let progress = (tree == Tree::Exercises).then(|| {
         State::update(course, |state| {
             for (kata, result) in katas.iter().zip(&results) {
-                state.record(course, kata, result.status);
+                let hash = result
+                    .source_hash
+                    .clone()
+                    .unwrap_or_else(|| crate::state::source_hash(course, kata));
+                state.record(kata, hash, result.status);
             }
         })
     });
