@@ -59,9 +59,11 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     }
     out!("{stdout}");
     for (format, path) in &args.reports {
-        std::fs::write(path, rendered.render(*format)?).with_context(|| {
-            format!("failed to write the {format:?} report to {}", path.display())
-        })?;
+        // A new file renamed into place: a symlink or FIFO planted at `path` is replaced, never
+        // written through, and the file a later CI step reads is the one the grader wrote.
+        crate::state::write_atomic(path, rendered.render(*format)?.as_bytes()).with_context(
+            || format!("failed to write the {format:?} report to {}", path.display()),
+        )?;
     }
     let summary_file = args.summary.clone().or_else(|| {
         (args.format == Format::Github)
@@ -108,7 +110,7 @@ impl Rendered<'_> {
             Format::Junit => report::junit::render(self.results, self.took)?,
             Format::Github => {
                 report::github::annotations(self.results, &self.course.root)
-                    + &report::human::render(self.results, self.summary)
+                    + &report::github::log(&report::human::render(self.results, self.summary))
             }
             Format::Classroom => report::classroom::render(self.results)? + "\n",
         })
