@@ -60,6 +60,25 @@ pub enum Command {
     /// Maintainers: check the whole kata contract (every exercise fails, every solution passes,
     /// every decoy is rejected).
     Verify(VerifyArgs),
+    /// Internal: run a build command behind the build's Landlock walls (see `build_sandbox`).
+    #[command(hide = true)]
+    BuildSandbox(BuildSandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildSandboxArgs {
+    /// Directories (or files) the build may read and execute.
+    #[arg(long, value_name = "PATH")]
+    pub read: Vec<PathBuf>,
+    /// Directories the build may create and write files in, but not read.
+    #[arg(long, value_name = "PATH")]
+    pub write: Vec<PathBuf>,
+    /// Directories the build may read and write.
+    #[arg(long, value_name = "PATH")]
+    pub read_write: Vec<PathBuf>,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

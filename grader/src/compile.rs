@@ -6,12 +6,13 @@
 
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use cargo_metadata::Message;
 use cargo_metadata::diagnostic::DiagnosticLevel;
 
+use crate::build_sandbox::{self, Walls};
 use crate::progress::Progress;
 use crate::workspace::Staged;
 
@@ -42,12 +43,13 @@ pub fn build(
     target: &Path,
     root: &Path,
     units: &[Input],
+    walls: &Walls,
     color: bool,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Built>> {
     progress.phase("building", units.len());
     let format = if color { "json-diagnostic-rendered-ansi" } else { "json" };
-    let mut child = Command::new(cargo())
+    let mut child = build_sandbox::command(walls, &cargo_path()?)?
         .current_dir("/")
         .arg("build")
         .arg("--tests")
@@ -130,4 +132,20 @@ pub fn build(
 /// The cargo that runs the grader (so `cargo run` and `cargo +toolchain` agree), else `cargo`.
 pub fn cargo() -> PathBuf {
     std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// [`cargo`] as a path: looked up in `PATH` when it is a bare name (links kept: rustup's proxy
+/// decides what to be by the name it is run as).
+pub fn cargo_path() -> anyhow::Result<PathBuf> {
+    let cargo = cargo();
+    let found = if cargo.components().count() > 1 {
+        Some(cargo.clone())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path).map(|dir| dir.join(&cargo)).find(|p| p.is_file())
+        })
+    };
+    found.filter(|p| p.exists()).with_context(|| {
+        format!("failed to run {}; is the Rust toolchain installed and on PATH?", cargo.display())
+    })
 }

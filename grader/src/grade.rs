@@ -131,6 +131,7 @@ pub fn grade(
         &workspace::target_dir(course),
         &course.root,
         &inputs,
+        &crate::build_sandbox::walls(course, set, &generated),
         options.color,
         progress,
     )?

@@ -21,6 +21,7 @@ macro_rules! out {
     }};
 }
 
+mod build_sandbox;
 mod cli;
 mod cmd;
 mod compile;

@@ -89,6 +89,8 @@ pub struct Generated {
     /// Files every unit's build trusts: manifests, the lock file, the sources of path
     /// dependencies (the test-support crate and its harness).
     pub trusted: Vec<PathBuf>,
+    /// The directories of the path dependencies the build reads (the test-support crate).
+    pub path_dependencies: Vec<PathBuf>,
 }
 
 /// Where a set's sources and hidden tests are staged: `<target>/grader/staged/<set>`.
@@ -230,12 +232,13 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
         lock,
     ];
     trusted.retain(|f| f.is_file());
-    for dep in path_dependencies(&test_deps) {
+    let path_dependencies = path_dependencies(&test_deps);
+    for dep in &path_dependencies {
         trusted.push(dep.join("Cargo.toml"));
         collect_files(&dep.join("src"), &mut trusted);
     }
     trusted.sort();
-    Ok(Generated { dir, units: staged_units, trusted })
+    Ok(Generated { dir, units: staged_units, trusted, path_dependencies })
 }
 
 /// The directories of the path dependencies in a dependency table.
