@@ -91,6 +91,11 @@ pub struct CheckArgs {
     #[arg(long)]
     pub solutions: bool,
 
+    /// Give up on a build that finishes nothing for SECS seconds (default 120); only the
+    /// runaway kata gets `compile timed out`.
+    #[arg(long, value_name = "SECS")]
+    pub build_timeout: Option<u64>,
+
     /// Output format on standard output.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,

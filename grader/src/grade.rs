@@ -81,6 +81,8 @@ pub struct Options {
     pub parallel: usize,
     /// Overrides every kata's timeout.
     pub timeout: Option<Duration>,
+    /// How long a build may make no progress (default `compile::DEFAULT_IDLE_LIMIT`).
+    pub build_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -133,6 +135,7 @@ pub fn grade(
         &inputs,
         &crate::build_sandbox::walls(course, set, &generated),
         options.color,
+        options.build_timeout.unwrap_or(compile::DEFAULT_IDLE_LIMIT),
         progress,
     )?
     .into_iter();

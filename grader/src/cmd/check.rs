@@ -31,6 +31,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         color: args.format == Format::Human && std::io::stderr().is_terminal(),
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: args.timeout.map(Duration::from_secs),
+        build_timeout: args.build_timeout.map(Duration::from_secs),
     };
     let progress = Progress::new(
         matches!(args.format, Format::Human | Format::Github),

@@ -121,8 +121,12 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
         label: kata.name.clone(),
         lib_rs: course.lib_rs(Tree::Exercises, kata),
     };
-    let options =
-        Options { color: style::enabled(), parallel: Options::parallel_default(), timeout: None };
+    let options = Options {
+        color: style::enabled(),
+        parallel: Options::parallel_default(),
+        timeout: None,
+        build_timeout: None,
+    };
     let progress = Progress::new(true, true);
     let (results, took) =
         grade::grade(course, Tree::Exercises.dir(), &[unit], &options, &progress)?;
