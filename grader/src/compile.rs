@@ -147,7 +147,7 @@ fn build_once(
         let group = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if last.lock().map_or(false, |l| l.elapsed() > idle_limit) {
+                if last.lock().is_ok_and(|l| l.elapsed() > idle_limit) {
                     let _ = killpg(group, Signal::SIGKILL);
                     return true;
                 }
