@@ -72,13 +72,13 @@ pub fn build(
             .collect();
         for i in pending {
             let one = std::slice::from_ref(&units[i]);
-            let package = format!("hidden-{}", units[i].package);
+            let test = format!("hidden-{}", units[i].package);
             let (mut alone, timed_out) = build_once(
                 dir,
                 target,
                 root,
                 one,
-                Some(&package),
+                Some(&test),
                 walls,
                 color,
                 idle_limit,
@@ -102,14 +102,14 @@ pub fn build(
     Ok(built)
 }
 
-/// One cargo run over `units` (or the one `package`); also says whether it was cut off.
+/// One cargo run over `units` (or the one test target `only`); also says whether it was cut off.
 #[expect(clippy::too_many_arguments, reason = "the arguments of `build`, passed on")]
 fn build_once(
     dir: &Path,
     target: &Path,
     root: &Path,
     units: &[Input],
-    package: Option<&str>,
+    only: Option<&str>,
     walls: &Walls,
     color: bool,
     idle_limit: Duration,
@@ -119,16 +119,13 @@ fn build_once(
     let mut command = build_sandbox::command(walls, &cargo_path()?)?;
     command
         .arg("build")
-        .arg("--tests")
+        .args(only.map_or(vec!["--tests"], |test| vec!["--test", test]))
         .arg("--keep-going")
         .arg(format!("--message-format={format}"))
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target);
-    if let Some(package) = package {
-        command.arg("--package").arg(package);
-    }
     let mut child = command
         .current_dir("/")
         .env_remove("RUSTC_WRAPPER")

@@ -85,7 +85,8 @@ fn walk(
     out: &mut Vec<(PathBuf, Vec<u8>)>,
     budget: &mut u64,
 ) -> Result<(), Rejected> {
-    let here = shown.join(rel);
+    // `join("")` would add a trailing slash.
+    let here = if rel.as_os_str().is_empty() { shown.to_path_buf() } else { shown.join(rel) };
     let meta = std::fs::symlink_metadata(dir);
     match meta {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -130,6 +130,11 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
     let mut test_deps = kata_deps.clone();
     test_deps.extend(deps(&course.build.test_dependencies)?);
 
+    // Cargo names outputs by a hash of the package's name and its path relative to the workspace,
+    // the same for every set and every course sharing a target directory: without a salt, a
+    // `check --solutions` (or another course) could overwrite the test executable an exercise's
+    // run is about to start, or be taken as fresh for it.
+    let salt = &stage::hash_bytes(dir.as_os_str().as_encoded_bytes())[..12];
     let mut members = Vec::new();
     let mut staged_units = Vec::new();
     for unit in units {
@@ -164,7 +169,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
         let lib_rs = src.join("lib.rs");
         let lib_dir = dir.join("katas").join(&package);
         let lib = toml_table([
-            ("package", package_table(&format!("kata-{package}"))),
+            ("package", package_table(&format!("kata-{package}-{salt}"))),
             (
                 "lib",
                 toml_table([
@@ -184,11 +189,11 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
             kata.slug().to_owned(),
             toml_table([
                 ("path", path_value(&lib_dir)),
-                ("package", Value::from(format!("kata-{package}"))),
+                ("package", Value::from(format!("kata-{package}-{salt}"))),
             ]),
         );
         let test = toml_table([
-            ("package", package_table(&format!("hidden-{package}"))),
+            ("package", package_table(&format!("hidden-{package}-{salt}"))),
             (
                 "test",
                 Value::Array(vec![toml_table([
