@@ -242,6 +242,9 @@ pub fn cargo_path() -> anyhow::Result<PathBuf> {
         })
     };
     found.filter(|p| p.exists()).with_context(|| {
-        format!("failed to run {}; is the Rust toolchain installed and on PATH?", cargo.display())
+        format!(
+            "failed to run cargo ({}); is the Rust toolchain installed and on PATH?",
+            cargo.display()
+        )
     })
 }
