@@ -63,6 +63,25 @@ pub enum Command {
     /// Internal: runs one test process inside the sandbox's walls.
     #[command(hide = true)]
     SandboxExec(crate::sandbox::Args),
+    /// Internal: run a build command behind the build's Landlock walls (see `build_sandbox`).
+    #[command(hide = true)]
+    BuildSandbox(BuildSandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildSandboxArgs {
+    /// Directories (or files) the build may read and execute.
+    #[arg(long, value_name = "PATH")]
+    pub read: Vec<PathBuf>,
+    /// Directories the build may create and write files in, but not read.
+    #[arg(long, value_name = "PATH")]
+    pub write: Vec<PathBuf>,
+    /// Directories the build may read and write.
+    #[arg(long, value_name = "PATH")]
+    pub read_write: Vec<PathBuf>,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +93,11 @@ pub struct CheckArgs {
     /// Check the reference solutions instead of the exercises.
     #[arg(long)]
     pub solutions: bool,
+
+    /// Give up on a build that finishes nothing for SECS seconds (default 120); only the
+    /// runaway kata gets `compile timed out`.
+    #[arg(long, value_name = "SECS")]
+    pub build_timeout: Option<u64>,
 
     /// Output format on standard output.
     #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -22,6 +22,7 @@ macro_rules! out {
     }};
 }
 
+mod build_sandbox;
 mod cli;
 mod cmd;
 mod compile;
@@ -32,6 +33,7 @@ mod progress;
 mod report;
 mod run;
 mod sandbox;
+mod stage;
 mod state;
 mod style;
 mod workspace;

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gradebook(args) => return gradebook::run(args),
         Command::Completions(args) => return completions::run(args),
         Command::SandboxExec(args) => return Ok(crate::sandbox::run(args)),
+        Command::BuildSandbox(args) => return crate::build_sandbox::exec(args),
         _ => {}
     }
     let course = match (&cli.manifest, &cli.root) {
@@ -45,7 +46,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Next => next::run(&course),
         Command::Reset(args) => reset::run(&course, &args),
         Command::Solution(args) => solution::run(&course, &args),
-        Command::Gradebook(_) | Command::Completions(_) | Command::SandboxExec(_) => {
+        Command::Gradebook(_)
+        | Command::Completions(_)
+        | Command::SandboxExec(_)
+        | Command::BuildSandbox(_) => {
             unreachable!("handled above")
         }
     }
