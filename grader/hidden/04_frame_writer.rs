@@ -1,6 +1,7 @@
 //! Hidden tests for kata 04: whatever point `send_frame` is cancelled at, the server must end up
 //! reading every frame whole and once: a retry resumes the frame, and the next frame waits for
-//! the interrupted one to finish.
+//! the interrupted one to finish. `Ok` means the frame is on the wire, also over a connection whose
+//! writes only buffer and whose flush takes several polls (a `BufWriter`, a TLS stream).
 
 use std::future::Future;
 use std::io;
@@ -15,10 +16,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep, interval_at, sleep, timeout};
 
 fn frame(seq: u32, body: &str) -> Frame {
-    Frame {
-        seq,
-        body: body.as_bytes().to_vec(),
-    }
+    Frame { seq, body: body.as_bytes().to_vec() }
 }
 
 /// Bytes shown for a failure message: printable ASCII as is, the rest escaped.
@@ -34,8 +32,20 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
         return Ok(());
     }
     let seqs: Vec<u32> = frames.iter().map(|f| f.seq).collect();
+    // Where each frame ends on the wire, to tell a frame never sent from one cut short.
+    let mut ends = Vec::new();
+    let mut end = 0;
+    for f in frames {
+        end += f.encode().len();
+        ends.push((end, f.seq));
+    }
+    let never_sent: Vec<u32> =
+        ends.iter().filter(|(end, _)| *end > seen.len()).map(|(_, seq)| *seq).collect();
+    let at_a_boundary = seen.is_empty() || ends.iter().any(|(end, _)| *end == seen.len());
     let diagnosis = if seen.is_empty() {
         "nothing arrived".to_owned()
+    } else if expected.starts_with(seen) && at_a_boundary {
+        format!("frame(s) {never_sent:?} never reached the wire")
     } else if expected.starts_with(seen) {
         format!(
             "only {} of its {} bytes arrived: a frame was left cut short on the wire",
@@ -61,11 +71,85 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
     ))
 }
 
+/// A connection with a buffer in front of the wire, like a `BufWriter` or a TLS stream: a write
+/// only fills the buffer (3 bytes per write, yielding between writes), and only a flush moves the
+/// bytes to the wire, 3 bytes per poll, yielding in between. What reached the wire is recorded.
+struct BufferedLink {
+    held: Vec<u8>,
+    wire: Arc<Mutex<Vec<u8>>>,
+    yielded: bool,
+}
+
+impl BufferedLink {
+    fn new() -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let link = BufferedLink { held: Vec::new(), wire: wire.clone(), yielded: false };
+        (link, wire)
+    }
+
+    /// Returns `Pending` (and asks to be polled again) every other time it is called.
+    fn take_turn(&mut self, cx: &mut Context<'_>) -> bool {
+        self.yielded = !self.yielded;
+        if self.yielded {
+            cx.waker().wake_by_ref();
+        }
+        !self.yielded
+    }
+}
+
+impl AsyncWrite for BufferedLink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if !self.take_turn(cx) {
+            return Poll::Pending;
+        }
+        let n = buf.len().min(3);
+        self.held.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            if !self.take_turn(cx) {
+                return Poll::Pending;
+            }
+            let n = self.held.len().min(3);
+            let moved: Vec<u8> = self.held.drain(..n).collect();
+            self.wire.lock().expect("wire lock").extend_from_slice(&moved);
+        }
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// What reached the server, whichever kind of connection the rig uses.
+#[derive(Clone)]
+enum Server {
+    Direct(Wire),
+    Buffered(Arc<Mutex<Vec<u8>>>),
+}
+
+impl Server {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Server::Direct(wire) => wire.bytes(),
+            Server::Buffered(wire) => wire.lock().expect("wire lock").clone(),
+        }
+    }
+}
+
+/// The connection under a rig: boxed, so one rig type covers both kinds.
+type Link = Pin<Box<dyn AsyncWrite + Send>>;
+
 /// A frame writer over a recording connection, shared between the explored call and the check.
 #[derive(Clone)]
 struct Rig {
-    writer: Arc<tokio::sync::Mutex<FrameWriter<RecordingWriter>>>,
-    wire: Wire,
+    writer: Arc<tokio::sync::Mutex<FrameWriter<Link>>>,
+    wire: Server,
 }
 
 impl Rig {
@@ -73,8 +157,17 @@ impl Rig {
     fn new() -> Rig {
         let (io, wire) = RecordingWriter::new(3);
         Rig {
-            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(io))),
-            wire,
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
+            wire: Server::Direct(wire),
+        }
+    }
+
+    /// A connection whose writes only buffer and whose flush takes several polls.
+    fn buffered() -> Rig {
+        let (io, wire) = BufferedLink::new();
+        Rig {
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
+            wire: Server::Buffered(wire),
         }
     }
 
@@ -102,11 +195,7 @@ async fn finish_and_check(
         (_, next) => next,
     };
     if let Some(next) = next {
-        let kind = if next.seq == expected[0].seq {
-            "retry"
-        } else {
-            "next frame"
-        };
+        let kind = if next.seq == expected[0].seq { "retry" } else { "next frame" };
         match timeout(Duration::from_secs(60), rig.send(&next)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(format!("the {kind} failed: {err}")),
@@ -114,10 +203,7 @@ async fn finish_and_check(
         }
     }
     let seen = rig.wire.bytes();
-    if accepted
-        .iter()
-        .any(|frames| check_wire(&seen, frames).is_ok())
-    {
+    if accepted.iter().any(|frames| check_wire(&seen, frames).is_ok()) {
         return Ok(());
     }
     check_wire(&seen, expected)
@@ -158,10 +244,7 @@ impl AsyncWrite for PacedWriter {
             self.busy = None;
         }
         let n = buf.len().min(self.chunk);
-        self.wire
-            .lock()
-            .expect("wire lock")
-            .extend_from_slice(&buf[..n]);
+        self.wire.lock().expect("wire lock").extend_from_slice(&buf[..n]);
         self.busy = Some(Box::pin(sleep(self.pace)));
         Poll::Ready(Ok(n))
     }
@@ -211,9 +294,10 @@ hidden_test! {
     /// The explorer cuts `send_frame` after every poll (mid-header, mid-body, after the last
     /// byte); the caller then retries the same frame. The server must read it exactly once.
     async fn a_retry_after_any_cut_sends_the_frame_once() {
+        for rig in [Rig::new as fn() -> Rig, Rig::buffered] {
         let first = frame(7, "hello");
         assert_cancel_safe(
-            Rig::new,
+            rig,
             |rig: Rig| async move { rig.send(&frame(7, "hello")).await },
             |rig, outcome| {
                 let first = first.clone();
@@ -224,15 +308,17 @@ hidden_test! {
             },
         )
         .await;
+        }
     }
 
     /// After a cut, the caller moves on to the next frame instead: the interrupted frame must be
     /// finished first, so the server reads both frames whole.
     async fn the_next_frame_after_a_cut_keeps_the_framing() {
+        for rig in [Rig::new as fn() -> Rig, Rig::buffered] {
         let first = frame(7, "hello");
         let second = frame(8, "world");
         assert_cancel_safe(
-            Rig::new,
+            rig,
             |rig: Rig| async move { rig.send(&frame(7, "hello")).await },
             |rig, outcome| {
                 // Frame 7 may be missing altogether if the cut came before its first byte;
@@ -244,6 +330,7 @@ hidden_test! {
             },
         )
         .await;
+        }
     }
 
     /// The story end to end: an upload over a slow uplink, with a progress bar ticking every
@@ -297,5 +384,29 @@ hidden_test! {
             ticks > 0,
             "the progress bar never ticked: the test itself is broken"
         );
+    }
+
+    /// Over a connection whose writes only buffer (a `BufWriter`, a TLS stream), `Ok` must still
+    /// mean the frame reached the wire: `send_frame` has to flush, and wait for the flush.
+    async fn ok_means_on_the_wire_over_a_buffered_connection() {
+        let (io, wire) = BufferedLink::new();
+        let mut writer = FrameWriter::new(io);
+        let frames = [frame(1, "hello"), frame(2, ""), frame(3, "world!")];
+        let mut sent = Vec::new();
+        for f in &frames {
+            writer
+                .send_frame(f)
+                .await
+                .expect("a healthy connection accepts every frame");
+            sent.push(f.clone());
+            let seen = wire.lock().expect("wire lock").clone();
+            if let Err(problem) = check_wire(&seen, &sent) {
+                panic!(
+                    "over a connection whose writes only fill a buffer, send_frame({}) returned \
+                     Ok, so the frame must have been flushed to the wire: {problem}",
+                    f.seq
+                );
+            }
+        }
     }
 }

@@ -1,13 +1,17 @@
 //! Hidden tests for kata 05: an attempt that misses its deadline must be stopped, not detached,
-//! so that a retry, a `TimedOut` or a cancelled checkout never leaves a charge running behind it.
+//! so that a retry, a `TimedOut` or a cancelled checkout never leaves a charge running behind it;
+//! at most one attempt runs at a time; and a gateway client that panics comes back as
+//! `GatewayCrashed`, without retrying and without the panic escaping `pay`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use card_charge_timeout::{Card, ChargeId, Checkout, Declined, Gateway, PayError};
-use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use futures::FutureExt;
+use kata_support::{Options, Outcome, assert_cancel_safe_with, hidden_test};
 use tokio::time::{Instant, sleep, timeout};
 
 /// Every attempt gets this long.
@@ -22,8 +26,22 @@ enum Reply {
     ChargeAfter(Duration),
     /// Declines after this much processing time.
     DeclineAfter(Duration),
+    /// Charges the card after this much processing time, then panics (say, parsing the reply).
+    ChargeThenPanic(Duration),
     /// Never answers.
     Hang,
+}
+
+/// Counts the attempts whose charge future still exists: raised when the gateway is asked, lowered
+/// when that future is dropped (finished, or stopped).
+struct Live {
+    attempts: Arc<AtomicUsize>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.attempts.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A gateway that follows a script, one reply per request (the last reply repeats), and counts
@@ -33,6 +51,10 @@ struct FakeGateway {
     script: Arc<Vec<Reply>>,
     requests: Arc<AtomicUsize>,
     charges: Arc<AtomicUsize>,
+    /// Attempts whose charge future has not been dropped yet.
+    live: Arc<AtomicUsize>,
+    /// The first request sent while an earlier attempt was still running, if any.
+    overlap: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeGateway {
@@ -41,7 +63,14 @@ impl FakeGateway {
             script: Arc::new(script.to_vec()),
             requests: Arc::default(),
             charges: Arc::default(),
+            live: Arc::default(),
+            overlap: Arc::default(),
         }
+    }
+
+    /// Says how a request overlapped an earlier attempt that was still running, if one did.
+    fn overlap(&self) -> Option<String> {
+        self.overlap.lock().expect("overlap lock").clone()
     }
 
     fn requests(&self) -> usize {
@@ -62,7 +91,17 @@ impl Gateway for FakeGateway {
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
         let reply = self.script[n.min(self.script.len() - 1)];
         let charges = self.charges.clone();
+        let running = self.live.fetch_add(1, Ordering::SeqCst);
+        if running > 0 {
+            let mut overlap = self.overlap.lock().expect("overlap lock");
+            overlap.get_or_insert(format!(
+                "request {} was sent while {running} earlier attempt(s) had not stopped yet",
+                n + 1
+            ));
+        }
+        let live = Live { attempts: self.live.clone() };
         async move {
+            let _live = live;
             match reply {
                 Reply::ChargeAfter(delay) => {
                     sleep(delay).await;
@@ -73,6 +112,15 @@ impl Gateway for FakeGateway {
                     sleep(delay).await;
                     Err(Declined)
                 }
+                Reply::ChargeThenPanic(delay) => {
+                    sleep(delay).await;
+                    charges.fetch_add(1, Ordering::SeqCst);
+                    panic!(
+                        "the gateway client panicked parsing the reply to a charge; if this \
+                         panic is what failed the test, it escaped `pay` instead of coming back \
+                         from the attempt's task as `PayError::GatewayCrashed`"
+                    )
+                }
                 Reply::Hang => std::future::pending().await,
             }
         }
@@ -80,9 +128,7 @@ impl Gateway for FakeGateway {
 }
 
 fn card() -> Card {
-    Card {
-        token: "tok_visa_4242".into(),
-    }
+    Card { token: "tok_visa_4242".into() }
 }
 
 fn checkout(gateway: &FakeGateway) -> Checkout<FakeGateway> {
@@ -188,7 +234,8 @@ hidden_test! {
     /// The customer closes the tab: the web server drops `pay` at any point. Whatever the point,
     /// no attempt may go on to charge the card after that.
     async fn a_dropped_checkout_charges_nothing_afterwards() {
-        assert_cancel_safe(
+        assert_cancel_safe_with(
+            Options::default().forbid_leftover_tasks(),
             || {
                 let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
                 Rig {
@@ -224,5 +271,50 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// The gateway client panics after the gateway charged the card. `pay` must report
+    /// `GatewayCrashed` (the attempt's task isolates the panic), not retry (the card may well be
+    /// charged), and not let the panic escape into the request handler.
+    async fn a_panicking_gateway_client_is_gateway_crashed() {
+        let gateway = FakeGateway::new(&[Reply::ChargeThenPanic(Duration::from_millis(200)), FAST]);
+        let paying = checkout(&gateway);
+        let paid = AssertUnwindSafe(paying.pay(&card(), 4200)).catch_unwind().await;
+        let Ok(paid) = paid else {
+            panic!(
+                "the gateway client panicked, and the panic escaped `pay` and took the request \
+                 handler down with it: the attempt must run in a task of its own, whose panic \
+                 comes back as a `JoinError` and is reported as `GatewayCrashed`"
+            );
+        };
+        assert_eq!(
+            paid,
+            Err(PayError::GatewayCrashed),
+            "the gateway client panicked during the first attempt"
+        );
+        sleep(AFTERWARDS).await;
+        assert_eq!(
+            (gateway.requests(), gateway.charges()),
+            (1, 1),
+            "after a gateway client panic, checkout must not retry (the card may already be \
+             charged); seen (requests, charges)"
+        );
+    }
+
+    /// With retries, the slow attempt must have stopped before the next request goes out: two
+    /// requests in flight for one order is how a card gets charged twice.
+    async fn an_attempt_stops_before_the_next_one_starts() {
+        let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
+        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        assert_eq!(paid, Ok(ChargeId(2)), "the third attempt (200 ms) succeeds");
+        if let Some(overlap) = gateway.overlap() {
+            panic!(
+                "{overlap}: an attempt that missed its deadline must have stopped (its task \
+                 aborted and finished) before checkout retries; asking a task to abort is not \
+                 the same as it having stopped"
+            );
+        }
+        sleep(AFTERWARDS).await;
+        assert_eq!(gateway.charges(), 1, "one successful checkout must charge the card once");
     }
 }

@@ -50,24 +50,16 @@ impl Client {
                 log.lock().expect("log lock").push(message);
             }
         });
-        Client {
-            requests,
-            received,
-            reader,
-        }
+        Client { requests, received, reader }
     }
 
     async fn send(&self, message: ClientMessage) {
-        self.requests
-            .send(message)
-            .await
-            .expect("the connection's request channel has room");
+        self.requests.send(message).await.expect("the connection's request channel has room");
     }
 
     async fn request(&self, id: u64, path: &str) {
         let path = path.to_owned();
-        self.send(ClientMessage::Request(Request { id, path }))
-            .await;
+        self.send(ClientMessage::Request(Request { id, path })).await;
     }
 
     fn is_closed(&self) -> bool {
@@ -94,10 +86,7 @@ impl Client {
 
 /// Shuts the server down under a generous paused-clock deadline.
 async fn shut_down(server: &Server<SlowApp>, what: &str) {
-    if timeout(Duration::from_secs(60), server.shutdown())
-        .await
-        .is_err()
-    {
+    if timeout(Duration::from_secs(60), server.shutdown()).await.is_err() {
         panic!(
             "shutdown never finished ({what}): a minute after it began, some connection task was \
              still running. A connection's token must be the server's token or a child of it \
@@ -120,16 +109,9 @@ impl Rig {
         let busy = Client::connect(&server);
         let idle = Client::connect(&server);
         busy.requests
-            .try_send(ClientMessage::Request(Request {
-                id: 7,
-                path: "/report.pdf".into(),
-            }))
+            .try_send(ClientMessage::Request(Request { id: 7, path: "/report.pdf".into() }))
             .expect("a fresh connection has room for a request");
-        Rig {
-            server: Arc::new(server),
-            busy: Arc::new(busy),
-            idle: Arc::new(idle),
-        }
+        Rig { server: Arc::new(server), busy: Arc::new(busy), idle: Arc::new(idle) }
     }
 }
 

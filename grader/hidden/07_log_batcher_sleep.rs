@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use kata_support::{check_property, hidden_test};
-use proptest::prelude::*;
 use log_batcher_sleep::{FLUSH_EVERY, LogSink, run_batcher};
+use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 

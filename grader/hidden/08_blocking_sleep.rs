@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use blocking_sleep::{Adc, Poller, SETTLE_TIME};
-use kata_support::hidden_test;
-use tokio::time::{Instant, interval_at, timeout};
+use kata_support::{check_property, hidden_test};
+use proptest::prelude::*;
+use tokio::time::{Instant, interval_at, sleep, timeout};
 
 /// What the fake converter was asked to do, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,23 +20,60 @@ enum BusOp {
     Convert,
 }
 
-/// A converter whose reading of channel `c` is `1000 + c`.
+/// A converter whose reading of channel `c` is `1000 + c`. It notes, on tokio's clock, when the
+/// channel was last switched and how long each conversion came after that switch.
 #[derive(Debug, Default)]
 struct FakeAdc {
     selected: Option<u8>,
     ops: Vec<BusOp>,
+    switched_at: Option<Instant>,
+    /// For each conversion: the channel, and how long after its switch it was converted.
+    settled: Vec<(u8, Duration)>,
 }
 
 impl Adc for FakeAdc {
     fn select_channel(&mut self, channel: u8) {
         self.selected = Some(channel);
         self.ops.push(BusOp::Select(channel));
+        self.switched_at = Some(Instant::now());
     }
 
     fn convert(&mut self) -> u16 {
         self.ops.push(BusOp::Convert);
-        1000 + u16::from(self.selected.expect("convert called before any channel was selected"))
+        let channel = self.selected.expect("convert called before any channel was selected");
+        let switched_at = self.switched_at.expect("a selected channel has a switch time");
+        self.settled.push((channel, Instant::now().saturating_duration_since(switched_at)));
+        1000 + u16::from(channel)
     }
+}
+
+/// Err with what was seen if some conversion came less than `SETTLE_TIME` after its switch.
+fn every_conversion_settled(adc: &FakeAdc) -> Result<(), String> {
+    match adc.settled.iter().find(|(_, after)| *after < SETTLE_TIME) {
+        Some((channel, after)) => Err(format!(
+            "channel {channel} was converted {after:?} after the switch to it, on tokio's clock; \
+             the input needs {SETTLE_TIME:?} to settle, so that reading is wrong (bus operations: \
+             {:?})",
+            adc.ops
+        )),
+        None => Ok(()),
+    }
+}
+
+/// One step of a gateway's polling: stay idle a while, then sample a channel, perhaps under a
+/// `timeout` (in microseconds) that may cut the sample short.
+#[derive(Debug, Clone)]
+struct Step {
+    idle_ms: u64,
+    channel: u8,
+    budget_us: Option<u64>,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let step =
+        (prop_oneof![2 => Just(0u64), 1 => 1u64..1_500], 0u8..3, proptest::option::of(0u64..4_000))
+            .prop_map(|(idle_ms, channel, budget_us)| Step { idle_ms, channel, budget_us });
+    proptest::collection::vec(step, 1..8)
 }
 
 hidden_test! {
@@ -67,10 +105,10 @@ hidden_test! {
         let waited = start.elapsed();
         assert!(
             waited >= SETTLE_TIME,
-            "`sample` waited {waited:?} on tokio's clock, expected at least {SETTLE_TIME:?} of \
-             settling: the wait did not go through tokio's timer. A thread sleep, whether it \
-             blocks this thread or a `spawn_blocking` thread, is a wait tokio knows nothing \
-             about: it ignores tokio's clock, and dropping the future does not stop it."
+            "`sample(2)` returned {waited:?} after it began, on tokio's clock, expected at least \
+             {SETTLE_TIME:?} of settling: for tokio (the clock `timeout` and every other task \
+             see) the input did not settle. Either the settling wait did not go through tokio's \
+             timer, or it was over at once."
         );
     }
 
@@ -131,5 +169,63 @@ hidden_test! {
             [BusOp::Select(5)],
             "a sample cancelled while settling must not go on to convert"
         );
+    }
+
+    /// The gateway retries a sample that its `timeout` cut short: the retry, on the same channel,
+    /// must still give the input its full settling time before converting.
+    async fn a_retry_after_a_cancelled_sample_still_settles() {
+        let mut poller = Poller::new(FakeAdc::default());
+        let first = timeout(SETTLE_TIME / 2, poller.sample(3)).await;
+        assert!(first.is_err(), "a sample under a timeout of half the settling time completed");
+        let reading = poller.sample(3).await;
+        assert_eq!(reading, 1003, "the retry must read channel 3");
+        let adc = poller.into_inner();
+        if let Err(seen) = every_conversion_settled(&adc) {
+            panic!(
+                "a sample of channel 3 was cancelled by its timeout half way through settling, \
+                 and the gateway retried it: {seen}"
+            );
+        }
+    }
+
+    /// Any polling pattern (idle periods, samples back to back, timeouts cutting samples short at
+    /// any point, retries on the same channel): every conversion comes a full settling time after
+    /// the switch to its channel, every completed sample reads its own channel, and a sample cut
+    /// short while settling never converts.
+    fn every_conversion_is_settled_whatever_the_polling_pattern() {
+        check_property(96, steps(), |steps| async move {
+            let mut poller = Poller::new(FakeAdc::default());
+            for step in &steps {
+                sleep(Duration::from_millis(step.idle_ms)).await;
+                let reading = match step.budget_us {
+                    Some(us) => {
+                        let budget = Duration::from_micros(us);
+                        let start = Instant::now();
+                        let result = timeout(budget, poller.sample(step.channel)).await;
+                        if result.is_ok() && start.elapsed() < SETTLE_TIME {
+                            return Err(format!(
+                                "steps {steps:?}: sample({}) under a {budget:?} timeout returned \
+                                 after {:?}, before the input could settle",
+                                step.channel,
+                                start.elapsed()
+                            ));
+                        }
+                        result.ok()
+                    }
+                    None => Some(poller.sample(step.channel).await),
+                };
+                if let Some(reading) = reading {
+                    if reading != 1000 + u16::from(step.channel) {
+                        return Err(format!(
+                            "steps {steps:?}: sample({}) returned {reading}, the reading of \
+                             another channel",
+                            step.channel
+                        ));
+                    }
+                }
+            }
+            let adc = poller.into_inner();
+            every_conversion_settled(&adc).map_err(|seen| format!("steps {steps:?}: {seen}"))
+        });
     }
 }

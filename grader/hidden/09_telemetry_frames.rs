@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kata_support::{Outcome, TrickleReader, assert_cancel_safe, hidden_test};
-use telemetry_frames::{Event, TelemetryLink};
+use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
 use tokio::io::AsyncRead;
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout};
 
 /// One frame on the wire: a 4-byte big-endian length, then the payload.
 fn frame(payload: &str) -> Vec<u8> {
@@ -162,5 +162,60 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// The README's limit: a frame of exactly `MAX_FRAME` bytes is delivered; a length prefix of
+    /// `MAX_FRAME + 1` is an `InvalidData` error.
+    async fn keeps_the_max_frame_limit() {
+        let biggest = "x".repeat(MAX_FRAME);
+        let mut link = TelemetryLink::new(TrickleReader::new([frame(&biggest), frame("hum=40")]));
+        match collect(&mut link).await {
+            Ok(got) => assert!(
+                got.frames.len() == 2 && got.frames[0].len() == MAX_FRAME,
+                "a frame of exactly MAX_FRAME ({MAX_FRAME}) bytes and a small one should come \
+                 out whole; frames of {:?} bytes came out",
+                got.frames.iter().map(String::len).collect::<Vec<_>>()
+            ),
+            Err(seen) => panic!(
+                "a frame of exactly MAX_FRAME ({MAX_FRAME}) bytes is within the limit, but {seen}"
+            ),
+        }
+
+        let mut too_big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        too_big.extend_from_slice(b"garbage");
+        let mut link = TelemetryLink::new(TrickleReader::new([too_big]));
+        match link.next_event().await {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+            other => panic!(
+                "a length prefix of MAX_FRAME + 1 ({}) bytes means a corrupt stream and must be \
+                 an `InvalidData` error, but `next_event` returned {other:?}",
+                MAX_FRAME + 1
+            ),
+        }
+    }
+
+    /// The collector wraps each call in a `timeout` shorter than the heartbeat period. On a silent
+    /// link the heartbeats must still come once a second: a dropped call does not restart them.
+    async fn heartbeats_keep_their_schedule_under_a_callers_timeout() {
+        // The sensor's end stays open and silent for the whole test.
+        let (_sensor, wire) = tokio::io::duplex(64);
+        let mut link = TelemetryLink::new(wire);
+        let start = Instant::now();
+        let mut heartbeats = Vec::new();
+        while start.elapsed() < Duration::from_millis(10_500) {
+            match timeout(Duration::from_millis(300), link.next_event()).await {
+                Err(_) => {}
+                Ok(Ok(Some(Event::Heartbeat))) => heartbeats.push(start.elapsed()),
+                Ok(other) => panic!("a silent link returned {other:?}"),
+            }
+        }
+        let expected: Vec<Duration> = (1..=10).map(|i| HEARTBEAT_EVERY * i).collect();
+        assert_eq!(
+            heartbeats, expected,
+            "the sensor was silent for 10.5 s and the collector called `next_event` under a \
+             300 ms timeout, again and again: the link should report a heartbeat every second \
+             (at 1 s, 2 s, .. 10 s), but reported them at {heartbeats:?}. A call dropped by the \
+             timeout must not take the heartbeat's progress with it"
+        );
     }
 }

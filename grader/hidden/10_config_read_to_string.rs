@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config_read_to_string::{ConfigDownload, Fetch, PATIENCE};
-use kata_support::{Outcome, TrickleReader, assert_cancel_safe, hidden_test};
+use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
+use proptest::prelude::*;
 use tokio::io::AsyncRead;
+use tokio::time::Instant;
 
 /// The routing table the control plane sends. The `ü` is two bytes in UTF-8; the tests split the
 /// stream between them.
@@ -91,14 +93,18 @@ hidden_test! {
             .build();
         let mut config = ConfigDownload::new(server);
         let (text, stalls) = download(&mut config).await.expect("the download failed");
+        let expected = [split_u, second];
+        let lost_or_extra = if stalls.iter().zip(&expected).any(|(got, sent)| got < sent) {
+            "fewer bytes than had arrived: bytes received before the `PATIENCE` timeout ended \
+             the round were lost with the dropped read"
+        } else {
+            "a count that differs from the bytes that had arrived"
+        };
         assert_eq!(
-            stalls,
-            [split_u, second],
+            stalls, expected,
             "the server sent {split_u} bytes, then stalled; later {second} bytes in all, then \
              stalled again. Each `Fetch::Stalled` must report everything received since the \
-             download started. When the `PATIENCE` timeout dropped the read, the text received \
-             so far went with it: `read_to_string` moves the `String` it is given into its own \
-             future, so cancelling it empties the `String`, even what was there before the call."
+             download started; the reports said {lost_or_extra}"
         );
         compare_with_config(&text).unwrap_or_else(|e| {
             panic!("after two stalls, each cut short by the `PATIENCE` timeout: {e}")
@@ -143,5 +149,117 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// A config that is not valid UTF-8 (a Latin-1 `ü`) is an `InvalidData` error, not a text
+    /// with replacement characters.
+    async fn invalid_utf8_is_an_error() {
+        let bytes: Vec<u8> = b"region = \"Z\xfcrich\"\n".to_vec();
+        let mut config = ConfigDownload::new(TrickleReader::new([bytes[..11].to_vec(), bytes[11..].to_vec()]));
+        match download(&mut config).await {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+            other => panic!(
+                "the control plane sent `region = \"Z\\xfcrich\"` (a Latin-1 byte, not UTF-8), \
+                 and the download returned {other:?}; a config that is not valid UTF-8 must be \
+                 an `InvalidData` error"
+            ),
+        }
+    }
+
+    /// Patience is per round: a control plane that sends a little every 1.5 s never lets a round
+    /// time out between two chunks, but each `resume` must still return after `PATIENCE`.
+    async fn a_round_lasts_at_most_patience_even_while_bytes_trickle() {
+        let mut server = tokio_test::io::Builder::new();
+        for chunk in CONFIG.as_bytes().chunks(40) {
+            server.read(chunk).wait(Duration::from_millis(1_500));
+        }
+        let mut config = ConfigDownload::new(server.build());
+        let mut rounds = Vec::new();
+        let text = loop {
+            let start = Instant::now();
+            let fetched = config.resume().await.expect("the download failed");
+            rounds.push(start.elapsed());
+            if let Fetch::Complete(text) = fetched {
+                break text;
+            }
+            assert!(rounds.len() < 20, "the download took 20 rounds; it should have ended");
+        };
+        assert!(
+            rounds.iter().all(|took| *took <= PATIENCE),
+            "the control plane sent 40 bytes every 1.5 s; each `resume` must return within \
+             `PATIENCE` ({PATIENCE:?}) of its start, whether or not bytes keep coming, but the \
+             rounds took {rounds:?}"
+        );
+        compare_with_config(&text).unwrap_or_else(|e| panic!("after rounds of {rounds:?}: {e}"));
+    }
+
+    /// Any way of cutting the config into chunks (inside multi-byte characters too), with any
+    /// pauses between them: each round returns within `PATIENCE`, each `Stalled` reports exactly
+    /// the bytes that had arrived, and the text is the config, byte for byte.
+    fn any_chunking_and_pauses_give_the_exact_config() {
+        let text = "# Zürich → Zoë 🚦 Łódź\nhost = \"api.example.com\"\nnote = \"日本語のメモ\"\n";
+        let len = text.len();
+        let cuts = proptest::collection::btree_set(1..len, 0..10);
+        let pauses = proptest::collection::vec(
+            prop_oneof![2 => Just(0u64), 1 => 1u64..19, 1 => 21u64..30],
+            11,
+        );
+        check_property(64, (cuts, pauses), move |(cuts, pauses)| async move {
+            let bytes = text.as_bytes();
+            let mut bounds: Vec<usize> = vec![0];
+            bounds.extend(cuts.iter().copied());
+            bounds.push(bytes.len());
+            let mut server = tokio_test::io::Builder::new();
+            // Arrival time (ms) and the bytes in all by then, per chunk. Pauses are odd multiples
+            // of 100 ms plus 7, so no chunk arrives exactly when a round ends.
+            let mut arrivals = Vec::new();
+            let mut at = 0;
+            for (i, pair) in bounds.windows(2).enumerate() {
+                let pause = if pauses[i] == 0 { 0 } else { pauses[i] * 100 + 7 };
+                if pause > 0 {
+                    server.wait(Duration::from_millis(pause));
+                }
+                at += pause;
+                server.read(&bytes[pair[0]..pair[1]]);
+                arrivals.push((at, pair[1]));
+            }
+            let scenario = format!("chunks ending at bytes {:?}, arriving at ms {:?}", &bounds[1..],
+                arrivals.iter().map(|(at, _)| *at).collect::<Vec<_>>());
+            let mut config = ConfigDownload::new(server.build());
+            let begin = Instant::now();
+            for _ in 0..40 {
+                let start = Instant::now();
+                let fetched = config
+                    .resume()
+                    .await
+                    .map_err(|e| format!("{scenario}: the download failed: {e}"))?;
+                let took = start.elapsed();
+                if took > PATIENCE {
+                    return Err(format!("{scenario}: a round took {took:?}, longer than PATIENCE"));
+                }
+                match fetched {
+                    Fetch::Complete(got) if got == text => return Ok(()),
+                    Fetch::Complete(got) => {
+                        return Err(format!("{scenario}: the config came out as {got:?}"));
+                    }
+                    Fetch::Stalled { received } => {
+                        let now = begin.elapsed().as_millis() as u64;
+                        let arrived = arrivals
+                            .iter()
+                            .filter(|(at, _)| *at < now)
+                            .map(|(_, total)| *total)
+                            .max()
+                            .unwrap_or(0);
+                        if received != arrived {
+                            return Err(format!(
+                                "{scenario}: at {now} ms a round stalled reporting {received} \
+                                 bytes received, but {arrived} had arrived"
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(format!("{scenario}: 40 rounds and the download had not ended"))
+        });
     }
 }

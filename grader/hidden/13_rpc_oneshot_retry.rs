@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::{assert_cancel_safe, hidden_test, settle};
+use kata_support::{
+    Options, Outcome, assert_cancel_safe, assert_cancel_safe_with, hidden_test, settle,
+};
 use rpc_oneshot_retry::{CallError, EmailJob, MailClient, Receipt, Request};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
@@ -64,6 +66,34 @@ fn start_mailer(behaviour: Mailer) -> (mpsc::Sender<Request>, Log) {
                 }
                 Mailer::Stuck => stuck.push(reply),
                 Mailer::Crashes => drop(reply),
+            }
+        }
+    });
+    (queue, log)
+}
+
+/// When the late mailer of [`start_late_mailer`] starts taking jobs.
+const LATE_START: Duration = Duration::from_secs(1);
+
+/// A queue of capacity 1, already full with another shopper's email (job 1), and a mailer that
+/// only starts taking jobs at [`LATE_START`] (it is still being deployed), then needs 300 ms per
+/// email. Until then, a call waits for room on the queue.
+fn start_late_mailer() -> (mpsc::Sender<Request>, Log) {
+    let (queue, mut jobs) = mpsc::channel::<Request>(1);
+    let (earlier, _) = tokio::sync::oneshot::channel();
+    queue
+        .try_send(Request { job: job(1), reply: earlier })
+        .expect("the queue has room for the earlier job");
+    let log = Log::default();
+    let worker_log = log.clone();
+    tokio::spawn(async move {
+        sleep(LATE_START).await;
+        while let Some(Request { job, reply }) = jobs.recv().await {
+            sleep(Duration::from_millis(300)).await;
+            *worker_log.inner.lock().unwrap().sent.entry(job.id).or_default() += 1;
+            let receipt = Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) };
+            if reply.send(receipt).is_err() {
+                worker_log.inner.lock().unwrap().lost_receipts += 1;
             }
         }
     });
@@ -160,7 +190,52 @@ hidden_test! {
         let (queue, jobs) = mpsc::channel::<Request>(1);
         drop(jobs);
         let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
-        assert_eq!(client.send_email(job(7)).await, Err(CallError::QueueClosed));
+        let outcome = client.send_email(job(7)).await;
+        assert_eq!(
+            outcome,
+            Err(CallError::QueueClosed),
+            "no worker is running (the job queue's receiver is gone), so the job could not even \
+             be queued: expected `Err(QueueClosed)`, got {outcome:?}"
+        );
+    }
+
+    /// The web request is cancelled while the queue is full: a call dropped before its job got
+    /// onto the queue must never queue it; one dropped after has it sent once. Cut at every poll
+    /// and every 100 ms of the wait.
+    async fn a_call_dropped_while_the_queue_is_full_never_queues_its_job() {
+        assert_cancel_safe_with(
+            Options::default().cut_every(Duration::from_millis(100)),
+            || {
+                let (queue, log) = start_late_mailer();
+                (MailClient::new(queue, ATTEMPT, ATTEMPTS), log, Instant::now())
+            },
+            |(client, _, _): (MailClient, Log, Instant)| async move {
+                client.send_email(job(7)).await
+            },
+            |(_client, log, started), outcome| async move {
+                let cut_at = started.elapsed();
+                let cancelled = outcome.is_cancelled();
+                if let Outcome::Completed(Err(e)) = outcome {
+                    return Err(format!("the call failed without being cancelled: {e:?}"));
+                }
+                sleep(Duration::from_secs(30)).await;
+                settle().await;
+                let sent = log.sent(7);
+                if cancelled && cut_at < LATE_START && sent != 0 {
+                    return Err(format!(
+                        "the call was dropped {cut_at:?} in, while the queue was still full (the \
+                         mailer only starts at {LATE_START:?}), yet the email was later sent \
+                         {sent} time(s): a call dropped before its job is on the queue must \
+                         never queue it (the shopper may retry, and get it twice)"
+                    ));
+                }
+                if sent > 1 {
+                    return Err(format!("the email was sent {sent} times (expected at most once)"));
+                }
+                Ok(())
+            },
+        )
+        .await;
     }
 
     /// The web request itself may be cancelled (the shopper closes the tab). Cut `send_email` at

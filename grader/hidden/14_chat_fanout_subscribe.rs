@@ -19,8 +19,14 @@ struct Client {
 impl Client {
     /// Starts a session in `room` and lets it subscribe.
     async fn connect(hub: &Arc<ChatHub>, room: &str) -> Client {
+        Client::connect_slow(hub, room, 256).await
+    }
+
+    /// Starts a session whose connection to the client buffers only `buffer` events: a client
+    /// that does not read keeps the session waiting in its send.
+    async fn connect_slow(hub: &Arc<ChatHub>, room: &str, buffer: usize) -> Client {
         let (commands, command_rx) = mpsc::channel(64);
-        let (event_tx, events) = mpsc::channel(256);
+        let (event_tx, events) = mpsc::channel(buffer);
         let hub = hub.clone();
         let room = room.to_owned();
         let session = tokio::spawn(async move {
@@ -33,6 +39,18 @@ impl Client {
     /// Queues a command without yielding, so the session has not seen it yet.
     fn command(&self, command: Command) {
         self.commands.try_send(command).expect("the session stopped reading commands");
+    }
+
+    /// Reads like a slow client: one event at a time, letting the session run in between, until
+    /// nothing more comes.
+    async fn read_slowly(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        settle().await;
+        while let Ok(event) = self.events.try_recv() {
+            out.push(event);
+            settle().await;
+        }
+        out
     }
 
     /// Everything the session has sent so far.
@@ -207,5 +225,74 @@ hidden_test! {
         settle().await;
         assert!(session.is_finished(), "the command channel closed, so the session must end");
         drop(events);
+    }
+
+    /// A slow client (its connection holds one event) joins another room while the session is
+    /// still waiting to hand it an earlier event: once the `Join` is taken, a message posted to the
+    /// new room reaches it and one posted to the old room does not.
+    async fn a_join_while_the_client_is_slow_switches_at_once() {
+        let hub = Arc::new(ChatHub::new(16));
+        let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+        let _support = hub.subscribe("support");
+        alice.command(Command::Ping);
+        settle().await;
+        alice.command(Command::Join("support".into()));
+        settle().await;
+        // The session holds `Joined` and waits for room on the client's connection.
+        hub.publish(ChatMessage { room: "support".into(), from: "carol".into(), text: "new".into() });
+        hub.publish(ChatMessage { room: "lobby".into(), from: "bob".into(), text: "old".into() });
+        let events = alice.read_slowly().await;
+        let got = texts(&events);
+        assert!(
+            events.first() == Some(&Event::Pong)
+                && events.get(1) == Some(&Event::Joined("support".into()))
+                && got == ["new"],
+            "the session took alice's `Join(support)` while she was slow to read; then \"new\" was \
+             posted to support and \"old\" to the lobby. She must get Pong, Joined(support) and \
+             \"new\" only, but got {events:?}"
+        );
+    }
+
+    /// A lag that happens while the session waits on a slow client (room buffer 4, connection
+    /// buffer 1) is reported too, before the messages the room still holds.
+    async fn a_lag_while_the_client_is_slow_is_reported() {
+        let hub = Arc::new(ChatHub::new(4));
+        let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+        for n in 0..2 {
+            hub.publish(message("lobby", n));
+            settle().await;
+        }
+        // Message 0 fills alice's connection; the session waits to hand her message 1 while ten
+        // more are posted to a room that holds four.
+        for n in 2..12 {
+            hub.publish(message("lobby", n));
+        }
+        let events = alice.read_slowly().await;
+        let mut expected: Vec<Event> = (0..2).map(|n| Event::Message(message("lobby", n))).collect();
+        expected.push(Event::Missed(6));
+        expected.extend((8..12).map(|n| Event::Message(message("lobby", n))));
+        assert_eq!(
+            events, expected,
+            "alice read slowly, and while the session waited to hand her message 1, messages 2 to \
+             11 were posted to a room that holds 4: she must be told she missed 6, then get \
+             messages 8 to 11"
+        );
+    }
+
+    /// A session that is dropped (its task aborted, as at server shutdown) forwards nothing more:
+    /// nothing it started keeps the client subscribed.
+    async fn a_dropped_session_forwards_nothing_more() {
+        let hub = Arc::new(ChatHub::new(16));
+        let mut alice = Client::connect(&hub, "lobby").await;
+        alice.session.abort();
+        settle().await;
+        hub.publish(message("lobby", 0));
+        settle().await;
+        let events = alice.received();
+        assert!(
+            events.is_empty(),
+            "alice's session was dropped, yet a message posted to the lobby afterwards still \
+             reached her connection: {events:?}"
+        );
     }
 }

@@ -57,6 +57,38 @@ fn queue_with(
 
 const POST: Duration = Duration::from_millis(10);
 
+/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
+/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
+/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
+/// [`AnyProbe`] on `&Probe<F>`.
+struct Probe<F>(std::marker::PhantomData<F>);
+
+fn probe<F>(_: &F) -> Probe<F> {
+    Probe(std::marker::PhantomData)
+}
+
+trait SendProbe {
+    fn is_send(&self) -> bool {
+        true
+    }
+}
+
+impl<F: Send> SendProbe for Probe<F> {}
+
+#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
+trait AnyProbe {
+    fn is_send(&self) -> bool {
+        false
+    }
+}
+
+impl<F> AnyProbe for &Probe<F> {}
+
+/// How many webhooks are still waiting on a queue of capacity 64, seen from its sender.
+fn still_queued(queue: &mpsc::Sender<Webhook>) -> usize {
+    queue.max_capacity() - queue.capacity()
+}
+
 hidden_test! {
     /// Nothing unusual: the worker posts what is queued, then stops when the flag is set.
     async fn posts_webhooks_until_shutdown() {
@@ -105,8 +137,13 @@ hidden_test! {
         let posted = timeout(Duration::from_secs(60), dispatcher.run())
             .await
             .expect("the worker did not stop within 60 s (virtual) of a shutdown sent while it worked");
-        assert_eq!(posted, 1);
-        assert_eq!(server.received(), [1], "after the shutdown no new webhook may be taken");
+        let received = server.received();
+        assert!(
+            posted == 1 && received == [1],
+            "the shutdown came while webhook 1 was being posted: that post must finish and no new \
+             webhook be taken, so exactly [1] should have reached the server, but it received \
+             {received:?} and `run` reported {posted} posted"
+        );
     }
 
     /// The kata's bug: the server is already shutting down when a tenant's first webhook arrives
@@ -216,5 +253,104 @@ hidden_test! {
         )
         .await;
         settle().await;
+    }
+
+    /// The server spawns each tenant's worker with `tokio::spawn` on its multi-threaded runtime:
+    /// `run`'s future must stay `Send`.
+    async fn run_can_be_spawned() {
+        let (shutdown, _) = watch::channel(true);
+        let (_queue, rx) = queue_with([]);
+        let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, FakeServer::new(POST));
+        let run = dispatcher.run();
+        assert!(
+            (&probe(&run)).is_send(),
+            "the future returned by `run` is not `Send`, so the server can no longer \
+             `tokio::spawn` a tenant's worker: it holds something that is not `Send` (a lock \
+             guard, an `Rc`, a `watch::Ref`) across an `.await`"
+        );
+        let posted = timeout(Duration::from_secs(60), run).await;
+        assert_eq!(posted, Ok(0), "a worker whose shutdown flag was already set must stop at once");
+    }
+
+    /// Shutdown set before the worker started, with an empty queue and with webhooks waiting: it
+    /// stops at once, takes nothing off the queue, and leaves it all for the next start.
+    async fn a_worker_started_after_shutdown_leaves_the_queue_alone() {
+        for waiting in [0, 2] {
+            let (shutdown, _) = watch::channel(false);
+            shutdown.send_replace(true);
+            let (queue, rx) = queue_with(1..=waiting);
+            let server = FakeServer::new(POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let outcome = timeout(Duration::from_secs(60), dispatcher.run()).await;
+            let left = still_queued(&queue);
+            let Ok(count) = outcome else {
+                panic!(
+                    "the shutdown flag was already `true` when this worker started, with {waiting} \
+                     webhook(s) queued, and after 60 s (virtual) it was still running (it posted \
+                     {:?}, {left} still queued)",
+                    server.received()
+                );
+            };
+            assert!(
+                count == 0 && server.received().is_empty() && left == waiting as usize,
+                "the shutdown flag was already `true` when this worker started, with {waiting} \
+                 webhook(s) queued: it must take none of them, but it posted {:?} and left {left} \
+                 on the queue (a webhook taken off the queue and not posted is lost)",
+                server.received()
+            );
+        }
+    }
+
+    /// The shutdown sender is dropped (the coordinator is gone), before `run` or while it waits,
+    /// with the queue still open: the worker stops.
+    async fn a_dropped_shutdown_sender_stops_the_worker() {
+        let (shutdown, _) = watch::channel(false);
+        let (_queue, rx) = queue_with([]);
+        let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, FakeServer::new(POST));
+        drop(shutdown);
+        let stopped = timeout(Duration::from_secs(60), dispatcher.run()).await;
+        assert!(
+            stopped.is_ok(),
+            "the shutdown sender was dropped before `run` was called (the queue still open and \
+             empty), and after 60 s (virtual) the worker was still running: nobody can ever ask \
+             it to stop any more, so it must stop"
+        );
+
+        let (shutdown, _) = watch::channel(false);
+        let (_queue, rx) = queue_with([]);
+        let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, FakeServer::new(POST));
+        let mut run = task::spawn(dispatcher.run());
+        assert_pending!(run.poll(), "the worker stopped although nobody asked it to");
+        drop(shutdown);
+        sleep(Duration::from_secs(60)).await;
+        assert!(
+            run.is_woken() && run.poll().is_ready(),
+            "the shutdown sender was dropped while the worker waited (the queue still open and \
+             empty), and 60 s (virtual) later the worker was still running"
+        );
+    }
+
+    /// The flag is set and a webhook arrives at the same moment while the worker is idle: both
+    /// are ready when it wakes, and the shutdown wins, every time.
+    async fn a_shutdown_and_a_webhook_at_once_take_no_webhook() {
+        for round in 0..8 {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = queue_with([]);
+            let server = FakeServer::new(POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let mut run = task::spawn(dispatcher.run());
+            assert_pending!(run.poll(), "the worker stopped although nobody asked it to");
+            shutdown.send_replace(true);
+            queue.try_send(hook(1)).expect("queue has room");
+            let outcome = timeout(Duration::from_secs(60), run).await;
+            let left = still_queued(&queue);
+            assert!(
+                matches!(outcome, Ok(0)) && server.received().is_empty() && left == 1,
+                "round {round}: the shutdown flag was set and webhook 1 queued at the same moment \
+                 while the worker was idle; it must stop without taking the webhook, but it \
+                 posted {:?} and left {left} webhook(s) queued",
+                server.received()
+            );
+        }
     }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use kata_support::{
+    Options, Outcome, assert_cancel_safe_at_shutdown, assert_cancel_safe_with, hidden_test,
+};
 use queue_unfold::{Message, Queue, RateLimiter, outgoing};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, task};
@@ -86,7 +88,10 @@ hidden_test! {
     /// The dispatcher drained with the stream dropped after every possible poll: nothing may be
     /// lost, reordered or sent twice.
     async fn dropping_the_stream_at_any_point_loses_no_message() {
-        assert_cancel_safe(
+        // Also cut every 100 ms of virtual time: a wait handed to a task of its own is polled
+        // only when the task is done, and only the clock cuts it in the middle.
+        assert_cancel_safe_with(
+            Options::default().cut_every(Duration::from_millis(100)),
             || (queue_of(1..=3), RateLimiter::per_second(2), Sent::default()),
             |(queue, limiter, sent): (Queue, RateLimiter, Sent)| async move {
                 let mut stream = pin!(outgoing(queue, limiter));
@@ -175,6 +180,22 @@ hidden_test! {
             "20 drain windows were not enough to send 5 messages at 1 per second; still \
              queued: {:?}",
             queue.ids()
+        );
+    }
+
+    /// A deploy shuts the runtime down while the dispatcher's stream waits for a slot, or drops
+    /// the stream after the runtime is gone: every message must still be sent or queued, in
+    /// order.
+    fn a_stream_dropped_at_runtime_shutdown_loses_no_message() {
+        assert_cancel_safe_at_shutdown(
+            || (queue_of(1..=3), RateLimiter::per_second(2), Sent::default()),
+            |(queue, limiter, sent): (Queue, RateLimiter, Sent)| async move {
+                let mut stream = Box::pin(outgoing(queue, limiter));
+                while let Some(m) = stream.next().await {
+                    sent.push(m.id);
+                }
+            },
+            |(queue, _, sent), _outcome: Outcome<()>| check_accounted(&sent, &queue, &[1, 2, 3]),
         );
     }
 }
