@@ -120,8 +120,8 @@ pub struct CheckArgs {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Grade for the record: refuse to run kata code without the sandbox (a kernel without
-    /// Landlock). Implied by `--format classroom`.
+    /// Grade for the record: refuse to build or run kata code without the sandbox (a kernel
+    /// without Landlock). Implied by `--format classroom` and by `GRADER_REQUIRE_SANDBOX=1`.
     #[arg(long)]
     pub trusted: bool,
 }

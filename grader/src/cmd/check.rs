@@ -31,7 +31,9 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         color: args.format == Format::Human && std::io::stderr().is_terminal(),
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: args.timeout.map(Duration::from_secs),
-        trusted: args.trusted || args.format == Format::Classroom,
+        trusted: args.trusted
+            || args.format == Format::Classroom
+            || std::env::var_os(crate::build_sandbox::REQUIRE_ENV).is_some(),
         build_timeout: args.build_timeout.map(Duration::from_secs),
     };
     let progress = Progress::new(
