@@ -39,8 +39,14 @@ fn hostile_runs_meet_the_walls_and_leave_nothing_behind() {
         let src = fixture.path(&format!("exercises/{kata}/src"));
         std::fs::create_dir_all(&src).unwrap();
         let source = std::fs::read_to_string(sources.join(format!("{name}.rs"))).unwrap();
-        std::fs::write(src.join("lib.rs"), source.replace("\"PORT\"", &format!("\"{port}\"")))
-            .unwrap();
+        let source = source
+            .replace("\"PORT\"", &format!("\"{port}\""))
+            .replace("\"COURSE_ROOT\"", &format!("{:?}", fixture.path("")))
+            .replace(
+                "\"SUPPORT_DIR\"",
+                &format!("{:?}", Path::new(env!("CARGO_MANIFEST_DIR")).join("support")),
+            );
+        std::fs::write(src.join("lib.rs"), source).unwrap();
         std::fs::write(
             fixture.path(&format!("grader/hidden/{kata}.rs")),
             format!("kata_support::hidden_test! {{\n    fn adds() {{\n        assert_eq!({name}::add(2, 3), 5);\n    }}\n}}\n"),
