@@ -56,11 +56,22 @@ pub struct TestRun {
     pub duration: Duration,
 }
 
-/// Lists the tests in a hidden-test executable, inside the sandbox, within `timeout`.
+/// Lists the tests in a hidden-test executable within `timeout`, outside the sandbox.
+///
+/// No kata code runs during `--list`, so the walls would cost a sandbox start-up per kata for
+/// nothing. The executable's `main` is `kata_support::harness::main`, which prints the static
+/// names `hidden_test!` collected and returns before reading stdin or calling a test. Kata code
+/// could only run earlier as life before `main`: a constructor in `.init_array`, which needs
+/// `#[link_section]`, `#[no_mangle]`, `#[export_name]` or `global_asm!`; the generated kata crate is built with
+/// `unsafe_code = "forbid"` (`workspace::generate`), which rejects all four and cannot be
+/// lowered from inside the crate, and a kata crate has no build script and no dependencies of its
+/// own choosing. The test executable is the one built behind the build's walls, hashed before and
+/// after the tests. The timeout, the process group and the empty environment stay.
 pub fn list_tests(executable: &Path, timeout: Duration) -> anyhow::Result<Vec<String>> {
     let scratch = scratch()?;
-    let args = ["--list", "--format", "terse"];
-    list_with(sandbox::command(executable, &args, scratch.path(), timeout), executable, timeout)
+    let mut cmd = Command::new(executable);
+    cmd.args(["--list", "--format", "terse"]).current_dir(scratch.path()).env_clear();
+    list_with(cmd, executable, timeout)
 }
 
 fn list_with(cmd: Command, executable: &Path, timeout: Duration) -> anyhow::Result<Vec<String>> {

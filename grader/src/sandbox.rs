@@ -1,16 +1,21 @@
 //! The walls around a test process (Linux): what kata code may touch is decided here, by the
 //! operating system, not by convention.
 //!
-//! `unsafe` is forbidden in the grader, which rules out `pre_exec`; instead the grader re-executes
-//! itself through the hidden `sandbox-exec` subcommand, whose stages raise the walls with safe APIs
-//! and then start the test:
+//! `unsafe` is forbidden in the grader, which rules out `pre_exec`; instead each test starts
+//! through a small helper binary, `grader-sandbox` (next to the grader's own executable), which
+//! re-executes itself once and raises the walls with safe APIs in two stages (`stages`):
 //!
 //! ```text
-//! grader ─ sandbox-exec ─────────────── sandbox-exec --init (PID 1) ─────── test executable
+//! grader ─ grader-sandbox ──────────── grader-sandbox --init (PID 1) ───── test executable
 //!          new PID + network namespace  uid, rlimits, no_new_privs,          empty environment,
 //!          (+ user namespace unless     Landlock; waits, kills what is left,  argv: the path only
 //!          root); dies with the grader  exits with the test's status
 //! ```
+//!
+//! The helper exists for speed: the grader is a large binary with a large command line, and two
+//! of its start-ups per test cost more than the test itself. Without the helper, or with one built
+//! from other walls (`cargo run -p grader` rebuilds only the grader), the grader runs the same
+//! stages through its hidden `sandbox-exec` subcommand.
 //!
 //! - When PID 1 of a PID namespace exits the kernel kills everything else in it, so nothing the
 //!   test started outlives it, `setsid` or not. Without namespaces the init is a child subreaper
@@ -24,66 +29,57 @@
 //!   gives the test a counter of its own.
 //! - A signal death travels up as exit code 128 + N, as shells report it.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+pub mod stages;
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
-use std::sync::Once;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, RestrictionStatus, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
-};
-use nix::sched::{CloneFlags, unshare};
-use nix::sys::prctl;
-use nix::sys::resource::{Resource, setrlimit};
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
-use nix::unistd::{Gid, Pid, Uid};
+use anyhow::bail;
+use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
 
-/// Exit code of a stage that could not do its job (as `env` and `timeout` use it).
-pub const STAGE_FAILED: u8 = 125;
+/// The helper's file name, next to the grader's executable.
+const HELPER: &str = "grader-sandbox";
 
-/// Address space of a test process: far more than a kata needs, far less than the machine has.
-const ADDRESS_SPACE: u64 = 1 << 30;
-/// Tasks (processes and threads) under the test's uid: a two-worker runtime and a blocking pool.
-const TASKS: u64 = 32;
-const FILE_SIZE: u64 = 64 << 20;
-const OPEN_FILES: u64 = 256;
-
-/// Directories the dynamic loader reads shared libraries from.
-const SYSTEM_LIBS: &[&str] = &["/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64"];
-const SYSTEM_FILES: &[&str] = &["/etc/ld.so.cache", "/dev/urandom", "/dev/zero"];
-
-/// The hidden `sandbox-exec` subcommand.
+/// The hidden `sandbox-exec` subcommand: the stages' own argv, passed through.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The second stage: PID 1 of the new namespace.
-    #[arg(long)]
-    init: bool,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    argv: Vec<OsString>,
+}
 
-    /// The test's private, writable working directory.
-    #[arg(long, value_name = "DIR")]
-    scratch: PathBuf,
+/// Runs a stage of the hidden `sandbox-exec` subcommand; returns the exit code.
+pub fn run(args: &Args) -> u8 {
+    stages::run(&["sandbox-exec"], args.argv.clone())
+}
 
-    /// CPU time limit in seconds.
-    #[arg(long, value_name = "SECS")]
-    cpu_secs: u64,
+/// Set (to anything) for a local check, `scripts/bench` runs the tests without the walls to
+/// measure what they cost. A `--trusted` grade refuses it.
+pub const UNSANDBOXED: &str = "GRADER_UNSANDBOXED_FOR_BENCH";
 
-    /// The executable and its arguments.
-    #[arg(last = true, required = true)]
-    command: Vec<PathBuf>,
+fn unsandboxed() -> bool {
+    std::env::var_os(UNSANDBOXED).is_some()
 }
 
 /// A command that runs `executable args` inside the walls, in `scratch`.
 pub fn command(executable: &Path, args: &[&str], scratch: &Path, timeout: Duration) -> Command {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg("sandbox-exec")
-        .arg("--scratch")
+    if unsandboxed() {
+        let mut cmd = Command::new(executable);
+        cmd.args(args).current_dir(scratch).env_clear();
+        return cmd;
+    }
+    let mut cmd = match helper() {
+        Some(helper) => Command::new(helper),
+        None => {
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg("sandbox-exec");
+            cmd
+        }
+    };
+    cmd.arg("--scratch")
         .arg(scratch)
         .arg("--cpu-secs")
         // Threads add up CPU time; the wall-clock timeout stays the one that usually fires.
@@ -94,7 +90,27 @@ pub fn command(executable: &Path, args: &[&str], scratch: &Path, timeout: Durati
     cmd
 }
 
-/// Turns the status `sandbox-exec` reports (a signal as 128 + N) back into the test's own.
+/// The helper binary, when it sits next to this executable and was built from the same stages.
+/// Asked once per grader run.
+fn helper() -> Option<&'static Path> {
+    static HELPER_PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HELPER_PATH
+        .get_or_init(|| {
+            let path = std::env::current_exe().ok()?.with_file_name(HELPER);
+            let out = Command::new(&path)
+                .arg("--fingerprint")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let expected = format!("{:016x}", stages::FINGERPRINT);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected)
+                .then_some(path)
+        })
+        .as_deref()
+}
+
+/// Turns the status the stages report (a signal as 128 + N) back into the test's own.
 pub fn decode(status: ExitStatus) -> ExitStatus {
     match status.code() {
         Some(code @ 129..=192) => ExitStatus::from_raw(code - 128),
@@ -105,6 +121,15 @@ pub fn decode(status: ExitStatus) -> ExitStatus {
 /// Checks that this kernel can raise the Landlock wall. Without it a local check runs with a
 /// warning; a `trusted` grade refuses.
 pub fn require(trusted: bool) -> anyhow::Result<()> {
+    if unsandboxed() {
+        if trusted {
+            bail!(
+                "{UNSANDBOXED} is set: a --trusted grade runs every test in the sandbox; unset it"
+            );
+        }
+        eprintln!("warning: {UNSANDBOXED} is set: the tests run without the sandbox's walls");
+        return Ok(());
+    }
     let probe = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(ABI::V1))
@@ -125,216 +150,14 @@ pub fn require(trusted: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a stage of `sandbox-exec`; returns the exit code.
-pub fn run(args: &Args) -> u8 {
-    let stage = if args.init { init(args) } else { outer(args) };
-    stage.unwrap_or_else(|err| {
-        eprintln!("grader sandbox: {err:#}");
-        STAGE_FAILED
-    })
-}
-
-fn outer(args: &Args) -> anyhow::Result<u8> {
-    prctl::set_pdeathsig(Signal::SIGKILL).context("failed to tie the sandbox to the grader")?;
-    isolate();
-    let status = Command::new("/proc/self/exe")
-        .arg("sandbox-exec")
-        .arg("--init")
-        .arg("--scratch")
-        .arg(&args.scratch)
-        .arg("--cpu-secs")
-        .arg(args.cpu_secs.to_string())
-        .arg("--")
-        .args(&args.command)
-        .status()
-        .context("failed to start the sandbox's init")?;
-    Ok(code(status))
-}
-
-/// New PID and network namespaces; a user namespace too when not root (mapping the user to
-/// itself). Best effort: the init notices when it is not PID 1.
-fn isolate() {
-    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
-    if nix::unistd::geteuid().is_root() {
-        let _ = unshare(flags);
-        return;
-    }
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    if unshare(flags | CloneFlags::CLONE_NEWUSER).is_ok() {
-        let _ = std::fs::write("/proc/self/setgroups", "deny");
-        let _ = std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"));
-        let _ = std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"));
-    }
-}
-
-fn init(args: &Args) -> anyhow::Result<u8> {
-    let (program, test_args) = args.command.split_first().context("no command to run")?;
-    // Absolute, so the Landlock rule still names it after the change of directory.
-    let program = &std::fs::canonicalize(program)
-        .with_context(|| format!("failed to find {}", program.display()))?;
-    // Opened before the uid changes: the test may not be able to reach its own path.
-    let exe =
-        File::open(program).with_context(|| format!("failed to open {}", program.display()))?;
-    let interpreter = elf_interpreter(&exe);
-    std::env::set_current_dir(&args.scratch)
-        .with_context(|| format!("failed to enter {}", args.scratch.display()))?;
-    let orphans = if nix::unistd::getpid().as_raw() == 1 {
-        None
-    } else {
-        prctl::set_child_subreaper(true).context("failed to become a child subreaper")?;
-        File::open("/proc/thread-self/children").ok()
-    };
-    if nix::unistd::geteuid().is_root() {
-        drop_root(&args.scratch)?;
-    }
-    // After the uid change, which clears it.
-    prctl::set_pdeathsig(Signal::SIGKILL).context("failed to tie the test to the grader")?;
-    limit(args.cpu_secs)?;
-    let mut readable: Vec<&Path> = vec![program];
-    readable.extend(interpreter.as_deref());
-    let status = landlock(&readable, &args.scratch).context("failed to apply Landlock")?;
-    if status.ruleset == RulesetStatus::NotEnforced {
-        eprintln!("warning: no Landlock on this kernel: the test can reach your files");
-    }
-
-    let mut child = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()))
-        .arg0(program)
-        .args(test_args)
-        .env_clear()
-        .spawn()
-        .with_context(|| format!("failed to start {}", program.display()))?;
-    let status = child.wait().context("failed to wait for the test")?;
-    if let Some(orphans) = orphans {
-        kill_orphans(&orphans);
-    }
-    Ok(code(status))
-}
-
-/// Switches to a uid and gid no one else uses, so the task limit counts this test alone.
-fn drop_root(scratch: &Path) -> anyhow::Result<()> {
-    let mut bytes = [0u8; 4];
-    File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
-    let id = 0x4000_0000 | (u32::from_le_bytes(bytes) & 0x0fff_ffff);
-    std::os::unix::fs::chown(scratch, Some(id), Some(id))
-        .with_context(|| format!("failed to hand {} to the test", scratch.display()))?;
-    let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
-    nix::unistd::setgroups(&[]).context("failed to drop supplementary groups")?;
-    nix::unistd::setresgid(gid, gid, gid).context("failed to switch group")?;
-    nix::unistd::setresuid(uid, uid, uid).context("failed to switch user")?;
-    Ok(())
-}
-
-fn limit(cpu_secs: u64) -> anyhow::Result<()> {
-    let limits = [
-        (Resource::RLIMIT_AS, ADDRESS_SPACE, ADDRESS_SPACE),
-        (Resource::RLIMIT_NPROC, TASKS, TASKS),
-        (Resource::RLIMIT_FSIZE, FILE_SIZE, FILE_SIZE),
-        (Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES),
-        (Resource::RLIMIT_CPU, cpu_secs, cpu_secs + 1),
-        (Resource::RLIMIT_CORE, 0, 0),
-    ];
-    for (resource, soft, hard) in limits {
-        setrlimit(resource, soft, hard).with_context(|| format!("failed to set {resource:?}"))?;
-    }
-    Ok(())
-}
-
-fn landlock(
-    readable: &[&Path],
-    scratch: &Path,
-) -> Result<RestrictionStatus, landlock::RulesetError> {
-    let abi = ABI::V6;
-    let read = AccessFs::from_read(abi) & !AccessFs::Execute;
-    let existing = |paths: &'static [&'static str]| paths.iter().filter(|p| Path::new(p).exists());
-    Ruleset::default()
-        .handle_access(AccessFs::from_all(abi))?
-        .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?
-        .scope(Scope::AbstractUnixSocket | Scope::Signal)?
-        .create()?
-        .add_rules(path_beneath_rules(existing(SYSTEM_LIBS), read))?
-        .add_rules(path_beneath_rules(existing(SYSTEM_FILES), read))?
-        .add_rules(path_beneath_rules(readable, AccessFs::ReadFile | AccessFs::Execute))?
-        .add_rules(path_beneath_rules(["/dev/null"], AccessFs::ReadFile | AccessFs::WriteFile))?
-        .add_rules(path_beneath_rules([scratch], AccessFs::from_all(abi)))?
-        .restrict_self()
-}
-
-/// Kills what the test left behind when there is no PID namespace to do it: orphans are
-/// re-parented to this subreaper, so killing children until there are none gets them all.
-fn kill_orphans(children: &File) {
-    let mut buf = vec![0u8; 64 * 1024];
-    for _ in 0..10_000 {
-        let n = children.read_at(&mut buf, 0).unwrap_or(0);
-        let pids: Vec<i32> = String::from_utf8_lossy(&buf[..n])
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .collect();
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            if status == nix::sys::wait::WaitStatus::StillAlive {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The ELF interpreter (`PT_INTERP`) of a 64-bit little-endian executable, which the kernel opens
-/// for execution too.
-fn elf_interpreter(exe: &File) -> Option<PathBuf> {
-    let mut header = [0u8; 64];
-    exe.read_exact_at(&mut header, 0).ok()?;
-    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
-    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-    let (phoff, phentsize, phnum) = (u64_at(&header, 32), u16_at(&header, 54), u16_at(&header, 56));
-    for i in 0..phnum.min(64) {
-        let mut ph = [0u8; 56];
-        exe.read_exact_at(&mut ph, phoff + i * phentsize).ok()?;
-        if u32::from_le_bytes(ph[..4].try_into().unwrap()) == 3 {
-            let (offset, size) = (u64_at(&ph, 8), u64_at(&ph, 32).min(4096));
-            let mut path = vec![0u8; size as usize];
-            exe.read_exact_at(&mut path, offset).ok()?;
-            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-            let text = String::from_utf8(path[..end].to_vec()).ok()?;
-            return Some(PathBuf::from(text));
-        }
-    }
-    None
-}
-
-/// An exit status as one exit code: a signal as 128 + N.
-fn code(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(signal)) => 128 + signal as u8,
-        (None, None) => STAGE_FAILED,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_interpreter_of_a_dynamic_executable() {
-        let exe = File::open("/bin/sh").unwrap();
-        let interpreter = elf_interpreter(&exe).expect("/bin/sh is dynamically linked");
-        assert!(interpreter.to_string_lossy().contains("ld-"), "{interpreter:?}");
-        assert!(interpreter.exists());
-    }
-
-    #[test]
     fn a_signal_survives_the_trip_through_an_exit_code() {
         let aborted = ExitStatus::from_raw(6);
-        let reported = ExitStatus::from_raw(i32::from(code(aborted)) << 8);
+        let reported = ExitStatus::from_raw(i32::from(stages::code(aborted)) << 8);
         assert_eq!(decode(reported).signal(), Some(6));
         let failed = ExitStatus::from_raw(101 << 8);
         assert_eq!(decode(failed).code(), Some(101));
