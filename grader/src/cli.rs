@@ -60,6 +60,28 @@ pub enum Command {
     /// Maintainers: check the whole kata contract (every exercise fails, every solution passes,
     /// every decoy is rejected).
     Verify(VerifyArgs),
+    /// Internal: runs one test process inside the sandbox's walls.
+    #[command(hide = true)]
+    SandboxExec(crate::sandbox::Args),
+    /// Internal: run a build command behind the build's Landlock walls (see `build_sandbox`).
+    #[command(hide = true)]
+    BuildSandbox(BuildSandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildSandboxArgs {
+    /// Directories (or files) the build may read and execute.
+    #[arg(long, value_name = "PATH")]
+    pub read: Vec<PathBuf>,
+    /// Directories the build may create and write files in, but not read.
+    #[arg(long, value_name = "PATH")]
+    pub write: Vec<PathBuf>,
+    /// Directories the build may read and write.
+    #[arg(long, value_name = "PATH")]
+    pub read_write: Vec<PathBuf>,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +93,11 @@ pub struct CheckArgs {
     /// Check the reference solutions instead of the exercises.
     #[arg(long)]
     pub solutions: bool,
+
+    /// Give up on a build that finishes nothing for SECS seconds (default 120); only the
+    /// runaway kata gets `compile timed out`.
+    #[arg(long, value_name = "SECS")]
+    pub build_timeout: Option<u64>,
 
     /// Output format on standard output.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -92,6 +119,11 @@ pub struct CheckArgs {
     /// Tests run at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+
+    /// Grade for the record: refuse to build or run kata code without the sandbox (a kernel
+    /// without Landlock). Implied by `--format classroom` and by `GRADER_REQUIRE_SANDBOX=1`.
+    #[arg(long)]
+    pub trusted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

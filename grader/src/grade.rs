@@ -5,6 +5,7 @@
 //! machinery, running the tests of solutions and decoys several times to catch a verdict that
 //! changes from run to run.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,6 +18,9 @@ use crate::workspace::{self, Unit};
 
 /// The default wall-clock limit for one hidden test.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a hidden-test executable may take to list its tests.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A kata's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +70,9 @@ pub struct UnitResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub tests: Vec<TestResult>,
+    /// SHA-256 of the sources that were built, when they could be staged.
+    #[serde(skip)]
+    pub source_hash: Option<String>,
     /// Why the unit could not be graded, for `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -78,6 +85,10 @@ pub struct Options {
     pub parallel: usize,
     /// Overrides every kata's timeout.
     pub timeout: Option<Duration>,
+    /// Refuse to run kata code where the sandbox cannot be raised.
+    pub trusted: bool,
+    /// How long a build may make no progress (default `compile::DEFAULT_IDLE_LIMIT`).
+    pub build_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -119,40 +130,69 @@ pub fn grade_repeated(
     repeat: usize,
     progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Vec<Nondeterministic>)> {
+    crate::sandbox::require(options.trusted)?;
+    // Held to the end: another grader on this set must not rebuild what this one runs.
     let _lock = workspace::lock(course, set)?;
-    // A unit whose files are missing is reported on its own and left out of the build.
-    let missing: Vec<Option<String>> = units
+    let generated = workspace::generate(course, set, units)?;
+    let dir = generated.dir.clone();
+    let shown = |path: &std::path::Path| {
+        path.strip_prefix(&course.root).unwrap_or(path).to_string_lossy().into_owned()
+    };
+    let inputs: Vec<compile::Input> = units
         .iter()
-        .map(|unit| {
-            let hidden = course.hidden_tests(&course.katas[unit.kata]);
-            [&unit.lib_rs, &hidden].into_iter().find(|p| !p.is_file()).map(|p| {
-                format!("{} is missing; restore it (git checkout -- {0}) or run `grader check` in a complete course", p.display())
+        .zip(&generated.units)
+        .filter_map(|(unit, staged)| {
+            let staged = staged.as_ref().ok()?;
+            let kata = &course.katas[unit.kata];
+            let mut paths =
+                vec![(staged.hidden.display().to_string(), shown(&course.hidden_tests(kata)))];
+            if unit.lib_rs.ends_with("src/lib.rs") {
+                let src = unit.lib_rs.parent().expect("src/lib.rs has a parent");
+                paths.push((format!("{}/", staged.src.display()), format!("{}/", shown(src))));
+            } else {
+                paths.push((staged.lib_rs.display().to_string(), shown(&unit.lib_rs)));
+            }
+            Some(compile::Input {
+                package: unit.package(),
+                label: unit.label.clone(),
+                staged: staged.clone(),
+                shown: paths,
             })
         })
         .collect();
-    let present: Vec<Unit> =
-        units.iter().zip(&missing).filter(|(_, m)| m.is_none()).map(|(u, _)| u.clone()).collect();
-    let dir = workspace::generate(course, set, &present)?;
     // Cargo refuses a workspace without members.
-    let mut present_built = if present.is_empty() {
+    let mut present_built = if inputs.is_empty() {
         Vec::new()
     } else {
         compile::build(
             &dir,
             &workspace::target_dir(course),
             &course.root,
-            &present,
+            &inputs,
+            &crate::build_sandbox::walls(course, set, &generated),
             options.color,
+            options.build_timeout.unwrap_or(compile::DEFAULT_IDLE_LIMIT),
             progress,
         )?
     }
     .into_iter();
-    let built: Vec<compile::Built> = missing
+    // A unit left out of the build: the learner's sources are a compile error, a course without
+    // the kata's hidden tests is the grader's error.
+    let mut missing: Vec<Option<String>> = Vec::new();
+    let built: Vec<compile::Built> = generated
+        .units
         .iter()
-        .map(|m| {
-            if m.is_none() {
+        .map(|staged| match staged {
+            Ok(_) => {
+                missing.push(None);
                 present_built.next().unwrap_or_default()
-            } else {
+            }
+            Err(workspace::Excluded::Sources(why)) => {
+                missing.push(None);
+                compile::Built { errors: vec![why.clone()], ..compile::Built::default() }
+            }
+            Err(workspace::Excluded::Course(why)) => {
+                missing.push(Some(why.clone()));
                 compile::Built::default()
             }
         })
@@ -170,7 +210,7 @@ pub fn grade_repeated(
             .timeout
             .or(kata.timeout_secs.map(Duration::from_secs))
             .unwrap_or(DEFAULT_TIMEOUT);
-        match run::list_tests(exe) {
+        match run::list_tests(exe, LIST_TIMEOUT) {
             Ok(tests) if tests.is_empty() => {
                 errors[i] = Some("the hidden test file declares no tests".into());
             }
@@ -183,18 +223,30 @@ pub fn grade_repeated(
                     executable: exe.clone(),
                     test,
                     timeout,
-                    workdir: dir.join("tests").join(unit.package()),
                 }));
             }
             Err(err) => errors[i] = Some(format!("{err:#}")),
         }
     }
-    let hidden_hash = |unit: &Unit| {
-        std::fs::read(course.hidden_tests(&course.katas[unit.kata]))
-            .map(|b| crate::state::fnv1a(&b))
-            .ok()
+    // Kata code runs with the learner's permissions and may reach the grader's files: the trusted
+    // inputs (hidden tests and their copies, the test executables, the support crate, manifests)
+    // are hashed after the build and again after the tests, and a change voids the verdict.
+    let unit_files: Vec<Vec<PathBuf>> = units
+        .iter()
+        .zip(&generated.units)
+        .zip(&built)
+        .map(|((unit, staged), built)| {
+            let mut files = vec![course.hidden_tests(&course.katas[unit.kata])];
+            files.extend(staged.as_ref().ok().map(|s| s.hidden.clone()));
+            files.extend(built.executable.clone());
+            files
+        })
+        .collect();
+    let hash_all = |files: &[PathBuf]| -> Vec<Option<String>> {
+        files.iter().map(|f| crate::stage::hash_file(f)).collect()
     };
-    let before: Vec<_> = units.iter().map(hidden_hash).collect();
+    let before: Vec<_> = unit_files.iter().map(|f| hash_all(f)).collect();
+    let trusted_before = hash_all(&generated.trusted);
     let count = jobs.len();
     let jobs: Vec<Job> = jobs.iter().cycle().take(count * repeat.max(1)).cloned().collect();
     progress.phase("testing", jobs.len());
@@ -214,13 +266,39 @@ pub fn grade_repeated(
             })
         })
         .collect();
-    // Kata code runs with the learner's permissions and can reach the grader's files; a hidden
-    // test file that changed while tests ran means the verdict cannot be trusted.
-    let tampered: Vec<bool> =
-        units.iter().zip(&before).map(|(u, b)| hidden_hash(u) != *b).collect();
+    let tampered: Vec<Option<&PathBuf>> = unit_files
+        .iter()
+        .zip(&before)
+        .map(|(files, before)| {
+            let after = hash_all(files);
+            files.iter().zip(after).zip(before).find(|((_, a), b)| a != *b).map(|((f, _), _)| f)
+        })
+        .collect();
+    for file in tampered.iter().flatten() {
+        // A changed executable must not be taken as fresh by the next build.
+        if built.iter().any(|b| b.executable.as_ref() == Some(*file)) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    let trusted_changed = generated
+        .trusted
+        .iter()
+        .zip(hash_all(&generated.trusted))
+        .zip(&trusted_before)
+        .find(|((_, a), b)| a != *b)
+        .map(|((f, _), _)| f);
+    if let Some(file) = trusted_changed {
+        for error in &mut errors {
+            *error = Some(format!(
+                "{} changed on disk while the tests ran: no verdict of this run can be trusted; \
+                 restore the course (git checkout) and check again",
+                shown(file)
+            ));
+        }
+    }
 
     let mut results = Vec::new();
-    for (i, (unit, built)) in units.iter().zip(built).enumerate() {
+    for (i, ((unit, built), staged)) in units.iter().zip(built).zip(&generated.units).enumerate() {
         let kata = &course.katas[unit.kata];
         let mut tests: Vec<TestResult> = runs
             .iter()
@@ -232,21 +310,21 @@ pub fn grade_repeated(
                 duration_ms: r.duration.as_millis().try_into().unwrap_or(u64::MAX),
             })
             .collect();
-        if tampered[i] {
-            let hidden = course.hidden_tests(kata);
-            let shown = hidden.strip_prefix(&course.root).unwrap_or(&hidden).display();
+        if let Some(file) = tampered[i] {
             tests.push(TestResult {
                 name: "hidden_tests_untouched".into(),
                 status: Outcome::Failed,
                 message: format!(
                     "{} changed on disk while the tests ran: kata code must not write to the \
                      grader's files; restore it with `git checkout -- grader/hidden`",
-                    shown
+                    shown(file)
                 ),
                 duration_ms: 0,
             });
         }
-        let status = if !built.errors.is_empty() {
+        let status = if errors[i].is_some() && trusted_changed.is_some() {
+            Status::Error
+        } else if !built.errors.is_empty() {
             Status::CompileError
         } else if errors[i].is_some() {
             Status::Error
@@ -270,6 +348,7 @@ pub fn grade_repeated(
             compile_errors: built.errors,
             warnings: built.warnings,
             tests,
+            source_hash: staged.as_ref().ok().map(|s| s.hash.clone()),
             error: errors[i].take(),
         });
     }

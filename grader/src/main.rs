@@ -1,9 +1,9 @@
 //! `grader`: runs the hidden tests of the cancellation katas and reports progress.
 //!
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
-//! The shared machinery: `course` (the manifest), `decoy` (wrong fixes as patches), `workspace`
-//! (the generated build), `compile` (cargo), `run` (test processes), `grade` (verdicts), `report`
-//! (output), `state` (progress).
+//! The shared machinery: `course` (the manifest), `decoy` (decoys and alternatives as patches),
+//! `workspace` (the generated build), `compile` (cargo), `run` (test processes), `sandbox` (the
+//! walls around them), `grade` (verdicts), `report` (output), `state` (progress).
 
 /// `println!` that returns an error instead of panicking when standard output is closed
 /// (`grader list | head`); `main` ends such a run quietly.
@@ -22,6 +22,7 @@ macro_rules! out {
     }};
 }
 
+mod build_sandbox;
 mod cli;
 mod cmd;
 mod compile;
@@ -31,6 +32,8 @@ mod grade;
 mod progress;
 mod report;
 mod run;
+mod sandbox;
+mod stage;
 mod state;
 mod style;
 mod workspace;

@@ -1,8 +1,11 @@
 //! Running hidden tests: a process per test, in parallel, each with a timeout, a captured and
 //! capped output, and a pass proven by a nonce rather than parsed from what the test printed.
 //!
-//! Each test process gets its own process group; when it ends (or times out) the whole group is
-//! killed, so nothing a test spawned outlives it.
+//! Every test process runs inside the sandbox's walls (`crate::sandbox`), in a private scratch
+//! directory, in its own process group. The test's name and its nonce go to standard input, never
+//! to argv or the environment. When the test ends or times out the group is killed; the sandbox's
+//! PID namespace takes everything else the test started with it. Output readers get a bounded
+//! grace after that, so a pipe held open by something that survived cannot hang the grader.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -14,9 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::sandbox;
+
 /// Bytes of output kept from the start and from the end of each test's output.
 pub const KEEP_HEAD: usize = 16 * 1024;
 pub const KEEP_TAIL: usize = 16 * 1024;
+
+/// How long output readers may take to finish once the test's processes are gone.
+const READER_GRACE: Duration = Duration::from_secs(2);
 
 /// One test to run.
 #[derive(Debug, Clone)]
@@ -26,8 +34,6 @@ pub struct Job {
     pub executable: PathBuf,
     pub test: String,
     pub timeout: Duration,
-    /// The test process's working directory: scratch space, away from the course.
-    pub workdir: PathBuf,
 }
 
 /// How one test ended.
@@ -50,17 +56,41 @@ pub struct TestRun {
     pub duration: Duration,
 }
 
-/// Lists the tests in a libtest executable.
-pub fn list_tests(executable: &Path) -> anyhow::Result<Vec<String>> {
-    let output = Command::new(executable)
-        .args(["--list", "--format", "terse"])
-        .stdin(Stdio::null())
-        .output()
+/// Lists the tests in a hidden-test executable within `timeout`, outside the sandbox.
+///
+/// No kata code runs during `--list`, so the walls would cost a sandbox start-up per kata for
+/// nothing. The executable's `main` is `kata_support::harness::main`, which prints the static
+/// names `hidden_test!` collected and returns before reading stdin or calling a test. Kata code
+/// could only run earlier as life before `main`: a constructor in `.init_array`, which needs
+/// `#[link_section]`, `#[no_mangle]`, `#[export_name]` or `global_asm!`; the generated kata crate is built with
+/// `unsafe_code = "forbid"` (`workspace::generate`), which rejects all four and cannot be
+/// lowered from inside the crate, and a kata crate has no build script and no dependencies of its
+/// own choosing. The test executable is the one built behind the build's walls, hashed before and
+/// after the tests. The timeout, the process group and the empty environment stay.
+pub fn list_tests(executable: &Path, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    let scratch = scratch()?;
+    let mut cmd = Command::new(executable);
+    cmd.args(["--list", "--format", "terse"]).current_dir(scratch.path()).env_clear();
+    list_with(cmd, executable, timeout)
+}
+
+fn list_with(cmd: Command, executable: &Path, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    let ran = supervise(cmd, b"", timeout, None)
         .with_context(|| format!("failed to list the tests in {}", executable.display()))?;
-    if !output.status.success() {
-        bail!("failed to list the tests in {} ({})", executable.display(), output.status);
+    match ran.status {
+        None => bail!(
+            "failed to list the tests in {}: no answer within {}s",
+            executable.display(),
+            timeout.as_secs()
+        ),
+        Some(status) if !status.success() => bail!(
+            "failed to list the tests in {} ({status}): {}",
+            executable.display(),
+            ran.stderr.text().trim()
+        ),
+        Some(_) => {}
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = ran.stdout.text();
     Ok(stdout.lines().filter_map(|line| line.strip_suffix(": test")).map(str::to_owned).collect())
 }
 
@@ -107,47 +137,79 @@ struct Finished {
 
 fn execute(job: &Job) -> anyhow::Result<Finished> {
     let nonce = nonce()?;
-    let mut child = Command::new(&job.executable)
-        .current_dir(&job.workdir)
-        .args([job.test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-        .env(PROOF_ENV, "stdin")
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("RUST_TEST_THREADS")
+    let scratch = scratch()?;
+    let cmd = sandbox::command(&job.executable, &[], scratch.path(), job.timeout);
+    let input = format!("{} {nonce}\n", job.test);
+    let proof = format!("{PROOF_PREFIX}{nonce}");
+    let ran = supervise(cmd, input.as_bytes(), job.timeout, Some(&proof))?;
+    Ok(Finished {
+        status: ran.status,
+        output: Captured::merge(ran.stdout, ran.stderr),
+        proven: ran.proven,
+    })
+}
+
+/// A private working directory for one test process, removed when dropped.
+fn scratch() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("kata-")
+        .tempdir()
+        .context("failed to create a scratch directory")
+}
+
+/// What a supervised process did: its status (`None`: timed out), output and whether the proof
+/// appeared on standard output.
+struct Supervised {
+    status: Option<ExitStatus>,
+    stdout: Captured,
+    stderr: Captured,
+    proven: bool,
+}
+
+/// Runs `cmd` in its own process group with `input` on stdin, kills the group when it exits or
+/// `timeout` passes, and reads its output for at most [`READER_GRACE`] after that.
+fn supervise(
+    mut cmd: Command,
+    input: &[u8],
+    timeout: Duration,
+    proof: Option<&str>,
+) -> anyhow::Result<Supervised> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .with_context(|| format!("failed to start {}", job.executable.display()))?;
+        .context("failed to start the test process")?;
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-
     if let Some(mut stdin) = child.stdin.take() {
-        // A test that exits before reading its nonce closes the pipe; that is its own verdict.
-        let _ = writeln!(stdin, "{nonce}");
+        // A test that exits before reading its input closes the pipe; that is its own verdict.
+        let _ = stdin.write_all(input);
     }
-    let proof = format!("{PROOF_PREFIX}{nonce}");
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = {
-        let proof = proof.clone();
-        std::thread::spawn(move || capture(stdout, Some(&proof)))
-    };
-    let err_reader = std::thread::spawn(move || capture(stderr, None));
+    let (out_tx, out_rx) = mpsc::channel();
+    let proof = proof.map(str::to_owned);
+    std::thread::spawn(move || out_tx.send(capture(stdout, proof.as_deref())));
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || err_tx.send(capture(stderr, None)));
 
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
-    let status = match rx.recv_timeout(job.timeout) {
-        Ok(status) => Some(status.context("failed to wait for the test process")?),
+    let status = match rx.recv_timeout(timeout) {
+        Ok(status) => Some(sandbox::decode(status.context("failed to wait for the test process")?)),
         Err(_) => None,
     };
-    // Whatever the test left running in its group goes now; this also unblocks the readers.
+    // Whatever is left in the group goes now; the sandbox's init takes its namespace with it.
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = waiter.join();
-    let (stdout, proven) = out_reader.join().unwrap_or_default();
-    let (stderr, _) = err_reader.join().unwrap_or_default();
-    Ok(Finished { status, output: Captured::merge(stdout, stderr), proven })
+    let deadline = Instant::now() + READER_GRACE;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let (stdout, proven) = out_rx.recv_timeout(left()).unwrap_or_default();
+    let (stderr, _) = err_rx.recv_timeout(left()).unwrap_or_default();
+    Ok(Supervised { status, stdout, stderr, proven })
 }
 
 fn judge(job: &Job, finished: Finished) -> (Outcome, String) {
@@ -191,6 +253,8 @@ fn describe_exit(status: ExitStatus) -> String {
             "aborted (SIGABRT: `abort`, a panic while panicking, or a stack overflow)".into()
         }
         (_, Some(11)) => "crashed (SIGSEGV)".into(),
+        (_, Some(24)) => "ran out of CPU time (SIGXCPU): likely a busy loop".into(),
+        (_, Some(25)) => "wrote past the file size limit (SIGXFSZ)".into(),
         (_, Some(signal)) => format!("was killed by signal {signal}"),
         (Some(code), None) => format!("exited with code {code}"),
         (None, None) => "ended without an exit status".into(),
@@ -306,8 +370,7 @@ fn nonce() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Mirrors `kata_support::harness`: the grader and the harness agree on these two strings.
-const PROOF_ENV: &str = "KATA_PROOF";
+/// Mirrors `kata_support::harness`: the grader and the harness agree on this string.
 const PROOF_PREFIX: &str = "kata-proof:";
 
 #[cfg(test)]
@@ -348,9 +411,45 @@ mod tests {
         assert!(captured.text().contains("bytes of output dropped"));
     }
 
+    /// A script in a fresh directory (the sandbox needs the grader binary, so these run without it).
+    fn script(body: &str) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake-tests");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_listing_that_hangs_is_cut_off() {
+        let (_dir, exe) = script("sleep 30");
+        let start = Instant::now();
+        let err = list_with(Command::new(&exe), &exe, Duration::from_millis(300)).unwrap_err();
+        assert!(format!("{err:#}").contains("no answer within"), "{err:#}");
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_listing_is_parsed_from_the_terse_format() {
+        let (_dir, exe) = script("echo 'first: test'; echo 'second: test'; echo 'x: bench'");
+        let tests = list_with(Command::new(&exe), &exe, Duration::from_secs(10)).unwrap();
+        assert_eq!(tests, ["first", "second"]);
+    }
+
+    #[test]
+    fn output_held_open_by_an_escaped_process_does_not_hang_the_reader() {
+        // The grandchild leaves the process group and keeps stdout open; without the sandbox's
+        // namespace nothing kills it, so only the bounded readers keep this from hanging.
+        let (_dir, exe) = script("setsid sleep 5 & echo done");
+        let start = Instant::now();
+        let ran = supervise(Command::new(&exe), b"", Duration::from_secs(10), None).unwrap();
+        assert!(ran.status.is_some_and(|s| s.success()));
+        assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    }
+
     #[test]
     fn proof_strings_match_the_harness() {
-        assert_eq!(PROOF_ENV, kata_support::harness::PROOF_ENV);
         assert_eq!(PROOF_PREFIX, kata_support::harness::PROOF_PREFIX);
     }
 }

@@ -1,5 +1,5 @@
-//! What the grader remembers between runs: each kata's last verdict (keyed by a hash of its
-//! sources, so an edit makes it stale) and how many hints the learner has seen.
+//! What the grader remembers between runs: each kata's last verdict (keyed by a SHA-256 of its
+//! staged sources, so any change of content makes it stale, whatever the files' mtimes) and how many hints the learner has seen.
 //!
 //! The file is rewritten atomically (write a temporary file, then rename), so a kill mid-write
 //! leaves the old state; a corrupt or unreadable file is treated as empty and rebuilt.
@@ -81,8 +81,9 @@ impl State {
         Ok(state)
     }
 
-    pub fn record(&mut self, course: &Course, kata: &Kata, status: Status) {
-        let source_hash = source_hash(course, kata);
+    /// Remembers a verdict for the sources that were built (`source_hash` from the staged copy,
+    /// not a re-read: the file may have changed since).
+    pub fn record(&mut self, kata: &Kata, source_hash: String, status: Status) {
         self.verdicts
             .insert(kata.name.clone(), Verdict { source_hash, passed: status == Status::Passed });
     }
@@ -111,41 +112,14 @@ impl State {
     }
 }
 
-/// A stable hash of the learner's `src/` tree: paths and contents.
+/// SHA-256 of the learner's `src/` tree as the build would stage it (`stage::read`); a tree that
+/// cannot be staged hashes to why, so it is never taken for a checked one.
 pub fn source_hash(course: &Course, kata: &Kata) -> String {
-    let src = course.kata_dir(Tree::Exercises, kata).join("src");
-    let mut files = Vec::new();
-    collect_files(&src, &mut files);
-    files.sort();
-    let mut bytes = Vec::new();
-    for file in files {
-        let name = file.strip_prefix(&src).unwrap_or(&file).to_string_lossy().into_owned();
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(&std::fs::read(&file).unwrap_or_default());
-        bytes.push(0);
-    }
-    format!("{:016x}", fnv1a(&bytes))
-}
-
-/// FNV-1a, 64 bits: a stable hash for cache keys (not for security).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
+    let lib_rs = course.lib_rs(Tree::Exercises, kata);
+    let shown = lib_rs.strip_prefix(&course.root).unwrap_or(&lib_rs);
+    match crate::stage::read(&lib_rs, shown) {
+        Ok(sources) => sources.hash,
+        Err(rejected) => format!("not staged: {rejected}"),
     }
 }
 

@@ -1,11 +1,11 @@
 //! The private workspace the hidden tests are built in.
 //!
 //! The grader never builds a learner's crate as the learner declared it. For every kata it writes
-//! two packages of its own under `<target>/grader/<set>/`: a library whose only input is the
-//! learner's `src/lib.rs` (their `Cargo.toml` and any `build.rs` are never read), and a test package
-//! holding the hidden tests, which imports that library under the kata's slug. Dependencies are
-//! copied from the course's `[workspace.dependencies]`, so tokio resolves to the same features as
-//! in the course workspace and is compiled once.
+//! two packages of its own under `<target>/grader/<set>/`: a library built from a staged copy of the
+//! learner's `src/` (`staged/<set>/src/<package>/`, see `stage`; their `Cargo.toml` and any `build.rs` are
+//! never read), and a test package holding a copy of the hidden tests, which imports that library
+//! under the kata's slug. Dependencies are copied from the course's `[workspace.dependencies]`, so
+//! tokio resolves to the same features as in the course workspace and is compiled once.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use anyhow::{Context, anyhow};
 use toml::{Table, Value};
 
 use crate::course::Course;
+use crate::stage;
 
 /// One library to build and test: a kata's sources from one tree, or one decoy.
 #[derive(Debug, Clone)]
@@ -49,8 +50,8 @@ pub fn grader_dir(course: &Course) -> PathBuf {
     let mut base = target.join("grader");
     // A target directory shared between courses keeps each course's state apart.
     if target != course.root.join("target") {
-        let hash = crate::state::fnv1a(course.root.to_string_lossy().as_bytes());
-        base = base.join(format!("course-{hash:016x}"));
+        let hash = stage::hash_bytes(course.root.as_os_str().as_encoded_bytes());
+        base = base.join(format!("course-{}", &hash[..16]));
     }
     match &course.draft {
         Some(draft) => base.join(format!("draft-{draft}")),
@@ -58,8 +59,47 @@ pub fn grader_dir(course: &Course) -> PathBuf {
     }
 }
 
-/// Takes the set's lock, held (until the file is dropped) from generating the workspace to the end
-/// of its tests, so that two graders at once neither build nor run the other's units.
+/// A unit as the build sees it: staged sources and a copy of its hidden tests.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The staged `src/` directory the library is built from.
+    pub src: PathBuf,
+    /// The staged `lib.rs`.
+    pub lib_rs: PathBuf,
+    /// SHA-256 of the staged sources (`stage::read`).
+    pub hash: String,
+    /// The copy of the hidden tests the test package is built from.
+    pub hidden: PathBuf,
+}
+
+/// Why a unit was left out of the build.
+#[derive(Debug, Clone)]
+pub enum Excluded {
+    /// The learner's sources cannot be staged: a compile error, worth 0 points.
+    Sources(String),
+    /// The course is incomplete (no hidden tests): the grader cannot grade it.
+    Course(String),
+}
+
+/// The generated workspace and, per unit (in order), what went into it.
+#[derive(Debug)]
+pub struct Generated {
+    pub dir: PathBuf,
+    pub units: Vec<Result<Staged, Excluded>>,
+    /// Files every unit's build trusts: manifests, the lock file, the sources of path
+    /// dependencies (the test-support crate and its harness).
+    pub trusted: Vec<PathBuf>,
+    /// The directories of the path dependencies the build reads (the test-support crate).
+    pub path_dependencies: Vec<PathBuf>,
+}
+
+/// Where a set's sources and hidden tests are staged: `<target>/grader/staged/<set>`.
+pub fn staged_dir(course: &Course, set: &str) -> PathBuf {
+    grader_dir(course).join("staged").join(set)
+}
+
+/// Takes the set's lock, held (until the file is dropped) from staging to the end of the build, so
+/// that two graders at once neither stage over each other nor build the other's sources.
 pub fn lock(course: &Course, set: &str) -> anyhow::Result<std::fs::File> {
     let dir = grader_dir(course);
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
@@ -74,8 +114,9 @@ pub fn lock(course: &Course, set: &str) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Writes the workspace for `units` under `<target>/grader/<set>` and returns its directory.
-pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<PathBuf> {
+/// Stages every unit and writes the workspace for those that could be staged under
+/// `<target>/grader/<set>`.
+pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Generated> {
     let dir = grader_dir(course).join(set);
     let root_manifest = read_root_manifest(&course.root)?;
     let deps = |names: &[String]| -> anyhow::Result<Table> {
@@ -89,18 +130,51 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Pa
     let mut test_deps = kata_deps.clone();
     test_deps.extend(deps(&course.build.test_dependencies)?);
 
+    // Cargo names outputs by a hash of the package's name and its path relative to the workspace,
+    // the same for every set and every course sharing a target directory: without a salt, a
+    // `check --solutions` (or another course) could overwrite the test executable an exercise's
+    // run is about to start, or be taken as fresh for it.
+    let salt = &stage::hash_bytes(dir.as_os_str().as_encoded_bytes())[..12];
     let mut members = Vec::new();
+    let mut staged_units = Vec::new();
     for unit in units {
         let kata = &course.katas[unit.kata];
         let package = unit.package();
+        let hidden_src = course.hidden_tests(kata);
+        let Ok(hidden_text) = std::fs::read(&hidden_src) else {
+            staged_units.push(Err(Excluded::Course(format!(
+                "{} is missing; restore it (git checkout -- {0}) or run `grader check` in a \
+                 complete course",
+                hidden_src.display()
+            ))));
+            continue;
+        };
+        let shown = unit.lib_rs.strip_prefix(&course.root).unwrap_or(&unit.lib_rs);
+        let sources = match stage::read(&unit.lib_rs, shown) {
+            Ok(sources) => sources,
+            Err(rejected) => {
+                staged_units.push(Err(Excluded::Sources(rejected.to_string())));
+                continue;
+            }
+        };
+        // Outside the generated workspace: cargo fingerprints a source inside the workspace by
+        // its relative path, which would be the same for every set (a solution's build would be
+        // taken as fresh for the exercise).
+        let staged = staged_dir(course, set);
+        let src = staged.join("src").join(&package);
+        stage::write(&sources, &src)?;
+        let hidden = staged.join("hidden").join(format!("{package}.rs"));
+        let test_dir = dir.join("tests").join(&package);
+        write_if_changed(&hidden, &String::from_utf8_lossy(&hidden_text))?;
+        let lib_rs = src.join("lib.rs");
         let lib_dir = dir.join("katas").join(&package);
         let lib = toml_table([
-            ("package", package_table(&format!("kata-{package}"))),
+            ("package", package_table(&format!("kata-{package}-{salt}"))),
             (
                 "lib",
                 toml_table([
                     ("name", Value::from(kata.slug())),
-                    ("path", path_value(&unit.lib_rs)),
+                    ("path", path_value(&lib_rs)),
                     ("test", Value::from(false)),
                     ("doctest", Value::from(false)),
                 ]),
@@ -115,23 +189,25 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Pa
             kata.slug().to_owned(),
             toml_table([
                 ("path", path_value(&lib_dir)),
-                ("package", Value::from(format!("kata-{package}"))),
+                ("package", Value::from(format!("kata-{package}-{salt}"))),
             ]),
         );
         let test = toml_table([
-            ("package", package_table(&format!("hidden-{package}"))),
+            ("package", package_table(&format!("hidden-{package}-{salt}"))),
             (
                 "test",
                 Value::Array(vec![toml_table([
                     ("name", Value::from(format!("hidden-{package}"))),
-                    ("path", path_value(&course.hidden_tests(kata))),
+                    ("path", path_value(&hidden)),
+                    // `hidden_test!` writes `main`: the test is chosen on stdin, not in argv.
+                    ("harness", Value::from(false)),
                 ])]),
             ),
             ("dependencies", Value::Table(deps)),
         ]);
-        let test_dir = dir.join("tests").join(&package);
         write_if_changed(&test_dir.join("Cargo.toml"), &toml::to_string(&test)?)?;
         members.push(Value::from(format!("tests/{package}")));
+        staged_units.push(Ok(Staged { src, lib_rs, hash: sources.hash, hidden }));
     }
 
     let workspace = toml_table([
@@ -156,7 +232,37 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Pa
         std::fs::copy(&course_lock, &lock)
             .with_context(|| format!("failed to copy {}", course_lock.display()))?;
     }
-    Ok(dir)
+    let mut trusted = vec![
+        course.root.join("Cargo.toml"),
+        course.root.join("course.toml"),
+        dir.join("Cargo.toml"),
+        lock,
+    ];
+    trusted.retain(|f| f.is_file());
+    let path_dependencies = path_dependencies(&test_deps);
+    for dep in &path_dependencies {
+        trusted.push(dep.join("Cargo.toml"));
+        collect_files(&dep.join("src"), &mut trusted);
+    }
+    trusted.sort();
+    Ok(Generated { dir, units: staged_units, trusted, path_dependencies })
+}
+
+/// The directories of the path dependencies in a dependency table.
+pub fn path_dependencies(deps: &Table) -> Vec<PathBuf> {
+    deps.values().filter_map(|dep| dep.get("path")?.as_str().map(PathBuf::from)).collect()
+}
+
+/// Regular files below `dir`, not following links.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_files(&entry.path(), out),
+            Ok(t) if t.is_file() => out.push(entry.path()),
+            _ => {}
+        }
+    }
 }
 
 fn read_root_manifest(root: &Path) -> anyhow::Result<Table> {

@@ -106,8 +106,13 @@ fn github_format_annotates_the_learners_files_and_writes_a_job_summary() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let annotations: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::")).collect();
+    let annotations: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::error")).collect();
     assert_eq!(annotations.len(), 2, "{stdout}");
+    // The readable log follows with workflow commands switched off, then on again.
+    let commands: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(commands.len(), 4, "{stdout}");
+    let token = commands[2].strip_prefix("::stop-commands::").expect("commands off for the log");
+    assert_eq!(commands[3], format!("::{token}::"));
     assert!(
         annotations[0].starts_with(
             "::error file=exercises/02_failing/src/lib.rs,line=15,\

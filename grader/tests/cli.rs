@@ -140,9 +140,9 @@ fn a_missing_learner_file_is_reported_with_what_to_do() {
     fixture
         .grader(["check"])
         .assert()
-        .code(3)
-        .stdout(contains("ERROR 01_passing"))
-        .stdout(contains("is missing; restore it"))
+        .code(1)
+        .stdout(contains("BUILD 01_passing"))
+        .stdout(contains("exercises/01_passing/src/lib.rs is missing; restore it"))
         .stdout(contains("FAIL  02_failing"));
 }
 
@@ -221,7 +221,7 @@ fn two_checks_at_once_both_finish_and_leave_readable_state() {
         (a.join().unwrap(), b.join().unwrap())
     });
     for output in [a, b] {
-        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(report["summary"]["passed"], 1);
     }

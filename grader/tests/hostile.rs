@@ -21,7 +21,8 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     ("panic_in_drop", "failed", "first panic"),
     ("stack_overflow", "failed", "aborted"),
     ("orphan_child", "timed_out", "timed out after 3s"),
-    ("rewrite_hidden_tests", "failed", "changed on disk while the tests ran"),
+    // The sandbox refuses the write; the hash check behind it stays for kernels without Landlock.
+    ("rewrite_hidden_tests", "failed", "PermissionDenied"),
     ("unsafe_code", "compile_error", "unsafe"),
     ("build_script", "failed", "left: 6"),
     ("cargo_config", "failed", "left: 6"),

@@ -31,6 +31,10 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         color: args.format == Format::Human && std::io::stderr().is_terminal(),
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: args.timeout.map(Duration::from_secs),
+        trusted: args.trusted
+            || args.format == Format::Classroom
+            || std::env::var_os(crate::build_sandbox::REQUIRE_ENV).is_some(),
+        build_timeout: args.build_timeout.map(Duration::from_secs),
     };
     let progress = Progress::new(
         matches!(args.format, Format::Human | Format::Github),
@@ -41,7 +45,11 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let progress = (tree == Tree::Exercises).then(|| {
         State::update(course, |state| {
             for (kata, result) in katas.iter().zip(&results) {
-                state.record(course, kata, result.status);
+                let hash = result
+                    .source_hash
+                    .clone()
+                    .unwrap_or_else(|| crate::state::source_hash(course, kata));
+                state.record(kata, hash, result.status);
             }
         })
     });
@@ -55,9 +63,11 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     }
     out!("{stdout}");
     for (format, path) in &args.reports {
-        std::fs::write(path, rendered.render(*format)?).with_context(|| {
-            format!("failed to write the {format:?} report to {}", path.display())
-        })?;
+        // A new file renamed into place: a symlink or FIFO planted at `path` is replaced, never
+        // written through, and the file a later CI step reads is the one the grader wrote.
+        crate::state::write_atomic(path, rendered.render(*format)?.as_bytes()).with_context(
+            || format!("failed to write the {format:?} report to {}", path.display()),
+        )?;
     }
     let summary_file = args.summary.clone().or_else(|| {
         (args.format == Format::Github)
@@ -104,7 +114,7 @@ impl Rendered<'_> {
             Format::Junit => report::junit::render(self.results, self.took)?,
             Format::Github => {
                 report::github::annotations(self.results, &self.course.root)
-                    + &report::human::render(self.results, self.summary)
+                    + &report::github::log(&report::human::render(self.results, self.summary))
             }
             Format::Classroom => report::classroom::render(self.results)? + "\n",
         })

@@ -24,6 +24,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Gradebook(args) => return gradebook::run(args),
         Command::Completions(args) => return completions::run(args),
+        Command::SandboxExec(args) => return Ok(crate::sandbox::run(args)),
+        Command::BuildSandbox(args) => return crate::build_sandbox::exec(args),
         _ => {}
     }
     let course = match (&cli.manifest, &cli.root) {
@@ -44,6 +46,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Next => next::run(&course),
         Command::Reset(args) => reset::run(&course, &args),
         Command::Solution(args) => solution::run(&course, &args),
-        Command::Gradebook(_) | Command::Completions(_) => unreachable!("handled above"),
+        Command::Gradebook(_)
+        | Command::Completions(_)
+        | Command::SandboxExec(_)
+        | Command::BuildSandbox(_) => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -52,6 +52,8 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         color: false,
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: None,
+        trusted: false,
+        build_timeout: None,
     };
     let index =
         |kata: &Kata| course.katas.iter().position(|k| k.name == kata.name).expect("selected kata");

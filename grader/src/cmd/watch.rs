@@ -121,15 +121,22 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
         label: kata.name.clone(),
         lib_rs: course.lib_rs(Tree::Exercises, kata),
     };
-    let options =
-        Options { color: style::enabled(), parallel: Options::parallel_default(), timeout: None };
+    let options = Options {
+        color: style::enabled(),
+        parallel: Options::parallel_default(),
+        timeout: None,
+        trusted: false,
+        build_timeout: None,
+    };
     let progress = Progress::new(true, true);
     let (results, took) =
         grade::grade(course, Tree::Exercises.dir(), &[unit], &options, &progress)?;
     let summary = crate::report::Summary::of(&results, took);
     print!("{}", crate::report::human::render(&results, &summary));
     let passed = results.first().is_some_and(|r| r.status == Status::Passed);
-    State::update(course, |state| state.record(course, kata, results[0].status))?;
+    let hash =
+        results[0].source_hash.clone().unwrap_or_else(|| crate::state::source_hash(course, kata));
+    State::update(course, |state| state.record(kata, hash, results[0].status))?;
     if passed {
         println!(
             "{}",

@@ -3,10 +3,17 @@
 //!
 //! GitHub shows at most 10 error annotations per step, so the grader spends them on the first
 //! failing test of each kata (in course order) and says how many it left out.
+//!
+//! Learner-controlled text must never become a workflow command (`::add-mask::`, `::notice`,
+//! `::stop-commands::`): in an annotation it is escaped as GitHub documents (`%`, CR, LF; and `:`,
+//! `,` in properties), and the readable log around it is printed between `::stop-commands::TOKEN`
+//! and `::TOKEN::` with a token drawn after the tests ran, with `::` at a line's start and `##[`
+//! defused as well.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::text::visible;
 use super::{Summary, error_location};
 use crate::grade::{Status, UnitResult};
 use crate::run::Outcome;
@@ -42,9 +49,9 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
         let _ = writeln!(
             out,
             "::error file={},line={line},title={}::{}",
-            escape_property(&file),
-            escape_property(&title),
-            escape_data(truncate(&message, MAX_MESSAGE))
+            escape_property(&visible(&file)),
+            escape_property(&visible(&title)),
+            escape_data(&visible(truncate(&message, MAX_MESSAGE)))
         );
     }
     if failing.len() > MAX_ANNOTATIONS {
@@ -55,6 +62,43 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
         );
     }
     out
+}
+
+/// The readable log, with workflow commands switched off around it.
+pub fn log(text: &str) -> String {
+    let token = token();
+    let mut out = format!("::stop-commands::{token}\n");
+    for line in text.lines() {
+        out.push_str(&defuse(line));
+        out.push('\n');
+    }
+    let _ = writeln!(out, "::{token}::");
+    out
+}
+
+/// A line that the runner will not read as a command even where commands are on.
+pub fn defuse(line: &str) -> String {
+    let line = line.replace("##[", "#\u{200b}#[");
+    let trimmed = line.trim_start();
+    if trimmed.starts_with("::") {
+        let pad = line.len() - trimmed.len();
+        format!("{}:\u{200b}{}", &line[..pad], &trimmed[1..])
+    } else {
+        line
+    }
+}
+
+/// 128 random bits, hex: nothing the learner's code saw can predict it.
+fn token() -> String {
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        // Still unknown to code that has exited: the time of day at nanosecond resolution.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        bytes = now.map_or(0, |d| d.as_nanos()).to_le_bytes();
+    }
+    crate::stage::hash_bytes(&bytes)[..32].to_owned()
 }
 
 /// The Markdown job summary.
@@ -76,7 +120,7 @@ pub fn summary(results: &[UnitResult], summary: &Summary) -> String {
             r.number,
             escape_cell(&r.title),
             r.level,
-            escape_cell(truncate(&result, 300)),
+            escape_cell(&visible(truncate(&result, 300))),
             r.points,
             r.max_points
         );
@@ -125,6 +169,19 @@ mod tests {
     fn escapes_workflow_command_data_and_properties() {
         assert_eq!(escape_data("50% done\r\nnext"), "50%25 done%0D%0Anext");
         assert_eq!(escape_property("a: b, c\n"), "a%3A b%2C c%0A");
+    }
+
+    #[test]
+    fn learner_text_cannot_start_a_workflow_command() {
+        assert_eq!(defuse("::add-mask::x"), ":\u{200b}:add-mask::x");
+        assert_eq!(defuse("   ::notice::x"), "   :\u{200b}:notice::x");
+        assert_eq!(defuse("a ##[error]b"), "a #\u{200b}#[error]b");
+        assert_eq!(defuse("tokio::time"), "tokio::time");
+        let log = log("ok\n::stop-commands::abc\n");
+        let token = log.lines().next().unwrap().strip_prefix("::stop-commands::").unwrap();
+        assert_eq!(token.len(), 32);
+        assert!(log.ends_with(&format!("::{token}::\n")));
+        assert!(log.lines().skip(1).take(2).all(|l| !l.starts_with("::")), "{log}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The readable report: a line per kata with its one-line reason, then what to look at for each
 //! kata that did not pass (compiler errors with the learner's file and line first, failing tests
-//! with their messages, where to read next), then the summary.
+//! with their messages, where to read next), then the summary. Learner-controlled text goes
+//! through `text::visible`: it is shown, never obeyed by the terminal.
 
+use super::text::{visible, visible_colored};
 use super::{Summary, error_location, indent, reason};
 use crate::grade::{Status, UnitResult};
 use crate::run::Outcome;
@@ -11,6 +13,8 @@ use crate::style;
 const MAX_ERRORS: usize = 3;
 
 pub fn render(results: &[UnitResult], summary: &Summary) -> String {
+    // Compiler text keeps the compiler's colours when colour is on; nothing else does.
+    let compiler = |t: &str| if style::enabled() { visible_colored(t) } else { visible(t) };
     let mut out = String::new();
     for result in results {
         let mark = match result.status {
@@ -25,7 +29,7 @@ pub fn render(results: &[UnitResult], summary: &Summary) -> String {
             result.name,
             result.points,
             result.max_points,
-            reason(result)
+            compiler(&reason(result))
         ));
         if result.status == Status::Passed {
             continue;
@@ -35,10 +39,10 @@ pub fn render(results: &[UnitResult], summary: &Summary) -> String {
                 let message = error.lines().next().unwrap_or_default();
                 out.push_str(&format!(
                     "      {}\n",
-                    style::bold(&format!("{file}:{line}: {message}"))
+                    style::bold(&compiler(&format!("{file}:{line}: {message}")))
                 ));
             }
-            out.push_str(&indent(error.trim_end(), 8));
+            out.push_str(&indent(&compiler(error.trim_end()), 8));
             out.push('\n');
         }
         if result.compile_errors.len() > MAX_ERRORS {
@@ -48,8 +52,12 @@ pub fn render(results: &[UnitResult], summary: &Summary) -> String {
             ));
         }
         for test in result.tests.iter().filter(|t| t.status != Outcome::Passed) {
-            out.push_str(&format!("      {} {}\n", style::bad("x"), style::bold(&test.name)));
-            out.push_str(&indent(test.message.trim_end(), 8));
+            out.push_str(&format!(
+                "      {} {}\n",
+                style::bad("x"),
+                style::bold(&visible(&test.name))
+            ));
+            out.push_str(&indent(&visible(test.message.trim_end()), 8));
             out.push('\n');
         }
         if matches!(result.status, Status::Failed | Status::TimedOut) {

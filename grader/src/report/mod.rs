@@ -10,6 +10,7 @@ pub mod classroom;
 pub mod github;
 pub mod human;
 pub mod junit;
+pub mod text;
 
 use serde::Serialize;
 

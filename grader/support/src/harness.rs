@@ -6,70 +6,183 @@
 //! orders on every run, and more than one of them. A `multi_thread` test gets a two-worker runtime
 //! for katas about real parallelism.
 //!
-//! The proof: when the grader starts a test process it sets [`PROOF_ENV`] and writes a fresh nonce
-//! to the process's standard input. The harness reads it before any kata code runs and prints it
-//! back (as a [`PROOF_PREFIX`] line) only after the test body returned and its runtime was dropped.
-//! Kata code that exits the process early, aborts, or prints a fake success line never produces the
-//! nonce, so the grader never counts it as a pass.
+//! The test executable has no libtest: `hidden_test!` writes its `main` ([`main`]). Nothing in the
+//! environment or the command line says which test runs, or that a grader is watching: the grader
+//! writes one line, `<test name> <nonce>`, to standard input, and `main` reads it before any kata
+//! code runs. The harness prints the nonce back (as a [`PROOF_PREFIX`] line) only after the test
+//! body returned and its runtime was dropped. Kata code that exits the process early, aborts, or
+//! prints a fake success line never produces the nonce, so the grader never counts it as a pass.
+//! `--list` prints the tests in libtest's terse format (`name: test`) and reads nothing.
+//!
+//! So that `cargo test` and `cargo nextest run` can run the same executables (`scripts/bench`
+//! compares the grader with them), `main` also speaks enough of libtest's command line: a test name
+//! in argv (nextest: `--exact <name> --nocapture`), or no name and no protocol line (`cargo test`
+//! with standard input empty or a terminal), runs the matching tests in this process and prints no
+//! proof. The grader never passes a name in argv, so the argv a kata sees under the grader is the
+//! same as under `cargo test`; and no proof means no pass for the grader.
 
 use std::future::Future;
-use std::io::{BufRead, Write};
-
-/// Set by the grader, to `stdin`, when a nonce is waiting on standard input.
-pub const PROOF_ENV: &str = "KATA_PROOF";
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
 
 /// The line a completed test prints, followed by the nonce.
 pub const PROOF_PREFIX: &str = "kata-proof:";
 
+/// A hidden test as `hidden_test!` registers it.
+pub type Test = (&'static str, fn());
+
+/// The test executable's `main`: `--list` lists the tests; otherwise it reads `<name> <nonce>` from
+/// standard input, runs that test, and proves it ran to the end (or runs libtest-style, see above).
+pub fn main(tests: &[Test]) -> ExitCode {
+    let args = Libtest::parse(std::env::args().skip(1));
+    if args.list {
+        // `--ignored` asks for the ignored tests (nextest does): there are none.
+        if !args.ignored {
+            let mut out = std::io::stdout().lock();
+            for (name, _) in tests {
+                let _ = writeln!(out, "{name}: test");
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !args.filters.is_empty() {
+        return args.run(tests);
+    }
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return args.run(tests);
+    }
+    if stdin.lock().read_line(&mut line).is_err() {
+        eprintln!("expected `<test> <nonce>` on standard input");
+        return ExitCode::from(2);
+    }
+    if line.trim().is_empty() {
+        return args.run(tests);
+    }
+    let mut words = line.split_whitespace();
+    let (Some(name), Some(nonce)) = (words.next(), words.next()) else {
+        eprintln!("expected `<test> <nonce>` on standard input; run the tests with `grader check`");
+        return ExitCode::from(2);
+    };
+    let Some((_, test)) = tests.iter().find(|(n, _)| *n == name) else {
+        eprintln!("no test named `{name}`");
+        return ExitCode::from(2);
+    };
+    let nonce = nonce.to_owned();
+    drop(line);
+    if let Err(code) = run_one(*test) {
+        return code;
+    }
+    let mut out = std::io::stdout().lock();
+    // A leading newline keeps the proof on its own line after partial output.
+    let _ = writeln!(out, "\n{PROOF_PREFIX}{nonce}");
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+/// Runs one test body; a panic (its message printed by the hook) is exit code 101.
+fn run_one(test: fn()) -> Result<(), ExitCode> {
+    // On a thread of its own, as libtest runs tests: a stack overflow hits a guard page and is
+    // reported as one. The thread is not named after the test.
+    let thread = std::thread::Builder::new().name("main".into()).spawn(test);
+    match thread.map(|thread| thread.join()) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(ExitCode::from(101)),
+        Err(err) => {
+            eprintln!("failed to start the test thread: {err}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The part of libtest's command line that `cargo test` and `cargo nextest` use.
+#[derive(Debug, Default, PartialEq)]
+struct Libtest {
+    list: bool,
+    ignored: bool,
+    exact: bool,
+    filters: Vec<String>,
+    skip: Vec<String>,
+}
+
+impl Libtest {
+    fn parse(args: impl IntoIterator<Item = String>) -> Libtest {
+        let mut parsed = Libtest::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--list" => parsed.list = true,
+                "--ignored" => parsed.ignored = true,
+                "--exact" => parsed.exact = true,
+                "--skip" => parsed.skip.extend(args.next()),
+                // Options with a value, ignored.
+                "--format" | "--color" | "--test-threads" | "--logfile" | "--shuffle-seed"
+                | "-Z" => {
+                    args.next();
+                }
+                flag if flag.starts_with('-') => {}
+                _ => parsed.filters.push(arg),
+            }
+        }
+        parsed
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let matches = |filter: &String| {
+            if self.exact { name == filter } else { name.contains(filter.as_str()) }
+        };
+        !self.ignored
+            && (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skip.iter().any(|skip| name.contains(skip.as_str()))
+    }
+
+    /// Runs the selected tests one after another in this process, as libtest reports them.
+    fn run(&self, tests: &[Test]) -> ExitCode {
+        let selected: Vec<&Test> = tests.iter().filter(|(name, _)| self.selects(name)).collect();
+        println!("\nrunning {} tests", selected.len());
+        let mut failed = Vec::new();
+        for (name, test) in &selected {
+            let ok = run_one(*test).is_ok();
+            println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+            if !ok {
+                failed.push(*name);
+            }
+        }
+        let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
+        println!(
+            "\ntest result: {verdict}. {} passed; {} failed\n",
+            selected.len() - failed.len(),
+            failed.len()
+        );
+        if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(101) }
+    }
+}
+
 /// Runs an async test body on a paused current-thread runtime, once per `select!` seed in
 /// [`SEEDS`](crate::runtime::SEEDS), each time on a fresh runtime.
 pub fn run_async<F: Future<Output = ()>>(body: impl Fn() -> F) {
-    let nonce = take_nonce();
     for seed in crate::runtime::SEEDS {
         let runtime = crate::runtime::current_thread(seed);
         runtime.block_on(body());
         drop(runtime);
     }
-    prove(nonce);
 }
 
 /// Runs an async test body on a two-worker runtime with the real clock (real parallelism only).
 pub fn run_multi_thread<F: Future<Output = ()>>(body: F) {
-    let nonce = take_nonce();
     let runtime = crate::runtime::multi_thread(2, crate::runtime::SEEDS[0]);
     runtime.block_on(body);
     drop(runtime);
-    prove(nonce);
 }
 
 /// Runs a synchronous test body (one that builds and drops its own runtime).
 pub fn run_sync(body: impl FnOnce()) {
-    let nonce = take_nonce();
     body();
-    prove(nonce);
 }
 
-fn take_nonce() -> Option<String> {
-    if std::env::var_os(PROOF_ENV).is_none_or(|v| v != "stdin") {
-        return None;
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .expect("failed to read the grader's nonce from standard input");
-    Some(line.trim().to_owned())
-}
-
-fn prove(nonce: Option<String>) {
-    let Some(nonce) = nonce else { return };
-    let mut out = std::io::stdout().lock();
-    // A leading newline keeps the proof on its own line after partial output.
-    let _ = writeln!(out, "\n{PROOF_PREFIX}{nonce}");
-    let _ = out.flush();
-}
-
-/// Declares hidden tests.
+/// Declares hidden tests, and writes the test executable's `main` (the hidden-test target is built
+/// with `harness = false`), so it must be invoked once per file.
 ///
 /// ```
 /// kata_support::hidden_test! {
@@ -88,29 +201,68 @@ fn prove(nonce: Option<String>) {
 /// ```
 #[macro_export]
 macro_rules! hidden_test {
-    ($(#[$meta:meta])* async fn $name:ident() $body:block $($rest:tt)*) => {
+    // Each test becomes a plain function; the names are collected for the generated `main`.
+    (@tests [$($done:ident)*]) => {
+        fn main() -> ::std::process::ExitCode {
+            $crate::harness::main(&[$((stringify!($done), $done as fn())),*])
+        }
+    };
+    (@tests [$($done:ident)*] $(#[$meta:meta])* async fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
-        #[test]
         fn $name() {
             $crate::harness::run_async(|| async move $body)
         }
-        $crate::hidden_test! { $($rest)* }
+        $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };
-    ($(#[$meta:meta])* multi_thread async fn $name:ident() $body:block $($rest:tt)*) => {
+    (@tests [$($done:ident)*] $(#[$meta:meta])* multi_thread async fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
-        #[test]
         fn $name() {
             $crate::harness::run_multi_thread(async move $body)
         }
-        $crate::hidden_test! { $($rest)* }
+        $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };
-    ($(#[$meta:meta])* fn $name:ident() $body:block $($rest:tt)*) => {
+    (@tests [$($done:ident)*] $(#[$meta:meta])* fn $name:ident() $body:block $($rest:tt)*) => {
         $(#[$meta])*
-        #[test]
         fn $name() {
             $crate::harness::run_sync(|| $body)
         }
-        $crate::hidden_test! { $($rest)* }
+        $crate::hidden_test! { @tests [$($done)* $name] $($rest)* }
     };
-    () => {};
+    ($($items:tt)*) => {
+        $crate::hidden_test! { @tests [] $($items)* }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Libtest {
+        Libtest::parse(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn nextest_runs_one_test_by_its_exact_name() {
+        let args = parse(&["--exact", "a_test", "--nocapture"]);
+        assert!(args.selects("a_test"));
+        assert!(!args.selects("a_test_too"));
+        let args = parse(&["a_test", "--nocapture", "--exact"]);
+        assert!(args.selects("a_test") && !args.selects("a_test_too"));
+    }
+
+    #[test]
+    fn nextest_finds_no_ignored_tests() {
+        let args = parse(&["--list", "--format", "terse", "--ignored"]);
+        assert!(args.list && args.ignored && args.filters.is_empty());
+        assert!(!args.selects("a_test"));
+    }
+
+    #[test]
+    fn cargo_test_filters_by_substring_and_skips() {
+        let args = parse(&["--test-threads", "1", "drop", "--skip", "slow"]);
+        assert_eq!(args.filters, ["drop"]);
+        assert!(args.selects("a_drop_at_any_point"));
+        assert!(!args.selects("a_slow_drop"));
+        assert!(!args.selects("other"));
+    }
 }

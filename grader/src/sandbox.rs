@@ -1,0 +1,165 @@
+//! The walls around a test process (Linux): what kata code may touch is decided here, by the
+//! operating system, not by convention.
+//!
+//! `unsafe` is forbidden in the grader, which rules out `pre_exec`; instead each test starts
+//! through a small helper binary, `grader-sandbox` (next to the grader's own executable), which
+//! re-executes itself once and raises the walls with safe APIs in two stages (`stages`):
+//!
+//! ```text
+//! grader ─ grader-sandbox ──────────── grader-sandbox --init (PID 1) ───── test executable
+//!          new PID + network namespace  uid, rlimits, no_new_privs,          empty environment,
+//!          (+ user namespace unless     Landlock; waits, kills what is left,  argv: the path only
+//!          root); dies with the grader  exits with the test's status
+//! ```
+//!
+//! The helper exists for speed: the grader is a large binary with a large command line, and two
+//! of its start-ups per test cost more than the test itself. Without the helper, or with one built
+//! from other walls (`cargo run -p grader` rebuilds only the grader), the grader runs the same
+//! stages through its hidden `sandbox-exec` subcommand.
+//!
+//! - When PID 1 of a PID namespace exits the kernel kills everything else in it, so nothing the
+//!   test started outlives it, `setsid` or not. Without namespaces the init is a child subreaper
+//!   and kills the orphans it collects when the test ends (on a timeout only the process group).
+//! - Landlock: read and execute only the test executable and its ELF interpreter, read the system
+//!   libraries, write only the private scratch directory (the working directory). No `/proc`, no
+//!   course, no target directory, no `$HOME`/`$CARGO_HOME`. TCP bind/connect are denied (and the
+//!   network namespace has no interface up); signals and abstract sockets are scoped to the sandbox.
+//! - Limits: address space, tasks (processes and threads), file size, open files, CPU time. The task
+//!   limit counts per user: as root the init drops to an unused uid; otherwise the user namespace
+//!   gives the test a counter of its own.
+//! - A signal death travels up as exit code 128 + N, as shells report it.
+
+pub mod stages;
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+use anyhow::bail;
+use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
+
+/// The helper's file name, next to the grader's executable.
+const HELPER: &str = "grader-sandbox";
+
+/// The hidden `sandbox-exec` subcommand: the stages' own argv, passed through.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    argv: Vec<OsString>,
+}
+
+/// Runs a stage of the hidden `sandbox-exec` subcommand; returns the exit code.
+pub fn run(args: &Args) -> u8 {
+    stages::run(&["sandbox-exec"], args.argv.clone())
+}
+
+/// Set (to anything) for a local check, `scripts/bench` runs the tests without the walls to
+/// measure what they cost. A `--trusted` grade refuses it.
+pub const UNSANDBOXED: &str = "GRADER_UNSANDBOXED_FOR_BENCH";
+
+fn unsandboxed() -> bool {
+    std::env::var_os(UNSANDBOXED).is_some()
+}
+
+/// A command that runs `executable args` inside the walls, in `scratch`.
+pub fn command(executable: &Path, args: &[&str], scratch: &Path, timeout: Duration) -> Command {
+    if unsandboxed() {
+        let mut cmd = Command::new(executable);
+        cmd.args(args).current_dir(scratch).env_clear();
+        return cmd;
+    }
+    let mut cmd = match helper() {
+        Some(helper) => Command::new(helper),
+        None => {
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg("sandbox-exec");
+            cmd
+        }
+    };
+    cmd.arg("--scratch")
+        .arg(scratch)
+        .arg("--cpu-secs")
+        // Threads add up CPU time; the wall-clock timeout stays the one that usually fires.
+        .arg((2 * timeout.as_secs() + 1).to_string())
+        .arg("--")
+        .arg(executable)
+        .args(args);
+    cmd
+}
+
+/// The helper binary, when it sits next to this executable and was built from the same stages.
+/// Asked once per grader run.
+fn helper() -> Option<&'static Path> {
+    static HELPER_PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HELPER_PATH
+        .get_or_init(|| {
+            let path = std::env::current_exe().ok()?.with_file_name(HELPER);
+            let out = Command::new(&path)
+                .arg("--fingerprint")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let expected = format!("{:016x}", stages::FINGERPRINT);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected)
+                .then_some(path)
+        })
+        .as_deref()
+}
+
+/// Turns the status the stages report (a signal as 128 + N) back into the test's own.
+pub fn decode(status: ExitStatus) -> ExitStatus {
+    match status.code() {
+        Some(code @ 129..=192) => ExitStatus::from_raw(code - 128),
+        _ => status,
+    }
+}
+
+/// Checks that this kernel can raise the Landlock wall. Without it a local check runs with a
+/// warning; a `trusted` grade refuses.
+pub fn require(trusted: bool) -> anyhow::Result<()> {
+    if unsandboxed() {
+        if trusted {
+            bail!(
+                "{UNSANDBOXED} is set: a --trusted grade runs every test in the sandbox; unset it"
+            );
+        }
+        eprintln!("warning: {UNSANDBOXED} is set: the tests run without the sandbox's walls");
+        return Ok(());
+    }
+    let probe = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(ABI::V1))
+        .and_then(|ruleset| ruleset.create());
+    if probe.is_ok() {
+        return Ok(());
+    }
+    if trusted {
+        bail!(
+            "this kernel has no Landlock, so kata code would run unsandboxed; grade on Linux 5.13 \
+             or later with Landlock enabled, or drop --trusted for a local check"
+        );
+    }
+    static WARN: Once = Once::new();
+    WARN.call_once(|| {
+        eprintln!("warning: no Landlock on this kernel: kata code can reach your files (fine for a local check)");
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_survives_the_trip_through_an_exit_code() {
+        let aborted = ExitStatus::from_raw(6);
+        let reported = ExitStatus::from_raw(i32::from(stages::code(aborted)) << 8);
+        assert_eq!(decode(reported).signal(), Some(6));
+        let failed = ExitStatus::from_raw(101 << 8);
+        assert_eq!(decode(failed).code(), Some(101));
+    }
+}
