@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kata_support::{Outcome, TrickleReader, assert_cancel_safe, hidden_test};
+use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
+use proptest::prelude::*;
 use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
 use tokio::io::AsyncRead;
 use tokio::time::{Instant, timeout};
@@ -141,7 +142,11 @@ hidden_test! {
             |(link, delivered): Shared, outcome| async move {
                 let mut frames = delivered.lock().unwrap().clone();
                 if let Outcome::Completed(Err(e)) = outcome {
-                    return Err(format!("without any cut, `next_event` failed: {e}"));
+                    return Err(format!(
+                        "the wire held the frames {payloads:?} in 3-byte reads, the loop delivered {frames:?}, then `next_event` failed with \
+                         \"{e}\". A frame must take exactly the bytes its length prefix names, \
+                         no fewer and no more: the bytes after it belong to the next frame"
+                    ));
                 }
                 let mut link = link.lock().await;
                 let rest = collect(&mut link).await.map_err(|e| {
@@ -162,6 +167,56 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// Whole frames arriving back to back, several in one read and split across reads anywhere:
+    /// every frame comes out, in order, before the link reports the end. A decoder must use up
+    /// what it has already buffered before it reads again.
+    fn decodes_several_frames_per_read_in_any_chunking() {
+        let payload = proptest::collection::vec(b'a'..=b'z', 0..12)
+            .prop_map(|bytes| String::from_utf8(bytes).expect("ASCII"));
+        let scenario = proptest::collection::vec(payload, 2..7).prop_flat_map(|payloads| {
+            let len: usize = payloads.iter().map(|p| 4 + p.len()).sum();
+            // Where the wire is cut into reads: often nowhere inside several frames at once.
+            let cuts = proptest::collection::btree_set(1..len, 0..4);
+            (Just(payloads), cuts)
+        });
+        check_property(64, scenario, |(payloads, cuts)| async move {
+            let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+            let mut bounds = vec![0];
+            bounds.extend(cuts.iter().copied());
+            bounds.push(wire.len());
+            let chunks: Vec<Vec<u8>> =
+                bounds.windows(2).map(|pair| wire[pair[0]..pair[1]].to_vec()).collect();
+            let lengths: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            let mut link = TelemetryLink::new(TrickleReader::new(chunks));
+            let mut frames = Vec::new();
+            let ended = loop {
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(payload))) => {
+                        frames.push(String::from_utf8_lossy(&payload).into_owned())
+                    }
+                    Ok(Some(Event::Heartbeat)) => {}
+                    Ok(None) => break "then reported the end".to_owned(),
+                    Err(e) => break format!("then failed with \"{e}\""),
+                }
+            };
+            if frames == payloads {
+                return Ok(());
+            }
+            let advice = if payloads.starts_with(&frames) {
+                "Frames already in the link's buffer must be decoded before it reads again or \
+                 reports the end"
+            } else {
+                "A frame must take exactly the bytes its length prefix names, no fewer and no \
+                 more: the bytes after it belong to the next frame"
+            };
+            Err(format!(
+                "the frames {payloads:?} arrived back to back in reads of {lengths:?} bytes (one read \
+                 may hold several frames); the link delivered {frames:?}, {ended}. \
+                 {advice}"
+            ))
+        });
     }
 
     /// The README's limit: a frame of exactly `MAX_FRAME` bytes is delivered; a length prefix of
