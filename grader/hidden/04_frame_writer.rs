@@ -11,7 +11,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use frame_writer::{Frame, FrameWriter, HEADER_LEN};
-use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_test};
+use kata_support::{
+    Outcome, RecordingWriter, Wire, assert_cancel_safe, check_property, hidden_test,
+};
+use proptest::prelude::*;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep, interval_at, sleep, timeout};
 
@@ -19,9 +22,14 @@ fn frame(seq: u32, body: &str) -> Frame {
     Frame { seq, body: body.as_bytes().to_vec() }
 }
 
-/// Bytes shown for a failure message: printable ASCII as is, the rest escaped.
+/// Bytes shown for a failure message: printable ASCII as is, the rest escaped; a long run only by
+/// its ends.
 fn show(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
+    if bytes.len() <= 96 {
+        return bytes.escape_ascii().to_string();
+    }
+    let (head, tail) = (&bytes[..32], &bytes[bytes.len() - 32..]);
+    format!("{}...({} bytes in all)...{}", head.escape_ascii(), bytes.len(), tail.escape_ascii())
 }
 
 /// Compares what reached the server with the frames it should have read, and says what went
@@ -75,6 +83,7 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
 /// only fills the buffer (3 bytes per write, yielding between writes), and only a flush moves the
 /// bytes to the wire, 3 bytes per poll, yielding in between. What reached the wire is recorded.
 struct BufferedLink {
+    chunk: usize,
     held: Vec<u8>,
     wire: Arc<Mutex<Vec<u8>>>,
     yielded: bool,
@@ -82,8 +91,13 @@ struct BufferedLink {
 
 impl BufferedLink {
     fn new() -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
+        BufferedLink::with_chunk(3)
+    }
+
+    /// The same, moving `chunk` bytes per write and per step of the flush.
+    fn with_chunk(chunk: usize) -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
         let wire = Arc::new(Mutex::new(Vec::new()));
-        let link = BufferedLink { held: Vec::new(), wire: wire.clone(), yielded: false };
+        let link = BufferedLink { chunk, held: Vec::new(), wire: wire.clone(), yielded: false };
         (link, wire)
     }
 
@@ -106,7 +120,7 @@ impl AsyncWrite for BufferedLink {
         if !self.take_turn(cx) {
             return Poll::Pending;
         }
-        let n = buf.len().min(3);
+        let n = buf.len().min(self.chunk);
         self.held.extend_from_slice(&buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -115,7 +129,7 @@ impl AsyncWrite for BufferedLink {
             if !self.take_turn(cx) {
                 return Poll::Pending;
             }
-            let n = self.held.len().min(3);
+            let n = self.held.len().min(self.chunk);
             let moved: Vec<u8> = self.held.drain(..n).collect();
             self.wire.lock().expect("wire lock").extend_from_slice(&moved);
         }
@@ -160,6 +174,19 @@ impl Rig {
             writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
             wire: Server::Direct(wire),
         }
+    }
+
+    /// A connection taking `chunk` bytes per write, writing straight to the wire or (`buffered`)
+    /// into a buffer that its flush moves to the wire `chunk` bytes per poll.
+    fn with_chunk(chunk: usize, buffered: bool) -> Rig {
+        let (io, wire): (Link, Server) = if buffered {
+            let (io, wire) = BufferedLink::with_chunk(chunk);
+            (Box::pin(io), Server::Buffered(wire))
+        } else {
+            let (io, wire) = RecordingWriter::new(chunk);
+            (Box::pin(io), Server::Direct(wire))
+        };
+        Rig { writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(io))), wire }
     }
 
     /// A connection whose writes only buffer and whose flush takes several polls.
@@ -254,6 +281,43 @@ impl AsyncWrite for PacedWriter {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// One cut of a large frame: its body length, the bytes the connection takes per write, whether
+/// the connection buffers, where the cut falls (per mille of the polls a whole send needs), and
+/// whether the caller then retries the frame or moves on to the next one.
+#[derive(Debug, Clone, Copy)]
+struct BigCut {
+    body: usize,
+    chunk: usize,
+    buffered: bool,
+    cut_permille: usize,
+    retry: bool,
+}
+
+/// Frames from empty to a few tens of KiB (past the 8 KiB of a default `BufWriter` and other
+/// common buffer sizes), over connections taking from 3 bytes to 4 KiB per write.
+fn big_cuts() -> impl Strategy<Value = BigCut> {
+    (
+        prop_oneof![0usize..=64, 8_000usize..=24_000],
+        prop_oneof![Just(3usize), 16usize..=4_096],
+        any::<bool>(),
+        0usize..1_000,
+        any::<bool>(),
+    )
+        .prop_map(|(body, chunk, buffered, cut_permille, retry)| BigCut {
+            body,
+            chunk,
+            buffered,
+            cut_permille,
+            retry,
+        })
+}
+
+/// A frame whose body is `len` bytes that do not repeat within 251 bytes, so that bytes sent
+/// twice show on the wire.
+fn big_frame(seq: u32, len: usize) -> Frame {
+    Frame { seq, body: (0..len).map(|i| (i % 251) as u8).collect() }
 }
 
 hidden_test! {
@@ -408,5 +472,60 @@ hidden_test! {
                 );
             }
         }
+    }
+
+    /// Frames of any size up to a few tens of KiB, cut anywhere (header, body, flush), then
+    /// retried or followed by the next frame: the server reads every frame whole and once,
+    /// however large the frame is compared with any buffer the writer or the connection keeps.
+    fn large_frames_cut_anywhere_are_resumed() {
+        check_property(32, big_cuts(), |cut| async move {
+            let rig = Rig::with_chunk(cut.chunk, cut.buffered);
+            let first = big_frame(7, cut.body);
+            let second = big_frame(8, 300);
+            // Writes and flush steps each take two polls; a send needs about this many.
+            let steps = (HEADER_LEN + cut.body).div_ceil(cut.chunk);
+            let polls = 2 * steps * if cut.buffered { 2 } else { 1 } + 4;
+            let stop = cut.cut_permille * polls / 1_000;
+            let outcome = {
+                let sending = rig.clone();
+                let frame = first.clone();
+                let mut call =
+                    tokio_test::task::spawn(async move { sending.send(&frame).await });
+                let mut ended = None;
+                for _ in 0..stop {
+                    if let Poll::Ready(result) = call.poll() {
+                        ended = Some(result);
+                        break;
+                    }
+                }
+                match ended {
+                    Some(result) => Outcome::Completed(result),
+                    None => Outcome::Cancelled { polls: stop },
+                }
+            };
+            let how = if cut.retry { "retried" } else { "followed by the next frame" };
+            let cancelled = matches!(outcome, Outcome::Cancelled { .. });
+            let result = if cut.retry {
+                finish_and_check(rig, outcome, Some(first.clone()), &[&[first]]).await
+            } else {
+                let alone = [second.clone()];
+                let both = [first, second.clone()];
+                finish_and_check(rig, outcome, Some(second), &[&alone, &both]).await
+            };
+            result.map_err(|problem| {
+                let what = if cancelled {
+                    format!("cut after poll {stop} and {how}")
+                } else {
+                    format!("finished before the cut and {how}")
+                };
+                format!(
+                    "a frame with a {}-byte body, sent over a connection taking {} bytes per \
+                     write{}, {what}: {problem}",
+                    cut.body,
+                    cut.chunk,
+                    if cut.buffered { " into a buffer that a flush moves to the wire" } else { "" }
+                )
+            })
+        });
     }
 }
