@@ -7,6 +7,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use card_charge_timeout::{Card, ChargeId, Checkout, Declined, Gateway, PayError};
@@ -100,11 +101,18 @@ impl Gateway for FakeGateway {
             ));
         }
         let live = Live { attempts: self.live.clone() };
+        // The gateway starts processing when the request is sent, not when the attempt's task
+        // first runs: its processing clock is started (registered with the timer) right here.
+        let mut processing = Box::pin(sleep(match reply {
+            Reply::ChargeAfter(delay) => delay,
+            _ => Duration::ZERO,
+        }));
+        let _ = processing.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         async move {
             let _live = live;
             match reply {
-                Reply::ChargeAfter(delay) => {
-                    sleep(delay).await;
+                Reply::ChargeAfter(_) => {
+                    processing.await;
                     charges.fetch_add(1, Ordering::SeqCst);
                     Ok(ChargeId(n as u64))
                 }
@@ -316,5 +324,49 @@ hidden_test! {
         }
         sleep(AFTERWARDS).await;
         assert_eq!(gateway.charges(), 1, "one successful checkout must charge the card once");
+    }
+
+    /// The first attempt's charge goes through at the very instant its deadline passes: the
+    /// gateway's reply and the deadline are ready together, and which one `pay` sees first
+    /// depends on poll order (`pay` polled by the test itself or from a task of its own) and on
+    /// `select!` order (each seed tries another). Either way the card is charged exactly once,
+    /// `pay` reports the charge that went through, and the first attempt has stopped before any
+    /// retry goes out.
+    async fn a_charge_landing_on_the_deadline_is_charged_once() {
+        for in_a_task in [false, true] {
+            let gateway = FakeGateway::new(&[Reply::ChargeAfter(DEADLINE), FAST]);
+            let paying = Arc::new(checkout(&gateway));
+            let paid = if in_a_task {
+                let paying = paying.clone();
+                tokio::spawn(async move { paying.pay(&card(), 4200).await })
+                    .await
+                    .expect("pay does not panic")
+            } else {
+                paying.pay(&card(), 4200).await
+            };
+            sleep(AFTERWARDS).await;
+            let (requests, charges) = (gateway.requests(), gateway.charges());
+            let how = if in_a_task { "from a task of its own" } else { "directly" };
+            if let Some(overlap) = gateway.overlap() {
+                panic!(
+                    "the first attempt charged the card at the instant its {DEADLINE:?} deadline \
+                     passed (`pay` polled {how}), and {overlap}"
+                );
+            }
+            assert!(
+                charges == 1,
+                "the first attempt charged the card at the instant its {DEADLINE:?} deadline \
+                 passed (`pay` polled {how}); checkout answered {paid:?} after {requests} \
+                 request(s), and the card was charged {charges} times. An attempt that finished \
+                 while it was being stopped did charge the card: its result counts, and there \
+                 must be no retry"
+            );
+            let expected = ChargeId(requests as u64 - 1);
+            assert!(
+                paid == Ok(expected),
+                "the card was charged once, by request {requests}, but checkout answered \
+                 {paid:?} (`pay` polled {how}); expected Ok({expected:?})"
+            );
+        }
     }
 }
