@@ -60,11 +60,31 @@ fn check_accounted(sent: &Sent, queue: &Queue, expected: &[u64]) -> Result<(), S
              (the stream's state, a future, or a task whose result nobody reads) lost it"
         ));
     }
+    let twice: Vec<u64> = expected
+        .iter()
+        .filter(|id| all.iter().filter(|seen| seen == id).count() > 1)
+        .copied()
+        .collect();
+    if !twice.is_empty() {
+        return Err(format!(
+            "sent {sent:?}, then queued {queued:?}: message(s) {twice:?} appear twice. The stream \
+             had already yielded them to the dispatcher, and when it was dropped after that (while \
+             the dispatcher was still sending the last one, before it asked for the next), they \
+             went back into the queue, so they are (or will be) sent again. Once yielded, a \
+             message belongs to the dispatcher; expected {expected:?} exactly once"
+        ));
+    }
     Err(format!(
         "sent {sent:?}, then queued {queued:?}: expected {expected:?} exactly once and in order. \
          Messages put back after a drop must go to the head of the queue, where they came from, \
          in their original order"
     ))
+}
+
+/// The dispatcher's `provider.send(message).await`: the email provider takes 50 ms per message.
+async fn provider_send(sent: &Sent, message: Message) {
+    sent.push(message.id);
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 hidden_test! {
@@ -86,8 +106,8 @@ hidden_test! {
         );
     }
 
-    /// The dispatcher drained with the stream dropped after every possible poll: nothing may be
-    /// lost, reordered or sent twice.
+    /// The dispatcher drained with the stream dropped after every possible poll, also while the
+    /// provider is sending the message just yielded: nothing may be lost, reordered or sent twice.
     async fn dropping_the_stream_at_any_point_loses_no_message() {
         // Also cut every 100 ms of virtual time: a wait handed to a task of its own is polled
         // only when the task is done, and only the clock cuts it in the middle.
@@ -97,7 +117,7 @@ hidden_test! {
             |(queue, limiter, sent): (Queue, RateLimiter, Sent)| async move {
                 let mut stream = pin!(outgoing(queue, limiter));
                 while let Some(m) = stream.next().await {
-                    sent.push(m.id);
+                    provider_send(&sent, m).await;
                 }
             },
             |(queue, _, sent), outcome: Outcome<()>| async move {
@@ -181,6 +201,39 @@ hidden_test! {
             queue.is_empty(),
             "20 drain windows were not enough to send 5 messages at 1 per second; still \
              queued: {:?}",
+            queue.ids()
+        );
+    }
+
+    /// Short drain windows (130 ms at 10 messages per second) that end while the dispatcher awaits
+    /// the provider's send of the message it was just given: that message was sent, and no later
+    /// window may send it again.
+    async fn a_window_that_ends_during_the_provider_send_sends_nothing_twice() {
+        let queue = queue_of(1..=5);
+        let limiter = RateLimiter::per_second(10);
+        let sent = Sent::default();
+        for _window in 0..40 {
+            let mut stream = pin!(outgoing(queue.clone(), limiter.clone()));
+            let drained = tokio::time::timeout(Duration::from_millis(130), async {
+                while let Some(m) = stream.next().await {
+                    provider_send(&sent, m).await;
+                }
+            })
+            .await;
+            if drained.is_ok() {
+                break;
+            }
+        }
+        if let Err(seen) = check_accounted(&sent, &queue, &[1, 2, 3, 4, 5]) {
+            panic!(
+                "after dispatching in 130 ms windows, each ending while the provider sent a \
+                 message, {seen}"
+            );
+        }
+        assert!(
+            queue.is_empty(),
+            "40 drain windows of 130 ms were not enough to send 5 messages at 10 per second; \
+             still queued: {:?}",
             queue.ids()
         );
     }
