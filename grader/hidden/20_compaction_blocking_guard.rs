@@ -260,6 +260,21 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// A merger that panics on its first merge (a corrupt segment) and merges normally after that.
+#[derive(Default)]
+struct PanicsOnce {
+    merges: Arc<AtomicUsize>,
+}
+
+impl SegmentMerger for PanicsOnce {
+    fn merge(&self) -> MergeStats {
+        if self.merges.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("segment 7 is corrupt (the test's merge panics on purpose)");
+        }
+        STATS
+    }
+}
+
 const LOCK_RELEASED: &str = "the compaction lock was released with it. `spawn_blocking` work cannot \
      be cancelled: the merge is still rewriting segments, yet a second compaction could start now \
      and merge the same segments at the same time. The lock must be held by the merge, not by the \
@@ -466,5 +481,30 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// A merge that panics is over as surely as one that returns: the lock comes free with it, and
+    /// the next compaction runs.
+    async fn a_merge_that_panics_gives_the_lock_back() {
+        let merger = PanicsOnce::default();
+        let merges = merger.merges.clone();
+        let store = Store::new(merger);
+        let first = spawn_compaction(&store);
+        all_blocking_work_done().await;
+        settle().await;
+        assert_eq!(merges.load(Ordering::SeqCst), 1, "compact() was called, but its merge never started");
+        assert!(
+            !store.is_compacting(),
+            "the first compaction's merge panicked and is over, but the compaction lock is still \
+             held: it was never given back, so every later compaction would wait forever. The \
+             lock must be released however the merge ends, by returning or by panicking (a guard \
+             that the merge owns is dropped as the panic unwinds; a release written after the \
+             call to `merge` is skipped)"
+        );
+        let stats = finish(store.compact(), "a compact() after a merge that panicked").await;
+        assert_eq!(stats, STATS, "a compact() after a merge that panicked returned {stats:?}");
+        assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
+        first.abort();
+        let _ = first.await;
     }
 }
