@@ -52,6 +52,9 @@ enum Mailer {
     /// Takes the job and, after this long, drops it without answering (a worker that crashed; it
     /// may have sent the email before it did).
     Crashes(Duration),
+    /// Takes the job and, after this long, its task ends (it crashed): the job's reply sender and
+    /// the queue's receiver are dropped together.
+    CrashesAndQuits(Duration),
 }
 
 /// Starts a fake mailer worker on a queue of capacity 8 and returns its sender and log.
@@ -76,6 +79,12 @@ fn start_mailer(behaviour: Mailer) -> (mpsc::Sender<Request>, Log) {
                 Mailer::Crashes(after) => {
                     sleep(after).await;
                     drop(reply);
+                }
+                Mailer::CrashesAndQuits(after) => {
+                    sleep(after).await;
+                    drop(reply);
+                    drop(jobs);
+                    return;
                 }
             }
         }
@@ -109,6 +118,38 @@ fn start_late_mailer() -> (mpsc::Sender<Request>, Log) {
         }
     });
     (queue, log)
+}
+
+std::thread_local! {
+    /// Whether a panic on this thread is expected, and reported by the test in its own words.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `call` in a task and returns its output, or the message it panicked with. The panic's own
+/// report is held back (on this thread, while the call runs), so that the test's failure message,
+/// which says in what scenario the call panicked, is the one the learner sees first.
+async fn run_caught<T: Send + 'static>(
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|quiet| quiet.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|quiet| quiet.set(true));
+    let joined = tokio::spawn(call).await;
+    QUIET_PANICS.with(|quiet| quiet.set(false));
+    joined.map_err(|e| {
+        let e = e.into_panic();
+        e.downcast_ref::<&str>()
+            .map(|m| m.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    })
 }
 
 fn job(id: u64) -> EmailJob {
@@ -201,40 +242,64 @@ hidden_test! {
         );
     }
 
-    /// A worker that drops the job (at once, or after an attempt has elapsed) is reported as
-    /// `WorkerDropped` the moment it drops it, and gets the job only once: it may have sent the
-    /// email before it crashed.
+    /// A worker that drops the job (at once, or after an attempt has elapsed; its task going on,
+    /// or ending with it) is reported as `WorkerDropped` the moment it drops it, and gets the job
+    /// only once: it may have sent the email before it crashed.
     async fn a_crashed_worker_is_reported_at_once() {
         for crash_after in [Duration::ZERO, ATTEMPT + ATTEMPT / 2] {
-            let (queue, log) = start_mailer(Mailer::Crashes(crash_after));
-            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
-            let when = if crash_after.is_zero() {
-                "at once".to_string()
-            } else {
-                format!("{crash_after:?} in")
-            };
-            let start = Instant::now();
-            let outcome = client.send_email(job(7)).await;
-            let waited = start.elapsed();
-            assert_eq!(
-                outcome,
-                Err(CallError::WorkerDropped),
-                "the worker took the job and dropped it without answering {when}"
-            );
-            assert_eq!(
-                waited, crash_after,
-                "the worker dropped the job {when}, but the client reported \
-                 `WorkerDropped` only after {waited:?}: a dropped reply sender means the worker \
-                 will never answer, so report it straight away"
-            );
-            sleep(Duration::from_secs(30)).await;
-            let received = log.received(7);
-            assert_eq!(
-                received, 1,
-                "the worker dropped the job {when}, and received it {received} times \
-                 in all: a worker that crashes may already have sent the email, so the job must \
-                 not be queued again"
-            );
+            for quits in [false, true] {
+                let mailer =
+                    if quits { Mailer::CrashesAndQuits(crash_after) } else { Mailer::Crashes(crash_after) };
+                let (queue, log) = start_mailer(mailer);
+                let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+                let mut when = if crash_after.is_zero() {
+                    "at once".to_string()
+                } else {
+                    format!("{crash_after:?} in")
+                };
+                if quits {
+                    when.push_str(
+                        " as its task ended (the job's reply sender and the queue's receiver \
+                         were dropped together)",
+                    );
+                }
+                let call = run_caught(async move {
+                    let start = Instant::now();
+                    let outcome = client.send_email(job(7)).await;
+                    (outcome, start.elapsed())
+                });
+                let (outcome, waited) = match call.await {
+                    Ok(done) => done,
+                    Err(message) => {
+                        panic!(
+                            "the worker took the job and dropped it without answering {when}, and \
+                             send_email panicked ({message:?}) instead of returning \
+                             `Err(WorkerDropped)`"
+                        );
+                    }
+                };
+                assert_eq!(
+                    outcome,
+                    Err(CallError::WorkerDropped),
+                    "the worker took the job and dropped it without answering {when}: the job was \
+                     queued and taken, so this is `WorkerDropped` (the worker may have sent the \
+                     email), not a closed queue or a timeout"
+                );
+                assert_eq!(
+                    waited, crash_after,
+                    "the worker dropped the job {when}, but the client reported \
+                     `WorkerDropped` only after {waited:?}: a dropped reply sender means the worker \
+                     will never answer, so report it straight away"
+                );
+                sleep(Duration::from_secs(30)).await;
+                let received = log.received(7);
+                assert_eq!(
+                    received, 1,
+                    "the worker dropped the job {when}, and received it {received} times \
+                     in all: a worker that crashes may already have sent the email, so the job \
+                     must not be queued again"
+                );
+            }
         }
     }
 
