@@ -183,6 +183,19 @@ fn check_books(
             "`transfer` returned Err({error:?}) but the money moved: {}",
             describe(ledger)
         )),
+        Outcome::Completed(Err(error))
+            if start >= 30 && scenario.risk_approves && scenario.compliance_clears =>
+        {
+            Err(format!(
+                "alice had {start}, the risk engine approved the debit after {} ms and compliance \
+                 cleared bob after {} ms, yet `transfer` returned Err({error:?}) and {}. A \
+                 transfer both checks approved must go through, however long each took to answer \
+                 (up to 20 ms)",
+                scenario.risk_ms,
+                scenario.compliance_ms,
+                describe(ledger)
+            ))
+        }
         Outcome::Completed(Ok(()))
             if start < 30 || !scenario.risk_approves || !scenario.compliance_clears =>
         {
@@ -274,11 +287,17 @@ hidden_test! {
     /// Nothing fails: the money moves and no hold is left.
     async fn a_transfer_moves_the_money() {
         let ledger = books();
-        assert_eq!(transfer(&ledger, &all_clear(), "alice", "bob", 30).await, Ok(()));
-        assert_eq!(ledger.balance("alice"), 70, "{}", describe(&ledger));
-        assert_eq!(ledger.balance("bob"), 30, "{}", describe(&ledger));
-        assert_eq!(ledger.available("alice"), 70, "{}", describe(&ledger));
-        assert_eq!(ledger.open_holds(), 0, "{}", describe(&ledger));
+        let outcome = transfer(&ledger, &all_clear(), "alice", "bob", 30).await;
+        assert!(
+            outcome == Ok(())
+                && (ledger.balance("alice"), ledger.balance("bob"), ledger.available("alice"))
+                    == (70, 30, 70)
+                && ledger.open_holds() == 0,
+            "alice (100) sent 30 to bob; compliance cleared bob after 1 ms and the risk engine \
+             approved the debit after 10 ms, so the transfer must return Ok(()) with alice at 70 \
+             and bob at 30, but it returned {outcome:?} and {}",
+            describe(&ledger)
+        );
     }
 
     /// A sender without the money is refused and nothing changes.
