@@ -12,11 +12,12 @@ use proptest::prelude::*;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_test::{assert_pending, task};
 
-/// A GPU farm that takes `TRANSCODE` per video (a failing video fails after half of it) and
-/// counts transcodes running and finished.
+/// A GPU farm that takes `TRANSCODE` per video (`LONG` for a slow one; a failing video fails
+/// after half of `TRANSCODE`) and counts transcodes running and finished.
 #[derive(Debug, Default)]
 struct FakeFarm {
     failing: HashSet<u64>,
+    slow: HashSet<u64>,
     running: Arc<AtomicUsize>,
     finished: AtomicUsize,
     started: AtomicUsize,
@@ -27,6 +28,8 @@ struct FakeFarm {
 }
 
 const TRANSCODE: Duration = Duration::from_millis(10);
+/// How long a slow video (a feature film among clips) takes.
+const LONG: Duration = Duration::from_millis(200);
 const WORKERS: usize = 3;
 
 /// Counts one running transcode while alive.
@@ -62,6 +65,7 @@ impl Transcoder for FakeFarm {
         *self.last_start.lock().unwrap() = Some(Instant::now());
         let running = Running(self.running.clone());
         let fails = self.failing.contains(&video.id);
+        let length = if self.slow.contains(&video.id) { LONG } else { TRANSCODE };
         let (finished, started, first_failure) =
             (&self.finished, &self.started, &self.first_failure);
         async move {
@@ -75,7 +79,7 @@ impl Transcoder for FakeFarm {
                 }
                 return Err(TranscodeError { video_id: video.id, reason: "corrupt input".into() });
             }
-            sleep(TRANSCODE).await;
+            sleep(length).await;
             finished.fetch_add(1, Ordering::SeqCst);
             Ok(Rendition {
                 video_id: video.id,
@@ -159,8 +163,9 @@ fn batches() -> impl Strategy<Value = Batch> {
 
 hidden_test! {
     /// A failure ends the batch at once, whatever its size, its workers and the failing video:
-    /// `run_pipeline` returns the first error within one transcode of it, no video is taken from
-    /// the queue after the failure, and no worker is left. Without a failure, every video is done.
+    /// `run_pipeline` returns the first error at once (within one short transcode of it), no
+    /// video is taken from the queue after the failure, and no worker is left. Without a failure,
+    /// every video is done.
     fn a_failure_ends_any_batch_promptly() {
         check_property(48, batches(), |b| async move {
             let queue = batch(b.videos);
@@ -231,10 +236,11 @@ hidden_test! {
         let ids: Vec<u64> = renditions.iter().map(|r| r.video_id).collect();
         assert_eq!(ids, (0..8).collect::<Vec<_>>(), "every video must get a rendition");
         assert_eq!(queue.remaining(), 0);
-        assert_eq!(
-            start.elapsed(),
-            TRANSCODE * 3,
-            "8 videos of 10 ms on 3 workers take 30 ms; the workers must run side by side"
+        let took = start.elapsed();
+        assert!(
+            took == TRANSCODE * 3,
+            "8 videos of 10 ms each on 3 workers side by side should take 30 ms (three rounds), \
+             but the batch took {took:?}; the workers must run side by side"
         );
     }
 
@@ -254,6 +260,47 @@ hidden_test! {
         assert_eq!(error.video_id, 4, "the error must be video 4's");
         if let Err(seen) = assert_workers_stopped(
             "`run_pipeline` returned video 4's error",
+            &queue,
+            &farm,
+            then,
+        )
+        .await
+        {
+            panic!("{seen}");
+        }
+    }
+
+    /// A long transcode is still running when another video fails: video 0 takes 200 ms,
+    /// video 1 fails at 5 ms. The error comes back when video 1 failed, not when video 0 is done,
+    /// and video 0's transcode is abandoned with the batch.
+    async fn a_failure_does_not_wait_for_a_long_transcode() {
+        let queue = batch(6);
+        let farm = Arc::new(FakeFarm {
+            failing: HashSet::from([1]),
+            slow: HashSet::from([0]),
+            ..FakeFarm::default()
+        });
+        let start = Instant::now();
+        let outcome = timeout(
+            Duration::from_secs(60),
+            run_pipeline(queue.clone(), farm.clone(), 2),
+        )
+        .await
+        .expect("the batch did not end within 60 s (virtual) although video 1 fails at 5 ms");
+        let returned = start.elapsed();
+        let running_at_return = farm.running();
+        let then = Snapshot::now(&queue, &farm);
+        let error = outcome.expect_err("video 1 fails, so the batch must fail");
+        assert_eq!(error.video_id, 1, "the error must be video 1's");
+        assert!(
+            returned < TRANSCODE,
+            "2 workers: video 0 takes 200 ms, video 1 failed at 5 ms, but `run_pipeline` returned \
+             its error only at {returned:?}, with {running_at_return} transcode(s) still running \
+             then. A failure ends the batch at once: the error must come back when it happened, \
+             without waiting for the transcodes still in flight (they are abandoned with the batch)"
+        );
+        if let Err(seen) = assert_workers_stopped(
+            "`run_pipeline` returned video 1's error while video 0 was still being transcoded",
             &queue,
             &farm,
             then,
