@@ -1,13 +1,16 @@
 //! Hidden tests for kata 10: a config download that stalls, times out and is resumed (or is
 //! cancelled by its caller and resumed) must end with every byte of the config, exactly once.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use config_read_to_string::{ConfigDownload, Fetch, PATIENCE};
 use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
 use proptest::prelude::*;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 /// The routing table the control plane sends. The `ü` is two bytes in UTF-8; the tests split the
@@ -68,6 +71,32 @@ fn compare_with_config(got: &str) -> Result<(), String> {
     ))
 }
 
+/// A scripted control plane that counts the bytes it has handed out, and that the test can hold:
+/// while held, a read waits (the control plane stalls) until the test lets go and reads again.
+struct HeldReader {
+    inner: TrickleReader,
+    total: usize,
+    handed_out: Arc<AtomicUsize>,
+    held: Arc<AtomicBool>,
+}
+
+impl AsyncRead for HeldReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.held.load(Ordering::SeqCst) {
+            // Nothing arrives while held; the round's `PATIENCE` ends the wait.
+            return Poll::Pending;
+        }
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.handed_out.store(this.total - this.inner.remaining(), Ordering::SeqCst);
+        polled
+    }
+}
+
 hidden_test! {
     /// Nothing stalls and nothing is cancelled: the config arrives in one round.
     async fn downloads_a_config_that_arrives_in_time() {
@@ -126,7 +155,8 @@ hidden_test! {
         });
     }
 
-    /// Cancel the reloader at every point; resuming on the same download must give the config.
+    /// Cancel the reloader at every point; the next round, while the control plane stalls, must
+    /// report every byte handed out so far, and resuming on the same download must give the config.
     async fn resume_is_cancel_safe_at_every_chunk() {
         let split_u = inside_the_u_umlaut();
         let bytes = CONFIG.as_bytes();
@@ -135,20 +165,61 @@ hidden_test! {
             .chain(bytes[split_u..].chunks(24))
             .map(<[u8]>::to_vec)
             .collect();
-        type Shared = Arc<tokio::sync::Mutex<ConfigDownload<TrickleReader>>>;
+        type Shared = (
+            Arc<tokio::sync::Mutex<ConfigDownload<HeldReader>>>,
+            Arc<AtomicUsize>,
+            Arc<AtomicBool>,
+        );
         assert_cancel_safe(
             || -> Shared {
-                Arc::new(tokio::sync::Mutex::new(ConfigDownload::new(TrickleReader::new(
-                    chunks.clone(),
-                ))))
+                let handed_out = Arc::new(AtomicUsize::new(0));
+                let held = Arc::new(AtomicBool::new(false));
+                let reader = HeldReader {
+                    inner: TrickleReader::new(chunks.clone()),
+                    total: bytes.len(),
+                    handed_out: handed_out.clone(),
+                    held: held.clone(),
+                };
+                (Arc::new(tokio::sync::Mutex::new(ConfigDownload::new(reader))), handed_out, held)
             },
-            |config: Shared| async move { download(&mut *config.lock().await).await },
-            |config: Shared, outcome| async move {
+            |(config, _, _): Shared| async move { download(&mut *config.lock().await).await },
+            |(config, handed_out, held): Shared, outcome| async move {
                 match outcome {
                     Outcome::Completed(Ok((text, _))) => compare_with_config(&text),
                     Outcome::Completed(Err(e)) => Err(format!("the download failed: {e}")),
                     Outcome::Cancelled { .. } => {
-                        let resumed = download(&mut *config.lock().await).await;
+                        let mut config = config.lock().await;
+                        // The control plane stalls: one round must time out and count every byte
+                        // received so far, those of the round the caller dropped included.
+                        held.store(true, Ordering::SeqCst);
+                        let sent = handed_out.load(Ordering::SeqCst);
+                        match config.resume().await {
+                            Ok(Fetch::Stalled { received }) if received != sent => {
+                                return Err(format!(
+                                    "the reloader was cancelled after the control plane had \
+                                     handed out {sent} bytes; the next round stalled (nothing \
+                                     more arrived) and reported `Stalled {{ received: \
+                                     {received} }}` (off by {:+}). `received` counts every byte \
+                                     received since the download started, also those read in \
+                                     a round that the caller dropped",
+                                    received as i64 - sent as i64
+                                ));
+                            }
+                            Ok(Fetch::Stalled { .. }) => {}
+                            Ok(Fetch::Complete(text)) => {
+                                return compare_with_config(&text).map_err(|e| {
+                                    format!("the reloader was cancelled, then resumed: {e}")
+                                });
+                            }
+                            Err(e) => {
+                                return Err(format!(
+                                    "the reloader was cancelled after {sent} bytes had arrived; \
+                                     the next round, while the control plane stalled, failed: {e}"
+                                ));
+                            }
+                        }
+                        held.store(false, Ordering::SeqCst);
+                        let resumed = download(&mut *config).await;
                         let (text, _) = resumed.map_err(|e| {
                             format!("the reloader was cancelled, and resuming failed: {e}")
                         })?;
@@ -164,6 +235,28 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// A config whose last bytes start a character that never ends (a Latin-1 `é` as the very
+    /// last byte, or a UTF-8 `é` cut after its first byte) is not valid UTF-8 either: an
+    /// `InvalidData` error, not a config without its last character.
+    async fn a_config_ending_inside_a_character_is_an_error() {
+        for (sent, shown) in [
+            (&b"city = caf\xe9"[..], "city = caf\\xe9"),
+            (&b"city = caf\xc3"[..], "city = caf\\xc3"),
+        ] {
+            let chunks = [sent[..7].to_vec(), sent[7..].to_vec()];
+            let mut config = ConfigDownload::new(TrickleReader::new(chunks));
+            match download(&mut config).await {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                other => panic!(
+                    "the control plane sent `{shown}` and closed the stream: the last byte \
+                     starts a character whose other bytes never came, so the config is not \
+                     valid UTF-8, and the download returned {other:?}; it must be an \
+                     `InvalidData` error"
+                ),
+            }
+        }
     }
 
     /// A config that is not valid UTF-8 (a Latin-1 `ü`) is an `InvalidData` error, not a text
