@@ -99,6 +99,9 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec
     let count = jobs.len();
     let queue = Mutex::new(jobs.into_iter().enumerate());
     let (tx, rx) = mpsc::channel();
+    // Held until every test has ended; started here so it lives exactly as long as the tests.
+    let netns = if count > 0 { sandbox::SharedNetwork::start() } else { None };
+    let netns = netns.as_ref();
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(count.max(1)) {
             let tx = tx.clone();
@@ -107,7 +110,7 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec
                 loop {
                     let next = queue.lock().expect("job queue").next();
                     let Some((i, job)) = next else { break };
-                    let run = run_one(&job);
+                    let run = run_one(&job, netns);
                     done();
                     let _ = tx.send((i, run));
                 }
@@ -120,9 +123,9 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec
     runs.into_iter().map(|(_, run)| run).collect()
 }
 
-fn run_one(job: &Job) -> TestRun {
+fn run_one(job: &Job, netns: Option<&sandbox::SharedNetwork>) -> TestRun {
     let start = Instant::now();
-    let (outcome, message) = match execute(job) {
+    let (outcome, message) = match execute(job, netns) {
         Ok(result) => judge(job, result),
         Err(err) => (Outcome::Failed, format!("the grader could not run this test: {err:#}")),
     };
@@ -135,10 +138,10 @@ struct Finished {
     proven: bool,
 }
 
-fn execute(job: &Job) -> anyhow::Result<Finished> {
+fn execute(job: &Job, netns: Option<&sandbox::SharedNetwork>) -> anyhow::Result<Finished> {
     let nonce = nonce()?;
     let scratch = scratch()?;
-    let cmd = sandbox::command(&job.executable, &[], scratch.path(), job.timeout);
+    let cmd = sandbox::command(&job.executable, &[], scratch.path(), job.timeout, netns);
     let input = format!("{} {nonce}\n", job.test);
     let proof = format!("{PROOF_PREFIX}{nonce}");
     let ran = supervise(cmd, input.as_bytes(), job.timeout, Some(&proof))?;

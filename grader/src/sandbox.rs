@@ -7,9 +7,11 @@
 //!
 //! ```text
 //! grader ─ grader-sandbox ──────────── grader-sandbox --init (PID 1) ───── test executable
-//!          new PID + network namespace  uid, rlimits, no_new_privs,          empty environment,
-//!          (+ user namespace unless     Landlock; waits, kills what is left,  argv: the path only
-//!          root); dies with the grader  exits with the test's status
+//!          new PID namespace; joins     uid, rlimits, no_new_privs,          empty environment,
+//!          the run's network namespace  Landlock; waits, kills what is left,  argv: the path only
+//!          (or a new one, + user ns     exits with the test's status
+//!          unless root); dies with
+//!          the grader
 //! ```
 //!
 //! The helper exists for speed: the grader is a large binary with a large command line, and two
@@ -28,18 +30,24 @@
 //!   limit counts per user: as root the init drops to an unused uid; otherwise the user namespace
 //!   gives the test a counter of its own.
 //! - A signal death travels up as exit code 128 + N, as shells report it.
+//! - One network namespace per run, not per test ([`SharedNetwork`]): creating and tearing one
+//!   down was most of the walls' cost. It has no interface up, tests run without `CAP_NET_ADMIN`
+//!   and Landlock scopes abstract Unix sockets to each test, so tests reach neither each other
+//!   nor the outside. Only as root (joining needs it) and only when the kernel scopes abstract
+//!   sockets; otherwise each test gets a namespace of its own as before.
 
 pub mod stages;
 
 use std::ffi::OsString;
+use std::io::BufRead;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use anyhow::bail;
-use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
+use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope};
 
 /// The helper's file name, next to the grader's executable.
 const HELPER: &str = "grader-sandbox";
@@ -64,21 +72,24 @@ fn unsandboxed() -> bool {
     std::env::var_os(UNSANDBOXED).is_some()
 }
 
-/// A command that runs `executable args` inside the walls, in `scratch`.
-pub fn command(executable: &Path, args: &[&str], scratch: &Path, timeout: Duration) -> Command {
+/// A command that runs `executable args` inside the walls, in `scratch`, joining `netns` (a
+/// [`SharedNetwork`]) when there is one.
+pub fn command(
+    executable: &Path,
+    args: &[&str],
+    scratch: &Path,
+    timeout: Duration,
+    netns: Option<&SharedNetwork>,
+) -> Command {
     if unsandboxed() {
         let mut cmd = Command::new(executable);
         cmd.args(args).current_dir(scratch).env_clear();
         return cmd;
     }
-    let mut cmd = match helper() {
-        Some(helper) => Command::new(helper),
-        None => {
-            let mut cmd = Command::new("/proc/self/exe");
-            cmd.arg("sandbox-exec");
-            cmd
-        }
-    };
+    let mut cmd = stage_command();
+    if let Some(netns) = netns {
+        cmd.arg("--netns").arg(&netns.path);
+    }
     cmd.arg("--scratch")
         .arg(scratch)
         .arg("--cpu-secs")
@@ -88,6 +99,70 @@ pub fn command(executable: &Path, args: &[&str], scratch: &Path, timeout: Durati
         .arg(executable)
         .args(args);
     cmd
+}
+
+/// The stages' entry point: the helper, or the grader's own `sandbox-exec`.
+fn stage_command() -> Command {
+    match helper() {
+        Some(helper) => Command::new(helper),
+        None => {
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg("sandbox-exec");
+            cmd
+        }
+    }
+}
+
+/// The network namespace one run's tests share, held by a `--hold-netns` stage process; the
+/// holder is killed and reaped on drop. Its pid cannot be reused while it is unreaped, so the
+/// path names this namespace for as long as this value lives; a stage that cannot open it
+/// creates a namespace of its own.
+#[derive(Debug)]
+pub struct SharedNetwork {
+    holder: Child,
+    path: PathBuf,
+}
+
+impl SharedNetwork {
+    /// Starts the holder, when the tests can share its namespace safely (see the module docs);
+    /// `None` otherwise, and each test gets a namespace of its own.
+    pub fn start() -> Option<SharedNetwork> {
+        if unsandboxed() || !nix::unistd::geteuid().is_root() || !abstract_sockets_scoped() {
+            return None;
+        }
+        let mut holder = stage_command()
+            .arg("--hold-netns")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let path = PathBuf::from(format!("/proc/{}/ns/net", holder.id()));
+        let mut line = String::new();
+        let stdout = holder.stdout.take().map(std::io::BufReader::new);
+        let ready = stdout.is_some_and(|mut out| out.read_line(&mut line).is_ok())
+            && line.trim() == "ready";
+        let shared = SharedNetwork { holder, path };
+        // Dropping a holder that is not ready kills and reaps it.
+        ready.then_some(shared)
+    }
+}
+
+impl Drop for SharedNetwork {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// Whether Landlock keeps a test from connecting to another test's abstract Unix sockets, which
+/// live in the network namespace.
+fn abstract_sockets_scoped() -> bool {
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .scope(Scope::AbstractUnixSocket)
+        .and_then(|ruleset| ruleset.create())
+        .is_ok()
 }
 
 /// The helper binary, when it sits next to this executable and was built from the same stages.

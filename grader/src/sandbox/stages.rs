@@ -5,7 +5,8 @@
 //! Kept free of the grader's other modules and of clap: each test process execs this code twice,
 //! and a small binary with a hand-parsed argv starts in a fraction of the time the grader takes.
 //!
-//! argv: `[--init] --scratch DIR --cpu-secs N -- PROGRAM [ARGS..]`; `--fingerprint` prints [`FINGERPRINT`].
+//! argv: `[--init] [--netns PATH] --scratch DIR --cpu-secs N -- PROGRAM [ARGS..]`;
+//! `--fingerprint` prints [`FINGERPRINT`]; `--hold-netns` holds the run's shared network namespace.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -21,7 +22,7 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus, Scope, path_beneath_rules,
 };
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, kill};
@@ -61,6 +62,8 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 struct Args {
     /// The second stage: PID 1 of the new namespace.
     init: bool,
+    /// A network namespace to join (the run's shared one) instead of creating one.
+    netns: Option<PathBuf>,
     /// The test's private, writable working directory.
     scratch: PathBuf,
     /// CPU time limit in seconds.
@@ -72,10 +75,11 @@ struct Args {
 impl Args {
     fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
         let mut argv = argv.into_iter();
-        let (mut init, mut scratch, mut cpu_secs) = (false, None, None);
+        let (mut init, mut netns, mut scratch, mut cpu_secs) = (false, None, None, None);
         while let Some(arg) = argv.next() {
             match arg.to_str() {
                 Some("--init") => init = true,
+                Some("--netns") => netns = argv.next().map(PathBuf::from),
                 Some("--scratch") => scratch = argv.next().map(PathBuf::from),
                 Some("--cpu-secs") => {
                     let secs = argv.next().context("--cpu-secs needs a value")?;
@@ -94,6 +98,7 @@ impl Args {
         }
         Ok(Args {
             init,
+            netns,
             scratch: scratch.context("--scratch is required")?,
             cpu_secs: cpu_secs.context("--cpu-secs is required")?,
             command,
@@ -108,6 +113,12 @@ pub fn run(reexec: &[&str], argv: Vec<OsString>) -> u8 {
         println!("{FINGERPRINT:016x}");
         return 0;
     }
+    if argv.first().is_some_and(|arg| arg == "--hold-netns") {
+        return hold_netns().unwrap_or_else(|err| {
+            eprintln!("grader sandbox: {err:#}");
+            STAGE_FAILED
+        });
+    }
     let stage = Args::parse(argv)
         .and_then(|args| if args.init { init(&args) } else { outer(reexec, &args) });
     stage.unwrap_or_else(|err| {
@@ -118,7 +129,7 @@ pub fn run(reexec: &[&str], argv: Vec<OsString>) -> u8 {
 
 fn outer(reexec: &[&str], args: &Args) -> anyhow::Result<u8> {
     prctl::set_pdeathsig(Signal::SIGKILL).context("failed to tie the sandbox to the grader")?;
-    isolate();
+    isolate(args.netns.as_deref());
     let status = Command::new("/proc/self/exe")
         .args(reexec)
         .arg("--init")
@@ -133,14 +144,33 @@ fn outer(reexec: &[&str], args: &Args) -> anyhow::Result<u8> {
     Ok(code(status))
 }
 
-/// New PID and network namespaces; a user namespace too when not root (mapping the user to
-/// itself). Best effort: the init notices when it is not PID 1.
-fn isolate() {
+/// Holds the network namespace a run's tests share (`crate::sandbox::SharedNetwork`): creates
+/// it, says `ready`, and keeps it alive until the grader closes standard input or dies.
+fn hold_netns() -> anyhow::Result<u8> {
+    // Closed standard input covers a grader that died before this line.
+    prctl::set_pdeathsig(Signal::SIGKILL).context("failed to tie the holder to the grader")?;
+    unshare(CloneFlags::CLONE_NEWNET).context("failed to create a network namespace")?;
+    println!("ready");
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+        .context("failed to wait for the grader")?;
+    Ok(0)
+}
+
+/// A new PID namespace, and a network namespace: the run's shared one (`netns`) when it can be
+/// joined, else a new one; a user namespace too when not root (mapping the user to itself).
+/// Best effort: the init notices when it is not PID 1.
+fn isolate(netns: Option<&Path>) {
     let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
     if nix::unistd::geteuid().is_root() {
-        let _ = unshare(flags);
+        // Joining skips a namespace's creation and teardown per test, most of the walls' cost.
+        let joined = netns.is_some_and(|path| {
+            File::open(path).is_ok_and(|ns| setns(&ns, CloneFlags::CLONE_NEWNET).is_ok())
+        });
+        let _ = unshare(if joined { CloneFlags::CLONE_NEWPID } else { flags });
         return;
     }
+    // Not root: the shared namespace belongs to the holder's user namespace, which this one
+    // cannot enter; the grader starts no holder then.
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     if unshare(flags | CloneFlags::CLONE_NEWUSER).is_ok() {
         let _ = std::fs::write("/proc/self/setgroups", "deny");
