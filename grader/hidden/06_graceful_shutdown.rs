@@ -11,7 +11,7 @@ use kata_support::{Outcome, assert_cancel_safe, hidden_test};
 use tokio::sync::mpsc::{self, WeakUnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
-use tokio_test::{assert_pending, task};
+use tokio_test::task;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the application takes to answer a request.
@@ -167,8 +167,8 @@ hidden_test! {
              connection its own `child_token()`"
         );
         let mut good_closing = task::spawn(&mut good.reader);
-        assert_pending!(
-            good_closing.poll(),
+        assert!(
+            good_closing.poll().is_pending(),
             "connection 2 was closed because connection 1 sent garbage"
         );
         drop(good_closing);
@@ -194,6 +194,42 @@ hidden_test! {
         );
         assert!(!good.is_closed(), "connection 2 must still be open");
         shut_down(&server, "after one connection was torn down").await;
+    }
+
+    /// The client code runs in a task of its own (as an admin handler would): it sends garbage,
+    /// reads the `ProtocolError` and calls `shutdown` at once, while the closing connection's
+    /// heartbeat may not have run since its handler ended. When `shutdown` returns, that
+    /// connection is closed too, with no other task run in between.
+    async fn shutdown_right_after_a_protocol_error_closes_that_connection() {
+        let checked = tokio::spawn(async {
+            let server = Server::new(SlowApp, HEARTBEAT);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            let weak = outgoing.downgrade();
+            server.serve(Connection { incoming, outgoing });
+            requests
+                .send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into()))
+                .await
+                .expect("the connection's request channel has room");
+            let first = from_server.recv().await;
+            assert!(
+                matches!(first, Some(ServerMessage::ProtocolError(_))),
+                "a client that sent garbage got {first:?} instead of a ProtocolError"
+            );
+            server.shutdown().await;
+            let still_running = weak.strong_count();
+            assert_eq!(
+                still_running,
+                0,
+                "a client read its ProtocolError and called `shutdown` at once; `shutdown` \
+                 returned, but {still_running} task(s) of that connection were still running \
+                 (its heartbeat, say), so the connection was still open. `shutdown` waits for \
+                 every connection task only if each one was spawned on the tracker"
+            );
+        });
+        if let Err(error) = checked.await {
+            std::panic::resume_unwind(error.into_panic());
+        }
     }
 
     /// Shutdown reaches every connection, even idle ones, and waits for them.
@@ -230,23 +266,37 @@ hidden_test! {
         let client = Client::connect(&server);
         client.request(7, "/slow/export.csv").await;
         sleep(WORK / 5).await;
+        let began = tokio::time::Instant::now();
         shut_down(&server, "one 30 s request in flight").await;
+        let waited = began.elapsed();
         kata_support::settle().await;
         let answered_by_shutdown = client.response(7).is_some();
         sleep(Duration::from_secs(60)).await;
         let answered_later = client.response(7).is_some();
-        assert!(
-            answered_by_shutdown,
-            "shutdown began 100 ms into a request that takes {SLOW_WORK:?}, and returned before it \
-             was answered ({}). Graceful means `shutdown` waits for the answers to requests \
-             already taken, however long they take: no grace period, no time limit",
-            if answered_later {
-                "it arrived later, from work the server no longer waited for: once `shutdown` \
-                 returns the process exits, and the answer is lost"
+        if !answered_by_shutdown {
+            let seen = if answered_later {
+                format!(
+                    "returned after {waited:?}, before it was answered; the answer arrived later, \
+                     from work the server no longer waited for: once `shutdown` returns the \
+                     process exits, and the answer is lost"
+                )
+            } else if waited + WORK / 5 >= SLOW_WORK {
+                format!(
+                    "waited {waited:?}, long enough for the work to finish, but no answer was \
+                     ever sent (a finished answer thrown away once shutdown had begun, say)"
+                )
             } else {
-                "and it never arrived: the request was dropped half way"
-            }
-        );
+                format!(
+                    "returned after {waited:?}, and no answer ever arrived: the request was \
+                     dropped before its work could finish"
+                )
+            };
+            panic!(
+                "shutdown began 100 ms into a request that takes {SLOW_WORK:?}; `shutdown` {seen}. \
+                 Graceful means a request already taken is answered, and `shutdown` waits for \
+                 that answer however long it takes: no grace period, no time limit"
+            );
+        }
         assert!(
             client.is_closed(),
             "shutdown returned, but the connection is still open"
@@ -322,7 +372,7 @@ hidden_test! {
             requests,
             received,
             reader,
-            ..
+            outgoing,
         } = Client::connect(&server);
         let other = Client::connect(&server);
         requests
@@ -349,11 +399,21 @@ hidden_test! {
             answered,
             "the request a client sent just before hanging up was never answered"
         );
+        let still_running = outgoing.strong_count();
         assert!(
             reader.is_finished(),
             "10 s after the client hung up, its connection is still open ({heartbeats} \
-             heartbeats sent since). When a connection's handler ends, for any reason, the \
-             connection is over: its heartbeat must stop too"
+             heartbeats sent since; {still_running} of its tasks still hold the connection). {}",
+            if still_running >= 2 {
+                "Its request handler never ended: it did not notice the hang-up. `recv()` \
+                 returning `None` means the client hung up; in a `select!`, a branch whose \
+                 pattern (`Some(message)`) does not match is disabled and the `select!` goes on \
+                 waiting on the other branches"
+            } else {
+                "Its request handler has ended, but the heartbeat has not: when a connection's \
+                 handler ends, for any reason, the connection is over and its heartbeat must \
+                 stop too"
+            }
         );
         assert!(
             !server.is_shutting_down() && !other.is_closed(),
