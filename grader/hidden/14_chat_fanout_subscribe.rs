@@ -401,6 +401,33 @@ hidden_test! {
         );
     }
 
+    /// A client that stops reading for several seconds, with one message waiting to be handed
+    /// over and nothing lost from the room: when it reads again, it gets every message, in order.
+    async fn a_client_that_pauses_for_seconds_loses_nothing() {
+        let hub = Arc::new(ChatHub::new(16));
+        let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+        for n in 0..2 {
+            hub.publish(message("lobby", n));
+            settle().await;
+        }
+        // Message 0 fills alice's connection and the session waits to hand her message 1, while
+        // she reads nothing for 5 s. The room keeps 16, so nothing is lost there.
+        sleep(Duration::from_secs(5)).await;
+        hub.publish(message("lobby", 2));
+        let events = alice.read_slowly().await;
+        let result = account(&events, 0..3);
+        assert!(
+            result.is_ok() && texts(&events) == expected_texts(0..3),
+            "alice's connection held message 0 and the session was handing her message 1 when \
+             she stopped reading for 5 s; the room (which keeps 16) lost nothing, and message 2 \
+             came after. When she read again she got {}{}: every message the room still holds \
+             must reach her, however long she pauses, and a message the session gives up on \
+             must at least be reported as `Missed`",
+            short(&events),
+            result.err().map(|seen| format!(" ({seen})")).unwrap_or_default()
+        );
+    }
+
     /// A lag that happens while the session waits on a slow client (room buffer 4, connection
     /// buffer 1) is reported too, before the messages the room still holds.
     async fn a_lag_while_the_client_is_slow_is_reported() {
