@@ -60,7 +60,8 @@ hidden_test! {
     }
 
     /// The report holds the lock for a whole second. The refresh must finish soon after the
-    /// report lets go, with the new catalog in place and the slow refresh counted.
+    /// report lets go, with the new catalog in place as soon as it returns, and the slow refresh
+    /// counted.
     async fn a_slow_refresh_finishes_and_is_counted() {
         let cache = CatalogCache::new(catalog(1));
         let report = hold_lock_for(&cache, Duration::from_secs(1)).await;
@@ -75,6 +76,14 @@ hidden_test! {
             HANG.as_secs()
         );
         let took = start.elapsed();
+        // The refresher looks the catalog up as soon as its refresh has returned.
+        let seen = cache.lock().await.catalog.version;
+        assert_eq!(
+            seen, 2,
+            "refresh(v2) returned after {took:?}, while the report held the lock for 1 s, and a \
+             lookup made right after it returned saw catalog v{seen}: a refresh that has returned \
+             must have put its catalog in place, not left the swap to work that goes on without it"
+        );
         report.await.expect("the report task failed");
         let state = cache.lock().await;
         assert_eq!(
