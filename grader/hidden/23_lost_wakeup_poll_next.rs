@@ -142,14 +142,38 @@ hidden_test! {
 
         tx.send(job(7)).await.expect("the queue is open");
         drop(other_worker);
-        assert!(
-            feed.is_woken(),
-            "the wakeup was lost: in poll 1 the feed returned `Pending` while another worker \
-             held the receiver, but when that worker let go, nothing woke this one. A lock \
-             future that is dropped leaves the lock's queue and takes its waker with it, and \
-             `try_lock` never joins the queue at all. Keep the in-flight future between calls \
-             to `poll_next`"
-        );
+        if !feed.is_woken() {
+            // Say what happened next: a wake that came later, or none at all.
+            let released = Instant::now();
+            let mut woken_after = None;
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+                if feed.is_woken() {
+                    woken_after = Some(released.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let what = match woken_after {
+                Some(after) if after.is_zero() => "it was woken only after the test yielded \
+                     to the runtime, by another task (a helper that waits for the lock on the \
+                     feed's behalf): the release itself did not wake the feed"
+                    .to_owned(),
+                Some(after) => format!(
+                    "it was woken only {after:?} later, by something other than the lock (a \
+                     timer that polls again): a wake that comes late, or only because the feed \
+                     polls on a timer, leaves the job waiting"
+                ),
+                None => "nothing woke it in the next 100 ms either: its wakeup was lost".to_owned(),
+            };
+            panic!(
+                "in poll 1 the feed returned `Pending` while another worker held the receiver, \
+                 and when that worker let go the feed's task was not woken; {what}. A lock \
+                 future that is dropped leaves the lock's queue and takes its waker with it, and \
+                 `try_lock` never joins the queue at all. Keep the in-flight future between \
+                 calls to `poll_next`, so that letting go of the lock wakes the feed at once"
+            );
+        }
         assert_eq!(assert_ready!(feed.poll_next()), Some(job(7)));
     }
 
@@ -214,7 +238,7 @@ hidden_test! {
                  (jobs done per worker: {counts:?}, finished after {:?}). Either worker {} never \
                  let go of the receiver (it kept the lock while it was busy with a job, so the \
                  other never got its turn), or worker {idle} went to sleep in `poll_next` and \
-                 its wakeup was lost: the future it had queued for the lock was dropped, or it \
+                 was not woken when its turn came: the future it had queued for the lock was dropped, or it \
                  waited on the channel without holding the lock, and the other worker's next \
                  poll replaced its waker (a channel receiver remembers only the last waker that \
                  polled it)",
