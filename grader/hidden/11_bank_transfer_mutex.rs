@@ -52,10 +52,12 @@ const BRANCH: [(&str, u64); 3] = [("alice", 100), ("bob", 50), ("carol", 0)];
 /// Several transfers started together while the audit log is busy for some seconds (up to ten
 /// minutes, far longer than any handler's timeout): they all wait for it at once, and finish in
 /// whatever order its slots free up. Each is `(from, to, amount)` over [`BRANCH`]; amounts of
-/// exactly 50 and 100 often spend a whole balance.
+/// exactly 50 and 100 often spend a whole balance, and about one transfer in four goes from an
+/// account to itself.
 fn overlapping_transfers() -> impl Strategy<Value = (u64, Vec<(usize, usize, u64)>)> {
     let amount = prop_oneof![1..=90u64, Just(50u64), Just(100u64)];
-    let transfer = (0..3usize, 1..3usize, amount)
+    let step = prop_oneof![3 => 1..3usize, 1 => Just(0usize)];
+    let transfer = (0..3usize, step, amount)
         .prop_map(|(from, step, amount)| (from, (from + step) % 3, amount));
     (prop_oneof![Just(0u64), 1..=600u64], proptest::collection::vec(transfer, 2..=5))
 }
@@ -204,6 +206,31 @@ hidden_test! {
         assert_eq!(bank.transfer("alice", "bob", AMOUNT).await, Ok(()));
         assert_eq!(balances(&bank).await, (ALICE - AMOUNT, BOB + AMOUNT));
         assert_eq!(rx.try_recv().ok(), Some(alice_to_bob()), "the transfer must be audited");
+        assert!(rx.try_recv().is_err(), "one transfer must make exactly one audit entry");
+    }
+
+    /// A transfer from an account to itself moves nothing: it goes through, the balance stays
+    /// as it was, and it is logged once.
+    async fn a_transfer_to_oneself_changes_nothing() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
+        let result = bank.transfer("alice", "alice", AMOUNT).await;
+        assert_eq!(
+            result,
+            Ok(()),
+            "alice holds {ALICE} cents and sends {AMOUNT} to herself: she holds enough, so the \
+             transfer must go through"
+        );
+        let (alice, bob) = balances(&bank).await;
+        assert_eq!(
+            (alice, bob),
+            (ALICE, BOB),
+            "after a transfer of {AMOUNT} cents from alice to alice, alice holds {alice} and bob \
+             {bob} (expected {ALICE} and {BOB}): a transfer from an account to itself must leave \
+             every balance as it was"
+        );
+        let entry = AuditEntry { from: "alice".into(), to: "alice".into(), amount: AMOUNT };
+        assert_eq!(rx.try_recv().ok(), Some(entry), "the transfer must be audited");
         assert!(rx.try_recv().is_err(), "one transfer must make exactly one audit entry");
     }
 
