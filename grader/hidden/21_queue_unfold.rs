@@ -226,8 +226,8 @@ hidden_test! {
         }
         if let Err(seen) = check_accounted(&sent, &queue, &[1, 2, 3, 4, 5]) {
             panic!(
-                "after dispatching in 130 ms windows, each ending while the provider sent a \
-                 message, {seen}"
+                "after dispatching in 130 ms windows, with a provider that takes 50 ms per \
+                 send, {seen}"
             );
         }
         assert!(
