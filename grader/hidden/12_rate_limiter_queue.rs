@@ -116,7 +116,10 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
         };
         if second < first {
             return Err(format!(
-                "{earlier} started waiting before {later}, but {later} was served at {second:?}                  and {earlier} only at {first:?} (callers started in the order {names:?};                  order served {order:?}; name, time served: {served:?}): a token went to a caller                  who had waited less, so {earlier} lost its place in the queue while it waited"
+                "{earlier} started waiting before {later}, but {later} was served at {second:?} \
+                 and {earlier} only at {first:?} (callers started in the order {names:?}; order \
+                 served {order:?}; name, time served: {served:?}): a token went to a caller who \
+                 had waited less, so {earlier} lost its place in the queue while it waited"
             ));
         }
     }
@@ -246,7 +249,10 @@ hidden_test! {
         assert_eq!(
             lines.len(),
             2,
-            "the caller started waiting at 0 s, was not polled again until the clock had moved on              2.5 s in one step (as when its task ran late), and had then written {} status              line(s), expected 2 (one per {STATUS_EVERY:?} it waited, also for the periods that              passed while it was not polled): {lines:?}",
+            "the caller started waiting at 0 s, was not polled again until the clock had moved on \
+             2.5 s in one step (as when its task ran late), and had then written {} status \
+             line(s), expected 2 (one per {STATUS_EVERY:?} it waited, also for the periods that \
+             passed while it was not polled): {lines:?}",
             lines.len()
         );
         limiter.refill(1);

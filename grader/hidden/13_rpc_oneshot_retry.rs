@@ -248,8 +248,11 @@ hidden_test! {
     async fn a_crashed_worker_is_reported_at_once() {
         for crash_after in [Duration::ZERO, ATTEMPT + ATTEMPT / 2] {
             for quits in [false, true] {
-                let mailer =
-                    if quits { Mailer::CrashesAndQuits(crash_after) } else { Mailer::Crashes(crash_after) };
+                let mailer = if quits {
+                    Mailer::CrashesAndQuits(crash_after)
+                } else {
+                    Mailer::Crashes(crash_after)
+                };
                 let (queue, log) = start_mailer(mailer);
                 let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
                 let mut when = if crash_after.is_zero() {
