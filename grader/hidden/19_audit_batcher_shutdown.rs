@@ -14,6 +14,10 @@ use proptest::prelude::*;
 /// is waiting for something that will never happen.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(600);
 
+/// How many records the queue between the handlers and the flusher holds (the exercise's
+/// private `QUEUE_CAPACITY`, also stated in the README).
+const QUEUE_CAPACITY: usize = 1024;
+
 /// Why a shutdown that never returns hangs.
 const HANGS: &str = "shutdown waits for something that never happens. Was the flusher told to \
                      stop? A `TaskTracker`'s `wait` only returns once the tracker is closed \
@@ -79,24 +83,44 @@ fn ranges(ids: &[u64]) -> String {
     parts.join(", ")
 }
 
+/// A request handler that holds its own `AuditLog` while shutdown runs.
+#[derive(Debug, Clone, Copy)]
+enum Handler {
+    /// Holds the log and records nothing (a slow connection): the flusher sits idle.
+    Idle,
+    /// Records one record every so many milliseconds until it is refused.
+    Every(u64),
+    /// Records this many records back to back, without a pause, until it is refused.
+    Burst(u64),
+}
+
 /// When shutdown comes: after a first burst of records, a pause (0: the flusher just gets a
-/// turn), a second burst sent without a pause, and perhaps a handler still recording throughout.
+/// turn), a second burst sent without a pause, and perhaps a handler holding its own log.
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     first: u64,
     pause_ms: u64,
     second: u64,
-    handler_every_ms: Option<u64>,
+    handler: Option<Handler>,
+}
+
+fn handlers() -> impl Strategy<Value = Option<Handler>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Handler::Idle)),
+        (1u64..=30).prop_map(|every| Some(Handler::Every(every))),
+        (3000u64..=6000).prop_map(|count| Some(Handler::Burst(count))),
+    ]
 }
 
 fn scenarios() -> impl Strategy<Value = Scenario> {
-    (0u64..=130, prop_oneof![Just(0u64), 1u64..=1500], 0u64..=130, proptest::option::of(1u64..=30))
-        .prop_map(|(first, pause_ms, second, handler_every_ms)| Scenario {
-            first,
-            pause_ms,
-            second,
-            handler_every_ms,
-        })
+    // A second burst of none at all leaves the flusher idle (parked, with no record to wake it)
+    // when shutdown begins.
+    let pause_ms = prop_oneof![Just(0u64), 1u64..=1500];
+    let second = prop_oneof![Just(0u64), 1u64..=130];
+    (0u64..=130, pause_ms, second, handlers()).prop_map(|(first, pause_ms, second, handler)| {
+        Scenario { first, pause_ms, second, handler }
+    })
 }
 
 hidden_test! {
@@ -125,38 +149,79 @@ hidden_test! {
                 log.record(record(id)).await.map_err(|_| format!("record {id} was refused before shutdown"))?;
                 acked.lock().unwrap().push(record(id));
             }
-            // A slow request handler keeps its own `AuditLog` and records until it is refused.
-            let handler = scenario.handler_every_ms.map(|every| {
+            // A request handler keeps its own `AuditLog`: idle, recording now and then, or
+            // recording back to back; it records until it is refused.
+            let handler = scenario.handler.map(|handler| {
                 let (log, acked) = (log.clone(), acked.clone());
                 tokio::spawn(async move {
-                    for id in 10_000.. {
+                    let (count, every) = match handler {
+                        Handler::Idle => {
+                            // Holds its log past the end of shutdown, recording nothing.
+                            tokio::time::sleep(SHUTDOWN_LIMIT * 2).await;
+                            drop(log);
+                            return;
+                        }
+                        Handler::Every(every) => (u64::MAX - 10_000, Some(every)),
+                        Handler::Burst(count) => (count, None),
+                    };
+                    for id in 10_000..10_000 + count {
                         if log.record(record(id)).await.is_err() {
                             break;
                         }
                         acked.lock().unwrap().push(record(id));
-                        tokio::time::sleep(Duration::from_millis(every)).await;
+                        if let Some(every) = every {
+                            tokio::time::sleep(Duration::from_millis(every)).await;
+                        }
                     }
                 })
             });
             // What is left to write when shutdown begins: every acknowledged record not yet in
             // the store (a batch being written is not in it yet).
-            let left = acked.lock().unwrap().len().saturating_sub(sink.records().len());
+            let stored_at_start = sink.records().len();
+            let left = acked.lock().unwrap().len().saturating_sub(stored_at_start);
             let began = tokio::time::Instant::now();
             tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown())
                 .await
                 .map_err(|_| format!("shutdown() had not returned after {} s", SHUTDOWN_LIMIT.as_secs()))?;
             let took = began.elapsed();
             // The writes that are left, one more for a handler's record that slips in as
-            // shutdown begins, and one for a batch already being written.
-            let writes = left.div_ceil(MAX_BATCH) as u32 + 2;
+            // shutdown begins, and one for a batch already being written. A handler recording
+            // back to back may fill the whole queue (1024 records) while the flusher is busy
+            // writing as shutdown begins; those are acknowledged and must be written too.
+            let slipped = match scenario.handler {
+                Some(Handler::Burst(_)) => QUEUE_CAPACITY,
+                _ => 0,
+            };
+            let writes = (left + slipped).div_ceil(MAX_BATCH) as u32 + 2;
             if took > WRITE_LATENCY * writes {
+                let written = sink.records().len().saturating_sub(stored_at_start);
+                let handler = match scenario.handler {
+                    None => "no handler was recording".to_owned(),
+                    Some(Handler::Idle) => {
+                        "a handler held an AuditLog but recorded nothing (the flusher was idle)"
+                            .to_owned()
+                    }
+                    Some(Handler::Every(every)) => {
+                        format!("a handler was recording one record every {every} ms")
+                    }
+                    Some(Handler::Burst(count)) => format!(
+                        "a handler had started recording {count} records back to back, of \
+                         which {} were accepted",
+                        acked.lock().unwrap().iter().filter(|r| r.id >= 10_000).count()
+                    ),
+                };
                 return Err(format!(
-                    "shutdown() took {took:?} of virtual time, but {left} record(s) were left to \
-                     write when it began: at most {writes} writes of {WRITE_LATENCY:?}, \
-                     {:?}. It must return as soon as the flusher has written the last record: \
-                     wait for the flusher itself (its JoinHandle, or a TaskTracker), not for a \
-                     pause long enough for this store",
-                    WRITE_LATENCY * writes
+                    "shutdown() took {took:?} of virtual time; {handler}. {left} acknowledged \
+                     record(s) were not yet in the store when it began ({slipped} more may slip \
+                     into the queue as it begins), which is at most {writes} writes of \
+                     {WRITE_LATENCY:?} ({:?}) in batches of up to {MAX_BATCH}; meanwhile the \
+                     store received {written} record(s), in {} writes' worth of time. Shutdown \
+                     must return as soon as the records left are written, in full batches: it \
+                     was late because it waited for something else (a pause, the next \
+                     once-a-second flush, a handler's burst to end), or because the records left \
+                     were written in more, smaller batches than needed",
+                    WRITE_LATENCY * writes,
+                    took.as_millis() / WRITE_LATENCY.as_millis()
                 ));
             }
             let stored_at_return = sink.records();
