@@ -48,6 +48,21 @@ async fn collect<R: AsyncRead + Unpin>(link: &mut TelemetryLink<R>) -> Result<Re
 const DESYNC: &str = "Part of a frame was read by a future that was then dropped, so those bytes \
                       were lost and the decoder lost its place in the stream.";
 
+/// Says how the frames delivered differ from those on the wire: missing at the end (held back
+/// until the link ended), or garbled (the decoder lost its place).
+fn frames_differ(got: &[String], sent: &[&str]) -> String {
+    if got.len() <= sent.len() && got.iter().zip(sent).all(|(got, sent)| got == sent) {
+        format!(
+            "the link delivered {got:?} and then reported the end, although every byte of the \
+             frames {:?} had arrived before it: a frame whose bytes are all in must come out \
+             before the end is reported",
+            &sent[got.len()..]
+        )
+    } else {
+        format!("the frames delivered were {got:?}, expected {sent:?}. {DESYNC}")
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: whole frames arriving back to back are decoded in order.
     async fn decodes_frames_that_arrive_whole() {
@@ -79,6 +94,30 @@ hidden_test! {
         );
     }
 
+    /// A sensor that sends a frame every 0.9 s: the frames do not move the heartbeat, which keeps
+    /// its own schedule (1 s, 2 s, 3 s) with the frames in between.
+    async fn heartbeats_keep_their_schedule_while_frames_arrive() {
+        let readings = ["temp=21.5", "temp=21.6", "temp=21.7"];
+        let mut wire = tokio_test::io::Builder::new();
+        for reading in readings {
+            wire.wait(Duration::from_millis(900)).read(&frame(reading));
+        }
+        // The sensor closes the link at 3.2 s.
+        wire.wait(Duration::from_millis(500));
+        let mut link = TelemetryLink::new(wire.build());
+        let got = collect(&mut link).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.frames, readings, "frames arriving whole, 0.9 s apart, came out differently");
+        let expected: Vec<Duration> = (1..=3).map(|i| HEARTBEAT_EVERY * i).collect();
+        assert_eq!(
+            got.heartbeats, expected,
+            "the sensor sent a frame at 0.9 s, 1.8 s and 2.7 s and closed the link at 3.2 s; the \
+             heartbeats keep their own schedule, so the link should report them at 1 s, 2 s and \
+             3 s, in between the frames, but reported them at {:?}. A frame must not move the \
+             next heartbeat",
+            got.heartbeats
+        );
+    }
+
     /// Heartbeats that fire in the middle of a length prefix and in the middle of a payload.
     async fn frames_survive_a_heartbeat_in_the_middle() {
         let first = frame("temp=21.5");
@@ -99,12 +138,13 @@ hidden_test! {
                  length prefix) and at 2 s (during the payload); then {e}. {DESYNC}"
             )
         });
-        assert_eq!(
-            got.frames,
-            ["temp=21.5", "hum=40"],
-            "heartbeats fired in the middle of the length prefix and of the payload, and the \
-             frames came out garbled. {DESYNC}"
-        );
+        let sent = ["temp=21.5", "hum=40"];
+        if got.frames != sent {
+            panic!(
+                "heartbeats fired in the middle of the length prefix and of the payload; {}",
+                frames_differ(&got.frames, &sent)
+            );
+        }
         assert_eq!(
             got.heartbeats,
             [Duration::from_secs(1), Duration::from_secs(2)],
@@ -160,8 +200,8 @@ hidden_test! {
                     Ok(())
                 } else {
                     Err(format!(
-                        "the loop was cancelled, then resumed on the same link; the frames \
-                         delivered were {frames:?}, expected {payloads:?}. {DESYNC}"
+                        "the loop was cancelled, then resumed on the same link; {}",
+                        frames_differ(&frames, &payloads)
                     ))
                 }
             },

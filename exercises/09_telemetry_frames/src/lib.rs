@@ -3,8 +3,9 @@
 //! Field sensors stream telemetry to a collector over a serial-to-TCP bridge. The protocol is the
 //! simplest there is: every frame is a 4-byte big-endian length followed by that many bytes of
 //! payload. The collector side of one link is a [`TelemetryLink`]: [`TelemetryLink::next_event`]
-//! yields each frame as it arrives and, when the sensor is quiet, a heartbeat every
-//! [`HEARTBEAT_EVERY`], so that the collector can tell the upstream service "link alive".
+//! yields each frame as it arrives and, every [`HEARTBEAT_EVERY`] on its own schedule, a
+//! heartbeat, so that the collector can tell the upstream service "link alive" even when the
+//! sensor is quiet.
 //!
 //! `next_event` races reading a frame against the heartbeat timer:
 //!
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, Interval, interval_at};
 
-/// How often the link reports that it is alive while no frame arrives.
+/// How often the link reports that it is alive, on its own schedule, whether or not frames arrive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// The largest payload a sensor sends. A bigger length means the stream is corrupt.

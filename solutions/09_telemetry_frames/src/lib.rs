@@ -14,7 +14,7 @@ use tokio::io::AsyncRead;
 use tokio::time::{Instant, Interval, interval_at};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-/// How often the link reports that it is alive while no frame arrives.
+/// How often the link reports that it is alive, on its own schedule, whether or not frames arrive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// The largest payload a sensor sends. A bigger length means the stream is corrupt.
