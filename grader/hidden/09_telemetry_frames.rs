@@ -181,6 +181,11 @@ hidden_test! {
             // After the cut, a fresh loop on the same link must deliver the rest, intact.
             |(link, delivered): Shared, outcome| async move {
                 let mut frames = delivered.lock().unwrap().clone();
+                let how = if matches!(outcome, Outcome::Cancelled { .. }) {
+                    "the loop was cancelled, then resumed on the same link"
+                } else {
+                    "the loop ran to the end without being cut"
+                };
                 if let Outcome::Completed(Err(e)) = outcome {
                     return Err(format!(
                         "the wire held the frames {payloads:?} in 3-byte reads, the loop delivered {frames:?}, then `next_event` failed with \
@@ -199,10 +204,7 @@ hidden_test! {
                 if frames == payloads {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "the loop was cancelled, then resumed on the same link; {}",
-                        frames_differ(&frames, &payloads)
-                    ))
+                    Err(format!("{how}; {}", frames_differ(&frames, &payloads)))
                 }
             },
         )
