@@ -438,51 +438,6 @@ hidden_test! {
         control.check_every_merge_held_the_lock();
     }
 
-    /// The caller is cut after every poll of `compact`, both while it still waits and once it was
-    /// woken, not only while the merge blocks: whatever `.await` it is dropped at, any merge that
-    /// runs must hold the lock from its start to its end, at most one merge runs, none runs for a
-    /// caller dropped before its first poll, and the lock is free once every merge is over.
-    async fn every_merge_holds_the_lock_wherever_the_caller_is_cut() {
-        kata_support::assert_cancel_safe(
-            || {
-                let (store, control) = gated_store();
-                // Merges run straight through here: the cuts, not the gate, decide the moments.
-                control.open();
-                (store, Arc::new(control))
-            },
-            |(store, _control)| async move { store.compact().await },
-            |(store, control), outcome| async move {
-                all_blocking_work_done().await;
-                control.check_every_merge_on_blocking_pool();
-                let unlocked = control.shared.unlocked.load(Ordering::SeqCst);
-                if unlocked > 0 {
-                    return Err(unlocked_message(unlocked));
-                }
-                let merges = control.merges();
-                let dropped_unpolled =
-                    matches!(outcome, kata_support::explorer::Outcome::Cancelled { polls: 0 });
-                if dropped_unpolled && merges > 0 {
-                    return Err(format!(
-                        "compact() was dropped before its first poll, yet {merges} merge(s) ran"
-                    ));
-                }
-                if merges > 1 {
-                    return Err(format!("one compact() ran {merges} merges"));
-                }
-                if let Some(stats) = outcome.completed()
-                    && stats != STATS
-                {
-                    return Err(format!("compact() returned {stats:?} instead of its merge's stats"));
-                }
-                if store.is_compacting() {
-                    return Err("every merge is over, but the compaction lock is still held".to_owned());
-                }
-                Ok(())
-            },
-        )
-        .await;
-    }
-
     /// A merge that panics is over as surely as one that returns: the lock comes free with it, and
     /// the next compaction runs.
     async fn a_merge_that_panics_gives_the_lock_back() {
