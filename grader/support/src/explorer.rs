@@ -140,6 +140,10 @@ impl CancelFailure {
     fn undisturbed(polls: usize, seen: String) -> Self {
         CancelFailure { cancelled_after: None, moment: None, polls, seen }
     }
+
+    fn cut(after: usize, moment: Moment, polls: usize, seen: String) -> Self {
+        CancelFailure { cancelled_after: Some(after), moment: Some(moment), polls, seen }
+    }
 }
 
 impl fmt::Display for CancelFailure {
@@ -310,12 +314,7 @@ where
             Stop::After(t) => Moment::Elapsed(t),
             Stop::Woken(_) | Stop::Never => Moment::Woken,
         };
-        seen.map_err(|seen| CancelFailure {
-            cancelled_after: Some(ran),
-            moment: Some(moment),
-            polls,
-            seen,
-        })?;
+        seen.map_err(|seen| CancelFailure::cut(ran, moment, polls, seen))?;
         cuts += 1;
     }
     Ok(Exploration { full_run_polls: polls, cuts_checked: cuts })
@@ -442,22 +441,12 @@ where
                     };
                     if let Err(panic) = dropped {
                         let seen = format!("dropping the future panicked: {panic}");
-                        return Err(CancelFailure {
-                            cancelled_after: Some(ran),
-                            moment: Some(moment),
-                            polls,
-                            seen,
-                        });
+                        return Err(CancelFailure::cut(ran, moment, polls, seen));
                     }
                     Outcome::Cancelled { polls: ran }
                 }
             };
-            check(state, outcome).map_err(|seen| CancelFailure {
-                cancelled_after: Some(ran),
-                moment: Some(moment),
-                polls,
-                seen,
-            })?;
+            check(state, outcome).map_err(|seen| CancelFailure::cut(ran, moment, polls, seen))?;
             cuts += 1;
         }
     }
