@@ -2,15 +2,18 @@
 //! capped output, and a pass proven by a nonce rather than parsed from what the test printed.
 //!
 //! Every test process runs inside the sandbox's walls (`crate::sandbox`), in a private scratch
-//! directory, in its own process group. The test's name and its nonce go to standard input, never
-//! to argv or the environment. When the test ends or times out the group is killed; the sandbox's
-//! PID namespace takes everything else the test started with it. Output readers get a bounded
-//! grace after that, so a pipe held open by something that survived cannot hang the grader.
+//! directory. The test's name and its nonce go to standard input, never to argv or the
+//! environment. A sandbox serves the tests of one kata in turn ([`Session`]): between two tests
+//! it kills everything the first left behind, and a random marker, which no test sees, ends each
+//! test's output. A test that times out takes its sandbox with it (the sandbox's process group
+//! is killed, and its PID namespace takes everything the test started); the next test gets a new
+//! one. Output readers get a bounded grace after a kill, so a pipe held open by something that
+//! survived cannot hang the grader.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -107,10 +110,12 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec
             let tx = tx.clone();
             let queue = &queue;
             scope.spawn(move || {
+                // This worker's sandbox, kept while its jobs come from the same executable.
+                let mut session = None;
                 loop {
                     let next = queue.lock().expect("job queue").next();
                     let Some((i, job)) = next else { break };
-                    let run = run_one(&job, netns);
+                    let run = run_one(&job, netns, &mut session);
                     done();
                     let _ = tx.send((i, run));
                 }
@@ -123,9 +128,13 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec
     runs.into_iter().map(|(_, run)| run).collect()
 }
 
-fn run_one(job: &Job, netns: Option<&sandbox::SharedNetwork>) -> TestRun {
+fn run_one(
+    job: &Job,
+    netns: Option<&sandbox::SharedNetwork>,
+    session: &mut Option<Session>,
+) -> TestRun {
     let start = Instant::now();
-    let (outcome, message) = match execute(job, netns) {
+    let (outcome, message) = match execute(job, netns, session) {
         Ok(result) => judge(job, result),
         Err(err) => (Outcome::Failed, format!("the grader could not run this test: {err:#}")),
     };
@@ -138,13 +147,32 @@ struct Finished {
     proven: bool,
 }
 
-fn execute(job: &Job, netns: Option<&sandbox::SharedNetwork>) -> anyhow::Result<Finished> {
+fn execute(
+    job: &Job,
+    netns: Option<&sandbox::SharedNetwork>,
+    session: &mut Option<Session>,
+) -> anyhow::Result<Finished> {
     let nonce = nonce()?;
-    let scratch = scratch()?;
-    let cmd = sandbox::command(&job.executable, &[], scratch.path(), job.timeout, netns);
-    let input = format!("{} {nonce}\n", job.test);
     let proof = format!("{PROOF_PREFIX}{nonce}");
-    let ran = supervise(cmd, input.as_bytes(), job.timeout, Some(&proof))?;
+    let ran = if sandbox::walled() {
+        let current = session.take().filter(|s| s.serves(job));
+        let mut serving = match current {
+            Some(serving) => serving,
+            None => Session::start(job, netns)?,
+        };
+        let (ran, usable) = serving.run(&job.test, &nonce, &proof)?;
+        if usable {
+            *session = Some(serving);
+        }
+        ran
+    } else {
+        // Only for `scripts/bench`, to measure the walls: the test process alone.
+        let scratch = scratch()?;
+        let mut cmd = Command::new(&job.executable);
+        cmd.current_dir(scratch.path()).env_clear();
+        let input = format!("{} {nonce}\n", job.test);
+        supervise(cmd, input.as_bytes(), job.timeout, Some(&proof))?
+    };
     Ok(Finished {
         status: ran.status,
         output: Captured::merge(ran.stdout, ran.stderr),
@@ -327,26 +355,48 @@ impl Captured {
 
 /// Reads a stream to its end, keeping the head and tail, and watching the whole stream for `proof`.
 fn capture(mut stream: impl Read, proof: Option<&str>) -> (Captured, bool) {
-    let mut captured = Captured::default();
-    let mut found = false;
-    let mut window: Vec<u8> = Vec::new();
+    let mut capture = Capture::new(proof);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match stream.read(&mut buf) {
+        match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &buf[..n];
-        if let Some(proof) = proof
-            && !found
+            Ok(n) => capture.feed(&buf[..n]),
+        }
+    }
+    capture.finish()
+}
+
+/// A stream being captured: its head and tail, and whether `proof` appeared anywhere in it.
+struct Capture {
+    captured: Captured,
+    proof: Option<String>,
+    found: bool,
+    /// The last `proof.len() - 1` bytes, for a proof split between two reads.
+    window: Vec<u8>,
+}
+
+impl Capture {
+    fn new(proof: Option<&str>) -> Capture {
+        Capture {
+            captured: Captured::default(),
+            proof: proof.map(str::to_owned),
+            found: false,
+            window: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if let Some(proof) = &self.proof
+            && !self.found
         {
-            window.extend_from_slice(chunk);
-            found = contains(&window, proof.as_bytes());
+            self.window.extend_from_slice(chunk);
+            self.found = contains(&self.window, proof.as_bytes());
             let keep = proof.len().saturating_sub(1);
-            if window.len() > keep {
-                window.drain(..window.len() - keep);
+            if self.window.len() > keep {
+                self.window.drain(..self.window.len() - keep);
             }
         }
+        let captured = &mut self.captured;
         let room = KEEP_HEAD.saturating_sub(captured.head.len());
         let (to_head, rest) = chunk.split_at(room.min(chunk.len()));
         captured.head.extend_from_slice(to_head);
@@ -357,7 +407,202 @@ fn capture(mut stream: impl Read, proof: Option<&str>) -> (Captured, bool) {
             captured.dropped += excess as u64;
         }
     }
-    (captured, found)
+
+    fn finish(self) -> (Captured, bool) {
+        (self.captured, self.found)
+    }
+}
+
+/// A sandbox serving the tests of one executable in turn (`sandbox::serve_command`; the protocol
+/// is in the stages' module docs), in its own process group, killed with it on drop.
+struct Session {
+    executable: PathBuf,
+    timeout: Duration,
+    child: Child,
+    requests: Option<ChildStdin>,
+    stopped: bool,
+    stdout: Stream,
+    stderr: Stream,
+    /// Shared by the session's tests and emptied by the sandbox between them.
+    _scratch: tempfile::TempDir,
+}
+
+impl Session {
+    fn start(job: &Job, netns: Option<&sandbox::SharedNetwork>) -> anyhow::Result<Session> {
+        let scratch = scratch()?;
+        let mut child = sandbox::serve_command(&job.executable, scratch.path(), job.timeout, netns)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .context("failed to start the test sandbox")?;
+        let requests = child.stdin.take();
+        let stdout = Stream::read(child.stdout.take().expect("piped stdout"));
+        let stderr = Stream::read(child.stderr.take().expect("piped stderr"));
+        Ok(Session {
+            executable: job.executable.clone(),
+            timeout: job.timeout,
+            child,
+            requests,
+            stopped: false,
+            stdout,
+            stderr,
+            _scratch: scratch,
+        })
+    }
+
+    /// Whether this session can run `job`: same executable, same limits.
+    fn serves(&self, job: &Job) -> bool {
+        self.executable == job.executable && self.timeout == job.timeout
+    }
+
+    /// Runs one test; also says whether the session can run another (not after a timeout, or
+    /// when the sandbox ended early).
+    fn run(&mut self, test: &str, nonce: &str, proof: &str) -> anyhow::Result<(Supervised, bool)> {
+        let marker = format!("kata-end:{}", self::nonce()?);
+        let deadline = Instant::now() + self.timeout;
+        let sent = self
+            .requests
+            .as_mut()
+            .is_some_and(|requests| writeln!(requests, "{marker} {test} {nonce}").is_ok());
+        let mut out = Capture::new(Some(proof));
+        let mut err = Capture::new(None);
+        let ended = if sent {
+            self.stdout.until(&format!("\n{marker} "), true, deadline, &mut out)
+        } else {
+            Ended::Closed
+        };
+        let status = match ended {
+            Ended::Marker(code) => {
+                let grace = Instant::now() + READER_GRACE;
+                let _ = self.stderr.until(&format!("\n{marker}\n"), false, grace, &mut err);
+                let (stdout, proven) = out.finish();
+                let status = sandbox::decode(ExitStatus::from_raw(i32::from(code) << 8));
+                let ran = Supervised { status: Some(status), stdout, stderr: err.finish().0, proven };
+                return Ok((ran, true));
+            }
+            Ended::TimedOut => None,
+            // The sandbox ended without a verdict (a stage failed, or its init was killed).
+            Ended::Closed => Some(self.stop().map_or(
+                ExitStatus::from_raw(i32::from(STAGE_LOST) << 8),
+                sandbox::decode,
+            )),
+        };
+        self.stop();
+        let grace = Instant::now() + READER_GRACE;
+        self.stdout.rest(grace, &mut out);
+        self.stderr.rest(grace, &mut err);
+        let (stdout, proven) = out.finish();
+        Ok((Supervised { status, stdout, stderr: err.finish().0, proven }, false))
+    }
+
+    /// Kills the sandbox's process group (its PID namespace goes with its init) and reaps it;
+    /// its status, the first time.
+    fn stop(&mut self) -> Option<ExitStatus> {
+        // Once reaped, the group's id may belong to someone else: never signal it again.
+        if self.stopped {
+            return None;
+        }
+        self.stopped = true;
+        self.requests = None;
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The exit code reported for a sandbox that ended without a status of its own.
+const STAGE_LOST: u8 = sandbox::stages::STAGE_FAILED;
+
+/// How reading a test's output up to its marker ended.
+enum Ended {
+    /// The marker, with the code after it when one was expected ([`STAGE_LOST`] when none was
+    /// expected or it was not a number).
+    Marker(u8),
+    /// The stream ended first.
+    Closed,
+    TimedOut,
+}
+
+/// One output stream of a [`Session`], read by a thread of its own into chunks.
+struct Stream {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    /// Read, not yet given to a test: the start of a marker, or what follows one.
+    pending: Vec<u8>,
+}
+
+impl Stream {
+    fn read(mut source: impl Read + Send + 'static) -> Stream {
+        let (tx, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = source.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Stream { chunks, pending: Vec::new() }
+    }
+
+    /// Gives `sink` the stream up to `marker` (with `code`, up to the end of the decimal code
+    /// that follows it and its newline), consuming the marker, within `deadline`.
+    fn until(&mut self, marker: &str, code: bool, deadline: Instant, sink: &mut Capture) -> Ended {
+        let marker = marker.as_bytes();
+        loop {
+            if let Some(at) = find(&self.pending, marker) {
+                let rest = &self.pending[at + marker.len()..];
+                let end = if code { rest.iter().position(|&b| b == b'\n') } else { Some(0) };
+                if let Some(end) = end {
+                    let value = std::str::from_utf8(&rest[..end]).ok().and_then(|v| v.parse().ok());
+                    sink.feed(&self.pending[..at]);
+                    self.pending.drain(..at + marker.len() + end + usize::from(code));
+                    return Ended::Marker(value.unwrap_or(STAGE_LOST));
+                }
+                sink.feed(&self.pending[..at]);
+                self.pending.drain(..at);
+            } else {
+                // Everything but what could be the start of a marker belongs to the test.
+                let safe = self.pending.len().saturating_sub(marker.len() - 1);
+                sink.feed(&self.pending[..safe]);
+                self.pending.drain(..safe);
+            }
+            match self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => self.pending.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ended::TimedOut,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    sink.feed(&self.pending);
+                    self.pending.clear();
+                    return Ended::Closed;
+                }
+            }
+        }
+    }
+}
+
+impl Stream {
+    /// Gives `sink` what is left of a stream whose sandbox was killed, until it ends or
+    /// `deadline` passes.
+    fn rest(&mut self, deadline: Instant, sink: &mut Capture) {
+        sink.feed(&self.pending);
+        self.pending.clear();
+        while let Ok(chunk) =
+            self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            sink.feed(&chunk);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -412,6 +657,32 @@ mod tests {
         assert_eq!(captured.tail.len(), KEEP_TAIL);
         assert_eq!(captured.dropped, (120 * 1024 + 15 - KEEP_HEAD - KEEP_TAIL) as u64);
         assert!(captured.text().contains("bytes of output dropped"));
+    }
+
+    #[test]
+    fn a_session_stream_splits_at_markers_cut_anywhere() {
+        let (tx, chunks) = mpsc::channel();
+        let mut stream = Stream { chunks, pending: Vec::new() };
+        for chunk in ["first out", "put\nkata-en", "d:1 0\nsecond", "\nkata-end:2 10", "1\nrest"] {
+            tx.send(chunk.as_bytes().to_vec()).unwrap();
+        }
+        let soon = || Instant::now() + Duration::from_secs(5);
+        let mut first = Capture::new(Some("output"));
+        assert!(matches!(stream.until("\nkata-end:1 ", true, soon(), &mut first), Ended::Marker(0)));
+        let (first, proven) = first.finish();
+        assert_eq!(first.text(), "first output");
+        assert!(proven, "the proof was cut between two reads");
+        let mut second = Capture::new(None);
+        assert!(matches!(stream.until("\nkata-end:2 ", true, soon(), &mut second), Ended::Marker(101)));
+        assert_eq!(second.finish().0.text(), "second");
+        let mut rest = Capture::new(None);
+        assert!(matches!(
+            stream.until("\nkata-end:3 ", true, Instant::now() + Duration::from_millis(50), &mut rest),
+            Ended::TimedOut
+        ));
+        drop(tx);
+        stream.rest(soon(), &mut rest);
+        assert_eq!(rest.finish().0.text(), "rest");
     }
 
     /// A script in a fresh directory (the sandbox needs the grader binary, so these run without it).

@@ -6,13 +6,18 @@
 //! re-executes itself once and raises the walls with safe APIs in two stages (`stages`):
 //!
 //! ```text
-//! grader ─ grader-sandbox ──────────── grader-sandbox --init (PID 1) ───── test executable
-//!          new PID namespace; joins     uid, rlimits, no_new_privs,          empty environment,
-//!          the run's network namespace  Landlock; waits, kills what is left,  argv: the path only
-//!          (or a new one, + user ns     exits with the test's status
-//!          unless root); dies with
+//! grader ─ grader-sandbox ──────────── grader-sandbox --init (PID 1) ───── test executable,
+//!          new PID namespace; joins     uid, rlimits, no_new_privs,          one after another
+//!          the run's network namespace  Landlock; runs each test asked     empty environment,
+//!          (or a new one, + user ns     for, then kills what is left and     argv: the path only
+//!          unless root); dies with      empties the scratch directory
 //!          the grader
 //! ```
+//!
+//! One sandbox serves the tests of one kata (`--serve`, see `stages`): raising the walls cost
+//! more than most tests, and a kata's tests all run the same learner's code, so sharing the walls
+//! between them gives kata code nothing new. What each test must not inherit from the one before
+//! goes between them: every process, and the files in the scratch directory.
 //!
 //! The helper exists for speed: the grader is a large binary with a large command line, and two
 //! of its start-ups per test cost more than the test itself. Without the helper, or with one built
@@ -72,21 +77,23 @@ fn unsandboxed() -> bool {
     std::env::var_os(UNSANDBOXED).is_some()
 }
 
-/// A command that runs `executable args` inside the walls, in `scratch`, joining `netns` (a
-/// [`SharedNetwork`]) when there is one.
-pub fn command(
+/// Whether tests run inside the walls: always, unless a bench measures what the walls cost.
+pub fn walled() -> bool {
+    !unsandboxed()
+}
+
+/// A command that starts a sandbox serving the tests of `executable` one after another (the
+/// stages' `--serve`, whose module docs give the protocol), in `scratch`, joining `netns` (a
+/// [`SharedNetwork`]) when there is one. Each test process may use `2 * timeout + 1` seconds of
+/// CPU time.
+pub fn serve_command(
     executable: &Path,
-    args: &[&str],
     scratch: &Path,
     timeout: Duration,
     netns: Option<&SharedNetwork>,
 ) -> Command {
-    if unsandboxed() {
-        let mut cmd = Command::new(executable);
-        cmd.args(args).current_dir(scratch).env_clear();
-        return cmd;
-    }
     let mut cmd = stage_command();
+    cmd.arg("--serve");
     if let Some(netns) = netns {
         cmd.arg("--netns").arg(&netns.path);
     }
@@ -96,8 +103,7 @@ pub fn command(
         // Threads add up CPU time; the wall-clock timeout stays the one that usually fires.
         .arg((2 * timeout.as_secs() + 1).to_string())
         .arg("--")
-        .arg(executable)
-        .args(args);
+        .arg(executable);
     cmd
 }
 

@@ -118,6 +118,51 @@ fn hostile_runs_meet_the_walls_and_leave_nothing_behind() {
     assert!(leftovers.is_empty(), "processes left running: {leftovers:?}");
 }
 
+/// The tests of one kata share a sandbox (`grader/src/run.rs`, `Session`): run one after another
+/// in one sandbox (`-j 1`), no test may find what the one before it left, and nothing may outlive
+/// them.
+#[test]
+fn tests_sharing_a_sandbox_inherit_nothing_from_each_other() {
+    let fixture = Fixture::new();
+    let name = "session_carryover";
+    let kata = format!("04_{name}");
+    let src = fixture.path(&format!("exercises/{kata}/src"));
+    std::fs::create_dir_all(&src).unwrap();
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile_run");
+    std::fs::copy(sources.join(format!("{name}.rs")), src.join("lib.rs")).unwrap();
+    let tests: String = ["first", "second", "third"]
+        .iter()
+        .map(|test| format!("    fn {test}() {{\n        assert_eq!({name}::add(2, 3), 5);\n    }}\n"))
+        .collect();
+    std::fs::write(
+        fixture.path(&format!("grader/hidden/{kata}.rs")),
+        format!("kata_support::hidden_test! {{\n{tests}}}\n"),
+    )
+    .unwrap();
+    let mut manifest = std::fs::read_to_string(fixture.path("course.toml")).unwrap();
+    manifest.push_str(&format!(
+        "\n[[kata]]\nname = \"{kata}\"\ntitle = \"hostile\"\nlevel = \"advanced\"\npoints = 1\n\
+         hints = [\"a\", \"b\", \"c\"]\ntimeout_secs = 3\n"
+    ));
+    std::fs::write(fixture.path("course.toml"), manifest).unwrap();
+
+    let output = fixture
+        .grader(["check", "--format", "json", "-j", "1", "4"])
+        .timeout(Duration::from_secs(600))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tests = parsed["katas"][0]["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 3, "{parsed:#}");
+    for test in tests {
+        assert_eq!(test["status"], "failed", "a test inherited from the one before: {test:#}");
+        assert!(test.to_string().contains("left: 6"), "{test:#}");
+    }
+    let leftovers = processes_mentioning(&["session-carryover", "session_carryover"]);
+    assert!(leftovers.is_empty(), "processes left running: {leftovers:?}");
+}
+
 /// Files directly in `dir` and in its `deps` (where test executables live).
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     [dir.to_path_buf(), dir.join("deps")]

@@ -5,8 +5,23 @@
 //! Kept free of the grader's other modules and of clap: each test process execs this code twice,
 //! and a small binary with a hand-parsed argv starts in a fraction of the time the grader takes.
 //!
-//! argv: `[--init] [--netns PATH] --scratch DIR --cpu-secs N -- PROGRAM [ARGS..]`;
+//! argv: `[--init] [--serve] [--netns PATH] --scratch DIR --cpu-secs N -- PROGRAM [ARGS..]`;
 //! `--fingerprint` prints [`FINGERPRINT`]; `--hold-netns` holds the run's shared network namespace.
+//!
+//! With `--serve` one sandbox runs many tests of one executable, one after another, so the walls
+//! go up once per kata rather than once per test (they had cost more than the tests). The init
+//! then reads requests on standard input, one line each:
+//!
+//! ```text
+//! <marker> <test> <nonce>\n
+//! ```
+//!
+//! and for each starts `PROGRAM` with `<test> <nonce>\n` on its standard input and the init's
+//! standard output and error. When the test process ends, everything else in the sandbox is
+//! killed and reaped and the scratch directory emptied; then `\n<marker>\n` goes to standard
+//! error and `\n<marker> <code>\n` to standard output, `<code>` as [`code`] gives it. The grader
+//! draws each marker at random and never shows it to a test, so output before a marker is that
+//! test's own and cannot fake its end. Standard input closed: the init exits 0.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -62,6 +77,8 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 struct Args {
     /// The second stage: PID 1 of the new namespace.
     init: bool,
+    /// Run the tests the grader asks for on standard input (see the module docs), not one.
+    serve: bool,
     /// A network namespace to join (the run's shared one) instead of creating one.
     netns: Option<PathBuf>,
     /// The test's private, writable working directory.
@@ -75,10 +92,12 @@ struct Args {
 impl Args {
     fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
         let mut argv = argv.into_iter();
-        let (mut init, mut netns, mut scratch, mut cpu_secs) = (false, None, None, None);
+        let (mut init, mut serve, mut netns, mut scratch, mut cpu_secs) =
+            (false, false, None, None, None);
         while let Some(arg) = argv.next() {
             match arg.to_str() {
                 Some("--init") => init = true,
+                Some("--serve") => serve = true,
                 Some("--netns") => netns = argv.next().map(PathBuf::from),
                 Some("--scratch") => scratch = argv.next().map(PathBuf::from),
                 Some("--cpu-secs") => {
@@ -98,6 +117,7 @@ impl Args {
         }
         Ok(Args {
             init,
+            serve,
             netns,
             scratch: scratch.context("--scratch is required")?,
             cpu_secs: cpu_secs.context("--cpu-secs is required")?,
@@ -130,9 +150,12 @@ pub fn run(reexec: &[&str], argv: Vec<OsString>) -> u8 {
 fn outer(reexec: &[&str], args: &Args) -> anyhow::Result<u8> {
     prctl::set_pdeathsig(Signal::SIGKILL).context("failed to tie the sandbox to the grader")?;
     isolate(args.netns.as_deref());
-    let status = Command::new("/proc/self/exe")
-        .args(reexec)
-        .arg("--init")
+    let mut init = Command::new("/proc/self/exe");
+    init.args(reexec).arg("--init");
+    if args.serve {
+        init.arg("--serve");
+    }
+    let status = init
         .arg("--scratch")
         .arg(&args.scratch)
         .arg("--cpu-secs")
@@ -209,18 +232,88 @@ fn init(args: &Args) -> anyhow::Result<u8> {
     if status.ruleset == RulesetStatus::NotEnforced {
         eprintln!("warning: no Landlock on this kernel: the test can reach your files");
     }
+    // A test runs as this uid: it must not read the markers of a serving init from its memory.
+    prctl::set_dumpable(false).context("failed to make the init undumpable")?;
 
-    let mut child = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()))
-        .arg0(program)
-        .args(test_args)
-        .env_clear()
-        .spawn()
-        .with_context(|| format!("failed to start {}", program.display()))?;
-    let status = child.wait().context("failed to wait for the test")?;
-    if let Some(orphans) = orphans {
-        kill_orphans(&orphans);
+    let test = || {
+        let mut test = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        test.arg0(program).args(test_args).env_clear();
+        test
+    };
+    if args.serve {
+        return serve(test, &args.scratch, orphans.as_ref());
     }
+    let mut child =
+        test().spawn().with_context(|| format!("failed to start {}", program.display()))?;
+    let status = child.wait().context("failed to wait for the test")?;
+    clean_up(orphans.as_ref());
     Ok(code(status))
+}
+
+/// The init's loop with `--serve`: one test per request line, each in a sandbox emptied of the
+/// previous test's processes and files (see the module docs).
+fn serve(
+    test: impl Fn() -> Command,
+    scratch: &Path,
+    orphans: Option<&File>,
+) -> anyhow::Result<u8> {
+    use std::io::{BufRead, Write};
+    for request in std::io::stdin().lock().lines() {
+        let request = request.context("failed to read a request")?;
+        let Some((marker, input)) = request.split_once(' ') else {
+            bail!("a request without a test: {request:?}");
+        };
+        let mut child = test()
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("failed to start the test")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A test that exits before reading its input closes the pipe; its verdict says so.
+            let _ = writeln!(stdin, "{input}");
+        }
+        let status = child.wait().context("failed to wait for the test")?;
+        clean_up(orphans);
+        empty(scratch);
+        let mut err = std::io::stderr().lock();
+        write!(err, "\n{marker}\n").and_then(|()| err.flush())?;
+        let mut out = std::io::stdout().lock();
+        write!(out, "\n{marker} {}\n", code(status)).and_then(|()| out.flush())?;
+    }
+    Ok(0)
+}
+
+/// Kills and reaps everything the test left: the whole namespace when this is its PID 1 (where
+/// `kill(-1)` reaches every other process in it and nothing outside), else the orphans this
+/// subreaper collected.
+fn clean_up(orphans: Option<&File>) {
+    if let Some(orphans) = orphans {
+        kill_orphans(orphans);
+        return;
+    }
+    if nix::unistd::getpid().as_raw() != 1 {
+        return;
+    }
+    loop {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        match waitpid(None, None) {
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// Removes what the test left in its scratch directory, keeping the directory.
+fn empty(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        drop(removed);
+    }
 }
 
 /// Switches to a uid and gid no one else uses, so the task limit counts this test alone.
