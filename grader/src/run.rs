@@ -479,15 +479,16 @@ impl Session {
                 let _ = self.stderr.until(&format!("\n{marker}\n"), false, grace, &mut err);
                 let (stdout, proven) = out.finish();
                 let status = sandbox::decode(ExitStatus::from_raw(i32::from(code) << 8));
-                let ran = Supervised { status: Some(status), stdout, stderr: err.finish().0, proven };
+                let ran =
+                    Supervised { status: Some(status), stdout, stderr: err.finish().0, proven };
                 return Ok((ran, true));
             }
             Ended::TimedOut => None,
             // The sandbox ended without a verdict (a stage failed, or its init was killed).
-            Ended::Closed => Some(self.stop().map_or(
-                ExitStatus::from_raw(i32::from(STAGE_LOST) << 8),
-                sandbox::decode,
-            )),
+            Ended::Closed => Some(
+                self.stop()
+                    .map_or(ExitStatus::from_raw(i32::from(STAGE_LOST) << 8), sandbox::decode),
+            ),
         };
         self.stop();
         let grace = Instant::now() + READER_GRACE;
@@ -684,16 +685,27 @@ mod tests {
         }
         let soon = || Instant::now() + Duration::from_secs(5);
         let mut first = Capture::new(Some("output"));
-        assert!(matches!(stream.until("\nkata-end:1 ", true, soon(), &mut first), Ended::Marker(0)));
+        assert!(matches!(
+            stream.until("\nkata-end:1 ", true, soon(), &mut first),
+            Ended::Marker(0)
+        ));
         let (first, proven) = first.finish();
         assert_eq!(first.text(), "first output");
         assert!(proven, "the proof was cut between two reads");
         let mut second = Capture::new(None);
-        assert!(matches!(stream.until("\nkata-end:2 ", true, soon(), &mut second), Ended::Marker(101)));
+        assert!(matches!(
+            stream.until("\nkata-end:2 ", true, soon(), &mut second),
+            Ended::Marker(101)
+        ));
         assert_eq!(second.finish().0.text(), "second");
         let mut rest = Capture::new(None);
         assert!(matches!(
-            stream.until("\nkata-end:3 ", true, Instant::now() + Duration::from_millis(50), &mut rest),
+            stream.until(
+                "\nkata-end:3 ",
+                true,
+                Instant::now() + Duration::from_millis(50),
+                &mut rest
+            ),
             Ended::TimedOut
         ));
         drop(tx);

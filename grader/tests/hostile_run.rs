@@ -132,7 +132,9 @@ fn tests_sharing_a_sandbox_inherit_nothing_from_each_other() {
     std::fs::copy(sources.join(format!("{name}.rs")), src.join("lib.rs")).unwrap();
     let tests: String = ["first", "second", "third"]
         .iter()
-        .map(|test| format!("    fn {test}() {{\n        assert_eq!({name}::add(2, 3), 5);\n    }}\n"))
+        .map(|test| {
+            format!("    fn {test}() {{\n        assert_eq!({name}::add(2, 3), 5);\n    }}\n")
+        })
         .collect();
     std::fs::write(
         fixture.path(&format!("grader/hidden/{kata}.rs")),
@@ -151,7 +153,12 @@ fn tests_sharing_a_sandbox_inherit_nothing_from_each_other() {
         .timeout(Duration::from_secs(600))
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let tests = parsed["katas"][0]["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 3, "{parsed:#}");

@@ -252,11 +252,7 @@ fn init(args: &Args) -> anyhow::Result<u8> {
 
 /// The init's loop with `--serve`: one test per request line, each in a sandbox emptied of the
 /// previous test's processes and files (see the module docs).
-fn serve(
-    test: impl Fn() -> Command,
-    scratch: &Path,
-    orphans: Option<&File>,
-) -> anyhow::Result<u8> {
+fn serve(test: impl Fn() -> Command, scratch: &Path, orphans: Option<&File>) -> anyhow::Result<u8> {
     use std::io::{BufRead, Write};
     for request in std::io::stdin().lock().lines() {
         let request = request.context("failed to read a request")?;
