@@ -60,14 +60,9 @@ fn expected(ids: &[u64]) -> String {
     ids.iter().map(|&id| format!("{}\n", notification(id).to_line())).collect()
 }
 
-/// Compares what the device received with what was queued, in cancellation terms, after calls
-/// of `deliver` were dropped.
-fn check_wire(wire: &Wire, ids: &[u64]) -> Result<(), String> {
-    check_wire_after(wire, "", ids, true)
-}
-
-/// Like [`check_wire`], for a wire that must start with `prefix`; `dropped` says whether any call
-/// of `deliver` was dropped before the last one.
+/// Compares what the device received, which must start with `prefix`, with the queued
+/// notifications, in cancellation terms; `dropped` says whether any call of `deliver` was dropped
+/// before the last one.
 fn check_wire_after(wire: &Wire, prefix: &str, ids: &[u64], dropped: bool) -> Result<(), String> {
     check_received(wire.text(), prefix, ids, dropped)
 }
@@ -92,6 +87,15 @@ fn check_received(got: String, prefix: &str, ids: &[u64], dropped: bool) -> Resu
              (a frame the connection accepted reaches the device only once it is flushed; did \
              `deliver` flush before it returned?)"
         )
+    } else if !lost.is_empty() && want.starts_with(&got) {
+        format!(
+            "notification(s) {lost:?} never reached the device and are no longer queued: the \
+             device received the beginning of what was queued and nothing after it. Either they \
+             were lost when a call of deliver was dropped (an item owned by a future that waits \
+             for the connection, as `send`, `feed` and `send_all` do, is dropped with it), or \
+             the connection accepted them and they are still in its write buffer, because the \
+             next call of deliver returned without flushing it"
+        )
     } else if !lost.is_empty() {
         format!(
             "notification(s) {lost:?} never reached the device and are no longer queued: they \
@@ -108,6 +112,30 @@ fn check_received(got: String, prefix: &str, ids: &[u64], dropped: bool) -> Resu
         "the lines arrived out of order or garbled".to_owned()
     };
     Err(format!("{problem}. The device received {got:?}, expected {want:?}"))
+}
+
+/// Another branch of the session loop: it becomes ready on its `patience`-th poll. The loop's
+/// `select!` polls `deliver` first, so `deliver` gets `patience` polls per call unless it
+/// finishes.
+fn another_branch(patience: usize) -> impl Future<Output = ()> {
+    let mut polls = 0;
+    std::future::poll_fn(move |cx| {
+        polls += 1;
+        if polls >= patience {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+}
+
+fn times(n: usize) -> String {
+    match n {
+        1 => "once".to_owned(),
+        2 => "twice".to_owned(),
+        n => format!("{n} times"),
+    }
 }
 
 /// A phone that has stopped reading (a tunnel, a dead radio): every write waits until the test
@@ -200,35 +228,58 @@ hidden_test! {
         .await;
     }
 
-    /// A busy session: another `select!` branch wins on every second poll, so `deliver` is
-    /// dropped and called again over and over until the queue is empty.
+    /// A busy session: another `select!` branch wins once `deliver` has been pending one, two or
+    /// three times in a row, so `deliver` is dropped and called again over and over until the
+    /// queue is empty. With a patience of one (a burst of incoming notifications, ready on every
+    /// turn of the loop), each call of `deliver` is polled exactly once: only a `deliver` that
+    /// moves the delivery forward on every poll ever finishes.
     async fn a_busy_session_loop_delivers_everything_exactly_once() {
+        const ROUNDS: usize = 1000;
         let ids = [1, 2, 3, 4];
-        let (mut pusher, wire) = pusher(&ids);
-        let mut rounds = 0;
-        loop {
-            rounds += 1;
-            if rounds > 1000 {
-                let mut seen = wire.text();
-                seen.truncate(160);
-                panic!(
-                    "after 1000 rounds of the session loop, deliver() has still not finished; the \
-                     device has received {seen:?}...: a dropped deliver must resume where it left \
-                     off, not start the same notification over"
-                );
-            }
-            tokio::select! {
-                biased;
-                done = pusher.deliver() => {
-                    done.expect("deliver failed");
-                    break;
+        for greeted in [false, true] {
+            for patience in 1..=3 {
+                let (mut pusher, wire) = pusher_with(greeted, &ids);
+                let prefix = if greeted { format!("{GREETING}\n") } else { String::new() };
+                let mut rounds = 0;
+                loop {
+                    rounds += 1;
+                    if rounds > ROUNDS {
+                        let mut seen = wire.text();
+                        seen.truncate(160);
+                        panic!(
+                            "in a session loop where another branch wins whenever deliver() has \
+                             been pending {} in a row, deliver() had still not \
+                             finished after {ROUNDS} rounds: {} of {} notifications are still \
+                             queued and the device has received {seen:?}. The loop calls deliver() \
+                             again after every drop, so each call must move the delivery forward \
+                             (write more of a frame, or hand the next notification to the \
+                             connection) within the polls it gets: a call that spends them \
+                             waiting for nothing is dropped there every time, and the \
+                             notifications never leave",
+                            times(patience),
+                            pusher.queued(),
+                            ids.len(),
+                        );
+                    }
+                    tokio::select! {
+                        biased;
+                        done = pusher.deliver() => {
+                            done.expect("deliver failed");
+                            break;
+                        }
+                        // Stands in for a heartbeat or a new notification winning the race.
+                        _ = another_branch(patience) => {}
+                    }
                 }
-                // Stands in for a heartbeat or a new notification winning the race.
-                _ = tokio::task::yield_now() => {}
+                if let Err(seen) = check_wire_after(&wire, &prefix, &ids, true) {
+                    panic!(
+                        "after a session loop that dropped deliver() {} times (another branch won \
+                         whenever deliver() had been pending {} in a row), {seen}",
+                        rounds - 1,
+                        times(patience),
+                    );
+                }
             }
-        }
-        if let Err(seen) = check_wire(&wire, &ids) {
-            panic!("after a session loop that dropped deliver() {} times, {seen}", rounds - 1);
         }
     }
 
