@@ -101,8 +101,9 @@ async fn shut_down(server: &Server<SlowApp>, what: &str) {
     if timeout(Duration::from_secs(60), server.shutdown()).await.is_err() {
         panic!(
             "shutdown never finished ({what}): a minute after it began, some connection task was \
-             still running. A connection's token must be the server's token or a child of it \
-             (`child_token()`); a fresh `CancellationToken::new()` never hears of the shutdown"
+             still running: a connection task that never heard of the shutdown, or heard of it \
+             only between requests while it was waiting for the next one (an idle connection \
+             waits in its receive, so the shutdown must reach it there)"
         );
     }
 }
@@ -303,35 +304,56 @@ hidden_test! {
         );
     }
 
-    /// Shutdown begins while one request is being answered and three more wait in the
-    /// connection's queue: the one taken is answered, the queued ones are not taken, and the
-    /// connection closes.
+    /// Shutdown begins while one request is being answered and three more wait behind it:
+    /// queued after it was taken, or all four queued at once before the handler ran (so a
+    /// handler that takes several at a time, `recv_many`, has them all in hand). Either way the
+    /// one being answered is answered, the others are not, and the connection closes.
     async fn shutdown_takes_no_queued_request() {
-        let server = Server::new(SlowApp, HEARTBEAT);
-        let client = Client::connect(&server);
-        client.request(7, "/report.pdf").await;
-        sleep(WORK / 5).await;
-        for id in 8..=10 {
-            client.request(id, "/queued.txt").await;
+        for queued_together in [false, true] {
+            let server = Server::new(SlowApp, HEARTBEAT);
+            let client = Client::connect(&server);
+            if queued_together {
+                // No `.await` between the four sends: the handler finds all four at once.
+                for (id, path) in [(7, "/report.pdf"), (8, "/queued.txt"), (9, "/queued.txt"), (10, "/queued.txt")] {
+                    client
+                        .requests
+                        .try_send(ClientMessage::Request(Request { id, path: path.into() }))
+                        .expect("a new connection has room for four requests");
+                }
+                sleep(WORK / 5).await;
+            } else {
+                client.request(7, "/report.pdf").await;
+                sleep(WORK / 5).await;
+                for id in 8..=10 {
+                    client.request(id, "/queued.txt").await;
+                }
+            }
+            let how = if queued_together {
+                "four requests sent together, the first in flight"
+            } else {
+                "one request in flight, three queued behind it"
+            };
+            shut_down(&server, how).await;
+            kata_support::settle().await;
+            assert!(
+                client.response(7).is_some(),
+                "{how}: shutdown returned, but the request being answered when it began had no \
+                 answer yet"
+            );
+            let taken: Vec<u64> = (8..=10).filter(|&id| client.response(id).is_some()).collect();
+            assert!(
+                taken.is_empty(),
+                "{how}: shutdown began while request 7 was being answered and requests 8..=10 \
+                 were still waiting to be answered; the server then answered {taken:?} as well. \
+                 Once shutdown has begun, the server must start no new request, even one \
+                 already queued or already received with the one in flight (a client that \
+                 keeps sending would otherwise keep the server from ever shutting down)"
+            );
+            assert!(
+                client.is_closed(),
+                "{how}: shutdown returned, but the connection is still open"
+            );
         }
-        shut_down(&server, "one request in flight, three queued").await;
-        kata_support::settle().await;
-        assert!(
-            client.response(7).is_some(),
-            "shutdown returned, but the request being answered when it began had no answer yet"
-        );
-        let taken: Vec<u64> = (8..=10).filter(|&id| client.response(id).is_some()).collect();
-        assert!(
-            taken.is_empty(),
-            "shutdown began while request 7 was being answered and requests 8..=10 were still \
-             queued; the server then took and answered {taken:?} as well. Once shutdown has \
-             begun, the server must stop taking new requests, even ones already queued (a \
-             client that keeps sending would otherwise keep the server from ever shutting down)"
-        );
-        assert!(
-            client.is_closed(),
-            "shutdown returned, but the connection is still open"
-        );
     }
 
     /// Idle connections: each client queues a request and shutdown begins before any handler
