@@ -292,9 +292,10 @@ fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// The message of the first panic in libtest output.
+/// The message of the last panic in a test's output: the one that ended the test. Earlier ones
+/// are often the test's own doing (a callee that panics on purpose, caught by the test).
 pub fn panic_message(text: &str) -> Option<String> {
-    let start = text.find("panicked at ")?;
+    let start = text.rfind("panicked at ")?;
     let rest = &text[start..];
     let body = rest.split_once('\n').map_or("", |(_, body)| body);
     let end = [
@@ -651,6 +652,15 @@ mod tests {
             panic_message(out).unwrap(),
             "cancelled after poll 1 of 3: the gauge reads 1\nexpected 0"
         );
+    }
+
+    #[test]
+    fn the_panic_that_ended_the_test_is_the_one_reported() {
+        let out = "thread 'main' (7) panicked at grader/hidden/a.rs:9:13:\n\
+                   the backend panicked on purpose\n\
+                   thread 'main' (7) panicked at grader/hidden/a.rs:14:9:\n\
+                   the gauge still counts the request (expected 0)\n";
+        assert_eq!(panic_message(out).unwrap(), "the gauge still counts the request (expected 0)");
     }
 
     #[test]
