@@ -363,9 +363,10 @@ hidden_test! {
                                 return Err(format!(
                                     "{scenario}: at {now} ms a round stalled reporting {received} \
                                      bytes received, but {arrived} had arrived (off by {:+}): \
-                                     `received` counts bytes, not characters: every byte in so \
-                                     far, including those of a character still split across \
-                                     reads",
+                                     either bytes that arrived were lost with a read that the \
+                                     round's timeout dropped, or the count is wrong (`received` \
+                                     counts bytes, not characters: every byte in so far, \
+                                     including those of a character still split across reads)",
                                     received as i64 - arrived as i64
                                 ));
                             }
