@@ -78,10 +78,11 @@ pub fn walls(course: &Course, set: &str, generated: &Generated) -> Walls {
 
 /// `cargo` wrapped in the re-executed grader that walls it in.
 pub fn command(walls: &Walls, cargo: &Path) -> anyhow::Result<Command> {
-    let grader = std::env::current_exe().context("failed to find the grader's own executable")?;
     std::fs::create_dir_all(&walls.tmp)
         .with_context(|| format!("failed to create {}", walls.tmp.display()))?;
-    let mut command = Command::new(grader);
+    // Not `current_exe()`: its path is gone once `cargo build` replaces the grader while it runs
+    // (`/proc/self/exe` still names the running executable then).
+    let mut command = Command::new("/proc/self/exe");
     command.arg("build-sandbox");
     for (flag, paths) in
         [("--read", &walls.read), ("--write", &walls.write), ("--read-write", &walls.read_write)]
