@@ -44,7 +44,9 @@
 pub mod stages;
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::BufRead;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -171,14 +173,17 @@ fn abstract_sockets_scoped() -> bool {
         .is_ok()
 }
 
-/// The helper binary, when it sits next to this executable and was built from the same stages.
-/// Asked once per grader run.
+/// The helper binary, when it sits next to this executable and was built from the same stages;
+/// asked once per grader run. It is then run through a descriptor this process holds open
+/// (`/proc/self/fd/N`), so a rebuild that replaces the file while tests run changes nothing.
 fn helper() -> Option<&'static Path> {
-    static HELPER_PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static HELPER_PATH: OnceLock<Option<(File, PathBuf)>> = OnceLock::new();
     HELPER_PATH
         .get_or_init(|| {
             let path = std::env::current_exe().ok()?.with_file_name(HELPER);
-            let out = Command::new(&path)
+            let file = File::open(&path).ok()?;
+            let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            let out = Command::new(&held)
                 .arg("--fingerprint")
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
@@ -186,9 +191,10 @@ fn helper() -> Option<&'static Path> {
                 .ok()?;
             let expected = format!("{:016x}", stages::FINGERPRINT);
             (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected)
-                .then_some(path)
+                .then_some((file, held))
         })
-        .as_deref()
+        .as_ref()
+        .map(|(_, held)| held.as_path())
 }
 
 /// Turns the status the stages report (a signal as 128 + N) back into the test's own.
