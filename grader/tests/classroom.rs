@@ -239,12 +239,14 @@ fn the_gradebook_of_three_students_is_correct() {
         .arg(&summary)
         .assert()
         .success();
+    // The columns of earlier graders first, new ones after.
     assert_eq!(
         std::fs::read_to_string(&csv).unwrap(),
-        "student,01_inflight_gauge,02_outbox_timeout,03_irc_line_reader,total,max\n\
-         alice,10,10,0,20,40\n\
-         bob,10,0,0,10,40\n\
-         carol,10,10,0,20,40\n"
+        "student,01_inflight_gauge,02_outbox_timeout,03_irc_line_reader,total,max,\
+         percent,late,commit,committed_at,graded_at,source,identical\n\
+         alice,10,10,0,20,40,50.0,,,,,,\n\
+         bob,10,0,0,10,40,25.0,,,,,,\n\
+         carol,10,10,0,20,40,50.0,,,,,,\n"
     );
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert!(summary.starts_with("# Gradebook: 3 students, 3 katas"), "{summary}");
@@ -261,15 +263,34 @@ fn the_gradebook_of_three_students_is_correct() {
 }
 
 #[test]
-fn the_gradebook_rejects_a_file_that_is_not_a_report() {
+fn the_gradebook_skips_a_file_that_is_not_a_report_and_keeps_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("dave.json");
     std::fs::write(&bogus, "{\"hello\": 1}").unwrap();
-    assert_cmd::Command::cargo_bin("grader")
-        .unwrap()
-        .current_dir(dir.path())
-        .args(["gradebook", bogus.to_str().unwrap()])
+    let alice = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gradebook/alice.json");
+    let grader = || {
+        let mut cmd = assert_cmd::Command::cargo_bin("grader").unwrap();
+        cmd.current_dir(dir.path()).arg("gradebook");
+        cmd
+    };
+    grader()
+        .args([bogus.as_os_str(), alice.as_os_str()])
+        .assert()
+        .success()
+        .stderr(contains("warning: skipped"))
+        .stderr(contains("dave.json: is not a grader JSON report"))
+        .stdout(contains("| alice | 20 | 40 |"))
+        .stdout(contains("- skipped"));
+    let csv = std::fs::read_to_string(dir.path().join("gradebook.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "alice only: {csv}");
+
+    // Nothing readable at all: no gradebook.
+    std::fs::remove_file(dir.path().join("gradebook.csv")).unwrap();
+    grader()
+        .arg(&bogus)
         .assert()
         .code(3)
-        .stderr(contains("is not a grader JSON report"));
+        .stderr(contains("none of the 1 result file(s) could be read"));
+    assert!(!dir.path().join("gradebook.csv").exists());
 }

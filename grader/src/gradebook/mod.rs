@@ -222,6 +222,9 @@ impl Gradebook {
         for row in &mut rows {
             for (kata, cell) in &mut row.cells {
                 let Some(hash) = &cell.source_sha256 else { continue };
+                if untouched(kata, hash) {
+                    continue;
+                }
                 if reference.and_then(|r| r.solutions.get(kata)).is_some_and(|h| h == hash) {
                     cell.same_as.push(Same::Reference);
                 }
