@@ -6,7 +6,7 @@
 //! with `--root`), the sources are also compared with the reference solutions and the exercises
 //! as shipped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::bail;
 
@@ -94,7 +94,7 @@ fn course(root: Option<&Path>, manifest: Option<&Path>) -> anyhow::Result<Course
     }
 }
 
-fn write(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     crate::state::write_atomic(path, bytes)
         .map_err(|e| anyhow::anyhow!("failed to write {}: {e:#}", path.display()))
 }
