@@ -18,10 +18,10 @@ table { border-collapse: collapse; }
 th, td { border: 1px solid #d0d7de; padding: .25em .5em; text-align: center; white-space: nowrap; }
 thead th { background: #f6f8fa; cursor: pointer; position: sticky; top: 0; }
 tbody th { text-align: left; font-weight: 600; }
-td.passed { background: #2da44e; color: #fff; } td.failed { background: #fa8072; }
-td.compile_error { background: #bf3989; color: #fff; } td.timed_out { background: #e3b341; }
-td.error { background: #8c959f; color: #fff; } td.not_attempted { background: #fff; color: #8c959f; }
-td.same { outline: 3px dashed #0969da; outline-offset: -3px; }
+.passed { background: #2da44e; color: #fff; } .failed { background: #fa8072; }
+.compile_error { background: #bf3989; color: #fff; } .timed_out { background: #e3b341; }
+.error { background: #8c959f; color: #fff; } .not_attempted { background: #fff; color: #8c959f; }
+.same { outline: 3px dashed #0969da; outline-offset: -3px; }
 td.late { color: #cf222e; font-weight: 700; }
 .legend span { display: inline-block; padding: .1em .6em; margin-right: .4em; border: 1px solid #d0d7de; }
 svg text { font: 12px system-ui, sans-serif; fill: #1b1f24; }
