@@ -55,7 +55,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Teachers: write a student copy of the course (no solutions, no decoys) to DIR.
     Handout(HandoutArgs),
-    /// Teachers: combine students' JSON reports into a CSV and a Markdown summary.
+    /// Teachers: combine students' result files into a CSV for an LMS, a Markdown summary and an
+    /// HTML class dashboard.
     Gradebook(GradebookArgs),
     /// Maintainers: check the whole kata contract (every exercise fails, every solution passes,
     /// every decoy is rejected).
@@ -202,17 +203,41 @@ pub struct HandoutArgs {
 
 #[derive(Debug, Args)]
 pub struct GradebookArgs {
-    /// JSON reports (`grader check --format json`), one per student, named after the student.
+    /// Result files, one per student (`grader check --format json`, or `grader grade`'s), or
+    /// directories of them (every `*.json` inside). A student is named by the file's `student`
+    /// field, else by its stem (`alice.json`), or its directory for `report.json`.
     #[arg(required = true, value_name = "RESULTS")]
     pub results: Vec<PathBuf>,
 
-    /// Where to write the CSV (student x kata points, total).
-    #[arg(long, default_value = "gradebook.csv", value_name = "FILE")]
-    pub csv: PathBuf,
+    /// Write everything into DIR: gradebook.csv, gradebook-katas.csv (a row per student and
+    /// kata), gradebook.md and gradebook.html (the class dashboard).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 
-    /// Where to write the Markdown summary (default: standard output).
+    /// Where to write the CSV for an LMS: a row per student, points per kata, total, percentage
+    /// (default: gradebook.csv, in --out when given).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Where to write the Markdown summary (default: gradebook.md in --out, else standard
+    /// output).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+
+    /// Where to write the HTML class dashboard (default: gradebook.html in --out, else none).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// The deadline, in RFC 3339 (`2025-06-01T23:59:00+02:00`): a commit dated after it is
+    /// flagged late. Commit dates are set by the student's clock: a hint, not proof.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_deadline)]
+    pub deadline: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+fn parse_deadline(value: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    chrono::DateTime::parse_from_rfc3339(value).map_err(|e| {
+        format!("`{value}` is not an RFC 3339 date and time ({e}); e.g. 2025-06-01T23:59:00+02:00")
+    })
 }
 
 #[derive(Debug, Args)]

@@ -70,8 +70,9 @@ pub struct UnitResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub tests: Vec<TestResult>,
-    /// SHA-256 of the sources that were built, when they could be staged.
-    #[serde(skip)]
+    /// SHA-256 of the sources that were built (`stage::read`), when they could be staged; in
+    /// the JSON report as `source_sha256`, so a gradebook can spot identical submissions.
+    #[serde(rename = "source_sha256", skip_serializing_if = "Option::is_none")]
     pub source_hash: Option<String>,
     /// Why the unit could not be graded, for `error`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,8 @@
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
 //! The shared machinery: `course` (the manifest), `decoy` (decoys and alternatives as patches),
 //! `workspace` (the generated build), `compile` (cargo), `run` (test processes), `sandbox` (the
-//! walls around them), `grade` (verdicts), `report` (output), `state` (progress).
+//! walls around them), `grade` (verdicts), `report` (output), `state` (progress), `gradebook`
+//! (many students' results combined).
 
 /// `println!` that returns an error instead of panicking when standard output is closed
 /// (`grader list | head`); `main` ends such a run quietly.
@@ -29,6 +30,7 @@ mod compile;
 mod course;
 mod decoy;
 mod grade;
+mod gradebook;
 mod progress;
 mod report;
 mod run;

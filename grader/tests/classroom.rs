@@ -48,7 +48,9 @@ fn every_report_format_agrees_with_the_json() {
     }
     assert_eq!(suites, expected, "JUnit suites (tests, failures, errors) must match the JSON");
 
-    // Classroom: a test per kata scored with its points, adding up to the JSON's summary.
+    // Classroom: equal-weight entries (5 points each: the katas are worth 5, 10 and 20), so the
+    // reporter's log (`passed / tests x max_score`) and its recorded points (the sum of the
+    // scores) both come out as the JSON's points.
     let classroom: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("classroom.json")).unwrap())
             .unwrap();
@@ -56,11 +58,14 @@ fn every_report_format_agrees_with_the_json() {
     assert_eq!(classroom["status"], "fail");
     assert_eq!(classroom["max_score"], report["summary"]["max_points"]);
     let tests = classroom["tests"].as_array().unwrap();
-    assert_eq!(tests.len(), 3);
-    let scored: u64 = tests.iter().map(|t| t["score"].as_u64().unwrap()).sum();
-    assert_eq!(scored, report["summary"]["points"].as_u64().unwrap());
     let statuses: Vec<_> = tests.iter().map(|t| t["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["pass", "fail", "fail"]);
+    assert_eq!(statuses, ["pass", "fail", "fail", "fail", "fail", "fail", "fail"]);
+    assert!(tests.iter().all(|t| t["score"] == 0 || t["score"] == 5), "{classroom:#}");
+    let recorded: u64 = tests.iter().map(|t| t["score"].as_u64().unwrap()).sum();
+    assert_eq!(recorded, report["summary"]["points"].as_u64().unwrap());
+    let passed = statuses.iter().filter(|s| **s == "pass").count() as u64;
+    let max_score = classroom["max_score"].as_u64().unwrap();
+    assert_eq!(passed * max_score, recorded * tests.len() as u64, "the log must say {recorded}");
 }
 
 /// Counts (tests, failures, errors) per testsuite, from the testcase elements themselves.
@@ -234,12 +239,14 @@ fn the_gradebook_of_three_students_is_correct() {
         .arg(&summary)
         .assert()
         .success();
+    // The columns of earlier graders first, new ones after.
     assert_eq!(
         std::fs::read_to_string(&csv).unwrap(),
-        "student,01_inflight_gauge,02_outbox_timeout,03_irc_line_reader,total,max\n\
-         alice,10,10,0,20,40\n\
-         bob,10,0,0,10,40\n\
-         carol,10,10,0,20,40\n"
+        "student,01_inflight_gauge,02_outbox_timeout,03_irc_line_reader,total,max,\
+         percent,late,commit,committed_at,graded_at,source,identical\n\
+         alice,10,10,0,20,40,50.0,,,,,,\n\
+         bob,10,0,0,10,40,25.0,,,,,,\n\
+         carol,10,10,0,20,40,50.0,,,,,,\n"
     );
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert!(summary.starts_with("# Gradebook: 3 students, 3 katas"), "{summary}");
@@ -256,15 +263,34 @@ fn the_gradebook_of_three_students_is_correct() {
 }
 
 #[test]
-fn the_gradebook_rejects_a_file_that_is_not_a_report() {
+fn the_gradebook_skips_a_file_that_is_not_a_report_and_keeps_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("dave.json");
     std::fs::write(&bogus, "{\"hello\": 1}").unwrap();
-    assert_cmd::Command::cargo_bin("grader")
-        .unwrap()
-        .current_dir(dir.path())
-        .args(["gradebook", bogus.to_str().unwrap()])
+    let alice = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gradebook/alice.json");
+    let grader = || {
+        let mut cmd = assert_cmd::Command::cargo_bin("grader").unwrap();
+        cmd.current_dir(dir.path()).arg("gradebook");
+        cmd
+    };
+    grader()
+        .args([bogus.as_os_str(), alice.as_os_str()])
+        .assert()
+        .success()
+        .stderr(contains("warning: skipped"))
+        .stderr(contains("dave.json: is not a grader JSON report"))
+        .stdout(contains("| alice | 20 | 40 |"))
+        .stdout(contains("- skipped"));
+    let csv = std::fs::read_to_string(dir.path().join("gradebook.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "alice only: {csv}");
+
+    // Nothing readable at all: no gradebook.
+    std::fs::remove_file(dir.path().join("gradebook.csv")).unwrap();
+    grader()
+        .arg(&bogus)
         .assert()
         .code(3)
-        .stderr(contains("is not a grader JSON report"));
+        .stderr(contains("none of the 1 result file(s) could be read"));
+    assert!(!dir.path().join("gradebook.csv").exists());
 }

@@ -1,138 +1,100 @@
-//! `grader gradebook RESULTS...`: many students' JSON reports into a CSV (student x kata points)
-//! and a Markdown summary with per-kata pass rates, so a teacher sees where the class struggles.
+//! `grader gradebook RESULTS... [--out DIR]`: many students' result files into a CSV for an LMS,
+//! a Markdown summary and an HTML class dashboard (see `crate::gradebook`).
 //!
-//! A student is named by the report's file stem (`alice.json`), or by its directory when the file
-//! has a generic name (`alice/report.json`).
+//! A file that cannot be read is skipped with a warning on standard error and a line in every
+//! output; only when no file at all can be read is there no gradebook. Run inside the course (or
+//! with `--root`), the sources are also compared with the reference solutions and the exercises
+//! as shipped.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use serde::Deserialize;
+use anyhow::bail;
 
 use crate::cli::GradebookArgs;
+use crate::course::Course;
 use crate::exit;
+use crate::gradebook::{Gradebook, csv_export, html, load, markdown};
 
-#[derive(Debug, Deserialize)]
-struct Report {
-    version: u32,
-    katas: Vec<Kata>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Kata {
-    name: String,
-    number: u32,
-    title: String,
-    status: String,
-    points: u32,
-    max_points: u32,
-}
-
-struct Student {
-    name: String,
-    katas: BTreeMap<String, Kata>,
-}
-
-pub fn run(args: &GradebookArgs) -> anyhow::Result<u8> {
-    let mut students = Vec::new();
-    for path in &args.results {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read {}", path.display()))?;
-        let report: Report = serde_json::from_str(&text).with_context(|| {
-            format!("{} is not a grader JSON report (`grader check --format json`)", path.display())
-        })?;
-        if report.version != crate::report::JSON_VERSION {
-            bail!(
-                "{} is report version {}; this grader reads version 1",
-                path.display(),
-                report.version
-            );
+pub fn run(
+    args: &GradebookArgs,
+    root: Option<&Path>,
+    manifest: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let files = load::expand(&args.results)?;
+    if files.is_empty() {
+        bail!(crate::UsageError(
+            "no result files found; pass one JSON report per student, or a directory of them"
+                .into()
+        ));
+    }
+    let loaded = load::read(&files);
+    for skipped in &loaded.skipped {
+        eprintln!("warning: skipped {}: {}", skipped.file.display(), skipped.why);
+    }
+    if loaded.rows.is_empty() {
+        bail!("none of the {} result file(s) could be read; nothing was written", files.len());
+    }
+    let reference = match course(root, manifest) {
+        Ok(course) => Some(load::reference(&course)),
+        Err(err) => {
+            eprintln!("warning: sources are not compared with the reference solutions: {err:#}");
+            None
         }
-        let katas = report.katas.into_iter().map(|k| (k.name.clone(), k)).collect();
-        students.push(Student { name: student_name(path), katas });
-    }
-    if students.is_empty() {
-        bail!(crate::UsageError("no result files given; pass one JSON report per student".into()));
-    }
-    students.sort_by(|a, b| a.name.cmp(&b.name));
-
-    // Every kata any report mentions, in course order.
-    let mut columns: BTreeMap<(u32, String), (String, u32)> = BTreeMap::new();
-    for student in &students {
-        for kata in student.katas.values() {
-            columns.insert((kata.number, kata.name.clone()), (kata.title.clone(), kata.max_points));
-        }
-    }
-    let max_total: u32 = columns.values().map(|(_, max)| max).sum();
-
-    let mut csv = String::from("student");
-    for (_, name) in columns.keys() {
-        csv.push(',');
-        csv.push_str(&csv_field(name));
-    }
-    csv.push_str(",total,max\n");
-    for student in &students {
-        csv.push_str(&csv_field(&student.name));
-        let mut total = 0;
-        for (_, name) in columns.keys() {
-            let points = student.katas.get(name).map_or(0, |k| k.points);
-            total += points;
-            let _ = write!(csv, ",{points}");
-        }
-        let _ = writeln!(csv, ",{total},{max_total}");
-    }
-
-    let mut md = format!("# Gradebook: {} students, {} katas\n\n", students.len(), columns.len());
-    md.push_str(
-        "| # | kata | passed | pass rate | not submitted |\n| ---: | --- | ---: | ---: | ---: |\n",
+    };
+    let book = Gradebook::new(
+        loaded.rows,
+        loaded.skipped,
+        reference.as_ref(),
+        args.deadline,
+        loaded.columns,
     );
-    for ((number, name), (title, _)) in &columns {
-        let passed = students
-            .iter()
-            .filter(|s| s.katas.get(name).is_some_and(|k| k.status == "passed"))
-            .count();
-        let missing = students.iter().filter(|s| !s.katas.contains_key(name)).count();
-        let rate = 100.0 * passed as f64 / students.len() as f64;
-        let _ = writeln!(
-            md,
-            "| {number:02} | {title} | {passed}/{} | {rate:.0}% | {missing} |",
-            students.len()
-        );
-    }
-    md.push_str("\n| student | points | of |\n| --- | ---: | ---: |\n");
-    for student in &students {
-        let total: u32 = student.katas.values().map(|k| k.points).sum();
-        let _ = writeln!(md, "| {} | {total} | {max_total} |", student.name.replace('|', "\\|"));
-    }
 
-    std::fs::write(&args.csv, &csv)
-        .with_context(|| format!("failed to write {}", args.csv.display()))?;
-    match &args.summary {
-        Some(path) => std::fs::write(path, &md)
-            .with_context(|| format!("failed to write {}", path.display()))?,
+    let in_out = |name: &str| args.out.as_ref().map(|dir| dir.join(name));
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("failed to create {}: {e}", dir.display()))?;
+    }
+    let csv =
+        args.csv.clone().or_else(|| in_out("gradebook.csv")).unwrap_or("gradebook.csv".into());
+    write(&csv, &csv_export::wide(&book)?)?;
+    let mut written = vec![csv];
+    if let Some(long) = in_out("gradebook-katas.csv") {
+        write(&long, &csv_export::long(&book)?)?;
+        written.push(long);
+    }
+    let md = markdown::render(&book);
+    match args.summary.clone().or_else(|| in_out("gradebook.md")) {
+        Some(path) => {
+            write(&path, md.as_bytes())?;
+            written.push(path);
+        }
         None => out!("{md}"),
     }
-    eprintln!("wrote {} ({} students)", args.csv.display(), students.len());
+    if let Some(path) = args.html.clone().or_else(|| in_out("gradebook.html")) {
+        write(&path, html::render(&book).as_bytes())?;
+        written.push(path);
+    }
+    let shown: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    eprintln!(
+        "wrote {} ({} students, {} skipped)",
+        shown.join(", "),
+        book.rows.len(),
+        book.skipped.len()
+    );
     Ok(exit::SUCCESS)
 }
 
-fn student_name(path: &Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let generic = ["report", "results", "result", "grade", "check"];
-    if generic.contains(&stem.as_str())
-        && let Some(dir) = path.parent().and_then(Path::file_name)
-    {
-        return dir.to_string_lossy().into_owned();
+/// The course to compare sources with: as `--manifest`/`--root` say, else the one around the
+/// current directory.
+fn course(root: Option<&Path>, manifest: Option<&Path>) -> anyhow::Result<Course> {
+    match (manifest, root) {
+        (Some(manifest), root) => Course::load_manifest(manifest, root),
+        (None, Some(root)) => Course::load(root),
+        (None, None) => Course::discover(&std::env::current_dir()?),
     }
-    stem
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::state::write_atomic(path, bytes)
+        .map_err(|e| anyhow::anyhow!("failed to write {}: {e:#}", path.display()))
 }

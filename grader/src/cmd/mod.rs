@@ -22,7 +22,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     crate::style::init(cli.color);
     // These read no course.
     match &cli.command {
-        Command::Gradebook(args) => return gradebook::run(args),
+        Command::Gradebook(args) => {
+            return gradebook::run(args, cli.root.as_deref(), cli.manifest.as_deref());
+        }
         Command::Completions(args) => return completions::run(args),
         Command::SandboxExec(args) => return Ok(crate::sandbox::run(args)),
         Command::BuildSandbox(args) => return crate::build_sandbox::exec(args),
