@@ -24,9 +24,17 @@ pub struct Unit {
     pub label: String,
     /// The library root the learner (or solution, or decoy) wrote.
     pub lib_rs: PathBuf,
+    /// What paths are shown relative to: the course root, or the private copy of a submission's
+    /// sources that `grader grade` builds from.
+    pub root: PathBuf,
 }
 
 impl Unit {
+    /// `lib_rs` as the learner knows it: relative to [`Unit::root`] when below it.
+    pub fn shown(&self) -> &Path {
+        self.lib_rs.strip_prefix(&self.root).unwrap_or(&self.lib_rs)
+    }
+
     /// A cargo package name unique within the set.
     pub fn package(&self) -> String {
         self.label.replace(['_', '/'], "-").to_lowercase()
@@ -149,8 +157,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
             ))));
             continue;
         };
-        let shown = unit.lib_rs.strip_prefix(&course.root).unwrap_or(&unit.lib_rs);
-        let sources = match stage::read(&unit.lib_rs, shown) {
+        let sources = match stage::read(&unit.lib_rs, unit.shown()) {
             Ok(sources) => sources,
             Err(rejected) => {
                 staged_units.push(Err(Excluded::Sources(rejected.to_string())));
