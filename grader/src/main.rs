@@ -3,7 +3,8 @@
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
 //! The shared machinery: `course` (the manifest), `decoy` (decoys and alternatives as patches),
 //! `workspace` (the generated build), `compile` (cargo), `run` (test processes), `sandbox` (the
-//! walls around them), `grade` (verdicts), `report` (output), `state` (progress).
+//! walls around them), `grade` (verdicts), `report` (output), `state` (progress); for teachers,
+//! `roster` (who to grade) and `submission` (fetching and taking a student's sources).
 
 /// `println!` that returns an error instead of panicking when standard output is closed
 /// (`grader list | head`); `main` ends such a run quietly.
@@ -31,11 +32,13 @@ mod decoy;
 mod grade;
 mod progress;
 mod report;
+mod roster;
 mod run;
 mod sandbox;
 mod stage;
 mod state;
 mod style;
+mod submission;
 mod workspace;
 
 use std::process::ExitCode;

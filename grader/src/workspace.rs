@@ -255,6 +255,31 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
     Ok(Generated { dir, units: staged_units, trusted, path_dependencies })
 }
 
+/// Every file a verdict depends on besides the learner's sources: the manifests, the lock file,
+/// every kata's hidden tests and the sources of the path dependencies (the test-support crate).
+/// Missing files are left out (a missing hidden test is reported when the kata is graded).
+pub fn trusted_inputs(course: &Course) -> anyhow::Result<Vec<PathBuf>> {
+    let root_manifest = read_root_manifest(&course.root)?;
+    let mut files: Vec<PathBuf> = ["Cargo.toml", "course.toml", "Cargo.lock"]
+        .into_iter()
+        .map(|f| course.root.join(f))
+        .collect();
+    files.extend(course.katas.iter().map(|kata| course.hidden_tests(kata)));
+    let mut deps = Table::new();
+    for name in course.build.kata_dependencies.iter().chain(&course.build.test_dependencies) {
+        deps.insert(name.clone(), workspace_dependency(&root_manifest, &course.root, name)?);
+    }
+    for dep in path_dependencies(&deps) {
+        files.push(dep.join("Cargo.toml"));
+        let mut sources = Vec::new();
+        collect_files(&dep.join("src"), &mut sources);
+        sources.sort();
+        files.extend(sources);
+    }
+    files.retain(|f| f.is_file());
+    Ok(files)
+}
+
 /// The directories of the path dependencies in a dependency table.
 pub fn path_dependencies(deps: &Table) -> Vec<PathBuf> {
     deps.values().filter_map(|dep| dep.get("path")?.as_str().map(PathBuf::from)).collect()
