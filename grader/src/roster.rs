@@ -119,8 +119,11 @@ fn directory(dir: &Path) -> anyhow::Result<Submission> {
 /// Parses a roster's bytes; `name` is how the file is named in messages, `base` what relative
 /// paths are relative to.
 pub fn parse(text: &[u8], name: &str, base: &Path) -> Result<Vec<Submission>, UsageError> {
-    let mut reader =
-        csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        // A row may leave out its trailing optional fields (`alice,alice/` without a commit).
+        .flexible(true)
+        .from_reader(text);
     let headers = reader
         .headers()
         .map_err(|e| UsageError(format!("{name}: failed to read the header row: {e}")))?
@@ -135,11 +138,40 @@ pub fn parse(text: &[u8], name: &str, base: &Path) -> Result<Vec<Submission>, Us
     }
     let mut submissions = Vec::new();
     for record in reader.records() {
-        let line = |e: &csv::Error| e.position().map_or(0, csv::Position::line);
-        let record =
-            record.map_err(|e| UsageError(format!("{name} line {}: {}", line(&e), reason(&e))))?;
-        let line = record.position().map_or(0, csv::Position::line);
-        let origin = format!("{name} line {line}");
+        // Lines counted from the byte offset: csv's own count leaves out blank lines.
+        let line = |position: Option<&csv::Position>| {
+            let mut byte = position.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+            byte = byte.min(text.len());
+            // A record's position is where the reader resumed, before the blank lines it skipped.
+            while text.get(byte).is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+                byte += 1;
+            }
+            1 + text[..byte].iter().filter(|b| **b == b'\n').count()
+        };
+        let record = record.map_err(|e| {
+            UsageError(format!("{name} line {}: {}", line(e.position()), reason(&e)))
+        })?;
+        // Comments by hand: csv's own would leave them out of its line numbers.
+        if record.get(0).is_some_and(|first| first.starts_with('#')) {
+            continue;
+        }
+        let origin = format!("{name} line {}", line(record.position()));
+        if record.len() > headers.len() {
+            return Err(UsageError(format!(
+                "{origin}: {} fields where the header row has {}; quote a field with a comma",
+                record.len(),
+                headers.len()
+            )));
+        }
+        for column in ["student", "source"] {
+            let index = headers.iter().position(|h| h == column).expect("checked above");
+            if record.get(index).is_none() {
+                return Err(UsageError(format!(
+                    "{origin}: no `{column}` field; the header row is `{}`",
+                    headers.iter().collect::<Vec<_>>().join(",")
+                )));
+            }
+        }
         let row: Row = record
             .deserialize(Some(&headers))
             .map_err(|e| UsageError(format!("{origin}: {}", reason(&e.into()))))?;
@@ -245,7 +277,8 @@ mod tests {
     fn reads_directories_repositories_and_urls() {
         let subs = parse_str(
             "student,source,commit,email\n\
-             # a comment\n\
+             # a comment, with a comma\n\
+             \n\
              alice, alice ,,a@example.org\n\
              bob,https://example.org/bob.git,abc123,\n\
              carol,git@example.org:carol.git,,\n\
@@ -268,7 +301,7 @@ mod tests {
                 ("dan", &Source::Git { url: "/srv/dan".into(), commit: Some("main".into()) }),
             ]
         );
-        assert_eq!(subs[0].origin, "class.csv line 3");
+        assert_eq!(subs[0].origin, "class.csv line 4");
     }
 
     #[test]
@@ -283,8 +316,13 @@ mod tests {
             ("source,commit\nx,y\n", "class.csv line 1: the header row has no `student` column"),
             (
                 "student,source\nalice,a\nbob\n",
-                "class.csv line 3: 1 fields where the header row has 2",
+                "class.csv line 3: no `source` field; the header row is `student,source`",
             ),
+            (
+                "student,source\nalice,a,b\n",
+                "class.csv line 2: 3 fields where the header row has 2",
+            ),
+            ("student,source\n\n\nalice\n", "class.csv line 4: no `source` field"),
             ("student,source\n,a\n", "class.csv line 2: the student id is empty"),
             ("student,source\nal/ice,a\n", "class.csv line 2: the student id `al/ice` holds `/`"),
             (
