@@ -179,7 +179,7 @@ pub fn parse(text: &[u8], name: &str, base: &Path) -> Result<Vec<Submission>, Us
         }
         let row: Row = record
             .deserialize(Some(&headers))
-            .map_err(|e| UsageError(format!("{origin}: {}", reason(&e.into()))))?;
+            .map_err(|e| UsageError(format!("{origin}: {}", reason(&e))))?;
         check_id(&row.student).map_err(|why| UsageError(format!("{origin}: {why}")))?;
         let source = source(&row, base).map_err(|why| UsageError(format!("{origin}: {why}")))?;
         submissions.push(Submission { student: row.student, source, origin });
