@@ -32,6 +32,7 @@ mod decoy;
 mod grade;
 mod progress;
 mod report;
+mod results;
 mod roster;
 mod run;
 mod sandbox;

@@ -18,13 +18,12 @@
 
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
 use crate::cli::GradeArgs;
 use crate::course::Course;
@@ -32,78 +31,10 @@ use crate::exit;
 use crate::grade::{self, Options, Status, UnitResult};
 use crate::progress::Progress;
 use crate::report::{self, Summary};
+use crate::results::{self, Previous, ResultFile, Standing, course_hash, read_previous};
 use crate::roster::{self, Source, Submission};
 use crate::submission::{self, Taken, Unreachable};
 use crate::workspace::Unit;
-
-/// Where a submission's result file says it stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Standing {
-    /// Every kata has a verdict.
-    Graded,
-    /// The source could not be fetched: `error` says why.
-    Unreachable,
-    /// The grader failed on it (`error`, or a kata's `error`); graded again by the next run.
-    Error,
-}
-
-/// A result file as written: the JSON report of `check`, extended.
-#[derive(Debug, Serialize)]
-struct ResultFile<'a> {
-    version: u32,
-    tree: &'static str,
-    student: &'a str,
-    source: String,
-    commit: Option<&'a str>,
-    content_hash: Option<&'a str>,
-    course_hash: &'a str,
-    graded_at: String,
-    status: Standing,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    katas: &'a [UnitResult],
-    summary: Summary,
-}
-
-/// What a rerun needs from an earlier result file.
-#[derive(Debug, Deserialize)]
-struct Previous {
-    status: Standing,
-    #[serde(default)]
-    course_hash: Option<String>,
-    #[serde(default)]
-    commit: Option<String>,
-    #[serde(default)]
-    content_hash: Option<String>,
-    #[serde(default)]
-    graded_at: Option<String>,
-    summary: PreviousSummary,
-}
-
-#[derive(Debug, Deserialize)]
-struct PreviousSummary {
-    points: u32,
-    max_points: u32,
-}
-
-impl Previous {
-    /// Whether this result stands for `commit` (git) or `content_hash` (a directory) graded by
-    /// the course whose inputs hash to `course_hash`.
-    fn is_current(
-        &self,
-        course_hash: &str,
-        commit: Option<&str>,
-        content_hash: Option<&str>,
-    ) -> bool {
-        self.status == Standing::Graded
-            && self.course_hash.as_deref() == Some(course_hash)
-            && match commit {
-                Some(commit) => self.commit.as_deref() == Some(commit),
-                None => content_hash.is_some() && self.content_hash.as_deref() == content_hash,
-            }
-    }
-}
 
 /// How one submission went in this run.
 #[derive(Debug)]
@@ -123,6 +54,7 @@ struct Run<'a> {
     options: Options,
 }
 
+/// Grades every submission named by `args`; returns the exit code (see `grader grade --help`).
 pub fn run(course: &Course, args: &GradeArgs) -> anyhow::Result<u8> {
     let submissions = roster::read(&args.sources)?;
     let trusted = !args.allow_unsandboxed;
@@ -220,7 +152,7 @@ pub fn run(course: &Course, args: &GradeArgs) -> anyhow::Result<u8> {
 
 /// Fetches, takes and grades one submission and writes its result file.
 fn grade_one(run: &Run, submission: &Submission) -> Outcome {
-    let path = run.out.join(format!("{}.json", submission.student));
+    let path = results::path(run.out, &submission.student);
     let previous = if run.regrade { None } else { read_previous(&path) };
     // A pinned full hash is known without a clone.
     if let (Some(previous), Source::Git { commit: Some(commit), .. }) =
@@ -357,50 +289,5 @@ fn write(
         katas,
         summary,
     };
-    let path = run.out.join(format!("{}.json", submission.student));
-    let json = serde_json::to_string_pretty(&file)? + "\n";
-    crate::state::write_atomic(&path, json.as_bytes())
-}
-
-/// An earlier result file, if there is a readable one (anything else is graded again).
-fn read_previous(path: &Path) -> Option<Previous> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-/// SHA-256 of what a verdict depends on besides the learner's sources: the grader and report
-/// versions, the toolchain, the katas' points and timeouts, and every trusted file
-/// (`workspace::trusted_inputs`).
-fn course_hash(course: &Course) -> anyhow::Result<String> {
-    let mut text = format!(
-        "grader {}\nreport {}\n{}\n",
-        env!("CARGO_PKG_VERSION"),
-        report::JSON_VERSION,
-        toolchain()
-    );
-    for kata in &course.katas {
-        text.push_str(&format!("kata {} {} {:?}\n", kata.name, kata.points, kata.timeout_secs));
-    }
-    for file in crate::workspace::trusted_inputs(course)? {
-        let hash = crate::stage::hash_file(&file)
-            .with_context(|| format!("failed to read {}", file.display()))?;
-        let rel: PathBuf = file.strip_prefix(&course.root).unwrap_or(&file).to_path_buf();
-        text.push_str(&format!("{} {hash}\n", rel.display()));
-    }
-    Ok(crate::stage::hash_bytes(text.as_bytes()))
-}
-
-/// `rustc -vV` as the build's cargo would find it (from `/`, as `compile` runs cargo).
-fn toolchain() -> String {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    std::process::Command::new(rustc)
-        .arg("-vV")
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map_or_else(
-            || "rustc: unknown".into(),
-            |out| String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+    file.write(run.out)
 }
