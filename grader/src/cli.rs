@@ -227,7 +227,8 @@ unknown commit) gets a result file saying so, and the others are graded.
 
 Exit codes: 0 every submission is graded (in this run or an earlier one); 1 some submission \
 could not be graded (unreachable, or the grader failed on it); 2 usage error (a malformed \
-roster); 3 infrastructure error (no sandbox, an unwritable --out, a broken course).";
+roster); 3 infrastructure error (no sandbox, an unwritable --out, a broken course, or the grader \
+failed on every submission).";
 
 #[derive(Debug, Args)]
 pub struct GradeArgs {

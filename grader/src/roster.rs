@@ -43,6 +43,7 @@ impl Source {
 pub struct Submission {
     /// The student id: the result file's name, so restricted to a safe alphabet (see [`check_id`]).
     pub student: String,
+    /// Where its files come from.
     pub source: Source,
     /// Where the submission was named, for messages: `roster.csv line 3` or the argument.
     pub origin: String,

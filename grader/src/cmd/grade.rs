@@ -147,7 +147,15 @@ pub fn run(course: &Course, args: &GradeArgs) -> anyhow::Result<u8> {
         counts[3],
         args.out.display()
     );
-    Ok(if counts[2] + counts[3] == 0 { exit::SUCCESS } else { exit::FAILED })
+    // Failing on every submission is the grader's trouble (no cargo, a broken course), not the
+    // class's.
+    Ok(if counts[2] + counts[3] == 0 {
+        exit::SUCCESS
+    } else if counts[0] + counts[1] + counts[2] == 0 {
+        exit::INFRASTRUCTURE
+    } else {
+        exit::FAILED
+    })
 }
 
 /// Fetches, takes and grades one submission and writes its result file.
