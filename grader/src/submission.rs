@@ -93,7 +93,9 @@ pub fn fetch(course: &Course, source: &Source) -> Result<Taken, Unreachable> {
 fn clone(url: &str, commit: Option<&str>, into: &Path) -> Result<String, Unreachable> {
     // `--no-local`: a local repository is read through git's transport like a remote one, never
     // by copying or linking its object files (which may be links planted to read elsewhere).
-    let args = ["clone", "--quiet", "--no-checkout", "--no-local", "--"];
+    // `ext::` runs a command of the URL's choosing: never, whatever the teacher's git config says.
+    let args =
+        ["-c", "protocol.ext.allow=never", "clone", "--quiet", "--no-checkout", "--no-local", "--"];
     git(None, &args, &[OsStr::new(url), into.as_os_str()])
         .map_err(|e| Unreachable(format!("failed to clone {url}: {e}")))?;
     let wanted = commit.unwrap_or("HEAD");
@@ -273,5 +275,15 @@ mod tests {
 
         let err = fetch(&course, &Source::Dir(dir.path().join("nobody"))).unwrap_err();
         assert!(err.0.starts_with("no directory at "), "{err}");
+    }
+
+    #[test]
+    fn an_ext_url_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("pwned");
+        let url = format!("ext::sh -c touch% {}", planted.display());
+        let err = fetch(&course(&["01_a"]), &Source::Git { url, commit: None }).unwrap_err();
+        assert!(err.0.contains("transport 'ext' not allowed"), "{err}");
+        assert!(!planted.exists());
     }
 }
