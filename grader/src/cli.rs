@@ -55,6 +55,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Teachers: write a student copy of the course (no solutions, no decoys) to DIR.
     Handout(HandoutArgs),
+    /// Teachers: grade a class's submissions (a roster, or directories), each in isolation, into
+    /// one result file per student.
+    #[command(long_about = GRADE_ABOUT)]
+    Grade(GradeArgs),
     /// Teachers: combine students' result files into a CSV for an LMS, a Markdown summary and an
     /// HTML class dashboard.
     Gradebook(GradebookArgs),
@@ -199,6 +203,64 @@ pub struct CompletionsArgs {
 pub struct HandoutArgs {
     /// Where to write the copy: a new or empty directory outside the course.
     pub dir: PathBuf,
+}
+
+const GRADE_ABOUT: &str = "\
+Teachers: grade a class's submissions from this copy of the course (its hidden tests, support \
+crate and grader), each in isolation, into one JSON result file per student in --out.
+
+A roster is a CSV file with a header row naming the columns `student` and `source`, and \
+optionally `commit`; other columns are ignored. A source is a directory, a local git repository \
+or a git URL; a relative path is relative to the roster. A git source is cloned and graded at the \
+pinned commit (any revision git knows), else at its default branch's head. A directory given as \
+an argument is graded as it is, under its own name:
+
+    student,source,commit
+    alice,https://example.org/alice/katas.git,4f2a9c1
+    bob,../submissions/bob,
+
+Only `exercises/*/src` is taken from a submission, by the staging rules of `check` (regular \
+files only; a symlink is a compile error), and built and run in the sandbox: grading refuses to \
+run without it unless --allow-unsandboxed. A run can be interrupted and started again: a \
+submission already graded at the same commit (a directory: with the same content) by the same \
+course is not graded again. An unreachable source (a missing directory, a failed clone, an \
+unknown commit) gets a result file saying so, and the others are graded.
+
+Exit codes: 0 every submission is graded (in this run or an earlier one); 1 some submission \
+could not be graded (unreachable, or the grader failed on it); 2 usage error (a malformed \
+roster); 3 infrastructure error (no sandbox, an unwritable --out, a broken course, or the grader \
+failed on every submission).";
+
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    /// Roster CSV files and submission directories.
+    #[arg(required = true, value_name = "ROSTER_OR_DIR")]
+    pub sources: Vec<PathBuf>,
+
+    /// Where to write the result files (`<student>.json`), created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Submissions and tests at once, together (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Per-test timeout in seconds (default: the kata's own, else 10).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+
+    /// Give up on a build that finishes nothing for SECS seconds (default 120).
+    #[arg(long, value_name = "SECS")]
+    pub build_timeout: Option<u64>,
+
+    /// Grade every submission again, even those already graded at the same commit.
+    #[arg(long)]
+    pub regrade: bool,
+
+    /// Grade even where the sandbox cannot be raised (a kernel without Landlock): kata code then
+    /// runs with your permissions. Not for grades you will publish.
+    #[arg(long)]
+    pub allow_unsandboxed: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 //! changes from run to run.
 
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -90,6 +91,10 @@ pub struct Options {
     pub trusted: bool,
     /// How long a build may make no progress (default `compile::DEFAULT_IDLE_LIMIT`).
     pub build_timeout: Option<Duration>,
+    /// Shared by grades that run at once (`grader grade`): a build holds it alone, since cargo
+    /// uses every core and builds in one target directory wait on each other's lock (which the
+    /// build's idle limit would take for a runaway); test phases hold it together.
+    pub gate: Option<Arc<RwLock<()>>>,
 }
 
 impl Options {
@@ -139,6 +144,9 @@ pub fn grade_repeated(
     let shown = |path: &std::path::Path| {
         path.strip_prefix(&course.root).unwrap_or(path).to_string_lossy().into_owned()
     };
+    let shown_in = |unit: &Unit, path: &std::path::Path| {
+        path.strip_prefix(&unit.root).unwrap_or(path).to_string_lossy().into_owned()
+    };
     let inputs: Vec<compile::Input> = units
         .iter()
         .zip(&generated.units)
@@ -149,9 +157,12 @@ pub fn grade_repeated(
                 vec![(staged.hidden.display().to_string(), shown(&course.hidden_tests(kata)))];
             if unit.lib_rs.ends_with("src/lib.rs") {
                 let src = unit.lib_rs.parent().expect("src/lib.rs has a parent");
-                paths.push((format!("{}/", staged.src.display()), format!("{}/", shown(src))));
+                paths.push((
+                    format!("{}/", staged.src.display()),
+                    format!("{}/", shown_in(unit, src)),
+                ));
             } else {
-                paths.push((staged.lib_rs.display().to_string(), shown(&unit.lib_rs)));
+                paths.push((staged.lib_rs.display().to_string(), shown_in(unit, &unit.lib_rs)));
             }
             Some(compile::Input {
                 package: unit.package(),
@@ -165,6 +176,8 @@ pub fn grade_repeated(
     let mut present_built = if inputs.is_empty() {
         Vec::new()
     } else {
+        // A lock poisoned by another grade's panic still serialises: its guard is as good.
+        let _alone = options.gate.as_ref().map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
         compile::build(
             &dir,
             &workspace::target_dir(course),
@@ -251,7 +264,9 @@ pub fn grade_repeated(
     let count = jobs.len();
     let jobs: Vec<Job> = jobs.iter().cycle().take(count * repeat.max(1)).cloned().collect();
     progress.phase("testing", jobs.len());
+    let shared = options.gate.as_ref().map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
     let all = run::run_all(jobs, options.parallel, &|| progress.step());
+    drop(shared);
     progress.finish();
     let runs = &all[..count];
     let nondeterministic: Vec<Nondeterministic> = runs
@@ -336,7 +351,7 @@ pub fn grade_repeated(
         } else {
             Status::Passed
         };
-        let file = unit.lib_rs.strip_prefix(&course.root).unwrap_or(&unit.lib_rs);
+        let file = unit.shown();
         results.push(UnitResult {
             name: unit.label.clone(),
             number: kata.number(),

@@ -3,8 +3,9 @@
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
 //! The shared machinery: `course` (the manifest), `decoy` (decoys and alternatives as patches),
 //! `workspace` (the generated build), `compile` (cargo), `run` (test processes), `sandbox` (the
-//! walls around them), `grade` (verdicts), `report` (output), `state` (progress), `gradebook`
-//! (many students' results combined).
+//! walls around them), `grade` (verdicts), `report` (output), `state` (progress); for teachers,
+//! `roster` (who to grade), `submission` (fetching and taking a student's sources) and
+//! `gradebook` (many students' results combined).
 
 /// `println!` that returns an error instead of panicking when standard output is closed
 /// (`grader list | head`); `main` ends such a run quietly.
@@ -33,11 +34,14 @@ mod grade;
 mod gradebook;
 mod progress;
 mod report;
+mod results;
+mod roster;
 mod run;
 mod sandbox;
 mod stage;
 mod state;
 mod style;
+mod submission;
 mod workspace;
 
 use std::process::ExitCode;

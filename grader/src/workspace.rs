@@ -24,9 +24,17 @@ pub struct Unit {
     pub label: String,
     /// The library root the learner (or solution, or decoy) wrote.
     pub lib_rs: PathBuf,
+    /// What paths are shown relative to: the course root, or the private copy of a submission's
+    /// sources that `grader grade` builds from.
+    pub root: PathBuf,
 }
 
 impl Unit {
+    /// `lib_rs` as the learner knows it: relative to [`Unit::root`] when below it.
+    pub fn shown(&self) -> &Path {
+        self.lib_rs.strip_prefix(&self.root).unwrap_or(&self.lib_rs)
+    }
+
     /// A cargo package name unique within the set.
     pub fn package(&self) -> String {
         self.label.replace(['_', '/'], "-").to_lowercase()
@@ -149,8 +157,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
             ))));
             continue;
         };
-        let shown = unit.lib_rs.strip_prefix(&course.root).unwrap_or(&unit.lib_rs);
-        let sources = match stage::read(&unit.lib_rs, shown) {
+        let sources = match stage::read(&unit.lib_rs, unit.shown()) {
             Ok(sources) => sources,
             Err(rejected) => {
                 staged_units.push(Err(Excluded::Sources(rejected.to_string())));
@@ -246,6 +253,31 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
     }
     trusted.sort();
     Ok(Generated { dir, units: staged_units, trusted, path_dependencies })
+}
+
+/// Every file a verdict depends on besides the learner's sources: the manifests, the lock file,
+/// every kata's hidden tests and the sources of the path dependencies (the test-support crate).
+/// Missing files are left out (a missing hidden test is reported when the kata is graded).
+pub fn trusted_inputs(course: &Course) -> anyhow::Result<Vec<PathBuf>> {
+    let root_manifest = read_root_manifest(&course.root)?;
+    let mut files: Vec<PathBuf> = ["Cargo.toml", "course.toml", "Cargo.lock"]
+        .into_iter()
+        .map(|f| course.root.join(f))
+        .collect();
+    files.extend(course.katas.iter().map(|kata| course.hidden_tests(kata)));
+    let mut deps = Table::new();
+    for name in course.build.kata_dependencies.iter().chain(&course.build.test_dependencies) {
+        deps.insert(name.clone(), workspace_dependency(&root_manifest, &course.root, name)?);
+    }
+    for dep in path_dependencies(&deps) {
+        files.push(dep.join("Cargo.toml"));
+        let mut sources = Vec::new();
+        collect_files(&dep.join("src"), &mut sources);
+        sources.sort();
+        files.extend(sources);
+    }
+    files.retain(|f| f.is_file());
+    Ok(files)
 }
 
 /// The directories of the path dependencies in a dependency table.

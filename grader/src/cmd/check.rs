@@ -25,6 +25,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             kata: course.katas.iter().position(|k| k.name == kata.name).expect("selected kata"),
             label: kata.name.clone(),
             lib_rs: course.lib_rs(tree, kata),
+            root: course.root.clone(),
         })
         .collect();
     let options = Options {
@@ -35,6 +36,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             || args.format == Format::Classroom
             || std::env::var_os(crate::build_sandbox::REQUIRE_ENV).is_some(),
         build_timeout: args.build_timeout.map(Duration::from_secs),
+        gate: None,
     };
     let progress = Progress::new(
         matches!(args.format, Format::Human | Format::Github),

@@ -2,6 +2,7 @@
 
 mod check;
 mod completions;
+mod grade;
 mod gradebook;
 mod handout;
 mod hint;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Hint(args) => hint::run(&course, &args),
         Command::Verify(args) => verify::run(&course, &args),
         Command::Handout(args) => handout::run(&course, &args),
+        Command::Grade(args) => grade::run(&course, &args),
         Command::Watch => watch::run(&course),
         Command::Next => next::run(&course),
         Command::Reset(args) => reset::run(&course, &args),

@@ -54,13 +54,19 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         timeout: None,
         trusted: false,
         build_timeout: None,
+        gate: None,
     };
     let index =
         |kata: &Kata| course.katas.iter().position(|k| k.name == kata.name).expect("selected kata");
     let tree_units = |tree: Tree| -> Vec<Unit> {
         katas
             .iter()
-            .map(|k| Unit { kata: index(k), label: k.name.clone(), lib_rs: course.lib_rs(tree, k) })
+            .map(|k| Unit {
+                kata: index(k),
+                label: k.name.clone(),
+                lib_rs: course.lib_rs(tree, k),
+                root: course.root.clone(),
+            })
             .collect()
     };
     let mut variants = |kind: Kind| -> anyhow::Result<Vec<Unit>> {
@@ -84,6 +90,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                     kata: index(kata),
                     label: format!("{}/{}", kata.name, decoy.name),
                     lib_rs,
+                    root: course.root.clone(),
                 });
             }
         }

@@ -120,6 +120,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
         kata: course.katas.iter().position(|k| k.name == kata.name).expect("a course kata"),
         label: kata.name.clone(),
         lib_rs: course.lib_rs(Tree::Exercises, kata),
+        root: course.root.clone(),
     };
     let options = Options {
         color: style::enabled(),
@@ -127,6 +128,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
         timeout: None,
         trusted: false,
         build_timeout: None,
+        gate: None,
     };
     let progress = Progress::new(true, true);
     let (results, took) =

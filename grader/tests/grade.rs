@@ -1,0 +1,193 @@
+//! `grader grade`: a class graded from the teacher's copy of the fixture course, driven through the
+//! real binary. Students are made from the fixture's own trees: the exercises as shipped (5/35
+//! points: one kata passes, one fails, one does not compile) and the solutions (35/35).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Fixture;
+use predicates::str::contains;
+use serde_json::Value;
+
+/// Writes a submission at `dir`: the fixture course's `tree` (`exercises` or `solutions`) as the
+/// student's `exercises/`.
+fn submission(fixture: &Fixture, tree: &str, dir: &Path) {
+    for kata in ["01_passing", "02_failing", "03_broken"] {
+        let src = dir.join("exercises").join(kata).join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let from = fixture.path(&format!("{tree}/{kata}/src/lib.rs"));
+        std::fs::copy(from, src.join("lib.rs")).unwrap();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Student", "-c", "user.email=student@example.org"])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn result(out: &Path, student: &str) -> Value {
+    let path = out.join(format!("{student}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Each kata's status, in course order.
+fn statuses(result: &Value) -> Vec<String> {
+    let katas = result["katas"].as_array().unwrap();
+    katas.iter().map(|k| k["status"].as_str().unwrap().to_owned()).collect()
+}
+
+fn read_all(out: &Path, students: &[&str]) -> Vec<Vec<u8>> {
+    students.iter().map(|s| std::fs::read(out.join(format!("{s}.json"))).unwrap()).collect()
+}
+
+#[test]
+fn a_roster_of_directories_a_pinned_repository_and_an_unreachable_source_then_a_resumed_run() {
+    let fixture = Fixture::new();
+    let class = tempfile::tempdir().unwrap();
+    submission(&fixture, "exercises", &class.path().join("alice"));
+    submission(&fixture, "solutions", &class.path().join("bob"));
+    // Carol's repository: the solutions first, then the exercises; the roster pins the first.
+    let carol = class.path().join("carol");
+    submission(&fixture, "solutions", &carol);
+    git(&carol, &["init", "-q"]);
+    git(&carol, &["add", "-A"]);
+    git(&carol, &["commit", "-q", "-m", "solved"]);
+    let pinned = git(&carol, &["rev-parse", "HEAD"]);
+    submission(&fixture, "exercises", &carol);
+    git(&carol, &["commit", "-q", "-a", "-m", "started over"]);
+    let roster = class.path().join("class.csv");
+    std::fs::write(
+        &roster,
+        format!(
+            "student,source,commit,email\n\
+             alice,alice,,alice@example.org\n\
+             bob,bob\n\
+             carol,carol,{pinned},\n\
+             dave,nowhere,,\n\
+             erin,carol,0123abc,\n"
+        ),
+    )
+    .unwrap();
+    let out = class.path().join("results");
+    let grade = || {
+        let mut cmd = fixture.grader(["grade", "-j", "2", "--out"]);
+        cmd.arg(&out).arg(&roster);
+        cmd
+    };
+
+    grade()
+        .assert()
+        .code(1)
+        .stdout(contains("3 graded, 0 already graded, 2 unreachable, 0 not graded"));
+    let alice = result(&out, "alice");
+    assert_eq!(statuses(&alice), ["passed", "failed", "compile_error"]);
+    assert_eq!(alice["summary"]["points"], 5);
+    assert_eq!(alice["student"], "alice");
+    assert_eq!(alice["status"], "graded");
+    assert_eq!(alice["commit"], Value::Null);
+    assert!(alice["content_hash"].as_str().is_some_and(|h| h.len() == 64));
+    assert!(alice["graded_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let compile_error = alice["katas"][2]["compile_errors"][0].as_str().unwrap();
+    assert!(compile_error.contains("--> exercises/03_broken/src/lib.rs:5"), "{compile_error}");
+    assert_eq!(statuses(&result(&out, "bob")), ["passed"; 3]);
+
+    let carol = result(&out, "carol");
+    assert_eq!(carol["commit"], pinned.as_str(), "graded at the pinned commit");
+    assert_eq!(statuses(&carol), ["passed"; 3], "the pinned commit holds the solutions");
+    let course_hash = &alice["course_hash"];
+    assert!(course_hash.as_str().is_some_and(|h| h.len() == 64));
+    assert_eq!(&carol["course_hash"], course_hash);
+
+    let dave = result(&out, "dave");
+    assert_eq!(dave["status"], "unreachable");
+    let why = dave["error"].as_str().unwrap();
+    assert!(why.starts_with("no directory at ") && why.ends_with("nowhere"), "{why}");
+    assert_eq!(dave["katas"], serde_json::json!([]));
+    let erin = result(&out, "erin");
+    assert_eq!(erin["status"], "unreachable");
+    assert!(erin["error"].as_str().unwrap().starts_with("commit `0123abc` is not in "), "{erin}");
+
+    // Resumed: nothing graded again, not a byte of a result rewritten.
+    let graded = ["alice", "bob", "carol"];
+    let before = read_all(&out, &graded);
+    grade()
+        .assert()
+        .code(1)
+        .stdout(contains("0 graded, 3 already graded, 2 unreachable, 0 not graded"))
+        .stdout(contains("carol  already graded  35/35"));
+    assert_eq!(read_all(&out, &graded), before);
+
+    // Alice fixes a kata: only she is graded again.
+    std::fs::copy(
+        fixture.path("solutions/02_failing/src/lib.rs"),
+        class.path().join("alice/exercises/02_failing/src/lib.rs"),
+    )
+    .unwrap();
+    grade().assert().code(1).stdout(contains("1 graded, 2 already graded, 2 unreachable"));
+    let alice = result(&out, "alice");
+    assert_eq!(statuses(&alice), ["passed", "passed", "compile_error"]);
+    assert_eq!(read_all(&out, &graded)[1..], before[1..]);
+}
+
+#[test]
+fn a_hostile_submission_does_not_colour_another_students_verdict() {
+    let fixture = Fixture::new();
+    let class = tempfile::tempdir().unwrap();
+    let bob = class.path().join("bob");
+    submission(&fixture, "solutions", &bob);
+    // Mallory links one file and one kata directory to the teacher's solutions, and hangs in
+    // the third kata.
+    let mallory = class.path().join("mallory");
+    submission(&fixture, "exercises", &mallory);
+    let kata = |k: &str| mallory.join("exercises").join(k);
+    std::fs::remove_file(kata("01_passing/src/lib.rs")).unwrap();
+    std::os::unix::fs::symlink(
+        fixture.path("solutions/01_passing/src/lib.rs"),
+        kata("01_passing/src/lib.rs"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(kata("02_failing")).unwrap();
+    std::os::unix::fs::symlink(fixture.path("solutions/02_failing"), kata("02_failing")).unwrap();
+    std::fs::write(
+        kata("03_broken/src/lib.rs"),
+        "pub fn double(x: u32) -> u32 {\n    loop {\n        std::hint::black_box(x);\n    }\n}\n",
+    )
+    .unwrap();
+
+    let out: PathBuf = class.path().join("results");
+    let mut cmd = fixture.grader(["grade", "-j", "2", "--timeout", "2", "--out"]);
+    cmd.arg(&out).arg(&mallory).arg(&bob);
+    cmd.assert().success().stdout(contains("2 graded, 0 already graded, 0 unreachable"));
+
+    assert_eq!(statuses(&result(&out, "bob")), ["passed"; 3]);
+    assert_eq!(result(&out, "bob")["summary"]["points"], 35);
+    let mallory = result(&out, "mallory");
+    assert_eq!(mallory["student"], "mallory", "a directory is graded under its own name");
+    assert_eq!(statuses(&mallory), ["compile_error", "compile_error", "timed_out"]);
+    let errors: Vec<&str> =
+        (0..2).map(|i| mallory["katas"][i]["compile_errors"][0].as_str().unwrap()).collect();
+    assert!(errors[0].contains("exercises/01_passing/src/lib.rs is a symbolic link"), "{errors:?}");
+    assert!(errors[1].contains("exercises/02_failing is a symbolic link"), "{errors:?}");
+    assert_eq!(mallory["summary"]["points"], 0);
+}
+
+#[test]
+fn a_malformed_roster_is_refused_naming_the_line() {
+    let fixture = Fixture::new();
+    let class = tempfile::tempdir().unwrap();
+    let roster = class.path().join("class.csv");
+    std::fs::write(&roster, "student,source\nalice,alice\nbob/../x,bob\n").unwrap();
+    let mut cmd = fixture.grader(["grade", "--out"]);
+    cmd.arg(class.path().join("results")).arg(&roster);
+    cmd.assert().code(2).stderr(contains("class.csv line 3: the student id `bob/../x` holds `/`"));
+    assert!(!class.path().join("results").exists(), "nothing is graded from a bad roster");
+}
