@@ -39,6 +39,10 @@ pub struct ResultFile<'a> {
     pub source: String,
     /// The commit graded, for a git source.
     pub commit: Option<&'a str>,
+    /// That commit's committer date (RFC 3339), which the student sets: the gradebook's late
+    /// flag reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<&'a str>,
     /// SHA-256 of the sources taken (`submission::Taken`), when the source could be fetched.
     pub content_hash: Option<&'a str>,
     /// [`course_hash`] of the course that graded it.

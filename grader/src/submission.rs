@@ -47,6 +47,9 @@ pub struct Taken {
     pub content_hash: String,
     /// The commit graded, for a git source.
     pub commit: Option<String>,
+    /// The commit's committer date (RFC 3339), as git records it: set by the student, so a
+    /// late flag drawn from it is a hint, not proof.
+    pub committed_at: Option<String>,
 }
 
 /// Fetches `source` and takes its sources for `course`.
@@ -55,17 +58,21 @@ pub fn fetch(course: &Course, source: &Source) -> Result<Taken, Unreachable> {
         .prefix("grader-grade-")
         .tempdir()
         .map_err(|e| Unreachable(format!("failed to create a temporary directory: {e}")))?;
-    let (checkout, commit) = match source {
+    let (checkout, commit, committed_at) = match source {
         Source::Dir(dir) => {
             if !dir.is_dir() {
                 return Err(Unreachable(format!("no directory at {}", dir.display())));
             }
-            (dir.clone(), None)
+            (dir.clone(), None, None)
         }
         Source::Git { url, commit } => {
             let checkout = scratch.path().join("checkout");
             let commit = clone(url, commit.as_deref(), &checkout)?;
-            (checkout, Some(commit))
+            let date = git(Some(&checkout), &["log", "-1", "--format=%cI", &commit], &[])
+                .ok()
+                .map(|date| date.trim().to_owned())
+                .filter(|date| !date.is_empty());
+            (checkout, Some(commit), date)
         }
     };
     let root = scratch.path().join("sources");
@@ -85,6 +92,7 @@ pub fn fetch(course: &Course, source: &Source) -> Result<Taken, Unreachable> {
         katas: katas.into_iter().map(|k| k.map(drop)).collect(),
         content_hash: crate::stage::hash_bytes(summary.as_bytes()),
         commit,
+        committed_at,
     })
 }
 

@@ -102,6 +102,8 @@ fn a_roster_of_directories_a_pinned_repository_and_an_unreachable_source_then_a_
 
     let carol = result(&out, "carol");
     assert_eq!(carol["commit"], pinned.as_str(), "graded at the pinned commit");
+    let committed = git(&class.path().join("carol"), &["log", "-1", "--format=%cI", &pinned]);
+    assert_eq!(carol["committed_at"], committed.as_str(), "the gradebook's late flag reads it");
     assert_eq!(statuses(&carol), ["passed"; 3], "the pinned commit holds the solutions");
     let course_hash = &alice["course_hash"];
     assert!(course_hash.as_str().is_some_and(|h| h.len() == 64));

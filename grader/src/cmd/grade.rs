@@ -289,6 +289,7 @@ fn write(
         student: &submission.student,
         source: submission.source.describe(),
         commit: taken.and_then(|t| t.commit.as_deref()),
+        committed_at: taken.and_then(|t| t.committed_at.as_deref()),
         content_hash: taken.map(|t| t.content_hash.as_str()),
         course_hash: &run.course_hash,
         graded_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
