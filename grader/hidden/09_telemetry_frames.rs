@@ -7,7 +7,7 @@ use std::time::Duration;
 use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
 use proptest::prelude::*;
 use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
 /// One frame on the wire: a 4-byte big-endian length, then the payload.
@@ -289,6 +289,106 @@ hidden_test! {
                 MAX_FRAME + 1
             ),
         }
+    }
+
+    /// A corrupt length prefix (above `MAX_FRAME`) on a link that stays open, after some whole
+    /// frames and followed by more bytes, all cut into reads anywhere and arriving with pauses:
+    /// the frames before it come out, then the `InvalidData` error at the moment the prefix's last
+    /// byte arrives. Waiting for the corrupt frame's payload would swallow the frames after it and
+    /// report heartbeats instead of the error for as long as the link stays open.
+    fn reports_a_corrupt_prefix_as_soon_as_it_arrives() {
+        let payload = proptest::collection::vec(b'a'..=b'z', 0..12)
+            .prop_map(|bytes| String::from_utf8(bytes).expect("ASCII"));
+        // Just above the limit (where a too generous limit fails), or anywhere above it.
+        let corrupt_len = prop_oneof![
+            (MAX_FRAME + 1)..=(MAX_FRAME + 64),
+            (MAX_FRAME + 1)..=(u32::MAX as usize),
+        ];
+        // Where the wire is cut into writes (a position taken modulo its length, so that the
+        // scenario shrinks well), and the pause before each write: none, less than a heartbeat
+        // period, or more.
+        let pause = prop_oneof![Just(0u64), Just(300), Just(1_300)];
+        let scenario = (
+            proptest::collection::vec(payload.clone(), 0..3),
+            corrupt_len,
+            proptest::collection::vec(payload, 0..3),
+            proptest::collection::vec(any::<u16>(), 0..4),
+            proptest::collection::vec(pause, 5),
+        );
+        check_property(64, scenario, |(before, corrupt_len, after, cuts, pauses)| async move {
+            let mut wire: Vec<u8> = before.iter().flat_map(|p| frame(p)).collect();
+            wire.extend_from_slice(&(corrupt_len as u32).to_be_bytes());
+            let prefix_end = wire.len();
+            wire.extend(after.iter().flat_map(|p| frame(p)));
+            let mut bounds: Vec<usize> =
+                cuts.iter().map(|&cut| 1 + usize::from(cut) % (wire.len() - 1)).collect();
+            bounds.extend([0, wire.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            // Each write with the moment it happens, counted from the start.
+            let mut at = Duration::ZERO;
+            let mut writes = Vec::new();
+            for (pair, pause) in bounds.windows(2).zip(&pauses) {
+                at += Duration::from_millis(*pause);
+                writes.push((at, wire[pair[0]..pair[1]].to_vec()));
+            }
+            let prefix_arrives = bounds
+                .windows(2)
+                .zip(&writes)
+                .find(|(pair, _)| pair[1] >= prefix_end)
+                .map(|(_, (at, _))| *at)
+                .expect("the prefix is on the wire");
+            let script: Vec<(u128, usize)> =
+                writes.iter().map(|(at, bytes)| (at.as_millis(), bytes.len())).collect();
+
+            let (mut sensor, collector) = tokio::io::duplex(1 << 16);
+            let start = Instant::now();
+            tokio::spawn(async move {
+                for (at, bytes) in writes {
+                    tokio::time::sleep_until(start + at).await;
+                    sensor.write_all(&bytes).await.expect("the collector's end is open");
+                }
+                // The sensor keeps its end of the link open.
+                std::future::pending::<()>().await;
+                drop(sensor);
+            });
+
+            let mut link = TelemetryLink::new(collector);
+            let give_up = start + prefix_arrives + Duration::from_secs(2);
+            let mut frames = Vec::new();
+            let mut heartbeats = Vec::new();
+            let seen = loop {
+                match tokio::time::timeout_at(give_up, link.next_event()).await {
+                    Ok(Ok(Some(Event::Frame(payload)))) => {
+                        frames.push(String::from_utf8_lossy(&payload).into_owned())
+                    }
+                    Ok(Ok(Some(Event::Heartbeat))) => heartbeats.push(start.elapsed()),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        let when = start.elapsed();
+                        if frames == before && when == prefix_arrives {
+                            return Ok(());
+                        }
+                        break format!("then an `InvalidData` error at {when:?}");
+                    }
+                    Ok(Err(e)) => break format!("then failed with \"{e}\" ({:?})", e.kind()),
+                    Ok(Ok(None)) => {
+                        break "then reported the end, although the sensor kept the link open"
+                            .to_owned();
+                    }
+                    Err(_) => break format!("and no error by {:?}", give_up - start),
+                }
+            };
+            Err(format!(
+                "the sensor sent the frames {before:?}, a corrupt length prefix of {corrupt_len} \
+                 bytes (above MAX_FRAME, {MAX_FRAME}) and the frames {after:?}, in writes of \
+                 (ms, bytes) {script:?}, and kept the link open; the prefix was complete at \
+                 {prefix_arrives:?}. The link delivered the frames {frames:?}, heartbeats at \
+                 {heartbeats:?}, {seen}. Expected the frames before the prefix, then an \
+                 `InvalidData` error at {prefix_arrives:?}: a length prefix above the limit is \
+                 reported as soon as its 4 bytes are in, without waiting for a payload that may \
+                 never come"
+            ))
+        });
     }
 
     /// The collector wraps each call in a `timeout` shorter than the heartbeat period. On a silent
