@@ -52,10 +52,11 @@ const BRANCH: [(&str, u64); 3] = [("alice", 100), ("bob", 50), ("carol", 0)];
 /// Several transfers started together while the audit log is busy for some seconds (up to ten
 /// minutes, far longer than any handler's timeout): they all wait for it at once, and finish in
 /// whatever order its slots free up. Each is `(from, to, amount)` over [`BRANCH`]; amounts of
-/// exactly 50 and 100 often spend a whole balance, and about one transfer in four goes from an
-/// account to itself.
+/// exactly 50 and 100 often spend a whole balance, some transfers are of zero cents (which go
+/// through and are logged like any other), and about one transfer in four goes from an account
+/// to itself.
 fn overlapping_transfers() -> impl Strategy<Value = (u64, Vec<(usize, usize, u64)>)> {
-    let amount = prop_oneof![1..=90u64, Just(50u64), Just(100u64)];
+    let amount = prop_oneof![4 => 1..=90u64, 1 => Just(0u64), 1 => Just(50u64), 1 => Just(100u64)];
     let step = prop_oneof![3 => 1..3usize, 1 => Just(0usize)];
     let transfer = (0..3usize, step, amount)
         .prop_map(|(from, step, amount)| (from, (from + step) % 3, amount));
@@ -232,6 +233,38 @@ hidden_test! {
         let entry = AuditEntry { from: "alice".into(), to: "alice".into(), amount: AMOUNT };
         assert_eq!(rx.try_recv().ok(), Some(entry), "the transfer must be audited");
         assert!(rx.try_recv().is_err(), "one transfer must make exactly one audit entry");
+    }
+
+    /// A transfer of zero cents is a transfer like any other: between known accounts it goes
+    /// through (even from an empty account), changes no balance, and is logged once.
+    async fn a_transfer_of_zero_cents_is_logged() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let bank = Bank::new(&[("alice", ALICE), ("bob", BOB), ("carol", 0)], tx);
+        for (from, to) in [("alice", "bob"), ("carol", "alice")] {
+            let result = bank.transfer(from, to, 0).await;
+            assert_eq!(
+                result,
+                Ok(()),
+                "a transfer of 0 cents from {from} to {to} must go through: {from} holds at least \
+                 the amount"
+            );
+            let (alice, bob) = balances(&bank).await;
+            assert_eq!(
+                (alice, bob),
+                (ALICE, BOB),
+                "after a transfer of 0 cents from {from} to {to}, alice holds {alice} and bob \
+                 {bob} (expected {ALICE} and {BOB})"
+            );
+            let entry = AuditEntry { from: from.into(), to: to.into(), amount: 0 };
+            let logged = rx.try_recv().ok();
+            assert_eq!(
+                logged,
+                Some(entry),
+                "a transfer of 0 cents from {from} to {to} returned `Ok`, and the audit log got \
+                 {logged:?}: every transfer that goes through is logged, whatever its amount"
+            );
+            assert!(rx.try_recv().is_err(), "one transfer must make exactly one audit entry");
+        }
     }
 
     /// A refused transfer changes nothing and logs nothing.
