@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use chat_fanout_subscribe::{ChatHub, ChatMessage, Command, Event, run_session};
-use kata_support::{hidden_test, settle};
+use kata_support::{check_property, hidden_test, settle};
+use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, sleep};
@@ -115,7 +116,7 @@ fn short(events: &[Event]) -> String {
 
 /// Checks that messages 0, 1, .. of one room arrived in order and that every one that did not
 /// arrive is accounted for by an `Event::Missed` between its neighbours, with the exact count;
-/// and that every message of `held` (those the room still held after any lag) arrived. Whether
+/// and that every message of `held` (those the room still held for the client) arrived. Whether
 /// the session loses message 1 or message 2 to a lag depends on how far it had read: any
 /// accurate count is right.
 fn account(events: &[Event], held: std::ops::Range<usize>) -> Result<(), String> {
@@ -151,10 +152,84 @@ fn account(events: &[Event], held: std::ops::Range<usize>) -> Result<(), String>
     let missing: Vec<usize> = held.clone().filter(|n| *n >= next).collect();
     if !missing.is_empty() {
         return Err(format!(
-            "the room still held messages {} to {} after the lag, yet messages {missing:?} never \
-             reached the client",
+            "the room still held messages {} to {} for the client, yet messages {missing:?} never \
+             reached it",
             held.start,
             held.end - 1
+        ));
+    }
+    Ok(())
+}
+
+/// One step of what happens while a client is not reading.
+#[derive(Debug, Clone)]
+enum Step {
+    /// This many messages are posted to the room at once.
+    Burst(usize),
+    /// The client's app sends a `Ping` (its keep-alive).
+    Ping,
+}
+
+/// Scripts of bursts and pings, each step 100 ms after the one before.
+fn stalled_scripts() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(prop_oneof![(1usize..=6).prop_map(Step::Burst), Just(Step::Ping)], 1..10)
+}
+
+/// What a room keeps for a slow reader in the stalled-client property.
+const ROOM: usize = 4;
+
+/// A client whose connection holds one event reads nothing while `script` runs, then reads
+/// everything. Whatever the session did meanwhile, the Messages and Pongs she gets can only have
+/// been kept on her connection (1), in the session's hand (1), in the room (4), or be answers to
+/// the Pings still waiting in her command queue: anything more was kept by the session itself.
+async fn stalled_client_gets_only_what_was_kept(script: Vec<Step>) -> Result<(), String> {
+    let hub = Arc::new(ChatHub::new(ROOM));
+    let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+    let (mut posted, mut pings) = (0, 0);
+    for step in &script {
+        match *step {
+            Step::Burst(size) => {
+                for _ in 0..size {
+                    hub.publish(message("lobby", posted));
+                    posted += 1;
+                }
+            }
+            Step::Ping => {
+                alice.command(Command::Ping);
+                pings += 1;
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = alice.commands.max_capacity() - alice.commands.capacity();
+    let events = alice.read_slowly().await;
+    let got = events.iter().filter(|e| matches!(e, Event::Message(_) | Event::Pong)).count();
+    let most = 2 + ROOM + waiting;
+    let came = format!("{posted} message(s) and {pings} Ping(s) came, 100 ms apart");
+    if got > most {
+        let taken = pings - waiting;
+        return Err(format!(
+            "alice read nothing while {came}, and the session took {taken} of her Pings \
+             meanwhile. When she read again she got {got} Messages and Pongs ({events}), yet at \
+             most {most} can be kept for her: 1 on her connection, 1 the session is handing over, \
+             {ROOM} in the room and a Pong for each of the {waiting} Ping(s) still waiting in her \
+             command queue. The session kept the others in memory of its own: a stalled client \
+             must fall behind the room, not into the server's memory",
+            events = short(&events),
+        ));
+    }
+    if let Err(seen) = account(&events, posted.saturating_sub(ROOM)..posted) {
+        return Err(format!(
+            "alice read nothing while {came}; then she got {}: {seen}",
+            short(&events)
+        ));
+    }
+    let pongs = events.iter().filter(|e| **e == Event::Pong).count();
+    if pongs != pings {
+        return Err(format!(
+            "alice read nothing while {came}; then she got {pongs} Pong(s) ({}): every Ping must \
+             be answered once",
+            short(&events)
         ));
     }
     Ok(())
@@ -399,6 +474,14 @@ hidden_test! {
              is never told it missed anything",
             short(&events)
         );
+    }
+
+    /// A client whose connection holds one event stops reading while bursts of messages and
+    /// Pings come, in any order: afterwards she gets at most what her connection, the one event
+    /// the session is handing over, the room and her own command queue could keep, every Ping is
+    /// answered, and every message is delivered or reported as missed.
+    fn a_stalled_client_costs_the_server_one_event() {
+        check_property(64, stalled_scripts(), stalled_client_gets_only_what_was_kept);
     }
 
     /// A client that stops reading for several seconds, with one message waiting to be handed
