@@ -1,13 +1,16 @@
-//! Hidden tests for kata 25: wherever `save` is dropped, the index lists the document exactly
-//! when its file exists, no temporary file is left, and a reader sees the old version or the new
-//! one in full.
+//! Hidden tests for kata 25: wherever `save` is dropped (by a deadline, a caller, or a deploy that
+//! shuts the runtime down), the index lists the document exactly when its file exists, no
+//! temporary file is left, and a reader, through the index or straight from the disk, sees the old
+//! version or the new one in full.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capstone_document_store::{DocStore, FakeFs, Index};
-use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
+use kata_support::{
+    Options, Outcome, assert_cancel_safe_with, check_property, explore_at_shutdown, hidden_test,
+};
 use proptest::prelude::*;
 
 const ID: &str = "invoice-42";
@@ -69,7 +72,8 @@ fn check_consistent(
     if !leftovers.is_empty() {
         return Err(format!(
             "{leftovers:?} left behind on the disk, which should hold only {path}: the save \
-             created a file that nothing deleted. Over a day of timeouts the disk fills with them"
+             created a file that nothing deleted. Over a day of cancelled saves the disk fills \
+             with them"
         ));
     }
     if let Some(content) = fs.read(&path) {
@@ -95,13 +99,32 @@ fn check_consistent(
 /// How long the reader keeps looking after the save returned or was cut.
 const READER_WATCHES: Duration = Duration::from_millis(100);
 
-/// One save watched by a reader: of a new document or a replacement, of a body of `len` bytes,
+/// One save watched by a reader: of a new document or a replacement, with a note of `len` bytes,
 /// cut by a deadline after `deadline_ms` (or never).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Watched {
     replace: bool,
     len: usize,
     deadline_ms: Option<u64>,
+}
+
+impl Watched {
+    /// The document saved: a small JSON object around a note of `len` bytes.
+    fn body(&self) -> Vec<u8> {
+        format!(r#"{{"invoice":42,"note":"{}"}}"#, "x".repeat(self.len)).into_bytes()
+    }
+}
+
+/// Read by a learner as "the smallest failing scenario: ...", so it says what the scenario is.
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.replace { "replacing a document" } else { "saving a new document" };
+        write!(f, "{what} with a body of {} bytes, ", self.body().len())?;
+        match self.deadline_ms {
+            Some(ms) => write!(f, "under a deadline of {ms} ms"),
+            None => write!(f, "with no deadline"),
+        }
+    }
 }
 
 fn watched_saves() -> impl Strategy<Value = Watched> {
@@ -110,13 +133,29 @@ fn watched_saves() -> impl Strategy<Value = Watched> {
 }
 
 /// What a reader may see of the document: the previous version or the new one, in full, and an
-/// index entry only with its file.
+/// index entry only with its file. The reader looks through the index (`load`) and also opens
+/// `docs/<id>.json` by its path, as a backup job or a file server would.
 fn check_reader_view(
     store: &DocStore,
+    fs: &FakeFs,
     index: &Index,
     old: Option<&[u8]>,
     new: &[u8],
 ) -> Result<(), String> {
+    let path = DocStore::final_path(ID);
+    if let Some(content) = fs.read(&path)
+        && !old.is_some_and(|old| content == old)
+        && content != new
+    {
+        let listed = if index.contains(ID) { "already listed" } else { "did not list" };
+        return Err(format!(
+            "it opened {path} directly and found {} bytes, neither the previous version nor the \
+             new one ({} bytes) in full: half a file under the document's own name, which a \
+             backup job would copy (the index {listed} `{ID}` at that moment)",
+            content.len(),
+            new.len()
+        ));
+    }
     let listed = index.contains(ID);
     match store.load(ID) {
         None if listed => {
@@ -205,16 +244,15 @@ hidden_test! {
             let (store, fs, index) =
                 if watched.replace { store_with_old_version() } else { empty_store() };
             let old = watched.replace.then_some(OLD);
-            let body: Vec<u8> =
-                format!(r#"{{"invoice":42,"note":"{}"}}"#, "x".repeat(watched.len)).into_bytes();
+            let body = watched.body();
             let done = Arc::new(AtomicBool::new(false));
             let reader = {
-                let (store, index, body, done) =
-                    (store.clone(), index.clone(), body.clone(), done.clone());
+                let (store, fs, index, body, done) =
+                    (store.clone(), fs.clone(), index.clone(), body.clone(), done.clone());
                 tokio::spawn(async move {
                     let start = tokio::time::Instant::now();
                     while !done.load(Ordering::SeqCst) {
-                        if let Err(seen) = check_reader_view(&store, &index, old, &body) {
+                        if let Err(seen) = check_reader_view(&store, &fs, &index, old, &body) {
                             return Err(format!(
                                 "a reader looking {} ms into the save: {seen}",
                                 start.elapsed().as_millis()
@@ -247,5 +285,36 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A deploy shuts the runtime down with `save` parked in a task, after every possible poll,
+    /// or drops `save` after the runtime is gone: no task runs any more, and the store must still
+    /// be left as after any other drop, for a new document and for a replacement.
+    fn a_save_cut_by_a_deploy_leaves_the_store_consistent() {
+        let cases: [(&str, fn() -> State, Option<&'static [u8]>); 2] = [
+            ("saving a new document", empty_store, None),
+            ("replacing a document", store_with_old_version, Some(OLD)),
+        ];
+        for (what, fresh, old) in cases {
+            let explored = explore_at_shutdown(
+                fresh,
+                |(store, _, _): State| async move { store.save(ID, NEW).await },
+                |(store, fs, index), outcome: Outcome<std::io::Result<()>>| {
+                    check_consistent(&fs, &index, old, NEW)?;
+                    if let Some(result) = outcome.completed() {
+                        result.map_err(|e| format!("save failed: {e}"))?;
+                        if store.load(ID).as_deref() != Some(NEW) {
+                            return Err("save() returned Ok but load() does not return the new \
+                                document"
+                                .to_owned());
+                        }
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(failure) = explored {
+                panic!("{what}, {failure}");
+            }
+        }
     }
 }
