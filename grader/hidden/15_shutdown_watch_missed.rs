@@ -1,6 +1,7 @@
 //! Hidden tests for kata 15: a dispatcher must stop when the shutdown flag is set, including a
 //! dispatcher started after it was set and a `run` called again after an earlier one stopped;
-//! it must notice at once, without polling.
+//! it must notice at once, without polling. Only `true` stops it, also for a `run` called again
+//! after a shutdown that was called off.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,27 @@ impl<F> AnyProbe for &Probe<F> {}
 /// How many webhooks are still waiting on a queue of capacity 64, seen from its sender.
 fn still_queued(queue: &mpsc::Sender<Webhook>) -> usize {
     queue.max_capacity() - queue.capacity()
+}
+
+/// When the shutdown that is later called off stops the first `run`.
+#[derive(Debug, Clone, Copy)]
+enum StoppedWhen {
+    /// The flag was already `true` when `run` was called.
+    BeforeRun,
+    /// The flag was set while `run` waited on an empty queue.
+    WhileIdle,
+    /// The flag was set half-way through a post.
+    WhilePosting,
+}
+
+impl StoppedWhen {
+    fn describe(self) -> &'static str {
+        match self {
+            StoppedWhen::BeforeRun => "the flag was already `true` when it was called",
+            StoppedWhen::WhileIdle => "the flag was set while it waited",
+            StoppedWhen::WhilePosting => "the flag was set while it posted a webhook",
+        }
+    }
 }
 
 hidden_test! {
@@ -376,6 +398,91 @@ hidden_test! {
         shutdown.send_replace(true);
         assert!(run.is_woken(), "setting the shutdown flag must wake the worker at once");
         assert_ready_eq!(run.poll(), 2, "woken by the shutdown, the worker must stop right away");
+    }
+
+    /// A shutdown that is called off: `run` stops for the flag (already set when it was called,
+    /// set while it waits, or set while it posts), then the flag is sent back as `false` (the
+    /// deploy was called off) and the supervisor calls `run` again with webhooks queued. The flag
+    /// is `false`, so the new `run` posts them and stops only at the next `true`; twice over on
+    /// the same dispatcher.
+    async fn a_run_after_a_called_off_shutdown_posts_again() {
+        for when in [StoppedWhen::BeforeRun, StoppedWhen::WhileIdle, StoppedWhen::WhilePosting] {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = queue_with([]);
+            let server = FakeServer::new(POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let mut next_id = 1;
+            for round in 1..=2 {
+                let how = when.describe();
+                // The previous round ended with the flag `true`; this round's shutdown comes
+                // `when` says, so a flag that is not yet set is called off first.
+                shutdown.send_replace(matches!(when, StoppedWhen::BeforeRun));
+                let stop = async {
+                    match when {
+                        StoppedWhen::BeforeRun => {}
+                        StoppedWhen::WhileIdle => {
+                            sleep(Duration::from_secs(1)).await;
+                            shutdown.send_replace(true);
+                        }
+                        StoppedWhen::WhilePosting => {
+                            queue.try_send(hook(next_id)).expect("queue has room");
+                            next_id += 1;
+                            sleep(POST / 2).await;
+                            shutdown.send_replace(true);
+                        }
+                    }
+                };
+                let first = async { tokio::join!(dispatcher.run(), stop) };
+                let first = timeout(Duration::from_secs(60), first).await;
+                assert!(
+                    first.is_ok(),
+                    "round {round}: {how}, and `run` did not stop within 60 s (virtual)"
+                );
+
+                // The deploy is called off; the supervisor starts the worker again.
+                shutdown.send_replace(false);
+                let called_off = [next_id, next_id + 1];
+                next_id += 2;
+                for id in called_off {
+                    queue.try_send(hook(id)).expect("queue has room");
+                }
+                let before = server.received();
+                let stopped = AtomicBool::new(false);
+                let run = async {
+                    let posted = dispatcher.run().await;
+                    stopped.store(true, Ordering::SeqCst);
+                    posted
+                };
+                let supervisor = async {
+                    sleep(Duration::from_secs(1)).await;
+                    let new: Vec<u64> = server.received()[before.len()..].to_vec();
+                    let still_running = !stopped.load(Ordering::SeqCst);
+                    assert!(
+                        new == called_off && still_running,
+                        "round {round}: `run` stopped for shutdown ({how}); then the shutdown was \
+                         called off (the flag sent back as `false`) and `run` was called again \
+                         with webhooks {called_off:?} queued. One second later it had posted \
+                         {new:?} and {}. Only `true` stops the worker: with the flag `false` a \
+                         new `run` carries on, whatever an earlier `run` saw",
+                        if still_running { "was still running" } else { "had returned" }
+                    );
+                    shutdown.send_replace(true);
+                };
+                let again = async { tokio::join!(run, supervisor) };
+                let again = timeout(Duration::from_secs(60), again).await;
+                let Ok((posted, ())) = again else {
+                    panic!(
+                        "round {round}: after a called-off shutdown, the flag was set again and \
+                         `run` did not stop within 60 s (virtual)"
+                    );
+                };
+                assert_eq!(
+                    posted, 2,
+                    "round {round}: the `run` started after the called-off shutdown posted \
+                     {called_off:?} and must report 2 posted"
+                );
+            }
+        }
     }
 
     /// The flag is set and a webhook arrives at the same moment while the worker is idle: both
