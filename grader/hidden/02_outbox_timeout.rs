@@ -170,6 +170,20 @@ fn waits_and_clients() -> impl Strategy<Value = (u64, Client)> {
     })
 }
 
+/// A wait for space in milliseconds (a zero wait often: "do not wait, just try"), the capacity
+/// of an outbox, and how many messages already sit in it: always fewer than it holds.
+fn waits_and_outboxes_with_room() -> impl Strategy<Value = (u64, usize, usize)> {
+    (prop_oneof![Just(0u64), 0u64..=120], 1usize..=4)
+        .prop_flat_map(|(wait, capacity)| (Just(wait), Just(capacity), 0..capacity))
+}
+
+/// A wait for space in milliseconds on a full outbox, the moments (inside the wait) at which
+/// other senders start a plain `send` of their own, and the moment (inside the wait) at which the
+/// client reads one message and frees one slot.
+fn latecomers_and_a_read() -> impl Strategy<Value = (u64, Vec<u64>, u64)> {
+    (3u64..=150).prop_flat_map(|wait| (Just(wait), prop::collection::vec(1..wait, 1..=3), 1..wait))
+}
+
 hidden_test! {
     /// Nothing cancelled, plenty of room: the message is queued and the client reads it.
     async fn queues_when_there_is_room() {
@@ -473,6 +487,90 @@ hidden_test! {
                 return Err(format!(
                     "with a wait of {wait:?}, enqueue answered {seen} after {waited:?}; it should \
                      have answered after {at:?} (a full outbox is waited on for at most `wait`)"
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// Whatever the wait, even none at all, an outbox with room queues the message at once:
+    /// `Busy` is only for an outbox that stayed full, and this one never was.
+    fn an_outbox_with_room_queues_at_once_whatever_the_wait() {
+        let cases = waits_and_outboxes_with_room();
+        check_property(64, cases, |(wait_ms, capacity, queued)| async move {
+            let (tx, mut rx) = mpsc::channel(capacity);
+            for i in 0..queued {
+                tx.try_send(line("server", &format!("backlog {i}"))).expect("room for the backlog");
+            }
+            let wait = Duration::from_millis(wait_ms);
+            let outbox = Outbox::new(tx.clone(), wait);
+            let start = Instant::now();
+            let result = outbox.enqueue(line("alice", "hello")).await;
+            let waited = start.elapsed();
+            let seen = describe(&result);
+            if seen != "Ok(())" || !waited.is_zero() {
+                return Err(format!(
+                    "the outbox has room for {capacity} message(s) and held {queued}, so there was \
+                     room; with a wait of {wait:?}, enqueue answered {seen} after {waited:?}; \
+                     expected Ok(()) at once (Busy means the outbox stayed full for the whole \
+                     wait, whatever the wait)"
+                ));
+            }
+            let mut texts = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                texts.push(m.text);
+            }
+            if texts.last().map(String::as_str) != Some("hello") || texts.len() != queued + 1 {
+                return Err(format!(
+                    "enqueue answered Ok(()) into an outbox with room, but the outbox then held \
+                     {texts:?}; expected the {queued} earlier message(s), then \"hello\" once"
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// On a full outbox, other senders start a plain `send` at any moments during the wait, and
+    /// the client reads one message at any moment during it: the freed slot belongs to `enqueue`,
+    /// which asked first, however long it has been waiting and whoever came after it.
+    fn a_later_sender_never_overtakes_a_waiting_enqueue() {
+        check_property(96, latecomers_and_a_read(), |(wait_ms, arrivals, read_ms)| async move {
+            let (tx, mut rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let wait = Duration::from_millis(wait_ms);
+            let outbox = Outbox::new(tx.clone(), wait);
+            let reader = tokio::spawn(async move {
+                sleep(Duration::from_millis(read_ms)).await;
+                let first = rx.recv().await.map(|m| m.text);
+                (first, rx)
+            });
+            for (i, &at) in arrivals.iter().enumerate() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    sleep(Duration::from_millis(at)).await;
+                    let _ = tx.send(line("bob", &format!("latecomer {}", i + 1))).await;
+                });
+            }
+            let start = Instant::now();
+            let result = outbox.enqueue(line("alice", "first in line")).await;
+            let waited = start.elapsed();
+            let (first, mut rx) = reader.await.expect("the client's reader");
+            if first.as_deref() != Some("welcome to #rust") {
+                return Err(format!("the client read {first:?} first; expected the welcome line"));
+            }
+            let slot = rx.try_recv().map(|m| m.text).ok();
+            let seen = describe(&result);
+            let read_at = Duration::from_millis(read_ms);
+            if seen != "Ok(())" || waited != read_at || slot.as_deref() != Some("first in line") {
+                return Err(format!(
+                    "with a wait of {wait:?} on a full outbox, other senders started a plain \
+                     `send` at {arrivals:?} ms and the client read one message after {read_at:?}; \
+                     enqueue, which asked first, answered {seen} after {waited:?}, and the freed \
+                     slot went to {slot:?}. Expected Ok(()) after {read_at:?}, with the slot \
+                     holding \"first in line\": the slot belongs to the sender first in line, \
+                     and enqueue must stay in line for its whole wait (a sender that leaves the \
+                     line part way through the wait and asks again is behind everyone who came \
+                     in the meantime)"
                 ));
             }
             Ok(())
