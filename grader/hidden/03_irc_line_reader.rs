@@ -83,6 +83,11 @@ impl PausingClient {
             .collect();
         PausingClient { script, pause: None }
     }
+
+    /// The same, with packets of raw bytes (not necessarily UTF-8).
+    fn from_bytes(script: Vec<(Duration, Vec<u8>)>) -> Self {
+        PausingClient { script: script.into(), pause: None }
+    }
 }
 
 impl AsyncRead for PausingClient {
@@ -142,11 +147,57 @@ fn client(parts: &[&str], pause: Duration) -> Mock {
     script.build()
 }
 
-/// A session's input: commands with non-ASCII text, ended by either line ending.
-const CHATTY: &str =
-    "/join #café\r\n/nick zoë\n/privmsg #café :ça va? 日本語もOK 🦀\r\n/part #café\n";
-const CHATTY_COMMANDS: [&str; 4] =
-    ["/join #café", "/nick zoë", "/privmsg #café :ça va? 日本語もOK 🦀", "/part #café"];
+/// A session's input: commands with non-ASCII text, ended by either line ending. The spaces at
+/// the end of a line are part of its command (an IRC trailing parameter keeps them).
+const CHATTY: &str = "/join #café\r\n/nick zoë\n/privmsg #café :ça va? 日本語もOK 🦀\r\n\
+                      /privmsg #café :à plus  \r\n/part #café\n";
+const CHATTY_COMMANDS: [&str; 5] = [
+    "/join #café",
+    "/nick zoë",
+    "/privmsg #café :ça va? 日本語もOK 🦀",
+    "/privmsg #café :à plus  ",
+    "/part #café",
+];
+
+/// Lines a client may send, valid UTF-8 (the first, ending in spaces, is a whole command too).
+const GOOD_LINES: [&str; 4] =
+    ["/privmsg #café :à plus  ", "/join #rust", "/nick zoë", "/privmsg #rust :日本語 🦀"];
+
+/// Lines that are not UTF-8: stray bytes, a character cut short, an overlong encoding, a
+/// surrogate.
+const BAD_LINES: [&[u8]; 4] = [
+    b"/nick \xff\xfe",
+    b"/privmsg #caf\xc3 :oops",
+    b"/join #\xe6\x97",
+    b"/topic \xc0\xaf\xed\xa0\x80",
+];
+
+/// One line of a session: good or bad (an index into `GOOD_LINES` or `BAD_LINES`), ended by
+/// `\r\n` or a bare `\n`.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Good(usize, bool),
+    Bad(usize, bool),
+}
+
+/// A session with at least one bad line (good lines before it, any lines after), cut into packets
+/// at any bytes (a cut is taken modulo the session's length), each followed by a pause.
+fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u64)>)> {
+    let good = (0..GOOD_LINES.len(), any::<bool>()).prop_map(|(i, crlf)| Sent::Good(i, crlf));
+    let bad = (0..BAD_LINES.len(), any::<bool>()).prop_map(|(i, crlf)| Sent::Bad(i, crlf));
+    let any_line = prop_oneof![good.clone(), bad.clone()];
+    let lines = (prop::collection::vec(good, 0..4), bad, prop::collection::vec(any_line, 0..3))
+        .prop_map(|(mut before, bad, after)| {
+            before.push(bad);
+            before.extend(after);
+            before
+        });
+    let cuts = prop::collection::vec(
+        (1usize..1000, prop_oneof![Just(0u64), Just(0), Just(300), Just(1500)]),
+        0..6,
+    );
+    (lines, cuts)
+}
 
 /// How `CHATTY` reaches the server: cut at any bytes (inside a character too), with a pause after
 /// each packet: none, shorter than a ping, or long enough for one or two pings to fall due.
@@ -181,10 +232,11 @@ hidden_test! {
         .await;
         assert_eq!(session.commands, ["/join #rust", "/quit"]);
         assert!(
-            session.pings >= 3,
+            session.pings == 3,
             "the client was quiet for 3.5 s with a ping every {PING_EVERY:?}, but the session \
-             asked for {} ping(s) (expected 3): the reader must keep pinging while it waits for \
-             a line",
+             asked for {} ping(s) (expected 3, after 1 s, 2 s and 3 s of quiet): the reader must \
+             keep pinging while it waits for a line, and a ping is due only once the client has \
+             been quiet for {PING_EVERY:?}, not the moment it connects",
             session.pings
         );
     }
@@ -369,9 +421,148 @@ hidden_test! {
                 return Err(format!(
                     "the client sent [{}] (a character may be split between packets, shown as \
                      U+FFFD here), and the session produced {commands:?}; expected \
-                     {CHATTY_COMMANDS:?}",
+                     {CHATTY_COMMANDS:?}, each command exactly as sent, without its line ending",
                     shown.join(", ")
                 ));
+            }
+            Ok(())
+        });
+    }
+
+    /// A client that connects and says nothing for any length of time is pinged after each full
+    /// `ping_every` of quiet, the first one a whole period after it connected, and not before.
+    fn a_quiet_client_is_pinged_once_a_period() {
+        check_property(32, 0u64..6000, |quiet_ms| async move {
+            // Never at the very moment a ping falls due, where either order would be fair.
+            let quiet_ms = if quiet_ms % 1000 == 0 { quiet_ms + 1 } else { quiet_ms };
+            let quiet = Duration::from_millis(quiet_ms);
+            let mut script = Builder::new();
+            script.wait(quiet).read(b"/quit\r\n");
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let mut session = tokio::spawn(serve(script.build(), PING_EVERY, tx));
+            let mut pings = Vec::new();
+            let record = |event: Event, pings: &mut Vec<Duration>| {
+                if event == Event::Ping {
+                    pings.push(start.elapsed());
+                }
+            };
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => record(event, &mut pings),
+                    ended = &mut session => break ended,
+                }
+            };
+            while let Ok(event) = rx.try_recv() {
+                record(event, &mut pings);
+            }
+            if !matches!(ended, Ok(Ok(()))) {
+                return Err(format!(
+                    "the client was quiet for {quiet:?}, then sent \"/quit\" and closed the \
+                     connection, but the session did not end cleanly: {ended:?}"
+                ));
+            }
+            let expected: Vec<Duration> =
+                (1..=quiet_ms / 1000).map(|k| PING_EVERY * k as u32).collect();
+            if pings != expected {
+                return Err(format!(
+                    "the client connected and was quiet for {quiet:?}; the session asked for \
+                     pings at {pings:?} after it started, expected {expected:?}: one after each \
+                     full {PING_EVERY:?} of quiet, none the moment the client connects"
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// Any mix of good lines and lines that are not UTF-8, cut into packets anywhere (a good line
+    /// and a bad one in the same packet too), with pings in between: the session hands out
+    /// exactly the commands before the first bad line, then ends with `InvalidData`.
+    fn a_bad_line_ends_the_session_after_the_commands_before_it() {
+        check_property(96, sessions_with_a_bad_line(), |(lines, cuts)| async move {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            let mut bad_seen = false;
+            for &sent in &lines {
+                let (text, crlf) = match sent {
+                    Sent::Good(i, crlf) => {
+                        if !bad_seen {
+                            expected.push(GOOD_LINES[i].to_string());
+                        }
+                        (GOOD_LINES[i].as_bytes(), crlf)
+                    }
+                    Sent::Bad(i, crlf) => {
+                        bad_seen = true;
+                        (BAD_LINES[i], crlf)
+                    }
+                };
+                bytes.extend_from_slice(text);
+                bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            }
+            let mut at: Vec<(usize, u64)> = cuts
+                .iter()
+                .map(|&(cut, pause)| (cut % bytes.len(), pause))
+                .filter(|&(cut, _)| cut > 0)
+                .collect();
+            at.sort();
+            at.dedup_by_key(|cut| cut.0);
+            let mut script = Vec::new();
+            let mut shown = Vec::new();
+            let (mut from, mut pause) = (0, 0);
+            for &(cut, next_pause) in at.iter().chain([(bytes.len(), 0)].iter()) {
+                if pause > 0 {
+                    shown.push(format!("pause {pause} ms"));
+                }
+                script.push((Duration::from_millis(pause), bytes[from..cut].to_vec()));
+                shown.push(format!("{:?}", String::from_utf8_lossy(&bytes[from..cut])));
+                (from, pause) = (cut, next_pause);
+            }
+            let shown = shown.join(", ");
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let client = PausingClient::from_bytes(script);
+            let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+            let mut commands = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            match ended {
+                Err(_) => {
+                    return Err(format!(
+                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD) and \
+                         closed the connection, but the session did not end"
+                    ));
+                }
+                Ok(Ok(())) => {
+                    return Err(format!(
+                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD), \
+                         and the session ended cleanly with commands {commands:?}; a line that \
+                         is not UTF-8 must end it with an InvalidData error"
+                    ));
+                }
+                Ok(Err(err)) if err.kind() != std::io::ErrorKind::InvalidData => {
+                    return Err(format!(
+                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD), \
+                         and the session ended with an error of kind {:?} ({err}); expected \
+                         InvalidData",
+                        err.kind()
+                    ));
+                }
+                Ok(Err(_)) => {}
+            }
+            if commands != expected {
+                return Err(format!(
+                    "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD); the \
+                     session produced the commands {commands:?} before ending with InvalidData, \
+                     expected {expected:?}: every good line before the first bad one is a \
+                     command, whole and in order, even when the bad line arrived in the same \
+                     packet, and nothing of the bad line or after it is"
+                ));
+            }
+            if let Some(late) = pings_after_the_end(&mut rx).await {
+                return Err(format!("the session ended with InvalidData, but {late}"));
             }
             Ok(())
         });
