@@ -22,12 +22,24 @@ fn job(id: u64) -> Job {
 /// Polls of one feed that yielded nothing; past this, the feed is spinning.
 const SPIN_LIMIT: usize = 10_000;
 
-/// Wraps a worker's feed: ends it (and raises `spun`) if it is polled `SPIN_LIMIT` times in a row
+/// The same for the pool tests, whose workers wait for a handful of events per job (their turn
+/// at the receiver, a job, the end): a feed polled this often in a row without a job is woken by
+/// something else (itself, or a timer), and ending it early keeps the test fast.
+const QUIET_SPIN_LIMIT: usize = 100;
+
+/// Wraps a worker's feed: ends it (and raises `spun`) if it is polled `limit` times in a row
 /// without yielding, which only a feed that keeps waking itself can do.
 struct Watched {
     feed: JobFeed,
+    limit: usize,
     idle_polls: usize,
     spun: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn new(feed: JobFeed, limit: usize, spun: Arc<AtomicBool>) -> Self {
+        Watched { feed, limit, idle_polls: 0, spun }
+    }
 }
 
 impl Stream for Watched {
@@ -38,7 +50,7 @@ impl Stream for Watched {
         match Pin::new(&mut this.feed).poll_next(cx) {
             Poll::Pending => {
                 this.idle_polls += 1;
-                if this.idle_polls >= SPIN_LIMIT {
+                if this.idle_polls >= this.limit {
                     this.spun.store(true, Ordering::SeqCst);
                     return Poll::Ready(None);
                 }
@@ -77,6 +89,102 @@ fn prompt_starts(workload: &Workload) -> Vec<u64> {
         starts.push(start);
     }
     starts
+}
+
+/// Runs a pool of `workers` on one queue and closes the channel with `queued` jobs in it, before
+/// the workers start (`close_first`) or once they wait for work. Each worker takes jobs until its
+/// feed ends, then waits for the rest of the pool before it drops its feed.
+async fn pool_shutdown(workers: usize, queued: u64, close_first: bool) {
+    let (tx, rx) = mpsc::channel(8);
+    let jobs = shared(rx);
+    let barrier = Arc::new(tokio::sync::Barrier::new(workers));
+    let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let spun = Arc::new(AtomicBool::new(false));
+    let send_all = |tx: mpsc::Sender<Job>| async move {
+        for id in 1..=queued {
+            tx.send(job(id)).await.expect("the queue is open");
+        }
+    };
+    if close_first {
+        send_all(tx.clone()).await;
+    }
+    let mut handles = Vec::new();
+    for worker in 0..workers {
+        let mut feed = Watched::new(JobFeed::new(jobs.clone()), QUIET_SPIN_LIMIT, spun.clone());
+        let (barrier, ended, taken) = (barrier.clone(), ended.clone(), taken.clone());
+        handles.push(tokio::spawn(async move {
+            while let Some(job) = feed.next().await {
+                taken.lock().expect("taken").push(job.id);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            ended.lock().expect("ended").push(worker);
+            // The feed is still alive here: the worker cleans up once the whole pool stopped.
+            barrier.wait().await;
+            drop(feed);
+        }));
+    }
+    if !close_first {
+        // Let the workers settle: one waits for a job at the receiver, the others for their turn.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send_all(tx.clone()).await;
+    }
+    drop(tx);
+    let closed = Instant::now();
+    let stopped =
+        tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(handles)).await;
+    let when =
+        if close_first { "before the workers started" } else { "while they waited for work" };
+    let left = match queued {
+        0 => "no job".to_owned(),
+        1 => "one job".to_owned(),
+        n => format!("{n} jobs"),
+    };
+    let scene = format!(
+        "the job channel was closed {when}, with {left} queued, under a pool of \
+         {workers} workers that each keep their feed until the whole pool has stopped"
+    );
+    if spun.load(Ordering::SeqCst) {
+        panic!(
+            "{scene}: a worker's feed was polled {QUIET_SPIN_LIMIT} times in a row without \
+             yielding a job or ending: it is woken although nothing changed (it wakes itself, or \
+             polls on a timer)"
+        );
+    }
+    match stopped {
+        Ok(results) => {
+            for result in results {
+                if let Err(e) = result {
+                    panic!("{scene}, and a worker panicked: {e}");
+                }
+            }
+        }
+        Err(_) => {
+            let ended = ended.lock().expect("ended").clone();
+            let waiting: Vec<usize> = (0..workers).filter(|w| !ended.contains(w)).collect();
+            let why = if jobs.try_lock().is_err() {
+                "The shared receiver was still locked, although every job had been taken and \
+                 the channel was closed: a feed that has ended must not keep the other workers \
+                 from the receiver"
+            } else {
+                "Nobody held the shared receiver any more: those feeds were not woken when their \
+                 turn at the receiver came, so their wakeup was lost"
+            };
+            panic!(
+                "{scene}. {:?} later, the feed(s) of worker(s) {ended:?} had ended (returned \
+                 `None`), but the feed(s) of worker(s) {waiting:?} had not: they never saw the \
+                 end of the channel, and the pool never stops. {why}",
+                closed.elapsed()
+            );
+        }
+    }
+    let mut taken = taken.lock().expect("taken").clone();
+    taken.sort_unstable();
+    let want: Vec<u64> = (1..=queued).collect();
+    assert_eq!(
+        taken, want,
+        "{scene}: the workers took jobs {taken:?}, expected each of {want:?} exactly once"
+    );
 }
 
 hidden_test! {
@@ -186,11 +294,7 @@ hidden_test! {
         let spun = Arc::new(AtomicBool::new(false));
         let handled = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
         for (worker, count) in handled.iter().enumerate() {
-            let mut feed = Watched {
-                feed: JobFeed::new(jobs.clone()),
-                idle_polls: 0,
-                spun: spun.clone(),
-            };
+            let mut feed = Watched::new(JobFeed::new(jobs.clone()), SPIN_LIMIT, spun.clone());
             let (done_tx, count) = (done_tx.clone(), count.clone());
             tokio::spawn(async move {
                 while let Some(job) = feed.next().await {
@@ -255,6 +359,20 @@ hidden_test! {
         drop(tx);
     }
 
+    /// The pool shuts down: the channel is closed, before or after the workers start, with
+    /// nothing or a few jobs still queued. Each worker keeps its feed until the whole pool has
+    /// stopped (it waits for the others before it cleans up), so every worker's feed must end
+    /// once the queued jobs are taken, however many workers share the queue.
+    async fn every_worker_sees_the_end_of_the_channel() {
+        for workers in 2..=3usize {
+            for queued in 0..=3u64 {
+                for close_first in [true, false] {
+                    pool_shutdown(workers, queued, close_first).await;
+                }
+            }
+        }
+    }
+
     /// Jobs of uneven length arrive at uneven times, and two workers share the queue: a job that
     /// arrives while a worker is idle must start at once, on that worker, even if the other
     /// worker is busy with a long job.
@@ -265,9 +383,11 @@ hidden_test! {
             let start = Instant::now();
             let (started_tx, mut started) = mpsc::unbounded_channel();
             let lengths: Vec<u64> = workload.jobs.iter().map(|&(_, len)| len).collect();
+            let spun = Arc::new(AtomicBool::new(false));
             let mut workers = Vec::new();
             for worker in 0..2 {
-                let mut feed = JobFeed::new(jobs.clone());
+                let mut feed =
+                    Watched::new(JobFeed::new(jobs.clone()), QUIET_SPIN_LIMIT, spun.clone());
                 let (started_tx, lengths) = (started_tx.clone(), lengths.clone());
                 workers.push(tokio::spawn(async move {
                     while let Some(job) = feed.next().await {
@@ -286,6 +406,13 @@ hidden_test! {
             drop(tx);
             for worker in workers {
                 worker.await.map_err(|e| format!("a worker panicked: {e}"))?;
+            }
+            if spun.load(Ordering::SeqCst) {
+                return Err(format!(
+                    "a worker's feed was polled {QUIET_SPIN_LIMIT} times in a row without \
+                     yielding a job, while it waited for its turn or for a job: it is woken \
+                     although nothing changed (it wakes itself, or polls on a timer)"
+                ));
             }
             let mut seen = Vec::new();
             while let Some(entry) = started.recv().await {
