@@ -32,6 +32,64 @@ fn show(bytes: &[u8]) -> String {
     format!("{}...({} bytes in all)...{}", head.escape_ascii(), bytes.len(), tail.escape_ascii())
 }
 
+/// Names a position in the expected byte stream in the server's terms: "byte 3 of frame 7's
+/// body".
+fn locate(pos: usize, frames: &[Frame]) -> String {
+    let mut start = 0;
+    for f in frames {
+        let len = HEADER_LEN + f.body.len();
+        if pos < start + len {
+            let offset = pos - start;
+            return if offset < HEADER_LEN {
+                format!("byte {offset} of frame {}'s header", f.seq)
+            } else {
+                format!("byte {} of frame {}'s body", offset - HEADER_LEN, f.seq)
+            };
+        }
+        start += len;
+    }
+    "the end of the last frame".to_owned()
+}
+
+/// Says where a wrong wire parts from the expected one, and what it carries from there: bytes
+/// sent again (it goes back to an earlier byte), bytes skipped (it jumps ahead), or bytes that
+/// belong to no frame. Only what the wire shows, not why.
+fn where_the_wire_goes_wrong(seen: &[u8], expected: &[u8], frames: &[Frame]) -> String {
+    let right = seen.iter().zip(expected).take_while(|(a, b)| a == b).count();
+    let rest = &seen[right..];
+    if rest.is_empty() {
+        return format!(
+            "the first {right} bytes are right, then the wire stops: {} on never arrived",
+            locate(right, frames)
+        );
+    }
+    // The place in the expected stream that the rest of the wire follows longest.
+    let matching =
+        |from: usize| rest.iter().zip(&expected[from..]).take_while(|(a, b)| a == b).count();
+    let best = (0..expected.len())
+        .filter(|&from| from != right && expected[from] == rest[0])
+        .map(|from| (matching(from), from))
+        .max_by_key(|&(len, from)| (len, std::cmp::Reverse(from)));
+    match best {
+        Some((_, from)) if from < right => format!(
+            "the first {right} bytes are right, then the wire starts again from {}: bytes \
+             already on the wire were sent a second time",
+            locate(from, frames)
+        ),
+        Some((_, from)) => format!(
+            "the first {right} bytes are right, then the wire jumps ahead to {}: {} up to there \
+             never arrived, so a frame was left cut short",
+            locate(from, frames),
+            locate(right, frames)
+        ),
+        None => format!(
+            "the first {right} bytes are right, then come bytes that belong to no frame (from {} \
+             on)",
+            locate(right, frames)
+        ),
+    }
+}
+
 /// Compares what reached the server with the frames it should have read, and says what went
 /// wrong in the server's terms.
 fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
@@ -60,15 +118,13 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
             seen.len(),
             expected.len()
         )
-    } else if seen.len() > expected.len() {
-        format!(
-            "{} bytes arrived instead of {}: bytes already on the wire were sent again (a cut \
-             write started the frame over from its first byte)",
-            seen.len(),
-            expected.len()
-        )
     } else {
-        "the bytes are out of frame: a cut-short frame was followed by another one".to_owned()
+        format!(
+            "{} bytes arrived instead of {}: {}",
+            seen.len(),
+            expected.len(),
+            where_the_wire_goes_wrong(seen, &expected, frames)
+        )
     };
     Err(format!(
         "the server should read frames {seqs:?} whole and once ({} bytes: \"{}\"), but \
@@ -230,7 +286,9 @@ async fn finish_and_check(
         }
     }
     let seen = rig.wire.bytes();
-    if accepted.iter().any(|frames| check_wire(&seen, frames).is_ok()) {
+    let whole_and_once =
+        |frames: &&[Frame]| seen == frames.iter().flat_map(Frame::encode).collect::<Vec<u8>>();
+    if accepted.iter().any(whole_and_once) {
         return Ok(());
     }
     check_wire(&seen, expected)
@@ -245,6 +303,70 @@ impl AsyncWrite for BrokenPipe {
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How a connection breaks: its writes fail, like a socket whose peer has gone, or they report
+/// 0 bytes written, like a connection that can no longer accept bytes (the case `write_all` turns
+/// into `ErrorKind::WriteZero`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaks {
+    WithAnError,
+    WithZeroBytes,
+}
+
+/// After a connection answered "0 bytes written", how many more writes a caller may try before the
+/// test concludes it would try for ever (a retry or two is fine; a loop that ignores the answer is
+/// not).
+const ZERO_WRITES_TOLERATED: usize = 64;
+
+/// A connection that takes 3 bytes per write, yielding between writes, until `capacity` bytes have
+/// gone through; then it breaks the way `breaks` says. A caller that keeps writing after being
+/// told "0 bytes" is stopped after [`ZERO_WRITES_TOLERATED`] more writes with an error of its own,
+/// and the count of those writes is kept: such a caller never yields and would hang the test.
+struct BreakingLink {
+    capacity: usize,
+    breaks: Breaks,
+    accepted: usize,
+    zero_writes: Arc<Mutex<usize>>,
+    yield_next: bool,
+}
+
+impl AsyncWrite for BreakingLink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.accepted >= self.capacity && !buf.is_empty() {
+            return Poll::Ready(match self.breaks {
+                Breaks::WithAnError => Err(io::ErrorKind::BrokenPipe.into()),
+                Breaks::WithZeroBytes => {
+                    let mut zero_writes = self.zero_writes.lock().expect("counter lock");
+                    *zero_writes += 1;
+                    if *zero_writes > ZERO_WRITES_TOLERATED {
+                        Err(io::Error::other("the test stopped a writer that kept writing"))
+                    } else {
+                        Ok(0)
+                    }
+                }
+            });
+        }
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yield_next = true;
+        let n = buf.len().min(3).min(self.capacity - self.accepted);
+        self.accepted += n;
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -355,6 +477,60 @@ hidden_test! {
         );
     }
 
+    /// A connection that breaks part way through an upload, at any byte, with a failing write or
+    /// with writes that report 0 bytes written: the call whose frame no longer fits is told, and
+    /// the calls before it succeed.
+    async fn reports_a_connection_that_breaks_part_way() {
+        let frames = [frame(1, "hello"), frame(2, "world!")];
+        let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
+        for breaks in [Breaks::WithAnError, Breaks::WithZeroBytes] {
+            let how = match breaks {
+                Breaks::WithAnError => "then failed every write with BrokenPipe",
+                Breaks::WithZeroBytes => "then answered every write with Ok(0), 0 bytes written",
+            };
+            for capacity in 0..total {
+                let zero_writes = Arc::new(Mutex::new(0));
+                let mut writer = FrameWriter::new(BreakingLink {
+                    capacity,
+                    breaks,
+                    accepted: 0,
+                    zero_writes: zero_writes.clone(),
+                    yield_next: false,
+                });
+                let mut end = 0;
+                for f in &frames {
+                    end += HEADER_LEN + f.body.len();
+                    let result = writer.send_frame(f).await;
+                    let zero_writes = *zero_writes.lock().expect("counter lock");
+                    assert!(
+                        zero_writes <= ZERO_WRITES_TOLERATED,
+                        "the connection accepted {capacity} bytes and {how}; send_frame({}) \
+                         wrote to it {zero_writes} times in a row without getting a byte \
+                         through, until the test stopped it: without the test it would loop \
+                         there for ever, and the caller would never hear that the connection is \
+                         broken",
+                        f.seq
+                    );
+                    match result {
+                        Ok(()) if end > capacity => panic!(
+                            "the connection accepted {capacity} bytes and {how}, but \
+                             send_frame({}) returned Ok: frame {} never reached the server \
+                             whole, and the caller was not told the connection is broken",
+                            f.seq, f.seq
+                        ),
+                        Ok(()) => {}
+                        Err(_) if end > capacity => break,
+                        Err(err) => panic!(
+                            "the connection had room for all {end} bytes up to frame {}, but \
+                             send_frame({}) failed: {err}",
+                            f.seq, f.seq
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     /// The explorer cuts `send_frame` after every poll (mid-header, mid-body, after the last
     /// byte); the caller then retries the same frame. The server must read it exactly once.
     async fn a_retry_after_any_cut_sends_the_frame_once() {
@@ -415,6 +591,7 @@ hidden_test! {
         ];
         let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
         let mut ticks = 0;
+        let mut done = 0;
         let upload = async {
             let period = Duration::from_millis(10);
             let mut progress = interval_at(Instant::now() + period, period);
@@ -422,7 +599,7 @@ hidden_test! {
                 loop {
                     tokio::select! {
                         biased;
-                        sent = writer.send_frame(f) => { sent?; break; }
+                        sent = writer.send_frame(f) => { sent?; done += 1; break; }
                         _ = progress.tick() => ticks += 1,
                     }
                 }
@@ -436,9 +613,12 @@ hidden_test! {
             Ok(Err(err)) => panic!("the upload failed on a healthy connection: {err}"),
             Err(_) => panic!(
                 "the upload of {total} bytes never finished: after 10 s and {ticks} progress \
-                 ticks the server had received {} bytes. Every tick cancelled send_frame, and \
-                 the retry started the frame over from its first byte",
-                seen.len()
+                 ticks the server had received {} bytes, and send_frame had returned for only \
+                 {done} of the {} frames. Every tick cancelled send_frame, and no call after a \
+                 tick finished frame {} before the next tick",
+                seen.len(),
+                frames.len(),
+                frames[done.min(frames.len() - 1)].seq
             ),
         }
         if let Err(problem) = check_wire(&seen, &frames) {
