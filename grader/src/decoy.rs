@@ -117,8 +117,9 @@ pub fn apply(course: &Course, kata: &Kata, decoy: &Decoy) -> Result<String, Deco
         std::fs::read_to_string(path)
             .map_err(|source| DecoyError::Read { path: rel(course, path), source })
     };
-    let text = read(&decoy.patch)?;
-    let base = read(&exercise_path)?;
+    // Line endings are not the patch's business: a CRLF checkout applies as an LF one.
+    let text = read(&decoy.patch)?.replace("\r\n", "\n");
+    let base = read(&exercise_path)?.replace("\r\n", "\n");
     let diff = || diff_command(course, kata, "wrong.rs");
     let patch = diffy::Patch::from_str(&text).map_err(|source| DecoyError::Parse {
         patch: patch_name.clone(),

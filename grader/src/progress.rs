@@ -22,7 +22,8 @@ impl Progress {
             (false, _) => Progress::Quiet,
             (true, false) => Progress::Lines { phase: AtomicUsize::new(0) },
             (true, true) => {
-                let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+                // Hidden until a phase has steps: an empty bar reads as full (0/0).
+                let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
                 bar.set_style(
                     ProgressStyle::with_template("{msg:>9} [{bar:30}] {pos}/{len}")
                         .expect("valid template")
@@ -45,6 +46,11 @@ impl Progress {
                 bar.set_message(name);
                 bar.set_length(total as u64);
                 bar.set_position(0);
+                bar.set_draw_target(if total == 0 {
+                    ProgressDrawTarget::hidden()
+                } else {
+                    ProgressDrawTarget::stderr()
+                });
             }
         }
     }

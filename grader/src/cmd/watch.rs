@@ -4,8 +4,10 @@
 //! It needs a terminal: without one it says so and exits with a usage error instead of waiting
 //! for keys that will never come.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Read};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,11 +16,12 @@ use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use notify::{RecursiveMode, Watcher};
 
 use crate::UsageError;
-use crate::cli::HintArgs;
+use crate::cli::{HintArgs, WatchArgs};
 use crate::course::{Course, Kata, Tree};
 use crate::exit;
 use crate::grade::{self, Options, Status};
 use crate::progress::Progress;
+use crate::report::human::Detail;
 use crate::state::{Standing, State};
 use crate::style;
 use crate::workspace::Unit;
@@ -26,20 +29,31 @@ use crate::workspace::Unit;
 /// Quiet time after the last file event before re-checking: editors write in bursts.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// How often `--poll` looks at the files.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The exit code after Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
+const INTERRUPTED: u8 = 130;
+
+/// The separator between checks: as wide as the narrowest terminal the output fits (60).
+const WIDTH: usize = 60;
+
 enum Event {
     Key(u8),
-    Changed,
+    /// Rust files changed: the katas they belong to, by folder name.
+    Changed(Vec<String>),
 }
 
-pub fn run(course: &Course) -> anyhow::Result<u8> {
+pub fn run(course: &Course, args: &WatchArgs) -> anyhow::Result<u8> {
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
-        return Err(UsageError(
-            "`grader watch` needs a terminal to read keys from; in scripts and CI use \
-             `grader check`"
-                .into(),
-        )
+        return Err(UsageError(format!(
+            "`{}` needs a terminal to read keys from; in scripts and CI use `{}`",
+            crate::invoked::command("watch"),
+            crate::invoked::command("check")
+        ))
         .into());
     }
+    crate::invoked::set_watching();
     let _raw = RawMode::enter()?;
     let (tx, rx) = mpsc::channel();
 
@@ -53,30 +67,75 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
             }
         }
     });
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    let exercises = course.root.join(Tree::Exercises.dir());
+    let root = exercises.clone();
+    let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !event.kind.is_access()
-            && event.paths.iter().any(|p| p.extension().is_some_and(|e| e == "rs"))
         {
-            let _ = tx.send(Event::Changed);
+            let katas: Vec<String> = event
+                .paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                .filter_map(|p| kata_of(&root, p))
+                .collect();
+            if !katas.is_empty() {
+                let _ = tx.send(Event::Changed(katas));
+            }
         }
-    })
-    .context("failed to watch the exercises for changes")?;
-    let exercises = course.root.join(Tree::Exercises.dir());
+    };
+    // Where the file system sends no events (network file systems, WSL's /mnt), `--poll` looks.
+    let mut watcher: Box<dyn Watcher> = if args.poll {
+        let config = notify::Config::default().with_poll_interval(POLL_EVERY);
+        Box::new(notify::PollWatcher::new(handler, config).context("failed to poll the exercises")?)
+    } else {
+        Box::new(
+            notify::recommended_watcher(handler)
+                .context("failed to watch the exercises for changes")?,
+        )
+    };
     watcher
         .watch(&exercises, RecursiveMode::Recursive)
         .with_context(|| format!("failed to watch {}", exercises.display()))?;
 
     let mut current = State::load(course).current(course).map(|k| k.name.clone());
+    let mut pending: VecDeque<Event> = VecDeque::new();
     check(course, current.as_deref())?;
-    while let Ok(event) = rx.recv() {
+    drain_rechecks(&rx, &mut pending, &mut Vec::new());
+    loop {
+        let Some(event) = pending.pop_front().or_else(|| rx.recv().ok()) else {
+            break;
+        };
         match event {
-            Event::Changed => {
-                while rx.recv_timeout(DEBOUNCE).is_ok_and(|e| matches!(e, Event::Changed)) {}
+            Event::Changed(mut saved) => {
+                // Editors write in bursts; anything saved meanwhile joins this check.
+                while let Ok(event) = rx.recv_timeout(DEBOUNCE) {
+                    match event {
+                        Event::Changed(more) => saved.extend(more),
+                        other => pending.push_back(other),
+                    }
+                }
+                drain_rechecks(&rx, &mut pending, &mut saved);
+                if !saved.iter().any(|k| Some(k) == current.as_ref())
+                    && let Some(other) = saved.first()
+                {
+                    println!("you saved {other}: checking it (press n to move on from it)");
+                    current = Some(other.clone());
+                }
                 check(course, current.as_deref())?;
+                drain_rechecks(&rx, &mut pending, &mut Vec::new());
             }
-            Event::Key(b'q' | 3 | 4) => break,
-            Event::Key(b'r') => check(course, current.as_deref())?,
+            Event::Key(b'q' | 4) => break,
+            Event::Key(3) => {
+                println!("interrupted: run `{}` to go on", crate::invoked::command("watch"));
+                return Ok(INTERRUPTED);
+            }
+            Event::Key(b'r') => {
+                // Five quick presses are one check.
+                drain_rechecks(&rx, &mut pending, &mut Vec::new());
+                check(course, current.as_deref())?;
+                drain_rechecks(&rx, &mut pending, &mut Vec::new());
+            }
             Event::Key(b'l') => {
                 super::list::run(course)?;
                 help(course, current.as_deref());
@@ -89,13 +148,41 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
             }
             Event::Key(b'n') => {
                 current = next_after(course, current.as_deref()).map(|k| k.name.clone());
+                if let Some(kata) = current.as_deref().and_then(|c| find(course, c)) {
+                    println!("{}", style::dim(&"-".repeat(WIDTH)));
+                    super::next::show(course, kata)?;
+                }
                 check(course, current.as_deref())?;
+                drain_rechecks(&rx, &mut pending, &mut Vec::new());
             }
             Event::Key(_) => help(course, current.as_deref()),
         }
     }
-    println!("bye: run `grader watch` to pick up where you left off");
+    println!("bye: run `{}` to pick up where you left off", crate::invoked::command("watch"));
     Ok(exit::SUCCESS)
+}
+
+/// Takes every event already queued: `r` presses and saves are covered by the check about to run
+/// (or that just ran), and the katas saved are added to `saved`; anything else waits in `pending`.
+fn drain_rechecks(rx: &mpsc::Receiver<Event>, pending: &mut VecDeque<Event>, saved: &mut Vec<String>) {
+    while let Ok(event) = rx.try_recv() {
+        match event {
+            Event::Key(b'r') => {}
+            Event::Changed(katas) => saved.extend(katas),
+            other => pending.push_back(other),
+        }
+    }
+}
+
+/// The kata folder under `exercises` that `path` is in.
+fn kata_of(exercises: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(exercises).ok()?;
+    let folder = rel.components().next()?.as_os_str().to_str()?;
+    Some(folder.to_owned())
+}
+
+fn find<'a>(course: &'a Course, name: &str) -> Option<&'a Kata> {
+    course.katas.iter().find(|k| k.name == name)
 }
 
 /// The first kata after `current` that is not done, wrapping round; `None` when all are done.
@@ -110,8 +197,8 @@ fn next_after<'a>(course: &'a Course, current: Option<&str>) -> Option<&'a Kata>
 }
 
 fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
-    println!("{}", style::dim(&"-".repeat(72)));
-    let Some(kata) = current.and_then(|c| course.katas.iter().find(|k| k.name == c)) else {
+    println!("{}", style::dim(&"-".repeat(WIDTH)));
+    let Some(kata) = current.and_then(|c| find(course, c)) else {
         println!("{}", style::good("every kata is done. Well played."));
         help(course, None);
         return Ok(());
@@ -132,11 +219,11 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
     let (results, took) =
         grade::grade(course, Tree::Exercises.dir(), &[unit], &options, &progress)?;
     let summary = crate::report::Summary::of(&results, took);
-    print!("{}", crate::report::human::render(&results, &summary));
+    print!("{}", crate::report::human::render(&results, &summary, Detail::All));
     let passed = results.first().is_some_and(|r| r.status == Status::Passed);
     let hash =
         results[0].source_hash.clone().unwrap_or_else(|| crate::state::source_hash(course, kata));
-    State::update(course, |state| state.record(kata, hash, results[0].status))?;
+    State::update(course, |state| state.record(course, kata, hash, results[0].status))?;
     if passed {
         println!(
             "{}",
@@ -157,10 +244,10 @@ fn unit_file(course: &Course, kata: &Kata) -> String {
 fn help(course: &Course, current: Option<&str>) {
     let state = State::load(course);
     println!(
-        "{}  {}",
+        "{}\n{}",
         style::dim(&crate::report::progress_line(course, &state)),
         style::dim(match current {
-            Some(_) => "keys: h hint, n next kata, l list, r re-check, q quit",
+            Some(_) => "keys: h hint, n next, l list, r re-check, q quit",
             None => "keys: l list, q quit",
         })
     );

@@ -81,6 +81,29 @@ pub fn reason(result: &UnitResult) -> String {
     }
 }
 
+/// The kata's verdict in a few words, without any test's message (which may say what the fix
+/// is): the line of a kata in the readable report.
+pub fn brief(result: &UnitResult) -> String {
+    let count = |n: usize, thing: &str| human::plural(n, thing);
+    match result.status {
+        Status::Passed if result.tests.len() == 1 => "its hidden test passes".into(),
+        Status::Passed => format!("all {} hidden tests pass", result.tests.len()),
+        Status::Error => "could not be graded".into(),
+        Status::CompileError => {
+            format!("does not compile ({})", count(result.compile_errors.len(), "error"))
+        }
+        Status::Failed | Status::TimedOut => {
+            let failing = result.tests.iter().filter(|t| t.status != Outcome::Passed).count();
+            let timed_out = result.tests.iter().filter(|t| t.status == Outcome::TimedOut).count();
+            let mut line = format!("{failing} of {} hidden tests fail", result.tests.len());
+            if timed_out > 0 {
+                line.push_str(&format!(" ({timed_out} timed out)"));
+            }
+            line
+        }
+    }
+}
+
 /// `path` and `line` from the first `--> path:line:col` of a rendered compiler error.
 pub(crate) fn error_location(error: &str) -> Option<(String, u32)> {
     let arrow = error.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;
