@@ -306,12 +306,13 @@ mod tests {
     #[test]
     fn suggests_the_closest_name() {
         let err = course().find("inflight_gage").unwrap_err().to_string();
+        let list = crate::invoked::command("list");
         assert_eq!(
             err,
-            "no kata named `inflight_gage`; did you mean `inflight_gauge`? run `grader list`"
+            format!("no kata named `inflight_gage`; did you mean `inflight_gauge`? run `{list}`")
         );
         let err = course().find("zzz").unwrap_err().to_string();
-        assert!(err.contains("run `grader list`"), "{err}");
+        assert!(err.contains(&format!("run `{list}`")), "{err}");
     }
 
     #[test]

@@ -43,14 +43,14 @@ impl Progress {
                 eprintln!("{name} {total} ...");
             }
             Progress::Bar(bar) => {
+                // Hidden while it changes, so that no mix of the old phase and the new is drawn.
+                bar.set_draw_target(ProgressDrawTarget::hidden());
                 bar.set_message(name);
                 bar.set_length(total as u64);
                 bar.set_position(0);
-                bar.set_draw_target(if total == 0 {
-                    ProgressDrawTarget::hidden()
-                } else {
-                    ProgressDrawTarget::stderr()
-                });
+                if total > 0 {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
             }
         }
     }

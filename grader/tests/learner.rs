@@ -87,7 +87,8 @@ fn reset_restores_the_starting_code_and_keeps_a_backup() {
         stamp.len() == 20 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'T',
         "{name}"
     );
-    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&lib), 0o640, "the restored file keeps the learner's file's mode");
     assert_eq!(mode(&backups[0].path()), 0o640);
 
@@ -268,10 +269,9 @@ fn has_colour(text: &str) -> bool {
 fn colour_follows_the_flag_and_no_color_on_a_terminal() {
     let fixture = Fixture::new();
     let grader = grader_bin();
-    for (command, colour) in [
-        (format!("{grader} check 3 --color never"), true),
-        (format!("{grader} check 3"), false),
-    ] {
+    for (command, colour) in
+        [(format!("{grader} check 3 --color never"), true), (format!("{grader} check 3"), false)]
+    {
         let (code, seen) = Pty::spawn(&fixture, "", &command, colour).wait();
         assert_eq!(code, Some(1), "{seen}");
         assert!(seen.contains("expected `;`"), "{seen}");
@@ -280,8 +280,7 @@ fn colour_follows_the_flag_and_no_color_on_a_terminal() {
     }
     let (_, seen) = Pty::spawn(&fixture, "", &format!("{grader} check 3"), true).wait();
     assert!(has_colour(&seen), "a terminal without NO_COLOR gets colour:\n{seen}");
-    let (_, _) =
-        Pty::spawn(&fixture, "", &format!("{grader} check 3 > report.txt"), true).wait();
+    let (_, _) = Pty::spawn(&fixture, "", &format!("{grader} check 3 > report.txt"), true).wait();
     let report = std::fs::read_to_string(fixture.path("report.txt")).unwrap();
     assert!(report.contains("expected `;`") && !report.contains('\u{1b}'), "{report:?}");
 }
@@ -373,8 +372,8 @@ fn cargo_test_in_an_exercise_says_how_to_check_it() {
     let dir = tempfile::tempdir().unwrap();
     let kata = dir.path().join("07_demo");
     std::fs::create_dir_all(kata.join("src")).unwrap();
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("kata-test/check_with_the_grader.rs");
+    let target =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kata-test/check_with_the_grader.rs");
     std::fs::write(
         kata.join("Cargo.toml"),
         format!(

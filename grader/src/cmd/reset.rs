@@ -81,11 +81,9 @@ const BACKUP: &str = ".grader-backup";
 /// Saves `content` (the file at `path`) next to it, named by `stamp`, with the file's mode.
 fn save_backup(course: &Course, path: &Path, content: &[u8], stamp: &str) -> anyhow::Result<()> {
     let backup = backup_path(path, stamp);
-    std::fs::write(&backup, content)
-        .and_then(|()| copy_mode(path, &backup))
-        .with_context(|| {
-            format!("failed to save a backup to {}; nothing was changed", backup.display())
-        })?;
+    std::fs::write(&backup, content).and_then(|()| copy_mode(path, &backup)).with_context(
+        || format!("failed to save a backup to {}; nothing was changed", backup.display()),
+    )?;
     outln!("saved {} to {}", rel(course, path), rel(course, &backup));
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Read};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
@@ -39,7 +39,8 @@ const INTERRUPTED: u8 = 130;
 const WIDTH: usize = 60;
 
 enum Event {
-    Key(u8),
+    /// A key, and when it was pressed.
+    Key(u8, Instant),
     /// Rust files changed: the katas they belong to, by folder name.
     Changed(Vec<String>),
 }
@@ -62,7 +63,7 @@ pub fn run(course: &Course, args: &WatchArgs) -> anyhow::Result<u8> {
         let mut stdin = std::io::stdin();
         let mut byte = [0u8; 1];
         while stdin.read_exact(&mut byte).is_ok() {
-            if keys.send(Event::Key(byte[0])).is_err() {
+            if keys.send(Event::Key(byte[0], Instant::now())).is_err() {
                 break;
             }
         }
@@ -100,12 +101,9 @@ pub fn run(course: &Course, args: &WatchArgs) -> anyhow::Result<u8> {
 
     let mut current = State::load(course).current(course).map(|k| k.name.clone());
     let mut pending: VecDeque<Event> = VecDeque::new();
-    check(course, current.as_deref())?;
-    drain_rechecks(&rx, &mut pending, &mut Vec::new());
-    loop {
-        let Some(event) = pending.pop_front().or_else(|| rx.recv().ok()) else {
-            break;
-        };
+    let mut graded = check(course, current.as_deref())?;
+    drain_rechecks(&rx, &mut pending, graded, None);
+    while let Some(event) = pending.pop_front().or_else(|| rx.recv().ok()) {
         match event {
             Event::Changed(mut saved) => {
                 // Editors write in bursts; anything saved meanwhile joins this check.
@@ -115,61 +113,69 @@ pub fn run(course: &Course, args: &WatchArgs) -> anyhow::Result<u8> {
                         other => pending.push_back(other),
                     }
                 }
-                drain_rechecks(&rx, &mut pending, &mut saved);
+                drain_rechecks(&rx, &mut pending, Instant::now(), Some(&mut saved));
                 if !saved.iter().any(|k| Some(k) == current.as_ref())
                     && let Some(other) = saved.first()
                 {
                     println!("you saved {other}: checking it (press n to move on from it)");
                     current = Some(other.clone());
                 }
-                check(course, current.as_deref())?;
-                drain_rechecks(&rx, &mut pending, &mut Vec::new());
+                graded = check(course, current.as_deref())?;
+                drain_rechecks(&rx, &mut pending, graded, None);
             }
-            Event::Key(b'q' | 4) => break,
-            Event::Key(3) => {
+            Event::Key(b'q' | 4, _) => break,
+            Event::Key(3, _) => {
                 println!("interrupted: run `{}` to go on", crate::invoked::command("watch"));
                 return Ok(INTERRUPTED);
             }
-            Event::Key(b'r') => {
+            // Pressed while a verdict was on its way: that verdict answers it.
+            Event::Key(b'r', at) if at <= graded => {}
+            Event::Key(b'r', _) => {
                 // Five quick presses are one check.
-                drain_rechecks(&rx, &mut pending, &mut Vec::new());
-                check(course, current.as_deref())?;
-                drain_rechecks(&rx, &mut pending, &mut Vec::new());
+                drain_rechecks(&rx, &mut pending, Instant::now(), None);
+                graded = check(course, current.as_deref())?;
+                drain_rechecks(&rx, &mut pending, graded, None);
             }
-            Event::Key(b'l') => {
+            Event::Key(b'l', _) => {
                 super::list::run(course)?;
                 help(course, current.as_deref());
             }
-            Event::Key(b'h') => {
+            Event::Key(b'h', _) => {
                 if let Some(name) = &current {
                     super::hint::run(course, &HintArgs { kata: name.clone(), all: false })?;
                 }
                 help(course, current.as_deref());
             }
-            Event::Key(b'n') => {
+            Event::Key(b'n', _) => {
                 current = next_after(course, current.as_deref()).map(|k| k.name.clone());
                 if let Some(kata) = current.as_deref().and_then(|c| find(course, c)) {
                     println!("{}", style::dim(&"-".repeat(WIDTH)));
                     super::next::show(course, kata)?;
                 }
-                check(course, current.as_deref())?;
-                drain_rechecks(&rx, &mut pending, &mut Vec::new());
+                graded = check(course, current.as_deref())?;
+                drain_rechecks(&rx, &mut pending, graded, None);
             }
-            Event::Key(_) => help(course, current.as_deref()),
+            Event::Key(..) => help(course, current.as_deref()),
         }
     }
     println!("bye: run `{}` to pick up where you left off", crate::invoked::command("watch"));
     Ok(exit::SUCCESS)
 }
 
-/// Takes every event already queued: `r` presses and saves are covered by the check about to run
-/// (or that just ran), and the katas saved are added to `saved`; anything else waits in `pending`.
-fn drain_rechecks(rx: &mpsc::Receiver<Event>, pending: &mut VecDeque<Event>, saved: &mut Vec<String>) {
+/// Takes every event already queued: `r` pressed before `covered` (the check about to run, or
+/// the one that has just graded, covers it) is dropped; saves join `saved` when given (the check
+/// about to run reads them), else wait in `pending` with everything else.
+fn drain_rechecks(
+    rx: &mpsc::Receiver<Event>,
+    pending: &mut VecDeque<Event>,
+    covered: Instant,
+    mut saved: Option<&mut Vec<String>>,
+) {
     while let Ok(event) = rx.try_recv() {
-        match event {
-            Event::Key(b'r') => {}
-            Event::Changed(katas) => saved.extend(katas),
-            other => pending.push_back(other),
+        match (event, saved.as_deref_mut()) {
+            (Event::Key(b'r', at), _) if at <= covered => {}
+            (Event::Changed(katas), Some(saved)) => saved.extend(katas),
+            (other, _) => pending.push_back(other),
         }
     }
 }
@@ -196,12 +202,14 @@ fn next_after<'a>(course: &'a Course, current: Option<&str>) -> Option<&'a Kata>
         .find(|k| state.progress(course, k) != Standing::Done)
 }
 
-fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
+/// Checks the kata and prints the verdict; returns when the grading was done (a key pressed
+/// before then asked for what the verdict already shows).
+fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
     println!("{}", style::dim(&"-".repeat(WIDTH)));
     let Some(kata) = current.and_then(|c| find(course, c)) else {
         println!("{}", style::good("every kata is done. Well played."));
         help(course, None);
-        return Ok(());
+        return Ok(Instant::now());
     };
     let unit = Unit {
         kata: course.katas.iter().position(|k| k.name == kata.name).expect("a course kata"),
@@ -218,6 +226,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
     let progress = Progress::new(true, true);
     let (results, took) =
         grade::grade(course, Tree::Exercises.dir(), &[unit], &options, &progress)?;
+    let graded = Instant::now();
     let summary = crate::report::Summary::of(&results, took);
     print!("{}", crate::report::human::render(&results, &summary, Detail::All));
     let passed = results.first().is_some_and(|r| r.status == Status::Passed);
@@ -233,7 +242,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<()> {
         println!("waiting for you to save {} ...", unit_file(course, kata));
     }
     help(course, Some(&kata.name));
-    Ok(())
+    Ok(graded)
 }
 
 fn unit_file(course: &Course, kata: &Kata) -> String {
