@@ -210,6 +210,20 @@ mod tests {
     }
 
     #[test]
+    fn line_endings_do_not_matter() {
+        // A checkout with CRLF endings (issue 13): the exercise, the patch, or both.
+        for (exercise, patch) in [(true, false), (false, true), (true, true)] {
+            let crlf =
+                |text: &str, on: bool| if on { text.replace('\n', "\r\n") } else { text.into() };
+            let (_dir, course, decoy) = fixture(&crlf(PATCH, patch));
+            let lib = course.lib_rs(Tree::Exercises, &course.katas[0]);
+            std::fs::write(lib, crlf(EXERCISE, exercise)).unwrap();
+            let source = apply(&course, &course.katas[0], &decoy).unwrap();
+            assert_eq!(source, "fn a() {}\n\nfn b() {\n}\n", "{exercise} {patch}");
+        }
+    }
+
+    #[test]
     fn a_patch_that_no_longer_applies_says_to_regenerate_it() {
         let (_dir, course, decoy) = fixture(PATCH);
         std::fs::write(course.lib_rs(Tree::Exercises, &course.katas[0]), "fn c() {}\n").unwrap();

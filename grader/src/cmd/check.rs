@@ -23,10 +23,9 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let named = match here {
         Some(kata) => {
             eprintln!(
-                "checking kata {:02}, whose folder you are in; name katas (`{}`) or run from the \
-                 course root to check others",
-                kata.number(),
-                crate::invoked::command("check 1 2")
+                "checking kata {:02}, whose folder you are in\n(name katas, or run from the \
+                 course root, to check others)",
+                kata.number()
             );
             vec![kata.name.clone()]
         }
@@ -83,7 +82,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let rendered = Rendered { course, tree, results: &results, summary: &summary, took, detail };
     let mut stdout = rendered.render(args.format)?;
     if let (Format::Human | Format::Github, Some(progress)) = (args.format, &progress) {
-        stdout.push_str(&format!("course progress: {progress}\n"));
+        stdout.push_str(&format!("course: {progress}\n"));
     }
     out!("{stdout}");
     for (format, path) in &args.reports {

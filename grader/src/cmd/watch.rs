@@ -117,7 +117,7 @@ pub fn run(course: &Course, args: &WatchArgs) -> anyhow::Result<u8> {
                 if !saved.iter().any(|k| Some(k) == current.as_ref())
                     && let Some(other) = saved.first()
                 {
-                    println!("you saved {other}: checking it (press n to move on from it)");
+                    println!("you saved {other}: checking it");
                     current = Some(other.clone());
                 }
                 graded = check(course, current.as_deref())?;

@@ -101,7 +101,7 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         out.push_str(&format!(
             "\n{}\n",
             style::dim(&format!(
-                "details for one kata at a time: `{}`",
+                "one kata's details: `{}`",
                 crate::invoked::command(&format!("check {first}"))
             ))
         ));
@@ -125,6 +125,61 @@ pub fn plural(n: usize, thing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::course::Level;
+    use crate::grade::TestResult;
+
+    fn result(status: Status, outcomes: &[Outcome]) -> UnitResult {
+        UnitResult {
+            // The course's longest name.
+            name: "20_compaction_blocking_guard".into(),
+            number: 20,
+            title: "t".into(),
+            level: Level::Advanced,
+            status,
+            points: 0,
+            max_points: 30,
+            file: "exercises/20_compaction_blocking_guard/src/lib.rs".into(),
+            compile_errors: if status == Status::CompileError {
+                vec!["error: a".into(), "error: b".into()]
+            } else {
+                Vec::new()
+            },
+            warnings: Vec::new(),
+            tests: outcomes
+                .iter()
+                .map(|&status| TestResult {
+                    name: "t".into(),
+                    status,
+                    message: "m".into(),
+                    duration_ms: 1,
+                })
+                .collect(),
+            source_hash: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_kata_line_fits_sixty_columns() {
+        let (pass, fail, time) = (Outcome::Passed, Outcome::Failed, Outcome::TimedOut);
+        let results = [
+            result(Status::Passed, &[pass, pass, pass]),
+            result(Status::Failed, &[fail, fail, pass, pass, pass, pass, pass, pass, pass, pass]),
+            result(Status::TimedOut, &[time, time, pass]),
+            result(Status::TimedOut, &[fail, fail, time, pass, pass, pass, pass, pass, pass, pass]),
+            result(Status::CompileError, &[]),
+            result(Status::Error, &[]),
+        ];
+        let summary = Summary::of(&results, std::time::Duration::from_secs(12));
+        let text = render(&results, &summary, Detail::Only(None));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 60, "`{line}`");
+        }
+        assert!(text.contains("2 of 10 tests fail"), "{text}");
+        assert!(text.contains("2 of 3 time out"), "{text}");
+        assert!(text.contains("TIME  20_compaction_blocking_guard  0/30 3 of 10 tests fail"));
+        assert!(text.contains("2 compile errors"), "{text}");
+    }
 
     #[test]
     fn counts_agree_with_their_nouns() {

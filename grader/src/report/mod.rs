@@ -82,24 +82,23 @@ pub fn reason(result: &UnitResult) -> String {
 }
 
 /// The kata's verdict in a few words, without any test's message (which may say what the fix
-/// is): the line of a kata in the readable report.
+/// is): the line of a kata in the readable report, short enough for 60 columns.
 pub fn brief(result: &UnitResult) -> String {
-    let count = |n: usize, thing: &str| human::plural(n, thing);
+    let total = result.tests.len();
     match result.status {
-        Status::Passed if result.tests.len() == 1 => "its hidden test passes".into(),
-        Status::Passed => format!("all {} hidden tests pass", result.tests.len()),
+        Status::Passed if total == 1 => "its test passes".into(),
+        Status::Passed => format!("all {total} tests pass"),
         Status::Error => "could not be graded".into(),
-        Status::CompileError => {
-            format!("does not compile ({})", count(result.compile_errors.len(), "error"))
-        }
+        Status::CompileError => human::plural(result.compile_errors.len(), "compile error"),
         Status::Failed | Status::TimedOut => {
             let failing = result.tests.iter().filter(|t| t.status != Outcome::Passed).count();
             let timed_out = result.tests.iter().filter(|t| t.status == Outcome::TimedOut).count();
-            let mut line = format!("{failing} of {} hidden tests fail", result.tests.len());
-            if timed_out > 0 {
-                line.push_str(&format!(" ({timed_out} timed out)"));
+            // `TIME` before the name says that some timed out.
+            if timed_out == failing {
+                format!("{failing} of {total} time out")
+            } else {
+                format!("{failing} of {total} tests fail")
             }
-            line
         }
     }
 }
