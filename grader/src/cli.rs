@@ -71,8 +71,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Look for saved files every second instead of waiting for the file system's events
-    /// (network file systems, WSL's /mnt, some containers do not send them).
+    /// Look for saved files every second instead of waiting for the file system's events,
+    /// which some containers do not send (automatic on NFS, SMB and 9p, as WSL 2's /mnt).
     #[arg(long)]
     pub poll: bool,
 }

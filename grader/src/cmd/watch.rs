@@ -86,7 +86,14 @@ pub fn run(course: &Course, args: &WatchArgs) -> anyhow::Result<u8> {
         }
     };
     // Where the file system sends no events (network file systems, WSL's /mnt), `--poll` looks.
-    let mut watcher: Box<dyn Watcher> = if args.poll {
+    let poll = args.poll || remote(&exercises);
+    if poll && !args.poll {
+        println!(
+            "{} is on a network file system: looking for saves every second",
+            exercises.display()
+        );
+    }
+    let mut watcher: Box<dyn Watcher> = if poll {
         let config = notify::Config::default().with_poll_interval(POLL_EVERY);
         Box::new(notify::PollWatcher::new(handler, config).context("failed to poll the exercises")?)
     } else {
@@ -178,6 +185,26 @@ fn drain_rechecks(
             (other, _) => pending.push_back(other),
         }
     }
+}
+
+/// Whether `path` is on a file system whose changes made elsewhere (another machine, Windows
+/// under WSL 2) send no events here: NFS, SMB/CIFS, 9p.
+#[cfg(all(target_os = "linux", target_env = "gnu", not(target_arch = "s390x")))]
+fn remote(path: &Path) -> bool {
+    use nix::sys::statfs::{FsType, statfs};
+    const REMOTE: [FsType; 5] = [
+        FsType(0x6969),      // NFS
+        FsType(0x517B),      // SMB
+        FsType(0xFF53_4D42), // CIFS
+        FsType(0xFE53_4D42), // SMB2
+        FsType(0x0102_1997), // 9p (WSL 2's /mnt/c)
+    ];
+    statfs(path).is_ok_and(|fs| REMOTE.contains(&fs.filesystem_type()))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(target_arch = "s390x"))))]
+fn remote(_path: &Path) -> bool {
+    false
 }
 
 /// The kata folder under `exercises` that `path` is in.
@@ -284,5 +311,20 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_directory_is_watched_by_events_and_files_map_to_their_kata() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!remote(dir.path()));
+        let exercises = Path::new("/course/exercises");
+        let file = exercises.join("03_irc_line_reader/src/lib.rs");
+        assert_eq!(kata_of(exercises, &file).as_deref(), Some("03_irc_line_reader"));
+        assert_eq!(kata_of(exercises, Path::new("/elsewhere/x.rs")), None);
     }
 }
