@@ -164,8 +164,7 @@ hidden_test! {
         assert!(
             !server.is_shutting_down(),
             "one client sent garbage, and the whole server began shutting down: the connection \
-             cancelled the server's own token (a clone of a token is the same token). Give each \
-             connection its own `child_token()`"
+             cancelled the server's own token (a clone of a token is the same token)"
         );
         let mut good_closing = task::spawn(&mut good.reader);
         assert!(

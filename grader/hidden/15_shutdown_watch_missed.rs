@@ -216,8 +216,8 @@ hidden_test! {
         assert_eq!(
             wakeups, 0,
             "an idle worker was woken {wakeups} times in an hour with nothing to do: it polls the \
-             flag on a timer. Polling delays shutdown by up to one period and wakes every worker of \
-             every tenant for nothing; wait on the watch channel instead"
+             flag on a timer, which delays shutdown by up to one period and wakes every worker of \
+             every tenant for nothing"
         );
         shutdown.send_replace(true);
         assert!(run.is_woken(), "setting the shutdown flag must wake the worker at once");

@@ -38,7 +38,7 @@ pub enum ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the current kata, then re-check on every save (needs a terminal).
-    Watch,
+    Watch(WatchArgs),
     /// Show the current kata: its story, task and the file to edit.
     Next,
     /// List every kata in order, with its level and your progress.
@@ -74,6 +74,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Look for saved files every second instead of waiting for the file system's events,
+    /// which some containers do not send (automatic on NFS, SMB and 9p, as WSL 2's /mnt).
+    #[arg(long)]
+    pub poll: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct BuildSandboxArgs {
     /// Directories (or files) the build may read and execute.
     #[arg(long, value_name = "PATH")]
@@ -101,7 +109,7 @@ pub struct CheckArgs {
 
     /// Give up on a build that finishes nothing for SECS seconds (default 120); only the
     /// runaway kata gets `compile timed out`.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds())]
     pub build_timeout: Option<u64>,
 
     /// Output format on standard output.
@@ -118,7 +126,7 @@ pub struct CheckArgs {
     pub summary: Option<PathBuf>,
 
     /// Per-test timeout in seconds (default: the kata's own, else 10).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds())]
     pub timeout: Option<u64>,
 
     /// Tests run at once (default: the number of cores).
@@ -143,6 +151,11 @@ pub enum Format {
     Github,
     /// GitHub Classroom's autograding result JSON, scored per kata.
     Classroom,
+}
+
+/// A number of seconds of at least 1: a zero timeout would fail every test (issue 13).
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::<u64>::new().range(1..)
 }
 
 fn parse_report(value: &str) -> Result<(Format, PathBuf), String> {
@@ -173,6 +186,11 @@ pub struct ResetArgs {
     /// The kata to reset, by number, slug or folder name.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub kata: Option<String>,
+
+    /// Undo a reset: put back the latest backup of the kata's files (the file it replaces is
+    /// backed up in turn).
+    #[arg(long, conflicts_with = "all")]
+    pub restore: bool,
 
     /// Reset every kata (asks first; `--yes` skips the question).
     #[arg(long)]

@@ -172,6 +172,8 @@ impl Course {
     /// A `## Heading` section of a kata's README, without the heading.
     pub fn readme_section(&self, tree: Tree, kata: &Kata, heading: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.kata_dir(tree, kata).join("README.md")).ok()?;
+        // A checkout with CRLF line endings (git's autocrlf on Windows) reads the same.
+        let text = text.replace("\r\n", "\n");
         let start = text.find(&format!("## {heading}\n"))?;
         let body = &text[start..].split_once('\n')?.1;
         let end = body.find("\n## ").unwrap_or(body.len());
@@ -244,11 +246,13 @@ impl Course {
             .max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
             Some((_, candidate)) => Err(UsageError(format!(
-                "no kata named `{wanted}`; did you mean `{candidate}`? run `grader list`"
+                "no kata named `{wanted}`; did you mean `{candidate}`? run `{}`",
+                crate::invoked::command("list")
             ))
             .into()),
             None => Err(UsageError(format!(
-                "no kata named `{wanted}`; run `grader list` to see every kata"
+                "no kata named `{wanted}`; run `{}` to see every kata",
+                crate::invoked::command("list")
             ))
             .into()),
         }
@@ -302,12 +306,13 @@ mod tests {
     #[test]
     fn suggests_the_closest_name() {
         let err = course().find("inflight_gage").unwrap_err().to_string();
+        let list = crate::invoked::command("list");
         assert_eq!(
             err,
-            "no kata named `inflight_gage`; did you mean `inflight_gauge`? run `grader list`"
+            format!("no kata named `inflight_gage`; did you mean `inflight_gauge`? run `{list}`")
         );
         let err = course().find("zzz").unwrap_err().to_string();
-        assert!(err.contains("run `grader list`"), "{err}");
+        assert!(err.contains(&format!("run `{list}`")), "{err}");
     }
 
     #[test]

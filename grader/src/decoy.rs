@@ -117,8 +117,9 @@ pub fn apply(course: &Course, kata: &Kata, decoy: &Decoy) -> Result<String, Deco
         std::fs::read_to_string(path)
             .map_err(|source| DecoyError::Read { path: rel(course, path), source })
     };
-    let text = read(&decoy.patch)?;
-    let base = read(&exercise_path)?;
+    // Line endings are not the patch's business: a CRLF checkout applies as an LF one.
+    let text = read(&decoy.patch)?.replace("\r\n", "\n");
+    let base = read(&exercise_path)?.replace("\r\n", "\n");
     let diff = || diff_command(course, kata, "wrong.rs");
     let patch = diffy::Patch::from_str(&text).map_err(|source| DecoyError::Parse {
         patch: patch_name.clone(),
@@ -206,6 +207,20 @@ mod tests {
         assert_eq!(source, "fn a() {}\n\nfn b() {\n}\n");
         let out = applied_path(&course, &course.katas[0], &decoy);
         assert!(out.starts_with(workspace::target_dir(&course)), "{}", out.display());
+    }
+
+    #[test]
+    fn line_endings_do_not_matter() {
+        // A checkout with CRLF endings (issue 13): the exercise, the patch, or both.
+        for (exercise, patch) in [(true, false), (false, true), (true, true)] {
+            let crlf =
+                |text: &str, on: bool| if on { text.replace('\n', "\r\n") } else { text.into() };
+            let (_dir, course, decoy) = fixture(&crlf(PATCH, patch));
+            let lib = course.lib_rs(Tree::Exercises, &course.katas[0]);
+            std::fs::write(lib, crlf(EXERCISE, exercise)).unwrap();
+            let source = apply(&course, &course.katas[0], &decoy).unwrap();
+            assert_eq!(source, "fn a() {}\n\nfn b() {\n}\n", "{exercise} {patch}");
+        }
     }
 
     #[test]

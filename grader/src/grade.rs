@@ -352,6 +352,12 @@ pub fn grade_repeated(
             Status::Passed
         };
         let file = unit.shown();
+        let mut compile_errors = built.errors;
+        if !compile_errors.is_empty()
+            && let Some(note) = added_dependencies(course, &unit.lib_rs)
+        {
+            compile_errors.insert(0, note);
+        }
         results.push(UnitResult {
             name: unit.label.clone(),
             number: kata.number(),
@@ -361,7 +367,7 @@ pub fn grade_repeated(
             points: if status == Status::Passed { kata.points } else { 0 },
             max_points: kata.points,
             file: file.to_string_lossy().into_owned(),
-            compile_errors: built.errors,
+            compile_errors,
             warnings: built.warnings,
             tests,
             source_hash: staged.as_ref().ok().map(|s| s.hash.clone()),
@@ -369,4 +375,31 @@ pub fn grade_repeated(
         });
     }
     Ok((results, nondeterministic))
+}
+
+/// Why a crate the learner added to the kata's `Cargo.toml` cannot be found: only `src/` is
+/// built, against the course's dependencies (issue 13: cargo builds it, the grader did not say).
+fn added_dependencies(course: &Course, lib_rs: &std::path::Path) -> Option<String> {
+    let kata_dir = lib_rs.parent()?.parent()?;
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(kata_dir.join("Cargo.toml")).ok()?).ok()?;
+    let available = &course.build.kata_dependencies;
+    let added: Vec<String> = manifest
+        .get("dependencies")?
+        .as_table()?
+        .keys()
+        .filter(|name| !available.contains(name))
+        .map(|name| format!("`{name}`"))
+        .collect();
+    if added.is_empty() {
+        return None;
+    }
+    let shown = kata_dir.strip_prefix(&course.root).unwrap_or(kata_dir);
+    Some(format!(
+        "note: {}/Cargo.toml adds {}, but only src/ is graded: the hidden tests build it with \
+         the course's crates ({}) and the standard library",
+        shown.display(),
+        added.join(", "),
+        available.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    ))
 }

@@ -32,6 +32,7 @@ mod course;
 mod decoy;
 mod grade;
 mod gradebook;
+mod invoked;
 mod progress;
 mod report;
 mod results;

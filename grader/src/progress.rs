@@ -22,7 +22,8 @@ impl Progress {
             (false, _) => Progress::Quiet,
             (true, false) => Progress::Lines { phase: AtomicUsize::new(0) },
             (true, true) => {
-                let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+                // Hidden until a phase has steps: an empty bar reads as full (0/0).
+                let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
                 bar.set_style(
                     ProgressStyle::with_template("{msg:>9} [{bar:30}] {pos}/{len}")
                         .expect("valid template")
@@ -42,9 +43,14 @@ impl Progress {
                 eprintln!("{name} {total} ...");
             }
             Progress::Bar(bar) => {
+                // Hidden while it changes, so that no mix of the old phase and the new is drawn.
+                bar.set_draw_target(ProgressDrawTarget::hidden());
                 bar.set_message(name);
                 bar.set_length(total as u64);
                 bar.set_position(0);
+                if total > 0 {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
             }
         }
     }

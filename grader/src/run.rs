@@ -245,6 +245,22 @@ fn supervise(
 
 fn judge(job: &Job, finished: Finished) -> (Outcome, String) {
     let Some(status) = finished.status else {
+        let output = &finished.output;
+        // A test that never stops printing is not stuck: say what was seen (issue 13).
+        if output.total > (KEEP_HEAD + KEEP_TAIL) as u64 {
+            return (
+                Outcome::TimedOut,
+                format!(
+                    "timed out after {}s while still writing output: {} bytes in all (only the \
+                     first and last {} KiB are kept), likely a loop that prints on every turn; \
+                     its last output:\n{}",
+                    job.timeout.as_secs_f64(),
+                    output.total,
+                    KEEP_HEAD / 1024,
+                    output.tail_lines(4)
+                ),
+            );
+        }
         return (
             Outcome::TimedOut,
             format!(
@@ -327,13 +343,15 @@ pub struct Captured {
     head: Vec<u8>,
     tail: Vec<u8>,
     dropped: u64,
+    /// Bytes written in all, dropped ones included.
+    total: u64,
 }
 
 impl Captured {
     fn merge(stdout: Captured, stderr: Captured) -> Captured {
         let mut head = stdout.text().into_bytes();
         head.extend_from_slice(stderr.text().as_bytes());
-        Captured { head, tail: Vec::new(), dropped: 0 }
+        Captured { head, tail: Vec::new(), dropped: 0, total: stdout.total + stderr.total }
     }
 
     /// The kept output, with a note where bytes were dropped.
@@ -398,6 +416,7 @@ impl Capture {
             }
         }
         let captured = &mut self.captured;
+        captured.total += chunk.len() as u64;
         let room = KEEP_HEAD.saturating_sub(captured.head.len());
         let (to_head, rest) = chunk.split_at(room.min(chunk.len()));
         captured.head.extend_from_slice(to_head);
@@ -642,6 +661,28 @@ const PROOF_PREFIX: &str = "kata-proof:";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_output_is_reported_as_such_not_as_a_deadlock() {
+        let job = Job {
+            unit: 0,
+            executable: PathBuf::from("t"),
+            test: "t".into(),
+            timeout: Duration::from_secs(10),
+        };
+        let mut flood = Capture::new(None);
+        for _ in 0..10_000 {
+            flood.feed(b"polling the queue again\n");
+        }
+        let (output, _) = flood.finish();
+        let (outcome, message) = judge(&job, Finished { status: None, output, proven: false });
+        assert_eq!(outcome, Outcome::TimedOut);
+        assert!(message.contains("while still writing output: 240000 bytes"), "{message}");
+        assert!(message.contains("polling the queue again"), "{message}");
+        assert!(!message.contains("deadlock"), "{message}");
+        let quiet = Finished { status: None, output: Captured::default(), proven: false };
+        assert!(judge(&job, quiet).1.contains("likely a deadlock"));
+    }
 
     #[test]
     fn extracts_the_panic_message() {

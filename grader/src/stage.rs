@@ -35,7 +35,7 @@ pub enum Rejected {
     Symlink(String),
     #[error("{0} is a {1}, not a regular file; remove it from src/")]
     Special(String, &'static str),
-    #[error("{0} is missing; restore it (`git checkout -- {0}` or `grader reset`)")]
+    #[error("{0} is missing; restore it (`git checkout -- {0}` or `{reset}`)", reset = crate::invoked::command("reset"))]
     Missing(String),
     #[error(
         "src/ holds more than {MAX_FILES} files or {MAX_BYTES} bytes; remove what the kata does not need"

@@ -20,6 +20,10 @@ const VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Verdict {
     pub source_hash: String,
+    /// The course's side of the verdict ([`inputs_hash`]): a verdict against other hidden tests
+    /// is stale too (issue 13). Absent from an older state, which then reads as unchecked.
+    #[serde(default)]
+    pub inputs_hash: String,
     pub passed: bool,
 }
 
@@ -83,9 +87,13 @@ impl State {
 
     /// Remembers a verdict for the sources that were built (`source_hash` from the staged copy,
     /// not a re-read: the file may have changed since).
-    pub fn record(&mut self, kata: &Kata, source_hash: String, status: Status) {
-        self.verdicts
-            .insert(kata.name.clone(), Verdict { source_hash, passed: status == Status::Passed });
+    pub fn record(&mut self, course: &Course, kata: &Kata, source_hash: String, status: Status) {
+        let verdict = Verdict {
+            source_hash,
+            inputs_hash: inputs_hash(course, kata),
+            passed: status == Status::Passed,
+        };
+        self.verdicts.insert(kata.name.clone(), verdict);
     }
 
     /// The kata to work on: the first one not done.
@@ -100,7 +108,10 @@ impl State {
 
     pub fn progress(&self, course: &Course, kata: &Kata) -> Standing {
         match self.verdicts.get(&kata.name) {
-            Some(v) if v.source_hash == source_hash(course, kata) => {
+            Some(v)
+                if v.source_hash == source_hash(course, kata)
+                    && v.inputs_hash == inputs_hash(course, kata) =>
+            {
                 if v.passed {
                     Standing::Done
                 } else {
@@ -120,6 +131,37 @@ pub fn source_hash(course: &Course, kata: &Kata) -> String {
     match crate::stage::read(&lib_rs, shown) {
         Ok(sources) => sources.hash,
         Err(rejected) => format!("not staged: {rejected}"),
+    }
+}
+
+/// SHA-256 of what the course brings to a kata's verdict: its hidden tests and the support crate
+/// they use (each file's path and content, in path order).
+pub fn inputs_hash(course: &Course, kata: &Kata) -> String {
+    let support = course.root.join("grader").join("support");
+    let mut files = vec![course.hidden_tests(kata), support.join("Cargo.toml")];
+    collect(&support.join("src"), &mut files);
+    let mut bytes = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&course.root).unwrap_or(&file);
+        bytes.extend_from_slice(rel.as_os_str().as_encoded_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(crate::stage::hash_file(&file).unwrap_or_default().as_bytes());
+        bytes.push(0);
+    }
+    crate::stage::hash_bytes(&bytes)
+}
+
+/// Every file under `dir`, in path order.
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            collect(&path, files);
+        } else {
+            files.push(path);
+        }
     }
 }
 

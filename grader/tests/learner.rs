@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -28,19 +29,23 @@ fn git_init(fixture: &Fixture) {
 fn next_shows_the_first_kata_not_done() {
     let fixture = Fixture::new();
     fixture.grader(["check", "1"]).assert().success();
-    std::fs::write(
-        fixture.path("exercises/02_failing/README.md"),
-        "# Kata\n\n## The story\n\nA gateway counts requests.\n\nMore story.\n\nEven more.\n\n## Your task\n\nFix it.\n",
-    )
-    .unwrap();
-    fixture
-        .grader(["next"])
-        .assert()
-        .success()
-        .stdout(contains("kata 02: A counter that leaks"))
-        .stdout(contains("A gateway counts requests.\n\nMore story."))
-        .stdout(contains("Even more.").not())
-        .stdout(contains("edit  exercises/02_failing/src/lib.rs"));
+    let readme = "# Kata\n\n## The story\n\nA gateway counts requests.\n\nEvery handler races it:\n\n\
+                  ```rust\nselect! {\n\n    r = forward() => r,\n}\n```\n\nEven more.\n\n\
+                  ## Your task\n\nFix it.\n";
+    // A checkout with CRLF line endings reads the same (issue 13).
+    for text in [readme.to_owned(), readme.replace('\n', "\r\n")] {
+        std::fs::write(fixture.path("exercises/02_failing/README.md"), text).unwrap();
+        fixture
+            .grader(["next"])
+            .assert()
+            .success()
+            .stdout(contains("kata 02: A counter that leaks"))
+            .stdout(contains("A gateway counts requests."))
+            .stdout(contains("Every handler races it:\n\n```rust\nselect! {\n\n    r = forward()"))
+            .stdout(contains("Even more.").not())
+            .stdout(contains("Your task\nFix it."))
+            .stdout(contains("edit  exercises/02_failing/src/lib.rs"));
+    }
 }
 
 #[test]
@@ -57,6 +62,7 @@ fn reset_restores_the_starting_code_and_keeps_a_backup() {
         .status()
         .unwrap();
     std::fs::write(&lib, "// my second attempt\n").unwrap();
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o640)).unwrap();
 
     fixture
         .grader(["reset", "2"])
@@ -74,6 +80,27 @@ fn reset_restores_the_starting_code_and_keeps_a_backup() {
         .collect();
     assert_eq!(backups.len(), 1);
     assert_eq!(std::fs::read_to_string(backups[0].path()).unwrap(), "// my second attempt\n");
+    // Named by a readable time: lib.rs.2025-06-01T14-03-22Z.grader-backup.
+    let name = backups[0].file_name().to_string_lossy().into_owned();
+    let stamp = name.strip_prefix("lib.rs.").unwrap().strip_suffix(".grader-backup").unwrap();
+    assert!(
+        stamp.len() == 20 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'T',
+        "{name}"
+    );
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&lib), 0o640, "the restored file keeps the learner's file's mode");
+    assert_eq!(mode(&backups[0].path()), 0o640);
+
+    // `--restore` puts the latest backup back, saving what it replaces.
+    fixture
+        .grader(["reset", "2", "--restore"])
+        .assert()
+        .success()
+        .stdout(contains("restored exercises/02_failing/src/lib.rs from its backup of "));
+    assert_eq!(std::fs::read_to_string(&lib).unwrap(), "// my second attempt\n");
+    assert_eq!(mode(&lib), 0o640);
+    fixture.grader(["reset", "2"]).assert().success();
 
     fixture
         .grader(["reset", "2"])
@@ -104,11 +131,13 @@ fn reset_outside_git_says_why_and_changes_nothing() {
 #[test]
 fn the_solution_waits_until_the_kata_passes() {
     let fixture = Fixture::new();
+    // The command was right, the kata is not there yet: 1, as a failing check (not 2).
     fixture
         .grader(["solution", "2"])
         .assert()
-        .code(2)
-        .stderr(contains("kata 2 does not pass yet").and(contains("--force")));
+        .code(1)
+        .stderr(contains("kata 2 does not pass yet, so its solution stays hidden"))
+        .stderr(contains("`grader solution 2 --force`"));
     fixture
         .grader(["solution", "2", "--force"])
         .assert()
@@ -154,60 +183,230 @@ fn watch_without_a_terminal_is_a_usage_error_not_a_hang() {
         .stderr(contains("needs a terminal"));
 }
 
-/// Drives `grader watch` in a pseudo-terminal (util-linux `script`): it checks the current kata,
-/// re-checks when the file is saved, and quits on `q`.
+/// A command in a pseudo-terminal (util-linux `script`): keys in, everything it printed out.
+struct Pty {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    rx: mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl Pty {
+    fn spawn(fixture: &Fixture, dir: &str, command: &str, colour: bool) -> Pty {
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-f", "-e", "-c", command, "/dev/null"])
+            .current_dir(fixture.path(dir))
+            .env("CARGO_TARGET_DIR", common::shared_target())
+            .env_remove("CARGO_PKG_NAME")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if !colour {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let mut child = cmd.spawn().expect("util-linux `script` provides the pseudo-terminal");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Pty { child, stdin, rx, seen: String::new() }
+    }
+
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("never printed `{needle}`; it printed:\n{}", self.seen),
+            }
+        }
+    }
+
+    /// Everything printed from now for `quiet` without a new byte.
+    fn settle(&mut self, quiet: Duration) {
+        while let Ok(bytes) = self.rx.recv_timeout(quiet) {
+            self.seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    fn keys(&mut self, keys: &[u8]) {
+        self.stdin.write_all(keys).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        self.settle(Duration::from_millis(200));
+        (status.code(), self.seen)
+    }
+}
+
+fn grader_bin() -> String {
+    assert_cmd::cargo::cargo_bin("grader").display().to_string()
+}
+
+/// An SGR (colour) escape sequence: `ESC [ digits ; m`.
+fn has_colour(text: &str) -> bool {
+    text.match_indices("\u{1b}[").any(|(i, _)| {
+        let rest = &text[i + 2..];
+        let params = rest.find(|c: char| !(c.is_ascii_digit() || c == ';')).unwrap_or(rest.len());
+        rest[params..].starts_with('m')
+    })
+}
+
+/// On a terminal, `--color never` and NO_COLOR uncolour the compiler's errors too, a report
+/// redirected to a file has no escape codes, and the progress bar never shows an empty 0/0.
+#[test]
+fn colour_follows_the_flag_and_no_color_on_a_terminal() {
+    let fixture = Fixture::new();
+    let grader = grader_bin();
+    for (command, colour) in
+        [(format!("{grader} check 3 --color never"), true), (format!("{grader} check 3"), false)]
+    {
+        let (code, seen) = Pty::spawn(&fixture, "", &command, colour).wait();
+        assert_eq!(code, Some(1), "{seen}");
+        assert!(seen.contains("expected `;`"), "{seen}");
+        assert!(!has_colour(&seen), "`{command}` coloured its output:\n{seen:?}");
+        assert!(!seen.contains("0/0"), "{seen:?}");
+    }
+    let (_, seen) = Pty::spawn(&fixture, "", &format!("{grader} check 3"), true).wait();
+    assert!(has_colour(&seen), "a terminal without NO_COLOR gets colour:\n{seen}");
+    let (_, _) = Pty::spawn(&fixture, "", &format!("{grader} check 3 > report.txt"), true).wait();
+    let report = std::fs::read_to_string(fixture.path("report.txt")).unwrap();
+    assert!(report.contains("expected `;`") && !report.contains('\u{1b}'), "{report:?}");
+}
+
+/// Drives `grader watch` in a pseudo-terminal: it checks the current kata, re-checks when the
+/// file is saved, and quits on `q`.
 #[test]
 fn watch_rechecks_on_save_and_quits_on_q() {
     let fixture = Fixture::new();
     fixture.grader(["check", "1"]).assert().success();
-    let grader = assert_cmd::cargo::cargo_bin("grader");
-    let mut child = Command::new("script")
-        .args(["-q", "-f", "-e", "-c", &format!("{} watch", grader.display()), "/dev/null"])
-        .current_dir(fixture.path(""))
-        .env("CARGO_TARGET_DIR", common::shared_target())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux `script` provides the pseudo-terminal");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let wait_for = |needle: &str, seen: &mut String| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !seen.contains(needle) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-                Err(_) => panic!("watch never printed `{needle}`; it printed:\n{seen}"),
-            }
-        }
-    };
-
-    wait_for("waiting for you to save exercises/02_failing/src/lib.rs", &mut seen);
-    assert!(seen.contains("FAIL  02_failing"), "{seen}");
-    seen.clear();
+    let mut watch = Pty::spawn(&fixture, "", &format!("{} watch", grader_bin()), false);
+    watch.wait_for("waiting for you to save exercises/02_failing/src/lib.rs");
+    assert!(watch.seen.contains("FAIL  02_failing"), "{}", watch.seen);
+    assert!(watch.seen.contains("stuck? press h"), "{}", watch.seen);
+    watch.seen.clear();
     std::fs::copy(
         fixture.path("solutions/02_failing/src/lib.rs"),
         fixture.path("exercises/02_failing/src/lib.rs"),
     )
     .unwrap();
-    wait_for("kata 02 passes. Press n for the next kata.", &mut seen);
-    seen.clear();
-    stdin.write_all(b"q").unwrap();
-    stdin.flush().unwrap();
-    wait_for("bye", &mut seen);
-    drop(stdin);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "watch exited with {status}");
+    watch.wait_for("kata 02 passes. Press n for the next kata.");
+    watch.seen.clear();
+    watch.keys(b"q");
+    watch.wait_for("bye");
+    let (code, _) = watch.wait();
+    assert_eq!(code, Some(0));
     fixture.grader(["list"]).assert().success().stdout(contains("2/3 done"));
+}
+
+/// The rest of the learner's loop in `watch`: quick `r`s are one check, a hint says "press h",
+/// saving another kata checks that kata, `n` shows the next kata's story, Ctrl-C exits 130.
+#[test]
+fn watch_coalesces_rechecks_follows_saves_and_exits_130_on_ctrl_c() {
+    let fixture = Fixture::new();
+    fixture.grader(["check", "1"]).assert().success();
+    let mut watch = Pty::spawn(&fixture, "", &format!("{} watch", grader_bin()), false);
+    watch.wait_for("waiting for you to save exercises/02_failing/src/lib.rs");
+    watch.seen.clear();
+    watch.keys(b"rrrrr");
+    watch.wait_for("waiting for you to save");
+    watch.settle(Duration::from_secs(3));
+    assert_eq!(watch.seen.matches("FAIL  02_failing").count(), 1, "{}", watch.seen);
+    watch.seen.clear();
+    watch.keys(b"h");
+    watch.wait_for("(press h again for the next hint)");
+    watch.seen.clear();
+
+    let broken = fixture.path("exercises/03_broken/src/lib.rs");
+    let text = std::fs::read_to_string(&broken).unwrap();
+    std::fs::write(&broken, format!("{text}\n")).unwrap();
+    watch.wait_for("waiting for you to save exercises/03_broken/src/lib.rs");
+    assert!(watch.seen.contains("you saved 03_broken: checking it"), "{}", watch.seen);
+    assert!(watch.seen.contains("BUILD 03_broken"), "{}", watch.seen);
+    watch.seen.clear();
+
+    watch.keys(b"n");
+    watch.wait_for("kata 02: A counter that leaks (intermediate, 10 points)");
+    watch.wait_for("waiting for you to save exercises/02_failing/src/lib.rs");
+    watch.keys(&[3]);
+    watch.wait_for("interrupted");
+    let (code, seen) = watch.wait();
+    assert_eq!(code, Some(130), "{seen}");
+}
+
+/// `--poll` finds saves by looking, where the file system sends no events.
+#[test]
+fn watch_poll_finds_a_save() {
+    let fixture = Fixture::new();
+    fixture.grader(["check", "1"]).assert().success();
+    let mut watch = Pty::spawn(&fixture, "", &format!("{} watch --poll", grader_bin()), false);
+    watch.wait_for("waiting for you to save exercises/02_failing/src/lib.rs");
+    // A second later: a poller compares modification times.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::copy(
+        fixture.path("solutions/02_failing/src/lib.rs"),
+        fixture.path("exercises/02_failing/src/lib.rs"),
+    )
+    .unwrap();
+    watch.wait_for("kata 02 passes.");
+    watch.keys(b"q");
+    assert_eq!(watch.wait().0, Some(0));
+}
+
+/// `cargo test` inside an exercise builds it (a syntax error fails) and then fails, saying how
+/// to check the kata; the project's own `cargo test --workspace` passes. Run on a copy of the
+/// test target in a crate without dependencies, so the build is quick.
+#[test]
+fn cargo_test_in_an_exercise_says_how_to_check_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kata = dir.path().join("07_demo");
+    std::fs::create_dir_all(kata.join("src")).unwrap();
+    let target =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kata-test/check_with_the_grader.rs");
+    std::fs::write(
+        kata.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"demo\"\nedition = \"2024\"\n[workspace]\n[lib]\ntest = false\n\
+             doctest = false\n[[test]]\nname = \"check-with-the-grader\"\npath = {:?}\n\
+             harness = false\n",
+            target.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(kata.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+    let cargo = |args: &[&str]| {
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(&kata)
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .output()
+            .unwrap()
+    };
+    let output = cargo(&["test", "-q"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("cargo run -p grader -- check 7"), "{stderr}");
+    assert!(cargo(&["test", "-q", "--workspace"]).status.success());
+    std::fs::write(kata.join("src/lib.rs"), "pub fn f() {\n").unwrap();
+    let output = cargo(&["test", "-q"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("error"), "{stderr}");
+
+    // Every exercise of the course has the target.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for entry in std::fs::read_dir(root.join("exercises")).unwrap() {
+        let manifest = std::fs::read_to_string(entry.unwrap().path().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("grader/kata-test/check_with_the_grader.rs"), "{manifest}");
+    }
 }

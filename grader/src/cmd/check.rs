@@ -8,17 +8,30 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{CheckArgs, Format};
-use crate::course::{Course, Tree};
+use crate::course::{Course, Kata, Tree};
 use crate::exit;
 use crate::grade::{self, Options, Status, UnitResult};
 use crate::progress::Progress;
+use crate::report::human::Detail;
 use crate::report::{self, Report, Summary};
 use crate::state::State;
 use crate::workspace::Unit;
 
 pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
-    let katas = course.select(&args.katas)?;
     let tree = if args.solutions { Tree::Solutions } else { Tree::Exercises };
+    let here = if args.katas.is_empty() { kata_here(course) } else { None };
+    let named = match here {
+        Some(kata) => {
+            eprintln!(
+                "checking kata {:02}, whose folder you are in\n(name katas, or run from the \
+                 course root, to check others)",
+                kata.number()
+            );
+            vec![kata.name.clone()]
+        }
+        None => args.katas.clone(),
+    };
+    let katas = course.select(&named)?;
     let units: Vec<Unit> = katas
         .iter()
         .map(|kata| Unit {
@@ -29,7 +42,8 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         })
         .collect();
     let options = Options {
-        color: args.format == Format::Human && std::io::stderr().is_terminal(),
+        // Compiler colours follow the report's: `--color`, NO_COLOR and a terminal on stdout.
+        color: args.format == Format::Human && crate::style::enabled(),
         parallel: args.jobs.unwrap_or_else(Options::parallel_default),
         timeout: args.timeout.map(Duration::from_secs),
         trusted: args.trusted
@@ -51,17 +65,26 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
                     .source_hash
                     .clone()
                     .unwrap_or_else(|| crate::state::source_hash(course, kata));
-                state.record(kata, hash, result.status);
+                state.record(course, kata, hash, result.status);
             }
         })
     });
-    let progress = progress.transpose()?.map(|state| report::progress_line(course, &state));
+    let state = progress.transpose()?;
+    // Named katas get details; else only the current one, so a first check on a fresh clone is a
+    // line per kata (and `--solutions`, a maintainer's check, gets them all).
+    let current = state.as_ref().and_then(|s| s.current(course)).map(|k| k.name.as_str());
+    let detail = if named.is_empty() && tree == Tree::Exercises {
+        Detail::Only(current)
+    } else {
+        Detail::All
+    };
+    let progress = state.map(|state| report::progress_line(course, &state));
 
     let summary = Summary::of(&results, took);
-    let rendered = Rendered { course, tree, results: &results, summary: &summary, took };
+    let rendered = Rendered { course, tree, results: &results, summary: &summary, took, detail };
     let mut stdout = rendered.render(args.format)?;
     if let (Format::Human | Format::Github, Some(progress)) = (args.format, &progress) {
-        stdout.push_str(&format!("course progress: {progress}\n"));
+        stdout.push_str(&format!("course: {progress}\n"));
     }
     out!("{stdout}");
     for (format, path) in &args.reports {
@@ -98,12 +121,13 @@ struct Rendered<'a> {
     results: &'a [UnitResult],
     summary: &'a Summary,
     took: Duration,
+    detail: Detail<'a>,
 }
 
 impl Rendered<'_> {
     fn render(&self, format: Format) -> anyhow::Result<String> {
         Ok(match format {
-            Format::Human => report::human::render(self.results, self.summary),
+            Format::Human => report::human::render(self.results, self.summary, self.detail),
             Format::Json => {
                 let report = Report {
                     version: report::JSON_VERSION,
@@ -116,11 +140,27 @@ impl Rendered<'_> {
             Format::Junit => report::junit::render(self.results, self.took)?,
             Format::Github => {
                 report::github::annotations(self.results, &self.course.root)
-                    + &report::github::log(&report::human::render(self.results, self.summary))
+                    + &report::github::log(&report::human::render(
+                        self.results,
+                        self.summary,
+                        Detail::All,
+                    ))
             }
             Format::Classroom => report::classroom::render(self.results)? + "\n",
         })
     }
+}
+
+/// The kata whose folder (under `exercises/` or `solutions/`) holds the current directory.
+fn kata_here(course: &Course) -> Option<&Kata> {
+    let cwd = std::env::current_dir().ok()?.canonicalize().ok()?;
+    let mut parts = cwd.strip_prefix(&course.root).ok()?.components();
+    let tree = parts.next()?.as_os_str();
+    if tree != Tree::Exercises.dir() && tree != Tree::Solutions.dir() {
+        return None;
+    }
+    let folder = parts.next()?.as_os_str().to_str()?;
+    course.katas.iter().find(|k| k.name == folder)
 }
 
 /// Appends to a file, as GitHub expects for `$GITHUB_STEP_SUMMARY`.

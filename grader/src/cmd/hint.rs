@@ -19,7 +19,12 @@ pub fn run(course: &Course, args: &HintArgs) -> anyhow::Result<u8> {
         outln!("hint {}/{total}: {hint}", i + 1);
     }
     if show < total {
-        outln!("\n(run `grader hint {}` again for the next hint)", kata.number());
+        if crate::invoked::watching() {
+            outln!("\n(press h again for the next hint)");
+        } else {
+            let again = crate::invoked::command(&format!("hint {}", kata.number()));
+            outln!("\n(run `{again}` again for the next hint)");
+        }
     }
     if show > seen {
         State::update(course, |state| {

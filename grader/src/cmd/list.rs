@@ -8,17 +8,19 @@ use crate::style;
 pub fn run(course: &Course) -> anyhow::Result<u8> {
     let state = State::load(course);
     let current = state.current(course).map(|k| k.name.as_str());
-    outln!("   {:<4} {:<28} {:<13} {:>6}  status", "#", "kata", "level", "points");
+    // Sized to the course so that a line fits 60 columns (issue 13).
+    let width = course.katas.iter().map(|k| k.slug().len()).max().unwrap_or(0).max(4);
+    outln!("  #  {:<width$} {:<12} {:>3} status", "kata", "level", "pts");
     for kata in &course.katas {
         let status = match state.progress(course, kata) {
             Standing::Done => style::good("done"),
             Standing::Failing => style::bad("failing"),
             Standing::Unchecked => "not checked".to_owned(),
         };
-        let marker = if current == Some(kata.name.as_str()) { "->" } else { "  " };
+        let marker = if current == Some(kata.name.as_str()) { ">" } else { " " };
         outln!(
-            "{marker} {:<4} {:<28} {:<13} {:>6}  {status}",
-            format!("{:02}", kata.number()),
+            "{marker} {:02} {:<width$} {:<12} {:>3} {status}",
+            kata.number(),
             kata.slug(),
             kata.level.to_string(),
             kata.points

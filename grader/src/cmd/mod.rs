@@ -46,7 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify(args) => verify::run(&course, &args),
         Command::Handout(args) => handout::run(&course, &args),
         Command::Grade(args) => grade::run(&course, &args),
-        Command::Watch => watch::run(&course),
+        Command::Watch(args) => watch::run(&course, &args),
         Command::Next => next::run(&course),
         Command::Reset(args) => reset::run(&course, &args),
         Command::Solution(args) => solution::run(&course, &args),

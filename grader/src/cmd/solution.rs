@@ -11,19 +11,25 @@ pub fn run(course: &Course, args: &crate::cli::SolutionArgs) -> anyhow::Result<u
     if !dir.is_dir() {
         return Err(UsageError(format!(
             "this copy of the course has no solutions (a handout?); ask your teacher, or compare \
-             notes once `grader check {}` passes",
-            kata.number()
+             notes once `{}` passes",
+            crate::invoked::command(&format!("check {}", kata.number()))
         ))
         .into());
     }
     let done = State::load(course).progress(course, kata) == Standing::Done;
     if !done && !args.force {
-        return Err(UsageError(format!(
-            "kata {} does not pass yet: run `grader check {0}` first, try `grader hint {0}`, or \
-             pass --force to look anyway",
-            kata.number()
-        ))
-        .into());
+        // Not a usage error: the command was right, the kata is not there yet (exit 1, as a
+        // failing check).
+        let n = kata.number();
+        let command = |args: String| crate::invoked::command(&args);
+        eprintln!(
+            "kata {n} does not pass yet, so its solution stays hidden: run `{}` first, try `{}`, \
+             or run `{}` to look anyway",
+            command(format!("check {n}")),
+            command(format!("hint {n}")),
+            command(format!("solution {n} --force")),
+        );
+        return Ok(exit::FAILED);
     }
     for file in ["README.md", "src/lib.rs"] {
         let path = dir.join(file);

@@ -51,7 +51,7 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
             "::error file={},line={line},title={}::{}",
             escape_property(&visible(&file)),
             escape_property(&visible(&title)),
-            escape_data(&visible(truncate(&message, MAX_MESSAGE)))
+            escape_data(&visible(&ellipsize(&message, MAX_MESSAGE)))
         );
     }
     if failing.len() > MAX_ANNOTATIONS {
@@ -120,7 +120,7 @@ pub fn summary(results: &[UnitResult], summary: &Summary) -> String {
             r.number,
             escape_cell(&r.title),
             r.level,
-            escape_cell(&visible(truncate(&result, 300))),
+            escape_cell(&visible(&ellipsize(&result, 300))),
             r.points,
             r.max_points
         );
@@ -145,6 +145,16 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// `text` cut to at most `max` bytes between two words, with an ellipsis where it was cut.
+fn ellipsize(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let cut = truncate(text, max.saturating_sub('…'.len_utf8()));
+    let cut = cut.rfind(char::is_whitespace).map_or(cut, |i| &cut[..i]);
+    format!("{}…", cut.trim_end())
 }
 
 /// Escaping for a workflow command's message.
@@ -188,6 +198,13 @@ mod tests {
     fn finds_the_location_of_a_compile_error() {
         let error = "error: expected `;`, found `y`\n --> exercises/03_x/src/lib.rs:5:18\n  |";
         assert_eq!(error_location(error), Some(("exercises/03_x/src/lib.rs".into(), 5)));
+    }
+
+    #[test]
+    fn cuts_between_words_with_an_ellipsis() {
+        assert_eq!(ellipsize("the gauge still reads 1", 100), "the gauge still reads 1");
+        assert_eq!(ellipsize("the gauge still reads 1", 14), "the gauge…");
+        assert!(ellipsize(&"word ".repeat(100), 300).len() <= 300);
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! The readable report: a line per kata with its one-line reason, then what to look at for each
-//! kata that did not pass (compiler errors with the learner's file and line first, failing tests
-//! with their messages, where to read next), then the summary. Learner-controlled text goes
-//! through `text::visible`: it is shown, never obeyed by the terminal.
+//! The readable report: a short line per kata, then details for the katas the learner is working
+//! on (compiler errors as the compiler wrote them, failing tests with their messages, where to
+//! read next), then the summary. Learner-controlled text goes through `text::visible`: it is
+//! shown, never obeyed by the terminal.
+//!
+//! A first check on a fresh clone fails every kata; details for all of them were 228 lines, some
+//! giving away fixes before the learner had read the story (issue 13). So details are for the
+//! katas `Detail` names: those on the command line, else the current one.
 
 use super::text::{visible, visible_colored};
-use super::{Summary, error_location, indent, reason};
+use super::{Summary, brief};
 use crate::grade::{Status, UnitResult};
 use crate::run::Outcome;
 use crate::style;
@@ -12,10 +16,31 @@ use crate::style;
 /// Compiler errors shown per kata; the rest are counted.
 const MAX_ERRORS: usize = 3;
 
-pub fn render(results: &[UnitResult], summary: &Summary) -> String {
+/// Which katas get details below their line.
+#[derive(Debug, Clone, Copy)]
+pub enum Detail<'a> {
+    /// Every kata that did not pass (named on the command line, or a machine's log).
+    All,
+    /// Only this kata (the current one); the others get their line.
+    Only(Option<&'a str>),
+}
+
+impl Detail<'_> {
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Detail::All => true,
+            Detail::Only(only) => *only == Some(name),
+        }
+    }
+}
+
+/// The report for `results`, with details as `detail` says.
+pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> String {
     // Compiler text keeps the compiler's colours when colour is on; nothing else does.
     let compiler = |t: &str| if style::enabled() { visible_colored(t) } else { visible(t) };
+    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut out = String::new();
+    let mut undetailed = Vec::new();
     for result in results {
         let mark = match result.status {
             Status::Passed => style::good("PASS "),
@@ -25,31 +50,30 @@ pub fn render(results: &[UnitResult], summary: &Summary) -> String {
             Status::Error => style::warn("ERROR"),
         };
         out.push_str(&format!(
-            "{mark} {:<40} {:>3}/{:<3} {}\n",
+            "{mark} {:<width$} {:>2}/{:<2} {}\n",
             result.name,
             result.points,
             result.max_points,
-            compiler(&reason(result))
+            visible(&brief(result))
         ));
         if result.status == Status::Passed {
             continue;
         }
-        for error in result.compile_errors.iter().take(MAX_ERRORS) {
-            if let Some((file, line)) = error_location(error) {
-                let message = error.lines().next().unwrap_or_default();
-                out.push_str(&format!(
-                    "      {}\n",
-                    style::bold(&compiler(&format!("{file}:{line}: {message}")))
-                ));
-            }
-            out.push_str(&indent(&compiler(error.trim_end()), 8));
+        if !detail.wants(&result.name) {
+            undetailed.push(result.number);
+            continue;
+        }
+        if let Some(error) = &result.error {
+            out.push_str(&super::indent(&visible(error), 6));
             out.push('\n');
         }
-        if result.compile_errors.len() > MAX_ERRORS {
-            out.push_str(&format!(
-                "      ... and {} more errors\n",
-                result.compile_errors.len() - MAX_ERRORS
-            ));
+        for error in result.compile_errors.iter().take(MAX_ERRORS) {
+            out.push_str(&super::indent(&compiler(error.trim_end()), 6));
+            out.push('\n');
+        }
+        let more = result.compile_errors.len().saturating_sub(MAX_ERRORS);
+        if more > 0 {
+            out.push_str(&format!("      ... and {}\n", plural(more, "more error")));
         }
         for test in result.tests.iter().filter(|t| t.status != Outcome::Passed) {
             out.push_str(&format!(
@@ -57,15 +81,30 @@ pub fn render(results: &[UnitResult], summary: &Summary) -> String {
                 style::bad("x"),
                 style::bold(&visible(&test.name))
             ));
-            out.push_str(&indent(&visible(test.message.trim_end()), 8));
+            out.push_str(&super::indent(&visible(test.message.trim_end()), 8));
             out.push('\n');
         }
         if matches!(result.status, Status::Failed | Status::TimedOut) {
             out.push_str(&format!("      edit {}\n", result.file));
             if let Some(readme) = result.file.strip_suffix("src/lib.rs") {
-                out.push_str(&format!("      read {readme}README.md, \"Why it breaks\"\n"));
+                out.push_str(&format!("      read {readme}README.md\n"));
             }
+            let stuck = if crate::invoked::watching() {
+                "press h".to_owned()
+            } else {
+                format!("`{}`", crate::invoked::command(&format!("hint {}", result.number)))
+            };
+            out.push_str(&format!("      stuck? {stuck}\n"));
         }
+    }
+    if let Some(first) = undetailed.first() {
+        out.push_str(&format!(
+            "\n{}\n",
+            style::dim(&format!(
+                "one kata's details: `{}`",
+                crate::invoked::command(&format!("check {first}"))
+            ))
+        ));
     }
     out.push_str(&format!(
         "\n{}/{} katas passed, {}/{} points ({:.1}s)\n",
@@ -76,4 +115,75 @@ pub fn render(results: &[UnitResult], summary: &Summary) -> String {
         summary.duration_ms as f64 / 1000.0
     ));
     out
+}
+
+/// `n thing` or `n things`.
+pub fn plural(n: usize, thing: &str) -> String {
+    if n == 1 { format!("{n} {thing}") } else { format!("{n} {thing}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::course::Level;
+    use crate::grade::TestResult;
+
+    fn result(status: Status, outcomes: &[Outcome]) -> UnitResult {
+        UnitResult {
+            // The course's longest name.
+            name: "20_compaction_blocking_guard".into(),
+            number: 20,
+            title: "t".into(),
+            level: Level::Advanced,
+            status,
+            points: 0,
+            max_points: 30,
+            file: "exercises/20_compaction_blocking_guard/src/lib.rs".into(),
+            compile_errors: if status == Status::CompileError {
+                vec!["error: a".into(), "error: b".into()]
+            } else {
+                Vec::new()
+            },
+            warnings: Vec::new(),
+            tests: outcomes
+                .iter()
+                .map(|&status| TestResult {
+                    name: "t".into(),
+                    status,
+                    message: "m".into(),
+                    duration_ms: 1,
+                })
+                .collect(),
+            source_hash: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_kata_line_fits_sixty_columns() {
+        let (pass, fail, time) = (Outcome::Passed, Outcome::Failed, Outcome::TimedOut);
+        let results = [
+            result(Status::Passed, &[pass, pass, pass]),
+            result(Status::Failed, &[fail, fail, pass, pass, pass, pass, pass, pass, pass, pass]),
+            result(Status::TimedOut, &[time, time, pass]),
+            result(Status::TimedOut, &[fail, fail, time, pass, pass, pass, pass, pass, pass, pass]),
+            result(Status::CompileError, &[]),
+            result(Status::Error, &[]),
+        ];
+        let summary = Summary::of(&results, std::time::Duration::from_secs(12));
+        let text = render(&results, &summary, Detail::Only(None));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 60, "`{line}`");
+        }
+        assert!(text.contains("2 of 10 tests fail"), "{text}");
+        assert!(text.contains("2 of 3 time out"), "{text}");
+        assert!(text.contains("TIME  20_compaction_blocking_guard  0/30 3 of 10 tests fail"));
+        assert!(text.contains("2 compile errors"), "{text}");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(1, "more error"), "1 more error");
+        assert_eq!(plural(2, "more error"), "2 more errors");
+    }
 }

@@ -81,6 +81,28 @@ pub fn reason(result: &UnitResult) -> String {
     }
 }
 
+/// The kata's verdict in a few words, without any test's message (which may say what the fix
+/// is): the line of a kata in the readable report, short enough for 60 columns.
+pub fn brief(result: &UnitResult) -> String {
+    let total = result.tests.len();
+    match result.status {
+        Status::Passed if total == 1 => "its test passes".into(),
+        Status::Passed => format!("all {total} tests pass"),
+        Status::Error => "could not be graded".into(),
+        Status::CompileError => human::plural(result.compile_errors.len(), "compile error"),
+        Status::Failed | Status::TimedOut => {
+            let failing = result.tests.iter().filter(|t| t.status != Outcome::Passed).count();
+            let timed_out = result.tests.iter().filter(|t| t.status == Outcome::TimedOut).count();
+            // `TIME` before the name says that some timed out.
+            if timed_out == failing {
+                format!("{failing} of {total} time out")
+            } else {
+                format!("{failing} of {total} tests fail")
+            }
+        }
+    }
+}
+
 /// `path` and `line` from the first `--> path:line:col` of a rendered compiler error.
 pub(crate) fn error_location(error: &str) -> Option<(String, u32)> {
     let arrow = error.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;

@@ -36,6 +36,8 @@ impl Fixture {
         cmd.current_dir(self.dir.path())
             .env("CARGO_TARGET_DIR", shared_target())
             .env("NO_COLOR", "1")
+            // Set by `cargo test` for this suite; the grader would take itself for `cargo run`.
+            .env_remove("CARGO_PKG_NAME")
             .args(args);
         cmd
     }
