@@ -382,4 +382,57 @@ hidden_test! {
         )
         .await;
     }
+
+    /// The shopper closes the tab, then the same web server sends another shopper's email with
+    /// the same client. Cut the first call at every await: the next call must queue its own job
+    /// and return that job's receipt, whatever the dropped call left behind.
+    async fn the_next_call_after_a_cancelled_one_sends_its_own_job() {
+        assert_cancel_safe(
+            || {
+                let (queue, log) = start_mailer(Mailer::Takes(Duration::from_millis(1200)));
+                (MailClient::new(queue, ATTEMPT, ATTEMPTS), log, Instant::now())
+            },
+            |(client, _, _): (MailClient, Log, Instant)| async move {
+                client.send_email(job(7)).await
+            },
+            |(client, log, started), outcome| async move {
+                let cut_at = started.elapsed();
+                let first = if outcome.is_cancelled() {
+                    format!("the call for job 7 was dropped {cut_at:?} in")
+                } else {
+                    "the call for job 7 ran to the end".to_string()
+                };
+                let next = client.send_email(job(8)).await;
+                sleep(Duration::from_secs(30)).await;
+                settle().await;
+                let received = log.received(8);
+                let expected = Ok(Receipt { job_id: 8, message_id: "msg-8".into() });
+                if next != expected || received != 1 {
+                    let why = if received > 1 {
+                        "a call queues its job once: an elapsed attempt did not stop the worker, \
+                         so queueing the job again duplicates it"
+                    } else if received == 0 {
+                        "each call queues its own job and returns that job's receipt: nothing a \
+                         dropped call left behind may stand in for the next one"
+                    } else {
+                        "the mailer needs 1.2 s per email, so even behind job 7 it answers job 8 \
+                         within the client's 3 attempts of 1 s: the client must return that \
+                         receipt"
+                    };
+                    return Err(format!(
+                        "{first}; the next call on the same client, for job 8, returned \
+                         {next:?}, and the mailer received job 8 {received} time(s): {why}"
+                    ));
+                }
+                let sent = log.sent(7);
+                if sent > 1 {
+                    return Err(format!(
+                        "{first}; the email of job 7 was sent {sent} times (expected at most once)"
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
 }
