@@ -33,6 +33,14 @@ enum Reply {
     Hang,
 }
 
+/// What an attempt's charge future did before it ended, as far as it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Charged,
+    ChargedThenPanicked,
+    Declined,
+}
+
 /// Counts the attempts whose charge future still exists: raised when the gateway is asked, lowered
 /// when that future is dropped (finished, or stopped).
 struct Live {
@@ -56,6 +64,10 @@ struct FakeGateway {
     live: Arc<AtomicUsize>,
     /// The first request sent while an earlier attempt was still running, if any.
     overlap: Arc<Mutex<Option<String>>>,
+    /// What each request's charge future answered, by request index, if it got that far.
+    answers: Arc<Mutex<Vec<(usize, Answer)>>>,
+    /// The task that first polled each request's charge future (`None`: outside any task).
+    polled_by: Arc<Mutex<Vec<(usize, Option<tokio::task::Id>)>>>,
 }
 
 impl FakeGateway {
@@ -66,7 +78,15 @@ impl FakeGateway {
             charges: Arc::default(),
             live: Arc::default(),
             overlap: Arc::default(),
+            answers: Arc::default(),
+            polled_by: Arc::default(),
         }
+    }
+
+    /// What request `n` (counted from 0) answered, if its charge future got that far.
+    fn answer(&self, n: usize) -> Option<Answer> {
+        let answers = self.answers.lock().expect("answers lock");
+        answers.iter().find(|(request, _)| *request == n).map(|(_, answer)| *answer)
     }
 
     /// Says how a request overlapped an earlier attempt that was still running, if one did.
@@ -92,6 +112,9 @@ impl Gateway for FakeGateway {
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
         let reply = self.script[n.min(self.script.len() - 1)];
         let charges = self.charges.clone();
+        let answers = self.answers.clone();
+        let polled_by = self.polled_by.clone();
+        let answered = move |answer| answers.lock().expect("answers lock").push((n, answer));
         let running = self.live.fetch_add(1, Ordering::SeqCst);
         if running > 0 {
             let mut overlap = self.overlap.lock().expect("overlap lock");
@@ -104,25 +127,31 @@ impl Gateway for FakeGateway {
         // The gateway starts processing when the request is sent, not when the attempt's task
         // first runs: its processing clock is started (registered with the timer) right here.
         let mut processing = Box::pin(sleep(match reply {
-            Reply::ChargeAfter(delay) => delay,
-            _ => Duration::ZERO,
+            Reply::ChargeAfter(delay)
+            | Reply::DeclineAfter(delay)
+            | Reply::ChargeThenPanic(delay) => delay,
+            Reply::Hang => Duration::ZERO,
         }));
         let _ = processing.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         async move {
             let _live = live;
+            polled_by.lock().expect("polled_by lock").push((n, tokio::task::try_id()));
             match reply {
                 Reply::ChargeAfter(_) => {
                     processing.await;
                     charges.fetch_add(1, Ordering::SeqCst);
+                    answered(Answer::Charged);
                     Ok(ChargeId(n as u64))
                 }
-                Reply::DeclineAfter(delay) => {
-                    sleep(delay).await;
+                Reply::DeclineAfter(_) => {
+                    processing.await;
+                    answered(Answer::Declined);
                     Err(Declined)
                 }
-                Reply::ChargeThenPanic(delay) => {
-                    sleep(delay).await;
+                Reply::ChargeThenPanic(_) => {
+                    processing.await;
                     charges.fetch_add(1, Ordering::SeqCst);
+                    answered(Answer::ChargedThenPanicked);
                     panic!(
                         "the gateway client panicked parsing the reply to a charge; if this \
                          panic is what failed the test, it escaped `pay` instead of coming back \
@@ -326,47 +355,110 @@ hidden_test! {
         assert_eq!(gateway.charges(), 1, "one successful checkout must charge the card once");
     }
 
-    /// The first attempt's charge goes through at the very instant its deadline passes: the
-    /// gateway's reply and the deadline are ready together, and which one `pay` sees first
-    /// depends on poll order (`pay` polled by the test itself or from a task of its own) and on
-    /// `select!` order (each seed tries another). Either way the card is charged exactly once,
-    /// `pay` reports the charge that went through, and the first attempt has stopped before any
-    /// retry goes out.
-    async fn a_charge_landing_on_the_deadline_is_charged_once() {
-        for in_a_task in [false, true] {
-            let gateway = FakeGateway::new(&[Reply::ChargeAfter(DEADLINE), FAST]);
-            let paying = Arc::new(checkout(&gateway));
-            let paid = if in_a_task {
-                let paying = paying.clone();
-                tokio::spawn(async move { paying.pay(&card(), 4200).await })
-                    .await
-                    .expect("pay does not panic")
-            } else {
-                paying.pay(&card(), 4200).await
-            };
-            sleep(AFTERWARDS).await;
-            let (requests, charges) = (gateway.requests(), gateway.charges());
-            let how = if in_a_task { "from a task of its own" } else { "directly" };
-            if let Some(overlap) = gateway.overlap() {
-                panic!(
-                    "the first attempt charged the card at the instant its {DEADLINE:?} deadline \
-                     passed (`pay` polled {how}), and {overlap}"
+    /// The first attempt answers at the very instant its deadline passes: the gateway's answer
+    /// and the deadline are ready together, and which one `pay` sees first depends on poll order
+    /// (`pay` polled by the test itself or from a task of its own) and on `select!` order (each
+    /// seed tries another). An answer that got through counts as it would have a moment earlier:
+    /// a charge is reported and not retried, a client that charged and then panicked is
+    /// `GatewayCrashed` and not retried, a decline is `Declined` and not retried. Only an attempt
+    /// stopped before it answered may be retried, and never while it has not stopped.
+    async fn an_answer_landing_on_the_deadline_counts() {
+        let answers = [
+            Reply::ChargeAfter(DEADLINE),
+            Reply::ChargeThenPanic(DEADLINE),
+            Reply::DeclineAfter(DEADLINE),
+        ];
+        for first in answers {
+            for in_a_task in [false, true] {
+                let gateway = FakeGateway::new(&[first, FAST]);
+                let paying = Arc::new(checkout(&gateway));
+                let how = if in_a_task { "from a task of its own" } else { "directly" };
+                let paid = if in_a_task {
+                    let paying = paying.clone();
+                    match tokio::spawn(async move { paying.pay(&card(), 4200).await }).await {
+                        Ok(paid) => paid,
+                        Err(_) => panic!(
+                            "the first attempt's gateway client panicked at the instant its \
+                             {DEADLINE:?} deadline passed, and the panic escaped `pay` (polled \
+                             {how}) instead of coming back as `GatewayCrashed`"
+                        ),
+                    }
+                } else {
+                    paying.pay(&card(), 4200).await
+                };
+                sleep(AFTERWARDS).await;
+                let (requests, charges) = (gateway.requests(), gateway.charges());
+                let answered = gateway.answer(0);
+                let what = match answered {
+                    Some(Answer::Charged) => "charged the card",
+                    Some(Answer::ChargedThenPanicked) => {
+                        "charged the card and then its gateway client panicked"
+                    }
+                    Some(Answer::Declined) => "was declined",
+                    None => "was stopped before it answered",
+                };
+                let scene = format!(
+                    "at the instant its {DEADLINE:?} deadline passed, the first attempt {what} \
+                     (`pay` polled {how})"
+                );
+                if let Some(overlap) = gateway.overlap() {
+                    panic!("{scene}, and {overlap}");
+                }
+                let expected = match answered {
+                    Some(Answer::Charged) => (Ok(ChargeId(0)), 1, 1),
+                    Some(Answer::ChargedThenPanicked) => (Err(PayError::GatewayCrashed), 1, 1),
+                    Some(Answer::Declined) => (Err(PayError::Declined), 1, 0),
+                    // Stopped before it did anything: the retry (200 ms) charges.
+                    None => (Ok(ChargeId(1)), 2, 1),
+                };
+                let why = match answered {
+                    Some(_) => {
+                        ". The first attempt answered before it stopped: its answer counts as it \
+                         would have a moment earlier, and there must be no retry"
+                    }
+                    None => "",
+                };
+                assert!(
+                    (paid, requests, charges) == expected,
+                    "{scene}; checkout answered {paid:?} after {requests} request(s), and the \
+                     card was charged {charges} time(s). Expected {:?} after {} request(s) and \
+                     {} charge(s){why}",
+                    expected.0,
+                    expected.1,
+                    expected.2
                 );
             }
-            assert!(
-                charges == 1,
-                "the first attempt charged the card at the instant its {DEADLINE:?} deadline \
-                 passed (`pay` polled {how}); checkout answered {paid:?} after {requests} \
-                 request(s), and the card was charged {charges} times. An attempt that finished \
-                 while it was being stopped did charge the card: its result counts, and there \
-                 must be no retry"
-            );
-            let expected = ChargeId(requests as u64 - 1);
-            assert!(
-                paid == Ok(expected),
-                "the card was charged once, by request {requests}, but checkout answered \
-                 {paid:?} (`pay` polled {how}); expected Ok({expected:?})"
-            );
+        }
+    }
+
+    /// Every attempt runs in a task of its own, as the team decided after a gateway client took a
+    /// request handler down: the gateway's charge future is never polled by the task that runs
+    /// `pay`, whether `pay` runs in a task or is polled directly.
+    async fn every_attempt_runs_in_a_task_of_its_own() {
+        for in_a_task in [false, true] {
+            let gateway = FakeGateway::new(&[SLOW, FAST]);
+            let paying = Arc::new(checkout(&gateway));
+            let (paid, pay_task) = if in_a_task {
+                let paying = paying.clone();
+                let task = tokio::spawn(async move { paying.pay(&card(), 4200).await });
+                let id = task.id();
+                (task.await.expect("pay does not panic"), Some(id))
+            } else {
+                (paying.pay(&card(), 4200).await, tokio::task::try_id())
+            };
+            assert_eq!(paid, Ok(ChargeId(1)), "the first attempt (5 s) misses its 1 s deadline");
+            let polled_by = gateway.polled_by.lock().expect("polled_by lock").clone();
+            for (n, task) in polled_by {
+                let how = if in_a_task { "from a task of its own" } else { "directly by the test" };
+                assert!(
+                    task.is_some() && task != pay_task,
+                    "request {}'s charge future was polled by whatever polls `pay` itself \
+                     (`pay` polled {how}), not by a task of its own: keep each attempt in a \
+                     spawned task, the isolation the team chose for a third-party client that \
+                     once panicked",
+                    n + 1
+                );
+            }
         }
     }
 }
