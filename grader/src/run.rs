@@ -309,9 +309,32 @@ fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// The message of the last panic in a test's output: the one that ended the test. Earlier ones
-/// are often the test's own doing (a callee that panics on purpose, caught by the test).
+/// are often the test's own doing (a callee that panics on purpose, caught by the test). When
+/// the last is Rust's notice of a destructor panicking during unwinding, the panic that started
+/// the unwinding comes first.
 pub fn panic_message(text: &str) -> Option<String> {
     let start = text.rfind("panicked at ")?;
+    let last = panic_at(text, start);
+    if last.starts_with("panic in a destructor during cleanup")
+        && let Some(in_drop) = text[..start].rfind("panicked at ")
+    {
+        let destructor = panic_at(text, in_drop);
+        return Some(match text[..in_drop].rfind("panicked at ") {
+            Some(cause) => format!(
+                "{}\n(then a destructor panicked while unwinding: {destructor}; the process \
+                 aborted)",
+                panic_at(text, cause)
+            ),
+            None => format!(
+                "{destructor}\n(a destructor panicked while unwinding; the process aborted)"
+            ),
+        });
+    }
+    Some(last)
+}
+
+/// The message of the panic whose `panicked at` starts at `start`.
+fn panic_at(text: &str, start: usize) -> String {
     let rest = &text[start..];
     let body = rest.split_once('\n').map_or("", |(_, body)| body);
     let end = [
@@ -319,6 +342,7 @@ pub fn panic_message(text: &str) -> Option<String> {
         "\nstack backtrace:",
         "\n\nfailures:",
         "\nerror: test failed",
+        "\nthread '",
     ]
     .iter()
     .filter_map(|marker| body.find(marker))
@@ -330,11 +354,11 @@ pub fn panic_message(text: &str) -> Option<String> {
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .unwrap_or(message);
-    Some(if message.is_empty() {
+    if message.is_empty() {
         rest.lines().next().unwrap_or_default().to_owned()
     } else {
         message.to_owned()
-    })
+    }
 }
 
 /// A test's output with the middle dropped past the caps.
@@ -702,6 +726,17 @@ mod tests {
                    thread 'main' (7) panicked at grader/hidden/a.rs:14:9:\n\
                    the gauge still counts the request (expected 0)\n";
         assert_eq!(panic_message(out).unwrap(), "the gauge still counts the request (expected 0)");
+        let aborted = "thread 'main' (7) panicked at src/lib.rs:3:9:\nfirst panic\n\
+                       thread 'main' (7) panicked at src/lib.rs:9:9:\nboom in drop\n\
+                       thread 'main' (7) panicked at library/core/src/panicking.rs:233:5:\n\
+                       panic in a destructor during cleanup\n\
+                       thread caused non-unwinding panic. aborting.\n";
+        let message = panic_message(aborted).unwrap();
+        assert_eq!(
+            message,
+            "first panic\n(then a destructor panicked while unwinding: boom in drop; the process \
+             aborted)"
+        );
     }
 
     #[test]
