@@ -1,14 +1,21 @@
 //! Hidden tests for kata 19: every audit record must be in the store once `shutdown` returns, even
 //! though `main` drops the runtime (cancelling every task on it) right after.
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use audit_batcher_shutdown::{
-    AuditClosed, AuditRecord, AuditService, AuditSink, FLUSH_EVERY, MAX_BATCH, WRITE_LATENCY,
+    AuditClosed, AuditLog, AuditRecord, AuditService, AuditSink, FLUSH_EVERY, MAX_BATCH,
+    WRITE_LATENCY,
 };
+use kata_support::runtime::{self, SEEDS};
 use kata_support::{check_property, hidden_test};
 use proptest::prelude::*;
+use tokio::sync::Notify;
 
 /// Long enough, in virtual time, for any correct shutdown; a shutdown still pending after this
 /// is waiting for something that will never happen.
@@ -81,6 +88,199 @@ fn ranges(ids: &[u64]) -> String {
         i += 1;
     }
     parts.join(", ")
+}
+
+/// Tasks alive on the test's runtime (those of the test itself included).
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+}
+
+/// The ids of `records`, as ranges.
+fn ids(records: &[AuditRecord]) -> String {
+    ranges(&records.iter().map(|r| r.id).collect::<Vec<_>>())
+}
+
+/// Watches the store every virtual millisecond, like an auditor tailing the append-only log, and
+/// returns what it saw when two writes were in progress at once: appends that land less than
+/// half a write's latency apart, or more than one batch landing in the same millisecond. Stops
+/// watching after `AUDITOR_WATCHES` (a right fix is done by then; a slow one is judged elsewhere),
+/// or when aborted.
+fn watch_appends(sink: AuditSink) -> tokio::task::JoinHandle<Option<String>> {
+    tokio::spawn(async move {
+        let mut seen = 0;
+        let mut last: Option<(tokio::time::Instant, Vec<AuditRecord>)> = None;
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < AUDITOR_WATCHES {
+            let stored = sink.records();
+            if stored.len() > seen {
+                let now = tokio::time::Instant::now();
+                let landed = stored[seen..].to_vec();
+                if landed.len() > MAX_BATCH {
+                    return Some(format!(
+                        "{} records (ids {}) landed in the store within the same millisecond, \
+                         more than one batch of {MAX_BATCH}: two writes were in progress at once \
+                         (or one write held more than a batch)",
+                        landed.len(),
+                        ids(&landed)
+                    ));
+                }
+                if let Some((at, before)) = &last {
+                    let gap = now - *at;
+                    if gap < WRITE_LATENCY / 2 {
+                        return Some(format!(
+                            "the store received ids {} and, only {gap:?} later, ids {}, while one \
+                             write takes {WRITE_LATENCY:?}: two writes were in progress at once",
+                            ids(before),
+                            ids(&landed)
+                        ));
+                    }
+                }
+                seen = stored.len();
+                last = Some((now, landed));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        None
+    })
+}
+
+/// How long the auditor of `watch_appends` tails the store.
+const AUDITOR_WATCHES: Duration = Duration::from_millis(400);
+
+/// Notified when a hand-polled `record` call is woken.
+#[derive(Default)]
+struct Woken {
+    notify: Notify,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.notify.notify_one();
+    }
+}
+
+/// One request handler's `record` call, polled by hand: a handler on a busy worker thread, which
+/// runs again only some time after it was woken (on a multi-threaded runtime, its thread may be
+/// busy with other requests).
+struct BusyHandler {
+    call: Pin<Box<dyn Future<Output = Result<(), AuditClosed>> + Send>>,
+    woken: Arc<Woken>,
+    id: u64,
+}
+
+impl BusyHandler {
+    fn new(log: AuditLog, id: u64) -> Self {
+        // Unconstrained: polled by hand, the call must not run out of the test task's
+        // cooperative budget and look as if it waited for room.
+        let call =
+            Box::pin(tokio::task::unconstrained(async move { log.record(record(id)).await }));
+        BusyHandler { call, woken: Arc::default(), id }
+    }
+
+    fn poll(&mut self) -> Poll<Result<(), AuditClosed>> {
+        let waker = Waker::from(self.woken.clone());
+        self.call.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+
+    /// Runs the call to the end, polling it `lag` after each wake-up.
+    async fn finish(mut self, lag: Duration) -> Result<(), AuditClosed> {
+        loop {
+            if let Poll::Ready(result) = self.poll() {
+                return result;
+            }
+            self.woken.notify.notified().await;
+            tokio::time::sleep(lag).await;
+        }
+    }
+}
+
+/// One run of `a_record_waiting_for_room_at_shutdown_is_written_or_refused`: a handler's `record`
+/// waits for room in a full queue as shutdown begins, and its worker runs it again `lag` after it
+/// is woken.
+async fn busy_handler_at_shutdown(lag: Duration) {
+    let sink = AuditSink::new();
+    let service = AuditService::start(sink.clone());
+    let log = service.log();
+    tokio::task::yield_now().await;
+    let mut acked = Vec::new();
+    for id in 0..MAX_BATCH as u64 {
+        log.record(record(id)).await.expect("the audit trail is running");
+        acked.push(record(id));
+    }
+    // The flusher takes the full batch and spends 20 ms writing it; the queue fills.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut parked = None;
+    for id in MAX_BATCH as u64..20_000 {
+        let mut call = BusyHandler::new(log.clone(), id);
+        match call.poll() {
+            Poll::Ready(Ok(())) => acked.push(record(id)),
+            Poll::Ready(Err(AuditClosed)) => {
+                panic!("record {id} was refused before shutdown")
+            }
+            Poll::Pending => {
+                parked = Some(call);
+                break;
+            }
+        }
+    }
+    drop(log);
+    // Without a bounded queue no `record` ever waits for room: nothing to check here.
+    let Some(parked) = parked else { return };
+    let parked_id = parked.id;
+    let ((done, stored), outcome) = tokio::join!(
+        async {
+            let done = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
+            (done, sink.records())
+        },
+        async { tokio::time::timeout(SHUTDOWN_LIMIT, parked.finish(lag)).await.ok() }
+    );
+    assert!(
+        done.is_ok(),
+        "shutdown() had not returned after {} s of virtual time: {HANGS}",
+        SHUTDOWN_LIMIT.as_secs()
+    );
+    let waiting = format!(
+        "a handler's `record` (id {parked_id}) was waiting for room in the full queue \
+         when shutdown began, on a busy worker that ran it again {} ms after it was woken",
+        lag.as_millis()
+    );
+    let Some(outcome) = outcome else {
+        panic!(
+            "{waiting}; {} s later it had still neither been accepted nor refused",
+            SHUTDOWN_LIMIT.as_secs()
+        );
+    };
+    let stored_ids: HashSet<u64> = stored.iter().map(|r| r.id).collect();
+    if outcome.is_ok() {
+        assert!(
+            stored_ids.contains(&parked_id),
+            "{waiting}. It returned Ok(()), but the record was not in the store when \
+             shutdown() returned: acknowledged, and never written. A record must be \
+             written before shutdown returns, or refused with Err(AuditClosed); on a \
+             multi-threaded runtime a handler's thread can be this late"
+        );
+        acked.push(record(parked_id));
+    }
+    let missing: Vec<u64> =
+        acked.iter().map(|r| r.id).filter(|id| !stored_ids.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{waiting}; when shutdown() returned the store held {} of the {} acknowledged \
+         records; missing ids {}",
+        acked.len() - missing.len(),
+        acked.len(),
+        ranges(&missing)
+    );
+    assert!(
+        stored == acked,
+        "{waiting}; the store holds the acknowledged records out of order (or twice): \
+         ids {}",
+        ids(&stored)
+    );
 }
 
 /// A request handler that holds its own `AuditLog` while shutdown runs.
@@ -382,5 +582,196 @@ hidden_test! {
             );
         }
         drop(lingering);
+    }
+
+    /// Whole batches, and shutdown at once or while the last of them is being written: every
+    /// record is in the store when shutdown returns, and no task the service started is still
+    /// running (`main` drops the runtime next, which would cancel it).
+    async fn every_full_batch_is_stored_when_shutdown_returns() {
+        for batches in [1u64, 2, 3] {
+            for pause_ms in [0u64, 1, 19] {
+                let before = alive_tasks();
+                let sink = AuditSink::new();
+                let service = AuditService::start(sink.clone());
+                let log = service.log();
+                tokio::task::yield_now().await;
+                let expected = records(0..batches * MAX_BATCH as u64);
+                for r in expected.clone() {
+                    log.record(r).await.expect("the audit trail is running");
+                }
+                if pause_ms == 0 {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                }
+                drop(log);
+                let when = if pause_ms == 0 {
+                    "right after the last record".to_owned()
+                } else {
+                    format!("{pause_ms} ms after the last record")
+                };
+                let shutdown = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
+                assert!(
+                    shutdown.is_ok(),
+                    "shutdown() had not returned after {} s of virtual time: {HANGS}",
+                    SHUTDOWN_LIMIT.as_secs()
+                );
+                let left = alive_tasks().saturating_sub(before);
+                if let Err(seen) = check_store(
+                    &sink,
+                    &expected,
+                    &format!(
+                        "{} records ({batches} full batch(es)) were recorded and shutdown began \
+                         {when}; when shutdown() returned",
+                        expected.len()
+                    ),
+                ) {
+                    panic!(
+                        "{seen}. A batch whose write had started but not finished when shutdown \
+                         began must be in the store before shutdown returns: `main` drops the \
+                         runtime right after, and every task still running is cancelled with it"
+                    );
+                }
+                assert!(
+                    left == 0,
+                    "{} records ({batches} full batch(es)) were recorded and shutdown began {when}: \
+                     when shutdown() returned, {left} task(s) started by the service were still \
+                     running. `main` drops the runtime right after, which cancels them wherever \
+                     they are: whatever they still had to do is lost",
+                    expected.len()
+                );
+            }
+        }
+    }
+
+    /// An auditor tails the store during the run and the shutdown: two writes are never in
+    /// progress at once. Concurrent appends to an append-only store land in whatever order the
+    /// store finishes them; the fake keeps them in order only because every write takes exactly
+    /// `WRITE_LATENCY`.
+    async fn the_store_never_has_two_writes_in_progress() {
+        // (records, pause, more records): shutdown follows at once.
+        let scenarios: [(u64, u64, u64); 3] = [(250, 0, 0), (100, 1, 150), (200, 70, 0)];
+        for (first, pause_ms, second) in scenarios {
+            let sink = AuditSink::new();
+            let tailing = watch_appends(sink.clone());
+            let service = AuditService::start(sink.clone());
+            let log = service.log();
+            tokio::task::yield_now().await;
+            let expected = records(0..first + second);
+            for r in &expected[..first as usize] {
+                log.record(r.clone()).await.expect("the audit trail is running");
+            }
+            if pause_ms == 0 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+            for r in &expected[first as usize..] {
+                log.record(r.clone()).await.expect("the audit trail is running");
+            }
+            drop(log);
+            let shutdown = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
+            assert!(
+                shutdown.is_ok(),
+                "shutdown() had not returned after {} s of virtual time: {HANGS}",
+                SHUTDOWN_LIMIT.as_secs()
+            );
+            // Give the auditor a last look.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let seen = if tailing.is_finished() {
+                tailing.await.expect("the auditor task panicked")
+            } else {
+                tailing.abort();
+                None
+            };
+            if let Some(seen) = seen {
+                panic!(
+                    "{first} records, a pause of {pause_ms} ms, {second} more, then shutdown: \
+                     {seen}. Concurrent appends may land in either order in a real store (this \
+                     fake keeps them in order only because every write takes exactly \
+                     {WRITE_LATENCY:?}): the audit trail stays in the order recorded only when \
+                     each write starts after the previous one has finished"
+                );
+            }
+            if let Err(seen) = check_store(&sink, &expected, "when shutdown() returned") {
+                panic!("{seen}");
+            }
+        }
+    }
+
+    /// The store is slow: the clock jumps ahead (as when the store, or the whole machine, stalls)
+    /// while the flusher writes during shutdown. Shutdown still returns only once every record is
+    /// in the store: it waits for the flusher, not for a time limit.
+    async fn shutdown_waits_for_a_slow_store() {
+        let stalls = [600, 5_000, 60_000, 300_000].map(Duration::from_millis);
+        for stall in stalls {
+            for at_ms in [1u64, 30] {
+                let sink = AuditSink::new();
+                let service = AuditService::start(sink.clone());
+                let log = service.log();
+                tokio::task::yield_now().await;
+                let expected = records(0..350);
+                for r in &expected[..MAX_BATCH] {
+                    log.record(r.clone()).await.expect("the audit trail is running");
+                }
+                // The flusher takes the full batch and starts writing it.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                for r in &expected[MAX_BATCH..] {
+                    log.record(r.clone()).await.expect("the audit trail is running");
+                }
+                drop(log);
+                let (shutdown, ()) = tokio::join!(
+                    async {
+                        let done = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
+                        (done, sink.records())
+                    },
+                    async {
+                        tokio::time::sleep(Duration::from_millis(at_ms)).await;
+                        tokio::time::advance(stall).await;
+                    }
+                );
+                let (done, stored) = shutdown;
+                assert!(
+                    done.is_ok(),
+                    "shutdown() had not returned after {} s of virtual time: {HANGS}",
+                    SHUTDOWN_LIMIT.as_secs()
+                );
+                let stored_ids: HashSet<u64> = stored.iter().map(|r| r.id).collect();
+                let missing: Vec<u64> =
+                    expected.iter().map(|r| r.id).filter(|id| !stored_ids.contains(id)).collect();
+                assert!(
+                    missing.is_empty(),
+                    "{at_ms} ms into shutdown, with 350 records to write, the clock jumped \
+                     {stall:?} while the flusher was writing (as if the store, or the whole \
+                     machine, had stalled that long). When shutdown() returned, the store held \
+                     {} of the 350 records; missing ids {}. `main` drops the runtime right after, \
+                     so they are lost: shutdown must wait for the flusher however long the store \
+                     takes, not for a time limit",
+                    350 - missing.len(),
+                    ranges(&missing)
+                );
+                assert!(
+                    stored == expected,
+                    "after a stall of {stall:?} during shutdown the store holds every record, \
+                     but out of order (or twice): ids {}",
+                    ids(&stored)
+                );
+            }
+        }
+    }
+
+    /// A handler's `record` is waiting for room in a full queue as shutdown begins, on a busy
+    /// worker that runs it again only some time (0 to 290 ms) after it is woken. It must end
+    /// either written before shutdown returned or refused with `Err(AuditClosed)`. One run per
+    /// lag, each on a runtime with the next `select!` seed.
+    fn a_record_waiting_for_room_at_shutdown_is_written_or_refused() {
+        // Writes take 20 ms and start on a 20 ms grid: a lag of 10 + 20k ms wakes the handler in
+        // the middle of each write of the drain.
+        let lags = std::iter::once(0).chain((10..=290).step_by(20));
+        for (run, lag_ms) in lags.enumerate() {
+            let seed = SEEDS[run % SEEDS.len()];
+            let lag = Duration::from_millis(lag_ms);
+            runtime::current_thread(seed).block_on(busy_handler_at_shutdown(lag));
+        }
     }
 }
