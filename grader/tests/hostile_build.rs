@@ -215,7 +215,8 @@ fn learner_text_drives_neither_the_terminal_nor_the_workflow_runner() {
     }
     std::fs::write(fixture.path("course.toml"), manifest).unwrap();
 
-    let human = fixture.grader(["check"]).output().unwrap();
+    // Named, so that their details (the learner's text) are shown, not one line each.
+    let human = fixture.grader(["check", "4", "5"]).output().unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
     assert_eq!(human.status.code(), Some(1), "{text}");
     assert!(
