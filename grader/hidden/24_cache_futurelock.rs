@@ -36,6 +36,34 @@ async fn hold_lock_for(cache: &CatalogCache, hold: Duration) -> tokio::task::Joi
     holder
 }
 
+/// Starts a request handler that looks prices up `after` from now: it queues for the lock and
+/// holds it for 10 ms.
+fn look_up_after(cache: &CatalogCache, after: Duration) -> tokio::task::JoinHandle<()> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let _lookup = cache.lock().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    })
+}
+
+/// Starts `handlers` request handlers that look prices up back to back: each holds the lock for
+/// 5 ms and asks for it again at once, so the lock goes from one waiter to the next and is never
+/// free. Abort them when done.
+fn busy_lookups(cache: &CatalogCache, handlers: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..handlers)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _lookup = cache.lock().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect()
+}
+
 hidden_test! {
     /// Nothing in the way: the catalog is swapped and nothing is counted as slow.
     async fn an_uncontended_refresh_swaps_the_catalog() {
@@ -152,6 +180,111 @@ hidden_test! {
                     return Err(format!(
                         "the next refresh installed v3, but 5 s later the cache holds v{version}: \
                          an earlier refresh overwrote it"
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+
+    /// Two request handlers look prices up back to back while the refresh waits, with and
+    /// without the report holding the lock for a second: the lock is never free for an instant,
+    /// but every waiter gets its turn, and so must the refresh.
+    async fn a_refresh_gets_its_turn_while_lookups_keep_the_lock_busy() {
+        for report_hold in [None, Some(Duration::from_secs(1))] {
+            let cache = CatalogCache::new(catalog(1));
+            let report = match report_hold {
+                Some(hold) => Some(hold_lock_for(&cache, hold).await),
+                None => None,
+            };
+            let lookups = busy_lookups(&cache, 2);
+            // The handlers are under way: one holds the lock, the other waits for it.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let start = Instant::now();
+            let refreshed = tokio::time::timeout(HANG, cache.refresh(catalog(2))).await;
+            let took = start.elapsed();
+            let during = match report_hold {
+                Some(_) => "while the report held the lock for 1 s and two request handlers",
+                None => "while two request handlers",
+            };
+            assert!(
+                refreshed.is_ok(),
+                "refresh() had not finished {} s after it started, {during} looked prices up \
+                 back to back (each holding the lock 5 ms, then asking for it again at once). \
+                 The handlers kept getting the lock, in turn. The lock was never free for an \
+                 instant: it goes straight from one waiter to the next, so a refresh gets it only \
+                 by waiting its turn in the lock's queue, as the handlers do",
+                HANG.as_secs()
+            );
+            let version = {
+                let state = cache.lock().await;
+                state.catalog.version
+            };
+            for lookup in lookups {
+                lookup.abort();
+            }
+            if let Some(report) = report {
+                report.await.expect("the report task failed");
+            }
+            assert_eq!(
+                version, 2,
+                "refresh(v2) returned after {took:?} {during} looked prices up, but the cache \
+                 holds catalog v{version}"
+            );
+        }
+    }
+
+    /// Cut the refresh at every poll and every 50 ms while the report holds the lock for a
+    /// second, with two lookups queued while it waits (one before its `SLOW_LOCK` timer, one
+    /// after). Whenever the new catalog is in place, the refresh waited a second for the lock,
+    /// so it must be counted once, also when it was dropped right after the swap.
+    async fn a_slow_refresh_whose_catalog_is_in_place_is_counted() {
+        assert_cancel_safe_with(
+            Options::default().cut_every(Duration::from_millis(50)),
+            || CatalogCache::new(catalog(1)),
+            |cache: CatalogCache| async move {
+                let report = hold_lock_for(&cache, Duration::from_secs(1)).await;
+                let before_the_timer = look_up_after(&cache, SLOW_LOCK / 2);
+                let after_the_timer = look_up_after(&cache, SLOW_LOCK * 3 / 2);
+                let lookups = [before_the_timer, after_the_timer];
+                cache.refresh(catalog(2)).await;
+                (report, lookups)
+            },
+            |cache, outcome: Outcome<_>| async move {
+                let cancelled = outcome.is_cancelled();
+                if let Some((report, lookups)) = outcome.completed() {
+                    report.await.map_err(|e| format!("the report task failed: {e}"))?;
+                    for lookup in lookups {
+                        lookup.await.map_err(|e| format!("a lookup task failed: {e}"))?;
+                    }
+                }
+                // Long after the report and the lookups let go of the lock.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let (version, slow) = {
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                };
+                if slow > 1 {
+                    return Err(format!("one refresh was counted {slow} times in slow_refreshes"));
+                }
+                if !cancelled && version != 2 {
+                    return Err(format!(
+                        "the refresh finished, but the cache holds v{version}, not v2"
+                    ));
+                }
+                if version == 2 && slow == 0 {
+                    let how = if cancelled {
+                        "It was dropped after its catalog was swapped in, and"
+                    } else {
+                        "It finished, and"
+                    };
+                    return Err(format!(
+                        "5 s after the report let go, the cache holds the refresh's catalog v2, \
+                         which it got after waiting about 1 s for the lock (lookups were \
+                         queued for the lock too). {how} slow_refreshes reads 0: a refresh whose \
+                         catalog is in place has happened, and it was slow, so it must be \
+                         counted"
                     ));
                 }
                 Ok(())
