@@ -257,6 +257,12 @@ pub struct GradeArgs {
     #[arg(long)]
     pub regrade: bool,
 
+    /// Grade only shard I of N (`--shard 2/4`), for parallel runners: a student is in shard
+    /// 1 + (the first 8 bytes of the SHA-256 of the student id) mod N, whatever the roster's order
+    /// or the other students, so the N shards together grade everyone exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
+
     /// Grade even where the sandbox cannot be raised (a kernel without Landlock): kata code then
     /// runs with your permissions. Not for grades you will publish.
     #[arg(long)]

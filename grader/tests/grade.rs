@@ -193,3 +193,69 @@ fn a_malformed_roster_is_refused_naming_the_line() {
     cmd.assert().code(2).stderr(contains("class.csv line 3: the student id `bob/../x` holds `/`"));
     assert!(!class.path().join("results").exists(), "nothing is graded from a bad roster");
 }
+
+/// The result files' student names in `out`, sorted.
+fn graded_in(out: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn shards_split_a_class_into_disjoint_parts_that_add_up_to_it() {
+    // Unreachable sources get result files without a build: the split is what is tested here.
+    let fixture = Fixture::new();
+    let class = tempfile::tempdir().unwrap();
+    let students: Vec<String> = (1..=12).map(|i| format!("student{i:02}")).collect();
+    let roster = class.path().join("class.csv");
+    let rows: String = students.iter().map(|s| format!("{s},gone/{s}\n")).collect();
+    std::fs::write(&roster, format!("student,source\n{rows}")).unwrap();
+    let shard = |spec: &str, out: &Path| {
+        let mut cmd = fixture.grader(["grade", "--shard", spec, "--out"]);
+        cmd.arg(out).arg(&roster);
+        cmd
+    };
+
+    let mut everyone = Vec::new();
+    for i in 1..=3 {
+        let out = class.path().join(format!("results-{i}"));
+        let assert = shard(&format!("{i}/3"), &out).assert();
+        let got = graded_in(&out);
+        let expected = if got.is_empty() { 0 } else { 1 };
+        assert
+            .code(expected)
+            .stdout(contains(format!("shard {i}/3: {} of the 12 students", got.len())));
+        // Run again: the same students, whatever else changed.
+        let again = class.path().join(format!("again-{i}"));
+        let _ = shard(&format!("{i}/3"), &again).assert();
+        assert_eq!(graded_in(&again), got, "shard {i}/3 is deterministic");
+        everyone.extend(got);
+    }
+    everyone.sort();
+    assert_eq!(everyone, students, "every student in exactly one of the shards");
+
+    // Ten shards of twelve students: some shard is empty, and that is a success.
+    let empty = (1..=10)
+        .find(|i| {
+            let out = class.path().join(format!("ten-{i}"));
+            let ok = shard(&format!("{i}/10"), &out).output().unwrap();
+            graded_in(&out).is_empty() && ok.status.success()
+        })
+        .expect("an empty shard succeeds");
+    let out = class.path().join("ten-empty");
+    shard(&format!("{empty}/10"), &out)
+        .assert()
+        .success()
+        .stdout(contains("nothing to grade in this shard"));
+    assert!(out.is_dir(), "an empty shard still leaves its --out for the upload");
+
+    fixture
+        .grader(["grade", "--shard", "4/3", "--out", "x"])
+        .arg(&roster)
+        .assert()
+        .code(2)
+        .stderr(contains("expected I/N with 1 <= I <= N"));
+}
