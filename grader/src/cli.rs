@@ -53,7 +53,8 @@ pub enum Command {
     Solution(SolutionArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
-    /// Teachers: write a student copy of the course (no solutions, no decoys) to DIR.
+    /// Teachers: write a student copy of the committed course to DIR: no solutions, decoys or
+    /// maintainer files, a student README and a matching Cargo.lock.
     Handout(HandoutArgs),
     /// Teachers: grade a class's submissions (a roster, or directories), each in isolation, into
     /// one result file per student.
@@ -203,6 +204,15 @@ pub struct CompletionsArgs {
 pub struct HandoutArgs {
     /// Where to write the copy: a new or empty directory outside the course.
     pub dir: PathBuf,
+
+    /// Copy the working tree, uncommitted changes included (default: the committed files at
+    /// HEAD, refusing while exercise sources have uncommitted changes).
+    #[arg(long)]
+    pub allow_dirty: bool,
+
+    /// Hand out even an exercise whose `src/lib.rs` is the reference solution's.
+    #[arg(long)]
+    pub allow_solved: bool,
 }
 
 const GRADE_ABOUT: &str = "\

@@ -19,6 +19,14 @@ use crate::workspace::Unit;
 pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let katas = course.select(&args.katas)?;
     let tree = if args.solutions { Tree::Solutions } else { Tree::Exercises };
+    if args.solutions && !course.root.join(tree.dir()).is_dir() {
+        return Err(crate::UsageError(
+            "this copy of the course has no reference solutions (a student handout); \
+             `grader check` checks your exercises"
+                .into(),
+        )
+        .into());
+    }
     let units: Vec<Unit> = katas
         .iter()
         .map(|kata| Unit {
