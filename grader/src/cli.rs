@@ -130,6 +130,11 @@ pub struct CheckArgs {
     /// without Landlock). Implied by `--format classroom` and by `GRADER_REQUIRE_SANDBOX=1`.
     #[arg(long)]
     pub trusted: bool,
+
+    /// Build and run every kata, even one whose sources already have a verdict in the verdict
+    /// cache (`<target>/grader/cache`).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -266,6 +271,11 @@ pub struct GradeArgs {
     /// Grade every submission again, even those already graded at the same commit.
     #[arg(long)]
     pub regrade: bool,
+
+    /// Build and run every kata, even one whose sources (this student's or another's) already
+    /// have a verdict in the verdict cache (`<target>/grader/cache`).
+    #[arg(long)]
+    pub no_cache: bool,
 
     /// Grade only shard I of N (`--shard 2/4`), for parallel runners: a student is in shard
     /// 1 + (the first 8 bytes of the SHA-256 of the student id) mod N, whatever the roster's order

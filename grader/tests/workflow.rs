@@ -85,8 +85,12 @@ fn a_failing_grade_is_still_posted_and_solutions_only_when_asked() {
     assert_eq!(code, Some(0));
     assert_eq!(result.expect("posted")["status"], "pass");
 
-    // The grader could not grade (no cargo): the step fails and posts nothing.
-    let (code, result) = grade(&fixture, &[("CARGO", "/nonexistent/cargo")]);
+    // The grader could not grade (no cargo): the step fails and posts nothing. A fresh runner's
+    // target directory, since verdicts already in the cache need no cargo.
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh = fresh.path().to_str().unwrap();
+    let (code, result) =
+        grade(&fixture, &[("CARGO", "/nonexistent/cargo"), ("CARGO_TARGET_DIR", fresh)]);
     assert_eq!(code, Some(3));
     assert!(result.is_none());
 }

@@ -44,6 +44,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             || args.format == Format::Classroom
             || std::env::var_os(crate::build_sandbox::REQUIRE_ENV).is_some(),
         build_timeout: args.build_timeout.map(Duration::from_secs),
+        cache: !args.no_cache,
         gate: None,
     };
     let progress = Progress::new(

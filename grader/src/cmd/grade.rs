@@ -89,6 +89,7 @@ pub fn run(course: &Course, args: &GradeArgs) -> anyhow::Result<u8> {
             timeout: args.timeout.map(Duration::from_secs),
             trusted,
             build_timeout: args.build_timeout.map(Duration::from_secs),
+            cache: !args.no_cache,
             gate: Some(Arc::new(RwLock::new(()))),
         },
     };

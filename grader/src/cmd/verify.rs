@@ -62,6 +62,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         timeout: None,
         trusted: false,
         build_timeout: None,
+        cache: false,
         gate: None,
     };
     let index =
