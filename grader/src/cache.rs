@@ -14,9 +14,14 @@
 //! Kata code cannot write here: the tests' Landlock rules allow writes to their scratch
 //! directory alone, and a build runs no kata code. An entry that cannot be read or does not match
 //! its key is ignored with a warning and graded again. `verify` and `--repeat` never use it.
+//!
+//! Submissions graded side by side (`grader grade -j N`) share the keys in flight: a grade takes
+//! the keys nobody is grading ([`claim`]), grades them, and then waits for the verdicts of the
+//! others' keys instead of building the same sources again.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -168,4 +173,56 @@ fn reusable(result: &UnitResult) -> bool {
         && result.error.is_none()
         && !result.tests.iter().any(|t| t.name == TAMPERED)
         && crate::sandbox::landlocked()
+}
+
+/// Keys being graded in this process right now.
+fn in_flight() -> &'static (Mutex<HashSet<String>>, Condvar) {
+    static IN_FLIGHT: OnceLock<(Mutex<HashSet<String>>, Condvar)> = OnceLock::new();
+    IN_FLIGHT.get_or_init(|| (Mutex::new(HashSet::new()), Condvar::new()))
+}
+
+fn lock_in_flight() -> MutexGuard<'static, HashSet<String>> {
+    // A grade that panicked left the set as it was: still good.
+    in_flight().0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keys a grade took; given back, and waiters woken, when dropped (a failed grade included).
+pub struct Claim {
+    keys: Vec<String>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut keys = lock_in_flight();
+        for key in &self.keys {
+            keys.remove(key);
+        }
+        in_flight().1.notify_all();
+    }
+}
+
+/// Splits `wanted` (a unit's index and key) into the units this grade takes, under the returned
+/// [`Claim`], and those another grade of this process is on (wait for them with [`wait`]).
+pub fn claim(wanted: &[(usize, &Key)]) -> (Claim, Vec<usize>, Vec<usize>) {
+    let mut keys = lock_in_flight();
+    let (mut mine, mut theirs, mut claimed) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, key) in wanted {
+        if keys.insert(key.key.clone()) {
+            claimed.push(key.key.clone());
+            mine.push(*i);
+        } else {
+            // Another grade's, or this grade's own twice (a unit listed twice): wait either way
+            // after this grade's own units are done and given back.
+            theirs.push(*i);
+        }
+    }
+    (Claim { keys: claimed }, mine, theirs)
+}
+
+/// Returns once no grade of this process is on `key`.
+pub fn wait(key: &Key) {
+    let mut keys = lock_in_flight();
+    while keys.contains(&key.key) {
+        keys = in_flight().1.wait(keys).unwrap_or_else(|p| p.into_inner());
+    }
 }

@@ -241,6 +241,12 @@ submission already graded at the same commit (a directory: with the same content
 course is not graded again. An unreachable source (a missing directory, a failed clone, an \
 unknown commit) gets a result file saying so, and the others are graded.
 
+A kata whose sources (this student's, another's, or the exercise as shipped) were graded before \
+by the same grader and course is not built again: its verdict comes from the verdict cache in \
+the target directory (--no-cache to build everything). --shard I/N grades one of N disjoint parts \
+of the class, chosen by a hash of the student id, for parallel runners whose result directories \
+`grader gradebook` then merges.
+
 Exit codes: 0 every submission is graded (in this run or an earlier one); 1 some submission \
 could not be graded (unreachable, or the grader failed on it); 2 usage error (a malformed \
 roster); 3 infrastructure error (no sandbox, an unwritable --out, a broken course, or the grader \

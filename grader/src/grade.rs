@@ -138,17 +138,40 @@ pub fn grade(
         .zip(&keys)
         .map(|(unit, key)| key.as_ref().and_then(|key| cache.get(key, unit)))
         .collect();
-    let todo: Vec<usize> = (0..units.len()).filter(|&i| results[i].is_none()).collect();
-    if !todo.is_empty() {
-        let pending: Vec<Unit> = todo.iter().map(|&i| units[i].clone()).collect();
+    let grade_these = |indices: &[usize], results: &mut [Option<UnitResult>]| {
+        if indices.is_empty() {
+            return anyhow::Ok(());
+        }
+        let pending: Vec<Unit> = indices.iter().map(|&i| units[i].clone()).collect();
         let (graded, _) = grade_repeated(course, set, &pending, options, 1, progress)?;
-        for (i, result) in todo.into_iter().zip(graded) {
+        for (&i, result) in indices.iter().zip(graded) {
             if let Some(key) = &keys[i] {
                 cache.put(key, &result);
             }
             results[i] = Some(result);
         }
+        Ok(())
+    };
+    // Sources another submission is being graded with right now are waited for, not built twice.
+    let missing: Vec<usize> = (0..units.len()).filter(|&i| results[i].is_none()).collect();
+    let wanted: Vec<(usize, &cache::Key)> =
+        missing.iter().filter_map(|&i| keys[i].as_ref().map(|key| (i, key))).collect();
+    let (claim, mut mine, theirs) = cache::claim(&wanted);
+    mine.extend(missing.iter().filter(|&&i| keys[i].is_none()));
+    mine.sort_unstable();
+    grade_these(&mine, &mut results)?;
+    drop(claim);
+    let mut late = Vec::new();
+    for i in theirs {
+        let key = keys[i].as_ref().expect("claimed units have keys");
+        cache::wait(key);
+        match cache.get(key, &units[i]) {
+            Some(result) => results[i] = Some(result),
+            // The other grade's verdict was not one to keep (a timeout, say): grade it here.
+            None => late.push(i),
+        }
     }
+    grade_these(&late, &mut results)?;
     let results = results.into_iter().map(|r| r.expect("every unit graded or cached")).collect();
     Ok((results, started.elapsed()))
 }
