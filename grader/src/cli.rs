@@ -53,7 +53,8 @@ pub enum Command {
     Solution(SolutionArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
-    /// Teachers: write a student copy of the course (no solutions, no decoys) to DIR.
+    /// Teachers: write a student copy of the committed course to DIR: no solutions, decoys or
+    /// maintainer files, a student README and a matching Cargo.lock.
     Handout(HandoutArgs),
     /// Teachers: grade a class's submissions (a roster, or directories), each in isolation, into
     /// one result file per student.
@@ -137,6 +138,11 @@ pub struct CheckArgs {
     /// without Landlock). Implied by `--format classroom` and by `GRADER_REQUIRE_SANDBOX=1`.
     #[arg(long)]
     pub trusted: bool,
+
+    /// Build and run every kata, even one whose sources already have a verdict in the verdict
+    /// cache (`<target>/grader/cache`).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -221,6 +227,15 @@ pub struct CompletionsArgs {
 pub struct HandoutArgs {
     /// Where to write the copy: a new or empty directory outside the course.
     pub dir: PathBuf,
+
+    /// Copy the working tree, uncommitted changes included (default: the committed files at
+    /// HEAD, refusing while exercise sources have uncommitted changes).
+    #[arg(long)]
+    pub allow_dirty: bool,
+
+    /// Hand out even an exercise whose `src/lib.rs` is the reference solution's.
+    #[arg(long)]
+    pub allow_solved: bool,
 }
 
 const GRADE_ABOUT: &str = "\
@@ -243,6 +258,12 @@ run without it unless --allow-unsandboxed. A run can be interrupted and started 
 submission already graded at the same commit (a directory: with the same content) by the same \
 course is not graded again. An unreachable source (a missing directory, a failed clone, an \
 unknown commit) gets a result file saying so, and the others are graded.
+
+A kata whose sources (this student's, another's, or the exercise as shipped) were graded before \
+by the same grader and course is not built again: its verdict comes from the verdict cache in \
+the target directory (--no-cache to build everything). --shard I/N grades one of N disjoint parts \
+of the class, chosen by a hash of the student id, for parallel runners whose result directories \
+`grader gradebook` then merges.
 
 Exit codes: 0 every submission is graded (in this run or an earlier one); 1 some submission \
 could not be graded (unreachable, or the grader failed on it); 2 usage error (a malformed \
@@ -274,6 +295,17 @@ pub struct GradeArgs {
     /// Grade every submission again, even those already graded at the same commit.
     #[arg(long)]
     pub regrade: bool,
+
+    /// Build and run every kata, even one whose sources (this student's or another's) already
+    /// have a verdict in the verdict cache (`<target>/grader/cache`).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Grade only shard I of N (`--shard 2/4`), for parallel runners: a student is in shard
+    /// 1 + (the first 8 bytes of the SHA-256 of the student id) mod N, whatever the roster's order
+    /// or the other students, so the N shards together grade everyone exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
 
     /// Grade even where the sandbox cannot be raised (a kernel without Landlock): kata code then
     /// runs with your permissions. Not for grades you will publish.

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::cache::{self, Cache};
 use crate::compile;
 use crate::course::{Course, Level};
 use crate::progress::Progress;
@@ -24,7 +25,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A kata's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Passed,
@@ -47,7 +48,7 @@ impl Status {
 }
 
 /// One hidden test's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestResult {
     pub name: String,
     pub status: Outcome,
@@ -55,8 +56,8 @@ pub struct TestResult {
     pub duration_ms: u64,
 }
 
-/// One unit's (kata's or decoy's) result.
-#[derive(Debug, Clone, Serialize)]
+/// One unit's (kata's or decoy's) result (serialized in reports and in the verdict cache).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitResult {
     pub name: String,
     pub number: u32,
@@ -68,7 +69,7 @@ pub struct UnitResult {
     /// Where the learner works, relative to the course root.
     pub file: String,
     pub compile_errors: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub tests: Vec<TestResult>,
     /// SHA-256 of the sources that were built (`stage::read`), when they could be staged; in
@@ -91,6 +92,9 @@ pub struct Options {
     pub trusted: bool,
     /// How long a build may make no progress (default `compile::DEFAULT_IDLE_LIMIT`).
     pub build_timeout: Option<Duration>,
+    /// Reuse verdicts from the verdict cache (`cache`) and keep new ones there; never for a
+    /// repeated run (`grade_repeated`), which exists to run the tests again.
+    pub cache: bool,
     /// Shared by grades that run at once (`grader grade`): a build holds it alone, since cargo
     /// uses every core and builds in one target directory wait on each other's lock (which the
     /// build's idle limit would take for a runaway); test phases hold it together.
@@ -122,8 +126,62 @@ pub fn grade(
     progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Duration)> {
     let started = Instant::now();
-    let (results, _) = grade_repeated(course, set, units, options, 1, progress)?;
+    let cache = options.cache.then(|| Cache::open(course)).flatten();
+    let Some(cache) = cache else {
+        let (results, _) = grade_repeated(course, set, units, options, 1, progress)?;
+        return Ok((results, started.elapsed()));
+    };
+    let keys: Vec<Option<cache::Key>> =
+        units.iter().map(|unit| cache.key(course, unit, timeout(course, unit, options))).collect();
+    let mut results: Vec<Option<UnitResult>> = units
+        .iter()
+        .zip(&keys)
+        .map(|(unit, key)| key.as_ref().and_then(|key| cache.get(key, unit)))
+        .collect();
+    let grade_these = |indices: &[usize], results: &mut [Option<UnitResult>]| {
+        if indices.is_empty() {
+            return anyhow::Ok(());
+        }
+        let pending: Vec<Unit> = indices.iter().map(|&i| units[i].clone()).collect();
+        let (graded, _) = grade_repeated(course, set, &pending, options, 1, progress)?;
+        for (&i, result) in indices.iter().zip(graded) {
+            if let Some(key) = &keys[i] {
+                cache.put(key, &result);
+            }
+            results[i] = Some(result);
+        }
+        Ok(())
+    };
+    // Sources another submission is being graded with right now are waited for, not built twice.
+    let missing: Vec<usize> = (0..units.len()).filter(|&i| results[i].is_none()).collect();
+    let wanted: Vec<(usize, &cache::Key)> =
+        missing.iter().filter_map(|&i| keys[i].as_ref().map(|key| (i, key))).collect();
+    let (claim, mut mine, theirs) = cache::claim(&wanted);
+    mine.extend(missing.iter().filter(|&&i| keys[i].is_none()));
+    mine.sort_unstable();
+    grade_these(&mine, &mut results)?;
+    drop(claim);
+    let mut late = Vec::new();
+    for i in theirs {
+        let key = keys[i].as_ref().expect("claimed units have keys");
+        cache::wait(key);
+        match cache.get(key, &units[i]) {
+            Some(result) => results[i] = Some(result),
+            // The other grade's verdict was not one to keep (a timeout, say): grade it here.
+            None => late.push(i),
+        }
+    }
+    grade_these(&late, &mut results)?;
+    let results = results.into_iter().map(|r| r.expect("every unit graded or cached")).collect();
     Ok((results, started.elapsed()))
+}
+
+/// A unit's per-test timeout: the override, else the kata's own, else the default.
+fn timeout(course: &Course, unit: &Unit, options: &Options) -> Duration {
+    options
+        .timeout
+        .or(course.katas[unit.kata].timeout_secs.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_TIMEOUT)
 }
 
 /// Grades `units` as [`grade`] does, but runs every hidden test `repeat` times from one build. The
@@ -220,10 +278,7 @@ pub fn grade_repeated(
             continue;
         };
         let kata = &course.katas[unit.kata];
-        let timeout = options
-            .timeout
-            .or(kata.timeout_secs.map(Duration::from_secs))
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = timeout(course, unit, options);
         match run::list_tests(exe, LIST_TIMEOUT) {
             Ok(tests) if tests.is_empty() => {
                 errors[i] = Some("the hidden test file declares no tests".into());

@@ -2,9 +2,9 @@
 //!
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
 //! The shared machinery: `course` (the manifest), `decoy` (decoys and alternatives as patches),
-//! `workspace` (the generated build), `compile` (cargo), `run` (test processes), `sandbox` (the
+//! `workspace` (the generated build), `cache` (verdicts kept by content), `compile` (cargo), `run` (test processes), `sandbox` (the
 //! walls around them), `grade` (verdicts), `report` (output), `state` (progress); for teachers,
-//! `roster` (who to grade), `submission` (fetching and taking a student's sources) and
+//! `roster` (who to grade), `shard` (a part of the class), `submission` (fetching and taking a student's sources) and
 //! `gradebook` (many students' results combined).
 
 /// `println!` that returns an error instead of panicking when standard output is closed
@@ -25,6 +25,7 @@ macro_rules! out {
 }
 
 mod build_sandbox;
+mod cache;
 mod cli;
 mod cmd;
 mod compile;
@@ -39,6 +40,7 @@ mod results;
 mod roster;
 mod run;
 mod sandbox;
+mod shard;
 mod stage;
 mod state;
 mod style;

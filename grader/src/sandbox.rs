@@ -205,6 +205,23 @@ pub fn decode(status: ExitStatus) -> ExitStatus {
     }
 }
 
+/// Whether this kernel can raise the Landlock wall.
+fn landlock_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(ABI::V1))
+            .and_then(|ruleset| ruleset.create())
+            .is_ok()
+    })
+}
+
+/// Whether kata code runs behind every wall: Landlock is there and no bench turned it off.
+pub fn landlocked() -> bool {
+    !unsandboxed() && landlock_available()
+}
+
 /// Checks that this kernel can raise the Landlock wall. Without it a local check runs with a
 /// warning; a `trusted` grade refuses.
 pub fn require(trusted: bool) -> anyhow::Result<()> {
@@ -217,11 +234,7 @@ pub fn require(trusted: bool) -> anyhow::Result<()> {
         eprintln!("warning: {UNSANDBOXED} is set: the tests run without the sandbox's walls");
         return Ok(());
     }
-    let probe = Ruleset::default()
-        .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(AccessFs::from_all(ABI::V1))
-        .and_then(|ruleset| ruleset.create());
-    if probe.is_ok() {
+    if landlock_available() {
         return Ok(());
     }
     if trusted {

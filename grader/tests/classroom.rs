@@ -186,11 +186,13 @@ fn a_handout_has_no_solutions_and_checks_like_the_course() {
     let fixture = Fixture::new();
     let parent = tempfile::tempdir().unwrap();
     let handout = parent.path().join("student");
+    // The fixture is no git repository, and ships 01_passing solved: tests/handout.rs covers
+    // both refusals; here the working tree goes out as it is.
     fixture
-        .grader(["handout", handout.to_str().unwrap()])
+        .grader(["handout", handout.to_str().unwrap(), "--allow-dirty", "--allow-solved"])
         .assert()
         .success()
-        .stdout(contains("wrote a student copy of 3 kata(s)"));
+        .stdout(contains("wrote a student copy of 3 kata(s) from the working tree"));
     assert!(!handout.join("solutions").exists());
     assert!(!handout.join("grader/decoys").exists());
     assert!(handout.join("exercises/02_failing/src/lib.rs").is_file());
@@ -215,7 +217,7 @@ fn a_handout_has_no_solutions_and_checks_like_the_course() {
 
     // Never written over.
     fixture
-        .grader(["handout", handout.to_str().unwrap()])
+        .grader(["handout", handout.to_str().unwrap(), "--allow-dirty", "--allow-solved"])
         .assert()
         .code(2)
         .stderr(contains("already exists and is not empty"));

@@ -193,3 +193,158 @@ fn a_malformed_roster_is_refused_naming_the_line() {
     cmd.assert().code(2).stderr(contains("class.csv line 3: the student id `bob/../x` holds `/`"));
     assert!(!class.path().join("results").exists(), "nothing is graded from a bad roster");
 }
+
+/// The result files' student names in `out`, sorted.
+fn graded_in(out: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn shards_split_a_class_into_disjoint_parts_that_add_up_to_it() {
+    // Unreachable sources get result files without a build: the split is what is tested here.
+    let fixture = Fixture::new();
+    let class = tempfile::tempdir().unwrap();
+    let students: Vec<String> = (1..=12).map(|i| format!("student{i:02}")).collect();
+    let roster = class.path().join("class.csv");
+    let rows: String = students.iter().map(|s| format!("{s},gone/{s}\n")).collect();
+    std::fs::write(&roster, format!("student,source\n{rows}")).unwrap();
+    let shard = |spec: &str, out: &Path| {
+        let mut cmd = fixture.grader(["grade", "--shard", spec, "--out"]);
+        cmd.arg(out).arg(&roster);
+        cmd
+    };
+
+    let mut everyone = Vec::new();
+    for i in 1..=3 {
+        let out = class.path().join(format!("results-{i}"));
+        let assert = shard(&format!("{i}/3"), &out).assert();
+        let got = graded_in(&out);
+        let expected = if got.is_empty() { 0 } else { 1 };
+        assert
+            .code(expected)
+            .stdout(contains(format!("shard {i}/3: {} of the 12 students", got.len())));
+        // Run again: the same students, whatever else changed.
+        let again = class.path().join(format!("again-{i}"));
+        let _ = shard(&format!("{i}/3"), &again).assert();
+        assert_eq!(graded_in(&again), got, "shard {i}/3 is deterministic");
+        everyone.extend(got);
+    }
+    everyone.sort();
+    assert_eq!(everyone, students, "every student in exactly one of the shards");
+
+    // Ten shards of twelve students: some shard is empty, and that is a success.
+    let empty = (1..=10)
+        .find(|i| {
+            let out = class.path().join(format!("ten-{i}"));
+            let ok = shard(&format!("{i}/10"), &out).output().unwrap();
+            graded_in(&out).is_empty() && ok.status.success()
+        })
+        .expect("an empty shard succeeds");
+    let out = class.path().join("ten-empty");
+    shard(&format!("{empty}/10"), &out)
+        .assert()
+        .success()
+        .stdout(contains("nothing to grade in this shard"));
+    assert!(out.is_dir(), "an empty shard still leaves its --out for the upload");
+
+    fixture
+        .grader(["grade", "--shard", "4/3", "--out", "x"])
+        .arg(&roster)
+        .assert()
+        .code(2)
+        .stderr(contains("expected I/N with 1 <= I <= N"));
+}
+
+/// Where the grader keeps the fixture's generated workspaces, in the shared target directory.
+fn grader_dir(fixture: &Fixture) -> PathBuf {
+    use sha2::Digest;
+    let root = fixture.path("").canonicalize().unwrap();
+    let hash = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    common::shared_target().join("grader").join(format!("course-{}", &hex[..16]))
+}
+
+#[test]
+fn identical_sources_are_built_once_and_a_changed_hidden_test_grades_again() {
+    let fixture = Fixture::new();
+    let class = tempfile::tempdir().unwrap();
+    for student in ["alice", "bob", "carol", "dave"] {
+        submission(&fixture, "solutions", &class.path().join(student));
+    }
+    let out = class.path().join("results");
+    let grade = |students: &[&str]| {
+        let mut cmd = fixture.grader(["grade", "-j", "2", "--out"]);
+        cmd.arg(&out).args(students.iter().map(|s| class.path().join(s)));
+        cmd
+    };
+    let grader_dir = grader_dir(&fixture);
+    let built = |student: &str| grader_dir.join(format!("grade-{student}")).exists();
+    let cache = grader_dir.join("cache");
+
+    // Alice and Bob, the same sources, graded side by side: one of them is built and run, the
+    // other waits for the verdicts; no workspace is generated for them at all.
+    grade(&["alice", "bob"]).assert().success().stdout(contains("2 graded"));
+    assert!(built("alice") != built("bob"), "identical sources were built twice, or never");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3, "a verdict per kata");
+    let (alice, bob) = (result(&out, "alice"), result(&out, "bob"));
+    assert_eq!(statuses(&bob), ["passed"; 3]);
+    assert_eq!(bob["summary"]["points"], 35);
+    assert_eq!(alice["katas"], bob["katas"], "the same verdicts, tests and messages");
+
+    // A damaged entry is ignored, said so, and graded again.
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        std::fs::write(entry.unwrap().path(), "{\"format\": 1, \"key\": ").unwrap();
+    }
+    grade(&["carol"])
+        .assert()
+        .success()
+        .stderr(contains("warning: ignoring the damaged verdict cache entry"));
+    assert!(built("carol"));
+    assert_eq!(statuses(&result(&out, "carol")), ["passed"; 3]);
+
+    // A changed hidden test is a changed course: nothing is reused.
+    let hidden = fixture.path("grader/hidden/01_passing.rs");
+    let text = std::fs::read_to_string(&hidden).unwrap();
+    std::fs::write(&hidden, format!("{text}\n// a teacher's edit\n")).unwrap();
+    grade(&["dave"]).assert().success();
+    assert!(built("dave"), "a verdict of the old hidden tests was reused");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 6);
+
+    // `--no-cache` builds even what the cache knows.
+    std::fs::remove_dir_all(grader_dir.join("grade-dave")).unwrap();
+    std::fs::remove_file(out.join("dave.json")).unwrap();
+    fixture
+        .grader(["grade", "--no-cache", "--out"])
+        .arg(&out)
+        .arg(class.path().join("dave"))
+        .assert()
+        .success();
+    assert!(built("dave"));
+}
+
+#[test]
+fn a_learners_unchanged_kata_is_not_built_again() {
+    let fixture = Fixture::new();
+    let grader_dir = grader_dir(&fixture);
+    fixture.grader(["check", "1", "2"]).assert().code(1).stdout(contains("1/2 katas passed"));
+    let exercises = grader_dir.join("exercises");
+    assert!(exercises.is_dir());
+    std::fs::remove_dir_all(&exercises).unwrap();
+    fixture.grader(["check", "1", "2"]).assert().code(1).stdout(contains("1/2 katas passed"));
+    assert!(!exercises.exists(), "unchanged katas were built again");
+
+    // An edit is new sources: only that kata is built.
+    std::fs::copy(
+        fixture.path("solutions/02_failing/src/lib.rs"),
+        fixture.path("exercises/02_failing/src/lib.rs"),
+    )
+    .unwrap();
+    fixture.grader(["check", "1", "2"]).assert().success().stdout(contains("2/2 katas passed"));
+    assert!(exercises.join("tests/02-failing").exists());
+    assert!(!exercises.join("tests/01-passing").exists(), "kata 1 was built again");
+}

@@ -1,6 +1,8 @@
-//! The classroom workflow's grading step, run the way GitHub's runner runs it: its `run:` script
-//! taken from `.github/workflows/classroom.yml` and executed with `bash -e -o pipefail` in the
-//! fixture course, with the runner's files (`GITHUB_OUTPUT`, `RUNNER_TEMP`) made up.
+//! The workflows' scripts, run the way GitHub's runner runs them: a step's `run:` script taken from
+//! the workflow file and executed with `bash -e -o pipefail` in the fixture course, with the
+//! runner's files (`GITHUB_OUTPUT`, `RUNNER_TEMP`) made up: the classroom workflow's grading step,
+//! and the teacher's sharded grading template (`docs/workflows/grade-class.yml`) from the plan to
+//! the merged gradebook.
 
 mod common;
 
@@ -9,9 +11,14 @@ use std::process::Command;
 
 use common::Fixture;
 
-/// The `run: |` block of the step named `name`, dedented.
+/// The `run: |` block of the step named `name` in the classroom workflow, dedented.
 fn step_script(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.github/workflows/classroom.yml");
+    script_of("../.github/workflows/classroom.yml", name)
+}
+
+/// The `run: |` block of the step named `name` in `file` (relative to the grader), dedented.
+fn script_of(file: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines().skip_while(|l| l.trim() != format!("- name: {name}"));
     lines.next().expect("the step exists");
@@ -78,8 +85,106 @@ fn a_failing_grade_is_still_posted_and_solutions_only_when_asked() {
     assert_eq!(code, Some(0));
     assert_eq!(result.expect("posted")["status"], "pass");
 
-    // The grader could not grade (no cargo): the step fails and posts nothing.
-    let (code, result) = grade(&fixture, &[("CARGO", "/nonexistent/cargo")]);
+    // The grader could not grade (no cargo): the step fails and posts nothing. A fresh runner's
+    // target directory, since verdicts already in the cache need no cargo.
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh = fresh.path().to_str().unwrap();
+    let (code, result) =
+        grade(&fixture, &[("CARGO", "/nonexistent/cargo"), ("CARGO_TARGET_DIR", fresh)]);
     assert_eq!(code, Some(3));
     assert!(result.is_none());
+}
+
+const TEMPLATE: &str = "../docs/workflows/grade-class.yml";
+
+/// Runs a step's script in `dir` with `env`; returns its exit code and standard output.
+fn run_step(dir: &Path, script: &str, env: &[(&str, &Path)]) -> (Option<i32>, String) {
+    let out = Command::new("bash")
+        .args(["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env("GRADER", assert_cmd::cargo::cargo_bin("grader"))
+        .env("CARGO_TARGET_DIR", common::shared_target())
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_sharded_template_plans_grades_every_shard_and_merges_one_gradebook() {
+    let fixture = Fixture::new();
+    let root = fixture.path("");
+    let runner = tempfile::tempdir().unwrap();
+    let class = tempfile::tempdir().unwrap();
+    for (student, tree) in [("alice", "exercises"), ("bob", "solutions")] {
+        for kata in ["01_passing", "02_failing", "03_broken"] {
+            let src = class.path().join(student).join("exercises").join(kata).join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            let from = fixture.path(&format!("{tree}/{kata}/src/lib.rs"));
+            std::fs::copy(from, src.join("lib.rs")).unwrap();
+        }
+    }
+    let students = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let rows: String =
+        students.iter().map(|s| format!("{s},{}\n", class.path().join(s).display())).collect();
+    std::fs::write(fixture.path("roster.csv"), format!("student,source\n{rows}")).unwrap();
+
+    // plan: the matrix for three shards, and a refusal of nonsense.
+    let plan = script_of(TEMPLATE, "Split the class");
+    let output = runner.path().join("plan");
+    std::fs::write(&output, "").unwrap();
+    let (code, _) =
+        run_step(&root, &plan, &[("SHARDS", Path::new("3")), ("GITHUB_OUTPUT", &output)]);
+    assert_eq!(code, Some(0));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "count=3\nshards=[1,2,3]\n");
+    let (code, _) =
+        run_step(&root, &plan, &[("SHARDS", Path::new("0")), ("GITHUB_OUTPUT", &output)]);
+    assert_eq!(code, Some(2));
+
+    // grade: every shard, its files then "uploaded" into one directory as download-artifact's
+    // merge-multiple does.
+    let grade = script_of(TEMPLATE, "Grade this shard");
+    let merged = fixture.path("results");
+    std::fs::create_dir_all(&merged).unwrap();
+    let mut graded = 0;
+    for shard in ["1", "2", "3"] {
+        let env = [
+            ("ROSTER", Path::new("roster.csv")),
+            ("SHARD", Path::new(shard)),
+            ("SHARDS", Path::new("3")),
+        ];
+        let (code, stdout) = run_step(&root, &grade, &env);
+        // Unreachable students do not fail the job: their files say so.
+        assert_eq!(code, Some(0), "shard {shard}: {stdout}");
+        assert!(stdout.contains(&format!("shard {shard}/3: ")), "{stdout}");
+        for entry in std::fs::read_dir(fixture.path(&format!("results-{shard}"))).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), merged.join(entry.file_name())).unwrap();
+            graded += 1;
+        }
+    }
+    assert_eq!(graded, students.len(), "the shards' files are the class, once each");
+
+    // gradebook: one gradebook of the whole class.
+    let summary = runner.path().join("summary");
+    let merge = script_of(TEMPLATE, "Merge into the gradebook");
+    let (code, stdout) = run_step(&root, &merge, &[("GITHUB_STEP_SUMMARY", &summary)]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let csv = std::fs::read_to_string(fixture.path("gradebook/gradebook.csv")).unwrap();
+    for student in students {
+        assert!(csv.lines().any(|l| l.starts_with(&format!("{student},"))), "{student}: {csv}");
+    }
+    assert!(std::fs::read_to_string(&summary).unwrap().contains("bob"));
+    assert!(fixture.path("gradebook/gradebook.html").is_file());
+
+    // The artifacts the jobs pass on are the directories the scripts write.
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(TEMPLATE)).unwrap();
+    assert!(grade.contains("--out \"results-$SHARD\""));
+    assert!(text.contains("path: results-${{ matrix.shard }}/"));
+    assert!(
+        text.contains("pattern: results-shard-*")
+            && text.contains("name: results-shard-${{ matrix.shard }}")
+    );
 }

@@ -19,6 +19,14 @@ use crate::workspace::Unit;
 
 pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     let tree = if args.solutions { Tree::Solutions } else { Tree::Exercises };
+    if args.solutions && !course.root.join(tree.dir()).is_dir() {
+        return Err(crate::UsageError(
+            "this copy of the course has no reference solutions (a student handout); \
+             `grader check` checks your exercises"
+                .into(),
+        )
+        .into());
+    }
     let here = if args.katas.is_empty() { kata_here(course) } else { None };
     let named = match here {
         Some(kata) => {
@@ -50,6 +58,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             || args.format == Format::Classroom
             || std::env::var_os(crate::build_sandbox::REQUIRE_ENV).is_some(),
         build_timeout: args.build_timeout.map(Duration::from_secs),
+        cache: !args.no_cache,
         gate: None,
     };
     let progress = Progress::new(

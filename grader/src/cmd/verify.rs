@@ -38,6 +38,14 @@ const NONDETERMINISTIC: &[&str] = &[
 
 pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     let katas = course.select(&args.katas)?;
+    if !course.root.join("solutions").is_dir() {
+        return Err(crate::UsageError(
+            "this copy of the course has no solutions (a student handout): `grader verify` is \
+             for the course's maintainers; `grader check` checks your exercises"
+                .into(),
+        )
+        .into());
+    }
     let mut problems: Vec<(String, String)> = Vec::new();
     let mut note = |kata: &Kata, problem: String| problems.push((kata.name.clone(), problem));
 
@@ -54,6 +62,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         timeout: None,
         trusted: false,
         build_timeout: None,
+        cache: false,
         gate: None,
     };
     let index =

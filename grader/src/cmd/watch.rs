@@ -250,6 +250,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
         timeout: None,
         trusted: false,
         build_timeout: None,
+        cache: true,
         gate: None,
     };
     let progress = Progress::new(true, true);
