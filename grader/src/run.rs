@@ -465,8 +465,11 @@ struct Session {
     child: Child,
     requests: Option<ChildStdin>,
     stopped: bool,
-    stdout: Stream,
-    stderr: Stream,
+    /// Chunks of both output streams as they are read, each consumed at once into the running
+    /// test's capped capture, so a flood on one stream never piles up while the other is awaited.
+    chunks: mpsc::Receiver<(Which, Option<Vec<u8>>)>,
+    stdout: Split,
+    stderr: Split,
     /// Shared by the session's tests and emptied by the sandbox between them.
     _scratch: tempfile::TempDir,
 }
@@ -482,16 +485,18 @@ impl Session {
             .spawn()
             .context("failed to start the test sandbox")?;
         let requests = child.stdin.take();
-        let stdout = Stream::read(child.stdout.take().expect("piped stdout"));
-        let stderr = Stream::read(child.stderr.take().expect("piped stderr"));
+        let (tx, chunks) = mpsc::channel();
+        read_into(child.stdout.take().expect("piped stdout"), Which::Out, tx.clone());
+        read_into(child.stderr.take().expect("piped stderr"), Which::Err, tx);
         Ok(Session {
             executable: job.executable.clone(),
             timeout: job.timeout,
             child,
             requests,
             stopped: false,
-            stdout,
-            stderr,
+            chunks,
+            stdout: Split::default(),
+            stderr: Split::default(),
             _scratch: scratch,
         })
     }
@@ -505,22 +510,50 @@ impl Session {
     /// when the sandbox ended early).
     fn run(&mut self, test: &str, nonce: &str, proof: &str) -> anyhow::Result<(Supervised, bool)> {
         let marker = format!("kata-end:{}", self::nonce()?);
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Instant::now() + self.timeout;
         let sent = self
             .requests
             .as_mut()
             .is_some_and(|requests| writeln!(requests, "{marker} {test} {nonce}").is_ok());
+        let (out_marker, err_marker) = (format!("\n{marker} "), format!("\n{marker}\n"));
         let mut out = Capture::new(Some(proof));
         let mut err = Capture::new(None);
-        let ended = if sent {
-            self.stdout.until(&format!("\n{marker} "), true, deadline, &mut out)
-        } else {
-            Ended::Closed
+        let (mut code, mut err_ended) = (None, false);
+        let ended = loop {
+            if !sent {
+                break Ended::Closed;
+            }
+            if code.is_none()
+                && let Some(found) = self.stdout.scan(&out_marker, true, &mut out)
+            {
+                code = Some(found);
+                // The init writes standard error's marker first: it is due at once.
+                deadline = deadline.min(Instant::now() + READER_GRACE);
+            }
+            err_ended = err_ended || self.stderr.scan(&err_marker, false, &mut err).is_some();
+            match code {
+                Some(code) if err_ended || self.stderr.closed => break Ended::Marker(code),
+                _ if self.stdout.closed && code.is_none() => break Ended::Closed,
+                _ => {}
+            }
+            match self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((Which::Out, Some(chunk))) => self.stdout.pending.extend_from_slice(&chunk),
+                Ok((Which::Err, Some(chunk))) => self.stderr.pending.extend_from_slice(&chunk),
+                Ok((Which::Out, None)) => self.stdout.closed = true,
+                Ok((Which::Err, None)) => self.stderr.closed = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => match code {
+                    // Standard error's marker never came: the test's verdict stands.
+                    Some(code) => break Ended::Marker(code),
+                    None => break Ended::TimedOut,
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => match code {
+                    Some(code) => break Ended::Marker(code),
+                    None => break Ended::Closed,
+                },
+            }
         };
         let status = match ended {
             Ended::Marker(code) => {
-                let grace = Instant::now() + READER_GRACE;
-                let _ = self.stderr.until(&format!("\n{marker}\n"), false, grace, &mut err);
                 let (stdout, proven) = out.finish();
                 let status = sandbox::decode(ExitStatus::from_raw(i32::from(code) << 8));
                 let ran =
@@ -535,11 +568,25 @@ impl Session {
             ),
         };
         self.stop();
-        let grace = Instant::now() + READER_GRACE;
-        self.stdout.rest(grace, &mut out);
-        self.stderr.rest(grace, &mut err);
+        self.rest(Instant::now() + READER_GRACE, &mut out, &mut err);
         let (stdout, proven) = out.finish();
         Ok((Supervised { status, stdout, stderr: err.finish().0, proven }, false))
+    }
+
+    /// Gives the captures what is left of both streams once the sandbox was killed, until they
+    /// end or `deadline` passes.
+    fn rest(&mut self, deadline: Instant, out: &mut Capture, err: &mut Capture) {
+        out.feed(&std::mem::take(&mut self.stdout.pending));
+        err.feed(&std::mem::take(&mut self.stderr.pending));
+        while let Ok((which, chunk)) =
+            self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            match (which, chunk) {
+                (Which::Out, Some(chunk)) => out.feed(&chunk),
+                (Which::Err, Some(chunk)) => err.feed(&chunk),
+                (_, None) => {}
+            }
+        }
     }
 
     /// Kills the sandbox's process group (its PID namespace goes with its init) and reaps it;
@@ -584,81 +631,73 @@ const STAGE_LOST: u8 = sandbox::stages::STAGE_FAILED;
 
 /// How reading a test's output up to its marker ended.
 enum Ended {
-    /// The marker, with the code after it when one was expected ([`STAGE_LOST`] when none was
-    /// expected or it was not a number).
+    /// The marker on standard output, with the exit code after it ([`STAGE_LOST`] when it was
+    /// not a number).
     Marker(u8),
-    /// The stream ended first.
+    /// Standard output ended first.
     Closed,
     TimedOut,
 }
 
-/// One output stream of a [`Session`], read by a thread of its own into chunks.
-struct Stream {
-    chunks: mpsc::Receiver<Vec<u8>>,
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Out,
+    Err,
+}
+
+/// Reads `source` on a thread of its own, sending each chunk tagged with `which`, then `None`.
+fn read_into(
+    mut source: impl Read + Send + 'static,
+    which: Which,
+    tx: mpsc::Sender<(Which, Option<Vec<u8>>)>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = source.read(&mut buf) {
+            if tx.send((which, Some(buf[..n].to_vec()))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send((which, None));
+    });
+}
+
+/// One output stream of a [`Session`], split into tests at their markers.
+#[derive(Debug, Default)]
+struct Split {
     /// Read, not yet given to a test: the start of a marker, or what follows one.
     pending: Vec<u8>,
+    closed: bool,
 }
 
-impl Stream {
-    fn read(mut source: impl Read + Send + 'static) -> Stream {
-        let (tx, chunks) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n @ 1..) = source.read(&mut buf) {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Stream { chunks, pending: Vec::new() }
-    }
-
-    /// Gives `sink` the stream up to `marker` (with `code`, up to the end of the decimal code
-    /// that follows it and its newline), consuming the marker, within `deadline`.
-    fn until(&mut self, marker: &str, code: bool, deadline: Instant, sink: &mut Capture) -> Ended {
+impl Split {
+    /// Gives `sink` what is pending up to `marker` (with `code`, up to the end of the decimal
+    /// code that follows it and its newline) and consumes the marker: `Some` (the code, or
+    /// [`STAGE_LOST`] without one) once the marker is complete. Without it, everything that
+    /// cannot be the start of the marker goes to `sink`.
+    fn scan(&mut self, marker: &str, code: bool, sink: &mut Capture) -> Option<u8> {
         let marker = marker.as_bytes();
-        loop {
-            if let Some(at) = find(&self.pending, marker) {
-                let rest = &self.pending[at + marker.len()..];
-                let end = if code { rest.iter().position(|&b| b == b'\n') } else { Some(0) };
-                if let Some(end) = end {
-                    let value = std::str::from_utf8(&rest[..end]).ok().and_then(|v| v.parse().ok());
-                    sink.feed(&self.pending[..at]);
-                    self.pending.drain(..at + marker.len() + end + usize::from(code));
-                    return Ended::Marker(value.unwrap_or(STAGE_LOST));
-                }
-                sink.feed(&self.pending[..at]);
+        if let Some(at) = find(&self.pending, marker) {
+            let rest = &self.pending[at + marker.len()..];
+            let end = if code { rest.iter().position(|&b| b == b'\n') } else { Some(0) };
+            sink.feed(&self.pending[..at]);
+            let Some(end) = end else {
                 self.pending.drain(..at);
-            } else {
-                // Everything but what could be the start of a marker belongs to the test.
-                let safe = self.pending.len().saturating_sub(marker.len() - 1);
-                sink.feed(&self.pending[..safe]);
-                self.pending.drain(..safe);
-            }
-            match self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(chunk) => self.pending.extend_from_slice(&chunk),
-                Err(mpsc::RecvTimeoutError::Timeout) => return Ended::TimedOut,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    sink.feed(&self.pending);
-                    self.pending.clear();
-                    return Ended::Closed;
-                }
-            }
+                return None;
+            };
+            let value = std::str::from_utf8(&rest[..end]).ok().and_then(|v| v.parse().ok());
+            self.pending.drain(..at + marker.len() + end + usize::from(code));
+            return Some(value.unwrap_or(STAGE_LOST));
         }
-    }
-}
-
-impl Stream {
-    /// Gives `sink` what is left of a stream whose sandbox was killed, until it ends or
-    /// `deadline` passes.
-    fn rest(&mut self, deadline: Instant, sink: &mut Capture) {
-        sink.feed(&self.pending);
-        self.pending.clear();
-        while let Ok(chunk) =
-            self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            sink.feed(&chunk);
+        if self.closed {
+            sink.feed(&std::mem::take(&mut self.pending));
+            return None;
         }
+        let safe = self.pending.len().saturating_sub(marker.len() - 1);
+        sink.feed(&self.pending[..safe]);
+        self.pending.drain(..safe);
+        None
     }
 }
 
@@ -764,38 +803,32 @@ mod tests {
 
     #[test]
     fn a_session_stream_splits_at_markers_cut_anywhere() {
-        let (tx, chunks) = mpsc::channel();
-        let mut stream = Stream { chunks, pending: Vec::new() };
-        for chunk in ["first out", "put\nkata-en", "d:1 0\nsecond", "\nkata-end:2 10", "1\nrest"] {
-            tx.send(chunk.as_bytes().to_vec()).unwrap();
-        }
-        let soon = || Instant::now() + Duration::from_secs(5);
+        let mut split = Split::default();
         let mut first = Capture::new(Some("output"));
-        assert!(matches!(
-            stream.until("\nkata-end:1 ", true, soon(), &mut first),
-            Ended::Marker(0)
-        ));
+        let mut second = Capture::new(None);
+        let mut found = Vec::new();
+        let chunks = ["first out", "put\nkata-en", "d:1 0\nsecond", "\nkata-end:2 10", "1\nrest"];
+        for chunk in chunks {
+            split.pending.extend_from_slice(chunk.as_bytes());
+            let (marker, sink) = if found.is_empty() {
+                ("\nkata-end:1 ", &mut first)
+            } else {
+                ("\nkata-end:2 ", &mut second)
+            };
+            found.extend(split.scan(marker, true, sink));
+            if found.len() == 1 {
+                found.extend(split.scan("\nkata-end:2 ", true, &mut second));
+            }
+        }
+        assert_eq!(found, [0, 101]);
         let (first, proven) = first.finish();
         assert_eq!(first.text(), "first output");
         assert!(proven, "the proof was cut between two reads");
-        let mut second = Capture::new(None);
-        assert!(matches!(
-            stream.until("\nkata-end:2 ", true, soon(), &mut second),
-            Ended::Marker(101)
-        ));
         assert_eq!(second.finish().0.text(), "second");
         let mut rest = Capture::new(None);
-        assert!(matches!(
-            stream.until(
-                "\nkata-end:3 ",
-                true,
-                Instant::now() + Duration::from_millis(50),
-                &mut rest
-            ),
-            Ended::TimedOut
-        ));
-        drop(tx);
-        stream.rest(soon(), &mut rest);
+        assert_eq!(split.scan("\nkata-end:3 ", true, &mut rest), None);
+        split.closed = true;
+        assert_eq!(split.scan("\nkata-end:3 ", true, &mut rest), None);
         assert_eq!(rest.finish().0.text(), "rest");
     }
 
