@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::Fixture;
+use common::{Fixture, git};
 use predicates::str::contains;
 use serde_json::Value;
 
@@ -20,18 +19,6 @@ fn submission(fixture: &Fixture, tree: &str, dir: &Path) {
         let from = fixture.path(&format!("{tree}/{kata}/src/lib.rs"));
         std::fs::copy(from, src.join("lib.rs")).unwrap();
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Student", "-c", "user.email=student@example.org"])
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn result(out: &Path, student: &str) -> Value {

@@ -9,19 +9,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::Fixture;
+use common::{Fixture, git};
 use predicates::str::contains;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Teacher", "-c", "user.email=teacher@example.org"])
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -63,3 +63,18 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Runs git in `dir` with a committer identity of its own; returns its standard output, trimmed.
+/// Panics with git's error when it fails.
+#[allow(dead_code)] // Not every test file that shares this module runs git.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=Course Tests", "-c", "user.email=tests@example.org"])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
