@@ -191,3 +191,53 @@ fn processes_mentioning(needles: &[&str]) -> Vec<String> {
     }
     found
 }
+
+/// A course cloned under a private home and graded as root (a container's `/root`, mode 0700):
+/// the test's uid cannot reach the target directory by its path, yet it must still run its own
+/// executable in its scratch directory, and the scratch directory must still be emptied between
+/// two tests of one sandbox. Drives the sandbox helper directly, with `sh` as the test.
+#[test]
+fn a_test_in_a_private_target_directory_runs_and_inherits_nothing() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let program = private.path().join("debug").join("hidden-test");
+    std::fs::create_dir_all(program.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/sh", &program).unwrap();
+    let scratch = private.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+
+    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_grader-sandbox"))
+        .args(["--serve", "--scratch"])
+        .arg(&scratch)
+        .args(["--cpu-secs", "5", "--"])
+        .arg(&program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Each request's input goes to the test's standard input: `sh` runs it as a script, with
+    // builtins only (the test may execute nothing but itself). `echo *` lists the directory, and
+    // prints `*` when it is empty.
+    let mut stdin = sandbox.stdin.take().unwrap();
+    writeln!(stdin, "first echo left > leftover; echo *").unwrap();
+    writeln!(stdin, "second echo *").unwrap();
+    drop(stdin);
+    let out = sandbox.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the sandbox failed:\n{stdout}\n{stderr}");
+    let (first, second) = stdout
+        .split_once("\nfirst 0\n")
+        .expect(&format!("the first test did not run and exit 0:\n{stdout}\n{stderr}"));
+    assert_eq!(first.trim(), "leftover", "{stderr}");
+    assert_eq!(
+        second.trim(),
+        "*\n\nsecond 0",
+        "the second test saw the first one's file, or did not run:\n{stderr}"
+    );
+}

@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, Scope, path_beneath_rules,
+    ABI, Access, AccessFs, AccessNet, PathBeneath, PathFd, RestrictionStatus, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
 };
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::prctl;
@@ -220,15 +220,17 @@ fn init(args: &Args) -> anyhow::Result<u8> {
         prctl::set_child_subreaper(true).context("failed to become a child subreaper")?;
         File::open("/proc/thread-self/children").ok()
     };
+    // Opened before the uid changes too: the test's uid may not be able to reach the target
+    // directory (a course under a private home, run as root), and Landlock grants only what it
+    // can open. A rule that silently failed to open would deny the test its own executable.
+    let own = OwnPaths::open(program, interpreter.as_deref(), &args.scratch)?;
     if nix::unistd::geteuid().is_root() {
         drop_root(&args.scratch)?;
     }
     // After the uid change, which clears it.
     prctl::set_pdeathsig(Signal::SIGKILL).context("failed to tie the test to the grader")?;
     limit(args.cpu_secs)?;
-    let mut readable: Vec<&Path> = vec![program];
-    readable.extend(interpreter.as_deref());
-    let status = landlock(&readable, &args.scratch).context("failed to apply Landlock")?;
+    let status = landlock(own).context("failed to apply Landlock")?;
     if status.ruleset == RulesetStatus::NotEnforced {
         eprintln!("warning: no Landlock on this kernel: the test can reach your files");
     }
@@ -241,7 +243,7 @@ fn init(args: &Args) -> anyhow::Result<u8> {
         test
     };
     if args.serve {
-        return serve(test, &args.scratch, orphans.as_ref());
+        return serve(test, orphans.as_ref());
     }
     let mut child =
         test().spawn().with_context(|| format!("failed to start {}", program.display()))?;
@@ -252,7 +254,7 @@ fn init(args: &Args) -> anyhow::Result<u8> {
 
 /// The init's loop with `--serve`: one test per request line, each in a sandbox emptied of the
 /// previous test's processes and files (see the module docs).
-fn serve(test: impl Fn() -> Command, scratch: &Path, orphans: Option<&File>) -> anyhow::Result<u8> {
+fn serve(test: impl Fn() -> Command, orphans: Option<&File>) -> anyhow::Result<u8> {
     use std::io::{BufRead, Write};
     for request in std::io::stdin().lock().lines() {
         let request = request.context("failed to read a request")?;
@@ -269,7 +271,7 @@ fn serve(test: impl Fn() -> Command, scratch: &Path, orphans: Option<&File>) -> 
         }
         let status = child.wait().context("failed to wait for the test")?;
         clean_up(orphans);
-        empty(scratch);
+        empty_scratch();
         let mut err = std::io::stderr().lock();
         write!(err, "\n{marker}\n").and_then(|()| err.flush())?;
         let mut out = std::io::stdout().lock();
@@ -299,9 +301,11 @@ fn clean_up(orphans: Option<&File>) {
     }
 }
 
-/// Removes what the test left in its scratch directory, keeping the directory.
-fn empty(scratch: &Path) {
-    let Ok(entries) = std::fs::read_dir(scratch) else { return };
+/// Removes what the test left in its scratch directory (the working directory), keeping it.
+fn empty_scratch() {
+    // Through the working directory, which is the scratch directory: the init's uid may not be
+    // able to reach it by its path (a target directory under a private home, run as root).
+    let Ok(entries) = std::fs::read_dir(".") else { return };
     for entry in entries.flatten() {
         let path = entry.path();
         let removed = match entry.file_type() {
@@ -341,13 +345,36 @@ fn limit(cpu_secs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn landlock(
-    readable: &[&Path],
-    scratch: &Path,
-) -> Result<RestrictionStatus, landlock::RulesetError> {
+/// The test's own paths for Landlock, opened (`O_PATH`) while the init can still reach them.
+struct OwnPaths {
+    /// The test executable and its ELF interpreter: read and executed.
+    executables: Vec<PathFd>,
+    /// The scratch directory: everything.
+    scratch: PathFd,
+}
+
+impl OwnPaths {
+    fn open(program: &Path, interpreter: Option<&Path>, scratch: &Path) -> anyhow::Result<Self> {
+        let open = |path: &Path| {
+            PathFd::new(path).with_context(|| format!("failed to open {}", path.display()))
+        };
+        let mut executables = vec![open(program)?];
+        // The interpreter lives with the system's libraries; a missing one fails at exec anyway.
+        executables.extend(interpreter.and_then(|path| PathFd::new(path).ok()));
+        Ok(OwnPaths { executables, scratch: open(scratch)? })
+    }
+}
+
+fn landlock(own: OwnPaths) -> Result<RestrictionStatus, landlock::RulesetError> {
     let abi = ABI::V6;
     let read = AccessFs::from_read(abi) & !AccessFs::Execute;
     let existing = |paths: &'static [&'static str]| paths.iter().filter(|p| Path::new(p).exists());
+    let executables = own.executables.into_iter().map(|fd| {
+        Ok::<_, landlock::RulesetError>(PathBeneath::new(
+            fd,
+            AccessFs::ReadFile | AccessFs::Execute,
+        ))
+    });
     Ruleset::default()
         .handle_access(AccessFs::from_all(abi))?
         .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?
@@ -355,9 +382,9 @@ fn landlock(
         .create()?
         .add_rules(path_beneath_rules(existing(SYSTEM_LIBS), read))?
         .add_rules(path_beneath_rules(existing(SYSTEM_FILES), read))?
-        .add_rules(path_beneath_rules(readable, AccessFs::ReadFile | AccessFs::Execute))?
+        .add_rules(executables)?
         .add_rules(path_beneath_rules(["/dev/null"], AccessFs::ReadFile | AccessFs::WriteFile))?
-        .add_rules(path_beneath_rules([scratch], AccessFs::from_all(abi)))?
+        .add_rule(PathBeneath::new(own.scratch, AccessFs::from_all(abi)))?
         .restrict_self()
 }
 
