@@ -233,7 +233,7 @@ fn a_test_in_a_private_target_directory_runs_and_inherits_nothing() {
     assert!(out.status.success(), "the sandbox failed:\n{stdout}\n{stderr}");
     let (first, second) = stdout
         .split_once("\nfirst 0\n")
-        .expect(&format!("the first test did not run and exit 0:\n{stdout}\n{stderr}"));
+        .unwrap_or_else(|| panic!("the first test did not run and exit 0:\n{stdout}\n{stderr}"));
     assert_eq!(first.trim(), "leftover", "{stderr}");
     assert_eq!(
         second.trim(),
