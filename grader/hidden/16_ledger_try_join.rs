@@ -205,6 +205,85 @@ fn check_books(
     }
 }
 
+/// A bug in one outside service's client: it panics instead of answering.
+#[derive(Debug, Clone, Copy)]
+struct PanicScenario {
+    /// Which check panics: the risk engine (`true`) or compliance (`false`).
+    risk_panics: bool,
+    /// Panics when called, before returning its future (a bug in building the request).
+    on_call: bool,
+    panic_ms: u64,
+    other_ms: u64,
+    other_approves: bool,
+}
+
+/// Outside services, one of which panics.
+struct PanickingChecks(PanicScenario);
+
+impl PanickingChecks {
+    fn answer(
+        &self,
+        panics: bool,
+        verdict: Result<(), TransferError>,
+    ) -> impl Future<Output = Result<(), TransferError>> + use<> {
+        let s = self.0;
+        if panics && s.on_call {
+            panic!("the client library panicked while building its request");
+        }
+        let delay = if panics { s.panic_ms } else { s.other_ms };
+        let verdict = if panics || s.other_approves { Ok(()) } else { verdict };
+        async move {
+            sleep(Duration::from_millis(delay)).await;
+            if panics {
+                panic!("the client library panicked while parsing the answer");
+            }
+            verdict
+        }
+    }
+
+    fn describe(&self) -> String {
+        let s = self.0;
+        let (broken, other) = if s.risk_panics {
+            ("the risk engine's", "compliance")
+        } else {
+            ("compliance's", "the risk engine")
+        };
+        let when = if s.on_call {
+            "as soon as it was called".to_owned()
+        } else {
+            format!("after {} ms", s.panic_ms)
+        };
+        let verdict = if s.other_approves { "approved" } else { "refused" };
+        format!("{broken} client panicked {when}, and {other} {verdict} after {} ms", s.other_ms)
+    }
+}
+
+impl Checks for PanickingChecks {
+    fn approve_debit(
+        &self,
+        _from: &str,
+        _amount: u64,
+    ) -> impl Future<Output = Result<(), TransferError>> {
+        self.answer(self.0.risk_panics, Err(TransferError::Declined))
+    }
+
+    fn screen_recipient(&self, _to: &str) -> impl Future<Output = Result<(), TransferError>> {
+        self.answer(!self.0.risk_panics, Err(TransferError::RecipientFrozen))
+    }
+}
+
+fn panic_scenarios() -> impl Strategy<Value = PanicScenario> {
+    (any::<bool>(), prop::bool::weighted(0.2), 0u64..=20, 0u64..=20, any::<bool>()).prop_map(
+        |(risk_panics, on_call, panic_ms, other_ms, other_approves)| PanicScenario {
+            risk_panics,
+            on_call,
+            panic_ms,
+            other_ms,
+            other_approves,
+        },
+    )
+}
+
 hidden_test! {
     /// The timings vary in production: either check may answer first, and either may refuse.
     /// Over many timings, and cut after every poll: no hold stays open, the money moves entirely
@@ -238,6 +317,42 @@ hidden_test! {
             )
             .await;
             report.map(|_| ()).map_err(|failure| failure.to_string())
+        });
+    }
+
+    /// "However it ends" includes a panic: a client library with a bug panics instead of
+    /// answering. The panic may reach the caller (or become an error), but it may not leave a hold
+    /// open or move any money.
+    fn a_panicking_check_leaves_no_hold_open() {
+        check_property(48, panic_scenarios(), |scenario| async move {
+            let ledger = books();
+            let checks = PanickingChecks(scenario);
+            let ran = std::panic::AssertUnwindSafe(transfer(&ledger, &checks, "alice", "bob", 30))
+                .catch_unwind()
+                .await;
+            // Long after every check would have answered: nothing comes back to clean up later.
+            sleep(Duration::from_secs(1)).await;
+            let ended = match ran {
+                Ok(Ok(())) => "`transfer` returned Ok(())".to_owned(),
+                Ok(Err(error)) => format!("`transfer` returned Err({error:?})"),
+                Err(_) => "the panic unwound out of `transfer`".to_owned(),
+            };
+            let what = checks.describe();
+            if ledger.open_holds() > 0 {
+                return Err(format!(
+                    "{what}; {ended}, and a hold is still open: {}. A panic is one more way \
+                     for a transfer to end, and alice's money stays reserved for ever",
+                    describe(&ledger)
+                ));
+            }
+            if (ledger.balance("alice"), ledger.balance("bob")) != (100, 0) || matches!(ran, Ok(Ok(()))) {
+                return Err(format!(
+                    "{what}; {ended}, and {}. A check that panicked approved nothing, so no \
+                     money may move",
+                    describe(&ledger)
+                ));
+            }
+            Ok(())
         });
     }
 
