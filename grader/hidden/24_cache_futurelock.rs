@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use cache_futurelock::{Catalog, CatalogCache, SLOW_LOCK};
-use kata_support::{Options, Outcome, assert_cancel_safe_with, hidden_test};
+use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
+use proptest::prelude::*;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -62,6 +63,39 @@ fn busy_lookups(cache: &CatalogCache, handlers: usize) -> Vec<tokio::task::JoinH
             })
         })
         .collect()
+}
+
+/// A night with more than one long holder: the report holds the lock from the start for
+/// `report_ms`, and other holders (request handlers, a second report) each ask for it at
+/// `ask_ms` and hold it for `hold_ms` once they have it, some before the refresh's `SLOW_LOCK`
+/// timer fires, some after.
+#[derive(Debug, Clone)]
+struct Night {
+    report_ms: u64,
+    /// `(ask_ms, hold_ms)` of each other holder.
+    holders: Vec<(u64, u64)>,
+}
+
+fn nights() -> impl Strategy<Value = Night> {
+    // The report alone makes the refresh wait at least 150 ms, well past SLOW_LOCK, so every
+    // right refresh is slow, whatever queue position it ends up with.
+    let holder = (1u64..=1500, 1u64..=500);
+    (150u64..=1500, prop::collection::vec(holder, 1..=4))
+        .prop_map(|(report_ms, holders)| Night { report_ms, holders })
+}
+
+/// Starts a task that asks for the cache's lock `after` from now and holds it for `hold`.
+fn hold_lock_later(
+    cache: &CatalogCache,
+    after: Duration,
+    hold: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let _holder = cache.lock().await;
+        tokio::time::sleep(hold).await;
+    })
 }
 
 hidden_test! {
@@ -291,5 +325,59 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// The report holds the lock for 150 ms to 1.5 s, and up to four other holders (lookups, a
+    /// second report) ask for it while the refresh waits and hold it for up to half a second.
+    /// However often the refresh is passed over, it is one refresh that waited longer than
+    /// `SLOW_LOCK`: it finishes with its catalog in place and is counted exactly once.
+    fn a_slow_refresh_is_counted_once_however_many_holders_go_first() {
+        check_property(64, nights(), |night| async move {
+            let cache = CatalogCache::new(catalog(1));
+            let report = hold_lock_for(&cache, Duration::from_millis(night.report_ms)).await;
+            let holders: Vec<_> = night
+                .holders
+                .iter()
+                .map(|&(ask_ms, hold_ms)| {
+                    hold_lock_later(
+                        &cache,
+                        Duration::from_millis(ask_ms),
+                        Duration::from_millis(hold_ms),
+                    )
+                })
+                .collect();
+            let start = Instant::now();
+            if tokio::time::timeout(HANG, cache.refresh(catalog(2))).await.is_err() {
+                return Err(format!(
+                    "refresh() had not finished {} s after it started, although every holder \
+                     let go of the lock within a few seconds",
+                    HANG.as_secs()
+                ));
+            }
+            let took = start.elapsed();
+            report.await.map_err(|e| format!("the report task failed: {e}"))?;
+            for holder in holders {
+                holder.await.map_err(|e| format!("a holder task failed: {e}"))?;
+            }
+            // Long after every holder let go of the lock.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let state = cache.lock().await;
+            if state.catalog != catalog(2) {
+                return Err(format!(
+                    "refresh(v2) finished, but the cache holds catalog v{}",
+                    state.catalog.version
+                ));
+            }
+            if state.slow_refreshes != 1 {
+                return Err(format!(
+                    "one refresh, which returned {took:?} after it started (the report alone \
+                     held the lock for {} ms, SLOW_LOCK is {SLOW_LOCK:?}), left slow_refreshes \
+                     at {}: a slow refresh is counted exactly once, however many holders got \
+                     the lock before it",
+                    night.report_ms, state.slow_refreshes
+                ));
+            }
+            Ok(())
+        });
     }
 }
