@@ -1,7 +1,7 @@
 //! Hidden tests for kata 18: once `run_pipeline` has returned or been dropped, none of its
 //! workers runs any more: no video is taken, no transcode goes on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +18,10 @@ use tokio_test::{assert_pending, task};
 struct FakeFarm {
     failing: HashSet<u64>,
     slow: HashSet<u64>,
+    /// Transcode lengths for particular videos (overrides `TRANSCODE`).
+    lengths: HashMap<u64, Duration>,
+    /// When each successful transcode finished.
+    finished_at: Mutex<HashMap<u64, Instant>>,
     running: Arc<AtomicUsize>,
     finished: AtomicUsize,
     started: AtomicUsize,
@@ -65,9 +69,13 @@ impl Transcoder for FakeFarm {
         *self.last_start.lock().unwrap() = Some(Instant::now());
         let running = Running(self.running.clone());
         let fails = self.failing.contains(&video.id);
-        let length = if self.slow.contains(&video.id) { LONG } else { TRANSCODE };
-        let (finished, started, first_failure) =
-            (&self.finished, &self.started, &self.first_failure);
+        let length = if self.slow.contains(&video.id) {
+            LONG
+        } else {
+            self.lengths.get(&video.id).copied().unwrap_or(TRANSCODE)
+        };
+        let (finished, started, first_failure, finished_at) =
+            (&self.finished, &self.started, &self.first_failure, &self.finished_at);
         async move {
             let _running = running;
             if fails {
@@ -81,6 +89,7 @@ impl Transcoder for FakeFarm {
             }
             sleep(length).await;
             finished.fetch_add(1, Ordering::SeqCst);
+            finished_at.lock().unwrap().insert(video.id, Instant::now());
             Ok(Rendition {
                 video_id: video.id,
                 playlist: format!("https://cdn.example/{}/index.m3u8", video.id),
@@ -161,6 +170,11 @@ fn batches() -> impl Strategy<Value = Batch> {
         .prop_map(|(videos, workers, failing)| Batch { videos, workers, failing })
 }
 
+/// Uneven transcode lengths (in ms) for a batch of that many videos, and how many workers.
+fn uneven_batches() -> impl Strategy<Value = (Vec<u64>, usize)> {
+    (prop::collection::vec(1u64..=30, 1..=12), 1usize..=4)
+}
+
 hidden_test! {
     /// A failure ends the batch at once, whatever its size, its workers and the failing video:
     /// `run_pipeline` returns the first error at once (within one short transcode of it), no
@@ -221,6 +235,50 @@ hidden_test! {
                 }
             }
             assert_workers_stopped("`run_pipeline` returned", &queue, &farm, then).await
+        });
+    }
+
+    /// `run_pipeline` returns the renditions in the order they finished, as its doc says: over
+    /// uneven transcode lengths and any number of workers, each rendition in the result finished
+    /// no earlier than the one before it (transcodes that finish at the same instant may come in
+    /// either order).
+    fn renditions_come_back_in_the_order_they_finished() {
+        check_property(48, uneven_batches(), |(lengths, workers)| async move {
+            let queue = batch(lengths.len() as u64);
+            let farm = Arc::new(FakeFarm {
+                lengths: lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(id, ms)| (id as u64, Duration::from_millis(*ms)))
+                    .collect(),
+                ..FakeFarm::default()
+            });
+            let start = Instant::now();
+            let renditions =
+                timeout(Duration::from_secs(60), run_pipeline(queue.clone(), farm.clone(), workers))
+                    .await
+                    .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?
+                    .map_err(|e| format!("no video fails, yet the batch failed with {e:?}"))?;
+            let finished_at = farm.finished_at.lock().unwrap().clone();
+            let order: Vec<String> = renditions
+                .iter()
+                .map(|r| match finished_at.get(&r.video_id) {
+                    Some(at) => format!("video {} (done at {:?})", r.video_id, *at - start),
+                    None => format!("video {} (never transcoded)", r.video_id),
+                })
+                .collect();
+            let times: Vec<Option<Instant>> =
+                renditions.iter().map(|r| finished_at.get(&r.video_id).copied()).collect();
+            let in_order = times.iter().all(Option::is_some) && times.windows(2).all(|w| w[0] <= w[1]);
+            if renditions.len() != lengths.len() || !in_order {
+                return Err(format!(
+                    "{} videos on {workers} worker(s), transcodes of {lengths:?} ms: `run_pipeline` \
+                     returned {}, but its doc promises the renditions in the order they finished",
+                    lengths.len(),
+                    order.join(", ")
+                ));
+            }
+            Ok(())
         });
     }
 
