@@ -1,8 +1,11 @@
 //! Hidden tests for kata 01: the in-flight gauge must come down however `forward` ends (return,
 //! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds at
-//! once, and the backend call must stop when the client leaves.
+//! once (also when the requests were all created before any was polled), a backend panic comes out
+//! of `forward`, and the backend call must stop when the client leaves.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -18,6 +21,15 @@ fn endings() -> impl Strategy<Value = Vec<(usize, bool)>> {
     (2usize..=5).prop_flat_map(|n| {
         (Just((0..n).collect::<Vec<_>>()).prop_shuffle(), prop::collection::vec(any::<bool>(), n))
             .prop_map(|(order, answers)| order.into_iter().zip(answers).collect())
+    })
+}
+
+/// Requests created together before any of them is polled (as `join!` or a `FuturesUnordered`
+/// filled up front does): the gateway's limit, how many requests exceed it, and the order in
+/// which the requests are first polled.
+fn built_before_polled() -> impl Strategy<Value = (usize, Vec<usize>)> {
+    (1usize..=4, 1usize..=3).prop_flat_map(|(limit, extra)| {
+        (Just(limit), Just((0..limit + extra).collect::<Vec<_>>()).prop_shuffle())
     })
 }
 
@@ -85,6 +97,59 @@ hidden_test! {
         backend.open();
         assert!(first.poll().is_ready());
         assert_eq!(gateway.in_flight(), 0);
+    }
+
+    /// Requests created before any of them is polled, then polled in any order: exactly `limit`
+    /// of them reach the backend and the others are shed, whichever moment a fix counts a request
+    /// at (when `forward` is called or when it is first polled).
+    fn requests_created_together_never_exceed_the_limit() {
+        check_property(64, built_before_polled(), |(limit, poll_order)| async move {
+            let n = poll_order.len();
+            let gateway = Gateway::new(limit);
+            let backend = Gate::closed();
+            let reached = Arc::new(AtomicUsize::new(0));
+            let mut requests: Vec<_> = (0..n)
+                .map(|_| {
+                    let backend = backend.clone();
+                    let reached = reached.clone();
+                    task::spawn(gateway.forward(async move {
+                        reached.fetch_add(1, Ordering::SeqCst);
+                        backend.pass().await;
+                    }))
+                })
+                .collect();
+            let (mut waiting, mut shed) = (0, 0);
+            for &index in &poll_order {
+                match requests[index].poll() {
+                    Poll::Pending => waiting += 1,
+                    Poll::Ready(Err(Shed)) => shed += 1,
+                    Poll::Ready(Ok(())) => {
+                        return Err(format!(
+                            "request {index} finished before its backend answered"
+                        ));
+                    }
+                }
+            }
+            let (gauge, reached) = (gateway.in_flight(), reached.load(Ordering::SeqCst));
+            if reached > limit || waiting != limit || shed != n - limit || gauge != limit {
+                return Err(format!(
+                    "limit {limit}: {n} requests were created before any was polled, then each \
+                     polled once; {reached} reached the backend, {waiting} wait for it, {shed} \
+                     were shed and the gauge reads {gauge}, expected {limit} forwarded (and \
+                     counted) and {} shed: at most `limit` requests may be forwarded at once, \
+                     however they were created",
+                    n - limit
+                ));
+            }
+            drop(requests);
+            match gateway.in_flight() {
+                0 => Ok(()),
+                gauge => Err(format!(
+                    "every request was abandoned by its client, {}",
+                    describe_gauge(gauge, 0)
+                )),
+            }
+        });
     }
 
     /// Cancelled at every point `forward` can be cancelled, the gauge must be back at 0.
@@ -159,7 +224,13 @@ hidden_test! {
         }))
         .catch_unwind()
         .await;
-        assert!(crashed.is_err(), "the backend call panicked, so `forward` must unwind");
+        if let Ok(result) = &crashed {
+            panic!(
+                "the backend call panicked, but `forward` returned {result:?} instead of unwinding: \
+                 the panic must reach the handler (a gateway with room is not full, so it is not \
+                 a shed)"
+            );
+        }
         assert_eq!(
             gateway.in_flight(),
             0,
