@@ -1,7 +1,9 @@
 //! Hidden tests for kata 12: callers get tokens in the order they started waiting, however many
 //! status ticks interrupt their wait, and the status lines keep coming.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
@@ -28,6 +30,30 @@ fn caller(
 
 /// When the refill task of the cut test adds its one token.
 const REFILL_AT: Duration = Duration::from_millis(2500);
+
+/// A caller's wait that notes how many status lines name the caller at the instant it is
+/// dropped, before anything the wait's own drop does: a line written while the wait is being
+/// dropped comes after the caller stopped waiting.
+struct NotedAtDrop<F> {
+    wait: Pin<Box<F>>,
+    limiter: Arc<RateLimiter>,
+    lines_at_drop: Arc<Mutex<Option<usize>>>,
+}
+
+impl<F: Future> Future for NotedAtDrop<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.wait.as_mut().poll(cx)
+    }
+}
+
+impl<F> Drop for NotedAtDrop<F> {
+    fn drop(&mut self) {
+        // Runs before the fields, so before the wait itself is dropped.
+        *self.lines_at_drop.lock().unwrap() = Some(lines_of(&self.limiter, "invoice-sync"));
+    }
+}
 
 /// How many status lines name `client`.
 fn lines_of(limiter: &RateLimiter, client: &str) -> usize {
@@ -151,6 +177,7 @@ hidden_test! {
     /// it): the token goes to the next caller, the dropped caller's status lines stop, and it
     /// leaves no task behind.
     async fn a_dropped_wait_passes_the_token_on_and_goes_quiet() {
+        type Noted = (Arc<RateLimiter>, Arc<Mutex<Option<usize>>>);
         assert_cancel_safe_with(
             Options::default().forbid_leftover_tasks().cut_every(Duration::from_millis(100)),
             || {
@@ -160,10 +187,14 @@ hidden_test! {
                     tokio::time::sleep(REFILL_AT).await;
                     refill.refill(1);
                 });
-                limiter
+                (limiter, Arc::new(Mutex::new(None)))
             },
-            |limiter: Arc<RateLimiter>| async move { limiter.wait_turn("invoice-sync").await },
-            |limiter, outcome| async move {
+            |(limiter, lines_at_drop): Noted| {
+                let waiting = limiter.clone();
+                let wait = async move { waiting.wait_turn("invoice-sync").await };
+                NotedAtDrop { wait: Box::pin(wait), limiter, lines_at_drop }
+            },
+            |(limiter, lines_at_drop): Noted, outcome| async move {
                 match outcome {
                     Outcome::Completed(Ok(())) => return Ok(()),
                     Outcome::Completed(Err(LimiterClosed)) => {
@@ -171,7 +202,8 @@ hidden_test! {
                     }
                     Outcome::Cancelled { .. } => {}
                 }
-                let lines_at_cut = lines_of(&limiter, "invoice-sync");
+                // The lines written when the wait was dropped, before its own drop ran.
+                let lines_at_cut = lines_at_drop.lock().unwrap().expect("the wait was dropped");
                 let next = limiter.clone();
                 let checkout = tokio::spawn(async move { next.wait_turn("checkout").await });
                 match timeout(REFILL_AT + STATUS_EVERY * 10, checkout).await {
@@ -194,7 +226,9 @@ hidden_test! {
                 if lines_now != lines_at_cut {
                     return Err(format!(
                         "the caller stopped waiting with {lines_at_cut} status lines written, but \
-                         {} more came after it was gone: {:?}",
+                         {} more came after that, while its wait was being dropped or after it \
+                         was gone (a caller that stops waiting writes no more lines, not even a \
+                         last one as it leaves): {:?}",
                         lines_now - lines_at_cut,
                         limiter.status_lines()
                     ));
@@ -243,7 +277,10 @@ hidden_test! {
         let limiter = RateLimiter::new();
         let mut wait = task::spawn(limiter.wait_turn("invoice-sync"));
         assert_pending!(wait.poll());
+        // Whatever the wait handed to tasks of its own gets to run; the clock stays put.
+        kata_support::settle().await;
         tokio::time::advance(STATUS_EVERY * 2 + STATUS_EVERY / 2).await;
+        kata_support::settle().await;
         assert_pending!(wait.poll());
         let lines = limiter.status_lines();
         assert_eq!(
@@ -256,7 +293,12 @@ hidden_test! {
             lines.len()
         );
         limiter.refill(1);
-        assert!(wait.poll().is_ready(), "a token came, but the waiting caller did not take it");
+        kata_support::settle().await;
+        assert!(
+            wait.poll().is_ready(),
+            "a token came and the runtime then ran every task that was ready, but the waiting \
+             caller, polled again, was still pending: it was not served with the token"
+        );
         assert_eq!(limiter.status_lines().len(), 2, "a caller served writes no more lines");
     }
 
