@@ -3,13 +3,16 @@
 //! temporary file is left, and a reader, through the index or straight from the disk, sees the old
 //! version or the new one in full.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capstone_document_store::{DocStore, FakeFs, Index};
+use capstone_document_store::{DocStore, FakeFs, Index, STEP, WRITE_CHUNK};
+use kata_support::runtime::{self, SEEDS};
 use kata_support::{
     Options, Outcome, assert_cancel_safe_with, check_property, explore_at_shutdown, hidden_test,
+    settle,
 };
 use proptest::prelude::*;
 
@@ -174,6 +177,50 @@ fn check_reader_view(
     }
 }
 
+/// What a deploy at one instant left behind: how the save ended before the runtime went.
+enum Deployed {
+    /// `save` returned before the deploy, with this result.
+    Returned(std::io::Result<()>),
+    /// `save` was still running when the runtime shut down.
+    Cut,
+}
+
+/// A request handler calls `save` in a task of its own; a deploy shuts the runtime down `at`
+/// into the save, once every task that was ready at that instant has run (so the runtime is
+/// idle: every task waits for a timer or for another task). Nothing runs after the shutdown,
+/// neither the handler's task nor any task the save spawned. Returns how the save ended, or the
+/// panic that the shutdown raised.
+fn deploy_at(seed: u64, fresh: fn() -> State, at: Duration) -> Result<(State, Deployed), String> {
+    let rt = runtime::local(seed);
+    let state = rt.block_on(async { fresh() });
+    let returned = Arc::new(Mutex::new(None));
+    {
+        let ((store, _, _), returned) = (state.clone(), returned.clone());
+        rt.spawn_local(async move {
+            let result = store.save(ID, NEW).await;
+            *returned.lock().expect("result lock") = Some(result);
+        });
+    }
+    rt.block_on(async {
+        tokio::time::sleep(at).await;
+        settle().await;
+    });
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let shutdown = std::panic::catch_unwind(AssertUnwindSafe(move || drop(rt)));
+    std::panic::set_hook(hook);
+    if let Err(panic) = shutdown {
+        let panic = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        return Err(format!("the runtime's shutdown panicked: {panic}"));
+    }
+    let ended = returned.lock().expect("result lock").take();
+    Ok((state, ended.map_or(Deployed::Cut, Deployed::Returned)))
+}
+
 hidden_test! {
     /// Nothing cancelled: once `save` returns, the document is indexed, readable and complete,
     /// and no temporary file is left.
@@ -314,6 +361,54 @@ hidden_test! {
             );
             if let Err(failure) = explored {
                 panic!("{what}, {failure}");
+            }
+        }
+    }
+
+    /// A deploy by the clock: a request handler calls `save` in its task, and the runtime shuts
+    /// down at every millisecond of virtual time from the start of the save to its end. Wherever
+    /// the save's work is at that instant, in `save` itself or in a task it spawned, the shutdown
+    /// drops it and nothing runs after it, and the store must be left as after any other drop.
+    fn a_deploy_at_any_moment_of_the_save_leaves_the_store_consistent() {
+        let cases: [(&str, fn() -> State, Option<&'static [u8]>); 2] = [
+            ("saving a new document", empty_store, None),
+            ("replacing a document", store_with_old_version, Some(OLD)),
+        ];
+        // A whole save is one step of the fake disk per chunk written, and one each for the sync,
+        // the rename and the index log; the last instants fall after its end.
+        let steps = NEW.len().div_ceil(WRITE_CHUNK) as u32 + 3;
+        let span_ms = (STEP * (steps + 1)).as_millis() as u64;
+        for (what, fresh, old) in cases {
+            for at_ms in 0..=span_ms {
+                // Two seeds per instant, a different pair at each: every step of the save lasts
+                // five instants, so it meets all eight seeds, and the test stays short.
+                let i = at_ms as usize;
+                for seed in [SEEDS[i % SEEDS.len()], SEEDS[(i + 3) % SEEDS.len()]] {
+                    let at = Duration::from_millis(at_ms);
+                    let seen = deploy_at(seed, fresh, at).and_then(|((store, fs, index), ended)| {
+                        check_consistent(&fs, &index, old, NEW)?;
+                        match ended {
+                            Deployed::Returned(result) => {
+                                result.map_err(|e| format!("save failed: {e}"))?;
+                                if store.load(ID).as_deref() != Some(NEW) {
+                                    return Err("save() returned Ok but load() does not return \
+                                        the new document"
+                                        .to_owned());
+                                }
+                            }
+                            Deployed::Cut => {}
+                        }
+                        Ok(())
+                    });
+                    if let Err(seen) = seen {
+                        panic!(
+                            "{what}: a request handler called save() in its task, and a deploy \
+                             shut the runtime down {at_ms} ms into the save, wherever the save \
+                             and every task it spawned were waiting (nothing runs after a \
+                             shutdown): {seen}"
+                        );
+                    }
+                }
             }
         }
     }
