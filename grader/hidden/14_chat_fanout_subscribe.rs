@@ -484,31 +484,113 @@ hidden_test! {
         check_property(64, stalled_scripts(), stalled_client_gets_only_what_was_kept);
     }
 
-    /// A client that stops reading for several seconds, with one message waiting to be handed
-    /// over and nothing lost from the room: when it reads again, it gets every message, in order.
+    /// A client that stops reading for seconds, minutes or hours (a phone in a tunnel), with one
+    /// message waiting to be handed over and nothing lost from the room: when it reads again, it
+    /// gets every message, in order.
     async fn a_client_that_pauses_for_seconds_loses_nothing() {
-        let hub = Arc::new(ChatHub::new(16));
-        let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
-        for n in 0..2 {
-            hub.publish(message("lobby", n));
-            settle().await;
+        for pause in [5, 90, 20 * 60, 6 * 3600].map(Duration::from_secs) {
+            let hub = Arc::new(ChatHub::new(16));
+            let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+            for n in 0..2 {
+                hub.publish(message("lobby", n));
+                settle().await;
+            }
+            // Message 0 fills alice's connection and the session waits to hand her message 1,
+            // while she reads nothing. The room keeps 16, so nothing is lost there.
+            sleep(pause).await;
+            hub.publish(message("lobby", 2));
+            let events = alice.read_slowly().await;
+            let result = account(&events, 0..3);
+            assert!(
+                result.is_ok() && texts(&events) == expected_texts(0..3),
+                "alice's connection held message 0 and the session was handing her message 1 \
+                 when she stopped reading for {pause:?}; the room (which keeps 16) lost nothing, \
+                 and message 2 came after. When she read again she got {}{}: every message the \
+                 room still holds must reach her, however long she pauses, and a message the \
+                 session gives up on must at least be reported as `Missed`",
+                short(&events),
+                result.err().map(|seen| format!(" ({seen})")).unwrap_or_default()
+            );
         }
-        // Message 0 fills alice's connection and the session waits to hand her message 1, while
-        // she reads nothing for 5 s. The room keeps 16, so nothing is lost there.
-        sleep(Duration::from_secs(5)).await;
-        hub.publish(message("lobby", 2));
-        let events = alice.read_slowly().await;
-        let result = account(&events, 0..3);
-        assert!(
-            result.is_ok() && texts(&events) == expected_texts(0..3),
-            "alice's connection held message 0 and the session was handing her message 1 when \
-             she stopped reading for 5 s; the room (which keeps 16) lost nothing, and message 2 \
-             came after. When she read again she got {}{}: every message the room still holds \
-             must reach her, however long she pauses, and a message the session gives up on \
-             must at least be reported as `Missed`",
-            short(&events),
-            result.err().map(|seen| format!(" ({seen})")).unwrap_or_default()
-        );
+    }
+
+    /// A client that joins the room it is already in (its app re-joins after a screen change)
+    /// gets `Joined` for it, like for any `Join`, and the room's messages keep coming. Messages
+    /// posted before the session took the `Join` may arrive or not, in order, before the first
+    /// message posted after it.
+    async fn a_join_of_the_current_room_is_answered() {
+        for (buffer, earlier) in [(256, 0), (256, 2), (1, 0), (1, 2)] {
+            let hub = Arc::new(ChatHub::new(16));
+            let mut alice = Client::connect_slow(&hub, "support", buffer).await;
+            for n in 0..earlier {
+                hub.publish(message("support", n));
+            }
+            alice.command(Command::Join("support".into()));
+            let mut events = alice.read_until_commands_are_taken().await;
+            assert!(
+                alice.commands.capacity() == alice.commands.max_capacity(),
+                "alice, in support, sent Join(support) and read everything that came ({}), yet \
+                 the session never took the Join",
+                short(&events)
+            );
+            let new =
+                ChatMessage { room: "support".into(), from: "carol".into(), text: "new".into() };
+            hub.publish(new);
+            events.extend(alice.read_slowly().await);
+            let joined = events.iter().filter(|e| **e == Event::Joined("support".into())).count();
+            let earlier_seen = texts(&events[..events.len().saturating_sub(1)]);
+            let in_order = earlier_seen.windows(2).all(|w| w[0] < w[1])
+                && earlier_seen.iter().all(|t| t.starts_with("message "));
+            let last = events.last().map(|e| short(std::slice::from_ref(e)));
+            assert!(
+                joined == 1 && in_order && last.as_deref() == Some("[support:new]"),
+                "alice was in support (her connection holds {buffer} event(s)); with {earlier} \
+                 message(s) posted to support just before, she sent Join(support), and once the \
+                 session had taken it \"new\" was posted to support. She must get \
+                 Joined(support) once (every Join is answered, also of the room she is in), \
+                 maybe the earlier messages, then \"new\", but got {}",
+                short(&events)
+            );
+        }
+    }
+
+    /// A session dropped right after messages were posted to its room, before it forwarded them,
+    /// with room on the client's connection (some read, some not): nothing more reaches the
+    /// client, neither what the session had taken from the room nor what the room still held
+    /// for it.
+    async fn a_session_dropped_with_messages_pending_forwards_none_of_them() {
+        for buffer in [1, 2, 256] {
+            for fresh in 1..=3 {
+                let hub = Arc::new(ChatHub::new(16));
+                let mut alice = Client::connect_slow(&hub, "lobby", buffer).await;
+                // Two messages forwarded (or handed over, on a small connection), which alice
+                // then reads, making room on her connection.
+                for n in 0..2 {
+                    hub.publish(message("lobby", n));
+                    settle().await;
+                }
+                let before = alice.received();
+                // Posted, and the session dropped before it runs again.
+                for n in 2..2 + fresh {
+                    hub.publish(message("lobby", n));
+                }
+                alice.session.abort();
+                settle().await;
+                hub.publish(message("lobby", 9));
+                settle().await;
+                let after = alice.received();
+                assert!(
+                    after.is_empty(),
+                    "alice's connection holds {buffer} event(s); she had read {} when {fresh} \
+                     more message(s) were posted and her session was dropped before it ran \
+                     again. Afterwards her connection got {}: a session that is dropped \
+                     forwards nothing more, not even what it had in hand or what the room held \
+                     for it",
+                    short(&before),
+                    short(&after)
+                );
+            }
+        }
     }
 
     /// A lag that happens while the session waits on a slow client (room buffer 4, connection
