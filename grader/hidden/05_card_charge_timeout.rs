@@ -310,6 +310,71 @@ hidden_test! {
         .await;
     }
 
+    /// The customer closes the tab at the very instant a gateway's answer is due: the attempt's
+    /// processing time is up, but its task has not had its turn yet when the web server drops
+    /// `pay` (polled directly, as a request handler polls it). Whether the answer is the first
+    /// attempt's, a retry's, or one landing on the deadline, and whatever the `select!` order, no
+    /// charge may go through after the drop: the customer has left without an answer.
+    async fn a_checkout_dropped_the_instant_an_answer_is_due_charges_nothing_afterwards() {
+        let ms = Duration::from_millis;
+        // The script, and the instant (from the start of checkout) at which the answer it
+        // leads to is due.
+        let scenes: [(&[Reply], Duration, &str); 6] = [
+            (&[Reply::ChargeAfter(ms(1))], ms(1), "the first attempt's charge"),
+            (&[FAST], ms(200), "the first attempt's charge"),
+            (
+                &[Reply::ChargeAfter(DEADLINE), FAST],
+                DEADLINE,
+                "the first attempt's charge, landing on its deadline",
+            ),
+            (
+                &[SLOW, FAST],
+                DEADLINE + ms(200),
+                "the retry's charge, after the first attempt missed its deadline",
+            ),
+            (&[SLOW, SLOW, FAST], DEADLINE * 2 + ms(200), "the third attempt's charge"),
+            (
+                &[Reply::ChargeThenPanic(ms(200))],
+                ms(200),
+                "a charge whose gateway client then panics",
+            ),
+        ];
+        for (script, due, what) in scenes {
+            let gateway = FakeGateway::new(script);
+            let paying = checkout(&gateway);
+            let card = card();
+            let start = Instant::now();
+            {
+                let mut pay = std::pin::pin!(paying.pay(&card, 4200));
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep_until(start + due) => {}
+                    paid = &mut pay => panic!(
+                        "checkout answered {paid:?} after {:?}, before {what} was due at {due:?}",
+                        start.elapsed()
+                    ),
+                }
+                // The customer leaves now: `pay` is dropped at the end of this block.
+            }
+            let before = gateway.charges();
+            sleep(AFTERWARDS).await;
+            let late = gateway.charges() - before;
+            assert!(
+                late == 0,
+                "the customer left at the very instant {what} was due ({due:?} after checkout \
+                 began), and checkout was dropped then, before the attempt had run again; yet \
+                 {late} charge(s) went through after the drop. The card of a customer who got no \
+                 answer was charged: the attempt carried on once `pay` was gone"
+            );
+            let live = gateway.live.load(Ordering::SeqCst);
+            assert!(
+                live == 0,
+                "the customer left at the very instant {what} was due, and a minute after \
+                 checkout was dropped {live} attempt(s) had still not stopped"
+            );
+        }
+    }
+
     /// The gateway client panics after the gateway charged the card. `pay` must report
     /// `GatewayCrashed` (the attempt's task isolates the panic), not retry (the card may well be
     /// charged), and not let the panic escape into the request handler.
