@@ -145,27 +145,43 @@ hidden_test! {
         );
     }
 
-    /// A shutdown during a post lets that post finish, then stops: no new webhook is taken.
+    /// A shutdown during a post lets that post finish, then stops: no new webhook is taken, and
+    /// every webhook not posted is still on the queue for the next start (one more arrives during
+    /// that post). Tried with 1, 2 and 5 webhooks queued, during the first, second or third post.
     async fn a_shutdown_during_a_post_finishes_it_and_takes_no_more() {
-        let (shutdown, _) = watch::channel(false);
-        let (_queue, rx) = queue_with([1, 2, 3]);
-        let server = FakeServer::new(POST);
-        let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            sleep(POST / 2).await;
-            trigger.send_replace(true);
-        });
-        let posted = timeout(Duration::from_secs(60), dispatcher.run())
-            .await
-            .expect("the worker did not stop within 60 s (virtual) of a shutdown sent while it worked");
-        let received = server.received();
-        assert!(
-            posted == 1 && received == [1],
-            "the shutdown came while webhook 1 was being posted: that post must finish and no new \
-             webhook be taken, so exactly [1] should have reached the server, but it received \
-             {received:?} and `run` reported {posted} posted"
-        );
+        for queued in [1u64, 2, 5] {
+            for during in 1..=queued.min(3) {
+                let (shutdown, _) = watch::channel(false);
+                let (queue, rx) = queue_with(1..=queued);
+                let server = FakeServer::new(POST);
+                let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+                let (trigger, late) = (shutdown.clone(), queue.clone());
+                let post_starts = POST * (during as u32 - 1);
+                tokio::spawn(async move {
+                    sleep(post_starts + POST / 4).await;
+                    late.try_send(hook(100)).expect("queue has room");
+                    sleep(POST / 4).await;
+                    trigger.send_replace(true);
+                });
+                let posted = timeout(Duration::from_secs(60), dispatcher.run()).await.expect(
+                    "the worker did not stop within 60 s (virtual) of a shutdown sent while it \
+                     worked",
+                );
+                let received = server.received();
+                let expected: Vec<u64> = (1..=during).collect();
+                let left = still_queued(&queue);
+                let should_be_left = (queued - during + 1) as usize;
+                assert!(
+                    posted == during as usize && received == expected && left == should_be_left,
+                    "{queued} webhook(s) were queued, the shutdown came while webhook {during} was \
+                     being posted, and webhook 100 had arrived during that post: that post must \
+                     finish, no new webhook be taken, and the {should_be_left} not posted stay \
+                     on the queue for the next start. The server received {received:?}, `run` \
+                     reported {posted} posted, and {left} webhook(s) were left on the queue (a \
+                     webhook taken off the queue and not posted is lost when the process exits)"
+                );
+            }
+        }
     }
 
     /// The kata's bug: the server is already shutting down when a tenant's first webhook arrives
@@ -242,9 +258,10 @@ hidden_test! {
                 (Arc::new(tokio::sync::Mutex::new(dispatcher)), server, shutdown, queue)
             },
             |(dispatcher, ..)| async move { dispatcher.lock().await.run().await },
-            |(dispatcher, server, shutdown, queue), _outcome| async move {
+            |(dispatcher, server, shutdown, queue), outcome| async move {
                 // Keep the flag's sender and the queue's sender alive for the whole check: a worker
                 // also stops when either is dropped, which would hide the bug.
+                let queue_left = queue.clone();
                 let _senders = (shutdown, queue);
                 // Well after the shutdown; then the supervisor calls `run` again.
                 sleep(Duration::from_secs(1)).await;
@@ -269,7 +286,26 @@ hidden_test! {
                         "after shutdown a `run` called again took {:?} to stop; it must stop at once",
                         start.elapsed()
                     )),
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        // Every webhook was posted or is still on the queue; a `run` dropped in
+                        // the middle of a post may have abandoned that one.
+                        let left = still_queued(&queue_left);
+                        let may_lose = usize::from(outcome.is_cancelled());
+                        let cut = match may_lose {
+                            1 => " (one more may be the post that was cut)",
+                            _ => "",
+                        };
+                        if after + left + may_lose >= 4 {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "4 webhooks were queued; after the shutdown {after} had been \
+                                 posted and {left} were left on the queue{cut}: the others were \
+                                 taken off the queue and never posted, and are lost when the \
+                                 process exits. A worker takes a webhook only to post it now"
+                            ))
+                        }
+                    }
                 }
             },
         )
