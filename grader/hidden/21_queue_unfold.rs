@@ -11,7 +11,7 @@ use kata_support::{
 };
 use queue_unfold::{Message, Queue, RateLimiter, outgoing};
 use tokio::time::Instant;
-use tokio_test::{assert_pending, task};
+use tokio_test::task;
 
 fn message(id: u64) -> Message {
     Message {
@@ -143,10 +143,15 @@ hidden_test! {
         limiter.acquire().await;
 
         let mut stream = task::spawn(outgoing(queue.clone(), limiter.clone()));
-        assert_pending!(
-            stream.poll_next(),
-            "with the rate-limit slot taken, the stream must wait"
-        );
+        if let std::task::Poll::Ready(yielded) = stream.poll_next() {
+            let yielded = yielded.map(|m| m.id);
+            panic!(
+                "another dispatcher had just taken the rate-limit slot (the next one is a second \
+                 away), yet the stream's first poll yielded {yielded:?} at once instead of \
+                 waiting for a slot: every message the stream yields takes a slot of the shared \
+                 limiter first"
+            );
+        }
         drop(stream);
         let after = queue.ids();
         if after != [1, 2, 3] {
@@ -162,8 +167,11 @@ hidden_test! {
             }
             panic!(
                 "the stream was dropped while it waited for a rate-limit slot, before it yielded \
-                 anything, and the queue now reads {after:?} instead of [1, 2, 3]: the message it \
-                 took before the wait was dropped with the stream's `unfold` future"
+                 anything, and right after the drop the queue reads {after:?} instead of \
+                 [1, 2, 3]: the message it took before the wait is not back at the head of the \
+                 queue. It must be back by the time the drop returns; lost with the dropped \
+                 stream's state, or handed to work that has not run yet, it is not there for \
+                 the next stream"
             );
         }
 
