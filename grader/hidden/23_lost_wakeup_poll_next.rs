@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,17 +28,38 @@ const SPIN_LIMIT: usize = 10_000;
 /// something else (itself, or a timer), and ending it early keeps the test fast.
 const QUIET_SPIN_LIMIT: usize = 100;
 
+/// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
+/// say what the feed was waiting for then).
+#[derive(Default)]
+struct Spun {
+    at: Mutex<Option<Instant>>,
+}
+
+impl Spun {
+    fn raise(&self) {
+        self.at.lock().expect("spun").get_or_insert_with(Instant::now);
+    }
+
+    fn at(&self) -> Option<Instant> {
+        *self.at.lock().expect("spun")
+    }
+
+    fn raised(&self) -> bool {
+        self.at().is_some()
+    }
+}
+
 /// Wraps a worker's feed: ends it (and raises `spun`) if it is polled `limit` times in a row
 /// without yielding, which only a feed that keeps waking itself can do.
 struct Watched {
     feed: JobFeed,
     limit: usize,
     idle_polls: usize,
-    spun: Arc<AtomicBool>,
+    spun: Arc<Spun>,
 }
 
 impl Watched {
-    fn new(feed: JobFeed, limit: usize, spun: Arc<AtomicBool>) -> Self {
+    fn new(feed: JobFeed, limit: usize, spun: Arc<Spun>) -> Self {
         Watched { feed, limit, idle_polls: 0, spun }
     }
 }
@@ -51,7 +73,7 @@ impl Stream for Watched {
             Poll::Pending => {
                 this.idle_polls += 1;
                 if this.idle_polls >= this.limit {
-                    this.spun.store(true, Ordering::SeqCst);
+                    this.spun.raise();
                     return Poll::Ready(None);
                 }
                 Poll::Pending
@@ -100,7 +122,7 @@ async fn pool_shutdown(workers: usize, queued: u64, close_first: bool) {
     let barrier = Arc::new(tokio::sync::Barrier::new(workers));
     let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
     let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let spun = Arc::new(AtomicBool::new(false));
+    let spun = Arc::new(Spun::default());
     let send_all = |tx: mpsc::Sender<Job>| async move {
         for id in 1..=queued {
             tx.send(job(id)).await.expect("the queue is open");
@@ -144,11 +166,18 @@ async fn pool_shutdown(workers: usize, queued: u64, close_first: bool) {
         "the job channel was closed {when}, with {left} queued, under a pool of \
          {workers} workers that each keep their feed until the whole pool has stopped"
     );
-    if spun.load(Ordering::SeqCst) {
+    if let Some(at) = spun.at() {
+        let all_taken = taken.lock().expect("taken").len() as u64 == queued;
+        let waiting = if at >= closed && all_taken {
+            "after the channel had ended (closed, and every queued job taken): it skipped the end \
+             of the channel instead of ending, and was woken again at once"
+        } else {
+            "while it waited for its turn or for a job: it is woken although nothing changed (it \
+             wakes itself, or polls on a timer)"
+        };
         panic!(
             "{scene}: a worker's feed was polled {QUIET_SPIN_LIMIT} times in a row without \
-             yielding a job or ending: it is woken although nothing changed (it wakes itself, or \
-             polls on a timer)"
+             yielding a job or ending, {waiting}"
         );
     }
     match stopped {
@@ -291,7 +320,7 @@ hidden_test! {
         let (tx, rx) = mpsc::channel(8);
         let jobs = shared(rx);
         let (done_tx, mut done) = mpsc::unbounded_channel();
-        let spun = Arc::new(AtomicBool::new(false));
+        let spun = Arc::new(Spun::default());
         let handled = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
         for (worker, count) in handled.iter().enumerate() {
             let mut feed = Watched::new(JobFeed::new(jobs.clone()), SPIN_LIMIT, spun.clone());
@@ -322,7 +351,7 @@ hidden_test! {
         })
         .await;
         assert!(
-            !spun.load(Ordering::SeqCst),
+            !spun.raised(),
             "a worker's feed was polled {SPIN_LIMIT} times without yielding a job: it wakes \
              itself while it waits (busy-polling)"
         );
@@ -383,7 +412,7 @@ hidden_test! {
             let start = Instant::now();
             let (started_tx, mut started) = mpsc::unbounded_channel();
             let lengths: Vec<u64> = workload.jobs.iter().map(|&(_, len)| len).collect();
-            let spun = Arc::new(AtomicBool::new(false));
+            let spun = Arc::new(Spun::default());
             let mut workers = Vec::new();
             for worker in 0..2 {
                 let mut feed =
@@ -404,19 +433,35 @@ hidden_test! {
                 tx.send(job(id as u64)).await.expect("the queue is open");
             }
             drop(tx);
+            let closed = Instant::now();
             for worker in workers {
                 worker.await.map_err(|e| format!("a worker panicked: {e}"))?;
-            }
-            if spun.load(Ordering::SeqCst) {
-                return Err(format!(
-                    "a worker's feed was polled {QUIET_SPIN_LIMIT} times in a row without \
-                     yielding a job, while it waited for its turn or for a job: it is woken \
-                     although nothing changed (it wakes itself, or polls on a timer)"
-                ));
             }
             let mut seen = Vec::new();
             while let Some(entry) = started.recv().await {
                 seen.push(entry);
+            }
+            if let Some(at) = spun.at() {
+                let at_ms = (at - start).as_millis() as u64;
+                let last_start = seen.iter().map(|&(_, _, at)| at).max().unwrap_or(0);
+                let ended =
+                    at >= closed && seen.len() == workload.jobs.len() && at_ms >= last_start;
+                let waiting = if ended {
+                    format!(
+                        "after the job channel had ended (it was closed at {} ms, and every \
+                         job had been taken): the feed skipped the end of the channel instead \
+                         of ending, and was woken again at once",
+                        (closed - start).as_millis()
+                    )
+                } else {
+                    "while it waited for its turn or for a job: it is woken although nothing \
+                     changed (it wakes itself, or polls on a timer)"
+                        .to_owned()
+                };
+                return Err(format!(
+                    "a worker's feed was polled {QUIET_SPIN_LIMIT} times in a row without \
+                     yielding a job (the last of them {at_ms} ms in), {waiting}"
+                ));
             }
             if seen.len() != workload.jobs.len() {
                 return Err(format!(
