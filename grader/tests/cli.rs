@@ -269,6 +269,8 @@ fn verify_reports_a_broken_contract() {
         .assert()
         .code(1)
         .stdout(contains("exercise passes every hidden test; as shipped it must fail"))
+        // The README's second command run on a learner's tree fails this way: say whose it is.
+        .stdout(contains("if you solved this kata, that is your fix passing"))
         .stdout(contains("exercise does not compile"))
         .stdout(contains("has 0 decoy(s); at least 2 plausible wrong fixes are required"))
         .stdout(contains("exercises/02_failing/README.md is missing"))

@@ -268,7 +268,12 @@ fn exercise_problem(result: &UnitResult) -> Option<String> {
             Some(format!("compiles with warnings:\n{}", result.warnings.join("\n")))
         }
         Status::Failed => None,
-        Status::Passed => Some("passes every hidden test; as shipped it must fail".into()),
+        Status::Passed => Some(
+            "passes every hidden test; as shipped it must fail (if you solved this kata, that is \
+             your fix passing: `verify` and the project's own tests check the course as shipped, \
+             for its maintainers; `grader check` is the learner's command)"
+                .into(),
+        ),
         other => Some(format!("{}: {}", other.label(), crate::report::reason(result))),
     }
 }
