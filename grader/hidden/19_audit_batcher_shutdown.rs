@@ -295,13 +295,16 @@ enum Handler {
 }
 
 /// When shutdown comes: after a first burst of records, a pause (0: the flusher just gets a
-/// turn), a second burst sent without a pause, and perhaps a handler holding its own log.
+/// turn), a second burst sent without a pause, and perhaps a handler holding its own log, which
+/// has been running for `lead_ms` when shutdown begins (`None`: not yet at all; `Some(0)`: it
+/// just got a turn).
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     first: u64,
     pause_ms: u64,
     second: u64,
     handler: Option<Handler>,
+    lead_ms: Option<u64>,
 }
 
 fn handlers() -> impl Strategy<Value = Option<Handler>> {
@@ -318,9 +321,17 @@ fn scenarios() -> impl Strategy<Value = Scenario> {
     // when shutdown begins.
     let pause_ms = prop_oneof![Just(0u64), 1u64..=1500];
     let second = prop_oneof![Just(0u64), 1u64..=130];
-    (0u64..=130, pause_ms, second, handlers()).prop_map(|(first, pause_ms, second, handler)| {
-        Scenario { first, pause_ms, second, handler }
-    })
+    // A handler recording back to back for a while fills the queue before shutdown begins.
+    let lead_ms = prop_oneof![Just(None), Just(Some(0u64)), (1u64..=50).prop_map(Some)];
+    (0u64..=130, pause_ms, second, handlers(), lead_ms).prop_map(
+        |(first, pause_ms, second, handler, lead_ms)| Scenario {
+            first,
+            pause_ms,
+            second,
+            handler,
+            lead_ms: handler.and(lead_ms),
+        },
+    )
 }
 
 hidden_test! {
@@ -375,14 +386,50 @@ hidden_test! {
                     }
                 })
             });
+            match scenario.lead_ms {
+                None => {}
+                Some(0) => tokio::task::yield_now().await,
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            }
             // What is left to write when shutdown begins: every acknowledged record not yet in
             // the store (a batch being written is not in it yet).
             let stored_at_start = sink.records().len();
             let left = acked.lock().unwrap().len().saturating_sub(stored_at_start);
+            let describe_handler = || {
+                let lead = match scenario.lead_ms {
+                    None => "as shutdown began".to_owned(),
+                    Some(0) => "just before shutdown began".to_owned(),
+                    Some(ms) => format!("{ms} ms before shutdown began"),
+                };
+                let accepted = acked.lock().unwrap().iter().filter(|r| r.id >= 10_000).count();
+                match scenario.handler {
+                    None => "no handler was recording".to_owned(),
+                    Some(Handler::Idle) => {
+                        "a handler held an AuditLog but recorded nothing (the flusher was idle)"
+                            .to_owned()
+                    }
+                    Some(Handler::Every(every)) => format!(
+                        "a handler holding its own AuditLog started recording one record every \
+                         {every} ms {lead}"
+                    ),
+                    Some(Handler::Burst(count)) => format!(
+                        "a handler holding its own AuditLog started recording {count} records \
+                         back to back {lead}, of which {accepted} were accepted (the queue holds \
+                         {QUEUE_CAPACITY})"
+                    ),
+                }
+            };
             let began = tokio::time::Instant::now();
-            tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown())
-                .await
-                .map_err(|_| format!("shutdown() had not returned after {} s", SHUTDOWN_LIMIT.as_secs()))?;
+            tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await.map_err(|_| {
+                format!(
+                    "shutdown() had not returned after {} s of virtual time; {}: the flusher \
+                     was never stopped, or shutdown waits for something else that never \
+                     happens. Shutdown must stop the flusher however full the queue is, while \
+                     handlers still hold an AuditLog",
+                    SHUTDOWN_LIMIT.as_secs(),
+                    describe_handler()
+                )
+            })?;
             let took = began.elapsed();
             // The writes that are left, one more for a handler's record that slips in as
             // shutdown begins, and one for a batch already being written. A handler recording
@@ -395,21 +442,7 @@ hidden_test! {
             let writes = (left + slipped).div_ceil(MAX_BATCH) as u32 + 2;
             if took > WRITE_LATENCY * writes {
                 let written = sink.records().len().saturating_sub(stored_at_start);
-                let handler = match scenario.handler {
-                    None => "no handler was recording".to_owned(),
-                    Some(Handler::Idle) => {
-                        "a handler held an AuditLog but recorded nothing (the flusher was idle)"
-                            .to_owned()
-                    }
-                    Some(Handler::Every(every)) => {
-                        format!("a handler was recording one record every {every} ms")
-                    }
-                    Some(Handler::Burst(count)) => format!(
-                        "a handler had started recording {count} records back to back, of \
-                         which {} were accepted",
-                        acked.lock().unwrap().iter().filter(|r| r.id >= 10_000).count()
-                    ),
-                };
+                let handler = describe_handler();
                 return Err(format!(
                     "shutdown() took {took:?} of virtual time; {handler}. {left} acknowledged \
                      record(s) were not yet in the store when it began ({slipped} more may slip \
@@ -582,6 +615,80 @@ hidden_test! {
             );
         }
         drop(lingering);
+    }
+
+    /// A handler keeps its `AuditLog` and records back to back until it is refused, so the queue
+    /// is full when shutdown begins. Shutdown must still stop the flusher and return once what
+    /// was acknowledged is written (at most the records left plus one full queue), and the
+    /// handler must then be refused.
+    async fn shutdown_stops_a_handler_recording_into_a_full_queue() {
+        // The queue is full a moment after the handler starts; the property above tries other
+        // leads.
+        let lead_ms = 5u64;
+        let sink = AuditSink::new();
+        let service = AuditService::start(sink.clone());
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let handler = tokio::spawn({
+            let (log, acked) = (service.log(), acked.clone());
+            async move {
+                // Far more than shutdown leaves room for; a fix that never makes a handler
+                // wait for room would otherwise keep this loop (and the clock) going for ever.
+                for id in 0..20_000 {
+                    if log.record(record(id)).await.is_err() {
+                        return;
+                    }
+                    acked.lock().unwrap().push(record(id));
+                }
+                // Still holding its log, as a handler on a slow connection would.
+                tokio::time::sleep(SHUTDOWN_LIMIT * 2).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(lead_ms)).await;
+        let left = acked.lock().unwrap().len().saturating_sub(sink.records().len());
+        let writes = (left + QUEUE_CAPACITY).div_ceil(MAX_BATCH) as u32 + 2;
+        let limit = WRITE_LATENCY * writes;
+        let setting = format!(
+            "a handler holding its own AuditLog recorded back to back for {lead_ms} ms before \
+             shutdown began, until it would be refused; {} of its records were accepted by \
+             then, {left} not yet in the store (the queue holds {QUEUE_CAPACITY})",
+            acked.lock().unwrap().len()
+        );
+        let done = tokio::time::timeout(limit, service.shutdown()).await;
+        if done.is_err() {
+            handler.abort();
+            panic!(
+                "{setting}. shutdown() had not returned after {limit:?} of virtual time, the \
+                 time to write those and one more full queue in batches of {MAX_BATCH}; \
+                 meanwhile the store grew to {} records. Shutdown must stop the flusher \
+                 however full the queue is when it begins, and however eagerly a handler \
+                 still records",
+                sink.records().len()
+            );
+        }
+        let stored = sink.records();
+        let refused = tokio::time::timeout(Duration::from_secs(1), handler).await.is_ok();
+        let acked = acked.lock().unwrap().clone();
+        let missing: Vec<u64> =
+            acked.iter().filter(|r| !stored.contains(r)).map(|r| r.id).collect();
+        assert!(
+            missing.is_empty(),
+            "{setting}. When shutdown() returned, the store held {} of the {} records the \
+             handler got Ok(()) for; missing ids {}",
+            acked.len() - missing.len(),
+            acked.len(),
+            ranges(&missing)
+        );
+        assert!(
+            refused,
+            "{setting}. A second after shutdown() returned, the handler's `record` calls were \
+             still being accepted (or still waiting): they must be refused with \
+             Err(AuditClosed) once the audit trail has shut down"
+        );
+        assert!(
+            stored == acked,
+            "{setting}; the store holds the acknowledged records out of order (or twice): ids {}",
+            ids(&stored)
+        );
     }
 
     /// Whole batches, and shutdown at once or while the last of them is being written: every
