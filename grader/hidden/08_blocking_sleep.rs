@@ -76,6 +76,51 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec(step, 1..8)
 }
 
+/// How a sample of the exhaustive patterns is run: plainly, or under a `timeout` that cuts it short
+/// at once (after its first poll) or 1 ms into its settling, if it is still settling then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Completes,
+    AtOnce,
+    After1Ms,
+}
+
+/// The steps of one exhaustive pattern, in words: "sample(0), then sample(1) under a 1 ms timeout,
+/// ...".
+fn describe(pattern: &[(u8, Cut)]) -> String {
+    let steps: Vec<String> = pattern
+        .iter()
+        .map(|(channel, cut)| match cut {
+            Cut::Completes => format!("sample({channel})"),
+            Cut::AtOnce => format!("sample({channel}) under a 0 ms timeout"),
+            Cut::After1Ms => format!("sample({channel}) under a 1 ms timeout"),
+        })
+        .collect();
+    steps.join(", then ")
+}
+
+/// Every pattern of `len` samples over channels 0 and 1, each run plainly or under a timeout.
+fn every_pattern(len: usize) -> Vec<Vec<(u8, Cut)>> {
+    let choices: Vec<(u8, Cut)> = [0u8, 1]
+        .into_iter()
+        .flat_map(|c| [Cut::Completes, Cut::AtOnce, Cut::After1Ms].map(|cut| (c, cut)))
+        .collect();
+    let mut patterns = vec![Vec::new()];
+    for _ in 0..len {
+        patterns = patterns
+            .into_iter()
+            .flat_map(|p| {
+                choices.iter().map(move |&choice| {
+                    let mut p = p.clone();
+                    p.push(choice);
+                    p
+                })
+            })
+            .collect();
+    }
+    patterns
+}
+
 hidden_test! {
     /// Nothing cancelled: a sweep selects, converts and returns each channel's reading.
     async fn sweeps_every_channel() {
@@ -185,6 +230,52 @@ hidden_test! {
                 "a sample of channel 3 was cancelled by its timeout half way through settling, \
                  and the gateway retried it: {seen}"
             );
+        }
+    }
+
+    /// Every pattern of four samples over two channels, each one completing or cut short by a
+    /// timeout (at once, or 1 ms into its settling), then a last sample that completes: a gateway
+    /// that goes back and forth between channels, with retries. Whatever came before (a channel
+    /// settled earlier, then left, then switched back to), every conversion comes a full
+    /// settling time after the switch to its channel, and every completed sample reads its own
+    /// channel.
+    fn every_conversion_is_settled_after_any_four_samples() {
+        let seeds = kata_support::runtime::SEEDS;
+        let patterns = every_pattern(4);
+        // One runtime per seed, each taking its share of the patterns: a runtime per pattern
+        // would cost more than the patterns themselves.
+        for (s, &seed) in seeds.iter().enumerate() {
+            let runtime = kata_support::runtime::current_thread(seed);
+            for mut pattern in patterns.iter().skip(s).step_by(seeds.len()).cloned() {
+                let last = pattern[3].0;
+                pattern.push((last, Cut::Completes));
+                let seen = runtime.block_on(async {
+                    let mut poller = Poller::new(FakeAdc::default());
+                    for &(channel, cut) in &pattern {
+                        let budget = match cut {
+                            Cut::Completes => None,
+                            Cut::AtOnce => Some(Duration::ZERO),
+                            Cut::After1Ms => Some(Duration::from_millis(1)),
+                        };
+                        let reading = match budget {
+                            Some(budget) => timeout(budget, poller.sample(channel)).await.ok(),
+                            None => Some(poller.sample(channel).await),
+                        };
+                        if let Some(reading) = reading
+                            && reading != 1000 + u16::from(channel)
+                        {
+                            return Err(format!(
+                                "sample({channel}) returned {reading}, the reading of channel {}",
+                                reading.wrapping_sub(1000)
+                            ));
+                        }
+                    }
+                    every_conversion_settled(&poller.into_inner())
+                });
+                if let Err(seen) = seen {
+                    panic!("the gateway took {}: {seen}", describe(&pattern));
+                }
+            }
         }
     }
 
