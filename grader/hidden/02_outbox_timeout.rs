@@ -1,6 +1,7 @@
 //! Hidden tests for kata 02: `enqueue` must hand the message back when its wait runs out, queue it
 //! exactly once when there is room, keep its place in the channel's queue while it waits, wait at
-//! most `wait`, and answer `Closed` when the client leaves during the wait.
+//! most `wait` (and not less, whole milliseconds or not; each call its own wait, however many
+//! rooms wait on the same outbox), and answer `Closed` when the client leaves during the wait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,17 +157,21 @@ enum Client {
     Stalls,
 }
 
-/// A wait for space in milliseconds, and what the client does during (or after) it, never at the
-/// very moment the wait runs out, where either answer would be fair.
+/// A wait for space in microseconds (a whole number of milliseconds half of the time, otherwise
+/// any), and what the client does (at a whole millisecond) during or after it. Never on the
+/// timer tick at which the wait runs out, where either answer would be fair: tokio's timers fire
+/// on whole-millisecond ticks, so a wait of 1.5 ms runs out on the tick at 2 ms.
 fn waits_and_clients() -> impl Strategy<Value = (u64, Client)> {
-    (1u64..=120, 0u64..=200, 0u8..3).prop_map(|(wait, at, kind)| {
-        let at = if at == wait { wait + 1 } else { at };
+    let wait_us = prop_oneof![(1u64..=120).prop_map(|ms| ms * 1000), 1u64..=120_000];
+    (wait_us, 0u64..=200, 0u8..3).prop_map(|(wait_us, at, kind)| {
+        let runs_out_ms = wait_us.div_ceil(1000);
+        let at = if at * 1000 >= wait_us && at <= runs_out_ms { runs_out_ms + 1 } else { at };
         let client = match kind {
             0 => Client::ReadsAfter(at),
             1 => Client::LeavesAfter(at),
             _ => Client::Stalls,
         };
-        (wait, client)
+        (wait_us, client)
     })
 }
 
@@ -175,6 +180,32 @@ fn waits_and_clients() -> impl Strategy<Value = (u64, Client)> {
 fn waits_and_outboxes_with_room() -> impl Strategy<Value = (u64, usize, usize)> {
     (prop_oneof![Just(0u64), 0u64..=120], 1usize..=4)
         .prop_flat_map(|(wait, capacity)| (Just(wait), Just(capacity), 0..capacity))
+}
+
+/// Several rooms calling `enqueue` for one member: a wait for space in milliseconds, for each room
+/// the moment it calls (all different) and whether it uses the outbox shared by all rooms or a
+/// clone of its own, and perhaps the moment the client reads one message, never at the moment a
+/// room calls or a wait runs out, where either answer would be fair.
+fn rooms_and_a_read() -> impl Strategy<Value = (u64, Vec<(u64, bool)>, Option<u64>)> {
+    let rooms = prop::collection::vec((0u64..=40, any::<bool>()), 2..=4);
+    (1u64..=120, rooms, prop::option::of(0u64..=250)).prop_map(|(wait, rooms, read)| {
+        let mut at = 0;
+        let rooms: Vec<(u64, bool)> = rooms
+            .into_iter()
+            .enumerate()
+            .map(|(i, (gap, shared))| {
+                at += gap + u64::from(i > 0);
+                (at, shared)
+            })
+            .collect();
+        let read = read.map(|mut r| {
+            while rooms.iter().any(|&(start, _)| r == start || r == start + wait) {
+                r += 1;
+            }
+            r
+        });
+        (wait, rooms, read)
+    })
 }
 
 /// A wait for space in milliseconds on a full outbox, the moments (inside the wait) at which
@@ -325,11 +356,11 @@ hidden_test! {
         match result {
             Ok(Ok(())) => {}
             Ok(other) => panic!(
-                "enqueue was first in line for space, but a sender that arrived later took the \
-                 freed slot and enqueue returned {}. The slot that frees up is handed to the \
-                 sender first in line; enqueue must put its message into that very slot, not let \
-                 it go and ask again (a `try_send` poller is never in line, and a reservation \
-                 dropped before sending passes its slot to the next sender)",
+                "enqueue was polled first on a full outbox, then another sender started a `send`; \
+                 the client read one message, and the sender that came later took the freed slot \
+                 while enqueue returned {}. The slot that frees up belongs to the sender that \
+                 asked first: enqueue must be in line for space from its first poll, and keep \
+                 its place until its message is in the slot",
                 describe(&other)
             ),
             Err(_) => panic!("enqueue did not finish after a slot freed up for it"),
@@ -446,10 +477,10 @@ hidden_test! {
     /// used at once, a client leaving during the wait is `Closed` at once, and otherwise `Busy`
     /// comes back with the message when the wait runs out, not later.
     fn answers_within_the_wait_whatever_the_client_does() {
-        check_property(96, waits_and_clients(), |(wait_ms, client)| async move {
+        check_property(128, waits_and_clients(), |(wait_us, client)| async move {
             let (tx, rx) = mpsc::channel(1);
             tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
-            let wait = Duration::from_millis(wait_ms);
+            let wait = Duration::from_micros(wait_us);
             let outbox = Outbox::new(tx.clone(), wait);
             let reader = tokio::spawn(async move {
                 let mut rx = rx;
@@ -470,13 +501,35 @@ hidden_test! {
             let result = outbox.enqueue(line("frank", "hello from the train")).await;
             let waited = start.elapsed();
             reader.abort();
-            let (expected, at_ms) = match client {
-                Client::ReadsAfter(ms) if ms < wait_ms => ("Ok(())", ms),
-                Client::LeavesAfter(ms) if ms < wait_ms => ("Closed(\"hello from the train\")", ms),
-                _ => ("Busy(Some(\"hello from the train\"))", wait_ms),
+            // A moment the client acts at, and the moment the wait runs out: the first timer tick
+            // (a whole millisecond) at or after `wait`.
+            let tick = Duration::from_millis(wait_us.div_ceil(1000));
+            let (expected, at, why) = match client {
+                Client::ReadsAfter(ms) if ms * 1000 < wait_us => (
+                    "Ok(())",
+                    Duration::from_millis(ms),
+                    "a slot freed during the wait is used at once",
+                ),
+                Client::LeavesAfter(ms) if ms * 1000 < wait_us => (
+                    "Closed(\"hello from the train\")",
+                    Duration::from_millis(ms),
+                    "a client that leaves during the wait is answered Closed at once",
+                ),
+                _ => (
+                    "Busy(Some(\"hello from the train\"))",
+                    tick,
+                    "Busy comes when the wait has run out, on the first timer tick at or after \
+                     it: never before, and no later",
+                ),
             };
             let seen = describe(&result);
-            let at = Duration::from_millis(at_ms);
+            if matches!(result, Err(EnqueueError::Busy(_))) && waited < wait {
+                return Err(format!(
+                    "with a wait of {wait:?} on a full outbox, enqueue answered {seen} after \
+                     {waited:?}, before its wait had run out (expected {expected} after {at:?}): \
+                     Busy means the outbox stayed full for the whole wait"
+                ));
+            }
             if seen != expected {
                 return Err(format!(
                     "with a wait of {wait:?}, enqueue answered {seen} after {waited:?}; expected \
@@ -486,7 +539,7 @@ hidden_test! {
             if waited != at {
                 return Err(format!(
                     "with a wait of {wait:?}, enqueue answered {seen} after {waited:?}; it should \
-                     have answered after {at:?} (a full outbox is waited on for at most `wait`)"
+                     have answered after {at:?} ({why})"
                 ));
             }
             Ok(())
@@ -568,10 +621,105 @@ hidden_test! {
                      enqueue, which asked first, answered {seen} after {waited:?}, and the freed \
                      slot went to {slot:?}. Expected Ok(()) after {read_at:?}, with the slot \
                      holding \"first in line\": the slot belongs to the sender first in line, \
-                     and enqueue must stay in line for its whole wait (a sender that leaves the \
-                     line part way through the wait and asks again is behind everyone who came \
-                     in the meantime)"
+                     and enqueue must be in line from its first poll and stay there for its whole \
+                     wait"
                 ));
+            }
+            Ok(())
+        });
+    }
+
+    /// Several rooms call `enqueue` for the same member at different moments, on the outbox they
+    /// share or on clones of it, while the client reads at most one message: each call answers
+    /// within its own wait, however many other calls wait on the same outbox, and the slot the
+    /// client frees goes to the call that asked first.
+    fn concurrent_calls_each_wait_their_own_wait() {
+        check_property(96, rooms_and_a_read(), |(wait_ms, rooms, read)| async move {
+            let (tx, rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let wait = Duration::from_millis(wait_ms);
+            let shared = Arc::new(Outbox::new(tx.clone(), wait));
+            // The client stays connected throughout: it keeps its end whether or not it reads.
+            let reader = tokio::spawn(async move {
+                let mut rx = rx;
+                if let Some(read_ms) = read {
+                    sleep(Duration::from_millis(read_ms)).await;
+                    let _welcome = rx.recv().await;
+                }
+                rx
+            });
+            let calls: Vec<_> = rooms
+                .iter()
+                .enumerate()
+                .map(|(i, &(start_ms, on_shared))| {
+                    let outbox = if on_shared { shared.clone() } else { Arc::new((*shared).clone()) };
+                    tokio::spawn(async move {
+                        sleep(Duration::from_millis(start_ms)).await;
+                        let start = Instant::now();
+                        let result = outbox.enqueue(line("room", &format!("room {}", i + 1))).await;
+                        (describe(&result), start.elapsed())
+                    })
+                })
+                .collect();
+            // Which call the freed slot belongs to: the first in line when the client reads, or,
+            // if nobody waits then, the first call made after the read.
+            let winner = read.and_then(|r| {
+                rooms
+                    .iter()
+                    .position(|&(start, _)| start < r && r < start + wait_ms)
+                    .map(|i| (i, r - rooms[i].0))
+                    .or_else(|| rooms.iter().position(|&(start, _)| start > r).map(|i| (i, 0)))
+            });
+            let scenario = |i: usize| {
+                let (start, on_shared) = rooms[i];
+                let how = if on_shared { "the shared outbox" } else { "a clone of the outbox" };
+                let read = match read {
+                    Some(r) => format!("the client read one message at {r} ms"),
+                    None => "the client never read".to_string(),
+                };
+                format!(
+                    "{} rooms called `enqueue` on one full outbox (wait {wait:?}) at {:?} ms, and \
+                     {read}; room {} (called at {start} ms on {how})",
+                    rooms.len(),
+                    rooms.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    i + 1
+                )
+            };
+            for (i, call) in calls.into_iter().enumerate() {
+                let (seen, waited) = call.await.expect("a room's call");
+                let text = format!("room {}", i + 1);
+                let (expected, after) = match winner {
+                    Some((w, after_ms)) if w == i => ("Ok(())".to_string(), after_ms),
+                    _ => (format!("Busy(Some({text:?}))"), wait_ms),
+                };
+                let after = Duration::from_millis(after);
+                let why = if seen != expected && winner.is_some_and(|(w, _)| w == i) {
+                    " (the slot the client freed belongs to the call that asked first)"
+                } else if seen == expected && waited != after {
+                    " (each call waits at most `wait`, and not less, however many other calls \
+                     wait on the same outbox)"
+                } else {
+                    ""
+                };
+                if seen != expected || waited != after {
+                    return Err(format!(
+                        "{} answered {seen} after {waited:?} of its own wait; expected {expected} \
+                         after {after:?}{why}",
+                        scenario(i)
+                    ));
+                }
+            }
+            let mut rx = reader.await.expect("the client's reader");
+            if read.is_some() {
+                let slot = rx.try_recv().map(|m| m.text).ok();
+                let expected = winner.map(|(w, _)| format!("room {}", w + 1));
+                if slot != expected {
+                    return Err(format!(
+                        "{} rooms called `enqueue` on one full outbox; after the client read one \
+                         message, the freed slot held {slot:?}, expected {expected:?}",
+                        rooms.len()
+                    ));
+                }
             }
             Ok(())
         });
