@@ -1,14 +1,27 @@
 //! Hidden tests for kata 09: frames must come out intact however often a heartbeat (or the caller)
 //! cancels `next_event` in the middle of one.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
 use proptest::prelude::*;
 use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
+
+/// The message a panic carries, if it is text.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text,
+        (_, Some(text)) => text,
+        _ => "a panic without a message",
+    }
+}
 
 /// One frame on the wire: a 4-byte big-endian length, then the payload.
 fn frame(payload: &str) -> Vec<u8> {
@@ -358,7 +371,21 @@ hidden_test! {
             let mut frames = Vec::new();
             let mut heartbeats = Vec::new();
             let seen = loop {
-                match tokio::time::timeout_at(give_up, link.next_event()).await {
+                // A panic in `next_event` (an allocation sized by the corrupt prefix, say) is
+                // reported with the scenario that caused it, not as a bare panic message.
+                let event = AssertUnwindSafe(link.next_event()).catch_unwind();
+                let event = match tokio::time::timeout_at(give_up, event).await {
+                    Ok(Ok(event)) => Ok(event),
+                    Ok(Err(panic)) => {
+                        break format!(
+                            "then `next_event` panicked at {:?} with \"{}\"",
+                            start.elapsed(),
+                            panic_message(panic.as_ref())
+                        );
+                    }
+                    Err(elapsed) => Err(elapsed),
+                };
+                match event {
                     Ok(Ok(Some(Event::Frame(payload)))) => {
                         frames.push(String::from_utf8_lossy(&payload).into_owned())
                     }
