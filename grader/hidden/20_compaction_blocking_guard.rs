@@ -1,14 +1,18 @@
 //! Hidden tests for kata 20: the compaction lock must be held for as long as the merge runs, even
 //! when the caller of `compact` is aborted or times out while it waits for the merge; the merge
 //! must run on the blocking pool; a caller dropped while it still waits for the lock must never
-//! merge, and while it waits it must not wait on the blocking pool; and whenever a merge runs, at
-//! whatever poll its caller was cut, it holds the lock.
+//! merge, and while it waits it must neither wait on the blocking pool nor retry the lock over and
+//! over; a merge's panic reaches the caller; and whenever a merge runs, at whatever poll its
+//! caller was cut, it holds the lock.
 //!
 //! Every test runs on the paused current-thread runtime of `hidden_test!`. The test's merger is the
-//! blocking stand-in: it records where it runs (`kata_support::on_async_thread`) and, on the
-//! blocking pool, parks on a std gate that the test opens from outside, so "the merge is still
-//! running" is a state the test holds, not a race. On an async worker it must not park (that would
-//! freeze the runtime's only thread, the test's own), so it records the mistake and returns.
+//! blocking stand-in: it records where it runs ([`Place`]: the blocking pool, an async worker, or a
+//! thread outside the runtime) and, on the blocking pool, parks on a std gate that the test opens
+//! from outside, so "the merge is still running" is a state the test holds, not a race. Anywhere
+//! else it must not park (on an async worker that would freeze the runtime's only thread, the
+//! test's own), so it records the mistake and returns. A merge on a thread outside the runtime
+//! may report before or after the test's clock runs out; both are told the same way, so the
+//! verdict does not depend on that thread.
 //!
 //! Nothing waits on the wall clock. Two facts of tokio's paused clock do the timing: while a
 //! `spawn_blocking` task exists (queued or running), the clock does not auto-advance (documented on
@@ -23,8 +27,10 @@
 //! counters ([`blocking_work`]), which count a blocking task from the moment it is spawned,
 //! whether a thread has picked it up yet or not.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use compaction_blocking_guard::{MergeStats, SegmentMerger, Store};
@@ -42,8 +48,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the test's merger shares with the test.
 struct Shared {
-    /// Each merge reports, as it starts, whether it runs on an async worker.
-    started: mpsc::UnboundedSender<bool>,
+    /// Each merge reports, as it starts, where it runs.
+    started: mpsc::UnboundedSender<Place>,
     /// Closed until the test opens it; merges on the blocking pool park here.
     gate: Mutex<bool>,
     opened: Condvar,
@@ -68,13 +74,52 @@ impl Shared {
     }
 }
 
+/// Where a merge runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    BlockingPool,
+    AsyncWorker,
+    /// A thread outside the runtime (`std::thread::spawn`): not on the blocking pool.
+    OwnThread,
+}
+
+impl Place {
+    fn here() -> Place {
+        if tokio::runtime::Handle::try_current().is_err() {
+            Place::OwnThread
+        } else if kata_support::on_async_thread() {
+            Place::AsyncWorker
+        } else {
+            Place::BlockingPool
+        }
+    }
+}
+
+/// Why a merge on an async worker is wrong.
+const ON_AN_ASYNC_WORKER: &str = "the merge ran on an async worker (in a `tokio::spawn`ed task or \
+     on the runtime's own thread), not on the blocking pool. `SegmentMerger::merge` blocks for the \
+     whole merge (CPU work and synchronous disk I/O): while it runs, that worker runs no other \
+     task, and on a current-thread runtime the whole service stops until the merge is over. The \
+     merge must run on the blocking pool (`spawn_blocking`), whoever holds the lock";
+
+/// Why a test saw no merge on the blocking pool when one was due. One message for both ways it is
+/// seen (a merge that reported from another thread, or none that started before the clock ran
+/// out), since which comes first depends on how fast that other thread runs.
+const NOT_ON_THE_POOL: &str = "compact() was called with the lock free, but its merge did not run \
+     on tokio's blocking pool: it ran on a thread of its own, or none started within an hour of \
+     virtual time while the blocking pool had no work at all. A thread of its own \
+     (`std::thread::spawn`) is not the blocking pool: the runtime does not wait for it when it \
+     shuts down, so `main` returning mid-compaction kills the merge halfway through rewriting \
+     segments. The merge must run on the blocking pool (`spawn_blocking`)";
+
 /// A merger that blocks (on the test's gate) the way a real merge blocks on disk and CPU.
 struct GatedMerger(Arc<Shared>);
 
 impl SegmentMerger for GatedMerger {
     fn merge(&self) -> MergeStats {
         let shared = &self.0;
-        let on_worker = kata_support::on_async_thread();
+        let place = Place::here();
+        let on_worker = place == Place::AsyncWorker;
         let now = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
         shared.most_at_once.fetch_max(now, Ordering::SeqCst);
         shared.merges.fetch_add(1, Ordering::SeqCst);
@@ -82,8 +127,10 @@ impl SegmentMerger for GatedMerger {
             shared.on_async_worker.fetch_add(1, Ordering::SeqCst);
         }
         shared.note_lock();
-        let _ = shared.started.send(on_worker);
-        if !on_worker {
+        let _ = shared.started.send(place);
+        // Only a merge on the blocking pool parks: anywhere else it would stall the runtime's
+        // only thread, or hold up the test process after a failure.
+        if place == Place::BlockingPool {
             let mut open = shared.gate.lock().expect("gate lock");
             while !*open {
                 open = shared.opened.wait(open).expect("gate lock");
@@ -99,7 +146,7 @@ impl SegmentMerger for GatedMerger {
 /// leaves a merge parked (the runtime waits for its blocking threads when it is dropped).
 struct Control {
     shared: Arc<Shared>,
-    started: mpsc::UnboundedReceiver<bool>,
+    started: mpsc::UnboundedReceiver<Place>,
 }
 
 impl Control {
@@ -107,24 +154,28 @@ impl Control {
     /// (then `caller`, the task that called `compact`, says why when it panicked).
     async fn wait_for_merge(&mut self, caller: &mut JoinHandle<impl Send + 'static>) {
         match tokio::time::timeout(STUCK, self.started.recv()).await {
-            Ok(Some(false)) => {}
-            Ok(Some(true)) => self.fail_on_async_worker(),
+            Ok(Some(Place::BlockingPool)) => {}
+            Ok(Some(Place::AsyncWorker)) => self.fail_on_async_worker(),
+            Ok(Some(Place::OwnThread)) => panic!("{NOT_ON_THE_POOL}"),
             Ok(None) => unreachable!("the merger keeps its sender"),
             Err(_) => {
-                let why = if caller.is_finished() {
+                let (why, panicked) = if caller.is_finished() {
                     match caller.await {
                         Err(e) if e.is_panic() => {
-                            format!("compact() panicked: {}", panic_message(e.into_panic()))
+                            (format!("compact() panicked: {}", panic_message(e.into_panic())), true)
                         }
-                        Err(e) => format!("the compaction task ended with: {e}"),
-                        Ok(_) => "compact() returned without merging".to_owned(),
+                        Err(e) => (format!("the compaction task ended with: {e}"), false),
+                        Ok(_) => ("compact() returned without merging".to_owned(), false),
                     }
                 } else {
-                    "compact() is still waiting".to_owned()
+                    ("compact() is still waiting".to_owned(), false)
                 };
+                if !panicked && blocking_work() == 0 {
+                    panic!("{NOT_ON_THE_POOL}");
+                }
                 panic!(
-                    "compact() was called with the lock free, but no merge started on the \
-                     blocking pool within an hour: {why}"
+                    "compact() was called with the lock free, but within an hour of virtual time \
+                     no merge started on the blocking pool: {why}"
                 );
             }
         }
@@ -132,13 +183,7 @@ impl Control {
 
     fn fail_on_async_worker(&self) -> ! {
         self.open();
-        panic!(
-            "the merge ran on an async worker (in a `tokio::spawn`ed task or on the runtime's own \
-             thread), not on the blocking pool. `SegmentMerger::merge` blocks for the whole merge \
-             (CPU work and synchronous disk I/O): while it runs, that worker runs no other task, \
-             and on a current-thread runtime the whole service stops until the merge is over. \
-             The merge must run on the blocking pool (`spawn_blocking`), whoever holds the lock"
-        );
+        panic!("{ON_AN_ASYNC_WORKER}");
     }
 
     /// Fails if any merge so far ran on an async worker.
@@ -223,6 +268,21 @@ fn gated_merger() -> (GatedMerger, Control) {
     (GatedMerger(shared.clone()), Control { shared, started })
 }
 
+/// A future that counts how often it is polled.
+struct CountPolls<F> {
+    inner: F,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future + Unpin> Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
 fn spawn_compaction(store: &Store) -> JoinHandle<MergeStats> {
     let store = store.clone();
     tokio::spawn(async move { store.compact().await })
@@ -240,9 +300,12 @@ async fn finish<T>(compaction: impl Future<Output = T>, what: &str) -> T {
     }
 }
 
+/// How many times `settle` lets the other tasks run.
+const SETTLE_TURNS: usize = 16;
+
 /// Lets the spawned tasks run until each waits for something.
 async fn settle() {
-    for _ in 0..16 {
+    for _ in 0..SETTLE_TURNS {
         tokio::task::yield_now().await;
     }
 }
@@ -264,10 +327,18 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 #[derive(Default)]
 struct PanicsOnce {
     merges: Arc<AtomicUsize>,
+    /// Merges that ran on an async worker, and on a thread outside the runtime.
+    on_async_worker: Arc<AtomicUsize>,
+    on_own_thread: Arc<AtomicUsize>,
 }
 
 impl SegmentMerger for PanicsOnce {
     fn merge(&self) -> MergeStats {
+        match Place::here() {
+            Place::BlockingPool => {}
+            Place::AsyncWorker => _ = self.on_async_worker.fetch_add(1, Ordering::SeqCst),
+            Place::OwnThread => _ = self.on_own_thread.fetch_add(1, Ordering::SeqCst),
+        }
         if self.merges.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("segment 7 is corrupt (the test's merge panics on purpose)");
         }
@@ -291,6 +362,9 @@ hidden_test! {
         control.open();
         let stats = finish(caller, "compact()").await.expect("the compaction task failed");
         assert_eq!(stats, STATS, "compact() returned {stats:?} instead of its merge's stats");
+        // Whatever the blocking task still does after the merge returned (handing the lock back,
+        // reporting) happens on a real thread: look at the lock once it is over.
+        all_blocking_work_done().await;
         assert!(!store.is_compacting(), "the compaction finished, but the lock is still held");
         control.check_every_merge_on_blocking_pool();
         control.check_every_merge_held_the_lock();
@@ -388,6 +462,71 @@ hidden_test! {
         control.check_every_merge_held_the_lock();
     }
 
+    /// A second compaction is already waiting for the lock when the first caller is cut (aborted,
+    /// or its `timeout` fires) while its merge runs. The lock must not pass to the waiting one
+    /// then: it waits for the orphaned merge, never merges alongside it, and then runs its own.
+    async fn a_compaction_already_queued_when_the_caller_is_cut_still_waits() {
+        for timed_out in [false, true] {
+            let (store, mut control) = gated_store();
+            let endpoint = store.clone();
+            let mut caller = tokio::spawn(async move {
+                if timed_out {
+                    tokio::time::timeout(ADMIN_TIMEOUT, endpoint.compact()).await.ok()
+                } else {
+                    Some(endpoint.compact().await)
+                }
+            });
+            control.wait_for_merge(&mut caller).await;
+            let before = blocking_work();
+            let queued = spawn_compaction(&store);
+            settle().await;
+
+            let cut = if timed_out {
+                // The merge blocks, so the clock is moved by hand past the endpoint's timeout.
+                tokio::time::advance(ADMIN_TIMEOUT + Duration::from_secs(1)).await;
+                "the admin endpoint's timeout fired"
+            } else {
+                caller.abort();
+                "its caller was aborted"
+            };
+            match finish(caller, "the first compact()").await {
+                Ok(None) if timed_out => {}
+                Err(e) if e.is_cancelled() && !timed_out => {}
+                Err(e) => panic!("the first compaction task failed: {e}"),
+                Ok(_) => panic!("compact() returned although its merge is still running"),
+            }
+            settle().await;
+            let setting = format!(
+                "a second compaction was already waiting for the lock when {cut} while the first \
+                 merge still ran"
+            );
+            assert!(
+                blocking_work() <= before,
+                "{setting}, and the waiting compaction went to the blocking pool at once (its \
+                 merge started there, or was queued for a thread), while the first merge was \
+                 still rewriting segments: the lock passed to it when the first caller was cut. \
+                 The lock must stay with the orphaned merge until that merge returns"
+            );
+            assert!(store.is_compacting(), "{setting}, and {LOCK_RELEASED}");
+
+            control.open();
+            let stats = finish(queued, "a compaction queued before the first caller was cut")
+                .await
+                .expect("the queued compaction task failed");
+            assert_eq!(
+                stats, STATS,
+                "{setting}; the queued compaction returned {stats:?} instead of its merge's stats"
+            );
+            all_blocking_work_done().await;
+            let (merges, most) = (control.merges(), control.most_at_once());
+            assert_eq!(merges, 2, "{setting}; expected 2 merges, saw {merges}");
+            assert_eq!(most, 1, "{setting}; {most} merges ran at once");
+            assert!(!store.is_compacting(), "{setting}; both merges are over, but the lock is still held");
+            control.check_every_merge_on_blocking_pool();
+            control.check_every_merge_held_the_lock();
+        }
+    }
+
     /// A caller aborted while it still waits for the lock has started nothing: it must never
     /// merge, not even later, once the lock is free.
     async fn a_caller_aborted_while_waiting_for_the_lock_never_merges() {
@@ -399,8 +538,20 @@ hidden_test! {
         // Before the abort, nothing of it may wait on the blocking pool: work there cannot be
         // cancelled, so whatever waits there for the lock would outlive the abort.
         let before = blocking_work();
-        let waiting = spawn_compaction(&store);
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            CountPolls { inner: Box::pin(async move { store.compact().await }), polls: polls.clone() }
+        });
         settle().await;
+        let polled = polls.load(Ordering::SeqCst);
+        assert!(
+            polled <= 2,
+            "a second compact(), queued behind a running merge, was polled {polled} times in \
+             {SETTLE_TURNS} turns of the runtime: it waits by trying again and again, keeping an \
+             async worker busy for as long as the merge runs (minutes), instead of sleeping until \
+             the lock is handed to it"
+        );
         assert!(
             blocking_work() <= before,
             "a second compact(), queued behind a running merge, had work on the blocking pool (a \
@@ -433,6 +584,7 @@ hidden_test! {
         // The store still compacts normally afterwards.
         let stats = finish(store.compact(), "a compact() after the aborted wait").await;
         assert_eq!(stats, STATS, "a compact() after the aborted wait returned {stats:?}");
+        all_blocking_work_done().await;
         assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
         control.check_every_merge_on_blocking_pool();
         control.check_every_merge_held_the_lock();
@@ -443,11 +595,25 @@ hidden_test! {
     async fn a_merge_that_panics_gives_the_lock_back() {
         let merger = PanicsOnce::default();
         let merges = merger.merges.clone();
+        let (on_async_worker, on_own_thread) =
+            (merger.on_async_worker.clone(), merger.on_own_thread.clone());
         let store = Store::new(merger);
         let first = spawn_compaction(&store);
         all_blocking_work_done().await;
         settle().await;
-        assert_eq!(merges.load(Ordering::SeqCst), 1, "compact() was called, but its merge never started");
+        // A merge somewhere else may or may not have started by now; either way it is not on the
+        // pool, and says so the same way.
+        if merges.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(STUCK).await;
+        }
+        let started = merges.load(Ordering::SeqCst);
+        if on_async_worker.load(Ordering::SeqCst) > 0 {
+            panic!("{ON_AN_ASYNC_WORKER}");
+        }
+        if on_own_thread.load(Ordering::SeqCst) > 0 || started == 0 {
+            panic!("{NOT_ON_THE_POOL}");
+        }
+        assert_eq!(started, 1, "one compact() was called, but {started} merges ran");
         assert!(
             !store.is_compacting(),
             "the first compaction's merge panicked and is over, but the compaction lock is still \
@@ -456,10 +622,23 @@ hidden_test! {
              that the merge owns is dropped as the panic unwinds; a release written after the \
              call to `merge` is skipped)"
         );
+        assert!(
+            first.is_finished(),
+            "the first compaction's merge panicked and is over, but its compact() had not ended"
+        );
+        match first.await {
+            Err(e) if e.is_panic() => {}
+            Err(e) => panic!("the first compaction task ended with: {e}"),
+            Ok(stats) => panic!(
+                "the first compaction's merge panicked (a corrupt segment), yet compact() returned \
+                 {stats:?} as if it had merged: the caller (the admin endpoint) would report a \
+                 compaction that never happened. A merge's panic must reach the caller of \
+                 compact()"
+            ),
+        }
         let stats = finish(store.compact(), "a compact() after a merge that panicked").await;
         assert_eq!(stats, STATS, "a compact() after a merge that panicked returned {stats:?}");
+        all_blocking_work_done().await;
         assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
-        first.abort();
-        let _ = first.await;
     }
 }
