@@ -1,6 +1,8 @@
 //! Hidden tests for kata 03: a ping that fires in the middle of a line must not cost any of the
 //! line's bytes (not even half a character), pings must keep coming while the client is quiet,
-//! lines end in `\n` or `\r\n`, and a line that is not UTF-8 ends the session with `InvalidData`.
+//! lines end in `\n` or `\r\n` (and every line, empty, long or left unended at the close, is a
+//! command exactly as sent minus that ending), and a line that is not UTF-8 ends the session with
+//! `InvalidData`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -181,8 +183,9 @@ enum Sent {
 }
 
 /// A session with at least one bad line (good lines before it, any lines after), cut into packets
-/// at any bytes (a cut is taken modulo the session's length), each followed by a pause.
-fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u64)>)> {
+/// at any bytes (a cut is taken modulo the session's length), each followed by a pause, and
+/// whether the client closes the connection before ending its last line.
+fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u64)>, bool)> {
     let good = (0..GOOD_LINES.len(), any::<bool>()).prop_map(|(i, crlf)| Sent::Good(i, crlf));
     let bad = (0..BAD_LINES.len(), any::<bool>()).prop_map(|(i, crlf)| Sent::Bad(i, crlf));
     let any_line = prop_oneof![good.clone(), bad.clone()];
@@ -196,7 +199,90 @@ fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u
         (1usize..1000, prop_oneof![Just(0u64), Just(0), Just(300), Just(1500)]),
         0..6,
     );
-    (lines, cuts)
+    (lines, cuts, any::<bool>())
+}
+
+/// One line a client may send: what it holds, and how it ends.
+#[derive(Debug, Clone)]
+enum Said {
+    /// One of `GOOD_LINES`.
+    Usual(usize),
+    /// An empty line: an empty command.
+    Empty,
+    /// A command with a `\r` in it, or at its end (sent with `\r\n` after it, so that the `\r`
+    /// is the command's own and not part of the line ending).
+    CarriageReturn(bool),
+    /// A long message, about this many bytes, multi-byte characters included.
+    Long(usize),
+}
+
+impl Said {
+    fn text(&self) -> String {
+        match *self {
+            Said::Usual(i) => GOOD_LINES[i].to_string(),
+            Said::Empty => String::new(),
+            Said::CarriageReturn(false) => "/privmsg #rust :ascii\rart".to_string(),
+            Said::CarriageReturn(true) => "/privmsg #rust :ascii art\r".to_string(),
+            Said::Long(len) => {
+                let mut text = "/privmsg #rust :".to_string();
+                let words = ["a long paste, ", "café ", "日本語 ", "🦀 "];
+                let mut i = 0;
+                while text.len() < len {
+                    text.push_str(words[i % words.len()]);
+                    i += 1;
+                }
+                text
+            }
+        }
+    }
+}
+
+/// A session of good lines, each ended by `\r\n` or a bare `\n` (the last one perhaps by nothing:
+/// the client closes the connection instead), cut into packets at any bytes (a cut is taken
+/// modulo the session's length), each followed by a pause.
+fn sessions_of_good_lines() -> impl Strategy<Value = (Vec<(Said, bool)>, bool, Vec<(usize, u64)>)> {
+    let said = prop_oneof![
+        (0..GOOD_LINES.len()).prop_map(Said::Usual),
+        Just(Said::Empty),
+        any::<bool>().prop_map(Said::CarriageReturn),
+        (600usize..6000).prop_map(Said::Long),
+    ];
+    let lines = prop::collection::vec((said, any::<bool>()), 1..6);
+    let cuts = prop::collection::vec(
+        (1usize..100_000, prop_oneof![Just(0u64), Just(0), Just(300), Just(1500)]),
+        0..6,
+    );
+    (lines, any::<bool>(), cuts)
+}
+
+/// Splits `bytes` into a `PausingClient` script at `cuts` (taken modulo its length), each packet
+/// followed by its pause, and describes the script for a failure message.
+fn cut_into_packets(bytes: &[u8], cuts: &[(usize, u64)]) -> (Vec<(Duration, Vec<u8>)>, String) {
+    let mut at: Vec<(usize, u64)> = cuts
+        .iter()
+        .map(|&(cut, pause)| (cut % bytes.len(), pause))
+        .filter(|&(cut, _)| cut > 0)
+        .collect();
+    at.sort();
+    at.dedup_by_key(|cut| cut.0);
+    let mut script = Vec::new();
+    let mut shown = Vec::new();
+    let (mut from, mut pause) = (0, 0);
+    for &(cut, next_pause) in at.iter().chain([(bytes.len(), 0)].iter()) {
+        if pause > 0 {
+            shown.push(format!("pause {pause} ms"));
+        }
+        script.push((Duration::from_millis(pause), bytes[from..cut].to_vec()));
+        let packet = String::from_utf8_lossy(&bytes[from..cut]);
+        shown.push(if packet.len() > 80 {
+            let start: String = packet.chars().take(24).collect();
+            format!("{start:?}… ({} bytes)", cut - from)
+        } else {
+            format!("{packet:?}")
+        });
+        (from, pause) = (cut, next_pause);
+    }
+    (script, shown.join(", "))
 }
 
 /// How `CHATTY` reaches the server: cut at any bytes (inside a character too), with a pause after
@@ -480,7 +566,7 @@ hidden_test! {
     /// and a bad one in the same packet too), with pings in between: the session hands out
     /// exactly the commands before the first bad line, then ends with `InvalidData`.
     fn a_bad_line_ends_the_session_after_the_commands_before_it() {
-        check_property(96, sessions_with_a_bad_line(), |(lines, cuts)| async move {
+        check_property(96, sessions_with_a_bad_line(), |(lines, cuts, open_end)| async move {
             let mut bytes = Vec::new();
             let mut expected = Vec::new();
             let mut bad_seen = false;
@@ -500,25 +586,17 @@ hidden_test! {
                 bytes.extend_from_slice(text);
                 bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
             }
-            let mut at: Vec<(usize, u64)> = cuts
-                .iter()
-                .map(|&(cut, pause)| (cut % bytes.len(), pause))
-                .filter(|&(cut, _)| cut > 0)
-                .collect();
-            at.sort();
-            at.dedup_by_key(|cut| cut.0);
-            let mut script = Vec::new();
-            let mut shown = Vec::new();
-            let (mut from, mut pause) = (0, 0);
-            for &(cut, next_pause) in at.iter().chain([(bytes.len(), 0)].iter()) {
-                if pause > 0 {
-                    shown.push(format!("pause {pause} ms"));
-                }
-                script.push((Duration::from_millis(pause), bytes[from..cut].to_vec()));
-                shown.push(format!("{:?}", String::from_utf8_lossy(&bytes[from..cut])));
-                (from, pause) = (cut, next_pause);
+            if open_end {
+                // The client closes the connection without ending its last line.
+                let ending = if bytes.ends_with(b"\r\n") { 2 } else { 1 };
+                bytes.truncate(bytes.len() - ending);
             }
-            let shown = shown.join(", ");
+            let (script, shown) = cut_into_packets(&bytes, &cuts);
+            let closing = if open_end {
+                "and closed the connection without ending its last line"
+            } else {
+                "and closed the connection"
+            };
             let (tx, mut rx) = mpsc::unbounded_channel();
             let client = PausingClient::from_bytes(script);
             let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
@@ -531,22 +609,23 @@ hidden_test! {
             match ended {
                 Err(_) => {
                     return Err(format!(
-                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD) and \
-                         closed the connection, but the session did not end"
+                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD) \
+                         {closing}, but the session did not end"
                     ));
                 }
                 Ok(Ok(())) => {
                     return Err(format!(
-                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD), \
-                         and the session ended cleanly with commands {commands:?}; a line that \
-                         is not UTF-8 must end it with an InvalidData error"
+                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD) \
+                         {closing}, and the session ended cleanly with commands {commands:?}; a \
+                         line that is not UTF-8 must end it with an InvalidData error (a last \
+                         line the client did not end too)"
                     ));
                 }
                 Ok(Err(err)) if err.kind() != std::io::ErrorKind::InvalidData => {
                     return Err(format!(
-                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD), \
-                         and the session ended with an error of kind {:?} ({err}); expected \
-                         InvalidData",
+                        "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD) \
+                         {closing}, and the session ended with an error of kind {:?} ({err}); \
+                         expected InvalidData",
                         err.kind()
                     ));
                 }
@@ -554,15 +633,104 @@ hidden_test! {
             }
             if commands != expected {
                 return Err(format!(
-                    "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD); the \
-                     session produced the commands {commands:?} before ending with InvalidData, \
-                     expected {expected:?}: every good line before the first bad one is a \
-                     command, whole and in order, even when the bad line arrived in the same \
-                     packet, and nothing of the bad line or after it is"
+                    "the client sent [{shown}] (bytes that are not UTF-8 shown as U+FFFD) \
+                     {closing}; the session produced the commands {commands:?} before ending \
+                     with InvalidData, expected {expected:?}: every good line before the first \
+                     bad one is a command, whole and in order, even when the bad line arrived in \
+                     the same packet, and nothing of the bad line or after it is"
                 ));
             }
             if let Some(late) = pings_after_the_end(&mut rx).await {
                 return Err(format!("the session ended with InvalidData, but {late}"));
+            }
+            Ok(())
+        });
+    }
+
+    /// Any session of good lines, cut into packets anywhere, with pings in between: every line
+    /// comes out as one command, exactly as sent minus its line ending (`\n`, or `\r\n`: one
+    /// `\r`, no more). Empty lines, a `\r` that belongs to the command, messages of several
+    /// kilobytes, and a last line the client did not end before closing the connection included.
+    fn every_line_comes_out_exactly_as_sent() {
+        check_property(96, sessions_of_good_lines(), |(lines, open_end, cuts)| async move {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for (said, crlf) in &lines {
+                let text = said.text();
+                bytes.extend_from_slice(text.as_bytes());
+                // A command that ends in `\r` is followed by `\r\n`: after it, a bare `\n`
+                // would make the two one `\r\n` line ending.
+                let crlf = *crlf || text.ends_with('\r');
+                bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                expected.push(text);
+            }
+            // A last line left without its line ending must hold something (an empty one is not
+            // there at all), and must not end in `\r` (a lone `\r` is not a line ending, but it
+            // is best left out of the question).
+            let open_end =
+                open_end && expected.last().is_some_and(|t| !t.is_empty() && !t.ends_with('\r'));
+            if open_end {
+                let ending = if bytes.ends_with(b"\r\n") { 2 } else { 1 };
+                bytes.truncate(bytes.len() - ending);
+            }
+            let (script, shown) = cut_into_packets(&bytes, &cuts);
+            let closing = if open_end {
+                "and closed the connection without ending its last line"
+            } else {
+                "and closed the connection"
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let client = PausingClient::from_bytes(script);
+            let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+            let mut commands = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            let shorten = |texts: &[String]| -> Vec<String> {
+                texts
+                    .iter()
+                    .map(|t| {
+                        if t.len() > 80 {
+                            let start: String = t.chars().take(24).collect();
+                            format!("{start:?}… ({} bytes)", t.len())
+                        } else {
+                            format!("{t:?}")
+                        }
+                    })
+                    .collect()
+            };
+            match ended {
+                Err(_) => {
+                    return Err(format!(
+                        "the client sent [{shown}] {closing}, but the session did not end"
+                    ));
+                }
+                Ok(Err(err)) => {
+                    return Err(format!(
+                        "the client sent [{shown}], all valid UTF-8, {closing}; the session \
+                         ended with an error ({err}) after the commands [{}], expected it to \
+                         end cleanly after [{}]",
+                        shorten(&commands).join(", "),
+                        shorten(&expected).join(", ")
+                    ));
+                }
+                Ok(Ok(())) => {}
+            }
+            if commands != expected {
+                return Err(format!(
+                    "the client sent [{shown}] {closing}; the session produced the commands [{}], \
+                     expected [{}]: every line is one command, exactly as sent minus its line \
+                     ending (an empty line is an empty command, a `\\r` before the `\\r\\n` \
+                     belongs to the command, a long line is whole, and a last line the client \
+                     did not end is a command too)",
+                    shorten(&commands).join(", "),
+                    shorten(&expected).join(", ")
+                ));
+            }
+            if let Some(late) = pings_after_the_end(&mut rx).await {
+                return Err(format!("the session returned Ok(()), but {late}"));
             }
             Ok(())
         });
