@@ -226,9 +226,9 @@ hidden_test! {
         .await;
         if let Ok(result) = &crashed {
             panic!(
-                "the backend call panicked, but `forward` returned {result:?} instead of unwinding: \
-                 the panic must reach the handler (a gateway with room is not full, so it is not \
-                 a shed)"
+                "the backend call panicked, but `forward` returned {result:?} instead of \
+                 unwinding: the panic must reach the handler (a gateway with room is not full, so \
+                 it is not a shed)"
             );
         }
         assert_eq!(

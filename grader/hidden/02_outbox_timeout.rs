@@ -652,7 +652,8 @@ hidden_test! {
                 .iter()
                 .enumerate()
                 .map(|(i, &(start_ms, on_shared))| {
-                    let outbox = if on_shared { shared.clone() } else { Arc::new((*shared).clone()) };
+                    let outbox =
+                        if on_shared { shared.clone() } else { Arc::new((*shared).clone()) };
                     tokio::spawn(async move {
                         sleep(Duration::from_millis(start_ms)).await;
                         let start = Instant::now();
