@@ -1,6 +1,7 @@
 //! Hidden tests for kata 10: a config download that stalls, times out and is resumed (or is
 //! cancelled by its caller and resumed) must end with every byte of the config, exactly once.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -97,6 +98,86 @@ impl AsyncRead for HeldReader {
     }
 }
 
+/// The bytes in the routing table of a big fleet: 2 MiB, more than any buffer a download could
+/// reasonably set aside in advance, so that a download that stops at the size of some buffer is
+/// found. (A right fix may read 64 bytes at a time; much more would be slow in a debug build.)
+const BIG_CONFIG: usize = 2 << 20;
+
+/// A control plane that sends `data` as fast as it is read, except that it stalls for `pause`
+/// once, after the first `stall_at` bytes. Unlike `tokio_test`'s mock, a small read costs the same
+/// however large the rest of the data is.
+struct StallingServer {
+    data: Vec<u8>,
+    sent: usize,
+    stall_at: usize,
+    pause: Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncRead for StallingServer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.sent == this.stall_at {
+            let pause = this.pause;
+            let stall = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+            if stall.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let end = if this.sent < this.stall_at { this.stall_at } else { this.data.len() };
+        let n = buf.remaining().min(end - this.sent);
+        buf.put_slice(&this.data[this.sent..this.sent + n]);
+        this.sent += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A routing table of at least `size` bytes, one route per upstream, each with a two-byte `ü`.
+fn big_config(size: usize) -> String {
+    let mut text = String::from("# Edge routing table, every region\n");
+    let mut route = 0u32;
+    while text.len() < size {
+        text.push_str(&format!(
+            "\n[[route]]\nhost = \"svc-{route}.example.com\"\nupstream = \"10.{}.{}.7:8443\"\n\
+             region = \"Zürich\"\n",
+            route / 256 % 256,
+            route % 256
+        ));
+        route += 1;
+    }
+    text
+}
+
+/// Says how `got` differs from `sent`, briefly enough for a text of many MiB.
+fn compare_big(got: &str, sent: &str) -> Result<(), String> {
+    if got == sent {
+        return Ok(());
+    }
+    let same = got.bytes().zip(sent.bytes()).take_while(|(a, b)| a == b).count();
+    let around = |text: &str| {
+        let rest = &text.as_bytes()[same.min(text.len())..];
+        String::from_utf8_lossy(&rest[..rest.len().min(40)]).into_owned()
+    };
+    let how = if got.len() == same {
+        format!("it is the first {same} bytes of it, and the rest is missing")
+    } else {
+        format!(
+            "they differ from byte {same} on: expected {:?}, got {:?}",
+            around(sent),
+            around(got)
+        )
+    };
+    Err(format!(
+        "the downloaded config is {} bytes, the server sent {}; {how}",
+        got.len(),
+        sent.len()
+    ))
+}
+
 hidden_test! {
     /// Nothing stalls and nothing is cancelled: the config arrives in one round.
     async fn downloads_a_config_that_arrives_in_time() {
@@ -105,6 +186,54 @@ hidden_test! {
         let (text, stalls) = download(&mut config).await.expect("the download failed");
         compare_with_config(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stalls, Vec::<usize>::new(), "nothing stalled, so no round should time out");
+    }
+
+    /// The routing table of a big fleet, 2 MiB, sent as fast as it is read but for one stall
+    /// longer than `PATIENCE` in the middle of an `ü`: one `Stalled` with every byte received,
+    /// then the exact config. A download has no size limit of its own. (One runtime, not one per
+    /// seed: the download is long, and nothing in it races.)
+    fn downloads_a_config_of_several_mib() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let config = big_config(BIG_CONFIG);
+            let bytes = config.as_bytes();
+            // The stall falls inside the `ü` of a route about two thirds of the way in.
+            let from = bytes.len() * 2 / 3;
+            let u_umlaut = "ü".as_bytes();
+            let to_the_next = bytes[from..].windows(2).position(|w| w == u_umlaut);
+            let split = from + to_the_next.expect("every route has an ü") + 1;
+            let server = StallingServer {
+                data: bytes.to_vec(),
+                sent: 0,
+                stall_at: split,
+                pause: PATIENCE + Duration::from_millis(500),
+                stall: None,
+            };
+            let mut download_big = ConfigDownload::new(server);
+            let (text, stalls) = match download(&mut download_big).await {
+                Ok(done) => done,
+                Err(e) => panic!(
+                    "the server sent a valid config of {} bytes, stalling once after {split}, and \
+                     the download failed: {e}",
+                    bytes.len()
+                ),
+            };
+            if let Err(problem) = compare_big(&text, &config) {
+                panic!(
+                    "the server sent a config of {} bytes, stalling once after {split}, then \
+                     closed the stream: {problem}. The whole config is the exact text the control \
+                     plane sent, however large",
+                    bytes.len()
+                );
+            }
+            assert!(
+                stalls == [split],
+                "the server sent {split} bytes of a {}-byte config, then stalled for longer than \
+                 `PATIENCE`: expected one `Stalled` reporting {split} bytes, but the reports said \
+                 {stalls:?}",
+                bytes.len()
+            );
+        });
     }
 
     /// The control plane stops twice for longer than `PATIENCE`; the reloader resumes each time.
