@@ -314,6 +314,36 @@ hidden_test! {
         );
     }
 
+    /// One slow video among quick photos, at each place in the first window: when a photo
+    /// finishes, the next file starts at once, so the photos behind the video are all uploaded
+    /// long before it ends.
+    async fn a_freed_slot_goes_to_the_next_file_at_once() {
+        for slow in 0..CONCURRENT_UPLOADS {
+            let plans = (0..10).map(|n| {
+                let ms = if n == slow { 2_000 } else { 10 };
+                let plan =
+                    Plan { part_latency: Duration::from_millis(ms), fail_part: None, fail_complete: false };
+                (key(n), plan)
+            });
+            let store = FakeStore::new(plans);
+            let (outcome, (completed, open)) = tokio::join!(
+                upload_all(&store, (0..10).map(file).collect()),
+                async {
+                    sleep(Duration::from_millis(500)).await;
+                    (store.completed().len(), store.open_keys())
+                }
+            );
+            outcome.expect("no part fails, so the batch must succeed");
+            assert!(
+                completed == 9 && open == [key(slow)],
+                "photo {slow} takes 4 s and the 9 others about 20 ms each; at 500 ms only \
+                 {completed} of those 9 were uploaded and the open uploads were {open:?}. The \
+                 batch keeps {CONCURRENT_UPLOADS} files going: when one finishes, the next file \
+                 starts at once instead of waiting for a slower one"
+            );
+        }
+    }
+
     /// A file whose part fails has its own upload aborted.
     async fn a_failed_part_aborts_its_upload() {
         let store = photo_zero_fails(1);
