@@ -90,6 +90,7 @@ async fn overlap(busy_secs: u64, transfers: Vec<(usize, usize, u64)>) -> Result<
     }
     // Every transfer gets to run up to its wait for the audit log before any room frees up.
     kata_support::settle().await;
+    midway(&bank, &transfers).await?;
     let busy = Duration::from_secs(busy_secs);
     let compliance = tokio::spawn(async move {
         tokio::time::sleep(busy).await;
@@ -190,6 +191,51 @@ async fn overlap(busy_secs: u64, transfers: Vec<(usize, usize, u64)>) -> Result<
             "the transfers that returned `Ok` were {completed:?}, but the audit log holds \
              {in_log:?}: every completed transfer must be logged once, and no refused one"
         ));
+    }
+    Ok(())
+}
+
+/// Polls `future` once: `Some` with its output if it finished in that poll, `None` if it had to
+/// wait (it is then dropped, which a balance read or a transfer must allow at any `.await`).
+async fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+/// Looks at the bank while every transfer waits for the full audit log, before any of them can
+/// have completed: each balance must still read as it opened (a balance the lock keeps from being
+/// read at this moment shows nothing, and that is fine), and a transfer of an account's whole
+/// opening balance, tried once and given up, must not be refused for lack of funds.
+async fn midway(bank: &Bank, transfers: &[(usize, usize, u64)]) -> Result<(), String> {
+    for (index, &(name, opening)) in BRANCH.iter().enumerate() {
+        if let Some(seen) = poll_once(bank.balance(name)).await {
+            if seen != Some(opening) {
+                return Err(format!(
+                    "while the transfers {transfers:?} (from, to, amount; accounts 0 alice, 1 bob, \
+                     2 carol) all waited for the full audit log, so that none of them could have \
+                     completed yet, the balance of {name} read {seen:?}, expected Some({opening}): \
+                     a transfer changed a balance before it could complete, and a reconciliation \
+                     run at that moment finds money that has not moved (or has vanished)"
+                ));
+            }
+        }
+        let to = BRANCH[(index + 1) % BRANCH.len()].0;
+        if let Some(Err(TransferError::InsufficientFunds { available })) =
+            poll_once(bank.transfer(name, to, opening)).await
+        {
+            return Err(format!(
+                "while the transfers {transfers:?} (from, to, amount; accounts 0 alice, 1 bob, 2 \
+                 carol) all waited for the full audit log, so that none of them could have \
+                 completed yet, a transfer of {opening} cents from {name} to {to} was refused with \
+                 `InsufficientFunds {{ available: {available} }}`: {name} still held its opening \
+                 {opening} cents, and money a waiting transfer may never move was already \
+                 counted as gone"
+            ));
+        }
     }
     Ok(())
 }
