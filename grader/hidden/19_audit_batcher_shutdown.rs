@@ -761,9 +761,18 @@ hidden_test! {
     /// store finishes them; the fake keeps them in order only because every write takes exactly
     /// `WRITE_LATENCY`.
     async fn the_store_never_has_two_writes_in_progress() {
-        // (records, pause, more records): shutdown follows at once.
-        let scenarios: [(u64, u64, u64); 3] = [(250, 0, 0), (100, 1, 150), (200, 70, 0)];
-        for (first, pause_ms, second) in scenarios {
+        // (records, pause, more records, the more sent in one go): shutdown follows at once.
+        // Sent in one go, without yielding to the flusher, the second burst is still queued
+        // behind the part batch the flusher holds when shutdown begins.
+        let scenarios: [(u64, u64, u64, bool); 6] = [
+            (250, 0, 0, false),
+            (100, 1, 150, false),
+            (200, 70, 0, false),
+            (40, 1, 200, true),
+            (70, 1, 31, true),
+            (99, 1, 160, true),
+        ];
+        for (first, pause_ms, second, in_one_go) in scenarios {
             let sink = AuditSink::new();
             let tailing = watch_appends(sink.clone());
             let service = AuditService::start(sink.clone());
@@ -778,8 +787,15 @@ hidden_test! {
             } else {
                 tokio::time::sleep(Duration::from_millis(pause_ms)).await;
             }
-            for r in &expected[first as usize..] {
-                log.record(r.clone()).await.expect("the audit trail is running");
+            let more = async {
+                for r in &expected[first as usize..] {
+                    log.record(r.clone()).await.expect("the audit trail is running");
+                }
+            };
+            if in_one_go {
+                tokio::task::unconstrained(more).await;
+            } else {
+                more.await;
             }
             drop(log);
             let shutdown = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
@@ -797,8 +813,9 @@ hidden_test! {
                 None
             };
             if let Some(seen) = seen {
+                let sent = if in_one_go { " sent in one go" } else { "" };
                 panic!(
-                    "{first} records, a pause of {pause_ms} ms, {second} more, then shutdown: \
+                    "{first} records, a pause of {pause_ms} ms, {second} more{sent}, then shutdown: \
                      {seen}. Concurrent appends may land in either order in a real store (this \
                      fake keeps them in order only because every write takes exactly \
                      {WRITE_LATENCY:?}): the audit trail stays in the order recorded only when \
