@@ -3,9 +3,12 @@
 //! temporary file is left, and a reader, through the index or straight from the disk, sees the old
 //! version or the new one in full.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use capstone_document_store::{DocStore, FakeFs, Index, STEP, WRITE_CHUNK};
@@ -221,6 +224,65 @@ fn deploy_at(seed: u64, fresh: fn() -> State, at: Duration) -> Result<(State, De
     Ok((state, ended.map_or(Deployed::Cut, Deployed::Returned)))
 }
 
+/// A request handler polls `save` (every millisecond of virtual time, as a task would be polled,
+/// and as often as `save` needs), and a deploy shuts the runtime down right after the poll number
+/// `cut_after`, before any other task gets to run: a task spawned in that poll is dropped without
+/// ever being polled. `parked` says whether `save` is parked in a task at the shutdown, or dropped
+/// after the runtime is gone. Returns the state, how the save ended, and whether the save ended
+/// before that poll (then there is nothing further to cut).
+fn deploy_right_after_poll(
+    seed: u64,
+    fresh: fn() -> State,
+    cut_after: usize,
+    parked: bool,
+) -> Result<(State, Deployed, bool), String> {
+    let rt = runtime::local(seed);
+    let state = rt.block_on(async { fresh() });
+    let mut save: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = {
+        let _in = rt.handle().enter();
+        let (store, _, _) = state.clone();
+        Box::pin(async move { store.save(ID, NEW).await })
+    };
+    let (ended, finished_early) = rt.block_on(async {
+        let mut polls = 0;
+        loop {
+            let poll = std::future::poll_fn(|cx| Poll::Ready(save.as_mut().poll(cx))).await;
+            polls += 1;
+            if let Poll::Ready(result) = poll {
+                return (Deployed::Returned(result), polls < cut_after);
+            }
+            if polls >= cut_after {
+                return (Deployed::Cut, false);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let shutdown = std::panic::catch_unwind(AssertUnwindSafe(move || {
+        if parked {
+            rt.spawn_local(async move {
+                let _parked = save;
+                std::future::pending::<()>().await;
+            });
+            drop(rt);
+        } else {
+            drop(rt);
+            drop(save);
+        }
+    }));
+    std::panic::set_hook(hook);
+    if let Err(panic) = shutdown {
+        let panic = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        return Err(format!("the runtime's shutdown panicked: {panic}"));
+    }
+    Ok((state, ended, finished_early))
+}
+
 hidden_test! {
     /// Nothing cancelled: once `save` returns, the document is indexed, readable and complete,
     /// and no temporary file is left.
@@ -408,6 +470,54 @@ hidden_test! {
                              shutdown): {seen}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// A deploy right after any poll of `save`, before any other task runs: on a runtime with
+    /// several threads the shutdown can come between the poll that put the document in place
+    /// and the first poll of a task that poll spawned, and the store must still be consistent.
+    fn a_deploy_right_after_any_poll_of_save_leaves_the_store_consistent() {
+        let cases: [(&str, fn() -> State, Option<&'static [u8]>); 2] = [
+            ("saving a new document", empty_store, None),
+            ("replacing a document", store_with_old_version, Some(OLD)),
+        ];
+        for (what, fresh, old) in cases {
+            for cut_after in 1..2000 {
+                let mut finished = false;
+                for parked in [true, false] {
+                    let seed = SEEDS[cut_after % SEEDS.len()];
+                    let seen = deploy_right_after_poll(seed, fresh, cut_after, parked).and_then(
+                        |((store, fs, index), ended, early)| {
+                            finished = early;
+                            check_consistent(&fs, &index, old, NEW)?;
+                            if let Deployed::Returned(result) = ended {
+                                result.map_err(|e| format!("save failed: {e}"))?;
+                                if store.load(ID).as_deref() != Some(NEW) {
+                                    return Err("save() returned Ok but load() does not return \
+                                        the new document"
+                                        .to_owned());
+                                }
+                            }
+                            Ok(())
+                        },
+                    );
+                    if let Err(seen) = seen {
+                        let dropped = if parked {
+                            "with save() parked in its task"
+                        } else {
+                            "and save() was dropped after the runtime was gone"
+                        };
+                        panic!(
+                            "{what}: a deploy shut the runtime down right after poll {cut_after} \
+                             of save(), before any other task ran (a task spawned during that \
+                             poll was dropped without ever running), {dropped}: {seen}"
+                        );
+                    }
+                }
+                if finished {
+                    break;
                 }
             }
         }
