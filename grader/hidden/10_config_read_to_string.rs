@@ -432,9 +432,11 @@ hidden_test! {
 
     /// Any way of cutting the config into chunks (inside multi-byte characters too), with any
     /// pauses between them: each round returns within `PATIENCE`, each `Stalled` reports exactly
-    /// the bytes that had arrived, and the text is the config, byte for byte.
+    /// the bytes that had arrived, and the text is the config, byte for byte. The config holds a
+    /// U+FFFD (an old admin panel wrote it into a label): valid UTF-8, a character like any other.
     fn any_chunking_and_pauses_give_the_exact_config() {
-        let text = "# Zürich → Zoë 🚦 Łódź\nhost = \"api.example.com\"\nnote = \"日本語のメモ\"\n";
+        let text = "# Zürich → Zoë 🚦 Łódź\nhost = \"api.example.com\"\nnote = \"日本語のメモ\"\n\
+                    label = \"caf\u{FFFD}\"\n";
         let len = text.len();
         let cuts = proptest::collection::btree_set(1..len, 0..10);
         let pauses = proptest::collection::vec(
@@ -470,7 +472,13 @@ hidden_test! {
                     let fetched = config
                         .resume()
                         .await
-                        .map_err(|e| format!("{scenario}: the download failed: {e}"))?;
+                        .map_err(|e| {
+                            format!(
+                                "{scenario}: the download failed: {e}. The config sent is valid \
+                                 UTF-8 (its `label` holds a U+FFFD, the replacement character, \
+                                 sent as its own bytes EF BF BD, a character like any other)"
+                            )
+                        })?;
                     let took = start.elapsed();
                     if took > PATIENCE {
                         return Err(format!("{scenario}: a round took {took:?}, longer than PATIENCE"));
