@@ -55,6 +55,9 @@ enum Mailer {
     /// Takes the job and, after this long, its task ends (it crashed): the job's reply sender and
     /// the queue's receiver are dropped together.
     CrashesAndQuits(Duration),
+    /// Takes the job and at once stops taking new ones (it is shutting down gracefully: the
+    /// queue's receiver is dropped), then, after this long, sends the email and answers.
+    ClosesIntakeThenAnswers(Duration),
 }
 
 /// Starts a fake mailer worker on a queue of capacity 8 and returns its sender and log.
@@ -79,6 +82,16 @@ fn start_mailer(behaviour: Mailer) -> (mpsc::Sender<Request>, Log) {
                 Mailer::Crashes(after) => {
                     sleep(after).await;
                     drop(reply);
+                }
+                Mailer::ClosesIntakeThenAnswers(work) => {
+                    drop(jobs);
+                    sleep(work).await;
+                    *worker_log.inner.lock().unwrap().sent.entry(job.id).or_default() += 1;
+                    let receipt = Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) };
+                    if reply.send(receipt).is_err() {
+                        worker_log.inner.lock().unwrap().lost_receipts += 1;
+                    }
+                    return;
                 }
                 Mailer::CrashesAndQuits(after) => {
                     sleep(after).await;
@@ -303,6 +316,35 @@ hidden_test! {
                      must not be queued again"
                 );
             }
+        }
+    }
+
+    /// A worker shutting down gracefully takes the job, stops taking new ones (its end of the
+    /// queue is dropped) and still sends the email and answers, quickly or after several
+    /// attempts: the client returns that receipt the moment it comes, not `QueueClosed`.
+    async fn a_worker_that_stops_taking_jobs_still_answers_the_one_it_took() {
+        for work in [Duration::ZERO, Duration::from_millis(150), 2 * ATTEMPT] {
+            let (queue, log) = start_mailer(Mailer::ClosesIntakeThenAnswers(work));
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let start = Instant::now();
+            let outcome = timeout(Duration::from_secs(60), client.send_email(job(7)))
+                .await
+                .expect("send_email did not return within 60 s (virtual)");
+            let waited = start.elapsed();
+            sleep(Duration::from_secs(30)).await;
+            let setting = format!(
+                "the worker took the job, stopped taking new ones at once (it is shutting down: \
+                 the queue's receiver was dropped), and sent the email and its receipt {work:?} \
+                 later"
+            );
+            assert_eq!(
+                (&outcome, waited),
+                (&Ok(Receipt { job_id: 7, message_id: "msg-7".into() }), work),
+                "{setting}; the client returned {outcome:?} after {waited:?}. The job was queued \
+                 and taken, so its receipt is coming: a closed queue means only that no new job \
+                 can be queued (a shopper told `QueueClosed` retries, and gets the email twice)"
+            );
+            assert_eq!(log.sent(7), 1, "{setting}; the email must be sent exactly once");
         }
     }
 
