@@ -216,6 +216,28 @@ async fn pool_shutdown(workers: usize, queued: u64, close_first: bool) {
     );
 }
 
+/// Polls a feed that just returned `Pending` while nothing changes, and panics if it keeps waking
+/// itself. One wake right after a poll is allowed (a cooperative yield, as `FuturesUnordered`
+/// does after polling its futures): polled again, the feed must then wait quietly.
+fn settles_without_waking_itself(feed: &mut task::Spawn<JobFeed>, waiting: &str) {
+    const POLLS: usize = 3;
+    for poll in 1..=POLLS {
+        if !feed.is_woken() {
+            return;
+        }
+        if poll == POLLS {
+            break;
+        }
+        assert_pending!(feed.poll_next(), "{waiting}: the feed must wait");
+    }
+    panic!(
+        "{waiting} and nothing changed, yet the feed woke its own task after each of {POLLS} \
+         polls in a row: it is busy-polling, burning a CPU for as long as it waits. Return \
+         `Pending` only with a waker registered somewhere that will fire, and do not wake \
+         yourself"
+    );
+}
+
 hidden_test! {
     /// Nothing contended: queued jobs come out in order, and an empty queue wakes the feed when
     /// a job arrives.
@@ -270,12 +292,7 @@ hidden_test! {
             feed.poll_next(),
             "another worker holds the receiver: the feed must wait for its turn"
         );
-        assert!(
-            !feed.is_woken(),
-            "the feed woke its own task although nothing changed: it is busy-polling, burning a \
-             CPU for as long as another worker holds the receiver. Return `Pending` only with a \
-             waker registered somewhere that will fire, and do not wake yourself"
-        );
+        settles_without_waking_itself(&mut feed, "another worker holds the receiver");
 
         tx.send(job(7)).await.expect("the queue is open");
         drop(other_worker);
@@ -491,5 +508,39 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A pool of two idle workers on an empty queue for ten minutes: one holds the receiver and
+    /// waits for a job, the other waits for its turn. Nothing changes, so neither may be woken.
+    async fn an_idle_pool_is_not_woken_while_the_queue_stays_empty() {
+        let (tx, rx) = mpsc::channel(8);
+        let jobs = shared(rx);
+        let mut first = task::spawn(JobFeed::new(jobs.clone()));
+        let mut second = task::spawn(JobFeed::new(jobs.clone()));
+        assert_pending!(first.poll_next(), "the queue is empty: the feed must wait");
+        settles_without_waking_itself(&mut first, "the queue is empty");
+        assert_pending!(second.poll_next(), "the queue is empty: the feed must wait");
+        settles_without_waking_itself(&mut second, "another worker waits on the empty queue");
+        let start = Instant::now();
+        const IDLE_SECS: u64 = 600;
+        for _ in 0..IDLE_SECS {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for (worker, feed) in [("the worker waiting for a job", &first), (
+                "the worker waiting for its turn",
+                &second,
+            )] {
+                assert!(
+                    !feed.is_woken(),
+                    "two workers idled on an empty queue, and nothing changed, but the feed of \
+                     {worker} was woken {:?} later: an idle pool that wakes itself on a timer \
+                     (a lease, a retry, a periodic re-check) churns for ever. Wake only when a \
+                     job arrives, the channel closes or the receiver is let go",
+                    start.elapsed()
+                );
+            }
+        }
+        tx.send(job(1)).await.expect("the queue is open");
+        assert!(first.is_woken(), "a job arrived, but the worker waiting for it was not woken");
+        assert_eq!(assert_ready!(first.poll_next()), Some(job(1)));
     }
 }
