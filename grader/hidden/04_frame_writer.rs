@@ -140,6 +140,7 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
 /// bytes to the wire, 3 bytes per poll, yielding in between. What reached the wire is recorded.
 struct BufferedLink {
     chunk: usize,
+    flush_chunk: usize,
     held: Vec<u8>,
     wire: Arc<Mutex<Vec<u8>>>,
     yielded: bool,
@@ -152,8 +153,16 @@ impl BufferedLink {
 
     /// The same, moving `chunk` bytes per write and per step of the flush.
     fn with_chunk(chunk: usize) -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
+        BufferedLink::with_chunks(chunk, chunk)
+    }
+
+    /// The same, taking `chunk` bytes per write and moving `flush_chunk` per step of the flush:
+    /// with a large `chunk`, a small frame goes into the buffer in one write, and the flush still
+    /// takes several polls.
+    fn with_chunks(chunk: usize, flush_chunk: usize) -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
         let wire = Arc::new(Mutex::new(Vec::new()));
-        let link = BufferedLink { chunk, held: Vec::new(), wire: wire.clone(), yielded: false };
+        let held = Vec::new();
+        let link = BufferedLink { chunk, flush_chunk, held, wire: wire.clone(), yielded: false };
         (link, wire)
     }
 
@@ -185,7 +194,7 @@ impl AsyncWrite for BufferedLink {
             if !self.take_turn(cx) {
                 return Poll::Pending;
             }
-            let n = self.held.len().min(self.chunk);
+            let n = self.held.len().min(self.flush_chunk);
             let moved: Vec<u8> = self.held.drain(..n).collect();
             self.wire.lock().expect("wire lock").extend_from_slice(&moved);
         }
@@ -233,10 +242,10 @@ impl Rig {
     }
 
     /// A connection taking `chunk` bytes per write, writing straight to the wire or (`buffered`)
-    /// into a buffer that its flush moves to the wire `chunk` bytes per poll.
-    fn with_chunk(chunk: usize, buffered: bool) -> Rig {
+    /// into a buffer that its flush moves to the wire `flush_chunk` bytes per poll.
+    fn with_chunk(chunk: usize, buffered: bool, flush_chunk: usize) -> Rig {
         let (io, wire): (Link, Server) = if buffered {
-            let (io, wire) = BufferedLink::with_chunk(chunk);
+            let (io, wire) = BufferedLink::with_chunks(chunk, flush_chunk);
             (Box::pin(io), Server::Buffered(wire))
         } else {
             let (io, wire) = RecordingWriter::new(chunk);
@@ -248,6 +257,16 @@ impl Rig {
     /// A connection whose writes only buffer and whose flush takes several polls.
     fn buffered() -> Rig {
         let (io, wire) = BufferedLink::new();
+        Rig {
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
+            wire: Server::Buffered(wire),
+        }
+    }
+
+    /// A connection whose writes only buffer, taking a whole small frame in one write, and whose
+    /// flush moves 3 bytes per poll: a cut then lands in the flush after a single write.
+    fn buffered_whole_writes() -> Rig {
+        let (io, wire) = BufferedLink::with_chunks(4_096, 3);
         Rig {
             writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
             wire: Server::Buffered(wire),
@@ -406,13 +425,14 @@ impl AsyncWrite for PacedWriter {
 }
 
 /// One cut of a large frame: its body length, the bytes the connection takes per write, whether
-/// the connection buffers, where the cut falls (per mille of the polls a whole send needs), and
+/// the connection buffers (and how many bytes each step of its flush moves), where the cut falls (per mille of the polls a whole send needs), and
 /// whether the caller then retries the frame or moves on to the next one.
 #[derive(Debug, Clone, Copy)]
 struct BigCut {
     body: usize,
     chunk: usize,
     buffered: bool,
+    flush_chunk: usize,
     cut_permille: usize,
     retry: bool,
 }
@@ -424,13 +444,15 @@ fn big_cuts() -> impl Strategy<Value = BigCut> {
         prop_oneof![1 => 0usize..=64, 4 => 8_000usize..=24_000],
         prop_oneof![1 => Just(3usize), 4 => 64usize..=4_096],
         any::<bool>(),
+        prop_oneof![1 => Just(3usize), 1 => 16usize..=64, 2 => 64usize..=4_096],
         0usize..1_000,
         any::<bool>(),
     )
-        .prop_map(|(body, chunk, buffered, cut_permille, retry)| BigCut {
+        .prop_map(|(body, chunk, buffered, flush_chunk, cut_permille, retry)| BigCut {
             body,
             chunk,
             buffered,
+            flush_chunk,
             cut_permille,
             retry,
         })
@@ -597,7 +619,7 @@ hidden_test! {
     /// The explorer cuts `send_frame` after every poll (mid-header, mid-body, after the last
     /// byte); the caller then retries the same frame. The server must read it exactly once.
     async fn a_retry_after_any_cut_sends_the_frame_once() {
-        for rig in [Rig::new as fn() -> Rig, Rig::buffered] {
+        for rig in [Rig::new as fn() -> Rig, Rig::buffered, Rig::buffered_whole_writes] {
         let first = frame(7, "hello");
         assert_cancel_safe(
             rig,
@@ -617,7 +639,7 @@ hidden_test! {
     /// After a cut, the caller moves on to the next frame instead: the interrupted frame must be
     /// finished first, so the server reads both frames whole.
     async fn the_next_frame_after_a_cut_keeps_the_framing() {
-        for rig in [Rig::new as fn() -> Rig, Rig::buffered] {
+        for rig in [Rig::new as fn() -> Rig, Rig::buffered, Rig::buffered_whole_writes] {
         let first = frame(7, "hello");
         let second = frame(8, "world");
         assert_cancel_safe(
@@ -780,12 +802,14 @@ hidden_test! {
     /// however large the frame is compared with any buffer the writer or the connection keeps.
     fn large_frames_cut_anywhere_are_resumed() {
         check_property(32, big_cuts(), |cut| async move {
-            let rig = Rig::with_chunk(cut.chunk, cut.buffered);
+            let rig = Rig::with_chunk(cut.chunk, cut.buffered, cut.flush_chunk);
             let first = big_frame(7, cut.body);
             let second = big_frame(8, 300);
             // Writes and flush steps each take two polls; a send needs about this many.
-            let steps = (HEADER_LEN + cut.body).div_ceil(cut.chunk);
-            let polls = 2 * steps * if cut.buffered { 2 } else { 1 } + 4;
+            let writes = (HEADER_LEN + cut.body).div_ceil(cut.chunk);
+            let flushes =
+                if cut.buffered { (HEADER_LEN + cut.body).div_ceil(cut.flush_chunk) } else { 0 };
+            let polls = 2 * (writes + flushes) + 4;
             let stop = cut.cut_permille * polls / 1_000;
             let outcome = {
                 let sending = rig.clone();
@@ -819,12 +843,15 @@ hidden_test! {
                 } else {
                     format!("finished before the cut and {how}")
                 };
+                let buffer = if cut.buffered {
+                    format!(" into a buffer that a flush moves to the wire {} bytes per poll", cut.flush_chunk)
+                } else {
+                    String::new()
+                };
                 format!(
                     "a frame with a {}-byte body, sent over a connection taking {} bytes per \
-                     write{}, {what}: {problem}",
-                    cut.body,
-                    cut.chunk,
-                    if cut.buffered { " into a buffer that a flush moves to the wire" } else { "" }
+                     write{buffer}, {what}: {problem}",
+                    cut.body, cut.chunk,
                 )
             })
         });
