@@ -174,6 +174,54 @@ hidden_test! {
         .await;
     }
 
+    /// A request can be cancelled before it is ever polled: `select!` drops a branch it never
+    /// polled when another one (the client hanging up) is ready first, and a caller may build
+    /// requests and then drop them all. Such a request must leave nothing counted.
+    async fn a_request_dropped_before_its_first_poll_leaves_the_gauge_at_zero() {
+        for limit in 1..=3 {
+            let gateway = Gateway::new(limit);
+            let unpolled: Vec<_> =
+                (0..limit).map(|_| gateway.forward(std::future::pending::<()>())).collect();
+            drop(unpolled);
+            let gauge = gateway.in_flight();
+            assert_eq!(
+                gauge,
+                0,
+                "limit {limit}: {limit} requests were created and dropped before their first \
+                 poll (as a `select!` drops a branch it never polled), {}",
+                describe_gauge(gauge, 0)
+            );
+            let (hung_up, client) = tokio::sync::oneshot::channel::<()>();
+            drop(hung_up);
+            tokio::select! {
+                biased;
+                _ = client => {}
+                _ = gateway.forward(async { 200 }) => {
+                    panic!("the `select!` polled the request although the client had gone first");
+                }
+            }
+            let gauge = gateway.in_flight();
+            assert_eq!(
+                gauge,
+                0,
+                "limit {limit}: a handler's `select!` saw its client gone before it polled the \
+                 request, and dropped the request unpolled, {}",
+                describe_gauge(gauge, 0)
+            );
+            let mut requests: Vec<_> =
+                (0..limit).map(|_| task::spawn(gateway.forward(std::future::pending::<()>()))).collect();
+            for (index, request) in requests.iter_mut().enumerate() {
+                assert!(
+                    request.poll().is_pending(),
+                    "limit {limit}: after requests dropped before their first poll, request \
+                     {index} of {limit} was shed (or ended) at once: a gateway with no request \
+                     in flight must take `limit` new ones"
+                );
+            }
+            assert_eq!(gateway.in_flight(), limit, "limit {limit}: {limit} requests wait for the backend");
+        }
+    }
+
     /// A client that disconnects `limit` times must not lock everybody out.
     async fn cancelled_requests_do_not_exhaust_the_limit() {
         let gateway = Gateway::new(3);
