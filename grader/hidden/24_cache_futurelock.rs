@@ -121,44 +121,88 @@ hidden_test! {
         assert_eq!(state.slow_refreshes, 0, "a 50 ms wait is below SLOW_LOCK");
     }
 
-    /// The report holds the lock for a whole second. The refresh must finish soon after the
-    /// report lets go, with the new catalog in place as soon as it returns, and the slow refresh
-    /// counted.
+    /// The report holds the lock for a whole second, and on another night for fifty seconds. The
+    /// refresh must finish soon after the report lets go, with the new catalog in place as soon
+    /// as it returns, and the slow refresh counted.
     async fn a_slow_refresh_finishes_and_is_counted() {
+        for report_secs in [1, 50] {
+            let cache = CatalogCache::new(catalog(1));
+            let report = hold_lock_for(&cache, Duration::from_secs(report_secs)).await;
+            let start = Instant::now();
+            let refreshed = tokio::time::timeout(HANG, cache.refresh(catalog(2))).await;
+            assert!(
+                refreshed.is_ok(),
+                "futurelock: refresh() had not finished {} s after it started, although the \
+                 report let go of the lock after {report_secs} s and nothing else wanted it. The \
+                 task is asleep, waiting for a lock that one of its own futures now holds or is \
+                 queued for (a guard still alive, or a lock future kept but no longer polled), \
+                 so nothing will ever wake it",
+                HANG.as_secs()
+            );
+            let took = start.elapsed();
+            // The refresher looks the catalog up as soon as its refresh has returned.
+            let seen = cache.lock().await.catalog.version;
+            assert_eq!(
+                seen, 2,
+                "refresh(v2) returned after {took:?}, while the report held the lock for \
+                 {report_secs} s, and a lookup made right after it returned saw catalog v{seen}: \
+                 a refresh that has returned must have put its catalog in place, not given up \
+                 or left the swap to work that goes on without it"
+            );
+            report.await.expect("the report task failed");
+            let state = cache.lock().await;
+            assert_eq!(
+                state.catalog,
+                catalog(2),
+                "the refresh finished but the old catalog is still in place"
+            );
+            assert_eq!(
+                state.slow_refreshes, 1,
+                "the refresh waited {took:?} for the lock (SLOW_LOCK is {SLOW_LOCK:?}), but \
+                 slow_refreshes reads {}: a slow refresh must be counted exactly once",
+                state.slow_refreshes
+            );
+        }
+    }
+
+    /// The report holds the lock for a second; lookups queue for it while the refresh waits, one
+    /// before its `SLOW_LOCK` timer fires and one after, and each reads the catalog and the
+    /// counter under the lock. A lookup that finds the refresh's catalog in place must find the
+    /// slow refresh counted, as the dashboard would.
+    async fn a_lookup_that_sees_the_new_catalog_sees_the_slow_refresh_counted() {
         let cache = CatalogCache::new(catalog(1));
         let report = hold_lock_for(&cache, Duration::from_secs(1)).await;
-        let start = Instant::now();
+        let lookups: Vec<_> = [SLOW_LOCK / 2, SLOW_LOCK * 3 / 2]
+            .into_iter()
+            .map(|after| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let state = cache.lock().await;
+                    let seen = (state.catalog.version, state.slow_refreshes);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    (after, seen)
+                })
+            })
+            .collect();
         let refreshed = tokio::time::timeout(HANG, cache.refresh(catalog(2))).await;
         assert!(
             refreshed.is_ok(),
             "futurelock: refresh() had not finished {} s after it started, although the report \
-             let go of the lock after 1 s and nothing else wanted it. The task is asleep, waiting \
-             for a lock that one of its own futures now holds or is queued for (a guard still \
-             alive, or a lock future kept but no longer polled), so nothing will ever wake it",
+             let go of the lock after 1 s and two lookups held it for 10 ms each",
             HANG.as_secs()
         );
-        let took = start.elapsed();
-        // The refresher looks the catalog up as soon as its refresh has returned.
-        let seen = cache.lock().await.catalog.version;
-        assert_eq!(
-            seen, 2,
-            "refresh(v2) returned after {took:?}, while the report held the lock for 1 s, and a \
-             lookup made right after it returned saw catalog v{seen}: a refresh that has returned \
-             must have put its catalog in place, not left the swap to work that goes on without it"
-        );
         report.await.expect("the report task failed");
-        let state = cache.lock().await;
-        assert_eq!(
-            state.catalog,
-            catalog(2),
-            "the refresh finished but the old catalog is still in place"
-        );
-        assert_eq!(
-            state.slow_refreshes, 1,
-            "the refresh waited {took:?} for the lock (SLOW_LOCK is {SLOW_LOCK:?}), but \
-             slow_refreshes reads {}: a slow refresh must be counted exactly once",
-            state.slow_refreshes
-        );
+        for lookup in lookups {
+            let (after, (version, slow)) = lookup.await.expect("a lookup task failed");
+            assert!(
+                version != 2 || slow == 1,
+                "a lookup that asked for the lock {after:?} into the refresh (which waited a \
+                 second behind the report) found the new catalog v2 in place, but \
+                 slow_refreshes read {slow}: whenever the refresh's catalog is in place, its \
+                 slow wait must already be counted, not counted a moment later"
+            );
+        }
     }
 
     /// The refresher gives up on a refresh (its own timeout fires, it shuts down) at any moment
