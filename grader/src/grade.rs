@@ -54,6 +54,10 @@ pub struct TestResult {
     pub status: Outcome,
     pub message: String,
     pub duration_ms: u64,
+    /// Where the future was parked when the failing cut dropped it, outermost first (see
+    /// `explain`); empty unless the explanation build placed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<crate::explain::Cut>,
 }
 
 /// One unit's (kata's or decoy's) result (serialized in reports and in the verdict cache).
@@ -99,6 +103,9 @@ pub struct Options {
     /// uses every core and builds in one target directory wait on each other's lock (which the
     /// build's idle limit would take for a runaway); test phases hold it together.
     pub gate: Option<Arc<RwLock<()>>>,
+    /// After a test fails at a cut, build the learner's source once more to show where the future
+    /// was parked (`explain`); costs a build of each such unit, and nothing when all pass.
+    pub explain: bool,
 }
 
 impl Options {
@@ -128,7 +135,8 @@ pub fn grade(
     let started = Instant::now();
     let cache = options.cache.then(|| Cache::open(course)).flatten();
     let Some(cache) = cache else {
-        let (results, _) = grade_repeated(course, set, units, options, 1, progress)?;
+        let (mut results, _) = grade_repeated(course, set, units, options, 1, progress)?;
+        explain_cuts(course, units, &mut results, options, progress);
         return Ok((results, started.elapsed()));
     };
     let keys: Vec<Option<cache::Key>> =
@@ -143,7 +151,8 @@ pub fn grade(
             return anyhow::Ok(());
         }
         let pending: Vec<Unit> = indices.iter().map(|&i| units[i].clone()).collect();
-        let (graded, _) = grade_repeated(course, set, &pending, options, 1, progress)?;
+        let (mut graded, _) = grade_repeated(course, set, &pending, options, 1, progress)?;
+        explain_cuts(course, &pending, &mut graded, options, progress);
         for (&i, result) in indices.iter().zip(graded) {
             if let Some(key) = &keys[i] {
                 cache.put(key, &result);
@@ -174,6 +183,54 @@ pub fn grade(
     grade_these(&late, &mut results)?;
     let results = results.into_iter().map(|r| r.expect("every unit graded or cached")).collect();
     Ok((results, started.elapsed()))
+}
+
+/// Gives each test that failed at a cut the `.await`s the future was parked at, from a second
+/// build of the unit's source in the explanation set (see `explain`). Best effort: a unit whose
+/// explanation build fails, or whose test fails differently there, is left as it was.
+fn explain_cuts(
+    course: &Course,
+    units: &[Unit],
+    results: &mut [UnitResult],
+    options: &Options,
+    progress: &Progress,
+) {
+    if !options.explain {
+        return;
+    }
+    let wanted: Vec<usize> = (0..units.len())
+        .filter(|&i| units[i].lib_rs.ends_with("src/lib.rs"))
+        .filter(|&i| {
+            results[i].tests.iter().any(|t| {
+                t.status == Outcome::Failed && crate::explain::is_cut_failure(&t.message)
+            })
+        })
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let pending: Vec<Unit> = wanted.iter().map(|&i| units[i].clone()).collect();
+    let Ok((explained, _)) =
+        grade_repeated(course, crate::explain::SET, &pending, options, 1, progress)
+    else {
+        return;
+    };
+    for (&i, again) in wanted.iter().zip(explained) {
+        let Ok(source) = std::fs::read_to_string(&units[i].lib_rs) else {
+            continue;
+        };
+        let file = results[i].file.clone();
+        for test in results[i].tests.iter_mut().filter(|t| t.status == Outcome::Failed) {
+            let Some(second) = again.tests.iter().find(|t| t.name == test.name) else {
+                continue;
+            };
+            let (message, points) = crate::explain::take_trailer(&second.message);
+            let same = crate::explain::cut_phrase(&message) == crate::explain::cut_phrase(&test.message);
+            if second.status == Outcome::Failed && same {
+                test.parked = crate::explain::cuts(&file, &source, &points);
+            }
+        }
+    }
 }
 
 /// A unit's per-test timeout: the override, else the kata's own, else the default.
@@ -379,6 +436,7 @@ pub fn grade_repeated(
                 status: r.outcome,
                 message: r.message.clone(),
                 duration_ms: r.duration.as_millis().try_into().unwrap_or(u64::MAX),
+                parked: Vec::new(),
             })
             .collect();
         if let Some(file) = tampered[i] {
@@ -391,6 +449,7 @@ pub fn grade_repeated(
                     shown(file)
                 ),
                 duration_ms: 0,
+                parked: Vec::new(),
             });
         }
         let status = if errors[i].is_some() && trusted_changed.is_some() {

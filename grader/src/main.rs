@@ -31,6 +31,7 @@ mod cmd;
 mod compile;
 mod course;
 mod decoy;
+mod explain;
 mod grade;
 mod gradebook;
 mod invoked;

@@ -13,6 +13,7 @@ use anyhow::{Context, anyhow};
 use toml::{Table, Value};
 
 use crate::course::Course;
+use crate::explain;
 use crate::stage;
 
 /// One library to build and test: a kata's sources from one tree, or one decoy.
@@ -137,6 +138,12 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
     let kata_deps = deps(&course.build.kata_dependencies)?;
     let mut test_deps = kata_deps.clone();
     test_deps.extend(deps(&course.build.test_dependencies)?);
+    // The explanation build's library calls the support crate's `trace` (see `explain`).
+    let mut lib_deps = kata_deps.clone();
+    if set == explain::SET {
+        let support = workspace_dependency(&root_manifest, &course.root, "kata-support")?;
+        lib_deps.insert("kata-support".into(), support);
+    }
 
     // Cargo names outputs by a hash of the package's name and its path relative to the workspace,
     // the same for every set and every course sharing a target directory: without a salt, a
@@ -157,13 +164,17 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
             ))));
             continue;
         };
-        let sources = match stage::read(&unit.lib_rs, unit.shown()) {
+        let mut sources = match stage::read(&unit.lib_rs, unit.shown()) {
             Ok(sources) => sources,
             Err(rejected) => {
                 staged_units.push(Err(Excluded::Sources(rejected.to_string())));
                 continue;
             }
         };
+        if set == explain::SET && !explain_sources(&mut sources) {
+            staged_units.push(Err(Excluded::Sources("src/lib.rs does not parse".into())));
+            continue;
+        }
         // Outside the generated workspace: cargo fingerprints a source inside the workspace by
         // its relative path, which would be the same for every set (a solution's build would be
         // taken as fresh for the exercise).
@@ -186,7 +197,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
                     ("doctest", Value::from(false)),
                 ]),
             ),
-            ("dependencies", Value::Table(kata_deps.clone())),
+            ("dependencies", Value::Table(lib_deps.clone())),
             ("lints", toml_table([("rust", toml_table([("unsafe_code", Value::from("forbid"))]))])),
         ]);
         write_if_changed(&lib_dir.join("Cargo.toml"), &toml::to_string(&lib)?)?;
@@ -253,6 +264,22 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
     }
     trusted.sort();
     Ok(Generated { dir, units: staged_units, trusted, path_dependencies })
+}
+
+/// Rewrites the staged `src/lib.rs` for the explanation build ([`explain::instrument`]); false
+/// when it does not parse. The hash names the rewrite too, so a staged copy is rewritten when
+/// the rewrite changes.
+fn explain_sources(sources: &mut stage::Sources) -> bool {
+    let Some((_, bytes)) = sources.files.iter_mut().find(|(path, _)| path.as_os_str() == "lib.rs")
+    else {
+        return false;
+    };
+    let Some(rewritten) = std::str::from_utf8(bytes).ok().and_then(explain::instrument) else {
+        return false;
+    };
+    *bytes = rewritten.into_bytes();
+    sources.hash = format!("{}-explain-{}", sources.hash, explain::VERSION);
+    true
 }
 
 /// Every file a verdict depends on besides the learner's sources: the manifests, the lock file,

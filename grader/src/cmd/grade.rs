@@ -91,6 +91,7 @@ pub fn run(course: &Course, args: &GradeArgs) -> anyhow::Result<u8> {
             build_timeout: args.build_timeout.map(Duration::from_secs),
             cache: !args.no_cache,
             gate: Some(Arc::new(RwLock::new(()))),
+            explain: false,
         },
     };
 

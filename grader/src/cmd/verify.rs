@@ -64,6 +64,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         build_timeout: None,
         cache: false,
         gate: None,
+        explain: false,
     };
     let index =
         |kata: &Kata| course.katas.iter().position(|k| k.name == kata.name).expect("selected kata");

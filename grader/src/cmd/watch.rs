@@ -252,6 +252,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
         build_timeout: None,
         cache: true,
         gate: None,
+        explain: true,
     };
     let progress = Progress::new(true, true);
     let (results, took) =

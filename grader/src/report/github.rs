@@ -42,8 +42,15 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
                     None => result.name.clone(),
                 };
                 let message = test.map_or_else(|| super::reason(result), |t| t.message.clone());
-                let line = todo_line(&root.join(&result.file)).unwrap_or(1);
-                (result.file.clone(), line, title, message)
+                // At the `.await` the future was dropped at, when the explanation placed it;
+                // else at the `// TODO`.
+                match test.and_then(|t| t.parked.last()) {
+                    Some(cut) => (cut.file.clone(), cut.line, title, message),
+                    None => {
+                        let line = todo_line(&root.join(&result.file)).unwrap_or(1);
+                        (result.file.clone(), line, title, message)
+                    }
+                }
             }
         };
         let _ = writeln!(

@@ -83,6 +83,11 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
             ));
             out.push_str(&super::indent(&visible(test.message.trim_end()), 8));
             out.push('\n');
+            if !test.parked.is_empty() {
+                let note = crate::explain::render(&test.parked, style::enabled());
+                out.push_str(&super::indent(note.trim_end(), 8));
+                out.push('\n');
+            }
         }
         if matches!(result.status, Status::Failed | Status::TimedOut) {
             out.push_str(&format!("      edit {}\n", result.file));
@@ -151,6 +156,7 @@ mod tests {
                     name: "t".into(),
                     status,
                     message: "m".into(),
+                parked: Vec::new(),
                     duration_ms: 1,
                 })
                 .collect(),

@@ -61,6 +61,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::runtime::{self, Watch};
+use crate::trace::{self, Point, Trailer};
 
 /// How long (on the paused clock) the explorer waits for a wakeup before calling the future stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(3600);
@@ -134,21 +135,25 @@ pub struct CancelFailure {
     pub polls: usize,
     /// What the invariant check saw.
     pub seen: String,
+    /// The awaits of the learner's source the future was parked at when it was dropped,
+    /// outermost first; empty except in the grader's explanation build ([`crate::trace`]).
+    pub parked: Vec<Point>,
 }
 
 impl CancelFailure {
     fn undisturbed(polls: usize, seen: String) -> Self {
-        CancelFailure { cancelled_after: None, moment: None, polls, seen }
+        CancelFailure { cancelled_after: None, moment: None, polls, seen, parked: Vec::new() }
     }
 
-    fn cut(after: usize, moment: Moment, polls: usize, seen: String) -> Self {
-        CancelFailure { cancelled_after: Some(after), moment: Some(moment), polls, seen }
+    fn cut(after: usize, moment: Moment, polls: usize, seen: String, parked: Vec<Point>) -> Self {
+        CancelFailure { cancelled_after: Some(after), moment: Some(moment), polls, seen, parked }
     }
 }
 
 impl fmt::Display for CancelFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (n, seen) = (self.polls, &self.seen);
+        let trailer = Trailer(self.parked.clone());
         match (self.cancelled_after, self.moment) {
             (None, _) | (_, None) => write!(f, "without any cancellation ({n} polls): {seen}"),
             (Some(0), Some(Moment::Shutdown)) => {
@@ -173,7 +178,8 @@ impl fmt::Display for CancelFailure {
             (Some(k), Some(Moment::Elapsed(t))) => {
                 write!(f, "cancelled {t:?} into the run (after poll {k} of {n}): {seen}")
             }
-        }
+        }?;
+        write!(f, "{trailer}")
     }
 }
 
@@ -272,7 +278,7 @@ where
     };
     let state = fresh();
     let started = tokio::time::Instant::now();
-    let (polls, ended) = run_once(op(state.clone()), Stop::Never, watch.as_ref()).await;
+    let (polls, ended, _) = run_once(op(state.clone()), Stop::Never, watch.as_ref()).await;
     let length = started.elapsed();
     let outcome = match ended {
         Ended::Completed(value) => Outcome::Completed(value),
@@ -296,7 +302,7 @@ where
     let by_clock = options.cut_every.into_iter().flat_map(|step| instants(step, length));
     for stop in cuts_of(polls).chain(by_clock.map(Stop::After)) {
         let state = fresh();
-        let (ran, ended) = run_once(op(state.clone()), stop, watch.as_ref()).await;
+        let (ran, ended, parked) = run_once(op(state.clone()), stop, watch.as_ref()).await;
         // A run can finish in fewer polls than the baseline (a timer already fired, say); it is
         // then an undisturbed run and is checked as one.
         let outcome = match ended {
@@ -314,7 +320,7 @@ where
             Stop::After(t) => Moment::Elapsed(t),
             Stop::Woken(_) | Stop::Never => Moment::Woken,
         };
-        seen.map_err(|seen| CancelFailure::cut(ran, moment, polls, seen))?;
+        seen.map_err(|seen| CancelFailure::cut(ran, moment, polls, seen, parked))?;
         cuts += 1;
     }
     Ok(Exploration { full_run_polls: polls, cuts_checked: cuts })
@@ -390,7 +396,7 @@ where
         let _in = rt.handle().enter();
         Box::pin(op(state.clone()))
     };
-    let (polls, ended) = rt.block_on(drive(fut.as_mut(), Stop::Never, None));
+    let (polls, ended) = rt.block_on(drive(fut.as_mut(), Stop::Never, None, trace::new_scope()));
     drop(fut);
     // Undisturbed, the operation's spawned work gets to finish before the runtime goes.
     rt.block_on(async {
@@ -416,7 +422,9 @@ where
                 let _in = rt.handle().enter();
                 Box::pin(op(state.clone()))
             };
-            let (ran, ended) = rt.block_on(drive(fut.as_mut(), Stop::Woken(k), None));
+            let scope = trace::new_scope();
+            let (ran, ended) = rt.block_on(drive(fut.as_mut(), Stop::Woken(k), None, scope));
+            let parked = trace::parked(scope);
             let outcome = match ended {
                 Ended::Completed(value) => {
                     drop(fut);
@@ -441,12 +449,13 @@ where
                     };
                     if let Err(panic) = dropped {
                         let seen = format!("dropping the future panicked: {panic}");
-                        return Err(CancelFailure::cut(ran, moment, polls, seen));
+                        return Err(CancelFailure::cut(ran, moment, polls, seen, parked));
                     }
                     Outcome::Cancelled { polls: ran }
                 }
             };
-            check(state, outcome).map_err(|seen| CancelFailure::cut(ran, moment, polls, seen))?;
+            check(state, outcome)
+                .map_err(|seen| CancelFailure::cut(ran, moment, polls, seen, parked))?;
             cuts += 1;
         }
     }
@@ -538,24 +547,30 @@ enum Ended<T> {
     Spun,
 }
 
+/// Drives a fresh future to `stop` and drops it; also returns the awaits it was parked at when it
+/// was dropped ([`trace::parked`]).
 async fn run_once<F: Future>(
     fut: F,
     stop: Stop,
     watch: Option<&Watch>,
-) -> (usize, Ended<F::Output>) {
+) -> (usize, Ended<F::Output>, Vec<Point>) {
     if let Some(watch) = watch {
         watch.reset();
     }
     let fut = pin!(fut);
-    drive(fut, stop, watch).await
+    let scope = trace::new_scope();
+    let (polls, ended) = drive(fut, stop, watch, scope).await;
+    (polls, ended, trace::parked(scope))
 }
 
 /// Polls `fut` until it completes or reaches `stop`, waiting for its waker between polls. Returns
-/// the polls made and how the run ended; the caller decides when the future is dropped.
+/// the polls made and how the run ended; the caller decides when the future is dropped. Every
+/// poll runs in `scope` ([`trace::polling`]).
 async fn drive<F: Future>(
     mut fut: Pin<&mut F>,
     stop: Stop,
     watch: Option<&Watch>,
+    scope: u64,
 ) -> (usize, Ended<F::Output>) {
     let signal = Arc::new(WakeSignal::default());
     let waker = Waker::from(signal.clone());
@@ -574,10 +589,10 @@ async fn drive<F: Future>(
         }
         signal.woken.store(false, Ordering::SeqCst);
         polls += 1;
-        let poll = match watch {
+        let poll = trace::polling(scope, || match watch {
             Some(watch) => watch.polling(|| fut.as_mut().poll(&mut cx)),
             None => fut.as_mut().poll(&mut cx),
-        };
+        });
         if let Poll::Ready(value) = poll {
             return (polls, Ended::Completed(value));
         }

@@ -16,6 +16,8 @@
 //!   boundary is a cancellation point and the test can see what reached the wire.
 //! - [`probe`]: [`DropFlag`] (was this future dropped?) and [`Gate`] (hold the code under test at
 //!   an await until the test lets it go).
+//! - [`trace`]: the awaits a dropped future was parked at, in the grader's explanation build of the
+//!   learner's source.
 //! - [`harness`]: the [`hidden_test!`] macro, which gives each test its runtime and proves to the
 //!   grader that the test body ran to completion.
 //!
@@ -28,6 +30,7 @@ pub mod io;
 pub mod probe;
 pub mod property;
 pub mod runtime;
+pub mod trace;
 
 pub use explorer::{
     CancelFailure, Exploration, Moment, Options, Outcome, assert_cancel_safe,

@@ -1,0 +1,315 @@
+//! Where the future was parked when a cut broke it: the `.await` in the learner's own source.
+//!
+//! A failing cut says "cancelled after poll 1 of 3"; the learner wants the line. When a check
+//! fails at a cut and `grade::Options::explain` is on, the grader builds the learner's `src/lib.rs`
+//! once more, in the set [`SET`], with every `.await` (and every `select!`, `join!`, `try_join!`)
+//! wrapped in a block that holds a `kata_support::trace::Site` while the await runs
+//! ([`instrument`]). The rewrite only inserts text inside lines, so line numbers do not move; the
+//! sites carry the original line and columns. The explorer lists the sites alive when it drops the
+//! future, outermost first, after its failure message ([`take_trailer`]), and the failing test of
+//! the first build gets them as its [`Cut`]s, rendered the way rustc renders a note ([`render`]).
+//!
+//! The explanation is best effort: a source that does not parse, or whose rewrite does not
+//! compile, or a test that fails differently the second time, keeps its verdict and message and
+//! gets no cut. Compile errors always come from the learner's real source (the first build).
+
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+use proc_macro2::LineColumn;
+use serde::{Deserialize, Serialize};
+use syn::spanned::Spanned;
+use syn::visit::{self, Visit};
+
+/// The generated workspace the explanation build uses.
+pub const SET: &str = "explain";
+
+/// Bumped when [`instrument`] changes, so a staged copy written by an older grader is rewritten.
+pub const VERSION: u32 = 1;
+
+/// The opening of the explorer's trailer (`kata_support::trace::TRAILER_OPEN`).
+const TRAILER_OPEN: &str = "\n[parked at: ";
+
+/// One `.await` (or awaiting macro) the future was parked at when it was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// The learner's file, relative to the course root (`exercises/NN_slug/src/lib.rs`).
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters, of the `.` of `.await` (or of a macro's name).
+    pub column: u32,
+    /// 1-based column one past the end of `.await` (or of the macro's `!`).
+    pub end_column: u32,
+    /// The line itself, as it was built.
+    pub text: String,
+}
+
+/// Rewrites `source` so that every await records where it is while it runs; `None` when it does
+/// not parse (the first build has reported why).
+pub fn instrument(source: &str) -> Option<String> {
+    let file = syn::parse_file(source).ok()?;
+    let mut finder = Finder::default();
+    finder.visit_file(&file);
+    let lines = LineStarts::new(source);
+    let mut inserts: Vec<(usize, u8, isize, String)> = Vec::new();
+    for wrap in &finder.wraps {
+        let start = lines.offset(source, wrap.start)?;
+        let end = lines.offset(source, wrap.end)?;
+        let (open, close) = if wrap.statement { ("{", "}") } else { ("({", "})") };
+        let site = format!(
+            "{open} let __kata_site = ::kata_support::trace::Site::enter({}, {}, {}); ",
+            wrap.mark.0.line,
+            wrap.mark.0.column + 1,
+            wrap.mark.1.column + 1
+        );
+        // At one offset: closings before openings, inner closings first, outer openings first.
+        inserts.push((start, 1, -(end as isize), site));
+        inserts.push((end, 0, -(start as isize), format!(" {close}")));
+    }
+    inserts.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    let mut out = String::with_capacity(source.len() + inserts.len() * 80);
+    let mut at = 0;
+    for (offset, _, _, text) in inserts {
+        out.push_str(&source[at..offset]);
+        out.push_str(&text);
+        at = offset;
+    }
+    out.push_str(&source[at..]);
+    Some(out)
+}
+
+/// Takes the explorer's trailer off a failure message: the message without it, and the points
+/// (line, column, end column) it listed, outermost first.
+pub fn take_trailer(message: &str) -> (String, Vec<(u32, u32, u32)>) {
+    let Some(at) = message.find(TRAILER_OPEN) else {
+        return (message.to_owned(), Vec::new());
+    };
+    let rest = &message[at + TRAILER_OPEN.len()..];
+    let Some(close) = rest.find(']') else {
+        return (message.to_owned(), Vec::new());
+    };
+    let points = rest[..close]
+        .split(" > ")
+        .filter_map(|point| {
+            let (line, columns) = point.split_once(':')?;
+            let (column, end) = columns.split_once('-')?;
+            Some((line.parse().ok()?, column.parse().ok()?, end.parse().ok()?))
+        })
+        .collect();
+    let mut kept = message[..at].to_owned();
+    kept.push_str(&rest[close + 1..]);
+    (kept, points)
+}
+
+/// How the explorer words the moment of a cut.
+const CUT_WORDS: [&str; 3] = ["after poll ", "before its first poll", "into the run"];
+
+/// Whether a failure message is a cut's (one the explanation build can place).
+pub fn is_cut_failure(message: &str) -> bool {
+    cut_phrase(message).is_some()
+}
+
+/// The cut's words in a failure message, from the sentence naming the moment to its colon
+/// (`after poll 1 of 3, while still waiting`): the same cut in both builds has the same phrase,
+/// although paths and columns in the rest of the message may differ.
+pub fn cut_phrase(message: &str) -> Option<&str> {
+    let at = CUT_WORDS.iter().filter_map(|w| message.find(w)).min()?;
+    let rest = &message[at..];
+    Some(rest.split_once(':').map_or(rest, |(phrase, _)| phrase))
+}
+
+/// The cuts at `points` of `source` (the learner's file, shown as `file`).
+pub fn cuts(file: &str, source: &str, points: &[(u32, u32, u32)]) -> Vec<Cut> {
+    points
+        .iter()
+        .filter_map(|&(line, column, end_column)| {
+            let text = source.lines().nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+            Some(Cut { file: file.to_owned(), line, column, end_column, text: text.to_owned() })
+        })
+        .collect()
+}
+
+/// The cuts as a rustc-style note: the file and line, the line, and a caret under each `.await`,
+/// the innermost labelled "dropped here".
+pub fn render(cuts: &[Cut], color: bool) -> String {
+    let Some(innermost) = cuts.last() else {
+        return String::new();
+    };
+    let title = "the future was dropped while parked at this `.await`";
+    // The learner's line is shown, never obeyed by the terminal.
+    let texts: Vec<String> = cuts.iter().map(|c| crate::report::text::visible(&c.text)).collect();
+    let mut group = Group::with_title(Level::NOTE.primary_title(title));
+    for (i, cut) in cuts.iter().enumerate() {
+        let (start, end) = byte_range(&texts[i], cut.column, cut.end_column);
+        let label = if std::ptr::eq(cut, innermost) {
+            "dropped here"
+        } else {
+            "inside this `.await`"
+        };
+        let kind =
+            if std::ptr::eq(cut, innermost) { AnnotationKind::Primary } else { AnnotationKind::Context };
+        group = group.element(
+            Snippet::source(texts[i].as_str())
+                .line_start(cut.line as usize)
+                .path(cut.file.as_str())
+                .annotation(kind.span(start..end).label(label)),
+        );
+    }
+    let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+    let mut out = renderer.render(&[group]);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// The byte range of 1-based character columns `column`..`end` of `text`, clamped to it.
+fn byte_range(text: &str, column: u32, end: u32) -> (usize, usize) {
+    let at = |col: u32| {
+        let skip = (col as usize).saturating_sub(1);
+        text.char_indices().nth(skip).map_or(text.len(), |(i, _)| i)
+    };
+    let (start, end) = (at(column), at(end));
+    (start.min(end), end)
+}
+
+/// One thing to wrap: `start..end` of the source, the marked token, and whether it stands as a
+/// statement (a brace block needs no `;` after it there).
+struct Wrap {
+    start: LineColumn,
+    end: LineColumn,
+    mark: (LineColumn, LineColumn),
+    statement: bool,
+}
+
+#[derive(Default)]
+struct Finder {
+    wraps: Vec<Wrap>,
+}
+
+/// Macros that await inside their expansion.
+fn awaits(mac: &syn::Macro) -> bool {
+    mac.path.segments.last().is_some_and(|last| {
+        matches!(last.ident.to_string().as_str(), "select" | "select_biased" | "join" | "try_join")
+    })
+}
+
+impl Finder {
+    fn mac(&mut self, mac: &syn::Macro, statement: bool) {
+        if !awaits(mac) {
+            return;
+        }
+        let end = match &mac.delimiter {
+            syn::MacroDelimiter::Paren(d) => d.span.close().end(),
+            syn::MacroDelimiter::Brace(d) => d.span.close().end(),
+            syn::MacroDelimiter::Bracket(d) => d.span.close().end(),
+        };
+        self.wraps.push(Wrap {
+            start: mac.path.span().start(),
+            end,
+            mark: (mac.path.span().start(), mac.bang_token.span.end()),
+            statement,
+        });
+    }
+}
+
+impl<'ast> Visit<'ast> for Finder {
+    fn visit_expr_await(&mut self, node: &'ast syn::ExprAwait) {
+        self.wraps.push(Wrap {
+            start: node.base.span().start(),
+            end: node.await_token.span.end(),
+            mark: (node.dot_token.span.start(), node.await_token.span.end()),
+            statement: false,
+        });
+        visit::visit_expr_await(self, node);
+    }
+
+    fn visit_expr_macro(&mut self, node: &'ast syn::ExprMacro) {
+        self.mac(&node.mac, false);
+        visit::visit_expr_macro(self, node);
+    }
+
+    fn visit_stmt_macro(&mut self, node: &'ast syn::StmtMacro) {
+        // `tokio::select! { .. }` as a statement, with or without a `;`; a brace block keeps both
+        // meanings.
+        self.mac(&node.mac, node.semi_token.is_none());
+        visit::visit_stmt_macro(self, node);
+    }
+}
+
+/// Byte offsets of line starts, to turn a (line, character column) into a byte offset.
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn new(source: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+        LineStarts(starts)
+    }
+
+    fn offset(&self, source: &str, at: LineColumn) -> Option<usize> {
+        let start = *self.0.get(at.line.checked_sub(1)?)?;
+        let line = &source[start..];
+        let within = line.char_indices().nth(at.column).map_or(line.len(), |(i, _)| i);
+        Some(start + within)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_await_is_wrapped_on_its_own_line() {
+        let source = "async fn f(rx: &mut R) -> u8 {\n    let a = rx.recv().await?;\n    \
+                      g(h().await.x().await)\n}\n";
+        let out = instrument(source).unwrap();
+        assert_eq!(out.lines().count(), source.lines().count());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1],
+            "    let a = ({ let __kata_site = ::kata_support::trace::Site::enter(2, 22, 28); \
+             rx.recv().await })?;"
+        );
+        assert_eq!(
+            lines[2],
+            "    g(({ let __kata_site = ::kata_support::trace::Site::enter(3, 20, 26); \
+             ({ let __kata_site = ::kata_support::trace::Site::enter(3, 10, 16); h().await \
+             }).x().await }))"
+        );
+        syn::parse_file(&out).unwrap();
+    }
+
+    #[test]
+    fn a_select_statement_becomes_a_block_and_unicode_columns_are_characters() {
+        let source = "async fn f() {\n    let é = 1; tokio::select! {\n        _ = a() => {}\n    \
+                      }\n    let x = tokio::join!(a(), b());\n}\n";
+        let out = instrument(source).unwrap();
+        assert!(out.contains(
+            "let é = 1; { let __kata_site = ::kata_support::trace::Site::enter(2, 16, 30); \
+             tokio::select! {"
+        ));
+        assert!(out.contains("    } }\n"));
+        assert!(out.contains("let x = ({ let __kata_site"));
+        syn::parse_file(&out).unwrap();
+        assert_eq!(instrument("fn ("), None);
+    }
+
+    #[test]
+    fn the_trailer_comes_off_and_gives_its_points() {
+        let (message, points) =
+            take_trailer("cancelled after poll 1 of 3: lost\n[parked at: 3:5-11 > 9:13-19]");
+        assert_eq!(message, "cancelled after poll 1 of 3: lost");
+        assert_eq!(points, vec![(3, 5, 11), (9, 13, 19)]);
+        assert_eq!(take_trailer("plain").1, Vec::new());
+    }
+
+    #[test]
+    fn a_cut_renders_as_a_note_under_the_await() {
+        let source = "fn a() {}\n    let reply = inner.call(request).await;\n";
+        let cuts = cuts("exercises/01/src/lib.rs", source, &[(2, 36, 42)]);
+        let text = render(&cuts, false);
+        assert!(text.contains("exercises/01/src/lib.rs:2:36"), "{text}");
+        assert!(text.contains("^^^^^^ dropped here"), "{text}");
+        assert!(text.contains("let reply = inner.call(request).await;"), "{text}");
+    }
+}
