@@ -84,12 +84,19 @@ impl Cache {
         Some(Cache { dir: dir(course), base })
     }
 
-    /// The key of `unit` graded with a per-test `timeout`; `None` when its sources cannot be
-    /// staged (the grade says why).
-    pub fn key(&self, course: &Course, unit: &Unit, timeout: Duration) -> Option<Key> {
+    /// The key of `unit` graded with a per-test `timeout`, with or without the explanation of a
+    /// failing cut (`explain`); `None` when its sources cannot be staged (the grade says why).
+    pub fn key(
+        &self,
+        course: &Course,
+        unit: &Unit,
+        timeout: Duration,
+        explain: bool,
+    ) -> Option<Key> {
         let sources = stage::read(&unit.lib_rs, unit.shown()).ok()?.hash;
         let text = format!(
-            "verdict cache {FORMAT}\n{}kata {}\nlabel {}\nfile {}\ntimeout_ms {}\nsources {sources}\n",
+            "verdict cache {FORMAT}\n{}kata {}\nlabel {}\nfile {}\ntimeout_ms {}\nsources \
+             {sources}\nexplain {explain}\n",
             self.base,
             course.katas[unit.kata].name,
             unit.label,

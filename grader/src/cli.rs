@@ -143,6 +143,11 @@ pub struct CheckArgs {
     /// cache (`<target>/grader/cache`).
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Do not show where a future was dropped: when a test fails at a cut, the grader builds
+    /// `src/lib.rs` a second time to find the `.await`; this skips that build.
+    #[arg(long)]
+    pub no_explain: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -103,7 +103,12 @@ pub fn take_trailer(message: &str) -> (String, Vec<(u32, u32, u32)>) {
 /// How the explorer words the moment of a cut.
 const CUT_WORDS: [&str; 3] = ["after poll ", "before its first poll", "into the run"];
 
-/// Whether a failure message is a cut's (one the explanation build can place).
+/// Whether a failure message says the future stalled (was never woken) rather than was cut.
+pub fn is_stall(message: &str) -> bool {
+    cut_phrase(message).is_some() && message.contains("never woken after poll")
+}
+
+/// Whether a failure message is a cut's or a stall's (one the explanation build can place).
 pub fn is_cut_failure(message: &str) -> bool {
     cut_phrase(message).is_some()
 }
@@ -129,24 +134,27 @@ pub fn cuts(file: &str, source: &str, points: &[(u32, u32, u32)]) -> Vec<Cut> {
 }
 
 /// The cuts as a rustc-style note: the file and line, the line, and a caret under each `.await`,
-/// the innermost labelled "dropped here".
-pub fn render(cuts: &[Cut], color: bool) -> String {
+/// the innermost labelled "dropped here" (or "parked here" for a future that `stalled`).
+pub fn render(cuts: &[Cut], stalled: bool, color: bool) -> String {
     let Some(innermost) = cuts.last() else {
         return String::new();
     };
-    let title = "the future was dropped while parked at this `.await`";
+    let (title, here) = if stalled {
+        ("the future was parked at this `.await` and never woken", "parked here")
+    } else {
+        ("the future was dropped while parked at this `.await`", "dropped here")
+    };
     // The learner's line is shown, never obeyed by the terminal.
     let texts: Vec<String> = cuts.iter().map(|c| crate::report::text::visible(&c.text)).collect();
     let mut group = Group::with_title(Level::NOTE.primary_title(title));
     for (i, cut) in cuts.iter().enumerate() {
         let (start, end) = byte_range(&texts[i], cut.column, cut.end_column);
-        let label = if std::ptr::eq(cut, innermost) {
-            "dropped here"
+        let label = if std::ptr::eq(cut, innermost) { here } else { "inside this `.await`" };
+        let kind = if std::ptr::eq(cut, innermost) {
+            AnnotationKind::Primary
         } else {
-            "inside this `.await`"
+            AnnotationKind::Context
         };
-        let kind =
-            if std::ptr::eq(cut, innermost) { AnnotationKind::Primary } else { AnnotationKind::Context };
         group = group.element(
             Snippet::source(texts[i].as_str())
                 .line_start(cut.line as usize)
@@ -307,7 +315,7 @@ mod tests {
     fn a_cut_renders_as_a_note_under_the_await() {
         let source = "fn a() {}\n    let reply = inner.call(request).await;\n";
         let cuts = cuts("exercises/01/src/lib.rs", source, &[(2, 36, 42)]);
-        let text = render(&cuts, false);
+        let text = render(&cuts, false, false);
         assert!(text.contains("exercises/01/src/lib.rs:2:36"), "{text}");
         assert!(text.contains("^^^^^^ dropped here"), "{text}");
         assert!(text.contains("let reply = inner.call(request).await;"), "{text}");

@@ -139,8 +139,10 @@ pub fn grade(
         explain_cuts(course, units, &mut results, options, progress);
         return Ok((results, started.elapsed()));
     };
-    let keys: Vec<Option<cache::Key>> =
-        units.iter().map(|unit| cache.key(course, unit, timeout(course, unit, options))).collect();
+    let keys: Vec<Option<cache::Key>> = units
+        .iter()
+        .map(|unit| cache.key(course, unit, timeout(course, unit, options), options.explain))
+        .collect();
     let mut results: Vec<Option<UnitResult>> = units
         .iter()
         .zip(&keys)
@@ -201,9 +203,10 @@ fn explain_cuts(
     let wanted: Vec<usize> = (0..units.len())
         .filter(|&i| units[i].lib_rs.ends_with("src/lib.rs"))
         .filter(|&i| {
-            results[i].tests.iter().any(|t| {
-                t.status == Outcome::Failed && crate::explain::is_cut_failure(&t.message)
-            })
+            results[i]
+                .tests
+                .iter()
+                .any(|t| t.status == Outcome::Failed && crate::explain::is_cut_failure(&t.message))
         })
         .collect();
     if wanted.is_empty() {
@@ -225,7 +228,8 @@ fn explain_cuts(
                 continue;
             };
             let (message, points) = crate::explain::take_trailer(&second.message);
-            let same = crate::explain::cut_phrase(&message) == crate::explain::cut_phrase(&test.message);
+            let same =
+                crate::explain::cut_phrase(&message) == crate::explain::cut_phrase(&test.message);
             if second.status == Outcome::Failed && same {
                 test.parked = crate::explain::cuts(&file, &source, &points);
             }

@@ -120,8 +120,9 @@ fn github_format_annotates_the_learners_files_and_writes_a_job_summary() {
     assert_eq!(commands[3], format!("::{token}::"));
     assert!(
         annotations[0].starts_with(
-            "::error file=exercises/02_failing/src/lib.rs,line=15,\
-             title=02_failing%3A cancelled_call_lowers_the_counter::cancelled after poll 1: the counter still reads 1%0A"
+            "::error file=exercises/02_failing/src/lib.rs,line=16,\
+             title=02_failing%3A cancelled_call_lowers_the_counter::cancelled after poll 1 of 2, \
+             while still waiting: the counter still reads 1"
         ),
         "{}",
         annotations[0]

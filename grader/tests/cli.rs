@@ -33,7 +33,21 @@ fn check_grades_each_kata_and_keeps_going_past_a_compile_error() {
         assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
     }
     // Details for the current kata only: a first check is a line per kata (issue 13).
-    assert!(stdout.contains("cancelled after poll 1: the counter still reads 1"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "cancelled after poll 1 of 2, while still waiting: the counter still reads 1"
+        ),
+        "{stdout}"
+    );
+    // Where the future was parked when it was dropped, in the learner's file (issue 13).
+    for line in [
+        "note: the future was dropped while parked at this `.await`",
+        "--> exercises/02_failing/src/lib.rs:16:9",
+        "16 |     work.await;",
+        "^^^^^^ dropped here",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
+    }
     assert!(stdout.contains("edit exercises/02_failing/src/lib.rs"), "{stdout}");
     assert!(stdout.contains("stuck? `grader hint 2`"), "{stdout}");
     assert!(!stdout.contains("expected `;`"), "kata 03 is not the current one:\n{stdout}");
@@ -176,6 +190,10 @@ fn check_json_follows_the_documented_schema() {
         tests.iter().find(|t| t["name"] == "cancelled_call_lowers_the_counter").unwrap();
     assert_eq!(cancelled["status"], "failed");
     assert!(cancelled["message"].as_str().unwrap().contains("cancelled after poll 1"));
+    let parked = &cancelled["parked"][0];
+    assert_eq!(parked["file"], "exercises/02_failing/src/lib.rs");
+    assert_eq!((parked["line"].as_u64(), parked["column"].as_u64()), (Some(16), Some(9)));
+    assert_eq!(parked["end_column"].as_u64(), Some(15));
     assert!(cancelled["duration_ms"].is_u64());
     assert!(report["katas"][2]["compile_errors"][0].as_str().unwrap().contains("expected `;`"));
     let summary = &report["summary"];

@@ -42,6 +42,7 @@ fn a_handout_of_the_course_checks_zero_then_all() {
     let katas = report["summary"]["katas"].as_u64().unwrap();
     assert!(katas >= 24, "the course has {katas} katas");
     assert_eq!(report["summary"]["passed"], 0, "every kata ships failing");
+    every_cut_shows_its_await(&report);
 
     for entry in std::fs::read_dir(root.join("solutions")).unwrap().flatten() {
         let src = entry.path().join("src/lib.rs");
@@ -52,4 +53,35 @@ fn a_handout_of_the_course_checks_zero_then_all() {
         .assert()
         .success()
         .stdout(contains(format!("{katas}/{katas} katas passed")));
+}
+
+/// Every test of the report that failed at one of the explorer's cuts names the `.await` (or the
+/// awaiting macro) of the learner's file that the future was parked at, outermost first, with the
+/// line as it reads in the file.
+fn every_cut_shows_its_await(report: &serde_json::Value) {
+    let cut_words =
+        ["cancelled after poll", "dropped before its first poll", "dropped outside any"];
+    let mut explained = 0;
+    for kata in report["katas"].as_array().unwrap() {
+        for test in kata["tests"].as_array().unwrap() {
+            let message = test["message"].as_str().unwrap();
+            if test["status"] == "passed" || !cut_words.iter().any(|w| message.starts_with(w)) {
+                continue;
+            }
+            let name = format!("{} {}", kata["name"], test["name"]);
+            let parked = test["parked"].as_array().unwrap_or_else(|| panic!("{name}: no cut"));
+            assert!(!parked.is_empty(), "{name}: no cut");
+            for cut in parked {
+                assert_eq!(cut["file"], kata["file"], "{name}");
+                let text = cut["text"].as_str().unwrap();
+                let chars: Vec<char> = text.chars().collect();
+                let (from, to) =
+                    (cut["column"].as_u64().unwrap(), cut["end_column"].as_u64().unwrap());
+                let marked: String = chars[from as usize - 1..to as usize - 1].iter().collect();
+                assert!(marked == ".await" || marked.ends_with('!'), "{name}: marks {marked:?}");
+            }
+            explained += 1;
+        }
+    }
+    assert!(explained >= 10, "only {explained} failing cuts in the shipped course");
 }

@@ -295,6 +295,9 @@ fn watch_rechecks_on_save_and_quits_on_q() {
     watch.wait_for("waiting for you to save exercises/02_failing/src/lib.rs");
     assert!(watch.seen.contains("FAIL  02_failing"), "{}", watch.seen);
     assert!(watch.seen.contains("stuck? press h"), "{}", watch.seen);
+    // The `.await` the future was dropped at, as in `check` (issue 13).
+    assert!(watch.seen.contains("16 |     work.await;"), "{}", watch.seen);
+    assert!(watch.seen.contains("^^^^^^ dropped here"), "{}", watch.seen);
     watch.seen.clear();
     std::fs::copy(
         fixture.path("solutions/02_failing/src/lib.rs"),

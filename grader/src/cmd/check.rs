@@ -60,7 +60,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         build_timeout: args.build_timeout.map(Duration::from_secs),
         cache: !args.no_cache,
         gate: None,
-        explain: true,
+        explain: !args.no_explain,
     };
     let progress = Progress::new(
         matches!(args.format, Format::Human | Format::Github),

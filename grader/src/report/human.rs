@@ -84,7 +84,8 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
             out.push_str(&super::indent(&visible(test.message.trim_end()), 8));
             out.push('\n');
             if !test.parked.is_empty() {
-                let note = crate::explain::render(&test.parked, style::enabled());
+                let stalled = crate::explain::is_stall(&test.message);
+                let note = crate::explain::render(&test.parked, stalled, style::enabled());
                 out.push_str(&super::indent(note.trim_end(), 8));
                 out.push('\n');
             }
@@ -156,7 +157,7 @@ mod tests {
                     name: "t".into(),
                     status,
                     message: "m".into(),
-                parked: Vec::new(),
+                    parked: Vec::new(),
                     duration_ms: 1,
                 })
                 .collect(),

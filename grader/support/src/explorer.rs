@@ -135,8 +135,9 @@ pub struct CancelFailure {
     pub polls: usize,
     /// What the invariant check saw.
     pub seen: String,
-    /// The awaits of the learner's source the future was parked at when it was dropped,
-    /// outermost first; empty except in the grader's explanation build ([`crate::trace`]).
+    /// The awaits of the learner's source the future was parked at when it was dropped (or
+    /// when it stalled), outermost first; empty except in the grader's explanation build
+    /// ([`crate::trace`]).
     pub parked: Vec<Point>,
 }
 
@@ -278,13 +279,13 @@ where
     };
     let state = fresh();
     let started = tokio::time::Instant::now();
-    let (polls, ended, _) = run_once(op(state.clone()), Stop::Never, watch.as_ref()).await;
+    let (polls, ended, parked) = run_once(op(state.clone()), Stop::Never, watch.as_ref()).await;
     let length = started.elapsed();
     let outcome = match ended {
         Ended::Completed(value) => Outcome::Completed(value),
         Ended::Stalled => {
             let seen = format!("the operation stalled: never woken after poll {polls}");
-            return Err(CancelFailure::undisturbed(polls, seen));
+            return Err(CancelFailure { parked, ..CancelFailure::undisturbed(polls, seen) });
         }
         Ended::Spun | Ended::Cut => {
             let seen = format!("the operation did not finish within {MAX_POLLS} polls");
