@@ -213,9 +213,12 @@ fn explain_cuts(
         return;
     }
     let pending: Vec<Unit> = wanted.iter().map(|&i| units[i].clone()).collect();
-    let Ok((explained, _)) =
-        grade_repeated(course, crate::explain::SET, &pending, options, 1, progress)
-    else {
+    // One phase for the whole second build and run: it is not a second check.
+    progress.phase("explaining", pending.len());
+    let explained =
+        grade_repeated(course, crate::explain::SET, &pending, options, 1, &Progress::Quiet);
+    progress.finish();
+    let Ok((explained, _)) = explained else {
         return;
     };
     for (&i, again) in wanted.iter().zip(explained) {
