@@ -65,7 +65,7 @@ pub fn instrument(source: &str) -> Option<String> {
         inserts.push((start, 1, -(end as isize), site));
         inserts.push((end, 0, -(start as isize), format!(" {close}")));
     }
-    inserts.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    inserts.sort_by_key(|a| (a.0, a.1, a.2));
     let mut out = String::with_capacity(source.len() + inserts.len() * 80);
     let mut at = 0;
     for (offset, _, _, text) in inserts {
@@ -300,6 +300,23 @@ mod tests {
         assert!(out.contains("let x = ({ let __kata_site"));
         syn::parse_file(&out).unwrap();
         assert_eq!(instrument("fn ("), None);
+    }
+
+    #[test]
+    fn every_kata_source_of_the_course_rewrites_to_the_same_lines() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut awaits = 0;
+        for tree in ["exercises", "solutions"] {
+            for kata in std::fs::read_dir(root.join(tree)).unwrap().flatten() {
+                let path = kata.path().join("src/lib.rs");
+                let source = std::fs::read_to_string(&path).unwrap();
+                let out = instrument(&source).unwrap_or_else(|| panic!("{}", path.display()));
+                assert_eq!(out.lines().count(), source.lines().count(), "{}", path.display());
+                syn::parse_file(&out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                awaits += out.matches("::kata_support::trace::Site::enter(").count();
+            }
+        }
+        assert!(awaits > 100, "only {awaits} awaits marked in the course");
     }
 
     #[test]
