@@ -134,12 +134,11 @@ pub fn source_hash(course: &Course, kata: &Kata) -> String {
     }
 }
 
-/// SHA-256 of what the course brings to a kata's verdict: its hidden tests and the support crate
+/// SHA-256 of what the course brings to a kata's verdict: its hidden tests and the support crates
 /// they use (each file's path and content, in path order).
 pub fn inputs_hash(course: &Course, kata: &Kata) -> String {
-    let support = course.root.join("grader").join("support");
-    let mut files = vec![course.hidden_tests(kata), support.join("Cargo.toml")];
-    collect(&support.join("src"), &mut files);
+    let mut files = vec![course.hidden_tests(kata)];
+    files.extend(crate::workspace::support_files(course).unwrap_or_default());
     let mut bytes = Vec::new();
     for file in files {
         let rel = file.strip_prefix(&course.root).unwrap_or(&file);
@@ -149,20 +148,6 @@ pub fn inputs_hash(course: &Course, kata: &Kata) -> String {
         bytes.push(0);
     }
     crate::stage::hash_bytes(&bytes)
-}
-
-/// Every file under `dir`, in path order.
-fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            collect(&path, files);
-        } else {
-            files.push(path);
-        }
-    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.

@@ -286,16 +286,54 @@ fn explain_sources(sources: &mut stage::Sources) -> bool {
 /// every kata's hidden tests and the sources of the path dependencies (the test-support crate).
 /// Missing files are left out (a missing hidden test is reported when the kata is graded).
 pub fn trusted_inputs(course: &Course) -> anyhow::Result<Vec<PathBuf>> {
-    let root_manifest = read_root_manifest(&course.root)?;
     let mut files: Vec<PathBuf> = ["Cargo.toml", "course.toml", "Cargo.lock"]
         .into_iter()
         .map(|f| course.root.join(f))
         .collect();
     files.extend(course.katas.iter().map(|kata| course.hidden_tests(kata)));
+    files.extend(support_files(course)?);
+    files.retain(|f| f.is_file());
+    Ok(files)
+}
+
+/// The directories of the path dependencies in a dependency table, and of theirs (a path relative
+/// to the manifest that names it), each once: the build reads them all.
+pub fn path_dependencies(deps: &Table) -> Vec<PathBuf> {
+    let paths = |table: &Table, base: &Path| -> Vec<PathBuf> {
+        table.values().filter_map(|dep| dep.get("path")?.as_str().map(|p| base.join(p))).collect()
+    };
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut queue = paths(deps, Path::new(""));
+    while let Some(dir) = queue.pop() {
+        // Named as reached (`grader/support/../explorer`), so that paths shown relative to the
+        // course stay the same wherever it is; compared as the directory it is.
+        let same = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if seen.contains(&same) {
+            continue;
+        }
+        seen.push(same);
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .ok()
+            .and_then(|text| text.parse::<Table>().ok());
+        if let Some(Value::Table(own)) = manifest.as_ref().and_then(|m| m.get("dependencies")) {
+            queue.extend(paths(own, &dir));
+        }
+        found.push(dir);
+    }
+    found.sort();
+    found
+}
+
+/// The manifests and sources of the course's path dependencies (the test-support crate and the
+/// explorer it re-exports), in path order: trusted inputs of every verdict.
+pub fn support_files(course: &Course) -> anyhow::Result<Vec<PathBuf>> {
+    let root_manifest = read_root_manifest(&course.root)?;
     let mut deps = Table::new();
     for name in course.build.kata_dependencies.iter().chain(&course.build.test_dependencies) {
         deps.insert(name.clone(), workspace_dependency(&root_manifest, &course.root, name)?);
     }
+    let mut files = Vec::new();
     for dep in path_dependencies(&deps) {
         files.push(dep.join("Cargo.toml"));
         let mut sources = Vec::new();
@@ -305,11 +343,6 @@ pub fn trusted_inputs(course: &Course) -> anyhow::Result<Vec<PathBuf>> {
     }
     files.retain(|f| f.is_file());
     Ok(files)
-}
-
-/// The directories of the path dependencies in a dependency table.
-pub fn path_dependencies(deps: &Table) -> Vec<PathBuf> {
-    deps.values().filter_map(|dep| dep.get("path")?.as_str().map(PathBuf::from)).collect()
 }
 
 /// Regular files below `dir`, not following links.

@@ -1,10 +1,10 @@
-//! The runtimes hidden tests run on: seeded, paused, and watched.
+//! The runtimes the explorer's tests run on: seeded, paused, and watched.
 //!
 //! - **Seeded.** `tokio::select!` picks among ready branches with the runtime's RNG, which tokio
-//!   seeds at random unless `Builder::rng_seed` is given (an unstable API: the workspace builds with
-//!   `--cfg tokio_unstable`, see `.cargo/config.toml`). Every runtime built here gets a seed from
-//!   [`SEEDS`], so a verdict never depends on luck, and a hidden test runs its body once per seed,
-//!   so a fix that only works for one branch order is found.
+//!   seeds at random unless `Builder::rng_seed` is given (an unstable API: build with
+//!   `--cfg tokio_unstable`). Every runtime built here gets a seed, so a result never depends on
+//!   luck; running a test body once per seed of [`SEEDS`] finds code that only works for one
+//!   branch order.
 //! - **Paused.** The clock only moves when every task is idle, so timers fire in virtual time.
 //! - **Watched.** Task hooks (also `tokio_unstable`) record which tasks an operation spawned, so the
 //!   explorer can tell that a cancelled operation left work running ([`Watch::leftover_tasks`]), and
@@ -21,13 +21,13 @@ use tokio::task::Id;
 
 #[cfg(not(tokio_unstable))]
 compile_error!(
-    "kata-support needs `--cfg tokio_unstable` (for seeded `select!` order and task hooks): build \
-     inside the course workspace, whose .cargo/config.toml sets it, or through the grader"
+    "cancel-explorer needs `--cfg tokio_unstable` (for seeded `select!` order and task hooks): add \
+     `[build] rustflags = [\"--cfg\", \"tokio_unstable\"]` to your .cargo/config.toml"
 );
 
-/// The `select!` seeds every hidden async test runs under, in order. Eight fixed seeds: enough that
-/// a fix which holds for only one branch order at some race meets the other order, few enough that
-/// a test body of a few milliseconds stays well under the grader's per-test budget.
+/// Eight fixed `select!` seeds, in the order to try them: enough that code which holds for only
+/// one branch order at some race meets the other order, few enough that a test body of a few
+/// milliseconds run once per seed stays fast.
 pub const SEEDS: [u64; 8] = [1, 2, 3, 5, 8, 13, 21, 34];
 
 /// A current-thread runtime with the clock paused, seeded with `seed` and watched.

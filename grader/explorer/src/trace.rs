@@ -1,11 +1,12 @@
-//! Where a future was parked when it was dropped: the cut points of the learner's source.
+//! Where a future was parked when it was dropped: the cut points of the code under test.
 //!
-//! The grader explains a failing cut by building the learner's `src/lib.rs` a second time with
-//! every `.await` (and every `select!`, `join!` and `try_join!`, which await inside the macro)
-//! wrapped in a block that holds a [`Site`] for as long as that await runs. A `Site` lives in the
-//! future's state while the future is parked at it and is dropped when the await finishes or the
-//! future is dropped, so the sites alive at a cut are exactly the awaits the future was parked at,
-//! outermost first.
+//! A tool that wants to show the `.await` a failing cut dropped a future at builds the code under
+//! test with every `.await` (and every `select!`, `join!` and `try_join!`, which await inside the
+//! macro) wrapped in a block that holds a [`Site`] for as long as that await runs, for example
+//! `({ let _site = Site::enter(12, 9, 15); reply.await })`, inserted with `syn` so that no line
+//! moves. A `Site` lives in the future's state while the future is parked at it and is dropped
+//! when the await finishes or the future is dropped, so the sites alive at a cut are exactly the
+//! awaits the future was parked at, outermost first.
 //!
 //! The explorer polls the future under test inside [`polling`], which tags every site made during
 //! that poll with the exploration's scope; before it drops the future it reads the scope's sites
@@ -19,7 +20,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// An `.await` in the learner's source: a 1-based line and the 1-based columns (in characters) of
+/// An `.await` in the source under test: a 1-based line and the 1-based columns (in characters) of
 /// the first and one past the last character of `.await` (or of a macro's `name!`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Point {
@@ -34,7 +35,7 @@ impl fmt::Display for Point {
     }
 }
 
-/// Opens the trailer that [`Trailer`] writes after a failure message, for the grader to find.
+/// Opens the trailer that [`Trailer`] writes after a failure message, for a tool to find.
 pub const TRAILER_OPEN: &str = "\n[parked at: ";
 
 /// The cut points of a failure, written as `[parked at: 12:9-15 > 30:5-11]` on a line of its own
@@ -67,7 +68,7 @@ thread_local! {
     static SCOPE: Cell<u64> = const { Cell::new(0) };
 }
 
-/// One `.await` in progress; made only by the grader's explanation build of the learner's source.
+/// One `.await` in progress; made only by code built with its awaits marked.
 #[derive(Debug)]
 #[must_use = "a site marks an await only while it is held"]
 pub struct Site {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use kata_support::runtime::{self, SEEDS};
-use kata_support::{Moment, Options, Outcome, explore, explore_at_shutdown, explore_with};
+use cancel_explorer::runtime::{self, SEEDS};
+use cancel_explorer::{Moment, Options, Outcome, explore, explore_at_shutdown, explore_with};
 
 /// A signal with a waiter queue, in the shape of tokio#4618: a waiter that is dropped while still
 /// queued must leave the queue, or the next `notify` is handed to a dead waiter and lost.
@@ -241,7 +241,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn explore_forwarder(abort_on_drop: bool) -> Result<kata_support::Exploration, String> {
+fn explore_forwarder(abort_on_drop: bool) -> Result<cancel_explorer::Exploration, String> {
     runtime::current_thread(SEEDS[0]).block_on(async {
         explore_with(
             Options::default().forbid_leftover_tasks(),
@@ -293,7 +293,7 @@ fn select_order_is_fixed_by_the_seed_and_varies_across_seeds() {
 #[test]
 fn a_property_shrinks_to_the_smallest_failing_scenario() {
     let panic = std::panic::catch_unwind(|| {
-        kata_support::check_property(64, 0usize..1000, |n| async move {
+        cancel_explorer::check_property(64, 0usize..1000, |n| async move {
             tokio::time::sleep(Duration::from_millis(n as u64)).await;
             if n < 300 { Ok(()) } else { Err(format!("{n} is too many")) }
         });
@@ -305,11 +305,11 @@ fn a_property_shrinks_to_the_smallest_failing_scenario() {
 
 #[test]
 fn tells_an_async_worker_from_the_blocking_pool() {
-    assert!(!kata_support::on_async_thread(), "outside any runtime");
+    assert!(!cancel_explorer::on_async_thread(), "outside any runtime");
     runtime::current_thread(SEEDS[0]).block_on(async {
-        assert!(kata_support::on_async_thread(), "in block_on");
-        assert!(tokio::spawn(async { kata_support::on_async_thread() }).await.unwrap());
-        let blocking = tokio::task::spawn_blocking(kata_support::on_async_thread).await.unwrap();
+        assert!(cancel_explorer::on_async_thread(), "in block_on");
+        assert!(tokio::spawn(async { cancel_explorer::on_async_thread() }).await.unwrap());
+        let blocking = tokio::task::spawn_blocking(cancel_explorer::on_async_thread).await.unwrap();
         assert!(!blocking, "on the blocking pool");
     });
 }

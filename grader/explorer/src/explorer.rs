@@ -26,9 +26,9 @@
 //! use std::sync::atomic::{AtomicI64, Ordering};
 //! use std::time::Duration;
 //!
-//! # kata_support::runtime::current_thread(1).block_on(async {
+//! # cancel_explorer::runtime::current_thread(1).block_on(async {
 //! // Two accounts that must always hold 100 between them.
-//! let report = kata_support::explore(
+//! let report = cancel_explorer::explore(
 //!     || Arc::new([AtomicI64::new(100), AtomicI64::new(0)]),
 //!     |accounts| async move {
 //!         accounts[0].fetch_sub(10, Ordering::SeqCst);
@@ -135,8 +135,8 @@ pub struct CancelFailure {
     pub polls: usize,
     /// What the invariant check saw.
     pub seen: String,
-    /// The awaits of the learner's source the future was parked at when it was dropped (or
-    /// when it stalled), outermost first; empty except in the grader's explanation build
+    /// The awaits the future was parked at when it was dropped (or when it stalled), outermost
+    /// first; empty unless the code under test was built with its awaits marked
     /// ([`crate::trace`]).
     pub parked: Vec<Point>,
 }
@@ -215,7 +215,7 @@ impl Options {
     /// After every cut has settled (and after a completed run), fails if a task that the operation
     /// spawned, or that one of its tasks spawned, is still running: work detached into a task
     /// whose handle was dropped outlives the cancelled operation. Needs a runtime built by
-    /// [`crate::runtime`] (every `hidden_test!` async test has one).
+    /// [`crate::runtime`].
     pub fn forbid_leftover_tasks(mut self) -> Self {
         self.forbid_leftover_tasks = true;
         self
@@ -273,8 +273,8 @@ where
         (false, _) => None,
         (true, Some(watch)) => Some(watch),
         (true, None) => panic!(
-            "`forbid_leftover_tasks` needs a runtime from `kata_support::runtime` (every \
-             `hidden_test!` async test runs on one)"
+            "`forbid_leftover_tasks` needs a runtime built by `cancel_explorer::runtime` \
+             (`current_thread`, `multi_thread` or `local`)"
         ),
     };
     let state = fresh();
@@ -327,7 +327,7 @@ where
     Ok(Exploration { full_run_polls: polls, cuts_checked: cuts })
 }
 
-/// Like [`explore`], but panics with the failure, worded for a learner.
+/// Like [`explore`], but panics with the failure, worded for the reader of a test's output.
 pub async fn assert_cancel_safe<S, T, Op, OpFut, Check, CheckFut>(
     fresh: impl FnMut() -> S,
     op: Op,
@@ -343,7 +343,7 @@ where
     assert_cancel_safe_with(Options::default(), fresh, op, check).await
 }
 
-/// Like [`explore_with`], but panics with the failure, worded for a learner.
+/// Like [`explore_with`], but panics with the failure, worded for the reader of a test's output.
 pub async fn assert_cancel_safe_with<S, T, Op, OpFut, Check, CheckFut>(
     options: Options,
     fresh: impl FnMut() -> S,
@@ -463,7 +463,7 @@ where
     Ok(Exploration { full_run_polls: polls, cuts_checked: cuts })
 }
 
-/// Like [`explore_at_shutdown`], but panics with the failure, worded for a learner.
+/// Like [`explore_at_shutdown`], but panics with the failure, worded for the reader of a test's output.
 pub fn assert_cancel_safe_at_shutdown<S, T, Op, OpFut, Check>(
     fresh: impl FnMut() -> S,
     op: Op,

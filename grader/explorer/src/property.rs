@@ -1,5 +1,5 @@
-//! Properties over the scenarios a kata's README promises: timings, sizes, number of callers, cut
-//! points. A hand-picked script proves one case; a property tried over a hundred generated cases,
+//! Properties over the scenarios a piece of async code promises to handle: timings, sizes, number
+//! of callers, cut points. A hand-picked script proves one case; a property tried over a hundred generated cases,
 //! with a fixed seed so every run tries the same ones, and shrunk to the smallest failing case,
 //! proves much more and explains its failure with the simplest scenario that breaks.
 //!
@@ -9,7 +9,7 @@
 //! ```
 //! use proptest::prelude::*;
 //!
-//! kata_support::check_property(64, (1usize..8, 0u64..500), |(lines, gap_ms)| async move {
+//! cancel_explorer::check_property(64, (1usize..8, 0u64..500), |(lines, gap_ms)| async move {
 //!     let start = tokio::time::Instant::now();
 //!     for _ in 0..lines {
 //!         tokio::time::sleep(std::time::Duration::from_millis(gap_ms)).await;
