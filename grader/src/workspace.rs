@@ -417,3 +417,33 @@ pub fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
     }
     crate::state::write_atomic(path, content.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_dependencies_of_path_dependencies_are_found_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let crate_at = |name: &str, deps: &str| {
+            let at = dir.path().join(name);
+            std::fs::create_dir_all(&at).unwrap();
+            std::fs::write(at.join("Cargo.toml"), format!("[dependencies]\n{deps}")).unwrap();
+            at
+        };
+        let explorer = crate_at("explorer", "tokio = { workspace = true }\n");
+        let support = crate_at("support", "explorer = { path = \"../explorer\" }\n");
+        let other = crate_at("other", "explorer = { path = \"../explorer\", version = \"0.1\" }\n");
+        let mut deps = Table::new();
+        for (name, at) in [("support", &support), ("other", &other)] {
+            deps.insert(name.into(), toml_table([("path", path_value(at))]));
+        }
+        deps.insert("tokio".into(), toml_table([("version", Value::from("1"))]));
+        let found = path_dependencies(&deps);
+        assert_eq!(found.len(), 3, "{found:?}");
+        for at in [&explorer, &support, &other] {
+            let at = std::fs::canonicalize(at).unwrap();
+            assert!(found.iter().any(|f| std::fs::canonicalize(f).unwrap() == at), "{found:?}");
+        }
+    }
+}
