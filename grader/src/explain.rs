@@ -23,10 +23,24 @@ use syn::visit::{self, Visit};
 pub const SET: &str = "explain";
 
 /// Bumped when [`instrument`] changes, so a staged copy written by an older grader is rewritten.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
-/// The opening of the explorer's trailer (`kata_support::trace::TRAILER_OPEN`).
+/// The openings of the trailers the explorer and the test harness write after a failure message
+/// (`cancel_explorer::trace::{TRAILER_OPEN, LAST_CUT_OPEN}`).
 const TRAILER_OPEN: &str = "\n[parked at: ";
+const LAST_CUT_OPEN: &str = "\n[last cut at: ";
+
+/// When the future was parked at the listed `.await`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parked {
+    /// The explorer dropped it there, and that cut broke the check.
+    Cut,
+    /// It stalled there: never woken.
+    Stalled,
+    /// The test dropped it there, the last time it cancelled the code under test before failing.
+    LastCut,
+}
 
 /// One `.await` (or awaiting macro) the future was parked at when it was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +55,9 @@ pub struct Cut {
     pub end_column: u32,
     /// The line itself, as it was built.
     pub text: String,
+    /// Nothing else listed was parked inside this one: where the future really waited (several
+    /// when it waited at awaits side by side, as in a `join!`).
+    pub innermost: bool,
 }
 
 /// Rewrites `source` so that every await records where it is while it runs; `None` when it does
@@ -54,16 +71,22 @@ pub fn instrument(source: &str) -> Option<String> {
     for wrap in &finder.wraps {
         let start = lines.offset(source, wrap.start)?;
         let end = lines.offset(source, wrap.end)?;
-        let (open, close) = if wrap.statement { ("{", "}") } else { ("({", "})") };
-        let site = format!(
-            "{open} let __kata_site = ::kata_support::trace::Site::enter({}, {}, {}); ",
-            wrap.mark.0.line,
-            wrap.mark.0.column + 1,
-            wrap.mark.1.column + 1
-        );
+        let (line, column, end_column) =
+            (wrap.mark.0.line, wrap.mark.0.column + 1, wrap.mark.1.column + 1);
+        let (open, close) = match wrap.kind {
+            Kind::Await => {
+                (format!("::kata_support::trace::at({line}, {column}, {end_column}, "), ")")
+            }
+            Kind::Macro { semicolon } => (
+                format!(
+                    "::kata_support::trace::Site::enter({line}, {column}, {end_column}).around("
+                ),
+                if semicolon { ");" } else { ")" },
+            ),
+        };
         // At one offset: closings before openings, inner closings first, outer openings first.
-        inserts.push((start, 1, -(end as isize), site));
-        inserts.push((end, 0, -(start as isize), format!(" {close}")));
+        inserts.push((start, 1, -(end as isize), open));
+        inserts.push((end, 0, -(start as isize), close.to_owned()));
     }
     inserts.sort_by_key(|a| (a.0, a.1, a.2));
     let mut out = String::with_capacity(source.len() + inserts.len() * 80);
@@ -77,27 +100,38 @@ pub fn instrument(source: &str) -> Option<String> {
     Some(out)
 }
 
-/// Takes the explorer's trailer off a failure message: the message without it, and the points
-/// (line, column, end column) it listed, outermost first.
-pub fn take_trailer(message: &str) -> (String, Vec<(u32, u32, u32)>) {
-    let Some(at) = message.find(TRAILER_OPEN) else {
-        return (message.to_owned(), Vec::new());
+/// Takes the explorer's (or the harness's) trailer off a failure message: the message without it,
+/// the points (line, column, end column) it listed, outermost first, and whether it was a cut's
+/// (the explorer's) or the test's last cut.
+pub fn take_trailer(message: &str) -> (String, Vec<Point>, Option<Parked>) {
+    let found = [(TRAILER_OPEN, Parked::Cut), (LAST_CUT_OPEN, Parked::LastCut)]
+        .into_iter()
+        .find_map(|(open, kind)| Some((message.find(open)?, open, kind)));
+    let Some((at, open, kind)) = found else {
+        return (message.to_owned(), Vec::new(), None);
     };
-    let rest = &message[at + TRAILER_OPEN.len()..];
+    let rest = &message[at + open.len()..];
     let Some(close) = rest.find(']') else {
-        return (message.to_owned(), Vec::new());
+        return (message.to_owned(), Vec::new(), None);
     };
     let points = rest[..close]
         .split(" > ")
         .filter_map(|point| {
+            let (point, innermost) = match point.strip_suffix('*') {
+                Some(point) => (point, true),
+                None => (point, false),
+            };
             let (line, columns) = point.split_once(':')?;
             let (column, end) = columns.split_once('-')?;
-            Some((line.parse().ok()?, column.parse().ok()?, end.parse().ok()?))
+            let (line, column, end_column) =
+                (line.parse().ok()?, column.parse().ok()?, end.parse().ok()?);
+            Some(Point { line, column, end_column, innermost })
         })
         .collect();
     let mut kept = message[..at].to_owned();
     kept.push_str(&rest[close + 1..]);
-    (kept, points)
+    let kind = if kind == Parked::Cut && is_stall(&kept) { Parked::Stalled } else { kind };
+    (kept, points, Some(kind))
 }
 
 /// How the explorer words the moment of a cut.
@@ -106,11 +140,6 @@ const CUT_WORDS: [&str; 3] = ["after poll ", "before its first poll", "into the 
 /// Whether a failure message says the future stalled (was never woken) rather than was cut.
 pub fn is_stall(message: &str) -> bool {
     cut_phrase(message).is_some() && message.contains("never woken after poll")
-}
-
-/// Whether a failure message is a cut's or a stall's (one the explanation build can place).
-pub fn is_cut_failure(message: &str) -> bool {
-    cut_phrase(message).is_some()
 }
 
 /// The cut's words in a failure message, from the sentence naming the moment to its colon
@@ -123,43 +152,86 @@ pub fn cut_phrase(message: &str) -> Option<&str> {
 }
 
 /// The cuts at `points` of `source` (the learner's file, shown as `file`).
-pub fn cuts(file: &str, source: &str, points: &[(u32, u32, u32)]) -> Vec<Cut> {
+pub fn cuts(file: &str, source: &str, points: &[Point]) -> Vec<Cut> {
     points
         .iter()
-        .filter_map(|&(line, column, end_column)| {
-            let text = source.lines().nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
-            Some(Cut { file: file.to_owned(), line, column, end_column, text: text.to_owned() })
+        .filter_map(|p| {
+            let text = source.lines().nth(usize::try_from(p.line).ok()?.checked_sub(1)?)?;
+            Some(Cut {
+                file: file.to_owned(),
+                line: p.line,
+                column: p.column,
+                end_column: p.end_column,
+                text: text.to_owned(),
+                innermost: p.innermost,
+            })
         })
         .collect()
 }
 
+/// A point of a trailer: line, columns, and whether it is innermost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    pub line: u32,
+    pub column: u32,
+    pub end_column: u32,
+    pub innermost: bool,
+}
+
 /// The cuts as a rustc-style note: the file and line, the line, and a caret under each `.await`,
-/// the innermost labelled "dropped here" (or "parked here" for a future that `stalled`).
-pub fn render(cuts: &[Cut], stalled: bool, color: bool) -> String {
-    let Some(innermost) = cuts.last() else {
+/// the innermost ones first, labelled "dropped here" (or "parked here" for a future that stalled).
+pub fn render(cuts: &[Cut], when: Parked, color: bool) -> String {
+    if cuts.is_empty() {
         return String::new();
+    }
+    let (title, here) = match when {
+        Parked::Cut => ("the future was dropped while parked here", "dropped here"),
+        Parked::Stalled => ("the future was parked here and never woken", "parked here"),
+        Parked::LastCut => (
+            "the last cut before the test failed: a future of your code was dropped while parked \
+             here",
+            "dropped here",
+        ),
     };
-    let (title, here) = if stalled {
-        ("the future was parked at this `.await` and never woken", "parked here")
-    } else {
-        ("the future was dropped while parked at this `.await`", "dropped here")
-    };
-    // The learner's line is shown, never obeyed by the terminal.
-    let texts: Vec<String> = cuts.iter().map(|c| crate::report::text::visible(&c.text)).collect();
-    let mut group = Group::with_title(Level::NOTE.primary_title(title));
-    for (i, cut) in cuts.iter().enumerate() {
-        let (start, end) = byte_range(&texts[i], cut.column, cut.end_column);
-        let label = if std::ptr::eq(cut, innermost) { here } else { "inside this `.await`" };
-        let kind = if std::ptr::eq(cut, innermost) {
-            AnnotationKind::Primary
-        } else {
-            AnnotationKind::Context
+    // Where it waited first (the `-->` line), each place once with how many futures waited
+    // there; then the awaits and macros those were inside, by line.
+    let mut shown: Vec<(&Cut, usize)> = Vec::new();
+    for cut in cuts {
+        let same = |c: &&mut (&Cut, usize)| {
+            (c.0.line, c.0.column, c.0.innermost) == (cut.line, cut.column, cut.innermost)
         };
+        match shown.iter_mut().find(same) {
+            Some(entry) => entry.1 += 1,
+            None => shown.push((cut, 1)),
+        }
+    }
+    shown.sort_by_key(|(c, _)| (!c.innermost, c.line, c.column));
+    let mut group = Group::with_title(Level::NOTE.primary_title(title));
+    // The learner's line is shown, never obeyed by the terminal.
+    let texts: Vec<String> =
+        shown.iter().map(|(c, _)| crate::report::text::visible(&c.text)).collect();
+    let labels: Vec<String> = shown
+        .iter()
+        .zip(&texts)
+        .map(|((cut, count), text)| {
+            let (start, end) = byte_range(text, cut.column, cut.end_column);
+            let is_macro = text[start..end].ends_with('!');
+            match (cut.innermost, *count) {
+                (true, 1) => here.to_owned(),
+                (true, n) => format!("{here}: {n} futures waited here at once"),
+                (false, _) if is_macro => "inside this macro".to_owned(),
+                (false, _) => "inside this `.await`".to_owned(),
+            }
+        })
+        .collect();
+    for (i, (cut, _)) in shown.iter().enumerate() {
+        let (start, end) = byte_range(&texts[i], cut.column, cut.end_column);
+        let kind = if cut.innermost { AnnotationKind::Primary } else { AnnotationKind::Context };
         group = group.element(
             Snippet::source(texts[i].as_str())
                 .line_start(cut.line as usize)
                 .path(cut.file.as_str())
-                .annotation(kind.span(start..end).label(label)),
+                .annotation(kind.span(start..end).label(labels[i].as_str())),
         );
     }
     let renderer = if color { Renderer::styled() } else { Renderer::plain() };
@@ -180,13 +252,20 @@ fn byte_range(text: &str, column: u32, end: u32) -> (usize, usize) {
     (start.min(end), end)
 }
 
-/// One thing to wrap: `start..end` of the source, the marked token, and whether it stands as a
-/// statement (a brace block needs no `;` after it there).
+/// One thing to wrap: `start..end` of the source and the marked token.
 struct Wrap {
     start: LineColumn,
     end: LineColumn,
     mark: (LineColumn, LineColumn),
-    statement: bool,
+    kind: Kind,
+}
+
+/// An `.await` (its base is wrapped in `trace::at(..)`, so that nothing else about it changes), or
+/// an awaiting macro (passed through `trace::Site::enter(..).around(..)`, which needs a `;` after
+/// it where a brace macro stood as a statement of its own before the end of its block).
+enum Kind {
+    Await,
+    Macro { semicolon: bool },
 }
 
 #[derive(Default)]
@@ -202,7 +281,7 @@ fn awaits(mac: &syn::Macro) -> bool {
 }
 
 impl Finder {
-    fn mac(&mut self, mac: &syn::Macro, statement: bool) {
+    fn mac(&mut self, mac: &syn::Macro, semicolon: bool) {
         if !awaits(mac) {
             return;
         }
@@ -215,7 +294,7 @@ impl Finder {
             start: mac.path.span().start(),
             end,
             mark: (mac.path.span().start(), mac.bang_token.span.end()),
-            statement,
+            kind: Kind::Macro { semicolon },
         });
     }
 }
@@ -224,9 +303,9 @@ impl<'ast> Visit<'ast> for Finder {
     fn visit_expr_await(&mut self, node: &'ast syn::ExprAwait) {
         self.wraps.push(Wrap {
             start: node.base.span().start(),
-            end: node.await_token.span.end(),
+            end: node.dot_token.span.start(),
             mark: (node.dot_token.span.start(), node.await_token.span.end()),
-            statement: false,
+            kind: Kind::Await,
         });
         visit::visit_expr_await(self, node);
     }
@@ -236,11 +315,19 @@ impl<'ast> Visit<'ast> for Finder {
         visit::visit_expr_macro(self, node);
     }
 
-    fn visit_stmt_macro(&mut self, node: &'ast syn::StmtMacro) {
-        // `tokio::select! { .. }` as a statement, with or without a `;`; a brace block keeps both
-        // meanings.
-        self.mac(&node.mac, node.semi_token.is_none());
-        visit::visit_stmt_macro(self, node);
+    fn visit_block(&mut self, block: &'ast syn::Block) {
+        let last = block.stmts.len().saturating_sub(1);
+        for (i, stmt) in block.stmts.iter().enumerate() {
+            match stmt {
+                // `tokio::select! { .. }` standing as a statement without a `;`: the call that
+                // replaces it needs one, unless it is the block's value.
+                syn::Stmt::Macro(node) => {
+                    self.mac(&node.mac, node.semi_token.is_none() && i != last);
+                    visit::visit_stmt_macro(self, node);
+                }
+                _ => self.visit_stmt(stmt),
+            }
+        }
     }
 }
 
@@ -273,31 +360,30 @@ mod tests {
         let out = instrument(source).unwrap();
         assert_eq!(out.lines().count(), source.lines().count());
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(
-            lines[1],
-            "    let a = ({ let __kata_site = ::kata_support::trace::Site::enter(2, 22, 28); \
-             rx.recv().await })?;"
-        );
+        assert_eq!(lines[1], "    let a = ::kata_support::trace::at(2, 22, 28, rx.recv()).await?;");
         assert_eq!(
             lines[2],
-            "    g(({ let __kata_site = ::kata_support::trace::Site::enter(3, 20, 26); \
-             ({ let __kata_site = ::kata_support::trace::Site::enter(3, 10, 16); h().await \
-             }).x().await }))"
+            "    g(::kata_support::trace::at(3, 20, 26, ::kata_support::trace::at(3, 10, 16, \
+             h()).await.x()).await)"
         );
         syn::parse_file(&out).unwrap();
     }
 
     #[test]
-    fn a_select_statement_becomes_a_block_and_unicode_columns_are_characters() {
-        let source = "async fn f() {\n    let é = 1; tokio::select! {\n        _ = a() => {}\n    \
-                      }\n    let x = tokio::join!(a(), b());\n}\n";
+    fn an_awaiting_macro_passes_through_a_site_and_unicode_columns_are_characters() {
+        let source = "async fn f() -> u8 {\n    let é = 1; tokio::select! {\n        _ = a() => {}\n    \
+                      }\n    let x = tokio::join!(a(), b());\n    tokio::select! { _ = a() => 1 }\n}\n";
         let out = instrument(source).unwrap();
+        assert_eq!(out.lines().count(), source.lines().count());
         assert!(out.contains(
-            "let é = 1; { let __kata_site = ::kata_support::trace::Site::enter(2, 16, 30); \
-             tokio::select! {"
+            "let é = 1; ::kata_support::trace::Site::enter(2, 16, 30).around(tokio::select! {"
         ));
-        assert!(out.contains("    } }\n"));
-        assert!(out.contains("let x = ({ let __kata_site"));
+        // A statement before the end of its block gets its `;`; the block's value does not.
+        assert!(out.contains("    });\n"), "{out}");
+        assert!(out.contains(
+            "let x = ::kata_support::trace::Site::enter(5, 13, 25).around(tokio::join!(a(), b()));"
+        ));
+        assert!(out.contains("    ::kata_support::trace::Site::enter(6, 5, 19).around(tokio::select! { _ = a() => 1 })\n}"), "{out}");
         syn::parse_file(&out).unwrap();
         assert_eq!(instrument("fn ("), None);
     }
@@ -313,7 +399,7 @@ mod tests {
                 let out = instrument(&source).unwrap_or_else(|| panic!("{}", path.display()));
                 assert_eq!(out.lines().count(), source.lines().count(), "{}", path.display());
                 syn::parse_file(&out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                awaits += out.matches("::kata_support::trace::Site::enter(").count();
+                awaits += out.matches("::kata_support::trace::at(").count();
             }
         }
         assert!(awaits > 100, "only {awaits} awaits marked in the course");
@@ -321,20 +407,35 @@ mod tests {
 
     #[test]
     fn the_trailer_comes_off_and_gives_its_points() {
-        let (message, points) =
+        let (message, points, when) =
             take_trailer("cancelled after poll 1 of 3: lost\n[parked at: 3:5-11 > 9:13-19]");
         assert_eq!(message, "cancelled after poll 1 of 3: lost");
-        assert_eq!(points, vec![(3, 5, 11), (9, 13, 19)]);
+        let at =
+            |line, column, end_column, innermost| Point { line, column, end_column, innermost };
+        assert_eq!(points, vec![at(3, 5, 11, false), at(9, 13, 19, false)]);
+        assert_eq!(when, Some(Parked::Cut));
+        let (message, points, when) = take_trailer("the line was lost\n[last cut at: 4:1-7*]");
+        assert_eq!(
+            (message.as_str(), points, when),
+            ("the line was lost", vec![at(4, 1, 7, true)], Some(Parked::LastCut))
+        );
+        let stalled = "without any cancellation (2 polls): the operation stalled: never woken after \
+                       poll 2\n[parked at: 8:3-9]";
+        assert_eq!(take_trailer(stalled).2, Some(Parked::Stalled));
         assert_eq!(take_trailer("plain").1, Vec::new());
     }
 
     #[test]
-    fn a_cut_renders_as_a_note_under_the_await() {
-        let source = "fn a() {}\n    let reply = inner.call(request).await;\n";
-        let cuts = cuts("exercises/01/src/lib.rs", source, &[(2, 36, 42)]);
-        let text = render(&cuts, false, false);
-        assert!(text.contains("exercises/01/src/lib.rs:2:36"), "{text}");
-        assert!(text.contains("^^^^^^ dropped here"), "{text}");
+    fn a_cut_renders_as_a_note_under_the_await_the_innermost_first() {
+        let source = "fn a() {}\n    let reply = inner.call(request).await;\n    \
+                      tokio::join!(one, two);\n";
+        let at =
+            |line, column, end_column, innermost| Point { line, column, end_column, innermost };
+        let points = [at(3, 5, 17, false), at(2, 36, 42, true), at(2, 36, 42, true)];
+        let text = render(&cuts("exercises/01/src/lib.rs", source, &points), Parked::Cut, false);
+        assert!(text.contains("--> exercises/01/src/lib.rs:2:36"), "{text}");
+        assert!(text.contains("^^^^^^ dropped here: 2 futures waited here at once"), "{text}");
         assert!(text.contains("let reply = inner.call(request).await;"), "{text}");
+        assert!(text.contains("inside this macro"), "{text}");
     }
 }

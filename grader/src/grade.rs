@@ -58,6 +58,9 @@ pub struct TestResult {
     /// `explain`); empty unless the explanation build placed it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parked: Vec<crate::explain::Cut>,
+    /// When the future was parked there: the failing cut's, a stall's, or the test's last cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_when: Option<crate::explain::Parked>,
 }
 
 /// One unit's (kata's or decoy's) result (serialized in reports and in the verdict cache).
@@ -187,10 +190,11 @@ pub fn grade(
     Ok((results, started.elapsed()))
 }
 
-/// Gives each test that failed at a cut the `.await`s the future was parked at, from a second
-/// build of the unit's source in the explanation set (see `explain`). Best effort: a unit whose
+/// Gives each failed test the `.await`s the future was parked at when it was cut (by the explorer,
+/// or last by the test itself), from a second build of the unit's source in the explanation set
+/// (see `explain`). Best effort: a unit whose
 /// explanation build fails, or whose test fails differently there, is left as it was.
-fn explain_cuts(
+pub fn explain_cuts(
     course: &Course,
     units: &[Unit],
     results: &mut [UnitResult],
@@ -202,16 +206,19 @@ fn explain_cuts(
     }
     let wanted: Vec<usize> = (0..units.len())
         .filter(|&i| units[i].lib_rs.ends_with("src/lib.rs"))
-        .filter(|&i| {
-            results[i]
-                .tests
-                .iter()
-                .any(|t| t.status == Outcome::Failed && crate::explain::is_cut_failure(&t.message))
-        })
+        .filter(|&i| results[i].tests.iter().any(|t| t.status == Outcome::Failed))
         .collect();
     if wanted.is_empty() {
         return;
     }
+    // What the learner's `src/lib.rs` holds now, by the hash `stage::read` gives the graded sources.
+    let sources: Vec<Option<(String, String)>> = (0..units.len())
+        .map(|i| {
+            let staged = crate::stage::read(&units[i].lib_rs, units[i].shown()).ok()?;
+            let (_, lib) = staged.files.iter().find(|(p, _)| p.as_os_str() == "lib.rs")?;
+            Some((staged.hash.clone(), String::from_utf8_lossy(lib).into_owned()))
+        })
+        .collect();
     let pending: Vec<Unit> = wanted.iter().map(|&i| units[i].clone()).collect();
     // One phase for the whole second build and run: it is not a second check.
     progress.phase("explaining", pending.len());
@@ -222,19 +229,27 @@ fn explain_cuts(
         return;
     };
     for (&i, again) in wanted.iter().zip(explained) {
-        let Ok(source) = std::fs::read_to_string(&units[i].lib_rs) else {
+        // The sources of both builds must be those graded: a save in between would put the note
+        // on another program's line (and the verdict cache would keep it).
+        let graded = results[i].source_hash.clone();
+        let explained_same = again.source_hash.as_deref().and_then(|h| h.split('-').next());
+        let Some(source) = sources[i].as_ref().filter(|(hash, _)| {
+            graded.as_deref() == Some(hash.as_str()) && explained_same == Some(hash.as_str())
+        }) else {
             continue;
         };
+        let source = &source.1;
         let file = results[i].file.clone();
         for test in results[i].tests.iter_mut().filter(|t| t.status == Outcome::Failed) {
             let Some(second) = again.tests.iter().find(|t| t.name == test.name) else {
                 continue;
             };
-            let (message, points) = crate::explain::take_trailer(&second.message);
+            let (message, points, when) = crate::explain::take_trailer(&second.message);
             let same =
                 crate::explain::cut_phrase(&message) == crate::explain::cut_phrase(&test.message);
             if second.status == Outcome::Failed && same {
-                test.parked = crate::explain::cuts(&file, &source, &points);
+                test.parked = crate::explain::cuts(&file, source, &points);
+                test.parked_when = when.filter(|_| !test.parked.is_empty());
             }
         }
     }
@@ -444,6 +459,7 @@ pub fn grade_repeated(
                 message: r.message.clone(),
                 duration_ms: r.duration.as_millis().try_into().unwrap_or(u64::MAX),
                 parked: Vec::new(),
+                parked_when: None,
             })
             .collect();
         if let Some(file) = tampered[i] {
@@ -457,6 +473,7 @@ pub fn grade_repeated(
                 ),
                 duration_ms: 0,
                 parked: Vec::new(),
+                parked_when: None,
             });
         }
         let status = if errors[i].is_some() && trusted_changed.is_some() {

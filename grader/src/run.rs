@@ -349,15 +349,24 @@ fn panic_at(text: &str, start: usize) -> String {
     .min()
     .unwrap_or(body.len());
     let message = body[..end].trim();
+    // The harness's `[last cut at: ..]` line follows the panic hook's output (explain builds).
+    let last_cut = body[end..]
+        .lines()
+        .find(|line| line.starts_with("[last cut at: "))
+        .filter(|_| !message.contains("\n[last cut at: "));
     // The assertion boilerplate says nothing a learner needs; the message and left/right do.
     let message = ["assertion `left == right` failed: ", "assertion `left != right` failed: "]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .unwrap_or(message);
-    if message.is_empty() {
+    let message = if message.is_empty() {
         rest.lines().next().unwrap_or_default().to_owned()
     } else {
         message.to_owned()
+    };
+    match last_cut {
+        Some(line) => format!("{message}\n{line}"),
+        None => message,
     }
 }
 

@@ -41,7 +41,7 @@ fn check_grades_each_kata_and_keeps_going_past_a_compile_error() {
     );
     // Where the future was parked when it was dropped, in the learner's file (issue 13).
     for line in [
-        "note: the future was dropped while parked at this `.await`",
+        "note: the future was dropped while parked here",
         "--> exercises/02_failing/src/lib.rs:16:9",
         "16 |     work.await;",
         "^^^^^^ dropped here",

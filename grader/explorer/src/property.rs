@@ -19,15 +19,18 @@
 //! });
 //! ```
 
+use std::cell::RefCell;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use crate::explorer::STALL_AFTER;
 use crate::runtime;
+use crate::trace::{self, LastCut};
 
 /// Tries `test` on `cases` scenarios drawn from `strategy`, each on a fresh seeded, paused,
 /// current-thread runtime from [`crate::runtime`], and panics with the smallest failing scenario.
@@ -65,23 +68,38 @@ where
     // Shrinking re-runs failing cases; their panics would each print as if they were the test's.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
+    // Where the code under test was last cut in the latest failing scenario (the smallest, once
+    // shrinking is done), in a build with its awaits marked (`trace`).
+    let failing_cut = RefCell::new(Vec::new());
     let result = runner.run(&strategy, |scenario| {
         let seed = seed_of(&scenario);
         let rt = runtime::current_thread(seed);
-        let seen = rt.block_on(async {
-            match tokio::time::timeout(STALL_AFTER, test(scenario)).await {
-                Ok(seen) => seen,
-                Err(_) => Err(format!("the scenario stalled: nothing woke it for {STALL_AFTER:?}")),
-            }
-        });
+        let scope = trace::new_scope();
+        let seen = catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(trace::scoped(scope, async {
+                match tokio::time::timeout(STALL_AFTER, test(scenario)).await {
+                    Ok(seen) => seen,
+                    Err(_) => {
+                        Err(format!("the scenario stalled: nothing woke it for {STALL_AFTER:?}"))
+                    }
+                }
+            }))
+        }));
         drop(rt);
-        seen.map_err(TestCaseError::fail)
+        if !matches!(seen, Ok(Ok(()))) {
+            *failing_cut.borrow_mut() = trace::last_cut(scope);
+        }
+        match seen {
+            Ok(seen) => seen.map_err(TestCaseError::fail),
+            Err(panic) => resume_unwind(panic),
+        }
     });
     std::panic::set_hook(hook);
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, scenario)) => {
-            panic!("the smallest failing scenario: {scenario:?}: {}", why.message())
+            let cut = LastCut(failing_cut.take());
+            panic!("the smallest failing scenario: {scenario:?}: {}{cut}", why.message())
         }
         Err(TestError::Abort(why)) => panic!("the property could not run: {}", why.message()),
     }

@@ -91,8 +91,14 @@ fn configure(builder: &mut Builder, seed: u64) -> Arc<Mutex<Registry>> {
                 reg.owned.insert(meta.id(), meta.spawned_at());
             }
         })
-        .on_before_task_poll(|meta| CURRENT_TASK.with(|c| c.set(Some(meta.id()))))
-        .on_after_task_poll(|_| CURRENT_TASK.with(|c| c.set(None)))
+        .on_before_task_poll(|meta| {
+            CURRENT_TASK.with(|c| c.set(Some(meta.id())));
+            crate::trace::enter_task();
+        })
+        .on_after_task_poll(|_| {
+            crate::trace::leave_task();
+            CURRENT_TASK.with(|c| c.set(None));
+        })
         .on_task_terminate(move |meta| {
             on_end.lock().expect("task registry").owned.remove(&meta.id());
         });

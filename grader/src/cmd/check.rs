@@ -40,6 +40,10 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         None => args.katas.clone(),
     };
     let katas = course.select(&named)?;
+    let only_current = args.format == Format::Human
+        && named.is_empty()
+        && tree == Tree::Exercises
+        && args.reports.is_empty();
     let units: Vec<Unit> = katas
         .iter()
         .map(|kata| Unit {
@@ -60,13 +64,14 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         build_timeout: args.build_timeout.map(Duration::from_secs),
         cache: !args.no_cache,
         gate: None,
-        explain: !args.no_explain,
+        // A plain first check shows one kata's failures: only that one is explained, below.
+        explain: !args.no_explain && !only_current,
     };
-    let progress = Progress::new(
+    let bar = Progress::new(
         matches!(args.format, Format::Human | Format::Github),
         std::io::stderr().is_terminal(),
     );
-    let (results, took) = grade::grade(course, tree.dir(), &units, &options, &progress)?;
+    let (mut results, took) = grade::grade(course, tree.dir(), &units, &options, &bar)?;
 
     let progress = (tree == Tree::Exercises).then(|| {
         State::update(course, |state| {
@@ -88,6 +93,14 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
     } else {
         Detail::All
     };
+    if only_current
+        && !args.no_explain
+        && let Some(i) = current.and_then(|name| results.iter().position(|r| r.name == name))
+    {
+        let explaining = Options { explain: true, ..options.clone() };
+        let (unit, result) = (&units[i..=i], &mut results[i..=i]);
+        grade::explain_cuts(course, unit, result, &explaining, &bar);
+    }
     let progress = state.map(|state| report::progress_line(course, &state));
 
     let summary = Summary::of(&results, took);

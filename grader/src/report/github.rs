@@ -36,7 +36,9 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
                 (file, line, format!("{}: does not compile", result.name), error.to_owned())
             }
             _ => {
-                let test = result.tests.iter().find(|t| t.status != Outcome::Passed);
+                // The first failing test that knows where the future was parked, else the first.
+                let failing = || result.tests.iter().filter(|t| t.status != Outcome::Passed);
+                let test = failing().find(|t| !t.parked.is_empty()).or_else(|| failing().next());
                 let title = match test {
                     Some(t) => format!("{}: {}", result.name, t.name),
                     None => result.name.clone(),
@@ -44,7 +46,8 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
                 let message = test.map_or_else(|| super::reason(result), |t| t.message.clone());
                 // At the `.await` the future was dropped at, when the explanation placed it;
                 // else at the `// TODO`.
-                match test.and_then(|t| t.parked.last()) {
+                let innermost = test.and_then(|t| t.parked.iter().find(|c| c.innermost));
+                match innermost.or_else(|| test.and_then(|t| t.parked.last())) {
                     Some(cut) => (cut.file.clone(), cut.line, title, message),
                     None => {
                         let line = todo_line(&root.join(&result.file)).unwrap_or(1);

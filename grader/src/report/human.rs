@@ -84,8 +84,8 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
             out.push_str(&super::indent(&visible(test.message.trim_end()), 8));
             out.push('\n');
             if !test.parked.is_empty() {
-                let stalled = crate::explain::is_stall(&test.message);
-                let note = crate::explain::render(&test.parked, stalled, style::enabled());
+                let when = test.parked_when.unwrap_or(crate::explain::Parked::Cut);
+                let note = crate::explain::render(&test.parked, when, style::enabled());
                 out.push_str(&super::indent(note.trim_end(), 8));
                 out.push('\n');
             }
@@ -158,6 +158,7 @@ mod tests {
                     status,
                     message: "m".into(),
                     parked: Vec::new(),
+                    parked_when: None,
                     duration_ms: 1,
                 })
                 .collect(),

@@ -24,6 +24,9 @@
 use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::trace;
 
 /// The line a completed test prints, followed by the nonce.
 pub const PROOF_PREFIX: &str = "kata-proof:";
@@ -71,6 +74,7 @@ pub fn main(tests: &[Test]) -> ExitCode {
     };
     let nonce = nonce.to_owned();
     drop(line);
+    report_last_cut();
     if let Err(code) = run_one(*test) {
         return code;
     }
@@ -159,12 +163,19 @@ impl Libtest {
     }
 }
 
+/// The scope ([`crate::trace`]) the running async test body is polled in; 0 between bodies.
+static BODY_SCOPE: AtomicU64 = AtomicU64::new(0);
+
 /// Runs an async test body on a paused current-thread runtime, once per `select!` seed in
-/// [`SEEDS`](crate::runtime::SEEDS), each time on a fresh runtime.
+/// [`SEEDS`](crate::runtime::SEEDS), each time on a fresh runtime, polled in a scope of its own.
 pub fn run_async<F: Future<Output = ()>>(body: impl Fn() -> F) {
     for seed in crate::runtime::SEEDS {
         let runtime = crate::runtime::current_thread(seed);
-        runtime.block_on(body());
+        let scope = trace::new_scope();
+        BODY_SCOPE.store(scope, Ordering::SeqCst);
+        trace::set_task_scope(scope);
+        runtime.block_on(trace::scoped(scope, body()));
+        trace::set_task_scope(0);
         drop(runtime);
     }
 }
@@ -172,8 +183,37 @@ pub fn run_async<F: Future<Output = ()>>(body: impl Fn() -> F) {
 /// Runs an async test body on a two-worker runtime with the real clock (real parallelism only).
 pub fn run_multi_thread<F: Future<Output = ()>>(body: F) {
     let runtime = crate::runtime::multi_thread(2, crate::runtime::SEEDS[0]);
-    runtime.block_on(body);
+    let scope = trace::new_scope();
+    BODY_SCOPE.store(scope, Ordering::SeqCst);
+    trace::set_task_scope(scope);
+    runtime.block_on(trace::scoped(scope, body));
+    trace::set_task_scope(0);
     drop(runtime);
+}
+
+/// After a test's panic message, the `.await`s where the test body last cut the code under test
+/// (`[last cut at: ..]` on a line of its own), when the code was built with its awaits marked
+/// ([`crate::trace`]) and the message does not already say where (the explorer's does).
+fn report_last_cut() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hook(info);
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or(payload.downcast_ref::<String>().map(|s| s.as_str()));
+        if message
+            .is_some_and(|m| m.contains(trace::TRAILER_OPEN) || m.contains(trace::LAST_CUT_OPEN))
+        {
+            return;
+        }
+        let scope = BODY_SCOPE.load(Ordering::SeqCst);
+        let cut = trace::LastCut(if scope == 0 { Vec::new() } else { trace::last_cut(scope) });
+        if !cut.0.is_empty() {
+            eprintln!("{}", cut.to_string().trim_start());
+        }
+    }));
 }
 
 /// Runs a synchronous test body (one that builds and drops its own runtime).
