@@ -28,12 +28,8 @@ struct Server {
 }
 
 /// A server that answers at once, in one piece.
-const PROMPT: Server = Server {
-    think: Duration::ZERO,
-    pieces: 1,
-    gap: Duration::ZERO,
-    request_buffer: 4096,
-};
+const PROMPT: Server =
+    Server { think: Duration::ZERO, pieces: 1, gap: Duration::ZERO, request_buffer: 4096 };
 
 /// A server that is slow to answer (200 ms), sends every reply in three pieces 10 ms apart, and
 /// reads requests four bytes at a time.

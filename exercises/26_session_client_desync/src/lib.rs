@@ -40,9 +40,8 @@ impl Reply {
     ///
     /// `InvalidData` when the line is not a reply this client knows.
     pub fn parse(line: &str) -> io::Result<Reply> {
-        let invalid = || {
-            io::Error::new(io::ErrorKind::InvalidData, format!("not a reply line: {line:?}"))
-        };
+        let invalid =
+            || io::Error::new(io::ErrorKind::InvalidData, format!("not a reply line: {line:?}"));
         let mut chars = line.chars();
         let kind = chars.next().ok_or_else(invalid)?;
         let rest = chars.as_str();
