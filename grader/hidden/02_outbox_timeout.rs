@@ -792,11 +792,15 @@ hidden_test! {
                             (format!("Busy(Some({text:?}))"), wait)
                         };
                         if seen != expected || waited != at {
+                            let why = if seen == "Busy(None)" {
+                                "Busy(None) means the message was lost; Busy must hand it back"
+                            } else {
+                                "Ok at once into an outbox with room; on a full one, Busy when \
+                                 the call's own wait runs out, at once for a zero wait"
+                            };
                             return Err(format!(
                                 "{history}; then a call with {} message(s) in the outbox answered \
-                                 {seen} after {waited:?}; expected {expected} after {at:?} (Ok at \
-                                 once into an outbox with room; on a full one, Busy when the \
-                                 call's own wait runs out, at once for a zero wait)",
+                                 {seen} after {waited:?}; expected {expected} after {at:?} ({why})",
                                 queued.len()
                             ));
                         }
