@@ -126,13 +126,17 @@ hidden_test! {
             }
             assert!(
                 first.is_pending(),
-                "limit {limit}: with {limit} request(s) in flight, one more request was forwarded                  ({first:?}); it must be shed"
+                "limit {limit}: with {limit} request(s) in flight, one more request was forwarded \
+                 ({first:?}); it must be shed"
             );
             backends[0].open();
             assert!(in_flight[0].poll().is_ready(), "a request whose backend answered did not finish");
             let second = late.poll();
             panic!(
-                "limit {limit}, the clock {offset_us} µs on: a request arriving at a full gateway                  was not shed on its first poll (it returned Pending, waiting for room); one                  request then ended, and the next poll of the waiting one returned {second:?}{}: a                  full gateway answers \"503, try later\" straight away, at any instant",
+                "limit {limit}, the clock {offset_us} µs on: a request arriving at a full gateway \
+                 was not shed on its first poll (it returned Pending, waiting for room); one \
+                 request then ended, and the next poll of the waiting one returned {second:?}{}: a \
+                 full gateway answers \"503, try later\" straight away, at any instant",
                 if second.is_ready() && second != Poll::Ready(Err(Shed)) {
                     ", so it was forwarded late"
                 } else {
