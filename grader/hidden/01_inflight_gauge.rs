@@ -99,6 +99,53 @@ hidden_test! {
         assert_eq!(gateway.in_flight(), 0);
     }
 
+    /// "Shed at once" holds at any time of day. A production clock is never aligned to a whole
+    /// millisecond, so the test moves the paused clock to odd instants (some a fraction of a
+    /// millisecond past one) before a request arrives at a full gateway: its first poll must
+    /// answer `Err(Shed)`, and a slot freed before its next poll must not let it in late.
+    async fn a_full_gateway_sheds_on_the_first_poll_at_any_instant() {
+        for (step, offset_us) in [0u64, 1, 250, 500, 999, 1000, 1001, 1500, 2750].into_iter().enumerate() {
+            let limit = 1 + step % 3;
+            tokio::time::advance(Duration::from_micros(offset_us)).await;
+            let gateway = Gateway::new(limit);
+            let backends: Vec<Gate> = (0..limit).map(|_| Gate::closed()).collect();
+            let mut in_flight: Vec<_> = backends
+                .iter()
+                .map(|backend| {
+                    let held = backend.clone();
+                    task::spawn(gateway.forward(async move { held.pass().await }))
+                })
+                .collect();
+            for request in &mut in_flight {
+                assert_pending!(request.poll());
+            }
+            let mut late = task::spawn(gateway.forward(async { 200 }));
+            let first = late.poll();
+            if first == Poll::Ready(Err(Shed)) {
+                continue;
+            }
+            assert!(
+                first.is_pending(),
+                "limit {limit}: with {limit} request(s) in flight, one more request was forwarded \
+                 ({first:?}); it must be shed"
+            );
+            backends[0].open();
+            assert!(in_flight[0].poll().is_ready(), "a request whose backend answered did not finish");
+            let second = late.poll();
+            panic!(
+                "limit {limit}, the clock {offset_us} µs on: a request arriving at a full gateway \
+                 was not shed on its first poll (it returned Pending, waiting for room); one \
+                 request then ended, and the next poll of the waiting one returned {second:?}{}: a \
+                 full gateway answers \"503, try later\" straight away, at any instant",
+                if second.is_ready() && second != Poll::Ready(Err(Shed)) {
+                    ", so it was forwarded late"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
     /// Requests created before any of them is polled, then polled in any order: exactly `limit`
     /// of them reach the backend and the others are shed, whichever moment a fix counts a request
     /// at (when `forward` is called or when it is first polled).

@@ -157,12 +157,13 @@ enum Client {
     Stalls,
 }
 
-/// A wait for space in microseconds (a whole number of milliseconds half of the time, otherwise
-/// any), and what the client does (at a whole millisecond) during or after it. Never on the
-/// timer tick at which the wait runs out, where either answer would be fair: tokio's timers fire
-/// on whole-millisecond ticks, so a wait of 1.5 ms runs out on the tick at 2 ms.
+/// A wait for space in microseconds (often none at all: "do not wait, just try"; otherwise a
+/// whole number of milliseconds half of the time, or any), and what the client does (at a whole
+/// millisecond) during or after it. Never on the timer tick at which the wait runs out, where
+/// either answer would be fair: tokio's timers fire on whole-millisecond ticks, so a wait of
+/// 1.5 ms runs out on the tick at 2 ms, and a zero wait runs out at once.
 fn waits_and_clients() -> impl Strategy<Value = (u64, Client)> {
-    let wait_us = prop_oneof![(1u64..=120).prop_map(|ms| ms * 1000), 1u64..=120_000];
+    let wait_us = prop_oneof![Just(0u64), (1u64..=120).prop_map(|ms| ms * 1000), 1u64..=120_000];
     (wait_us, 0u64..=200, 0u8..3).prop_map(|(wait_us, at, kind)| {
         let runs_out_ms = wait_us.div_ceil(1000);
         let at = if at * 1000 >= wait_us && at <= runs_out_ms { runs_out_ms + 1 } else { at };
@@ -213,6 +214,33 @@ fn rooms_and_a_read() -> impl Strategy<Value = (u64, Vec<(u64, bool)>, Option<u6
 /// client reads one message and frees one slot.
 fn latecomers_and_a_read() -> impl Strategy<Value = (u64, Vec<u64>, u64)> {
     (3u64..=150).prop_flat_map(|wait| (Just(wait), prop::collection::vec(1..wait, 1..=3), 1..wait))
+}
+
+/// One step of the room's life with a member's outbox, in the order it happens.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A room calls `enqueue` and awaits its answer; nobody reads during the wait.
+    Enqueue,
+    /// The client reads one message, if there is one.
+    Read,
+}
+
+/// The capacity of an outbox, how many messages sit in it at first (perhaps all it holds), a wait
+/// for space in milliseconds (often none), the steps taken while the client is connected, and how
+/// many calls the rooms make after it has disconnected.
+fn histories_then_a_disconnect() -> impl Strategy<Value = (usize, usize, u64, Vec<Step>, usize)> {
+    let step = prop_oneof![3 => Just(Step::Enqueue), 2 => Just(Step::Read)];
+    (1usize..=4, prop_oneof![Just(0u64), 1u64..=60], prop::collection::vec(step, 0..=8), 1usize..=2)
+        .prop_flat_map(|(capacity, wait, steps, after)| {
+            (Just(capacity), 0..=capacity, Just(wait), Just(steps), Just(after))
+        })
+}
+
+/// How many more messages a plain sender of the channel can queue right now, without waiting.
+/// The slots it takes to count them are given back at once.
+fn free_slots(plain: &mpsc::Sender<ChatMessage>) -> usize {
+    let permits: Vec<_> = std::iter::from_fn(|| plain.try_reserve().ok()).collect();
+    permits.len()
 }
 
 hidden_test! {
@@ -473,11 +501,12 @@ hidden_test! {
         );
     }
 
-    /// Over any wait and any moment the client reads or leaves: a slot freed during the wait is
-    /// used at once, a client leaving during the wait is `Closed` at once, and otherwise `Busy`
-    /// comes back with the message when the wait runs out, not later.
+    /// Over any wait, a zero wait too, and any moment the client reads or leaves: a slot freed
+    /// during the wait is used at once, a client leaving during the wait is `Closed` at once, and
+    /// otherwise `Busy` comes back with the message when the wait runs out, not later (with a zero
+    /// wait, on the very first poll).
     fn answers_within_the_wait_whatever_the_client_does() {
-        check_property(128, waits_and_clients(), |(wait_us, client)| async move {
+        check_property(160, waits_and_clients(), |(wait_us, client)| async move {
             let (tx, rx) = mpsc::channel(1);
             tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
             let wait = Duration::from_micros(wait_us);
@@ -721,6 +750,108 @@ hidden_test! {
                         rooms.len()
                     ));
                 }
+            }
+            Ok(())
+        });
+    }
+
+    /// One call after another on the same outbox, the client reading now and then, and then
+    /// disconnecting: every call answers as the outbox is at that moment (Ok at once with room,
+    /// Busy when its wait runs out on a full one, Closed at once once the client is gone), a plain
+    /// sender of the same channel finds exactly the room the queued messages leave (a call that
+    /// has answered keeps no slot of the outbox), and the client reads exactly the messages of the
+    /// calls that answered Ok(()), in order.
+    fn every_call_answers_as_the_outbox_is_then_up_to_and_after_a_disconnect() {
+        let cases = histories_then_a_disconnect();
+        check_property(96, cases, |(capacity, backlog, wait_ms, steps, after)| async move {
+            let (tx, mut rx) = mpsc::channel(capacity);
+            let mut queued = std::collections::VecDeque::new();
+            for i in 0..backlog {
+                let text = format!("backlog {i}");
+                tx.try_send(line("server", &text)).expect("room for the backlog");
+                queued.push_back(text);
+            }
+            let wait = Duration::from_millis(wait_ms);
+            let outbox = Outbox::new(tx.clone(), wait);
+            let mut history = format!(
+                "a capacity-{capacity} outbox holding {backlog} message(s), wait {wait:?}"
+            );
+            let mut calls = 0;
+            for step in &steps {
+                match step {
+                    Step::Enqueue => {
+                        calls += 1;
+                        let text = format!("line {calls}");
+                        let start = Instant::now();
+                        let result = outbox.enqueue(line("heidi", &text)).await;
+                        let waited = start.elapsed();
+                        let seen = describe(&result);
+                        let (expected, at) = if queued.len() < capacity {
+                            ("Ok(())".to_string(), Duration::ZERO)
+                        } else {
+                            (format!("Busy(Some({text:?}))"), wait)
+                        };
+                        if seen != expected || waited != at {
+                            let why = if seen == "Busy(None)" {
+                                "Busy(None) means the message was lost; Busy must hand it back"
+                            } else {
+                                "Ok at once into an outbox with room; on a full one, Busy when \
+                                 the call's own wait runs out, at once for a zero wait"
+                            };
+                            return Err(format!(
+                                "{history}; then a call with {} message(s) in the outbox answered \
+                                 {seen} after {waited:?}; expected {expected} after {at:?} ({why})",
+                                queued.len()
+                            ));
+                        }
+                        history += &format!("; a call answered {seen}");
+                        if result.is_ok() {
+                            queued.push_back(text);
+                        }
+                    }
+                    Step::Read => {
+                        let read = rx.try_recv().map(|m| m.text).ok();
+                        let expected = queued.pop_front();
+                        if read != expected {
+                            return Err(format!(
+                                "{history}; then the client read {read:?}, expected {expected:?} \
+                                 (only the messages of calls that answered Ok(()) reach the \
+                                 client, in order)"
+                            ));
+                        }
+                        history += "; the client read one message";
+                    }
+                }
+                let free = free_slots(&tx);
+                if free != capacity - queued.len() {
+                    return Err(format!(
+                        "{history}; then, with {} message(s) in the outbox, a plain sender of the \
+                         same channel could queue {free} more message(s), expected {}: a call \
+                         that has answered must not keep any slot of the outbox, which belongs to \
+                         whoever sends next",
+                        queued.len(),
+                        capacity - queued.len()
+                    ));
+                }
+            }
+            drop(rx);
+            history += "; the client disconnected";
+            for _ in 0..after {
+                calls += 1;
+                let text = format!("line {calls}");
+                let start = Instant::now();
+                let result = outbox.enqueue(line("heidi", &text)).await;
+                let waited = start.elapsed();
+                let seen = describe(&result);
+                let expected = format!("Closed({text:?})");
+                if seen != expected || !waited.is_zero() {
+                    return Err(format!(
+                        "{history}; then a call answered {seen} after {waited:?}; expected \
+                         {expected} at once: the client is gone, nothing sent to it is ever \
+                         read, and the room must get the message back"
+                    ));
+                }
+                history += &format!("; a call answered {seen}");
             }
             Ok(())
         });

@@ -527,6 +527,60 @@ fn check_huge_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
     ))
 }
 
+/// Two cuts in a row: a frame cut part way, then a different frame (with any sequence number,
+/// lower ones too: an upload that starts again at 0) cut while it may still be finishing the
+/// first, then a retry of the second or a third frame.
+#[derive(Debug, Clone)]
+struct TwoCuts {
+    seqs: Vec<u32>,
+    bodies: Vec<usize>,
+    chunk: usize,
+    buffered: bool,
+    flush_chunk: usize,
+    first_cut_permille: usize,
+    second_cut_permille: usize,
+    retry: bool,
+}
+
+fn two_cuts() -> impl Strategy<Value = TwoCuts> {
+    (
+        Just(vec![0u32, 1, 7, 8, 41, u32::MAX]).prop_shuffle(),
+        prop::collection::vec(0usize..=40, 3),
+        prop_oneof![2 => Just(3usize), 1 => Just(4_096)],
+        any::<bool>(),
+        prop_oneof![Just(3usize), Just(16)],
+        0usize..1_000,
+        0usize..1_000,
+        any::<bool>(),
+    )
+        .prop_map(|(seqs, bodies, chunk, buffered, flush_chunk, first, second, retry)| {
+            TwoCuts {
+                seqs: seqs[..3].to_vec(),
+                bodies,
+                chunk,
+                buffered,
+                flush_chunk,
+                first_cut_permille: first,
+                second_cut_permille: second,
+                retry,
+            }
+        })
+}
+
+/// Polls `send_frame(frame)` on the rig's writer at most `stop` times, then drops the call:
+/// `Some(result)` if it returned before that.
+fn send_and_cut(rig: &Rig, frame: &Frame, stop: usize) -> Option<io::Result<()>> {
+    let sending = rig.clone();
+    let frame = frame.clone();
+    let mut call = tokio_test::task::spawn(async move { sending.send(&frame).await });
+    for _ in 0..stop {
+        if let Poll::Ready(result) = call.poll() {
+            return Some(result);
+        }
+    }
+    None
+}
+
 hidden_test! {
     /// Nothing cancelled: frames arrive whole, in order, and are on the wire when `send_frame`
     /// returns.
@@ -854,6 +908,115 @@ hidden_test! {
                     cut.body, cut.chunk,
                 )
             })
+        });
+    }
+
+    /// A frame cut part way, then a different frame (its sequence number higher or lower: a
+    /// lower one is a different frame too, not a retry) cut in turn, perhaps while it is still
+    /// finishing the first, then the second retried or a third frame sent: the server reads whole
+    /// frames in order, and every frame whose call returned `Ok`, and the last one, among them.
+    fn a_second_cut_while_finishing_a_cut_frame_keeps_the_framing() {
+        check_property(128, two_cuts(), |cut| async move {
+            let rig = Rig::with_chunk(cut.chunk, cut.buffered, cut.flush_chunk);
+            let frames: Vec<Frame> = cut
+                .seqs
+                .iter()
+                .zip(&cut.bodies)
+                .enumerate()
+                .map(|(i, (&seq, &len))| Frame {
+                    seq,
+                    body: (0..len).map(|b| ((b + 83 * i) % 251) as u8).collect(),
+                })
+                .collect();
+            // Each poll moves one write (or one step of the flush) and then waits.
+            let polls = |bytes: usize| {
+                let flushes = if cut.buffered { bytes.div_ceil(cut.flush_chunk) } else { 0 };
+                bytes.div_ceil(cut.chunk) + flushes + 2
+            };
+            let (a, b, c) = (&frames[0], &frames[1], &frames[2]);
+            let (a_len, b_len) = (a.encode().len(), b.encode().len());
+            let first_stop = cut.first_cut_permille * polls(a_len) / 1_000;
+            // Half the time the second call is cut within its first few polls, while it may still
+            // be finishing the first frame.
+            let second_stop = match cut.second_cut_permille {
+                early @ 0..500 => 1 + early % 6,
+                late => (late - 500) * 2 * polls(a_len + b_len) / 1_000,
+            };
+            let first = send_and_cut(&rig, a, first_stop);
+            let second = send_and_cut(&rig, b, second_stop);
+            let tell = |ended: &Option<io::Result<()>>, stop: usize| match ended {
+                None => format!("cut after poll {stop}"),
+                Some(_) => format!("returned within {stop} polls, before its cut"),
+            };
+            let last = if cut.retry { b } else { c };
+            let story = format!(
+                "over a connection taking {} bytes per write{}, frame {} was sent and {}, then \
+                 frame {} was sent and {}, then {}",
+                cut.chunk,
+                if cut.buffered {
+                    format!(" into a buffer that a flush moves {} bytes per poll", cut.flush_chunk)
+                } else {
+                    String::new()
+                },
+                a.seq,
+                tell(&first, first_stop),
+                b.seq,
+                tell(&second, second_stop),
+                if cut.retry {
+                    format!("frame {} was sent again (a retry)", b.seq)
+                } else {
+                    format!("the caller moved on to frame {}", c.seq)
+                }
+            );
+            for ended in [&first, &second] {
+                if let Some(Err(err)) = ended {
+                    return Err(format!("{story}: a call failed on a healthy connection: {err}"));
+                }
+            }
+            if !(cut.retry && second.is_some()) {
+                match timeout(Duration::from_secs(60), rig.send(last)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => return Err(format!("{story}: the last call failed: {err}")),
+                    Err(_) => return Err(format!("{story}: the last call never finished")),
+                }
+            }
+            // Whole frames in order; a frame may be missing only if its call was cut before any
+            // of its bytes went out (and never if its call returned `Ok`, or it is the last).
+            let candidates: Vec<&Frame> = if cut.retry { vec![a, b] } else { vec![a, b, c] };
+            let required = |i: usize| {
+                let frame = candidates[i];
+                frame.seq == last.seq
+                    || (frame.seq == a.seq && first.is_some())
+                    || (frame.seq == b.seq && second.is_some())
+            };
+            let seen = rig.wire.bytes();
+            let mut closest: Option<(usize, Vec<Frame>)> = None;
+            for mask in 0..(1usize << candidates.len()) {
+                if (0..candidates.len()).any(|i| required(i) && mask & (1 << i) == 0) {
+                    continue;
+                }
+                let subset: Vec<Frame> = (0..candidates.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| candidates[i].clone())
+                    .collect();
+                let expected: Vec<u8> = subset.iter().flat_map(Frame::encode).collect();
+                if seen == expected {
+                    return Ok(());
+                }
+                let common = seen.iter().zip(&expected).take_while(|(x, y)| x == y).count();
+                if closest.as_ref().is_none_or(|(best, _)| common > *best) {
+                    closest = Some((common, subset));
+                }
+            }
+            let (_, subset) = closest.expect("the last frame alone is always a candidate");
+            let problem = check_wire(&seen, &subset)
+                .err()
+                .unwrap_or_else(|| "the wire is not whole frames in order".to_owned());
+            Err(format!(
+                "{story}: {problem}. A frame cut part way is finished before any other, even \
+                 when that other call is itself cut while finishing it, and a frame with another \
+                 sequence number, lower or higher, is a different frame, not a retry"
+            ))
         });
     }
 }

@@ -182,6 +182,21 @@ struct Rig {
     gateway: FakeGateway,
 }
 
+/// Checked the moment `pay` returned `TimedOut`, before the test yields: every attempt must have
+/// stopped already. `TimedOut` promises that nothing was charged, and an attempt that was only
+/// asked to stop (aborted, or its handle dropped) could still charge on another worker thread.
+fn assert_stopped_when_pay_gave_up(gateway: &FakeGateway, what: &str) {
+    let live = gateway.live.load(Ordering::SeqCst);
+    assert!(
+        live == 0,
+        "{what}, and `pay` returned `TimedOut`; at that moment {live} attempt(s) had not stopped \
+         yet (the last attempt was asked to stop, or its handle dropped, but `pay` did not wait \
+         until it had stopped). On a multi-threaded runtime that attempt can still charge the \
+         card after the customer was told nothing was charged: stop the last attempt and await \
+         it before giving up, as before a retry"
+    );
+}
+
 hidden_test! {
     /// Nothing cancelled, a fast gateway: one request, one charge.
     async fn a_fast_gateway_charges_once() {
@@ -234,6 +249,7 @@ hidden_test! {
             Err(PayError::TimedOut),
             "every attempt (5 s) missed its 1 s deadline"
         );
+        assert_stopped_when_pay_gave_up(&gateway, "every attempt (5 s) missed its 1 s deadline");
         sleep(AFTERWARDS).await;
         let charges = gateway.charges();
         assert_eq!(
@@ -256,6 +272,7 @@ hidden_test! {
             );
         };
         assert_eq!(paid, Err(PayError::TimedOut));
+        assert_stopped_when_pay_gave_up(&gateway, "the gateway never answered");
         assert!(
             start.elapsed() <= DEADLINE * 3 + Duration::from_millis(100),
             "three attempts with a {DEADLINE:?} deadline took {:?}",

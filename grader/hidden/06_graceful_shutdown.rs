@@ -199,36 +199,55 @@ hidden_test! {
     /// The client code runs in a task of its own (as an admin handler would): it sends garbage,
     /// reads the `ProtocolError` and calls `shutdown` at once, while the closing connection's
     /// heartbeat may not have run since its handler ended. When `shutdown` returns, that
-    /// connection is closed too, with no other task run in between.
+    /// connection is closed too, with no other task run in between. The garbage comes at once,
+    /// or after the connection sat idle for a while (its heartbeat waiting for its next tick, or
+    /// having sent one already).
     async fn shutdown_right_after_a_protocol_error_closes_that_connection() {
-        let checked = tokio::spawn(async {
-            let server = Server::new(SlowApp, HEARTBEAT);
-            let (requests, incoming) = mpsc::channel(8);
-            let (outgoing, mut from_server) = mpsc::unbounded_channel();
-            let weak = outgoing.downgrade();
-            server.serve(Connection { incoming, outgoing });
-            requests
-                .send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into()))
-                .await
-                .expect("the connection's request channel has room");
-            let first = from_server.recv().await;
-            assert!(
-                matches!(first, Some(ServerMessage::ProtocolError(_))),
-                "a client that sent garbage got {first:?} instead of a ProtocolError"
-            );
-            server.shutdown().await;
-            let still_running = weak.strong_count();
-            assert_eq!(
-                still_running,
-                0,
-                "a client read its ProtocolError and called `shutdown` at once; `shutdown` \
-                 returned, but {still_running} task(s) of that connection were still running \
-                 (its heartbeat, say), so the connection was still open. `shutdown` waits for \
-                 every connection task only if each one was spawned on the tracker"
-            );
-        });
-        if let Err(error) = checked.await {
-            std::panic::resume_unwind(error.into_panic());
+        for idle in [Duration::ZERO, Duration::from_millis(300), Duration::from_millis(1500)] {
+            let checked = tokio::spawn(async move {
+                let server = Server::new(SlowApp, HEARTBEAT);
+                let (requests, incoming) = mpsc::channel(8);
+                let (outgoing, mut from_server) = mpsc::unbounded_channel();
+                let weak = outgoing.downgrade();
+                server.serve(Connection { incoming, outgoing });
+                if !idle.is_zero() {
+                    sleep(idle).await;
+                }
+                requests
+                    .send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into()))
+                    .await
+                    .expect("the connection's request channel has room");
+                let answer = loop {
+                    match from_server.recv().await {
+                        Some(ServerMessage::Heartbeat) => continue,
+                        other => break other,
+                    }
+                };
+                assert!(
+                    matches!(answer, Some(ServerMessage::ProtocolError(_))),
+                    "a client that sent garbage got {answer:?} instead of a ProtocolError"
+                );
+                server.shutdown().await;
+                let still_running = weak.strong_count();
+                assert_eq!(
+                    still_running,
+                    0,
+                    "a client {} sent garbage, read its ProtocolError and called `shutdown` at \
+                     once; `shutdown` returned, but {still_running} task(s) of that connection \
+                     were still running (its heartbeat, say), so the connection was still open. \
+                     `shutdown` waits for every connection task only if each one was spawned on \
+                     the tracker (a task that is only aborted when the handler ends has merely \
+                     been asked to stop, and may not have stopped yet)",
+                    if idle.is_zero() {
+                        "that had just connected".to_string()
+                    } else {
+                        format!("whose connection had been idle for {idle:?}")
+                    }
+                );
+            });
+            if let Err(error) = checked.await {
+                std::panic::resume_unwind(error.into_panic());
+            }
         }
     }
 

@@ -116,6 +116,47 @@ async fn run_schedule(offsets: Vec<Duration>, close: Duration) -> Vec<(Duration,
     sink.shipped
 }
 
+/// A producer far busier than the batcher: every [`FIREHOSE_STEP`] of the paused clock it queues
+/// `per_step` lines at once (more than the batcher takes in one turn), for [`FIREHOSE_FOR`], then
+/// closes the channel. The batcher runs as its own task, as in production. Returns when (and how many lines)
+/// each batch was shipped while the load lasted, and every line shipped in the end.
+async fn firehose(per_step: usize) -> (Vec<(Duration, usize)>, Vec<String>) {
+    use std::sync::{Arc, Mutex};
+
+    /// A sink the test can look at while the batcher task still owns it.
+    struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
+    impl LogSink for SharedSink {
+        fn ship(&mut self, batch: Vec<String>) {
+            self.1.lock().unwrap().push((self.0.elapsed(), batch));
+        }
+    }
+
+    let start = Instant::now();
+    let shipped = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel(per_step * 60);
+    let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
+    let mut sent = 0;
+    while start.elapsed() < FIREHOSE_FOR {
+        for _ in 0..per_step {
+            tx.try_send(format!("line {sent}")).expect("the batcher stopped receiving");
+            sent += 1;
+        }
+        tokio::time::advance(FIREHOSE_STEP).await;
+    }
+    let during: Vec<(Duration, usize)> =
+        shipped.lock().unwrap().iter().map(|(at, batch)| (*at, batch.len())).collect();
+    drop(tx);
+    batcher.await.expect("the batcher panicked");
+    let lines = shipped.lock().unwrap().iter().flat_map(|(_, b)| b.clone()).collect();
+    (during, lines)
+}
+
+/// How long [`firehose`] keeps the channel flooded.
+const FIREHOSE_FOR: Duration = Duration::from_millis(2_200);
+
+/// How often [`firehose`] queues its lines: time passes only between two of its steps.
+const FIREHOSE_STEP: Duration = Duration::from_millis(50);
+
 fn expected_lines(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("line {i}")).collect()
 }
@@ -215,6 +256,28 @@ hidden_test! {
              one batch per second (plus the last one on close), otherwise it is not batching",
             times.len()
         );
+    }
+
+    /// A channel that is never empty: a producer queues 150 lines every 50 ms, more than the
+    /// batcher takes in one turn. However busy the channel, a batch still leaves every second.
+    async fn ships_every_second_while_the_channel_is_never_empty() {
+        let per_step = 150;
+        let (during, lines) = firehose(per_step).await;
+        let sent = lines.len();
+        assert_eq!(lines, expected_lines(sent), "every line must be shipped exactly once, in order");
+        let mut previous = Duration::ZERO;
+        for at in during.iter().map(|(at, _)| *at).chain([FIREHOSE_FOR]) {
+            // A shipment may come one step late: the clock jumps a step at a time.
+            assert!(
+                at - previous <= FLUSH_EVERY + FIREHOSE_STEP * 2,
+                "{per_step} lines queued every {FIREHOSE_STEP:?} for {FIREHOSE_FOR:?}, so the \
+                 channel was never empty: nothing was shipped between {previous:?} and {at:?}, \
+                 although lines were waiting all that time (batches shipped during the load, as \
+                 (time, lines): {during:?}). However busy the channel, a batch must leave every \
+                 second"
+            );
+            previous = at;
+        }
     }
 
     /// A quiet period, then a burst of 500 lines, then steady traffic: the burst is shipped as

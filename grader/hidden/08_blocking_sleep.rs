@@ -209,10 +209,18 @@ hidden_test! {
             "the timeout should fire exactly at its deadline on tokio's clock"
         );
         let ops = poller.into_inner().ops;
+        if ops.contains(&BusOp::Convert) {
+            panic!(
+                "a sample cancelled while settling must not go on to convert, but the bus \
+                 operations were {ops:?}"
+            );
+        }
         assert_eq!(
             ops,
             [BusOp::Select(5)],
-            "a sample cancelled while settling must not go on to convert"
+            "when the timeout cancelled `sample(5)`, {SETTLE_TIME:?} / 2 after it began, the bus \
+             operations were {ops:?}: the sample should have switched to channel 5 and been \
+             waiting for the input to settle (the settling time counts from the switch)"
         );
     }
 

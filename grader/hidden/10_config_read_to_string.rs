@@ -72,6 +72,19 @@ fn compare_with_config(got: &str) -> Result<(), String> {
     ))
 }
 
+/// Says how the reloader's loop ([`download`]) ended, in the API's terms: the `Fetch::Complete`
+/// text after the `Stalled` reports, or the error.
+fn how_it_ended(result: &std::io::Result<(String, Vec<usize>)>) -> String {
+    match result {
+        Ok((text, stalls)) if stalls.is_empty() => format!("`Fetch::Complete({text:?})`"),
+        Ok((text, stalls)) => format!(
+            "`Fetch::Complete({text:?})` (after {} `Stalled` reports, of {stalls:?} bytes)",
+            stalls.len()
+        ),
+        Err(e) => format!("an error of kind {:?} ({e})", e.kind()),
+    }
+}
+
 /// A scripted control plane that counts the bytes it has handed out, and that the test can hold:
 /// while held, a read waits (the control plane stalls) until the test lets go and reads again.
 struct HeldReader {
@@ -381,8 +394,9 @@ hidden_test! {
                 other => panic!(
                     "the control plane sent `{shown}` and closed the stream: the last byte \
                      starts a character whose other bytes never came, so the config is not \
-                     valid UTF-8, and the download returned {other:?}; it must be an \
-                     `InvalidData` error"
+                     valid UTF-8, and the download returned {}; it must be an `InvalidData` \
+                     error",
+                    how_it_ended(&other)
                 ),
             }
         }
@@ -397,9 +411,49 @@ hidden_test! {
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
             other => panic!(
                 "the control plane sent `region = \"Z\\xfcrich\"` (a Latin-1 byte, not UTF-8), \
-                 and the download returned {other:?}; a config that is not valid UTF-8 must be \
-                 an `InvalidData` error"
+                 and the download returned {}; a config that is not valid UTF-8 must be an \
+                 `InvalidData` error",
+                how_it_ended(&other)
             ),
+        }
+    }
+
+    /// The control plane's connection is reset part way through the config (after any chunk, and
+    /// before or after a stall longer than `PATIENCE`), as a reset socket does: the bytes so far,
+    /// then an error, then the end of the stream. The download must fail: what arrived is not the
+    /// config, and a `Complete` would hand the proxy a truncated routing table.
+    async fn a_connection_reset_mid_download_is_an_error() {
+        let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(48).collect();
+        for cut in 0..=chunks.len() {
+            for stall_before_reset in [false, true] {
+                let mut server = tokio_test::io::Builder::new();
+                for chunk in &chunks[..cut] {
+                    server.read(chunk);
+                }
+                if stall_before_reset {
+                    server.wait(PATIENCE + Duration::from_millis(500));
+                }
+                server.read_error(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by the control plane",
+                ));
+                let mock = server.build();
+                // The builder shares the scripted error with the mock; the mock must hold it alone.
+                drop(server);
+                let mut config = ConfigDownload::new(mock);
+                let result = download(&mut config).await;
+                let stalled = if stall_before_reset { ", after a stall of 2.5 s" } else { "" };
+                assert!(
+                    result.is_err(),
+                    "the control plane sent the first {} of the config's {} bytes, then the \
+                     connection was reset{stalled}, and the download returned {}; a stream that \
+                     fails before it ends must make `resume` fail: `Complete` means the control \
+                     plane sent everything and closed the stream",
+                    chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
+                    CONFIG.len(),
+                    how_it_ended(&result)
+                );
+            }
         }
     }
 

@@ -451,6 +451,18 @@ hidden_test! {
                         ALICE + BOB
                     ));
                 }
+                // A transfer dropped before it returned must have changed nothing: its caller
+                // never got `Ok`, so the client retries, and money that moved anyway (while the
+                // caller was not polling the transfer) moves twice.
+                if outcome.is_cancelled() && at_the_end != (ALICE, BOB) {
+                    return Err(format!(
+                        "the transfer was dropped before it returned, and alice already held {} \
+                         and bob {} (expected {ALICE} and {BOB}): the money moved although the \
+                         caller never got `Ok`, so the client's retry moves it twice: the transfer \
+                         went on in the background while its caller was not polling it",
+                        at_the_end.0, at_the_end.1
+                    ));
+                }
                 let moved = (alice, bob) == (ALICE - AMOUNT, BOB + AMOUNT);
                 let untouched = (alice, bob) == (ALICE, BOB);
                 match (moved, untouched, logged.as_slice()) {

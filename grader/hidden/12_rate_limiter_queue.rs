@@ -83,16 +83,40 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
     // Tokens added so far, and the most callers ever served with fewer tokens than that.
     let added = Arc::new(Mutex::new(0usize));
     let overserved = Arc::new(Mutex::new(None));
+    // The first caller seen, as a token came, with fewer status lines than the periods it had
+    // waited so far: the lines must come while a caller waits, not when it is served.
+    let behind = Arc::new(Mutex::new(None));
     let begin = Instant::now();
+    let names: Vec<String> = (0..starts.len()).map(|i| format!("invoice-{i}")).collect();
     for &at in &refills {
-        let (limiter, added) = (limiter.clone(), added.clone());
+        let (limiter, added, served) = (limiter.clone(), added.clone(), served.clone());
+        let (behind, names, starts) = (behind.clone(), names.clone(), starts.clone());
         tokio::spawn(async move {
             sleep_until(begin + unit * at as u32 + unit / 2).await;
+            // Every caller that started and has not been served yet is still waiting.
+            for (name, &start) in names.iter().zip(&starts) {
+                let started = begin + unit * start as u32;
+                let is_served = served.lock().unwrap().iter().any(|(n, _): &(String, _)| n == name);
+                if started > Instant::now() || is_served {
+                    continue;
+                }
+                let waited = started.elapsed();
+                let expected = (waited.as_millis() / STATUS_EVERY.as_millis()) as usize;
+                let written = lines_of(&limiter, name);
+                if written != expected {
+                    behind.lock().unwrap().get_or_insert(format!(
+                        "{name} had been waiting for {waited:?} (no token for it yet) and had \
+                         written {written} status line(s), expected {expected}: a waiting caller \
+                         writes its line every {STATUS_EVERY:?} while it waits, not only once it \
+                         is served or polled for another reason: {:?}",
+                        limiter.status_lines()
+                    ));
+                }
+            }
             *added.lock().unwrap() += 1;
             limiter.refill(1);
         });
     }
-    let names: Vec<String> = (0..starts.len()).map(|i| format!("invoice-{i}")).collect();
     let mut callers = Vec::new();
     for (name, &at) in names.iter().zip(&starts) {
         let (limiter, served, name) = (limiter.clone(), served.clone(), name.clone());
@@ -122,6 +146,9 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
                 ));
             }
         }
+    }
+    if let Some(behind) = behind.lock().unwrap().clone() {
+        return Err(behind);
     }
     if let Some((served, added)) = overserved.lock().unwrap().clone() {
         return Err(format!(
@@ -255,7 +282,23 @@ hidden_test! {
         let served = Arc::default();
         let start = Instant::now();
         let a = caller(&limiter, "invoice-sync", &served);
-        sleep_until(start + STATUS_EVERY * 2 + STATUS_EVERY / 2).await;
+        // Look at the lines halfway through each period while the caller still waits, with nobody polling
+        // its wait but the runtime.
+        for half_periods in [1u32, 3, 5] {
+            sleep_until(start + STATUS_EVERY * half_periods / 2).await;
+            let waited = start.elapsed();
+            let expected = (half_periods / 2) as usize;
+            let lines = limiter.status_lines();
+            assert_eq!(
+                lines.len(),
+                expected,
+                "the caller had been waiting for {waited:?}, with no token yet, and had written \
+                 {} status line(s), expected {expected} (one every {STATUS_EVERY:?} while it \
+                 waits, each written when its period is up, not when the caller is served): \
+                 {lines:?}",
+                lines.len()
+            );
+        }
         limiter.refill(1);
         assert_eq!(a.await.expect("the caller panicked"), Ok(()));
         let lines = limiter.status_lines();

@@ -337,14 +337,80 @@ hidden_test! {
                  the queue's receiver was dropped), and sent the email and its receipt {work:?} \
                  later"
             );
-            assert_eq!(
-                (&outcome, waited),
-                (&Ok(Receipt { job_id: 7, message_id: "msg-7".into() }), work),
-                "{setting}; the client returned {outcome:?} after {waited:?}. The job was queued \
-                 and taken, so its receipt is coming: a closed queue means only that no new job \
-                 can be queued (a shopper told `QueueClosed` retries, and gets the email twice)"
+            let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+            let why = match &outcome {
+                Ok(got) if *got == receipt && waited > work => format!(
+                    "the receipt came {:?} late: it must be returned the moment the worker \
+                     sends it",
+                    waited - work
+                ),
+                Err(CallError::QueueClosed) => "the job was queued and taken, so its receipt is \
+                    coming: a closed queue means only that no new job can be queued (a shopper \
+                    told `QueueClosed` retries, and gets the email twice)"
+                    .to_string(),
+                Err(CallError::TimedOut) => format!(
+                    "the worker answered {work:?} in, inside the client's budget of {ATTEMPTS} \
+                     attempts of {ATTEMPT:?}, so the client must wait for that receipt"
+                ),
+                Err(CallError::WorkerDropped) => "the worker never dropped the job: it kept the \
+                    reply sender and answered on it"
+                    .to_string(),
+                Ok(_) => format!("expected {receipt:?} the moment the worker sent it"),
+            };
+            assert!(
+                outcome == Ok(receipt.clone()) && waited == work,
+                "{setting}; the client returned {outcome:?} after {waited:?}: {why}"
             );
             assert_eq!(log.sent(7), 1, "{setting}; the email must be sent exactly once");
+        }
+    }
+
+    /// The mailer is alive but stuck (it takes no job), with the queue full, for the whole of
+    /// the call's budget or longer, before it takes the job and answers in 150 ms: that is a
+    /// stuck worker, not a closed queue. The client may give up with `TimedOut` (a budget counted
+    /// from the start of the call) or wait for room and return the receipt (a budget counted from
+    /// the queueing), but must not report `QueueClosed`: the queue was open all along.
+    async fn a_queue_full_past_the_budget_is_not_reported_closed() {
+        let budget = ATTEMPT * ATTEMPTS;
+        let full_for = [
+            budget / 2,
+            budget - ATTEMPT / 10,
+            budget,
+            budget + ATTEMPT / 10,
+            budget * 3,
+        ];
+        for full_for in full_for {
+            let (queue, mut jobs) = mpsc::channel::<Request>(1);
+            let (earlier, _) = tokio::sync::oneshot::channel();
+            queue
+                .try_send(Request { job: job(1), reply: earlier })
+                .expect("the queue has room for the earlier job");
+            tokio::spawn(async move {
+                sleep(full_for).await;
+                while let Some(Request { job, reply }) = jobs.recv().await {
+                    sleep(Duration::from_millis(150)).await;
+                    let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
+                }
+            });
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let start = Instant::now();
+            let outcome = timeout(Duration::from_secs(60), client.send_email(job(7))).await;
+            let waited = start.elapsed();
+            let Ok(outcome) = outcome else {
+                panic!(
+                    "the queue was full for {full_for:?} and the mailer then answered every job \
+                     in 150 ms, yet send_email was still waiting after {waited:?}"
+                );
+            };
+            let receipt = Ok(Receipt { job_id: 7, message_id: "msg-7".into() });
+            assert!(
+                outcome == receipt || outcome == Err(CallError::TimedOut),
+                "the mailer was alive but took no job for {full_for:?}, so the queue (capacity 1) \
+                 stayed full, open all along; the client's budget is {ATTEMPTS} attempts of \
+                 {ATTEMPT:?}. It returned {outcome:?} after {waited:?}, expected the receipt or \
+                 `Err(TimedOut)`: `QueueClosed` means no worker at all, and a full queue means a \
+                 worker that is busy or stuck"
+            );
         }
     }
 

@@ -235,6 +235,81 @@ async fn stalled_client_gets_only_what_was_kept(script: Vec<Step>) -> Result<(),
     Ok(())
 }
 
+/// The rooms of the join property, and what a client sends in it.
+const ROOMS: [&str; 3] = ["lobby", "support", "rust"];
+
+/// Sequences of commands, each a `Ping` or a `Join` of one of [`ROOMS`] (the current one, one
+/// left earlier, or a new one).
+fn command_scripts() -> impl Strategy<Value = Vec<Option<usize>>> {
+    prop::collection::vec(prop_oneof![Just(None), (0..ROOMS.len()).prop_map(Some)], 1..7)
+}
+
+/// `commands` written short: `Ping`, `Join(support)`.
+fn short_commands(commands: &[Option<usize>]) -> String {
+    let items: Vec<String> = commands
+        .iter()
+        .map(|c| match c {
+            None => "Ping".to_owned(),
+            Some(r) => format!("Join({})", ROOMS[*r]),
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Alice, in the lobby, sends `commands` one at a time (her connection holds `buffer` events);
+/// once each is answered, one message is posted to every room, and she reads what came. After
+/// each answer she must get the one message of the room she is in, and no other room's.
+async fn every_join_moves_the_client(
+    (commands, buffer): (Vec<Option<usize>>, usize),
+) -> Result<(), String> {
+    let hub = Arc::new(ChatHub::new(16));
+    // Every room exists from the start, so a message posted to one is a real message.
+    let _rooms: Vec<_> = ROOMS.iter().map(|r| hub.subscribe(r)).collect();
+    let mut alice = Client::connect_slow(&hub, "lobby", buffer).await;
+    let mut current = "lobby";
+    let (mut got, mut expected) = (Vec::new(), Vec::new());
+    for (step, command) in commands.iter().enumerate() {
+        match command {
+            None => {
+                alice.command(Command::Ping);
+                expected.push(Event::Pong);
+            }
+            Some(r) => {
+                current = ROOMS[*r];
+                alice.command(Command::Join(current.into()));
+                expected.push(Event::Joined(current.into()));
+            }
+        }
+        got.extend(alice.read_until_commands_are_taken().await);
+        for room in ROOMS {
+            hub.publish(ChatMessage {
+                room: room.into(),
+                from: "bob".into(),
+                text: format!("#{step}"),
+            });
+        }
+        expected.push(Event::Message(ChatMessage {
+            room: current.into(),
+            from: "bob".into(),
+            text: format!("#{step}"),
+        }));
+        got.extend(alice.read_slowly().await);
+        if got != expected {
+            return Err(format!(
+                "alice started in the lobby and sent {} one at a time; once the session had taken \
+                 each one, message #n was posted to each of {ROOMS:?}. After {} she got {}, \
+                 expected {}: from a `Joined(room)` on she must get that room's messages and no \
+                 other room's, also when she goes back to a room she left",
+                short_commands(&commands),
+                short_commands(&commands[..=step]),
+                short(&got),
+                short(&expected),
+            ));
+        }
+    }
+    Ok(())
+}
+
 hidden_test! {
     /// Nothing concurrent: pings are answered.
     async fn pings_are_answered() {
@@ -649,6 +724,72 @@ hidden_test! {
              then the session was dropped; afterwards he got {}: a dropped session forwards \
              nothing more, and nothing it started keeps sending",
             short(&events)
+        );
+    }
+
+    /// A client joins rooms in any order, back to a room she left, to the room she is in, with
+    /// Pings between: after each `Joined(room)` she gets that room's messages and no other's.
+    fn every_join_moves_the_client_to_that_room() {
+        check_property(
+            32,
+            (command_scripts(), prop_oneof![Just(1usize), Just(256usize)]),
+            every_join_moves_the_client,
+        );
+    }
+
+    /// A busy room posts every millisecond to a client who reads one event every 2 ms, so the
+    /// room always has a message waiting for her. A `Ping` and then a `Join` she sends meanwhile
+    /// are answered while the room keeps posting, and after `Joined` only the new room's
+    /// messages come.
+    async fn commands_are_answered_while_a_busy_room_keeps_posting() {
+        let hub = Arc::new(ChatHub::new(4));
+        let _support = hub.subscribe("support");
+        let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+        let poster = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for n in 0..1000 {
+                    hub.publish(message("lobby", n));
+                    hub.publish(message("support", n));
+                    sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let mut events = Vec::new();
+        for tick in 0..80 {
+            match tick {
+                10 => alice.command(Command::Ping),
+                30 => alice.command(Command::Join("support".into())),
+                _ => {}
+            }
+            sleep(Duration::from_millis(2)).await;
+            if let Ok(event) = alice.events.try_recv() {
+                events.push(event);
+            }
+        }
+        assert!(!poster.is_finished(), "the test's room stopped posting too early");
+        poster.abort();
+        let pong = events.iter().position(|e| *e == Event::Pong);
+        let joined = events.iter().position(|e| *e == Event::Joined("support".into()));
+        let read = events.len();
+        assert!(
+            pong.is_some() && joined.is_some(),
+            "the lobby posted a message every millisecond while alice read one event every 2 ms; \
+             she sent a Ping after 20 ms and Join(support) after 60 ms, and by 160 ms, with the \
+             lobby still posting, she had read {read} events, {}{}. A command must be answered \
+             while the room keeps posting, not only once it falls quiet: a client's keep-alive \
+             that waits behind a busy room times out",
+            if pong.is_some() { "with a Pong" } else { "no Pong among them" },
+            if joined.is_some() { " and Joined(support)" } else { " and no Joined(support)" },
+        );
+        let stale = events[joined.unwrap_or(0)..]
+            .iter()
+            .filter(|e| matches!(e, Event::Message(m) if m.room == "lobby"))
+            .count();
+        assert!(
+            stale == 0,
+            "alice got Joined(support) while the lobby kept posting, and after it {stale} more \
+             lobby message(s): once the session has taken a Join, the old room's messages stop"
         );
     }
 }

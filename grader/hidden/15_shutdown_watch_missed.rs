@@ -90,6 +90,22 @@ fn still_queued(queue: &mpsc::Sender<Webhook>) -> usize {
     queue.max_capacity() - queue.capacity()
 }
 
+/// Queues webhook `id` for the test, and says so if the queue was closed: only the worker's side
+/// (the dispatcher, which owns the receiver) can have closed it.
+fn enqueue(queue: &mpsc::Sender<Webhook>, id: u64, setting: impl FnOnce() -> String) {
+    match queue.try_send(hook(id)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Closed(_)) => panic!(
+            "{}; then webhook {id} could not be queued: the tenant's queue was closed. The \
+             dispatcher closed its queue when it stopped for the shutdown, and a shutdown that is \
+             called off leaves the tenant unable to get any webhook: stopping for a shutdown must \
+             leave the queue as it was, for the next `run`",
+            setting()
+        ),
+        Err(mpsc::error::TrySendError::Full(_)) => panic!("{}; the queue was full", setting()),
+    }
+}
+
 /// When the shutdown that is later called off stops the first `run`.
 #[derive(Debug, Clone, Copy)]
 enum StoppedWhen {
@@ -231,9 +247,10 @@ hidden_test! {
         }
         assert_eq!(
             wakeups, 0,
-            "an idle worker was woken {wakeups} times in an hour with nothing to do: it polls the \
-             flag on a timer, which delays shutdown by up to one period and wakes every worker of \
-             every tenant for nothing"
+            "an idle worker was woken {wakeups} times in an hour with nothing to do (no webhook \
+             came and the flag never changed): a timer woke it. An idle worker must sleep until a \
+             webhook or the flag wakes it; a timer in the worker wakes every worker of every \
+             tenant for nothing (and a flag checked on a timer is heard up to one period late)"
         );
         shutdown.send_replace(true);
         assert!(run.is_woken(), "setting the shutdown flag must wake the worker at once");
@@ -388,6 +405,51 @@ hidden_test! {
         );
     }
 
+    /// The shutdown sender is dropped (the server's main task is exiting) with webhooks queued,
+    /// before `run` or while it posts: the worker stops as for a shutdown, finishing the post it
+    /// is in and taking no new webhook; the rest stay on the queue for the next start.
+    async fn a_dropped_shutdown_sender_leaves_the_queued_webhooks() {
+        for during_post in [None, Some(1u64), Some(2)] {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = queue_with(1..=4);
+            let server = FakeServer::new(POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let when = match during_post {
+                None => {
+                    drop(shutdown);
+                    "before `run` was called".to_string()
+                }
+                Some(post) => {
+                    tokio::spawn(async move {
+                        sleep(POST * (post as u32 - 1) + POST / 2).await;
+                        drop(shutdown);
+                    });
+                    format!("while webhook {post} was being posted")
+                }
+            };
+            let start = Instant::now();
+            let outcome = timeout(Duration::from_secs(60), dispatcher.run()).await;
+            let took = start.elapsed();
+            let received = server.received();
+            let left = still_queued(&queue);
+            let posted = during_post.unwrap_or(0);
+            let expected: Vec<u64> = (1..=posted).collect();
+            assert!(
+                outcome == Ok(posted as usize)
+                    && received == expected
+                    && left == (4 - posted) as usize
+                    && took == POST * posted as u32,
+                "4 webhooks were queued and the shutdown sender was dropped {when} (the server \
+                 is exiting: nobody can ask the worker anything any more), the queue still open: \
+                 the worker must stop as for a shutdown, finishing the post it is in and taking \
+                 no new webhook, so that the rest stay on the queue for the next start. It \
+                 returned {outcome:?} after {took:?}, the server received {received:?}, and \
+                 {left} webhook(s) were left on the queue (the process is killed soon after its \
+                 main task exits: a backlog posted now is cut off mid-way)"
+            );
+        }
+    }
+
     /// The flag is sent again as `false` (a cancelled deploy re-asserts "keep running"), while the
     /// worker is idle and while it posts: `watch` wakes every receiver on each send, whatever the
     /// value, and the worker must keep going; only a `true` stops it.
@@ -461,7 +523,12 @@ hidden_test! {
                             shutdown.send_replace(true);
                         }
                         StoppedWhen::WhilePosting => {
-                            queue.try_send(hook(next_id)).expect("queue has room");
+                            enqueue(&queue, next_id, || {
+                                format!(
+                                    "round {round}: an earlier `run` stopped for a shutdown, which \
+                                     was called off (the flag sent back as `false`)"
+                                )
+                            });
                             next_id += 1;
                             sleep(POST / 2).await;
                             shutdown.send_replace(true);
@@ -480,7 +547,12 @@ hidden_test! {
                 let called_off = [next_id, next_id + 1];
                 next_id += 2;
                 for id in called_off {
-                    queue.try_send(hook(id)).expect("queue has room");
+                    enqueue(&queue, id, || {
+                        format!(
+                            "round {round}: `run` stopped for shutdown ({how}), and the shutdown \
+                             was called off (the flag sent back as `false`)"
+                        )
+                    });
                 }
                 let before = server.received();
                 let stopped = AtomicBool::new(false);

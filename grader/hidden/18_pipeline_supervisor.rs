@@ -13,7 +13,9 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_test::{assert_pending, task};
 
 /// A GPU farm that takes `TRANSCODE` per video (`LONG` for a slow one; a failing video fails
-/// after half of `TRANSCODE`) and counts transcodes running and finished.
+/// after half of `TRANSCODE`, or after its own length if it has one) and counts transcodes
+/// running and finished. A length of zero answers at once, without an await, as a rendition
+/// cache hit (or a farm that rejects a corrupt upload before it reaches a GPU) would.
 #[derive(Debug, Default)]
 struct FakeFarm {
     failing: HashSet<u64>,
@@ -69,17 +71,22 @@ impl Transcoder for FakeFarm {
         *self.last_start.lock().unwrap() = Some(Instant::now());
         let running = Running(self.running.clone());
         let fails = self.failing.contains(&video.id);
+        let own_length = self.lengths.get(&video.id).copied();
         let length = if self.slow.contains(&video.id) {
             LONG
+        } else if fails {
+            own_length.unwrap_or(TRANSCODE / 2)
         } else {
-            self.lengths.get(&video.id).copied().unwrap_or(TRANSCODE)
+            own_length.unwrap_or(TRANSCODE)
         };
         let (finished, started, first_failure, finished_at) =
             (&self.finished, &self.started, &self.first_failure, &self.finished_at);
         async move {
             let _running = running;
+            if !length.is_zero() {
+                sleep(length).await;
+            }
             if fails {
-                sleep(TRANSCODE / 2).await;
                 finished.fetch_add(1, Ordering::SeqCst);
                 let mut first = first_failure.lock().unwrap();
                 if first.is_none() {
@@ -87,7 +94,6 @@ impl Transcoder for FakeFarm {
                 }
                 return Err(TranscodeError { video_id: video.id, reason: "corrupt input".into() });
             }
-            sleep(length).await;
             finished.fetch_add(1, Ordering::SeqCst);
             finished_at.lock().unwrap().insert(video.id, Instant::now());
             Ok(Rendition {
@@ -170,9 +176,14 @@ fn batches() -> impl Strategy<Value = Batch> {
         .prop_map(|(videos, workers, failing)| Batch { videos, workers, failing })
 }
 
-/// Uneven transcode lengths (in ms) for a batch of that many videos, and how many workers.
-fn uneven_batches() -> impl Strategy<Value = (Vec<u64>, usize)> {
-    (prop::collection::vec(1u64..=30, 1..=12), 1usize..=4)
+/// Uneven transcode lengths (in ms; one in four answers at once) for a batch of that many videos,
+/// how many workers, and which video fails (after its length), if any.
+fn uneven_batches() -> impl Strategy<Value = (Vec<u64>, usize, Option<u64>)> {
+    (prop::collection::vec(prop_oneof![1 => Just(0u64), 3 => 1u64..=30], 1..=12), 1usize..=4)
+        .prop_flat_map(|(lengths, workers)| {
+            let videos = lengths.len() as u64;
+            (Just(lengths), Just(workers), proptest::option::weighted(0.3, 0..videos))
+        })
 }
 
 hidden_test! {
@@ -239,11 +250,13 @@ hidden_test! {
     }
 
     /// `run_pipeline` returns the renditions in the order they finished, as its doc says: over
-    /// uneven transcode lengths and any number of workers, each rendition in the result finished
-    /// no earlier than the one before it (transcodes that finish at the same instant may come in
-    /// either order).
+    /// uneven transcode lengths (some answer at once, so a worker may finish several videos
+    /// before the supervisor looks) and any number of workers, every video gets a rendition and
+    /// each rendition in the result finished no earlier than the one before it (transcodes that
+    /// finish at the same instant may come in either order). When one video fails, however soon
+    /// after another one finished, the batch returns its error.
     fn renditions_come_back_in_the_order_they_finished() {
-        check_property(48, uneven_batches(), |(lengths, workers)| async move {
+        check_property(48, uneven_batches(), |(lengths, workers, failing)| async move {
             let queue = batch(lengths.len() as u64);
             let farm = Arc::new(FakeFarm {
                 lengths: lengths
@@ -251,14 +264,34 @@ hidden_test! {
                     .enumerate()
                     .map(|(id, ms)| (id as u64, Duration::from_millis(*ms)))
                     .collect(),
+                failing: failing.into_iter().collect(),
                 ..FakeFarm::default()
             });
             let start = Instant::now();
-            let renditions =
+            let outcome =
                 timeout(Duration::from_secs(60), run_pipeline(queue.clone(), farm.clone(), workers))
                     .await
-                    .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?
-                    .map_err(|e| format!("no video fails, yet the batch failed with {e:?}"))?;
+                    .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?;
+            let renditions = match (failing, outcome) {
+                (None, Ok(renditions)) => renditions,
+                (None, Err(e)) => return Err(format!("no video fails, yet the batch failed with {e:?}")),
+                (Some(id), Err(e)) if e.video_id == id => return Ok(()),
+                (Some(id), Err(e)) => {
+                    return Err(format!("video {id} failed, yet the error is video {}'s", e.video_id));
+                }
+                (Some(id), Ok(renditions)) => {
+                    return Err(format!(
+                        "{} videos on {workers} worker(s), transcodes of {lengths:?} ms (0 answers \
+                         at once): video {id} failed after {} ms, yet the batch returned Ok with \
+                         {} rendition(s). The error a worker produced never reached \
+                         `run_pipeline`: a worker's result must be delivered even when it comes \
+                         right after another one, before the supervisor has taken that one",
+                        lengths.len(),
+                        lengths[id as usize],
+                        renditions.len()
+                    ));
+                }
+            };
             let finished_at = farm.finished_at.lock().unwrap().clone();
             let order: Vec<String> = renditions
                 .iter()
@@ -270,7 +303,18 @@ hidden_test! {
             let times: Vec<Option<Instant>> =
                 renditions.iter().map(|r| finished_at.get(&r.video_id).copied()).collect();
             let in_order = times.iter().all(Option::is_some) && times.windows(2).all(|w| w[0] <= w[1]);
-            if renditions.len() != lengths.len() || !in_order {
+            if renditions.len() != lengths.len() {
+                return Err(format!(
+                    "{} videos on {workers} worker(s), transcodes of {lengths:?} ms (0 answers at \
+                     once), none failing: `run_pipeline` returned Ok with only {} rendition(s): {}. \
+                     A worker's result must be delivered even when it comes right after another \
+                     one, before the supervisor has taken that one",
+                    lengths.len(),
+                    renditions.len(),
+                    order.join(", ")
+                ));
+            }
+            if !in_order {
                 return Err(format!(
                     "{} videos on {workers} worker(s), transcodes of {lengths:?} ms: `run_pipeline` \
                      returned {}, but its doc promises the renditions in the order they finished",

@@ -516,6 +516,47 @@ hidden_test! {
         drop(service);
     }
 
+    /// Nothing shuts down, and records trickle in, never a whole second apart: the once-a-second
+    /// flush still writes each of them within two seconds of its `record` returning.
+    async fn a_steady_trickle_is_flushed_every_second() {
+        let lag_limit = FLUSH_EVERY * 2;
+        let gap_patterns: [&[u64]; 4] = [&[500], &[999], &[300, 700, 950, 100], &[10, 990]];
+        for gaps in gap_patterns {
+            let sink = AuditSink::new();
+            let service = AuditService::start(sink.clone());
+            let log = service.log();
+            let start = tokio::time::Instant::now();
+            let mut recorded: Vec<(tokio::time::Instant, AuditRecord)> = Vec::new();
+            let mut id = 0;
+            while start.elapsed() < Duration::from_secs(6) {
+                let stored = sink.records();
+                if let Some((at, late)) =
+                    recorded.iter().find(|(at, r)| at.elapsed() >= lag_limit && !stored.contains(r))
+                {
+                    panic!(
+                        "records trickled in every {gaps:?} ms (cycling), never a whole second \
+                         apart, and nothing shut down: record {} was still not in the store {:?} \
+                         after its `record` returned (the store held {} of the {} records \
+                         recorded). The flusher must write what is waiting at least once a second \
+                         even while records keep arriving, not only after a quiet second",
+                        late.id,
+                        at.elapsed(),
+                        stored.len(),
+                        recorded.len()
+                    );
+                }
+                let r = record(id);
+                log.record(r.clone()).await.expect("the audit trail is running");
+                recorded.push((tokio::time::Instant::now(), r));
+                let gap = gaps[id as usize % gaps.len()];
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+                id += 1;
+            }
+            drop(log);
+            drop(service);
+        }
+    }
+
     /// `main` returns right after `run_then_shutdown`, dropping the runtime: every record must
     /// already be in the store by then.
     fn every_record_survives_shutdown_and_the_runtime_drop() {
@@ -761,18 +802,21 @@ hidden_test! {
     /// store finishes them; the fake keeps them in order only because every write takes exactly
     /// `WRITE_LATENCY`.
     async fn the_store_never_has_two_writes_in_progress() {
-        // (records, pause, more records, the more sent in one go): shutdown follows at once.
-        // Sent in one go, without yielding to the flusher, the second burst is still queued
-        // behind the part batch the flusher holds when shutdown begins.
-        let scenarios: [(u64, u64, u64, bool); 6] = [
-            (250, 0, 0, false),
-            (100, 1, 150, false),
-            (200, 70, 0, false),
-            (40, 1, 200, true),
-            (70, 1, 31, true),
-            (99, 1, 160, true),
+        // (records, pause, more records, the more sent in one go, wait before shutdown). Sent in
+        // one go, without yielding to the flusher, the second burst is queued behind the part
+        // batch the flusher holds: shutdown then finds it there at once, or the flusher meets it
+        // while the service still runs.
+        let scenarios: [(u64, u64, u64, bool, u64); 8] = [
+            (250, 0, 0, false, 0),
+            (100, 1, 150, false, 0),
+            (200, 70, 0, false, 0),
+            (40, 1, 200, true, 0),
+            (70, 1, 31, true, 0),
+            (99, 1, 160, true, 0),
+            (40, 1, 200, true, 120),
+            (99, 1, 160, true, 120),
         ];
-        for (first, pause_ms, second, in_one_go) in scenarios {
+        for (first, pause_ms, second, in_one_go, settle_ms) in scenarios {
             let sink = AuditSink::new();
             let tailing = watch_appends(sink.clone());
             let service = AuditService::start(sink.clone());
@@ -798,6 +842,7 @@ hidden_test! {
                 more.await;
             }
             drop(log);
+            tokio::time::sleep(Duration::from_millis(settle_ms)).await;
             let shutdown = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
             assert!(
                 shutdown.is_ok(),
@@ -814,8 +859,13 @@ hidden_test! {
             };
             if let Some(seen) = seen {
                 let sent = if in_one_go { " sent in one go" } else { "" };
+                let then = if settle_ms == 0 {
+                    "then shutdown at once".to_string()
+                } else {
+                    format!("then {settle_ms} ms of the service running before shutdown")
+                };
                 panic!(
-                    "{first} records, a pause of {pause_ms} ms, {second} more{sent}, then shutdown: \
+                    "{first} records, a pause of {pause_ms} ms, {second} more{sent}, {then}: \
                      {seen}. Concurrent appends may land in either order in a real store (this \
                      fake keeps them in order only because every write takes exactly \
                      {WRITE_LATENCY:?}): the audit trail stays in the order recorded only when \

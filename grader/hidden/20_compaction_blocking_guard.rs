@@ -1,9 +1,9 @@
 //! Hidden tests for kata 20: the compaction lock must be held for as long as the merge runs, even
 //! when the caller of `compact` is aborted or times out while it waits for the merge; the merge
 //! must run on the blocking pool; a caller dropped while it still waits for the lock must never
-//! merge, and while it waits it must neither wait on the blocking pool nor retry the lock over and
-//! over; a merge's panic reaches the caller; and whenever a merge runs, at whatever poll its
-//! caller was cut, it holds the lock.
+//! merge, not even when cut in the instant the lock is handed to it, and while it waits it must
+//! neither wait on the blocking pool nor retry the lock over and over; a merge's own panic reaches
+//! the caller; and whenever a merge runs, at whatever poll its caller was cut, it holds the lock.
 //!
 //! Every test runs on the paused current-thread runtime of `hidden_test!`. The test's merger is the
 //! blocking stand-in: it records where it runs ([`Place`]: the blocking pool, an async worker, or a
@@ -323,6 +323,22 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// What the test's merge panics with: a payload of a type of its own, so that the caller of
+/// `compact` can tell whether it caught the merge's panic or another one.
+#[derive(Debug, PartialEq, Eq)]
+struct CorruptSegment(u32);
+
+/// What a caught panic was, for a failure message.
+fn describe_panic(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<String>() {
+        format!("a panic with the message {text:?}")
+    } else if let Some(text) = panic.downcast_ref::<&str>() {
+        format!("a panic with the message {text:?}")
+    } else {
+        "a panic with a payload of another type".to_owned()
+    }
+}
+
 /// A merger that panics on its first merge (a corrupt segment) and merges normally after that.
 #[derive(Default)]
 struct PanicsOnce {
@@ -340,9 +356,25 @@ impl SegmentMerger for PanicsOnce {
             Place::OwnThread => _ = self.on_own_thread.fetch_add(1, Ordering::SeqCst),
         }
         if self.merges.fetch_add(1, Ordering::SeqCst) == 0 {
-            panic!("segment 7 is corrupt (the test's merge panics on purpose)");
+            // The test's merge panics on purpose, with a payload of its own type.
+            std::panic::panic_any(CorruptSegment(7));
         }
         STATS
+    }
+}
+
+/// Blocks the runtime's thread (the test's own) until the blocking pool has no work left: every
+/// blocking task has returned, and whatever it dropped as it ended (a guard, handing the lock to
+/// the next waiter) has been dropped. Nothing on the runtime runs meanwhile, so a task that the
+/// hand-over woke has not run yet. A thread of the pool marks itself idle only after its task has
+/// run to the end, so this waits for a state, not for time; the bound only keeps a fix whose
+/// blocking task waits on the runtime from hanging the test.
+fn wait_until_the_blocking_pool_is_idle() {
+    for _ in 0..50_000_000 {
+        if blocking_work() == 0 {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -590,8 +622,8 @@ hidden_test! {
         control.check_every_merge_held_the_lock();
     }
 
-    /// A merge that panics is over as surely as one that returns: the lock comes free with it, and
-    /// the next compaction runs.
+    /// A merge that panics is over as surely as one that returns: the lock comes free with it, its
+    /// panic reaches the caller with the merge's own payload, and the next compaction runs.
     async fn a_merge_that_panics_gives_the_lock_back() {
         let merger = PanicsOnce::default();
         let merges = merger.merges.clone();
@@ -627,7 +659,19 @@ hidden_test! {
             "the first compaction's merge panicked and is over, but its compact() had not ended"
         );
         match first.await {
-            Err(e) if e.is_panic() => {}
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                assert!(
+                    panic.downcast_ref::<CorruptSegment>() == Some(&CorruptSegment(7)),
+                    "the first compaction's merge panicked with its own payload (a \
+                     `CorruptSegment(7)`, raised with `std::panic::panic_any`), but the caller \
+                     of compact() caught {} instead. The caller (a supervisor that logs what \
+                     went wrong, or a test) must get the merge's own panic, unchanged, as \
+                     `std::panic::resume_unwind` passes it on; a new panic raised in its place \
+                     hides what the merge panicked with",
+                    describe_panic(&*panic)
+                );
+            }
             Err(e) => panic!("the first compaction task ended with: {e}"),
             Ok(stats) => panic!(
                 "the first compaction's merge panicked (a corrupt segment), yet compact() returned \
@@ -640,5 +684,81 @@ hidden_test! {
         assert_eq!(stats, STATS, "a compact() after a merge that panicked returned {stats:?}");
         all_blocking_work_done().await;
         assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
+    }
+
+    /// A second compaction waits for the lock behind a running merge. The merge ends, and its
+    /// guard hands the lock to the waiter; in that same instant, before the waiter runs again,
+    /// its caller is aborted (or its future dropped). It never got to use the lock, so it must
+    /// not merge: it only loses its place, and the lock comes free.
+    async fn a_caller_cut_as_the_lock_is_handed_to_it_never_merges() {
+        for dropped in [false, true] {
+            let (store, mut control) = gated_store();
+            let mut first = spawn_compaction(&store);
+            control.wait_for_merge(&mut first).await;
+
+            // The second caller: a spawned task (aborted), or a future the test polls itself
+            // (dropped). Either way it is queued behind the running merge.
+            let waker = std::task::Waker::noop();
+            let mut polled = Box::pin({
+                let store = store.clone();
+                async move { store.compact().await }
+            });
+            let waiting = if dropped {
+                assert!(
+                    polled.as_mut().poll(&mut Context::from_waker(waker)).is_pending(),
+                    "a second compact() returned while the first merge still ran"
+                );
+                None
+            } else {
+                Some(spawn_compaction(&store))
+            };
+            settle().await;
+            let cut = if dropped { "its future was dropped" } else { "its caller was aborted" };
+
+            // The merge returns; its lock passes to the waiter, which is woken but has not run.
+            control.open();
+            wait_until_the_blocking_pool_is_idle();
+            match &waiting {
+                Some(waiting) => waiting.abort(),
+                None => drop(polled),
+            }
+
+            let stats =
+                finish(first, "the first compact()").await.expect("the first compaction failed");
+            assert_eq!(stats, STATS, "the first compact() returned {stats:?} instead of its stats");
+            if let Some(waiting) = waiting {
+                match waiting.await {
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        panic!("the waiting compaction task failed instead of being cancelled: {e}")
+                    }
+                    Ok(_) => panic!(
+                        "a second compact() returned although it was aborted before it ran again"
+                    ),
+                }
+            }
+            settle().await;
+            all_blocking_work_done().await;
+            let merges = control.merges();
+            assert_eq!(
+                merges, 1,
+                "a second compact() waited for the lock behind a running merge; the merge ended, \
+                 and in that instant, before the waiting compaction ran again, {cut}. It merged \
+                 anyway: {merges} merges ran for 1 compaction that was not cancelled. A caller \
+                 cut before it could use the lock only loses its place in the queue, even when \
+                 the lock was just handed to it: whatever waits for the lock on its behalf must \
+                 see that its caller is gone before it merges"
+            );
+            assert!(
+                !store.is_compacting(),
+                "a compaction cut as the lock was handed to it left the compaction lock held: no \
+                 later compaction could run"
+            );
+            let stats = finish(store.compact(), "a compact() after the cut one").await;
+            assert_eq!(stats, STATS, "a compact() after the cut one returned {stats:?}");
+            all_blocking_work_done().await;
+            control.check_every_merge_on_blocking_pool();
+            control.check_every_merge_held_the_lock();
+        }
     }
 }

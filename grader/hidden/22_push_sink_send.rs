@@ -4,6 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -30,12 +31,76 @@ fn notification(id: u64) -> Notification {
 /// The protocol greeting the connection layer queues before it hands the connection over.
 const GREETING: &str = "HELLO push/2";
 
+/// The connection to a slow device: a [`RecordingWriter`] that, like a real socket, remembers a
+/// shutdown of its write half and refuses every write after it.
+struct Connection {
+    writer: RecordingWriter,
+    shut: Arc<AtomicBool>,
+}
+
+/// The test's view of a [`Connection`]: what the device received, and whether the write half
+/// was shut down.
+#[derive(Clone)]
+struct Tap {
+    wire: Wire,
+    shut: Arc<AtomicBool>,
+}
+
+impl Tap {
+    fn text(&self) -> String {
+        self.wire.text()
+    }
+
+    /// The session keeps writing to the connection after every `deliver`, so `deliver` must
+    /// leave it open.
+    fn still_open(&self) -> Result<(), String> {
+        if self.shut.load(Ordering::SeqCst) {
+            Err(format!(
+                "deliver shut the connection's write half down (its `poll_shutdown` was called, as \
+                 `close` does): the session keeps writing to this connection after deliver \
+                 returns, and on a real connection every later write fails. The device received \
+                 {:?}",
+                self.text()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.shut.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after the connection's write half was shut down",
+            )));
+        }
+        Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shut.store(true, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A pusher over a slow device, as the gateway's connection layer builds it: a one-frame
 /// backpressure boundary (so `poll_ready` flushes the previous frame first) and, when `greeted`,
 /// the greeting already buffered with `feed`, to go out with the first flush.
-fn pusher_with(greeted: bool, ids: &[u64]) -> (Pusher<RecordingWriter>, Wire) {
+fn pusher_with(greeted: bool, ids: &[u64]) -> (Pusher<Connection>, Tap) {
     let (writer, wire) = RecordingWriter::new(BYTES_PER_WRITE);
-    let mut device = FramedWrite::new(writer, LinesCodec::new());
+    let shut = Arc::new(AtomicBool::new(false));
+    let tap = Tap { wire, shut: shut.clone() };
+    let mut device = FramedWrite::new(Connection { writer, shut }, LinesCodec::new());
     device.set_backpressure_boundary(1);
     if greeted {
         // An empty buffer is always ready, so `feed` completes in one poll: nothing is cancelled.
@@ -49,10 +114,10 @@ fn pusher_with(greeted: bool, ids: &[u64]) -> (Pusher<RecordingWriter>, Wire) {
     for &id in ids {
         pusher.enqueue(notification(id));
     }
-    (pusher, wire)
+    (pusher, tap)
 }
 
-fn pusher(ids: &[u64]) -> (Pusher<RecordingWriter>, Wire) {
+fn pusher(ids: &[u64]) -> (Pusher<Connection>, Tap) {
     pusher_with(false, ids)
 }
 
@@ -63,8 +128,9 @@ fn expected(ids: &[u64]) -> String {
 /// Compares what the device received, which must start with `prefix`, with the queued
 /// notifications, in cancellation terms; `dropped` says whether any call of `deliver` was dropped
 /// before the last one.
-fn check_wire_after(wire: &Wire, prefix: &str, ids: &[u64], dropped: bool) -> Result<(), String> {
-    check_received(wire.text(), prefix, ids, dropped)
+fn check_wire_after(wire: &Tap, prefix: &str, ids: &[u64], dropped: bool) -> Result<(), String> {
+    check_received(wire.text(), prefix, ids, dropped)?;
+    wire.still_open()
 }
 
 /// Compares the bytes a device received with `prefix` and then the queued notifications.
@@ -80,7 +146,20 @@ fn check_received(got: String, prefix: &str, ids: &[u64], dropped: bool) -> Resu
     };
     let lost: Vec<u64> = ids.iter().copied().filter(|&id| count(id) == 0).collect();
     let repeated: Vec<u64> = ids.iter().copied().filter(|&id| count(id) > 1).collect();
-    let problem = if !lost.is_empty() && !dropped {
+    // A complete line (one that ended with its newline) that is neither the greeting nor a
+    // notification: the bytes of some frame reached the device twice, or out of place.
+    let whole_lines = got.rsplit_once('\n').map_or("", |(whole, _tail)| whole);
+    let garbled = whole_lines.split('\n').find(|line| {
+        *line != GREETING && !ids.iter().any(|&id| *line == notification(id).to_line())
+    });
+    let problem = if let Some(line) = garbled {
+        format!(
+            "the device received the garbled line {line:?}: part of a frame reached the device \
+             twice, or another frame's bytes cut into it (the bytes of a frame that the device \
+             has begun to receive must follow exactly once, in order, however often deliver is \
+             dropped)"
+        )
+    } else if !lost.is_empty() && !dropped {
         format!(
             "notification(s) {lost:?} never reached the device and are no longer queued, although \
              no call of deliver was dropped: they may still be in the connection's write buffer \
@@ -191,8 +270,36 @@ impl AsyncWrite for Phone {
     }
 }
 
+/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
+/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
+/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
+/// [`AnyProbe`] on `&Probe<F>`.
+struct Probe<F>(std::marker::PhantomData<F>);
+
+fn probe<F>(_: &F) -> Probe<F> {
+    Probe(std::marker::PhantomData)
+}
+
+trait SendProbe {
+    fn is_send(&self) -> bool {
+        true
+    }
+}
+
+impl<F: Send> SendProbe for Probe<F> {}
+
+#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
+trait AnyProbe {
+    fn is_send(&self) -> bool {
+        false
+    }
+}
+
+impl<F> AnyProbe for &Probe<F> {}
+
 hidden_test! {
-    /// Nothing cancelled: every notification goes out once, in order.
+    /// Nothing cancelled: every notification goes out once, in order, and the connection stays
+    /// open for the next call, which delivers a notification that arrived meanwhile.
     async fn delivers_every_notification_in_order() {
         let (mut pusher, wire) = pusher(&[1, 2, 3]);
         pusher.deliver().await.expect("deliver failed");
@@ -200,29 +307,57 @@ hidden_test! {
             panic!("with nothing cancelled, {seen}");
         }
         assert_eq!(pusher.queued(), 0, "everything was delivered; nothing may stay queued");
+        pusher.enqueue(notification(4));
+        if let Err(e) = pusher.deliver().await {
+            panic!("the next deliver, for a notification that arrived after the first, failed: {e}");
+        }
+        if let Err(seen) = check_wire_after(&wire, "", &[1, 2, 3, 4], false) {
+            panic!("with nothing cancelled, after a second deliver for one more notification, {seen}");
+        }
+    }
+
+    /// The gateway runs each device session as a task of its own on a multi-thread runtime
+    /// (`tokio::spawn`), so `deliver`'s future must stay `Send`, as the original is.
+    async fn deliver_can_run_in_a_spawned_session() {
+        let (mut pusher, wire) = pusher(&[1, 2]);
+        let deliver = pusher.deliver();
+        assert!(
+            (&probe(&deliver)).is_send(),
+            "the future returned by `deliver` is not `Send`, so the gateway can no longer \
+             `tokio::spawn` a device session: it holds something that is not `Send` (a `Cell` or \
+             `RefCell` borrowed by a guard, an `Rc`, a `std` lock guard) across an `.await`"
+        );
+        deliver.await.expect("deliver failed");
+        if let Err(seen) = check_wire_after(&wire, "", &[1, 2], false) {
+            panic!("with nothing cancelled, {seen}");
+        }
     }
 
     /// The connection arrives with its greeting still buffered. `deliver` is dropped after
-    /// every possible poll, then a second `deliver` finishes the job: the device must receive
-    /// the greeting and each notification exactly once, in order.
+    /// every possible poll; then a fourth notification arrives and a second `deliver` finishes
+    /// the job: the device must receive the greeting and each notification exactly once, in
+    /// order, over a connection that is still open.
     async fn deliver_dropped_at_any_point_loses_and_repeats_nothing() {
         assert_cancel_safe(
             || {
                 let (pusher, wire) = pusher_with(true, &[1, 2, 3]);
                 (Arc::new(Mutex::new(pusher)), wire)
             },
-            |(pusher, _wire): (Arc<Mutex<Pusher<RecordingWriter>>>, Wire)| async move {
+            |(pusher, _wire): (Arc<Mutex<Pusher<Connection>>>, Tap)| async move {
                 pusher.lock().await.deliver().await
             },
             |(pusher, wire), outcome: Outcome<_>| async move {
                 let dropped = outcome.is_cancelled();
+                let mut pusher = pusher.lock().await;
+                pusher.enqueue(notification(4));
                 pusher
-                    .lock()
-                    .await
                     .deliver()
                     .await
-                    .map_err(|e| format!("the next deliver failed: {e}"))?;
-                check_wire_after(&wire, &format!("{GREETING}\n"), &[1, 2, 3], dropped)
+                    .map_err(|e| match wire.still_open() {
+                        Err(shut) => shut,
+                        Ok(()) => format!("the next deliver failed: {e}"),
+                    })?;
+                check_wire_after(&wire, &format!("{GREETING}\n"), &[1, 2, 3, 4], dropped)
             },
         )
         .await;

@@ -218,10 +218,13 @@ async fn pool_shutdown(workers: usize, queued: u64, close_first: bool) {
 
 /// Polls a feed that just returned `Pending` while nothing changes, and panics if it keeps waking
 /// itself. One wake right after a poll is allowed (a cooperative yield, as `FuturesUnordered`
-/// does after polling its futures): polled again, the feed must then wait quietly.
-fn settles_without_waking_itself(feed: &mut task::Spawn<JobFeed>, waiting: &str) {
+/// does after polling its futures): polled again, the feed must then wait quietly. The test
+/// yields to the runtime before it looks, because a wake that `tokio::task::yield_now` asks for
+/// is only delivered once the runtime gets control back.
+async fn settles_without_waking_itself(feed: &mut task::Spawn<JobFeed>, waiting: &str) {
     const POLLS: usize = 3;
     for poll in 1..=POLLS {
+        tokio::task::yield_now().await;
         if !feed.is_woken() {
             return;
         }
@@ -254,7 +257,11 @@ hidden_test! {
             ),
             Some(job(1))
         );
-        assert_pending!(feed.poll_next(), "the queue is empty: the feed must wait");
+        assert_pending!(
+            feed.poll_next(),
+            "the queue is empty and the channel open: the feed must wait for a job"
+        );
+        settles_without_waking_itself(&mut feed, "the queue is empty").await;
         tx.send(job(2)).await.expect("the queue is open");
         assert!(
             feed.is_woken(),
@@ -292,7 +299,7 @@ hidden_test! {
             feed.poll_next(),
             "another worker holds the receiver: the feed must wait for its turn"
         );
-        settles_without_waking_itself(&mut feed, "another worker holds the receiver");
+        settles_without_waking_itself(&mut feed, "another worker holds the receiver").await;
 
         tx.send(job(7)).await.expect("the queue is open");
         drop(other_worker);
@@ -510,21 +517,36 @@ hidden_test! {
         });
     }
 
-    /// A pool of two idle workers on an empty queue for ten minutes: one holds the receiver and
+    /// A pool of two idle workers on an empty queue for a month: one holds the receiver and
     /// waits for a job, the other waits for its turn. Nothing changes, so neither may be woken.
+    /// The clock is paused, so the month costs a few hundred timer steps, finer at first: every
+    /// second of the first minute, then every ten seconds, every minute, every hour, every day.
     async fn an_idle_pool_is_not_woken_while_the_queue_stays_empty() {
         let (tx, rx) = mpsc::channel(8);
         let jobs = shared(rx);
         let mut first = task::spawn(JobFeed::new(jobs.clone()));
         let mut second = task::spawn(JobFeed::new(jobs.clone()));
-        assert_pending!(first.poll_next(), "the queue is empty: the feed must wait");
-        settles_without_waking_itself(&mut first, "the queue is empty");
-        assert_pending!(second.poll_next(), "the queue is empty: the feed must wait");
-        settles_without_waking_itself(&mut second, "another worker waits on the empty queue");
+        let open = "the queue is empty and the channel open: the feed must wait for a job";
+        assert_pending!(first.poll_next(), "{open}");
+        settles_without_waking_itself(&mut first, "the queue is empty").await;
+        assert_pending!(second.poll_next(), "{open}");
+        settles_without_waking_itself(&mut second, "another worker waits on the empty queue")
+            .await;
         let start = Instant::now();
-        const IDLE_SECS: u64 = 600;
-        for _ in 0..IDLE_SECS {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        const MINUTE: u64 = 60;
+        const HOUR: u64 = 60 * MINUTE;
+        const DAY: u64 = 24 * HOUR;
+        let mut idle = 0;
+        while idle < 30 * DAY {
+            let step = match idle {
+                i if i < MINUTE => 1,
+                i if i < 10 * MINUTE => 10,
+                i if i < 3 * HOUR => MINUTE,
+                i if i < 2 * DAY => HOUR,
+                _ => DAY,
+            };
+            tokio::time::sleep(Duration::from_secs(step)).await;
+            idle += step;
             for (worker, feed) in [("the worker waiting for a job", &first), (
                 "the worker waiting for its turn",
                 &second,
@@ -532,9 +554,10 @@ hidden_test! {
                 assert!(
                     !feed.is_woken(),
                     "two workers idled on an empty queue, and nothing changed, but the feed of \
-                     {worker} was woken {:?} later: an idle pool that wakes itself on a timer \
-                     (a lease, a retry, a periodic re-check) churns for ever. Wake only when a \
-                     job arrives, the channel closes or the receiver is let go",
+                     {worker} was woken after {:?} of idling (watched to within {step} s): an \
+                     idle pool that is woken when nothing happened (by a lease, a retry or a \
+                     periodic re-check, however rare) churns for ever. Wake only when a job \
+                     arrives, the channel closes or the receiver is let go",
                     start.elapsed()
                 );
             }

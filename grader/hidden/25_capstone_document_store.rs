@@ -283,7 +283,100 @@ fn deploy_right_after_poll(
     Ok((state, ended, finished_early))
 }
 
+/// The next version, saved by a retry right after a cut.
+const RETRY: &[u8] = br#"{"invoice":42,"total":"99.50","status":"sent","lines":3,"retry":1}"#;
+
+/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
+/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
+/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
+/// [`AnyProbe`] on `&Probe<F>`.
+struct Probe<F>(std::marker::PhantomData<F>);
+
+fn probe<F>(_: &F) -> Probe<F> {
+    Probe(std::marker::PhantomData)
+}
+
+trait SendProbe {
+    fn is_send(&self) -> bool {
+        true
+    }
+}
+
+impl<F: Send> SendProbe for Probe<F> {}
+
+#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
+trait AnyProbe {
+    fn is_send(&self) -> bool {
+        false
+    }
+}
+
+impl<F> AnyProbe for &Probe<F> {}
+
 hidden_test! {
+    /// Request handlers run as tasks of their own (`tokio::spawn`) on a multi-thread runtime,
+    /// so `save`'s future must stay `Send`, as it is now.
+    async fn save_can_run_in_a_spawned_handler() {
+        let (store, _fs, _index) = empty_store();
+        let save = store.save(ID, NEW);
+        assert!(
+            (&probe(&save)).is_send(),
+            "the future returned by `save` is not `Send`, so a request handler can no longer \
+             `tokio::spawn` it: it holds something that is not `Send` (a `Cell` or `RefCell` \
+             borrowed by a guard, an `Rc`, a `std` lock guard) across an `.await`"
+        );
+        save.await.expect("save failed");
+        assert_eq!(store.load(ID).as_deref(), Some(NEW), "save() returned Ok but load() does not return the document");
+    }
+
+    /// A save cut by a deadline (or a caller that hangs up) after every possible poll and every
+    /// millisecond, and retried at once with the next version, as a client does after a
+    /// timeout: the retry must succeed, and from then on the store holds the retry's version,
+    /// whole, and nothing else. Work of the cut save must not mix with the retry's.
+    async fn a_save_retried_right_after_a_cut_stores_the_retry() {
+        for fresh in [empty_store as fn() -> State, store_with_old_version] {
+            assert_cancel_safe_with(
+                every_cut(),
+                fresh,
+                |(store, _, _): State| async move { store.save(ID, NEW).await },
+                |(store, fs, index), outcome: Outcome<std::io::Result<()>>| async move {
+                    let cut = if outcome.is_cancelled() { "cut" } else { "finished" };
+                    let retried = store.save(ID, RETRY).await;
+                    let seen = |when: &str| -> Result<(), String> {
+                        match store.load(ID) {
+                            Some(doc) if doc == RETRY => {}
+                            other => {
+                                return Err(format!(
+                                    "a save was {cut}, a retry with the next version started at \
+                                     once and returned Ok, but {when} load() returned {:?}, not \
+                                     the retry's version: work of the first save went on after \
+                                     it was {cut} and overwrote or mixed with the retry's (a \
+                                     detached task writing the same temporary file, say)",
+                                    other.map(|d| String::from_utf8_lossy(&d).into_owned())
+                                ));
+                            }
+                        }
+                        check_consistent(&fs, &index, None, RETRY)
+                            .map_err(|e| format!("after a save was {cut} and retried at once, {when}: {e}"))
+                    };
+                    if let Err(e) = retried {
+                        return Err(format!(
+                            "a save was {cut}, and a retry with the next version, started at \
+                             once, failed: {e}. Work of the first save went on after it was \
+                             {cut} and got in the retry's way (a detached task renaming or \
+                             deleting the same temporary file, say). Disk: {:?}",
+                            fs.paths()
+                        ));
+                    }
+                    seen("right after the retry returned")?;
+                    tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await;
+                    seen("a second after the retry returned")
+                },
+            )
+            .await;
+        }
+    }
+
     /// Nothing cancelled: once `save` returns, the document is indexed, readable and complete,
     /// and no temporary file is left.
     async fn save_then_load_returns_the_document() {

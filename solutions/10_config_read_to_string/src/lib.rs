@@ -34,18 +34,23 @@ pub struct ConfigDownload<R> {
     /// The raw bytes received so far. They are decoded only when the stream has ended: a chunk
     /// may end in the middle of a multi-byte character.
     received: Vec<u8>,
+    /// Set when a round failed. The stream is broken and `received` is not the whole config, so
+    /// a later call must not read on and take the end of the broken stream for the end of the
+    /// config: it fails again.
+    failed: Option<io::ErrorKind>,
 }
 
 impl<R: AsyncRead + Unpin> ConfigDownload<R> {
     /// Starts a download from `source`, which ends (EOF) after the last byte of the config.
     pub fn new(source: R) -> Self {
-        ConfigDownload { source, received: Vec::new() }
+        ConfigDownload { source, received: Vec::new(), failed: None }
     }
 
     /// Waits up to [`PATIENCE`] for the rest of the config.
     ///
     /// Returns the whole config once the stream ends, or how much has arrived if it stalls.
-    /// Fails if the stream fails or the config is not valid UTF-8.
+    /// Fails if the stream fails or the config is not valid UTF-8. An error ends the download:
+    /// every later call fails too (start a new download on a new stream).
     ///
     /// # Cancel safety
     ///
@@ -53,6 +58,9 @@ impl<R: AsyncRead + Unpin> ConfigDownload<R> {
     /// future (by the `PATIENCE` timeout inside, or by the caller) loses nothing, and the next
     /// call carries on where this one stopped.
     pub async fn resume(&mut self) -> io::Result<Fetch> {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "the config download already failed"));
+        }
         let source = &mut self.source;
         let received = &mut self.received;
         // Each `read_buf` is cancel safe: if it is dropped, no data was read; once it returns,
@@ -61,15 +69,21 @@ impl<R: AsyncRead + Unpin> ConfigDownload<R> {
             while source.read_buf(received).await? != 0 {}
             Ok::<(), io::Error>(())
         };
-        match timeout(PATIENCE, read_to_eof).await {
+        let fetched = match timeout(PATIENCE, read_to_eof).await {
             Ok(Ok(())) => {
                 let bytes = std::mem::take(&mut self.received);
-                let text = String::from_utf8(bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Ok(Fetch::Complete(text))
+                String::from_utf8(bytes)
+                    .map(Fetch::Complete)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
             }
             Ok(Err(e)) => Err(e),
             Err(_elapsed) => Ok(Fetch::Stalled { received: self.received.len() }),
+        };
+        // A reset socket reports its error once and then reads as the end of the stream, and the
+        // bytes of an invalid config are gone: a retry must not turn either into `Complete`.
+        if let Err(e) = &fetched {
+            self.failed = Some(e.kind());
         }
+        fetched
     }
 }
