@@ -120,7 +120,7 @@ fn github_format_annotates_the_learners_files_and_writes_a_job_summary() {
     assert_eq!(commands[3], format!("::{token}::"));
     assert!(
         annotations[0].starts_with(
-            "::error file=exercises/02_failing/src/lib.rs,line=16,\
+            "::error file=exercises/02_failing/src/lib.rs,line=16,col=9,\
              title=02_failing%3A cancelled_call_lowers_the_counter::cancelled after poll 1 of 2, \
              while still waiting: the counter still reads 1"
         ),

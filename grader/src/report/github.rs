@@ -29,6 +29,8 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
     let failing: Vec<&UnitResult> = results.iter().filter(|r| r.status != Status::Passed).collect();
     let mut out = String::new();
     for result in failing.iter().take(MAX_ANNOTATIONS) {
+        // `col` (GitHub's annotation property) only where the explanation placed an `.await`.
+        let mut col = String::new();
         let (file, line, title, message) = match result.status {
             Status::CompileError => {
                 let error = result.compile_errors.first().map_or("", String::as_str);
@@ -48,7 +50,10 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
                 // else at the `// TODO`.
                 let innermost = test.and_then(|t| t.parked.iter().find(|c| c.innermost));
                 match innermost.or_else(|| test.and_then(|t| t.parked.last())) {
-                    Some(cut) => (cut.file.clone(), cut.line, title, message),
+                    Some(cut) => {
+                        col = format!(",col={}", cut.column);
+                        (cut.file.clone(), cut.line, title, message)
+                    }
                     None => {
                         let line = todo_line(&root.join(&result.file)).unwrap_or(1);
                         (result.file.clone(), line, title, message)
@@ -58,7 +63,7 @@ pub fn annotations(results: &[UnitResult], root: &Path) -> String {
         };
         let _ = writeln!(
             out,
-            "::error file={},line={line},title={}::{}",
+            "::error file={},line={line}{col},title={}::{}",
             escape_property(&visible(&file)),
             escape_property(&visible(&title)),
             escape_data(&visible(&ellipsize(&message, MAX_MESSAGE)))
