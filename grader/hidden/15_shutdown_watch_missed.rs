@@ -58,33 +58,6 @@ fn queue_with(
 
 const POST: Duration = Duration::from_millis(10);
 
-/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
-/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
-/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
-/// [`AnyProbe`] on `&Probe<F>`.
-struct Probe<F>(std::marker::PhantomData<F>);
-
-fn probe<F>(_: &F) -> Probe<F> {
-    Probe(std::marker::PhantomData)
-}
-
-trait SendProbe {
-    fn is_send(&self) -> bool {
-        true
-    }
-}
-
-impl<F: Send> SendProbe for Probe<F> {}
-
-#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
-trait AnyProbe {
-    fn is_send(&self) -> bool {
-        false
-    }
-}
-
-impl<F> AnyProbe for &Probe<F> {}
-
 /// How many webhooks are still waiting on a queue of capacity 64, seen from its sender.
 fn still_queued(queue: &mpsc::Sender<Webhook>) -> usize {
     queue.max_capacity() - queue.capacity()
@@ -338,7 +311,7 @@ hidden_test! {
         let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, FakeServer::new(POST));
         let run = dispatcher.run();
         assert!(
-            (&probe(&run)).is_send(),
+            kata_support::is_send!(run),
             "the future returned by `run` is not `Send`, so the server can no longer \
              `tokio::spawn` a tenant's worker: it holds something that is not `Send` (a lock \
              guard, an `Rc`, a `watch::Ref`) across an `.await`"

@@ -270,33 +270,6 @@ impl AsyncWrite for Phone {
     }
 }
 
-/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
-/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
-/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
-/// [`AnyProbe`] on `&Probe<F>`.
-struct Probe<F>(std::marker::PhantomData<F>);
-
-fn probe<F>(_: &F) -> Probe<F> {
-    Probe(std::marker::PhantomData)
-}
-
-trait SendProbe {
-    fn is_send(&self) -> bool {
-        true
-    }
-}
-
-impl<F: Send> SendProbe for Probe<F> {}
-
-#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
-trait AnyProbe {
-    fn is_send(&self) -> bool {
-        false
-    }
-}
-
-impl<F> AnyProbe for &Probe<F> {}
-
 hidden_test! {
     /// Nothing cancelled: every notification goes out once, in order, and the connection stays
     /// open for the next call, which delivers a notification that arrived meanwhile.
@@ -322,7 +295,7 @@ hidden_test! {
         let (mut pusher, wire) = pusher(&[1, 2]);
         let deliver = pusher.deliver();
         assert!(
-            (&probe(&deliver)).is_send(),
+            kata_support::is_send!(deliver),
             "the future returned by `deliver` is not `Send`, so the gateway can no longer \
              `tokio::spawn` a device session: it holds something that is not `Send` (a `Cell` or \
              `RefCell` borrowed by a guard, an `Rc`, a `std` lock guard) across an `.await`"

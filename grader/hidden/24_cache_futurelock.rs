@@ -107,33 +107,6 @@ fn hold_lock_later(
     })
 }
 
-/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
-/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
-/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
-/// [`AnyProbe`] on `&Probe<F>`.
-struct Probe<F>(std::marker::PhantomData<F>);
-
-fn probe<F>(_: &F) -> Probe<F> {
-    Probe(std::marker::PhantomData)
-}
-
-trait SendProbe {
-    fn is_send(&self) -> bool {
-        true
-    }
-}
-
-impl<F: Send> SendProbe for Probe<F> {}
-
-#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
-trait AnyProbe {
-    fn is_send(&self) -> bool {
-        false
-    }
-}
-
-impl<F> AnyProbe for &Probe<F> {}
-
 hidden_test! {
     /// The refresher is a task of its own (`tokio::spawn`) on the shop's multi-thread runtime,
     /// so `refresh`'s future must stay `Send`, as it is now.
@@ -141,7 +114,7 @@ hidden_test! {
         let cache = CatalogCache::new(catalog(1));
         let refresh = cache.refresh(catalog(2));
         assert!(
-            (&probe(&refresh)).is_send(),
+            kata_support::is_send!(refresh),
             "the future returned by `refresh` is not `Send`, so the refresher can no longer run \
              as a spawned task: it holds something that is not `Send` (a `Cell`, a `RefCell`, an \
              `Rc`, a `std` lock guard) across an `.await`"

@@ -286,33 +286,6 @@ fn deploy_right_after_poll(
 /// The next version, saved by a retry right after a cut.
 const RETRY: &[u8] = br#"{"invoice":42,"total":"99.50","status":"sent","lines":3,"retry":1}"#;
 
-/// Tells, at run time, whether a future's type is `Send`, without failing to compile when it is
-/// not (so the learner gets a test failure that says so, not a build error): method lookup tries
-/// [`SendProbe`] on `Probe<F>` first, which exists only when `F: Send`, and falls back to
-/// [`AnyProbe`] on `&Probe<F>`.
-struct Probe<F>(std::marker::PhantomData<F>);
-
-fn probe<F>(_: &F) -> Probe<F> {
-    Probe(std::marker::PhantomData)
-}
-
-trait SendProbe {
-    fn is_send(&self) -> bool {
-        true
-    }
-}
-
-impl<F: Send> SendProbe for Probe<F> {}
-
-#[allow(dead_code, reason = "used only when the future is not `Send`, which is the failure case")]
-trait AnyProbe {
-    fn is_send(&self) -> bool {
-        false
-    }
-}
-
-impl<F> AnyProbe for &Probe<F> {}
-
 hidden_test! {
     /// Request handlers run as tasks of their own (`tokio::spawn`) on a multi-thread runtime,
     /// so `save`'s future must stay `Send`, as it is now.
@@ -320,7 +293,7 @@ hidden_test! {
         let (store, _fs, _index) = empty_store();
         let save = store.save(ID, NEW);
         assert!(
-            (&probe(&save)).is_send(),
+            kata_support::is_send!(save),
             "the future returned by `save` is not `Send`, so a request handler can no longer \
              `tokio::spawn` it: it holds something that is not `Send` (a `Cell` or `RefCell` \
              borrowed by a guard, an `Rc`, a `std` lock guard) across an `.await`"

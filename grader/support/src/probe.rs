@@ -95,3 +95,57 @@ mod tests {
         tokio_test::assert_ready!(waiter.poll());
     }
 }
+
+/// Whether the value of an expression is `Send`, told at run time: `is_send!(future)` is `true`
+/// when the type is `Send` and `false` when it is not, where a `Send` bound would stop the hidden
+/// tests from compiling. A test can then fail with a sentence about what the learner's future
+/// holds across an `.await`, instead of the learner meeting a trait-bound error in a file they
+/// cannot read. The value is only borrowed.
+///
+/// It works by method lookup (autoref specialization): [`send_probe::SendProbe`] is implemented
+/// for `Probe<F>` only when `F: Send` and is found first; [`send_probe::AnyProbe`] on
+/// `&Probe<F>` is the fallback. So it must be a macro, expanded where the type is concrete.
+#[macro_export]
+macro_rules! is_send {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::probe::send_probe::{AnyProbe as _, SendProbe as _};
+        (&$crate::probe::send_probe::Probe::of(&$value)).is_send()
+    }};
+}
+
+/// The two traits and the marker [`is_send!`](crate::is_send) expands to; not for direct use.
+#[doc(hidden)]
+pub mod send_probe {
+    use std::marker::PhantomData;
+
+    /// A zero-sized stand-in for a value of type `F`.
+    pub struct Probe<F>(PhantomData<F>);
+
+    impl<F> Probe<F> {
+        /// The probe for `value`'s type.
+        pub fn of(_value: &F) -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    /// Found first, and only when `F: Send`.
+    pub trait SendProbe {
+        /// `true`: the type is `Send`.
+        fn is_send(&self) -> bool {
+            true
+        }
+    }
+
+    impl<F: Send> SendProbe for Probe<F> {}
+
+    /// The fallback for every type.
+    pub trait AnyProbe {
+        /// `false`: the type is not `Send`.
+        fn is_send(&self) -> bool {
+            false
+        }
+    }
+
+    impl<F> AnyProbe for &Probe<F> {}
+}
