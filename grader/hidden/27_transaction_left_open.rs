@@ -123,7 +123,7 @@ impl Db {
         let fates: Vec<String> = (1..=self.txns.len())
             .map(|n| format!("transaction {n} {}", self.fate(n).shown()))
             .collect();
-        format!("the server ran [{}]; {}", lines.join(", "), fates.join(", "))
+        format!("The server ran [{}]; {}.", lines.join(", "), fates.join(", "))
     }
 }
 
@@ -248,7 +248,9 @@ fn ran_in_its_own_transaction(db: &Db, who: &str, context: &str) -> Result<Optio
     let Some(n) = txn else { return Ok(None) };
     let name = format!("'{who}'");
     let stranger = db.log.iter().find(|e| {
-        e.txn == Some(n) && !e.sql.contains(&name) && !["BEGIN", "COMMIT", "ROLLBACK"].contains(&&*e.sql)
+        e.txn == Some(n)
+            && !e.sql.contains(&name)
+            && !["BEGIN", "COMMIT", "ROLLBACK"].contains(&&*e.sql)
     });
     if let Some(e) = stranger {
         return Err(format!(
@@ -431,22 +433,37 @@ hidden_test! {
             let (mut client, server) = start(latency);
             let context = "nothing was cancelled";
             let bob = client.execute(&on_its_own("bob")).await;
-            assert_eq!(bob, Ok(1), "nothing was cancelled, yet `{}` returned {bob:?}", on_its_own("bob"));
+            assert_eq!(
+                bob,
+                Ok(1),
+                "nothing was cancelled, yet `{}` returned {bob:?}",
+                on_its_own("bob")
+            );
             ran_on_its_own(&server.db(), "bob", context).unwrap_or_else(fail);
 
             let ann = hold_seat(&mut client, "12A", "ann").await;
             handler_work_is_all_or_nothing(&server.db(), Some(&ann), context).unwrap_or_else(fail);
 
             let tx = client.transaction().await.expect("nothing was cancelled: BEGIN must succeed");
-            tx.execute("UPDATE seats SET held_by = 'eve' WHERE seat = '14C'").await.expect("a statement in a transaction");
+            tx.execute("UPDATE seats SET held_by = 'eve' WHERE seat = '14C'")
+                .await
+                .expect("a statement in a transaction");
             tx.rollback().await.expect("nothing was cancelled: ROLLBACK must succeed");
             {
-                let tx = client.transaction().await.expect("nothing was cancelled: BEGIN must succeed");
-                tx.execute("UPDATE seats SET held_by = 'fay' WHERE seat = '14D'").await.expect("a statement in a transaction");
+                let tx =
+                    client.transaction().await.expect("nothing was cancelled: BEGIN must succeed");
+                tx.execute("UPDATE seats SET held_by = 'fay' WHERE seat = '14D'")
+                    .await
+                    .expect("a statement in a transaction");
                 // The handler returns early: the `Transaction` is dropped.
             }
             let gus = client.execute(&on_its_own("gus")).await;
-            assert_eq!(gus, Ok(1), "nothing was cancelled, yet `{}` returned {gus:?}", on_its_own("gus"));
+            assert_eq!(
+                gus,
+                Ok(1),
+                "nothing was cancelled, yet `{}` returned {gus:?}",
+                on_its_own("gus")
+            );
 
             let db = server.db();
             for (who, how) in [("eve", "`rollback()`"), ("fay", "dropping the `Transaction`")] {
@@ -536,7 +553,8 @@ hidden_test! {
             };
             {
                 let db = server.db();
-                let context = format!("{context}, and the next `hold_seat` (dan's) returned {dan:?}");
+                let context =
+                    format!("{context}, and the next `hold_seat` (dan's) returned {dan:?}");
                 no_begin_inside_a_transaction(&db, &context)?;
                 let fate = ran_in_its_own_transaction(&db, "dan", &context)?;
                 if dan.is_ok() && fate != Some(Fate::Committed) {
@@ -559,42 +577,49 @@ hidden_test! {
     /// must refuse the next request): the connection's queue is run afterwards, as the connection
     /// would have, and a request on its own follows.
     fn a_handler_dropped_at_shutdown_or_outside_a_runtime_leaves_no_transaction_open() {
-        let explored = explore_at_shutdown(fresh, hold_ann_seat, |(client, server): Shared, outcome| {
-            let context = match outcome {
-                Outcome::Completed(_) => "`hold_seat` ran to the end",
-                Outcome::Cancelled { .. } => "the handler `hold_seat` was dropped there",
-            };
-            server.drain();
-            let mut slot = client.try_lock().map_err(|_| "the client is still locked".to_owned())?;
-            let refused = match slot.as_ref() {
-                None => true,
-                Some(client) => {
-                    let sql = on_its_own("bob");
-                    let mut answer = Box::pin(client.execute(&sql));
-                    match poll_once(answer.as_mut()) {
-                        Poll::Ready(result) => result.is_err(),
-                        Poll::Pending => {
-                            server.drain();
-                            matches!(poll_once(answer.as_mut()), Poll::Ready(Err(_)))
+        let explored =
+            explore_at_shutdown(fresh, hold_ann_seat, |(client, server): Shared, outcome| {
+                let context = match outcome {
+                    Outcome::Completed(_) => "`hold_seat` ran to the end",
+                    Outcome::Cancelled { .. } => {
+                        "the handler `hold_seat` was dropped there, where no runtime runs any \
+                         more (a task spawned now never runs, and outside a runtime `spawn` \
+                         panics: only what the destructors queue themselves reaches the \
+                         connection)"
+                    }
+                };
+                server.drain();
+                let mut slot =
+                    client.try_lock().map_err(|_| "the client is still locked".to_owned())?;
+                let refused = match slot.as_ref() {
+                    None => true,
+                    Some(client) => {
+                        let sql = on_its_own("bob");
+                        let mut answer = Box::pin(client.execute(&sql));
+                        match poll_once(answer.as_mut()) {
+                            Poll::Ready(result) => result.is_err(),
+                            Poll::Pending => {
+                                server.drain();
+                                matches!(poll_once(answer.as_mut()), Poll::Ready(Err(_)))
+                            }
                         }
                     }
+                };
+                ran_on_its_own(&server.db(), "bob", context)?;
+                if refused {
+                    drop(slot.take());
+                    server.db().end_session();
                 }
-            };
-            ran_on_its_own(&server.db(), "bob", context)?;
-            if refused {
-                drop(slot.take());
-                server.db().end_session();
-            }
-            let db = server.db();
-            if let Some(n) = db.current {
-                return Err(format!(
-                    "{context}; the connection is left inside transaction {n}, which nothing will \
-                     end. {}",
-                    db.transcript()
-                ));
-            }
-            ran_in_its_own_transaction(&db, "ann", context).map(drop)
-        });
+                let db = server.db();
+                if let Some(n) = db.current {
+                    return Err(format!(
+                        "{context}; the connection is left inside transaction {n}, which \
+                         nothing will end. {}",
+                        db.transcript()
+                    ));
+                }
+                ran_in_its_own_transaction(&db, "ann", context).map(drop)
+            });
         if let Err(failure) = explored {
             panic!("{failure}");
         }
@@ -611,7 +636,8 @@ hidden_test! {
         let ending = prop_oneof![Just(Ending::Commit), Just(Ending::Rollback), Just(Ending::Drop)];
         let work = prop_oneof![
             1 => Just(Work::OnItsOwn),
-            3 => (0usize..3, ending).prop_map(|(statements, ending)| Work::InTransaction { statements, ending }),
+            3 => (0usize..3, ending)
+                .prop_map(|(statements, ending)| Work::InTransaction { statements, ending }),
         ];
         let request = (work, proptest::option::weighted(0.4, 0u64..400));
         let scenario = (proptest::collection::vec(request, 1..8), 0u64..150);
@@ -638,7 +664,10 @@ hidden_test! {
                 };
                 match &result {
                     None => {
-                        story.push(format!("{who} ({work:?}) dropped by a {}ms timeout", deadline.unwrap_or_default()));
+                        story.push(format!(
+                            "{who} ({work:?}) dropped by a {}ms timeout",
+                            deadline.unwrap_or_default()
+                        ));
                         cut = true;
                     }
                     Some(r) => {
@@ -655,11 +684,17 @@ hidden_test! {
                 ended.push((who, work, result));
             }
             let context = format!("after {story:?}");
-            let last = match timeout(PATIENCE, slot.as_ref().expect("client").execute(&on_its_own("last"))).await {
+            let last = match timeout(
+                PATIENCE,
+                slot.as_ref().expect("client").execute(&on_its_own("last")),
+            )
+            .await
+            {
                 Ok(result) => result,
                 Err(_) => {
                     return Err(format!(
-                        "{context}, a statement on its own was still waiting after {PATIENCE:?}. {}",
+                        "{context}, a statement on its own was still waiting after \
+                         {PATIENCE:?}. {}",
                         server.db().transcript()
                     ));
                 }
@@ -675,8 +710,10 @@ hidden_test! {
                     Work::InTransaction { ending, .. } => {
                         let fate = ran_in_its_own_transaction(&db, &who, &context)?;
                         let committed = fate == Some(Fate::Committed);
-                        let must_commit = matches!((ending, &result), (Ending::Commit, Some(Ok(()))));
-                        let may_commit = must_commit || (matches!(ending, Ending::Commit) && result.is_none());
+                        let must_commit =
+                            matches!((ending, &result), (Ending::Commit, Some(Ok(()))));
+                        let may_commit =
+                            must_commit || (matches!(ending, Ending::Commit) && result.is_none());
                         let wrong = fate == Some(Fate::Open)
                             || (must_commit && fate.is_some() && !committed)
                             || (committed && !may_commit);

@@ -74,9 +74,7 @@ impl Client {
     /// statement queued before it and before every statement queued after it.
     fn send(&self, sql: &str) -> Result<oneshot::Receiver<Result<u64, DbError>>, DbError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { sql: sql.to_owned(), reply })
-            .map_err(|_| DbError::Closed)?;
+        self.requests.send(Request { sql: sql.to_owned(), reply }).map_err(|_| DbError::Closed)?;
         Ok(answer)
     }
 
