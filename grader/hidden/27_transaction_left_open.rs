@@ -300,6 +300,13 @@ async fn pool_takes_it_back(
             db.transcript()
         ));
     }
+    if refused && !db.ended {
+        return Err(format!(
+            "{context}; the client refused a request and the pool dropped it, but the connection \
+             stayed open: something the client left behind (a spawned task?) still holds it. {}",
+            db.transcript()
+        ));
+    }
     Ok(())
 }
 
