@@ -402,6 +402,7 @@ enum Work {
     InTransaction { statements: usize, ending: Ending },
 }
 
+/// How a transaction of the property ends.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
     Commit,
@@ -410,6 +411,7 @@ enum Ending {
     Drop,
 }
 
+/// One request of the property, as a handler would write it; its statements name `'who'`.
 async fn run_work(client: &mut Client, work: Work, who: &str) -> Result<(), DbError> {
     match work {
         Work::OnItsOwn => client.execute(&on_its_own(who)).await.map(drop),
