@@ -211,11 +211,12 @@ fn ran_on_its_own(db: &Db, who: &str, context: &str) -> Result<(), String> {
         Fate::Committed => "it was saved only when another handler's COMMIT came",
     };
     Err(format!(
-        "{context}; then the next request on the connection ran `{}` on its own, outside any \
-         transaction, but the server ran it inside transaction {n}, which a handler that was \
-         dropped had opened and nothing had ended: {consequence}. When a future is dropped while \
-         its `BEGIN` is in flight, the server still runs the `BEGIN`; something must queue the \
-         `ROLLBACK` (or retire the connection) before anybody else uses it. {}",
+        "{context}; then a request ran `{}` on its own, outside any transaction, but the server \
+         ran it inside transaction {n}, which an earlier `BEGIN` had opened and nothing had ended \
+         by then: {consequence}. However the owner of a transaction goes away (its \
+         `transaction()` future dropped while `BEGIN` is in flight, or before its first poll, a \
+         `Transaction` dropped without `commit`, a handler that panicked), something must queue \
+         the `ROLLBACK` (or retire the connection) before anybody else uses the connection. {}",
         e.sql,
         db.transcript()
     ))
@@ -310,30 +311,36 @@ async fn pool_takes_it_back(
     Ok(())
 }
 
-/// After the handler ran (to the end or cut), two requests take the connection in turn and each
-/// run a statement on its own; then the pool takes the connection back.
+/// After the handler ran (to the end or cut), two requests come at once (both are queued before
+/// either is answered) and each run a statement on its own; then the pool takes the connection
+/// back.
 async fn next_requests_run_on_their_own(
     slot: &mut Option<Client>,
     server: &Server,
     context: &str,
 ) -> Result<(), String> {
-    let mut refused = false;
-    for who in ["bob", "cat"] {
-        let sql = on_its_own(who);
-        let Some(client) = slot.as_ref() else { break };
-        match timeout(PATIENCE, client.execute(&sql)).await {
-            Ok(result) => refused |= result.is_err(),
-            Err(_) => {
-                return Err(format!(
-                    "{context}; the next request's `{sql}` was still waiting for its answer after \
-                     {PATIENCE:?} (the server answers in {SLOW:?} at most). {}",
-                    server.db().transcript()
-                ));
-            }
+    let Some(client) = slot.as_ref() else {
+        return pool_takes_it_back(slot, server, true, context).await;
+    };
+    let (bob, cat) = (on_its_own("bob"), on_its_own("cat"));
+    let answers =
+        timeout(PATIENCE, async { tokio::join!(client.execute(&bob), client.execute(&cat)) }).await;
+    let refused = match answers {
+        Ok((bob, cat)) => bob.is_err() || cat.is_err(),
+        Err(_) => {
+            return Err(format!(
+                "{context}; the next two requests, `{bob}` and `{cat}`, which came at once, were \
+                 still waiting for their answers after {PATIENCE:?} (the server answers in \
+                 {SLOW:?} at most). {}",
+                server.db().transcript()
+            ));
         }
-        ran_on_its_own(&server.db(), who, context)?;
+    };
+    let context = format!("{context}, and the next two requests came at once");
+    for who in ["bob", "cat"] {
+        ran_on_its_own(&server.db(), who, &context)?;
     }
-    pool_takes_it_back(slot, server, refused, context).await
+    pool_takes_it_back(slot, server, refused, &context).await
 }
 
 /// The handler `ann`'s work after it ran to the end (`completed`) or was cut: all or nothing, in
@@ -431,6 +438,29 @@ async fn run_work(client: &mut Client, work: Work, who: &str) -> Result<(), DbEr
             }
         }
     }
+}
+
+/// What the handler of the panic test panics with; the hook does not print it.
+const PLANNED_PANIC: &str = "the handler panicked on purpose, inside its transaction";
+
+/// The story's handler, up to its `UPDATE`, then a bug: it panics with its transaction open.
+async fn panics_inside_its_transaction(client: &mut Client) -> Result<(), DbError> {
+    let tx = client.transaction().await?;
+    tx.execute("UPDATE seats SET held_by = 'ann' WHERE seat = '12A'").await?;
+    std::panic::panic_any(PLANNED_PANIC)
+}
+
+/// Keeps the panic hook from printing the planned panic (any other panic is printed as before).
+fn quiet_planned_panics() {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&PLANNED_PANIC) {
+                hook(info);
+            }
+        }));
+    });
 }
 
 hidden_test! {
@@ -578,6 +608,121 @@ hidden_test! {
             handler_work_is_all_or_nothing(&server.db(), None, context)
         })
         .await;
+    }
+
+    /// The story's cut, and then the next request is cut too: a timeout of 0 to 400 ms (every
+    /// 25 ms) drops its `execute` while the stale `BEGIN` may still be in flight. The two requests
+    /// after it, which come at once, must still run their statements outside any transaction (or
+    /// be refused, and the pool discards the connection).
+    async fn a_next_request_cut_too_leaves_no_transaction_for_the_ones_after_it() {
+        for cut_after in (0..=400).step_by(25) {
+            let (client, server) = start(SLOW);
+            let mut slot = Some(client);
+            let held = timeout(HANDLER_TIMEOUT, async {
+                hold_seat(slot.as_mut().expect("client"), "12A", "ann").await
+            })
+            .await;
+            assert!(held.is_err(), "a 50 ms timeout must drop `hold_seat`; it returned {held:?}");
+            let eve = on_its_own("eve");
+            let next = timeout(
+                Duration::from_millis(cut_after),
+                slot.as_ref().expect("client").execute(&eve),
+            )
+            .await;
+            let context = format!(
+                "the handler's 50 ms timeout dropped `hold_seat` while its `BEGIN` was in flight \
+                 (the server answers in 200 ms), and a {cut_after} ms timeout then {} the next \
+                 request, `{eve}`",
+                if next.is_err() { "dropped" } else { "let through" }
+            );
+            let result = match next {
+                Ok(Err(_)) => pool_takes_it_back(&mut slot, &server, true, &context).await,
+                Ok(Ok(_)) | Err(_) => {
+                    next_requests_run_on_their_own(&mut slot, &server, &context).await
+                }
+            };
+            let result = result
+                .and_then(|()| ran_on_its_own(&server.db(), "eve", &context))
+                .and_then(|()| handler_work_is_all_or_nothing(&server.db(), None, &context));
+            if let Err(seen) = result {
+                panic!("{seen}");
+            }
+        }
+    }
+
+    /// A `transaction()` future dropped before its first poll: built and dropped unawaited, or
+    /// built by a `select!` whose other branch was ready first. Nothing may be left open: the two
+    /// requests after it, which come at once, run their statements outside any transaction (or
+    /// are refused, and the pool discards the connection).
+    async fn a_transaction_future_dropped_before_its_first_poll_leaves_nothing_open() {
+        for latency in [Duration::ZERO, SLOW] {
+            for how in [
+                "built and dropped unawaited",
+                "built by a `select!` whose other branch was ready, and dropped",
+            ] {
+                let (mut client, server) = start(latency);
+                if how.starts_with("built and") {
+                    drop(client.transaction());
+                } else {
+                    tokio::select! {
+                        biased;
+                        () = std::future::ready(()) => {}
+                        tx = client.transaction() => drop(tx),
+                    }
+                }
+                // The connection task gets its turn before the next request comes.
+                settle().await;
+                let context = format!(
+                    "a `transaction()` future was {how} before its first poll (the server \
+                     answers in {latency:?})"
+                );
+                let mut slot = Some(client);
+                if let Err(seen) = next_requests_run_on_their_own(&mut slot, &server, &context).await
+                {
+                    panic!("{seen}");
+                }
+            }
+        }
+    }
+
+    /// A handler that panics inside its transaction, after its `UPDATE`, in a task of its own: the
+    /// panic is caught per task (as a web server catches it per request) and the client goes back
+    /// to the pool. The `Transaction` is dropped while the panic unwinds; the two requests after
+    /// it, which come at once, must run their statements outside any transaction (or be refused),
+    /// and the panicked handler's work must be rolled back.
+    async fn a_handler_that_panics_inside_its_transaction_leaves_nothing_open() {
+        quiet_planned_panics();
+        for latency in [Duration::ZERO, SLOW] {
+            let (client, server) = start(latency);
+            let shared = Arc::new(tokio::sync::Mutex::new(Some(client)));
+            let handler = tokio::spawn({
+                let shared = shared.clone();
+                async move {
+                    let mut slot = shared.lock().await;
+                    panics_inside_its_transaction(slot.as_mut().expect("client")).await
+                }
+            });
+            let joined = handler.await;
+            let context = format!(
+                "a handler panicked inside its transaction, after its `UPDATE` (the server answers \
+                 in {latency:?}), and its task caught the panic"
+            );
+            match joined {
+                Err(e) if e.is_panic() => {}
+                other => panic!(
+                    "the handler should have panicked inside its transaction, but its task \
+                     returned {other:?}. {}",
+                    server.db().transcript()
+                ),
+            }
+            let mut slot = shared.lock().await;
+            let result = next_requests_run_on_their_own(&mut slot, &server, &context)
+                .await
+                .and_then(|()| handler_work_is_all_or_nothing(&server.db(), None, &context));
+            if let Err(seen) = result {
+                panic!("{seen}");
+            }
+        }
     }
 
     /// A deploy: the runtime shuts down with `hold_seat` parked in a task, or the handler is
