@@ -233,6 +233,8 @@ mod tests {
             points: 1,
             hints: vec![],
             timeout_secs: None,
+            kind: crate::course::KataKind::Fix,
+            bug: None,
         };
         Course {
             root: PathBuf::from("/course"),

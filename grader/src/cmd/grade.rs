@@ -259,6 +259,7 @@ fn grade_taken(
             label: kata.name.clone(),
             lib_rs: taken.root.join(file(&kata.name)),
             root: taken.root.clone(),
+            tests: None,
         })
         .collect();
     let set = format!("grade-{}", submission.student);
@@ -281,6 +282,8 @@ fn grade_taken(
                 warnings: Vec::new(),
                 tests: Vec::new(),
                 source_hash: None,
+                variants: Vec::new(),
+                advice: None,
                 error: None,
             },
         };

@@ -76,6 +76,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                 label: k.name.clone(),
                 lib_rs: course.lib_rs(tree, k),
                 root: course.root.clone(),
+                tests: None,
             })
             .collect()
     };
@@ -101,6 +102,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                     label: format!("{}/{}", kata.name, decoy.name),
                     lib_rs,
                     root: course.root.clone(),
+                    tests: None,
                 });
             }
         }

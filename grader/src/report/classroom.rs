@@ -131,6 +131,8 @@ mod tests {
             warnings: Vec::new(),
             tests: Vec::new(),
             source_hash: None,
+            variants: Vec::new(),
+            advice: None,
             error: None,
         }
     }

@@ -75,7 +75,15 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         if more > 0 {
             out.push_str(&format!("      ... and {}\n", plural(more, "more error")));
         }
-        for test in result.tests.iter().filter(|t| t.status != Outcome::Passed) {
+        if !result.variants.is_empty() {
+            out.push_str(&variants(result));
+        }
+        if let Some(advice) = &result.advice {
+            out.push_str(&super::indent(&visible(advice), 6));
+            out.push('\n');
+        }
+        let tests = result.tests.iter().filter(|_| result.variants.is_empty());
+        for test in tests.filter(|t| t.status != Outcome::Passed) {
             out.push_str(&format!(
                 "      {} {}\n",
                 style::bad("x"),
@@ -92,7 +100,8 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         }
         if matches!(result.status, Status::Failed | Status::TimedOut) {
             out.push_str(&format!("      edit {}\n", result.file));
-            if let Some(readme) = result.file.strip_suffix("src/lib.rs") {
+            let folder = result.file.strip_suffix("src/lib.rs");
+            if let Some(readme) = folder.or(result.file.strip_suffix("tests/cancel.rs")) {
                 out.push_str(&format!("      read {readme}README.md\n"));
             }
             let stuck = if crate::invoked::watching() {
@@ -120,6 +129,41 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         summary.max_points,
         summary.duration_ms as f64 / 1000.0
     ));
+    out
+}
+
+/// A write-the-test kata's versions of the function, one line each: what the learner's test did
+/// against it and the one line that describes it (never its source); under a right version it
+/// failed, what the test said.
+fn variants(result: &UnitResult) -> String {
+    let width = result.variants.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "      your test against {} versions of the function:\n",
+        result.variants.len()
+    );
+    for variant in &result.variants {
+        let (mark, label) = if variant.verdict.good() {
+            (" ".to_owned(), style::good(&format!("{:<14}", variant.verdict.label())))
+        } else {
+            (style::bad("x"), style::bad(&format!("{:<14}", variant.verdict.label())))
+        };
+        let kind = match variant.kind {
+            crate::wtt::VariantKind::Wrong => "wrong",
+            crate::wtt::VariantKind::Right => "right",
+        };
+        out.push_str(&format!(
+            "      {mark} {label} {kind} {:<width$}  {}\n",
+            visible(&variant.name),
+            visible(&variant.description)
+        ));
+        if variant.verdict == crate::wtt::Verdict::FalselyFailed
+            && let Some(test) = variant.failed_tests.first()
+        {
+            let said = format!("`{}`: {}", test.name, test.message.trim_end());
+            out.push_str(&super::indent(&visible(&said), 10));
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -163,6 +207,8 @@ mod tests {
                 })
                 .collect(),
             source_hash: None,
+            variants: Vec::new(),
+            advice: None,
             error: None,
         }
     }
