@@ -137,15 +137,16 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
 /// failed, what the test said.
 fn variants(result: &UnitResult) -> String {
     let width = result.variants.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    let label = result.variants.iter().map(|v| v.verdict.label().len()).max().unwrap_or(0);
     let mut out = format!(
         "      your test against {} versions of the function:\n",
         result.variants.len()
     );
     for variant in &result.variants {
         let (mark, label) = if variant.verdict.good() {
-            (" ".to_owned(), style::good(&format!("{:<14}", variant.verdict.label())))
+            (" ".to_owned(), style::good(&format!("{:<label$}", variant.verdict.label())))
         } else {
-            (style::bad("x"), style::bad(&format!("{:<14}", variant.verdict.label())))
+            (style::bad("x"), style::bad(&format!("{:<label$}", variant.verdict.label())))
         };
         let kind = match variant.kind {
             crate::wtt::VariantKind::Wrong => "wrong",
