@@ -467,7 +467,7 @@ fn verdict(
         ))
     } else if missed > 0 {
         Some(format!(
-            "your test misses {missed} of the {} bugs: for each one below, which cut, or which \
+            "your test misses {missed} of the {} bugs: for each one marked x above, which cut, or which \
              check after the cut, would show it?",
             caught + missed
         ))
