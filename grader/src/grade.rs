@@ -218,8 +218,11 @@ pub fn grade_katas(
         grade(course, tree.dir(), &fix_units, options, progress)?.0
     };
     let katas: Vec<usize> = tests.iter().map(|&i| units[i].kata).collect();
-    let tested =
-        if katas.is_empty() { Vec::new() } else { crate::wtt::grade(course, tree, &katas, options, progress)? };
+    let tested = if katas.is_empty() {
+        Vec::new()
+    } else {
+        crate::wtt::grade(course, tree, &katas, options, progress)?
+    };
     let mut results: Vec<Option<UnitResult>> = vec![None; units.len()];
     for (i, result) in fix.into_iter().zip(fixed).chain(tests.into_iter().zip(tested)) {
         results[i] = Some(result);

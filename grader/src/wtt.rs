@@ -326,7 +326,13 @@ pub fn judge(
             .map(|f| {
                 let seen: Vec<&str> = f.outcomes.iter().map(|o| outcome_label(*o)).collect();
                 let version = &versions[j][owners[f.unit].1];
-                format!("{} {}: `{}` ({})", version.kind.folder(), version.name, f.test, seen.join(", "))
+                format!(
+                    "{} {}: `{}` ({})",
+                    version.kind.folder(),
+                    version.name,
+                    f.test,
+                    seen.join(", ")
+                )
             })
             .collect();
         judged[j] = Some(Judged { result: verdict(course, kata, base, &mine), nondeterministic });
@@ -497,12 +503,16 @@ pub fn grade(
         })
         .collect();
     let cache = options.cache.then(|| Cache::open(course)).flatten();
-    let keys: Vec<Option<crate::cache::Key>> =
-        submissions.iter().map(|s| cache.as_ref().and_then(|c| key(c, course, s, options))).collect();
+    let keys: Vec<Option<crate::cache::Key>> = submissions
+        .iter()
+        .map(|s| cache.as_ref().and_then(|c| key(c, course, s, options)))
+        .collect();
     let mut results: Vec<Option<UnitResult>> = submissions
         .iter()
         .zip(&keys)
-        .map(|(s, key)| Some((cache.as_ref()?, key.as_ref()?)).and_then(|(c, k)| c.get_labelled(k, &s.label)))
+        .map(|(s, key)| {
+            Some((cache.as_ref()?, key.as_ref()?)).and_then(|(c, k)| c.get_labelled(k, &s.label))
+        })
         .collect();
     let pending: Vec<usize> = (0..submissions.len()).filter(|&i| results[i].is_none()).collect();
     if !pending.is_empty() {
@@ -543,7 +553,10 @@ fn key(
     let mut text = String::new();
     for variant in &found {
         let hash = crate::stage::hash_file(&variant.source)?;
-        text.push_str(&format!("{:?} {} {hash} {}\n", variant.kind, variant.name, variant.description));
+        text.push_str(&format!(
+            "{:?} {} {hash} {}\n",
+            variant.kind, variant.name, variant.description
+        ));
     }
     let timeout = options
         .timeout

@@ -138,10 +138,8 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
 fn variants(result: &UnitResult) -> String {
     let width = result.variants.iter().map(|v| v.name.len()).max().unwrap_or(0);
     let label = result.variants.iter().map(|v| v.verdict.label().len()).max().unwrap_or(0);
-    let mut out = format!(
-        "      your test against {} versions of the function:\n",
-        result.variants.len()
-    );
+    let mut out =
+        format!("      your test against {} versions of the function:\n", result.variants.len());
     for variant in &result.variants {
         let (mark, label) = if variant.verdict.good() {
             (" ".to_owned(), style::good(&format!("{:<label$}", variant.verdict.label())))

@@ -58,7 +58,10 @@ const NAMES: &[(&str, &str)] = &[
     ("Backtrace", "sees the version's source locations"),
     ("backtrace", "sees the version's source locations"),
     ("main", "the test's `main` is the harness's: declare tests in `kata_support::hidden_test!`"),
-    ("no_main", "the test's `main` is the harness's: declare tests in `kata_support::hidden_test!`"),
+    (
+        "no_main",
+        "the test's `main` is the harness's: declare tests in `kata_support::hidden_test!`",
+    ),
     ("extern", "links code the test does not show"),
 ];
 
@@ -97,9 +100,7 @@ fn walk(tokens: TokenStream, refused: &mut Vec<Refusal>) {
     let tokens: Vec<TokenTree> = tokens.into_iter().collect();
     for (i, token) in tokens.iter().enumerate() {
         let next = tokens.get(i + 1);
-        let punct = |t: Option<&TokenTree>, c: char| {
-            matches!(t, Some(TokenTree::Punct(p)) if p.as_char() == c)
-        };
+        let punct = |t: Option<&TokenTree>, c: char| matches!(t, Some(TokenTree::Punct(p)) if p.as_char() == c);
         match token {
             TokenTree::Group(group) => {
                 // `#[path = ".."]` on a module reads any file as the module.

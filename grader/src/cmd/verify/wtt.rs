@@ -57,7 +57,8 @@ pub fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> 
         ));
     }
     if !read(&course.test_rs(Tree::Exercises, kata)).contains("// TODO") {
-        problems.push("the exercise's tests/cancel.rs has no `// TODO` where the learner works".into());
+        problems
+            .push("the exercise's tests/cancel.rs has no `// TODO` where the learner works".into());
     }
     let (found, variant_problems) = wtt::variants(course, kata)?;
     problems.extend(variant_problems);
@@ -145,7 +146,10 @@ pub fn check_behaviour(
             });
             roles.push(role);
         }
-        for decoy in decoy_tests(course, kata).into_iter().filter(|d| d.extension().is_some_and(|e| e == "rs")) {
+        for decoy in decoy_tests(course, kata)
+            .into_iter()
+            .filter(|d| d.extension().is_some_and(|e| e == "rs"))
+        {
             let name = decoy.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             submissions.push(Submission {
                 kata: index(kata),
@@ -187,7 +191,9 @@ pub fn check_behaviour(
             }
             (Role::Decoy, Status::Passed) => note(
                 kata,
-                format!("{what} passes the kata; a weak test must miss a bug or fail a right version"),
+                format!(
+                    "{what} passes the kata; a weak test must miss a bug or fail a right version"
+                ),
             ),
             (Role::Reference, Status::Passed) => {}
             (_, status) => note(kata, format!("{what}: {}: {}", status.label(), why(result))),
