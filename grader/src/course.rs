@@ -413,7 +413,7 @@ mod tests {
     fn a_kind_is_validated_with_a_clear_error() {
         let err = format!("{:#}", manifest("kind = \"write-a-test\"\n").unwrap_err());
         assert!(err.contains("unknown variant `write-a-test`"), "{err}");
-        assert!(err.contains("`fix`, `write-the-test`"), "{err}");
+        assert!(err.contains("expected `fix` or `write-the-test`"), "{err}");
         let err = format!("{:#}", manifest("kind = \"write-the-test\"\n").unwrap_err());
         assert!(err.contains("has no `bug`"), "{err}");
         let err = format!("{:#}", manifest("bug = \"x\"\n").unwrap_err());

@@ -418,15 +418,15 @@ fn verdict(
             (VariantKind::Right, true) => Verdict::Passed,
             (VariantKind::Right, false) => Verdict::FalselyFailed,
         };
+        let described = variant.description.trim_end_matches('.');
         let message = match verdict {
             Verdict::Missed => format!(
-                "missed: {}: your test passes against this wrong version of the function",
-                variant.description
+                "missed: {described}: your test passes against this wrong version of the function"
             ),
             Verdict::FalselyFailed => format!(
-                "falsely failed: {}: this version is right, but your test `{}` fails against \
-                 it: {}",
-                variant.description, failed[0].name, failed[0].message
+                "falsely failed: {described}: this version is right, but your test `{}` fails \
+                 against it: {}",
+                failed[0].name, failed[0].message
             ),
             Verdict::Caught | Verdict::Passed => String::new(),
         };
