@@ -70,6 +70,13 @@ pub enum KataKind {
     WriteTheTest,
 }
 
+impl KataKind {
+    /// Whether this is a fix kata (for serde's `skip_serializing_if`).
+    pub fn is_fix(&self) -> bool {
+        *self == KataKind::Fix
+    }
+}
+
 /// One kata as the manifest describes it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -90,6 +90,10 @@ pub struct UnitResult {
     /// fix kata, whose `tests` are its hidden tests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<crate::wtt::VariantResult>,
+    /// `fix`, or `write-the-test` (then `tests` are the versions of the function, and `file` is
+    /// the learner's test); in the JSON report only for a write-the-test kata.
+    #[serde(default, skip_serializing_if = "crate::course::KataKind::is_fix")]
+    pub kind: KataKind,
     /// What to do next, when the verdict has a reason beyond its tests (a test that catches
     /// nothing, a `src/lib.rs` edited in a write-the-test kata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,8 +335,12 @@ pub fn grade_repeated(
         .zip(&generated.units)
         .filter_map(|(unit, staged)| {
             let staged = staged.as_ref().ok()?;
-            let mut paths =
-                vec![(staged.hidden.display().to_string(), shown(&unit.test_source(course)))];
+            // A learner's test is shown as the learner knows it; hidden tests from the course.
+            let test = match &unit.tests {
+                Some(test) => shown_in(unit, test),
+                None => shown(&unit.test_source(course)),
+            };
+            let mut paths = vec![(staged.hidden.display().to_string(), test)];
             if unit.lib_rs.ends_with("src/lib.rs") {
                 let src = unit.lib_rs.parent().expect("src/lib.rs has a parent");
                 paths.push((
@@ -551,6 +559,7 @@ pub fn grade_repeated(
             source_hash: staged.as_ref().ok().map(|s| s.hash.clone()),
             variants: Vec::new(),
             advice: None,
+            kind: Default::default(),
             error: errors[i].take(),
         });
     }

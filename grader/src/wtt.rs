@@ -224,6 +224,25 @@ pub struct Submission {
     pub test: PathBuf,
     /// What the verdict is called: the kata's name, or `kata/decoy-test` in `verify`.
     pub label: String,
+    /// What the test's path is shown relative to: the course root, or the private copy of a
+    /// student's sources that `grader grade` builds from.
+    pub root: PathBuf,
+}
+
+impl Submission {
+    /// The test in `tree` of the course, for kata `kata`.
+    pub fn of_tree(course: &Course, tree: Tree, kata: usize) -> Submission {
+        Submission {
+            kata,
+            test: course.test_rs(tree, &course.katas[kata]),
+            label: course.katas[kata].name.clone(),
+            root: course.root.clone(),
+        }
+    }
+
+    fn shown(&self) -> String {
+        self.test.strip_prefix(&self.root).unwrap_or(&self.test).display().to_string()
+    }
 }
 
 /// A judged test file: its verdict, and (for a repeated run) what changed between runs.
@@ -249,7 +268,7 @@ pub fn judge(
     let (mut units, mut owners) = (Vec::new(), Vec::new());
     for (j, submission) in submissions.iter().enumerate() {
         let kata = &course.katas[submission.kata];
-        let mut base = base_result(course, kata, submission);
+        let mut base = base_result(kata, submission);
         let done = |result| Some(Judged { result, nondeterministic: Vec::new() });
         let Ok(source) = std::fs::read_to_string(&submission.test) else {
             base.status = Status::CompileError;
@@ -294,7 +313,7 @@ pub fn judge(
                 kata: submission.kata,
                 label: format!("{}/t{j}v{slot}", kata.name),
                 lib_rs: found[v].source.clone(),
-                root: course.root.clone(),
+                root: submission.root.clone(),
                 tests: Some(submission.test.clone()),
             });
             owners.push((j, v));
@@ -319,7 +338,7 @@ pub fn judge(
             .collect();
         mine.sort_by_key(|(variant, _)| versions[j].iter().position(|v| v.name == variant.name));
         let kata = &course.katas[submission.kata];
-        let base = base_result(course, kata, submission);
+        let base = base_result(kata, submission);
         let nondeterministic = flaky
             .iter()
             .filter(|f| owners[f.unit].0 == j)
@@ -349,8 +368,8 @@ fn outcome_label(outcome: Outcome) -> &'static str {
 }
 
 /// A kata's result before its verdict: named, pointing at the test file.
-fn base_result(course: &Course, kata: &Kata, submission: &Submission) -> UnitResult {
-    let file = rel(course, &submission.test);
+fn base_result(kata: &Kata, submission: &Submission) -> UnitResult {
+    let file = submission.shown();
     let source_hash = crate::stage::read(&submission.test, Path::new(&file)).ok().map(|s| s.hash);
     UnitResult {
         name: submission.label.clone(),
@@ -368,6 +387,7 @@ fn base_result(course: &Course, kata: &Kata, submission: &Submission) -> UnitRes
         error: None,
         variants: Vec::new(),
         advice: None,
+        kind: crate::course::KataKind::WriteTheTest,
     }
 }
 
@@ -494,14 +514,27 @@ pub fn grade(
     options: &Options,
     progress: &Progress,
 ) -> anyhow::Result<Vec<UnitResult>> {
-    let submissions: Vec<Submission> = katas
-        .iter()
-        .map(|&k| Submission {
-            kata: k,
-            test: course.test_rs(tree, &course.katas[k]),
-            label: course.katas[k].name.clone(),
-        })
-        .collect();
+    let submissions: Vec<Submission> =
+        katas.iter().map(|&k| Submission::of_tree(course, tree, k)).collect();
+    let set = format!("wtt-{}", tree.dir());
+    let mut results = grade_submissions(course, &set, &submissions, options, progress)?;
+    if tree == Tree::Exercises {
+        for (result, &k) in results.iter_mut().zip(katas) {
+            edited_note(course, &course.katas[k], result);
+        }
+    }
+    Ok(results)
+}
+
+/// Grades `submissions` in the generated workspace `set`, through the verdict cache when
+/// `options.cache` (a test graded once is not run again, whoever wrote it).
+pub fn grade_submissions(
+    course: &Course,
+    set: &str,
+    submissions: &[Submission],
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<Vec<UnitResult>> {
     let cache = options.cache.then(|| Cache::open(course)).flatten();
     let keys: Vec<Option<crate::cache::Key>> = submissions
         .iter()
@@ -517,8 +550,7 @@ pub fn grade(
     let pending: Vec<usize> = (0..submissions.len()).filter(|&i| results[i].is_none()).collect();
     if !pending.is_empty() {
         let these: Vec<Submission> = pending.iter().map(|&i| submissions[i].clone()).collect();
-        let set = format!("wtt-{}", tree.dir());
-        let judged = judge(course, &set, &these, options, 1, progress)?;
+        let judged = judge(course, set, &these, options, 1, progress)?;
         for (&i, judged) in pending.iter().zip(judged) {
             if let (Some(cache), Some(key)) = (&cache, &keys[i]) {
                 cache.put(key, &judged.result);
@@ -526,14 +558,7 @@ pub fn grade(
             results[i] = Some(judged.result);
         }
     }
-    let mut results: Vec<UnitResult> =
-        results.into_iter().map(|r| r.expect("every kata graded or cached")).collect();
-    if tree == Tree::Exercises {
-        for (result, &k) in results.iter_mut().zip(katas) {
-            edited_note(course, &course.katas[k], result);
-        }
-    }
-    Ok(results)
+    Ok(results.into_iter().map(|r| r.expect("every kata graded or cached")).collect())
 }
 
 /// The cache key of a submission: its test, every version, the timeout.
@@ -543,7 +568,7 @@ fn key(
     submission: &Submission,
     options: &Options,
 ) -> Option<crate::cache::Key> {
-    let shown = rel(course, &submission.test);
+    let shown = submission.shown();
     let sources = crate::stage::read(&submission.test, Path::new(&shown)).ok()?.hash;
     let kata = &course.katas[submission.kata];
     let (found, problems) = variants(course, kata).ok()?;

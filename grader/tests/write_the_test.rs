@@ -140,3 +140,29 @@ fn an_edited_function_is_not_what_is_graded_and_the_report_says_so() {
     assert!(advice.contains("src/lib.rs differs from the function as shipped"), "{advice}");
     assert!(advice.contains("never against your edit"), "{advice}");
 }
+
+#[test]
+fn a_class_is_graded_on_each_students_test() {
+    let fixture = Fixture::of("wtt");
+    let class = tempfile::tempdir().unwrap();
+    for (student, test) in [("alice", GOOD), ("bob", "kata_support::hidden_test! { fn t() {} }\n")]
+    {
+        let tests = class.path().join(student).join("exercises/01_gauge/tests");
+        std::fs::create_dir_all(&tests).unwrap();
+        std::fs::write(tests.join("cancel.rs"), test).unwrap();
+    }
+    let roster = class.path().join("class.csv");
+    std::fs::write(&roster, "student,source\nalice,alice\nbob,bob\n").unwrap();
+    let out = class.path().join("results");
+    let mut grade = fixture.grader(["grade", "--out"]);
+    grade.arg(&out).arg(&roster).assert().success();
+    let result = |student: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("{student}.json"))).unwrap())
+            .unwrap()
+    };
+    let (alice, bob) = (result("alice"), result("bob"));
+    assert_eq!(alice["katas"][0]["status"], "passed", "{alice:#}");
+    assert_eq!(alice["katas"][0]["file"], TEST);
+    assert_eq!(bob["katas"][0]["status"], "failed", "{bob:#}");
+    assert_eq!(verdicts(&bob["katas"][0])[1], "forgets_in_the_second_step missed");
+}

@@ -208,6 +208,7 @@ mod tests {
             source_hash: None,
             variants: Vec::new(),
             advice: None,
+            kind: Default::default(),
             error: None,
         }
     }

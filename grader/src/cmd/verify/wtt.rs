@@ -139,11 +139,7 @@ pub fn check_behaviour(
     for kata in katas {
         for (role, tree) in [(Role::Skeleton, Tree::Exercises), (Role::Reference, Tree::Solutions)]
         {
-            submissions.push(Submission {
-                kata: index(kata),
-                test: course.test_rs(tree, kata),
-                label: kata.name.clone(),
-            });
+            submissions.push(Submission::of_tree(course, tree, index(kata)));
             roles.push(role);
         }
         for decoy in decoy_tests(course, kata)
@@ -155,6 +151,7 @@ pub fn check_behaviour(
                 kata: index(kata),
                 test: decoy,
                 label: format!("{}/{name}", kata.name),
+                root: course.root.clone(),
             });
             roles.push(Role::Decoy);
         }
