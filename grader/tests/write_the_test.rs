@@ -166,3 +166,28 @@ fn a_class_is_graded_on_each_students_test() {
     assert_eq!(bob["katas"][0]["status"], "failed", "{bob:#}");
     assert_eq!(verdicts(&bob["katas"][0])[1], "forgets_in_the_second_step missed");
 }
+
+#[test]
+fn verify_holds_the_kata_to_its_contract_and_names_what_a_weak_reference_misses() {
+    let fixture = Fixture::of("wtt");
+    fixture.grader(["verify", "--repeat", "2"]).assert().success().stdout(contains(
+        "ok    01_gauge (skeleton rejected, reference test passes, 2 decoy tests rejected)",
+    ));
+    // A reference test that cuts once, early, is a weak test: verify names the version it misses;
+    // a decoy test that catches everything is no decoy.
+    let weak = fixture.path("grader/decoy-tests/01_gauge/one_early_timeout.rs");
+    let reference = fixture.path("solutions/01_gauge/tests/cancel.rs");
+    let good = std::fs::read_to_string(&reference).unwrap();
+    std::fs::copy(&weak, &reference).unwrap();
+    std::fs::write(
+        fixture.path("grader/decoy-tests/01_gauge/good.rs"),
+        format!("//! Good.\n{good}"),
+    )
+    .unwrap();
+    fixture
+        .grader(["verify"])
+        .assert()
+        .code(1)
+        .stdout(contains("the reference test (solutions/.../tests/cancel.rs): failed: missed forgets_in_the_second_step"))
+        .stdout(contains("decoy test 01_gauge/good passes the kata"));
+}

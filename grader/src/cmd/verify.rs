@@ -122,10 +122,19 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     let alternatives = variants(Kind::Alternative)?;
 
     eprintln!(
-        "verifying {} kata(s): exercises, solutions, {} decoys and {} alternatives...",
+        "verifying {} kata(s): exercises, solutions, {} decoys and {} alternatives{}...",
         all_katas.len(),
         decoys.len(),
-        alternatives.len()
+        alternatives.len(),
+        if test_katas.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the skeleton, reference test and decoy tests of {} write-the-test kata(s) \
+                 against every version",
+                test_katas.len()
+            )
+        }
     );
     let progress = Progress::new(true, std::io::stderr().is_terminal());
     let rejected_tests = if test_katas.is_empty() {
@@ -337,6 +346,9 @@ fn check_manifest(course: &Course, note: &mut impl FnMut(&Kata, String)) {
         }
         if kata.title.trim().is_empty() {
             note(kata, "title is empty".into());
+        }
+        if kata.kind == KataKind::Fix && kata.level == crate::course::Level::WriteTheTest {
+            note(kata, "level `write-the-test` is for `kind = \"write-the-test\"` katas".into());
         }
     }
 }

@@ -63,11 +63,12 @@ pub fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> 
     let (found, variant_problems) = wtt::variants(course, kata)?;
     problems.extend(variant_problems);
     let wrong = found.iter().filter(|v| v.kind == VariantKind::Wrong).count();
-    if wrong < 3 {
-        problems.push(format!(
-            "has {} wrong patch(es); at least 2 besides the shipped function are required",
-            wrong.saturating_sub(1)
-        ));
+    if wrong < 2 {
+        problems.push(
+            "has no wrong patch; at least one wrong version besides the shipped function is \
+             required (more, and subtler, make a better kata)"
+                .into(),
+        );
     }
     match found.iter().find(|v| v.kind == VariantKind::Right && v.name == "solution") {
         None => problems.push("has no right/solution.patch (the solution's function)".into()),
