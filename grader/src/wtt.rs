@@ -609,9 +609,8 @@ fn edited_note(course: &Course, kata: &Kata, result: &mut UnitResult) {
     let note = format!(
         "note: {} differs from the function as shipped. In a write-the-test kata it is the \
          function under test, not yours to change: your test ran against the shipped function and \
-         its other versions, never against your edit (`{}` restores it; your test is kept)",
+         its other versions, never against your edit (`git checkout -- {0}` restores it)",
         rel(course, &lib),
-        crate::invoked::command(&format!("reset {}", kata.number()))
     );
     result.advice = Some(match result.advice.take() {
         Some(advice) => format!("{advice}\n{note}"),
