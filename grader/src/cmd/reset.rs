@@ -2,8 +2,9 @@
 //! overwrite to a backup it names. Nothing the learner wrote is ever lost.
 //!
 //! The starting code is the kata's `src/` (and a write-the-test kata's `tests/`) as of the first
-//! commit that contains it: the handout's initial commit in a student repository. A backup is named by the time (UTC)
-//! (`lib.rs.2025-06-01T14-03-22Z.grader-backup`), and `--restore` puts the latest one back.
+//! commit that contains it: the handout's initial commit in a student repository. A backup is
+//! named by the time (UTC) (`lib.rs.2025-06-01T14-03-22Z.grader-backup`), and `--restore` puts
+//! the latest one back.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
