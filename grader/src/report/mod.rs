@@ -98,7 +98,8 @@ pub fn brief(result: &UnitResult) -> String {
         };
         let (caught, wrong) = count(crate::wtt::VariantKind::Wrong, true);
         let (passed, right) = count(crate::wtt::VariantKind::Right, true);
-        return format!("caught {caught}/{wrong} bugs, {passed}/{right} right pass");
+        // Short enough for the 60 columns of a kata line: "caught 4/5, right 3/3".
+        return format!("caught {caught}/{wrong}, right {passed}/{right}");
     }
     match result.status {
         Status::Passed if total == 1 => "its test passes".into(),
