@@ -418,15 +418,19 @@ fn verdict(
         )];
         return base;
     }
+    const NO_TESTS: &str = "the hidden test file declares no tests";
+    if versions.iter().all(|(_, r)| r.error.as_deref() == Some(NO_TESTS)) {
+        // The learner's doing, not the grader's: worth 0 points, not an infrastructure error.
+        base.status = Status::CompileError;
+        base.compile_errors = vec![format!(
+            "error: {} declares no tests; declare them inside `kata_support::hidden_test! {{ .. }}`",
+            base.file
+        )];
+        return base;
+    }
     if let Some((_, broken)) = versions.iter().find(|(_, r)| r.status == Status::Error) {
         base.status = Status::Error;
-        base.error = broken.error.as_ref().map(|e| {
-            e.replace(
-                "the hidden test file declares no tests",
-                "your test file declares no tests; declare them in `kata_support::hidden_test! \
-                 { .. }`",
-            )
-        });
+        base.error = broken.error.clone();
         return base;
     }
     for (variant, result) in versions {
@@ -552,7 +556,14 @@ pub fn grade_submissions(
         let these: Vec<Submission> = pending.iter().map(|&i| submissions[i].clone()).collect();
         let judged = judge(course, set, &these, options, 1, progress)?;
         for (&i, judged) in pending.iter().zip(judged) {
-            if let (Some(cache), Some(key)) = (&cache, &keys[i]) {
+            // A verdict that a timeout decided depends on the machine's load: not kept.
+            let timed_out = judged
+                .result
+                .variants
+                .iter()
+                .flat_map(|v| &v.failed_tests)
+                .any(|t| t.status == Outcome::TimedOut);
+            if let (Some(cache), Some(key), false) = (&cache, &keys[i], timed_out) {
                 cache.put(key, &judged.result);
             }
             results[i] = Some(judged.result);
