@@ -106,6 +106,10 @@ fn a_test_that_does_not_build_gets_the_compilers_errors() {
     let errors = kata["compile_errors"].to_string();
     assert!(errors.contains("mismatched types"), "{errors}");
     assert!(errors.contains("exercises/01_gauge/tests/cancel.rs"), "{errors}");
+    // No test at all is the learner's error too (exit 1), not the grader's (exit 3).
+    let (kata, _) = check(&fixture, "kata_support::hidden_test! {}\n");
+    assert_eq!(kata["status"], "compile_error", "{kata:#}");
+    assert!(kata["compile_errors"][0].as_str().unwrap().contains("declares no tests"));
 }
 
 #[test]

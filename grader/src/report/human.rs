@@ -236,6 +236,45 @@ mod tests {
     }
 
     #[test]
+    fn a_write_the_test_kata_lists_its_versions_by_description_only() {
+        use crate::wtt::{VariantKind, VariantResult, Verdict};
+        let mut result = result(Status::Failed, &[]);
+        let failed = TestResult {
+            name: "every_cut".into(),
+            status: Outcome::Failed,
+            message: "cancelled after poll 1 of 3: pending is [2, 3]".into(),
+            duration_ms: 1,
+            parked: Vec::new(),
+            parked_when: None,
+        };
+        result.variants = [
+            ("shipped", VariantKind::Wrong, Verdict::Caught, "loses the job"),
+            ("at_back", VariantKind::Wrong, Verdict::Missed, "puts it back at the back"),
+            ("solution", VariantKind::Right, Verdict::FalselyFailed, "a guard puts it back"),
+        ]
+        .map(|(name, kind, verdict, description)| VariantResult {
+            name: name.into(),
+            kind,
+            verdict,
+            description: description.into(),
+            failed_tests: vec![failed.clone()],
+        })
+        .to_vec();
+        result.advice = Some("your test fails against 1 right version(s)".into());
+        let summary = Summary::of(std::slice::from_ref(&result), std::time::Duration::ZERO);
+        let text = render(std::slice::from_ref(&result), &summary, Detail::All);
+        assert!(text.contains("caught 1/2, right 0/1"), "{text}");
+        assert!(text.contains("  caught         wrong shipped   loses the job"), "{text}");
+        assert!(
+            text.contains("x missed         wrong at_back   puts it back at the back"),
+            "{text}"
+        );
+        assert!(text.contains("x falsely failed right solution  a guard puts it back"), "{text}");
+        assert!(text.contains("`every_cut`: cancelled after poll 1 of 3: pending is [2, 3]"));
+        assert!(text.contains("your test fails against 1 right version(s)"), "{text}");
+    }
+
+    #[test]
     fn counts_agree_with_their_nouns() {
         assert_eq!(plural(1, "more error"), "1 more error");
         assert_eq!(plural(2, "more error"), "2 more errors");
