@@ -20,6 +20,7 @@
 //!   directory and an empty environment (`crate::sandbox`);
 //! - the versions' packages are numbered in a fresh random order on every run, so whatever the
 //!   build lets slip about which package it is names a random slot, not a version;
+//! - what is built is the copy that was scanned (a save in between cannot slip past the scan);
 //! - compiler messages are shown only when the test builds against no version at all, and then
 //!   those of the shipped function, which the learner has: a message can quote the source.
 
@@ -266,11 +267,12 @@ pub fn judge(
     let mut judged: Vec<Option<Judged>> = vec![None; submissions.len()];
     let mut versions: Vec<Vec<Variant>> = vec![Vec::new(); submissions.len()];
     let (mut units, mut owners) = (Vec::new(), Vec::new());
+    let mut snapshots: Vec<Option<PathBuf>> = vec![None; submissions.len()];
     for (j, submission) in submissions.iter().enumerate() {
         let kata = &course.katas[submission.kata];
         let mut base = base_result(kata, submission);
         let done = |result| Some(Judged { result, nondeterministic: Vec::new() });
-        let Ok(source) = std::fs::read_to_string(&submission.test) else {
+        let Ok(source) = std::fs::read(&submission.test) else {
             base.status = Status::CompileError;
             base.compile_errors = vec![format!(
                 "{} is missing; write your test there (`{}` restores the skeleton)",
@@ -280,6 +282,7 @@ pub fn judge(
             judged[j] = done(base);
             continue;
         };
+        let source = String::from_utf8_lossy(&source).into_owned();
         let refused = scan::scan(&source);
         if !refused.is_empty() {
             base.status = Status::CompileError;
@@ -308,13 +311,19 @@ pub fn judge(
             judged[j] = done(base);
             continue;
         }
+        // What was scanned is what is built: a copy, at the learner's relative path below a root
+        // of its own, so that compiler messages name the learner's file.
+        let root = workspace::grader_dir(course).join("wtt-scanned").join(set).join(j.to_string());
+        let snapshot = root.join(submission.shown());
+        workspace::write_if_changed(&snapshot, &source)?;
+        snapshots[j] = Some(snapshot.clone());
         for (slot, &v) in shuffled(found.len()).iter().enumerate() {
             units.push(Unit {
                 kata: submission.kata,
                 label: format!("{}/t{j}v{slot}", kata.name),
                 lib_rs: found[v].source.clone(),
-                root: submission.root.clone(),
-                tests: Some(submission.test.clone()),
+                root: root.clone(),
+                tests: Some(snapshot.clone()),
             });
             owners.push((j, v));
         }
@@ -330,15 +339,21 @@ pub fn judge(
         if judged[j].is_some() {
             continue;
         }
-        let mut mine: Vec<(&Variant, &UnitResult)> = owners
+        let mut mine: Vec<(usize, &UnitResult)> = owners
             .iter()
             .zip(&results)
             .filter(|((owner, _), _)| *owner == j)
-            .map(|((_, v), result)| (&versions[j][*v], result))
+            .map(|((_, v), result)| (*v, result))
             .collect();
-        mine.sort_by_key(|(variant, _)| versions[j].iter().position(|v| v.name == variant.name));
+        mine.sort_by_key(|(v, _)| *v);
+        let mine: Vec<(&Variant, &UnitResult)> =
+            mine.into_iter().map(|(v, result)| (&versions[j][v], result)).collect();
         let kata = &course.katas[submission.kata];
-        let base = base_result(kata, submission);
+        let mut base = base_result(kata, submission);
+        // The hash of what was built, not of what the file holds now.
+        let built =
+            snapshots[j].as_ref().and_then(|s| crate::stage::read(s, Path::new(&base.file)).ok());
+        base.source_hash = built.map(|sources| sources.hash);
         let nondeterministic = flaky
             .iter()
             .filter(|f| owners[f.unit].0 == j)
