@@ -268,6 +268,7 @@ pub fn judge(
     let mut versions: Vec<Vec<Variant>> = vec![Vec::new(); submissions.len()];
     let (mut units, mut owners) = (Vec::new(), Vec::new());
     let mut snapshots: Vec<Option<PathBuf>> = vec![None; submissions.len()];
+    let scanned = workspace::grader_dir(course).join("wtt-scanned").join(set);
     for (j, submission) in submissions.iter().enumerate() {
         let kata = &course.katas[submission.kata];
         let mut base = base_result(kata, submission);
@@ -313,7 +314,8 @@ pub fn judge(
         }
         // What was scanned is what is built: a copy, at the learner's relative path below a root
         // of its own, so that compiler messages name the learner's file.
-        let root = workspace::grader_dir(course).join("wtt-scanned").join(set).join(j.to_string());
+        // Named by this process too: a `watch` and a `check` at once must not swap their tests.
+        let root = scanned.join(format!("{}-{j}", std::process::id()));
         let snapshot = root.join(submission.shown());
         workspace::write_if_changed(&snapshot, &source)?;
         snapshots[j] = Some(snapshot.clone());
@@ -370,6 +372,12 @@ pub fn judge(
             })
             .collect();
         judged[j] = Some(Judged { result: verdict(course, kata, base, &mine), nondeterministic });
+    }
+    for snapshot in snapshots.iter().flatten() {
+        // `<scanned>/<pid>-<j>/<the learner's path>`: the copy's own root goes.
+        if let Some(root) = snapshot.ancestors().find(|a| a.parent() == Some(scanned.as_path())) {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
     Ok(judged.into_iter().map(|j| j.expect("every submission judged")).collect())
 }
