@@ -106,12 +106,37 @@ impl Cache {
         Some(Key { key: stage::hash_bytes(text.as_bytes()), sources })
     }
 
+    /// The key of a write-the-test kata's verdict (`crate::wtt`): `sources` is the hash of the
+    /// learner's test, which the verdict's `source_sha256` must match; `variants` names every
+    /// version of the function the test runs against, by content.
+    pub fn key_of_test(
+        &self,
+        kata: &str,
+        label: &str,
+        timeout: Duration,
+        sources: String,
+        variants: &str,
+    ) -> Key {
+        let text = format!(
+            "verdict cache {FORMAT}\n{}kata {kata}\nlabel {label}\nwrite-the-test\ntimeout_ms \
+             {}\nsources {sources}\nvariants {variants}\n",
+            self.base,
+            timeout.as_millis(),
+        );
+        Key { key: stage::hash_bytes(text.as_bytes()), sources }
+    }
+
     fn path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{}.json", key.key))
     }
 
     /// The verdict kept under `key`, if any; a damaged entry is ignored with a warning.
     pub fn get(&self, key: &Key, unit: &Unit) -> Option<UnitResult> {
+        self.get_labelled(key, &unit.label)
+    }
+
+    /// The verdict kept under `key` for the unit or kata called `label`, as [`Cache::get`].
+    pub fn get_labelled(&self, key: &Key, label: &str) -> Option<UnitResult> {
         let path = self.path(key);
         let bytes = std::fs::read(&path).ok()?;
         let entry =
@@ -119,7 +144,7 @@ impl Cache {
                 let result = &entry.result;
                 if entry.format != FORMAT || entry.key != key.key {
                     Err("it is filed under another key".into())
-                } else if result.name != unit.label
+                } else if result.name != label
                     || result.source_hash.as_deref() != Some(key.sources.as_str())
                 {
                     Err("it is the verdict of other sources".into())

@@ -20,11 +20,13 @@ pub const MANIFEST: &str = "course.toml";
 
 /// The kata difficulty levels, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Level {
     Beginner,
     Intermediate,
     Advanced,
+    /// After the fix katas: the learner writes the cancellation test (`Kind::WriteTheTest`).
+    WriteTheTest,
 }
 
 impl fmt::Display for Level {
@@ -33,6 +35,7 @@ impl fmt::Display for Level {
             Level::Beginner => "beginner",
             Level::Intermediate => "intermediate",
             Level::Advanced => "advanced",
+            Level::WriteTheTest => "write-the-test",
         })
     }
 }
@@ -54,6 +57,26 @@ pub struct BuildSection {
     pub test_dependencies: Vec<String>,
 }
 
+/// What the learner does in a kata: fix a function (the default, every manifest before write-the-test
+/// katas), or write the cancellation test for a function they are given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KataKind {
+    /// The learner edits `src/lib.rs`; hidden tests grade it.
+    #[default]
+    Fix,
+    /// The learner writes `tests/cancel.rs`; it is run against every variant of the function
+    /// (`crate::wtt`).
+    WriteTheTest,
+}
+
+impl KataKind {
+    /// Whether this is a fix kata (for serde's `skip_serializing_if`).
+    pub fn is_fix(&self) -> bool {
+        *self == KataKind::Fix
+    }
+}
+
 /// One kata as the manifest describes it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +90,13 @@ pub struct Kata {
     /// Per-test timeout override, in seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// `fix` (default) or `write-the-test`.
+    #[serde(default)]
+    pub kind: KataKind,
+    /// A write-the-test kata's shipped function: its bug in one line, shown to the learner in
+    /// place of its source. Required for, and only allowed on, a write-the-test kata.
+    #[serde(default)]
+    pub bug: Option<String>,
 }
 
 impl Kata {
@@ -152,6 +182,9 @@ impl Course {
                 manifest.format_version
             );
         }
+        for kata in &manifest.katas {
+            validate_kind(kata).with_context(|| format!("{} is not valid", path.display()))?;
+        }
         let root =
             root.canonicalize().with_context(|| format!("failed to resolve {}", root.display()))?;
         // A draft manifest gets its own generated workspaces and state.
@@ -178,6 +211,20 @@ impl Course {
         let body = &text[start..].split_once('\n')?.1;
         let end = body.find("\n## ").unwrap_or(body.len());
         Some(body[..end].trim().to_owned())
+    }
+
+    /// A write-the-test kata's test file in a tree: the learner's (`exercises/NN/tests/cancel.rs`)
+    /// or the reference test (`solutions/NN/tests/cancel.rs`).
+    pub fn test_rs(&self, tree: Tree, kata: &Kata) -> PathBuf {
+        self.kata_dir(tree, kata).join("tests").join(crate::wtt::TEST_FILE)
+    }
+
+    /// The file the learner works in: `src/lib.rs`, or a write-the-test kata's test.
+    pub fn learner_file(&self, kata: &Kata) -> PathBuf {
+        match kata.kind {
+            KataKind::Fix => self.lib_rs(Tree::Exercises, kata),
+            KataKind::WriteTheTest => self.test_rs(Tree::Exercises, kata),
+        }
     }
 
     pub fn hidden_tests(&self, kata: &Kata) -> PathBuf {
@@ -268,6 +315,27 @@ impl Course {
     }
 }
 
+/// The fields that go with a kata's kind: a write-the-test kata names its shipped bug, a fix kata
+/// has no such line.
+fn validate_kind(kata: &Kata) -> anyhow::Result<()> {
+    match (kata.kind, &kata.bug) {
+        (KataKind::WriteTheTest, None) => bail!(
+            "kata `{}` is `kind = \"write-the-test\"` but has no `bug`: describe the shipped \
+             function's bug in one line (it is shown to the learner instead of its source)",
+            kata.name
+        ),
+        (KataKind::WriteTheTest, Some(bug)) if bug.trim().is_empty() || bug.contains('\n') => {
+            bail!("kata `{}`: `bug` must be one non-empty line", kata.name)
+        }
+        (KataKind::Fix, Some(_)) => bail!(
+            "kata `{}` has a `bug` line, which only a `kind = \"write-the-test\"` kata takes; \
+             add the kind or remove the line",
+            kata.name
+        ),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +348,8 @@ mod tests {
             points: 10,
             hints: vec![],
             timeout_secs: None,
+            kind: KataKind::Fix,
+            bug: None,
         }
     }
 
@@ -325,5 +395,35 @@ mod tests {
             .map(|k| k.name.as_str())
             .collect();
         assert_eq!(names, ["01_inflight_gauge", "10_capstone"]);
+    }
+
+    fn manifest(kata: &str) -> anyhow::Result<Course> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "format_version = 1\n[build]\nkata_dependencies = []\ntest_dependencies = []\n\
+             [[kata]]\nname = \"01_k\"\ntitle = \"t\"\nlevel = \"advanced\"\npoints = 1\n\
+             hints = []\n{kata}"
+        );
+        std::fs::write(dir.path().join(MANIFEST), text).unwrap();
+        Course::load(dir.path())
+    }
+
+    #[test]
+    fn a_kata_is_a_fix_kata_unless_it_says_otherwise() {
+        assert_eq!(manifest("").unwrap().katas[0].kind, KataKind::Fix);
+        let course = manifest("kind = \"write-the-test\"\nbug = \"loses a job\"\n").unwrap();
+        assert_eq!(course.katas[0].kind, KataKind::WriteTheTest);
+        assert_eq!(course.katas[0].bug.as_deref(), Some("loses a job"));
+    }
+
+    #[test]
+    fn a_kind_is_validated_with_a_clear_error() {
+        let err = format!("{:#}", manifest("kind = \"write-a-test\"\n").unwrap_err());
+        assert!(err.contains("unknown variant `write-a-test`"), "{err}");
+        assert!(err.contains("expected `fix` or `write-the-test`"), "{err}");
+        let err = format!("{:#}", manifest("kind = \"write-the-test\"\n").unwrap_err());
+        assert!(err.contains("has no `bug`"), "{err}");
+        let err = format!("{:#}", manifest("bug = \"x\"\n").unwrap_err());
+        assert!(err.contains("only a `kind = \"write-the-test\"` kata takes"), "{err}");
     }
 }

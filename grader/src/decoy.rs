@@ -110,16 +110,26 @@ pub fn find(
 
 /// The source a decoy's patch makes of its kata's exercise.
 pub fn apply(course: &Course, kata: &Kata, decoy: &Decoy) -> Result<String, DecoyError> {
+    apply_to(course, kata, decoy, &course.lib_rs(Tree::Exercises, kata))
+}
+
+/// The source a variant's patch makes of `base` (the exercise, or a write-the-test kata's shipped
+/// function, `crate::wtt`).
+pub fn apply_to(
+    course: &Course,
+    kata: &Kata,
+    decoy: &Decoy,
+    exercise_path: &Path,
+) -> Result<String, DecoyError> {
     let patch_name = rel(course, &decoy.patch);
-    let exercise_path = course.lib_rs(Tree::Exercises, kata);
-    let exercise = rel(course, &exercise_path);
+    let exercise = rel(course, exercise_path);
     let read = |path: &Path| {
         std::fs::read_to_string(path)
             .map_err(|source| DecoyError::Read { path: rel(course, path), source })
     };
     // Line endings are not the patch's business: a CRLF checkout applies as an LF one.
     let text = read(&decoy.patch)?.replace("\r\n", "\n");
-    let base = read(&exercise_path)?.replace("\r\n", "\n");
+    let base = read(exercise_path)?.replace("\r\n", "\n");
     let diff = || diff_command(course, kata, "wrong.rs");
     let patch = diffy::Patch::from_str(&text).map_err(|source| DecoyError::Parse {
         patch: patch_name.clone(),
@@ -190,6 +200,8 @@ mod tests {
             points: 1,
             hints: vec![],
             timeout_secs: None,
+            kind: crate::course::KataKind::Fix,
+            bug: None,
         };
         let course = Course {
             root,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Cache};
 use crate::compile;
-use crate::course::{Course, Level};
+use crate::course::{Course, KataKind, Level, Tree};
 use crate::progress::Progress;
 use crate::run::{self, Job, Outcome};
 use crate::workspace::{self, Unit};
@@ -86,6 +86,18 @@ pub struct UnitResult {
     /// Why the unit could not be graded, for `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A write-the-test kata's verdict per version of the function (`crate::wtt`); empty for a
+    /// fix kata, whose `tests` are its hidden tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<crate::wtt::VariantResult>,
+    /// `fix`, or `write-the-test` (then `tests` are the versions of the function, and `file` is
+    /// the learner's test); in the JSON report only for a write-the-test kata.
+    #[serde(default, skip_serializing_if = "crate::course::KataKind::is_fix")]
+    pub kind: KataKind,
+    /// What to do next, when the verdict has a reason beyond its tests (a test that catches
+    /// nothing, a `src/lib.rs` edited in a write-the-test kata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// How to grade.
@@ -190,6 +202,39 @@ pub fn grade(
     Ok((results, started.elapsed()))
 }
 
+/// Grades katas of `tree`, each as its kind asks: a fix kata by its hidden tests ([`grade`]), a
+/// write-the-test kata by running the test in the tree against every version of its function
+/// (`crate::wtt::grade`). Results come back in `units` order.
+pub fn grade_katas(
+    course: &Course,
+    tree: Tree,
+    units: &[Unit],
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<(Vec<UnitResult>, Duration)> {
+    let started = Instant::now();
+    let (fix, tests): (Vec<usize>, Vec<usize>) =
+        (0..units.len()).partition(|&i| course.katas[units[i].kata].kind == KataKind::Fix);
+    let fix_units: Vec<Unit> = fix.iter().map(|&i| units[i].clone()).collect();
+    let fixed = if fix_units.is_empty() {
+        Vec::new()
+    } else {
+        grade(course, tree.dir(), &fix_units, options, progress)?.0
+    };
+    let katas: Vec<usize> = tests.iter().map(|&i| units[i].kata).collect();
+    let tested = if katas.is_empty() {
+        Vec::new()
+    } else {
+        crate::wtt::grade(course, tree, &katas, options, progress)?
+    };
+    let mut results: Vec<Option<UnitResult>> = vec![None; units.len()];
+    for (i, result) in fix.into_iter().zip(fixed).chain(tests.into_iter().zip(tested)) {
+        results[i] = Some(result);
+    }
+    let results = results.into_iter().map(|r| r.expect("every kata graded")).collect();
+    Ok((results, started.elapsed()))
+}
+
 /// Gives each failed test the `.await`s the future was parked at when it was cut (by the explorer,
 /// or last by the test itself), from a second build of the unit's source in the explanation set
 /// (see `explain`). Best effort: a unit whose
@@ -206,6 +251,7 @@ pub fn explain_cuts(
     }
     let wanted: Vec<usize> = (0..units.len())
         .filter(|&i| units[i].lib_rs.ends_with("src/lib.rs"))
+        .filter(|&i| course.katas[units[i].kata].kind == KataKind::Fix)
         .filter(|&i| results[i].tests.iter().any(|t| t.status == Outcome::Failed))
         .collect();
     if wanted.is_empty() {
@@ -289,9 +335,12 @@ pub fn grade_repeated(
         .zip(&generated.units)
         .filter_map(|(unit, staged)| {
             let staged = staged.as_ref().ok()?;
-            let kata = &course.katas[unit.kata];
-            let mut paths =
-                vec![(staged.hidden.display().to_string(), shown(&course.hidden_tests(kata)))];
+            // A learner's test is shown as the learner knows it; hidden tests from the course.
+            let test = match &unit.tests {
+                Some(test) => shown_in(unit, test),
+                None => shown(&unit.test_source(course)),
+            };
+            let mut paths = vec![(staged.hidden.display().to_string(), test)];
             if unit.lib_rs.ends_with("src/lib.rs") {
                 let src = unit.lib_rs.parent().expect("src/lib.rs has a parent");
                 paths.push((
@@ -356,7 +405,6 @@ pub fn grade_repeated(
         let Some(exe) = &built.executable else {
             continue;
         };
-        let kata = &course.katas[unit.kata];
         let timeout = timeout(course, unit, options);
         match run::list_tests(exe, LIST_TIMEOUT) {
             Ok(tests) if tests.is_empty() => {
@@ -364,7 +412,7 @@ pub fn grade_repeated(
             }
             Ok(mut tests) => {
                 // Declaration order: kata authors put the most telling test first.
-                let source = std::fs::read_to_string(course.hidden_tests(kata)).unwrap_or_default();
+                let source = std::fs::read_to_string(unit.test_source(course)).unwrap_or_default();
                 tests.sort_by_key(|t| source.find(&format!("fn {t}(")).unwrap_or(usize::MAX));
                 jobs.extend(tests.into_iter().map(|test| Job {
                     unit: i,
@@ -384,7 +432,7 @@ pub fn grade_repeated(
         .zip(&generated.units)
         .zip(&built)
         .map(|((unit, staged), built)| {
-            let mut files = vec![course.hidden_tests(&course.katas[unit.kata])];
+            let mut files = vec![unit.test_source(course)];
             files.extend(staged.as_ref().ok().map(|s| s.hidden.clone()));
             files.extend(built.executable.clone());
             files
@@ -509,6 +557,9 @@ pub fn grade_repeated(
             warnings: built.warnings,
             tests,
             source_hash: staged.as_ref().ok().map(|s| s.hash.clone()),
+            variants: Vec::new(),
+            advice: None,
+            kind: Default::default(),
             error: errors[i].take(),
         });
     }

@@ -3,7 +3,8 @@
 //! `cli` declares the command line; each subcommand is a module under `cmd` with one `run`.
 //! The shared machinery: `course` (the manifest), `decoy` (decoys and alternatives as patches),
 //! `workspace` (the generated build), `cache` (verdicts kept by content), `compile` (cargo), `run` (test processes), `sandbox` (the
-//! walls around them), `grade` (verdicts), `report` (output), `state` (progress); for teachers,
+//! walls around them), `grade` (verdicts), `report` (output), `state` (progress), `wtt` (write-the-test katas: the learner's test against
+//! every version of a function); for teachers,
 //! `roster` (who to grade), `shard` (a part of the class), `submission` (fetching and taking a student's sources) and
 //! `gradebook` (many students' results combined).
 
@@ -47,6 +48,7 @@ mod state;
 mod style;
 mod submission;
 mod workspace;
+mod wtt;
 
 use std::process::ExitCode;
 

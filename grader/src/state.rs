@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::course::{Course, Kata, Tree};
+use crate::course::{Course, Kata};
 use crate::grade::Status;
 
 const VERSION: u32 = 1;
@@ -126,9 +126,10 @@ impl State {
 /// SHA-256 of the learner's `src/` tree as the build would stage it (`stage::read`); a tree that
 /// cannot be staged hashes to why, so it is never taken for a checked one.
 pub fn source_hash(course: &Course, kata: &Kata) -> String {
-    let lib_rs = course.lib_rs(Tree::Exercises, kata);
-    let shown = lib_rs.strip_prefix(&course.root).unwrap_or(&lib_rs);
-    match crate::stage::read(&lib_rs, shown) {
+    // A write-the-test kata's is its test file alone (`stage::read` of a file not `src/lib.rs`).
+    let file = course.learner_file(kata);
+    let shown = file.strip_prefix(&course.root).unwrap_or(&file);
+    match crate::stage::read(&file, shown) {
         Ok(sources) => sources.hash,
         Err(rejected) => format!("not staged: {rejected}"),
     }
@@ -138,6 +139,7 @@ pub fn source_hash(course: &Course, kata: &Kata) -> String {
 /// they use (each file's path and content, in path order).
 pub fn inputs_hash(course: &Course, kata: &Kata) -> String {
     let mut files = vec![course.hidden_tests(kata)];
+    files.extend(crate::wtt::variant_files(course, kata));
     files.extend(crate::workspace::support_files(course).unwrap_or_default());
     let mut bytes = Vec::new();
     for file in files {

@@ -199,7 +199,13 @@ fn take(
             )));
             continue;
         }
-        let shown = dir.join("src").join("lib.rs");
+        // A write-the-test kata's work is its test, taken alone (`stage::read` of one file).
+        let tested = kata.kind == crate::course::KataKind::WriteTheTest;
+        let shown = if tested {
+            dir.join("tests").join(crate::wtt::TEST_FILE)
+        } else {
+            dir.join("src").join("lib.rs")
+        };
         let sources = match crate::stage::read(&checkout.join(&shown), &shown) {
             Ok(sources) => sources,
             Err(rejected) => {
@@ -207,6 +213,13 @@ fn take(
                 continue;
             }
         };
+        if tested {
+            let path = into.join(&shown);
+            std::fs::create_dir_all(path.parent().expect("tests/ holds the test"))?;
+            std::fs::write(&path, &sources.files[0].1)?;
+            katas.push(Ok(sources.hash));
+            continue;
+        }
         let src = into.join(&dir).join("src");
         for (rel, bytes) in &sources.files {
             let path = src.join(rel);
@@ -233,6 +246,8 @@ mod tests {
             points: 1,
             hints: vec![],
             timeout_secs: None,
+            kind: crate::course::KataKind::Fix,
+            bug: None,
         };
         Course {
             root: PathBuf::from("/course"),

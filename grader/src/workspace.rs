@@ -28,9 +28,17 @@ pub struct Unit {
     /// What paths are shown relative to: the course root, or the private copy of a submission's
     /// sources that `grader grade` builds from.
     pub root: PathBuf,
+    /// The test file built against the library instead of the kata's hidden tests: a learner's
+    /// test in a write-the-test kata (`crate::wtt`). It is kata code, built with `unsafe` forbidden.
+    pub tests: Option<PathBuf>,
 }
 
 impl Unit {
+    /// The test file this unit is built and run with: [`Unit::tests`], else the hidden tests.
+    pub fn test_source(&self, course: &Course) -> PathBuf {
+        self.tests.clone().unwrap_or_else(|| course.hidden_tests(&course.katas[self.kata]))
+    }
+
     /// `lib_rs` as the learner knows it: relative to [`Unit::root`] when below it.
     pub fn shown(&self) -> &Path {
         self.lib_rs.strip_prefix(&self.root).unwrap_or(&self.lib_rs)
@@ -155,7 +163,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
     for unit in units {
         let kata = &course.katas[unit.kata];
         let package = unit.package();
-        let hidden_src = course.hidden_tests(kata);
+        let hidden_src = unit.test_source(course);
         let Ok(hidden_text) = std::fs::read(&hidden_src) else {
             staged_units.push(Err(Excluded::Course(format!(
                 "{} is missing; restore it (git checkout -- {0}) or run `grader check` in a \
@@ -210,7 +218,7 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
                 ("package", Value::from(format!("kata-{package}-{salt}"))),
             ]),
         );
-        let test = toml_table([
+        let mut test = toml_table([
             ("package", package_table(&format!("hidden-{package}-{salt}"))),
             (
                 "test",
@@ -223,6 +231,16 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
             ),
             ("dependencies", Value::Table(deps)),
         ]);
+        // A learner's test is kata code: no `unsafe`, so no life before `main` (see
+        // `run::list_tests`) and no reading of memory it was not given.
+        if unit.tests.is_some()
+            && let Value::Table(table) = &mut test
+        {
+            table.insert(
+                "lints".into(),
+                toml_table([("rust", toml_table([("unsafe_code", Value::from("forbid"))]))]),
+            );
+        }
         write_if_changed(&test_dir.join("Cargo.toml"), &toml::to_string(&test)?)?;
         members.push(Value::from(format!("tests/{package}")));
         staged_units.push(Ok(Staged { src, lib_rs, hash: sources.hash, hidden }));

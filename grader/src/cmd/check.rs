@@ -51,6 +51,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             label: kata.name.clone(),
             lib_rs: course.lib_rs(tree, kata),
             root: course.root.clone(),
+            tests: None,
         })
         .collect();
     let options = Options {
@@ -71,7 +72,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
         matches!(args.format, Format::Human | Format::Github),
         std::io::stderr().is_terminal(),
     );
-    let (mut results, took) = grade::grade(course, tree.dir(), &units, &options, &bar)?;
+    let (mut results, took) = grade::grade_katas(course, tree, &units, &options, &bar)?;
 
     let progress = (tree == Tree::Exercises).then(|| {
         State::update(course, |state| {

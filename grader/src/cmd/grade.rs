@@ -248,25 +248,54 @@ fn grade_taken(
 ) -> anyhow::Result<Vec<UnitResult>> {
     let course = run.course;
     let file = |name: &str| Path::new("exercises").join(name).join("src").join("lib.rs");
+    let fixing = |kata: &crate::course::Kata| kata.kind == crate::course::KataKind::Fix;
     let units: Vec<Unit> = course
         .katas
         .iter()
         .enumerate()
         .zip(&taken.katas)
-        .filter(|(_, taken)| taken.is_ok())
+        .filter(|((_, kata), taken)| taken.is_ok() && fixing(kata))
         .map(|((i, kata), _)| Unit {
             kata: i,
             label: kata.name.clone(),
             lib_rs: taken.root.join(file(&kata.name)),
             root: taken.root.clone(),
+            tests: None,
         })
         .collect();
     let set = format!("grade-{}", submission.student);
     let (graded, _) = grade::grade(course, &set, &units, &run.options, &Progress::Quiet)?;
     let mut graded = graded.into_iter();
+    // Write-the-test katas: the student's test against every version of the function.
+    let tests: Vec<crate::wtt::Submission> = course
+        .katas
+        .iter()
+        .enumerate()
+        .zip(&taken.katas)
+        .filter(|((_, kata), taken)| taken.is_ok() && !fixing(kata))
+        .map(|((i, kata), _)| crate::wtt::Submission {
+            kata: i,
+            test: taken
+                .root
+                .join("exercises")
+                .join(&kata.name)
+                .join("tests")
+                .join(crate::wtt::TEST_FILE),
+            label: kata.name.clone(),
+            root: taken.root.clone(),
+        })
+        .collect();
+    let tested = if tests.is_empty() {
+        Vec::new()
+    } else {
+        let set = format!("{set}-wtt");
+        crate::wtt::grade_submissions(course, &set, &tests, &run.options, &Progress::Quiet)?
+    };
+    let mut tested = tested.into_iter();
     let mut results = Vec::new();
     for (kata, taken) in course.katas.iter().zip(&taken.katas) {
         let result = match taken {
+            Ok(()) if !fixing(kata) => tested.next().context("the grade lost a kata")?,
             Ok(()) => graded.next().context("the grade lost a kata")?,
             Err(why) => UnitResult {
                 name: kata.name.clone(),
@@ -281,6 +310,9 @@ fn grade_taken(
                 warnings: Vec::new(),
                 tests: Vec::new(),
                 source_hash: None,
+                variants: Vec::new(),
+                advice: None,
+                kind: Default::default(),
                 error: None,
             },
         };

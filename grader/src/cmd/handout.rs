@@ -43,6 +43,8 @@ const SKIP_PATHS: &[&str] = &[
     "grader/decoys",
     // Right fixes: as good as the solutions.
     "grader/alternatives",
+    // Weak tests of write-the-test katas (their versions, grader/variants, ship: a check needs them).
+    "grader/decoy-tests",
     // The grader's own tests, which run `grader verify` over the solutions.
     "grader/tests",
     // The project's own CI; students get the classroom workflow.

@@ -10,7 +10,8 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
     let current = state.current(course).map(|k| k.name.as_str());
     // Sized to the course so that a line fits 60 columns (issue 13).
     let width = course.katas.iter().map(|k| k.slug().len()).max().unwrap_or(0).max(4);
-    outln!("  #  {:<width$} {:<12} {:>3} status", "kata", "level", "pts");
+    let levels = course.katas.iter().map(|k| k.level.to_string().len()).max().unwrap_or(0).max(5);
+    outln!("  #  {:<width$} {:<levels$} {:>3} status", "kata", "level", "pts");
     for kata in &course.katas {
         let status = match state.progress(course, kata) {
             Standing::Done => style::good("done"),
@@ -19,7 +20,7 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
         };
         let marker = if current == Some(kata.name.as_str()) { ">" } else { " " };
         outln!(
-            "{marker} {:02} {:<width$} {:<12} {:>3} {status}",
+            "{marker} {:02} {:<width$} {:<levels$} {:>3} {status}",
             kata.number(),
             kata.slug(),
             kata.level.to_string(),

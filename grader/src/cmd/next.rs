@@ -44,7 +44,7 @@ pub fn show(course: &Course, kata: &Kata) -> anyhow::Result<()> {
             outln!("{}\n{}\n", style::bold(heading), first_paragraphs(&text, PARAGRAPHS));
         }
     }
-    let file = course.lib_rs(Tree::Exercises, kata);
+    let file = course.learner_file(kata);
     let readme = course.kata_dir(Tree::Exercises, kata).join("README.md");
     outln!("edit  {}", file.strip_prefix(&course.root).unwrap_or(&file).display());
     outln!("read  {}", readme.strip_prefix(&course.root).unwrap_or(&readme).display());

@@ -1,9 +1,10 @@
 //! `grader reset KATA | --all`: restores a kata's starting code, after saving every file it would
 //! overwrite to a backup it names. Nothing the learner wrote is ever lost.
 //!
-//! The starting code is the kata's `src/` as of the first commit that contains it: the handout's
-//! initial commit in a student repository. A backup is named by the time (UTC)
-//! (`lib.rs.2025-06-01T14-03-22Z.grader-backup`), and `--restore` puts the latest one back.
+//! The starting code is the kata's `src/` (and a write-the-test kata's `tests/`) as of the first
+//! commit that contains it: the handout's initial commit in a student repository. A backup is
+//! named by the time (UTC) (`lib.rs.2025-06-01T14-03-22Z.grader-backup`), and `--restore` puts
+//! the latest one back.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,7 +15,7 @@ use anyhow::{Context, bail};
 
 use crate::UsageError;
 use crate::cli::ResetArgs;
-use crate::course::{Course, Kata, Tree};
+use crate::course::{Course, Kata, KataKind, Tree};
 use crate::exit;
 
 pub fn run(course: &Course, args: &ResetArgs) -> anyhow::Result<u8> {
@@ -42,8 +43,31 @@ pub fn run(course: &Course, args: &ResetArgs) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
+/// The folders of a kata's starting code: `src/`, and a write-the-test kata's `tests/` (the
+/// learner's test; its `src/` is the function under test, restored too if it was edited).
+fn folders(kata: &Kata) -> &'static [&'static str] {
+    match kata.kind {
+        KataKind::Fix => &["src"],
+        KataKind::WriteTheTest => &["src", "tests"],
+    }
+}
+
 fn reset(course: &Course, kata: &Kata, stamp: &str) -> anyhow::Result<()> {
-    let src = course.kata_dir(Tree::Exercises, kata).join("src");
+    let mut changed = 0;
+    for folder in folders(kata) {
+        changed += reset_folder(course, kata, folder, stamp)?;
+    }
+    if changed == 0 {
+        outln!("kata {:02} is already at its starting code", kata.number());
+    } else {
+        outln!("kata {:02} is back at its starting code", kata.number());
+    }
+    Ok(())
+}
+
+/// Restores one folder of the kata's starting code; how many files it changed.
+fn reset_folder(course: &Course, kata: &Kata, folder: &str, stamp: &str) -> anyhow::Result<usize> {
+    let src = course.kata_dir(Tree::Exercises, kata).join(folder);
     let rel = src.strip_prefix(&course.root).unwrap_or(&src).to_string_lossy().into_owned();
     let first = git(&course.root, &["log", "--format=%H", "--reverse", "--", &rel])?;
     let Some(commit) = first.lines().next() else {
@@ -67,12 +91,7 @@ fn reset(course: &Course, kata: &Kata, stamp: &str) -> anyhow::Result<()> {
         replace(&path, &start)?;
         changed += 1;
     }
-    if changed == 0 {
-        outln!("kata {:02} is already at its starting code", kata.number());
-    } else {
-        outln!("kata {:02} is back at its starting code", kata.number());
-    }
-    Ok(())
+    Ok(changed)
 }
 
 /// Suffix of every backup file.
@@ -117,9 +136,10 @@ fn backup_path(path: &Path, stamp: &str) -> PathBuf {
 /// Puts back the latest backup of the kata's files: the newest `*.grader-backup` under `src/`,
 /// with every file saved in the same reset. What it replaces is backed up first.
 fn restore(course: &Course, kata: &Kata, stamp: &str) -> anyhow::Result<u8> {
-    let src = course.kata_dir(Tree::Exercises, kata).join("src");
     let mut backups = Vec::new();
-    find_backups(&src, &mut backups);
+    for folder in folders(kata) {
+        find_backups(&course.kata_dir(Tree::Exercises, kata).join(folder), &mut backups);
+    }
     // The names sort by time: same stamp, same reset; a counter sorts after its plain name.
     let latest = backups.iter().map(|(_, stamp, _)| stamp.clone()).max();
     let Some(latest) = latest else {

@@ -31,7 +31,12 @@ pub fn run(course: &Course, args: &crate::cli::SolutionArgs) -> anyhow::Result<u
         );
         return Ok(exit::FAILED);
     }
-    for file in ["README.md", "src/lib.rs"] {
+    // A write-the-test kata's solution is its reference test.
+    let work = match kata.kind {
+        crate::course::KataKind::Fix => "src/lib.rs",
+        crate::course::KataKind::WriteTheTest => "tests/cancel.rs",
+    };
+    for file in ["README.md", work] {
         let path = dir.join(file);
         if file == "README.md" && !path.exists() {
             continue;

@@ -8,10 +8,12 @@
 //! solutions, decoys and alternatives, run `--repeat` times from one build, give the same outcome
 //! every run.
 
+mod wtt;
+
 use std::path::Path;
 
 use crate::cli::VerifyArgs;
-use crate::course::{Course, Kata, Tree};
+use crate::course::{Course, Kata, KataKind, Tree};
 use crate::decoy::{self, Kind};
 use crate::exit;
 use std::io::IsTerminal;
@@ -51,10 +53,18 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
 
     check_manifest(course, &mut note);
     for kata in &katas {
-        for problem in check_files(course, kata)? {
+        let found = match kata.kind {
+            KataKind::Fix => check_files(course, kata)?,
+            KataKind::WriteTheTest => wtt::check_files(course, kata)?,
+        };
+        for problem in found {
             note(kata, problem);
         }
     }
+    // A write-the-test kata has no hidden tests, decoys or alternatives: its contract is `wtt`'s.
+    let (all_katas, katas): (Vec<&Kata>, Vec<&Kata>) = (katas.clone(), katas);
+    let (katas, test_katas): (Vec<&Kata>, Vec<&Kata>) =
+        katas.into_iter().partition(|k| k.kind == KataKind::Fix);
 
     let options = Options {
         color: false,
@@ -76,6 +86,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                 label: k.name.clone(),
                 lib_rs: course.lib_rs(tree, k),
                 root: course.root.clone(),
+                tests: None,
             })
             .collect()
     };
@@ -101,6 +112,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                     label: format!("{}/{}", kata.name, decoy.name),
                     lib_rs,
                     root: course.root.clone(),
+                    tests: None,
                 });
             }
         }
@@ -110,38 +122,50 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     let alternatives = variants(Kind::Alternative)?;
 
     eprintln!(
-        "verifying {} kata(s): exercises, solutions, {} decoys and {} alternatives...",
-        katas.len(),
+        "verifying {} kata(s): exercises, solutions, {} decoys and {} alternatives{}...",
+        all_katas.len(),
         decoys.len(),
-        alternatives.len()
+        alternatives.len(),
+        if test_katas.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the skeleton, reference test and decoy tests of {} write-the-test kata(s) \
+                 against every version",
+                test_katas.len()
+            )
+        }
     );
     let progress = Progress::new(true, std::io::stderr().is_terminal());
-    let (exercises, _) = grade::grade(
-        course,
-        Tree::Exercises.dir(),
-        &tree_units(Tree::Exercises),
-        &options,
-        &progress,
-    )?;
+    let rejected_tests = if test_katas.is_empty() {
+        Vec::new()
+    } else {
+        wtt::check_behaviour(course, &test_katas, &options, args.repeat, &progress, &mut note)?
+    };
+    // Only write-the-test katas asked for: no fix kata to build.
+    let fixing = !katas.is_empty();
+    let (exercises, _) = if fixing {
+        grade::grade(
+            course,
+            Tree::Exercises.dir(),
+            &tree_units(Tree::Exercises),
+            &options,
+            &progress,
+        )?
+    } else {
+        Default::default()
+    };
     let solution_units = tree_units(Tree::Solutions);
-    let (solutions, flaky_solutions) = grade::grade_repeated(
-        course,
-        Tree::Solutions.dir(),
-        &solution_units,
-        &options,
-        args.repeat,
-        &progress,
-    )?;
-    let (decoy_results, flaky_decoys) =
-        grade::grade_repeated(course, "decoys", &decoys, &options, args.repeat, &progress)?;
-    let (alternative_results, flaky_alternatives) = grade::grade_repeated(
-        course,
-        "alternatives",
-        &alternatives,
-        &options,
-        args.repeat,
-        &progress,
-    )?;
+    let repeated = |set: &str, units: &[Unit]| {
+        if fixing {
+            grade::grade_repeated(course, set, units, &options, args.repeat, &progress)
+        } else {
+            Ok(Default::default())
+        }
+    };
+    let (solutions, flaky_solutions) = repeated(Tree::Solutions.dir(), &solution_units)?;
+    let (decoy_results, flaky_decoys) = repeated("decoys", &decoys)?;
+    let (alternative_results, flaky_alternatives) = repeated("alternatives", &alternatives)?;
     for (kind, units, flaky) in [
         ("solution", &solution_units, flaky_solutions),
         ("decoy", &decoys, flaky_decoys),
@@ -219,12 +243,19 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         .chain(&solutions)
         .flat_map(|r| r.tests.iter().map(move |t| (t.duration_ms, &r.name, &t.name)))
         .max();
-    for kata in &katas {
+    for kata in &all_katas {
         let mine: Vec<_> = problems.iter().filter(|(k, _)| *k == kata.name).collect();
         let count = |units: &[Unit]| {
             units.iter().filter(|u| course.katas[u.kata].name == kata.name).count()
         };
-        if mine.is_empty() {
+        let tested = test_katas.iter().position(|k| k.name == kata.name);
+        if let (true, Some(i)) = (mine.is_empty(), tested) {
+            outln!(
+                "ok    {} (skeleton rejected, reference test passes, {} decoy tests rejected)",
+                kata.name,
+                rejected_tests.get(i).copied().unwrap_or(0)
+            );
+        } else if mine.is_empty() {
             outln!(
                 "ok    {} ({} decoys rejected, {} alternatives accepted)",
                 kata.name,
@@ -242,7 +273,7 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         outln!("\nslowest hidden test: {kata} {test} ({ms} ms, wall clock incl. process start)");
     }
     if problems.is_empty() {
-        outln!("contract holds for {} kata(s)", katas.len());
+        outln!("contract holds for {} kata(s)", all_katas.len());
         Ok(exit::SUCCESS)
     } else {
         outln!("{} problem(s) found", problems.len());
@@ -315,6 +346,9 @@ fn check_manifest(course: &Course, note: &mut impl FnMut(&Kata, String)) {
         }
         if kata.title.trim().is_empty() {
             note(kata, "title is empty".into());
+        }
+        if kata.kind == KataKind::Fix && kata.level == crate::course::Level::WriteTheTest {
+            note(kata, "level `write-the-test` is for `kind = \"write-the-test\"` katas".into());
         }
     }
 }

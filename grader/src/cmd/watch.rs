@@ -243,6 +243,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
         label: kata.name.clone(),
         lib_rs: course.lib_rs(Tree::Exercises, kata),
         root: course.root.clone(),
+        tests: None,
     };
     let options = Options {
         color: style::enabled(),
@@ -256,7 +257,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
     };
     let progress = Progress::new(true, true);
     let (results, took) =
-        grade::grade(course, Tree::Exercises.dir(), &[unit], &options, &progress)?;
+        grade::grade_katas(course, Tree::Exercises, &[unit], &options, &progress)?;
     let graded = Instant::now();
     let summary = crate::report::Summary::of(&results, took);
     print!("{}", crate::report::human::render(&results, &summary, Detail::All));
@@ -277,7 +278,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
 }
 
 fn unit_file(course: &Course, kata: &Kata) -> String {
-    let path = course.lib_rs(Tree::Exercises, kata);
+    let path = course.learner_file(kata);
     path.strip_prefix(&course.root).unwrap_or(&path).display().to_string()
 }
 

@@ -131,6 +131,9 @@ mod tests {
             warnings: Vec::new(),
             tests: Vec::new(),
             source_hash: None,
+            variants: Vec::new(),
+            advice: None,
+            kind: Default::default(),
             error: None,
         }
     }

@@ -75,7 +75,15 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         if more > 0 {
             out.push_str(&format!("      ... and {}\n", plural(more, "more error")));
         }
-        for test in result.tests.iter().filter(|t| t.status != Outcome::Passed) {
+        if !result.variants.is_empty() {
+            out.push_str(&variants(result));
+        }
+        if let Some(advice) = &result.advice {
+            out.push_str(&super::indent(&visible(advice), 6));
+            out.push('\n');
+        }
+        let tests = result.tests.iter().filter(|_| result.variants.is_empty());
+        for test in tests.filter(|t| t.status != Outcome::Passed) {
             out.push_str(&format!(
                 "      {} {}\n",
                 style::bad("x"),
@@ -92,7 +100,8 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         }
         if matches!(result.status, Status::Failed | Status::TimedOut) {
             out.push_str(&format!("      edit {}\n", result.file));
-            if let Some(readme) = result.file.strip_suffix("src/lib.rs") {
+            let folder = result.file.strip_suffix("src/lib.rs");
+            if let Some(readme) = folder.or(result.file.strip_suffix("tests/cancel.rs")) {
                 out.push_str(&format!("      read {readme}README.md\n"));
             }
             let stuck = if crate::invoked::watching() {
@@ -120,6 +129,40 @@ pub fn render(results: &[UnitResult], summary: &Summary, detail: Detail<'_>) -> 
         summary.max_points,
         summary.duration_ms as f64 / 1000.0
     ));
+    out
+}
+
+/// A write-the-test kata's versions of the function, one line each: what the learner's test did
+/// against it and the one line that describes it (never its source); under a right version it
+/// failed, what the test said.
+fn variants(result: &UnitResult) -> String {
+    let width = result.variants.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    let label = result.variants.iter().map(|v| v.verdict.label().len()).max().unwrap_or(0);
+    let mut out =
+        format!("      your test against {} versions of the function:\n", result.variants.len());
+    for variant in &result.variants {
+        let (mark, label) = if variant.verdict.good() {
+            (" ".to_owned(), style::good(&format!("{:<label$}", variant.verdict.label())))
+        } else {
+            (style::bad("x"), style::bad(&format!("{:<label$}", variant.verdict.label())))
+        };
+        let kind = match variant.kind {
+            crate::wtt::VariantKind::Wrong => "wrong",
+            crate::wtt::VariantKind::Right => "right",
+        };
+        out.push_str(&format!(
+            "      {mark} {label} {kind} {:<width$}  {}\n",
+            visible(&variant.name),
+            visible(&variant.description)
+        ));
+        if variant.verdict == crate::wtt::Verdict::FalselyFailed
+            && let Some(test) = variant.failed_tests.first()
+        {
+            let said = format!("`{}`: {}", test.name, test.message.trim_end());
+            out.push_str(&super::indent(&visible(&said), 10));
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -163,6 +206,9 @@ mod tests {
                 })
                 .collect(),
             source_hash: None,
+            variants: Vec::new(),
+            advice: None,
+            kind: Default::default(),
             error: None,
         }
     }
@@ -187,6 +233,45 @@ mod tests {
         assert!(text.contains("2 of 3 time out"), "{text}");
         assert!(text.contains("TIME  20_compaction_blocking_guard  0/30 3 of 10 tests fail"));
         assert!(text.contains("2 compile errors"), "{text}");
+    }
+
+    #[test]
+    fn a_write_the_test_kata_lists_its_versions_by_description_only() {
+        use crate::wtt::{VariantKind, VariantResult, Verdict};
+        let mut result = result(Status::Failed, &[]);
+        let failed = TestResult {
+            name: "every_cut".into(),
+            status: Outcome::Failed,
+            message: "cancelled after poll 1 of 3: pending is [2, 3]".into(),
+            duration_ms: 1,
+            parked: Vec::new(),
+            parked_when: None,
+        };
+        result.variants = [
+            ("shipped", VariantKind::Wrong, Verdict::Caught, "loses the job"),
+            ("at_back", VariantKind::Wrong, Verdict::Missed, "puts it back at the back"),
+            ("solution", VariantKind::Right, Verdict::FalselyFailed, "a guard puts it back"),
+        ]
+        .map(|(name, kind, verdict, description)| VariantResult {
+            name: name.into(),
+            kind,
+            verdict,
+            description: description.into(),
+            failed_tests: vec![failed.clone()],
+        })
+        .to_vec();
+        result.advice = Some("your test fails against 1 right version(s)".into());
+        let summary = Summary::of(std::slice::from_ref(&result), std::time::Duration::ZERO);
+        let text = render(std::slice::from_ref(&result), &summary, Detail::All);
+        assert!(text.contains("caught 1/2, right 0/1"), "{text}");
+        assert!(text.contains("  caught         wrong shipped   loses the job"), "{text}");
+        assert!(
+            text.contains("x missed         wrong at_back   puts it back at the back"),
+            "{text}"
+        );
+        assert!(text.contains("x falsely failed right solution  a guard puts it back"), "{text}");
+        assert!(text.contains("`every_cut`: cancelled after poll 1 of 3: pending is [2, 3]"));
+        assert!(text.contains("your test fails against 1 right version(s)"), "{text}");
     }
 
     #[test]

@@ -76,6 +76,12 @@ pub fn reason(result: &UnitResult) -> String {
                 result.tests.iter().filter(|t| t.status != Outcome::Passed).collect();
             let first =
                 failing.first().map_or(String::new(), |t| first_line(&t.message).to_owned());
+            if let Some(advice) = result.advice.as_deref().filter(|_| failing.is_empty()) {
+                return first_line(advice).to_owned();
+            }
+            if !result.variants.is_empty() {
+                return format!("{}: {first}", brief(result));
+            }
             format!("{} of {} hidden tests fail: {first}", failing.len(), result.tests.len())
         }
     }
@@ -85,6 +91,16 @@ pub fn reason(result: &UnitResult) -> String {
 /// is): the line of a kata in the readable report, short enough for 60 columns.
 pub fn brief(result: &UnitResult) -> String {
     let total = result.tests.len();
+    if !result.variants.is_empty() {
+        let count = |kind: crate::wtt::VariantKind, good: bool| {
+            let of = result.variants.iter().filter(|v| v.kind == kind);
+            (of.clone().filter(|v| v.verdict.good() == good).count(), of.count())
+        };
+        let (caught, wrong) = count(crate::wtt::VariantKind::Wrong, true);
+        let (passed, right) = count(crate::wtt::VariantKind::Right, true);
+        // Short enough for the 60 columns of a kata line: "caught 4/5, right 3/3".
+        return format!("caught {caught}/{wrong}, right {passed}/{right}");
+    }
     match result.status {
         Status::Passed if total == 1 => "its test passes".into(),
         Status::Passed => format!("all {total} tests pass"),

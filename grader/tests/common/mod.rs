@@ -8,9 +8,16 @@ pub struct Fixture {
 
 impl Fixture {
     /// Copies tests/fixtures/course into a fresh directory, with `kata-support` made absolute.
+    #[allow(dead_code)] // Not every test file that shares this module uses the fix-kata course.
     pub fn new() -> Fixture {
+        Fixture::of("course")
+    }
+
+    /// Copies the fixture course tests/fixtures/`name` (`course`, or `wtt` for write-the-test
+    /// katas) into a fresh directory, with `kata-support` made absolute.
+    pub fn of(name: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/course");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
         copy_tree(&source, dir.path());
         let manifest = dir.path().join("Cargo.toml");
         let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("support");
