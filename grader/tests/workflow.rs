@@ -95,6 +95,43 @@ fn a_failing_grade_is_still_posted_and_solutions_only_when_asked() {
     assert!(result.is_none());
 }
 
+/// The step that builds the course to grade from the teacher's copy takes from the student's
+/// repository each kata's `src/` and a write-the-test kata's `tests/cancel.rs`, and nothing else:
+/// not a test file of a fix kata, not a kata the course does not have, not the hidden tests.
+#[test]
+fn feedback_takes_only_the_learners_files_from_the_student() {
+    let runner = tempfile::tempdir().unwrap();
+    let root = runner.path();
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("course/exercises/01_fix/src/lib.rs", "teacher's exercise");
+    write("course/exercises/02_test/src/lib.rs", "teacher's function");
+    write("course/exercises/02_test/tests/cancel.rs", "teacher's skeleton");
+    write("course/grader/hidden/01_fix.rs", "hidden tests");
+    write("student/exercises/01_fix/src/lib.rs", "student's fix");
+    write("student/exercises/01_fix/tests/cancel.rs", "student's extra test");
+    write("student/exercises/02_test/src/lib.rs", "student's function");
+    write("student/exercises/02_test/tests/cancel.rs", "student's test");
+    write("student/exercises/99_unknown/src/lib.rs", "not a kata of the course");
+    write("student/grader/hidden/01_fix.rs", "the student's own hidden tests");
+    let status = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c"])
+        .arg(step_script("Take only the exercise sources"))
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).ok();
+    assert_eq!(read("course/exercises/01_fix/src/lib.rs").as_deref(), Some("student's fix"));
+    assert_eq!(read("course/exercises/01_fix/tests/cancel.rs"), None);
+    assert_eq!(read("course/exercises/02_test/tests/cancel.rs").as_deref(), Some("student's test"));
+    assert_eq!(read("course/grader/hidden/01_fix.rs").as_deref(), Some("hidden tests"));
+    assert!(!root.join("course/exercises/99_unknown").exists());
+}
+
 const TEMPLATE: &str = "../docs/workflows/grade-class.yml";
 
 /// Runs a step's script in `dir` with `env`; returns its exit code and standard output.
