@@ -218,13 +218,13 @@ hidden_test! {
     }
 
     /// A deploy at any moment: a worker proves three batches in a row on one GPU, and the runtime
-    /// shuts down at every 5 ms of virtual time from its start to past its end, wherever the
+    /// shuts down at every 10 ms of virtual time from its start to past its end, wherever the
     /// worker (or any task it left) is then: uploading, proving, resetting, waiting for the GPU.
     /// After each, the next jobs on a new runtime get the GPU.
     fn a_deploy_at_any_moment_never_loses_the_gpu() {
         let batch = LOAD_TIME + PROVE_TIME + RESET_TIME;
         let span = (batch * 3 + RESET_TIME).as_millis() as u64;
-        for (i, at_ms) in (0..=span).step_by(5).enumerate() {
+        for (i, at_ms) in (0..=span).step_by(10).enumerate() {
             let (pool, server) = fresh_pool(1);
             let rt = runtime::current_thread(SEEDS[i % SEEDS.len()]);
             let worker = pool.clone();
