@@ -81,6 +81,17 @@ fn next_jobs_on_a_new_runtime(
     runtime::current_thread(SEEDS[0]).block_on(next_jobs(pool, server, programs))
 }
 
+/// Two jobs at once on a runtime of their own: with a pool of two GPUs, whether both came back.
+fn two_jobs_at_once_on_a_new_runtime(pool: &GpuPool, server: &DeviceServer) -> Result<(), String> {
+    runtime::current_thread(SEEDS[0]).block_on(async {
+        let (a, b) = tokio::join!(
+            prove_within_patience(pool, server, "next-1"),
+            prove_within_patience(pool, server, "next-2"),
+        );
+        a.and(b).map(|_| ())
+    })
+}
+
 /// Runs `f` with the panic hook silenced, and returns the panic's message if it panicked.
 fn quietly(f: impl FnOnce()) -> Result<(), String> {
     let hook = std::panic::take_hook();
@@ -244,6 +255,40 @@ hidden_test! {
                 panic!(
                     "a deploy shut the runtime down {at_ms} ms into a worker's three batches on \
                      one GPU (each takes {batch:?} with its reset); on a new runtime, {seen}"
+                );
+            }
+        }
+    }
+
+    /// A deploy while every GPU is busy: three workers, each proving two batches, share two
+    /// GPUs (one of them always waiting for a GPU), and the runtime shuts down at every 10 ms of
+    /// virtual time until past the end. After each, two jobs at once on a new runtime must get
+    /// both GPUs.
+    fn a_deploy_while_every_gpu_is_busy_never_loses_one() {
+        let batch = LOAD_TIME + PROVE_TIME + RESET_TIME;
+        let span = (batch * 4 + RESET_TIME).as_millis() as u64;
+        for (i, at_ms) in (0..=span).step_by(10).enumerate() {
+            let (pool, server) = fresh_pool(2);
+            let rt = runtime::current_thread(SEEDS[(i + 3) % SEEDS.len()]);
+            for worker in 1..=3 {
+                let pool = pool.clone();
+                rt.spawn(async move {
+                    for batch in 1..=2 {
+                        let _ = pool.prove(&format!("worker-{worker}-batch-{batch}")).await;
+                    }
+                });
+            }
+            rt.block_on(async { sleep(Duration::from_millis(at_ms)).await });
+            if let Err(panic) = quietly(move || drop(rt)) {
+                panic!(
+                    "a deploy shut the runtime down {at_ms} ms into three workers' batches on \
+                     two GPUs, and the shutdown panicked: {panic}"
+                );
+            }
+            if let Err(seen) = two_jobs_at_once_on_a_new_runtime(&pool, &server) {
+                panic!(
+                    "a deploy shut the runtime down {at_ms} ms into three workers' batches on two \
+                     GPUs (two batches each); on a new runtime, two jobs at once: {seen}"
                 );
             }
         }
