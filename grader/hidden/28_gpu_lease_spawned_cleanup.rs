@@ -3,6 +3,7 @@
 //! runtime is gone; and dropping a lease never panics.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use gpu_lease_spawned_cleanup::{
@@ -17,8 +18,10 @@ use tokio::time::{sleep, timeout};
 /// upload) when every GPU is busy.
 const PATIENCE: Duration = Duration::from_secs(2);
 
-/// A pool of `gpus` GPUs on a fresh device server.
+/// A pool of `gpus` GPUs on a fresh device server. Each case of a test starts here, so this is
+/// also where the record of the case's first panic starts over.
 fn fresh_pool(gpus: usize) -> (GpuPool, DeviceServer) {
+    record_the_first_panic();
     let server = DeviceServer::new(gpus);
     (GpuPool::new(server.clone()), server)
 }
@@ -36,60 +39,175 @@ fn memory(server: &DeviceServer) -> String {
     gpus.join(", ")
 }
 
+/// How a job of the tests takes its GPU: through `prove`, or through `acquire`, uploading its key
+/// itself (a job of the service that drives the device server directly).
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Prove,
+    Lease,
+}
+
+impl Job {
+    /// The job, as a learner reads it in a message.
+    fn call(self, program: &str) -> String {
+        match self {
+            Job::Prove => format!("`prove({program:?})`"),
+            Job::Lease => format!("a job for `{program}` that called `acquire()`"),
+        }
+    }
+}
+
+/// Runs one job within [`PATIENCE`], and says what went wrong otherwise.
+async fn job_within_patience(
+    pool: &GpuPool,
+    server: &DeviceServer,
+    job: Job,
+    program: &str,
+) -> Result<Proof, String> {
+    let call = job.call(program);
+    let proved = match job {
+        Job::Prove => timeout(PATIENCE, pool.prove(program)).await,
+        Job::Lease => {
+            timeout(PATIENCE, async {
+                let lease = pool.acquire().await;
+                let gpu = lease.gpu();
+                if let Some(resident) = server.resident(gpu) {
+                    return Err(DeviceError::OutOfMemory { gpu, resident });
+                }
+                server.load(gpu, program).await?;
+                server.prove(gpu, program).await
+            })
+            .await
+        }
+    };
+    match proved {
+        Ok(Ok(proof)) if proof.program == program => Ok(proof),
+        Ok(Ok(proof)) => {
+            Err(format!("{call} returned a proof of `{}`, not of its own program", proof.program))
+        }
+        Ok(Err(DeviceError::OutOfMemory { gpu, resident })) => Err(format!(
+            "{call} was lent {gpu} with the proving key of `{resident}` still in its memory: a \
+             GPU was lent to the next job before it was reset"
+        )),
+        Ok(Err(e)) => Err(format!("{call} failed: {e}")),
+        Err(_) => Err(format!(
+            "{call} waited {PATIENCE:?} for a GPU and got none (a reset takes {RESET_TIME:?}); \
+             the device server says {}: a GPU did not come back to the pool in that time (the \
+             test's clock is paused and moves only with the jobs' runtime)",
+            memory(server)
+        )),
+    }
+}
+
 /// Proves `program` on the pool within [`PATIENCE`], and says what went wrong otherwise.
 async fn prove_within_patience(
     pool: &GpuPool,
     server: &DeviceServer,
     program: &str,
 ) -> Result<Proof, String> {
-    match timeout(PATIENCE, pool.prove(program)).await {
-        Ok(Ok(proof)) if proof.program == program => Ok(proof),
-        Ok(Ok(proof)) => Err(format!(
-            "`prove({program:?})` returned a proof of `{}`, not of its own program",
-            proof.program
-        )),
-        Ok(Err(DeviceError::OutOfMemory { gpu, resident })) => Err(format!(
-            "`prove({program:?})` was lent {gpu} with the proving key of `{resident}` still in its \
-             memory (DeviceError::OutOfMemory): a GPU went back to the pool without being reset, \
-             and the next job got it"
-        )),
-        Ok(Err(e)) => Err(format!("`prove({program:?})` failed: {e}")),
-        Err(_) => Err(format!(
-            "`prove({program:?})` waited {PATIENCE:?} for a GPU and got none (a reset takes \
-             {RESET_TIME:?}); the device server says {}: a GPU never came back to the pool",
-            memory(server)
-        )),
-    }
+    job_within_patience(pool, server, Job::Prove, program).await
 }
 
-/// The next jobs, one after the other, each within [`PATIENCE`]: with a pool of one GPU, this is
-/// whether the GPU came back, reset.
-async fn next_jobs(pool: &GpuPool, server: &DeviceServer, programs: &[&str]) -> Result<(), String> {
-    for program in programs {
-        prove_within_patience(pool, server, program).await?;
+/// Runs `jobs` at once, each a task of its own on the current runtime, and says what went wrong
+/// with the first that failed. A job that panicked is reported with its own panic message, the
+/// first panic before the ones it caused: a panic while the pool's lock is held poisons it, and
+/// every later job then panics with a bare `PoisonError`.
+async fn jobs_at_once(
+    pool: &GpuPool,
+    server: &DeviceServer,
+    jobs: &[(Job, &str)],
+) -> Result<(), String> {
+    let tasks: Vec<_> = jobs
+        .iter()
+        .map(|&(job, program)| {
+            let (pool, server, program) = (pool.clone(), server.clone(), program.to_owned());
+            tokio::spawn(async move { job_within_patience(&pool, &server, job, &program).await })
+        })
+        .collect();
+    let mut failed = None;
+    let mut panics = Vec::new();
+    for (&(job, program), task) in jobs.iter().zip(tasks) {
+        match task.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(seen)) => {
+                failed.get_or_insert(seen);
+            }
+            Err(e) => match e.try_into_panic() {
+                Ok(payload) => panics.push((job.call(program), panic_text(payload.as_ref()))),
+                Err(e) => {
+                    failed.get_or_insert(format!(
+                        "{} ended without a result: {e}",
+                        job.call(program)
+                    ));
+                }
+            },
+        }
     }
-    Ok(())
+    // The panics that are not about a poisoned lock came first: they poisoned it.
+    panics.sort_by_key(|(_, panic)| panic.contains("PoisonError"));
+    if let Some((call, panic)) = panics.first() {
+        let mut seen = format!("{call} panicked in your code: {panic}");
+        for (call, panic) in &panics[1..] {
+            seen.push_str(&format!("; then {call} panicked: {panic}"));
+        }
+        if panics.iter().any(|(_, panic)| panic.contains("PoisonError")) {
+            let first = FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            seen.push_str(&match first {
+                Some(first) if panic.contains("PoisonError") => format!(
+                    " (a `PoisonError` is a lock poisoned by an earlier panic in your code; the \
+                     first panic of this case was: {first})"
+                ),
+                _ => {
+                    " (a `PoisonError` is a lock poisoned by an earlier panic in your code)".into()
+                }
+            });
+        }
+        return Err(seen);
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// The first panic of the current case (message and place), whoever caught it: a panic in a task
+/// is caught by its runtime, and only a later `PoisonError` may show.
+static FIRST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Forgets the last case's first panic, and records panics from now on (the harness's panic hook
+/// still runs first).
+fn record_the_first_panic() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            hook(info);
+            let message = panic_text(info.payload());
+            let at = info.location().map(|l| format!(" (at {l})")).unwrap_or_default();
+            let mut first = FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(format!("{message}{at}"));
+        }));
+    });
+    *FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// The message of a panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The next two jobs, at once: one through `prove`, one through `acquire`. On a pool of one GPU
+/// they take turns, so this is whether the GPU came back, reset, with one permit for it; on two
+/// GPUs, whether both came back.
+async fn next_two_jobs(pool: &GpuPool, server: &DeviceServer) -> Result<(), String> {
+    jobs_at_once(pool, server, &[(Job::Prove, "next-1"), (Job::Lease, "next-2")]).await
 }
 
 /// The same, on a runtime of their own: the next call of a blocking client, or the next process
 /// of a deploy, after the runtime the lease lived in is gone.
-fn next_jobs_on_a_new_runtime(
-    pool: &GpuPool,
-    server: &DeviceServer,
-    programs: &[&str],
-) -> Result<(), String> {
-    runtime::current_thread(SEEDS[0]).block_on(next_jobs(pool, server, programs))
-}
-
-/// Two jobs at once on a runtime of their own: with a pool of two GPUs, whether both came back.
-fn two_jobs_at_once_on_a_new_runtime(pool: &GpuPool, server: &DeviceServer) -> Result<(), String> {
-    runtime::current_thread(SEEDS[0]).block_on(async {
-        let (a, b) = tokio::join!(
-            prove_within_patience(pool, server, "next-1"),
-            prove_within_patience(pool, server, "next-2"),
-        );
-        a.and(b).map(|_| ())
-    })
+fn next_two_jobs_on_a_new_runtime(pool: &GpuPool, server: &DeviceServer) -> Result<(), String> {
+    runtime::current_thread(SEEDS[0]).block_on(next_two_jobs(pool, server))
 }
 
 /// Runs `f` with the panic hook silenced, and returns the panic's message if it panicked.
@@ -98,13 +216,7 @@ fn quietly(f: impl FnOnce()) -> Result<(), String> {
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned())
-    })
+    result.map_err(|payload| panic_text(payload.as_ref()))
 }
 
 /// What a worker of the proving service does: two batches in a row, on the same pool.
@@ -126,25 +238,27 @@ fn check_outcome(outcome: Outcome<Result<Proof, DeviceError>>) -> Result<(), Str
 }
 
 hidden_test! {
-    /// Nothing dropped part-way, in a running runtime: batches one after the other, then three at
-    /// once on two GPUs (the third waits for a GPU to come back). Every proof is its own, and
-    /// every job gets a GPU with its memory free.
+    /// Nothing dropped part-way, in a running runtime: jobs one after the other, through `prove`
+    /// and through `acquire` (a job that uploads its key itself), then three at once on two GPUs
+    /// (the third waits for a GPU to come back). Every proof is its own, and every job is lent a
+    /// GPU with its memory free.
     async fn proofs_on_a_running_service_each_get_a_reset_gpu() {
         let (pool, server) = fresh_pool(2);
-        for program in ["batch-1", "batch-2", "batch-3", "batch-4"] {
-            if let Err(seen) = prove_within_patience(&pool, &server, program).await {
+        let one_by_one = [
+            (Job::Prove, "batch-1"),
+            (Job::Prove, "batch-2"),
+            (Job::Lease, "batch-3"),
+            (Job::Lease, "batch-4"),
+            (Job::Prove, "batch-5"),
+        ];
+        for job in one_by_one {
+            if let Err(seen) = jobs_at_once(&pool, &server, &[job]).await {
                 panic!("nothing was cancelled, one job after the other: {seen}");
             }
         }
-        let (a, b, c) = tokio::join!(
-            prove_within_patience(&pool, &server, "batch-5"),
-            prove_within_patience(&pool, &server, "batch-6"),
-            prove_within_patience(&pool, &server, "batch-7"),
-        );
-        for seen in [a, b, c] {
-            if let Err(seen) = seen {
-                panic!("nothing was cancelled, three jobs at once on two GPUs: {seen}");
-            }
+        let three = [(Job::Prove, "batch-6"), (Job::Lease, "batch-7"), (Job::Prove, "batch-8")];
+        if let Err(seen) = jobs_at_once(&pool, &server, &three).await {
+            panic!("nothing was cancelled, three jobs at once on two GPUs: {seen}");
         }
     }
 
@@ -157,7 +271,7 @@ hidden_test! {
             |(pool, _)| two_batches(pool),
             |(pool, server), outcome| async move {
                 check_outcome(outcome)?;
-                next_jobs(&pool, &server, &["next-1", "next-2"]).await
+                next_two_jobs(&pool, &server).await
             },
         )
         .await;
@@ -172,7 +286,7 @@ hidden_test! {
             |(pool, _)| two_batches(pool),
             |(pool, server), outcome| {
                 check_outcome(outcome)?;
-                next_jobs_on_a_new_runtime(&pool, &server, &["next-1", "next-2"])
+                next_two_jobs_on_a_new_runtime(&pool, &server)
             },
         );
     }
@@ -197,8 +311,7 @@ hidden_test! {
                     "a blocking client on two GPUs, with a runtime built for each call and \
                      dropped when it returns: call {call}: {seen}. The calls before it had all \
                      returned their proofs, and each dropped its lease while its runtime still \
-                     ran; whatever a lease leaves to a task of that runtime is dropped, unrun, \
-                     with the runtime"
+                     ran, just before that runtime was dropped"
                 );
             }
         }
@@ -223,8 +336,8 @@ hidden_test! {
                  unwinding aborts it)"
             );
         }
-        if let Err(seen) = next_jobs_on_a_new_runtime(&pool, &server, &["next-1", "next-2"]) {
-            panic!("a GpuLease was dropped outside any runtime; on a new runtime, {seen}");
+        if let Err(seen) = next_two_jobs_on_a_new_runtime(&pool, &server) {
+            panic!("a GpuLease was dropped outside any runtime; on a new runtime, the next two jobs at once: {seen}");
         }
     }
 
@@ -251,10 +364,11 @@ hidden_test! {
                      and the shutdown panicked: {panic}"
                 );
             }
-            if let Err(seen) = next_jobs_on_a_new_runtime(&pool, &server, &["next-1", "next-2"]) {
+            if let Err(seen) = next_two_jobs_on_a_new_runtime(&pool, &server) {
                 panic!(
                     "a deploy shut the runtime down {at_ms} ms into a worker's three batches on \
-                     one GPU (each takes {batch:?} with its reset); on a new runtime, {seen}"
+                     one GPU (each takes {batch:?} with its reset); on a new runtime, the next two jobs \
+                     at once: {seen}"
                 );
             }
         }
@@ -285,11 +399,114 @@ hidden_test! {
                      two GPUs, and the shutdown panicked: {panic}"
                 );
             }
-            if let Err(seen) = two_jobs_at_once_on_a_new_runtime(&pool, &server) {
+            if let Err(seen) = next_two_jobs_on_a_new_runtime(&pool, &server) {
                 panic!(
                     "a deploy shut the runtime down {at_ms} ms into three workers' batches on two \
                      GPUs (two batches each); on a new runtime, two jobs at once: {seen}"
                 );
+            }
+        }
+    }
+
+    /// Jobs waiting for a GPU give up (a timeout, a `select!`) just as GPUs come back: every lease
+    /// is dropped while jobs wait, and each waiting job is dropped right after a lease, before it
+    /// is polled again, or all of them after every lease. Whatever a returned GPU was promised
+    /// to, it must not leave the pool with a job that gave up: the next jobs get every GPU.
+    async fn a_job_that_gives_up_waiting_as_a_gpu_comes_back_takes_no_gpu_away() {
+        for gpus in 1..=2 {
+            for waiting in 1..=3 {
+                for interleaved in [true, false] {
+                    let (pool, server) = fresh_pool(gpus);
+                    let mut leases = Vec::new();
+                    for _ in 0..gpus {
+                        leases.push(pool.acquire().await);
+                    }
+                    let mut waiters: Vec<_> =
+                        (0..waiting).map(|_| tokio_test::task::spawn(pool.acquire())).collect();
+                    for waiter in &mut waiters {
+                        assert!(
+                            waiter.poll().is_pending(),
+                            "every GPU is lent, yet `acquire()` returned a lease at once"
+                        );
+                    }
+                    let mut waiters = waiters.into_iter();
+                    for lease in leases {
+                        drop(lease);
+                        if interleaved {
+                            drop(waiters.next());
+                        }
+                    }
+                    drop(waiters);
+                    let jobs = [(Job::Prove, "next-1"), (Job::Lease, "next-2")];
+                    if let Err(seen) = jobs_at_once(&pool, &server, &jobs[..gpus]).await {
+                        let order = if interleaved {
+                            "each dropped right after a lease was"
+                        } else {
+                            "dropped after every lease was"
+                        };
+                        panic!(
+                            "{gpus} GPU(s), all lent, and {waiting} job(s) waiting in `acquire()`; \
+                             the leases were dropped, and the waiting jobs gave up ({order}, \
+                             before being polled again). Then {gpus} job(s) at once: {seen}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A deploy while jobs wait for a GPU: jobs that hold every GPU and two jobs waiting for one,
+    /// spawned in either order, and the runtime shuts down. Whatever the shutdown drops first, a
+    /// GPU must not leave the pool with a waiting job: on a new runtime, the next jobs at once get
+    /// every GPU.
+    fn a_deploy_while_jobs_wait_for_a_gpu_loses_none() {
+        for gpus in 1..=2 {
+            for waiters_first in [false, true] {
+                let (pool, server) = fresh_pool(gpus);
+                let rt = runtime::current_thread(SEEDS[gpus]);
+                let hold = |pool: GpuPool| async move {
+                    let _lease = pool.acquire().await;
+                    std::future::pending::<()>().await;
+                };
+                let wait = |pool: GpuPool| async move {
+                    // Comes after the holders, whichever task was spawned first.
+                    sleep(Duration::from_millis(1)).await;
+                    let _lease = pool.acquire().await;
+                    std::future::pending::<()>().await;
+                };
+                rt.block_on(async {
+                    if waiters_first {
+                        for _ in 0..2 {
+                            tokio::spawn(wait(pool.clone()));
+                        }
+                    }
+                    for _ in 0..gpus {
+                        tokio::spawn(hold(pool.clone()));
+                    }
+                    if !waiters_first {
+                        for _ in 0..2 {
+                            tokio::spawn(wait(pool.clone()));
+                        }
+                    }
+                    sleep(Duration::from_millis(10)).await;
+                });
+                if let Err(panic) = quietly(move || drop(rt)) {
+                    panic!(
+                        "a deploy shut the runtime down while {gpus} job(s) held every GPU and two \
+                         waited for one, and the shutdown panicked: {panic}"
+                    );
+                }
+                let jobs = [(Job::Prove, "next-1"), (Job::Lease, "next-2")];
+                let next = runtime::current_thread(SEEDS[0])
+                    .block_on(jobs_at_once(&pool, &server, &jobs[..gpus]));
+                if let Err(seen) = next {
+                    panic!(
+                        "a deploy shut the runtime down while {gpus} job(s) held every GPU and two \
+                         waited for one (the waiting jobs spawned {}); on a new runtime, {gpus} \
+                         job(s) at once: {seen}",
+                        if waiters_first { "first" } else { "last" }
+                    );
+                }
             }
         }
     }
