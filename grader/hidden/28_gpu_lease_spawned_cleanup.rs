@@ -188,6 +188,16 @@ fn record_the_first_panic() {
     *FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// `one GPU`, `2 GPUs`: a count for a message.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("one {what}") } else { format!("{n} {what}s") }
+}
+
+/// `the next job`, `the next 2 jobs at once`: the jobs after a scenario, for a message.
+fn next_jobs(n: usize) -> String {
+    if n == 1 { "the next job".into() } else { format!("the next {n} jobs at once") }
+}
+
 /// The message of a panic's payload.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -445,9 +455,12 @@ hidden_test! {
                             "dropped after every lease was"
                         };
                         panic!(
-                            "{gpus} GPU(s), all lent, and {waiting} job(s) waiting in `acquire()`; \
-                             the leases were dropped, and the waiting jobs gave up ({order}, \
-                             before being polled again). Then {gpus} job(s) at once: {seen}"
+                            "{}, all lent, and {} waiting in `acquire()`; the leases were dropped, \
+                             and the waiting jobs gave up ({order}, before being polled again). \
+                             Then {}: {seen}",
+                            count(gpus, "GPU"),
+                            count(waiting, "job"),
+                            next_jobs(gpus),
                         );
                     }
                 }
@@ -492,8 +505,9 @@ hidden_test! {
                 });
                 if let Err(panic) = quietly(move || drop(rt)) {
                     panic!(
-                        "a deploy shut the runtime down while {gpus} job(s) held every GPU and two \
-                         waited for one, and the shutdown panicked: {panic}"
+                        "a deploy shut the runtime down while {} held every GPU and two waited \
+                         for one, and the shutdown panicked: {panic}",
+                        count(gpus, "job"),
                     );
                 }
                 let jobs = [(Job::Prove, "next-1"), (Job::Lease, "next-2")];
@@ -501,10 +515,11 @@ hidden_test! {
                     .block_on(jobs_at_once(&pool, &server, &jobs[..gpus]));
                 if let Err(seen) = next {
                     panic!(
-                        "a deploy shut the runtime down while {gpus} job(s) held every GPU and two \
-                         waited for one (the waiting jobs spawned {}); on a new runtime, {gpus} \
-                         job(s) at once: {seen}",
-                        if waiters_first { "first" } else { "last" }
+                        "a deploy shut the runtime down while {} held every GPU and two waited \
+                         for one (the waiting jobs spawned {}); on a new runtime, {}: {seen}",
+                        count(gpus, "job"),
+                        if waiters_first { "first" } else { "last" },
+                        next_jobs(gpus),
                     );
                 }
             }
