@@ -242,7 +242,7 @@ async fn midway(bank: &Bank, transfers: &[(usize, usize, u64)]) -> Result<(), St
 
 /// How many 1-cent transfers [`opposite_transfers_polled_together_all_finish`] starts, half from
 /// alice to bob and half from bob to alice.
-const OPPOSITE: usize = 400;
+const OPPOSITE: usize = 200;
 
 /// A transfer future, boxed so that many can be polled from one task.
 type Transfer<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), TransferError>> + 'a>>;
