@@ -66,6 +66,65 @@ hidden_test! {
         assert_eq!(gateway.in_flight(), 0, "after a completed request the gauge must read 0");
     }
 
+    /// The ends of the limit's range. A gateway built with limit 0 (a backend being drained) sheds
+    /// every request, on its first poll, without calling the backend; one built with
+    /// `usize::MAX` ("no limit") is built without panicking and forwards.
+    async fn the_limit_holds_at_both_ends_of_its_range() {
+        let drained = Gateway::new(0);
+        let called = Arc::new(AtomicUsize::new(0));
+        let calls = called.clone();
+        let mut request = task::spawn(drained.forward(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+        }));
+        match request.poll() {
+            Poll::Ready(Err(Shed)) => {}
+            Poll::Ready(Ok(())) => panic!(
+                "a gateway built with limit 0 (a backend being drained) forwarded a request: at \
+                 most 0 requests may reach the backend, so every request must be shed"
+            ),
+            Poll::Pending => panic!(
+                "a gateway built with limit 0 made a request wait instead of shedding it on its \
+                 first poll"
+            ),
+        }
+        drop(request);
+        assert_eq!(
+            called.load(Ordering::SeqCst),
+            0,
+            "a gateway built with limit 0 called the backend for a request it shed"
+        );
+        let gauge = drained.in_flight();
+        assert!(gauge == 0, "after a request shed by a drained gateway, {}", describe_gauge(gauge, 0));
+
+        let open = match std::panic::catch_unwind(|| Gateway::new(usize::MAX)) {
+            Ok(gateway) => gateway,
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                panic!(
+                    "`Gateway::new(usize::MAX)` (a gateway with no limit in practice) panicked \
+                     ({why}): `new` takes any `usize` as the limit. (A `tokio::sync::Semaphore` \
+                     holds at most `Semaphore::MAX_PERMITS` permits: clamp the limit to it.)"
+                )
+            }
+        };
+        let backend = Gate::closed();
+        let held = backend.clone();
+        let mut first = task::spawn(open.forward(async move { held.pass().await }));
+        assert_pending!(first.poll());
+        let gauge = open.in_flight();
+        assert!(gauge == 1, "with no limit and one request waiting, {}", describe_gauge(gauge, 1));
+        let second = open.forward(async { "cached page" }).await;
+        assert_eq!(second, Ok("cached page"), "a gateway with no limit shed a request");
+        backend.open();
+        assert!(first.poll().is_ready());
+        let gauge = open.in_flight();
+        assert!(gauge == 0, "after every request ended, {}", describe_gauge(gauge, 0));
+    }
+
     /// The gauge measures load: it must read 1 while the backend is busy, and shed past the limit.
     async fn counts_requests_while_they_are_in_flight() {
         let gateway = Gateway::new(1);

@@ -163,9 +163,17 @@ enum Client {
 /// either answer would be fair: tokio's timers fire on whole-millisecond ticks, so a wait of
 /// 1.5 ms runs out on the tick at 2 ms, and a zero wait runs out at once.
 fn waits_and_clients() -> impl Strategy<Value = (u64, Client)> {
-    let wait_us = prop_oneof![Just(0u64), (1u64..=120).prop_map(|ms| ms * 1000), 1u64..=120_000];
+    let wait_us = prop_oneof![
+        Just(0u64),
+        (1u64..=120).prop_map(|ms| ms * 1000),
+        1u64..=120_000,
+        // Long waits too, up to ten minutes: "at most `wait`" holds for any wait.
+        (1u64..=600).prop_map(|s| s * 1_000_000),
+    ];
     (wait_us, 0u64..=200, 0u8..3).prop_map(|(wait_us, at, kind)| {
         let runs_out_ms = wait_us.div_ceil(1000);
+        // The client's moment scales with the wait, so a long wait is read or left during it too.
+        let at = at * (runs_out_ms / 100).max(1);
         let at = if at * 1000 >= wait_us && at <= runs_out_ms { runs_out_ms + 1 } else { at };
         let client = match kind {
             0 => Client::ReadsAfter(at),
@@ -573,6 +581,37 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A zero wait means "do not wait": on a full outbox whose client is about to read (its
+    /// writer task is ready to run), `enqueue` answers `Busy` with the message on its very first
+    /// poll, without giving the writer a turn first.
+    async fn a_zero_wait_answers_on_the_first_poll_with_the_client_about_to_read() {
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+        let outbox = Outbox::new(tx.clone(), Duration::ZERO);
+        let reader = tokio::spawn(async move { rx.recv().await.map(|m| m.text) });
+        let mut call = task::spawn(outbox.enqueue(line("grace", "no time to wait")));
+        let expected = "Busy(Some(\"no time to wait\"))";
+        match call.poll() {
+            std::task::Poll::Ready(result) => {
+                let seen = describe(&result);
+                assert!(
+                    seen == expected,
+                    "with a zero wait on a full outbox, the client's writer about to read, \
+                     enqueue answered {seen} on its first poll; expected {expected}: a zero wait \
+                     means \"do not wait\", so the answer is Busy at once"
+                );
+            }
+            std::task::Poll::Pending => panic!(
+                "with a zero wait on a full outbox, enqueue was still pending after its first \
+                 poll; expected {expected} at once: a zero wait means \"do not wait\", not \
+                 \"let the client have a turn first\""
+            ),
+        }
+        drop(call);
+        let read = reader.await.expect("the reader task ends");
+        assert_eq!(read.as_deref(), Some("welcome to #rust"));
     }
 
     /// Whatever the wait, even none at all, an outbox with room queues the message at once:

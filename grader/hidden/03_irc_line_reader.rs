@@ -63,8 +63,8 @@ async fn pings_after_the_end(rx: &mut mpsc::UnboundedReceiver<Event>) -> Option<
     (!late.is_empty()).then(|| {
         format!(
             "in the {:?} after it ended these events still arrived: {late:?}; the pings of a \
-             session that is over must stop with it (a ping timer left running in a detached task \
-             pings a dead connection for ever)",
+             session that is over must stop with it (a ping from a task of the session that was \
+             still running, or woke, after `serve` returned)",
             PING_EVERY * 5
         )
     })
@@ -661,6 +661,39 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A paste far longer than the lines of the other tests, a quarter of a megabyte with
+    /// multi-byte characters, sent in 16 KiB packets: it comes out whole (`serve` sets no limit on
+    /// a line's length, so no bound, however generous, is right), and so does the line after it.
+    async fn a_pasted_quarter_megabyte_comes_out_whole() {
+        let paste = Said::Long(256 * 1024).text();
+        let after = "/privmsg #rust :sorry, wrong window";
+        let bytes = format!("{paste}\r\n{after}\r\n").into_bytes();
+        let script = bytes.chunks(16 * 1024).map(|chunk| (Duration::ZERO, chunk.to_vec())).collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ended = timeout(Duration::from_secs(600), serve(PausingClient::from_bytes(script), PING_EVERY, tx)).await;
+        let mut commands = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            if let Event::Command(c) = event {
+                commands.push(c);
+            }
+        }
+        let lengths: Vec<usize> = commands.iter().map(String::len).collect();
+        match ended {
+            Err(_) => panic!("the client pasted a {}-byte line and closed the connection, but the session did not end", paste.len()),
+            Ok(Err(err)) => panic!(
+                "the client pasted a {}-byte line, all valid UTF-8, then one short line, and closed the connection; the session ended with an error ({err}) after commands of {lengths:?} bytes: `serve` sets no limit on a line's length",
+                paste.len()
+            ),
+            Ok(Ok(())) => {}
+        }
+        assert!(
+            commands.len() == 2 && commands[0] == paste && commands[1] == after,
+            "the client pasted a {}-byte line, then a {}-byte one; the session produced commands of {lengths:?} bytes (expected the paste whole, then the short line)",
+            paste.len(),
+            after.len()
+        );
     }
 
     /// Any session of good lines, cut into packets anywhere, with pings in between: every line

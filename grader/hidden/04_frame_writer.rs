@@ -63,12 +63,21 @@ fn where_the_wire_goes_wrong(seen: &[u8], expected: &[u8], frames: &[Frame]) -> 
             locate(right, frames)
         );
     }
-    // The place in the expected stream that the rest of the wire follows longest.
+    // The place in the expected stream that the rest of the wire follows longest, counted only
+    // when it is a real landmark: the wire follows it to its end, or for a whole header's length
+    // and, going back, past the bytes it would repeat. A few bytes that happen to look like an
+    // earlier part of the stream (zeros, say, like the top bytes of a header) are not bytes sent
+    // again.
     let matching =
         |from: usize| rest.iter().zip(&expected[from..]).take_while(|(a, b)| a == b).count();
+    let landmark = |from: usize, len: usize| {
+        let repeated = if from < right { right - from + 1 } else { 0 };
+        len == rest.len() || len >= HEADER_LEN.max(repeated)
+    };
     let best = (0..expected.len())
         .filter(|&from| from != right && expected[from] == rest[0])
         .map(|from| (matching(from), from))
+        .filter(|&(len, from)| landmark(from, len))
         .max_by_key(|&(len, from)| (len, std::cmp::Reverse(from)));
     match best {
         Some((_, from)) if from < right => format!(
@@ -83,9 +92,10 @@ fn where_the_wire_goes_wrong(seen: &[u8], expected: &[u8], frames: &[Frame]) -> 
             locate(right, frames)
         ),
         None => format!(
-            "the first {right} bytes are right, then come bytes that belong to no frame (from {} \
-             on)",
-            locate(right, frames)
+            "the first {right} bytes are right, then the wire goes wrong at {}: from there on come \
+             bytes that belong to no frame, \"{}\"",
+            locate(right, frames),
+            show(&rest[..rest.len().min(32)])
         ),
     }
 }
@@ -119,12 +129,12 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
             expected.len()
         )
     } else {
-        format!(
-            "{} bytes arrived instead of {}: {}",
-            seen.len(),
-            expected.len(),
-            where_the_wire_goes_wrong(seen, &expected, frames)
-        )
+        let count = if seen.len() == expected.len() {
+            format!("as many bytes arrived ({}), yet not the same ones", seen.len())
+        } else {
+            format!("{} bytes arrived instead of {}", seen.len(), expected.len())
+        };
+        format!("{count}: {}", where_the_wire_goes_wrong(seen, &expected, frames))
     };
     Err(format!(
         "the server should read frames {seqs:?} whole and once ({} bytes: \"{}\"), but \
@@ -709,6 +719,77 @@ hidden_test! {
             },
         )
         .await;
+        }
+    }
+
+    /// One file's upload ends with a frame that went out whole (at once, or after a cut and a
+    /// retry), and the next file's upload numbers its frames again: its first frame has the same
+    /// sequence number as the frame just finished, and another body. Only a call after a
+    /// cancelled one is a retry; this is a new frame, and it must reach the wire too.
+    async fn a_new_upload_reusing_a_finished_frames_seq_is_sent() {
+        for (rig, seq) in [(Rig::new as fn() -> Rig, 0), (Rig::buffered_whole_writes, 7)] {
+            let first = frame(seq, "end of file one");
+            let second = frame(seq, "file two");
+            let sending = first.clone();
+            assert_cancel_safe(
+                rig,
+                move |rig: Rig| {
+                    let sending = sending.clone();
+                    async move { rig.send(&sending).await }
+                },
+                |rig, outcome| {
+                    let (first, second) = (first.clone(), second.clone());
+                    async move {
+                        let how = match outcome {
+                            Outcome::Completed(Err(err)) => {
+                                return Err(format!(
+                                    "send_frame failed on a healthy connection: {err}"
+                                ));
+                            }
+                            Outcome::Completed(Ok(())) => "went out whole",
+                            Outcome::Cancelled { .. } => {
+                                match timeout(Duration::from_secs(60), rig.send(&first)).await {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(err)) => {
+                                        return Err(format!("the retry failed: {err}"));
+                                    }
+                                    Err(_) => return Err("the retry never finished".into()),
+                                }
+                                "was cut and then retried"
+                            }
+                        };
+                        match timeout(Duration::from_secs(60), rig.send(&second)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => {
+                                return Err(format!("the next upload's first frame failed: {err}"));
+                            }
+                            Err(_) => {
+                                let never = "the next upload's first frame never finished";
+                                return Err(never.to_owned());
+                            }
+                        }
+                        let seen = rig.wire.bytes();
+                        let first_whole = seen.starts_with(&first.encode());
+                        check_wire(&seen, &[first, second]).map_err(|problem| {
+                            // Said only when the first frame did arrive whole: then the new
+                            // one was taken for a retry.
+                            let why = if first_whole {
+                                ". Once a frame has gone out whole, a frame with the same \
+                                 sequence number is a new frame, not a retry"
+                            } else {
+                                ""
+                            };
+                            format!(
+                                "the last frame of one upload (sequence number {seq}) {how}, \
+                                 and the next upload began again at sequence number {seq}, \
+                                 with another body; send_frame returned Ok for it, but \
+                                 {problem}{why}"
+                            )
+                        })
+                    }
+                },
+            )
+            .await;
         }
     }
 

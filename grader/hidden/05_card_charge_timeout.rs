@@ -1,8 +1,12 @@
 //! Hidden tests for kata 05: an attempt that misses its deadline must be stopped, not detached,
 //! so that a retry, a `TimedOut` or a cancelled checkout never leaves a charge running behind it;
-//! at most one attempt runs at a time; and a gateway client that panics comes back as
-//! `GatewayCrashed`, without retrying and without the panic escaping `pay`.
+//! at most one attempt of a payment runs at a time; and a gateway client that panics comes back as
+//! `GatewayCrashed`, without retrying and without the panic escaping `pay`. One checkout serves
+//! several customers at once, each as if alone; a dropped or finished `pay` leaves nothing behind
+//! that answers for the next one; a `pay` dropped without a running runtime stops quietly; and a
+//! checkout makes exactly the attempts it was given.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +16,11 @@ use std::time::Duration;
 
 use card_charge_timeout::{Card, ChargeId, Checkout, Declined, Gateway, PayError};
 use futures::FutureExt;
-use kata_support::{Options, Outcome, assert_cancel_safe_with, hidden_test};
+use kata_support::{
+    Options, Outcome, assert_cancel_safe_at_shutdown, assert_cancel_safe_with, check_property,
+    hidden_test,
+};
+use proptest::prelude::*;
 use tokio::time::{Instant, sleep, timeout};
 
 /// Every attempt gets this long.
@@ -195,6 +203,212 @@ fn assert_stopped_when_pay_gave_up(gateway: &FakeGateway, what: &str) {
          card after the customer was told nothing was charged: stop the last attempt and await \
          it before giving up, as before a retry"
     );
+}
+
+/// A gateway that several customers share, as one checkout shares it in production. Each card
+/// has a script of its own (one reply per request for that card, the last reply repeating), every
+/// charge gets a fresh `ChargeId` and is recorded with the card it went to, and a request for a
+/// card while an earlier attempt for the same card has not stopped is recorded as an overlap.
+#[derive(Clone)]
+struct SharedGateway {
+    scripts: Arc<HashMap<String, Vec<Reply>>>,
+    /// Requests so far, per card.
+    requests: Arc<Mutex<HashMap<String, usize>>>,
+    /// Every charge made, in order: the card and the id the gateway gave it.
+    charges: Arc<Mutex<Vec<(String, ChargeId)>>>,
+    /// Attempts per card whose charge future has not been dropped yet.
+    live: Arc<Mutex<HashMap<String, usize>>>,
+    overlap: Arc<Mutex<Option<String>>>,
+}
+
+/// Lowers a card's count of live attempts when that attempt's charge future is dropped.
+struct LiveFor {
+    card: String,
+    live: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for LiveFor {
+    fn drop(&mut self) {
+        if let Some(n) = self.live.lock().expect("live lock").get_mut(&self.card) {
+            *n -= 1;
+        }
+    }
+}
+
+impl SharedGateway {
+    fn new(scripts: HashMap<String, Vec<Reply>>) -> Self {
+        SharedGateway {
+            scripts: Arc::new(scripts),
+            requests: Arc::default(),
+            charges: Arc::default(),
+            live: Arc::default(),
+            overlap: Arc::default(),
+        }
+    }
+
+    fn requests_for(&self, card: &str) -> usize {
+        self.requests.lock().expect("requests lock").get(card).copied().unwrap_or(0)
+    }
+
+    fn charges(&self) -> Vec<(String, ChargeId)> {
+        self.charges.lock().expect("charges lock").clone()
+    }
+}
+
+impl Gateway for SharedGateway {
+    fn charge(
+        &self,
+        card: &Card,
+        _amount_cents: u64,
+    ) -> impl Future<Output = Result<ChargeId, Declined>> + Send + 'static {
+        let token = card.token.clone();
+        let n = {
+            let mut requests = self.requests.lock().expect("requests lock");
+            let n = requests.entry(token.clone()).or_default();
+            *n += 1;
+            *n - 1
+        };
+        let script = self.scripts.get(&token).map(Vec::as_slice).unwrap_or(&[Reply::Hang]);
+        let reply = script[n.min(script.len() - 1)];
+        {
+            let mut live = self.live.lock().expect("live lock");
+            let running = live.entry(token.clone()).or_default();
+            if *running > 0 {
+                self.overlap.lock().expect("overlap lock").get_or_insert(format!(
+                    "request {} for card {token} was sent while an earlier attempt for that \
+                     card had not stopped yet",
+                    n + 1
+                ));
+            }
+            *running += 1;
+        }
+        let live = LiveFor { card: token.clone(), live: self.live.clone() };
+        let charges = self.charges.clone();
+        // The gateway starts processing when the request is sent.
+        let sent = Instant::now();
+        async move {
+            let _live = live;
+            match reply {
+                Reply::ChargeAfter(delay) => {
+                    tokio::time::sleep_until(sent + delay).await;
+                    let mut charges = charges.lock().expect("charges lock");
+                    let id = ChargeId(charges.len() as u64 + 100);
+                    charges.push((token, id));
+                    Ok(id)
+                }
+                Reply::DeclineAfter(delay) => {
+                    tokio::time::sleep_until(sent + delay).await;
+                    Err(Declined)
+                }
+                Reply::Hang => std::future::pending().await,
+                Reply::ChargeThenPanic(_) => unreachable!("not scripted for a shared gateway"),
+            }
+        }
+    }
+}
+
+/// What one customer, paying alone, gets from a checkout with `DEADLINE` and 3 attempts, given
+/// the gateway's script for that card: the answer and how long after its start `pay` returns.
+/// Scripts never answer at the very instant of a deadline.
+fn alone(script: &[Reply]) -> (Result<(), PayError>, Duration) {
+    let mut elapsed = Duration::ZERO;
+    for attempt in 0..3 {
+        match script[attempt.min(script.len() - 1)] {
+            Reply::ChargeAfter(d) if d < DEADLINE => return (Ok(()), elapsed + d),
+            Reply::DeclineAfter(d) if d < DEADLINE => {
+                return (Err(PayError::Declined), elapsed + d);
+            }
+            _ => elapsed += DEADLINE,
+        }
+    }
+    (Err(PayError::TimedOut), elapsed)
+}
+
+/// A reply for a shared gateway: a charge or a decline well within the deadline, a charge long
+/// after it, or none at all. Never one on the deadline itself.
+fn reply() -> impl Strategy<Value = Reply> {
+    let ms = Duration::from_millis;
+    prop_oneof![
+        (1..1000u64).prop_map(move |t| Reply::ChargeAfter(ms(t))),
+        (1..1000u64).prop_map(move |t| Reply::DeclineAfter(ms(t))),
+        Just(SLOW),
+        Just(Reply::Hang),
+    ]
+}
+
+/// Two or three customers, each starting at an offset (ms) with a script of one to three replies.
+fn customers() -> impl Strategy<Value = Vec<(u64, Vec<Reply>)>> {
+    proptest::collection::vec((0..1500u64, proptest::collection::vec(reply(), 1..=3)), 2..=3)
+}
+
+/// Runs the customers of one scenario at once through one checkout, and checks that each was
+/// served as if alone: the same answer, at the same moment, charged once with its own charge (or
+/// not at all), and never two attempts in flight for one card.
+async fn customers_pay_at_once(customers: Vec<(u64, Vec<Reply>)>) -> Result<(), String> {
+    let token = |i: usize| format!("tok_customer_{}", i + 1);
+    let scripts = customers.iter().enumerate().map(|(i, (_, script))| (token(i), script.clone()));
+    let gateway = SharedGateway::new(scripts.collect());
+    let paying = Checkout::new(gateway.clone(), DEADLINE, 3);
+    let begin = Instant::now();
+    let paid = futures::future::join_all(customers.iter().enumerate().map(|(i, (at, _))| {
+        let paying = &paying;
+        async move {
+            let card = Card { token: token(i) };
+            let start = begin + Duration::from_millis(*at);
+            tokio::time::sleep_until(start).await;
+            let paid = paying.pay(&card, 4200 + i as u64).await;
+            (paid, start.elapsed())
+        }
+    }))
+    .await;
+    sleep(AFTERWARDS).await;
+    let charges = gateway.charges();
+    for (i, ((at, script), (paid, took))) in customers.iter().zip(paid).enumerate() {
+        let card = token(i);
+        let who = format!(
+            "customer {} (card {card}, paying {at} ms in, gateway replies {script:?} for that \
+             card)",
+            i + 1
+        );
+        let (expected, expected_took) = alone(script);
+        let theirs: Vec<ChargeId> =
+            charges.iter().filter(|(c, _)| *c == card).map(|(_, id)| *id).collect();
+        let requests = gateway.requests_for(&card);
+        let seen = format!(
+            "{who} was answered {paid:?} after {took:?}, with {requests} request(s) sent for \
+             that card and its card charged {} time(s) {theirs:?}",
+            theirs.len()
+        );
+        match (paid, expected) {
+            (Ok(id), Ok(())) if theirs == [id] => {}
+            (Ok(id), _) if !theirs.contains(&id) => {
+                let owner = charges.iter().find(|(_, c)| *c == id).map(|(c, _)| c.as_str());
+                return Err(format!(
+                    "{seen}: the charge it was told about went to {}, not to its own card",
+                    owner.unwrap_or("no card at all")
+                ));
+            }
+            (Err(e), Err(x)) if e == x && theirs.is_empty() => {}
+            _ => {
+                return Err(format!(
+                    "{seen}. Paying alone, with the same gateway replies, it would have been \
+                     answered {expected:?} after {expected_took:?} and charged {} time(s)",
+                    usize::from(expected.is_ok())
+                ));
+            }
+        }
+        if took != expected_took {
+            return Err(format!(
+                "{seen}. Paying alone it would have been answered after {expected_took:?}: each \
+                 customer's attempts keep their own deadlines, whoever else is paying through \
+                 the same checkout"
+            ));
+        }
+    }
+    if let Some(overlap) = gateway.overlap.lock().expect("overlap lock").clone() {
+        return Err(format!("several customers paid at once, and {overlap}"));
+    }
+    Ok(())
 }
 
 hidden_test! {
@@ -541,6 +755,112 @@ hidden_test! {
                     n + 1
                 );
             }
+        }
+    }
+
+    /// One checkout serves every customer of the shop (`pay` takes `&self`). Two or three
+    /// customers pay through it at once, starting at different moments, each card with its own
+    /// gateway behaviour (quick, slow, declined, hung): each must be served exactly as if paying
+    /// alone, with the same answer at the same moment, its own card charged once for a success
+    /// and never otherwise, and never two attempts in flight for one card.
+    fn several_customers_on_one_checkout_are_each_served_as_if_alone() {
+        check_property(64, customers(), customers_pay_at_once);
+    }
+
+    /// The customer closes the tab at any point (or `pay` finishes), then pays again with the same
+    /// card for the same amount on the same checkout: a second order, or a retry of the one that
+    /// got no answer. It must go to the gateway and charge the card once more, with a charge of
+    /// its own, whatever the first `pay` left behind.
+    async fn paying_again_after_a_dropped_or_finished_pay_charges_once_more() {
+        assert_cancel_safe_with(
+            Options::default(),
+            || {
+                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
+                Rig {
+                    checkout: Arc::new(checkout(&gateway)),
+                    gateway,
+                }
+            },
+            |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
+            |rig, outcome| async move {
+                let first = match &outcome {
+                    Outcome::Completed(paid) => format!("the first `pay` answered {paid:?}"),
+                    Outcome::Cancelled { .. } => "the first `pay` was dropped".to_string(),
+                };
+                let (requests, charges) = (rig.gateway.requests(), rig.gateway.charges());
+                let again = rig.checkout.pay(&card(), 4200).await;
+                sleep(AFTERWARDS).await;
+                let sent = rig.gateway.requests() - requests;
+                let charged = rig.gateway.charges() - charges;
+                match again {
+                    // The fake gateway's ids are request numbers: a new request, a new id.
+                    Ok(ChargeId(id)) if id as usize >= requests && charged == 1 => Ok(()),
+                    again => Err(format!(
+                        "{first}; then the same card paid the same amount again on the same \
+                         checkout, and that `pay` answered {again:?} after {sent} new request(s) \
+                         to the gateway, with {charged} new charge(s). A new payment must reach \
+                         the gateway and charge the card once, with a charge of its own"
+                    )),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// A deploy shuts the runtime down while a `pay` is parked, or a request's future is dropped
+    /// after its runtime is gone (a server's last requests): dropping `pay` there must stop the
+    /// running attempt without panicking, and nothing may be charged by an attempt cut short.
+    fn a_pay_dropped_at_runtime_shutdown_or_outside_a_runtime_stops_quietly() {
+        assert_cancel_safe_at_shutdown(
+            || {
+                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
+                Rig {
+                    checkout: Arc::new(checkout(&gateway)),
+                    gateway,
+                }
+            },
+            |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
+            |rig, outcome| {
+                let charges = rig.gateway.charges();
+                let live = rig.gateway.live.load(Ordering::SeqCst);
+                match outcome {
+                    Outcome::Completed(Ok(_)) if charges == 1 => Ok(()),
+                    Outcome::Completed(paid) => Err(format!(
+                        "checkout answered {paid:?} and the card was charged {charges} time(s); \
+                         its third attempt charges once"
+                    )),
+                    Outcome::Cancelled { .. } if charges <= 1 && live == 0 => Ok(()),
+                    Outcome::Cancelled { .. } => Err(format!(
+                        "after `pay` was dropped, the card had been charged {charges} time(s) \
+                         and {live} attempt(s) had not stopped"
+                    )),
+                }
+            },
+        );
+    }
+
+    /// `Checkout::new(gateway, deadline, attempts)` gives each of its `attempts` attempts the
+    /// deadline. Against a gateway that never answers, a checkout built with 0 to 4 attempts sends
+    /// exactly that many requests and answers `TimedOut` after that many deadlines; with none (a
+    /// checkout switched off) no request goes out at all, since any request may charge a card.
+    async fn a_checkout_makes_exactly_the_attempts_it_was_given() {
+        for attempts in 0..=4u32 {
+            let gateway = FakeGateway::new(&[Reply::Hang]);
+            let paying = Checkout::new(gateway.clone(), DEADLINE, attempts);
+            let start = Instant::now();
+            let paid = paying.pay(&card(), 4200).await;
+            let took = start.elapsed();
+            let requests = gateway.requests();
+            assert!(
+                paid == Err(PayError::TimedOut)
+                    && requests == attempts as usize
+                    && took == DEADLINE * attempts,
+                "a checkout built with {attempts} attempt(s) of {DEADLINE:?}, against a gateway \
+                 that never answers, answered {paid:?} after {took:?} and sent {requests} \
+                 request(s); expected `TimedOut` after {:?} and {attempts} request(s): each \
+                 request may charge a card, so a checkout makes exactly the attempts it was given",
+                DEADLINE * attempts
+            );
         }
     }
 }

@@ -16,8 +16,9 @@ use tokio_test::task;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the application takes to answer a request.
 const WORK: Duration = Duration::from_millis(500);
-/// How long it takes to answer a request whose path starts with `/slow` (a big export, say).
-const SLOW_WORK: Duration = Duration::from_secs(30);
+/// How long it takes to answer a request whose path starts with `/slow` (a big export, say):
+/// longer than any grace period a server could plausibly give (free on a paused clock).
+const SLOW_WORK: Duration = Duration::from_secs(3 * 3600);
 
 /// An application that takes `WORK` to answer, or `SLOW_WORK` for a `/slow` path.
 struct SlowApp;
@@ -98,9 +99,14 @@ impl Client {
 
 /// Shuts the server down under a generous paused-clock deadline.
 async fn shut_down(server: &Server<SlowApp>, what: &str) {
-    if timeout(Duration::from_secs(60), server.shutdown()).await.is_err() {
+    shut_down_within(server, what, Duration::from_secs(60)).await;
+}
+
+/// Shuts the server down under the paused-clock deadline `deadline`.
+async fn shut_down_within(server: &Server<SlowApp>, what: &str, deadline: Duration) {
+    if timeout(deadline, server.shutdown()).await.is_err() {
         panic!(
-            "shutdown never finished ({what}): a minute after it began, some connection task was \
+            "shutdown never finished ({what}): {deadline:?} after it began, some connection task was \
              still running: a connection task that never heard of the shutdown, or heard of it \
              only between requests while it was waiting for the next one (an idle connection \
              waits in its receive, so the shutdown must reach it there)"
@@ -196,6 +202,40 @@ hidden_test! {
         shut_down(&server, "after one connection was torn down").await;
     }
 
+    /// With a heartbeat period of an hour, a torn-down connection and a shut-down server still
+    /// stop at once: the heartbeat waits on the token, not merely checks it at its next beat.
+    async fn a_connection_stops_at_once_whatever_the_heartbeat_period() {
+        let period = Duration::from_secs(3600);
+        let prompt = Duration::from_secs(1);
+        let server = Server::new(SlowApp, period);
+        let bad = Client::connect(&server);
+        let idle = Client::connect(&server);
+        sleep(Duration::from_secs(5)).await;
+        bad.send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into())).await;
+        sleep(prompt).await;
+        assert!(
+            bad.is_closed(),
+            "with a heartbeat every {period:?}, connection 1 was still open {prompt:?} after its \
+             protocol error ({} of its tasks still running). Tearing a connection down stops \
+             both of its tasks at once: a heartbeat that only looks at the token when it wakes \
+             for its next beat keeps the connection open for up to a whole period",
+            bad.server_handles()
+        );
+        let began = tokio::time::Instant::now();
+        if timeout(prompt, server.shutdown()).await.is_err() {
+            shut_down_within(&server, "an idle connection, hour-long heartbeat", period * 2).await;
+            panic!(
+                "with a heartbeat every {period:?}, `shutdown` of a server whose only connection \
+                 was idle took {:?} instead of returning at once: the connection's heartbeat \
+                 noticed the shutdown only when it woke for its next beat. Shutdown reaches a \
+                 task only where it waits on the token",
+                began.elapsed()
+            );
+        }
+        kata_support::settle().await;
+        assert!(idle.is_closed(), "shutdown returned, but the idle connection is still open");
+    }
+
     /// The client code runs in a task of its own (as an admin handler would): it sends garbage,
     /// reads the `ProtocolError` and calls `shutdown` at once, while the closing connection's
     /// heartbeat may not have run since its handler ended. When `shutdown` returns, that
@@ -279,18 +319,19 @@ hidden_test! {
     }
 
     /// A request being answered when shutdown begins is answered before `shutdown` returns,
-    /// however long it takes (here `SLOW_WORK`, 30 s): the promise has no time limit.
+    /// however long it takes (here `SLOW_WORK`, three hours, longer than any grace period): the
+    /// promise has no time limit.
     async fn shutdown_lets_the_request_in_flight_finish() {
         let server = Server::new(SlowApp, HEARTBEAT);
         let client = Client::connect(&server);
         client.request(7, "/slow/export.csv").await;
         sleep(WORK / 5).await;
         let began = tokio::time::Instant::now();
-        shut_down(&server, "one 30 s request in flight").await;
+        shut_down_within(&server, "one three-hour request in flight", SLOW_WORK * 2).await;
         let waited = began.elapsed();
         kata_support::settle().await;
         let answered_by_shutdown = client.response(7).is_some();
-        sleep(Duration::from_secs(60)).await;
+        sleep(SLOW_WORK).await;
         let answered_later = client.response(7).is_some();
         if !answered_by_shutdown {
             let seen = if answered_later {

@@ -89,6 +89,63 @@ hidden_test! {
         assert_eq!(got.frames, ["temp=21.5", "hum=40", "", "soil=0.31"]);
     }
 
+    /// The bridge resets the connection at any byte of the stream (between frames, in a length
+    /// prefix, in a payload): the frames that arrived whole come out, and then the read error,
+    /// not `Ok(None)`. The sensor did not close the link: it failed, perhaps half way through a
+    /// frame, and a collector told "closed" would count that frame as never sent.
+    async fn a_connection_reset_is_an_error_not_the_end() {
+        let sent = ["temp=21.5", "hum=40", "soil=0.31"];
+        let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
+        for cut in 0..=wire.len() {
+            let mut bridge = tokio_test::io::Builder::new();
+            // The bytes before the reset, in two reads, then the reset, then (as a reset socket
+            // does) the end of the stream.
+            let (first, second) = wire[..cut].split_at(cut / 2);
+            for part in [first, second] {
+                if !part.is_empty() {
+                    bridge.read(part);
+                }
+            }
+            bridge.read_error(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by the bridge",
+            ));
+            let mock = bridge.build();
+            // The builder shares the scripted error with the mock; the mock must hold it alone.
+            drop(bridge);
+            let mut link = TelemetryLink::new(mock);
+            let whole = sent.iter().scan(0, |end, p| {
+                *end += 4 + p.len();
+                Some(*end)
+            });
+            let expected: Vec<&str> =
+                sent.iter().zip(whole).filter(|(_, end)| *end <= cut).map(|(p, _)| *p).collect();
+            let mut frames = Vec::new();
+            let mut heartbeats = 0;
+            let outcome = loop {
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(payload))) => {
+                        frames.push(String::from_utf8_lossy(&payload).into_owned())
+                    }
+                    Ok(Some(Event::Heartbeat)) if heartbeats == 3 => {
+                        break "only heartbeats for 3 s, as if waiting for more".to_string();
+                    }
+                    Ok(Some(Event::Heartbeat)) => heartbeats += 1,
+                    Ok(None) => break "`Ok(None)`, the sensor closing the link".to_string(),
+                    Err(e) => break format!("an error of kind {:?} ({e})", e.kind()),
+                }
+                assert!(frames.len() <= sent.len(), "the link delivered frames {frames:?}");
+            };
+            assert!(
+                frames == expected && outcome.starts_with("an error"),
+                "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
+                 reset the connection: the link delivered {frames:?}, then {outcome}; expected \
+                 {expected:?}, then the read error. A link that fails has not been closed",
+                wire.len()
+            );
+        }
+    }
+
     /// A quiet sensor: a heartbeat every second in between frames.
     async fn heartbeats_while_the_sensor_is_quiet() {
         let wire = tokio_test::io::Builder::new()
@@ -123,11 +180,17 @@ hidden_test! {
         let expected: Vec<Duration> = (1..=3).map(|i| HEARTBEAT_EVERY * i).collect();
         assert_eq!(
             got.heartbeats, expected,
-            "the sensor sent a frame at 0.9 s, 1.8 s and 2.7 s and closed the link at 3.2 s; the \
+            "the sensor sent a frame at 0.9 s, 1.8 s and 2.7 s and closed the link at 3.2 s, and \
+             the collector called `next_event` again as soon as each call returned; the \
              heartbeats keep their own schedule, so the link should report them at 1 s, 2 s and \
-             3 s, in between the frames, but reported them at {:?}. A frame must not move the \
-             next heartbeat",
-            got.heartbeats
+             3 s, in between the frames, but reported {}. The next heartbeat is due one period \
+             after the last one was due, whatever happens in between: neither a frame arriving \
+             nor a call that returns (or is dropped) may push it later",
+            if got.heartbeats.is_empty() {
+                "none at all".to_string()
+            } else {
+                format!("them at {:?}", got.heartbeats)
+            }
         );
     }
 

@@ -484,6 +484,61 @@ hidden_test! {
         compare_with_config(&text).unwrap_or_else(|e| panic!("after rounds of {rounds:?}: {e}"));
     }
 
+    /// A round the caller drops part way through a stall (a shutdown race, say) leaves nothing
+    /// behind that shortens the next one: whenever the next call to `resume` comes, at once or a
+    /// while later, its `Stalled` comes a full `PATIENCE` after that call began.
+    async fn a_dropped_round_does_not_shorten_the_next() {
+        use tokio::io::AsyncWriteExt;
+        let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
+        let rest = &CONFIG.as_bytes()[inside_the_u_umlaut()..];
+        for (dropped_after, gap) in [
+            (Duration::from_millis(100), Duration::ZERO),
+            (Duration::from_millis(1_900), Duration::ZERO),
+            (Duration::from_millis(1_000), Duration::from_millis(500)),
+            (Duration::from_millis(1_900), Duration::from_secs(3)),
+        ] {
+            let (mut control_plane, wire) = tokio::io::duplex(4096);
+            control_plane.write_all(first).await.expect("the pipe has room for the config");
+            let mut config = ConfigDownload::new(wire);
+            let scenario = format!(
+                "the control plane sent {} bytes and went quiet; the reloader dropped a round \
+                 {dropped_after:?} into it and called `resume` again {}",
+                first.len(),
+                if gap.is_zero() { "at once".to_string() } else { format!("{gap:?} later") }
+            );
+            if let Ok(fetched) = tokio::time::timeout(dropped_after, config.resume()).await {
+                panic!(
+                    "the control plane sent {} bytes and went quiet, and a round returned \
+                     {fetched:?} after {dropped_after:?} or less, before `PATIENCE` \
+                     ({PATIENCE:?}) had passed",
+                    first.len()
+                );
+            }
+            tokio::time::sleep(gap).await;
+            let start = Instant::now();
+            let fetched = config.resume().await;
+            let waited = start.elapsed();
+            match fetched {
+                Ok(Fetch::Stalled { received }) if waited >= PATIENCE => assert_eq!(
+                    received,
+                    first.len(),
+                    "{scenario}; that round's `Stalled` must count every byte received"
+                ),
+                Ok(Fetch::Stalled { .. }) => panic!(
+                    "{scenario}: that round reported `Stalled` after {waited:?}, although \
+                     `PATIENCE` ({PATIENCE:?}) had not passed since it began. Patience is per \
+                     round: a round reports a stall only after waiting a full `PATIENCE` of its \
+                     own, whatever a dropped round before it had used up"
+                ),
+                other => panic!("{scenario}: that round returned {other:?} after {waited:?}"),
+            }
+            control_plane.write_all(rest).await.expect("the pipe has room for the config");
+            drop(control_plane);
+            let (text, _) = download(&mut config).await.expect("the download failed");
+            compare_with_config(&text).unwrap_or_else(|e| panic!("{scenario}, then sent the rest: {e}"));
+        }
+    }
+
     /// Any way of cutting the config into chunks (inside multi-byte characters too), with any
     /// pauses between them: each round returns within `PATIENCE`, each `Stalled` reports exactly
     /// the bytes that had arrived, and the text is the config, byte for byte. The config holds a

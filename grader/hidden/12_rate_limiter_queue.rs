@@ -63,52 +63,90 @@ fn lines_of(limiter: &RateLimiter, client: &str) -> usize {
 /// Callers that start waiting at different times and tokens that come at other times: each is an
 /// offset in units of 100 ms, tokens half a unit later, so no token comes at the very instant a
 /// caller starts or writes a status line. One token per caller; tokens may come before anyone
-/// waits, and up to 12 s in, long after the first status lines.
-fn arrivals() -> impl Strategy<Value = (Vec<u64>, Vec<u64>)> {
+/// waits, and up to 12 s in, long after the first status lines. The third list names the client
+/// each caller waits for (`invoice-0` ...): often several callers share one, as the requests of
+/// one service do.
+fn arrivals() -> impl Strategy<Value = (Vec<u64>, Vec<u64>, Vec<usize>)> {
     (2..=4usize).prop_flat_map(|callers| {
         (
             proptest::collection::btree_set(0..40u64, callers)
                 .prop_map(|starts| starts.into_iter().collect::<Vec<_>>()),
             proptest::collection::vec(0..120u64, callers),
+            proptest::collection::vec(0..callers, callers),
         )
     })
 }
 
+/// How many status lines the callers waiting as `name` should have written by `now`: one per
+/// `STATUS_EVERY` each of them has waited, until it was served. `started` and `served` are each
+/// caller's start and (if any) the instant it was served; `names` its client name.
+fn lines_due(
+    name: &str,
+    names: &[String],
+    started: &[Instant],
+    served: &[(usize, Instant)],
+    now: Instant,
+) -> usize {
+    let mut due = 0;
+    for (i, (caller, &start)) in names.iter().zip(started).enumerate() {
+        if caller != name || start > now {
+            continue;
+        }
+        let end = served.iter().find(|(served, _)| *served == i).map_or(now, |(_, at)| *at);
+        due += (end.duration_since(start).as_millis() / STATUS_EVERY.as_millis()) as usize;
+    }
+    due
+}
+
 /// Runs the callers and the refills of one scenario; the callers must be served in the order they
 /// started waiting, each writing one status line per `STATUS_EVERY` it waited.
-async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), String> {
+async fn serve_in_order(
+    (starts, refills, clients): (Vec<u64>, Vec<u64>, Vec<usize>),
+) -> Result<(), String> {
     let unit = Duration::from_millis(100);
     let limiter = Arc::new(RateLimiter::new());
-    let served = Arc::new(Mutex::new(Vec::new()));
+    // The callers served so far (by their index, in the order they started), and when.
+    let served: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     // Tokens added so far, and the most callers ever served with fewer tokens than that.
     let added = Arc::new(Mutex::new(0usize));
     let overserved = Arc::new(Mutex::new(None));
-    // The first caller seen, as a token came, with fewer status lines than the periods it had
-    // waited so far: the lines must come while a caller waits, not when it is served.
+    // The first client seen, as a token came, with fewer or more status lines than its callers
+    // had waited periods so far: the lines must come while a caller waits, each on its own
+    // schedule, not when it is served.
     let behind = Arc::new(Mutex::new(None));
     let begin = Instant::now();
-    let names: Vec<String> = (0..starts.len()).map(|i| format!("invoice-{i}")).collect();
+    let names: Vec<String> = clients.iter().map(|client| format!("invoice-{client}")).collect();
+    let started: Vec<Instant> = starts.iter().map(|&at| begin + unit * at as u32).collect();
+    // Names each caller in a message: its index, its client, when it started.
+    let who = {
+        let names = names.clone();
+        move |i: usize| {
+            format!("caller {i} ({}, started at {:?})", names[i], unit * starts[i] as u32)
+        }
+    };
     for &at in &refills {
         let (limiter, added, served) = (limiter.clone(), added.clone(), served.clone());
-        let (behind, names, starts) = (behind.clone(), names.clone(), starts.clone());
+        let (behind, names, started) = (behind.clone(), names.clone(), started.clone());
         tokio::spawn(async move {
             sleep_until(begin + unit * at as u32 + unit / 2).await;
-            // Every caller that started and has not been served yet is still waiting.
-            for (name, &start) in names.iter().zip(&starts) {
-                let started = begin + unit * start as u32;
-                let is_served = served.lock().unwrap().iter().any(|(n, _): &(String, _)| n == name);
-                if started > Instant::now() || is_served {
-                    continue;
-                }
-                let waited = started.elapsed();
-                let expected = (waited.as_millis() / STATUS_EVERY.as_millis()) as usize;
+            let now = Instant::now();
+            for name in &names {
+                let expected = lines_due(name, &names, &started, &served.lock().unwrap(), now);
                 let written = lines_of(&limiter, name);
                 if written != expected {
                     behind.lock().unwrap().get_or_insert(format!(
-                        "{name} had been waiting for {waited:?} (no token for it yet) and had \
-                         written {written} status line(s), expected {expected}: a waiting caller \
-                         writes its line every {STATUS_EVERY:?} while it waits, not only once it \
-                         is served or polled for another reason: {:?}",
+                        "at {:?}, before a token came, the callers waiting as {name} (callers \
+                         as client, start time: {:?}) had written {written} status line(s) \
+                         between them, expected {expected}: a waiting caller writes its line \
+                         every {STATUS_EVERY:?} it has itself waited, counted from when it \
+                         started, while it waits, not only once it is served or polled for \
+                         another reason: {:?}",
+                        now - begin,
+                        names
+                            .iter()
+                            .zip(&started)
+                            .map(|(n, s)| (n, *s - begin))
+                            .collect::<Vec<_>>(),
                         limiter.status_lines()
                     ));
                 }
@@ -118,14 +156,14 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
         });
     }
     let mut callers = Vec::new();
-    for (name, &at) in names.iter().zip(&starts) {
+    for (i, (name, &at)) in names.iter().zip(&started).enumerate() {
         let (limiter, served, name) = (limiter.clone(), served.clone(), name.clone());
         let (added, overserved) = (added.clone(), overserved.clone());
         callers.push(tokio::spawn(async move {
-            sleep_until(begin + unit * at as u32).await;
+            sleep_until(at).await;
             let result = limiter.wait_turn(&name).await;
             let mut served = served.lock().unwrap();
-            served.push((name, begin.elapsed()));
+            served.push((i, Instant::now()));
             let added = *added.lock().unwrap();
             if result.is_ok() && served.len() > added {
                 overserved.lock().unwrap().get_or_insert((served.clone(), added));
@@ -133,6 +171,9 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
             result
         }));
     }
+    let timeline = |served: &[(usize, Instant)]| -> Vec<String> {
+        served.iter().map(|&(i, at)| format!("{} served at {:?}", who(i), at - begin)).collect()
+    };
     for caller in callers {
         match timeout(Duration::from_secs(60), caller).await {
             Ok(Ok(Ok(()))) => {}
@@ -141,8 +182,9 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
             Err(_) => {
                 let served = served.lock().unwrap().clone();
                 return Err(format!(
-                    "there was one token per caller, but a minute later only {served:?} had been \
-                     served"
+                    "there was one token per caller, but a minute later only {:?} had been \
+                     served",
+                    timeline(&served)
                 ));
             }
         }
@@ -152,43 +194,115 @@ async fn serve_in_order((starts, refills): (Vec<u64>, Vec<u64>)) -> Result<(), S
     }
     if let Some((served, added)) = overserved.lock().unwrap().clone() {
         return Err(format!(
-            "{} callers had been served (name, time served: {served:?}) when only {added} \
-             token(s) had been added: each caller served must take one token for its API call, \
-             and not give it back for the next caller",
-            served.len()
+            "{} callers had been served ({:?}) when only {added} token(s) had been added: each \
+             caller served must take one token for its API call, and not give it back for the \
+             next caller",
+            served.len(),
+            timeline(&served)
         ));
     }
     let served = served.lock().unwrap().clone();
-    let order: Vec<&str> = served.iter().map(|(name, _)| name.as_str()).collect();
     // When each caller was served, in the order they started waiting. Two callers served at the
     // same instant (two tokens at once) may note it in either order.
-    let when = |name: &str| served.iter().find(|(served, _)| served == name).map(|(_, at)| *at);
-    for (earlier, later) in names.iter().zip(names.iter().skip(1)) {
+    let when = |i: usize| served.iter().find(|(served, _)| *served == i).map(|(_, at)| *at);
+    for earlier in 0..names.len().saturating_sub(1) {
+        let later = earlier + 1;
         let (Some(first), Some(second)) = (when(earlier), when(later)) else {
-            return Err(format!("a caller was not served: {served:?}"));
+            return Err(format!("a caller was not served: {:?}", timeline(&served)));
         };
         if second < first {
             return Err(format!(
-                "{earlier} started waiting before {later}, but {later} was served at {second:?} \
-                 and {earlier} only at {first:?} (callers started in the order {names:?}; order \
-                 served {order:?}; name, time served: {served:?}): a token went to a caller who \
-                 had waited less, so {earlier} lost its place in the queue while it waited"
+                "{} started waiting before {}, but was served only after it ({:?}): a token \
+                 went to a caller who had waited less, so the earlier caller lost its place in \
+                 the queue while it waited",
+                who(earlier),
+                who(later),
+                timeline(&served)
             ));
         }
     }
-    let served: Vec<(String, Duration)> =
-        names.iter().map(|name| (name.clone(), when(name).expect("checked above"))).collect();
-    for ((name, at), &start) in served.iter().zip(&starts) {
-        let waited = *at - unit * start as u32;
-        let expected = (waited.as_millis() / STATUS_EVERY.as_millis()) as usize;
+    let end = Instant::now();
+    for name in &names {
+        let expected = lines_due(name, &names, &started, &served, end);
         let written = lines_of(&limiter, name);
         if written != expected {
             return Err(format!(
-                "{name} waited {waited:?} and wrote {written} status lines, expected {expected} \
-                 (one every {STATUS_EVERY:?} while it waits): {:?}",
+                "the callers waiting as {name} ({:?}) wrote {written} status lines between them, \
+                 expected {expected} (each one line every {STATUS_EVERY:?} it has itself waited, \
+                 counted from when it started): {:?}",
+                timeline(&served),
                 limiter.status_lines()
             ));
         }
+    }
+    Ok(())
+}
+
+/// A wait cut short after `cut` units of 100 ms (and a half), a retry under the same client name
+/// `gap` units later, and a token `second` units (and a half) into the retry.
+fn retries() -> impl Strategy<Value = (u64, u64, u64)> {
+    (1..40u64, 0..120u64, 0..40u64)
+}
+
+/// A caller's wait is cut (its timeout fires), and the same client waits again later: the retry
+/// is a new wait, and writes one status line per `STATUS_EVERY` it has itself waited.
+async fn retry_after_a_cut((cut, gap, second): (u64, u64, u64)) -> Result<(), String> {
+    let unit = Duration::from_millis(100);
+    let limiter = RateLimiter::new();
+    let first_wait = unit * cut as u32 + unit / 2;
+    if timeout(first_wait, limiter.wait_turn("invoice-sync")).await.is_ok() {
+        return Err("a wait returned, but no token had been added".into());
+    }
+    let expected_first = (first_wait.as_millis() / STATUS_EVERY.as_millis()) as usize;
+    let after_cut = lines_of(&limiter, "invoice-sync");
+    if after_cut != expected_first {
+        return Err(format!(
+            "a caller waited {first_wait:?} for a token, then its timeout dropped the wait; it had \
+             written {after_cut} status line(s), expected {expected_first}: {:?}",
+            limiter.status_lines()
+        ));
+    }
+    tokio::time::sleep(unit * gap as u32).await;
+    let retried = Instant::now();
+    let mut retry = std::pin::pin!(limiter.wait_turn("invoice-sync"));
+    let before_token = unit * second as u32 + unit / 2;
+    if timeout(before_token, retry.as_mut()).await.is_ok() {
+        return Err("a wait returned, but no token had been added".into());
+    }
+    let expected = expected_first + (before_token.as_millis() / STATUS_EVERY.as_millis()) as usize;
+    let written = lines_of(&limiter, "invoice-sync");
+    if written != expected {
+        return Err(format!(
+            "invoice-sync waited {first_wait:?}, was cut by its timeout, and {:?} later waited \
+             again under the same name; {before_token:?} into the retry (no token yet) it had \
+             written {} status line(s) for the retry, expected {} (one per {STATUS_EVERY:?} the \
+             retry itself waited: a new wait starts counting afresh, whatever an earlier wait \
+             of the same client left behind): {:?}",
+            unit * gap as u32,
+            written as i64 - expected_first as i64,
+            expected - expected_first,
+            limiter.status_lines()
+        ));
+    }
+    limiter.refill(1);
+    match timeout(STATUS_EVERY * 60, retry).await {
+        Ok(Ok(())) => {}
+        Ok(Err(LimiterClosed)) => return Err("the retry was told the limiter closed".into()),
+        Err(_) => {
+            return Err(format!(
+                "a token came {before_token:?} into the retry, and the retry, the only caller \
+                 waiting, was not served a minute later"
+            ));
+        }
+    }
+    let written = lines_of(&limiter, "invoice-sync");
+    if written != expected || retried.elapsed() != before_token {
+        return Err(format!(
+            "the retry was served {:?} after it started ({before_token:?} expected) with {written} \
+             status line(s) written in all, expected {expected}: {:?}",
+            retried.elapsed(),
+            limiter.status_lines()
+        ));
     }
     Ok(())
 }
@@ -198,6 +312,12 @@ hidden_test! {
     /// the order they started waiting, however long they wait, with a status line per period.
     fn callers_are_served_in_order_whenever_tokens_come() {
         check_property(64, arrivals(), serve_in_order);
+    }
+
+    /// A wait cut short by its caller's timeout, and a retry under the same client name later:
+    /// the retry writes one status line per period it has itself waited.
+    fn a_retry_after_a_cut_counts_its_own_wait() {
+        check_property(32, retries(), retry_after_a_cut);
     }
 
     /// A waiting caller dropped at any point (while queued, or just after a token was handed to

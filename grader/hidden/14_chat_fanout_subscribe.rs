@@ -168,26 +168,47 @@ enum Step {
     Burst(usize),
     /// The client's app sends a `Ping` (its keep-alive).
     Ping,
+    /// The client reads one event, if one is there, and stops reading again.
+    ReadOne,
 }
 
-/// Scripts of bursts and pings, each step 100 ms after the one before.
+/// Scripts of bursts, pings and single reads, each step 100 ms after the one before.
 fn stalled_scripts() -> impl Strategy<Value = Vec<Step>> {
-    prop::collection::vec(prop_oneof![(1usize..=6).prop_map(Step::Burst), Just(Step::Ping)], 1..10)
+    let step = prop_oneof![
+        3 => (1usize..=6).prop_map(Step::Burst),
+        1 => Just(Step::Ping),
+        1 => Just(Step::ReadOne),
+    ];
+    prop::collection::vec(step, 1..10)
+}
+
+/// The number of a message of the tests (`message 7` is 7).
+fn number(message: &ChatMessage) -> Option<usize> {
+    message.text.strip_prefix("message ")?.parse().ok()
 }
 
 /// What a room keeps for a slow reader in the stalled-client property.
 const ROOM: usize = 4;
 
-/// A client whose connection holds one event reads nothing while `script` runs, then reads
-/// everything. Whatever the session did meanwhile, the Messages and Pongs she gets can only have
-/// been kept on her connection (1), in the session's hand (1), in the room (4), or be answers to
-/// the Pings still waiting in her command queue: anything more was kept by the session itself.
+/// A client whose connection holds one event reads nothing while `script` runs (but for the
+/// single events of its `ReadOne` steps), then reads everything. Whatever the session did
+/// meanwhile, the Messages and Pongs she then gets can only have been kept on her connection (1),
+/// in the session's hand (1), in the room (4), or be answers to the Pings still waiting in her
+/// command queue: anything more was kept by the session itself. So, of what she then reads, only
+/// the first two events can be messages the room no longer holds.
 async fn stalled_client_gets_only_what_was_kept(script: Vec<Step>) -> Result<(), String> {
     let hub = Arc::new(ChatHub::new(ROOM));
     let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
     let (mut posted, mut pings) = (0, 0);
+    // What alice read during the stall, one event at each `ReadOne`.
+    let mut early = Vec::new();
     for step in &script {
         match *step {
+            Step::ReadOne => {
+                if let Ok(event) = alice.events.try_recv() {
+                    early.push(event);
+                }
+            }
             Step::Burst(size) => {
                 for _ in 0..size {
                     hub.publish(message("lobby", posted));
@@ -202,33 +223,60 @@ async fn stalled_client_gets_only_what_was_kept(script: Vec<Step>) -> Result<(),
         sleep(Duration::from_millis(100)).await;
     }
     let waiting = alice.commands.max_capacity() - alice.commands.capacity();
-    let events = alice.read_slowly().await;
-    let got = events.iter().filter(|e| matches!(e, Event::Message(_) | Event::Pong)).count();
+    let late = alice.read_slowly().await;
+    let got = late.iter().filter(|e| matches!(e, Event::Message(_) | Event::Pong)).count();
     let most = 2 + ROOM + waiting;
-    let came = format!("{posted} message(s) and {pings} Ping(s) came, 100 ms apart");
+    let came = if early.is_empty() {
+        format!(
+            "alice read nothing while {posted} message(s) and {pings} Ping(s) came, 100 ms apart"
+        )
+    } else {
+        format!(
+            "alice read only {} while {posted} message(s) and {pings} Ping(s) came, 100 ms apart \
+             (script {script:?})",
+            short(&early)
+        )
+    };
+    let events = [early.as_slice(), late.as_slice()].concat();
+    // Only the event on her connection and the one in the session's hand can be older than the
+    // room: every later one was read from the room after she started reading again.
+    let in_room = posted.saturating_sub(ROOM);
+    let kept = late.iter().enumerate().skip(2).find_map(|(at, event)| match event {
+        Event::Message(m) => number(m).filter(|n| *n < in_room).map(|n| (at, n)),
+        _ => None,
+    });
+    if let Some((at, n)) = kept {
+        return Err(format!(
+            "{came}. When she read again she got {}, and message {n} came as event {} of those: \
+             by then the room, which keeps the last {ROOM} messages, held only messages \
+             {in_room} to {}, and outside the room at most 2 events could be kept for her (1 on \
+             her connection, 1 the session is handing over). The session kept message {n} in \
+             memory of its own besides the event it was handing over: a stalled client must \
+             fall behind the room, not into the server's memory",
+            short(&late),
+            at + 1,
+            posted - 1
+        ));
+    }
     if got > most {
         let taken = pings - waiting;
         return Err(format!(
-            "alice read nothing while {came}, and the session took {taken} of her Pings \
-             meanwhile. When she read again she got {got} Messages and Pongs ({events}), yet at \
+            "{came}, and the session took {taken} of her Pings meanwhile. When she read again \
+             she got {got} Messages and Pongs ({events}), yet at \
              most {most} can be kept for her: 1 on her connection, 1 the session is handing over, \
              {ROOM} in the room and a Pong for each of the {waiting} Ping(s) still waiting in her \
              command queue. The session kept the others in memory of its own: a stalled client \
              must fall behind the room, not into the server's memory",
-            events = short(&events),
+            events = short(&late),
         ));
     }
     if let Err(seen) = account(&events, posted.saturating_sub(ROOM)..posted) {
-        return Err(format!(
-            "alice read nothing while {came}; then she got {}: {seen}",
-            short(&events)
-        ));
+        return Err(format!("{came}; in all she got {}: {seen}", short(&events)));
     }
     let pongs = events.iter().filter(|e| **e == Event::Pong).count();
     if pongs != pings {
         return Err(format!(
-            "alice read nothing while {came}; then she got {pongs} Pong(s) ({}): every Ping must \
-             be answered once",
+            "{came}; in all she got {pongs} Pong(s) ({}): every Ping must be answered once",
             short(&events)
         ));
     }

@@ -471,6 +471,65 @@ hidden_test! {
         assert_ready_eq!(run.poll(), 2, "woken by the shutdown, the worker must stop right away");
     }
 
+    /// A deploy started and called off within one post: during the post of webhook 1 (of three
+    /// queued) the flag is sent as `true` and then `false` again, at one instant or a fifth of a
+    /// post apart. What decides is the flag when that post is done: `false`, so the worker
+    /// carries on with webhooks 2 and 3; `true` (after `false`, `true`), so it stops and leaves
+    /// them on the queue.
+    async fn a_shutdown_called_off_within_a_post_does_not_stop_the_worker() {
+        let cases: [&[bool]; 5] =
+            [&[true, false], &[true, true, false], &[true, false, false], &[false, true], &[
+                true, false, true,
+            ]];
+        for values in cases {
+            for apart in [false, true] {
+                let (shutdown, _) = watch::channel(false);
+                let (queue, rx) = queue_with(1..=3);
+                let server = FakeServer::new(POST);
+                let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    if !apart {
+                        sleep(POST / 2).await;
+                    }
+                    for value in values {
+                        if apart {
+                            sleep(POST / 5).await;
+                        }
+                        trigger.send_replace(*value);
+                    }
+                    // Long after every webhook could have been posted: stop for good.
+                    sleep(POST * 10).await;
+                    trigger.send_replace(true);
+                });
+                let posted = timeout(Duration::from_secs(60), dispatcher.run()).await.expect(
+                    "the worker did not stop within 60 s (virtual) of a shutdown sent while it \
+                     waited",
+                );
+                let stops = values.last() == Some(&true);
+                let expected: &[u64] = if stops { &[1] } else { &[1, 2, 3] };
+                let received = server.received();
+                let left = still_queued(&queue);
+                let when = if apart { "a fifth of a post apart" } else { "at one instant" };
+                let what = if stops {
+                    "was `true` when that post was done, so the worker must finish it, take no \
+                     new webhook and leave webhooks 2 and 3 on the queue"
+                } else {
+                    "was back to `false` when that post was done (a deploy started and called \
+                     off while the worker posted), so the worker must carry on and post webhooks \
+                     2 and 3; only a flag that is `true` stops it"
+                };
+                assert!(
+                    received == expected && posted == expected.len() && left == 3 - expected.len(),
+                    "webhooks 1, 2 and 3 were queued; while webhook 1 was being posted the \
+                     shutdown flag was sent as {values:?}, {when}. The flag {what}. The server \
+                     received {received:?} before the final shutdown, `run` reported {posted} \
+                     posted, and {left} webhook(s) were left on the queue"
+                );
+            }
+        }
+    }
+
     /// A shutdown that is called off: `run` stops for the flag (already set when it was called,
     /// set while it waits, or set while it posts), then the flag is sent back as `false` (the
     /// deploy was called off) and the supervisor calls `run` again with webhooks queued. The flag

@@ -377,10 +377,27 @@ hidden_test! {
         std::panic::set_hook(hook);
         let (to_bob, to_carol) = match ran {
             Ok(results) => results,
-            Err(_) => panic!(
-                "two transfers of 80 from alice (who has 100) ran at once and one of them \
-                 panicked; the second must be refused with Err(InsufficientFunds)"
-            ),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                // A panic of Rust's own, not an overdraw: name it, so the learner looks there.
+                let resumed = if message.contains("resumed after completion") {
+                    " That is Rust's panic for a future polled again after it had finished: a \
+                     check (or the transfer's own future) was awaited or polled once more after \
+                     it had already returned its answer, for example by a `select!` loop whose \
+                     branch for a finished check was not disabled."
+                } else {
+                    ""
+                };
+                panic!(
+                    "two transfers of 80 from alice (who has 100) ran at once and one of them \
+                     panicked with {message:?}. Expected one to go through and the other to be \
+                     refused with Err(InsufficientFunds); a transfer never panics.{resumed}"
+                )
+            }
         };
         let seen = format!(
             "to bob {to_bob:?}, to carol {to_carol:?}; alice has {}, bob {}, carol {}, {} hold(s) open",

@@ -34,6 +34,10 @@ struct Books {
     aborted_ids: BTreeMap<u64, String>,
     /// Aborts of uploads that were not open, each described: completed, or aborted twice.
     bad_aborts: Vec<String>,
+    /// The number of the last part each upload received.
+    last_part: BTreeMap<u64, u32>,
+    /// Parts sent with the wrong number, each described.
+    misnumbered: Vec<String>,
     max_open: usize,
 }
 
@@ -61,6 +65,19 @@ impl FakeStore {
 
     fn bad_aborts(&self) -> Vec<String> {
         self.books.lock().unwrap().bad_aborts.clone()
+    }
+
+    /// Fails if a part was numbered otherwise than 1, 2, 3... within its upload, as
+    /// `ObjectStore::upload_part` promises the store.
+    fn parts_numbered_from_one(&self) -> Result<(), String> {
+        let misnumbered = self.books.lock().unwrap().misnumbered.clone();
+        if misnumbered.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "parts were sent with the wrong part numbers: {misnumbered:?}. `upload_part` numbers \
+             the parts of an upload 1, 2, 3... (as S3 does, which refuses part number 0)"
+        ))
     }
 
     fn max_open(&self) -> usize {
@@ -94,6 +111,18 @@ impl ObjectStore for FakeStore {
     ) -> impl Future<Output = Result<(), StoreError>> {
         let key = self.key_of(upload).expect("a part was sent to an upload that is not open");
         let plan = self.plans[&key];
+        {
+            let mut books = self.books.lock().unwrap();
+            let last = books.last_part.insert(upload.0, part).unwrap_or(0);
+            if part != last + 1 {
+                let wrong = if last == 0 {
+                    format!("the first part of {key} was numbered {part}")
+                } else {
+                    format!("part {part} of {key} came after part {last}")
+                };
+                books.misnumbered.push(wrong);
+            }
+        }
         async move {
             sleep(plan.part_latency).await;
             if plan.fail_part == Some(part) {
@@ -217,6 +246,7 @@ fn check_batch(
     if !bad.is_empty() {
         return Err(format!("aborts the store refused: {bad:?}"));
     }
+    store.parts_numbered_from_one()?;
     if store.max_open() > CONCURRENT_UPLOADS {
         return Err(format!(
             "{} multipart uploads were open at once; the batch uploads at most {CONCURRENT_UPLOADS} at a time",
@@ -281,6 +311,7 @@ hidden_test! {
         plans[2].1.fail_complete = true;
         let store = FakeStore::new(plans);
         let outcome = upload_all(&store, (0..4).map(file).collect()).await;
+        store.parts_numbered_from_one().unwrap_or_else(|wrong| panic!("{wrong}"));
         let error = outcome.expect_err("photo 2 cannot be completed, so the batch must fail");
         assert_eq!(error.key, key(2), "the error must name the file that failed");
         sleep(Duration::from_secs(1)).await;
@@ -300,6 +331,7 @@ hidden_test! {
         let mut uploaded = upload_all(&store, (0..6).map(file).collect())
             .await
             .expect("no part fails, so the batch must succeed");
+        store.parts_numbered_from_one().unwrap_or_else(|wrong| panic!("{wrong}"));
         uploaded.sort_by(|a, b| a.key.cmp(&b.key));
         let expected: Vec<_> = (0..6).map(|n| Uploaded { key: key(n), parts: 2 }).collect();
         assert_eq!(uploaded, expected);
@@ -348,6 +380,7 @@ hidden_test! {
     async fn a_failed_part_aborts_its_upload() {
         let store = photo_zero_fails(1);
         let outcome = upload_all(&store, vec![file(0)]).await;
+        store.parts_numbered_from_one().unwrap_or_else(|wrong| panic!("{wrong}"));
         let error = outcome.expect_err("photo 0's first part fails");
         assert_eq!(error.key, key(0));
         assert!(store.open_keys().is_empty(), "the failed upload was left open");
@@ -358,6 +391,7 @@ hidden_test! {
     async fn a_failed_file_leaves_no_multipart_upload_open() {
         let store = photo_zero_fails(4);
         let outcome = upload_all(&store, (0..4).map(file).collect()).await;
+        store.parts_numbered_from_one().unwrap_or_else(|wrong| panic!("{wrong}"));
         let error = outcome.expect_err("photo 0's first part fails, so the batch must fail");
         assert_eq!(error.key, key(0), "the error must name the file that failed");
         let open = store.open_keys();
@@ -372,6 +406,54 @@ hidden_test! {
         sleep(Duration::from_secs(1)).await;
         assert!(store.open_keys().is_empty(), "uploads left open: {:?}", store.open_keys());
         assert!(store.bad_aborts().is_empty(), "uploads aborted wrongly: {:?}", store.bad_aborts());
+    }
+
+    /// Two files of a batch fail, the one listed first also failing first. The batch returns the
+    /// first error, the one of the file that failed first, whether it stops at that error or
+    /// lets the other files finish before it reports.
+    async fn of_two_failing_files_the_first_failure_is_returned() {
+        for (first, second) in [(0, 1), (1, 3), (2, 3), (0, 4), (3, 5)] {
+            for complete_fails_first in [false, true] {
+                let mut plans: Vec<_> = (0..6).map(ok_plan).collect();
+                // The first failure comes at 10 ms (its first part) or 11 ms (its `complete`,
+                // after two parts of 5 ms); the second at least 30 ms after its file started
+                // (its second part), and its file starts no sooner than the first one's.
+                plans[first].1 = if complete_fails_first {
+                    Plan { part_latency: Duration::from_millis(5), fail_part: None, fail_complete: true }
+                } else {
+                    Plan { part_latency: Duration::from_millis(10), fail_part: Some(1), fail_complete: false }
+                };
+                plans[second].1 =
+                    Plan { part_latency: Duration::from_millis(15), fail_part: Some(2), fail_complete: false };
+                let store = FakeStore::new(plans);
+                let outcome = upload_all(&store, (0..6).map(file).collect()).await;
+                store.parts_numbered_from_one().unwrap_or_else(|wrong| panic!("{wrong}"));
+                let how = if complete_fails_first { "its `complete` was refused" } else { "its first part failed" };
+                let setting = format!(
+                    "photo {first} failed first ({how} at about 10 ms) and photo {second} would \
+                     fail later (its second part, 30 ms after it started)"
+                );
+                match outcome {
+                    Ok(uploaded) => panic!(
+                        "{setting}, yet `upload_all` returned Ok with {} files",
+                        uploaded.len()
+                    ),
+                    Err(error) => assert!(
+                        error.key == key(first),
+                        "{setting}; `upload_all` returned the error of {} ({:?}) instead of \
+                         photo {first}'s. It returns the first error: the one of the file that \
+                         failed first, even when it lets the other files finish before it reports",
+                        error.key,
+                        error.error
+                    ),
+                }
+                sleep(Duration::from_secs(1)).await;
+                let open = store.open_keys();
+                assert!(open.is_empty(), "{setting}; uploads left open after the batch: {open:?}");
+                let bad = store.bad_aborts();
+                assert!(bad.is_empty(), "{setting}; uploads aborted wrongly: {bad:?}");
+            }
+        }
     }
 
     /// The caller may drop `upload_all` at any await (the user cancelled the backup). Cut it
@@ -394,7 +476,7 @@ hidden_test! {
                 if !bad.is_empty() {
                     return Err(format!("aborts the store refused: {bad:?}"));
                 }
-                Ok(())
+                store.parts_numbered_from_one()
             },
         )
         .await;

@@ -25,6 +25,8 @@ struct FakeFarm {
     /// When each successful transcode finished.
     finished_at: Mutex<HashMap<u64, Instant>>,
     running: Arc<AtomicUsize>,
+    /// The most transcodes that ran at the same time.
+    most_at_once: AtomicUsize,
     finished: AtomicUsize,
     started: AtomicUsize,
     /// When the last transcode started.
@@ -66,7 +68,8 @@ impl Transcoder for FakeFarm {
         &self,
         video: Video,
     ) -> impl Future<Output = Result<Rendition, TranscodeError>> + Send {
-        self.running.fetch_add(1, Ordering::SeqCst);
+        let now_running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now_running, Ordering::SeqCst);
         self.started.fetch_add(1, Ordering::SeqCst);
         *self.last_start.lock().unwrap() = Some(Instant::now());
         let running = Running(self.running.clone());
@@ -339,6 +342,13 @@ hidden_test! {
         assert_eq!(ids, (0..8).collect::<Vec<_>>(), "every video must get a rendition");
         assert_eq!(queue.remaining(), 0);
         let took = start.elapsed();
+        let most = farm.most_at_once.load(Ordering::SeqCst);
+        assert!(
+            most <= WORKERS,
+            "8 videos on {WORKERS} workers: {most} transcodes ran at the same time (the batch took \
+             {took:?}). `run_pipeline` runs `workers` workers, each transcoding one video at a \
+             time, so at most {WORKERS} transcodes may run at once"
+        );
         assert!(
             took == TRANSCODE * 3,
             "8 videos of 10 ms each on 3 workers side by side should take 30 ms (three rounds), \

@@ -225,11 +225,13 @@ impl Drop for Control {
 
 fn unlocked_message(unlocked: usize) -> String {
     format!(
-        "{unlocked} time(s) a merge looked at the compaction lock while it ran (as it started or \
-         as it ended) and found it free: a merge ran with no lock held, so a second compaction \
-         could have started alongside it. Whoever ends the caller, and at whichever `.await`, the \
-         lock must already belong to the merge when the merge starts and stay with it until the \
-         merge returns"
+        "{unlocked} time(s) a merge asked `Store::is_compacting()` while it ran (as it started or \
+         as it ended) and was told `false`: either the merge ran with no lock held, so a second \
+         compaction could have started alongside it, or `is_compacting` does not look at the lock \
+         the merge holds (the metrics endpoint would report no compaction while one runs). \
+         Whoever ends the caller, and at whichever `.await`, the lock must already belong to the \
+         merge when the merge starts and stay with it until the merge returns, and \
+         `is_compacting` must report that lock"
     )
 }
 
@@ -299,6 +301,18 @@ async fn finish<T>(compaction: impl Future<Output = T>, what: &str) -> T {
         ),
     }
 }
+
+/// The steps by which the test moves the paused clock while a merge is held: 1 ms, doubling to
+/// about 17 minutes (35 minutes in all).
+const WAIT_STEPS: [Duration; 21] = {
+    let mut steps = [Duration::ZERO; 21];
+    let mut i = 0;
+    while i < steps.len() {
+        steps[i] = Duration::from_millis(1 << i);
+        i += 1;
+    }
+    steps
+};
 
 /// How many times `settle` lets the other tasks run.
 const SETTLE_TURNS: usize = 16;
@@ -390,7 +404,11 @@ hidden_test! {
         let (store, mut control) = gated_store();
         let mut caller = spawn_compaction(&store);
         control.wait_for_merge(&mut caller).await;
-        assert!(store.is_compacting(), "a merge is running, but the compaction lock is free");
+        assert!(
+            store.is_compacting(),
+            "a merge is running, but `Store::is_compacting()` says `false`: either the merge holds \
+             no lock, or `is_compacting` does not look at the lock the merge holds"
+        );
         control.open();
         let stats = finish(caller, "compact()").await.expect("the compaction task failed");
         assert_eq!(stats, STATS, "compact() returned {stats:?} instead of its merge's stats");
@@ -583,6 +601,28 @@ hidden_test! {
              {SETTLE_TURNS} turns of the runtime: it waits by trying again and again, keeping an \
              async worker busy for as long as the merge runs (minutes), instead of sleeping until \
              the lock is handed to it"
+        );
+        // The merge is held on the test's gate, so the paused clock stays put unless the test moves
+        // it. Move it forward step by step, each step twice the last, while the merge runs on: a
+        // waiter that tries again after a pause (fixed, or growing up to any cap below the last
+        // step) wakes up at least once per step, a waiter that sleeps until the lock is handed to
+        // it is never woken.
+        let mut held_for = Duration::ZERO;
+        for step in WAIT_STEPS {
+            tokio::time::advance(step).await;
+            held_for += step;
+            settle().await;
+        }
+        let polled = polls.load(Ordering::SeqCst);
+        assert!(
+            polled <= 2,
+            "a second compact(), queued behind a running merge, was polled {polled} times while \
+             that merge ran on for {} minutes of virtual time (the test held the merge and moved the \
+             clock forward step by step): it keeps waking up to try the lock again, with or \
+             without a pause between tries, keeping an async worker busy for as long as the \
+             merge runs (minutes). It must sleep until the lock is handed to it \
+             (`lock_owned().await`)",
+            held_for.as_secs() / 60
         );
         assert!(
             blocking_work() <= before,

@@ -87,6 +87,62 @@ async fn provider_send(sent: &Sent, message: Message) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// One round of the several-dispatchers test: `dispatchers` streams over clones of one queue of
+/// six messages and one limiter, each sending what it is given with a provider that takes
+/// `send_ms`; panics with what was sent if a message was not sent exactly once.
+async fn several_dispatchers(
+    dispatchers: usize,
+    per_second: u32,
+    send_ms: u64,
+    slot_just_taken: bool,
+) {
+    let expected: Vec<u64> = (1..=6).collect();
+    let queue = queue_of(1..=6);
+    let limiter = RateLimiter::per_second(per_second);
+    if slot_just_taken {
+        // Another instance has just used a slot: every dispatcher starts by waiting.
+        limiter.acquire().await;
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..dispatchers {
+        let (queue, limiter) = (queue.clone(), limiter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut stream = pin!(outgoing(queue, limiter));
+            while let Some(m) = stream.next().await {
+                sent.push(m.id);
+                tokio::time::sleep(Duration::from_millis(send_ms)).await;
+            }
+            sent
+        }));
+    }
+    let mut each = Vec::new();
+    for task in tasks {
+        each.push(task.await.expect("a dispatcher panicked"));
+    }
+    let mut all: Vec<u64> = each.iter().flatten().copied().collect();
+    all.sort_unstable();
+    if all == expected && queue.is_empty() {
+        return;
+    }
+    let twice: Vec<u64> = expected
+        .iter()
+        .filter(|id| all.iter().filter(|seen| seen == id).count() > 1)
+        .copied()
+        .collect();
+    let queued = queue.ids();
+    let never: Vec<u64> =
+        expected.iter().filter(|id| !all.contains(id) && !queued.contains(id)).copied().collect();
+    panic!(
+        "{dispatchers} dispatchers drained clones of one queue [1, 2, 3, 4, 5, 6] through clones \
+         of one limiter ({per_second} per second{}), with a provider that takes {send_ms} ms per \
+         send and nothing cancelled. Each dispatcher was given {each:?}, and {queued:?} is still \
+         queued: sent twice {twice:?}, neither sent nor queued {never:?}. Each message must be \
+         sent exactly once, by whichever dispatcher's stream took it from the queue",
+        if slot_just_taken { ", a slot just taken" } else { "" }
+    );
+}
+
 hidden_test! {
     /// Nothing cancelled: every message comes out, in order, one rate-limit slot apart.
     async fn sends_every_message_in_order_at_the_rate_limit() {
@@ -244,6 +300,21 @@ hidden_test! {
              still queued: {:?}",
             queue.ids()
         );
+    }
+
+    /// Two or three dispatchers drain clones of one queue through clones of one limiter (a deploy
+    /// overlaps the old instance and the new one), nothing cancelled, over a range of send times
+    /// and rates: each message must be sent exactly once, by one of them.
+    async fn several_dispatchers_on_one_queue_send_every_message_exactly_once() {
+        for dispatchers in [2, 3] {
+            for per_second in [10, 3] {
+                for send_ms in [0, 50, 150, 250] {
+                    for slot_just_taken in [false, true] {
+                        several_dispatchers(dispatchers, per_second, send_ms, slot_just_taken).await;
+                    }
+                }
+            }
+        }
     }
 
     /// A deploy shuts the runtime down while the dispatcher's stream waits for a slot, or drops

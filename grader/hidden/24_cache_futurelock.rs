@@ -93,6 +93,9 @@ fn nights() -> impl Strategy<Value = Night> {
         .prop_map(|(report_ms, holders)| Night { report_ms, holders })
 }
 
+/// When the refresh under test started waiting for the lock (on tokio's clock), if it did.
+type RefreshStart = Arc<Mutex<Option<Instant>>>;
+
 /// Starts a task that asks for the cache's lock `after` from now and holds it for `hold`.
 fn hold_lock_later(
     cache: &CatalogCache,
@@ -240,14 +243,18 @@ hidden_test! {
     async fn a_refresh_dropped_while_waiting_leaves_the_old_catalog() {
         assert_cancel_safe_with(
             Options::default().cut_every(Duration::from_millis(50)),
-            || CatalogCache::new(catalog(1)),
-            |cache: CatalogCache| async move {
+            || (CatalogCache::new(catalog(1)), RefreshStart::default()),
+            |(cache, started): (CatalogCache, RefreshStart)| async move {
                 let report = hold_lock_for(&cache, Duration::from_secs(1)).await;
+                *started.lock().expect("refresh start") = Some(Instant::now());
                 cache.refresh(catalog(2)).await;
                 report
             },
-            |cache, outcome: Outcome<_>| async move {
+            |(cache, started), outcome: Outcome<_>| async move {
                 let cancelled = outcome.is_cancelled();
+                // How long the refresh had waited when it was dropped (none: it never started).
+                let waited = started.lock().expect("refresh start").map(|at| at.elapsed());
+                let dropped_before_slow = cancelled && waited.is_none_or(|w| w < SLOW_LOCK);
                 if let Some(report) = outcome.completed() {
                     report.await.map_err(|e| format!("the report task failed: {e}"))?;
                 }
@@ -259,6 +266,17 @@ hidden_test! {
                 };
                 if slow > 1 {
                     return Err(format!("one refresh was counted {slow} times in slow_refreshes"));
+                }
+                let waited_text = match waited {
+                    Some(w) => format!("{w:?} into its wait for the lock"),
+                    None => "before it started".to_owned(),
+                };
+                if dropped_before_slow && slow != 0 {
+                    return Err(format!(
+                        "the refresh was dropped {waited_text}, before it had waited SLOW_LOCK \
+                         ({SLOW_LOCK:?}), yet 5 s after the report let go slow_refreshes reads \
+                         {slow}: no refresh waited longer than SLOW_LOCK"
+                    ));
                 }
                 match (cancelled, version) {
                     (true, 1) | (false, 2) => {}
@@ -280,11 +298,24 @@ hidden_test! {
                     return Err("the next refresh, with the lock free, never finished".to_owned());
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let version = cache.lock().await.catalog.version;
+                let (version, slow_after) = {
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                };
                 if version != 3 {
                     return Err(format!(
                         "the next refresh installed v3, but 5 s later the cache holds v{version}: \
                          an earlier refresh overwrote it"
+                    ));
+                }
+                if dropped_before_slow && slow_after != 0 {
+                    return Err(format!(
+                        "the refresh was dropped {waited_text}, before it had waited SLOW_LOCK \
+                         ({SLOW_LOCK:?}); 5 s later the next refresh found the lock free and did \
+                         not wait at all, yet afterwards slow_refreshes reads {slow_after}: \
+                         neither refresh waited longer than SLOW_LOCK, so neither may be counted \
+                         (what the dropped refresh had started must not count the next one as \
+                         slow)"
                     ));
                 }
                 Ok(())
@@ -411,6 +442,78 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// Two refreshes overlap while the report holds the lock (the refresher's, and an operator's
+    /// "refresh now" that starts a little later). Each returns only once its catalog is in place,
+    /// so neither returns while the report still holds the lock, and the cache ends with the
+    /// catalog of the one that returned last. Both waited longer than `SLOW_LOCK`: two slow
+    /// refreshes.
+    async fn two_overlapping_slow_refreshes_each_finish_and_are_counted() {
+        for report_secs in [1, 50] {
+            for second_after in [SLOW_LOCK * 3 / 2, SLOW_LOCK * 5] {
+                let cache = CatalogCache::new(catalog(1));
+                let report = hold_lock_for(&cache, Duration::from_secs(report_secs)).await;
+                let released = Instant::now() + Duration::from_secs(report_secs);
+                // Which refresh returned, and when, in the order they returned.
+                let returned: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+                // Both in this task (`join!`), so the test asks nothing of `refresh` but to run.
+                let refresh = |version: u64, after: Duration| {
+                    let (cache, returned) = (cache.clone(), returned.clone());
+                    async move {
+                        tokio::time::sleep(after).await;
+                        let within = Duration::from_secs(report_secs) + HANG;
+                        let refreshed =
+                            tokio::time::timeout(within, cache.refresh(catalog(version))).await;
+                        if refreshed.is_ok() {
+                            returned.lock().expect("returned").push((version, Instant::now()));
+                        }
+                    }
+                };
+                tokio::join!(refresh(2, Duration::ZERO), refresh(3, second_after));
+                report.await.expect("the report task failed");
+                let during = format!(
+                    "while the report held the lock for {report_secs} s, refresh(v2) started, \
+                     and refresh(v3) started {second_after:?} later"
+                );
+                let returned = returned.lock().expect("returned").clone();
+                let versions: Vec<u64> = returned.iter().map(|(v, _)| *v).collect();
+                for version in [2, 3] {
+                    assert!(
+                        versions.contains(&version),
+                        "{during}: refresh(v{version}) had not finished {} s after the report let \
+                         go",
+                        HANG.as_secs()
+                    );
+                }
+                for &(version, at) in &returned {
+                    assert!(
+                        at >= released,
+                        "{during}: refresh(v{version}) returned {:?} before the report let go of \
+                         the lock, so its catalog could not be in place. A refresh that has \
+                         returned must have put its own catalog in place, not left it to another \
+                         refresh",
+                        released - at
+                    );
+                }
+                let last = versions[versions.len() - 1];
+                let state = cache.lock().await;
+                assert_eq!(
+                    state.catalog.version,
+                    last,
+                    "{during}. They returned in the order {versions:?}, yet afterwards the cache \
+                     holds v{}: each refresh must have put its own catalog in place when it \
+                     returns, so the cache ends with the catalog of the one that returned last",
+                    state.catalog.version
+                );
+                assert_eq!(
+                    state.slow_refreshes, 2,
+                    "{during}. Both waited longer than SLOW_LOCK ({SLOW_LOCK:?}), yet \
+                     slow_refreshes reads {}: each slow refresh is counted once, its own",
+                    state.slow_refreshes
+                );
+            }
+        }
     }
 
     /// The report holds the lock for 150 ms to 1.5 s, and up to four other holders (lookups, a
