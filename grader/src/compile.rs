@@ -4,7 +4,7 @@
 //! Cargo runs with the filesystem root as its working directory, so no `.cargo/config.toml` in
 //! the course repository (a runner, an alias, rustflags) applies to the build.
 
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -141,16 +141,24 @@ fn build_once(
         .context("failed to run cargo; is the Rust toolchain installed and on PATH?")?;
 
     // The watchdog: cargo and every rustc it started are one process group, killed together.
+    // Time spent waiting for another cargo's lock on the target directory (a second `grader`, or
+    // `cargo test`, building in it) is not the build's: it does not count towards the limit.
     let last = Arc::new(Mutex::new(Instant::now()));
     let done = Arc::new(AtomicBool::new(false));
+    let waiting_for_lock = Arc::new(AtomicBool::new(false));
     let watchdog = {
-        let (last, done) = (Arc::clone(&last), Arc::clone(&done));
+        let (last, done, waiting) =
+            (Arc::clone(&last), Arc::clone(&done), Arc::clone(&waiting_for_lock));
         let group = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if last.lock().is_ok_and(|l| l.elapsed() > idle_limit) {
-                    let _ = killpg(group, Signal::SIGKILL);
-                    return true;
+                if let Ok(mut last) = last.lock() {
+                    if waiting.load(Ordering::Relaxed) {
+                        *last = Instant::now();
+                    } else if last.elapsed() > idle_limit {
+                        let _ = killpg(group, Signal::SIGKILL);
+                        return true;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -159,11 +167,26 @@ fn build_once(
     };
 
     let stderr = child.stderr.take().expect("piped stderr");
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).take(1 << 20).read_to_string(&mut text);
-        text
-    });
+    let stderr = {
+        let waiting = Arc::clone(&waiting_for_lock);
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            // Read to the end whatever it holds, so cargo never blocks on a full pipe.
+            for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line);
+                // Cargo's status line while another process holds the lock; it says nothing
+                // when it gets the lock, but its first message on stdout follows.
+                if line.contains("Blocking waiting for file lock") {
+                    waiting.store(true, Ordering::Relaxed);
+                }
+                if text.len() < 1 << 20 {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+            text
+        })
+    };
 
     let mut built = vec![Built::default(); units.len()];
     let owner = |src: &Path| units.iter().position(|u| u.staged.lib_rs == src);
@@ -171,6 +194,7 @@ fn build_once(
     let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut any_message = false;
     for message in Message::parse_stream(stdout) {
+        waiting_for_lock.store(false, Ordering::Relaxed);
         if let Ok(mut last) = last.lock() {
             *last = Instant::now();
         }
