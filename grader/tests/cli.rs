@@ -363,6 +363,32 @@ fn two_checks_at_once_both_finish_and_leave_readable_state() {
     fixture.grader(["list"]).assert().success().stdout(contains("1/3 done"));
 }
 
+/// A build that waits for another cargo's lock on the target directory (a second check, or
+/// `cargo test`, building there) for longer than the build's idle limit is not a stalled build:
+/// it waits, then builds and grades as usual.
+#[test]
+fn a_build_waiting_for_the_target_lock_is_not_timed_out() {
+    let fixture = Fixture::new();
+    // Built once first, so that once the lock is free nothing is left to compile.
+    fixture.grader(["check", "1"]).assert().success();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(common::shared_target().join("debug/.cargo-lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let held = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(12));
+        drop(lock);
+    });
+    fixture
+        .grader(["check", "1", "--no-cache", "--build-timeout", "5"])
+        .assert()
+        .success()
+        .stdout(contains("1/1 katas passed"));
+    held.join().unwrap();
+}
+
 #[test]
 fn a_missing_cargo_is_an_infrastructure_error() {
     let fixture = Fixture::new();
