@@ -354,21 +354,15 @@ fn check_manifest(course: &Course, note: &mut impl FnMut(&Kata, String)) {
 }
 
 fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let exercise = course.kata_dir(Tree::Exercises, kata);
-    let solution = course.kata_dir(Tree::Solutions, kata);
-    for (dir, sections) in [(&exercise, EXERCISE_SECTIONS), (&solution, SOLUTION_SECTIONS)] {
-        for file in ["Cargo.toml", "README.md", "src/lib.rs"] {
-            if !dir.join(file).is_file() {
-                problems.push(format!("{} is missing", rel(course, &dir.join(file))));
-            }
-        }
-        let readme = read(&dir.join("README.md"));
-        for section in sections {
-            if !readme.contains(section) {
-                problems.push(format!("{} lacks `{section}`", rel(course, &dir.join("README.md"))));
-            }
-        }
+    let mut problems = missing_files_and_sections(
+        course,
+        kata,
+        &["Cargo.toml", "README.md", "src/lib.rs"],
+        EXERCISE_SECTIONS,
+        SOLUTION_SECTIONS,
+    );
+    for tree in [Tree::Exercises, Tree::Solutions] {
+        let dir = course.kata_dir(tree, kata);
         let lib = read(&dir.join("src/lib.rs"));
         for name in async_fns_without_cancel_safety(&lib) {
             problems.push(format!(
@@ -386,7 +380,7 @@ fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
                 .into(),
         );
     }
-    if !read(&exercise.join("src/lib.rs")).contains("// TODO") {
+    if !read(&course.lib_rs(Tree::Exercises, kata)).contains("// TODO") {
         problems.push("the exercise's src/lib.rs has no `// TODO` where the learner works".into());
     }
     let hidden_path = course.hidden_tests(kata);
@@ -434,6 +428,36 @@ fn async_fns_without_cancel_safety(source: &str) -> Vec<String> {
         }
     }
     missing
+}
+
+/// What is missing from a kata's two crates: each of `files` (paths relative to the crate) that
+/// is not a file, and each README section heading (`## ...`, matched as text) that the
+/// exercise's or the solution's README lacks. One line per problem, paths relative to the course.
+fn missing_files_and_sections(
+    course: &Course,
+    kata: &Kata,
+    files: &[&str],
+    exercise_sections: &[&str],
+    solution_sections: &[&str],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (tree, sections) in
+        [(Tree::Exercises, exercise_sections), (Tree::Solutions, solution_sections)]
+    {
+        let dir = course.kata_dir(tree, kata);
+        for file in files {
+            if !dir.join(file).is_file() {
+                problems.push(format!("{} is missing", rel(course, &dir.join(file))));
+            }
+        }
+        let readme = read(&dir.join("README.md"));
+        for section in sections {
+            if !readme.contains(section) {
+                problems.push(format!("{} lacks `{section}`", rel(course, &dir.join("README.md"))));
+            }
+        }
+    }
+    problems
 }
 
 fn read(path: &Path) -> String {

@@ -26,25 +26,15 @@ const SOLUTION_SECTIONS: &[&str] =
 
 /// The files every write-the-test kata must have, and what they must hold.
 pub fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> {
-    let mut problems = Vec::new();
+    let mut problems = super::missing_files_and_sections(
+        course,
+        kata,
+        &["Cargo.toml", "README.md", "src/lib.rs", "tests/cancel.rs"],
+        EXERCISE_SECTIONS,
+        SOLUTION_SECTIONS,
+    );
     if kata.level != Level::WriteTheTest {
         problems.push("a write-the-test kata has `level = \"write-the-test\"`".into());
-    }
-    for (tree, sections) in
-        [(Tree::Exercises, EXERCISE_SECTIONS), (Tree::Solutions, SOLUTION_SECTIONS)]
-    {
-        let dir = course.kata_dir(tree, kata);
-        for file in ["Cargo.toml", "README.md", "src/lib.rs", "tests/cancel.rs"] {
-            if !dir.join(file).is_file() {
-                problems.push(format!("{} is missing", rel(course, &dir.join(file))));
-            }
-        }
-        let readme = read(&dir.join("README.md"));
-        for section in sections {
-            if !readme.contains(section) {
-                problems.push(format!("{} lacks `{section}`", rel(course, &dir.join("README.md"))));
-            }
-        }
     }
     let exercise = course.lib_rs(Tree::Exercises, kata);
     let function = wtt::function_rs(course, kata);
