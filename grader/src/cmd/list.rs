@@ -16,7 +16,7 @@ pub fn run(course: &Course) -> anyhow::Result<u8> {
         let status = match state.progress(course, kata) {
             Standing::Done => style::good("done"),
             Standing::Failing => style::bad("failing"),
-            Standing::Unchecked => "not checked".to_owned(),
+            Standing::Unchecked => "unchecked".to_owned(),
         };
         let marker = if current == Some(kata.name.as_str()) { ">" } else { " " };
         outln!(

@@ -133,7 +133,12 @@ pub(crate) fn first_line(text: &str) -> &str {
 }
 
 /// "3/6 done" overall and per level.
+///
+/// One line, `3/29 done (beginner 3/8, intermediate 0/9, ...)`, when it fits 60 columns; else the
+/// count alone on the first line and the levels on indented lines under it, each within 60
+/// columns, so that a terminal of that width never wraps it mid-word.
 pub fn progress_line(course: &Course, state: &State) -> String {
+    const WIDTH: usize = 60;
     let mut line = format!("{}/{} done", state.done(course), course.katas.len());
     let levels: Vec<String> = course
         .by_level()
@@ -144,9 +149,26 @@ pub fn progress_line(course: &Course, state: &State) -> String {
             format!("{level} {level_done}/{}", katas.len())
         })
         .collect();
-    if !levels.is_empty() {
-        line.push_str(&format!(" ({})", levels.join(", ")));
+    if levels.is_empty() {
+        return line;
     }
+    let one_line = format!("{line} ({})", levels.join(", "));
+    if one_line.len() <= WIDTH {
+        return one_line;
+    }
+    let mut row = String::new();
+    for (i, level) in levels.iter().enumerate() {
+        let item = if i + 1 < levels.len() { format!("{level},") } else { level.clone() };
+        if !row.is_empty() && 2 + row.len() + 1 + item.len() > WIDTH {
+            line.push_str(&format!("\n  {row}"));
+            row.clear();
+        }
+        if !row.is_empty() {
+            row.push(' ');
+        }
+        row.push_str(&item);
+    }
+    line.push_str(&format!("\n  {row}"));
     line
 }
 
