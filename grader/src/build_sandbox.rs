@@ -40,6 +40,11 @@ pub struct Walls {
     pub read_write: Vec<PathBuf>,
     /// The build's `TMPDIR`, inside `read_write`.
     pub tmp: PathBuf,
+    /// Directories of `read_write` made before the build if missing: a Landlock rule needs an
+    /// open file descriptor, so a path that does not exist yet gets no rule, and cargo would then
+    /// be refused the directory it creates there (the target's `debug/` in a new target
+    /// directory, the `TMPDIR`).
+    pub make: Vec<PathBuf>,
 }
 
 /// The walls for building `set` of `course`.
@@ -73,13 +78,16 @@ pub fn walls(course: &Course, set: &str, generated: &Generated) -> Walls {
     read_write.push(tmp.clone());
     // Cargo keeps a cache of rustc's version in the target directory's top level.
     read_write.push(target.join(".rustc_info.json"));
-    Walls { read, write: vec![target], read_write, tmp }
+    let make = vec![target.join("debug"), tmp.clone()];
+    Walls { read, write: vec![target], read_write, tmp, make }
 }
 
 /// `cargo` wrapped in the re-executed grader that walls it in.
 pub fn command(walls: &Walls, cargo: &Path) -> anyhow::Result<Command> {
-    std::fs::create_dir_all(&walls.tmp)
-        .with_context(|| format!("failed to create {}", walls.tmp.display()))?;
+    for dir in &walls.make {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
     // Not `current_exe()`: its path is gone once `cargo build` replaces the grader while it runs
     // (`/proc/self/exe` still names the running executable then).
     let mut command = Command::new("/proc/self/exe");
