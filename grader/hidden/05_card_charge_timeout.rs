@@ -190,6 +190,14 @@ struct Rig {
     gateway: FakeGateway,
 }
 
+impl Rig {
+    /// A fresh gateway that answers the attempts in `script`'s order, and a checkout on it.
+    fn new(script: &[Reply]) -> Self {
+        let gateway = FakeGateway::new(script);
+        Rig { checkout: Arc::new(checkout(&gateway)), gateway }
+    }
+}
+
 /// Checked the moment `pay` returned `TimedOut`, before the test yields: every attempt must have
 /// stopped already. `TimedOut` promises that nothing was charged, and an attempt that was only
 /// asked to stop (aborted, or its handle dropped) could still charge on another worker thread.
@@ -504,13 +512,7 @@ hidden_test! {
     async fn a_dropped_checkout_charges_nothing_afterwards() {
         assert_cancel_safe_with(
             Options::default().forbid_leftover_tasks(),
-            || {
-                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
-                Rig {
-                    checkout: Arc::new(checkout(&gateway)),
-                    gateway,
-                }
-            },
+            || Rig::new(&[SLOW, SLOW, FAST]),
             |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
             |rig, outcome| async move {
                 // Charges made by attempts that had finished before the cut are fair; any charge
@@ -774,13 +776,7 @@ hidden_test! {
     async fn paying_again_after_a_dropped_or_finished_pay_charges_once_more() {
         assert_cancel_safe_with(
             Options::default(),
-            || {
-                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
-                Rig {
-                    checkout: Arc::new(checkout(&gateway)),
-                    gateway,
-                }
-            },
+            || Rig::new(&[SLOW, SLOW, FAST]),
             |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
             |rig, outcome| async move {
                 let first = match &outcome {
@@ -812,13 +808,7 @@ hidden_test! {
     /// running attempt without panicking, and nothing may be charged by an attempt cut short.
     fn a_pay_dropped_at_runtime_shutdown_or_outside_a_runtime_stops_quietly() {
         assert_cancel_safe_at_shutdown(
-            || {
-                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
-                Rig {
-                    checkout: Arc::new(checkout(&gateway)),
-                    gateway,
-                }
-            },
+            || Rig::new(&[SLOW, SLOW, FAST]),
             |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
             |rig, outcome| {
                 let charges = rig.gateway.charges();
