@@ -208,7 +208,12 @@ impl FakeOs {
     /// The workers that were killed, by video.
     fn killed_workers(&self) -> Vec<String> {
         let table = self.lock();
-        table.procs.iter().filter(|p| p.who == Who::Worker && p.killed).map(|p| p.video.clone()).collect()
+        table
+            .procs
+            .iter()
+            .filter(|p| p.who == Who::Worker && p.killed)
+            .map(|p| p.video.clone())
+            .collect()
     }
 
     fn count(&self, who: Who) -> usize {
@@ -497,8 +502,8 @@ hidden_test! {
     }
 
     /// Two requests at once, one of them cut by its timeout while its worker decodes, writes its
-    /// frame, cleans up (and polled first or second): its worker must die, and the other request's worker must not be
-    /// touched: the other request gets its own frame.
+    /// frame, cleans up (and polled first or second): its worker must die, and the other
+    /// request's worker must not be touched: the other request gets its own frame.
     async fn two_requests_at_once_each_kill_only_their_own_worker() {
         // Decoding until 400 ms, the frame at 400 and 410, stdout closed at 420, exit at 520.
         for cut_ms in [0, 100, 200, 300, 399, 400, 405, 410, 415, 420, 425, 450, 500, 519] {
@@ -578,7 +583,8 @@ hidden_test! {
         );
         child.wait().await.expect("wait");
         assert_eq!(child.id(), None, "`id()` must be `None` once the child was reaped");
-        let mut child = launcher.command("ffmpeg").arg("-i").arg("kill.mp4").spawn().expect("spawn");
+        let mut child =
+            launcher.command("ffmpeg").arg("-i").arg("kill.mp4").spawn().expect("spawn");
         child.kill().await.expect("kill");
         let state = os.describe("kill.mp4");
         assert!(
