@@ -68,6 +68,13 @@ fn check_consistent(
         ));
     }
     if on_disk && !listed {
+        if old.is_some_and(|old| fs.read(&path).as_deref() == Some(old)) {
+            return Err(format!(
+                "{path} still holds the previous version, but the index no longer lists `{ID}`: \
+                 the save removed the entry of a document that was in place and never put it \
+                 back. Nobody can find the document now"
+            ));
+        }
         return Err(format!(
             "{path} exists but the index does not list `{ID}`: an orphan document nobody can \
              find. The file was put in place, and the index entry never followed (or was \
@@ -286,6 +293,101 @@ fn deploy_right_after_poll(
 /// The next version, saved by a retry right after a cut.
 const RETRY: &[u8] = br#"{"invoice":42,"total":"99.50","status":"sent","lines":3,"retry":1}"#;
 
+/// What a save cut by a deadline left to run: the rest of a task it spawned, or the cancellation
+/// of a task it told to stop, which the runtime carries out the next time it gets to that task.
+///
+/// On a multi-thread runtime a retry may start on another worker thread before that happens. Two
+/// paused runtimes stand for the two threads, deterministically: `first` runs the save until it
+/// is cut `cut_ms` into its work (dropped between two of `first`'s turns, so nothing it left runs
+/// yet), and `other` runs the retry, a request handler's task. Then, every millisecond of virtual
+/// time, `other` runs first and `first` right after it, until the retry returns. Returns what
+/// went wrong, if anything.
+fn retry_on_another_worker(seed: u64, fresh: fn() -> State, cut_ms: u64) -> Result<(), String> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let tick = Duration::from_millis(1);
+    let (first, other) = (runtime::local(seed), runtime::local(seed));
+    let (store, fs, index) = fresh();
+    let mut save: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = {
+        let store = store.clone();
+        Box::pin(async move { store.save(ID, NEW).await })
+    };
+    // Polled every millisecond, as a handler's task polls it, up to the cut.
+    let finished = first.block_on(async {
+        let start = tokio::time::Instant::now();
+        loop {
+            let poll = std::future::poll_fn(|cx| Poll::Ready(save.as_mut().poll(cx))).await;
+            if poll.is_ready() {
+                return true;
+            }
+            if start.elapsed() >= Duration::from_millis(cut_ms) {
+                return false;
+            }
+            tokio::time::sleep(tick).await;
+        }
+    });
+    {
+        // The deadline drops `save`; `first` does not get another turn before the retry starts.
+        let _in = first.handle().enter();
+        drop(save);
+    }
+    let retried = Rc::new(RefCell::new(None));
+    {
+        let (store, retried) = (store.clone(), retried.clone());
+        other.spawn_local(async move {
+            let result = store.save(ID, RETRY).await;
+            *retried.borrow_mut() = Some(result);
+        });
+    }
+    let cut = if finished { "finished before its deadline" } else { "cut" };
+    let what = format!(
+        "a save was {cut} {cut_ms} ms into its work, and a retry with the next version started \
+         at once on another worker thread, which each millisecond ran the retry's work before \
+         the save's own thread ran whatever the cut save had left to run (a multi-thread runtime \
+         may order them so)"
+    );
+    let mut result = None;
+    for _ in 0..1000 {
+        other.block_on(async { tokio::time::sleep(tick).await });
+        first.block_on(async { tokio::time::sleep(tick).await });
+        result = retried.borrow_mut().take();
+        if result.is_some() {
+            break;
+        }
+    }
+    let Some(result) = result else {
+        return Err(format!("{what}; the retry had not returned a second later"));
+    };
+    if let Err(e) = result {
+        return Err(format!(
+            "{what}; the retry failed ({:?}: {e}). Disk: {:?}. Something the cut save left behind (a \
+             task still running, or one told to stop that had not stopped yet) ran after the \
+             retry had started, and deleted or moved the retry's temporary file",
+            e.kind(),
+            fs.paths()
+        ));
+    }
+    let seen = |when: &str| -> Result<(), String> {
+        match store.load(ID) {
+            Some(doc) if doc == RETRY => {}
+            other => {
+                return Err(format!(
+                    "{what}; the retry returned Ok, but {when} load() returned {:?}, not the \
+                     retry's version",
+                    other.map(|d| String::from_utf8_lossy(&d).into_owned())
+                ));
+            }
+        }
+        check_consistent(&fs, &index, None, RETRY)
+            .map_err(|e| format!("{what}; the retry returned Ok, and {when}: {e}"))
+    };
+    seen("right after it returned")?;
+    other.block_on(async { tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await });
+    first.block_on(async { tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await });
+    seen("a second after it returned")
+}
+
 hidden_test! {
     /// Request handlers run as tasks of their own (`tokio::spawn`) on a multi-thread runtime,
     /// so `save`'s future must stay `Send`, as it is now.
@@ -347,6 +449,26 @@ hidden_test! {
                 },
             )
             .await;
+        }
+    }
+
+    /// The same cut and retry as on a multi-thread runtime, where the retry can start on another
+    /// worker thread before the cut save's thread has run what that save left to run: at every
+    /// millisecond of the save, the retry must still succeed and store its version, alone.
+    fn a_retry_that_starts_before_the_cut_save_is_cleaned_up_stores_the_retry() {
+        let cases: [(&str, fn() -> State); 2] =
+            [("saving a new document", empty_store), ("replacing a document", store_with_old_version)];
+        // A whole save is one step of the fake disk per chunk written, and one each for the sync,
+        // the rename and the index log; the last cuts fall after its end.
+        let steps = NEW.len().div_ceil(WRITE_CHUNK) as u32 + 3;
+        let span_ms = (STEP * (steps + 1)).as_millis() as u64;
+        for (what, fresh) in cases {
+            for cut_ms in 0..=span_ms {
+                let seed = SEEDS[cut_ms as usize % SEEDS.len()];
+                if let Err(seen) = retry_on_another_worker(seed, fresh, cut_ms) {
+                    panic!("{what}: {seen}");
+                }
+            }
         }
     }
 
