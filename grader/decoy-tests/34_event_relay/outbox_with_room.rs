@@ -1,6 +1,7 @@
 //! The explorer with the leftover-task detector and the exact check, but the outbox has room: the
-//! call forwards its event in one poll, so the only cut is before the first poll, where nothing
-//! has happened yet. It catches nothing.
+//! call never waits for it, so no cut lands in that wait. It misses every version whose bug is
+//! there (the shipped one, the event taken too early, the heartbeat left running, the event put
+//! back at the back); it still catches the two that leave something behind after the send.
 
 use std::sync::{Arc, Mutex};
 
