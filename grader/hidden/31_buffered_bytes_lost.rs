@@ -7,7 +7,10 @@
 //! `WRITE_TIME` after they were handed over, as `tokio::fs::File` does; the learner's
 //! `BufWriter` is tokio's own.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use buffered_bytes_lost::{FakeDisk, Journal, Transaction, WRITE_TIME};
@@ -17,28 +20,47 @@ use tokio::sync::Mutex;
 
 const PATH: &str = "orders.journal";
 
-/// A transaction of `puts` order lines (each line of the journal is about 45 bytes, so 100 puts
-/// are more than one 4 KiB write of the file, and 200 more than a default 8 KiB `BufWriter`).
+/// A transaction of `puts` order lines (each line of the journal is about 100 bytes, so 50 puts
+/// are more than one 4 KiB write of the file, and 90 more than a default 8 KiB `BufWriter`).
 fn txn(id: u64, puts: usize) -> Transaction {
     let puts = (0..puts)
         .map(|i| {
             let qty = i % 7 + 1;
-            (format!("order-{id}-line-{i:04}"), format!("sku-{:06}-qty-{qty}", id * 1000 + i as u64))
+            let sku = id * 1000 + i as u64;
+            let value = format!(
+                "sku-{sku:06}-qty-{qty}-from-warehouse-{:02}-dock-{:03}-standard",
+                i % 13,
+                i % 101
+            );
+            (format!("order-{id}-line-{i:04}"), value)
         })
         .collect();
     Transaction { id, puts }
 }
 
+/// `t.encode()`, computed once per transaction of the tests (the checks run thousands of times).
+fn encoded(t: &Transaction) -> Rc<Vec<u8>> {
+    thread_local! {
+        static CACHE: RefCell<HashMap<(u64, usize), Rc<Vec<u8>>>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        Rc::clone(
+            cache.borrow_mut().entry((t.id, t.puts.len())).or_insert_with(|| Rc::new(t.encode())),
+        )
+    })
+}
+
 /// How the journal's bytes read to a replay that knows the transactions `known`: whole ones in
 /// order, or where and how it stops.
 fn replay(bytes: &[u8], known: &[&Transaction]) -> Result<Vec<u64>, String> {
+    let known: Vec<(u64, Rc<Vec<u8>>)> = known.iter().map(|t| (t.id, encoded(t))).collect();
     let mut ids = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
-        if let Some(whole) = known.iter().find(|t| rest.starts_with(&t.encode())) {
-            ids.push(whole.id);
-            at += whole.encode().len();
+        if let Some((id, bytes)) = known.iter().find(|(_, bytes)| rest.starts_with(bytes)) {
+            ids.push(*id);
+            at += bytes.len();
             continue;
         }
         let before = if ids.is_empty() {
@@ -48,23 +70,21 @@ fn replay(bytes: &[u8], known: &[&Transaction]) -> Result<Vec<u64>, String> {
         };
         let torn = known
             .iter()
-            .map(|t| (t, common_prefix(rest, &t.encode())))
+            .map(|(id, bytes)| ((id, bytes), common_prefix(rest, bytes)))
             .max_by_key(|&(_, n)| n)
             .filter(|&(_, n)| n > 0);
         return Err(match torn {
-            Some((t, n)) if n < rest.len() => format!(
-                "{before}, transaction {} torn after {n} of its {} bytes, and {} more bytes after \
-                 it (byte {at} of {})",
-                t.id,
-                t.encode().len(),
+            Some(((id, whole), n)) if n < rest.len() => format!(
+                "{before}, transaction {id} torn after {n} of its {} bytes, and {} more bytes \
+                 after it (byte {at} of {})",
+                whole.len(),
                 rest.len() - n,
                 bytes.len()
             ),
-            Some((t, n)) => format!(
-                "{before}, transaction {} torn after {n} of its {} bytes, at the end (byte {at} \
+            Some(((id, whole), n)) => format!(
+                "{before}, transaction {id} torn after {n} of its {} bytes, at the end (byte {at} \
                  of {})",
-                t.id,
-                t.encode().len(),
+                whole.len(),
                 bytes.len()
             ),
             None => format!("{before}, {} bytes that are no transaction", rest.len()),
@@ -182,7 +202,7 @@ hidden_test! {
     async fn appends_with_nothing_cut_are_whole_in_the_file_when_append_returns() {
         let disk = FakeDisk::new();
         let mut journal = Journal::new(disk.clone(), PATH);
-        let txns = [txn(1, 3), txn(2, 120), txn(3, 400), txn(4, 1), txn(5, 200)];
+        let txns = [txn(1, 3), txn(2, 50), txn(3, 170), txn(4, 1), txn(5, 90)];
         let mut expected = Vec::new();
         for t in &txns {
             if let Err(e) = journal.append(t).await {
@@ -209,7 +229,7 @@ hidden_test! {
     /// the middle lands only in part and fails with `StorageFull`. `append` must return that
     /// error, not `Ok`: the client must not be told "saved".
     async fn a_write_the_disk_refuses_is_reported_not_ok() {
-        for puts in [3, 120, 400] {
+        for puts in [3, 50, 170] {
             let big = txn(2, puts);
             let len = big.encode().len();
             for short_by in [1, len / 2, len - 1] {
@@ -239,7 +259,7 @@ hidden_test! {
     /// whole or not at all, and the new one, at once and once every write has landed.
     async fn an_append_cut_anywhere_then_the_next_leaves_only_whole_transactions() {
         let first = txn(1, 3);
-        for puts in [120, 400] {
+        for puts in [50, 170] {
             let cut = txn(2, puts);
             for next in [txn(3, 5), cut.clone()] {
                 let retry = if next.id == cut.id { "the same transaction again (a retry)" } else { "the next request's transaction" };
@@ -299,7 +319,7 @@ hidden_test! {
     /// are cut off, must return `Ok` with the journal whole.
     async fn a_failed_write_of_a_dropped_append_does_not_fail_the_next() {
         let first = txn(1, 3);
-        let cut = txn(2, 200);
+        let cut = txn(2, 90);
         let next = txn(3, 2);
         let room = cut.encode().len() - 100;
         assert_cancel_safe(
@@ -342,8 +362,8 @@ hidden_test! {
     /// poll. The append after that must still leave only whole transactions.
     async fn an_append_cut_while_it_cleans_up_after_a_cut_one() {
         let first = txn(1, 3);
-        let torn = txn(2, 400);
-        let second = txn(3, 150);
+        let torn = txn(2, 170);
+        let second = txn(3, 60);
         let next = txn(4, 5);
         assert_cancel_safe(
             || fresh_journal(&first, FakeDisk::new()),
@@ -410,7 +430,7 @@ hidden_test! {
     /// transactions only.
     fn an_append_cut_by_a_deploy_then_the_next_leaves_only_whole_transactions() {
         let first = txn(1, 3);
-        let cut = txn(2, 400);
+        let cut = txn(2, 170);
         let next = txn(3, 5);
         assert_cancel_safe_at_shutdown(
             || fresh_journal(&first, FakeDisk::new()),
