@@ -1,6 +1,6 @@
-//! Hidden tests for kata 31: `Journal::append` says `Ok` only once its transaction has landed in the
-//! file, whole, and reports a write the disk refused; and whatever point an append is dropped at
-//! (a deadline, a deploy), the next append leaves the journal holding whole transactions only:
+//! Hidden tests for kata 31: `Journal::append` says `Ok` only once its transaction has landed in
+//! the file, whole, and reports a write the disk refused; and whatever point an append is dropped
+//! at (a deadline, a deploy), the next append leaves the journal holding whole transactions only:
 //! never one written after a torn one.
 //!
 //! The disk is the kata's `FakeDisk`, which lands a file's writes on a "blocking pool" one
@@ -20,8 +20,8 @@ use tokio::sync::Mutex;
 
 const PATH: &str = "orders.journal";
 
-/// A transaction of `puts` order lines (each line of the journal is about 100 bytes, so 50 puts
-/// are more than one 4 KiB write of the file, and 90 more than a default 8 KiB `BufWriter`).
+/// A transaction of `puts` order lines (each line of the journal is about 80 bytes, so 70 puts
+/// are more than one 4 KiB write of the file, and 110 more than a default 8 KiB `BufWriter`).
 fn txn(id: u64, puts: usize) -> Transaction {
     let puts = (0..puts)
         .map(|i| {
@@ -170,7 +170,8 @@ async fn append_next_and_check(
     let appended = journal.lock().await.append(next).await;
     if let Err(e) = appended {
         return Err(format!(
-            "{what}; then `append(transaction {})` failed: {e}, though the disk has room for it",
+            "{what}; then `append(transaction {})` failed: {e}, though the disk has room for it \
+             once the torn transaction is cut off",
             next.id
         ));
     }
@@ -202,7 +203,7 @@ hidden_test! {
     async fn appends_with_nothing_cut_are_whole_in_the_file_when_append_returns() {
         let disk = FakeDisk::new();
         let mut journal = Journal::new(disk.clone(), PATH);
-        let txns = [txn(1, 3), txn(2, 50), txn(3, 170), txn(4, 1), txn(5, 90)];
+        let txns = [txn(1, 3), txn(2, 70), txn(3, 170), txn(4, 1), txn(5, 110)];
         let mut expected = Vec::new();
         for t in &txns {
             if let Err(e) = journal.append(t).await {
@@ -229,7 +230,7 @@ hidden_test! {
     /// the middle lands only in part and fails with `StorageFull`. `append` must return that
     /// error, not `Ok`: the client must not be told "saved".
     async fn a_write_the_disk_refuses_is_reported_not_ok() {
-        for puts in [3, 50, 170] {
+        for puts in [3, 70, 170] {
             let big = txn(2, puts);
             let len = big.encode().len();
             for short_by in [1, len / 2, len - 1] {
@@ -259,10 +260,14 @@ hidden_test! {
     /// whole or not at all, and the new one, at once and once every write has landed.
     async fn an_append_cut_anywhere_then_the_next_leaves_only_whole_transactions() {
         let first = txn(1, 3);
-        for puts in [50, 170] {
+        for puts in [70, 170] {
             let cut = txn(2, puts);
             for next in [txn(3, 5), cut.clone()] {
-                let retry = if next.id == cut.id { "the same transaction again (a retry)" } else { "the next request's transaction" };
+                let retry = if next.id == cut.id {
+                    "the same transaction again (a retry)"
+                } else {
+                    "the next request's transaction"
+                };
                 assert_cancel_safe(
                     || fresh_journal(&first, FakeDisk::new()),
                     |(journal, _)| {
@@ -373,7 +378,7 @@ hidden_test! {
                     let mut journal = journal.lock_owned().await;
                     let cut_at = WRITE_TIME * 3 / 2;
                     let dropped = tokio::time::timeout(cut_at, journal.append(&torn)).await;
-                    assert!(dropped.is_err(), "a 17 KiB transaction takes more than 1.5 ms");
+                    assert!(dropped.is_err(), "a 13 KiB transaction takes more than 1.5 ms");
                     journal.append(&second).await
                 }
             },
