@@ -196,6 +196,69 @@ async fn append_next_and_check(
     )
 }
 
+/// The kata's story, for a transaction 2 of `puts` lines: a request's deadline drops `append`
+/// after every possible poll (both moments), while its lines are in the `BufWriter` or in a write
+/// the file has in flight. Then the service appends again, the same transaction (a retry) or the
+/// next request's. That append must return `Ok`, and the journal must hold transaction 1, the cut
+/// transaction whole or not at all, and the new one, at once and once every write has landed.
+async fn cut_anywhere_then_append_again(puts: usize) {
+    let first = txn(1, 3);
+    let cut = txn(2, puts);
+    for next in [txn(3, 5), cut.clone()] {
+        let retry = if next.id == cut.id {
+            "the same transaction again (a retry)"
+        } else {
+            "the next request's transaction"
+        };
+        assert_cancel_safe(
+            || fresh_journal(&first, FakeDisk::new()),
+            |(journal, _)| {
+                let cut = cut.clone();
+                async move { journal.lock_owned().await.append(&cut).await }
+            },
+            |(journal, disk), outcome| {
+                let (first, cut, next) = (first.clone(), cut.clone(), next.clone());
+                async move {
+                    match outcome {
+                        Outcome::Completed(Ok(())) => {
+                            let now = disk.read(PATH).unwrap_or_default();
+                            let whole = [first.encode(), cut.encode()].concat();
+                            if now != whole {
+                                return Err(format!(
+                                    "nothing was cut, `append` returned Ok, and the \
+                                         file held {} of the {} bytes it should",
+                                    now.len(),
+                                    whole.len()
+                                ));
+                            }
+                            Ok(())
+                        }
+                        Outcome::Completed(Err(e)) => {
+                            Err(format!("nothing was cut, and `append` failed: {e}"))
+                        }
+                        Outcome::Cancelled { .. } => {
+                            append_next_and_check(
+                                &journal,
+                                &disk,
+                                &[&first],
+                                &cut,
+                                &next,
+                                &format!(
+                                    "`append(transaction 2)` ({} bytes) was dropped, \
+                                         and the service appended {retry}",
+                                    cut.encode().len()
+                                ),
+                            )
+                            .await
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}
+
 hidden_test! {
     /// Nothing cut: transactions of every size, one after the other, from an empty journal. When
     /// `append` returns `Ok`, the file holds the transaction whole already, without waiting for
@@ -253,69 +316,16 @@ hidden_test! {
         }
     }
 
-    /// The kata's story: a request's deadline drops `append` after every possible poll (both
-    /// moments), while its lines are in the `BufWriter` or in a write the file has in flight.
-    /// Then the service appends again, the same transaction (a retry) or the next request's. That
-    /// append must return `Ok`, and the journal must hold transaction 1, the cut transaction
-    /// whole or not at all, and the new one, at once and once every write has landed.
-    async fn an_append_cut_anywhere_then_the_next_leaves_only_whole_transactions() {
-        let first = txn(1, 3);
-        for puts in [70, 170] {
-            let cut = txn(2, puts);
-            for next in [txn(3, 5), cut.clone()] {
-                let retry = if next.id == cut.id {
-                    "the same transaction again (a retry)"
-                } else {
-                    "the next request's transaction"
-                };
-                assert_cancel_safe(
-                    || fresh_journal(&first, FakeDisk::new()),
-                    |(journal, _)| {
-                        let cut = cut.clone();
-                        async move { journal.lock_owned().await.append(&cut).await }
-                    },
-                    |(journal, disk), outcome| {
-                        let (first, cut, next) = (first.clone(), cut.clone(), next.clone());
-                        async move {
-                            match outcome {
-                                Outcome::Completed(Ok(())) => {
-                                    let now = disk.read(PATH).unwrap_or_default();
-                                    let whole = [first.encode(), cut.encode()].concat();
-                                    if now != whole {
-                                        return Err(format!(
-                                            "nothing was cut, `append` returned Ok, and the \
-                                             file held {} of the {} bytes it should",
-                                            now.len(),
-                                            whole.len()
-                                        ));
-                                    }
-                                    Ok(())
-                                }
-                                Outcome::Completed(Err(e)) => {
-                                    Err(format!("nothing was cut, and `append` failed: {e}"))
-                                }
-                                Outcome::Cancelled { .. } => {
-                                    append_next_and_check(
-                                        &journal,
-                                        &disk,
-                                        &[&first],
-                                        &cut,
-                                        &next,
-                                        &format!(
-                                            "`append(transaction 2)` ({} bytes) was dropped, \
-                                             and the service appended {retry}",
-                                            cut.encode().len()
-                                        ),
-                                    )
-                                    .await
-                                }
-                            }
-                        }
-                    },
-                )
-                .await;
-            }
-        }
+    /// The kata's story, with a transaction of 5 KiB: it fits in the `BufWriter`, and the file
+    /// writes it in two pieces when it is flushed.
+    async fn a_5_kib_append_cut_anywhere_then_the_next_leaves_only_whole_transactions() {
+        cut_anywhere_then_append_again(70).await;
+    }
+
+    /// The kata's story, with a transaction of 13 KiB: more than the `BufWriter` holds, so part
+    /// of it goes to the file while the rest is still being written.
+    async fn a_13_kib_append_cut_anywhere_then_the_next_leaves_only_whole_transactions() {
+        cut_anywhere_then_append_again(170).await;
     }
 
     /// The disk fills up while transaction 2 is written, and `append` is dropped at every point
