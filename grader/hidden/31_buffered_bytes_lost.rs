@@ -74,13 +74,19 @@ fn replay(bytes: &[u8], known: &[&Transaction]) -> Result<Vec<u64>, String> {
             .max_by_key(|&(_, n)| n)
             .filter(|&(_, n)| n > 0);
         return Err(match torn {
-            Some(((id, whole), n)) if n < rest.len() => format!(
-                "{before}, transaction {id} torn after {n} of its {} bytes, and {} more bytes \
-                 after it (byte {at} of {})",
-                whole.len(),
-                rest.len() - n,
-                bytes.len()
-            ),
+            Some(((id, whole), n)) if n < rest.len() => {
+                let after = &rest[n..];
+                let follows = match known.iter().find(|(_, bytes)| after.starts_with(bytes)) {
+                    Some((next, _)) => format!("transaction {next} whole right after it"),
+                    None => format!("{} more bytes after it", after.len()),
+                };
+                format!(
+                    "{before}, transaction {id} torn after {n} of its {} bytes (byte {at} of {}), \
+                     and {follows}",
+                    whole.len(),
+                    bytes.len()
+                )
+            }
             Some(((id, whole), n)) => format!(
                 "{before}, transaction {id} torn after {n} of its {} bytes, at the end (byte {at} \
                  of {})",
@@ -124,8 +130,8 @@ fn holds_after_the_cut(
     known.push(next);
     let ids = replay(&bytes, &known).map_err(|stops| {
         format!(
-            "{when}, replay of the journal stops {stops}: transaction {} after it, which the \
-             client was told is saved, is lost at the next start",
+            "{when}, replay of the journal stops {stops}. Replay stops at a torn transaction, so \
+             transaction {}, which the client was told is saved, is lost at the next start",
             next.id
         )
     })?;
