@@ -1,0 +1,380 @@
+//! # Kata 31 solution: the journal that cuts off its torn tail
+//!
+//! An order service appends each request's [`Transaction`] to a write-ahead journal before it
+//! tells the client "saved". A request's deadline or a deploy can drop [`Journal::append`]
+//! part-way: the lines still in the `BufWriter` are gone, and a write the file had handed to the
+//! blocking pool lands later. The journal then ends in a torn transaction.
+//!
+//! The fix keeps the file open in the journal, with the length of its whole transactions and a
+//! mark saying an append is under way. An append that finds the mark (its predecessor was cut or
+//! failed) first waits, through that same file, for the write the cut left in flight, and then
+//! cuts the file back to its whole transactions. Only then does it write its own, and it says `Ok`
+//! only once `flush` has pushed the `BufWriter`'s buffer into the file *and* waited for the
+//! file's last write to land.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::time::{Instant, Sleep};
+
+/// How long a write takes on the fake disk's blocking pool, from the moment the file hands it over.
+pub const WRITE_TIME: Duration = Duration::from_millis(1);
+
+/// The most bytes one write hands to the blocking pool (`tokio::fs::File::set_max_buf_size`).
+pub const MAX_WRITE: usize = 4096;
+
+/// One transaction of the journal: an id and the keys it sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub id: u64,
+    pub puts: Vec<(String, String)>,
+}
+
+impl Transaction {
+    /// The journal's lines for this transaction: `begin <id> <puts>`, then one `put` per key.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("begin {} {}\n", self.id, self.puts.len())];
+        for (key, value) in &self.puts {
+            lines.push(format!("put {} {key} {value}\n", self.id));
+        }
+        lines
+    }
+
+    /// The transaction as it is stored in the journal.
+    pub fn encode(&self) -> Vec<u8> {
+        self.lines().concat().into_bytes()
+    }
+}
+
+/// An in-memory disk with the write path of `tokio::fs::File`. Clones share one disk.
+///
+/// A file's write hands at most [`MAX_WRITE`] bytes to a "blocking pool" and returns at once; the
+/// write lands on the disk [`WRITE_TIME`] later, in the order writes were handed over, whether or
+/// not the file that started it still exists. While a write is in flight, the file's next write
+/// waits for it. `flush` waits for it too, and returns its result. A disk made with
+/// [`FakeDisk::with_capacity`] fails a write that does not fit with `StorageFull`, after writing
+/// the part that fits.
+#[derive(Debug, Clone, Default)]
+pub struct FakeDisk {
+    state: Arc<Mutex<DiskState>>,
+}
+
+#[derive(Debug, Default)]
+struct DiskState {
+    files: BTreeMap<String, Vec<u8>>,
+    /// Writes handed to the blocking pool and not landed yet, oldest first.
+    pool: Vec<PendingWrite>,
+    /// The result of each landed write, until the file that started it asks.
+    landed: BTreeMap<u64, Result<(), io::ErrorKind>>,
+    next_id: u64,
+    capacity: Option<usize>,
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    id: u64,
+    path: String,
+    data: Vec<u8>,
+    due: Instant,
+}
+
+impl DiskState {
+    /// Lands every write whose time has come, oldest first.
+    fn land_due(&mut self, now: Instant) {
+        let due = self.pool.iter().take_while(|write| write.due <= now).count();
+        let writes: Vec<PendingWrite> = self.pool.drain(..due).collect();
+        for write in writes {
+            self.land(write);
+        }
+    }
+
+    fn land(&mut self, write: PendingWrite) {
+        let used: usize = self.files.values().map(Vec::len).sum();
+        let room = self.capacity.map_or(usize::MAX, |capacity| capacity.saturating_sub(used));
+        let n = write.data.len().min(room);
+        self.files.entry(write.path).or_default().extend_from_slice(&write.data[..n]);
+        let result = if n == write.data.len() { Ok(()) } else { Err(io::ErrorKind::StorageFull) };
+        self.landed.insert(write.id, result);
+    }
+}
+
+impl FakeDisk {
+    /// An empty disk with no size limit.
+    pub fn new() -> Self {
+        FakeDisk::default()
+    }
+
+    /// An empty disk that holds at most `bytes` bytes over all its files.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let disk = FakeDisk::new();
+        disk.lock().capacity = Some(bytes);
+        disk
+    }
+
+    /// Puts `data` in `path` at once, replacing what it held, as if written before the test (a
+    /// journal from an earlier run).
+    pub fn put(&self, path: &str, data: &[u8]) {
+        self.lock().files.insert(path.to_owned(), data.to_vec());
+    }
+
+    /// What `path` holds now: the writes that have landed, not those still in flight.
+    pub fn read(&self, path: &str) -> Option<Vec<u8>> {
+        self.lock().files.get(path).cloned()
+    }
+
+    /// The length of `path` now (0 if it does not exist).
+    pub fn len(&self, path: &str) -> u64 {
+        self.lock().files.get(path).map_or(0, |data| data.len() as u64)
+    }
+
+    /// How many writes are on the blocking pool, not landed yet.
+    pub fn in_flight(&self) -> usize {
+        self.lock().pool.len()
+    }
+
+    /// Lands every write in flight, now. A runtime that shuts down waits for its blocking pool
+    /// to finish, so after the runtime is gone every write has landed: call this to see it.
+    pub fn finish_writes(&self) {
+        let mut state = self.lock();
+        let writes: Vec<PendingWrite> = state.pool.drain(..).collect();
+        for write in writes {
+            state.land(write);
+        }
+    }
+
+    /// Opens `path` for appending (every write lands at the end of the file), creating it if it
+    /// does not exist.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes effect on its first poll, and a dropped file simply closes.
+    pub async fn open_append(&self, path: &str) -> io::Result<FakeFile> {
+        let mut state = self.lock();
+        state.land_due(Instant::now());
+        state.files.entry(path.to_owned()).or_default();
+        Ok(FakeFile {
+            disk: self.clone(),
+            path: path.to_owned(),
+            in_flight: None,
+            timer: None,
+            last_write_err: None,
+        })
+    }
+
+    /// Cuts `path` down to `len` bytes, by its path: like opening the file again and calling
+    /// `set_len` on the new handle, it does not wait for writes that another handle (open or
+    /// dropped) still has in flight. They land after it, at the end of the file.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes effect on its first poll.
+    pub async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        state.land_due(Instant::now());
+        let data = state
+            .files
+            .get_mut(path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, path.to_owned()))?;
+        data.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskState> {
+        self.state.lock().expect("fake disk lock")
+    }
+}
+
+/// A file of the [`FakeDisk`], opened for appending, with the write path of `tokio::fs::File`.
+///
+/// `poll_write` hands up to [`MAX_WRITE`] bytes to the blocking pool and returns `Ok(n)` at once:
+/// accepted is not landed. The next write, `flush` (and `shutdown`, which is the same), `set_len`
+/// and `sync_all` wait for the write in flight. A write that failed on the pool is reported by
+/// the next `write` or `flush`; `set_len` and `sync_all` keep it for them. Dropped with a write
+/// in flight, the file closes late: the write still lands, and its result is lost.
+#[derive(Debug)]
+pub struct FakeFile {
+    disk: FakeDisk,
+    path: String,
+    /// The write on the blocking pool, and when it lands.
+    in_flight: Option<(u64, Instant)>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A write error seen by `set_len` or `sync_all`, kept for the next write or flush.
+    last_write_err: Option<io::ErrorKind>,
+}
+
+impl FakeFile {
+    /// The path this file was opened with.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Waits for the write in flight, if any, and returns its result.
+    fn poll_in_flight(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), io::ErrorKind>> {
+        loop {
+            let Some((id, due)) = self.in_flight else {
+                return Poll::Ready(Ok(()));
+            };
+            {
+                let mut state = self.disk.lock();
+                state.land_due(Instant::now());
+                if let Some(result) = state.landed.remove(&id) {
+                    self.in_flight = None;
+                    self.timer = None;
+                    return Poll::Ready(result);
+                }
+            }
+            let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            ready!(timer.as_mut().poll(cx));
+            self.timer = None;
+        }
+    }
+
+    /// Waits for the write in flight and keeps its error for the next write or flush, as
+    /// `tokio::fs::File` does before `set_len` and `sync_all`.
+    async fn complete_in_flight(&mut self) {
+        if let Err(kind) = std::future::poll_fn(|cx| self.poll_in_flight(cx)).await {
+            self.last_write_err = Some(kind);
+        }
+    }
+
+    /// Cuts the file down to `len` bytes (or extends it with zeros), once the write in flight
+    /// has landed (its error, if any, is kept for the next write or flush).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while it waits for the write in flight, it has changed nothing.
+    pub async fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.complete_in_flight().await;
+        let mut state = self.disk.lock();
+        state.land_due(Instant::now());
+        let data = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, self.path.clone()))?;
+        data.resize(len as usize, 0);
+        Ok(())
+    }
+
+    /// Waits for the write in flight, then for the disk to make the file durable. Like
+    /// `tokio::fs::File::sync_all`, it does not report the error of the write it waited for: it
+    /// keeps it for the next write or flush.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it changes nothing that a reader could see.
+    pub async fn sync_all(&mut self) -> io::Result<()> {
+        self.complete_in_flight().await;
+        Ok(())
+    }
+}
+
+impl AsyncWrite for FakeFile {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        if let Some(kind) = me.last_write_err.take() {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if let Err(kind) = ready!(me.poll_in_flight(cx)) {
+            return Poll::Ready(Err(kind.into()));
+        }
+        let n = buf.len().min(MAX_WRITE);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut state = me.disk.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let due = Instant::now() + WRITE_TIME;
+        state.pool.push(PendingWrite { id, path: me.path.clone(), data: buf[..n].to_vec(), due });
+        me.in_flight = Some((id, due));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if let Some(kind) = me.last_write_err.take() {
+            return Poll::Ready(Err(kind.into()));
+        }
+        ready!(me.poll_in_flight(cx)).map_err(io::Error::from).into()
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// The order service's write-ahead journal: one file, transactions appended one after the other.
+#[derive(Debug)]
+pub struct Journal {
+    disk: FakeDisk,
+    path: String,
+    /// The journal's file, kept open from one append to the next: a write it still has in flight
+    /// can only be waited for through it (a dropped file's write lands whenever it lands).
+    file: Option<FakeFile>,
+    /// How many bytes at the start of the file are whole transactions.
+    whole: u64,
+    /// Set while an append is under way. Still set when the next append starts, it means the
+    /// last one was cut (or failed) and the file may end in a torn transaction.
+    unfinished: bool,
+}
+
+impl Journal {
+    /// The journal kept in `path` on `disk` (the file may already hold earlier transactions).
+    pub fn new(disk: FakeDisk, path: &str) -> Self {
+        let whole = disk.len(path);
+        Journal { disk, path: path.to_owned(), file: None, whole, unfinished: false }
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Appends `txn` to the journal. `Ok` means the transaction is in the file, whole: the
+    /// service tells the client "saved" after it.
+    ///
+    /// # Errors
+    ///
+    /// What the disk refused (a full disk).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, in this sense: dropped part-way, it may leave a torn transaction at the end
+    /// of the file (what a crash leaves too, and what replay skips), and the next `append` cuts
+    /// it off before it writes. No transaction ever follows a torn one.
+    pub async fn append(&mut self, txn: &Transaction) -> io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(self.disk.open_append(&self.path).await?);
+        }
+        let file = self.file.as_mut().expect("the journal's file was just opened");
+        if self.unfinished {
+            // The last append never said `Ok`. Its last write may still be in flight: wait for
+            // it to land before cutting, or it would land after the cut. Its error belongs to
+            // that append, whose transaction is being cut off anyway.
+            let _ = file.flush().await;
+            file.set_len(self.whole).await?;
+        }
+        self.unfinished = true;
+        let mut out = BufWriter::new(&mut *file);
+        let mut len = 0;
+        for line in txn.lines() {
+            out.write_all(line.as_bytes()).await?;
+            len += line.len() as u64;
+        }
+        // The `BufWriter`'s buffer into the file, then the file's write in flight onto the disk:
+        // only then is the transaction there, and only then is a write error known.
+        out.flush().await?;
+        self.whole += len;
+        self.unfinished = false;
+        Ok(())
+    }
+}
