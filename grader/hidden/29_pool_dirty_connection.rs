@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -385,18 +386,23 @@ async fn next_requests_get_clean_connections(
                     waiting.join(" and ")
                 )
             };
-            return Err(format!("{context}; after {PATIENCE:?}, {seen}. {}", server.db().transcript()));
+            return Err(format!(
+                "{context}; after {PATIENCE:?}, {seen}. {}",
+                server.db().transcript()
+            ));
         }
         Ok((bob, cat)) => {
             for result in [bob, cat] {
-                result.map_err(|seen| format!("{context}; {seen}. {}", server.db().transcript()))?;
+                result
+                    .map_err(|seen| format!("{context}; {seen}. {}", server.db().transcript()))?;
             }
         }
     }
     {
         let db = server.db();
         for who in ["bob", "cat"] {
-            ran_on_its_own(&db, who).map_err(|seen| format!("{context}; {seen}. {}", db.transcript()))?;
+            ran_on_its_own(&db, who)
+                .map_err(|seen| format!("{context}; {seen}. {}", db.transcript()))?;
         }
     }
     let dan = match timeout(PATIENCE, redeem(pool, "dan")).await {
@@ -435,7 +441,10 @@ async fn next_requests_get_clean_connections(
 
 /// The cut handler `ann`'s work: its lookup on its own, its transaction all or nothing, never
 /// left open, and committed if `redeem` returned Ok.
-fn handler_work_is_all_or_nothing(db: &Db, completed: Option<&Result<(), DbError>>) -> Result<(), String> {
+fn handler_work_is_all_or_nothing(
+    db: &Db,
+    completed: Option<&Result<(), DbError>>,
+) -> Result<(), String> {
     if let Some(e) = db.of("ann").find(|e| e.sql.starts_with("SELECT") && e.txn.is_some()) {
         return Err(format!(
             "ann's lookup `{}` ran inside transaction {}, which it never began",
@@ -450,7 +459,9 @@ fn handler_work_is_all_or_nothing(db: &Db, completed: Option<&Result<(), DbError
             "`redeem` returned Ok, but ann's work is {}",
             fate.map_or("not there", Fate::shown)
         )),
-        (Some(Err(e)), _) => Err(format!("nothing was cancelled, yet `redeem` returned Err({e:?})")),
+        (Some(Err(e)), _) => {
+            Err(format!("nothing was cancelled, yet `redeem` returned Err({e:?})"))
+        }
         (None, Some(Fate::Open)) => Err("ann's transaction is still open".to_owned()),
         (None, _) => Ok(()),
     }
@@ -461,7 +472,9 @@ type Shared = (Pool, Server);
 fn context_of<T>(outcome: &Outcome<T>) -> &'static str {
     match outcome {
         Outcome::Completed(_) => "`redeem` ran to the end",
-        Outcome::Cancelled { .. } => "ann's `redeem` was dropped there, holding its pooled connection",
+        Outcome::Cancelled { .. } => {
+            "ann's `redeem` was dropped there, holding its pooled connection"
+        }
     }
 }
 
@@ -502,6 +515,19 @@ fn waiting_for(cut_after: Duration) -> &'static str {
         3 => "the reply to its `INSERT`, inside its transaction",
         _ => "the reply to its `COMMIT`",
     }
+}
+
+/// Which run of its body this is. The harness runs an async test body once per seed of [`SEEDS`],
+/// in order, in a process of its own; a test with many cases spreads them over the seeds (case
+/// `i` on run `i % SEEDS.len()`) instead of running every case under every seed, so that each
+/// case runs once and the test stays fast. The counter is the test's own, and only counts.
+fn this_run(runs: &AtomicUsize) -> usize {
+    runs.fetch_add(1, Ordering::SeqCst) % SEEDS.len()
+}
+
+/// The cases of `cases` that run `run` takes.
+fn share<T>(cases: impl IntoIterator<Item = T>, run: usize) -> impl Iterator<Item = T> {
+    cases.into_iter().enumerate().filter(move |(i, _)| i % SEEDS.len() == run).map(|(_, case)| case)
 }
 
 hidden_test! {
@@ -597,10 +623,12 @@ hidden_test! {
     }
 
     /// A timeout drops `redeem` at every 50 ms of its life on the slow server: during its lookup,
-    /// its `BEGIN`, each statement of its transaction and its `COMMIT`. The next requests must
-    /// get clean connections each time.
+    /// its `BEGIN`, each statement of its transaction and its `COMMIT` (each cut under one seed).
+    /// The next requests must get clean connections each time.
     async fn a_handler_timed_out_at_any_moment_leaves_a_clean_pool() {
-        for cut_after in (50..1000).step_by(50).map(Duration::from_millis) {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let cuts = (50..1000).step_by(50).map(Duration::from_millis);
+        for cut_after in share(cuts, this_run(&RUNS)) {
             let server = Server::new(SLOW);
             let pool = server.pool(1);
             if let Err(seen) = ann_cut_after(&pool, &server, cut_after).await {
@@ -618,32 +646,35 @@ hidden_test! {
 
     /// Drop `redeem` after every possible poll, at both moments (still waiting, and woken): before
     /// it had a connection, during its lookup, its `BEGIN`, each statement, its `COMMIT`. On a
-    /// pool of one connection (at its size limit while the handler holds it) and of two. The next
-    /// requests get clean connections, and ann's work is all or nothing, never left open.
+    /// pool of one connection (at its size limit while the handler holds it) and of two (every
+    /// other seed). The next requests get clean connections, and ann's work is all or nothing,
+    /// never left open.
     async fn after_a_cut_anywhere_the_next_requests_get_clean_connections() {
-        for max_size in [1, 2] {
-            assert_cancel_safe(
-                || {
-                    let server = Server::new(LATENCY);
-                    (server.pool(max_size), server)
-                },
-                |(pool, _): Shared| async move { redeem(&pool, "ann").await },
-                |state: Shared, outcome| async move {
-                    let context = context_of(&outcome);
-                    let completed = outcome.completed();
-                    after_the_handler(state, max_size, completed, context).await
-                },
-            )
-            .await;
-        }
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let max_size = 1 + this_run(&RUNS) % 2;
+        assert_cancel_safe(
+            || {
+                let server = Server::new(LATENCY);
+                (server.pool(max_size), server)
+            },
+            |(pool, _): Shared| async move { redeem(&pool, "ann").await },
+            |state: Shared, outcome| async move {
+                let context = context_of(&outcome);
+                let completed = outcome.completed();
+                after_the_handler(state, max_size, completed, context).await
+            },
+        )
+        .await;
     }
 
     /// The story's cut (during `BEGIN`), then the next request is cut too: a timeout of 0 to
-    /// 400 ms (every 25 ms) drops it while it waits for a connection, while the pool may be
+    /// 400 ms (every 25 ms, each under one seed) drops it while it waits for a connection, while the pool may be
     /// cleaning up what ann left, or while its own lookup is in flight. The requests after it
     /// must still get clean connections from the pool of one.
     async fn a_next_request_cut_too_leaves_the_pool_clean_and_unstarved() {
-        for cut_next in (0..=400).step_by(25).map(Duration::from_millis) {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let cuts = (0..=400).step_by(25).map(Duration::from_millis);
+        for cut_next in share(cuts, this_run(&RUNS)) {
             let server = Server::new(SLOW);
             let pool = server.pool(1);
             let cut_ann = Duration::from_millis(250);
