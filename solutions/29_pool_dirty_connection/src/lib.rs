@@ -193,8 +193,11 @@ impl Shared {
 impl Pool {
     /// A pool that opens up to `max_size` connections with `connect`, when it needs them.
     pub fn new(max_size: usize, connect: impl Fn() -> Socket + Send + Sync + 'static) -> Pool {
-        let shared =
-            Shared { connect: Box::new(connect), idle: Mutex::default(), slots: Semaphore::new(max_size) };
+        let shared = Shared {
+            connect: Box::new(connect),
+            idle: Mutex::default(),
+            slots: Semaphore::new(max_size),
+        };
         Pool { shared: Arc::new(shared) }
     }
 
