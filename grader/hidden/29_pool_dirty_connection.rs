@@ -616,9 +616,21 @@ hidden_test! {
                 "a {cut_after:?} timeout dropped ann's `redeem` while it waited for {}",
                 waiting_for(cut_after)
             );
-            if let Err(seen) = after_the_handler((pool, server), max_size, None, &context).await {
+            let state = (pool, server.clone());
+            if let Err(seen) = after_the_handler(state, max_size, None, &context).await {
                 panic!("{seen}");
             }
+            let db = server.db();
+            let fate = ran_in_its_own_transaction(&db, "ann")
+                .unwrap_or_else(|seen| panic!("{context}; {seen}. {}", db.transcript()));
+            assert_eq!(
+                fate,
+                Some(Fate::Committed),
+                "{context}; the `COMMIT` was on the wire, so the server must commit ann's work \
+                 whatever became of the connection, but it is {}. {}",
+                fate.map_or("not there", Fate::shown),
+                db.transcript()
+            );
         }
     }
 
