@@ -17,8 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kata_support::runtime::{self, SEEDS};
-use kata_support::{Outcome, assert_cancel_safe, explore_at_shutdown, hidden_test, settle};
+use kata_support::{
+    Outcome, assert_cancel_safe, check_property, explore_at_shutdown, hidden_test, settle,
+};
 use pool_dirty_connection::{DbError, Pool, Reply, Socket};
+use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
@@ -517,6 +520,65 @@ fn waiting_for(cut_after: Duration) -> &'static str {
     }
 }
 
+/// What one request of the property does.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A lookup and a statement on its own.
+    Plain,
+    /// The story's `redeem`.
+    Redeem,
+}
+
+/// One request of the property, its outcome (`None`: its timeout dropped it), and what it was.
+type Ran = (String, Kind, Option<Result<(), String>>);
+
+/// Runs one request of the property under its timeout (none: [`PATIENCE`]).
+async fn run_request(pool: &Pool, who: String, kind: Kind, cut_after: Option<u64>) -> Ran {
+    let limit = cut_after.map_or(PATIENCE, Duration::from_millis);
+    let work = async {
+        match kind {
+            Kind::Plain => plain_request(pool, &who, &Cell::new(false)).await,
+            Kind::Redeem => redeem(pool, &who)
+                .await
+                .map_err(|e| format!("{who}'s `redeem` returned Err({e:?})")),
+        }
+    };
+    let outcome = match timeout(limit, work).await {
+        Ok(result) => Some(result),
+        Err(_) if cut_after.is_some() => None,
+        Err(_) => Some(Err(format!("{who}'s request was still waiting after {PATIENCE:?}"))),
+    };
+    (who, kind, outcome)
+}
+
+/// What the server did for one request of the property is what it asked for: a plain request's
+/// statements outside any transaction; a `redeem`'s lookup outside, its work all or nothing in a
+/// transaction of its own, committed if it returned `Ok`, never left open.
+fn request_ran_as_asked(db: &Db, (who, kind, outcome): &Ran) -> Result<(), String> {
+    match kind {
+        Kind::Plain => ran_on_its_own(db, who),
+        Kind::Redeem => {
+            if let Some(e) = db.of(who).find(|e| e.sql.starts_with("SELECT") && e.txn.is_some()) {
+                return Err(format!(
+                    "{who}'s lookup `{}` ran inside transaction {}, which it never began",
+                    e.sql,
+                    e.txn.unwrap_or_default()
+                ));
+            }
+            let fate = ran_in_its_own_transaction(db, who)?;
+            let ok = matches!(outcome, Some(Ok(())));
+            if fate == Some(Fate::Open) || (ok && fate != Some(Fate::Committed)) {
+                return Err(format!(
+                    "{who}'s `redeem` {}, and its work is {}",
+                    if ok { "returned Ok" } else { "was dropped" },
+                    fate.map_or("not there", Fate::shown)
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Which run of its body this is. The harness runs an async test body once per seed of [`SEEDS`],
 /// in order, in a process of its own; a test with many cases spreads them over the seeds (case
 /// `i` on run `i % SEEDS.len()`) instead of running every case under every seed, so that each
@@ -757,5 +819,58 @@ hidden_test! {
         if let Err(failure) = explored {
             panic!("{failure}");
         }
+    }
+
+    /// A property over whole afternoons of the service (32 generated cases): a pool of one to three
+    /// connections, a server that takes 0 to 150 ms per statement, and up to four waves of one to
+    /// three requests at once, each a plain request or a `redeem`, some dropped by a timeout of 0
+    /// to 800 ms. Every request that is not dropped succeeds with its own replies, whatever was
+    /// dropped before it; every request's statements ran as it asked (a `redeem`'s work all or
+    /// nothing, in a transaction of its own); and the requests after the last wave get clean
+    /// connections.
+    fn every_request_that_is_not_dropped_gets_a_clean_connection() {
+        let request = (
+            prop_oneof![Just(Kind::Plain), Just(Kind::Redeem)],
+            proptest::option::weighted(0.5, 0u64..800),
+        );
+        let wave = proptest::collection::vec(request, 1..4);
+        let scenario = (1usize..4, 0u64..150, proptest::collection::vec(wave, 1..5));
+        check_property(32, scenario, |(max_size, latency, waves)| async move {
+            let server = Server::new(Duration::from_millis(latency));
+            let pool = server.pool(max_size);
+            let mut story: Vec<String> = Vec::new();
+            let mut ran: Vec<Ran> = Vec::new();
+            for (w, wave) in waves.into_iter().enumerate() {
+                let requests = wave.into_iter().enumerate().map(|(i, (kind, cut_after))| {
+                    run_request(&pool, format!("u{w}r{i}"), kind, cut_after)
+                });
+                for (who, kind, outcome) in futures::future::join_all(requests).await {
+                    let told = match &outcome {
+                        None => format!("{who} ({kind:?}) dropped by its timeout"),
+                        Some(Ok(())) => format!("{who} ({kind:?}) succeeded"),
+                        Some(Err(seen)) => {
+                            return Err(format!(
+                                "after {story:?}, a request that was not dropped failed: {seen}. {}",
+                                server.db().transcript()
+                            ));
+                        }
+                    };
+                    story.push(told);
+                    ran.push((who, kind, outcome));
+                }
+            }
+            let context = format!("after {story:?}");
+            next_requests_get_clean_connections(&pool, &server, max_size)
+                .await
+                .map_err(|seen| format!("{context}; {seen}"))?;
+            let db = server.db();
+            no_begin_inside_a_transaction(&db)
+                .map_err(|seen| format!("{context}; {seen}. {}", db.transcript()))?;
+            for request in &ran {
+                request_ran_as_asked(&db, request)
+                    .map_err(|seen| format!("{context}; {seen}. {}", db.transcript()))?;
+            }
+            Ok(())
+        });
     }
 }
