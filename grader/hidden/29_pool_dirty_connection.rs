@@ -502,8 +502,8 @@ async fn ann_cut_after(pool: &Pool, server: &Server, cut_after: Duration) -> Res
     match timeout(cut_after, redeem(pool, "ann")).await {
         Err(_) => Ok(()),
         Ok(result) => Err(format!(
-            "a {cut_after:?} timeout must drop ann's `redeem` on a server that answers in {SLOW:?}, \
-             yet it returned {result:?}. {}",
+            "a {cut_after:?} timeout must drop ann's `redeem` on a server that answers in \
+             {SLOW:?}, yet it returned {result:?}. {}",
             server.db().transcript()
         )),
     }
@@ -720,12 +720,18 @@ hidden_test! {
 
     /// Drop `redeem` after every possible poll, at both moments (still waiting, and woken): before
     /// it had a connection, during its lookup, its `BEGIN`, each statement, its `COMMIT`. On a
-    /// pool of one connection (at its size limit while the handler holds it) and of two (every
-    /// other seed). The next requests get clean connections, and ann's work is all or nothing,
-    /// never left open.
+    /// pool of one connection (at its size limit while the handler holds it) and of two (on
+    /// alternate seeds, four in all). The next requests get clean connections, and ann's work is
+    /// all or nothing, never left open.
     async fn after_a_cut_anywhere_the_next_requests_get_clean_connections() {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
-        let max_size = 1 + this_run(&RUNS) % 2;
+        let run = this_run(&RUNS);
+        // The explorer already tries every cut, and nothing here draws on the seed (no
+        // `select!`): four runs, two per pool size, keep the test fast.
+        if run >= 4 {
+            return;
+        }
+        let max_size = 1 + run % 2;
         assert_cancel_safe(
             || {
                 let server = Server::new(LATENCY);
@@ -742,9 +748,9 @@ hidden_test! {
     }
 
     /// The story's cut (during `BEGIN`), then the next request is cut too: a timeout of 0 to
-    /// 400 ms (every 25 ms, each under one seed) drops it while it waits for a connection, while the pool may be
-    /// cleaning up what ann left, or while its own lookup is in flight. The requests after it
-    /// must still get clean connections from the pool of one.
+    /// 400 ms (every 25 ms, each under one seed) drops it while it waits for a connection, while
+    /// the pool may be cleaning up what ann left, or while its own lookup is in flight. The
+    /// requests after it must still get clean connections from the pool of one.
     async fn a_next_request_cut_too_leaves_the_pool_clean_and_unstarved() {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let cuts = (0..=400).step_by(25).map(Duration::from_millis);
@@ -780,7 +786,10 @@ hidden_test! {
         let pool = server.pool(1);
         let holder = pool.get().await;
         let gave_up = timeout(Duration::from_millis(100), pool.get()).await;
-        assert!(gave_up.is_err(), "the pool of one lent a second connection while the first was held");
+        assert!(
+            gave_up.is_err(),
+            "the pool of one lent a second connection while the first was held"
+        );
         drop(holder);
         let context = "a request gave up waiting for the pool's only connection while another \
                        request held it, which then gave it back unused";
@@ -850,7 +859,8 @@ hidden_test! {
                         Some(Ok(())) => format!("{who} ({kind:?}) succeeded"),
                         Some(Err(seen)) => {
                             return Err(format!(
-                                "after {story:?}, a request that was not dropped failed: {seen}. {}",
+                                "after {story:?}, a request that was not dropped failed: \
+                                 {seen}. {}",
                                 server.db().transcript()
                             ));
                         }
