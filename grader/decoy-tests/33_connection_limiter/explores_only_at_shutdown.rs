@@ -2,9 +2,11 @@
 //! woken, so it never drops a caller while it still waits in line: it misses the freed slot
 //! handed to a caller who left, and the slot given back by a caller cut before its turn.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use connection_limiter::{Backend, Connection, Limiter};
+use tokio::time::timeout;
 
 const PATIENCE: Duration = Duration::from_secs(1);
 
@@ -22,22 +24,30 @@ async fn contended(limiter: Limiter) -> Connection {
 }
 
 async fn as_promised(limiter: Limiter, kept: Option<Connection>) -> Result<(), String> {
+    let mut one = pin!(limiter.connect());
+    let mut two = pin!(limiter.connect());
     if let Some(kept) = kept {
-        if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-            return Err("connected past a held connection".into());
+        if timeout(PATIENCE, one.as_mut()).await.is_ok() {
+            return Err("a later caller connected while the completed connect's connection was \
+                        open, with a limit of one"
+                .into());
         }
         drop(kept);
     }
-    let Ok(next) = tokio::time::timeout(PATIENCE, limiter.connect()).await else {
-        return Err("a later caller never connected".into());
+    let Ok(first) = timeout(PATIENCE, one.as_mut()).await else {
+        return Err("a later caller never connected: a slot is kept by nobody".into());
     };
-    if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-        return Err("two later callers connected at once".into());
+    if timeout(PATIENCE, two.as_mut()).await.is_ok() {
+        return Err("two later callers were connected at once, with a limit of one: a slot was \
+                    given back twice"
+            .into());
     }
-    drop(next);
+    drop(first);
+    if timeout(PATIENCE, two.as_mut()).await.is_err() {
+        return Err("a second later caller never connected once the first hung up".into());
+    }
     Ok(())
 }
-
 
 kata_support::hidden_test! {
     fn a_runtime_shutdown_gives_back_the_slot() {

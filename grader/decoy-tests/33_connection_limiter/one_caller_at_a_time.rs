@@ -2,9 +2,11 @@
 //! `connect` never waits in line, so the test catches the shipped function and the spawned
 //! release, and misses every bug of a caller cut in line or of a dial after a wait.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use connection_limiter::{Backend, Connection, Limiter};
+use tokio::time::timeout;
 
 const PATIENCE: Duration = Duration::from_secs(1);
 
@@ -22,22 +24,30 @@ async fn contended(limiter: Limiter) -> Connection {
 }
 
 async fn as_promised(limiter: Limiter, kept: Option<Connection>) -> Result<(), String> {
+    let mut one = pin!(limiter.connect());
+    let mut two = pin!(limiter.connect());
     if let Some(kept) = kept {
-        if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-            return Err("connected past a held connection".into());
+        if timeout(PATIENCE, one.as_mut()).await.is_ok() {
+            return Err("a later caller connected while the completed connect's connection was \
+                        open, with a limit of one"
+                .into());
         }
         drop(kept);
     }
-    let Ok(next) = tokio::time::timeout(PATIENCE, limiter.connect()).await else {
-        return Err("a later caller never connected".into());
+    let Ok(first) = timeout(PATIENCE, one.as_mut()).await else {
+        return Err("a later caller never connected: a slot is kept by nobody".into());
     };
-    if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-        return Err("two later callers connected at once".into());
+    if timeout(PATIENCE, two.as_mut()).await.is_ok() {
+        return Err("two later callers were connected at once, with a limit of one: a slot was \
+                    given back twice"
+            .into());
     }
-    drop(next);
+    drop(first);
+    if timeout(PATIENCE, two.as_mut()).await.is_err() {
+        return Err("a second later caller never connected once the first hung up".into());
+    }
     Ok(())
 }
-
 
 kata_support::hidden_test! {
     async fn every_cut_gives_back_the_slot() {

@@ -3,9 +3,11 @@
 //! the caller still waits, never between the hand-over and the poll that takes it: it misses the
 //! version that loses a slot handed to a caller cut then, and the spawned release.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use connection_limiter::{Backend, Connection, Limiter};
+use tokio::time::timeout;
 
 const PATIENCE: Duration = Duration::from_secs(1);
 
@@ -23,22 +25,30 @@ async fn contended(limiter: Limiter) -> Connection {
 }
 
 async fn as_promised(limiter: Limiter, kept: Option<Connection>) -> Result<(), String> {
+    let mut one = pin!(limiter.connect());
+    let mut two = pin!(limiter.connect());
     if let Some(kept) = kept {
-        if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-            return Err("connected past a held connection".into());
+        if timeout(PATIENCE, one.as_mut()).await.is_ok() {
+            return Err("a later caller connected while the completed connect's connection was \
+                        open, with a limit of one"
+                .into());
         }
         drop(kept);
     }
-    let Ok(next) = tokio::time::timeout(PATIENCE, limiter.connect()).await else {
-        return Err("a later caller never connected".into());
+    let Ok(first) = timeout(PATIENCE, one.as_mut()).await else {
+        return Err("a later caller never connected: a slot is kept by nobody".into());
     };
-    if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-        return Err("two later callers connected at once".into());
+    if timeout(PATIENCE, two.as_mut()).await.is_ok() {
+        return Err("two later callers were connected at once, with a limit of one: a slot was \
+                    given back twice"
+            .into());
     }
-    drop(next);
+    drop(first);
+    if timeout(PATIENCE, two.as_mut()).await.is_err() {
+        return Err("a second later caller never connected once the first hung up".into());
+    }
     Ok(())
 }
-
 
 kata_support::hidden_test! {
     async fn a_scenario_cut_at_any_of_five_instants_gives_back_the_slot() {

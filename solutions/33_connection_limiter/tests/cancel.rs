@@ -1,10 +1,11 @@
 //! The reference test for `Limiter::connect` (kata 33): it catches every wrong version the grader
 //! keeps and passes every right one. See the solution README for why each part is there.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use connection_limiter::{Backend, Connection, Limiter};
-use kata_support::Outcome;
+use tokio::time::timeout;
 
 /// Longer than anything in the scenario takes (on the paused clock it costs nothing): a caller
 /// that has not connected by then never will.
@@ -29,28 +30,35 @@ async fn contended(limiter: Limiter) -> Connection {
     limiter.connect().await
 }
 
-/// The promise, checked with callers that come after the cut: with the connection a completed
-/// scenario returned still open, nobody else gets one; once it is gone (or when the scenario was
-/// cut), exactly one caller connects and a second waits. A slot kept by nobody shows as a caller
-/// who never connects, a slot given back twice as two connections at once.
+/// The promise, checked with two callers who come after the cut: with the connection a completed
+/// scenario returned still open, neither connects; once it is gone (or when the scenario was
+/// cut), the first connects, the second waits for as long as the first holds its connection and
+/// connects when it hangs up. A slot kept by nobody shows as a caller who never connects, a slot
+/// given back twice as two connections at once. The later callers are kept waiting, never
+/// dropped while in line: that would be a cut of their own, not the one under test.
 async fn as_promised(limiter: Limiter, kept: Option<Connection>) -> Result<(), String> {
+    let mut one = pin!(limiter.connect());
+    let mut two = pin!(limiter.connect());
     if let Some(kept) = kept {
-        if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
-            return Err("a caller connected while the completed connect's connection was open, \
-                        with a limit of one"
+        if timeout(PATIENCE, one.as_mut()).await.is_ok() {
+            return Err("a later caller connected while the completed connect's connection was \
+                        open, with a limit of one"
                 .into());
         }
         drop(kept);
     }
-    let Ok(next) = tokio::time::timeout(PATIENCE, limiter.connect()).await else {
+    let Ok(first) = timeout(PATIENCE, one.as_mut()).await else {
         return Err("a later caller never connected: a slot is kept by nobody".into());
     };
-    if tokio::time::timeout(PATIENCE, limiter.connect()).await.is_ok() {
+    if timeout(PATIENCE, two.as_mut()).await.is_ok() {
         return Err("two later callers were connected at once, with a limit of one: a slot was \
                     given back twice"
             .into());
     }
-    drop(next);
+    drop(first);
+    if timeout(PATIENCE, two.as_mut()).await.is_err() {
+        return Err("a second later caller never connected once the first hung up".into());
+    }
     Ok(())
 }
 
@@ -67,11 +75,8 @@ kata_support::hidden_test! {
     fn a_runtime_shutdown_gives_back_the_slot() {
         kata_support::assert_cancel_safe_at_shutdown(fresh, contended, |limiter, outcome| {
             // The runtime is gone: the later callers get one of their own.
-            let kept = match outcome {
-                Outcome::Completed(connection) => Some(connection),
-                Outcome::Cancelled { .. } => None,
-            };
-            kata_support::runtime::current_thread(1).block_on(as_promised(limiter, kept))
+            kata_support::runtime::current_thread(1)
+                .block_on(as_promised(limiter, outcome.completed()))
         });
     }
 }
