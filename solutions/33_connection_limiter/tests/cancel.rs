@@ -31,8 +31,8 @@ async fn contended(limiter: Limiter) -> Connection {
 }
 
 /// The promise, checked with two callers who come after the cut: with the connection a completed
-/// scenario returned still open, neither connects; once it is gone (or when the scenario was
-/// cut), the first connects, the second waits for as long as the first holds its connection and
+/// scenario returned still open, the first of them does not connect; once it is gone (or when the
+/// scenario was cut), the first connects, the second waits for as long as the first holds its connection and
 /// connects when it hangs up. A slot kept by nobody shows as a caller who never connects, a slot
 /// given back twice as two connections at once. The later callers are kept waiting, never
 /// dropped while in line: that would be a cut of their own, not the one under test.
