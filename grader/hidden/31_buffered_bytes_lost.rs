@@ -5,13 +5,18 @@
 //!
 //! The disk is the kata's `FakeDisk`, which lands a file's writes on a "blocking pool" one
 //! `WRITE_TIME` after they were handed over, as `tokio::fs::File` does; the learner's
-//! `BufWriter` is tokio's own.
+//! `BufWriter` is tokio's own. The 8 runs of an async test (one per seed) use disks of different
+//! speeds (`WRITE_TIMES`), so that a repair which waits by the clock for a dropped write is not
+//! the same as one that waits for the write itself.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use buffered_bytes_lost::{FakeDisk, Journal, Transaction, WRITE_TIME};
 use kata_support::runtime::{self, SEEDS};
@@ -19,6 +24,37 @@ use kata_support::{Outcome, assert_cancel_safe, assert_cancel_safe_at_shutdown, 
 use tokio::sync::Mutex;
 
 const PATH: &str = "orders.journal";
+
+/// How long a write takes on the disk, in each of the 8 runs of a test (one per seed): the kata's
+/// `WRITE_TIME` mostly, and slower disks. A write in flight lands when the disk is done with it.
+const WRITE_TIMES: [Duration; 8] = [
+    WRITE_TIME,
+    Duration::from_millis(3),
+    WRITE_TIME,
+    Duration::from_millis(40),
+    WRITE_TIME,
+    Duration::from_millis(250),
+    Duration::from_micros(1500),
+    Duration::from_secs(1),
+];
+
+/// The write time of this run of the test: the next of `WRITE_TIMES`, one per call (each async
+/// test calls it once per run, at its start, so the runs of a test cycle through them in order).
+fn this_runs_write_time() -> Duration {
+    thread_local! {
+        static RUN: Cell<usize> = const { Cell::new(0) };
+    }
+    RUN.with(|run| {
+        let n = run.get();
+        run.set(n + 1);
+        WRITE_TIMES[n % WRITE_TIMES.len()]
+    })
+}
+
+/// `on a disk whose writes take 40ms`, for a message.
+fn on_disk(write_time: Duration) -> String {
+    format!("on a disk whose writes take {write_time:?}")
+}
 
 /// A transaction of `puts` order lines (each line of the journal is about 80 bytes, so 70 puts
 /// are more than one 4 KiB write of the file, and 110 more than a default 8 KiB `BufWriter`).
@@ -208,6 +244,7 @@ async fn append_next_and_check(
 /// next request's. That append must return `Ok`, and the journal must hold transaction 1, the cut
 /// transaction whole or not at all, and the new one, at once and once every write has landed.
 async fn cut_anywhere_then_append_again(puts: usize) {
+    let write_time = this_runs_write_time();
     let first = txn(1, 3);
     let cut = txn(2, puts);
     for next in [txn(3, 5), cut.clone()] {
@@ -217,7 +254,7 @@ async fn cut_anywhere_then_append_again(puts: usize) {
             "the next request's transaction"
         };
         assert_cancel_safe(
-            || fresh_journal(&first, FakeDisk::new()),
+            || fresh_journal(&first, FakeDisk::with_write_time(write_time, None)),
             |(journal, _)| {
                 let cut = cut.clone();
                 async move { journal.lock_owned().await.append(&cut).await }
@@ -250,8 +287,9 @@ async fn cut_anywhere_then_append_again(puts: usize) {
                                 &cut,
                                 &next,
                                 &format!(
-                                    "`append(transaction 2)` ({} bytes) was dropped, \
-                                         and the service appended {retry}",
+                                    "{}, `append(transaction 2)` ({} bytes) was dropped, \
+                                     and the service appended {retry}",
+                                    on_disk(write_time),
                                     cut.encode().len()
                                 ),
                             )
@@ -263,6 +301,129 @@ async fn cut_anywhere_then_append_again(puts: usize) {
         )
         .await;
     }
+}
+
+/// The full-disk case: the disk has room for `room` bytes of `cut` after `first`; `append(cut)`
+/// is dropped after every possible poll (or returns the error), then `append(next)` must return
+/// `Ok` with the journal whole.
+async fn full_disk_cut_anywhere(
+    write_time: Duration,
+    first: &Transaction,
+    cut: &Transaction,
+    next: &Transaction,
+    room: usize,
+) {
+    let capacity = first.encode().len() + room;
+    let len = cut.encode().len();
+    assert_cancel_safe(
+        || fresh_journal(first, FakeDisk::with_write_time(write_time, Some(capacity))),
+        |(journal, _)| {
+            let cut = cut.clone();
+            async move { journal.lock_owned().await.append(&cut).await }
+        },
+        |(journal, disk), outcome| {
+            let (first, cut, next) = (first.clone(), cut.clone(), next.clone());
+            async move {
+                let what = match outcome {
+                    Outcome::Completed(Ok(())) => {
+                        return Err(format!(
+                            "{}, the disk had room for {room} of the {len} bytes of \
+                             transaction 2, and `append(transaction 2)` returned Ok",
+                            on_disk(write_time)
+                        ));
+                    }
+                    Outcome::Completed(Err(_)) => format!(
+                        "{}, `append(transaction 2)` failed: the disk had room for only {room} \
+                         of its {len} bytes",
+                        on_disk(write_time)
+                    ),
+                    Outcome::Cancelled { .. } => format!(
+                        "{}, `append(transaction 2)` was dropped, and the disk had room for \
+                         only {room} of its {len} bytes",
+                        on_disk(write_time)
+                    ),
+                };
+                append_next_and_check(&journal, &disk, &[&first], &cut, &next, &what).await
+            }
+        },
+    )
+    .await;
+}
+
+/// One deploy of the busy-service test: `append(cut)` starts on a runtime that runs on for
+/// `ran_on` (virtual time), then shuts down with the append parked in its task (`in_a_task`) or
+/// is dropped first, the append after it; the blocking pool finishes its writes; `append(next)`
+/// runs on a new runtime. `Ok(true)` when the append had finished before the shutdown.
+fn deploy_after(
+    first: &Transaction,
+    cut: &Transaction,
+    next: &Transaction,
+    ran_on: Duration,
+    in_a_task: bool,
+) -> Result<bool, String> {
+    let rt = runtime::local(SEEDS[0]);
+    let (journal, disk) = rt.block_on(async { fresh_journal(first, FakeDisk::new()) });
+    let appending = {
+        let (journal, cut) = (Arc::clone(&journal), cut.clone());
+        async move { journal.lock_owned().await.append(&cut).await }
+    };
+    let result: Rc<RefCell<Option<io::Result<()>>>> = Rc::default();
+    let (how, dropped) = if in_a_task {
+        let slot = Rc::clone(&result);
+        rt.spawn_local(async move {
+            let appended = appending.await;
+            *slot.borrow_mut() = Some(appended);
+        });
+        rt.block_on(async { tokio::time::sleep(ran_on).await });
+        let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(rt)));
+        ("the append was parked in its task", dropped)
+    } else {
+        let mut appending = Box::pin(appending);
+        let appended = rt.block_on(async {
+            tokio::select! {
+                biased;
+                appended = &mut appending => Some(appended),
+                () = tokio::time::sleep(ran_on) => None,
+            }
+        });
+        *result.borrow_mut() = appended;
+        drop(rt);
+        let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(appending)));
+        ("the append was dropped after the runtime was gone", dropped)
+    };
+    let ran = if ran_on.is_zero() {
+        "the runtime shut down as soon as it had started".to_owned()
+    } else {
+        format!("the runtime ran on for {ran_on:?} after it started, then shut down")
+    };
+    let what = format!(
+        "a deploy came while `append(transaction 2)` ({} bytes) was under way: {ran}, and {how}",
+        cut.encode().len()
+    );
+    if dropped.is_err() {
+        return Err(format!("{what}; that drop panicked"));
+    }
+    disk.finish_writes();
+    let completed = match result.borrow_mut().take() {
+        Some(Ok(())) => true,
+        Some(Err(e)) => return Err(format!("nothing was cut, and `append` failed: {e}")),
+        None => false,
+    };
+    let what = if completed {
+        "`append(transaction 2)` returned Ok before a deploy shut the runtime down".to_owned()
+    } else {
+        what
+    };
+    let what = format!("{what}, and on a new runtime the service appended transaction 3");
+    runtime::current_thread(SEEDS[0]).block_on(append_next_and_check(
+        &journal,
+        &disk,
+        &[first],
+        cut,
+        next,
+        &what,
+    ))?;
+    Ok(completed)
 }
 
 hidden_test! {
@@ -337,92 +498,88 @@ hidden_test! {
     /// The disk fills up while transaction 2 is written, and `append` is dropped at every point
     /// (or returns the error). The write error belongs to transaction 2, which was never said to
     /// be saved: the next append, of a small transaction that fits once transaction 2's bytes
-    /// are cut off, must return `Ok` with the journal whole.
+    /// are cut off, must return `Ok` with the journal whole. Transaction 2 is 5 KiB (it fits in
+    /// a `BufWriter`'s buffer) or 13 KiB (it does not), and the disk refuses its first write, one
+    /// in the middle, or its last: a cut can find the refused write in flight while lines of the
+    /// transaction still wait in a buffer.
     async fn a_failed_write_of_a_dropped_append_does_not_fail_the_next() {
+        let write_time = this_runs_write_time();
         let first = txn(1, 3);
-        let cut = txn(2, 90);
         let next = txn(3, 2);
-        let room = cut.encode().len() - 100;
-        assert_cancel_safe(
-            || fresh_journal(&first, FakeDisk::with_capacity(first.encode().len() + room)),
-            |(journal, _)| {
-                let cut = cut.clone();
-                async move {
-                    journal.lock_owned().await.append(&cut).await
-                }
-            },
-            |(journal, disk), outcome| {
-                let (first, cut, next) = (first.clone(), cut.clone(), next.clone());
-                async move {
-                    let what = match outcome {
-                        Outcome::Completed(Ok(())) => {
-                            return Err(format!(
-                                "the disk had room for {room} of the {} bytes of transaction 2, \
-                                 and `append(transaction 2)` returned Ok",
-                                cut.encode().len()
-                            ));
-                        }
-                        Outcome::Completed(Err(_)) => {
-                            "`append(transaction 2)` failed: the disk was full".to_owned()
-                        }
-                        Outcome::Cancelled { .. } => format!(
-                            "`append(transaction 2)` was dropped, and the disk had room for \
-                             only {room} of its {} bytes",
-                            cut.encode().len()
-                        ),
-                    };
-                    append_next_and_check(&journal, &disk, &[&first], &cut, &next, &what).await
-                }
-            },
-        )
-        .await;
+        for puts in [70, 170] {
+            let cut = txn(2, puts);
+            let len = cut.encode().len();
+            for room in [1000, len / 2, len - 100] {
+                full_disk_cut_anywhere(write_time, &first, &cut, &next, room).await;
+            }
+        }
     }
 
     /// An append is dropped while it cleans up after an earlier dropped one: a deadline cuts
-    /// transaction 2 half way, and the retry that follows is itself dropped after every possible
-    /// poll. The append after that must still leave only whole transactions.
+    /// transaction 2 half way, and the append that follows is itself dropped after every
+    /// possible poll. The append after that must still leave only whole transactions.
     async fn an_append_cut_while_it_cleans_up_after_a_cut_one() {
+        let write_time = this_runs_write_time();
         let first = txn(1, 3);
         let torn = txn(2, 170);
         let second = txn(3, 60);
         let next = txn(4, 5);
+        let cut_at = write_time * 3 / 2;
         assert_cancel_safe(
-            || fresh_journal(&first, FakeDisk::new()),
-            |(journal, _)| {
+            || {
+                let (journal, disk) =
+                    fresh_journal(&first, FakeDisk::with_write_time(write_time, None));
+                (journal, disk, Arc::new(AtomicBool::new(false)))
+            },
+            |(journal, _, third_started)| {
                 let (torn, second) = (torn.clone(), second.clone());
                 async move {
                     let mut journal = journal.lock_owned().await;
-                    let cut_at = WRITE_TIME * 3 / 2;
                     let dropped = tokio::time::timeout(cut_at, journal.append(&torn)).await;
-                    assert!(dropped.is_err(), "a 13 KiB transaction takes more than 1.5 ms");
+                    assert!(
+                        dropped.is_err(),
+                        "a 13 KiB transaction takes more than one and a half writes"
+                    );
+                    third_started.store(true, Ordering::SeqCst);
                     journal.append(&second).await
                 }
             },
-            |(journal, disk), outcome| {
+            |(journal, disk, third_started), outcome| {
                 let (first, torn, second, next) =
                     (first.clone(), torn.clone(), second.clone(), next.clone());
                 async move {
-                    if let Outcome::Completed(Err(e)) = outcome {
-                        return Err(format!(
-                            "`append(transaction 3)`, after transaction 2 was dropped half way, \
-                             failed: {e}"
-                        ));
-                    }
+                    let deadline = format!(
+                        "{}, a deadline dropped `append(transaction 2)` {cut_at:?} in (half way)",
+                        on_disk(write_time)
+                    );
+                    let what = match outcome {
+                        Outcome::Completed(Err(e)) => {
+                            return Err(format!(
+                                "{deadline}, then `append(transaction 3)` failed: {e}"
+                            ));
+                        }
+                        Outcome::Completed(Ok(())) => {
+                            format!("{deadline}, then `append(transaction 3)` returned Ok")
+                        }
+                        Outcome::Cancelled { .. } if third_started.load(Ordering::SeqCst) => {
+                            format!("{deadline}, then `append(transaction 3)` was dropped too")
+                        }
+                        Outcome::Cancelled { .. } => format!(
+                            "{}, `append(transaction 2)` was dropped before its deadline",
+                            on_disk(write_time)
+                        ),
+                    };
                     // Transactions 2 and 3 may each be there whole or not at all.
                     let appended = journal.lock().await.append(&next).await;
                     if let Err(e) = appended {
-                        return Err(format!(
-                            "transaction 2 was dropped half way, then `append(transaction 3)` \
-                             was dropped; `append(transaction 4)` failed: {e}"
-                        ));
+                        return Err(format!("{what}; then `append(transaction 4)` failed: {e}"));
                     }
                     disk.finish_writes();
                     let bytes = disk.read(PATH).unwrap_or_default();
                     let ids = replay(&bytes, &[&first, &torn, &second, &next]).map_err(|stops| {
                         format!(
-                            "transaction 2 was dropped half way, then `append(transaction 3)` \
-                             was dropped while it cleaned up, then `append(transaction 4)` \
-                             returned Ok; replay of the journal stops {stops}"
+                            "{what}; then `append(transaction 4)` returned Ok; replay of the \
+                             journal stops {stops}"
                         )
                     })?;
                     let fine = ids.first() == Some(&1)
@@ -432,9 +589,7 @@ hidden_test! {
                         Ok(())
                     } else {
                         Err(format!(
-                            "transaction 2 was dropped half way, then `append(transaction 3)` \
-                             was dropped while it cleaned up, then `append(transaction 4)` \
-                             returned Ok; the journal holds {}",
+                            "{what}; then `append(transaction 4)` returned Ok; the journal holds {}",
                             list(&ids)
                         ))
                     }
@@ -479,5 +634,33 @@ hidden_test! {
                 ))
             },
         );
+    }
+
+    /// A deploy while the service is busy: `append(transaction 2)` is under way, and the
+    /// runtime runs on for a while (other requests, timers) before it shuts down, with the
+    /// append still parked in its task, or with the append dropped after the runtime is gone.
+    /// Whatever the append had started by then (on the runtime, in a task of its own) stops
+    /// where it is; the blocking pool finishes its writes. The runtime runs on for every quarter
+    /// of a write time until the append would have finished. On a new runtime, with the same
+    /// journal, the next append must return `Ok` with the journal whole.
+    fn an_append_cut_by_a_deploy_while_the_runtime_runs_on_leaves_only_whole_transactions() {
+        let first = txn(1, 3);
+        let cut = txn(2, 170);
+        let next = txn(3, 5);
+        for step in 0..200u32 {
+            let ran_on = WRITE_TIME / 4 * step;
+            let mut finished = true;
+            for in_a_task in [true, false] {
+                match deploy_after(&first, &cut, &next, ran_on, in_a_task) {
+                    Ok(completed) => finished &= completed,
+                    Err(seen) => panic!("{seen}"),
+                }
+            }
+            if finished {
+                return;
+            }
+        }
+        // An append still under way after 50 ms has been cut every quarter of a write time
+        // along the way: that is enough.
     }
 }

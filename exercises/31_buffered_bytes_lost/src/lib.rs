@@ -27,7 +27,8 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::time::{Instant, Sleep};
 
-/// How long a write takes on the fake disk's blocking pool, from the moment the file hands it over.
+/// How long a write takes on the fake disk's blocking pool, from the moment the file hands it over
+/// (on a disk made with [`FakeDisk::with_write_time`], the time given there instead).
 pub const WRITE_TIME: Duration = Duration::from_millis(1);
 
 /// The most bytes one write hands to the blocking pool (`tokio::fs::File::set_max_buf_size`).
@@ -59,7 +60,8 @@ impl Transaction {
 /// An in-memory disk with the write path of `tokio::fs::File`. Clones share one disk.
 ///
 /// A file's write hands at most [`MAX_WRITE`] bytes to a "blocking pool" and returns at once; the
-/// write lands on the disk [`WRITE_TIME`] later, in the order writes were handed over, whether or
+/// write lands on the disk [`WRITE_TIME`] later (a disk made with [`FakeDisk::with_write_time`] may
+/// be slower), in the order writes were handed over, whether or
 /// not the file that started it still exists. While a write is in flight, the file's next write
 /// waits for it. `flush` waits for it too, and returns its result. A disk made with
 /// [`FakeDisk::with_capacity`] fails a write that does not fit with `StorageFull`, after writing
@@ -78,6 +80,8 @@ struct DiskState {
     landed: BTreeMap<u64, Result<(), io::ErrorKind>>,
     next_id: u64,
     capacity: Option<usize>,
+    /// How long a write takes on the pool; `None` means [`WRITE_TIME`].
+    write_time: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -118,6 +122,20 @@ impl FakeDisk {
     pub fn with_capacity(bytes: usize) -> Self {
         let disk = FakeDisk::new();
         disk.lock().capacity = Some(bytes);
+        disk
+    }
+
+    /// An empty disk whose writes each take `write_time` on the blocking pool instead of
+    /// [`WRITE_TIME`] (a slower disk, or a busier one), holding at most `capacity` bytes if given.
+    /// How long a write takes is the disk's business: only the file that started a write can
+    /// tell when it has landed.
+    pub fn with_write_time(write_time: Duration, capacity: Option<usize>) -> Self {
+        let disk = FakeDisk::new();
+        {
+            let mut state = disk.lock();
+            state.capacity = capacity;
+            state.write_time = Some(write_time);
+        }
         disk
     }
 
@@ -298,7 +316,7 @@ impl AsyncWrite for FakeFile {
         let mut state = me.disk.lock();
         let id = state.next_id;
         state.next_id += 1;
-        let due = Instant::now() + WRITE_TIME;
+        let due = Instant::now() + state.write_time.unwrap_or(WRITE_TIME);
         state.pool.push(PendingWrite { id, path: me.path.clone(), data: buf[..n].to_vec(), due });
         me.in_flight = Some((id, due));
         Poll::Ready(Ok(n))
