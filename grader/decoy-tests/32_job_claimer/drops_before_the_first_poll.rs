@@ -1,5 +1,6 @@
-//! Cancels the claim before its first poll only: a future that never ran did nothing, so every
-//! version passes and the test catches nothing.
+//! Cancels the claim before its first poll only. That catches the one version that takes the job
+//! when the claim is created; in every other version a future that never ran did nothing, so it
+//! catches no other bug.
 
 use std::sync::Arc;
 use std::time::Duration;
