@@ -22,7 +22,11 @@
 //!   build lets slip about which package it is names a random slot, not a version;
 //! - what is built is the copy that was scanned (a save in between cannot slip past the scan);
 //! - compiler messages are shown only when the test builds against no version at all, and then
-//!   those of the shipped function, which the learner has: a message can quote the source.
+//!   those of the shipped function, which the learner has: a message can quote the source;
+//! - a report names each version, so it says of a wrong version only caught or missed, never what
+//!   the test printed against it, which of its tests failed or how long they ran: otherwise a test
+//!   that measures something and fails would tell every version's measure in one run. What a test
+//!   said against a right version it failed is shown: the learner needs it to fix the test.
 
 pub mod scan;
 

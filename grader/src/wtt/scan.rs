@@ -6,8 +6,13 @@
 //! the wall clock, could tell which version it was built against without exercising it. The
 //! sandbox and the build close what they can (see `crate::wtt`); this scan refuses the rest before
 //! anything is built, by token, so that a macro cannot spell its way around it: an identifier
-//! cannot be put together from pieces on stable Rust. It is a list of what a cancellation test
-//! never needs, not a proof; `SECURITY.md` says what is left.
+//! cannot be put together from pieces on stable Rust. Comments are not code: `//` comments never
+//! become tokens, and a doc comment (`#[doc = ".."]`, a plain string) is skipped. A size or an
+//! address reaches a test through many doors (a pointer's or a function's `as usize`, `offset_of!`,
+//! a slice's `as_ptr_range`, an overflowing `try_reserve`), so the scan refuses the doors, and every
+//! `as` cast to an integer, which it cannot tell from a harmless one without types. Each refusal
+//! says what to write instead. It is a list of what a cancellation test never needs, not a proof;
+//! `SECURITY.md` says what is left.
 
 use proc_macro2::{Delimiter, TokenStream, TokenTree};
 
@@ -70,6 +75,11 @@ const CAST: Rule = Rule {
     help: "convert with `u64::from(n)` or `usize::try_from(n).unwrap()`, or give the value the \
            type it needs where it is made (`for ms in 0..20u64`)",
 };
+const PRIMITIVE: Rule = Rule {
+    why: "names a primitive type by path, which could rename an integer type out of the sight \
+          of the check on `as` casts",
+    help: "write the type's own name (`u16`)",
+};
 const TASK_ID: Rule = Rule {
     why: "reads a tokio task id, a count of the tasks spawned so far: how a version is written, \
           not what it leaves behind",
@@ -127,6 +137,11 @@ const NAMES: &[(&str, &Rule)] = &[
     // Whether a future is unwind safe depends on what it holds across an `.await`.
     ("UnwindSafe", &LAYOUT),
     ("RefUnwindSafe", &LAYOUT),
+    // Whether a capacity overflows tells a size: `try_reserve(usize::MAX / 2 / t)` fails with
+    // "capacity overflow" exactly when the element is bigger than `t` bytes.
+    ("try_reserve", &LAYOUT),
+    ("try_reserve_exact", &LAYOUT),
+    ("try_with_capacity", &LAYOUT),
     ("ptr", &ADDRESS),
     ("addr_of", &ADDRESS),
     ("addr_of_mut", &ADDRESS),
@@ -145,7 +160,7 @@ const NAMES: &[(&str, &Rule)] = &[
     ("UnsafeCell", &ADDRESS),
     ("RawWaker", &ADDRESS),
     ("as_raw", &ADDRESS),
-    ("primitive", &CAST),
+    ("primitive", &PRIMITIVE),
     ("alloc", &ALLOCATOR),
     ("GlobalAlloc", &ALLOCATOR),
     ("global_allocator", &ALLOCATOR),
@@ -472,13 +487,14 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("let r = std::slice::from_ref(&f).as_ptr_range();", "as_ptr_range", "address"),
             ("let n = std::mem::offset_of!(P<F>, 1);", "offset_of!", "compiled"),
+            ("let big = v.try_reserve(usize::MAX / 2 / 260).is_err();", "try_reserve", "size"),
             ("let p = &f as *const F;", "*const", "address"),
             ("let p = &raw const f;", "&raw", "address"),
             ("let a = b.addr();", "addr", "address"),
             ("let p = Box::into_raw(b);", "into_raw", "address"),
             ("let n = Queues::claim as usize;", "as usize", "`as` cast"),
             ("let n: u64 = f as _;", "as _", "`as` cast"),
-            ("type W = std::primitive::u16;", "primitive", "`as` cast"),
+            ("type W = std::primitive::u16;", "primitive", "`as` casts"),
             (
                 "#[global_allocator] static A: Counting = Counting;",
                 "global_allocator",
