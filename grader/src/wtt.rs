@@ -524,7 +524,7 @@ fn verdict(
             "your test passes against every version of the function, the shipped one included: \
              it catches nothing yet. Read the README's \"What a good test shows\": which \
              situation makes the call wait, so that a cut can reach the bug, and what must hold \
-             after each cut; `{}` gives the first step.",
+             after each cut; `{}` shows the next hint.",
             crate::invoked::command(&format!("hint {}", kata.number()))
         ))
     } else if passed == 0 && missed == 0 {

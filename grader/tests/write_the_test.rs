@@ -201,7 +201,7 @@ fn an_edited_function_is_not_what_is_graded_and_the_report_says_so() {
     assert!(advice.contains("never against your edit"), "{advice}");
     // What to try next is the kata's own first hint, not one kata's recipe.
     assert!(advice.contains("it catches nothing yet"), "{advice}");
-    assert!(advice.contains("hint 1` gives the first step"), "{advice}");
+    assert!(advice.contains("hint 1` shows the next hint"), "{advice}");
 }
 
 #[test]
