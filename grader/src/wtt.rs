@@ -22,7 +22,11 @@
 //!   build lets slip about which package it is names a random slot, not a version;
 //! - what is built is the copy that was scanned (a save in between cannot slip past the scan);
 //! - compiler messages are shown only when the test builds against no version at all, and then
-//!   those of the shipped function, which the learner has: a message can quote the source.
+//!   those of the shipped function, which the learner has: a message can quote the source;
+//! - a report names each version, so it says of a wrong version only caught or missed, never what
+//!   the test printed against it, which of its tests failed or how long they ran: otherwise a test
+//!   that measures something and fails would tell every version's measure in one run. What a test
+//!   said against a right version it failed is shown: the learner needs it to fix the test.
 
 pub mod scan;
 
@@ -102,7 +106,10 @@ pub struct VariantResult {
     pub verdict: Verdict,
     /// The one line a learner is shown instead of the version's source.
     pub description: String,
-    /// The learner's tests that failed against this version, with what they said.
+    /// The learner's tests that failed against this version, with what they said: only for a
+    /// right version (what the learner must fix). Against a wrong version the verdict alone is
+    /// reported: what a test printed there, by version, would tell the versions apart outside
+    /// the test (SECURITY.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_tests: Vec<TestResult>,
 }
@@ -250,6 +257,8 @@ impl Submission {
 #[derive(Debug, Clone)]
 pub struct Judged {
     pub result: UnitResult,
+    /// Whether a test timed out against some version: the verdict depends on the machine's load.
+    pub timed_out: bool,
     /// `version: test (outcome, outcome, ..)` for every learner test whose outcome changed.
     pub nondeterministic: Vec<String>,
 }
@@ -272,7 +281,7 @@ pub fn judge(
     for (j, submission) in submissions.iter().enumerate() {
         let kata = &course.katas[submission.kata];
         let mut base = base_result(kata, submission);
-        let done = |result| Some(Judged { result, nondeterministic: Vec::new() });
+        let done = |result| Some(Judged { result, timed_out: false, nondeterministic: Vec::new() });
         let Ok(source) = std::fs::read(&submission.test) else {
             base.status = Status::CompileError;
             base.compile_errors = vec![format!(
@@ -292,9 +301,10 @@ pub fn judge(
                 .map(|r| {
                     format!(
                         "error: `{}` is not allowed in a write-the-test kata: it {}\n  --> {}:{}:{}\n  \
+                         = help: {}\n  \
                          = note: a test must tell the versions of the function apart by what they \
                          do, through their public API",
-                        r.what, r.why, base.file, r.line, r.column
+                        r.what, r.why, base.file, r.line, r.column, r.help
                     )
                 })
                 .collect();
@@ -371,7 +381,12 @@ pub fn judge(
                 )
             })
             .collect();
-        judged[j] = Some(Judged { result: verdict(course, kata, base, &mine), nondeterministic });
+        let timed_out = mine
+            .iter()
+            .flat_map(|(_, result)| &result.tests)
+            .any(|t| t.status == Outcome::TimedOut);
+        let result = verdict(course, kata, base, &mine);
+        judged[j] = Some(Judged { result, timed_out, nondeterministic });
     }
     for snapshot in snapshots.iter().flatten() {
         // `<scanned>/<pid>-<j>/<the learner's path>`: the copy's own root goes.
@@ -481,16 +496,22 @@ fn verdict(
             name: format!("{}/{}", variant.kind.folder(), variant.name),
             status: if verdict.good() { Outcome::Passed } else { Outcome::Failed },
             message,
-            duration_ms: result.tests.iter().map(|t| t.duration_ms).sum(),
+            // Not how long it ran: a test could spin for as long as says what it measured.
+            duration_ms: 0,
             parked: Vec::new(),
             parked_when: None,
         });
+        // Against a wrong version, only caught or missed: which tests failed, what they said or
+        // whether they timed out, reported by version, is a channel out of the test that names
+        // the version (a test that prints what it measured and fails would tell them apart in
+        // one run). A right version's failures are what the learner must fix: shown.
+        let failed_tests = if variant.kind == VariantKind::Right { failed } else { Vec::new() };
         base.variants.push(VariantResult {
             name: variant.name.clone(),
             kind: variant.kind,
             verdict,
             description: variant.description.clone(),
-            failed_tests: failed,
+            failed_tests,
         });
     }
     let count = |kind: VariantKind, good: bool| {
@@ -499,13 +520,13 @@ fn verdict(
     let (caught, missed) = (count(VariantKind::Wrong, true), count(VariantKind::Wrong, false));
     let (passed, falsely) = (count(VariantKind::Right, true), count(VariantKind::Right, false));
     base.advice = if caught == 0 && falsely == 0 {
-        Some(
+        Some(format!(
             "your test passes against every version of the function, the shipped one included: \
-             it catches nothing yet. Cancel the call at every point it can be cancelled \
-             (`kata_support::assert_cancel_safe`, and `assert_cancel_safe_at_shutdown` for a \
-             runtime shutting down) and check, after each cut, what the README says must hold."
-                .into(),
-        )
+             it catches nothing yet. Read the README's \"What a good test shows\": which \
+             situation makes the call wait, so that a cut can reach the bug, and what must hold \
+             after each cut; `{}` shows the next hint.",
+            crate::invoked::command(&format!("hint {}", kata.number()))
+        ))
     } else if passed == 0 && missed == 0 {
         Some(
             "your test fails against every version, the right ones too: a test that always fails \
@@ -580,13 +601,7 @@ pub fn grade_submissions(
         let judged = judge(course, set, &these, options, 1, progress)?;
         for (&i, judged) in pending.iter().zip(judged) {
             // A verdict that a timeout decided depends on the machine's load: not kept.
-            let timed_out = judged
-                .result
-                .variants
-                .iter()
-                .flat_map(|v| &v.failed_tests)
-                .any(|t| t.status == Outcome::TimedOut);
-            if let (Some(cache), Some(key), false) = (&cache, &keys[i], timed_out) {
+            if let (Some(cache), Some(key), false) = (&cache, &keys[i], judged.timed_out) {
                 cache.put(key, &judged.result);
             }
             results[i] = Some(judged.result);

@@ -40,7 +40,9 @@ kata_support::hidden_test! {\n    async fn every_cut() {\n        kata_support::
 #[test]
 fn a_good_test_catches_every_wrong_version_and_passes_the_right_one() {
     let fixture = Fixture::of("wtt");
-    let (kata, _) = check(&fixture, GOOD);
+    // A comment is not code: saying why the test prints no `{:p}` is no reason to refuse it.
+    let good = format!("//! Checks the gauge, not its address: no `{{:p}}` here.\n{GOOD}");
+    let (kata, _) = check(&fixture, &good);
     assert_eq!(kata["status"], "passed", "{kata:#}");
     assert_eq!(kata["points"], 10);
     assert_eq!(
@@ -81,8 +83,9 @@ fn a_weak_test_is_told_the_version_it_missed() {
 #[test]
 fn a_test_that_always_fails_is_reported_as_failing_the_right_version() {
     let fixture = Fixture::of("wtt");
-    let always =
-        "kata_support::hidden_test! {\n    fn fails() {\n        panic!(\"no\");\n    }\n}\n";
+    // What it prints stands for anything a test could measure of the version it runs against.
+    let always = "kata_support::hidden_test! {\n    fn fails() {\n        \
+                  panic!(\"no, measured {}\", 6 * 7);\n    }\n}\n";
     let (kata, _) = check(&fixture, always);
     assert_eq!(kata["status"], "failed");
     assert_eq!(
@@ -93,7 +96,64 @@ fn a_test_that_always_fails_is_reported_as_failing_the_right_version() {
     assert!(advice.starts_with("your test fails against every version, the right ones too"));
     let solution = &kata["tests"][2];
     assert_eq!(solution["name"], "right/solution");
-    assert!(solution["message"].as_str().unwrap().contains("`fails` fails against it: no"));
+    assert!(
+        solution["message"].as_str().unwrap().contains("`fails` fails against it: no, measured 42")
+    );
+    assert!(kata["variants"][2]["failed_tests"][0]["message"].as_str().unwrap().contains("42"));
+    // Against a wrong version, only caught or missed: what the test said there, which tests
+    // failed and how long they ran, reported by version, would tell the versions apart.
+    for (i, version) in kata["tests"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(version["duration_ms"], 0, "{version:#}");
+        if i < 2 {
+            assert_eq!(version["message"], "", "{version:#}");
+            assert!(kata["variants"][i]["failed_tests"].is_null(), "{kata:#}");
+        }
+    }
+    assert_eq!(kata.to_string().matches("measured 42").count(), 2, "{kata:#}");
+    for format in ["human", "junit", "github"] {
+        let out = fixture.grader(["check", "1", "--format", format]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let shown = text.matches("measured 42").count();
+        assert!(shown <= 2 && text.contains("solution"), "{format}: {text}");
+        for line in text.lines().filter(|l| l.contains("measured 42")) {
+            assert!(!line.contains("shipped") && !line.contains("forgets"), "{format}: {line}");
+        }
+    }
+}
+
+#[test]
+fn a_test_that_measures_how_a_version_was_compiled_is_refused_saying_what_to_do() {
+    let fixture = Fixture::of("wtt");
+    let gaming = "use gauge::{Gauge, work};\n\
+                  /// Why no `{:p}`: an address says nothing about cancellation.\n\
+                  fn bytes<F>(f: &F) -> usize {\n    \
+                  let r = std::slice::from_ref(f).as_ptr_range();\n    \
+                  r.end as usize - r.start as usize\n}\n\
+                  #[repr(C)]\nstruct Probe<F>(F, u8);\n\
+                  kata_support::hidden_test! {\n    async fn t() {\n        \
+                  let g = Gauge::default();\n        \
+                  let n = bytes(&work(&g)) + std::mem::offset_of!(Probe<u8>, 1);\n        \
+                  let id = tokio::spawn(async {}).id();\n        \
+                  assert!(n != 272, \"{id}\");\n    }\n}\n";
+    let (kata, _) = check(&fixture, gaming);
+    assert_eq!(kata["status"], "compile_error", "{kata:#}");
+    assert!(kata["variants"].is_null(), "nothing was run: {kata:#}");
+    let errors: Vec<&str> =
+        kata["compile_errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let expected = [
+        ("`as_ptr_range`", "cancel.rs:4:37", "gives an address"),
+        ("`as usize`", "cancel.rs:5:11", "`as` cast to an integer"),
+        ("`as usize`", "cancel.rs:5:30", "`as` cast to an integer"),
+        ("`offset_of!`", "cancel.rs:12:46", "a future's size"),
+        ("`id()`", "cancel.rs:13:41", "tokio task id"),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, (what, place, why)) in errors.iter().zip(expected) {
+        assert!(error.contains(what) && error.contains(place) && error.contains(why), "{error}");
+        assert!(error.contains("= help: "), "{error}");
+    }
+    assert!(errors[1].contains("`u64::from(n)`"), "{}", errors[1]);
+    assert!(errors[4].contains("forbid_leftover_tasks"), "{}", errors[4]);
 }
 
 #[test]
@@ -139,6 +199,9 @@ fn an_edited_function_is_not_what_is_graded_and_the_report_says_so() {
     let advice = kata["advice"].as_str().unwrap();
     assert!(advice.contains("src/lib.rs differs from the function as shipped"), "{advice}");
     assert!(advice.contains("never against your edit"), "{advice}");
+    // What to try next is the kata's own first hint, not one kata's recipe.
+    assert!(advice.contains("it catches nothing yet"), "{advice}");
+    assert!(advice.contains("hint 1` shows the next hint"), "{advice}");
 }
 
 #[test]
