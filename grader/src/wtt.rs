@@ -299,9 +299,19 @@ pub fn judge(
             base.compile_errors = refused
                 .iter()
                 .map(|r| {
+                    let anywhere = if r.anywhere {
+                        format!(
+                            "\n  = note: the name `{}` is refused wherever it appears, so that no \
+                             import or path can hide it; if it names something of your own, \
+                             rename that",
+                            r.what
+                        )
+                    } else {
+                        String::new()
+                    };
                     format!(
                         "error: `{}` is not allowed in a write-the-test kata: it {}\n  --> {}:{}:{}\n  \
-                         = help: {}\n  \
+                         = help: {}{anywhere}\n  \
                          = note: a test must tell the versions of the function apart by what they \
                          do, through their public API",
                         r.what, r.why, base.file, r.line, r.column, r.help

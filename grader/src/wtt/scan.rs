@@ -29,6 +29,9 @@ pub struct Refusal {
     pub why: &'static str,
     /// What to write instead.
     pub help: &'static str,
+    /// Refused as a bare name, wherever it appears (a path, an import, a name of the learner's
+    /// own), so that no renaming can hide it: the learner may only need to rename their own item.
+    pub anywhere: bool,
 }
 
 /// Why a kind of token is refused, and what to do instead.
@@ -215,6 +218,7 @@ pub fn scan(source: &str) -> Vec<Refusal> {
             why: "declares no test the grader can run",
             help: "declare your tests inside `kata_support::hidden_test! { .. }`, as the skeleton \
                    does: it is how the grader runs them",
+            anywhere: false,
         });
     }
     refused
@@ -347,10 +351,13 @@ fn walk(tokens: TokenStream, in_use: bool, aliases: &[String], refused: &mut Vec
                 let empty_call = matches!(next, Some(TokenTree::Group(g))
                     if g.delimiter() == Delimiter::Parenthesis && g.stream().is_empty());
                 if let Some((_, rule)) = MACROS.iter().find(|(m, _)| *m == name) {
-                    let what = if punct(next, '!') { format!("{name}!") } else { name.to_owned() };
-                    refuse(refused, token, &what, rule);
+                    if punct(next, '!') {
+                        refuse(refused, token, &format!("{name}!"), rule);
+                    } else {
+                        refuse_name(refused, token, name, rule);
+                    }
                 } else if let Some((_, rule)) = NAMES.iter().find(|(n, _)| *n == name) {
-                    refuse(refused, token, name, rule);
+                    refuse_name(refused, token, name, rule);
                 } else if name == "mod" && ident(next).is_some() && punct(tokens.get(i + 2), ';') {
                     refuse(
                         refused,
@@ -439,7 +446,16 @@ fn refuse(refused: &mut Vec<Refusal>, token: &TokenTree, what: &str, rule: &Rule
         what: what.into(),
         why: rule.why,
         help: rule.help,
+        anywhere: false,
     });
+}
+
+/// As [`refuse`], for a name refused wherever it appears.
+fn refuse_name(refused: &mut Vec<Refusal>, token: &TokenTree, name: &str, rule: &Rule) {
+    refuse(refused, token, name, rule);
+    if let Some(last) = refused.last_mut() {
+        last.anywhere = true;
+    }
 }
 
 #[cfg(test)]
@@ -456,6 +472,14 @@ mod tests {
                     let path = 2; let _ = path;\n        \
                     assert_eq!(format!(\"{:?}\", 1), \"1\");\n    }\n}\n";
         assert_eq!(whats(test), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_name_refused_anywhere_says_so_and_a_macro_call_does_not() {
+        let test = "kata_support::hidden_test! { fn t() { let env = 1; let _ = env!(\"K\"); } }";
+        let refused: Vec<(String, bool)> =
+            scan(test).into_iter().map(|r| (r.what, r.anywhere)).collect();
+        assert_eq!(refused, [("env".to_owned(), true), ("env!".to_owned(), false)]);
     }
 
     #[test]
