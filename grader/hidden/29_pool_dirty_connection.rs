@@ -8,7 +8,9 @@
 //! or the value a `SELECT` selects), a statement outside a transaction commits on its own, `BEGIN`
 //! inside one is answered with a warning and changes nothing, and a session whose socket is
 //! dropped ends, rolling back its open transaction. It records every statement, the session and
-//! transaction it ran in, and what it answered.
+//! transaction it ran in, and what it answered, and the most sessions the pool held open at once
+//! (a session is held open until the pool drops its socket), checked against the pool's size.
+//! A statement the server took survives a runtime shut down under it (the shutdown tests).
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -23,7 +25,7 @@ use kata_support::{
 use pool_dirty_connection::{DbError, Pool, Reply, Socket};
 use proptest::prelude::*;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 /// What became of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,9 @@ struct Db {
     log: Vec<Executed>,
     txns: Vec<Fate>,
     sessions: Vec<Session>,
+    /// The sessions whose sockets the client held open at once, at the most crowded moment (first
+    /// reached), numbered from 1. The number only grows when a session opens, so it is taken then.
+    most_open_at_once: Vec<usize>,
 }
 
 impl Db {
@@ -162,7 +167,17 @@ impl Db {
 struct Line {
     session: usize,
     statements: Mutex<mpsc::UnboundedReceiver<String>>,
+    /// The statement the server took and has not answered yet: kept here, not in the task serving
+    /// it, so that a runtime shut down while the server works on it does not lose it.
+    taken: Mutex<Option<String>>,
     replies: mpsc::UnboundedSender<Reply>,
+}
+
+impl Line {
+    /// The client still holds its socket (the pool has not closed the connection).
+    fn held_open(&self) -> bool {
+        !self.replies.is_closed()
+    }
 }
 
 /// The fake server: every session's record, and the server end of every connection, kept outside
@@ -193,10 +208,40 @@ impl Server {
             db.sessions.push(Session::default());
             db.sessions.len() - 1
         };
-        let line = Arc::new(Line { session, statements: Mutex::new(queue), replies });
-        self.lines.lock().unwrap().push(line.clone());
+        let line = Arc::new(Line {
+            session,
+            statements: Mutex::new(queue),
+            taken: Mutex::default(),
+            replies,
+        });
+        let open = {
+            let mut lines = self.lines.lock().unwrap();
+            lines.push(line.clone());
+            self.open_sessions_of(&lines)
+        };
+        let mut db = self.db();
+        if open.len() > db.most_open_at_once.len() {
+            db.most_open_at_once = open;
+        }
+        drop(db);
         self.serve(line);
         Socket { statements, replies: answers }
+    }
+
+    /// The sessions (numbered from 1) whose sockets the client holds open.
+    fn open_sessions_of(&self, lines: &[Arc<Line>]) -> Vec<usize> {
+        lines.iter().filter(|l| l.held_open()).map(|l| l.session + 1).collect()
+    }
+
+    /// The sessions (numbered from 1) whose sockets the client holds open now.
+    fn open_sessions(&self) -> Vec<usize> {
+        self.open_sessions_of(&self.lines.lock().unwrap())
+    }
+
+    /// How long (virtual time) the requests after a cut may take, connection included:
+    /// [`PATIENCE`] on the story's servers, more on a slower one.
+    fn patience(&self) -> Duration {
+        PATIENCE.max(self.latency * 150)
     }
 
     /// Serves one session on the current runtime: each statement is answered `latency` after
@@ -205,15 +250,25 @@ impl Server {
         let (db, latency) = (self.db.clone(), self.latency);
         tokio::spawn(async move {
             loop {
-                let next = poll_fn(|cx| line.statements.lock().unwrap().poll_recv(cx)).await;
-                let Some(sql) = next else {
-                    db.lock().unwrap().end_session(line.session);
-                    return;
+                let taken = line.taken.lock().unwrap().clone();
+                let sql = match taken {
+                    Some(sql) => sql,
+                    None => {
+                        let next =
+                            poll_fn(|cx| line.statements.lock().unwrap().poll_recv(cx)).await;
+                        let Some(sql) = next else {
+                            db.lock().unwrap().end_session(line.session);
+                            return;
+                        };
+                        *line.taken.lock().unwrap() = Some(sql.clone());
+                        sql
+                    }
                 };
                 if !latency.is_zero() {
                     sleep(latency).await;
                 }
                 let reply = db.lock().unwrap().run(line.session, &sql);
+                *line.taken.lock().unwrap() = None;
                 let _ = line.replies.send(reply);
             }
         });
@@ -357,40 +412,63 @@ fn no_begin_inside_a_transaction(db: &Db) -> Result<(), String> {
 
 /// After a handler ran (to the end or cut), the next requests: two at once, each a lookup and a
 /// statement on its own, then a whole `redeem` for dan. All must succeed on clean connections
-/// within [`PATIENCE`]; afterwards nothing is left open, and no open session sits in a
-/// transaction.
+/// within the server's patience; afterwards nothing is left open, no open session sits in a
+/// transaction, and the pool never held more connections than its size.
 async fn next_requests_get_clean_connections(
     pool: &Pool,
     server: &Server,
     max_size: usize,
 ) -> Result<(), String> {
+    let patience = server.patience();
     let lent = [Cell::new(false), Cell::new(false)];
-    let both = timeout(PATIENCE, async {
-        tokio::join!(plain_request(pool, "bob", &lent[0]), plain_request(pool, "cat", &lent[1]))
-    })
-    .await;
+    let done = [Cell::new(false), Cell::new(false)];
+    let request = |i: usize, who: &'static str| {
+        let (lent, done) = (&lent[i], &done[i]);
+        async move {
+            let result = plain_request(pool, who, lent).await;
+            done.set(true);
+            result
+        }
+    };
+    let both =
+        timeout(patience, async { tokio::join!(request(0, "bob"), request(1, "cat")) }).await;
     let context = format!("a pool of {max_size} connection(s); then two requests came at once");
     match both {
         Err(_) => {
-            let waiting: Vec<&str> = ["bob", "cat"]
-                .iter()
-                .zip(&lent)
-                .filter(|(_, lent)| !lent.get())
-                .map(|(who, _)| *who)
-                .collect();
+            let who = ["bob", "cat"];
+            let waiting: Vec<&str> = (0..2).filter(|&i| !lent[i].get()).map(|i| who[i]).collect();
+            let stuck: Vec<&str> =
+                (0..2).filter(|&i| lent[i].get() && !done[i].get()).map(|i| who[i]).collect();
             let seen = if waiting.is_empty() {
-                "both had a connection, and were still waiting for a reply that never comes"
-                    .to_owned()
-            } else {
                 format!(
-                    "{} still waited for a connection from the pool: a connection the pool \
-                     discarded never gave its slot back, so the pool believes it is at its size \
-                     limit and will never lend again",
-                    waiting.join(" and ")
+                    "{} had a connection, and still waited for a reply that never comes",
+                    stuck.join(" and ")
+                )
+            } else if !stuck.is_empty() {
+                format!(
+                    "{} still waited for a connection from the pool, while {} had one and still \
+                     waited for a reply that never comes",
+                    waiting.join(" and "),
+                    stuck.join(" and ")
+                )
+            } else {
+                let open = server.open_sessions();
+                let open = if open.is_empty() {
+                    "no connection open".to_owned()
+                } else {
+                    format!("{} connection(s) open ({})", open.len(), sessions_named(&open))
+                };
+                format!(
+                    "{} still waited for a connection from the pool, though no other request held \
+                     one and the pool held {open}: the pool lent no more (a connection was \
+                     closed, dropped, or handed to a request that had gone, without its slot \
+                     coming back), so it believes it is at its size limit and will never lend \
+                     again",
+                    waiting.join(" and "),
                 )
             };
             return Err(format!(
-                "{context}; after {PATIENCE:?}, {seen}. {}",
+                "{context}; after {patience:?}, {seen}. {}",
                 server.db().transcript()
             ));
         }
@@ -408,20 +486,17 @@ async fn next_requests_get_clean_connections(
                 .map_err(|seen| format!("{context}; {seen}. {}", db.transcript()))?;
         }
     }
-    let dan = match timeout(PATIENCE, redeem(pool, "dan")).await {
+    let dan = match timeout(patience, redeem(pool, "dan")).await {
         Ok(result) => result,
         Err(_) => {
             return Err(format!(
-                "{context}, then dan's `redeem` was still waiting after {PATIENCE:?}. {}",
+                "{context}, then dan's `redeem` was still waiting after {patience:?}. {}",
                 server.db().transcript()
             ));
         }
     };
-    // The server gets its turn with whatever was closed or is still queued.
-    settle().await;
-    sleep(PATIENCE).await;
-    let db = server.db();
     let context = format!("{context}, then dan's `redeem` returned {dan:?}");
+    let db = server.db();
     let fail = |seen: String| format!("{context}; {seen}. {}", db.transcript());
     no_begin_inside_a_transaction(&db).map_err(fail)?;
     let fate = ran_in_its_own_transaction(&db, "dan").map_err(fail)?;
@@ -431,15 +506,49 @@ async fn next_requests_get_clean_connections(
             fate.map_or("not there", Fate::shown)
         )));
     }
+    drop(db);
+    nothing_left_open(server, max_size).await.map_err(|seen| format!("{context}; {seen}"))
+}
+
+/// Once every request is done (the server gets its turn with whatever was closed or is still
+/// queued), no session is inside a transaction, and the pool never held more than `max_size`
+/// connections open at once.
+async fn nothing_left_open(server: &Server, max_size: usize) -> Result<(), String> {
+    settle().await;
+    sleep(server.patience()).await;
+    let db = server.db();
+    let fail = |seen: String| format!("{seen}. {}", db.transcript());
     if let Some((n, s)) = db.sessions.iter().enumerate().find(|(_, s)| s.current.is_some()) {
         return Err(fail(format!(
-            "session {} is still inside transaction {} (\"idle in transaction\"), which nobody \
-             will end",
+            "every request was done, and {:?} later session {} is still inside transaction {} \
+             (\"idle in transaction\", holding the locks of what it wrote), which nobody will end",
+            server.patience(),
             n + 1,
             s.current.unwrap_or_default()
         )));
     }
+    if let [held @ .., opened] = db.most_open_at_once.as_slice()
+        && held.len() >= max_size
+    {
+        return Err(fail(format!(
+            "the pool of {max_size} connection(s) held {} connections open at once: it opened \
+             session {opened} while it still held {} open, so it could lend more connections at \
+             once than its size allows",
+            held.len() + 1,
+            sessions_named(held)
+        )));
+    }
     Ok(())
+}
+
+/// `sessions 1 and 2`, for messages.
+fn sessions_named(sessions: &[usize]) -> String {
+    let numbers: Vec<String> = sessions.iter().map(ToString::to_string).collect();
+    match numbers.as_slice() {
+        [] => "none".to_owned(),
+        [one] => format!("session {one}"),
+        [rest @ .., last] => format!("sessions {} and {last}", rest.join(", ")),
+    }
 }
 
 /// The cut handler `ann`'s work: its lookup on its own, its transaction all or nothing, never
@@ -503,15 +612,16 @@ async fn ann_cut_after(pool: &Pool, server: &Server, cut_after: Duration) -> Res
         Err(_) => Ok(()),
         Ok(result) => Err(format!(
             "a {cut_after:?} timeout must drop ann's `redeem` on a server that answers in \
-             {SLOW:?}, yet it returned {result:?}. {}",
+             {:?}, yet it returned {result:?}. {}",
+            server.latency,
             server.db().transcript()
         )),
     }
 }
 
 /// What ann's `redeem` was waiting for `cut_after` into it on the slow server.
-fn waiting_for(cut_after: Duration) -> &'static str {
-    match cut_after.as_millis() / SLOW.as_millis() {
+fn waiting_for(cut_after: Duration, latency: Duration) -> &'static str {
+    match cut_after.as_millis() / latency.as_millis() {
         0 => "the reply to its lookup, `SELECT 'ann'`",
         1 => "the reply to its `BEGIN`",
         2 => "the reply to its `UPDATE`, inside its transaction",
@@ -655,7 +765,7 @@ hidden_test! {
             }
             let context = format!(
                 "a {cut_after:?} timeout dropped ann's `redeem` while it waited for {}",
-                waiting_for(cut_after)
+                waiting_for(cut_after, SLOW)
             );
             if let Err(seen) = after_the_handler((pool, server), max_size, None, &context).await {
                 panic!("{seen}");
@@ -676,7 +786,7 @@ hidden_test! {
             }
             let context = format!(
                 "a {cut_after:?} timeout dropped ann's `redeem` while it waited for {}",
-                waiting_for(cut_after)
+                waiting_for(cut_after, SLOW)
             );
             let state = (pool, server.clone());
             if let Err(seen) = after_the_handler(state, max_size, None, &context).await {
@@ -710,7 +820,7 @@ hidden_test! {
             }
             let context = format!(
                 "a {cut_after:?} timeout dropped ann's `redeem` while it waited for {}",
-                waiting_for(cut_after)
+                waiting_for(cut_after, SLOW)
             );
             if let Err(seen) = after_the_handler((pool, server), 1, None, &context).await {
                 panic!("{seen}");
@@ -766,7 +876,7 @@ hidden_test! {
             let context = format!(
                 "a {cut_ann:?} timeout dropped ann's `redeem` while it waited for {}, then a \
                  {cut_next:?} timeout {} eve's request",
-                waiting_for(cut_ann),
+                waiting_for(cut_ann, SLOW),
                 if eve.is_err() { "dropped" } else { "let through" }
             );
             if let Ok(Err(seen)) = &eve {
@@ -827,6 +937,134 @@ hidden_test! {
         );
         if let Err(failure) = explored {
             panic!("{failure}");
+        }
+    }
+
+    /// A server much slower than the story's (2 s, 90 s or 2 h a statement: a lock wait, a
+    /// database in trouble): a timeout drops `redeem` during its lookup, its `BEGIN`, each
+    /// statement or its `COMMIT`, on a pool of one and of two (each case under one seed). A reply
+    /// that is owed is owed however long it takes: the next requests must still read their own
+    /// replies and run outside any transaction.
+    async fn a_handler_timed_out_on_a_much_slower_server_leaves_a_clean_pool() {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let latencies = [Duration::from_secs(2), Duration::from_secs(90), Duration::from_secs(7200)];
+        let cases = latencies
+            .into_iter()
+            .flat_map(|latency| (0..5).map(move |k| (latency, latency * k + latency / 4)))
+            .flat_map(|(latency, cut)| [1, 2].map(|max_size| (latency, cut, max_size)));
+        for (latency, cut_after, max_size) in share(cases, this_run(&RUNS)) {
+            let server = Server::new(latency);
+            let pool = server.pool(max_size);
+            if let Err(seen) = ann_cut_after(&pool, &server, cut_after).await {
+                panic!("{seen}");
+            }
+            let context = format!(
+                "the server takes {latency:?} a statement; a {cut_after:?} timeout dropped ann's \
+                 `redeem` while it waited for {}",
+                waiting_for(cut_after, latency)
+            );
+            if let Err(seen) = after_the_handler((pool, server), max_size, None, &context).await {
+                panic!("{seen}");
+            }
+        }
+    }
+
+    /// A timeout drops `redeem` at every 50 ms of its life on the slow server while bob holds the
+    /// pool's other connection and gives it back last, on a pool of two and of three (each case
+    /// under one seed). Then the next requests come one after the other, a plain request and a
+    /// `redeem`, and both succeed on clean connections. Once they are done, no session on the
+    /// server is left inside a transaction, whichever connection the pool lent them.
+    async fn a_handler_cut_while_another_holds_a_connection_leaves_no_session_in_a_transaction() {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let cases = [2, 3].into_iter().flat_map(|max_size| {
+            (50..1000).step_by(50).map(move |ms| (max_size, Duration::from_millis(ms)))
+        });
+        for (max_size, cut_after) in share(cases, this_run(&RUNS)) {
+            let server = Server::new(SLOW);
+            let pool = server.pool(max_size);
+            let bob_leaves = Instant::now() + Duration::from_millis(1100);
+            let bob = async {
+                let mut conn = pool.get().await;
+                let found = conn.execute("SELECT 'bob'").await;
+                sleep_until(bob_leaves).await;
+                found
+            };
+            let (ann, bob) = tokio::join!(ann_cut_after(&pool, &server, cut_after), bob);
+            if let Err(seen) = ann {
+                panic!("{seen}");
+            }
+            let context = format!(
+                "a pool of {max_size}; a {cut_after:?} timeout dropped ann's `redeem` while it \
+                 waited for {}, and bob, who had the other connection, gave it back {:?} later; \
+                 then cat's request and dan's `redeem` came one after the other",
+                waiting_for(cut_after, SLOW),
+                Duration::from_millis(1100) - cut_after
+            );
+            assert_eq!(
+                bob,
+                Ok("bob".to_owned()),
+                "{context}; bob's lookup on his own connection failed. {}",
+                server.db().transcript()
+            );
+            let patience = server.patience();
+            let cat = timeout(patience, plain_request(&pool, "cat", &Cell::new(false))).await;
+            let dan = timeout(patience, redeem(&pool, "dan")).await;
+            let context = format!("{context}; cat's returned {cat:?}, dan's {dan:?}");
+            if !matches!((&cat, &dan), (Ok(Ok(())), Ok(Ok(())))) {
+                panic!("{context}; both must succeed on clean connections. {}", {
+                    server.db().transcript()
+                });
+            }
+            if let Err(seen) = nothing_left_open(&server, max_size).await {
+                panic!("{context}; {seen}");
+            }
+            let db = server.db();
+            for check in [ran_on_its_own(&db, "cat"), handler_work_is_all_or_nothing(&db, None)] {
+                check.unwrap_or_else(|seen| panic!("{context}; {seen}. {}", db.transcript()));
+            }
+        }
+    }
+
+    /// A deploy while the pool may still be busy with what a cut left behind: a timeout drops
+    /// `redeem` during its lookup, its `BEGIN`, a statement or its `COMMIT` on the slow server,
+    /// the runtime runs on for 0 to 300 ms (the pool may be cleaning up, or reading the replies
+    /// owed) and then shuts down. On a new runtime (the server still running the sessions that are
+    /// open), the next requests get clean connections from the same pool of one.
+    fn a_runtime_shut_down_soon_after_a_cut_leaves_a_clean_pool() {
+        let cuts = [50, 250, 450, 650, 850].map(Duration::from_millis);
+        let run_on = [0, 1, 10, 100, 300].map(Duration::from_millis);
+        let cases = cuts.into_iter().flat_map(|cut| run_on.map(|on| (cut, on)));
+        for (i, (cut_after, ran_on)) in cases.enumerate() {
+            let server = Server::new(SLOW);
+            let pool = server.pool(1);
+            let seed = SEEDS[i % SEEDS.len()];
+            let first = runtime::current_thread(seed);
+            let cut = first.block_on(async {
+                let cut = ann_cut_after(&pool, &server, cut_after).await;
+                sleep(ran_on).await;
+                cut
+            });
+            drop(first);
+            if let Err(seen) = cut {
+                panic!("{seen}");
+            }
+            let shut_down = if ran_on.is_zero() {
+                "right then the runtime shut down".to_owned()
+            } else {
+                format!("{ran_on:?} later the runtime shut down")
+            };
+            let context = format!(
+                "a {cut_after:?} timeout dropped ann's `redeem` while it waited for {}; \
+                 {shut_down}, and the pool went on serving on a new runtime",
+                waiting_for(cut_after, SLOW)
+            );
+            let checked = runtime::current_thread(seed).block_on(async {
+                server.restart();
+                after_the_handler((pool, server), 1, None, &context).await
+            });
+            if let Err(seen) = checked {
+                panic!("{seen}");
+            }
         }
     }
 
