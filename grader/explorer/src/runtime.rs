@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::panic::Location;
 use std::sync::{Arc, Mutex};
 
-use tokio::runtime::{Builder, Handle, LocalOptions, LocalRuntime, RngSeed, Runtime};
+use tokio::runtime::{
+    Builder, Handle, LocalOptions, LocalRuntime, RngSeed, Runtime, RuntimeFlavor,
+};
 use tokio::task::Id;
 
 #[cfg(not(tokio_unstable))]
@@ -42,7 +44,8 @@ pub fn current_thread(seed: u64) -> Runtime {
 }
 
 /// A runtime with `workers` worker threads and the real clock, seeded and watched. Only for tests
-/// about real parallelism; scheduling across threads is not deterministic.
+/// about real parallelism; scheduling across threads is not deterministic, so the explorer's
+/// leftover-task check ([`crate::Options::forbid_leftover_tasks`]) refuses to run on it.
 ///
 /// # Panics
 ///
@@ -134,6 +137,11 @@ pub fn on_async_thread() -> bool {
     Handle::try_current().is_ok() && !BLOCKING_POOL.with(Cell::get)
 }
 
+/// True when the caller runs on a current-thread runtime (a `local` one included).
+pub(crate) fn on_current_thread_runtime() -> bool {
+    Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread)
+}
+
 /// The task tracking of the runtime the caller runs on, when it was built by this module.
 pub(crate) fn watch() -> Option<Watch> {
     let id = Handle::try_current().ok()?.id().to_string();
@@ -147,7 +155,8 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Runs `poll` with spawns attributed to the operation under test.
+    /// Runs `poll` (a poll of the operation under test, or its drop) with spawns attributed to
+    /// the operation.
     pub(crate) fn polling<R>(&self, poll: impl FnOnce() -> R) -> R {
         IN_OPERATION.with(|f| f.set(true));
         let result = poll();

@@ -266,6 +266,56 @@ fn passes_a_task_aborted_with_its_operation() {
     explore_forwarder(true).unwrap();
 }
 
+/// Hands its work to a task from its destructor when dropped before it finishes.
+struct SpawnOnDrop(Arc<AtomicUsize>);
+
+impl Drop for SpawnOnDrop {
+    fn drop(&mut self) {
+        let count = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+}
+
+#[test]
+fn flags_a_task_spawned_by_the_destructor_of_a_cut_future() {
+    let seen = runtime::current_thread(SEEDS[0]).block_on(async {
+        explore_with(
+            Options::default().forbid_leftover_tasks(),
+            || Arc::new(AtomicUsize::new(0)),
+            |count| async move {
+                let guard = SpawnOnDrop(count);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                std::mem::forget(guard);
+            },
+            |_, _| async { Ok(()) },
+        )
+        .await
+        .unwrap_err()
+        .to_string()
+    });
+    assert!(
+        seen.starts_with("cancelled after poll 1 of 2, while still waiting: 1 task(s)"),
+        "{seen}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "needs a current-thread runtime")]
+fn refuses_to_look_for_leftover_tasks_on_a_multi_thread_runtime() {
+    runtime::multi_thread(2, SEEDS[0]).block_on(async {
+        let _ = explore_with(
+            Options::default().forbid_leftover_tasks(),
+            || (),
+            |()| async {},
+            |(), _| async { Ok(()) },
+        )
+        .await;
+    });
+}
+
 /// Which of two ready branches `select!` takes, ten times in a row, on a runtime seeded `seed`.
 fn select_choices(seed: u64) -> Vec<u8> {
     runtime::current_thread(seed).block_on(async {
