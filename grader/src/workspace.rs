@@ -211,6 +211,16 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
         write_if_changed(&lib_dir.join("Cargo.toml"), &toml::to_string(&lib)?)?;
 
         let mut deps = test_deps.clone();
+        // A learner's test (write-the-test) must not learn where in a version's source its tasks
+        // are spawned: the explorer's messages then name no source location.
+        if unit.tests.is_some()
+            && let Some(Value::Table(support)) = deps.get_mut("kata-support")
+        {
+            support.insert(
+                "features".into(),
+                Value::Array(vec![Value::from("hide-source-locations")]),
+            );
+        }
         deps.insert(
             kata.slug().to_owned(),
             toml_table([
