@@ -23,6 +23,6 @@ kata_support::hidden_test! {
         // version, the broken ones too: it catches nothing.
         let limiter = fresh();
         let connection = limiter.connect().await;
-        assert_eq!(connection.id(), 1);
+        assert_eq!(connection.session(), 1);
     }
 }

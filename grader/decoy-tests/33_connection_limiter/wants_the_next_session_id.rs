@@ -15,10 +15,10 @@ kata_support::hidden_test! {
                 let used = if outcome.is_cancelled() { 0 } else { 1 };
                 drop(outcome);
                 let next = limiter.connect().await;
-                if next.id() == used + 1 {
+                if next.session() == used + 1 {
                     Ok(())
                 } else {
-                    Err(format!("the next connection is session {}, not {}", next.id(), used + 1))
+                    Err(format!("the next connection is session {}, not {}", next.session(), used + 1))
                 }
             },
         )

@@ -50,7 +50,7 @@ pub struct Connection {
 
 impl Connection {
     /// The database's session id for this connection.
-    pub fn id(&self) -> u64 {
+    pub fn session(&self) -> u64 {
         self.session
     }
 }
@@ -149,7 +149,7 @@ impl std::fmt::Debug for Backend {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("id", &self.id()).finish_non_exhaustive()
+        f.debug_struct("Connection").field("id", &self.session()).finish_non_exhaustive()
     }
 }
 
