@@ -439,22 +439,23 @@ fn prints_an_address(literal: &str) -> bool {
 }
 
 fn refuse(refused: &mut Vec<Refusal>, token: &TokenTree, what: &str, rule: &Rule) {
+    refused.push(refusal(token, what, rule));
+}
+
+/// As [`refuse`], for a name refused wherever it appears.
+fn refuse_name(refused: &mut Vec<Refusal>, token: &TokenTree, name: &str, rule: &Rule) {
+    refused.push(Refusal { anywhere: true, ..refusal(token, name, rule) });
+}
+
+fn refusal(token: &TokenTree, what: &str, rule: &Rule) -> Refusal {
     let start = token.span().start();
-    refused.push(Refusal {
+    Refusal {
         line: start.line,
         column: start.column + 1,
         what: what.into(),
         why: rule.why,
         help: rule.help,
         anywhere: false,
-    });
-}
-
-/// As [`refuse`], for a name refused wherever it appears.
-fn refuse_name(refused: &mut Vec<Refusal>, token: &TokenTree, name: &str, rule: &Rule) {
-    refuse(refused, token, name, rule);
-    if let Some(last) = refused.last_mut() {
-        last.anywhere = true;
     }
 }
 
