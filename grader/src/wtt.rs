@@ -18,8 +18,12 @@
 //!   the clock, sizes, addresses or source locations, and a `main` of its own;
 //! - the test crate is built with `unsafe` forbidden, and runs with no `/proc`, no course, no target
 //!   directory and an empty environment (`crate::sandbox`);
-//! - the versions' packages are numbered in a fresh random order on every run, so whatever the
-//!   build lets slip about which package it is names a random slot, not a version;
+//! - the versions' packages are numbered in an order the test cannot know, so whatever the build
+//!   lets slip about which package it is names a slot, not a version (`slots`): an order drawn
+//!   from a random salt kept in the target directory, so that a second check on one machine finds
+//!   every version where its build already is; in CI (`CI` set, as GitHub Actions and most CI
+//!   services set it), where a class is graded and a learner sees each run's report, a fresh
+//!   order on every run;
 //! - what is built is the copy that was scanned (a save in between cannot slip past the scan);
 //! - compiler messages are shown only when the test builds against no version at all, and then
 //!   those of the shipped function, which the learner has: a message can quote the source;
@@ -339,7 +343,7 @@ pub fn judge(
         let snapshot = root.join(submission.shown());
         workspace::write_if_changed(&snapshot, &source)?;
         snapshots[j] = Some(snapshot.clone());
-        for (slot, &v) in shuffled(found.len()).iter().enumerate() {
+        for (slot, &v) in slots(course, &found)?.iter().enumerate() {
             units.push(Unit {
                 kata: submission.kata,
                 label: format!("{}/t{j}v{slot}", kata.name),
@@ -677,27 +681,71 @@ fn edited_note(course: &Course, kata: &Kata, result: &mut UnitResult) {
     });
 }
 
-/// `0..n` in a fresh random order.
-fn shuffled(n: usize) -> Vec<usize> {
-    let mut seed = [0u8; 8];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
-    let mut state = if read.is_ok() {
-        u64::from_le_bytes(seed)
-    } else {
-        // Without /dev/urandom, a clock's nanoseconds still vary from run to run.
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-    } | 1;
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        // xorshift64: uniform enough to pick a slot; the order is not a secret worth more.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        order.swap(i, (state % (i as u64 + 1)) as usize);
+/// The salt file under the grader's directory: 16 random bytes, written once per target directory.
+const SALT: &str = "wtt-salt";
+
+/// The versions of one kata in the order they are built, as indices into `versions`: slot `i`
+/// builds `versions[slots[i]]`. Outside CI the order is a function of the version names and the
+/// target directory's salt (the same on every run, so builds stay warm); in CI (the `CI`
+/// variable set and not empty) it is fresh on every run.
+///
+/// Errors: the salt file cannot be created or read.
+fn slots(course: &Course, versions: &[Variant]) -> anyhow::Result<Vec<usize>> {
+    let fresh = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    let salt = if fresh { random_bytes() } else { salt(&workspace::grader_dir(course))? };
+    Ok(salted_order(&salt, versions.iter().map(|v| format!("{}/{}", v.kind.folder(), v.name))))
+}
+
+/// The order that sorts `names` by a keyed hash of each name: a permutation of `0..names.len()`
+/// that tells nothing of the names to whoever does not know the salt.
+fn salted_order(salt: &[u8], names: impl Iterator<Item = String>) -> Vec<usize> {
+    use std::hash::{Hash, Hasher};
+    let mut keyed: Vec<(u64, usize)> = names
+        .enumerate()
+        .map(|(i, name)| {
+            // SipHash over salt then name: not a cryptographic promise, but the order is not a
+            // secret worth more than the salt's 128 bits and the scan's refusals.
+            let mut hasher = std::hash::DefaultHasher::new();
+            salt.hash(&mut hasher);
+            name.hash(&mut hasher);
+            (hasher.finish(), i)
+        })
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The salt kept in `dir`, created on first use (written to a temporary file and renamed, so
+/// that two graders starting at once agree on one salt).
+fn salt(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    let path = dir.join(SALT);
+    if let Ok(salt) = std::fs::read(&path)
+        && salt.len() == 16
+    {
+        return Ok(salt);
     }
-    order
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let temporary = dir.join(format!("{SALT}.{}", std::process::id()));
+    std::fs::write(&temporary, random_bytes())
+        .with_context(|| format!("failed to write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &path)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))
+}
+
+/// 16 bytes from `/dev/urandom`; without it, a clock's nanoseconds, which still vary from run
+/// to run.
+fn random_bytes() -> Vec<u8> {
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos());
+        bytes = now.to_le_bytes();
+    }
+    bytes.to_vec()
 }
 
 fn rel(course: &Course, path: &Path) -> String {
@@ -708,12 +756,29 @@ fn rel(course: &Course, path: &Path) -> String {
 mod tests {
     use super::*;
 
+    fn names(n: usize) -> impl Iterator<Item = String> {
+        (0..n).map(|i| format!("wrong/v{i}"))
+    }
+
     #[test]
-    fn a_shuffle_is_a_permutation() {
+    fn a_salted_order_is_a_permutation_that_the_salt_decides() {
         for n in [0, 1, 2, 9] {
-            let mut order = shuffled(n);
+            let mut order = salted_order(b"salt", names(n));
+            assert_eq!(order, salted_order(b"salt", names(n)), "one salt, one order");
             order.sort_unstable();
             assert_eq!(order, (0..n).collect::<Vec<_>>());
         }
+        let orders: std::collections::HashSet<Vec<usize>> =
+            (0u8..16).map(|s| salted_order(&[s], names(9))).collect();
+        assert!(orders.len() > 8, "sixteen salts gave only {} orders of nine", orders.len());
+    }
+
+    #[test]
+    fn the_salt_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("wtt-salt-{}", std::process::id()));
+        let first = salt(&dir).unwrap();
+        assert_eq!(first.len(), 16);
+        assert_eq!(salt(&dir).unwrap(), first);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
