@@ -125,6 +125,27 @@ hidden_test! {
         assert!(gauge == 0, "after every request ended, {}", describe_gauge(gauge, 0));
     }
 
+    /// A gateway with room never sheds, however many requests one handler forwards in a row
+    /// without ever waiting (a batch answered from a cache): room is a count, not a matter of how
+    /// busy the task has been.
+    async fn a_gateway_with_room_forwards_any_number_of_requests_in_a_row() {
+        for limit in [1, 1000, usize::MAX] {
+            let gateway = Gateway::new(limit);
+            for n in 0..300 {
+                let response = gateway.forward(async move { n }).await;
+                assert!(
+                    response == Ok(n),
+                    "a gateway built with limit {limit} shed request {} of 300 that one handler \
+                     forwarded in a row, each answered at once before the next began, so no \
+                     other request was in flight: a gateway with room is not full",
+                    n + 1
+                );
+            }
+            let gauge = gateway.in_flight();
+            assert!(gauge == 0, "after 300 requests in a row, {}", describe_gauge(gauge, 0));
+        }
+    }
+
     /// The gauge measures load: it must read 1 while the backend is busy, and shed past the limit.
     async fn counts_requests_while_they_are_in_flight() {
         let gateway = Gateway::new(1);

@@ -184,8 +184,9 @@ enum Sent {
 
 /// A session with at least one bad line (good lines before it, any lines after), cut into packets
 /// at any bytes (a cut is taken modulo the session's length), each followed by a pause, and
-/// whether the client closes the connection before ending its last line.
-fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u64)>, bool)> {
+/// whether the client closes the connection before ending its last line, and its pause between its
+/// last packet and closing (long enough for a ping to fall due, or none).
+fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u64)>, bool, u64)> {
     let good = (0..GOOD_LINES.len(), any::<bool>()).prop_map(|(i, crlf)| Sent::Good(i, crlf));
     let bad = (0..BAD_LINES.len(), any::<bool>()).prop_map(|(i, crlf)| Sent::Bad(i, crlf));
     let any_line = prop_oneof![good.clone(), bad.clone()];
@@ -199,7 +200,7 @@ fn sessions_with_a_bad_line() -> impl Strategy<Value = (Vec<Sent>, Vec<(usize, u
         (1usize..1000, prop_oneof![Just(0u64), Just(0), Just(300), Just(1500)]),
         0..6,
     );
-    (lines, cuts, any::<bool>())
+    (lines, cuts, any::<bool>(), prop_oneof![Just(0u64), Just(1500)])
 }
 
 /// One line a client may send: what it holds, and how it ends.
@@ -239,8 +240,10 @@ impl Said {
 
 /// A session of good lines, each ended by `\r\n` or a bare `\n` (the last one perhaps by nothing:
 /// the client closes the connection instead), cut into packets at any bytes (a cut is taken
-/// modulo the session's length), each followed by a pause.
-fn sessions_of_good_lines() -> impl Strategy<Value = (Vec<(Said, bool)>, bool, Vec<(usize, u64)>)> {
+/// modulo the session's length), each followed by a pause; and the client's pause between its
+/// last packet and closing the connection (long enough for a ping to fall due, or none).
+fn sessions_of_good_lines()
+-> impl Strategy<Value = (Vec<(Said, bool)>, bool, Vec<(usize, u64)>, u64)> {
     let said = prop_oneof![
         (0..GOOD_LINES.len()).prop_map(Said::Usual),
         Just(Said::Empty),
@@ -252,7 +255,7 @@ fn sessions_of_good_lines() -> impl Strategy<Value = (Vec<(Said, bool)>, bool, V
         (1usize..100_000, prop_oneof![Just(0u64), Just(0), Just(300), Just(1500)]),
         0..6,
     );
-    (lines, any::<bool>(), cuts)
+    (lines, any::<bool>(), cuts, prop_oneof![Just(0u64), Just(1500)])
 }
 
 /// Splits `bytes` into a `PausingClient` script at `cuts` (taken modulo its length), each packet
@@ -582,7 +585,8 @@ hidden_test! {
     /// and a bad one in the same packet too), with pings in between: the session hands out
     /// exactly the commands before the first bad line, then ends with `InvalidData`.
     fn a_bad_line_ends_the_session_after_the_commands_before_it() {
-        check_property(96, sessions_with_a_bad_line(), |(lines, cuts, open_end)| async move {
+        let sessions = sessions_with_a_bad_line();
+        check_property(96, sessions, |(lines, cuts, open_end, last_pause)| async move {
             let mut bytes = Vec::new();
             let mut expected = Vec::new();
             let mut bad_seen = false;
@@ -607,7 +611,12 @@ hidden_test! {
                 let ending = if bytes.ends_with(b"\r\n") { 2 } else { 1 };
                 bytes.truncate(bytes.len() - ending);
             }
-            let (script, shown) = cut_into_packets(&bytes, &cuts);
+            let (mut script, mut shown) = cut_into_packets(&bytes, &cuts);
+            if last_pause > 0 {
+                // An empty packet reads as the end of the stream: the client closes after it.
+                script.push((Duration::from_millis(last_pause), Vec::new()));
+                shown.push_str(&format!(", pause {last_pause} ms"));
+            }
             let closing = if open_end {
                 "and closed the connection without ending its last line"
             } else {
@@ -701,7 +710,8 @@ hidden_test! {
     /// `\r`, no more). Empty lines, a `\r` that belongs to the command, messages of several
     /// kilobytes, and a last line the client did not end before closing the connection included.
     fn every_line_comes_out_exactly_as_sent() {
-        check_property(96, sessions_of_good_lines(), |(lines, open_end, cuts)| async move {
+        let sessions = sessions_of_good_lines();
+        check_property(96, sessions, |(lines, open_end, cuts, last_pause)| async move {
             let mut bytes = Vec::new();
             let mut expected = Vec::new();
             for (said, crlf) in &lines {
@@ -723,7 +733,12 @@ hidden_test! {
                 let ending = if bytes.ends_with(b"\r\n") { 2 } else { 1 };
                 bytes.truncate(bytes.len() - ending);
             }
-            let (script, shown) = cut_into_packets(&bytes, &cuts);
+            let (mut script, mut shown) = cut_into_packets(&bytes, &cuts);
+            if last_pause > 0 {
+                // An empty packet reads as the end of the stream: the client closes after it.
+                script.push((Duration::from_millis(last_pause), Vec::new()));
+                shown.push_str(&format!(", pause {last_pause} ms"));
+            }
             let closing = if open_end {
                 "and closed the connection without ending its last line"
             } else {

@@ -85,6 +85,27 @@ fn how_it_ended(result: &std::io::Result<(String, Vec<usize>)>) -> String {
     }
 }
 
+/// After a failed download, the reloader (or a careless retry loop) calls `resume` again: the
+/// download has ended with its error, so every later call must fail too. A reset stream reads
+/// as its end afterwards, and an invalid config's bytes may be gone: a later `Complete` would
+/// hand the proxy a truncated or empty routing table.
+async fn fails_again<R: AsyncRead + Unpin>(config: &mut ConfigDownload<R>, what: &str) {
+    for call in 1..=2 {
+        let again = tokio::time::timeout(PATIENCE * 2, config.resume()).await;
+        let shown = match &again {
+            Err(_) => format!("did not return within {:?}", PATIENCE * 2),
+            Ok(Ok(Fetch::Complete(text))) => format!("returned `Fetch::Complete({text:?})`"),
+            Ok(Ok(stalled)) => format!("returned `{stalled:?}`"),
+            Ok(Err(_)) => continue,
+        };
+        panic!(
+            "{what}, and the download failed; then the reloader called `resume` again, and call \
+             {call} after the error {shown}; an error ends the download, so every later call \
+             must fail too"
+        );
+    }
+}
+
 /// A scripted control plane that counts the bytes it has handed out, and that the test can hold:
 /// while held, a read waits (the control plane stalls) until the test lets go and reads again.
 struct HeldReader {
@@ -399,6 +420,7 @@ hidden_test! {
                     how_it_ended(&other)
                 ),
             }
+            fails_again(&mut config, &format!("the control plane sent `{shown}`")).await;
         }
     }
 
@@ -416,6 +438,7 @@ hidden_test! {
                 how_it_ended(&other)
             ),
         }
+        fails_again(&mut config, "the control plane sent `region = \"Z\\xfcrich\"`").await;
     }
 
     /// The control plane's connection is reset part way through the config (after any chunk, and
@@ -453,6 +476,13 @@ hidden_test! {
                     CONFIG.len(),
                     how_it_ended(&result)
                 );
+                let sent = format!(
+                    "the control plane sent the first {} of the config's {} bytes, then the \
+                     connection was reset{stalled}",
+                    chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
+                    CONFIG.len()
+                );
+                fails_again(&mut config, &sent).await;
             }
         }
     }
