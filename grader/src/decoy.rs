@@ -1,11 +1,15 @@
-//! Variants of a kata's exercise, each stored as a unified diff against it, so that the file reads
-//! as the fix itself: decoys (`grader/decoys/NN_slug/NAME.patch`), plausible wrong fixes the hidden
+//! Variants of a kata's file, each stored as a unified diff against it, so that the file reads as
+//! the change itself: decoys (`grader/decoys/NN_slug/NAME.patch`), plausible wrong fixes the hidden
 //! tests must reject, and accepted alternatives (`grader/alternatives/NN_slug/NAME.patch`), right
-//! fixes other than the solution that the hidden tests must pass.
+//! fixes other than the solution that the hidden tests must pass, both against the exercise's
+//! `src/lib.rs`; and a write-the-test kata's decoy tests (`grader/decoy-tests/NN_slug/NAME.patch`),
+//! plausible weak tests that `verify` must see rejected, against the reference test
+//! (`solutions/NN_slug/tests/cancel.rs`).
 //!
-//! The text before the first `---` line, which diff tools ignore, explains what the fix does and
-//! why it is wrong (or right). `verify` applies each patch with `diffy` to a file under the grader's
-//! own target area and builds that file as the variant's `src/lib.rs`.
+//! The text before the first `---` line, which diff tools ignore, explains what the change does and
+//! why it is wrong, right or weak. `verify` applies each patch with `diffy` to a file under the
+//! grader's own target area and builds that file as the variant's `src/lib.rs` (or judges it as a
+//! learner's test).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +26,8 @@ pub enum Kind {
     Decoy,
     /// A right fix other than the solution: the hidden tests must pass it.
     Alternative,
+    /// A write-the-test kata's plausible weak test: its versions must reject it.
+    DecoyTest,
 }
 
 impl Kind {
@@ -30,6 +36,7 @@ impl Kind {
         match self {
             Kind::Decoy => "decoys",
             Kind::Alternative => "alternatives",
+            Kind::DecoyTest => "decoy-tests",
         }
     }
 
@@ -38,13 +45,39 @@ impl Kind {
         match self {
             Kind::Decoy => "decoy",
             Kind::Alternative => "alternative",
+            Kind::DecoyTest => "decoy test",
         }
     }
 
-    fn fix(self) -> &'static str {
+    /// What a patch of this kind makes, and what that is.
+    fn change(self) -> (&'static str, &'static str) {
         match self {
-            Kind::Decoy => "wrong",
-            Kind::Alternative => "right",
+            Kind::Decoy => ("fix", "wrong"),
+            Kind::Alternative => ("fix", "right"),
+            Kind::DecoyTest => ("test", "weak"),
+        }
+    }
+
+    /// The file a patch of this kind is a diff against (`apply_to` takes another, for a
+    /// write-the-test kata's versions).
+    pub fn base(self, course: &Course, kata: &Kata) -> PathBuf {
+        match self {
+            Kind::Decoy | Kind::Alternative => course.lib_rs(Tree::Exercises, kata),
+            Kind::DecoyTest => course.test_rs(Tree::Solutions, kata),
+        }
+    }
+
+    /// How to regenerate a patch of this kind, before the `diff` command that does it.
+    fn regenerate(self) -> &'static str {
+        match self {
+            Kind::Decoy | Kind::Alternative => {
+                "regenerate it: make the fix in a copy of the exercise (wrong.rs), keep the \
+                 explanation and replace the diff with"
+            }
+            Kind::DecoyTest => {
+                "regenerate it: make the weak test in a copy of the reference test (wrong.rs), \
+                 keep the explanation and replace the diff with"
+            }
         }
     }
 }
@@ -54,29 +87,36 @@ impl Kind {
 pub enum DecoyError {
     #[error("failed to read {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("{patch} is not a unified diff ({source}); {REGENERATE} `{diff}`")]
-    Parse { patch: String, source: diffy::ParsePatchError, diff: String },
-    #[error("{patch} no longer applies to {exercise} ({source}); {REGENERATE} `{diff}`")]
-    Apply { patch: String, exercise: String, source: diffy::ApplyError, diff: String },
-    #[error("{patch} changes nothing in {exercise}; {REGENERATE} `{diff}`")]
-    Empty { patch: String, exercise: String, diff: String },
+    #[error("{patch} is not a unified diff ({source}); {regenerate} `{diff}`")]
+    Parse { patch: String, source: diffy::ParsePatchError, regenerate: &'static str, diff: String },
+    #[error("{patch} no longer applies to {exercise} ({source}); {regenerate} `{diff}`")]
+    Apply {
+        patch: String,
+        exercise: String,
+        source: diffy::ApplyError,
+        regenerate: &'static str,
+        diff: String,
+    },
+    #[error("{patch} changes nothing in {exercise}; {regenerate} `{diff}`")]
+    Empty { patch: String, exercise: String, regenerate: &'static str, diff: String },
     #[error(
-        "{patch} has no explanation before its `---` line; say there what the {fix} fix does and \
-         why it is {fix}"
+        "{patch} has no explanation before its `---` line; say there what the {what} {change} \
+         does and why it is {what}"
     )]
-    Unexplained { patch: String, fix: &'static str },
+    Unexplained { patch: String, what: &'static str, change: &'static str },
     #[error(
         "{file} is a whole-file {noun}; convert it to a .{EXTENSION} file (the explanation, a \
-         blank line, then `{diff}`; `scripts/new-decoy` does this) and delete it"
+         blank line, then `{diff}`; `{script}` does this) and delete it"
     )]
-    WholeFile { file: String, noun: &'static str, diff: String },
+    WholeFile { file: String, noun: &'static str, diff: String, script: String },
     #[error(
-        "{0} is not a variant; a decoy or alternative folder holds only NAME.{EXTENSION} files"
+        "{0} is not a variant; a folder of decoys, alternatives or decoy tests holds only \
+         NAME.{EXTENSION} files"
     )]
     Stray(String),
 }
 
-/// One decoy or alternative of a kata.
+/// One decoy, alternative or decoy test of a kata.
 #[derive(Debug, Clone)]
 pub struct Decoy {
     pub kind: Kind,
@@ -98,9 +138,13 @@ pub fn find(
         match path.extension() {
             Some(ext) if ext == EXTENSION => decoys.push(Decoy { kind, name, patch: path }),
             Some(ext) if ext == "rs" => {
-                let diff = diff_command(course, kata, &rel(course, &path));
+                let diff = diff_command(course, &kind.base(course, kata), &rel(course, &path));
                 let (file, noun) = (rel(course, &path), kind.noun());
-                stray.push(DecoyError::WholeFile { file, noun, diff });
+                let script = match kind {
+                    Kind::DecoyTest => format!("scripts/new-decoy --test {} {file}", kata.name),
+                    Kind::Decoy | Kind::Alternative => "scripts/new-decoy".to_owned(),
+                };
+                stray.push(DecoyError::WholeFile { file, noun, diff, script });
             }
             _ => stray.push(DecoyError::Stray(rel(course, &path))),
         }
@@ -108,13 +152,13 @@ pub fn find(
     Ok((decoys, stray))
 }
 
-/// The source a decoy's patch makes of its kata's exercise.
+/// The source a patch makes of the file its kind patches (`Kind::base`).
 pub fn apply(course: &Course, kata: &Kata, decoy: &Decoy) -> Result<String, DecoyError> {
-    apply_to(course, kata, decoy, &course.lib_rs(Tree::Exercises, kata))
+    apply_to(course, kata, decoy, &decoy.kind.base(course, kata))
 }
 
-/// The source a variant's patch makes of `base` (the exercise, or a write-the-test kata's shipped
-/// function, `crate::wtt`).
+/// The source a variant's patch makes of `base` (the exercise, the reference test, or a
+/// write-the-test kata's shipped function, `crate::wtt`).
 pub fn apply_to(
     course: &Course,
     kata: &Kata,
@@ -130,26 +174,42 @@ pub fn apply_to(
     // Line endings are not the patch's business: a CRLF checkout applies as an LF one.
     let text = read(&decoy.patch)?.replace("\r\n", "\n");
     let base = read(exercise_path)?.replace("\r\n", "\n");
-    let diff = || diff_command(course, kata, "wrong.rs");
+    let diff = || diff_command(course, &decoy.kind.base(course, kata), "wrong.rs");
+    let regenerate = decoy.kind.regenerate();
     let patch = diffy::Patch::from_str(&text).map_err(|source| DecoyError::Parse {
         patch: patch_name.clone(),
         source,
+        regenerate,
         diff: diff(),
     })?;
     if patch.hunks().is_empty() {
-        return Err(DecoyError::Empty { patch: patch_name, exercise, diff: diff() });
+        return Err(DecoyError::Empty { patch: patch_name, exercise, regenerate, diff: diff() });
     }
-    let preamble =
-        text.lines().take_while(|l| !["--- ", "+++ ", "@@ "].iter().any(|p| l.starts_with(p)));
-    if preamble.clone().all(|l| l.trim().is_empty()) {
-        return Err(DecoyError::Unexplained { patch: patch_name, fix: decoy.kind.fix() });
+    if explanation(&text).is_empty() {
+        let (change, what) = decoy.kind.change();
+        return Err(DecoyError::Unexplained { patch: patch_name, what, change });
     }
     diffy::apply(&base, &patch).map_err(|source| DecoyError::Apply {
         patch: patch_name,
         exercise,
         source,
+        regenerate,
         diff: diff(),
     })
+}
+
+/// The explanation before a patch's diff (before its first `---`, `+++` or `@@` line), without
+/// the blank lines around it.
+pub fn explanation(patch: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = patch
+        .lines()
+        .take_while(|l| !["--- ", "+++ ", "@@ "].iter().any(|p| l.starts_with(p)))
+        .skip_while(|l| l.trim().is_empty())
+        .collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    lines
 }
 
 /// Where the applied source of a variant is built from: under the grader's target area.
@@ -161,14 +221,10 @@ pub fn applied_path(course: &Course, kata: &Kata, decoy: &Decoy) -> PathBuf {
         .join(format!("{}.rs", decoy.name))
 }
 
-/// What a problem with a patch asks for.
-const REGENERATE: &str = "regenerate it: make the fix in a copy of the exercise (wrong.rs), keep \
-                          the explanation and replace the diff with";
-
-/// The command whose output is the diff part of a decoy, with stable header lines.
-fn diff_command(course: &Course, kata: &Kata, wrong: &str) -> String {
-    let exercise = rel(course, &course.lib_rs(Tree::Exercises, kata));
-    format!("diff -u --label a/{exercise} --label b/{exercise} {exercise} {wrong}")
+/// The command whose output is the diff part of a patch against `base`, with stable header lines.
+fn diff_command(course: &Course, base: &Path, wrong: &str) -> String {
+    let base = rel(course, base);
+    format!("diff -u --label a/{base} --label b/{base} {base} {wrong}")
 }
 
 fn rel(course: &Course, path: &Path) -> String {
@@ -268,5 +324,52 @@ mod tests {
             "diff -u --label a/exercises/01_k/src/lib.rs --label b/exercises/01_k/src/lib.rs \
              exercises/01_k/src/lib.rs grader/decoys/01_k/old.rs"
         );
+    }
+
+    #[test]
+    fn a_decoy_test_is_a_patch_against_the_reference_test() {
+        let (_dir, course, _) = fixture(PATCH);
+        let kata = &course.katas[0];
+        let reference = course.test_rs(Tree::Solutions, kata);
+        std::fs::create_dir_all(reference.parent().unwrap()).unwrap();
+        std::fs::write(&reference, EXERCISE).unwrap();
+        let dir = course.variant_dir(Kind::DecoyTest.folder(), kata);
+        std::fs::create_dir_all(&dir).unwrap();
+        let weak = PATCH
+            .replace("Empties b, which is wrong.", "Tests nothing in b, which is weak.")
+            .replace("exercises/01_k/src/lib.rs", "solutions/01_k/tests/cancel.rs");
+        std::fs::write(dir.join("weak.patch"), &weak).unwrap();
+        std::fs::write(dir.join("old.rs"), EXERCISE).unwrap();
+
+        let (found, stray) = find(&course, kata, Kind::DecoyTest).unwrap();
+        let [test] = &found[..] else { panic!("{found:?}") };
+        assert_eq!(apply(&course, kata, test).unwrap(), "fn a() {}\n\nfn b() {\n}\n");
+        assert!(applied_path(&course, kata, test).starts_with(workspace::target_dir(&course)));
+        // A whole weak test left in the folder says how to make it a patch.
+        let [stray @ DecoyError::WholeFile { .. }] = &stray[..] else { panic!("{stray:?}") };
+        let stray = stray.to_string();
+        assert!(stray.starts_with("grader/decoy-tests/01_k/old.rs is a whole-file decoy test"));
+        assert!(stray.contains("diff -u --label a/solutions/01_k/tests/cancel.rs"), "{stray}");
+        assert!(
+            stray.contains("`scripts/new-decoy --test 01_k grader/decoy-tests/01_k/old.rs`"),
+            "{stray}"
+        );
+
+        // The reference test changed under the patch: which patch, against what, and how to redo it.
+        std::fs::write(&reference, "fn c() {}\n").unwrap();
+        let err = apply(&course, kata, test).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "grader/decoy-tests/01_k/weak.patch no longer applies to \
+                 solutions/01_k/tests/cancel.rs"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("a copy of the reference test (wrong.rs)"), "{err}");
+        assert!(err.contains("solutions/01_k/tests/cancel.rs wrong.rs`"), "{err}");
+
+        std::fs::write(dir.join("weak.patch"), &weak[weak.find("---").unwrap()..]).unwrap();
+        let err = apply(&course, kata, test).unwrap_err().to_string();
+        assert!(err.contains("say there what the weak test does and why it is weak"), "{err}");
     }
 }

@@ -138,11 +138,6 @@ pub fn function_rs(course: &Course, kata: &Kata) -> PathBuf {
     dir(course, kata).join(FUNCTION)
 }
 
-/// `grader/decoy-tests/NN_slug`: plausible weak tests that `verify` requires the kata to reject.
-pub fn decoy_tests_dir(course: &Course, kata: &Kata) -> PathBuf {
-    course.root.join("grader").join("decoy-tests").join(&kata.name)
-}
-
 /// Every file under the kata's variant folder, in path order: inputs of its verdicts.
 pub fn variant_files(course: &Course, kata: &Kata) -> Vec<PathBuf> {
     let mut files = vec![function_rs(course, kata)];

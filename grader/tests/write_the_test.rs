@@ -236,21 +236,30 @@ fn verify_holds_the_kata_to_its_contract_and_names_what_a_weak_reference_misses(
     fixture.grader(["verify", "--repeat", "2"]).assert().success().stdout(contains(
         "ok    01_gauge (skeleton rejected, reference test passes, 2 decoy tests rejected)",
     ));
-    // A reference test that cuts once, early, is a weak test: verify names the version it misses;
-    // a decoy test that catches everything is no decoy.
-    let weak = fixture.path("grader/decoy-tests/01_gauge/one_early_timeout.rs");
+    // A reference test that cuts once, early (a decoy test applied), is a weak test: verify names
+    // the version it misses. The decoy tests, diffs against the reference, no longer apply to it; a
+    // decoy test that catches everything is no decoy; a whole-file one is to be made a patch.
+    let decoys = fixture.path("grader/decoy-tests/01_gauge");
     let reference = fixture.path("solutions/01_gauge/tests/cancel.rs");
     let good = std::fs::read_to_string(&reference).unwrap();
-    std::fs::copy(&weak, &reference).unwrap();
-    std::fs::write(
-        fixture.path("grader/decoy-tests/01_gauge/good.rs"),
-        format!("//! Good.\n{good}"),
-    )
-    .unwrap();
+    let early = std::fs::read_to_string(decoys.join("one_early_timeout.patch")).unwrap();
+    let weak = diffy::apply(&good, &diffy::Patch::from_str(&early).unwrap()).unwrap();
+    std::fs::write(&reference, &weak).unwrap();
+    let good = format!("Good.\n\n{}", diffy::create_patch(&weak, &good));
+    std::fs::write(decoys.join("good.patch"), good).unwrap();
+    std::fs::write(decoys.join("old.rs"), &weak).unwrap();
     fixture
         .grader(["verify"])
         .assert()
         .code(1)
         .stdout(contains("the reference test (solutions/.../tests/cancel.rs): failed: missed forgets_in_the_second_step"))
-        .stdout(contains("decoy test 01_gauge/good passes the kata"));
+        .stdout(contains("decoy test 01_gauge/good passes the kata"))
+        .stdout(contains(
+            "grader/decoy-tests/01_gauge/one_early_timeout.patch no longer applies to \
+             solutions/01_gauge/tests/cancel.rs",
+        ))
+        .stdout(contains(
+            "grader/decoy-tests/01_gauge/old.rs is a whole-file decoy test; convert it",
+        ))
+        .stdout(contains("`scripts/new-decoy --test 01_gauge grader/decoy-tests/01_gauge/old.rs`"));
 }

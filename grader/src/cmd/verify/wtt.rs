@@ -1,12 +1,20 @@
 //! The contract of a write-the-test kata (`crate::wtt`, CONTRIBUTING.md): its files, its versions
 //! of the function, and its tests. The shipped skeleton must not pass (it catches nothing), the
 //! reference test must pass (every wrong version caught, every right one passed), and every decoy
-//! test (`grader/decoy-tests/NN_slug/NAME.rs`, a plausible weak test) must build and be rejected;
-//! each of them runs `--repeat` times from one build and must give the same outcome every run.
+//! test must build and be rejected; each of them runs `--repeat` times from one build and must give
+//! the same outcome every run.
+//!
+//! A decoy test, a plausible weak test, is `grader/decoy-tests/NN_slug/NAME.patch`: what the test
+//! does and what it misses, then a diff against the reference test (`crate::decoy`, as a fix kata's
+//! decoys are diffs against its exercise). It is applied to a file under the grader's target area,
+//! with its explanation as the `//!` block in place of the reference test's, and judged as a
+//! learner's test; a patch that no longer applies, and any other file in the folder (an old
+//! whole-file `NAME.rs`), are contract problems.
 
 use std::path::Path;
 
 use crate::course::{Course, Kata, Level, Tree};
+use crate::decoy::{self, Kind};
 use crate::grade::{Options, Status, UnitResult};
 use crate::progress::Progress;
 use crate::wtt::{self, Submission, VariantKind};
@@ -80,25 +88,29 @@ pub fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> 
             ));
         }
     }
-    let decoys = decoy_tests(course, kata);
-    if decoys.len() < 2 {
+    // The patches themselves are applied, and their problems noted, in `check_behaviour`.
+    let decoys = decoy::find(course, kata, Kind::DecoyTest)?.0.len();
+    if decoys < 2 {
         problems.push(format!(
-            "has {} decoy test(s) in {}; at least 2 plausible weak tests are required",
-            decoys.len(),
-            rel(course, &wtt::decoy_tests_dir(course, kata))
+            "has {decoys} decoy test(s) in {}; at least 2 plausible weak tests are required",
+            rel(course, &course.variant_dir(Kind::DecoyTest.folder(), kata))
         ));
     }
-    for decoy in &decoys {
-        if decoy.extension().is_none_or(|e| e != "rs") {
-            problems.push(format!("{} is not a decoy test (NAME.rs)", rel(course, decoy)));
-        } else if !read(decoy).starts_with("//!") {
-            problems.push(format!(
-                "{} does not open with a `//!` block saying why the test is weak",
-                rel(course, decoy)
-            ));
-        }
-    }
     Ok(problems)
+}
+
+/// A decoy test as its author wrote it: the patch's explanation as its leading `//!` block, in
+/// place of the reference test's (which says the test catches every wrong version), so that the
+/// file judged, and every message about it, reads as the weak test.
+fn as_written(patch: &str, applied: &str) -> String {
+    let mut test = String::new();
+    for line in decoy::explanation(patch) {
+        test.push_str(if line.is_empty() { "//!" } else { "//! " });
+        test.push_str(line);
+        test.push('\n');
+    }
+    test.extend(applied.split_inclusive('\n').skip_while(|l| l.starts_with("//!")));
+    test
 }
 
 /// The source below its leading `//!` block.
@@ -106,16 +118,9 @@ fn code(source: &str) -> String {
     source.lines().skip_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n")
 }
 
-fn decoy_tests(course: &Course, kata: &Kata) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(wtt::decoy_tests_dir(course, kata))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Runs the skeleton, the reference test and the decoy tests of `katas` against their versions,
-/// and notes every broken promise; returns the count of decoy tests rejected per kata.
+/// Applies the decoy tests of `katas`, runs them, the skeleton and the reference test against the
+/// katas' versions, and notes every broken promise (a decoy test that cannot be applied included);
+/// returns the count of decoy tests rejected per kata.
 pub fn check_behaviour(
     course: &Course,
     katas: &[&Kata],
@@ -133,15 +138,25 @@ pub fn check_behaviour(
             submissions.push(Submission::of_tree(course, tree, index(kata)));
             roles.push(role);
         }
-        for decoy in decoy_tests(course, kata)
-            .into_iter()
-            .filter(|d| d.extension().is_some_and(|e| e == "rs"))
-        {
-            let name = decoy.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let (found, stray) = decoy::find(course, kata, Kind::DecoyTest)?;
+        for problem in stray {
+            note(kata, problem.to_string());
+        }
+        for decoy in found {
+            let source = match decoy::apply(course, kata, &decoy) {
+                Ok(source) => source,
+                Err(problem) => {
+                    note(kata, problem.to_string());
+                    continue;
+                }
+            };
+            let patch = read(&decoy.patch).replace("\r\n", "\n");
+            let test = decoy::applied_path(course, kata, &decoy);
+            crate::workspace::write_if_changed(&test, &as_written(&patch, &source))?;
             submissions.push(Submission {
                 kata: index(kata),
-                test: decoy,
-                label: format!("{}/{name}", kata.name),
+                test,
+                label: format!("{}/{}", kata.name, decoy.name),
                 root: course.root.clone(),
             });
             roles.push(Role::Decoy);
@@ -214,4 +229,21 @@ fn read(path: &Path) -> String {
 
 fn rel(course: &Course, path: &Path) -> String {
     path.strip_prefix(&course.root).unwrap_or(path).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoy_test_is_judged_with_its_explanation_in_place_of_the_references() {
+        let patch =
+            "Cuts once, early:\n\nmisses a leak at the second cut.\n\n--- a/t.rs\n+++ b/t.rs\n";
+        let applied =
+            "//! The reference test.\n//!\n//! It catches everything.\n\nuse a;\n//! no\n";
+        assert_eq!(
+            as_written(patch, applied),
+            "//! Cuts once, early:\n//!\n//! misses a leak at the second cut.\n\nuse a;\n//! no\n"
+        );
+    }
 }
