@@ -189,6 +189,49 @@ fn uneven_batches() -> impl Strategy<Value = (Vec<u64>, usize, Option<u64>)> {
         })
 }
 
+/// A failure while the rest of the batch would answer at once: how many workers, which of the
+/// first `workers` videos fails and after how many ms, how much longer each of the other first
+/// videos takes, and how many videos follow them (each a cache hit, answered at once).
+#[derive(Debug, Clone)]
+struct FailureBeforeCacheHits {
+    workers: usize,
+    failing: usize,
+    fails_after_ms: u64,
+    /// For each of the first `workers` videos, how much longer than the failing one it takes.
+    longer_ms: Vec<u64>,
+    cache_hits: u64,
+}
+
+impl FailureBeforeCacheHits {
+    fn lengths(&self) -> HashMap<u64, Duration> {
+        (0..self.workers)
+            .map(|i| {
+                let ms = if i == self.failing {
+                    self.fails_after_ms
+                } else {
+                    self.fails_after_ms + self.longer_ms[i]
+                };
+                (i as u64, Duration::from_millis(ms))
+            })
+            .chain((0..self.cache_hits).map(|i| (self.workers as u64 + i, Duration::ZERO)))
+            .collect()
+    }
+}
+
+fn failures_before_cache_hits() -> impl Strategy<Value = FailureBeforeCacheHits> {
+    (1usize..=4).prop_flat_map(|workers| {
+        (
+            0..workers,
+            1u64..=20,
+            prop::collection::vec(1u64..=200, workers),
+            (2 * workers as u64 + 1)..=12,
+        )
+            .prop_map(move |(failing, fails_after_ms, longer_ms, cache_hits)| {
+                FailureBeforeCacheHits { workers, failing, fails_after_ms, longer_ms, cache_hits }
+            })
+    })
+}
+
 hidden_test! {
     /// A failure ends the batch at once, whatever its size, its workers and the failing video:
     /// `run_pipeline` returns the first error at once (within one short transcode of it), no
@@ -249,6 +292,63 @@ hidden_test! {
                 }
             }
             assert_workers_stopped("`run_pipeline` returned", &queue, &farm, then).await
+        });
+    }
+
+    /// A failure is not followed by the rest of the batch, even when the rest would answer at
+    /// once: each of the first `workers` videos takes a while, one of them fails first, and every
+    /// video after them is a cache hit. The worker that reported the failure can take its next
+    /// videos without ever waiting, so nothing in virtual time separates them from the failure;
+    /// still, by the time `run_pipeline` returns the error, at most `workers` videos may have been
+    /// started after the failure, not the rest of the batch.
+    fn a_failure_is_not_followed_by_the_rest_of_the_batch() {
+        check_property(48, failures_before_cache_hits(), |b| async move {
+            let videos = b.workers as u64 + b.cache_hits;
+            let queue = batch(videos);
+            let failing = b.failing as u64;
+            let farm = Arc::new(FakeFarm {
+                lengths: b.lengths(),
+                failing: HashSet::from([failing]),
+                ..FakeFarm::default()
+            });
+            let outcome =
+                timeout(Duration::from_secs(60), run_pipeline(queue.clone(), farm.clone(), b.workers))
+                    .await
+                    .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?;
+            let started_by_return = farm.started.load(Ordering::SeqCst);
+            match outcome {
+                Err(error) if error.video_id == failing => {}
+                Err(error) => {
+                    return Err(format!("video {failing} failed, yet the error is video {}'s", error.video_id));
+                }
+                Ok(renditions) => {
+                    return Err(format!(
+                        "video {failing} failed, yet the batch returned Ok with {} rendition(s)",
+                        renditions.len()
+                    ));
+                }
+            }
+            let (_, started_by_failure) =
+                farm.first_failure.lock().unwrap().expect("the failure was recorded");
+            let after = started_by_return - started_by_failure;
+            if after > b.workers {
+                let others = match b.workers {
+                    1 => String::new(),
+                    2 => ", while the other worker was still transcoding".to_owned(),
+                    n => format!(", while the other {} workers were still transcoding", n - 1),
+                };
+                return Err(format!(
+                    "{videos} videos on {} worker(s): video {failing} failed after {} ms{others}, \
+                     and the {} videos after the first {} answer at once (cache hits). When \
+                     `run_pipeline` returned the error, at that same instant, {after} more \
+                     video(s) had been started after the failure ({started_by_return} of {videos} \
+                     in all): a worker went on through the queue before the supervisor had looked \
+                     at the error. No video may be started after a failure beyond the few taken at \
+                     its very instant, no more than there are workers ({})",
+                    b.workers, b.fails_after_ms, b.cache_hits, b.workers, b.workers
+                ));
+            }
+            Ok(())
         });
     }
 

@@ -25,8 +25,10 @@ const SPIN_LIMIT: usize = 10_000;
 
 /// The same for the pool tests, whose workers wait for a handful of events per job (their turn
 /// at the receiver, a job, the end): a feed polled this often in a row without a job is woken by
-/// something else (itself, or a timer), and ending it early keeps the test fast.
-const QUIET_SPIN_LIMIT: usize = 100;
+/// something else (itself, or a timer), and ending it early keeps the test fast: a feed that
+/// spins runs a coop budget's worth of steps per poll, and a property shrinking a spinning feed
+/// runs many such workers, so a higher limit costs a second of CPU a run.
+const QUIET_SPIN_LIMIT: usize = 25;
 
 /// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
 /// say what the feed was waiting for then).
