@@ -3,11 +3,13 @@
 //! `shutdown` future itself is dropped part way.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use graceful_shutdown::{App, ClientMessage, Connection, Request, Server, ServerMessage};
 use kata_support::{Outcome, assert_cancel_safe, hidden_test};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{self, WeakUnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
@@ -16,21 +18,61 @@ use tokio_test::task;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the application takes to answer a request.
 const WORK: Duration = Duration::from_millis(500);
-/// How long it takes to answer a request whose path starts with `/slow` (a big export, say):
-/// longer than any grace period a server could plausibly give (free on a paused clock).
-const SLOW_WORK: Duration = Duration::from_secs(3 * 3600);
+/// How long the application keeps a `/held` request unfinished before the test lets it finish: a
+/// thousand years, longer than any grace period or time limit a server could have (free on a
+/// paused clock).
+const AGES: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+/// A heartbeat period for tests that let ages pass: a beat a year keeps the run short.
+const YEARLY: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// An application that takes `WORK` to answer, or `SLOW_WORK` for a `/slow` path.
-struct SlowApp;
+/// An application that takes `WORK` to answer, or, for a `/held` path, finishes only when the
+/// test adds a permit to `held` (however much time passes before that).
+struct SlowApp {
+    held: Arc<Semaphore>,
+    /// Set when the work on a `/held` request was dropped before it finished.
+    held_dropped: Arc<AtomicBool>,
+}
+
+impl SlowApp {
+    fn new() -> SlowApp {
+        SlowApp {
+            held: Arc::new(Semaphore::new(0)),
+            held_dropped: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Sets its flag if dropped while armed: the work it sits in was dropped half way.
+struct Unfinished(Arc<AtomicBool>, bool);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
 
 impl App for SlowApp {
     fn handle(&self, request: Request) -> impl Future<Output = String> + Send {
+        let held = self.held.clone();
+        let dropped = self.held_dropped.clone();
         async move {
-            let work = if request.path.starts_with("/slow") { SLOW_WORK } else { WORK };
-            sleep(work).await;
+            if request.path.starts_with("/held") {
+                let mut unfinished = Unfinished(dropped, true);
+                let _permit = held.acquire().await.expect("the test never closes the gate");
+                unfinished.1 = false;
+            } else {
+                sleep(WORK).await;
+            }
             format!("contents of {}", request.path)
         }
     }
+}
+
+/// Tasks alive on the test's runtime (the test body itself is not one of them).
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
 }
 
 /// The client's end of one connection: it sends messages and records what the server sent
@@ -124,7 +166,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
         let busy = Client::connect(&server);
         let idle = Client::connect(&server);
         busy.requests
@@ -137,7 +179,7 @@ impl Rig {
 hidden_test! {
     /// Nothing cancelled: requests are answered and heartbeats keep coming.
     async fn serves_requests_and_heartbeats() {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
         let client = Client::connect(&server);
         client.request(1, "/index.html").await;
         sleep(Duration::from_millis(3500)).await;
@@ -158,7 +200,7 @@ hidden_test! {
     /// One client breaks the protocol: its connection closes (heartbeat included), and nothing
     /// else does.
     async fn a_protocol_error_closes_only_that_connection() {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
         let bad = Client::connect(&server);
         let mut good = Client::connect(&server);
         bad.send(ClientMessage::Malformed(
@@ -202,38 +244,78 @@ hidden_test! {
         shut_down(&server, "after one connection was torn down").await;
     }
 
-    /// With a heartbeat period of an hour, a torn-down connection and a shut-down server still
-    /// stop at once: the heartbeat waits on the token, not merely checks it at its next beat.
+    /// A torn-down connection and a shut-down server stop at once, whatever the heartbeat period:
+    /// once the connection's handler has ended (after a protocol error, or a hang-up), no task
+    /// of that connection is left, with no virtual time passing; and `shutdown` of a server whose
+    /// connections are idle returns with no virtual time passing and no task of any connection
+    /// left. A heartbeat that only looks at the token when it wakes (for a beat, or to poll)
+    /// takes time; one that outlives its connection unseen leaves a task behind.
     async fn a_connection_stops_at_once_whatever_the_heartbeat_period() {
-        let period = Duration::from_secs(3600);
-        let prompt = Duration::from_secs(1);
-        let server = Server::new(SlowApp, period);
-        let bad = Client::connect(&server);
-        let idle = Client::connect(&server);
-        sleep(Duration::from_secs(5)).await;
-        bad.send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into())).await;
-        sleep(prompt).await;
-        assert!(
-            bad.is_closed(),
-            "with a heartbeat every {period:?}, connection 1 was still open {prompt:?} after its \
-             protocol error ({} of its tasks still running). Tearing a connection down stops \
-             both of its tasks at once: a heartbeat that only looks at the token when it wakes \
-             for its next beat keeps the connection open for up to a whole period",
-            bad.server_handles()
-        );
-        let began = tokio::time::Instant::now();
-        if timeout(prompt, server.shutdown()).await.is_err() {
-            shut_down_within(&server, "an idle connection, hour-long heartbeat", period * 2).await;
-            panic!(
-                "with a heartbeat every {period:?}, `shutdown` of a server whose only connection \
-                 was idle took {:?} instead of returning at once: the connection's heartbeat \
-                 noticed the shutdown only when it woke for its next beat. Shutdown reaches a \
-                 task only where it waits on the token",
-                began.elapsed()
-            );
+        for period in [HEARTBEAT, Duration::from_secs(3600)] {
+            for hang_up in [false, true] {
+                let server = Server::new(SlowApp::new(), period);
+                let before = alive_tasks();
+                let (_idle, incoming) = mpsc::channel::<ClientMessage>(8);
+                let (outgoing, _from_idle) = mpsc::unbounded_channel();
+                server.serve(Connection { incoming, outgoing });
+                // However many tasks a connection runs, and whenever it spawns them.
+                kata_support::settle().await;
+                let idle_tasks = alive_tasks() - before;
+                let (closing, incoming) = mpsc::channel(8);
+                let (outgoing, mut from_closing) = mpsc::unbounded_channel();
+                server.serve(Connection { incoming, outgoing });
+                // Past the first beat, half way to the next one.
+                sleep(period + period / 2).await;
+                let how = if hang_up {
+                    drop(closing);
+                    "the client hung up"
+                } else {
+                    closing
+                        .send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into()))
+                        .await
+                        .expect("the connection's request channel has room");
+                    loop {
+                        match from_closing.recv().await {
+                            Some(ServerMessage::Heartbeat) => continue,
+                            Some(ServerMessage::ProtocolError(_)) => break,
+                            other => panic!(
+                                "a client that sent garbage got {other:?} instead of a ProtocolError"
+                            ),
+                        }
+                    }
+                    "the client sent garbage and got its ProtocolError"
+                };
+                // Every task that is ready runs; the clock does not move.
+                kata_support::settle().await;
+                let left = alive_tasks().saturating_sub(before + idle_tasks);
+                assert!(
+                    left == 0,
+                    "heartbeat every {period:?}: {how}, and once every task that could run had \
+                     run, with no virtual time passing, {left} task(s) of that connection were \
+                     still running. A torn-down connection stops both of its tasks at once: a \
+                     heartbeat that notices only when it next wakes (for a beat, or to look at \
+                     the token or its channel) lives on after its connection is over"
+                );
+                let began = tokio::time::Instant::now();
+                if timeout(period * 2, server.shutdown()).await.is_err() {
+                    panic!(
+                        "heartbeat every {period:?}: `shutdown` of a server whose other \
+                         connection was idle had not returned {:?} later",
+                        period * 2
+                    );
+                }
+                let took = began.elapsed();
+                let left = alive_tasks() - before;
+                assert!(
+                    took.is_zero() && left == 0,
+                    "heartbeat every {period:?}: `shutdown` of a server whose only open \
+                     connection was idle took {took:?} of virtual time and returned with {left} \
+                     connection task(s) still running; it should return at once, with every \
+                     task gone. A shutdown reaches a heartbeat at once only where the heartbeat \
+                     waits on the token, not when it next wakes to look at it"
+                );
+            }
         }
-        kata_support::settle().await;
-        assert!(idle.is_closed(), "shutdown returned, but the idle connection is still open");
     }
 
     /// The client code runs in a task of its own (as an admin handler would): it sends garbage,
@@ -245,7 +327,7 @@ hidden_test! {
     async fn shutdown_right_after_a_protocol_error_closes_that_connection() {
         for idle in [Duration::ZERO, Duration::from_millis(300), Duration::from_millis(1500)] {
             let checked = tokio::spawn(async move {
-                let server = Server::new(SlowApp, HEARTBEAT);
+                let server = Server::new(SlowApp::new(), HEARTBEAT);
                 let (requests, incoming) = mpsc::channel(8);
                 let (outgoing, mut from_server) = mpsc::unbounded_channel();
                 let weak = outgoing.downgrade();
@@ -293,7 +375,7 @@ hidden_test! {
 
     /// Shutdown reaches every connection, even idle ones, and waits for them.
     async fn shutdown_reaches_every_connection() {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
         let clients: Vec<Client> = (0..3).map(|_| Client::connect(&server)).collect();
         sleep(Duration::from_millis(10)).await;
         shut_down(&server, "three idle connections").await;
@@ -319,48 +401,54 @@ hidden_test! {
     }
 
     /// A request being answered when shutdown begins is answered before `shutdown` returns,
-    /// however long it takes (here `SLOW_WORK`, three hours, longer than any grace period): the
-    /// promise has no time limit.
+    /// however long it takes: here the application holds it unfinished for a thousand years of
+    /// virtual time (`AGES`), longer than any grace period, before it lets it finish. `shutdown`
+    /// is still waiting then, and returns with the answer sent once the work is done.
     async fn shutdown_lets_the_request_in_flight_finish() {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let app = SlowApp::new();
+        let (held, dropped) = (app.held.clone(), app.held_dropped.clone());
+        let server = Server::new(app, YEARLY);
         let client = Client::connect(&server);
-        client.request(7, "/slow/export.csv").await;
+        client.request(7, "/held/export.csv").await;
         sleep(WORK / 5).await;
         let began = tokio::time::Instant::now();
-        shut_down_within(&server, "one three-hour request in flight", SLOW_WORK * 2).await;
-        let waited = began.elapsed();
-        kata_support::settle().await;
-        let answered_by_shutdown = client.response(7).is_some();
-        sleep(SLOW_WORK).await;
-        let answered_later = client.response(7).is_some();
-        if !answered_by_shutdown {
-            let seen = if answered_later {
-                format!(
-                    "returned after {waited:?}, before it was answered; the answer arrived later, \
-                     from work the server no longer waited for: once `shutdown` returns the \
-                     process exits, and the answer is lost"
-                )
-            } else if waited + WORK / 5 >= SLOW_WORK {
-                format!(
-                    "waited {waited:?}, long enough for the work to finish, but no answer was \
-                     ever sent (a finished answer thrown away once shutdown had begun, say)"
-                )
+        let shutdown = server.shutdown();
+        tokio::pin!(shutdown);
+        if timeout(AGES, &mut shutdown).await.is_ok() {
+            let waited = began.elapsed();
+            kata_support::settle().await;
+            let seen = if dropped.load(Ordering::SeqCst) {
+                "the work on the request had been dropped half way, so its answer can never come"
             } else {
-                format!(
-                    "returned after {waited:?}, and no answer ever arrived: the request was \
-                     dropped before its work could finish"
-                )
+                "the work on the request was still going on, but nothing waited for it any more: \
+                 once `shutdown` returns the process exits, and the answer is lost"
             };
             panic!(
-                "shutdown began 100 ms into a request that takes {SLOW_WORK:?}; `shutdown` {seen}. \
-                 Graceful means a request already taken is answered, and `shutdown` waits for \
-                 that answer however long it takes: no grace period, no time limit"
+                "shutdown began 100 ms into a request the application had not finished yet, and \
+                 `shutdown` returned {waited:?} later without its answer: {seen}. Graceful means \
+                 a request already taken is answered, and `shutdown` waits for that answer \
+                 however long it takes: no grace period, no time limit"
+            );
+        }
+        held.add_permits(1);
+        if timeout(Duration::from_secs(60), &mut shutdown).await.is_err() {
+            panic!(
+                "the request in flight when shutdown began was let finish after {AGES:?}, but a \
+                 minute later `shutdown` had still not returned"
             );
         }
         assert!(
-            client.is_closed(),
-            "shutdown returned, but the connection is still open"
+            client.response(7).is_some(),
+            "the request in flight when shutdown began was let finish after {AGES:?}, and \
+             `shutdown` returned, but the client had no answer to it{}",
+            if dropped.load(Ordering::SeqCst) {
+                ": its work had been dropped half way"
+            } else {
+                ""
+            }
         );
+        kata_support::settle().await;
+        assert!(client.is_closed(), "shutdown returned, but the connection is still open");
     }
 
     /// Shutdown begins while one request is being answered and three more wait behind it:
@@ -369,7 +457,7 @@ hidden_test! {
     /// one being answered is answered, the others are not, and the connection closes.
     async fn shutdown_takes_no_queued_request() {
         for queued_together in [false, true] {
-            let server = Server::new(SlowApp, HEARTBEAT);
+            let server = Server::new(SlowApp::new(), HEARTBEAT);
             let client = Client::connect(&server);
             if queued_together {
                 // No `.await` between the four sends: the handler finds all four at once.
@@ -419,7 +507,7 @@ hidden_test! {
     /// has run again, so a request and the shutdown are both there when a handler wakes. The
     /// request is not taken, on any connection, whichever order `select!` tries.
     async fn shutdown_takes_no_request_queued_on_an_idle_connection() {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
         let clients: Vec<Client> = (0..4).map(|_| Client::connect(&server)).collect();
         sleep(Duration::from_millis(10)).await;
         // No `.await` between the requests and the first poll of `shutdown`: no handler runs
@@ -448,7 +536,7 @@ hidden_test! {
     /// A client hangs up (it drops its end) without breaking the protocol: its connection
     /// closes, heartbeat included, and the request it sent before hanging up is still answered.
     async fn a_hang_up_closes_that_connection() {
-        let server = Server::new(SlowApp, HEARTBEAT);
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
         let Client {
             requests,
             received,
@@ -526,9 +614,15 @@ hidden_test! {
                     Err("the request in flight when shutdown began was never answered".to_owned())
                 } else if started && !(rig.busy.is_closed() && rig.idle.is_closed()) {
                     Err(
-                        "shutdown began (and its future was dropped), but a minute later a \
-                         connection was still open: the connections never heard of it"
-                            .to_owned(),
+                        format!(
+                            "shutdown began (and its `shutdown` future was dropped), but a minute \
+                             later {} task(s) of the busy connection and {} of the idle one were \
+                             still running: once the server's token is cancelled, every task of \
+                             every connection must stop on its own, with no more help from the \
+                             dropped `shutdown` future",
+                            rig.busy.server_handles(),
+                            rig.idle.server_handles()
+                        ),
                     )
                 } else {
                     Ok(())

@@ -76,6 +76,11 @@ impl Bank {
 
         // From here on there is no `.await`: the checks, both balance changes and the audit
         // entry happen in one step that nothing can cut in half.
+        // The audit log may have gone while this transfer waited for the lock: a permit to a
+        // log that is gone writes nowhere, so look again before any money moves.
+        if self.audit.is_closed() {
+            return Err(TransferError::AuditLogDown);
+        }
         if !accounts.contains_key(to) {
             return Err(TransferError::UnknownAccount(to.to_string()));
         }
