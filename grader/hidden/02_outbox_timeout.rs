@@ -224,6 +224,127 @@ fn latecomers_and_a_read() -> impl Strategy<Value = (u64, Vec<u64>, u64)> {
     (3u64..=150).prop_flat_map(|wait| (Just(wait), prop::collection::vec(1..wait, 1..=3), 1..wait))
 }
 
+/// A short wait (under a millisecond half of the time, otherwise under three) in microseconds, and
+/// what the client does: reads at once (its writer is ready to run), reads at a whole millisecond
+/// before the wait runs out, or never reads.
+fn short_waits_and_clients() -> impl Strategy<Value = (u64, Option<u64>)> {
+    (prop_oneof![1u64..1000, 1000u64..=3000], 0u8..4).prop_flat_map(|(wait_us, kind)| {
+        let last_ms_inside = (wait_us - 1) / 1000;
+        let read = match kind {
+            0 => Just(None).boxed(),
+            // `Some(u64::MAX)` stands for "reads at once, without waiting for the clock".
+            1 => Just(Some(u64::MAX)).boxed(),
+            _ => (0..=last_ms_inside).prop_map(Some).boxed(),
+        };
+        (Just(wait_us), read)
+    })
+}
+
+/// Who sends to one full outbox in [`senders_in_line_and_reads`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    /// A room calling `enqueue` on the outbox all rooms share.
+    Shared,
+    /// A room calling `enqueue` on a clone of its own.
+    Clone,
+    /// Another sender of the same channel, with a plain `send` it never gives up.
+    Plain,
+}
+
+/// The capacity of a full outbox, a wait for space in milliseconds, the senders in the order they
+/// arrive (with the moment each starts), and the moments the client reads one message. Senders
+/// start at multiples of 4 ms, waits run out 2 ms past a multiple of 4, and the client reads 1 ms
+/// past one, so no two of these things happen at the same moment.
+fn senders_in_line_and_reads() -> impl Strategy<Value = (usize, u64, Vec<(u64, Caller)>, Vec<u64>)>
+{
+    let sender = prop_oneof![Just(Caller::Shared), Just(Caller::Clone), Just(Caller::Plain)];
+    (
+        1usize..=2,
+        2u64..=25,
+        prop::collection::vec((0u64..=4, sender), 3..=7),
+        prop::collection::vec(0u64..=40, 1..=6),
+    )
+        .prop_filter("two rooms call enqueue", |(_, _, senders, _)| {
+            senders.iter().filter(|s| s.1 != Caller::Plain).count() >= 2
+        })
+        .prop_map(|(capacity, wait, senders, reads)| {
+            let mut at = 0;
+            let senders = senders
+                .into_iter()
+                .enumerate()
+                .map(|(i, (gap, who))| {
+                    at += 4 * (gap + u64::from(i > 0));
+                    (at, who)
+                })
+                .collect();
+            let mut reads: Vec<u64> = reads.into_iter().map(|r| 4 * r + 1).collect();
+            reads.sort_unstable();
+            reads.dedup();
+            (capacity, 4 * wait + 2, senders, reads)
+        })
+}
+
+/// What a fair channel does with [`senders_in_line_and_reads`]: every sender joins one line when it
+/// starts (or takes a free slot at once if nobody is in line), an `enqueue` leaves the line when
+/// its wait runs out, and each message the client reads frees a slot for the first sender in line.
+/// Returns each sender's text in the order they got a slot, and for each `enqueue` (by index) its
+/// answer and after how long.
+fn fair_line(
+    capacity: usize,
+    wait: u64,
+    senders: &[(u64, Caller)],
+    reads: &[u64],
+) -> (Vec<String>, Vec<(String, u64)>) {
+    enum Event {
+        Arrives(usize),
+        RunsOut(usize),
+        Reads,
+    }
+    let mut events: Vec<(u64, Event)> = Vec::new();
+    for (i, &(at, who)) in senders.iter().enumerate() {
+        events.push((at, Event::Arrives(i)));
+        if who != Caller::Plain {
+            events.push((at + wait, Event::RunsOut(i)));
+        }
+    }
+    events.extend(reads.iter().map(|&r| (r, Event::Reads)));
+    events.sort_by_key(|e| e.0);
+    let mut queued = capacity;
+    let mut line = std::collections::VecDeque::new();
+    let mut granted = Vec::new();
+    let mut answers: Vec<(String, u64)> = senders
+        .iter()
+        .enumerate()
+        .map(|(i, _)| (format!("Busy(Some({:?}))", sender_text(i)), wait))
+        .collect();
+    for (now, event) in events {
+        match event {
+            Event::Arrives(i) if queued < capacity => {
+                queued += 1;
+                granted.push(sender_text(i));
+                answers[i] = ("Ok(())".into(), 0);
+            }
+            Event::Arrives(i) => line.push_back(i),
+            Event::RunsOut(i) => line.retain(|&j| j != i),
+            Event::Reads if queued > 0 => {
+                queued -= 1;
+                if let Some(i) = line.pop_front() {
+                    queued += 1;
+                    granted.push(sender_text(i));
+                    answers[i] = ("Ok(())".into(), now - senders[i].0);
+                }
+            }
+            Event::Reads => {}
+        }
+    }
+    (granted, answers)
+}
+
+/// The message sender `i` of [`senders_in_line_and_reads`] sends.
+fn sender_text(i: usize) -> String {
+    format!("sender {}", i + 1)
+}
+
 /// One step of the room's life with a member's outbox, in the order it happens.
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -691,6 +812,179 @@ hidden_test! {
                      holding \"first in line\": the slot belongs to the sender first in line, \
                      and enqueue must be in line from its first poll and stay there for its whole \
                      wait"
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// A wait shorter than a timer tick is still a wait: on a full outbox whose client reads at once
+    /// or at a whole millisecond before the wait runs out, `enqueue` uses the freed slot; otherwise
+    /// `Busy` comes on the first tick at or after the wait, never before.
+    fn a_wait_shorter_than_a_tick_is_still_a_wait() {
+        check_property(96, short_waits_and_clients(), |(wait_us, read)| async move {
+            let (tx, rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let wait = Duration::from_micros(wait_us);
+            let outbox = Outbox::new(tx.clone(), wait);
+            let reader = tokio::spawn(async move {
+                let mut rx = rx;
+                match read {
+                    Some(u64::MAX) => {}
+                    Some(ms) => sleep(Duration::from_millis(ms)).await,
+                    None => sleep(Duration::from_secs(3600)).await,
+                }
+                let _ = rx.recv().await;
+                rx
+            });
+            let start = Instant::now();
+            let result = outbox.enqueue(line("ivan", "short and sweet")).await;
+            let waited = start.elapsed();
+            reader.abort();
+            let (client, expected, at, why) = match read {
+                Some(u64::MAX) => (
+                    "the client's writer, ready to run, read one message at once".to_string(),
+                    "Ok(())",
+                    Duration::ZERO,
+                    "a slot freed during the wait belongs to enqueue",
+                ),
+                Some(ms) => (
+                    format!("the client read one message after {ms} ms"),
+                    "Ok(())",
+                    Duration::from_millis(ms),
+                    "a slot freed during the wait belongs to enqueue",
+                ),
+                None => (
+                    "the client never read".to_string(),
+                    "Busy(Some(\"short and sweet\"))",
+                    Duration::from_millis(wait_us.div_ceil(1000)),
+                    "Busy comes once the wait has run out, on that tick, never before",
+                ),
+            };
+            let seen = describe(&result);
+            if seen != expected || waited != at {
+                return Err(format!(
+                    "with a wait of {wait:?} on a full outbox, {client}; enqueue answered {seen} \
+                     after {waited:?}, expected {expected} after {at:?}. A wait shorter than a \
+                     timer tick is still a wait (only a zero wait means \"do not wait\"): tokio \
+                     rounds the deadline up to the next millisecond tick, and {why}"
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// Several rooms wait on one full outbox at once, on the outbox they share or on clones of it,
+    /// while other senders of the same channel start a plain `send` after them and the client reads
+    /// now and then: every freed slot goes to the sender first in line, so no sender that arrived
+    /// later, plain or not, overtakes a waiting `enqueue`, and each `enqueue` answers Ok(()) when
+    /// its slot comes or Busy when its own wait runs out.
+    fn waiting_enqueues_are_never_overtaken_by_later_senders() {
+        let cases = senders_in_line_and_reads();
+        check_property(80, cases, |(capacity, wait_ms, senders, reads)| async move {
+            let (tx, mut rx) = mpsc::channel(capacity);
+            for i in 0..capacity {
+                let text = format!("backlog {i}");
+                tx.try_send(line("server", &text)).expect("room for the backlog");
+            }
+            let wait = Duration::from_millis(wait_ms);
+            let shared = Arc::new(Outbox::new(tx.clone(), wait));
+            let t0 = Instant::now();
+            let mut rooms = Vec::new();
+            let mut plain = Vec::new();
+            for (i, &(at, who)) in senders.iter().enumerate() {
+                let text = sender_text(i);
+                let start_at = t0 + Duration::from_millis(at);
+                match who {
+                    Caller::Plain => {
+                        let tx = tx.clone();
+                        plain.push(tokio::spawn(async move {
+                            tokio::time::sleep_until(start_at).await;
+                            let _ = tx.send(line("bot", &text)).await;
+                        }));
+                    }
+                    Caller::Shared | Caller::Clone => {
+                        let outbox = if who == Caller::Shared {
+                            shared.clone()
+                        } else {
+                            Arc::new((*shared).clone())
+                        };
+                        rooms.push((
+                            i,
+                            tokio::spawn(async move {
+                                tokio::time::sleep_until(start_at).await;
+                                let start = Instant::now();
+                                let result = outbox.enqueue(line("room", &text)).await;
+                                (describe(&result), start.elapsed())
+                            }),
+                        ));
+                    }
+                }
+            }
+            let read_at = reads.clone();
+            let reader = tokio::spawn(async move {
+                let mut read = Vec::new();
+                for r in read_at {
+                    tokio::time::sleep_until(t0 + Duration::from_millis(r)).await;
+                    if let Ok(m) = rx.try_recv() {
+                        read.push(m.text);
+                    }
+                }
+                (read, rx)
+            });
+            let (granted, answers) = fair_line(capacity, wait_ms, &senders, &reads);
+            let scenario = {
+                let who: Vec<String> = senders
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(at, who))| {
+                        let how = match who {
+                            Caller::Shared => "enqueue on the shared outbox",
+                            Caller::Clone => "enqueue on a clone of the outbox",
+                            Caller::Plain => "a plain `send`",
+                        };
+                        format!("{} at {at} ms ({how})", sender_text(i))
+                    })
+                    .collect();
+                format!(
+                    "on a full capacity-{capacity} outbox (wait {wait:?}), {}; the client read one \
+                     message at each of {reads:?} ms",
+                    who.join(", ")
+                )
+            };
+            let mut wrong = Vec::new();
+            for (i, room) in rooms {
+                let (seen, waited) = room.await.expect("a room's call");
+                let (expected, after) = &answers[i];
+                let after = Duration::from_millis(*after);
+                if seen != *expected || waited != after {
+                    wrong.push(format!(
+                        "{} answered {seen} after {waited:?}, expected {expected} after {after:?}",
+                        sender_text(i)
+                    ));
+                }
+            }
+            let (read, mut rx) = reader.await.expect("the client's reader");
+            // Let any plain sender granted a slot at the last read put its message in.
+            sleep(Duration::from_millis(1)).await;
+            let mut received = read;
+            while let Ok(m) = rx.try_recv() {
+                received.push(m.text);
+            }
+            for p in plain {
+                p.abort();
+            }
+            let got: Vec<String> =
+                received.into_iter().filter(|t| !t.starts_with("backlog")).collect();
+            if got != granted || !wrong.is_empty() {
+                return Err(format!(
+                    "{scenario}. The freed slots went to {got:?} in that order, expected \
+                     {granted:?}{}{}: a slot that frees up belongs to the sender first in line, \
+                     and a sender that arrives later, plain or not, never overtakes a waiting \
+                     enqueue (each enqueue is in the channel's line from its first poll until it \
+                     answers)",
+                    if wrong.is_empty() { "" } else { "; " },
+                    wrong.join("; ")
                 ));
             }
             Ok(())

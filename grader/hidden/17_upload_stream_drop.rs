@@ -232,6 +232,80 @@ fn batches() -> impl Strategy<Value = Vec<FileScenario>> {
     proptest::collection::vec(file, 1..=6)
 }
 
+impl FileScenario {
+    /// How long this file takes from its start (it stops at its failure), on the fake store:
+    /// each part takes `part_ms`, and `complete` 1 ms.
+    fn duration_ms(&self) -> u64 {
+        match self.fails_at {
+            n if (1..=self.parts).contains(&n) => n as u64 * self.part_ms,
+            _ => self.parts as u64 * self.part_ms + 1,
+        }
+    }
+
+    fn how_it_fails(&self) -> String {
+        if self.fails_at > self.parts {
+            "its `complete` refused".into()
+        } else {
+            format!("its part {}", self.fails_at)
+        }
+    }
+}
+
+/// The moment each failing file fails, and its place in the list, earliest first: with
+/// [`CONCURRENT_UPLOADS`] files going at once, the next file starting the moment one finishes, and
+/// nothing stopped on an error. Until the first failure every right `upload_all` runs the batch
+/// this way, so the first entry does not depend on what it does after an error.
+fn failures_in_time(batch: &[FileScenario]) -> Vec<(u64, usize)> {
+    // The moment each slot frees up.
+    let mut slots = [0u64; CONCURRENT_UPLOADS];
+    let mut failures = Vec::new();
+    for (n, f) in batch.iter().enumerate() {
+        let slot = (0..slots.len()).min_by_key(|&i| slots[i]).expect("at least one slot");
+        slots[slot] += f.duration_ms();
+        if f.fails() {
+            failures.push((slots[slot], n));
+        }
+    }
+    failures.sort_unstable();
+    failures
+}
+
+/// Batches of two to six files of which exactly two fail (a part or `complete`), anywhere in the
+/// list, the two failures at least 2 ms apart so that which came first is plain.
+fn two_failures() -> impl Strategy<Value = Vec<FileScenario>> {
+    let file = (1usize..=3, 1u64..=30);
+    (
+        proptest::collection::vec(file, 2..=6),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        1usize..=4,
+        1usize..=4,
+    )
+        .prop_map(|(files, a, b, fail_a, fail_b)| {
+            let n = files.len();
+            let a = a.index(n);
+            let b = (a + 1 + b.index(n - 1)) % n;
+            files
+                .into_iter()
+                .enumerate()
+                .map(|(i, (parts, part_ms))| {
+                    let fails_at = if i == a {
+                        fail_a.min(parts + 1)
+                    } else if i == b {
+                        fail_b.min(parts + 1)
+                    } else {
+                        0
+                    };
+                    FileScenario { parts, part_ms, fails_at }
+                })
+                .collect::<Vec<_>>()
+        })
+        .prop_filter("the two failures at least 2 ms apart", |batch| {
+            let at = failures_in_time(batch);
+            at[1].0 - at[0].0 >= 2
+        })
+}
+
 /// Checks the store after a batch ended as `outcome`.
 fn check_batch(
     batch: &[FileScenario],
@@ -408,52 +482,62 @@ hidden_test! {
         assert!(store.bad_aborts().is_empty(), "uploads aborted wrongly: {:?}", store.bad_aborts());
     }
 
-    /// Two files of a batch fail, the one listed first also failing first. The batch returns the
-    /// first error, the one of the file that failed first, whether it stops at that error or
-    /// lets the other files finish before it reports.
-    async fn of_two_failing_files_the_first_failure_is_returned() {
-        for (first, second) in [(0, 1), (1, 3), (2, 3), (0, 4), (3, 5)] {
-            for complete_fails_first in [false, true] {
-                let mut plans: Vec<_> = (0..6).map(ok_plan).collect();
-                // The first failure comes at 10 ms (its first part) or 11 ms (its `complete`,
-                // after two parts of 5 ms); the second at least 30 ms after its file started
-                // (its second part), and its file starts no sooner than the first one's.
-                plans[first].1 = if complete_fails_first {
-                    Plan { part_latency: Duration::from_millis(5), fail_part: None, fail_complete: true }
-                } else {
-                    Plan { part_latency: Duration::from_millis(10), fail_part: Some(1), fail_complete: false }
-                };
-                plans[second].1 =
-                    Plan { part_latency: Duration::from_millis(15), fail_part: Some(2), fail_complete: false };
-                let store = FakeStore::new(plans);
-                let outcome = upload_all(&store, (0..6).map(file).collect()).await;
-                store.parts_numbered_from_one().unwrap_or_else(|wrong| panic!("{wrong}"));
-                let how = if complete_fails_first { "its `complete` was refused" } else { "its first part failed" };
-                let setting = format!(
-                    "photo {first} failed first ({how} at about 10 ms) and photo {second} would \
-                     fail later (its second part, 30 ms after it started)"
-                );
-                match outcome {
-                    Ok(uploaded) => panic!(
+    /// Two files of a batch fail, at any places in the list and at any moments: sometimes the one
+    /// listed first fails first, sometimes one listed later does. The batch returns the first
+    /// error, the one of the file that failed first, whether it stops at that error or lets the
+    /// other files finish before it reports.
+    fn of_two_failing_files_the_first_failure_is_returned() {
+        check_property(96, two_failures(), |batch| async move {
+            let (at, first) = failures_in_time(&batch)[0];
+            let store = FakeStore::new(batch.iter().enumerate().map(|(n, f)| (key(n), f.plan())));
+            let files: Vec<FileUpload> = batch
+                .iter()
+                .enumerate()
+                .map(|(n, f)| FileUpload { key: key(n), parts: vec![vec![n as u8; 4]; f.parts] })
+                .collect();
+            let outcome = upload_all(&store, files).await;
+            store.parts_numbered_from_one()?;
+            let failing: Vec<String> = batch
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.fails())
+                .map(|(n, f)| format!("photo {n} ({})", f.how_it_fails()))
+                .collect();
+            let setting = format!(
+                "in a batch of {} files, {} failed; photo {first} failed first, at {at} ms after \
+                 the batch started",
+                batch.len(),
+                failing.join(" and ")
+            );
+            match outcome {
+                Ok(uploaded) => {
+                    return Err(format!(
                         "{setting}, yet `upload_all` returned Ok with {} files",
                         uploaded.len()
-                    ),
-                    Err(error) => assert!(
-                        error.key == key(first),
+                    ));
+                }
+                Err(error) if error.key != key(first) => {
+                    return Err(format!(
                         "{setting}; `upload_all` returned the error of {} ({:?}) instead of \
                          photo {first}'s. It returns the first error: the one of the file that \
-                         failed first, even when it lets the other files finish before it reports",
-                        error.key,
-                        error.error
-                    ),
+                         failed first (not the first failing file in the list), even when it \
+                         lets the other files finish before it reports",
+                        error.key, error.error
+                    ));
                 }
-                sleep(Duration::from_secs(1)).await;
-                let open = store.open_keys();
-                assert!(open.is_empty(), "{setting}; uploads left open after the batch: {open:?}");
-                let bad = store.bad_aborts();
-                assert!(bad.is_empty(), "{setting}; uploads aborted wrongly: {bad:?}");
+                Err(_) => {}
             }
-        }
+            sleep(Duration::from_secs(1)).await;
+            let open = store.open_keys();
+            if !open.is_empty() {
+                return Err(format!("{setting}; uploads left open after the batch: {open:?}"));
+            }
+            let bad = store.bad_aborts();
+            if !bad.is_empty() {
+                return Err(format!("{setting}; uploads aborted wrongly: {bad:?}"));
+            }
+            Ok(())
+        });
     }
 
     /// The caller may drop `upload_all` at any await (the user cancelled the backup). Cut it
