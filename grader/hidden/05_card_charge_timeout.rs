@@ -438,7 +438,15 @@ hidden_test! {
         let gateway = FakeGateway::new(&[Reply::DeclineAfter(Duration::from_millis(200))]);
         let paid = checkout(&gateway).pay(&card(), 4200).await;
         assert_eq!(paid, Err(PayError::Declined));
-        assert_eq!(gateway.requests(), 1, "a declined card must not be retried");
+        let requests = gateway.requests();
+        assert_eq!(
+            requests, 1,
+            "the gateway declined the card on the first request (after 200 ms), and pay() \
+             returned {paid:?}, but the gateway received {requests} requests in all (a request \
+             is made when `charge` is called, whether or not its future is ever polled): a \
+             declined card is final, so no further request may be made, neither a retry after \
+             the decline nor one prepared before the first answer came"
+        );
     }
 
     /// The first attempt is slow and misses its deadline; the retry succeeds. The slow attempt

@@ -648,4 +648,94 @@ hidden_test! {
             );
         }
     }
+    /// The queue closes (every sender dropped: the tenant was deleted) while the shutdown flag is
+    /// `false` and its sender alive: before the first poll of `run`, while it waits, and while
+    /// it posts. The worker posts what is still queued and stops, without waiting for a shutdown
+    /// that may never come.
+    async fn a_closed_queue_stops_the_worker_without_a_shutdown() {
+        const IDLE_BEFORE_CLOSE: Duration = Duration::from_millis(5);
+        #[derive(Debug, Clone, Copy)]
+        enum Closed {
+            BeforeRun,
+            BeforeFirstPoll,
+            WhileIdle,
+            DuringPost(u64),
+        }
+        for queued in [0u64, 1, 3] {
+            for closed in [
+                Closed::BeforeRun,
+                Closed::BeforeFirstPoll,
+                Closed::WhileIdle,
+                Closed::DuringPost(1),
+                Closed::DuringPost(3),
+            ] {
+                let when = match closed {
+                    Closed::BeforeRun => "before `run` was called".to_owned(),
+                    Closed::BeforeFirstPoll => {
+                        "after `run` was called and before its future was first polled".to_owned()
+                    }
+                    Closed::WhileIdle => "while the worker waited on the empty queue".to_owned(),
+                    Closed::DuringPost(n) if n <= queued => {
+                        format!("while webhook {n} was being posted")
+                    }
+                    Closed::DuringPost(_) => continue,
+                };
+                if matches!(closed, Closed::WhileIdle) && queued > 0 {
+                    continue;
+                }
+                let (shutdown, _) = watch::channel(false);
+                let (queue, rx) = queue_with(1..=queued);
+                let server = FakeServer::new(POST);
+                let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+                let start = Instant::now();
+                let outcome = match closed {
+                    Closed::BeforeRun => {
+                        drop(queue);
+                        timeout(Duration::from_secs(60), dispatcher.run()).await
+                    }
+                    Closed::BeforeFirstPoll => {
+                        let run = timeout(Duration::from_secs(60), dispatcher.run());
+                        drop(queue);
+                        run.await
+                    }
+                    Closed::WhileIdle | Closed::DuringPost(_) => {
+                        let at = match closed {
+                            Closed::DuringPost(n) => POST * (n as u32 - 1) + POST / 2,
+                            _ => IDLE_BEFORE_CLOSE,
+                        };
+                        tokio::spawn(async move {
+                            sleep(at).await;
+                            drop(queue);
+                        });
+                        timeout(Duration::from_secs(60), dispatcher.run()).await
+                    }
+                };
+                let took = start.elapsed();
+                let received = server.received();
+                let expected: Vec<u64> = (1..=queued).collect();
+                let expected_took = match closed {
+                    Closed::WhileIdle => IDLE_BEFORE_CLOSE,
+                    _ => POST * queued as u32,
+                };
+                let seen = match outcome {
+                    Err(_) => format!(
+                        "60 s (virtual) later `run` had not returned (the server received \
+                         {received:?}): it waits for a shutdown that nobody has asked for, and \
+                         the tenant's worker never ends"
+                    ),
+                    Ok(posted) => format!(
+                        "`run` returned {posted} after {took:?}, the server received {received:?}"
+                    ),
+                };
+                assert!(
+                    outcome == Ok(queued as usize) && received == expected && took == expected_took,
+                    "{queued} webhook(s) were queued and the queue was closed {when} (every \
+                     sender dropped: the tenant was deleted), the shutdown flag still `false` and \
+                     its sender alive: the worker must post what is still queued and stop, \
+                     returning {queued} after {expected_took:?}. {seen}"
+                );
+                drop(shutdown);
+            }
+        }
+    }
 }

@@ -388,6 +388,184 @@ fn retry_on_another_worker(seed: u64, fresh: fn() -> State, cut_ms: u64) -> Resu
     seen("a second after it returned")
 }
 
+/// How long the reader keeps looking after overlapping saves have all returned or been cut.
+const OVERLAP_READER_WATCHES: Duration = Duration::from_millis(30);
+
+/// One of several saves of the same document that overlap (two requests, a client's retry racing
+/// a request still running on another connection): it starts `start_ms` into the scenario, saves
+/// `body`, and is cut by a deadline `cut_ms` after its start (or never).
+struct Overlapping {
+    start_ms: u64,
+    body: Vec<u8>,
+    cut_ms: Option<u64>,
+}
+
+/// Describes a scenario of overlapping saves for a failure message.
+fn describe_overlap(replace: bool, saves: &[Overlapping]) -> String {
+    let what = if replace { "replacing a document" } else { "saving a new document" };
+    let each: Vec<String> = saves
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let cut = match s.cut_ms {
+                Some(ms) => format!("cut by a deadline {ms} ms after its start"),
+                None => "not cut".to_owned(),
+            };
+            format!(
+                "save {} of {} bytes of {:?} starting at {} ms, {cut}",
+                i + 1,
+                s.body.len(),
+                s.body[0] as char,
+                s.start_ms
+            )
+        })
+        .collect();
+    format!("{what} with {} saves of it overlapping ({})", saves.len(), each.join("; "))
+}
+
+/// Whether `content` is one of the versions a reader may find: the previous one or one of the
+/// overlapping saves' bodies, in full.
+fn is_whole_version(content: &[u8], old: Option<&[u8]>, saves: &[Overlapping]) -> bool {
+    old.is_some_and(|old| content == old) || saves.iter().any(|s| content == s.body.as_slice())
+}
+
+/// Runs one scenario of overlapping saves on a runtime of its own, with the next seed (each
+/// scenario once, the seeds spread over them), and fails the test with what was observed.
+fn overlap_case(case: &mut usize, replace: bool, saves: &[Overlapping]) {
+    let seed = SEEDS[*case % SEEDS.len()];
+    *case += 1;
+    let seen = runtime::current_thread(seed).block_on(run_overlapping(replace, saves));
+    if let Err(seen) = seen {
+        panic!("{}: {seen}", describe_overlap(replace, saves));
+    }
+}
+
+/// Runs overlapping saves of one document in one task, with a reader looking every millisecond,
+/// and judges what every save returned and what the store holds at every moment and after.
+async fn run_overlapping(replace: bool, saves: &[Overlapping]) -> Result<(), String> {
+    let (store, fs, index) = if replace { store_with_old_version() } else { empty_store() };
+    let old = replace.then_some(OLD);
+    let path = DocStore::final_path(ID);
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (fs, index, done) = (fs.clone(), index.clone(), done.clone());
+        let store = store.clone();
+        let versions: Vec<Vec<u8>> = saves.iter().map(|s| s.body.clone()).collect();
+        let path = path.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                let ms = start.elapsed().as_millis();
+                let whole = |c: &[u8]| {
+                    old.is_some_and(|old| c == old) || versions.iter().any(|v| c == v.as_slice())
+                };
+                if let Some(content) = fs.read(&path)
+                    && !whole(&content)
+                {
+                    return Err(format!(
+                        "a reader opened {path} {ms} ms in and found {} bytes that are none of \
+                         the versions in full: {:?}",
+                        content.len(),
+                        String::from_utf8_lossy(&content)
+                    ));
+                }
+                if index.contains(ID) && store.load(ID).is_none() {
+                    return Err(format!(
+                        "a reader {ms} ms in found `{ID}` in the index but no file: \"document \
+                         missing\""
+                    ));
+                }
+                if old.is_some() && store.load(ID).is_none() {
+                    return Err(format!(
+                        "a reader {ms} ms in found no document where the previous version stood"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(())
+        })
+    };
+    // Every save in the same task, polled together, so the scenario is the same on every run.
+    let mut running: Vec<Pin<Box<dyn Future<Output = Option<std::io::Result<()>>> + '_>>> = saves
+        .iter()
+        .map(|s| {
+            let store = &store;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(s.start_ms)).await;
+                match s.cut_ms {
+                    Some(ms) => {
+                        tokio::time::timeout(Duration::from_millis(ms), store.save(ID, &s.body))
+                            .await
+                            .ok()
+                    }
+                    None => Some(store.save(ID, &s.body).await),
+                }
+            }) as Pin<Box<dyn Future<Output = _>>>
+        })
+        .collect();
+    let mut ended: Vec<Option<Option<std::io::Result<()>>>> = saves.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (fut, end) in running.iter_mut().zip(ended.iter_mut()) {
+            if end.is_none()
+                && let Poll::Ready(result) = fut.as_mut().poll(cx)
+            {
+                *end = Some(result);
+            }
+        }
+        if ended.iter().all(Option::is_some) { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    drop(running);
+    // The reader goes on looking while work a save handed to a task may still run.
+    tokio::time::sleep(OVERLAP_READER_WATCHES).await;
+    done.store(true, Ordering::SeqCst);
+    tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await;
+    reader.await.map_err(|e| format!("the reader panicked: {e}"))??;
+    for (i, end) in ended.into_iter().enumerate() {
+        if let Some(Some(Err(e))) = end {
+            return Err(format!(
+                "save {} failed: {e}. Another save of the same document got in its way (two \
+                 saves writing, renaming or deleting the same temporary file). Disk: {:?}",
+                i + 1,
+                fs.paths()
+            ));
+        }
+    }
+    let listed = index.contains(ID);
+    let leftovers: Vec<String> = fs.paths().into_iter().filter(|p| *p != path).collect();
+    if !leftovers.is_empty() {
+        return Err(format!(
+            "once every save had ended, {leftovers:?} was left on the disk, which should hold \
+             only {path}"
+        ));
+    }
+    match fs.read(&path) {
+        None => {
+            return Err(format!(
+                "once every save had ended, {path} does not exist (the index {} `{ID}`), \
+                 although a save that was not cut returned Ok",
+                if listed { "lists" } else { "does not list" }
+            ));
+        }
+        Some(content) => {
+            if !listed {
+                return Err(format!("{path} exists but the index does not list `{ID}`"));
+            }
+            // At least one save of every scenario is not cut and returned Ok, so the previous
+            // version must be gone and one of the new ones in place.
+            if !is_whole_version(&content, None, saves) {
+                return Err(format!(
+                    "once every save had ended, every one that was not cut having returned Ok, \
+                     {path} holds {} bytes that are not one of the saved versions in full: {:?}",
+                    content.len(),
+                    String::from_utf8_lossy(&content)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 hidden_test! {
     /// Request handlers run as tasks of their own (`tokio::spawn`) on a multi-thread runtime,
     /// so `save`'s future must stay `Send`, as it is now.
@@ -707,6 +885,66 @@ hidden_test! {
                 if finished {
                     break;
                 }
+            }
+        }
+    }
+    /// Two saves of the same document that overlap (a client's retry racing the request it
+    /// retries, still running on another connection), not cut, starting together or a few
+    /// milliseconds apart: both return Ok, a reader looking every millisecond finds a whole
+    /// version, and at the end the document is one of the two, whole, with nothing else on disk.
+    fn two_overlapping_saves_of_one_document_each_store_a_whole_version() {
+        let mut case = 0;
+        for replace in [false, true] {
+            for start_b in [0, 1, 3, 7, 12, 20] {
+                for (len_a, len_b) in [(64, 64), (40, 70)] {
+                    let saves = [
+                        Overlapping { start_ms: 0, body: vec![b'A'; len_a], cut_ms: None },
+                        Overlapping { start_ms: start_b, body: vec![b'B'; len_b], cut_ms: None },
+                    ];
+                    overlap_case(&mut case, replace, &saves);
+                }
+            }
+        }
+    }
+
+    /// Two overlapping saves of one document, one of them cut by a deadline at every millisecond
+    /// (the other not): the cut one may leave the store as it was or have stored its version, but
+    /// it must not get in the way of the other, which returns Ok; every moment and at the end,
+    /// the document is a whole version, with nothing else on disk.
+    fn an_overlapping_save_cut_at_any_moment_does_not_spoil_the_other() {
+        let (len_a, len_b): (usize, usize) = (64, 48);
+        // A save of 64 bytes is four chunks, a sync, a rename and an index log: 35 ms.
+        let span_ms = (STEP * (len_a.div_ceil(WRITE_CHUNK) as u32 + 4)).as_millis() as u64;
+        let mut case = 0;
+        // (replacing, when the second save starts, whether the first or the second is cut)
+        for (replace, start_b, cut_first) in [(false, 0, true), (true, 6, false), (false, 3, false)]
+        {
+            for cut_ms in 0..=span_ms {
+                let (cut_a, cut_b) =
+                    if cut_first { (Some(cut_ms), None) } else { (None, Some(cut_ms)) };
+                let saves = [
+                    Overlapping { start_ms: 0, body: vec![b'A'; len_a], cut_ms: cut_a },
+                    Overlapping { start_ms: start_b, body: vec![b'B'; len_b], cut_ms: cut_b },
+                ];
+                overlap_case(&mut case, replace, &saves);
+            }
+        }
+    }
+
+    /// Three overlapping saves of one document, staggered, and the same with the middle one cut
+    /// at every millisecond: the uncut ones return Ok, and every moment and at the end the
+    /// document is a whole version, with nothing else on disk.
+    fn three_overlapping_saves_of_one_document_each_store_a_whole_version() {
+        let span_ms = (STEP * (64usize.div_ceil(WRITE_CHUNK) as u32 + 4)).as_millis() as u64;
+        let mut case = 0;
+        for replace in [false, true] {
+            for cut in std::iter::once(None).chain((0..=span_ms).step_by(2).map(Some)) {
+                let saves = [
+                    Overlapping { start_ms: 0, body: vec![b'A'; 64], cut_ms: None },
+                    Overlapping { start_ms: 4, body: vec![b'B'; 56], cut_ms: cut },
+                    Overlapping { start_ms: 9, body: vec![b'C'; 72], cut_ms: None },
+                ];
+                overlap_case(&mut case, replace, &saves);
             }
         }
     }

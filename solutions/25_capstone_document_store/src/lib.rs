@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -185,7 +186,8 @@ impl DocStore {
         format!("docs/{id}.json")
     }
 
-    /// Where document `id` is written before it is renamed into place.
+    /// The stem of the temporary files of document `id`: each save writes its own,
+    /// `docs/<id>.json.tmp.<n>`, before it is renamed into place.
     pub fn temp_path(id: &str) -> String {
         format!("docs/{id}.json.tmp")
     }
@@ -205,7 +207,11 @@ impl DocStore {
     /// temporary file is deleted). Dropped after that, the document is saved and indexed; only
     /// the wait for the index's log flush is cut short.
     pub async fn save(&self, id: &str, body: &[u8]) -> io::Result<()> {
-        let temp = DocStore::temp_path(id);
+        // A temporary file of this save's own: two saves of one document may overlap (a client's
+        // retry racing the request it retries), and two saves writing one temporary file would
+        // mix their chunks, or one would rename or delete the other's file.
+        let temp =
+            format!("{}.{}", DocStore::temp_path(id), NEXT_TEMP.fetch_add(1, Ordering::Relaxed));
         let path = DocStore::final_path(id);
 
         // Before the commit point, the temporary file is ours to clean up. The guard exists
@@ -224,6 +230,9 @@ impl DocStore {
         Ok(())
     }
 }
+
+/// Numbers the temporary files, so that no two saves in this process share one.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
 /// Deletes an uncommitted temporary file when dropped, unless disarmed at the commit point.
 struct TempFile<'a> {
