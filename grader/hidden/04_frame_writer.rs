@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -148,12 +149,19 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
 /// A connection with a buffer in front of the wire, like a `BufWriter` or a TLS stream: a write
 /// only fills the buffer (3 bytes per write, yielding between writes), and only a flush moves the
 /// bytes to the wire, 3 bytes per poll, yielding in between. What reached the wire is recorded.
+///
+/// It may break at the flush: once `capacity` bytes have reached the wire, its writes still fill
+/// the buffer, but a flush that has bytes left to move fails with `failure`, as a TLS stream's
+/// flush does when the peer has gone. The test may lower the capacity at any time (the link goes
+/// down).
 struct BufferedLink {
     chunk: usize,
     flush_chunk: usize,
     held: Vec<u8>,
     wire: Arc<Mutex<Vec<u8>>>,
     yielded: bool,
+    capacity: Arc<AtomicUsize>,
+    failure: io::ErrorKind,
 }
 
 impl BufferedLink {
@@ -172,8 +180,28 @@ impl BufferedLink {
     fn with_chunks(chunk: usize, flush_chunk: usize) -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
         let wire = Arc::new(Mutex::new(Vec::new()));
         let held = Vec::new();
-        let link = BufferedLink { chunk, flush_chunk, held, wire: wire.clone(), yielded: false };
+        let link = BufferedLink {
+            chunk,
+            flush_chunk,
+            held,
+            wire: wire.clone(),
+            yielded: false,
+            capacity: Arc::new(AtomicUsize::new(usize::MAX)),
+            failure: io::ErrorKind::BrokenPipe,
+        };
         (link, wire)
+    }
+
+    /// The same, breaking at the flush once `capacity` bytes have reached the wire: every flush
+    /// with bytes left to move then fails with `failure`.
+    fn breaking_at_flush(
+        chunk: usize,
+        flush_chunk: usize,
+        capacity: &Arc<AtomicUsize>,
+        failure: io::ErrorKind,
+    ) -> (BufferedLink, Arc<Mutex<Vec<u8>>>) {
+        let (link, wire) = BufferedLink::with_chunks(chunk, flush_chunk);
+        (BufferedLink { capacity: capacity.clone(), failure, ..link }, wire)
     }
 
     /// Returns `Pending` (and asks to be polled again) every other time it is called.
@@ -204,7 +232,12 @@ impl AsyncWrite for BufferedLink {
             if !self.take_turn(cx) {
                 return Poll::Pending;
             }
-            let n = self.held.len().min(self.flush_chunk);
+            let on_the_wire = self.wire.lock().expect("wire lock").len();
+            let capacity = self.capacity.load(Ordering::SeqCst);
+            if on_the_wire >= capacity {
+                return Poll::Ready(Err(io::Error::new(self.failure, "the link went down")));
+            }
+            let n = self.held.len().min(self.flush_chunk).min(capacity - on_the_wire);
             let moved: Vec<u8> = self.held.drain(..n).collect();
             self.wire.lock().expect("wire lock").extend_from_slice(&moved);
         }
@@ -283,9 +316,46 @@ impl Rig {
         }
     }
 
+    /// A buffering connection that breaks at the flush once `capacity` bytes have reached the
+    /// wire (see [`BufferedLink::breaking_at_flush`]).
+    fn breaking_at_flush(
+        chunk: usize,
+        flush_chunk: usize,
+        capacity: &Arc<AtomicUsize>,
+        failure: io::ErrorKind,
+    ) -> Rig {
+        let (io, wire) = BufferedLink::breaking_at_flush(chunk, flush_chunk, capacity, failure);
+        Rig {
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
+            wire: Server::Buffered(wire),
+        }
+    }
+
     async fn send(&self, frame: &Frame) -> io::Result<()> {
         self.writer.lock().await.send_frame(frame).await
     }
+}
+
+/// Buffering connections that break at the flush, as (bytes per write, bytes per step of the
+/// flush): small writes and a slow flush, and a whole frame per write and a slow flush.
+const FLUSH_BREAKING_LINKS: [(usize, usize); 2] = [(3, 3), (4_096, 3)];
+
+/// The errors such a flush fails with, taken in turn: no kind of error may be taken for harmless.
+const FLUSH_FAILURES: [io::ErrorKind; 3] =
+    [io::ErrorKind::BrokenPipe, io::ErrorKind::ConnectionReset, io::ErrorKind::Other];
+
+/// Says how a buffering connection that breaks at the flush behaved, for a failure message.
+fn flush_breaking_link(
+    chunk: usize,
+    flush_chunk: usize,
+    capacity: usize,
+    failure: io::ErrorKind,
+) -> String {
+    format!(
+        "the connection's writes filled a buffer ({chunk} bytes per write) that its flush moved \
+         to the wire ({flush_chunk} bytes per poll) until {capacity} bytes had reached the \
+         server; from then on every flush with bytes left to move failed with {failure:?}"
+    )
 }
 
 /// After the explored call ends, sends `next` (a retry, or the following frame) and checks the
@@ -677,6 +747,123 @@ hidden_test! {
                     }
                 }
             }
+        }
+    }
+
+    /// A connection whose writes only fill a buffer and whose flush breaks, at once, part way
+    /// through a frame or after some frames went out whole, with one error or another: the call
+    /// whose frame did not reach the server whole is told, and the calls before it succeed.
+    async fn reports_a_flush_that_fails() {
+        let frames = [frame(1, "hello"), frame(2, "world!")];
+        let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
+        for (chunk, flush_chunk) in FLUSH_BREAKING_LINKS {
+            for capacity in 0..total {
+                let failure = FLUSH_FAILURES[capacity % FLUSH_FAILURES.len()];
+                let link = flush_breaking_link(chunk, flush_chunk, capacity, failure);
+                let limit = Arc::new(AtomicUsize::new(capacity));
+                let (io, wire) = BufferedLink::breaking_at_flush(chunk, flush_chunk, &limit, failure);
+                let mut writer = FrameWriter::new(io);
+                let mut end = 0;
+                for f in &frames {
+                    end += HEADER_LEN + f.body.len();
+                    match writer.send_frame(f).await {
+                        Ok(()) if end > capacity => {
+                            let seen = wire.lock().expect("wire lock").clone();
+                            let sent: Vec<Frame> =
+                                frames.iter().take_while(|g| g.seq <= f.seq).cloned().collect();
+                            let problem = check_wire(&seen, &sent)
+                                .err()
+                                .unwrap_or_else(|| "the wire is not whole frames".to_owned());
+                            panic!(
+                                "{link}. send_frame({}) returned Ok; {problem}. Ok must mean \
+                                 the frame is on the wire, and the connection's error never \
+                                 reached the caller",
+                                f.seq
+                            );
+                        }
+                        Ok(()) => {}
+                        Err(_) if end > capacity => break,
+                        Err(err) => panic!(
+                            "{link}, so all {end} bytes up to frame {} had room, but \
+                             send_frame({}) failed: {err}",
+                            f.seq, f.seq
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same connections, with `send_frame` cut after every poll, and the link going down
+    /// right then: the retry, or the next frame's call, cannot get its bytes through the flush and
+    /// must say so. (A call that ran to the end is followed by the next frame, on a link that
+    /// goes down after it: the flush that fails is a later frame's.)
+    async fn a_flush_that_fails_after_a_cut_is_reported() {
+        let first = frame(7, "hello");
+        let second = frame(8, "world");
+        let combinations = FLUSH_BREAKING_LINKS.iter().flat_map(|&l| [(l, true), (l, false)]);
+        for (i, ((chunk, flush_chunk), retry)) in combinations.enumerate() {
+            let failure = FLUSH_FAILURES[i % FLUSH_FAILURES.len()];
+            let (first, second) = (first.clone(), second.clone());
+            assert_cancel_safe(
+                move || {
+                    let capacity = Arc::new(AtomicUsize::new(usize::MAX));
+                    (Rig::breaking_at_flush(chunk, flush_chunk, &capacity, failure), capacity)
+                },
+                |(rig, _): (Rig, Arc<AtomicUsize>)| async move {
+                    rig.send(&frame(7, "hello")).await
+                },
+                move |(rig, capacity), outcome| {
+                    let (first, second) = (first.clone(), second.clone());
+                    async move {
+                        let cut = match outcome {
+                            Outcome::Completed(Err(err)) => {
+                                return Err(format!(
+                                    "send_frame failed on a healthy connection: {err}"
+                                ));
+                            }
+                            Outcome::Completed(Ok(())) if retry => return Ok(()),
+                            Outcome::Completed(Ok(())) => false,
+                            Outcome::Cancelled { .. } => true,
+                        };
+                        // The link goes down: nothing more reaches the server.
+                        let on_the_wire = rig.wire.bytes().len();
+                        capacity.store(on_the_wire, Ordering::SeqCst);
+                        let (next, kind) = if retry {
+                            (&first, "the retry")
+                        } else {
+                            (&second, "the next frame's call")
+                        };
+                        let result = timeout(Duration::from_secs(60), rig.send(next)).await;
+                        let seen = rig.wire.bytes();
+                        let full = if retry { vec![first.clone()] } else { vec![first.clone(), second.clone()] };
+                        let problem = match result {
+                            Ok(Err(_)) => return Ok(()),
+                            Err(_) => format!("{kind} never finished"),
+                            Ok(Ok(())) => {
+                                let problem = check_wire(&seen, &full)
+                                    .err()
+                                    .unwrap_or_else(|| "the wire is not whole frames".to_owned());
+                                format!(
+                                    "{kind} (send_frame({})) returned Ok; {problem}. Ok \
+                                     must mean the frame is on the wire: the connection's \
+                                     error has to reach the caller",
+                                    next.seq
+                                )
+                            }
+                        };
+                        let when = if cut { "right after the cut" } else { "after frame 7 went out" };
+                        Err(format!(
+                            "over a connection whose writes filled a buffer ({chunk} bytes per \
+                             write) that its flush moved to the wire ({flush_chunk} bytes per \
+                             poll), the link went down {when}, with {on_the_wire} bytes on the \
+                             wire: from then on every flush with bytes left to move failed with \
+                             {failure:?}. {problem}"
+                        ))
+                    }
+                },
+            )
+            .await;
         }
     }
 
