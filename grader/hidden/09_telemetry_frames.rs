@@ -3,7 +3,9 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -11,7 +13,7 @@ use futures::FutureExt;
 use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
 use proptest::prelude::*;
 use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, timeout};
 
 /// The message a panic carries, if it is text.
@@ -75,6 +77,34 @@ fn frames_differ(got: &[String], sent: &[&str]) -> String {
         format!("the frames delivered were {got:?}, expected {sent:?}. {DESYNC}")
     }
 }
+
+/// A sensor with a backlog (or a bridge replaying one): every read finds the next frame ready,
+/// `reading=0`, `reading=1`, .., one frame per read (or as much of it as fits), for ever.
+#[derive(Default)]
+struct FloodingSensor {
+    next: u64,
+    unread: Vec<u8>,
+}
+
+impl AsyncRead for FloodingSensor {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.unread.is_empty() {
+            self.unread = frame(&format!("reading={}", self.next));
+            self.next += 1;
+        }
+        let n = self.unread.len().min(buf.remaining());
+        buf.put_slice(&self.unread[..n]);
+        self.unread.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How late a heartbeat may be reported while the collector is busy, after it fell due.
+const BEAT_LATENESS: Duration = Duration::from_millis(250);
 
 hidden_test! {
     /// Nothing cancelled: whole frames arriving back to back are decoded in order.
@@ -479,6 +509,62 @@ hidden_test! {
                  never come"
             ))
         });
+    }
+
+    /// A sensor with a backlog floods the link: a frame is ready at every read, and the collector
+    /// spends 10 ms forwarding each one upstream. The heartbeats keep their schedule all the same
+    /// (1 s, 2 s, 3 s): a busy link is reported alive once a second too, not only a quiet one.
+    async fn heartbeats_keep_their_schedule_while_the_sensor_floods_the_link() {
+        let mut link = TelemetryLink::new(FloodingSensor::default());
+        let start = Instant::now();
+        let mut heartbeats = Vec::new();
+        let mut frames = 0u64;
+        // Time passes only while the collector forwards a frame; the cap on events stops a link
+        // that would report nothing but heartbeats.
+        for _ in 0..2_000 {
+            if start.elapsed() >= Duration::from_millis(3_500) {
+                break;
+            }
+            match link.next_event().await {
+                Ok(Some(Event::Frame(payload))) => {
+                    let expected = format!("reading={frames}");
+                    assert!(
+                        payload == expected.as_bytes(),
+                        "the sensor flooded the link with the frames reading=0, reading=1, ..; \
+                         after {frames} of them the link delivered {:?}, expected {expected:?}. \
+                         {DESYNC}",
+                        String::from_utf8_lossy(&payload)
+                    );
+                    frames += 1;
+                    // Forwarding the frame upstream.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(Some(Event::Heartbeat)) => heartbeats.push(start.elapsed()),
+                other => panic!(
+                    "the sensor flooded the link with frames, and after {frames} of them \
+                     `next_event` returned {other:?}"
+                ),
+            }
+        }
+        let on_time = heartbeats.len() == 3
+            && heartbeats.iter().zip(1..).all(|(&at, i)| {
+                let due = HEARTBEAT_EVERY * i;
+                at >= due && at <= due + BEAT_LATENESS
+            });
+        assert!(
+            on_time,
+            "the sensor flooded the link for 3.5 s (a frame ready at every read) while the \
+             collector spent 10 ms forwarding each frame and called `next_event` again at once; \
+             the link delivered {frames} frames and reported heartbeats {}, expected one at 1 s, \
+             2 s and 3 s (each at most {BEAT_LATENESS:?} late). The heartbeat falls due once a \
+             second whether or not frames are waiting: a link busy with frames must still report \
+             it, not only a quiet one",
+            if heartbeats.is_empty() {
+                "at no time".to_owned()
+            } else {
+                format!("at {heartbeats:?}")
+            }
+        );
     }
 
     /// The collector wraps each call in a `timeout` shorter than the heartbeat period. On a silent
