@@ -543,4 +543,112 @@ hidden_test! {
         )
         .await;
     }
+
+    /// The mailer answers (or crashes) at many instants spread over the whole budget: just at,
+    /// just after and well after each attempt boundary. Whenever it answers, the client returns
+    /// the receipt at that very instant; whenever it drops the job, the client reports
+    /// `WorkerDropped` at that very instant.
+    async fn the_answer_is_returned_the_instant_it_comes_at_any_point_of_the_budget() {
+        let offsets = [0, 1, 5, 250, 999];
+        for attempt in 0..ATTEMPTS {
+            for offset in offsets {
+                let at = ATTEMPT * attempt + Duration::from_millis(offset);
+                for crashes in [false, true] {
+                    let mailer = if crashes { Mailer::Crashes(at) } else { Mailer::Takes(at) };
+                    let (queue, log) = start_mailer(mailer);
+                    let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+                    let start = Instant::now();
+                    let outcome = timeout(Duration::from_secs(60), client.send_email(job(7)))
+                        .await
+                        .expect("send_email did not return within 60 s (virtual)");
+                    let waited = start.elapsed();
+                    let (what, expected) = if crashes {
+                        ("dropped the job without answering", Err(CallError::WorkerDropped))
+                    } else {
+                        (
+                            "sent the email and its receipt",
+                            Ok(Receipt { job_id: 7, message_id: "msg-7".into() }),
+                        )
+                    };
+                    assert!(
+                        outcome == expected && waited == at,
+                        "the worker took the job at once and {what} {at:?} in (the client has \
+                         {ATTEMPTS} attempts of {ATTEMPT:?}); the client returned {outcome:?} \
+                         after {waited:?}, expected {expected:?} at {at:?}: whenever the worker \
+                         answers within the budget, the client must see it that very instant, \
+                         not when its next wait ends"
+                    );
+                    sleep(Duration::from_secs(30)).await;
+                    let received = log.received(7);
+                    assert_eq!(
+                        received, 1,
+                        "the worker {what} {at:?} in, and received the job {received} times: \
+                         the job must be queued once"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The shopper closes the tab, then reloads and the web server sends the SAME email again
+    /// (same job id) with the same client. Cut the first call at every await: the retry is a new
+    /// call, so it must queue its own job (once) and return that job's receipt, whatever the
+    /// dropped call left behind.
+    async fn a_retry_of_the_same_job_after_a_cancelled_call_queues_it_again() {
+        assert_cancel_safe(
+            || {
+                let (queue, log) = start_mailer(Mailer::Takes(Duration::from_millis(1200)));
+                let watch = queue.clone();
+                (MailClient::new(queue, ATTEMPT, ATTEMPTS), log, watch, Instant::now())
+            },
+            |(client, _, _, _): (MailClient, Log, mpsc::Sender<Request>, Instant)| async move {
+                client.send_email(job(7)).await
+            },
+            |(client, log, watch, started), outcome| async move {
+                let cut_at = started.elapsed();
+                let first = if outcome.is_cancelled() {
+                    format!("the call for job 7 was dropped {cut_at:?} in")
+                } else {
+                    "the call for job 7 ran to the end".to_string()
+                };
+                // Jobs of the first call: taken by the mailer, or still waiting on the queue.
+                let queued_before = log.received(7) + (watch.max_capacity() - watch.capacity());
+                drop(watch);
+                let retry = timeout(Duration::from_secs(60), client.send_email(job(7))).await;
+                sleep(Duration::from_secs(30)).await;
+                settle().await;
+                let received = log.received(7);
+                let expected = Ok(Receipt { job_id: 7, message_id: "msg-7".into() });
+                let Ok(retry) = retry else {
+                    return Err(format!(
+                        "{first}; the shopper's retry of job 7 on the same client was still \
+                         waiting after 60 s (virtual) although the mailer answers every email in \
+                         1.2 s"
+                    ));
+                };
+                if retry != expected || received != queued_before + 1 {
+                    let why = if received <= queued_before {
+                        "the retry is a new call: it must queue its own job and return that \
+                         job's receipt; nothing a dropped call left behind may stand in for it, \
+                         even for the same job id"
+                    } else if received > queued_before + 1 {
+                        "a call queues its job once: an elapsed attempt did not stop the worker, \
+                         so queueing the job again duplicates it"
+                    } else {
+                        "the mailer needs 1.2 s per email, so even behind the first job it \
+                         answers the retry within the client's 3 attempts of 1 s: the client \
+                         must return that receipt"
+                    };
+                    return Err(format!(
+                        "{first}, having queued it {queued_before} time(s); the retry of job 7 on \
+                         the same client returned {retry:?}, and the mailer received job 7 \
+                         {} more time(s) after the cut: {why}",
+                        received as isize - queued_before as isize
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
 }
