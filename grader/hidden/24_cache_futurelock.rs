@@ -2,13 +2,16 @@
 //! futurelock), swap in the catalog and count itself as slow; a refresh that is dropped before it
 //! has the lock must leave the old catalog in place, now and later.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use cache_futurelock::{Catalog, CatalogCache, SLOW_LOCK};
+use kata_support::runtime::{self, SEEDS};
 use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
 use proptest::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 /// Far longer than any refresh should take; a refresh still pending after this never finishes.
@@ -93,6 +96,147 @@ fn nights() -> impl Strategy<Value = Night> {
         .prop_map(|(report_ms, holders)| Night { report_ms, holders })
 }
 
+/// The version of the catalog in place right now, if the lock is free: one poll of `lock()`,
+/// which takes the guard only if nobody holds it or waits for it, and gives it back at once.
+fn version_if_free(cache: &CatalogCache) -> Option<u64> {
+    let mut lock = std::pin::pin!(cache.lock());
+    match lock.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(state) => Some(state.catalog.version),
+        Poll::Pending => None,
+    }
+}
+
+/// Two refreshes that overlap while the report holds the lock for half a second: the one the
+/// explorer cuts, and the other one, which runs in a task of its own to the end. Both catalogs
+/// are older than the one in place (a rollback), and the one that starts later is the older.
+#[derive(Clone)]
+struct Overlap {
+    cache: CatalogCache,
+    /// Turns true once the report holds the lock.
+    report_locked: watch::Receiver<bool>,
+    /// The versions of the refreshes that returned, in the order they returned.
+    returned: Arc<Mutex<Vec<u64>>>,
+    /// What a lookup made right after the other refresh returned saw.
+    seen_after_other: Arc<Mutex<Option<u64>>>,
+}
+
+/// How long the report holds the lock while two refreshes overlap.
+const OVERLAP_REPORT: Duration = Duration::from_millis(500);
+
+/// The catalog in place before the two overlapping refreshes.
+const IN_PLACE: u64 = 5;
+/// The catalog of the overlapping refresh that starts first, and of the one that starts
+/// `SLOW_LOCK * 3 / 2` later.
+const FIRST: u64 = 4;
+const LATER: u64 = 3;
+
+impl Overlap {
+    /// Starts the report and the refresh that is not cut (`other`, which starts `other_after`
+    /// the report has the lock).
+    fn start(other: u64, other_after: Duration) -> Self {
+        let cache = CatalogCache::new(catalog(IN_PLACE));
+        let (locked_tx, report_locked) = watch::channel(false);
+        let report_cache = cache.clone();
+        tokio::spawn(async move {
+            let _report = report_cache.lock().await;
+            let _ = locked_tx.send(true);
+            tokio::time::sleep(OVERLAP_REPORT).await;
+        });
+        let overlap = Overlap {
+            cache,
+            report_locked,
+            returned: Arc::default(),
+            seen_after_other: Arc::default(),
+        };
+        let o = overlap.clone();
+        // A local task, so that the test asks nothing of `refresh` but to run (whether its future
+        // is `Send` is a test of its own).
+        tokio::task::spawn_local(async move {
+            o.after_the_report_locked(other_after).await;
+            o.cache.refresh(catalog(other)).await;
+            o.returned.lock().expect("returned").push(other);
+            let seen = o.cache.lock().await.catalog.version;
+            *o.seen_after_other.lock().expect("seen") = Some(seen);
+        });
+        overlap
+    }
+
+    async fn after_the_report_locked(&self, after: Duration) {
+        let mut locked = self.report_locked.clone();
+        locked.wait_for(|locked| *locked).await.expect("the report task took the lock");
+        tokio::time::sleep(after).await;
+    }
+}
+
+/// Cuts one of two overlapping refreshes after every poll while the other runs to the end: the
+/// one that starts first (`cut_first`) or the one that starts later.
+async fn cut_one_of_two_overlapping_refreshes(cut_first: bool) {
+    let later_after = SLOW_LOCK * 3 / 2;
+    let ((cut, cut_after), (other, other_after)) = if cut_first {
+        ((FIRST, Duration::ZERO), (LATER, later_after))
+    } else {
+        ((LATER, later_after), (FIRST, Duration::ZERO))
+    };
+    let during = format!(
+        "while the report held the lock for {OVERLAP_REPORT:?}, with catalog v{IN_PLACE} in \
+         place, refresh(v{FIRST}) started, and refresh(v{LATER}) {later_after:?} later (both \
+         roll the catalog back)"
+    );
+    assert_cancel_safe_with(
+        Options::default(),
+        || Overlap::start(other, other_after),
+        |o: Overlap| async move {
+            o.after_the_report_locked(cut_after).await;
+            o.cache.refresh(catalog(cut)).await;
+            o.returned.lock().expect("returned").push(cut);
+        },
+        |o, outcome: Outcome<()>| {
+            let during = during.clone();
+            async move {
+                let cancelled = outcome.is_cancelled();
+                // Long after the report let go of the lock.
+                tokio::time::sleep(HANG).await;
+                let returned = o.returned.lock().expect("returned").clone();
+                let version = o.cache.lock().await.catalog.version;
+                if !returned.contains(&other) {
+                    return Err(format!(
+                        "{during}. refresh(v{other}), which nobody dropped, had not finished {} s \
+                         after the report let go",
+                        HANG.as_secs()
+                    ));
+                }
+                if !cancelled {
+                    let last = returned[returned.len() - 1];
+                    if version != last {
+                        return Err(format!(
+                            "{during}. Both returned, in the order {returned:?}, yet afterwards \
+                             the cache holds v{version}: each refresh must have put its own \
+                             catalog in place when it returns, whatever its version, so the \
+                             cache ends with the catalog of the one that returned last"
+                        ));
+                    }
+                    return Ok(());
+                }
+                let seen = o.seen_after_other.lock().expect("seen").unwrap_or(version);
+                if seen != other || version != other {
+                    return Err(format!(
+                        "{during}. refresh(v{cut}) was dropped before it returned, and \
+                         refresh(v{other}) ran to the end, but a lookup made right after \
+                         refresh(v{other}) returned saw catalog v{seen}, and {} s after the \
+                         report let go the cache holds v{version}: a refresh that has returned \
+                         must have put its own catalog in place (whatever other refreshes were \
+                         started, and whatever its version), and one dropped before it returns \
+                         must have had no effect",
+                        HANG.as_secs()
+                    ));
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
 /// When the refresh under test started waiting for the lock (on tokio's clock), if it did.
 type RefreshStart = Arc<Mutex<Option<Instant>>>;
 
@@ -126,12 +270,25 @@ hidden_test! {
         assert_eq!(cache.lock().await.catalog, catalog(2), "refresh must swap in the new catalog");
     }
 
-    /// Nothing in the way: the catalog is swapped and nothing is counted as slow.
+    /// Nothing in the way: the catalog is swapped and nothing is counted as slow. Versions go
+    /// down as well as up (an operator rolls a bad catalog back to an older one): each refresh
+    /// puts its own catalog in place, whatever its version.
     async fn an_uncontended_refresh_swaps_the_catalog() {
-        let cache = CatalogCache::new(catalog(1));
-        cache.refresh(catalog(2)).await;
+        let cache = CatalogCache::new(catalog(5));
+        let mut before = 5;
+        for version in [8, 3, 9, 2] {
+            cache.refresh(catalog(version)).await;
+            let seen = cache.lock().await.catalog.version;
+            assert_eq!(
+                seen, version,
+                "with catalog v{before} in place and the lock free, refresh(v{version}) returned, \
+                 but a lookup made right after it saw catalog v{seen}: a refresh must put its \
+                 catalog in place whatever its version (rolling back to an older catalog is a \
+                 refresh like any other)"
+            );
+            before = version;
+        }
         let state = cache.lock().await;
-        assert_eq!(state.catalog, catalog(2), "refresh must swap in the new catalog");
         assert_eq!(state.slow_refreshes, 0, "an uncontended refresh is not slow");
     }
 
@@ -255,6 +412,8 @@ hidden_test! {
                 // How long the refresh had waited when it was dropped (none: it never started).
                 let waited = started.lock().expect("refresh start").map(|at| at.elapsed());
                 let dropped_before_slow = cancelled && waited.is_none_or(|w| w < SLOW_LOCK);
+                // What the cache held right after the drop (at the same instant), if the lock was free.
+                let at_the_drop = version_if_free(&cache);
                 if let Some(report) = outcome.completed() {
                     report.await.map_err(|e| format!("the report task failed: {e}"))?;
                 }
@@ -281,11 +440,24 @@ hidden_test! {
                 match (cancelled, version) {
                     (true, 1) | (false, 2) => {}
                     (true, v) => {
+                        let when = match at_the_drop {
+                            Some(at) if at == v => format!(
+                                "its catalog v{v} was in place right after it was dropped, and \
+                                 still is 5 s after the report let go"
+                            ),
+                            Some(at) => format!(
+                                "the cache held v{at} right after it was dropped, and 5 s after \
+                                 the report let go it holds v{v}"
+                            ),
+                            None => format!(
+                                "5 s after the report let go the cache holds v{v} (right after \
+                                 it was dropped, the lock was held)"
+                            ),
+                        };
                         return Err(format!(
-                            "the refresh was dropped before it had the lock, but 5 s after the \
-                             report let go the cache holds catalog v{v}, not the old v1: work \
-                             of the dropped refresh went on without it and swapped the catalog \
-                             in later"
+                            "the refresh was dropped {waited_text}, before it returned, yet \
+                             {when}, not the old v1: a refresh dropped before it returns must \
+                             have had no effect, so the old catalog must stay"
                         ));
                     }
                     (false, v) => {
@@ -389,7 +561,7 @@ hidden_test! {
     /// Cut the refresh at every poll and every 50 ms while the report holds the lock for a
     /// second, with two lookups queued while it waits (one before its `SLOW_LOCK` timer, one
     /// after). Whenever the new catalog is in place, the refresh waited a second for the lock,
-    /// so it must be counted once, also when it was dropped right after the swap.
+    /// so it must be counted once; and a refresh dropped before it returned has had no effect.
     async fn a_slow_refresh_whose_catalog_is_in_place_is_counted() {
         assert_cancel_safe_with(
             Options::default().cut_every(Duration::from_millis(50)),
@@ -424,19 +596,23 @@ hidden_test! {
                         "the refresh finished, but the cache holds v{version}, not v2"
                     ));
                 }
-                if version == 2 && slow == 0 {
-                    let how = if cancelled {
-                        "It was dropped after its catalog was swapped in, and"
-                    } else {
-                        "It finished, and"
-                    };
+                if cancelled && version == 2 {
                     return Err(format!(
-                        "5 s after the report let go, the cache holds the refresh's catalog v2, \
-                         which it got after waiting about 1 s for the lock (lookups were \
-                         queued for the lock too). {how} slow_refreshes reads 0: a refresh whose \
-                         catalog is in place has happened, and it was slow, so it must be \
-                         counted"
+                        "the refresh was dropped before it returned, yet 5 s after the report \
+                         let go the cache holds its catalog v2 (and slow_refreshes reads \
+                         {slow}): a refresh dropped before it returns must have had no effect, \
+                         so the old catalog v1 must stay"
                     ));
+                }
+                if version == 2 && slow == 0 {
+                    return Err(
+                        "5 s after the report let go, the cache holds the refresh's catalog v2, \
+                         which it got after waiting about 1 s for the lock (lookups were queued \
+                         for the lock too). It finished, and slow_refreshes reads 0: a refresh \
+                         whose catalog is in place has happened, and it was slow, so it must be \
+                         counted"
+                            .to_owned(),
+                    );
                 }
                 Ok(())
             },
@@ -513,6 +689,23 @@ hidden_test! {
                     state.slow_refreshes
                 );
             }
+        }
+    }
+
+    /// Two refreshes overlap while the report holds the lock; the explorer cuts the one that
+    /// starts later (its caller gives up) after every poll, while the first runs to the end. The first must return with its own catalog in place, and keep it there, also
+    /// when a later refresh was started, and when its catalog is older than the one in place.
+    /// Once per `select!` seed, on a runtime that can run the first refresh as a local task.
+    fn the_first_of_two_refreshes_stays_when_the_later_one_is_dropped() {
+        for seed in SEEDS {
+            runtime::local(seed).block_on(cut_one_of_two_overlapping_refreshes(false));
+        }
+    }
+
+    /// The same, with the first refresh cut while the later one runs to the end.
+    fn the_later_of_two_refreshes_stays_when_the_first_one_is_dropped() {
+        for seed in SEEDS {
+            runtime::local(seed).block_on(cut_one_of_two_overlapping_refreshes(true));
         }
     }
 
