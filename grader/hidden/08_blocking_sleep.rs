@@ -224,6 +224,48 @@ hidden_test! {
         );
     }
 
+    /// Another task keeps the runtime busy while a sample settles, so the sample's wake-up comes
+    /// late (tokio's sleep waits at least its duration, and on a busy runtime longer). Busy
+    /// for 0.25 to 50 ms, starting at the switch, 1 ms into the settling, or just as it is due:
+    /// whatever the sample does about a late wake-up, every conversion must still come a full
+    /// `SETTLE_TIME` after the last switch to its channel, and read that channel.
+    async fn a_late_wake_up_still_converts_a_settled_channel() {
+        let busy_for = [250, 1_000, 1_500, 3_000, 50_000].map(Duration::from_micros);
+        let busy_from = [Duration::ZERO, Duration::from_millis(1), SETTLE_TIME];
+        for busy_from in busy_from {
+            for busy_for in busy_for {
+                for channel in [4, 6] {
+                    let mut poller = Poller::new(FakeAdc::default());
+                    // A task that wakes `busy_from` after the switch and holds the runtime for
+                    // `busy_for` of virtual time (on the paused clock: it moves the clock while
+                    // it runs, so every timer due meanwhile fires late).
+                    let busy = tokio::spawn(async move {
+                        sleep(busy_from).await;
+                        tokio::time::advance(busy_for).await;
+                    });
+                    let reading = poller.sample(channel).await;
+                    busy.await.expect("the busy task does not panic");
+                    let adc = poller.into_inner();
+                    let setting = format!(
+                        "another task kept the runtime busy for {busy_for:?}, from \
+                         {busy_from:?} after `sample({channel})` switched to its channel, so the \
+                         sample's settling wait may have ended late"
+                    );
+                    if let Err(seen) = every_conversion_settled(&adc) {
+                        panic!("{setting}: {seen}");
+                    }
+                    assert_eq!(
+                        reading,
+                        1000 + u16::from(channel),
+                        "{setting}: `sample({channel})` must read channel {channel} (bus \
+                         operations: {:?})",
+                        adc.ops
+                    );
+                }
+            }
+        }
+    }
+
     /// The gateway retries a sample that its `timeout` cut short: the retry, on the same channel,
     /// must still give the input its full settling time before converting.
     async fn a_retry_after_a_cancelled_sample_still_settles() {
