@@ -137,13 +137,20 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         }
     );
     let progress = Progress::new(true, std::io::stderr().is_terminal());
+    // Where the time goes, for a maintainer whose CI is slow: wall seconds per set.
+    let mut spent: Vec<(&str, std::time::Duration)> = Vec::new();
+    let started = std::time::Instant::now();
     let rejected_tests = if test_katas.is_empty() {
         Vec::new()
     } else {
         wtt::check_behaviour(course, &test_katas, &options, args.repeat, &progress, &mut note)?
     };
+    if !test_katas.is_empty() {
+        spent.push(("write-the-test", started.elapsed()));
+    }
     // Only write-the-test katas asked for: no fix kata to build.
     let fixing = !katas.is_empty();
+    let started = std::time::Instant::now();
     let (exercises, _) = if fixing {
         grade::grade(
             course,
@@ -156,12 +163,17 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         Default::default()
     };
     let solution_units = tree_units(Tree::Solutions);
-    let repeated = |set: &str, units: &[Unit]| {
-        if fixing {
-            grade::grade_repeated(course, set, units, &options, args.repeat, &progress)
-        } else {
-            Ok(Default::default())
+    if fixing {
+        spent.push(("exercises", started.elapsed()));
+    }
+    let mut repeated = |set: &'static str, units: &[Unit]| {
+        if !fixing {
+            return Ok(Default::default());
         }
+        let started = std::time::Instant::now();
+        let graded = grade::grade_repeated(course, set, units, &options, args.repeat, &progress);
+        spent.push((set, started.elapsed()));
+        graded
     };
     let (solutions, flaky_solutions) = repeated(Tree::Solutions.dir(), &solution_units)?;
     let (decoy_results, flaky_decoys) = repeated("decoys", &decoys)?;
@@ -271,6 +283,28 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     }
     if let Some((ms, kata, test)) = slowest {
         outln!("\nslowest hidden test: {kata} {test} ({ms} ms, wall clock incl. process start)");
+    }
+    // A decoy rejected by nothing but the per-test timeout costs the whole timeout on every run,
+    // and its verdict hangs on the machine's speed: worth a test that fails it outright.
+    let timed_out: Vec<&str> = decoy_results
+        .iter()
+        .filter(|r| {
+            r.tests.iter().any(|t| t.status == Outcome::TimedOut)
+                && !r.tests.iter().any(|t| t.status == Outcome::Failed)
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    if !timed_out.is_empty() {
+        outln!(
+            "decoys rejected only by the per-test timeout ({}): {}",
+            timed_out.len(),
+            timed_out.join(", ")
+        );
+    }
+    if !spent.is_empty() {
+        let sets: Vec<String> =
+            spent.iter().map(|(set, took)| format!("{set} {:.0} s", took.as_secs_f64())).collect();
+        outln!("time (build and {} run(s) of the tests): {}", args.repeat, sets.join(", "));
     }
     if problems.is_empty() {
         outln!("contract holds for {} kata(s)", all_katas.len());
