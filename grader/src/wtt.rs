@@ -118,6 +118,13 @@ pub struct VariantResult {
     pub failed_tests: Vec<TestResult>,
 }
 
+impl VariantResult {
+    /// `wrong` or `right`: the folder of the version's patch.
+    pub fn kind_folder(&self) -> &'static str {
+        self.kind.folder()
+    }
+}
+
 /// One version of a kata's function, ready to build.
 #[derive(Debug, Clone)]
 pub struct Variant {
@@ -126,6 +133,14 @@ pub struct Variant {
     pub description: String,
     /// The source to build as the kata's `src/lib.rs`.
     pub source: PathBuf,
+}
+
+impl Variant {
+    /// The version as a maintainer names it: `wrong/NAME` or `right/NAME` after its patch
+    /// (`wrong/shipped` for the shipped function).
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind.folder(), self.name)
+    }
 }
 
 /// `grader/variants/NN_slug`.
@@ -234,6 +249,9 @@ pub struct Submission {
     /// What the test's path is shown relative to: the course root, or the private copy of a
     /// student's sources that `grader grade` builds from.
     pub root: PathBuf,
+    /// Judge against these versions only, each as [`Variant::id`] gives it; `None` for every
+    /// version. `verify` judges a decoy test only against the versions it is said to misjudge.
+    pub only: Option<Vec<String>>,
 }
 
 impl Submission {
@@ -244,6 +262,7 @@ impl Submission {
             test: course.test_rs(tree, &course.katas[kata]),
             label: course.katas[kata].name.clone(),
             root: course.root.clone(),
+            only: None,
         }
     }
 
@@ -339,6 +358,9 @@ pub fn judge(
         workspace::write_if_changed(&snapshot, &source)?;
         snapshots[j] = Some(snapshot.clone());
         for (slot, &v) in slots(course, &found)?.iter().enumerate() {
+            if submission.only.as_ref().is_some_and(|only| !only.contains(&found[v].id())) {
+                continue;
+            }
             units.push(Unit {
                 kata: submission.kata,
                 label: format!("{}/t{j}v{slot}", kata.name),

@@ -283,6 +283,7 @@ fn grade_taken(
                 .join(crate::wtt::TEST_FILE),
             label: kata.name.clone(),
             root: taken.root.clone(),
+            only: None,
         })
         .collect();
     let tested = if tests.is_empty() {

@@ -130,8 +130,8 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             String::new()
         } else {
             format!(
-                "; the skeleton, reference test and decoy tests of {} write-the-test kata(s) \
-                 against every version",
+                "; the skeleton and reference test of {} write-the-test kata(s) against every \
+                 version, each decoy test against the versions it misjudges",
                 test_katas.len()
             )
         }

@@ -10,6 +10,12 @@
 //! with its explanation as the `//!` block in place of the reference test's, and judged as a
 //! learner's test; a patch that no longer applies, and any other file in the folder (an old
 //! whole-file `NAME.rs`), are contract problems.
+//!
+//! The explanation ends with the versions the weak test gets wrong, as a line
+//! `Misjudges: wrong/NAME, right/NAME` ([`MISJUDGES`]): the decoy test is built against those
+//! versions only, and each must be misjudged (a wrong one passed, a right one failed). A weak test
+//! is rejected by one version it gets wrong; building it against every version, as a learner's
+//! test is, would cost a build per version and prove no more.
 
 use std::path::Path;
 
@@ -99,12 +105,27 @@ pub fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> 
     Ok(problems)
 }
 
+/// How a decoy test's explanation names the versions it gets wrong.
+pub const MISJUDGES: &str = "Misjudges:";
+
+/// The versions a decoy test's explanation says it gets wrong (`wrong/NAME` or `right/NAME`), in
+/// the order written; empty when it names none.
+fn misjudged(patch: &str) -> Vec<String> {
+    decoy::explanation(patch)
+        .iter()
+        .filter_map(|line| line.strip_prefix(MISJUDGES))
+        .flat_map(|names| names.split(','))
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 /// A decoy test as its author wrote it: the patch's explanation as its leading `//!` block, in
 /// place of the reference test's (which says the test catches every wrong version), so that the
 /// file judged, and every message about it, reads as the weak test.
 fn as_written(patch: &str, applied: &str) -> String {
     let mut test = String::new();
-    for line in decoy::explanation(patch) {
+    for line in decoy::explanation(patch).into_iter().filter(|l| !l.starts_with(MISJUDGES)) {
         test.push_str(if line.is_empty() { "//!" } else { "//! " });
         test.push_str(line);
         test.push('\n');
@@ -133,6 +154,7 @@ pub fn check_behaviour(
     let mut submissions = Vec::new();
     let mut roles = Vec::new();
     for kata in katas {
+        let ids: Vec<String> = wtt::variants(course, kata)?.0.iter().map(|v| v.id()).collect();
         for (role, tree) in [(Role::Skeleton, Tree::Exercises), (Role::Reference, Tree::Solutions)]
         {
             submissions.push(Submission::of_tree(course, tree, index(kata)));
@@ -153,11 +175,30 @@ pub fn check_behaviour(
             let patch = read(&decoy.patch).replace("\r\n", "\n");
             let test = decoy::applied_path(course, kata, &decoy);
             crate::workspace::write_if_changed(&test, &as_written(&patch, &source))?;
+            let named = misjudged(&patch);
+            let unknown: Vec<&String> = named.iter().filter(|n| !ids.contains(n)).collect();
+            if !unknown.is_empty() {
+                let unknown: Vec<&str> = unknown.iter().map(|n| n.as_str()).collect();
+                note(
+                    kata,
+                    format!(
+                        "decoy test {} says it misjudges {}, which {} no version of the \
+                         function; the versions are {}",
+                        decoy.name,
+                        unknown.join(", "),
+                        if unknown.len() == 1 { "is" } else { "are" },
+                        ids.join(", ")
+                    ),
+                );
+                continue;
+            }
             submissions.push(Submission {
                 kata: index(kata),
                 test,
                 label: format!("{}/{}", kata.name, decoy.name),
                 root: course.root.clone(),
+                // Named none: judged against every version, so the note can say which it misses.
+                only: (!named.is_empty()).then_some(named),
             });
             roles.push(Role::Decoy);
         }
@@ -180,6 +221,43 @@ pub fn check_behaviour(
                      a test must give the same verdict every run"
                 ),
             );
+        }
+        if role == Role::Decoy && result.status == Status::Failed {
+            let wrongly: Vec<String> = result
+                .variants
+                .iter()
+                .filter(|v| !v.verdict.good())
+                .map(|v| format!("{}/{}", v.kind_folder(), v.name))
+                .collect();
+            let caught: Vec<String> = result
+                .variants
+                .iter()
+                .filter(|v| v.verdict.good())
+                .map(|v| format!("{}/{}", v.kind_folder(), v.name))
+                .collect();
+            if submission.only.is_none() {
+                note(
+                    kata,
+                    format!(
+                        "{what} names no version it gets wrong: end its explanation with the \
+                         line `{MISJUDGES} {}`, so that verify builds it against those only",
+                        wrongly.join(", ")
+                    ),
+                );
+                continue;
+            }
+            if !caught.is_empty() {
+                note(
+                    kata,
+                    format!(
+                        "{what} is said to misjudge {}, but it judges {} right; name only the \
+                         versions it gets wrong",
+                        submission.only.as_deref().unwrap_or_default().join(", "),
+                        caught.join(", ")
+                    ),
+                );
+                continue;
+            }
         }
         match (role, result.status) {
             (Role::Skeleton | Role::Decoy, Status::Failed) => {
@@ -245,5 +323,17 @@ mod tests {
             as_written(patch, applied),
             "//! Cuts once, early:\n//!\n//! misses a leak at the second cut.\n\nuse a;\n//! no\n"
         );
+    }
+
+    #[test]
+    fn a_decoy_test_names_the_versions_it_misjudges_and_the_test_does_not_show_them() {
+        let patch = "Cuts once:\n\nmisses two.\nMisjudges: wrong/late_requeue,  right/undo\n\n\
+                     --- a/t.rs\n+++ b/t.rs\n";
+        assert_eq!(misjudged(patch), ["wrong/late_requeue", "right/undo"]);
+        assert_eq!(
+            as_written(patch, "//! Ref.\nuse a;\n"),
+            "//! Cuts once:\n//!\n//! misses two.\nuse a;\n"
+        );
+        assert!(misjudged("Cuts once.\n--- a/t.rs\n").is_empty());
     }
 }
