@@ -263,3 +263,44 @@ fn verify_holds_the_kata_to_its_contract_and_names_what_a_weak_reference_misses(
         ))
         .stdout(contains("`scripts/new-decoy --test 01_gauge grader/decoy-tests/01_gauge/old.rs`"));
 }
+
+/// A decoy test names the versions it gets wrong, and is built against those only: naming none,
+/// one it gets right, or one that does not exist is a contract problem that says what to write.
+#[test]
+fn verify_holds_a_decoy_test_to_the_versions_it_says_it_misjudges() {
+    let fixture = Fixture::of("wtt");
+    let decoys = fixture.path("grader/decoy-tests/01_gauge");
+    // Copies the decoy test `from` to `to` with one line of its explanation replaced.
+    let edit = |from: &str, to: &str, line: &str, new: &str| {
+        let text = std::fs::read_to_string(decoys.join(from)).unwrap();
+        assert!(text.contains(line), "{from}: {text}");
+        std::fs::write(decoys.join(to), text.replace(line, new)).unwrap();
+    };
+    let second = "Misjudges: wrong/forgets_in_the_second_step\n";
+    edit("one_early_timeout.patch", "typo.patch", second, "Misjudges: wrong/second\n");
+    edit(
+        "one_early_timeout.patch",
+        "one_early_timeout.patch",
+        second,
+        "Misjudges: wrong/shipped\n",
+    );
+    let solution = "Misjudges: right/solution\n";
+    edit("counts_during_the_work.patch", "counts_during_the_work.patch", solution, "");
+    fixture
+        .grader(["verify"])
+        .assert()
+        .code(1)
+        .stdout(contains(
+            "decoy test 01_gauge/one_early_timeout is said to misjudge wrong/shipped, but it \
+             judges wrong/shipped right",
+        ))
+        .stdout(contains(
+            "decoy test 01_gauge/counts_during_the_work names no version it gets wrong: end its \
+             explanation with the line `Misjudges: right/solution`",
+        ))
+        .stdout(contains(
+            "decoy test 01_gauge/typo says it misjudges wrong/second, which is no version of the \
+             function; the versions are wrong/shipped, wrong/forgets_in_the_second_step, \
+             right/solution",
+        ));
+}

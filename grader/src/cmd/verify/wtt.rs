@@ -182,8 +182,9 @@ pub fn check_behaviour(
                 note(
                     kata,
                     format!(
-                        "decoy test {} says it misjudges {}, which {} no version of the \
+                        "decoy test {}/{} says it misjudges {}, which {} no version of the \
                          function; the versions are {}",
+                        kata.name,
                         decoy.name,
                         unknown.join(", "),
                         if unknown.len() == 1 { "is" } else { "are" },
@@ -222,41 +223,41 @@ pub fn check_behaviour(
                 ),
             );
         }
-        if role == Role::Decoy && result.status == Status::Failed {
-            let wrongly: Vec<String> = result
-                .variants
-                .iter()
-                .filter(|v| !v.verdict.good())
-                .map(|v| format!("{}/{}", v.kind_folder(), v.name))
-                .collect();
-            let caught: Vec<String> = result
-                .variants
-                .iter()
-                .filter(|v| v.verdict.good())
-                .map(|v| format!("{}/{}", v.kind_folder(), v.name))
-                .collect();
-            if submission.only.is_none() {
-                note(
-                    kata,
-                    format!(
-                        "{what} names no version it gets wrong: end its explanation with the \
-                         line `{MISJUDGES} {}`, so that verify builds it against those only",
-                        wrongly.join(", ")
-                    ),
-                );
-                continue;
-            }
-            if !caught.is_empty() {
-                note(
-                    kata,
-                    format!(
-                        "{what} is said to misjudge {}, but it judges {} right; name only the \
-                         versions it gets wrong",
-                        submission.only.as_deref().unwrap_or_default().join(", "),
-                        caught.join(", ")
-                    ),
-                );
-                continue;
+        let judged_all = matches!(result.status, Status::Failed | Status::Passed);
+        if role == Role::Decoy && judged_all {
+            let named = |good: bool| -> Vec<String> {
+                result
+                    .variants
+                    .iter()
+                    .filter(|v| v.verdict.good() == good)
+                    .map(|v| format!("{}/{}", v.kind_folder(), v.name))
+                    .collect()
+            };
+            match &submission.only {
+                None if result.status == Status::Failed => {
+                    note(
+                        kata,
+                        format!(
+                            "{what} names no version it gets wrong: end its explanation with the \
+                             line `{MISJUDGES} {}`, so that verify builds it against those only",
+                            named(false).join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                Some(only) if !named(true).is_empty() => {
+                    note(
+                        kata,
+                        format!(
+                            "{what} is said to misjudge {}, but it judges {} right; name only the \
+                             versions it gets wrong",
+                            only.join(", "),
+                            named(true).join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                _ => {}
             }
         }
         match (role, result.status) {
