@@ -946,6 +946,7 @@ hidden_test! {
         let (store, mut control) = numbered_gated_store();
         let mut first = spawn_compaction(&store);
         control.wait_for_merge(&mut first).await;
+        let before = blocking_work();
 
         // B is a task of its own. C and D are futures the test polls once itself, to put them in
         // the queue, and then not again until the end.
@@ -958,6 +959,17 @@ hidden_test! {
         let mut third = compaction();
         let third_at_once = poll_once(third.as_mut()).await;
         settle().await;
+        // Waiters on the blocking pool would race each other for the lock there, in an order no
+        // test can fix; and that is wrong in itself.
+        assert!(
+            blocking_work() <= before,
+            "two compactions queued behind a running merge had work on the blocking pool (a task \
+             running there or queued for a thread) while they still waited for the lock. \
+             Blocking-pool work cannot be cancelled: when a waiting caller is aborted, that work \
+             stays behind, pins a blocking thread until the lock comes free, and can then merge \
+             for a caller that is gone. Wait for the lock on the async side (`lock_owned().await` \
+             in `compact`) and go to the blocking pool only with the lock in hand"
+        );
         // The merge is held on the test's gate; the clock moves only when the test moves it.
         let mut held_for = Duration::ZERO;
         for step in WAIT_STEPS {
