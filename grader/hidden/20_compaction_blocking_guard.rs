@@ -2,8 +2,8 @@
 //! when the caller of `compact` is aborted or times out while it waits for the merge; the merge
 //! must run on the blocking pool; a caller dropped while it still waits for the lock must never
 //! merge, not even when cut in the instant the lock is handed to it, and while it waits it must
-//! neither wait on the blocking pool nor retry the lock over and over; a merge's own panic reaches
-//! the caller; and whenever a merge runs, at whatever poll its caller was cut, it holds the lock.
+//! neither wait on the blocking pool nor retry the lock over and over; compactions that wait get
+//! the lock in the order they asked; a merge's own panic reaches the caller; and whenever a merge runs, at whatever poll its caller was cut, it holds the lock.
 //!
 //! Every test runs on the paused current-thread runtime of `hidden_test!`. The test's merger is the
 //! blocking stand-in: it records where it runs ([`Place`]: the blocking pool, an async worker, or a
@@ -62,6 +62,9 @@ struct Shared {
     /// The store the merger belongs to, to look at its lock from inside a merge. Cleared when the
     /// test's [`Control`] is dropped, which breaks the store-merger cycle.
     store: Mutex<Option<Store>>,
+    /// Each merge returns its place in the order the merges started (1 for the first) as its
+    /// `segments_in`, instead of [`STATS`], so that each caller can tell which merge was its own.
+    numbered: bool,
 }
 
 impl Shared {
@@ -122,7 +125,7 @@ impl SegmentMerger for GatedMerger {
         let on_worker = place == Place::AsyncWorker;
         let now = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
         shared.most_at_once.fetch_max(now, Ordering::SeqCst);
-        shared.merges.fetch_add(1, Ordering::SeqCst);
+        let number = shared.merges.fetch_add(1, Ordering::SeqCst) + 1;
         if on_worker {
             shared.on_async_worker.fetch_add(1, Ordering::SeqCst);
         }
@@ -138,7 +141,7 @@ impl SegmentMerger for GatedMerger {
         }
         shared.note_lock();
         shared.active.fetch_sub(1, Ordering::SeqCst);
-        STATS
+        if shared.numbered { MergeStats { segments_in: number, ..STATS } } else { STATS }
     }
 }
 
@@ -237,7 +240,15 @@ fn unlocked_message(unlocked: usize) -> String {
 
 /// A store whose merges block on the test's gate and report what they see.
 fn gated_store() -> (Store, Control) {
-    let (merger, control) = gated_merger();
+    store_with(gated_merger(false))
+}
+
+/// A [`gated_store`] whose merges return their place in the order the merges started.
+fn numbered_gated_store() -> (Store, Control) {
+    store_with(gated_merger(true))
+}
+
+fn store_with((merger, control): (GatedMerger, Control)) -> (Store, Control) {
     let store = Store::new(merger);
     *control.shared.store.lock().expect("store slot") = Some(store.clone());
     (store, control)
@@ -254,7 +265,7 @@ fn blocking_work() -> usize {
         + metrics.blocking_queue_depth()
 }
 
-fn gated_merger() -> (GatedMerger, Control) {
+fn gated_merger(numbered: bool) -> (GatedMerger, Control) {
     let (started_tx, started) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         started: started_tx,
@@ -266,6 +277,7 @@ fn gated_merger() -> (GatedMerger, Control) {
         on_async_worker: AtomicUsize::new(0),
         unlocked: AtomicUsize::new(0),
         store: Mutex::new(None),
+        numbered,
     });
     (GatedMerger(shared.clone()), Control { shared, started })
 }
@@ -303,9 +315,10 @@ async fn finish<T>(compaction: impl Future<Output = T>, what: &str) -> T {
 }
 
 /// The steps by which the test moves the paused clock while a merge is held: 1 ms, doubling to
-/// about 17 minutes (35 minutes in all).
-const WAIT_STEPS: [Duration; 21] = {
-    let mut steps = [Duration::ZERO; 21];
+/// about 25 days (49 days in all). A waiter that wakes up after a pause of any length up to the
+/// last step, fixed or growing, wakes up during at least one step.
+const WAIT_STEPS: [Duration; 32] = {
+    let mut steps = [Duration::ZERO; 32];
     let mut i = 0;
     while i < steps.len() {
         steps[i] = Duration::from_millis(1 << i);
@@ -422,6 +435,27 @@ impl<F: Future> Future for HeldBack<F> {
             }
         }
         self.inner.as_mut().poll(cx)
+    }
+}
+
+/// Polls `future` once, from the test's own task, and says whether it finished.
+async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Finishes a compaction that [`poll_once`] started: its stats, if that one poll finished it.
+async fn finish_polled<F: Future<Output = MergeStats>>(
+    at_once: Option<MergeStats>,
+    future: Pin<&mut F>,
+    what: &str,
+) -> MergeStats {
+    match at_once {
+        Some(stats) => stats,
+        None => finish(future, what).await,
     }
 }
 
@@ -654,12 +688,12 @@ hidden_test! {
         assert!(
             polled <= 2,
             "a second compact(), queued behind a running merge, was polled {polled} times while \
-             that merge ran on for {} minutes of virtual time (the test held the merge and moved the \
-             clock forward step by step): it keeps waking up to try the lock again, with or \
-             without a pause between tries, keeping an async worker busy for as long as the \
-             merge runs (minutes). It must sleep until the lock is handed to it \
-             (`lock_owned().await`)",
-            held_for.as_secs() / 60
+             that merge ran on for {} days of virtual time (the test held the merge and moved the \
+             clock forward step by step, 1 ms first, each step twice the last): it keeps waking \
+             up to try the lock again (or to queue for it again), with or without a pause \
+             between tries, keeping an async worker busy for as long as the merge runs. It must \
+             sleep until the lock is handed to it (`lock_owned().await`)",
+            held_for.as_secs() / 86_400
         );
         assert!(
             blocking_work() <= before,
@@ -902,5 +936,89 @@ hidden_test! {
             control.check_every_merge_on_blocking_pool();
             control.check_every_merge_held_the_lock();
         }
+    }
+
+    /// Compactions that wait for the lock get it in the order they asked for it. B queues behind a
+    /// running merge, then C; the merge runs on for weeks; as it ends and hands the lock on, before
+    /// anything else runs, D calls `compact`. The merges must run B, C, D: a waiter keeps its place
+    /// for as long as it waits, and a newcomer never takes the lock ahead of one.
+    async fn waiting_compactions_get_the_lock_in_the_order_they_asked() {
+        let (store, mut control) = numbered_gated_store();
+        let mut first = spawn_compaction(&store);
+        control.wait_for_merge(&mut first).await;
+        let before = blocking_work();
+
+        // B is a task of its own. C and D are futures the test polls once itself, to put them in
+        // the queue, and then not again until the end.
+        let second = spawn_compaction(&store);
+        settle().await;
+        let compaction = || {
+            let store = store.clone();
+            Box::pin(async move { store.compact().await })
+        };
+        let mut third = compaction();
+        let third_at_once = poll_once(third.as_mut()).await;
+        settle().await;
+        // Waiters on the blocking pool would race each other for the lock there, in an order no
+        // test can fix; and that is wrong in itself.
+        assert!(
+            blocking_work() <= before,
+            "two compactions queued behind a running merge had work on the blocking pool (a task \
+             running there or queued for a thread) while they still waited for the lock. \
+             Blocking-pool work cannot be cancelled: when a waiting caller is aborted, that work \
+             stays behind, pins a blocking thread until the lock comes free, and can then merge \
+             for a caller that is gone. Wait for the lock on the async side (`lock_owned().await` \
+             in `compact`) and go to the blocking pool only with the lock in hand"
+        );
+        // The merge is held on the test's gate; the clock moves only when the test moves it.
+        let mut held_for = Duration::ZERO;
+        for step in WAIT_STEPS {
+            tokio::time::advance(step).await;
+            held_for += step;
+            settle().await;
+        }
+
+        // The merge returns and its lock is handed on. The test's thread waits for that without
+        // letting any task run, so whoever was handed the lock has not run yet when D arrives.
+        control.open();
+        wait_until_the_blocking_pool_is_idle();
+        let mut fourth = compaction();
+        let fourth_at_once = poll_once(fourth.as_mut()).await;
+
+        let (_, b, c, d) = tokio::join!(
+            finish(first, "the first compact()"),
+            finish(second, "the compaction that queued first (B)"),
+            finish_polled(third_at_once, third.as_mut(), "the compaction that queued second (C)"),
+            finish_polled(fourth_at_once, fourth.as_mut(), "the compaction that arrived last (D)"),
+        );
+        let b = b.expect("the compaction task B failed");
+        all_blocking_work_done().await;
+        let most = control.most_at_once();
+        assert_eq!(most, 1, "{most} merges ran at once: a compaction did not wait for the lock");
+        control.check_every_merge_on_blocking_pool();
+        control.check_every_merge_held_the_lock();
+
+        let mut order = vec![("A", 1), ("B", b.segments_in), ("C", c.segments_in), ("D", d.segments_in)];
+        order.sort_by_key(|(_, started)| *started);
+        let order: Vec<&str> = order.iter().map(|(who, _)| *who).collect();
+        let expected = ["A", "B", "C", "D"];
+        let overtaken = expected.iter().zip(&order).find(|(want, saw)| want != saw);
+        assert!(
+            overtaken.is_none(),
+            "while merge A ran, compaction B asked for the lock, then C; A ran on for {} days of \
+             virtual time (the test held it and moved the clock forward), then ended and handed \
+             the lock on, and in that instant, before anything else ran, D called compact(). \
+             Expected the merges in the order their compactions asked for the lock, A, B, C, D, \
+             but they started in the order {}: {} took the lock ahead of {}, which had asked for \
+             it first. A compaction that waits for the lock must keep its \
+             place in the queue for as long as it waits (not leave it and queue again, after a \
+             timeout say) and be handed the lock when its turn comes (not be woken to try for a \
+             free lock that a newcomer can take first): otherwise a steady stream of compactions \
+             can keep one waiting for ever",
+            held_for.as_secs() / 86_400,
+            order.join(", "),
+            overtaken.map_or("", |(_, saw)| *saw),
+            overtaken.map_or("", |(want, _)| *want),
+        );
     }
 }
