@@ -26,7 +26,8 @@ const AGES: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 const YEARLY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// An application that takes `WORK` to answer, or, for a `/held` path, finishes only when the
-/// test adds a permit to `held` (however much time passes before that).
+/// test adds a permit to `held` (however much time passes before that), or, for a `/panic` path,
+/// panics (a bug in one endpoint).
 struct SlowApp {
     held: Arc<Semaphore>,
     /// Set when the work on a `/held` request was dropped before it finished.
@@ -58,6 +59,13 @@ impl App for SlowApp {
         let held = self.held.clone();
         let dropped = self.held_dropped.clone();
         async move {
+            if request.path.starts_with("/panic") {
+                panic!(
+                    "(the test's application panics on purpose while answering {}: a bug in one \
+                     endpoint)",
+                    request.path
+                );
+            }
             if request.path.starts_with("/held") {
                 let mut unfinished = Unfinished(dropped, true);
                 let _permit = held.acquire().await.expect("the test never closes the gate");
@@ -531,6 +539,170 @@ hidden_test! {
              `run_until_cancelled`, which prefers the future once it has started, lets the \
              request through)"
         );
+    }
+
+    /// Heartbeats go on while a request is being answered (the client counts on them to know
+    /// the server is alive, above all while it waits for a slow answer), and stop at once when
+    /// shutdown begins, although the request in flight is still being answered and `shutdown`
+    /// waits for its answer.
+    async fn heartbeats_go_on_during_a_request_and_stop_when_shutdown_begins() {
+        let app = SlowApp::new();
+        let held = app.held.clone();
+        let server = Server::new(app, HEARTBEAT);
+        let client = Client::connect(&server);
+        client.request(7, "/held/export.csv").await;
+        let busy_for = HEARTBEAT * 4 + HEARTBEAT / 2;
+        sleep(busy_for).await;
+        kata_support::settle().await;
+        let during = client.heartbeats();
+        assert!(
+            during >= 4,
+            "a request was being answered for {busy_for:?} (the application had not finished \
+             it), with a heartbeat due every {HEARTBEAT:?}, and the client got {during} \
+             heartbeat(s) in that time; expected 4. The heartbeat tells the client the server is \
+             alive, also while it works on a request: a client that hears nothing for seconds \
+             takes the server for dead and drops the connection, answer and all"
+        );
+        assert!(
+            client.response(7).is_none(),
+            "the application had not finished request 7, but the client already had an answer"
+        );
+        let shutdown = server.shutdown();
+        tokio::pin!(shutdown);
+        let watched = HEARTBEAT * 5;
+        if timeout(watched, &mut shutdown).await.is_ok() {
+            panic!(
+                "shutdown began while request 7 was being answered, and `shutdown` returned \
+                 before the application had finished it: graceful means its answer is sent \
+                 before `shutdown` returns"
+            );
+        }
+        kata_support::settle().await;
+        let after = client.heartbeats() - during;
+        assert!(
+            after == 0,
+            "shutdown began while request 7 was being answered, and in the {watched:?} that \
+             `shutdown` then waited for its answer the client got {after} more heartbeat(s) \
+             (expected none): a shutdown stops the connection's heartbeat at once, even while \
+             its request in flight is still being answered; only that answer is still owed"
+        );
+        held.add_permits(1);
+        if timeout(Duration::from_secs(60), &mut shutdown).await.is_err() {
+            panic!(
+                "the request in flight when shutdown began was let finish, but a minute later \
+                 `shutdown` had still not returned"
+            );
+        }
+        assert!(
+            client.response(7).is_some(),
+            "shutdown returned, but the request in flight when it began was never answered"
+        );
+        kata_support::settle().await;
+        assert!(client.is_closed(), "shutdown returned, but the connection is still open");
+    }
+
+    /// A bug in the application makes `App::handle` panic: the runtime catches the panic and the
+    /// connection's handler ends. That connection closes at once, heartbeat included (whatever
+    /// the heartbeat period, and with no virtual time passing), and nothing else does.
+    async fn a_panic_in_the_application_closes_that_connection() {
+        for period in [HEARTBEAT, Duration::from_secs(3600)] {
+            let server = Server::new(SlowApp::new(), period);
+            let crashing = Client::connect(&server);
+            let other = Client::connect(&server);
+            // Past the first beat, half way to the next one.
+            sleep(period + period / 2).await;
+            crashing.request(13, "/panic/report.pdf").await;
+            // Every task that is ready runs; the clock does not move.
+            kata_support::settle().await;
+            let left = crashing.server_handles();
+            assert!(
+                left == 0 && crashing.is_closed(),
+                "heartbeat every {period:?}: `App::handle` panicked while answering a request, \
+                 which ended the connection's handler, and once every task that could run had \
+                 run, with no virtual time passing, {left} task(s) of that connection were still \
+                 running and the connection was {}. However the handler ends (a hang-up, a \
+                 protocol error, a shutdown, or a panic, where no code after the `.await` runs), \
+                 the connection is over and its heartbeat must stop at once",
+                if crashing.is_closed() { "closed" } else { "still open" }
+            );
+            assert!(
+                !server.is_shutting_down() && !other.is_closed(),
+                "heartbeat every {period:?}: the application panicked on one connection, and \
+                 that closed another connection or began a shutdown"
+            );
+            shut_down(&server, "after the application panicked on one connection").await;
+        }
+    }
+
+    /// The accept loop and the shutdown race: a connection is handed to `serve` after shutdown
+    /// began (while `shutdown` waits for a request in flight, or after it returned), with a
+    /// request already queued. Its request is not started, it closes at once, and a `shutdown`
+    /// still waiting returns once the request in flight is done.
+    async fn a_connection_served_after_shutdown_began_starts_no_request() {
+        for while_waiting in [true, false] {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, HEARTBEAT);
+            let busy = Client::connect(&server);
+            busy.request(7, "/held/export.csv").await;
+            sleep(WORK / 5).await;
+            let shutdown = server.shutdown();
+            tokio::pin!(shutdown);
+            let when = if while_waiting {
+                assert!(
+                    timeout(Duration::from_millis(10), &mut shutdown).await.is_err(),
+                    "`shutdown` returned while a request was still being answered"
+                );
+                "while `shutdown` was waiting for a request in flight"
+            } else {
+                held.add_permits(1);
+                if timeout(Duration::from_secs(60), &mut shutdown).await.is_err() {
+                    panic!(
+                        "the request in flight when shutdown began was let finish, but a \
+                         minute later `shutdown` had still not returned"
+                    );
+                }
+                "after `shutdown` had returned"
+            };
+            let late = Client::connect(&server);
+            late.requests
+                .try_send(ClientMessage::Request(Request { id: 8, path: "/late.txt".into() }))
+                .expect("a new connection has room for a request");
+            kata_support::settle().await;
+            let left = late.server_handles();
+            sleep(WORK * 2).await;
+            assert!(
+                late.response(8).is_none(),
+                "a connection was handed to `serve` {when} (the accept loop and the shutdown \
+                 race), with one request queued, and the server answered it: once shutdown has \
+                 begun, no new request is started, also on a connection served from then on. \
+                 Such a connection must hear of the shutdown from the start"
+            );
+            assert!(
+                left == 0 && late.is_closed(),
+                "a connection was handed to `serve` {when}; once every task that could run had \
+                 run, {left} task(s) of it were still running ({} heartbeat(s) sent to it since), \
+                 and {:?} later it was {}: a connection served after shutdown began must close \
+                 at once",
+                late.heartbeats(),
+                WORK * 2,
+                if late.is_closed() { "closed" } else { "still open" }
+            );
+            if while_waiting {
+                held.add_permits(1);
+                if timeout(Duration::from_secs(60), &mut shutdown).await.is_err() {
+                    panic!(
+                        "a connection was handed to `serve` {when}, and a minute after the \
+                         request in flight was let finish `shutdown` had still not returned"
+                    );
+                }
+                assert!(
+                    busy.response(7).is_some(),
+                    "shutdown returned, but the request in flight when it began was never \
+                     answered"
+                );
+            }
+        }
     }
 
     /// A client hangs up (it drops its end) without breaking the protocol: its connection

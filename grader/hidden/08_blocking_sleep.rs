@@ -283,21 +283,27 @@ hidden_test! {
         }
     }
 
-    /// Every pattern of four samples over two channels, each one completing or cut short by a
+    /// Every pattern of three samples over two channels, each one completing or cut short by a
     /// timeout (at once, or 1 ms into its settling), then a last sample that completes: a gateway
     /// that goes back and forth between channels, with retries. Whatever came before (a channel
     /// settled earlier, then left, then switched back to), every conversion comes a full
     /// settling time after the switch to its channel, and every completed sample reads its own
     /// channel.
-    fn every_conversion_is_settled_after_any_four_samples() {
+    fn every_conversion_is_settled_after_any_three_samples() {
         let seeds = kata_support::runtime::SEEDS;
-        let patterns = every_pattern(4);
+        // The patterns that start on channel 1 are the mirror images of these: which channel is
+        // called 0 makes no difference to the converter. Fewer patterns keep the test short also
+        // for a right fix that costs real time per sample (one that also checks the OS clock).
+        let patterns: Vec<Vec<(u8, Cut)>> = every_pattern(3)
+            .into_iter()
+            .filter(|pattern| pattern[0].0 == 0)
+            .collect();
         // One runtime per seed, each taking its share of the patterns: a runtime per pattern
         // would cost more than the patterns themselves.
         for (s, &seed) in seeds.iter().enumerate() {
             let runtime = kata_support::runtime::current_thread(seed);
             for mut pattern in patterns.iter().skip(s).step_by(seeds.len()).cloned() {
-                let last = pattern[3].0;
+                let last = pattern[2].0;
                 pattern.push((last, Cut::Completes));
                 let seen = runtime.block_on(async {
                     let mut poller = Poller::new(FakeAdc::default());
