@@ -157,6 +157,120 @@ const FIREHOSE_FOR: Duration = Duration::from_millis(2_200);
 /// How often [`firehose`] queues its lines: time passes only between two of its steps.
 const FIREHOSE_STEP: Duration = Duration::from_millis(50);
 
+/// What a run with a late batcher produced, all as offsets from the start on the paused clock.
+struct LateRun {
+    /// When each line was sent.
+    sent: Vec<Duration>,
+    /// When the runtime was kept busy elsewhere, so that the batcher was not polled: (from, to).
+    busy: Vec<(Duration, Duration)>,
+    /// When the channel was closed.
+    close: Duration,
+    shipped: Vec<(Duration, Vec<String>)>,
+}
+
+/// Runs the batcher as its own task against `groups` of (quiet time, lines sent at once, how long
+/// the runtime is then kept busy elsewhere), then closes the channel `close_after` later. A busy
+/// runtime (another task hogging the thread, a slow `ship`) is modelled on the paused clock by
+/// moving the clock forward in one jump while the batcher is not polled: when it runs again, its
+/// timers are late, as they would be in production.
+async fn run_late(groups: &[(Duration, usize, Duration)], close_after: Duration) -> LateRun {
+    use std::sync::{Arc, Mutex};
+
+    struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
+    impl LogSink for SharedSink {
+        fn ship(&mut self, batch: Vec<String>) {
+            self.1.lock().unwrap().push((self.0.elapsed(), batch));
+        }
+    }
+
+    let start = Instant::now();
+    let shipped = Arc::new(Mutex::new(Vec::new()));
+    let total: usize = groups.iter().map(|(_, lines, _)| lines).sum();
+    let (tx, rx) = mpsc::channel(total.max(1));
+    let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
+    let (mut sent, mut busy) = (Vec::new(), Vec::new());
+    for (quiet, lines, busy_for) in groups {
+        tokio::time::sleep(*quiet).await;
+        for _ in 0..*lines {
+            tx.try_send(format!("line {}", sent.len())).expect("the batcher stopped receiving");
+            sent.push(start.elapsed());
+        }
+        if !busy_for.is_zero() {
+            let from = start.elapsed();
+            tokio::time::advance(*busy_for).await;
+            busy.push((from, start.elapsed()));
+        }
+    }
+    tokio::time::sleep(close_after).await;
+    let close = start.elapsed();
+    drop(tx);
+    batcher.await.expect("the batcher panicked");
+    let shipped = std::mem::take(&mut *shipped.lock().unwrap());
+    LateRun { sent, busy, close, shipped }
+}
+
+/// Checks the README's promises for a batcher that was sometimes not polled: each line shipped
+/// once, in order; no empty batch; nothing shipped after the close; at most one shipment per
+/// `FLUSH_EVERY` apart from the last one at close, however late the batcher ran; and no line
+/// waiting more than `FLUSH_EVERY` of the time the batcher could run (a line sent while the
+/// runtime was busy, or due while it was, can only be seen, or shipped, when it is free again).
+fn keeps_its_promises_when_late(run: &LateRun) -> Result<(), String> {
+    let LateRun { sent, busy, close, shipped } = run;
+    let close = *close;
+    let lines: Vec<String> = shipped.iter().flat_map(|(_, b)| b.clone()).collect();
+    if lines != expected_lines(sent.len()) {
+        return Err(format!(
+            "{} lines were sent, and {} shipped: not every line exactly once, in order",
+            sent.len(),
+            lines.len()
+        ));
+    }
+    // The first moment at or after `at` when the batcher could run.
+    let free_at = |at: Duration| {
+        busy.iter().find(|(from, to)| *from <= at && at < *to).map_or(at, |(_, to)| *to)
+    };
+    let mut line = 0;
+    for (at, batch) in shipped {
+        if batch.is_empty() {
+            return Err(format!("an empty batch was shipped at {at:?}"));
+        }
+        if *at > close {
+            return Err(format!(
+                "the channel closed at {close:?}, but {} line(s) were shipped only at {at:?}: the \
+                 last batch must leave when the channel closes",
+                batch.len()
+            ));
+        }
+        for _ in batch {
+            let due = free_at(free_at(sent[line]) + FLUSH_EVERY);
+            if *at > due {
+                return Err(format!(
+                    "`line {line}` was sent at {:?} and shipped only at {at:?}, although the \
+                     batcher was free to ship it by {due:?} (a second after it could first see \
+                     it, or as soon as the runtime was free again)",
+                    sent[line]
+                ));
+            }
+            line += 1;
+        }
+    }
+    for (i, pair) in shipped.windows(2).enumerate() {
+        let (earlier, later) = (pair[0].0, pair[1].0);
+        let last_on_close = i + 2 == shipped.len() && later == close;
+        if !last_on_close && later - earlier < FLUSH_EVERY {
+            return Err(format!(
+                "batches were shipped at {earlier:?} and at {later:?}, less than {FLUSH_EVERY:?} \
+                 apart (sizes {} and {}): a batcher that runs late must still ship at most once \
+                 a second (plus the last batch when the channel closes), not catch up on the \
+                 flushes it missed",
+                pair[0].1.len(),
+                pair[1].1.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn expected_lines(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("line {i}")).collect()
 }
@@ -328,6 +442,67 @@ hidden_test! {
                 format!(
                     "bursts of (ms of silence before, lines) {groups:?}, channel closed at {close:?}: \
                      {seen}"
+                )
+            })
+        });
+    }
+
+    /// The batcher runs late (the runtime is busy elsewhere, or a `ship` blocks on a slow
+    /// collector): when it runs again, it must not ship the flushes it missed back to back, nor
+    /// ship once late and again soon after on the old schedule.
+    async fn ships_at_most_once_a_second_after_running_late() {
+        let ms = Duration::from_millis;
+        let every_300_ms = [(ms(0), 1, ms(0)), (ms(300), 1, ms(0)), (ms(300), 1, ms(0))];
+        let scenarios = [
+            (
+                "300 lines queued, then the runtime busy for 3 s",
+                vec![(ms(0), 300, ms(3_000))],
+                3_000,
+            ),
+            (
+                "5 lines at 0.9 s, the runtime busy until 1.5 s, a line at 1.6 s",
+                vec![(ms(900), 5, ms(600)), (ms(100), 1, ms(0))],
+                1_500,
+            ),
+            (
+                "a line at 0.2 s, the runtime busy until 2.7 s, then a line every 300 ms",
+                [(ms(200), 1, ms(2_500))].into_iter().chain(every_300_ms).collect(),
+                1_200,
+            ),
+        ];
+        for (scenario, groups, close_after) in scenarios {
+            let run = run_late(&groups, ms(close_after)).await;
+            if let Err(seen) = keeps_its_promises_when_late(&run) {
+                panic!(
+                    "{scenario}, the channel closed at {:?}: {seen} (batches as (time, lines): \
+                     {:?})",
+                    run.close,
+                    run.shipped.iter().map(|(at, b)| (*at, b.len())).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    /// The same promises over generated schedules in which the runtime is now and then busy
+    /// elsewhere for up to 3.5 s, so that the batcher runs late by any amount, across any number
+    /// of its flushes.
+    fn keeps_every_promise_when_running_late() {
+        let burst = prop_oneof![3 => 1usize..4, 1 => 100usize..250];
+        let busy = prop_oneof![1 => Just(0u64), 1 => 100u64..3_500];
+        let groups = proptest::collection::vec((0u64..2_000, burst, busy), 1..6);
+        check_property(32, (groups, 0u64..2_500), |(groups, close_after)| async move {
+            let steps: Vec<(Duration, usize, Duration)> = groups
+                .iter()
+                .map(|(quiet, lines, busy)| {
+                    (Duration::from_millis(*quiet), *lines, Duration::from_millis(*busy))
+                })
+                .collect();
+            let run = run_late(&steps, Duration::from_millis(close_after)).await;
+            keeps_its_promises_when_late(&run).map_err(|seen| {
+                format!(
+                    "groups of (ms quiet, lines sent at once, ms the runtime was then busy \
+                     elsewhere) {groups:?}, channel closed at {:?}: {seen}",
+                    run.close
                 )
             })
         });

@@ -78,12 +78,19 @@ fn frames_differ(got: &[String], sent: &[&str]) -> String {
     }
 }
 
-/// A sensor with a backlog (or a bridge replaying one): every read finds the next frame ready,
-/// `reading=0`, `reading=1`, .., one frame per read (or as much of it as fits), for ever.
-#[derive(Default)]
+/// A sensor with a backlog (or a bridge replaying one): every read finds the next frames ready,
+/// `reading=0`, `reading=1`, .., `per_read` whole frames per read (or as much of them as fits),
+/// for ever. With `per_read` in the hundreds, one read brings a whole TCP segment of frames.
 struct FloodingSensor {
+    per_read: usize,
     next: u64,
     unread: Vec<u8>,
+}
+
+impl FloodingSensor {
+    fn new(per_read: usize) -> Self {
+        FloodingSensor { per_read, next: 0, unread: Vec::new() }
+    }
 }
 
 impl AsyncRead for FloodingSensor {
@@ -93,8 +100,11 @@ impl AsyncRead for FloodingSensor {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.unread.is_empty() {
-            self.unread = frame(&format!("reading={}", self.next));
-            self.next += 1;
+            for _ in 0..self.per_read {
+                let next = frame(&format!("reading={}", self.next));
+                self.unread.extend(next);
+                self.next += 1;
+            }
         }
         let n = self.unread.len().min(buf.remaining());
         buf.put_slice(&self.unread[..n]);
@@ -120,13 +130,21 @@ hidden_test! {
     }
 
     /// The bridge resets the connection at any byte of the stream (between frames, in a length
-    /// prefix, in a payload): the frames that arrived whole come out, and then the read error,
-    /// not `Ok(None)`. The sensor did not close the link: it failed, perhaps half way through a
+    /// prefix, in a payload), or the read fails with another kind of error (`UnexpectedEof`
+    /// included): the frames that arrived whole come out, and then the read error, not
+    /// `Ok(None)`. The sensor did not close the link: it failed, perhaps half way through a
     /// frame, and a collector told "closed" would count that frame as never sent.
     async fn a_connection_reset_is_an_error_not_the_end() {
         let sent = ["temp=21.5", "hum=40", "soil=0.31"];
         let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
-        for cut in 0..=wire.len() {
+        // Whatever its kind: a TLS layer reports a peer gone without `close_notify` as
+        // `UnexpectedEof`, and that is a failed link too, not a sensor closing it.
+        let kinds = [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionAborted,
+        ];
+        for (cut, kind) in (0..=wire.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
             let mut bridge = tokio_test::io::Builder::new();
             // The bytes before the reset, in two reads, then the reset, then (as a reset socket
             // does) the end of the stream.
@@ -136,10 +154,7 @@ hidden_test! {
                     bridge.read(part);
                 }
             }
-            bridge.read_error(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "connection reset by the bridge",
-            ));
+            bridge.read_error(std::io::Error::new(kind, "the link to the bridge failed"));
             let mock = bridge.build();
             // The builder shares the scripted error with the mock; the mock must hold it alone.
             drop(bridge);
@@ -169,8 +184,9 @@ hidden_test! {
             assert!(
                 frames == expected && outcome.starts_with("an error"),
                 "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
-                 reset the connection: the link delivered {frames:?}, then {outcome}; expected \
-                 {expected:?}, then the read error. A link that fails has not been closed",
+                 the read failed with an error of kind {kind:?}: the link delivered {frames:?}, \
+                 then {outcome}; expected {expected:?}, then the read error. A link that fails \
+                 has not been closed, whatever the error's kind",
                 wire.len()
             );
         }
@@ -511,59 +527,94 @@ hidden_test! {
         });
     }
 
-    /// A sensor with a backlog floods the link: a frame is ready at every read, and the collector
-    /// spends 10 ms forwarding each one upstream. The heartbeats keep their schedule all the same
-    /// (1 s, 2 s, 3 s): a busy link is reported alive once a second too, not only a quiet one.
+    /// A sensor with a backlog floods the link: frames are ready at every read (one per read, or
+    /// a whole segment of 256 in one read), and the collector spends 10 ms forwarding each one
+    /// upstream. The heartbeats keep their schedule all the same (1 s, 2 s, 3 s): a busy link is
+    /// reported alive once a second too, not only a quiet one, and frames already read and
+    /// waiting in a buffer do not hold a beat back either.
     async fn heartbeats_keep_their_schedule_while_the_sensor_floods_the_link() {
-        let mut link = TelemetryLink::new(FloodingSensor::default());
-        let start = Instant::now();
-        let mut heartbeats = Vec::new();
-        let mut frames = 0u64;
-        // Time passes only while the collector forwards a frame; the cap on events stops a link
-        // that would report nothing but heartbeats.
-        for _ in 0..2_000 {
-            if start.elapsed() >= Duration::from_millis(3_500) {
-                break;
-            }
-            match link.next_event().await {
-                Ok(Some(Event::Frame(payload))) => {
-                    let expected = format!("reading={frames}");
-                    assert!(
-                        payload == expected.as_bytes(),
-                        "the sensor flooded the link with the frames reading=0, reading=1, ..; \
-                         after {frames} of them the link delivered {:?}, expected {expected:?}. \
-                         {DESYNC}",
-                        String::from_utf8_lossy(&payload)
-                    );
-                    frames += 1;
-                    // Forwarding the frame upstream.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+        for per_read in [1, 256] {
+            let mut link = TelemetryLink::new(FloodingSensor::new(per_read));
+            let start = Instant::now();
+            let mut heartbeats = Vec::new();
+            let mut frames = 0u64;
+            // Time passes only while the collector forwards a frame; the cap on events stops a
+            // link that would report nothing but heartbeats.
+            for _ in 0..2_000 {
+                if start.elapsed() >= Duration::from_millis(3_500) {
+                    break;
                 }
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(payload))) => {
+                        let expected = format!("reading={frames}");
+                        assert!(
+                            payload == expected.as_bytes(),
+                            "the sensor flooded the link with the frames reading=0, reading=1, \
+                             .., {per_read} per read; after {frames} of them the link delivered \
+                             {:?}, expected {expected:?}. {DESYNC}",
+                            String::from_utf8_lossy(&payload)
+                        );
+                        frames += 1;
+                        // Forwarding the frame upstream.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(Some(Event::Heartbeat)) => heartbeats.push(start.elapsed()),
+                    other => panic!(
+                        "the sensor flooded the link with frames, {per_read} per read, and after \
+                         {frames} of them `next_event` returned {other:?}"
+                    ),
+                }
+            }
+            let on_time = heartbeats.len() == 3
+                && heartbeats.iter().zip(1..).all(|(&at, i)| {
+                    let due = HEARTBEAT_EVERY * i;
+                    at >= due && at <= due + BEAT_LATENESS
+                });
+            let buffered = if per_read > 1 {
+                " Frames that one read brought into the link's buffer are waiting too: handing \
+                 them out one call after another without looking at the heartbeat holds it back \
+                 for as long as they last"
+            } else {
+                ""
+            };
+            assert!(
+                on_time,
+                "the sensor flooded the link for 3.5 s ({per_read} frame(s) ready at every read) \
+                 while the collector spent 10 ms forwarding each frame and called `next_event` \
+                 again at once; the link delivered {frames} frames and reported heartbeats {}, \
+                 expected one at 1 s, 2 s and 3 s (each at most {BEAT_LATENESS:?} late). The \
+                 heartbeat falls due once a second whether or not frames are waiting: a link busy \
+                 with frames must still report it, not only a quiet one.{buffered}",
+                if heartbeats.is_empty() {
+                    "at no time".to_owned()
+                } else {
+                    format!("at {heartbeats:?}")
+                }
+            );
+        }
+    }
+
+    /// The collector creates the link, then starts reading it half a period later (it was busy
+    /// registering the sensor upstream). The heartbeat schedule starts at `new`, as its doc says
+    /// ("the first heartbeat is due one period from now"), not at the first call.
+    async fn the_heartbeat_schedule_starts_when_the_link_is_created() {
+        let (_sensor, wire) = tokio::io::duplex(64);
+        let start = Instant::now();
+        let mut link = TelemetryLink::new(wire);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut heartbeats = Vec::new();
+        while heartbeats.len() < 3 {
+            match link.next_event().await {
                 Ok(Some(Event::Heartbeat)) => heartbeats.push(start.elapsed()),
-                other => panic!(
-                    "the sensor flooded the link with frames, and after {frames} of them \
-                     `next_event` returned {other:?}"
-                ),
+                other => panic!("a silent link returned {other:?}"),
             }
         }
-        let on_time = heartbeats.len() == 3
-            && heartbeats.iter().zip(1..).all(|(&at, i)| {
-                let due = HEARTBEAT_EVERY * i;
-                at >= due && at <= due + BEAT_LATENESS
-            });
-        assert!(
-            on_time,
-            "the sensor flooded the link for 3.5 s (a frame ready at every read) while the \
-             collector spent 10 ms forwarding each frame and called `next_event` again at once; \
-             the link delivered {frames} frames and reported heartbeats {}, expected one at 1 s, \
-             2 s and 3 s (each at most {BEAT_LATENESS:?} late). The heartbeat falls due once a \
-             second whether or not frames are waiting: a link busy with frames must still report \
-             it, not only a quiet one",
-            if heartbeats.is_empty() {
-                "at no time".to_owned()
-            } else {
-                format!("at {heartbeats:?}")
-            }
+        let expected: Vec<Duration> = (1..=3).map(|i| HEARTBEAT_EVERY * i).collect();
+        assert_eq!(
+            heartbeats, expected,
+            "the link was created at 0 s and first read at 0.5 s, on a silent sensor: the first \
+             heartbeat is due one period after the link was created, so the link should report \
+             heartbeats at 1 s, 2 s and 3 s, but reported them at {heartbeats:?}"
         );
     }
 

@@ -444,10 +444,17 @@ hidden_test! {
     /// The control plane's connection is reset part way through the config (after any chunk, and
     /// before or after a stall longer than `PATIENCE`), as a reset socket does: the bytes so far,
     /// then an error, then the end of the stream. The download must fail: what arrived is not the
-    /// config, and a `Complete` would hand the proxy a truncated routing table.
+    /// config, and a `Complete` would hand the proxy a truncated routing table. The same for a
+    /// read error of any other kind, `UnexpectedEof` included (a TLS layer reports a peer gone
+    /// without `close_notify` that way): only the end of the stream ends the config.
     async fn a_connection_reset_mid_download_is_an_error() {
         let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(48).collect();
-        for cut in 0..=chunks.len() {
+        let kinds = [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionAborted,
+        ];
+        for (cut, kind) in (0..=chunks.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
             for stall_before_reset in [false, true] {
                 let mut server = tokio_test::io::Builder::new();
                 for chunk in &chunks[..cut] {
@@ -456,10 +463,7 @@ hidden_test! {
                 if stall_before_reset {
                     server.wait(PATIENCE + Duration::from_millis(500));
                 }
-                server.read_error(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "connection reset by the control plane",
-                ));
+                server.read_error(std::io::Error::new(kind, "the control plane's link failed"));
                 let mock = server.build();
                 // The builder shares the scripted error with the mock; the mock must hold it alone.
                 drop(server);
@@ -468,17 +472,18 @@ hidden_test! {
                 let stalled = if stall_before_reset { ", after a stall of 2.5 s" } else { "" };
                 assert!(
                     result.is_err(),
-                    "the control plane sent the first {} of the config's {} bytes, then the \
-                     connection was reset{stalled}, and the download returned {}; a stream that \
-                     fails before it ends must make `resume` fail: `Complete` means the control \
-                     plane sent everything and closed the stream",
+                    "the control plane sent the first {} of the config's {} bytes, then a read \
+                     failed with an error of kind {kind:?}{stalled}, and the download returned \
+                     {}; a stream that fails before it ends must make `resume` fail, whatever the \
+                     error's kind: `Complete` means the control plane sent everything and closed \
+                     the stream",
                     chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
                     CONFIG.len(),
                     how_it_ended(&result)
                 );
                 let sent = format!(
-                    "the control plane sent the first {} of the config's {} bytes, then the \
-                     connection was reset{stalled}",
+                    "the control plane sent the first {} of the config's {} bytes, then a read \
+                     failed with an error of kind {kind:?}{stalled}",
                     chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
                     CONFIG.len()
                 );
