@@ -72,9 +72,15 @@ async fn pings_after_the_end(rx: &mut mpsc::UnboundedReceiver<Event>) -> Option<
 
 /// A client that sends each packet after its pause and then closes the connection, without
 /// minding being dropped half way (unlike a `tokio_test` mock, which insists on its whole script).
+/// Its connection may fail instead of closing: after a last pause, every read fails with an error
+/// of the given kind, as a read on a socket whose link was reset does.
 struct PausingClient {
     script: VecDeque<(Duration, Vec<u8>)>,
     pause: Option<Pin<Box<Sleep>>>,
+    /// The packet being handed out, and how much of it has been (a read takes what fits).
+    packet: Vec<u8>,
+    at: usize,
+    failure: Option<(Duration, std::io::ErrorKind)>,
 }
 
 impl PausingClient {
@@ -83,12 +89,23 @@ impl PausingClient {
             .iter()
             .map(|&(ms, text)| (Duration::from_millis(ms), text.as_bytes().to_vec()))
             .collect();
-        PausingClient { script, pause: None }
+        PausingClient::from_bytes(script)
     }
 
     /// The same, with packets of raw bytes (not necessarily UTF-8).
     fn from_bytes(script: Vec<(Duration, Vec<u8>)>) -> Self {
-        PausingClient { script: script.into(), pause: None }
+        let script = script.into();
+        PausingClient { script, pause: None, packet: Vec::new(), at: 0, failure: None }
+    }
+
+    /// The same, with a connection that fails after `pause` instead of closing once the script
+    /// is done: every read from then on fails with an error of kind `kind`.
+    fn failing(
+        script: Vec<(Duration, Vec<u8>)>,
+        pause: Duration,
+        kind: std::io::ErrorKind,
+    ) -> Self {
+        PausingClient { failure: Some((pause, kind)), ..PausingClient::from_bytes(script) }
     }
 }
 
@@ -100,23 +117,33 @@ impl AsyncRead for PausingClient {
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         loop {
+            if this.at < this.packet.len() {
+                let n = buf.remaining().min(this.packet.len() - this.at);
+                buf.put_slice(&this.packet[this.at..this.at + n]);
+                this.at += n;
+                return Poll::Ready(Ok(()));
+            }
             if let Some(pause) = this.pause.as_mut() {
                 if pause.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 this.pause = None;
                 let Some((_, packet)) = this.script.pop_front() else {
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(match this.failure {
+                        Some((_, kind)) => Err(kind.into()),
+                        None => Ok(()),
+                    });
                 };
-                let n = buf.remaining().min(packet.len());
-                buf.put_slice(&packet[..n]);
-                if n < packet.len() {
-                    this.script.push_front((Duration::ZERO, packet[n..].to_vec()));
+                if packet.is_empty() {
+                    // An empty packet reads as the end of the stream.
+                    return Poll::Ready(Ok(()));
                 }
-                return Poll::Ready(Ok(()));
+                (this.packet, this.at) = (packet, 0);
+                continue;
             }
-            let Some(&(wait, _)) = this.script.front() else {
-                return Poll::Ready(Ok(()));
+            let wait = match (this.script.front(), this.failure) {
+                (Some(&(wait, _)), _) | (None, Some((wait, _))) => wait,
+                (None, None) => return Poll::Ready(Ok(())),
             };
             this.pause = Some(Box::pin(sleep(wait)));
         }
@@ -213,6 +240,8 @@ enum Said {
     /// A command with a `\r` in it, or at its end (sent with `\r\n` after it, so that the `\r`
     /// is the command's own and not part of the line ending).
     CarriageReturn(bool),
+    /// A command that is a lone `\r` (sent as `\r\r\n`).
+    OnlyCarriageReturn,
     /// A long message, about this many bytes, multi-byte characters included.
     Long(usize),
 }
@@ -224,6 +253,7 @@ impl Said {
             Said::Empty => String::new(),
             Said::CarriageReturn(false) => "/privmsg #rust :ascii\rart".to_string(),
             Said::CarriageReturn(true) => "/privmsg #rust :ascii art\r".to_string(),
+            Said::OnlyCarriageReturn => "\r".to_string(),
             Said::Long(len) => {
                 let mut text = "/privmsg #rust :".to_string();
                 let words = ["a long paste, ", "café ", "日本語 ", "🦀 "];
@@ -238,24 +268,41 @@ impl Said {
     }
 }
 
-/// A session of good lines, each ended by `\r\n` or a bare `\n` (the last one perhaps by nothing:
-/// the client closes the connection instead), cut into packets at any bytes (a cut is taken
-/// modulo the session's length), each followed by a pause; and the client's pause between its
-/// last packet and closing the connection (long enough for a ping to fall due, or none).
+/// How the client ends the last line of a session before it closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastLine {
+    /// With its line ending, as every other line.
+    Ended,
+    /// Without any of its line ending.
+    Unended,
+    /// With only the `\r` of a `\r\n` line ending (as `Unended` when it ends in a bare `\n`).
+    UnendedAfterItsCr,
+}
+
+/// A session of good lines, each ended by `\r\n` or a bare `\n` (the last one perhaps not, or not
+/// whole: the client closes the connection instead), cut into packets at any bytes (a cut is
+/// taken modulo the session's length), each followed by a pause; and the client's pause between
+/// its last packet and closing the connection (long enough for a ping to fall due, or none).
 fn sessions_of_good_lines()
--> impl Strategy<Value = (Vec<(Said, bool)>, bool, Vec<(usize, u64)>, u64)> {
+-> impl Strategy<Value = (Vec<(Said, bool)>, LastLine, Vec<(usize, u64)>, u64)> {
     let said = prop_oneof![
         (0..GOOD_LINES.len()).prop_map(Said::Usual),
         Just(Said::Empty),
         any::<bool>().prop_map(Said::CarriageReturn),
+        Just(Said::OnlyCarriageReturn),
         (600usize..6000).prop_map(Said::Long),
     ];
     let lines = prop::collection::vec((said, any::<bool>()), 1..6);
+    let last = prop_oneof![
+        2 => Just(LastLine::Ended),
+        1 => Just(LastLine::Unended),
+        1 => Just(LastLine::UnendedAfterItsCr),
+    ];
     let cuts = prop::collection::vec(
         (1usize..100_000, prop_oneof![Just(0u64), Just(0), Just(300), Just(1500)]),
         0..6,
     );
-    (lines, any::<bool>(), cuts, prop_oneof![Just(0u64), Just(1500)])
+    (lines, last, cuts, prop_oneof![Just(0u64), Just(1500)])
 }
 
 /// Splits `bytes` into a `PausingClient` script at `cuts` (taken modulo its length), each packet
@@ -287,6 +334,16 @@ fn cut_into_packets(bytes: &[u8], cuts: &[(usize, u64)]) -> (Vec<(Duration, Vec<
     }
     (script, shown.join(", "))
 }
+
+/// How a connection may fail under a session: the errors a read on a socket reports when its
+/// link goes away (not `UnexpectedEof`, which `read_u8` and `read_exact` use for a clean close).
+const FAILURES: [std::io::ErrorKind; 5] = [
+    std::io::ErrorKind::ConnectionReset,
+    std::io::ErrorKind::ConnectionAborted,
+    std::io::ErrorKind::BrokenPipe,
+    std::io::ErrorKind::TimedOut,
+    std::io::ErrorKind::Other,
+];
 
 /// How `CHATTY` reaches the server: cut at any bytes (inside a character too), with a pause after
 /// each packet: none, shorter than a ping, or long enough for one or two pings to fall due.
@@ -711,7 +768,7 @@ hidden_test! {
     /// kilobytes, and a last line the client did not end before closing the connection included.
     fn every_line_comes_out_exactly_as_sent() {
         let sessions = sessions_of_good_lines();
-        check_property(96, sessions, |(lines, open_end, cuts, last_pause)| async move {
+        check_property(96, sessions, |(lines, last, cuts, last_pause)| async move {
             let mut bytes = Vec::new();
             let mut expected = Vec::new();
             for (said, crlf) in &lines {
@@ -723,14 +780,26 @@ hidden_test! {
                 bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
                 expected.push(text);
             }
-            // A last line left without its line ending must hold something (an empty one is not
-            // there at all), and must not end in `\r`: the README accepts that `\r` kept (as
-            // `next_line` keeps it) or dropped (as `LinesCodec` drops it), since the client never
-            // sent the line's ending.
-            let open_end =
-                open_end && expected.last().is_some_and(|t| !t.is_empty() && !t.ends_with('\r'));
+            // A last line left without its line ending (or with only the `\r` of it) is a
+            // command as the client sent it; if what was sent ends in a `\r`, the README accepts
+            // that `\r` kept (as `next_line` keeps it) or dropped (as `LinesCodec` drops it),
+            // since the client never sent the line's ending. A last line of which nothing at all
+            // was sent is not there: the session then ends after a line ending.
+            let mut last_either = None;
+            let ending = match last {
+                LastLine::Ended => 0,
+                LastLine::Unended if bytes.ends_with(b"\r\n") => 2,
+                LastLine::Unended | LastLine::UnendedAfterItsCr => 1,
+            };
+            let last_start = bytes.len() - expected.last().map_or(0, |t| t.len() + 1)
+                - usize::from(bytes.ends_with(b"\r\n"));
+            let sent = &bytes[last_start..bytes.len() - ending];
+            let open_end = ending > 0 && !sent.is_empty();
             if open_end {
-                let ending = if bytes.ends_with(b"\r\n") { 2 } else { 1 };
+                let sent = String::from_utf8(sent.to_vec()).expect("good lines are UTF-8");
+                last_either = sent.strip_suffix('\r').map(str::to_owned);
+                expected.pop();
+                expected.push(sent);
                 bytes.truncate(bytes.len() - ending);
             }
             let (mut script, mut shown) = cut_into_packets(&bytes, &cuts);
@@ -783,10 +852,29 @@ hidden_test! {
                 }
                 Ok(Ok(())) => {}
             }
-            if commands != expected {
+            // Dropping the `\r` of an unended last line that is only a `\r` leaves an empty
+            // command, or none at all (as `LinesCodec` has it).
+            let without_its_cr = last_either.map(|either| {
+                let mut expected = expected.clone();
+                expected.pop();
+                if either.is_empty() && commands.len() == expected.len() {
+                    return expected;
+                }
+                expected.push(either);
+                expected
+            });
+            if commands != expected && without_its_cr.as_ref() != Some(&commands) {
+                let or = match &without_its_cr {
+                    Some(other) => format!(
+                        " (or, with the unended last line's `\\r` dropped, [{}], where an empty \
+                         last command may be left out)",
+                        shorten(other).join(", ")
+                    ),
+                    None => String::new(),
+                };
                 return Err(format!(
                     "the client sent [{shown}] {closing}; the session produced the commands [{}], \
-                     expected [{}]: every line is one command, exactly as sent minus its line \
+                     expected [{}]{or}: every line is one command, exactly as sent minus its line \
                      ending (an empty line is an empty command, a `\\r` before the `\\r\\n` \
                      belongs to the command, a long line is whole, and a last line the client \
                      did not end is a command too)",
@@ -796,6 +884,156 @@ hidden_test! {
             }
             if let Some(late) = pings_after_the_end(&mut rx).await {
                 return Err(format!("the session returned Ok(()), but {late}"));
+            }
+            Ok(())
+        });
+    }
+
+    /// A last line that is a lone `\r` the client did not end (`"/nick a\r\n\r"`, then the
+    /// client closes the connection), whether it arrived with the line before it or alone, and
+    /// whether a ping fell due before the close: `"\r"` as `next_line` hands it out, or, with the
+    /// `\r` dropped, `""` or no command at all (as `LinesCodec` has it); nothing else, and the
+    /// session ends cleanly.
+    async fn an_unended_last_line_of_a_lone_cr_is_kept_or_dropped() {
+        let scripts: [&[(u64, &str)]; 3] = [
+            &[(0, "/nick a\r\n\r"), (0, "")],
+            &[(0, "/nick a\r\n"), (1500, "\r"), (0, "")],
+            &[(0, "/nick a\r\n\r"), (1500, "")],
+        ];
+        for script in scripts {
+            let shown: Vec<String> = script
+                .iter()
+                .filter(|(_, text)| !text.is_empty())
+                .map(|&(pause, text)| {
+                    let pause = if pause > 0 { format!("pause {pause} ms, ") } else { String::new() };
+                    format!("{pause}{text:?}")
+                })
+                .collect();
+            let last_pause = script.last().map_or(0, |&(pause, _)| pause);
+            let closing = if last_pause > 0 {
+                format!("paused {last_pause} ms (a ping fell due) and closed the connection")
+            } else {
+                "closed the connection".to_owned()
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let client = PausingClient::new(script);
+            let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+            let mut commands = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            let what = format!("the client sent [{}] and {closing}", shown.join(", "));
+            match ended {
+                Err(_) => panic!("{what}, but the session did not end"),
+                Ok(Err(err)) => panic!(
+                    "{what}; the session ended with an error ({err}) after the commands \
+                     {commands:?}, expected it to end cleanly"
+                ),
+                Ok(Ok(())) => {}
+            }
+            assert!(
+                commands == ["/nick a", "\r"] || commands == ["/nick a", ""] || commands == ["/nick a"],
+                "{what}; the session produced the commands {commands:?}, expected [\"/nick a\", \
+                 \"\\r\"] as `next_line` hands them out, or, with the unended line's `\\r` dropped \
+                 (the client never sent the line's ending), [\"/nick a\", \"\"] or [\"/nick a\"] \
+                 as `LinesCodec` has it"
+            );
+        }
+    }
+
+    /// The connection fails instead of closing (a read fails with `ConnectionReset`,
+    /// `BrokenPipe`, `TimedOut` or another error), between lines or in the middle of one, with a
+    /// ping due before it or not: the session ends with that error, after exactly the commands
+    /// whose lines arrived whole; the line the failure cut off is not a command.
+    fn a_failing_connection_ends_the_session_with_its_error() {
+        let sessions = (
+            prop::collection::vec((0..GOOD_LINES.len(), any::<bool>()), 0..4),
+            prop_oneof![Just(None), (0..GOOD_LINES.len(), 1usize..1000).prop_map(Some)],
+            prop::collection::vec(
+                (1usize..1000, prop_oneof![Just(0u64), Just(0), Just(1500)]),
+                0..4,
+            ),
+            prop_oneof![Just(0u64), Just(1500)],
+            0..FAILURES.len(),
+        );
+        check_property(48, sessions, |(lines, cut_off, cuts, pause, failure)| async move {
+            let kind = FAILURES[failure];
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for &(i, crlf) in &lines {
+                bytes.extend_from_slice(GOOD_LINES[i].as_bytes());
+                bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                expected.push(GOOD_LINES[i].to_string());
+            }
+            // The start of a line, perhaps with the `\r` of its ending but never its `\n`.
+            if let Some((i, len)) = cut_off {
+                let line = format!("{}\r", GOOD_LINES[i]);
+                bytes.extend_from_slice(&line.as_bytes()[..1 + len % line.len()]);
+            }
+            let (script, mut shown) = if bytes.is_empty() {
+                (Vec::new(), String::new())
+            } else {
+                cut_into_packets(&bytes, &cuts)
+            };
+            if pause > 0 {
+                shown.push_str(&format!(", pause {pause} ms"));
+            }
+            let cut = if cut_off.is_some() { "in the middle of a line" } else { "between lines" };
+            let shown = shown.trim_start_matches(", ");
+            let sent = match (bytes.is_empty(), pause) {
+                (true, 0) => "nothing".to_owned(),
+                (true, pause) => format!("nothing for {pause} ms"),
+                (false, _) => format!("[{shown}]"),
+            };
+            let story = format!(
+                "the client sent {sent}, then its connection failed {cut}: every read from then \
+                 on failed with {kind:?} (a failed link, not a close)"
+            );
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let client = PausingClient::failing(script, Duration::from_millis(pause), kind);
+            let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+            let mut commands = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            let rule = "an I/O error is not the client closing the connection: it ends the \
+                        session with that error, and a line it cuts off is not a command";
+            match ended {
+                Err(_) => return Err(format!("{story}; the session did not end")),
+                Ok(Ok(())) => {
+                    return Err(format!(
+                        "{story}; the session ended cleanly, with Ok(()), after the commands \
+                         {commands:?}, expected it to end with the {kind:?} error after \
+                         {expected:?}: {rule}"
+                    ));
+                }
+                Ok(Err(err)) if err.kind() != kind => {
+                    return Err(format!(
+                        "{story}; the session ended with an error of kind {:?} ({err}), \
+                         expected the connection's own {kind:?} error",
+                        err.kind()
+                    ));
+                }
+                Ok(Err(_)) => {}
+            }
+            if commands != expected {
+                let why = if commands.len() > expected.len() && commands.starts_with(&expected) {
+                    rule
+                } else {
+                    "every line that arrived whole is one command, exactly as sent minus its line \
+                     ending, even when pings fell due while it arrived"
+                };
+                return Err(format!(
+                    "{story}; the session ended with {kind:?} after the commands {commands:?}, \
+                     expected {expected:?}, the lines that arrived whole: {why}"
+                ));
+            }
+            if let Some(late) = pings_after_the_end(&mut rx).await {
+                return Err(format!("the session ended with {kind:?}, but {late}"));
             }
             Ok(())
         });
