@@ -324,7 +324,7 @@ async fn opposite_transfers(shift: usize) -> Result<(), String> {
 /// How many units of the task's cooperative budget [`log_gone_while_waiting`] spends before a
 /// poll, at most: every count from none to past a whole budget (tokio's is 128 units), so that
 /// some count leaves the transfer waiting at each of its `.await`s in turn.
-const MOST_SPENT: usize = 300;
+const MOST_SPENT: usize = 160;
 
 /// Polls `transfer` once from this task after spending `spent` units of the task's cooperative
 /// budget (from a fresh one), so that the poll runs out of budget at a chosen step of the
