@@ -321,6 +321,85 @@ async fn opposite_transfers(shift: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// How many units of the task's cooperative budget [`log_gone_while_waiting`] spends before a
+/// poll, at most: every count from none to past a whole budget (tokio's is 128 units), so that
+/// some count leaves the transfer waiting at each of its `.await`s in turn.
+const MOST_SPENT: usize = 160;
+
+/// Polls `transfer` once from this task after spending `spent` units of the task's cooperative
+/// budget (from a fresh one), so that the poll runs out of budget at a chosen step of the
+/// transfer, as it does for one of the many transfers a `join_all` handler polls: a transfer can
+/// be left waiting at an `.await` (the lock's included) whose resource was free.
+async fn poll_after_spending(transfer: &mut Transfer<'_>, spent: usize) -> bool {
+    // A fresh budget: the task is polled again after it yields.
+    tokio::task::yield_now().await;
+    std::future::poll_fn(|cx| {
+        for _ in 0..spent {
+            let spend = std::pin::pin!(tokio::task::consume_budget());
+            let _ = spend.poll(cx);
+        }
+        std::task::Poll::Ready(transfer.as_mut().poll(cx).is_pending())
+    })
+    .await
+}
+
+/// A transfer of [`AMOUNT`] from alice to bob is left waiting after a poll that ran out of budget
+/// after `spent` units (with `full`, on an audit log that was full at its first poll and has made
+/// room since); then the compliance writer takes what the log holds and goes away (the receiver
+/// is dropped). The transfer must then be refused with nothing moved, or have gone through with
+/// its entry in the log before the log went. Returns what was seen otherwise.
+async fn log_gone_while_waiting(full: bool, spent: usize) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::channel(1);
+    if full {
+        tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
+    }
+    let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
+    let mut transfer: Transfer<'_> = Box::pin(bank.transfer("alice", "bob", AMOUNT));
+    let mut when = String::from("the audit log had room");
+    if full {
+        if !poll_after_spending(&mut transfer, 0).await {
+            return Ok(());
+        }
+        // The compliance writer takes the earlier entry: the log has room again.
+        let _ = rx.try_recv();
+        when = String::from("the audit log was full at its first poll and had made room since");
+    }
+    if !poll_after_spending(&mut transfer, spent).await {
+        return Ok(());
+    }
+    let mut logged = Vec::new();
+    while let Ok(entry) = rx.try_recv() {
+        logged.push(entry);
+    }
+    drop(rx);
+    let result = tokio::time::timeout(Duration::from_secs(3600), transfer).await;
+    let (alice, bob) = balances(&bank).await;
+    let was_logged = logged.contains(&alice_to_bob());
+    let moved = (alice, bob) == (ALICE - AMOUNT, BOB + AMOUNT);
+    let untouched = (alice, bob) == (ALICE, BOB);
+    match result {
+        Ok(Ok(())) if moved && was_logged => Ok(()),
+        Ok(Err(TransferError::AuditLogDown)) if untouched && !was_logged => Ok(()),
+        Err(_) => Err(format!(
+            "a transfer of {AMOUNT} cents from alice to bob ({when}) was left waiting at an \
+             `.await` when its task's cooperative budget ran out after {spent} units, and the \
+             audit log went away (its receiver was dropped) while it waited; an hour later it \
+             had still not returned: with the audit log gone, it must be refused"
+        )),
+        Ok(result) => Err(format!(
+            "a transfer of {AMOUNT} cents from alice to bob ({when}) was left waiting at an \
+             `.await` when its task's cooperative budget ran out after {spent} units, and the \
+             audit log went away (its receiver was dropped) while it waited, having received \
+             {logged:?} from it; when polled again, the transfer returned {result:?}, and alice \
+             holds {alice} and bob {bob}: expected `Err(AuditLogDown)` with alice at {ALICE} \
+             and bob at {BOB} (nothing moved), or `Ok(())` with its entry in the log before the \
+             log went. A log that goes away while a transfer waits (for a slot or for the lock) \
+             must be noticed after the wait, right where the money moves, or money moves that \
+             no audit log records"
+        )),
+    }
+}
+
 async fn balances(bank: &Bank) -> (u64, u64) {
     (bank.balance("alice").await.unwrap_or(0), bank.balance("bob").await.unwrap_or(0))
 }
@@ -338,6 +417,19 @@ hidden_test! {
         for shift in 0..4 {
             if let Err(message) = opposite_transfers(shift).await {
                 panic!("{message}");
+            }
+        }
+    }
+
+    /// The audit log goes away while a transfer waits, at each of its `.await`s in turn (its
+    /// task's cooperative budget runs out there, on a log with room or one that has just made
+    /// room): the transfer is refused with nothing moved, never `Ok` with nothing logged.
+    async fn a_log_that_goes_while_a_transfer_waits_refuses_it() {
+        for full in [false, true] {
+            for spent in 0..=MOST_SPENT {
+                if let Err(message) = log_gone_while_waiting(full, spent).await {
+                    panic!("{message}");
+                }
             }
         }
     }

@@ -307,6 +307,64 @@ async fn retry_after_a_cut((cut, gap, second): (u64, u64, u64)) -> Result<(), St
     Ok(())
 }
 
+/// The periods of the long stall in [`caller_polled_late`]: ten minutes, far more lines than a
+/// flood guard would let a wait write at once, and more than one poll's cooperative budget.
+const LONG_STALL: u32 = 600;
+
+/// Polls a waiting caller, moves the clock `periods` periods and a half on in one step before it
+/// is polled again (as when its task ran late), and expects one status line per period: also for
+/// the periods that passed while it was not polled. A wait that has more lines to write than one
+/// poll's cooperative budget allows may write them over several polls, each of which it asks for
+/// (its task is woken); they are all due at once.
+async fn caller_polled_late(periods: u32) {
+    let limiter = RateLimiter::new();
+    let mut wait = task::spawn(limiter.wait_turn("invoice-sync"));
+    assert_pending!(wait.poll());
+    // Whatever the wait handed to tasks of its own gets to run; the clock stays put.
+    kata_support::settle().await;
+    let stall = STATUS_EVERY * periods + STATUS_EVERY / 2;
+    tokio::time::advance(stall).await;
+    kata_support::settle().await;
+    assert_pending!(wait.poll());
+    // The wait is polled again as long as it asks to be (while it catches up), and no more.
+    for _ in 0..periods {
+        kata_support::settle().await;
+        if !wait.is_woken() {
+            break;
+        }
+        assert_pending!(wait.poll());
+    }
+    kata_support::settle().await;
+    let lines = limiter.status_lines();
+    let shown = if lines.len() > 6 {
+        format!("{:?} .. {:?}", &lines[..3], &lines[lines.len() - 3..])
+    } else {
+        format!("{lines:?}")
+    };
+    assert_eq!(
+        lines.len(),
+        periods as usize,
+        "the caller started waiting at 0 s, was not polled again until the clock had moved on \
+         {stall:?} in one step (as when its task ran late), and had then written {} status \
+         line(s), expected {periods} (one per {STATUS_EVERY:?} it waited, also for every period \
+         that passed while it was not polled, however many: a wait that skips or caps the lines \
+         it missed tells the on-call engineer it waited less than it did): {shown}",
+        lines.len()
+    );
+    limiter.refill(1);
+    kata_support::settle().await;
+    assert!(
+        wait.poll().is_ready(),
+        "a token came and the runtime then ran every task that was ready, but the waiting \
+         caller, polled again, was still pending: it was not served with the token"
+    );
+    assert_eq!(
+        limiter.status_lines().len(),
+        periods as usize,
+        "a caller served writes no more lines"
+    );
+}
+
 hidden_test! {
     /// Callers that start at any times and tokens that come at any times: callers are served in
     /// the order they started waiting, however long they wait, with a status line per period.
@@ -435,34 +493,12 @@ hidden_test! {
     }
 
     /// A waiting caller that is polled late (its task did not run while the clock moved 2.5
-    /// periods on in one step) still writes one status line per period it waited.
+    /// periods on in one step, or ten minutes) still writes one status line per period it
+    /// waited, however many periods it missed.
     async fn a_caller_polled_late_writes_a_line_per_period_waited() {
-        let limiter = RateLimiter::new();
-        let mut wait = task::spawn(limiter.wait_turn("invoice-sync"));
-        assert_pending!(wait.poll());
-        // Whatever the wait handed to tasks of its own gets to run; the clock stays put.
-        kata_support::settle().await;
-        tokio::time::advance(STATUS_EVERY * 2 + STATUS_EVERY / 2).await;
-        kata_support::settle().await;
-        assert_pending!(wait.poll());
-        let lines = limiter.status_lines();
-        assert_eq!(
-            lines.len(),
-            2,
-            "the caller started waiting at 0 s, was not polled again until the clock had moved on \
-             2.5 s in one step (as when its task ran late), and had then written {} status \
-             line(s), expected 2 (one per {STATUS_EVERY:?} it waited, also for the periods that \
-             passed while it was not polled): {lines:?}",
-            lines.len()
-        );
-        limiter.refill(1);
-        kata_support::settle().await;
-        assert!(
-            wait.poll().is_ready(),
-            "a token came and the runtime then ran every task that was ready, but the waiting \
-             caller, polled again, was still pending: it was not served with the token"
-        );
-        assert_eq!(limiter.status_lines().len(), 2, "a caller served writes no more lines");
+        for periods in [2u32, LONG_STALL] {
+            caller_polled_late(periods).await;
+        }
     }
 
     /// The caller who has waited longest gets the next token, status ticks or not.

@@ -100,6 +100,58 @@ impl StoppedWhen {
     }
 }
 
+/// How long the customer's server of [`a_slow_post_is_finished_whatever_happens_meanwhile`] takes
+/// to answer each webhook: a year (on the paused clock, where it costs nothing), longer than any
+/// bound a worker could set on a post or on a graceful shutdown.
+const SLOW_POST: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A long duration as the test's messages show it: in seconds and in days.
+fn in_days(duration: Duration) -> String {
+    format!("{duration:?} ({:.3} days)", duration.as_secs_f64() / 86_400.0)
+}
+
+/// What happens to the shutdown flag while the first of two slow posts is under way.
+#[derive(Debug, Clone, Copy)]
+enum DuringSlowPost {
+    /// Nothing: the flag stays `false` until the second post is half done.
+    Nothing,
+    /// The flag is set a second into the first post.
+    Shutdown,
+    /// The flag is set a second into the first post and sent back as `false` half-way through
+    /// it (the deploy was called off); it is set again half-way through the second post.
+    CalledOff,
+    /// The shutdown sender is dropped a second into the first post (the server is exiting).
+    SenderDropped,
+}
+
+impl DuringSlowPost {
+    fn describe(self) -> &'static str {
+        match self {
+            DuringSlowPost::Nothing => {
+                "the flag stayed `false` until the second post was half done, and was then set"
+            }
+            DuringSlowPost::Shutdown => "the flag was set a second into the first post",
+            DuringSlowPost::CalledOff => {
+                "the flag was set a second into the first post, sent back as `false` half-way \
+                 through it (the deploy was called off), and set again half-way through the \
+                 second post"
+            }
+            DuringSlowPost::SenderDropped => {
+                "the shutdown sender was dropped a second into the first post (the server is \
+                 exiting)"
+            }
+        }
+    }
+
+    /// How many of the two webhooks must be posted (the rest stay on the queue).
+    fn posted(self) -> u64 {
+        match self {
+            DuringSlowPost::Nothing | DuringSlowPost::CalledOff => 2,
+            DuringSlowPost::Shutdown | DuringSlowPost::SenderDropped => 1,
+        }
+    }
+}
+
 hidden_test! {
     /// Nothing unusual: the worker posts what is queued, then stops when the flag is set.
     async fn posts_webhooks_until_shutdown() {
@@ -622,6 +674,80 @@ hidden_test! {
                      {called_off:?} and must report 2 posted"
                 );
             }
+        }
+    }
+
+    /// A customer's server that is slow but alive (it takes a year to answer each webhook): the
+    /// worker finishes every post it starts, with the flag `false`, through a shutdown, through
+    /// a shutdown called off, and through the shutdown sender being dropped. A post cut short
+    /// (a timeout on the post, a grace period on the shutdown) has taken a webhook off the queue
+    /// that is never posted.
+    async fn a_slow_post_is_finished_whatever_happens_meanwhile() {
+        for during in [
+            DuringSlowPost::Nothing,
+            DuringSlowPost::Shutdown,
+            DuringSlowPost::CalledOff,
+            DuringSlowPost::SenderDropped,
+        ] {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = queue_with([1, 2]);
+            let server = FakeServer::new(SLOW_POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let second = Duration::from_secs(1);
+            tokio::spawn(async move {
+                match during {
+                    DuringSlowPost::Nothing => {
+                        sleep(SLOW_POST + SLOW_POST / 2).await;
+                        shutdown.send_replace(true);
+                    }
+                    DuringSlowPost::Shutdown => {
+                        sleep(second).await;
+                        shutdown.send_replace(true);
+                    }
+                    DuringSlowPost::CalledOff => {
+                        sleep(second).await;
+                        shutdown.send_replace(true);
+                        sleep(SLOW_POST / 2 - second).await;
+                        shutdown.send_replace(false);
+                        sleep(SLOW_POST).await;
+                        shutdown.send_replace(true);
+                    }
+                    DuringSlowPost::SenderDropped => {
+                        sleep(second).await;
+                        drop(shutdown);
+                    }
+                }
+                // Keep the sender (when it is not the one dropped) until the worker is done.
+                sleep(SLOW_POST * 4).await;
+            });
+            let start = Instant::now();
+            let outcome = timeout(SLOW_POST * 3, dispatcher.run()).await;
+            let took = start.elapsed();
+            let received = server.received();
+            let left = still_queued(&queue);
+            let posted = during.posted();
+            let expected: Vec<u64> = (1..=posted).collect();
+            let expected_took = SLOW_POST * posted as u32;
+            assert!(
+                outcome == Ok(posted as usize)
+                    && received == expected
+                    && left == (2 - posted) as usize
+                    && took == expected_took,
+                "webhooks 1 and 2 were queued, and the customer's server takes {} to answer \
+                 each (slow but alive); {}. The worker must finish every post it starts, \
+                 however long the server takes, and take no new webhook once the flag is `true` \
+                 (or its sender gone) when a post is done: `run` should return {posted} after \
+                 {}, the server receive {expected:?}, and {} webhook(s) stay on \
+                 the queue. It returned {outcome:?} after {}, the server received \
+                 {received:?}, and {left} webhook(s) were left on the queue: a post cut short \
+                 (by a timeout on the post or a grace period on the shutdown) has taken its \
+                 webhook off the queue, and it is never posted",
+                in_days(SLOW_POST),
+                during.describe(),
+                in_days(expected_took),
+                2 - posted,
+                in_days(took),
+            );
         }
     }
 
