@@ -663,6 +663,102 @@ hidden_test! {
         drop(lingering);
     }
 
+    /// A quiet shutdown: the flusher is parked (waiting for records or for its tick) with a part
+    /// batch held, or with nothing at all, and nothing else is queued or being written. Shutdown
+    /// must take exactly the one write of what is held, or no time at all when nothing is held:
+    /// the flusher is told at once, not found at its next look. Shutdown begins at many moments
+    /// after the last record (so that any periodic look falls between them), while a handler
+    /// still holds an idle `AuditLog` or not, and, with nothing held, also between two ticks of
+    /// the clock's millisecond.
+    async fn a_quiet_shutdown_takes_only_the_write_it_needs() {
+        let leads_ms = [0u64, 1, 3, 7, 13, 35, 501, 1021];
+        // Every timer fires on a whole millisecond counted from here.
+        let origin = tokio::time::Instant::now();
+        for held in [0u64, 3, 99] {
+            for lead_ms in leads_ms {
+                for holder in [true, false] {
+                    // A write's timer rounds to the millisecond: only an empty shutdown is also
+                    // timed between two of them.
+                    let grids: &[bool] = if held == 0 { &[false, true] } else { &[false] };
+                    for &off_grid in grids {
+                        let sink = AuditSink::new();
+                        let service = AuditService::start(sink.clone());
+                        let log = service.log();
+                        tokio::task::yield_now().await;
+                        let expected = records(0..held);
+                        for r in expected.clone() {
+                            log.record(r).await.expect("the audit trail is running");
+                        }
+                        // The flusher takes them and parks again; after the once-a-second flush
+                        // (at 1 s, done by 1.02 s) they are already in the store.
+                        if lead_ms == 0 {
+                            tokio::task::yield_now().await;
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(lead_ms)).await;
+                        }
+                        let stored = sink.records().len() as u64;
+                        if off_grid {
+                            tokio::time::advance(Duration::from_micros(300)).await;
+                        }
+                        let lingering = holder.then(|| log.clone());
+                        drop(log);
+                        let (writes, what) = if stored == held {
+                            (0, "nothing left to write (the flusher held no records)".to_owned())
+                        } else {
+                            (1, format!("{} record(s) held by the flusher, one write", held - stored))
+                        };
+                        let setting = format!(
+                            "{held} record(s) recorded, then {}{}{}; shutdown began with {what}, \
+                             and nothing else queued or being written",
+                            if lead_ms == 0 {
+                                "the flusher got a turn".to_owned()
+                            } else {
+                                format!("{lead_ms} ms of quiet")
+                            },
+                            if off_grid { " and 300 µs" } else { "" },
+                            if holder {
+                                " (a request handler still held an idle AuditLog)"
+                            } else {
+                                ""
+                            },
+                        );
+                        let began = tokio::time::Instant::now();
+                        let done = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
+                        let took = began.elapsed();
+                        assert!(
+                            done.is_ok(),
+                            "{setting}: shutdown() had not returned after {} s of virtual time: \
+                             {HANGS}",
+                            SHUTDOWN_LIMIT.as_secs()
+                        );
+                        if let Err(seen) = check_store(&sink, &expected, "when shutdown() returned")
+                        {
+                            panic!("{setting}: {seen}");
+                        }
+                        let needs = WRITE_LATENCY * writes;
+                        assert!(
+                            took == needs,
+                            "{setting}. shutdown() returned {took:?} after it began, with every \
+                             record in the store; expected exactly {needs:?} ({writes} write(s) \
+                             of {WRITE_LATENCY:?}), returning as soon as the flusher was done. \
+                             The flusher did not stop when shutdown told it to, but only when it \
+                             next woke up on its own (a stop flag looked at every few \
+                             milliseconds, or at the next tick): shutdown waited for a pause. It \
+                             must reach a parked flusher at once, whenever it begins"
+                        );
+                        drop(lingering);
+                        // Back on a whole millisecond for the next run.
+                        let off = (tokio::time::Instant::now() - origin).as_nanos() % 1_000_000;
+                        if off != 0 {
+                            let back = Duration::from_nanos(1_000_000 - off as u64);
+                            tokio::time::advance(back).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A handler keeps its `AuditLog` and records back to back until it is refused, so the queue
     /// is full when shutdown begins. Shutdown must still stop the flusher and return once what
     /// was acknowledged is written (at most the records left plus one full queue), and the
