@@ -1,7 +1,8 @@
 //! Hidden tests for kata 01: the in-flight gauge must come down however `forward` ends (return,
-//! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds at
-//! once (also when the requests were all created before any was polled), a backend panic comes out
-//! of `forward`, and the backend call must stop when the client leaves.
+//! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds on
+//! the first poll (also when the requests were all created before any was polled, and however
+//! busy the handler's task is), the backend's own panic comes out of `forward`, and the backend
+//! call must stop when the client leaves.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

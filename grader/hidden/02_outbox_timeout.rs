@@ -1,7 +1,8 @@
 //! Hidden tests for kata 02: `enqueue` must hand the message back when its wait runs out, queue it
 //! exactly once when there is room, keep its place in the channel's queue while it waits, wait at
-//! most `wait` (and not less, whole milliseconds or not; each call its own wait, however many
-//! rooms wait on the same outbox), and answer `Closed` when the client leaves during the wait.
+//! most `wait` (and not less, whole milliseconds or not, up to `Duration::MAX`; each call its own
+//! wait, however many rooms wait on the same outbox), and answer `Closed` when the client leaves
+//! during the wait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
