@@ -1,7 +1,8 @@
 //! Hidden tests for kata 01: the in-flight gauge must come down however `forward` ends (return,
-//! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds at
-//! once (also when the requests were all created before any was polled), a backend panic comes out
-//! of `forward`, and the backend call must stop when the client leaves.
+//! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds on
+//! the first poll (also when the requests were all created before any was polled, and however
+//! busy the handler's task is), the backend's own panic comes out of `forward`, and the backend
+//! call must stop when the client leaves.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -62,6 +63,44 @@ fn describe_gauge(seen: usize, expected: usize) -> String {
              not counted",
             expected - seen
         )
+    }
+}
+
+/// A typed panic payload, as a backend client might throw with `std::panic::panic_any`.
+#[derive(Debug, PartialEq)]
+struct BackendBug(u32);
+
+/// After a request at a full gateway answered `Pending` on its first poll: gives the scheduler a
+/// turn, lets one request in flight end (if there is one), and polls the waiting request again.
+/// Says what that showed, for the failure message.
+async fn admit_late<A, B>(
+    backends: &[Gate],
+    in_flight: &mut [task::Spawn<A>],
+    late: &mut task::Spawn<B>,
+) -> String
+where
+    A: std::future::Future,
+    B: std::future::Future<Output = Result<i32, Shed>>,
+{
+    tokio::task::yield_now().await;
+    let (Some(backend), Some(first)) = (backends.first(), in_flight.first_mut()) else {
+        return format!(
+            " (after a turn of the scheduler, its next poll returned {:?})",
+            late.poll()
+        );
+    };
+    backend.open();
+    if first.poll().is_pending() {
+        return String::new();
+    }
+    match late.poll() {
+        Poll::Ready(Ok(_)) => "; a request in flight then ended, and the next poll forwarded the \
+                               waiting request late"
+            .to_string(),
+        again => format!(
+            "; a request in flight then ended, and the next poll of the waiting request returned \
+             {again:?}"
+        ),
     }
 }
 
@@ -234,6 +273,88 @@ hidden_test! {
         }
     }
 
+    /// "Shed at once" holds however busy the handler is. A handler that fans a batch out to a full
+    /// gateway polls request after request without ever yielding to the scheduler, and a handler
+    /// may have done plenty of other work in the same turn (tokio's cooperative budget spent):
+    /// each request must still be shed on its first poll, not made to wait a turn for room.
+    async fn a_full_gateway_sheds_on_the_first_poll_however_busy_the_handler_is() {
+        for limit in [0usize, 1, 3] {
+            let gateway = Gateway::new(limit);
+            let backends: Vec<Gate> = (0..limit).map(|_| Gate::closed()).collect();
+            let mut in_flight: Vec<_> = backends
+                .iter()
+                .map(|backend| {
+                    let held = backend.clone();
+                    task::spawn(gateway.forward(async move { held.pass().await }))
+                })
+                .collect();
+            for request in &mut in_flight {
+                assert_pending!(request.poll());
+            }
+            // A flood of requests from one handler, each polled once, no yield in between.
+            for n in 1..=300 {
+                let mut late = task::spawn(gateway.forward(async { 200 }));
+                match late.poll() {
+                    Poll::Ready(Err(Shed)) => {}
+                    Poll::Ready(Ok(_)) => panic!(
+                        "limit {limit}: with {limit} request(s) in flight, request {n} of a flood \
+                         from one handler was forwarded; it must be shed"
+                    ),
+                    Poll::Pending => {
+                        let late_admit = admit_late(&backends, &mut in_flight, &mut late).await;
+                        panic!(
+                            "limit {limit}: a handler sent a flood of requests to a full gateway \
+                             ({limit} in flight), polling each once without yielding to the \
+                             scheduler; requests 1 to {} were shed, but request {n} returned \
+                             Pending on its first poll instead of being shed{late_admit}: a full \
+                             gateway answers \"503, try later\" straight away, however many \
+                             requests the handler has sent in the same turn (does `forward` \
+                             yield, or wait on something that counts against tokio's \
+                             cooperative budget, before it sheds?)",
+                            n - 1
+                        );
+                    }
+                }
+            }
+            // The handler's task has used up its cooperative budget on other work before the next
+            // request arrives.
+            let mut spent = 0;
+            while task::spawn(tokio::task::consume_budget()).poll().is_ready() {
+                spent += 1;
+                assert!(spent < 100_000, "tokio's cooperative budget never ran out");
+            }
+            let mut late = task::spawn(gateway.forward(async { 200 }));
+            match late.poll() {
+                Poll::Ready(Err(Shed)) => {}
+                Poll::Ready(Ok(_)) => {
+                    panic!("limit {limit}: with {limit} request(s) in flight, a request was forwarded")
+                }
+                Poll::Pending => {
+                    let late_admit = admit_late(&backends, &mut in_flight, &mut late).await;
+                    panic!(
+                        "limit {limit}: a request arrived at a full gateway ({limit} in flight) in \
+                         a handler that had already done a lot of work in the same turn (its \
+                         task's cooperative budget was spent), and returned Pending on its first \
+                         poll instead of being shed{late_admit}: a full gateway answers \"503, try \
+                         later\" straight away, however busy the handler is; shedding needs no \
+                         `.await` at all (`forward` must not wait on anything, a yield, a \
+                         semaphore's `acquire` or a timer, before it sheds)"
+                    );
+                }
+            }
+            tokio::task::yield_now().await;
+            for backend in &backends {
+                backend.open();
+            }
+            for request in &mut in_flight {
+                assert!(request.poll().is_ready(), "a request whose backend answered did not finish");
+            }
+            drop(in_flight);
+            let gauge = gateway.in_flight();
+            assert!(gauge == 0, "after every request ended, {}", describe_gauge(gauge, 0));
+        }
+    }
+
     /// Requests created before any of them is polled, then polled in any order: exactly `limit`
     /// of them reach the backend and the others are shed, whichever moment a fix counts a request
     /// at (when `forward` is called or when it is first polled).
@@ -398,33 +519,56 @@ hidden_test! {
         assert_eq!(gateway.in_flight(), 0, "the client left; the gauge must read 0 at once");
     }
 
-    /// A backend that panics unwinds through `forward`; the gauge must come down on the way out.
-    async fn a_backend_panic_lowers_the_gauge() {
-        let gateway = Gateway::new(2);
-        let crashed = AssertUnwindSafe(gateway.forward(async {
-            tokio::task::yield_now().await;
-            panic!("the recommendation service returned garbage and the parser panicked");
-        }))
-        .catch_unwind()
-        .await;
-        if let Ok(result) = &crashed {
-            panic!(
-                "the backend call panicked, but `forward` returned {result:?} instead of \
-                 unwinding: the panic must reach the handler (a gateway with room is not full, so \
-                 it is not a shed)"
+    /// A backend that panics unwinds through `forward`, at its first poll or a later one: the
+    /// panic that reaches the handler must be the backend's own (its payload untouched, so a
+    /// handler can tell what crashed), and the gauge must come down on the way out.
+    async fn a_backend_panic_comes_out_whole_and_lowers_the_gauge() {
+        for yields_first in [false, true] {
+            let gateway = Gateway::new(2);
+            let when = if yields_first { "after waiting once" } else { "on its first poll" };
+            let crashed = AssertUnwindSafe(gateway.forward(async move {
+                if yields_first {
+                    tokio::task::yield_now().await;
+                }
+                std::panic::panic_any(BackendBug(42));
+            }))
+            .catch_unwind()
+            .await;
+            let payload = match crashed {
+                Ok(result) => panic!(
+                    "the backend call panicked {when}, but `forward` returned {result:?} instead \
+                     of unwinding: the panic must reach the handler (a gateway with room is not \
+                     full, so it is not a shed)"
+                ),
+                Err(payload) => payload,
+            };
+            if payload.downcast_ref::<BackendBug>() != Some(&BackendBug(42)) {
+                let seen = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| format!("a panic with the message {s:?}"))
+                    .or_else(|| {
+                        payload.downcast_ref::<String>().map(|s| format!("a panic with the message {s:?}"))
+                    })
+                    .unwrap_or_else(|| "a panic with another payload".to_string());
+                panic!(
+                    "the backend call panicked {when} with its own payload (`BackendBug(42)`), \
+                     but what came out of `forward` was {seen}: the backend's panic was caught \
+                     and replaced, so the handler cannot tell what crashed. Let the backend's \
+                     panic unwind through `forward` as it is (or resume it with its payload)"
+                );
+            }
+            assert_eq!(
+                gateway.in_flight(),
+                0,
+                "the backend panicked {when} and `forward` unwound, but the gauge still counts the \
+                 request (expected 0)"
+            );
+            assert_eq!(
+                gateway.forward(async { 200 }).await,
+                Ok(200),
+                "after a backend panic the gateway must still forward requests"
             );
         }
-        assert_eq!(
-            gateway.in_flight(),
-            0,
-            "the backend panicked and `forward` unwound, but the gauge still counts the request \
-             (expected 0)"
-        );
-        assert_eq!(
-            gateway.forward(async { 200 }).await,
-            Ok(200),
-            "after a backend panic the gateway must still forward requests"
-        );
     }
 
     /// Concurrent requests end in any order, some answered and some abandoned by their clients;

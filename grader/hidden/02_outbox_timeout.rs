@@ -1,7 +1,8 @@
 //! Hidden tests for kata 02: `enqueue` must hand the message back when its wait runs out, queue it
 //! exactly once when there is room, keep its place in the channel's queue while it waits, wait at
-//! most `wait` (and not less, whole milliseconds or not; each call its own wait, however many
-//! rooms wait on the same outbox), and answer `Closed` when the client leaves during the wait.
+//! most `wait` (and not less, whole milliseconds or not, up to `Duration::MAX`; each call its own
+//! wait, however many rooms wait on the same outbox), and answer `Closed` when the client leaves
+//! during the wait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -365,6 +366,43 @@ fn histories_then_a_disconnect() -> impl Strategy<Value = (usize, usize, u64, Ve
         })
 }
 
+/// A capacity-1 outbox that already holds one message, waiting `wait` for space.
+fn full_outbox_waiting(
+    wait: Duration,
+) -> (Outbox, mpsc::Sender<ChatMessage>, mpsc::Receiver<ChatMessage>) {
+    let (_, tx, rx) = full_outbox();
+    (Outbox::new(tx.clone(), wait), tx, rx)
+}
+
+/// Calls `enqueue` from a task of its own (a room's), and says what it answered and after how
+/// long. A panic inside `enqueue` fails the test with a message that says so.
+async fn enqueue_in_a_task(outbox: &Outbox, text: &str) -> (String, Duration) {
+    let outbox = outbox.clone();
+    let message = line("bot", text);
+    let start = Instant::now();
+    let call = tokio::spawn(async move { describe(&outbox.enqueue(message).await) }).await;
+    match call {
+        Ok(seen) => (seen, start.elapsed()),
+        Err(error) => {
+            let why = match error.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default(),
+                Err(error) => error.to_string(),
+            };
+            panic!(
+                "enqueue panicked ({why}) after {:?}, taking the room's task down with it: \
+                 `wait` may be any `Duration`, up to `Duration::MAX` (an outbox that waits as \
+                 long as it takes), and `enqueue` must then wait, not panic (`Instant::now() + \
+                 wait` overflows there; `timeout`, `sleep` and `send_timeout` saturate it)",
+                start.elapsed()
+            )
+        }
+    }
+}
+
 /// How many more messages a plain sender of the channel can queue right now, without waiting.
 /// The slots it takes to count them are given back at once.
 fn free_slots(plain: &mpsc::Sender<ChatMessage>) -> usize {
@@ -442,6 +480,80 @@ hidden_test! {
             Err(EnqueueError::Closed(_)) => {
                 panic!("enqueue answered Closed, but the client is still connected")
             }
+        }
+    }
+
+    /// The far end of the wait's range: outboxes configured to wait hours, days, or as long as it
+    /// takes (`Duration::MAX`, say for a bot account whose messages must never be dropped). Each
+    /// call must queue at once into an outbox with room, use a slot the client frees however late
+    /// in the wait, answer `Busy` only when the whole wait has run out, and `Closed` the moment
+    /// the client leaves: `wait` is any `Duration`, neither capped nor a deadline that overflows.
+    async fn the_longest_waits_are_waited_in_full() {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        const YEAR: u64 = 365 * DAY;
+        let secs = Duration::from_secs;
+        let as_long_as_it_takes = [Duration::MAX, secs(u64::MAX), secs(1000 * YEAR)];
+        // (wait, when the client reads one message: before the wait runs out)
+        let mut cases = vec![
+            (secs(2 * HOUR), secs(90 * 60)),
+            (secs(36 * HOUR), secs(30 * HOUR)),
+            (secs(400 * DAY), secs(399 * DAY)),
+            (secs(12 * YEAR), secs(11 * YEAR)),
+        ];
+        cases.extend(as_long_as_it_takes.iter().map(|&wait| (wait, secs(20 * YEAR))));
+        for (wait, read_at) in cases {
+            let what = format!("an outbox with a wait of {wait:?}");
+            // Room: queued at once.
+            let (tx, mut rx) = mpsc::channel(2);
+            let outbox = Outbox::new(tx, wait);
+            let (seen, waited) = enqueue_in_a_task(&outbox, "hello").await;
+            assert!(
+                seen == "Ok(())" && waited.is_zero() && rx.try_recv().is_ok(),
+                "{what} and room for the message: enqueue answered {seen} after {waited:?}; \
+                 expected Ok(()) at once, with the message in the outbox"
+            );
+            // Full, and the client reads late in the wait: the freed slot is this call's.
+            let (outbox, _tx, mut rx) = full_outbox_waiting(wait);
+            let reader = tokio::spawn(async move {
+                sleep(read_at).await;
+                let _welcome = rx.recv().await;
+                sleep(Duration::from_secs(1)).await;
+                rx.try_recv().map(|m| m.text).ok()
+            });
+            let (seen, waited) = enqueue_in_a_task(&outbox, "still there?").await;
+            let arrived = reader.await.expect("the client's reader");
+            assert!(
+                seen == "Ok(())" && waited == read_at && arrived.as_deref() == Some("still there?"),
+                "{what}, full; the client read one message {read_at:?} into the wait: enqueue \
+                 answered {seen} after {waited:?} and the client then received {arrived:?}; \
+                 expected Ok(()) after {read_at:?}, with the message delivered. A slot that frees \
+                 up before the wait has run out belongs to the call, however long the wait"
+            );
+            // Full, and the client leaves part way: Closed at that moment.
+            let (outbox, _tx, rx) = full_outbox_waiting(wait);
+            let leave_at = read_at / 2;
+            tokio::spawn(async move {
+                sleep(leave_at).await;
+                drop(rx);
+            });
+            let (seen, waited) = enqueue_in_a_task(&outbox, "bye?").await;
+            assert!(
+                seen == "Closed(\"bye?\")" && waited == leave_at,
+                "{what}, full; the client disconnected {leave_at:?} into the wait: enqueue \
+                 answered {seen} after {waited:?}; expected Closed(\"bye?\") after {leave_at:?}"
+            );
+        }
+        // Full, and nobody reads: Busy exactly when a long (but finite) wait runs out.
+        for wait in [secs(2 * HOUR), secs(36 * HOUR), secs(400 * DAY)] {
+            let (outbox, _tx, _rx) = full_outbox_waiting(wait);
+            let (seen, waited) = enqueue_in_a_task(&outbox, "anyone?").await;
+            assert!(
+                seen == "Busy(Some(\"anyone?\"))" && waited == wait,
+                "an outbox with a wait of {wait:?}, full, the client never reading: enqueue \
+                 answered {seen} after {waited:?}; expected Busy(Some(\"anyone?\")) after \
+                 {wait:?}, when the whole wait has run out (a wait is never capped)"
+            );
         }
     }
 

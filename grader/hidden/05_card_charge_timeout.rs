@@ -4,7 +4,8 @@
 //! `GatewayCrashed`, without retrying and without the panic escaping `pay`. One checkout serves
 //! several customers at once, each as if alone; a dropped or finished `pay` leaves nothing behind
 //! that answers for the next one; a `pay` dropped without a running runtime stops quietly; and a
-//! checkout makes exactly the attempts it was given.
+//! checkout makes exactly the attempts it was given, each run where `abort` can stop it, and with
+//! any deadline up to `Duration::MAX`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -76,6 +77,8 @@ struct FakeGateway {
     answers: Arc<Mutex<Vec<(usize, Answer)>>>,
     /// The task that first polled each request's charge future (`None`: outside any task).
     polled_by: Arc<Mutex<Vec<(usize, Option<tokio::task::Id>)>>>,
+    /// The thread that first polled each request's charge future.
+    polled_on: Arc<Mutex<Vec<(usize, std::thread::ThreadId)>>>,
 }
 
 impl FakeGateway {
@@ -88,6 +91,7 @@ impl FakeGateway {
             overlap: Arc::default(),
             answers: Arc::default(),
             polled_by: Arc::default(),
+            polled_on: Arc::default(),
         }
     }
 
@@ -122,6 +126,7 @@ impl Gateway for FakeGateway {
         let charges = self.charges.clone();
         let answers = self.answers.clone();
         let polled_by = self.polled_by.clone();
+        let polled_on = self.polled_on.clone();
         let answered = move |answer| answers.lock().expect("answers lock").push((n, answer));
         let running = self.live.fetch_add(1, Ordering::SeqCst);
         if running > 0 {
@@ -144,6 +149,7 @@ impl Gateway for FakeGateway {
         async move {
             let _live = live;
             polled_by.lock().expect("polled_by lock").push((n, tokio::task::try_id()));
+            polled_on.lock().expect("polled_on lock").push((n, std::thread::current().id()));
             match reply {
                 Reply::ChargeAfter(_) => {
                     processing.await;
@@ -768,6 +774,31 @@ hidden_test! {
         }
     }
 
+    /// An attempt must be a task that `abort` can stop. A task on tokio's blocking pool
+    /// (`spawn_blocking`, with the charge driven by `Handle::block_on`) is one of its own, but
+    /// once it runs nothing can stop it: an attempt that missed its deadline would charge on,
+    /// and `pay` awaiting it would wait for it. The tests' runtime has one thread, so a charge
+    /// future polled on any other thread was not polled by a task the runtime can abort. The
+    /// gateway here answers at once, so nothing waits for the clock.
+    async fn every_attempt_runs_where_abort_can_stop_it() {
+        let gateway = FakeGateway::new(&[Reply::ChargeAfter(Duration::ZERO)]);
+        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        assert_eq!(paid, Ok(ChargeId(0)), "a gateway that charges at once");
+        let here = std::thread::current().id();
+        let polled_on = gateway.polled_on.lock().expect("polled_on lock").clone();
+        for (n, thread) in polled_on {
+            assert!(
+                thread == here,
+                "request {}'s charge future was polled on a thread other than the runtime's (by \
+                 a task on tokio's blocking pool, from `spawn_blocking`?): `abort` cannot stop a \
+                 blocking task once it runs, so an attempt that misses its deadline would not be \
+                 stopped: it could still charge the card, and `pay` awaiting it would wait as \
+                 long as the gateway takes. Run each attempt as an async task (`tokio::spawn`)",
+                n + 1
+            );
+        }
+    }
+
     /// One checkout serves every customer of the shop (`pay` takes `&self`). Two or three
     /// customers pay through it at once, starting at different moments, each card with its own
     /// gateway behaviour (quick, slow, declined, hung): each must be served exactly as if paying
@@ -835,6 +866,75 @@ hidden_test! {
                 }
             },
         );
+    }
+
+    /// The far end of the deadline's range: a checkout whose attempts may take hours, days, or as
+    /// long as they need (`Duration::MAX`, for a gateway that guarantees an answer). An attempt
+    /// answering well inside such a deadline is that attempt's answer, at that moment, with one
+    /// request and no retry: the deadline is never capped, and `pay` never panics on it.
+    async fn the_longest_deadlines_are_waited_in_full() {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        const YEAR: u64 = 365 * DAY;
+        let secs = Duration::from_secs;
+        let cases = [
+            (secs(2 * HOUR), secs(90 * 60)),
+            (secs(400 * DAY), secs(399 * DAY)),
+            (secs(1000 * YEAR), secs(20 * YEAR)),
+            (secs(u64::MAX), secs(20 * YEAR)),
+            (Duration::MAX, secs(20 * YEAR)),
+        ];
+        for (deadline, answer_after) in cases {
+            for reply in [Reply::ChargeAfter(answer_after), Reply::DeclineAfter(answer_after)] {
+                let gateway = FakeGateway::new(&[reply, FAST]);
+                let paying = Arc::new(Checkout::new(gateway.clone(), deadline, 3));
+                let start = Instant::now();
+                let paid = tokio::spawn(async move { paying.pay(&card(), 4200).await }).await;
+                let took = start.elapsed();
+                let answer = match reply {
+                    Reply::DeclineAfter(_) => "declines",
+                    _ => "charges the card",
+                };
+                let scene = format!(
+                    "a checkout with a deadline of {deadline:?} per attempt, against a gateway that \
+                     {answer} after {answer_after:?}"
+                );
+                let paid = match paid {
+                    Ok(paid) => paid,
+                    Err(error) => {
+                        let why = match error.try_into_panic() {
+                            Ok(payload) => payload
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| payload.downcast_ref::<String>().cloned())
+                                .unwrap_or_default(),
+                            Err(error) => error.to_string(),
+                        };
+                        panic!(
+                            "{scene}: `pay` panicked ({why}) after {took:?}, taking the request \
+                             handler down with it. The deadline may be any `Duration`, up to \
+                             `Duration::MAX` (no deadline to speak of), and `pay` must then \
+                             wait for the answer, not panic (`Instant::now() + deadline` \
+                             overflows there; `timeout` and `sleep` saturate it)"
+                        );
+                    }
+                };
+                let expected = match reply {
+                    Reply::DeclineAfter(_) => Err(PayError::Declined),
+                    _ => Ok(ChargeId(0)),
+                };
+                let (requests, charges) = (gateway.requests(), gateway.charges());
+                let charged = usize::from(expected.is_ok());
+                assert!(
+                    paid == expected && took == answer_after && requests == 1 && charges == charged,
+                    "{scene}: checkout answered {paid:?} after {took:?}, with {requests} \
+                     request(s) and {charges} charge(s); expected {expected:?} after \
+                     {answer_after:?}, with 1 request and {charged} charge(s): an answer inside \
+                     the deadline is the attempt's answer, however long the deadline (it is \
+                     never capped)"
+                );
+            }
+        }
     }
 
     /// `Checkout::new(gateway, deadline, attempts)` gives each of its `attempts` attempts the
