@@ -2,7 +2,9 @@
 //! receipt; a stuck mailer must still make the client give up.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use kata_support::{
@@ -650,5 +652,127 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// The worker answers (or crashes) inside the budget, but the call's task gets to run again
+    /// only after the budget has ended (a busy runtime: other requests keep the thread). The
+    /// answer is already there when the call looks, so it is the call's answer: the client gives
+    /// up only on a worker that has not answered.
+    async fn an_answer_inside_the_budget_is_returned_even_if_the_call_runs_late() {
+        let budget = ATTEMPT * ATTEMPTS;
+        let answers = [ATTEMPT / 2, ATTEMPT * 2 + ATTEMPT / 2, budget - Duration::from_millis(1)];
+        for answer_at in answers {
+            for late in [Duration::from_millis(1), ATTEMPT / 10, budget] {
+                for crashes in [false, true] {
+                    let (queue, mut jobs) = mpsc::channel::<Request>(8);
+                    let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+                    let mut call = Box::pin(client.send_email(job(7)));
+                    let mut taken = None;
+                    for _ in 0..3 {
+                        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx)));
+                        if let Poll::Ready(outcome) = first.await {
+                            panic!(
+                                "the queue had room and nobody had taken the job yet, but \
+                                 send_email returned {outcome:?} at once"
+                            );
+                        }
+                        taken = jobs.try_recv().ok();
+                        if taken.is_some() {
+                            break;
+                        }
+                    }
+                    let Some(Request { reply, .. }) = taken else {
+                        panic!("the queue had room, yet send_email did not queue its job");
+                    };
+                    // Nothing polls the call from here on until the budget has ended: its task
+                    // does not get the thread.
+                    tokio::time::advance(answer_at).await;
+                    let (what, expected) = if crashes {
+                        drop(reply);
+                        ("dropped the job without answering", Err(CallError::WorkerDropped))
+                    } else {
+                        let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+                        reply.send(receipt.clone()).expect("the call still holds its receiver");
+                        ("sent the email and its receipt", Ok(receipt))
+                    };
+                    tokio::time::advance(budget - answer_at + late).await;
+                    let outcome = timeout(Duration::from_secs(60), call)
+                        .await
+                        .expect("send_email did not return within 60 s (virtual)");
+                    assert!(
+                        outcome == expected,
+                        "the worker took the job at once and {what} {answer_at:?} in, inside \
+                         the client's budget of {ATTEMPTS} attempts of {ATTEMPT:?}; the call's \
+                         task got to run again only {late:?} after the budget ended (a busy \
+                         runtime), and returned {outcome:?}, expected {expected:?}. The answer \
+                         was already there when the call looked, so it is the call's answer: a \
+                         client that gives up on a worker that has answered tells the shop \
+                         \"not confirmed\" for an email that was sent (or calls a crash a stuck \
+                         worker)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The queue is full and the call waits for room; 1 ms later another part of the shop (the
+    /// newsletter service, with a plain `send`) waits for room on the same queue. The mailer
+    /// starts taking jobs at instants off any round grid and answers each at once. The call's
+    /// job gets onto the queue the instant room frees, ahead of the sender that came after it,
+    /// and its receipt comes at that instant.
+    async fn a_call_waiting_for_room_is_queued_in_turn_the_instant_room_frees() {
+        let ms = Duration::from_millis;
+        for room_at in [ms(7), ms(505), ms(999), ATTEMPT + ms(37), ATTEMPT * 2 + ms(1)] {
+            let (queue, mut jobs) = mpsc::channel::<Request>(1);
+            let (earlier, _) = tokio::sync::oneshot::channel();
+            queue
+                .try_send(Request { job: job(1), reply: earlier })
+                .expect("the queue has room for the earlier job");
+            let taken = Arc::new(Mutex::new(Vec::new()));
+            let mailer_taken = taken.clone();
+            tokio::spawn(async move {
+                sleep(room_at).await;
+                while let Some(Request { job, reply }) = jobs.recv().await {
+                    mailer_taken.lock().unwrap().push(job.id);
+                    let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
+                }
+            });
+            let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
+            let call = tokio::spawn(async move {
+                let start = Instant::now();
+                let outcome = client.send_email(job(7)).await;
+                (outcome, start.elapsed())
+            });
+            sleep(Duration::from_millis(1)).await;
+            let (other, _) = tokio::sync::oneshot::channel();
+            let newsletter = tokio::spawn(async move {
+                let _ = queue.send(Request { job: job(2), reply: other }).await;
+            });
+            let (outcome, waited) = timeout(Duration::from_secs(60), call)
+                .await
+                .expect("send_email did not return within 60 s (virtual)")
+                .expect("send_email panicked");
+            let _ = newsletter.await;
+            settle().await;
+            let order = taken.lock().unwrap().clone();
+            let receipt = Ok(Receipt { job_id: 7, message_id: "msg-7".into() });
+            let position = |id| order.iter().position(|taken| *taken == id);
+            // A client that starts a new wait for room at each attempt may rejoin the line at
+            // its back then, so the order is checked only for room that frees in the first one.
+            let in_turn = room_at >= ATTEMPT
+                || matches!((position(7), position(2)), (Some(ours), Some(theirs)) if ours < theirs);
+            assert!(
+                outcome == receipt && waited == room_at && in_turn,
+                "the queue (capacity 1) was full; the call started waiting for room at 0 s and \
+                 another sender (the newsletter service) 1 ms later; the mailer started taking \
+                 jobs at {room_at:?} and answered each at once. The mailer took the jobs in the \
+                 order {order:?} (job 1 was already queued, job 7 is the call's, job 2 the other \
+                 sender's), and the call returned {outcome:?} after {waited:?}. Expected job 7 \
+                 taken before job 2 and the receipt at {room_at:?}: a call that waits for room \
+                 gets onto the queue the instant room frees for it, and a sender that started \
+                 waiting after it does not go first (on a busy queue, it would be overtaken for \
+                 ever)"
+            );
+        }
     }
 }

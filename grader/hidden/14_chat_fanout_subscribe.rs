@@ -840,4 +840,107 @@ hidden_test! {
              lobby message(s): once the session has taken a Join, the old room's messages stop"
         );
     }
+
+    /// A slow client (its connection holds one event) sends `Join` while the lobby still holds
+    /// messages for her; once the session has taken the `Join`, the lobby keeps posting past what
+    /// it keeps (all at once, or one at a time while she reads one event now and then), whatever
+    /// the session is still handing her of the lobby. Nothing posted to the lobby after the `Join`
+    /// was taken reaches her, and no `Missed` counts it; after `Joined` only the new room's
+    /// messages come.
+    async fn a_join_taken_stops_the_old_room_even_while_its_backlog_is_handed_over() {
+        for backlog in [1, 3, 5] {
+            for after in [4, 9] {
+                for one_at_a_time in [false, true] {
+                    let hub = Arc::new(ChatHub::new(ROOM));
+                    let _support = hub.subscribe("support");
+                    let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+                    // Message 0 fills her connection, message 1 is in the session's hand, and
+                    // the lobby holds `backlog` more for her.
+                    for n in 0..2 {
+                        hub.publish(message("lobby", n));
+                        settle().await;
+                    }
+                    let before_join = 2 + backlog;
+                    for n in 2..before_join {
+                        hub.publish(message("lobby", n));
+                    }
+                    alice.command(Command::Join("support".into()));
+                    let mut events = alice.read_until_commands_are_taken().await;
+                    assert!(
+                        alice.commands.capacity() == alice.commands.max_capacity(),
+                        "alice sent Join(support) and read everything that came ({}), yet the \
+                         session never took the Join",
+                        short(&events)
+                    );
+                    // Posted to the lobby after the session took the Join: numbers from 100 on.
+                    for n in 100..100 + after {
+                        hub.publish(message("lobby", n));
+                        if one_at_a_time {
+                            settle().await;
+                            if let Ok(event) = alice.events.try_recv() {
+                                events.push(event);
+                            }
+                        }
+                    }
+                    hub.publish(ChatMessage {
+                        room: "support".into(),
+                        from: "carol".into(),
+                        text: "new".into(),
+                    });
+                    events.extend(alice.read_slowly().await);
+
+                    let joined = events.iter().position(|e| *e == Event::Joined("support".into()));
+                    let before = &events[..joined.unwrap_or(events.len())];
+                    let late = events.iter().find_map(|e| match e {
+                        Event::Message(m) if m.room == "lobby" => number(m).filter(|n| *n >= 100),
+                        _ => None,
+                    });
+                    let told: u64 = before
+                        .iter()
+                        .map(|e| if let Event::Missed(n) = e { *n } else { 0 })
+                        .sum();
+                    let delivered = texts(before).len() as u64;
+                    let after_joined = joined.map(|j| short(&events[j + 1..]));
+                    let why = if let Some(n) = late {
+                        format!(
+                            "message {n} was posted to the lobby after the session had taken the \
+                             Join, and reached her: once the Join is taken, no more of the old \
+                             room's messages come, even while the session still hands her what \
+                             the lobby held for her"
+                        )
+                    } else if told + delivered > before_join as u64 {
+                        format!(
+                            "before Joined(support) she got {delivered} lobby message(s) and was \
+                             told she missed {told}, yet only {before_join} were posted to the \
+                             lobby before the Join was taken: a `Missed` counts messages she \
+                             lost, not ones posted after she left"
+                        )
+                    } else if let Err(seen) = account(before, 0..0) {
+                        seen
+                    } else if after_joined.as_deref() != Some("[support:new]") {
+                        "she must get Joined(support), then \"new\" only".to_string()
+                    } else {
+                        String::new()
+                    };
+                    let how = if one_at_a_time {
+                        "one at a time, while she read one event now and then"
+                    } else {
+                        "all at once"
+                    };
+                    assert!(
+                        why.is_empty(),
+                        "alice was slow to read (her connection holds one event); the lobby \
+                         (which keeps {ROOM}) held messages 2 to {} for her, besides message 0 on \
+                         her connection and message 1 in the session's hand, when she sent \
+                         Join(support). Once the session had taken the Join, messages 100 to {} \
+                         were posted to the lobby ({how}), then \"new\" to support. She got {}: \
+                         {why}",
+                        before_join - 1,
+                        99 + after,
+                        short(&events)
+                    );
+                }
+            }
+        }
+    }
 }
