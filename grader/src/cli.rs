@@ -364,7 +364,8 @@ pub struct VerifyArgs {
     pub katas: Vec<String>,
 
     /// Run each solution's and decoy's hidden tests N times from one build; a test whose outcome
-    /// differs between runs is a problem.
+    /// differs between runs is a problem. A test that timed out is not run again: it failed, and
+    /// each repeat would cost the whole timeout.
     #[arg(
         long,
         default_value_t = 3,

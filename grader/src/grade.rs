@@ -444,19 +444,30 @@ pub fn grade_repeated(
     let before: Vec<_> = unit_files.iter().map(|f| hash_all(f)).collect();
     let trusted_before = hash_all(&generated.trusted);
     let count = jobs.len();
-    let jobs: Vec<Job> = jobs.iter().cycle().take(count * repeat.max(1)).cloned().collect();
-    progress.phase("testing", jobs.len());
+    progress.phase("testing", count);
     let shared = options.gate.as_ref().map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
-    let all = run::run_all(jobs, options.parallel, &|| progress.step());
+    let first = run::run_all(jobs.clone(), options.parallel, &|| progress.step());
+    // The repeats. A test that timed out has spent the whole timeout, and would again on every
+    // repeat, for an outcome that is a failure whatever the repeats say: only the tests that
+    // ended are run again (`verify` names the decoys that nothing but a timeout rejects).
+    let again: Vec<usize> = (0..count).filter(|&j| first[j].outcome != Outcome::TimedOut).collect();
+    let repeats: Vec<Job> =
+        (1..repeat.max(1)).flat_map(|_| again.iter().map(|&j| jobs[j].clone())).collect();
+    if !repeats.is_empty() {
+        progress.phase("testing again", repeats.len());
+    }
+    let repeated = run::run_all(repeats, options.parallel, &|| progress.step());
     drop(shared);
     progress.finish();
-    let runs = &all[..count];
-    let nondeterministic: Vec<Nondeterministic> = runs
+    let runs = &first[..];
+    let nondeterministic: Vec<Nondeterministic> = again
         .iter()
         .enumerate()
-        .filter_map(|(j, first)| {
-            let outcomes: Vec<Outcome> =
-                all[j..].iter().step_by(count).map(|r| r.outcome).collect();
+        .filter_map(|(k, &j)| {
+            let first = &runs[j];
+            let outcomes: Vec<Outcome> = std::iter::once(first.outcome)
+                .chain(repeated.iter().skip(k).step_by(again.len()).map(|r| r.outcome))
+                .collect();
             (outcomes.iter().any(|o| *o != first.outcome)).then(|| Nondeterministic {
                 unit: first.unit,
                 test: first.test.clone(),
