@@ -87,21 +87,47 @@ async fn provider_send(sent: &Sent, message: Message) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// How long the provider takes for each send of one dispatcher: `first_ms` for its first send,
+/// `then_ms` for every later one.
+#[derive(Debug, Clone, Copy)]
+struct SendTimes {
+    first_ms: u64,
+    then_ms: u64,
+}
+
+impl std::fmt::Display for SendTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first_ms == self.then_ms {
+            write!(f, "{} ms per send", self.first_ms)
+        } else {
+            write!(
+                f,
+                "{} ms for its first send and {} ms for each later one",
+                self.first_ms, self.then_ms
+            )
+        }
+    }
+}
+
 /// One round of the several-dispatchers test: `dispatchers` streams over clones of one queue of
 /// six messages and one limiter, each sending what it is given with a provider that takes
-/// `send_ms`; panics with what was sent if a message was not sent exactly once.
+/// `sends`; panics with what was sent if a message was not sent exactly once, or if two messages
+/// went out less than one rate-limit slot apart.
 async fn several_dispatchers(
     dispatchers: usize,
     per_second: u32,
-    send_ms: u64,
+    sends: SendTimes,
     slot_just_taken: bool,
 ) {
     let expected: Vec<u64> = (1..=6).collect();
     let queue = queue_of(1..=6);
     let limiter = RateLimiter::per_second(per_second);
+    let start = Instant::now();
+    let mut taken_before = None;
     if slot_just_taken {
         // Another instance has just used a slot: every dispatcher starts by waiting.
         limiter.acquire().await;
+        taken_before = Some(Instant::now());
     }
     let mut tasks = Vec::new();
     for _ in 0..dispatchers {
@@ -110,7 +136,8 @@ async fn several_dispatchers(
             let mut sent = Vec::new();
             let mut stream = pin!(outgoing(queue, limiter));
             while let Some(m) = stream.next().await {
-                sent.push(m.id);
+                let send_ms = if sent.is_empty() { sends.first_ms } else { sends.then_ms };
+                sent.push((m.id, Instant::now()));
                 tokio::time::sleep(Duration::from_millis(send_ms)).await;
             }
             sent
@@ -120,27 +147,155 @@ async fn several_dispatchers(
     for task in tasks {
         each.push(task.await.expect("a dispatcher panicked"));
     }
-    let mut all: Vec<u64> = each.iter().flatten().copied().collect();
-    all.sort_unstable();
-    if all == expected && queue.is_empty() {
-        return;
-    }
-    let twice: Vec<u64> = expected
-        .iter()
-        .filter(|id| all.iter().filter(|seen| seen == id).count() > 1)
-        .copied()
-        .collect();
-    let queued = queue.ids();
-    let never: Vec<u64> =
-        expected.iter().filter(|id| !all.contains(id) && !queued.contains(id)).copied().collect();
-    panic!(
-        "{dispatchers} dispatchers drained clones of one queue [1, 2, 3, 4, 5, 6] through clones \
-         of one limiter ({per_second} per second{}), with a provider that takes {send_ms} ms per \
-         send and nothing cancelled. Each dispatcher was given {each:?}, and {queued:?} is still \
-         queued: sent twice {twice:?}, neither sent nor queued {never:?}. Each message must be \
-         sent exactly once, by whichever dispatcher's stream took it from the queue",
+    let setup = format!(
+        "{dispatchers} dispatcher(s) drained clones of one queue [1, 2, 3, 4, 5, 6] through clones \
+         of one limiter ({per_second} per second{}), with a provider that takes {sends} and \
+         nothing cancelled",
         if slot_just_taken { ", a slot just taken" } else { "" }
     );
+    let ids: Vec<Vec<u64>> =
+        each.iter().map(|sent| sent.iter().map(|(id, _)| *id).collect()).collect();
+    let mut all: Vec<u64> = ids.iter().flatten().copied().collect();
+    all.sort_unstable();
+    if all != expected || !queue.is_empty() {
+        let twice: Vec<u64> = expected
+            .iter()
+            .filter(|id| all.iter().filter(|seen| seen == id).count() > 1)
+            .copied()
+            .collect();
+        let queued = queue.ids();
+        let never: Vec<u64> = expected
+            .iter()
+            .filter(|id| !all.contains(id) && !queued.contains(id))
+            .copied()
+            .collect();
+        panic!(
+            "{setup}. Each dispatcher was given {ids:?}, and {queued:?} is still queued: sent \
+             twice {twice:?}, neither sent nor queued {never:?}. Each message must be sent \
+             exactly once, by whichever dispatcher's stream took it from the queue"
+        );
+    }
+
+    // One message per slot: whichever dispatcher yields it, no two messages (nor a message and
+    // the slot another instance had just taken) may be closer than one slot.
+    let spacing = Duration::from_secs(1) / per_second;
+    let mut yields: Vec<(Duration, Option<u64>)> =
+        taken_before.map(|at| (at - start, None)).into_iter().collect();
+    yields.extend(each.iter().flatten().map(|(id, at)| (*at - start, Some(*id))));
+    yields.sort_by_key(|(at, _)| *at);
+    for pair in yields.windows(2) {
+        let ((before_at, before), (after_at, after)) = (pair[0], pair[1]);
+        if after_at - before_at < spacing {
+            let before = match before {
+                Some(id) => format!("message {id} was yielded at {before_at:?}"),
+                None => format!("another instance took a slot at {before_at:?}"),
+            };
+            let after = after.expect("only the first entry has no message");
+            panic!(
+                "{setup}. {before} and message {after} at {after_at:?}, only {:?} later: the \
+                 limiter allows one message per slot of {spacing:?} to all dispatchers together, \
+                 so expected at least {spacing:?} between any two. (Yield instants, first \
+                 dispatcher first: {:?})",
+                after_at - before_at,
+                each.iter()
+                    .map(|sent| sent.iter().map(|(id, at)| (*id, *at - start)).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// Every order of `0..n`.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(at, n - 1);
+            all.push(order);
+        }
+    }
+    all
+}
+
+/// One round of the dropped-dispatchers test: `dispatchers` streams over clones of one queue of
+/// ten messages and one limiter (4 per second, a slot just taken) are polled by hand every 50 ms
+/// of virtual time; at `drop_at` they are all dropped, in `order`. Returns what went wrong.
+async fn dispatchers_dropped_together(
+    dispatchers: usize,
+    drop_at: Duration,
+    order: &[usize],
+) -> Result<(), String> {
+    let expected: Vec<u64> = (1..=10).collect();
+    let queue = queue_of(1..=10);
+    let limiter = RateLimiter::per_second(4);
+    // Another instance has just used a slot: every dispatcher starts by waiting.
+    limiter.acquire().await;
+    let start = Instant::now();
+    let mut streams: Vec<_> = (0..dispatchers)
+        .map(|_| Some(task::spawn(outgoing(queue.clone(), limiter.clone()))))
+        .collect();
+    let mut sent = Vec::new();
+    loop {
+        for stream in &mut streams {
+            while let Some(live) = stream {
+                match live.poll_next() {
+                    std::task::Poll::Ready(Some(m)) => sent.push(m.id),
+                    std::task::Poll::Ready(None) => *stream = None,
+                    std::task::Poll::Pending => break,
+                }
+            }
+        }
+        if start.elapsed() >= drop_at {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for &which in order {
+        drop(streams[which].take());
+    }
+    let queued = queue.ids();
+    let mut all: Vec<u64> = sent.iter().chain(&queued).copied().collect();
+    all.sort_unstable();
+    let mut in_order = queued.clone();
+    in_order.sort_unstable();
+    if all == expected && queued == in_order {
+        return Ok(());
+    }
+    let names: Vec<char> = order.iter().map(|&which| (b'A' + which as u8) as char).collect();
+    let setup = format!(
+        "{dispatchers} dispatchers (A, B, ..., each polled first in that order) took turns on \
+         clones of one queue [1, ..., 10] and one limiter (4 per second, a slot just taken); at \
+         {drop_at:?} their streams were dropped together (a shutdown), in the order {names:?}. \
+         They had yielded {sent:?}, and the queue now reads {queued:?}"
+    );
+    let lost: Vec<u64> = expected.iter().filter(|id| !all.contains(id)).copied().collect();
+    if !lost.is_empty() {
+        return Err(format!(
+            "{setup}: message(s) {lost:?} are neither yielded nor queued, lost with a dropped \
+             stream"
+        ));
+    }
+    if all != expected {
+        return Err(format!(
+            "{setup}: some message is both yielded and queued, or queued twice; expected each of \
+             1..=10 exactly once"
+        ));
+    }
+    let (early, late) = queued
+        .windows(2)
+        .map(|pair| (pair[0], pair[1]))
+        .find(|(before, after)| before > after)
+        .expect("a queue out of order has a pair out of order");
+    Err(format!(
+        "{setup}: every message is there, but the queue is out of its original order: message \
+         {early} now stands before message {late}, which was queued before it; expected \
+         {in_order:?}. After a drop, the messages no dispatcher yielded must be in the queue in \
+         their original order, whatever order the dispatchers are dropped in"
+    ))
 }
 
 hidden_test! {
@@ -302,15 +457,34 @@ hidden_test! {
         );
     }
 
-    /// Two or three dispatchers drain clones of one queue through clones of one limiter (a deploy
-    /// overlaps the old instance and the new one), nothing cancelled, over a range of send times
-    /// and rates: each message must be sent exactly once, by one of them.
+    /// One, two or three dispatchers drain clones of one queue through clones of one limiter (a
+    /// deploy overlaps the old instance and the new one), nothing cancelled, over a range of send
+    /// times (also one slow send, then fast ones) and rates: each message must be sent exactly
+    /// once, by one of them, and no two messages may go out closer than one slot.
     async fn several_dispatchers_on_one_queue_send_every_message_exactly_once() {
-        for dispatchers in [2, 3] {
+        let sends = [(0, 0), (50, 50), (150, 150), (250, 250), (350, 0), (1100, 0)];
+        for dispatchers in [1, 2, 3] {
             for per_second in [10, 3] {
-                for send_ms in [0, 50, 150, 250] {
+                for (first_ms, then_ms) in sends {
                     for slot_just_taken in [false, true] {
-                        several_dispatchers(dispatchers, per_second, send_ms, slot_just_taken).await;
+                        let sends = SendTimes { first_ms, then_ms };
+                        several_dispatchers(dispatchers, per_second, sends, slot_just_taken).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two or three dispatchers over one queue are dropped together (a shutdown drops them in
+    /// whatever order), at several moments and in every order: nothing may be lost, and the queue
+    /// must still be in its original order.
+    async fn dispatchers_dropped_together_in_any_order_keep_the_queue_in_order() {
+        for dispatchers in [2, 3] {
+            for drop_ms in [0, 100, 300, 550] {
+                for order in permutations(dispatchers) {
+                    let drop_at = Duration::from_millis(drop_ms);
+                    if let Err(seen) = dispatchers_dropped_together(dispatchers, drop_at, &order).await {
+                        panic!("{seen}");
                     }
                 }
             }
