@@ -309,8 +309,9 @@ fn timeout(course: &Course, unit: &Unit, options: &Options) -> Duration {
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 
-/// Grades `units` as [`grade`] does, but runs every hidden test `repeat` times from one build. The
-/// results are the first run's; the tests whose outcome changed between runs come back apart.
+/// Grades `units` as [`grade`] does, but runs every hidden test `repeat` times from one build (a
+/// test that timed out in the first run is not run again). The results are the first run's; the
+/// tests whose outcome changed between runs come back apart.
 pub fn grade_repeated(
     course: &Course,
     set: &str,
@@ -459,7 +460,7 @@ pub fn grade_repeated(
     let repeated = run::run_all(repeats, options.parallel, &|| progress.step());
     drop(shared);
     progress.finish();
-    let runs = &first[..];
+    let runs = &first;
     let nondeterministic: Vec<Nondeterministic> = again
         .iter()
         .enumerate()

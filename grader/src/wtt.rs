@@ -119,9 +119,9 @@ pub struct VariantResult {
 }
 
 impl VariantResult {
-    /// `wrong` or `right`: the folder of the version's patch.
-    pub fn kind_folder(&self) -> &'static str {
-        self.kind.folder()
+    /// The version as a maintainer names it, as [`Variant::id`] does.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind.folder(), self.name)
     }
 }
 

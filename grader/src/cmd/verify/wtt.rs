@@ -106,7 +106,7 @@ pub fn check_files(course: &Course, kata: &Kata) -> anyhow::Result<Vec<String>> 
 }
 
 /// How a decoy test's explanation names the versions it gets wrong.
-pub const MISJUDGES: &str = "Misjudges:";
+const MISJUDGES: &str = "Misjudges:";
 
 /// The versions a decoy test's explanation says it gets wrong (`wrong/NAME` or `right/NAME`), in
 /// the order written; empty when it names none.
@@ -176,9 +176,9 @@ pub fn check_behaviour(
             let test = decoy::applied_path(course, kata, &decoy);
             crate::workspace::write_if_changed(&test, &as_written(&patch, &source))?;
             let named = misjudged(&patch);
-            let unknown: Vec<&String> = named.iter().filter(|n| !ids.contains(n)).collect();
+            let unknown: Vec<&str> =
+                named.iter().filter(|n| !ids.contains(n)).map(|n| n.as_str()).collect();
             if !unknown.is_empty() {
-                let unknown: Vec<&str> = unknown.iter().map(|n| n.as_str()).collect();
                 note(
                     kata,
                     format!(
@@ -230,7 +230,7 @@ pub fn check_behaviour(
                     .variants
                     .iter()
                     .filter(|v| v.verdict.good() == good)
-                    .map(|v| format!("{}/{}", v.kind_folder(), v.name))
+                    .map(|v| v.id())
                     .collect()
             };
             match &submission.only {
