@@ -391,6 +391,46 @@ hidden_test! {
         }
     }
 
+    /// A flood: hundreds or thousands of notifications are queued for one device while the
+    /// incoming branch is ready on every turn of the loop, so each call of `deliver` is polled
+    /// once and dropped. However long the outbox is, every such poll must move the delivery
+    /// forward (a notification handed to the connection, or bytes written to the device): a call
+    /// that returns `Pending` having moved nothing is dropped there every time during the flood.
+    async fn a_flood_moves_forward_on_every_poll_however_long_the_outbox() {
+        // Polls checked per outbox length: enough to hand over a few frames.
+        const POLLS: usize = 24;
+        for len in [5_u64, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097] {
+            let ids: Vec<u64> = (1..=len).collect();
+            let (mut pusher, wire) = pusher(&ids);
+            for poll in 1..=POLLS {
+                let (queued, written) = (pusher.queued(), wire.text().len());
+                if queued == 0 {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    done = pusher.deliver() => {
+                        done.expect("deliver failed");
+                    }
+                    // A new notification of the flood wins the race on every turn.
+                    _ = another_branch(1) => {}
+                }
+                if pusher.queued() == queued && wire.text().len() == written {
+                    panic!(
+                        "with {queued} notifications queued (a flood) and the incoming branch \
+                         ready on every turn of the session loop, call {poll} of deliver() was \
+                         polled once and dropped having moved nothing: expected a notification \
+                         handed to the connection or more bytes written to the device, but \
+                         queued() stayed at {queued} and the device still had {written} bytes. \
+                         During the flood every call is dropped after its first poll, so a call \
+                         that waits before moving anything (only while the outbox is long, say) \
+                         delivers nothing until the flood ends"
+                    );
+                }
+            }
+        }
+    }
+
     /// A phone that reads nothing, while the session loop drops `deliver` again and again (a
     /// heartbeat wins every time). The connection layer caps each connection at one buffered
     /// frame, so at most one notification may leave the outbox until the phone reads again; then

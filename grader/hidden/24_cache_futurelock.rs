@@ -17,6 +17,16 @@ use tokio::time::Instant;
 /// Far longer than any refresh should take; a refresh still pending after this never finishes.
 const HANG: Duration = Duration::from_secs(60);
 
+/// Catalog `version` re-published with corrected prices under the same version (a hotfix that
+/// forgot to bump it): a different catalog with the version of [`catalog`]`(version)`.
+fn republished(version: u64) -> Catalog {
+    let mut corrected = catalog(version);
+    for (_name, price) in &mut corrected.products {
+        *price -= 100;
+    }
+    corrected
+}
+
 fn catalog(version: u64) -> Catalog {
     Catalog {
         version,
@@ -271,22 +281,32 @@ hidden_test! {
     }
 
     /// Nothing in the way: the catalog is swapped and nothing is counted as slow. Versions go
-    /// down as well as up (an operator rolls a bad catalog back to an older one): each refresh
+    /// down as well as up (an operator rolls a bad catalog back to an older one), and a catalog
+    /// may be re-published with other prices under the version already in place: each refresh
     /// puts its own catalog in place, whatever its version.
     async fn an_uncontended_refresh_swaps_the_catalog() {
         let cache = CatalogCache::new(catalog(5));
-        let mut before = 5;
-        for version in [8, 3, 9, 2] {
-            cache.refresh(catalog(version)).await;
-            let seen = cache.lock().await.catalog.version;
-            assert_eq!(
-                seen, version,
-                "with catalog v{before} in place and the lock free, refresh(v{version}) returned, \
-                 but a lookup made right after it saw catalog v{seen}: a refresh must put its \
-                 catalog in place whatever its version (rolling back to an older catalog is a \
-                 refresh like any other)"
+        let mut before = catalog(5);
+        let refreshes =
+            [catalog(8), catalog(3), republished(3), catalog(9), catalog(2), republished(2)];
+        for new in refreshes {
+            let version = new.version;
+            cache.refresh(new.clone()).await;
+            let seen = cache.lock().await.catalog.clone();
+            assert!(
+                seen == new,
+                "with catalog v{} in place (prices {:?}) and the lock free, refresh(v{version}, \
+                 prices {:?}) returned, but a lookup made right after it saw catalog v{} with \
+                 prices {:?}: a refresh must put its own catalog in place whatever its version \
+                 (rolling back to an older catalog, or re-publishing corrected prices under the \
+                 same version, is a refresh like any other)",
+                before.version,
+                before.products,
+                new.products,
+                seen.version,
+                seen.products,
             );
-            before = version;
+            before = new;
         }
         let state = cache.lock().await;
         assert_eq!(state.slow_refreshes, 0, "an uncontended refresh is not slow");
@@ -625,70 +645,89 @@ hidden_test! {
     /// so neither returns while the report still holds the lock, and the cache ends with the
     /// catalog of the one that returned last. Both waited longer than `SLOW_LOCK`: two slow
     /// refreshes.
+    ///
+    /// Also with a report that lets go 120 ms (or 180 ms) in, while the later refresh, started
+    /// 50 ms (or 90 ms) after the first, has waited less than `SLOW_LOCK`: its first place in the
+    /// lock's queue is then ahead of the first refresh's second one, so the later refresh gets
+    /// the lock first and the first refresh returns last. Only the first one was slow.
     async fn two_overlapping_slow_refreshes_each_finish_and_are_counted() {
-        for report_secs in [1, 50] {
-            for second_after in [SLOW_LOCK * 3 / 2, SLOW_LOCK * 5] {
-                let cache = CatalogCache::new(catalog(1));
-                let report = hold_lock_for(&cache, Duration::from_secs(report_secs)).await;
-                let released = Instant::now() + Duration::from_secs(report_secs);
-                // Which refresh returned, and when, in the order they returned.
-                let returned: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
-                // Both in this task (`join!`), so the test asks nothing of `refresh` but to run.
-                let refresh = |version: u64, after: Duration| {
-                    let (cache, returned) = (cache.clone(), returned.clone());
-                    async move {
-                        tokio::time::sleep(after).await;
-                        let within = Duration::from_secs(report_secs) + HANG;
-                        let refreshed =
-                            tokio::time::timeout(within, cache.refresh(catalog(version))).await;
-                        if refreshed.is_ok() {
-                            returned.lock().expect("returned").push((version, Instant::now()));
-                        }
+        let ms = Duration::from_millis;
+        let cases = [
+            (ms(1_000), SLOW_LOCK * 3 / 2),
+            (ms(1_000), SLOW_LOCK * 5),
+            (ms(50_000), SLOW_LOCK * 3 / 2),
+            (ms(50_000), SLOW_LOCK * 5),
+            (ms(120), ms(50)),
+            (ms(180), ms(90)),
+        ];
+        for (report_hold, second_after) in cases {
+            // A refresh is slow when the report still held the lock `SLOW_LOCK` after it
+            // started (no case is near the boundary).
+            let slow = [Duration::ZERO, second_after]
+                .iter()
+                .filter(|&&start| report_hold > start + SLOW_LOCK)
+                .count() as u64;
+            let cache = CatalogCache::new(catalog(1));
+            let report = hold_lock_for(&cache, report_hold).await;
+            let released = Instant::now() + report_hold;
+            // Which refresh returned, and when, in the order they returned.
+            let returned: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+            // Both in this task (`join!`), so the test asks nothing of `refresh` but to run.
+            let refresh = |version: u64, after: Duration| {
+                let (cache, returned) = (cache.clone(), returned.clone());
+                async move {
+                    tokio::time::sleep(after).await;
+                    let within = report_hold + HANG;
+                    let refreshed =
+                        tokio::time::timeout(within, cache.refresh(catalog(version))).await;
+                    if refreshed.is_ok() {
+                        returned.lock().expect("returned").push((version, Instant::now()));
                     }
-                };
-                tokio::join!(refresh(2, Duration::ZERO), refresh(3, second_after));
-                report.await.expect("the report task failed");
-                let during = format!(
-                    "while the report held the lock for {report_secs} s, refresh(v2) started, \
-                     and refresh(v3) started {second_after:?} later"
-                );
-                let returned = returned.lock().expect("returned").clone();
-                let versions: Vec<u64> = returned.iter().map(|(v, _)| *v).collect();
-                for version in [2, 3] {
-                    assert!(
-                        versions.contains(&version),
-                        "{during}: refresh(v{version}) had not finished {} s after the report let \
-                         go",
-                        HANG.as_secs()
-                    );
                 }
-                for &(version, at) in &returned {
-                    assert!(
-                        at >= released,
-                        "{during}: refresh(v{version}) returned {:?} before the report let go of \
-                         the lock, so its catalog could not be in place. A refresh that has \
-                         returned must have put its own catalog in place, not left it to another \
-                         refresh",
-                        released - at
-                    );
-                }
-                let last = versions[versions.len() - 1];
-                let state = cache.lock().await;
-                assert_eq!(
-                    state.catalog.version,
-                    last,
-                    "{during}. They returned in the order {versions:?}, yet afterwards the cache \
-                     holds v{}: each refresh must have put its own catalog in place when it \
-                     returns, so the cache ends with the catalog of the one that returned last",
-                    state.catalog.version
-                );
-                assert_eq!(
-                    state.slow_refreshes, 2,
-                    "{during}. Both waited longer than SLOW_LOCK ({SLOW_LOCK:?}), yet \
-                     slow_refreshes reads {}: each slow refresh is counted once, its own",
-                    state.slow_refreshes
+            };
+            tokio::join!(refresh(2, Duration::ZERO), refresh(3, second_after));
+            report.await.expect("the report task failed");
+            let during = format!(
+                "while the report held the lock for {report_hold:?}, refresh(v2) started, \
+                 and refresh(v3) started {second_after:?} later"
+            );
+            let returned = returned.lock().expect("returned").clone();
+            let versions: Vec<u64> = returned.iter().map(|(v, _)| *v).collect();
+            for version in [2, 3] {
+                assert!(
+                    versions.contains(&version),
+                    "{during}: refresh(v{version}) had not finished {} s after the report let \
+                     go",
+                    HANG.as_secs()
                 );
             }
+            for &(version, at) in &returned {
+                assert!(
+                    at >= released,
+                    "{during}: refresh(v{version}) returned {:?} before the report let go of \
+                     the lock, so its catalog could not be in place. A refresh that has \
+                     returned must have put its own catalog in place, not left it to another \
+                     refresh",
+                    released - at
+                );
+            }
+            let last = versions[versions.len() - 1];
+            let state = cache.lock().await;
+            assert_eq!(
+                state.catalog.version,
+                last,
+                "{during}. They returned in the order {versions:?}, yet afterwards the cache \
+                 holds v{}: each refresh must have put its own catalog in place when it \
+                 returns, so the cache ends with the catalog of the one that returned last",
+                state.catalog.version
+            );
+            let which = if slow == 2 { "Both" } else { "Only refresh(v2)" };
+            assert_eq!(
+                state.slow_refreshes, slow,
+                "{during}. {which} waited longer than SLOW_LOCK ({SLOW_LOCK:?}), yet \
+                 slow_refreshes reads {}: each slow refresh is counted once, its own",
+                state.slow_refreshes
+            );
         }
     }
 
