@@ -21,7 +21,15 @@ fn message(id: u64) -> Message {
     }
 }
 
-fn queue_of(ids: std::ops::RangeInclusive<u64>) -> Queue {
+/// Three messages in the order they were queued. The ids are the producers' own numbers and do
+/// not grow with arrival, so a queue put back "by id" is out of order: only the queue's own order
+/// is the order.
+const THREE: [u64; 3] = [3, 1, 2];
+
+/// Ten messages in the order they were queued (ids not ascending, as in `THREE`).
+const TEN: [u64; 10] = [4, 9, 1, 7, 2, 10, 5, 3, 8, 6];
+
+fn queue_of(ids: impl IntoIterator<Item = u64>) -> Queue {
     let queue = Queue::new();
     for id in ids {
         queue.push(message(id));
@@ -75,9 +83,9 @@ fn check_accounted(sent: &Sent, queue: &Queue, expected: &[u64]) -> Result<(), S
         ));
     }
     Err(format!(
-        "sent {sent:?}, then queued {queued:?}: expected {expected:?} exactly once and in order. \
-         Messages put back after a drop must go to the head of the queue, where they came from, \
-         in their original order"
+        "sent {sent:?}, then queued {queued:?}: expected {expected:?} (the order they were queued \
+         in) exactly once and in that order. Messages put back after a drop must go to the head \
+         of the queue, where they came from, in the order they were queued, whatever their ids"
     ))
 }
 
@@ -229,8 +237,8 @@ async fn dispatchers_dropped_together(
     drop_at: Duration,
     order: &[usize],
 ) -> Result<(), String> {
-    let expected: Vec<u64> = (1..=10).collect();
-    let queue = queue_of(1..=10);
+    let expected: Vec<u64> = TEN.to_vec();
+    let queue = queue_of(TEN);
     let limiter = RateLimiter::per_second(4);
     // Another instance has just used a slot: every dispatcher starts by waiting.
     limiter.acquire().await;
@@ -260,15 +268,18 @@ async fn dispatchers_dropped_together(
     let queued = queue.ids();
     let mut all: Vec<u64> = sent.iter().chain(&queued).copied().collect();
     all.sort_unstable();
-    let mut in_order = queued.clone();
-    in_order.sort_unstable();
-    if all == expected && queued == in_order {
+    let mut every = expected.clone();
+    every.sort_unstable();
+    // What is still queued, in the order it was queued in.
+    let in_order: Vec<u64> = expected.iter().filter(|id| queued.contains(id)).copied().collect();
+    if all == every && queued == in_order {
         return Ok(());
     }
     let names: Vec<char> = order.iter().map(|&which| (b'A' + which as u8) as char).collect();
     let setup = format!(
         "{dispatchers} dispatchers (A, B, ..., each polled first in that order) took turns on \
-         clones of one queue [1, ..., 10] and one limiter (4 per second, a slot just taken); at \
+         clones of one queue {expected:?} (in the order queued; the ids are the producers' own) \
+         and one limiter (4 per second, a slot just taken); at \
          {drop_at:?} their streams were dropped together (a shutdown), in the order {names:?}. \
          They had yielded {sent:?}, and the queue now reads {queued:?}"
     );
@@ -279,23 +290,102 @@ async fn dispatchers_dropped_together(
              stream"
         ));
     }
-    if all != expected {
+    if all != every {
         return Err(format!(
             "{setup}: some message is both yielded and queued, or queued twice; expected each of \
-             1..=10 exactly once"
+             {expected:?} exactly once"
         ));
     }
+    let position = |id: u64| expected.iter().position(|queued| *queued == id);
     let (early, late) = queued
         .windows(2)
         .map(|pair| (pair[0], pair[1]))
-        .find(|(before, after)| before > after)
+        .find(|(before, after)| position(*before) > position(*after))
         .expect("a queue out of order has a pair out of order");
     Err(format!(
         "{setup}: every message is there, but the queue is out of its original order: message \
          {early} now stands before message {late}, which was queued before it; expected \
          {in_order:?}. After a drop, the messages no dispatcher yielded must be in the queue in \
-         their original order, whatever order the dispatchers are dropped in"
+         the order they were queued in (not sorted by id), whatever order the dispatchers are \
+         dropped in"
     ))
+}
+
+/// One round of the one-dropped test: `dispatchers` dispatchers (A, B, ...) drain clones of one
+/// queue of eight messages through clones of one limiter (4 per second, a slot just taken), each
+/// with a provider that takes `send_ms` per send. At `drop_at` dispatcher `which` alone is shut
+/// down (its task aborted, its stream dropped while it waits for a slot), a new dispatcher starts
+/// in its place, and the rest run on. Returns what went wrong.
+async fn one_dispatcher_dropped_among_several(
+    dispatchers: usize,
+    which: usize,
+    drop_at: Duration,
+    send_ms: u64,
+) -> Result<(), String> {
+    let expected: Vec<u64> = (1..=8).collect();
+    let queue = queue_of(1..=8);
+    let limiter = RateLimiter::per_second(4);
+    // Another instance has just used a slot: every dispatcher starts by waiting.
+    limiter.acquire().await;
+    let start = Instant::now();
+    let yields: Arc<Mutex<Vec<(char, u64, Duration)>>> = Arc::default();
+    let dispatcher = |name: char| {
+        let (queue, limiter, yields) = (queue.clone(), limiter.clone(), yields.clone());
+        tokio::spawn(async move {
+            let mut stream = pin!(outgoing(queue, limiter));
+            while let Some(m) = stream.next().await {
+                yields.lock().expect("yields lock").push((name, m.id, start.elapsed()));
+                tokio::time::sleep(Duration::from_millis(send_ms)).await;
+            }
+        })
+    };
+    let mut tasks: Vec<_> =
+        (0..dispatchers).map(|n| dispatcher((b'A' + n as u8) as char)).collect();
+    tokio::time::sleep_until(start + drop_at).await;
+    let dropped = tasks.remove(which);
+    dropped.abort();
+    // Returns once the aborted task's future, and the stream in it, has been dropped.
+    let _ = dropped.await;
+    let newcomer = (b'A' + dispatchers as u8) as char;
+    tasks.push(dispatcher(newcomer));
+    for task in tasks {
+        task.await.expect("a dispatcher panicked");
+    }
+    let yields = yields.lock().expect("yields lock").clone();
+    let dropped_name = (b'A' + which as u8) as char;
+    let setup = format!(
+        "{dispatchers} dispatchers (A, B, ...) drained clones of one queue [1, ..., 8] through \
+         clones of one limiter (4 per second, a slot just taken), with a provider that takes \
+         {send_ms} ms per send; at {drop_at:?} dispatcher {dropped_name} alone was shut down (its \
+         task aborted, its stream dropped wherever it was parked) and a new dispatcher \
+         {newcomer} started, the others running on. Yields (dispatcher, message, instant): \
+         {yields:?}"
+    );
+    let mut all: Vec<u64> = yields.iter().map(|(_, id, _)| *id).collect();
+    all.sort_unstable();
+    if all != expected || !queue.is_empty() {
+        return Err(format!(
+            "{setup}, and {:?} is still queued: each message must be sent exactly once",
+            queue.ids()
+        ));
+    }
+    let spacing = Duration::from_secs(1) / 4;
+    let mut by_time = yields.clone();
+    by_time.sort_by_key(|(_, _, at)| *at);
+    for pair in by_time.windows(2) {
+        let ((a, first, first_at), (b, second, second_at)) = (pair[0], pair[1]);
+        if second_at - first_at < spacing {
+            return Err(format!(
+                "{setup}: {a} yielded message {first} at {first_at:?} and {b} message {second} at \
+                 {second_at:?}, only {:?} later. The rate limit is one message per slot of \
+                 {spacing:?} for all dispatchers together, also after one of them was dropped \
+                 while it waited: a dropped wait may cost a slot, but must not hand out a slot \
+                 that another dispatcher still waits for",
+                second_at - first_at
+            ));
+        }
+    }
+    Ok(())
 }
 
 hidden_test! {
@@ -324,7 +414,7 @@ hidden_test! {
         // only when the task is done, and only the clock cuts it in the middle.
         assert_cancel_safe_with(
             Options::default().cut_every(Duration::from_millis(100)),
-            || (queue_of(1..=3), RateLimiter::per_second(2), Sent::default()),
+            || (queue_of(THREE), RateLimiter::per_second(2), Sent::default()),
             |(queue, limiter, sent): (Queue, RateLimiter, Sent)| async move {
                 let mut stream = pin!(outgoing(queue, limiter));
                 while let Some(m) = stream.next().await {
@@ -332,7 +422,7 @@ hidden_test! {
                 }
             },
             |(queue, _, sent), outcome: Outcome<()>| async move {
-                check_accounted(&sent, &queue, &[1, 2, 3])?;
+                check_accounted(&sent, &queue, &THREE)?;
                 if !outcome.is_cancelled() && !queue.is_empty() {
                     return Err(format!(
                         "the stream ended with messages {:?} still queued",
@@ -348,7 +438,7 @@ hidden_test! {
     /// Shutdown drops the dispatcher while its stream waits for the first slot: a new dispatcher
     /// must start with that same message.
     async fn a_new_stream_starts_with_the_message_the_dropped_one_was_waiting_to_send() {
-        let queue = queue_of(1..=3);
+        let queue = queue_of(THREE);
         let limiter = RateLimiter::per_second(1);
         // Another dispatcher instance just used the slot; the next one is a second away.
         limiter.acquire().await;
@@ -365,21 +455,22 @@ hidden_test! {
         }
         drop(stream);
         let after = queue.ids();
-        if after != [1, 2, 3] {
+        if after != THREE {
             let mut sorted = after.clone();
             sorted.sort_unstable();
             if sorted == [1, 2, 3] {
                 panic!(
                     "the stream was dropped while it waited for a rate-limit slot, and the queue \
-                     now reads {after:?} instead of [1, 2, 3]: every message is still there, but \
-                     out of order. Whatever the stream had taken must go back where it came \
-                     from, at the head and in its original order"
+                     now reads {after:?} instead of {THREE:?} (the order the messages were queued \
+                     in; their ids are not ascending): every message is still there, but out of \
+                     order. Whatever the stream had taken must go back where it came from, at \
+                     the head and in the order it was queued, whatever its id"
                 );
             }
             panic!(
                 "the stream was dropped while it waited for a rate-limit slot, before it yielded \
                  anything, and right after the drop the queue reads {after:?} instead of \
-                 [1, 2, 3]: the message it took before the wait is not back at the head of the \
+                 {THREE:?}: the message it took before the wait is not back at the head of the \
                  queue. It must be back by the time the drop returns; lost with the dropped \
                  stream's state, or handed to work that has not run yet, it is not there for \
                  the next stream"
@@ -390,8 +481,9 @@ hidden_test! {
         let first = restarted.next().await.map(|m| m.id);
         assert_eq!(
             first,
-            Some(1),
-            "after a drop, a new stream must yield message 1 first"
+            Some(THREE[0]),
+            "after a drop, a new stream must yield the head of the queue, message {}, first",
+            THREE[0]
         );
     }
 
@@ -491,19 +583,66 @@ hidden_test! {
         }
     }
 
+    /// The stream runs until the queue is empty: mail queued after the stream was created (before
+    /// its first poll, and while the dispatcher sends) goes out in the same window.
+    async fn mail_queued_after_the_stream_was_created_goes_out_in_the_same_window() {
+        let queue = queue_of([1]);
+        let mut stream = pin!(outgoing(queue.clone(), RateLimiter::per_second(10)));
+        queue.push(message(2));
+        queue.push(message(3));
+        let mut sent = Vec::new();
+        while let Some(m) = stream.next().await {
+            sent.push(m.id);
+            if m.id == 1 {
+                queue.push(message(4));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if sent != [1, 2, 3, 4] || !queue.is_empty() {
+            panic!(
+                "the stream was created over a queue holding [1]; 2 and 3 were queued before its \
+                 first poll, and 4 while the dispatcher sent 1. The stream yielded {sent:?} and \
+                 ended with {:?} still queued; expected [1, 2, 3, 4] and an empty queue. The \
+                 stream yields one message per slot until the queue is empty, mail queued after \
+                 it was created included: a dispatcher whose stream ends early idles for the rest \
+                 of its window with mail waiting",
+                queue.ids()
+            );
+        }
+    }
+
+    /// A deploy stops one dispatcher of several while it waits for a slot, and a new one starts:
+    /// the others run on, and no two messages may go out closer than one slot.
+    async fn one_dispatcher_dropped_while_others_run_keeps_the_rate_limit() {
+        for dispatchers in [2, 3] {
+            for which in 0..dispatchers {
+                for drop_ms in [100, 300] {
+                    for send_ms in [0, 50] {
+                        let drop_at = Duration::from_millis(drop_ms);
+                        let round =
+                            one_dispatcher_dropped_among_several(dispatchers, which, drop_at, send_ms);
+                        if let Err(seen) = round.await {
+                            panic!("{seen}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A deploy shuts the runtime down while the dispatcher's stream waits for a slot, or drops
     /// the stream after the runtime is gone: every message must still be sent or queued, in
     /// order.
     fn a_stream_dropped_at_runtime_shutdown_loses_no_message() {
         assert_cancel_safe_at_shutdown(
-            || (queue_of(1..=3), RateLimiter::per_second(2), Sent::default()),
+            || (queue_of(THREE), RateLimiter::per_second(2), Sent::default()),
             |(queue, limiter, sent): (Queue, RateLimiter, Sent)| async move {
                 let mut stream = Box::pin(outgoing(queue, limiter));
                 while let Some(m) = stream.next().await {
                     sent.push(m.id);
                 }
             },
-            |(queue, _, sent), _outcome: Outcome<()>| check_accounted(&sent, &queue, &[1, 2, 3]),
+            |(queue, _, sent), _outcome: Outcome<()>| check_accounted(&sent, &queue, &THREE),
         );
     }
 }
