@@ -170,6 +170,39 @@ impl AsyncRead for StallingServer {
     }
 }
 
+/// The routing table of a much bigger fleet: 48 MiB, more than any size limit a download would
+/// plausibly set itself (1, 16 or 32 MiB), so that a limit that ends the stream early is found.
+const HUGE_CONFIG: usize = 48 << 20;
+
+/// One route of [`HUGE_CONFIG`], repeated: the control plane makes it up as it is read, so the
+/// test holds no copy of the config.
+const HUGE_ROUTE: &[u8] =
+    "[[route]]\nhost = \"edge.example.com\"\nregion = \"Zürich\"\n".as_bytes();
+
+/// A control plane that sends [`HUGE_ROUTE`] over and over, `total` bytes in all (whole routes),
+/// as fast as it is read, then closes the stream.
+struct RepeatingServer {
+    total: usize,
+    sent: usize,
+}
+
+impl AsyncRead for RepeatingServer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        while buf.remaining() > 0 && this.sent < this.total {
+            let at = this.sent % HUGE_ROUTE.len();
+            let n = buf.remaining().min(HUGE_ROUTE.len() - at).min(this.total - this.sent);
+            buf.put_slice(&HUGE_ROUTE[at..at + n]);
+            this.sent += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A routing table of at least `size` bytes, one route per upstream, each with a two-byte `ü`.
 fn big_config(size: usize) -> String {
     let mut text = String::from("# Edge routing table, every region\n");
@@ -266,6 +299,38 @@ hidden_test! {
                  `PATIENCE`: expected one `Stalled` reporting {split} bytes, but the reports said \
                  {stalls:?}",
                 bytes.len()
+            );
+        });
+    }
+
+    /// The routing table of a much bigger fleet, 48 MiB, sent as fast as it is read: the exact
+    /// text, or an error if the download refuses a config that big, but never `Complete` with a
+    /// part of it. Only the end of the stream ends the config. (One runtime, as above.)
+    fn a_config_too_big_to_keep_is_never_cut_short() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let total = HUGE_CONFIG / HUGE_ROUTE.len() * HUGE_ROUTE.len();
+            let mut download_huge = ConfigDownload::new(RepeatingServer { total, sent: 0 });
+            let text = match download(&mut download_huge).await {
+                Ok((text, _)) => text,
+                // A limit of the download's own may refuse a config this big, with an error.
+                Err(_) => return,
+            };
+            let same = text
+                .as_bytes()
+                .chunks(HUGE_ROUTE.len())
+                .take_while(|route| *route == HUGE_ROUTE)
+                .count()
+                * HUGE_ROUTE.len();
+            assert!(
+                text.len() == total && same == total,
+                "the control plane sent a valid config of {total} bytes ({} MiB) and closed the \
+                 stream, and the download returned `Fetch::Complete` with {} bytes, the first \
+                 {same} of them the config's; `Complete` means the exact text the control plane \
+                 sent, all of it: only the end of the stream ends the config (a download that \
+                 will not keep a config this big must fail, not complete with part of it)",
+                total >> 20,
+                text.len()
             );
         });
     }
@@ -401,12 +466,14 @@ hidden_test! {
     }
 
     /// A config whose last bytes start a character that never ends (a Latin-1 `é` as the very
-    /// last byte, or a UTF-8 `é` cut after its first byte) is not valid UTF-8 either: an
-    /// `InvalidData` error, not a config without its last character.
+    /// last byte, a UTF-8 `é` cut after its first byte, or a four-byte `😀` cut after its third)
+    /// is not valid UTF-8 either: an `InvalidData` error, not a config without its last character
+    /// (nor with a replacement character of the same length in its place).
     async fn a_config_ending_inside_a_character_is_an_error() {
         for (sent, shown) in [
             (&b"city = caf\xe9"[..], "city = caf\\xe9"),
             (&b"city = caf\xc3"[..], "city = caf\\xc3"),
+            (&b"mood = \xf0\x9f\x98"[..], "mood = \\xf0\\x9f\\x98"),
         ] {
             let chunks = [sent[..7].to_vec(), sent[7..].to_vec()];
             let mut config = ConfigDownload::new(TrickleReader::new(chunks));
@@ -424,21 +491,28 @@ hidden_test! {
         }
     }
 
-    /// A config that is not valid UTF-8 (a Latin-1 `ü`) is an `InvalidData` error, not a text
-    /// with replacement characters.
+    /// A config that is not valid UTF-8 is an `InvalidData` error, not a text with replacement
+    /// characters: a Latin-1 `ü` (one byte), the first two bytes of a three-byte `€`, or the first
+    /// three bytes of a four-byte `😀` (which a lossy decoding turns into one U+FFFD, three bytes
+    /// too), each in the middle of the config.
     async fn invalid_utf8_is_an_error() {
-        let bytes: Vec<u8> = b"region = \"Z\xfcrich\"\n".to_vec();
-        let mut config = ConfigDownload::new(TrickleReader::new([bytes[..11].to_vec(), bytes[11..].to_vec()]));
-        match download(&mut config).await {
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
-            other => panic!(
-                "the control plane sent `region = \"Z\\xfcrich\"` (a Latin-1 byte, not UTF-8), \
-                 and the download returned {}; a config that is not valid UTF-8 must be an \
-                 `InvalidData` error",
-                how_it_ended(&other)
-            ),
+        for (bytes, shown) in [
+            (&b"region = \"Z\xfcrich\"\n"[..], "region = \"Z\\xfcrich\""),
+            (&b"price = \"10 \xe2\x82\"\n"[..], "price = \"10 \\xe2\\x82\""),
+            (&b"mood = \"\xf0\x9f\x98\"\nroute = a\n"[..], "mood = \"\\xf0\\x9f\\x98\"\\nroute = a"),
+        ] {
+            let mut config =
+                ConfigDownload::new(TrickleReader::new([bytes[..11].to_vec(), bytes[11..].to_vec()]));
+            match download(&mut config).await {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                other => panic!(
+                    "the control plane sent `{shown}` (bytes that are not UTF-8), and the download \
+                     returned {}; a config that is not valid UTF-8 must be an `InvalidData` error",
+                    how_it_ended(&other)
+                ),
+            }
+            fails_again(&mut config, &format!("the control plane sent `{shown}`")).await;
         }
-        fails_again(&mut config, "the control plane sent `region = \"Z\\xfcrich\"`").await;
     }
 
     /// The control plane's connection is reset part way through the config (after any chunk, and
