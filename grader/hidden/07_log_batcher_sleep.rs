@@ -409,6 +409,67 @@ hidden_test! {
         }
     }
 
+    /// A burst far bigger than any batch a batcher might cap itself at (10 000 lines at once),
+    /// then a line every 300 ms: the batcher keeps receiving until the last sender is gone (it
+    /// must not take a full batch, or a receive that got nothing, for a closed channel), and the
+    /// burst leaves in one batch within a second, like any other burst.
+    async fn a_huge_burst_does_not_stop_the_batcher() {
+        use std::sync::{Arc, Mutex};
+
+        /// A sink the test can look at while the batcher task still owns it.
+        struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
+        impl LogSink for SharedSink {
+            fn ship(&mut self, batch: Vec<String>) {
+                self.1.lock().unwrap().push((self.0.elapsed(), batch));
+            }
+        }
+
+        const BURST: usize = 10_000;
+        let start = Instant::now();
+        let mut offsets = vec![Duration::from_millis(500); BURST];
+        offsets.extend((1..=10).map(|i| Duration::from_millis(500 + 300 * i)));
+        let close = Duration::from_millis(3_700);
+        let shipped = Arc::new(Mutex::new(Vec::new()));
+        // Room for every line: a line arrives when it is sent, never held up by the channel.
+        let (tx, rx) = mpsc::channel(offsets.len());
+        let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
+        let mut refused = Vec::new();
+        for (i, offset) in offsets.iter().enumerate() {
+            if start + *offset > Instant::now() {
+                sleep_until(start + *offset).await;
+            }
+            if tx.try_send(format!("line {i}")).is_err() {
+                refused.push(i);
+            }
+        }
+        sleep_until(start + close).await;
+        let finished_early = batcher.is_finished();
+        drop(tx);
+        let setting = format!(
+            "{BURST} lines sent at once at 0.5 s, then a line every 300 ms until 3.5 s, and the \
+             channel closed at {close:?}"
+        );
+        if finished_early || !refused.is_empty() {
+            let first = refused.first().map_or(String::new(), |i| format!(", the first `line {i}`"));
+            panic!(
+                "{setting}: the batcher returned (dropping its receiver) while the service still \
+                 had a sender, and {} line(s) were refused{first}: it took the end of a batch, \
+                 or a receive that brought nothing, for the channel closing. It must keep \
+                 receiving until every sender is gone, however many lines arrive at once \
+                 (shipments so far: {:?})",
+                refused.len(),
+                shipped.lock().unwrap().iter().map(|(at, b)| (*at, b.len())).collect::<Vec<_>>()
+            );
+        }
+        batcher.await.expect("the batcher panicked");
+        let shipped = std::mem::take(&mut *shipped.lock().unwrap());
+        if let Err(seen) = keeps_its_promises(&offsets, close, &shipped) {
+            let sizes: Vec<(Duration, usize)> =
+                shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+            panic!("{setting}: {seen} (batches, as time and size: {sizes:?})");
+        }
+    }
+
     /// Lines sent at once and a channel closed before a second has passed: the batch leaves by
     /// the time the channel closes (at once, or when it closes), not when a timer runs out later.
     async fn ships_the_rest_as_soon_as_the_channel_closes() {

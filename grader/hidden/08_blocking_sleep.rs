@@ -29,6 +29,8 @@ struct FakeAdc {
     switched_at: Option<Instant>,
     /// For each conversion: the channel, and how long after its switch it was converted.
     settled: Vec<(u8, Duration)>,
+    /// How many conversions so far, readable while a `Poller` owns the converter.
+    converts: Arc<AtomicUsize>,
 }
 
 impl Adc for FakeAdc {
@@ -40,6 +42,7 @@ impl Adc for FakeAdc {
 
     fn convert(&mut self) -> u16 {
         self.ops.push(BusOp::Convert);
+        self.converts.fetch_add(1, Ordering::SeqCst);
         let channel = self.selected.expect("convert called before any channel was selected");
         let switched_at = self.switched_at.expect("a selected channel has a switch time");
         self.settled.push((channel, Instant::now().saturating_duration_since(switched_at)));
@@ -70,8 +73,11 @@ struct Step {
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
+    // Timeouts of any length up to 4 ms, and often a whole number of milliseconds: on the paused
+    // clock the timeout's deadline then lands in the same instant as the sample's own timer.
+    let budget_us = prop_oneof![0u64..4_000, (0u64..=4).prop_map(|ms| ms * 1_000)];
     let step =
-        (prop_oneof![2 => Just(0u64), 1 => 1u64..1_500], 0u8..3, proptest::option::of(0u64..4_000))
+        (prop_oneof![2 => Just(0u64), 1 => 1u64..1_500], 0u8..3, proptest::option::of(budget_us))
             .prop_map(|(idle_ms, channel, budget_us)| Step { idle_ms, channel, budget_us });
     proptest::collection::vec(step, 1..8)
 }
@@ -224,6 +230,66 @@ hidden_test! {
         );
     }
 
+    /// A sample the caller gave up on never converts, whatever its deadline: one that lands
+    /// before the input has settled, exactly when it settles (the timer of the sample and the
+    /// timeout's are due in the same instant), or after. A `timeout` that returns `Elapsed` has
+    /// thrown the sample away, so the conversion must not have happened; a sample that converts
+    /// must be the one whose reading comes back. Tried on a fresh poller, and on a channel that
+    /// was sampled, or cut short, just before.
+    async fn a_sample_given_up_on_never_converts_whatever_its_deadline() {
+        let budgets_us = [0u64, 500, 1_000, 1_500, 1_999, 2_000, 2_001, 2_500, 3_000, 4_000];
+        let before = ["nothing", "a completed sample(3)", "sample(3) cut short at 1 ms"];
+        for budget_us in budgets_us {
+            for (b, &history) in before.iter().enumerate() {
+                let budget = Duration::from_micros(budget_us);
+                let adc = FakeAdc::default();
+                let conversions = adc.converts.clone();
+                let mut poller = Poller::new(adc);
+                match b {
+                    0 => {}
+                    1 => {
+                        poller.sample(3).await;
+                    }
+                    _ => {
+                        let _ = timeout(Duration::from_millis(1), poller.sample(3)).await;
+                    }
+                }
+                let converts_before = conversions.load(Ordering::SeqCst);
+                let result = timeout(budget, poller.sample(3)).await;
+                let converts = conversions.load(Ordering::SeqCst) - converts_before;
+                let adc = poller.into_inner();
+                let setting = format!(
+                    "after {history}, the gateway ran `timeout({budget:?}, poller.sample(3))` \
+                     (the input settles for {SETTLE_TIME:?})"
+                );
+                match result {
+                    Err(_) if converts > 0 => panic!(
+                        "{setting}: the timeout returned `Elapsed`, so the sample was given up \
+                         on, yet the converter had converted {converts} time(s) during it: a \
+                         reading was taken and thrown away. A sample must not be cancellable \
+                         once it has converted: after the conversion it returns its reading \
+                         without awaiting anything else (bus operations: {:?})",
+                        adc.ops
+                    ),
+                    Ok(reading) => {
+                        assert_eq!(
+                            converts, 1,
+                            "{setting}: the sample returned {reading}, after {converts} \
+                             conversion(s) during it; expected exactly one (bus operations: \
+                             {:?})",
+                            adc.ops
+                        );
+                        assert_eq!(reading, 1003, "{setting}: the sample must read channel 3");
+                    }
+                    Err(_) => {}
+                }
+                if let Err(seen) = every_conversion_settled(&adc) {
+                    panic!("{setting}: {seen}");
+                }
+            }
+        }
+    }
+
     /// Another task keeps the runtime busy while a sample settles, so the sample's wake-up comes
     /// late (tokio's sleep waits at least its duration, and on a busy runtime longer). Busy
     /// for 0.25 to 50 ms, starting at the switch, 1 ms into the settling, or just as it is due:
@@ -341,9 +407,12 @@ hidden_test! {
     /// short while settling never converts.
     fn every_conversion_is_settled_whatever_the_polling_pattern() {
         check_property(96, steps(), |steps| async move {
-            let mut poller = Poller::new(FakeAdc::default());
+            let adc = FakeAdc::default();
+            let conversions = adc.converts.clone();
+            let mut poller = Poller::new(adc);
             for step in &steps {
                 sleep(Duration::from_millis(step.idle_ms)).await;
+                let converts_before = conversions.load(Ordering::SeqCst);
                 let reading = match step.budget_us {
                     // A sample that completes under the timeout is checked like any other: its
                     // reading here, and its conversion's distance from its switch at the end. It
@@ -353,6 +422,15 @@ hidden_test! {
                         .ok(),
                     None => Some(poller.sample(step.channel).await),
                 };
+                let converts = conversions.load(Ordering::SeqCst) - converts_before;
+                if reading.is_none() && converts > 0 {
+                    return Err(format!(
+                        "steps {steps:?}: sample({}) was given up on (its timeout returned \
+                         `Elapsed`), yet the converter converted {converts} time(s) during it: a \
+                         reading was taken and thrown away",
+                        step.channel
+                    ));
+                }
                 if let Some(reading) = reading {
                     if reading != 1000 + u16::from(step.channel) {
                         return Err(format!(
