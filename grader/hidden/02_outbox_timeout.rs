@@ -241,6 +241,27 @@ fn short_waits_and_clients() -> impl Strategy<Value = (u64, Option<u64>)> {
     })
 }
 
+/// A call made between two timer ticks: how far past a tick the clock is when `enqueue` is called
+/// (in microseconds), a wait that is often not a whole number of milliseconds, and perhaps the
+/// moment (in microseconds, counted from the tick before the call) at which the client reads one
+/// message: never before the call, and always before the tick at which the wait runs out, often
+/// after the wait's length has passed but before that tick.
+fn off_tick_calls() -> impl Strategy<Value = (u64, u64, Option<u64>)> {
+    let offset_us = prop_oneof![1u64..1000, Just(500u64)];
+    let wait_us = prop_oneof![1u64..1000, 1000u64..=3000, (1u64..=5).prop_map(|ms| ms * 1000)];
+    (offset_us, wait_us, 0u8..4).prop_flat_map(|(offset_us, wait_us, kind)| {
+        let runs_out_us = (offset_us + wait_us).div_ceil(1000) * 1000;
+        let nominal_us = offset_us + wait_us;
+        let read = match kind {
+            0 => Just(None).boxed(),
+            1 => (offset_us..runs_out_us).prop_map(Some).boxed(),
+            _ if nominal_us < runs_out_us => (nominal_us..runs_out_us).prop_map(Some).boxed(),
+            _ => (offset_us..runs_out_us).prop_map(Some).boxed(),
+        };
+        (Just(offset_us), Just(wait_us), read)
+    })
+}
+
 /// Who sends to one full outbox in [`senders_in_line_and_reads`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caller {
@@ -983,6 +1004,91 @@ hidden_test! {
                 ));
             }
             Ok(())
+        });
+    }
+
+    /// The same from a clock that is not on a tick (a room calls between two ticks): the wait runs
+    /// out on the first tick at or after the call's moment plus the wait, as tokio's own timer
+    /// rounds it, not a tick later; and until that tick `enqueue` is still waiting, so a slot the
+    /// client frees before it, even after the wait's length has passed, belongs to `enqueue`.
+    fn the_wait_runs_out_on_its_tick_wherever_the_call_starts() {
+        check_property(96, off_tick_calls(), |(offset_us, wait_us, read_us)| async move {
+            let (tx, mut rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let wait = Duration::from_micros(wait_us);
+            let outbox = Outbox::new(tx.clone(), wait);
+            let tick = Instant::now();
+            let us = Duration::from_micros;
+            tokio::time::advance(us(offset_us)).await;
+            let runs_out_us = (offset_us + wait_us).div_ceil(1000) * 1000;
+            let runs_out = us(runs_out_us - offset_us);
+            let scene = format!(
+                "enqueue was called {offset_us} µs past a timer tick, with a wait of {wait:?}, on \
+                 a full outbox; the wait runs out on the tick {runs_out:?} after the call"
+            );
+            let mut call = task::spawn(outbox.enqueue(line("judy", "between two ticks")));
+            if let std::task::Poll::Ready(result) = call.poll() {
+                return Err(format!(
+                    "{scene}, but enqueue answered {} on its first poll; expected it to wait",
+                    describe(&result)
+                ));
+            }
+            // Moves the clock to `at` (counted from the tick before the call) and polls the call.
+            let mut poll_at = async |at_us: u64| {
+                tokio::time::advance((tick + us(at_us)) - Instant::now()).await;
+                call.poll().map(|result| describe(&result))
+            };
+            match read_us {
+                Some(read_us) => {
+                    let read_at = us(read_us - offset_us);
+                    if let std::task::Poll::Ready(seen) = poll_at(read_us).await {
+                        return Err(format!(
+                            "{scene}; enqueue answered {seen} after {read_at:?}, before its wait \
+                             had run out (expected Ok(()) once the client read at {read_at:?})"
+                        ));
+                    }
+                    rx.try_recv().expect("the welcome message is in the outbox");
+                    match call.poll() {
+                        std::task::Poll::Ready(result) if describe(&result) == "Ok(())" => Ok(()),
+                        seen => Err(format!(
+                            "{scene}. The client read one message {read_at:?} after the call, \
+                             before that tick, and enqueue then answered {} (expected \
+                             Ok(()) at that moment): until its wait runs out on that tick, \
+                             enqueue is still waiting, and a slot that frees up during the wait \
+                             belongs to it, even after the wait's length has passed",
+                            match seen {
+                                std::task::Poll::Ready(result) => describe(&result),
+                                std::task::Poll::Pending => "nothing yet".to_string(),
+                            }
+                        )),
+                    }
+                }
+                None => {
+                    let just_before = runs_out_us - 1;
+                    if let std::task::Poll::Ready(seen) = poll_at(just_before).await {
+                        return Err(format!(
+                            "{scene}; the client never read, and enqueue answered {seen} after \
+                             {:?}, before its wait had run out",
+                            us(just_before - offset_us)
+                        ));
+                    }
+                    let expected = "Busy(Some(\"between two ticks\"))";
+                    match poll_at(runs_out_us).await {
+                        std::task::Poll::Ready(seen) if seen == expected => Ok(()),
+                        std::task::Poll::Ready(seen) => Err(format!(
+                            "{scene}; the client never read, and enqueue answered {seen} on that \
+                             tick; expected {expected}"
+                        )),
+                        std::task::Poll::Pending => Err(format!(
+                            "{scene}; the client never read, and at that tick enqueue was still \
+                             waiting (expected {expected} then, not a tick later): the wait is \
+                             rounded once, by tokio's timer, to the first tick at or after the \
+                             call's moment plus the wait; rounding the wait itself up as well \
+                             makes it run out late whenever the call is made between two ticks"
+                        )),
+                    }
+                }
+            }
         });
     }
 

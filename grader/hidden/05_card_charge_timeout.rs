@@ -37,6 +37,8 @@ enum Reply {
     /// Declines after this much processing time.
     DeclineAfter(Duration),
     /// Charges the card after this much processing time, then panics (say, parsing the reply).
+    /// With no processing time, it charges and panics in its very first poll, without ever
+    /// returning `Pending`.
     ChargeThenPanic(Duration),
     /// Never answers.
     Hang,
@@ -162,8 +164,10 @@ impl Gateway for FakeGateway {
                     answered(Answer::Declined);
                     Err(Declined)
                 }
-                Reply::ChargeThenPanic(_) => {
-                    processing.await;
+                Reply::ChargeThenPanic(delay) => {
+                    if !delay.is_zero() {
+                        processing.await;
+                    }
                     charges.fetch_add(1, Ordering::SeqCst);
                     answered(Answer::ChargedThenPanicked);
                     panic!(
@@ -625,29 +629,35 @@ hidden_test! {
     /// The gateway client panics after the gateway charged the card. `pay` must report
     /// `GatewayCrashed` (the attempt's task isolates the panic), not retry (the card may well be
     /// charged), and not let the panic escape into the request handler.
+    /// The same with a client that charges and panics in its very first poll (the gateway
+    /// answered at once): however early the panic comes, the card may be charged.
     async fn a_panicking_gateway_client_is_gateway_crashed() {
-        let gateway = FakeGateway::new(&[Reply::ChargeThenPanic(Duration::from_millis(200)), FAST]);
-        let paying = checkout(&gateway);
-        let paid = AssertUnwindSafe(paying.pay(&card(), 4200)).catch_unwind().await;
-        let Ok(paid) = paid else {
-            panic!(
-                "the gateway client panicked, and the panic escaped `pay` and took the request \
-                 handler down with it: the attempt must run in a task of its own, whose panic \
-                 comes back as a `JoinError` and is reported as `GatewayCrashed`"
+        for (processing, when) in [
+            (Duration::from_millis(200), "after 200 ms of processing"),
+            (Duration::ZERO, "in its very first poll, the gateway having answered at once"),
+        ] {
+            let gateway = FakeGateway::new(&[Reply::ChargeThenPanic(processing), FAST]);
+            let paying = checkout(&gateway);
+            let paid = AssertUnwindSafe(paying.pay(&card(), 4200)).catch_unwind().await;
+            let Ok(paid) = paid else {
+                panic!(
+                    "the gateway client charged the card and panicked {when}, and the panic \
+                     escaped `pay` and took the request handler down with it: the attempt must \
+                     run in a task of its own, whose panic comes back as a `JoinError` and is \
+                     reported as `GatewayCrashed`"
+                );
+            };
+            sleep(AFTERWARDS).await;
+            let seen = (paid, gateway.requests(), gateway.charges());
+            assert_eq!(
+                seen,
+                (Err(PayError::GatewayCrashed), 1, 1),
+                "the gateway client charged the card and then panicked {when}: expected \
+                 `GatewayCrashed` after that one request, with no retry (a client that panics \
+                 may already have charged the card, whenever it panics); seen (answer, \
+                 requests, charges)"
             );
-        };
-        assert_eq!(
-            paid,
-            Err(PayError::GatewayCrashed),
-            "the gateway client panicked during the first attempt"
-        );
-        sleep(AFTERWARDS).await;
-        assert_eq!(
-            (gateway.requests(), gateway.charges()),
-            (1, 1),
-            "after a gateway client panic, checkout must not retry (the card may already be \
-             charged); seen (requests, charges)"
-        );
+        }
     }
 
     /// With retries, the slow attempt must have stopped before the next request goes out: two
@@ -866,6 +876,61 @@ hidden_test! {
                 }
             },
         );
+    }
+
+    /// `pay` polled inside a runtime and then dropped outside its context while the runtime
+    /// lives on and keeps running (a future polled through `Runtime::block_on` and then dropped
+    /// by its owner, or handed to a plain thread and dropped there): the customer has left, so
+    /// the running attempt must stop, and nothing may be charged afterwards.
+    fn a_pay_dropped_outside_the_runtime_while_it_runs_on_charges_nothing() {
+        for cut in [0, 500, 1500, 2100].map(Duration::from_millis) {
+            for on_a_plain_thread in [false, true] {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .start_paused(true)
+                    .build()
+                    .expect("a runtime");
+                let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
+                let paying = checkout(&gateway);
+                let card = card();
+                let mut pay = Box::pin(paying.pay(&card, 4200));
+                let early = runtime.block_on(async {
+                    let started = Instant::now();
+                    let mut early = None;
+                    tokio::select! {
+                        biased;
+                        paid = pay.as_mut() => early = Some(paid),
+                        _ = sleep(cut) => {}
+                    }
+                    (early, started.elapsed())
+                });
+                if let (Some(paid), took) = early {
+                    panic!(
+                        "the first two attempts take 5 s (1 s deadline) and the third 200 ms, \
+                         but `pay` answered {paid:?} after {took:?}, before the drop at {cut:?}"
+                    );
+                }
+                let where_ = if on_a_plain_thread {
+                    std::thread::scope(|scope| {
+                        scope.spawn(move || drop(pay)).join().expect("the drop does not panic")
+                    });
+                    "on a plain thread"
+                } else {
+                    drop(pay);
+                    "outside the runtime's context"
+                };
+                runtime.block_on(async { sleep(AFTERWARDS).await });
+                let (charges, live) = (gateway.charges(), gateway.live.load(Ordering::SeqCst));
+                assert_eq!(
+                    (charges, live),
+                    (0, 0),
+                    "`pay` was polled in the runtime for {cut:?} and then dropped {where_}, \
+                     while the runtime lived on and ran for another minute: the customer left, \
+                     so the running attempt must stop there (`abort` needs no runtime context). \
+                     Expected (charges, attempts still running) = (0, 0), seen"
+                );
+            }
+        }
     }
 
     /// The far end of the deadline's range: a checkout whose attempts may take hours, days, or as
