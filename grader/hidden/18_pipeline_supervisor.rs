@@ -1,9 +1,12 @@
 //! Hidden tests for kata 18: once `run_pipeline` has returned or been dropped, none of its
 //! workers runs any more: no video is taken, no transcode goes on.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use kata_support::{assert_cancel_safe, check_property, hidden_test, settle};
@@ -161,6 +164,101 @@ async fn assert_workers_stopped(
         ));
     }
     Ok(())
+}
+
+/// The supervisor's future, kept where the farm can reach it.
+type Supervisor = Pin<Box<dyn Future<Output = Result<Vec<Rendition>, TranscodeError>>>>;
+
+thread_local! {
+    /// The supervisor of [`drop_supervisor_mid_poll`] (the test, its workers and the farm all run
+    /// on this one thread).
+    static SUPERVISOR: RefCell<Option<Supervisor>> = const { RefCell::new(None) };
+}
+
+/// A farm whose transcodes all answer at once and which, while one of them (from video
+/// `drop_from` on) is being polled on a worker's task, drops the supervisor: what a multi-thread
+/// runtime does when `run_pipeline` returns, or its caller's `timeout` drops it, on one thread
+/// while a worker is in the middle of a poll on another. (While the supervisor itself is being
+/// polled, it cannot be dropped; the farm then tries again with the next video.)
+struct MidPollFarm {
+    queue: Arc<VideoQueue>,
+    drop_from: u64,
+    /// How many videos had been taken when the supervisor was dropped.
+    taken_at_drop: Mutex<Option<usize>>,
+}
+
+impl Transcoder for MidPollFarm {
+    fn transcode(
+        &self,
+        video: Video,
+    ) -> impl Future<Output = Result<Rendition, TranscodeError>> + Send {
+        let (queue, taken_at_drop) = (self.queue.clone(), &self.taken_at_drop);
+        let try_drop = video.id >= self.drop_from;
+        async move {
+            if try_drop && taken_at_drop.lock().unwrap().is_none() {
+                // The slot is borrowed while the test polls the supervisor, i.e. when this
+                // transcode runs inside the supervisor's own poll.
+                let gone = SUPERVISOR
+                    .with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()));
+                if let Some(gone) = gone {
+                    *taken_at_drop.lock().unwrap() = Some(queue.taken());
+                    drop(gone);
+                }
+            }
+            Ok(Rendition { video_id: video.id, playlist: String::new() })
+        }
+    }
+}
+
+/// Runs a batch of `videos` cache hits on `workers` workers on the [`MidPollFarm`], polling the
+/// supervisor from the test until it ends or the farm drops it. Returns the videos taken when it
+/// was dropped (`None` if it never was) and the videos taken a virtual second later.
+async fn drop_supervisor_mid_poll(
+    videos: u64,
+    workers: usize,
+    drop_from: u64,
+) -> (Option<usize>, usize) {
+    let queue = batch(videos);
+    let farm =
+        Arc::new(MidPollFarm { queue: queue.clone(), drop_from, taken_at_drop: Mutex::new(None) });
+    let supervisor: Supervisor = Box::pin(run_pipeline(queue.clone(), farm.clone(), workers));
+    SUPERVISOR.with(|slot| *slot.borrow_mut() = Some(supervisor));
+    loop {
+        // Nobody wakes this poll once the farm has dropped the supervisor: look again every ms.
+        let step = timeout(
+            Duration::from_millis(1),
+            std::future::poll_fn(|cx| {
+                SUPERVISOR.with(|slot| match slot.borrow_mut().as_mut() {
+                    Some(running) => running.as_mut().poll(cx).map(|_| ()),
+                    None => Poll::Ready(()),
+                })
+            }),
+        )
+        .await;
+        if step.is_ok() {
+            break;
+        }
+    }
+    let finished = SUPERVISOR.with(|slot| slot.borrow_mut().take());
+    drop(finished);
+    settle().await;
+    sleep(Duration::from_secs(1)).await;
+    let at_drop = *farm.taken_at_drop.lock().unwrap();
+    (at_drop, queue.taken())
+}
+
+/// Drives `supervisor` the way a caller on a busy thread does: it polls it once every `every`,
+/// whenever its thread gets to it, whether or not it was woken in between.
+async fn poll_now_and_then<F: Future>(supervisor: F, every: Duration) -> F::Output {
+    let mut supervisor = std::pin::pin!(supervisor);
+    let mut turns = tokio::time::interval(every);
+    loop {
+        turns.tick().await;
+        if let Poll::Ready(out) = supervisor.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        {
+            return out;
+        }
+    }
 }
 
 /// A batch: how many videos, how many workers, and which video fails (if any).
@@ -559,5 +657,83 @@ hidden_test! {
             },
         )
         .await;
+    }
+    /// The supervisor goes away (it returns, or its caller's `timeout` drops it) while a worker is
+    /// in the middle of a poll, as happens on a multi-thread runtime when they run on different
+    /// threads. Every video after that answers at once, so that worker could go on through the
+    /// queue without ever waiting. The batch is gone: the worker may finish the transcode it is
+    /// in, but it must not take another video, before or after it is stopped.
+    async fn a_worker_mid_poll_when_the_supervisor_goes_takes_no_more_videos() {
+        const VIDEOS: u64 = 200;
+        for workers in 1..=3 {
+            for drop_from in [0, 1, workers as u64 + 2] {
+                let (at_drop, later) = drop_supervisor_mid_poll(VIDEOS, workers, drop_from).await;
+                let Some(at_drop) = at_drop else { continue };
+                assert!(
+                    later == at_drop,
+                    "{VIDEOS} videos on {workers} worker(s), each answering at once (cache hits): \
+                     the supervisor was dropped while a worker was in the middle of a poll \
+                     (transcoding video {drop_from} or later), with {at_drop} video(s) taken. \
+                     Expected no further video taken; a second later {later} had been taken, {} \
+                     after the supervisor was gone. On a multi-thread runtime a worker on another \
+                     thread finishes the poll it is in before any abort reaches it: a worker \
+                     whose batch is gone must itself stop taking videos, not run through the \
+                     queue in that poll",
+                    later - at_drop
+                );
+            }
+        }
+    }
+    /// A failure is not followed by the rest of the batch even when the supervisor is slow to
+    /// look: its caller's thread is busy and polls it only every 2 ms (on a multi-thread runtime
+    /// the supervisor and the workers run on different threads, and nothing makes the supervisor
+    /// run first). Video 0 fails at 1 ms, the other first videos take 100 ms, and every video
+    /// after them is a cache hit. By the time `run_pipeline` returns the error, at most `workers`
+    /// videos may have been started after the failure: a worker must wait for the supervisor,
+    /// not merely offer it a turn.
+    async fn a_failure_is_not_followed_by_the_rest_of_the_batch_with_a_busy_supervisor() {
+        const CACHE_HITS: u64 = 40;
+        for workers in 1..=4usize {
+            let videos = workers as u64 + CACHE_HITS;
+            let lengths = (0..videos)
+                .map(|id| {
+                    let ms = match id {
+                        0 => 1,
+                        id if id < workers as u64 => 100,
+                        _ => 0,
+                    };
+                    (id, Duration::from_millis(ms))
+                })
+                .collect();
+            let queue = batch(videos);
+            let farm =
+                Arc::new(FakeFarm { lengths, failing: HashSet::from([0]), ..FakeFarm::default() });
+            let outcome = timeout(
+                Duration::from_secs(60),
+                poll_now_and_then(
+                    run_pipeline(queue.clone(), farm.clone(), workers),
+                    Duration::from_millis(2),
+                ),
+            )
+            .await
+            .expect("the batch did not end within 60 s (virtual) although video 0 fails at 1 ms");
+            let started_by_return = farm.started.load(Ordering::SeqCst);
+            let error = outcome.expect_err("video 0 fails, so the batch must fail");
+            assert_eq!(error.video_id, 0, "the error must be video 0's");
+            let (_, started_by_failure) =
+                farm.first_failure.lock().unwrap().expect("the failure was recorded");
+            let after = started_by_return - started_by_failure;
+            assert!(
+                after <= workers,
+                "{videos} videos on {workers} worker(s), the supervisor polled by a busy caller \
+                 only every 2 ms: video 0 failed at 1 ms and the {CACHE_HITS} videos after the \
+                 first {workers} answer at once (cache hits). Expected at most {workers} video(s) \
+                 started after the failure; when `run_pipeline` returned the error, {after} had \
+                 been ({started_by_return} of {videos} in all): a worker went on through the queue \
+                 while the supervisor had not yet looked at the error. Giving the supervisor a \
+                 chance to run is not enough when it is busy or on another thread; a worker must \
+                 not get more than a few results ahead of it"
+            );
+        }
     }
 }
