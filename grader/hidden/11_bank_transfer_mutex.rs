@@ -343,18 +343,23 @@ async fn poll_after_spending(transfer: &mut Transfer<'_>, spent: usize) -> bool 
     .await
 }
 
-/// A transfer of [`AMOUNT`] from alice to bob is left waiting after a poll that ran out of budget
+/// A transfer of `amount` cents from `from` to `to` (alice or bob: one that moves money, one of
+/// zero cents, or one from alice to herself) is left waiting after a poll that ran out of budget
 /// after `spent` units (with `full`, on an audit log that was full at its first poll and has made
 /// room since); then the compliance writer takes what the log holds and goes away (the receiver
 /// is dropped). The transfer must then be refused with nothing moved, or have gone through with
 /// its entry in the log before the log went. Returns what was seen otherwise.
-async fn log_gone_while_waiting(full: bool, spent: usize) -> Result<(), String> {
+async fn log_gone_while_waiting(
+    (from, to, amount): (&str, &str, u64),
+    full: bool,
+    spent: usize,
+) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel(1);
     if full {
         tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
     }
     let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
-    let mut transfer: Transfer<'_> = Box::pin(bank.transfer("alice", "bob", AMOUNT));
+    let mut transfer: Transfer<'_> = Box::pin(bank.transfer(from, to, amount));
     let mut when = String::from("the audit log had room");
     if full {
         if !poll_after_spending(&mut transfer, 0).await {
@@ -374,28 +379,40 @@ async fn log_gone_while_waiting(full: bool, spent: usize) -> Result<(), String> 
     drop(rx);
     let result = tokio::time::timeout(Duration::from_secs(3600), transfer).await;
     let (alice, bob) = balances(&bank).await;
-    let was_logged = logged.contains(&alice_to_bob());
-    let moved = (alice, bob) == (ALICE - AMOUNT, BOB + AMOUNT);
+    let entry = AuditEntry { from: from.into(), to: to.into(), amount };
+    let was_logged = logged.contains(&entry);
+    let mut after = [("alice", ALICE), ("bob", BOB)];
+    for (name, balance) in &mut after {
+        if *name == from {
+            *balance -= amount;
+        }
+        if *name == to {
+            *balance += amount;
+        }
+    }
+    let moved = (alice, bob) == (after[0].1, after[1].1);
     let untouched = (alice, bob) == (ALICE, BOB);
     match result {
         Ok(Ok(())) if moved && was_logged => Ok(()),
         Ok(Err(TransferError::AuditLogDown)) if untouched && !was_logged => Ok(()),
         Err(_) => Err(format!(
-            "a transfer of {AMOUNT} cents from alice to bob ({when}) was left waiting at an \
+            "a transfer of {amount} cents from {from} to {to} ({when}) was left waiting at an \
              `.await` when its task's cooperative budget ran out after {spent} units, and the \
              audit log went away (its receiver was dropped) while it waited; an hour later it \
              had still not returned: with the audit log gone, it must be refused"
         )),
         Ok(result) => Err(format!(
-            "a transfer of {AMOUNT} cents from alice to bob ({when}) was left waiting at an \
+            "a transfer of {amount} cents from {from} to {to} ({when}) was left waiting at an \
              `.await` when its task's cooperative budget ran out after {spent} units, and the \
              audit log went away (its receiver was dropped) while it waited, having received \
              {logged:?} from it; when polled again, the transfer returned {result:?}, and alice \
              holds {alice} and bob {bob}: expected `Err(AuditLogDown)` with alice at {ALICE} \
              and bob at {BOB} (nothing moved), or `Ok(())` with its entry in the log before the \
-             log went. A log that goes away while a transfer waits (for a slot or for the lock) \
-             must be noticed after the wait, right where the money moves, or money moves that \
-             no audit log records"
+             log went (a transfer of zero cents or to oneself is logged like any other: an `Ok` \
+             with nothing logged is an unaudited transfer). A log that goes away while a \
+             transfer waits (for a slot or for the lock) must be noticed after the wait, right \
+             where the money moves, whatever the amount, or a transfer goes through that no \
+             audit log records"
         )),
     }
 }
@@ -423,12 +440,16 @@ hidden_test! {
 
     /// The audit log goes away while a transfer waits, at each of its `.await`s in turn (its
     /// task's cooperative budget runs out there, on a log with room or one that has just made
-    /// room): the transfer is refused with nothing moved, never `Ok` with nothing logged.
+    /// room), for a transfer that moves money, one of zero cents and one to oneself: the transfer
+    /// is refused with nothing moved, never `Ok` with nothing logged.
     async fn a_log_that_goes_while_a_transfer_waits_refuses_it() {
-        for full in [false, true] {
-            for spent in 0..=MOST_SPENT {
-                if let Err(message) = log_gone_while_waiting(full, spent).await {
-                    panic!("{message}");
+        let kinds = [("alice", "bob", AMOUNT), ("alice", "bob", 0), ("alice", "alice", AMOUNT)];
+        for kind in kinds {
+            for full in [false, true] {
+                for spent in 0..=MOST_SPENT {
+                    if let Err(message) = log_gone_while_waiting(kind, full, spent).await {
+                        panic!("{message}");
+                    }
                 }
             }
         }

@@ -775,4 +775,101 @@ hidden_test! {
             );
         }
     }
+
+    /// The queue is full until an instant inside the budget, off any round grid; the mailer then
+    /// takes the call's job at once and is stuck. The client may count its budget from the start
+    /// of the call or from the moment its job got onto the queue, but its `TimedOut` must come by
+    /// the end of the later of those two budgets: a stuck worker must not hang the web request.
+    async fn a_call_queued_late_gives_up_by_the_end_of_its_budget() {
+        let ms = Duration::from_millis;
+        let budget = ATTEMPT * ATTEMPTS;
+        for room_at in [ms(505), ATTEMPT + ms(37), ATTEMPT + ms(900), ATTEMPT * 2 + ms(505)] {
+            let (queue, mut jobs) = mpsc::channel::<Request>(1);
+            let (earlier, _) = tokio::sync::oneshot::channel();
+            queue
+                .try_send(Request { job: job(1), reply: earlier })
+                .expect("the queue has room for the earlier job");
+            let taken_at = Arc::new(Mutex::new(None));
+            let mailer_taken = taken_at.clone();
+            let start = Instant::now();
+            tokio::spawn(async move {
+                sleep(room_at).await;
+                let mut stuck = Vec::new();
+                while let Some(Request { job, reply }) = jobs.recv().await {
+                    if job.id == 7 {
+                        *mailer_taken.lock().unwrap() = Some(start.elapsed());
+                    }
+                    stuck.push(reply);
+                }
+            });
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let outcome = timeout(Duration::from_secs(60), client.send_email(job(7))).await;
+            let waited = start.elapsed();
+            let taken = *taken_at.lock().unwrap();
+            let latest = taken.map_or(budget, |queued| (queued + budget).max(budget));
+            assert!(
+                outcome == Ok(Err(CallError::TimedOut)) && waited <= latest,
+                "the queue (capacity 1) was full until {room_at:?}; the mailer then took the \
+                 call's job (at {taken:?}) and never answered. The client's budget is {ATTEMPTS} \
+                 attempts of {ATTEMPT:?}, counted from the start of the call or from the moment \
+                 the job got onto the queue: it must give up by {latest:?} at the latest. It \
+                 returned {outcome:?} after {waited:?}: a stuck worker must not hang the web \
+                 request past the budget"
+            );
+        }
+    }
+
+    /// Several web requests share one client (clones of it), and the worker is stuck: each call's
+    /// job gets onto the queue (which has room) at once, and each call gives up at the end of its
+    /// own budget, not after another call's.
+    async fn concurrent_calls_on_one_client_each_keep_their_own_budget() {
+        let budget = ATTEMPT * ATTEMPTS;
+        for callers in [2u64, 3] {
+            let (queue, mut jobs) = mpsc::channel::<Request>(8);
+            let taken = Arc::new(Mutex::new(Vec::new()));
+            let mailer_taken = taken.clone();
+            let start = Instant::now();
+            tokio::spawn(async move {
+                let mut stuck = Vec::new();
+                while let Some(Request { job, reply }) = jobs.recv().await {
+                    mailer_taken.lock().unwrap().push((job.id, start.elapsed()));
+                    stuck.push(reply);
+                }
+            });
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let calls: Vec<_> = (1..=callers)
+                .map(|id| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let outcome = client.send_email(job(id)).await;
+                        (id, outcome, start.elapsed())
+                    })
+                })
+                .collect();
+            let mut ended = Vec::new();
+            for call in calls {
+                let ended_call = timeout(Duration::from_secs(60), call)
+                    .await
+                    .map(|joined| joined.expect("send_email panicked"));
+                ended.push(ended_call);
+            }
+            let taken = taken.lock().unwrap().clone();
+            let all_taken_at_once = taken.len() == callers as usize
+                && taken.iter().all(|(_, at)| at.is_zero());
+            let all_in_budget = ended.iter().all(|ended| {
+                matches!(ended, Ok((_, Err(CallError::TimedOut), waited))
+                    if *waited <= budget + Duration::from_millis(10))
+            });
+            assert!(
+                all_taken_at_once && all_in_budget,
+                "{callers} web requests called send_email at once on clones of one client (jobs \
+                 1 to {callers}); the queue had room for all of them and the mailer took every \
+                 job it got and never answered. The mailer took (job, instant) {taken:?}, and \
+                 the calls ended (job, outcome, instant) {ended:?}. Expected every job taken at \
+                 0 s and every call to end in `Err(TimedOut)` by {budget:?}: one call must not \
+                 keep another's job off a queue with room, or make it wait out another call's \
+                 budget before its own starts (a stuck worker must not hang the web requests)"
+            );
+        }
+    }
 }

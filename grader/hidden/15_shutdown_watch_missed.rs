@@ -864,4 +864,96 @@ hidden_test! {
             }
         }
     }
+    /// The queue is closed (the tenant was deleted) and a shutdown comes too: the flag set before
+    /// `run`, or set or its sender dropped during a post, with the queue closed before `run` or
+    /// during that post. A closed queue does not outrank a shutdown: the worker finishes the post
+    /// it is in and takes no new webhook.
+    async fn a_closed_queue_still_obeys_the_shutdown() {
+        #[derive(Debug, Clone, Copy)]
+        enum Stop {
+            FlagBeforeRun,
+            SenderDroppedBeforeRun,
+            FlagDuringFirstPost,
+            SenderDroppedDuringFirstPost,
+        }
+        for queue_closed_before_run in [true, false] {
+            for stop in [
+                Stop::FlagBeforeRun,
+                Stop::SenderDroppedBeforeRun,
+                Stop::FlagDuringFirstPost,
+                Stop::SenderDroppedDuringFirstPost,
+            ] {
+                let (shutdown, _) = watch::channel(false);
+                let (queue, rx) = queue_with(1..=4);
+                let server = FakeServer::new(POST);
+                let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+                let (closed_when, queue_at) = if queue_closed_before_run {
+                    drop(queue);
+                    ("before `run` was called", None)
+                } else {
+                    ("a quarter into the post of webhook 1", Some((POST / 4, queue)))
+                };
+                let (stop_when, expected): (&str, Vec<u64>) = match stop {
+                    Stop::FlagBeforeRun => {
+                        shutdown.send_replace(true);
+                        ("the shutdown flag was set before `run` was called", vec![])
+                    }
+                    Stop::SenderDroppedBeforeRun => {
+                        ("the shutdown sender was dropped before `run` was called", vec![])
+                    }
+                    Stop::FlagDuringFirstPost => {
+                        ("the shutdown flag was set half-way through the post of webhook 1", vec![
+                            1,
+                        ])
+                    }
+                    Stop::SenderDroppedDuringFirstPost => (
+                        "the shutdown sender was dropped half-way through the post of webhook 1",
+                        vec![1],
+                    ),
+                };
+                if let Some((at, queue)) = queue_at {
+                    tokio::spawn(async move {
+                        sleep(at).await;
+                        drop(queue);
+                    });
+                }
+                match stop {
+                    Stop::FlagBeforeRun => {}
+                    Stop::SenderDroppedBeforeRun => drop(shutdown),
+                    Stop::FlagDuringFirstPost => {
+                        tokio::spawn(async move {
+                            sleep(POST / 2).await;
+                            shutdown.send_replace(true);
+                            // Kept alive until well after the worker should have stopped.
+                            sleep(Duration::from_secs(3600)).await;
+                            drop(shutdown);
+                        });
+                    }
+                    Stop::SenderDroppedDuringFirstPost => {
+                        tokio::spawn(async move {
+                            sleep(POST / 2).await;
+                            drop(shutdown);
+                        });
+                    }
+                }
+                let outcome = timeout(Duration::from_secs(60), dispatcher.run()).await;
+                let received = server.received();
+                let seen = match outcome {
+                    Err(_) => format!(
+                        "60 s (virtual) later `run` had not returned (the server received \
+                         {received:?})"
+                    ),
+                    Ok(posted) => format!("`run` returned {posted}, the server received {received:?}"),
+                };
+                assert!(
+                    outcome == Ok(expected.len()) && received == expected,
+                    "webhooks 1 to 4 were queued, the queue was closed {closed_when} (every sender \
+                     dropped: the tenant was deleted), and {stop_when}: a closed queue does not \
+                     outrank a shutdown, so the worker must finish the post it is in, take no new \
+                     webhook, and return {} having posted {expected:?}. {seen}",
+                    expected.len()
+                );
+            }
+        }
+    }
 }
