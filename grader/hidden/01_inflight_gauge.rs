@@ -193,6 +193,68 @@ hidden_test! {
         }
     }
 
+    /// A slow backend is still a backend: requests that hold every slot for minutes, hours or a
+    /// day (a paused clock makes that free) are still in flight. A request arriving then is shed,
+    /// the gauge still counts the slow ones, and when they end it reads 0. A gateway that takes a
+    /// long-quiet full gauge for leaked units and resets it lets more than `limit` requests
+    /// through, and then lowers the gauge below zero.
+    async fn a_slow_backend_keeps_its_slots_however_long_it_takes() {
+        for (step, wait_s) in [61u64, 600, 3600, 86_400].into_iter().enumerate() {
+            let limit = 1 + step % 3;
+            let gateway = Gateway::new(limit);
+            let backends: Vec<Gate> = (0..limit).map(|_| Gate::closed()).collect();
+            let mut in_flight: Vec<_> = backends
+                .iter()
+                .map(|backend| {
+                    let held = backend.clone();
+                    task::spawn(gateway.forward(async move { held.pass().await }))
+                })
+                .collect();
+            for request in &mut in_flight {
+                assert_pending!(request.poll());
+            }
+            tokio::time::advance(Duration::from_secs(wait_s)).await;
+            let gauge = gateway.in_flight();
+            assert!(
+                gauge == limit,
+                "limit {limit}: {limit} request(s) have waited {wait_s} s for a slow backend and \
+                 are still in flight, {}",
+                describe_gauge(gauge, limit)
+            );
+            let reached = Arc::new(AtomicUsize::new(0));
+            let calls = reached.clone();
+            let mut late = task::spawn(gateway.forward(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                200
+            }));
+            let answer = late.poll();
+            let reached = reached.load(Ordering::SeqCst);
+            assert!(
+                answer == Poll::Ready(Err(Shed)) && reached == 0,
+                "limit {limit}: {limit} request(s) have held every slot for {wait_s} s, still \
+                 waiting for a slow backend; one more request arrived and its first poll returned \
+                 {answer:?} (it reached the backend: {}), expected Ready(Err(Shed)): at most \
+                 `limit` requests may be forwarded at once, however long the backend takes (a \
+                 request that waits long is slow, not gone)",
+                reached > 0
+            );
+            drop(late);
+            for backend in &backends {
+                backend.open();
+            }
+            for request in &mut in_flight {
+                assert!(request.poll().is_ready(), "a request whose backend answered did not finish");
+            }
+            drop(in_flight);
+            let gauge = gateway.in_flight();
+            assert!(
+                gauge == 0,
+                "limit {limit}: after the slow request(s) ended ({wait_s} s at the backend), {}",
+                describe_gauge(gauge, 0)
+            );
+        }
+    }
+
     /// The gauge measures load: it must read 1 while the backend is busy, and shed past the limit.
     async fn counts_requests_while_they_are_in_flight() {
         let gateway = Gateway::new(1);

@@ -591,6 +591,65 @@ hidden_test! {
         });
     }
 
+    /// "Any length of time" includes hours: a client that stays quiet on an open connection for
+    /// many minutes (a ping every second) or hours (a ping every minute) is still pinged
+    /// after each full period, and its session is still there to hand out its next command. Only
+    /// the client closing the connection, or the connection failing, ends `serve`: deciding that a
+    /// quiet client is dead is for whatever watches its PONGs, not for the reader.
+    async fn a_client_quiet_for_hours_is_still_pinged_and_served() {
+        for (ping_every, periods) in [(PING_EVERY, 400u32), (Duration::from_secs(60), 150)] {
+            let quiet = ping_every * periods + ping_every / 2;
+            let mut script = Builder::new();
+            script.wait(quiet).read(b"/quit\r\n");
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let mut session = tokio::spawn(serve(script.build(), ping_every, tx));
+            let (mut pings, mut commands, mut off_beat) = (0u32, Vec::new(), None);
+            let mut record = |event: Event| match event {
+                Event::Ping => {
+                    pings += 1;
+                    let at = start.elapsed();
+                    if at != ping_every * pings && off_beat.is_none() {
+                        off_beat = Some((pings, at));
+                    }
+                }
+                Event::Command(c) => commands.push(c),
+            };
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => record(event),
+                    ended = &mut session => break ended,
+                }
+            };
+            let ended_at = start.elapsed();
+            while let Ok(event) = rx.try_recv() {
+                record(event);
+            }
+            let ended = ended.expect("the session's task panicked");
+            assert!(
+                ended.is_ok() && ended_at >= quiet,
+                "the client connected and stayed quiet for {quiet:?} on an open connection (a \
+                 ping every {ping_every:?}), then sent \"/quit\" and closed it; but the session \
+                 ended on its own after {ended_at:?}, with {ended:?}, having asked for {pings} \
+                 ping(s): expected it to keep pinging ({periods} pings) and to return Ok(()) only \
+                 when the client closed. A quiet client is not a failed connection, however long \
+                 it is quiet"
+            );
+            assert!(
+                pings == periods && off_beat.is_none() && commands == ["/quit"],
+                "the client stayed quiet for {quiet:?} (a ping every {ping_every:?}), then sent \
+                 \"/quit\" and closed the connection: the session asked for {pings} ping(s) \
+                 (expected {periods}, one after each full period of quiet){} and handed out \
+                 {commands:?} (expected [\"/quit\"])",
+                match off_beat {
+                    Some((n, at)) => format!(", ping {n} at {at:?} instead of {:?}", ping_every * n),
+                    None => String::new(),
+                }
+            );
+        }
+    }
+
     /// A client that connects and says nothing for any length of time is pinged after each full
     /// `ping_every` of quiet, the first one a whole period after it connected, and not before.
     fn a_quiet_client_is_pinged_once_a_period() {

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -154,6 +154,10 @@ fn check_wire(seen: &[u8], frames: &[Frame]) -> Result<(), String> {
 /// the buffer, but a flush that has bytes left to move fails with `failure`, as a TLS stream's
 /// flush does when the peer has gone. The test may lower the capacity at any time (the link goes
 /// down).
+///
+/// It may also fail once: while `fail_once` is set, the next flush step with bytes left to move
+/// fails with `failure`, and the bytes it held are lost (a TLS stream whose session was reset
+/// under it); the flag is then cleared and the connection carries on.
 struct BufferedLink {
     chunk: usize,
     flush_chunk: usize,
@@ -162,6 +166,7 @@ struct BufferedLink {
     yielded: bool,
     capacity: Arc<AtomicUsize>,
     failure: io::ErrorKind,
+    fail_once: Arc<AtomicBool>,
 }
 
 impl BufferedLink {
@@ -188,6 +193,7 @@ impl BufferedLink {
             yielded: false,
             capacity: Arc::new(AtomicUsize::new(usize::MAX)),
             failure: io::ErrorKind::BrokenPipe,
+            fail_once: Arc::new(AtomicBool::new(false)),
         };
         (link, wire)
     }
@@ -231,6 +237,10 @@ impl AsyncWrite for BufferedLink {
         while !self.held.is_empty() {
             if !self.take_turn(cx) {
                 return Poll::Pending;
+            }
+            if self.fail_once.swap(false, Ordering::SeqCst) {
+                self.held.clear();
+                return Poll::Ready(Err(io::Error::new(self.failure, "the link was reset")));
             }
             let on_the_wire = self.wire.lock().expect("wire lock").len();
             let capacity = self.capacity.load(Ordering::SeqCst);
@@ -325,6 +335,22 @@ impl Rig {
         failure: io::ErrorKind,
     ) -> Rig {
         let (io, wire) = BufferedLink::breaking_at_flush(chunk, flush_chunk, capacity, failure);
+        Rig {
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
+            wire: Server::Buffered(wire),
+        }
+    }
+
+    /// A buffering connection whose flush fails once, losing what it held, when `fail_once` is
+    /// set (see [`BufferedLink`]).
+    fn failing_once(
+        chunk: usize,
+        flush_chunk: usize,
+        fail_once: &Arc<AtomicBool>,
+        failure: io::ErrorKind,
+    ) -> Rig {
+        let (link, wire) = BufferedLink::with_chunks(chunk, flush_chunk);
+        let io = BufferedLink { fail_once: fail_once.clone(), failure, ..link };
         Rig {
             writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(Box::pin(io) as Link))),
             wire: Server::Buffered(wire),
@@ -998,6 +1024,120 @@ hidden_test! {
                 },
             )
             .await;
+        }
+    }
+
+    /// The same connections, with `send_frame` cut after every poll, and the flush failing only
+    /// once right then (the buffered bytes lost) before the link recovers: the retry, or the next
+    /// frame's call, which finishes the cut frame first, must return that error, since the cut
+    /// frame did not reach the server. A later frame's own flush going through does not make the
+    /// earlier frame's failure harmless.
+    async fn a_flush_that_fails_once_after_a_cut_is_reported() {
+        let first = frame(7, "hello");
+        let second = frame(8, "world");
+        let combinations = FLUSH_BREAKING_LINKS.iter().flat_map(|&l| [(l, true), (l, false)]);
+        for (i, ((chunk, flush_chunk), retry)) in combinations.enumerate() {
+            let failure = FLUSH_FAILURES[i % FLUSH_FAILURES.len()];
+            let (first, second) = (first.clone(), second.clone());
+            assert_cancel_safe(
+                move || {
+                    let fail_once = Arc::new(AtomicBool::new(false));
+                    (Rig::failing_once(chunk, flush_chunk, &fail_once, failure), fail_once)
+                },
+                |(rig, _): (Rig, Arc<AtomicBool>)| async move { rig.send(&frame(7, "hello")).await },
+                move |(rig, fail_once), outcome| {
+                    let (first, second) = (first.clone(), second.clone());
+                    async move {
+                        match outcome {
+                            Outcome::Completed(Err(err)) => {
+                                return Err(format!(
+                                    "send_frame failed on a healthy connection: {err}"
+                                ));
+                            }
+                            Outcome::Completed(Ok(())) => return Ok(()),
+                            Outcome::Cancelled { .. } => {}
+                        }
+                        let on_the_wire = rig.wire.bytes().len();
+                        fail_once.store(true, Ordering::SeqCst);
+                        let (next, kind) = if retry {
+                            (&first, "the retry")
+                        } else {
+                            (&second, "the next frame's call")
+                        };
+                        let result = timeout(Duration::from_secs(60), rig.send(next)).await;
+                        let seen = rig.wire.bytes();
+                        let full: Vec<Frame> =
+                            if retry { vec![first.clone()] } else { vec![first.clone(), second.clone()] };
+                        let problem = match result {
+                            Ok(Err(_)) => return Ok(()),
+                            Err(_) => format!("{kind} never finished"),
+                            Ok(Ok(())) => {
+                                if check_wire(&seen, &full).is_ok() {
+                                    return Ok(());
+                                }
+                                let problem = check_wire(&seen, &full)
+                                    .err()
+                                    .unwrap_or_default();
+                                format!(
+                                    "{kind} (send_frame({})) returned Ok although the flush \
+                                     failed under it and frame 7 never reached the server \
+                                     whole; {problem}. Expected the connection's {failure:?}: \
+                                     Ok must mean the frames are on the wire, and the call that \
+                                     finishes a cut frame owns that frame's errors",
+                                    next.seq
+                                )
+                            }
+                        };
+                        Err(format!(
+                            "over a connection whose writes filled a buffer ({chunk} bytes per \
+                             write) that its flush moved to the wire ({flush_chunk} bytes per \
+                             poll), frame 7 was cut with {on_the_wire} bytes on the wire; the \
+                             next flush step with bytes to move then failed once with \
+                             {failure:?}, losing what the buffer held, and the connection \
+                             recovered. {problem}"
+                        ))
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// A healthy uplink may be very slow: a 4 MiB frame that takes minutes, or an hour, to go out
+    /// (the paused clock makes that free) is still sent, and `send_frame` answers `Ok(())`. Only the
+    /// connection says that it failed; a deadline belongs to the caller, whose `select!` or
+    /// `timeout` cancels the call (and then retries or moves on).
+    async fn a_slow_healthy_uplink_is_never_given_up_on() {
+        let frame = Frame { seq: 7, body: huge_body(LARGE_BODY) };
+        // (bytes per write, time each write takes): many short writes, and a few very long ones.
+        for (chunk, pace) in [(4_096, Duration::from_millis(100)), (1 << 20, Duration::from_secs(900))] {
+            let wire = Arc::new(Mutex::new(Vec::new()));
+            let io = PacedWriter { chunk, pace, busy: None, wire: wire.clone() };
+            let mut writer = FrameWriter::new(io);
+            let started = Instant::now();
+            let result = writer.send_frame(&frame).await;
+            let took = started.elapsed();
+            let seen = wire.lock().expect("wire lock").len();
+            let total = HEADER_LEN + LARGE_BODY;
+            match result {
+                Ok(()) => {}
+                Err(err) => panic!(
+                    "over a healthy but slow uplink ({chunk} bytes per write, each taking \
+                     {pace:?}), sending a {LARGE_BODY}-byte frame failed after {took:?} with \
+                     `{err}` ({err:?}), when {seen} of its {total} bytes had gone out; expected \
+                     Ok(()) once the frame was on the wire: the connection never failed, and \
+                     `send_frame` must not give up on a slow link (a deadline is the caller's, \
+                     who cancels the call)"
+                ),
+            }
+            let bytes = wire.lock().expect("wire lock");
+            assert!(
+                bytes.len() == total && bytes[..HEADER_LEN] == frame.header() && bytes[HEADER_LEN..] == frame.body[..],
+                "over a slow uplink ({chunk} bytes per write, each taking {pace:?}), send_frame \
+                 returned Ok, but the server read {} bytes that are not the frame sent once \
+                 ({total} bytes)",
+                bytes.len()
+            );
         }
     }
 
