@@ -1108,9 +1108,12 @@ hidden_test! {
     /// connection says that it failed; a deadline belongs to the caller, whose `select!` or
     /// `timeout` cancels the call (and then retries or moves on).
     async fn a_slow_healthy_uplink_is_never_given_up_on() {
-        let frame = Frame { seq: 7, body: huge_body(LARGE_BODY) };
+        // 256 KiB: 64 writes of a second each (over a minute for the frame), then 4 writes of a
+        // quarter of an hour each (an hour with no byte out for 15 minutes at a time).
+        const SLOW_BODY: usize = 256 * 1024;
+        let frame = Frame { seq: 7, body: huge_body(SLOW_BODY) };
         // (bytes per write, time each write takes): many short writes, and a few very long ones.
-        for (chunk, pace) in [(4_096, Duration::from_millis(100)), (1 << 20, Duration::from_secs(900))] {
+        for (chunk, pace) in [(4_096, Duration::from_secs(1)), (64 * 1024, Duration::from_secs(900))] {
             let wire = Arc::new(Mutex::new(Vec::new()));
             let io = PacedWriter { chunk, pace, busy: None, wire: wire.clone() };
             let mut writer = FrameWriter::new(io);
@@ -1118,12 +1121,12 @@ hidden_test! {
             let result = writer.send_frame(&frame).await;
             let took = started.elapsed();
             let seen = wire.lock().expect("wire lock").len();
-            let total = HEADER_LEN + LARGE_BODY;
+            let total = HEADER_LEN + SLOW_BODY;
             match result {
                 Ok(()) => {}
                 Err(err) => panic!(
                     "over a healthy but slow uplink ({chunk} bytes per write, each taking \
-                     {pace:?}), sending a {LARGE_BODY}-byte frame failed after {took:?} with \
+                     {pace:?}), sending a {SLOW_BODY}-byte frame failed after {took:?} with \
                      `{err}` ({err:?}), when {seen} of its {total} bytes had gone out; expected \
                      Ok(()) once the frame was on the wire: the connection never failed, and \
                      `send_frame` must not give up on a slow link (a deadline is the caller's, \
