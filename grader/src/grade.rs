@@ -302,7 +302,7 @@ pub fn explain_cuts(
 }
 
 /// A unit's per-test timeout: the override, else the kata's own, else the default.
-fn timeout(course: &Course, unit: &Unit, options: &Options) -> Duration {
+pub fn timeout(course: &Course, unit: &Unit, options: &Options) -> Duration {
     options
         .timeout
         .or(course.katas[unit.kata].timeout_secs.map(Duration::from_secs))

@@ -301,6 +301,37 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             timed_out.join(", ")
         );
     }
+    // A test that finished but took over a third of its timeout may time out on a slower or
+    // busier machine, and then its outcome changes between runs: worth making it cheaper before
+    // it does. Not a problem in itself: the figure is the machine's as much as the test's.
+    let mut near: Vec<String> = Vec::new();
+    for (units, results) in [
+        (&solution_units, &solutions),
+        (&decoys, &decoy_results),
+        (&alternatives, &alternative_results),
+    ] {
+        for (unit, result) in units.iter().zip(results.iter()) {
+            let limit = grade::timeout(course, unit, &options).as_millis() as u64;
+            for test in &result.tests {
+                if test.status != Outcome::TimedOut && test.duration_ms * 3 > limit {
+                    near.push(format!(
+                        "{} `{}` ({:.1} s)",
+                        unit.label,
+                        test.name,
+                        test.duration_ms as f64 / 1000.0
+                    ));
+                }
+            }
+        }
+    }
+    if !near.is_empty() {
+        outln!(
+            "tests that took over a third of the per-test timeout, and may time out on a slower \
+             machine ({}): {}",
+            near.len(),
+            near.join(", ")
+        );
+    }
     if !spent.is_empty() {
         let sets: Vec<String> =
             spent.iter().map(|(set, took)| format!("{set} {:.0} s", took.as_secs_f64())).collect();
