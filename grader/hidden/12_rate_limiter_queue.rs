@@ -365,6 +365,68 @@ async fn caller_polled_late(periods: u32) {
     );
 }
 
+/// When the token comes in [`served_after_a_stall`], and when the caller is polled again, in
+/// periods (each and a half): a short stall, and the review's ten minutes with the token halfway.
+const STALLS: [(u32, u32); 2] = [(2, 4), (300, LONG_STALL)];
+
+/// Polls a waiting caller, then moves the clock `token_after` periods and a half on, adds a token,
+/// and moves it on to `periods` periods and a half before the caller is polled again (its task ran
+/// late, and its token came meanwhile). The caller waited until it is served: it owes one status
+/// line per period up to then, `periods` of them, all written before its `wait_turn` returns,
+/// whatever order the token and the overdue lines are looked at in.
+async fn served_after_a_stall(token_after: u32, periods: u32) {
+    let limiter = RateLimiter::new();
+    let mut wait = task::spawn(limiter.wait_turn("invoice-sync"));
+    assert_pending!(wait.poll());
+    kata_support::settle().await;
+    let token_at = STATUS_EVERY * token_after + STATUS_EVERY / 2;
+    let stall = STATUS_EVERY * periods + STATUS_EVERY / 2;
+    tokio::time::advance(token_at).await;
+    limiter.refill(1);
+    tokio::time::advance(stall - token_at).await;
+    kata_support::settle().await;
+    // The wait is polled again as long as it asks to be (while it catches up), until it is served.
+    let mut result = None;
+    for _ in 0..=periods {
+        if let Poll::Ready(served) = wait.poll() {
+            result = Some(served);
+            break;
+        }
+        kata_support::settle().await;
+        if !wait.is_woken() {
+            break;
+        }
+    }
+    let lines = limiter.status_lines();
+    let shown = if lines.len() > 6 {
+        format!("{:?} .. {:?}", &lines[..3], &lines[lines.len() - 3..])
+    } else {
+        format!("{lines:?}")
+    };
+    let story = format!(
+        "the caller started waiting at 0 s, its token came at {token_at:?} while its task was not \
+         polled (as when its task ran late), and it was polled again only at {stall:?}"
+    );
+    match result {
+        Some(Ok(())) => {}
+        Some(Err(LimiterClosed)) => panic!("{story}: it was told the limiter closed"),
+        None => panic!(
+            "{story}, and again for as long as it asked to be, but it was still pending: it was \
+             not served with the token that was there for it (status lines: {shown})"
+        ),
+    }
+    assert_eq!(
+        lines.len(),
+        periods as usize,
+        "{story}: it was served having written {} status line(s), expected {periods} (one per \
+         {STATUS_EVERY:?} from when it started waiting until its `wait_turn` returned, each \
+         written before it returns: a token it has not yet taken does not end its wait, and a \
+         caller that takes it first tells the on-call engineer it waited less than it did): \
+         {shown}",
+        lines.len()
+    );
+}
+
 hidden_test! {
     /// Callers that start at any times and tokens that come at any times: callers are served in
     /// the order they started waiting, however long they wait, with a status line per period.
@@ -498,6 +560,14 @@ hidden_test! {
     async fn a_caller_polled_late_writes_a_line_per_period_waited() {
         for periods in [2u32, LONG_STALL] {
             caller_polled_late(periods).await;
+        }
+    }
+
+    /// A waiting caller whose token came while it was not polled (its task ran late) writes, before
+    /// it is served, one status line per period until it is served, however many.
+    async fn a_caller_served_late_writes_every_line_it_owes_first() {
+        for (token_after, periods) in STALLS {
+            served_after_a_stall(token_after, periods).await;
         }
     }
 

@@ -3,7 +3,9 @@
 //! The `acquire` future is created once, before the loop, and pinned; the `select!` polls it
 //! through `&mut`. A status tick winning the race now drops only that borrow. The `acquire` future,
 //! and with it the caller's place in the semaphore's queue, lives until a token is granted or the
-//! whole `wait_turn` is dropped.
+//! whole `wait_turn` is dropped. The `select!` is `biased`, status tick first, so that a caller
+//! polled late writes every line it owes before it takes its token, whatever order the token and
+//! the overdue ticks became ready in.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -73,14 +75,18 @@ impl RateLimiter {
         tokio::pin!(acquire);
         loop {
             tokio::select! {
+                // The status tick first: a caller polled late owes a line for every period that
+                // was up before it returns, also when its token came while it was not polled. An
+                // unbiased `select!` would pick at random between a due line and the token.
+                biased;
+                _ = status.tick() => {
+                    let waited = started.elapsed();
+                    self.log(format!("{client}: waiting for a rate-limit token ({waited:?})"));
+                }
                 permit = &mut acquire => {
                     // The token is spent on the API call: it is not given back.
                     permit.map_err(|_| LimiterClosed)?.forget();
                     return Ok(());
-                }
-                _ = status.tick() => {
-                    let waited = started.elapsed();
-                    self.log(format!("{client}: waiting for a rate-limit token ({waited:?})"));
                 }
             }
         }
