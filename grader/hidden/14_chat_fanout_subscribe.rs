@@ -638,9 +638,9 @@ hidden_test! {
     }
 
     /// A client that joins the room it is already in (its app re-joins after a screen change)
-    /// gets `Joined` for it, like for any `Join`, and the room's messages keep coming. Messages
-    /// posted before the session took the `Join` may arrive or not, in order, before the first
-    /// message posted after it.
+    /// gets `Joined` for it, like for any `Join`, and the room's messages keep coming: those
+    /// posted before the session took the `Join` too (she never left the room), in order, before
+    /// the first message posted after it.
     async fn a_join_of_the_current_room_is_answered() {
         for (buffer, earlier) in [(256, 0), (256, 2), (1, 0), (1, 2)] {
             let hub = Arc::new(ChatHub::new(16));
@@ -662,18 +662,102 @@ hidden_test! {
             events.extend(alice.read_slowly().await);
             let joined = events.iter().filter(|e| **e == Event::Joined("support".into())).count();
             let earlier_seen = texts(&events[..events.len().saturating_sub(1)]);
-            let in_order = earlier_seen.windows(2).all(|w| w[0] < w[1])
-                && earlier_seen.iter().all(|t| t.starts_with("message "));
             let last = events.last().map(|e| short(std::slice::from_ref(e)));
             assert!(
-                joined == 1 && in_order && last.as_deref() == Some("[support:new]"),
+                joined == 1
+                    && earlier_seen == expected_texts(0..earlier)
+                    && last.as_deref() == Some("[support:new]"),
                 "alice was in support (her connection holds {buffer} event(s)); with {earlier} \
                  message(s) posted to support just before, she sent Join(support), and once the \
                  session had taken it \"new\" was posted to support. She must get \
                  Joined(support) once (every Join is answered, also of the room she is in), \
-                 maybe the earlier messages, then \"new\", but got {}",
+                 every earlier message in order (a Join of her own room leaves nothing behind: \
+                 she never left it), then \"new\", but got {}",
                 short(&events)
             );
+        }
+    }
+
+    /// The reviewer's scenario: a client in the lobby sends `Join(lobby)`, the room she is
+    /// already in, while the session still has lobby messages to hand her: on a slow connection
+    /// (it holds one event) message 0 waits on it, message 1 in the session's hand and the rest in
+    /// the room; on a fast one they were all just posted. She never left the room, so she gets
+    /// `Joined(lobby)` once and every one of those messages, in order (the lobby keeps 16: there
+    /// is no lag to report), then the message posted after the session took the `Join`.
+    async fn a_join_of_the_current_room_keeps_the_messages_not_yet_forwarded() {
+        for buffer in [1, 256] {
+            for waiting in [1, 3] {
+                let hub = Arc::new(ChatHub::new(16));
+                let mut alice = Client::connect_slow(&hub, "lobby", buffer).await;
+                for n in 0..2 {
+                    hub.publish(message("lobby", n));
+                    settle().await;
+                }
+                let before_join = 2 + waiting;
+                for n in 2..before_join {
+                    hub.publish(message("lobby", n));
+                }
+                alice.command(Command::Join("lobby".into()));
+                let mut events = alice.read_until_commands_are_taken().await;
+                assert!(
+                    alice.commands.capacity() == alice.commands.max_capacity(),
+                    "alice, in the lobby, sent Join(lobby) and read everything that came ({}), \
+                     yet the session never took the Join",
+                    short(&events)
+                );
+                hub.publish(message("lobby", before_join));
+                events.extend(alice.read_slowly().await);
+
+                let joined = events.iter().filter(|e| **e == Event::Joined("lobby".into())).count();
+                let got = texts(&events);
+                let missing: Vec<usize> = (0..=before_join)
+                    .filter(|n| !got.contains(&format!("message {n}")))
+                    .collect();
+                let last = events.last().map(|e| short(std::slice::from_ref(e)));
+                let expected_last = format!("[m{before_join}]");
+                let why = if !missing.is_empty() {
+                    format!(
+                        "lobby message(s) {missing:?} never reached her, and no `Missed` could \
+                         account for them: the lobby keeps 16, so nothing was overwritten. A Join \
+                         of the room she is in leaves nothing behind; what the room held for her \
+                         must still come"
+                    )
+                } else if got != expected_texts(0..before_join + 1) {
+                    "the lobby's messages must come once each, in the order they were posted"
+                        .to_string()
+                } else if joined != 1 {
+                    format!("she must get Joined(lobby) once, not {joined} time(s)")
+                } else if events.len() != got.len() + 1 {
+                    "she must get the lobby's messages and Joined(lobby), nothing else".to_string()
+                } else if last != Some(expected_last) {
+                    format!(
+                        "message {before_join}, posted after the session took the Join, must \
+                         come after Joined(lobby) and every earlier message"
+                    )
+                } else {
+                    String::new()
+                };
+                let rest = if waiting == 1 {
+                    "message 2".to_string()
+                } else {
+                    format!("messages 2 to {}", before_join - 1)
+                };
+                let pending = if buffer == 1 {
+                    format!(
+                        "message 0 waited on her connection (it holds one event), message 1 in \
+                         the session's hand and {rest} in the room"
+                    )
+                } else {
+                    format!("messages 0 and 1 had reached her and {rest} just came")
+                };
+                assert!(
+                    why.is_empty(),
+                    "alice was in the lobby; {pending} when she sent Join(lobby), the room she \
+                     was already in. Once the session had taken it, message {before_join} was \
+                     posted. She got {}: {why}",
+                    short(&events)
+                );
+            }
         }
     }
 

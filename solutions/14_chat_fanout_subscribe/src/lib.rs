@@ -88,10 +88,11 @@ impl ChatHub {
 /// The session is meant to run until the client leaves; dropping it simply ends it, and nothing
 /// outside it is left half-done. Inside, the room subscription outlives every `select!`, and
 /// `broadcast::Receiver::recv` is cancel safe, so a command winning the race never costs a
-/// message.
+/// message. The subscription is replaced only when the client joins another room, never on a
+/// `Join` of the room she is in, so that command costs no message either.
 pub async fn run_session(
     hub: &ChatHub,
-    room: String,
+    mut room: String,
     mut commands: mpsc::Receiver<Command>,
     client: mpsc::Sender<Event>,
 ) {
@@ -108,8 +109,12 @@ pub async fn run_session(
                 Some(Command::Join(next)) => {
                     // The only time the subscription changes: the client asked for another room.
                     // Messages of the new room published before this point were not meant for
-                    // this client.
-                    feed = hub.subscribe(&next);
+                    // this client. A `Join` of the room she is already in leaves nothing: the
+                    // receiver, and every message it still holds for her, stays.
+                    if next != room {
+                        feed = hub.subscribe(&next);
+                        room.clone_from(&next);
+                    }
                     Event::Joined(next)
                 }
                 // The client disconnected.
