@@ -38,12 +38,12 @@ fn built_before_polled() -> impl Strategy<Value = (usize, Vec<usize>)> {
 /// lowered more times than it was raised (an `AtomicUsize` that went below zero wraps around).
 fn describe_gauge(seen: usize, expected: usize) -> String {
     if seen > usize::MAX / 2 && usize::MAX - seen >= 1 << 20 {
-        // No test raises or lowers the gauge more than a few hundred times.
+        // No test raises or lowers the gauge more than a few hundred thousand times.
         format!(
             "but the gauge reads {seen} (expected {expected}): no test raises or lowers it more \
-             than a few hundred times, so that reading is not a count of requests in flight, \
-             nor of a gauge lowered too often; `in_flight` must say how many requests are in \
-             flight, whatever the limit"
+             than a few hundred thousand times, so that reading is not a count of requests in \
+             flight, nor of a gauge lowered too often; `in_flight` must say how many requests \
+             are in flight, whatever the limit"
         )
     } else if seen > usize::MAX / 2 {
         let below = usize::MAX - seen + 1;
@@ -190,6 +190,62 @@ hidden_test! {
             }
             let gauge = gateway.in_flight();
             assert!(gauge == 0, "after 300 requests in a row, {}", describe_gauge(gauge, 0));
+        }
+    }
+
+    /// The far end of the limit's range, with requests at once rather than in a row: a gateway
+    /// built with a large limit (100 000) takes exactly that many requests waiting together at a
+    /// slow backend and sheds the next, and one built with `usize::MAX` ("no limit in practice")
+    /// takes 140 000 waiting together and sheds none. A limit is not capped below what `new` was
+    /// given (to a 16-bit metric, say). Each request is polled once with a no-op waker, so no
+    /// runtime is needed and the test stays cheap.
+    fn a_large_limit_is_the_limit_with_every_request_at_once() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for (limit, waiting) in [(100_000usize, 100_000usize), (usize::MAX, 140_000)] {
+            let what = if limit == usize::MAX {
+                "no limit (`usize::MAX`)".to_string()
+            } else {
+                format!("limit {limit}")
+            };
+            let gateway = Gateway::new(limit);
+            let mut in_flight = Vec::with_capacity(waiting);
+            for index in 0..waiting {
+                let mut request = Box::pin(gateway.forward(std::future::pending::<()>()));
+                match request.as_mut().poll(&mut cx) {
+                    Poll::Pending => in_flight.push(request),
+                    answer => panic!(
+                        "a gateway built with {what} had {index} request(s) waiting at a slow \
+                         backend, and the next request's first poll returned {answer:?}, expected \
+                         Pending (forwarded): it has room for {} more, so it is not full. The \
+                         limit is what `new` was given, however large (it is not capped)",
+                        limit - index
+                    ),
+                }
+            }
+            let gauge = gateway.in_flight();
+            assert!(
+                gauge == waiting,
+                "a gateway built with {what} has {waiting} requests waiting at a slow backend, {}",
+                describe_gauge(gauge, waiting)
+            );
+            if limit == waiting {
+                let mut late = Box::pin(gateway.forward(async { 200 }));
+                let answer = late.as_mut().poll(&mut cx);
+                assert!(
+                    answer == Poll::Ready(Err(Shed)),
+                    "a gateway built with {what} has {waiting} requests waiting at a slow backend, \
+                     and one more request's first poll returned {answer:?}, expected \
+                     Ready(Err(Shed)): at most `limit` requests may be forwarded at once"
+                );
+            }
+            drop(in_flight);
+            let gauge = gateway.in_flight();
+            assert!(
+                gauge == 0,
+                "with {what}, after {waiting} requests waiting at once were abandoned by their \
+                 clients, {}",
+                describe_gauge(gauge, 0)
+            );
         }
     }
 

@@ -1003,11 +1003,12 @@ hidden_test! {
     }
 
     /// `Checkout::new(gateway, deadline, attempts)` gives each of its `attempts` attempts the
-    /// deadline. Against a gateway that never answers, a checkout built with 0 to 4 attempts sends
-    /// exactly that many requests and answers `TimedOut` after that many deadlines; with none (a
-    /// checkout switched off) no request goes out at all, since any request may charge a card.
+    /// deadline. Against a gateway that never answers, a checkout built with 0 to 4, 8 or 20
+    /// attempts sends exactly that many requests and answers `TimedOut` after that many deadlines;
+    /// with none (a checkout switched off) no request goes out at all, since any request may charge
+    /// a card.
     async fn a_checkout_makes_exactly_the_attempts_it_was_given() {
-        for attempts in 0..=4u32 {
+        for attempts in (0..=4u32).chain([8, 20]) {
             let gateway = FakeGateway::new(&[Reply::Hang]);
             let paying = Checkout::new(gateway.clone(), DEADLINE, attempts);
             let start = Instant::now();
@@ -1023,6 +1024,92 @@ hidden_test! {
                  request(s); expected `TimedOut` after {:?} and {attempts} request(s): each \
                  request may charge a card, so a checkout makes exactly the attempts it was given",
                 DEADLINE * attempts
+            );
+        }
+    }
+    /// The far end of the attempts' range: a checkout built with many attempts (50, or
+    /// `u32::MAX` for "retry until the gateway answers") keeps trying, one attempt after another,
+    /// against a gateway that answers only its 50th or 1000th request: `pay` reports that charge,
+    /// after that many deadlines, with one charge. The number of attempts is what `new` was
+    /// given, never capped below it.
+    async fn a_checkout_with_many_attempts_keeps_trying_until_the_gateway_answers() {
+        for (attempts, answered) in [(50u32, 50usize), (u32::MAX, 1000)] {
+            let mut script = vec![Reply::Hang; answered - 1];
+            script.push(FAST);
+            let gateway = FakeGateway::new(&script);
+            let paying = Checkout::new(gateway.clone(), DEADLINE, attempts);
+            let start = Instant::now();
+            let paid = paying.pay(&card(), 4200).await;
+            let took = start.elapsed();
+            let (requests, charges) = (gateway.requests(), gateway.charges());
+            let expected = Ok(ChargeId(answered as u64 - 1));
+            let after = DEADLINE * (answered as u32 - 1) + Duration::from_millis(200);
+            assert!(
+                paid == expected && took == after && requests == answered && charges == 1,
+                "a checkout built with {attempts} attempts of {DEADLINE:?}, against a gateway that \
+                 never answers its first {} requests and charges the card 200 ms into request \
+                 {answered}, answered {paid:?} after {took:?}, with {requests} request(s) and \
+                 {charges} charge(s); expected {expected:?} after {after:?}, with {answered} \
+                 requests and 1 charge: a checkout makes the attempts it was given, however many \
+                 (the number is never capped)",
+                answered - 1
+            );
+        }
+    }
+
+    /// A request handler that bridges into async with `Runtime::block_on` polls `pay`, and then a
+    /// bug elsewhere in the handler panics while `pay` is still waiting. The unwind drops the
+    /// `block_on` future, and `pay` with it, while the thread is panicking: the customer got no
+    /// answer, so the running attempt must stop then too, and nothing may be charged afterwards
+    /// while the runtime lives on. (A drop guard that does nothing while
+    /// `std::thread::panicking()` leaves the attempt running.)
+    fn a_pay_dropped_by_a_panicking_handler_charges_nothing() {
+        /// What the handler's own bug panics with.
+        struct HandlerBug;
+        for cut in [0, 500, 1500, 2100].map(Duration::from_millis) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("a runtime");
+            let gateway = FakeGateway::new(&[SLOW, SLOW, FAST]);
+            let paying = checkout(&gateway);
+            let card = card();
+            let crashed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                runtime.block_on(async {
+                    let started = Instant::now();
+                    let mut pay = std::pin::pin!(paying.pay(&card, 4200));
+                    tokio::select! {
+                        biased;
+                        paid = pay.as_mut() => return (paid, started.elapsed()),
+                        _ = sleep(cut) => {}
+                    }
+                    std::panic::panic_any(HandlerBug)
+                })
+            }));
+            match crashed {
+                Ok((paid, took)) => panic!(
+                    "the first two attempts take 5 s (1 s deadline) and the third 200 ms, but \
+                     `pay` answered {paid:?} after {took:?}, before the handler's panic at {cut:?}"
+                ),
+                Err(payload) => assert!(
+                    payload.is::<HandlerBug>(),
+                    "the handler polled `pay` for {cut:?} and then panicked with a bug of its \
+                     own, but another panic came out of `Runtime::block_on` (did dropping `pay` \
+                     during the unwind panic?)"
+                ),
+            }
+            runtime.block_on(async { sleep(AFTERWARDS).await });
+            let (charges, live) = (gateway.charges(), gateway.live.load(Ordering::SeqCst));
+            assert_eq!(
+                (charges, live),
+                (0, 0),
+                "a handler polled `pay` through `Runtime::block_on` for {cut:?} and then panicked \
+                 with a bug of its own; the unwind dropped `pay` while the thread was panicking, \
+                 and the runtime lived on for another minute. The customer got no answer, so \
+                 the running attempt must stop on that drop too (do not skip the abort while \
+                 `std::thread::panicking()`). Expected (charges, attempts still running) = \
+                 (0, 0), seen"
             );
         }
     }
