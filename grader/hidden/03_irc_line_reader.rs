@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use irc_line_reader::{Event, serve};
+use kata_support::runtime::{self, SEEDS};
 use kata_support::{
     Options, Outcome, TrickleReader, assert_cancel_safe_with, check_property, hidden_test,
 };
@@ -192,6 +193,28 @@ const CHATTY_COMMANDS: [&str; 5] = [
 const GOOD_LINES: [&str; 4] =
     ["/privmsg #café :à plus  ", "/join #rust", "/nick zoë", "/privmsg #rust :日本語 🦀"];
 
+/// Valid lines whose text a "tidying" reader would change: leading blanks (pasted code), a byte
+/// order mark, NUL and other control characters (CTCP's `\x01`, IRC's colour and formatting
+/// codes, an ANSI escape, DEL, vertical tab, form feed), Unicode spaces and separators, a
+/// combining accent, runs of spaces, mixed case, a line of only blanks. Each is a command exactly
+/// as sent: what it means is for the rest of the server to decide, not for the reader.
+const UNTIDY_LINES: [&str; 14] = [
+    "    fn main() {}",
+    "\t/privmsg #rust :tabbed",
+    "\u{feff}/privmsg #rust :hi",
+    "/privmsg #rust :a\0b",
+    "/privmsg #rust :\x01ACTION waves\x01",
+    "/privmsg #rust :\x0304red\x03 \x02bold\x02 \x1funder\x1f \x16rev\x16 \x0fplain",
+    "/privmsg #rust :\x1b[31mansi\x1b[0m del\x7f",
+    "/privmsg #rust :tab at the end\t\x0b\x0c",
+    "/privmsg #rust :nbsp\u{a0}zwsp\u{200b}ls\u{2028}nel\u{85}ideo\u{3000}end",
+    "/privmsg #rust :cafe\u{301} is not caf\u{e9}",
+    "/privmsg  #rust   :double  spaces",
+    "/PRIVMSG #Rust :MiXeD CaSe",
+    " \t ",
+    "\0",
+];
+
 /// Lines that are not UTF-8: stray bytes, a character cut short, an overlong encoding, a
 /// surrogate.
 const BAD_LINES: [&[u8]; 4] = [
@@ -244,6 +267,8 @@ enum Said {
     OnlyCarriageReturn,
     /// A long message, about this many bytes, multi-byte characters included.
     Long(usize),
+    /// One of `UNTIDY_LINES`.
+    Untidy(usize),
 }
 
 impl Said {
@@ -254,6 +279,7 @@ impl Said {
             Said::CarriageReturn(false) => "/privmsg #rust :ascii\rart".to_string(),
             Said::CarriageReturn(true) => "/privmsg #rust :ascii art\r".to_string(),
             Said::OnlyCarriageReturn => "\r".to_string(),
+            Said::Untidy(i) => UNTIDY_LINES[i].to_string(),
             Said::Long(len) => {
                 let mut text = "/privmsg #rust :".to_string();
                 let words = ["a long paste, ", "café ", "日本語 ", "🦀 "];
@@ -286,11 +312,12 @@ enum LastLine {
 fn sessions_of_good_lines()
 -> impl Strategy<Value = (Vec<(Said, bool)>, LastLine, Vec<(usize, u64)>, u64)> {
     let said = prop_oneof![
-        (0..GOOD_LINES.len()).prop_map(Said::Usual),
-        Just(Said::Empty),
-        any::<bool>().prop_map(Said::CarriageReturn),
-        Just(Said::OnlyCarriageReturn),
-        (600usize..6000).prop_map(Said::Long),
+        1 => (0..GOOD_LINES.len()).prop_map(Said::Usual),
+        1 => Just(Said::Empty),
+        1 => any::<bool>().prop_map(Said::CarriageReturn),
+        1 => Just(Said::OnlyCarriageReturn),
+        1 => (600usize..6000).prop_map(Said::Long),
+        2 => (0..UNTIDY_LINES.len()).prop_map(Said::Untidy),
     ];
     let lines = prop::collection::vec((said, any::<bool>()), 1..6);
     let last = prop_oneof![
@@ -382,6 +409,42 @@ hidden_test! {
             "three commands arrived in two packets, \"/join #rust\\r\\n/nick alice\\r\\n\" and \
              \"/topic cancel safety\\r\\n\", then the client closed the connection; the session \
              produced {seen:?}, expected {expected:?}: {what}"
+        );
+    }
+
+    /// Every command comes out exactly as sent minus its line ending, whatever its text: leading
+    /// blanks, a byte order mark, NUL, control and formatting characters, Unicode spaces, a
+    /// combining accent, case and runs of spaces are all the command's own. The reader removes the
+    /// `\n` and one `\r` before it, and changes nothing else.
+    async fn a_command_is_handed_out_untouched() {
+        let sent: Vec<String> = UNTIDY_LINES
+            .iter()
+            .enumerate()
+            .map(|(i, line)| format!("{line}{}", if i % 2 == 0 { "\r\n" } else { "\n" }))
+            .collect();
+        let parts: Vec<&str> = sent.iter().map(String::as_str).collect();
+        let session = run(client(&parts, Duration::from_millis(700))).await;
+        let seen = &session.commands;
+        let changed: Vec<String> = UNTIDY_LINES
+            .iter()
+            .zip(seen)
+            .filter(|(sent, seen)| sent != seen)
+            .map(|(sent, seen)| format!("{sent:?} came out as {seen:?}"))
+            .collect();
+        assert!(
+            seen.len() == UNTIDY_LINES.len() && changed.is_empty(),
+            "the client sent {} lines, one per packet, then closed the connection; the session \
+             handed out {} command(s){}{}: expected every command exactly as sent minus its line \
+             ending (the `\\n` and one `\\r` before it), nothing trimmed, stripped, decoded, \
+             folded or skipped; what a command means is for the rest of the server to decide",
+            UNTIDY_LINES.len(),
+            seen.len(),
+            if changed.is_empty() { String::new() } else { format!(", and {}", changed.join(", ")) },
+            if seen.len() == UNTIDY_LINES.len() {
+                String::new()
+            } else {
+                format!(" ({seen:?}, expected {UNTIDY_LINES:?})")
+            }
         );
     }
 
@@ -647,6 +710,52 @@ hidden_test! {
                     None => String::new(),
                 }
             );
+        }
+    }
+
+    /// The far end of "any length of time": a client quiet for 20 000 periods (a ping a second
+    /// for five and a half hours), or for 25 periods of a year each, is still pinged after every
+    /// period and then served its next command. No cut-off, counted in pings or in time, however
+    /// generous, may end a session over an open connection. (On one seed's runtime: the order of
+    /// `select!`'s branches is not what this is about, and every fix pays a wake per ping.)
+    fn a_client_quiet_for_years_is_still_pinged_and_served() {
+        for (ping_every, periods, span) in [
+            (Duration::from_secs(1), 20_000u32, "20 000 s (five and a half hours)"),
+            (Duration::from_secs(365 * 24 * 3600), 25, "25 years"),
+        ] {
+            let quiet = ping_every * periods + ping_every / 2;
+            runtime::current_thread(SEEDS[0]).block_on(async move {
+                let client = PausingClient::from_bytes(vec![(quiet, b"/quit\r\n".to_vec())]);
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let start = tokio::time::Instant::now();
+                let ended = serve(client, ping_every, tx).await;
+                let ended_at = start.elapsed();
+                let (mut pings, mut commands) = (0u32, Vec::new());
+                while let Ok(event) = rx.try_recv() {
+                    match event {
+                        Event::Ping => pings += 1,
+                        Event::Command(c) => commands.push(c),
+                    }
+                }
+                assert!(
+                    ended.is_ok() && ended_at >= quiet,
+                    "the client connected and stayed quiet for {span} on an open connection (a \
+                     ping every {ping_every:?}), then sent \"/quit\" and closed it; but the \
+                     session ended on its own after {ended_at:?} ({} of the quiet), with \
+                     {ended:?}, having asked for {pings} ping(s): expected it to keep pinging \
+                     ({periods} pings) and to return Ok(()) only when the client closed. A quiet \
+                     client is not a failed connection, however long it is quiet and however \
+                     many pings it leaves unanswered: `serve` has no idle timeout of its own",
+                    format_args!("{:.1}%", 100.0 * ended_at.as_secs_f64() / quiet.as_secs_f64())
+                );
+                assert!(
+                    pings == periods && commands == ["/quit"],
+                    "the client stayed quiet for {span} (a ping every {ping_every:?}), then sent \
+                     \"/quit\" and closed the connection: the session asked for {pings} ping(s) \
+                     (expected {periods}, one after each full period of quiet) and handed out \
+                     {commands:?} (expected [\"/quit\"])"
+                );
+            });
         }
     }
 

@@ -498,6 +498,20 @@ impl AsyncWrite for BreakingLink {
     }
 }
 
+/// A (virtual) stretch of time as a person would say it: `3600s` is "1.0 h".
+fn spell(d: Duration) -> String {
+    const HOUR: f64 = 3_600.0;
+    const YEAR: f64 = 365.25 * 24.0 * HOUR;
+    let secs = d.as_secs_f64();
+    if secs >= YEAR {
+        format!("{:.1} years", secs / YEAR)
+    } else if secs >= HOUR {
+        format!("{:.1} h", secs / HOUR)
+    } else {
+        format!("{d:?}")
+    }
+}
+
 /// A slow uplink: accepts `chunk` bytes per write, then needs `pace` of (virtual) time before it
 /// accepts more. Records what it accepted.
 struct PacedWriter {
@@ -519,10 +533,17 @@ impl AsyncWrite for PacedWriter {
         }
         let n = buf.len().min(self.chunk);
         self.wire.lock().expect("wire lock").extend_from_slice(&buf[..n]);
+        // `sleep` waits at most about 30 years (tokio's far future, the longest wait every
+        // platform's clock can hold): a pace of `Duration::MAX` is that far future.
         self.busy = Some(Box::pin(sleep(self.pace)));
         Poll::Ready(Ok(n))
     }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// The flush waits until the last write has gone out (one more `pace`).
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(busy) = self.busy.as_mut() {
+            ready!(busy.as_mut().poll(cx));
+            self.busy = None;
+        }
         Poll::Ready(Ok(()))
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1103,17 +1124,24 @@ hidden_test! {
         }
     }
 
-    /// A healthy uplink may be very slow: a 4 MiB frame that takes minutes, or an hour, to go out
-    /// (the paused clock makes that free) is still sent, and `send_frame` answers `Ok(())`. Only the
-    /// connection says that it failed; a deadline belongs to the caller, whose `select!` or
-    /// `timeout` cancels the call (and then retries or moves on).
+    /// A healthy uplink may be very slow: a 256 KiB frame that takes minutes, hours, or
+    /// decades to go out (the paused clock makes that free: one jump per write) is still sent,
+    /// and `send_frame` answers `Ok(())`. Only the connection says that it failed; a deadline
+    /// belongs to the caller, whose `select!` or `timeout` cancels the call (and then retries or
+    /// moves on). No stall limit on a write or on the flush, however generous, survives this.
     async fn a_slow_healthy_uplink_is_never_given_up_on() {
         // 256 KiB: 64 writes of a second each (over a minute for the frame), then 4 writes of a
-        // quarter of an hour each (an hour with no byte out for 15 minutes at a time).
+        // quarter of an hour each (an hour with no byte out for 15 minutes at a time), then 4
+        // writes and a flush of about 30 years each (the longest a tokio `sleep` waits). The
+        // flush waits for the last write to go out (one more pace).
         const SLOW_BODY: usize = 256 * 1024;
         let frame = Frame { seq: 7, body: huge_body(SLOW_BODY) };
         // (bytes per write, time each write takes): many short writes, and a few very long ones.
-        for (chunk, pace) in [(4_096, Duration::from_secs(1)), (64 * 1024, Duration::from_secs(900))] {
+        for (chunk, pace, each) in [
+            (4_096, Duration::from_secs(1), "a second"),
+            (64 * 1024, Duration::from_secs(900), "a quarter of an hour"),
+            (64 * 1024, Duration::MAX, "about 30 years"),
+        ] {
             let wire = Arc::new(Mutex::new(Vec::new()));
             let io = PacedWriter { chunk, pace, busy: None, wire: wire.clone() };
             let mut writer = FrameWriter::new(io);
@@ -1125,18 +1153,19 @@ hidden_test! {
             match result {
                 Ok(()) => {}
                 Err(err) => panic!(
-                    "over a healthy but slow uplink ({chunk} bytes per write, each taking \
-                     {pace:?}), sending a {SLOW_BODY}-byte frame failed after {took:?} with \
+                    "over a healthy but slow uplink ({chunk} bytes per write, each write and the flush \
+                     taking {each}), sending a {SLOW_BODY}-byte frame failed after {} with \
                      `{err}` ({err:?}), when {seen} of its {total} bytes had gone out; expected \
                      Ok(()) once the frame was on the wire: the connection never failed, and \
-                     `send_frame` must not give up on a slow link (a deadline is the caller's, \
-                     who cancels the call)"
+                     `send_frame` must not give up on a slow link, however slow (a deadline is \
+                     the caller's, who cancels the call)",
+                    spell(took)
                 ),
             }
             let bytes = wire.lock().expect("wire lock");
             assert!(
                 bytes.len() == total && bytes[..HEADER_LEN] == frame.header() && bytes[HEADER_LEN..] == frame.body[..],
-                "over a slow uplink ({chunk} bytes per write, each taking {pace:?}), send_frame \
+                "over a slow uplink ({chunk} bytes per write, each taking {each}), send_frame \
                  returned Ok, but the server read {} bytes that are not the frame sent once \
                  ({total} bytes)",
                 bytes.len()
