@@ -113,6 +113,35 @@ impl AsyncRead for FloodingSensor {
     }
 }
 
+/// A scripted stream that fails once its script has run out: one read returns `error` (as a
+/// ready error, whatever its kind, `WouldBlock` included: `tokio_test`'s mock would take a
+/// scripted `WouldBlock` for "not ready yet"), and every read after it is the end of the stream,
+/// as a socket that gave up reads afterwards.
+struct FailsAtTheEnd<R> {
+    inner: R,
+    error: Option<std::io::Error>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                match this.error.take() {
+                    Some(error) => Poll::Ready(Err(error)),
+                    None => Poll::Ready(Ok(())),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// How late a heartbeat may be reported while the collector is busy, after it fell due.
 const BEAT_LATENESS: Duration = Duration::from_millis(250);
 
@@ -139,10 +168,15 @@ hidden_test! {
         let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
         // Whatever its kind: a TLS layer reports a peer gone without `close_notify` as
         // `UnexpectedEof`, and that is a failed link too, not a sensor closing it.
+        // `TimedOut` and `WouldBlock` too: a bridge socket that gives up on a silent radio reports
+        // one of them once and then reads as the end of the stream, so retrying such a read
+        // takes that end for the sensor closing the link. Only `Interrupted` may be retried.
         let kinds = [
             std::io::ErrorKind::ConnectionReset,
             std::io::ErrorKind::UnexpectedEof,
             std::io::ErrorKind::ConnectionAborted,
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::WouldBlock,
         ];
         for (cut, kind) in (0..=wire.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
             let mut bridge = tokio_test::io::Builder::new();
@@ -154,10 +188,10 @@ hidden_test! {
                     bridge.read(part);
                 }
             }
-            bridge.read_error(std::io::Error::new(kind, "the link to the bridge failed"));
-            let mock = bridge.build();
-            // The builder shares the scripted error with the mock; the mock must hold it alone.
-            drop(bridge);
+            let mock = FailsAtTheEnd {
+                inner: bridge.build(),
+                error: Some(std::io::Error::new(kind, "the link to the bridge failed")),
+            };
             let mut link = TelemetryLink::new(mock);
             let whole = sent.iter().scan(0, |end, p| {
                 *end += 4 + p.len();
@@ -190,6 +224,68 @@ hidden_test! {
                 wire.len()
             );
         }
+    }
+
+    /// A long stream (1 MiB, sixteen times `MAX_FRAME`) whose reads never end on a frame
+    /// boundary: each read ends two bytes into the next frame's length prefix, so the link never
+    /// holds only whole frames between reads. Every frame comes out, in order, and the link
+    /// reports the end only when the stream ends: however much has gone through it, a link has
+    /// room for the next frame.
+    async fn a_long_stream_read_across_frame_boundaries_comes_out_whole() {
+        const FRAMES: usize = 1024;
+        const PAYLOAD: usize = 1_020;
+        let payload = |i: usize| -> Vec<u8> {
+            let tag = format!("reading={i:06};");
+            tag.bytes().chain((tag.len()..PAYLOAD).map(|b| b'a' + (b % 26) as u8)).collect()
+        };
+        let mut wire = Vec::with_capacity(FRAMES * (4 + PAYLOAD));
+        for i in 0..FRAMES {
+            wire.extend_from_slice(&(PAYLOAD as u32).to_be_bytes());
+            wire.extend(payload(i));
+        }
+        let frame_len = 4 + PAYLOAD;
+        let mut bounds: Vec<usize> = (1..FRAMES).map(|i| i * frame_len + 2).collect();
+        bounds.insert(0, 0);
+        bounds.push(wire.len());
+        let chunks = bounds.windows(2).map(|pair| wire[pair[0]..pair[1]].to_vec());
+        let mut link = TelemetryLink::new(TrickleReader::new(chunks));
+        let mut frames = 0;
+        let ended = loop {
+            match link.next_event().await {
+                Ok(Some(Event::Frame(got))) if frames < FRAMES && got[..] == payload(frames)[..] => {
+                    frames += 1
+                }
+                Ok(Some(Event::Frame(got))) => {
+                    break format!(
+                        "then a frame of {} bytes starting {:?}, not the frame {} sent next. \
+                         {DESYNC}",
+                        got.len(),
+                        String::from_utf8_lossy(&got[..got.len().min(16)]),
+                        if frames < FRAMES { format!("{:?}", format!("reading={frames:06};")) }
+                        else { "(none: every frame had come out)".to_string() }
+                    );
+                }
+                Ok(Some(Event::Heartbeat)) => {}
+                Ok(None) if frames == FRAMES => return,
+                Ok(None) => {
+                    break format!(
+                        "then reported the end (`Ok(None)`), although {} more frames ({} bytes) \
+                         were still to come. Only the end of the stream ends the link: a read \
+                         that returns 0 bytes because the link's own buffer has no room left \
+                         is not the sensor closing it",
+                        FRAMES - frames,
+                        (FRAMES - frames) * frame_len
+                    );
+                }
+                Err(e) => break format!("then failed with \"{e}\" ({:?})", e.kind()),
+            }
+        };
+        panic!(
+            "the sensor sent {FRAMES} frames of {PAYLOAD} bytes ({} bytes in all) in reads that \
+             each ended two bytes into the next frame's length prefix, then closed the link; the \
+             link delivered the first {frames} frames intact, {ended}",
+            wire.len()
+        );
     }
 
     /// A quiet sensor: a heartbeat every second in between frames.

@@ -245,6 +245,35 @@ fn compare_big(got: &str, sent: &str) -> Result<(), String> {
     ))
 }
 
+/// A scripted stream that fails once its script has run out: one read returns `error` (as a
+/// ready error, whatever its kind, `WouldBlock` included: `tokio_test`'s mock would take a
+/// scripted `WouldBlock` for "not ready yet"), and every read after it is the end of the stream,
+/// as a socket that gave up reads afterwards.
+struct FailsAtTheEnd<R> {
+    inner: R,
+    error: Option<std::io::Error>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                match this.error.take() {
+                    Some(error) => Poll::Ready(Err(error)),
+                    None => Poll::Ready(Ok(())),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 hidden_test! {
     /// Nothing stalls and nothing is cancelled: the config arrives in one round.
     async fn downloads_a_config_that_arrives_in_time() {
@@ -333,6 +362,51 @@ hidden_test! {
                 text.len()
             );
         });
+    }
+
+    /// `Complete` holds the exact text the control plane sent, byte for byte, whatever it holds:
+    /// a leading byte-order mark (U+FEFF, which some editors write), Windows line endings, a NUL,
+    /// trailing blanks and no final newline are part of the config, not noise to clean up (a
+    /// checksum or a signature over the text must still match). Sent in chunks that split the
+    /// byte-order mark itself, and with a stall in the middle of it.
+    async fn the_config_comes_back_byte_for_byte() {
+        let configs = [
+            "\u{feff}listen = \"0.0.0.0:443\"\nroute /a -> 10.0.0.1\n",
+            "\u{feff}\u{feff}# twice\r\nroute /a -> 10.0.0.1\r\n",
+            "route /a -> 10.0.0.1 \t\r\nnote = \"a\u{0}b\"\n\n  ",
+            "\u{feff}",
+        ];
+        for sent in configs {
+            let bytes = sent.as_bytes();
+            for split in [1, 2, 4.min(bytes.len())] {
+                for stall in [false, true] {
+                    let mut server = tokio_test::io::Builder::new();
+                    server.read(&bytes[..split]);
+                    if stall {
+                        server.wait(PATIENCE + Duration::from_millis(500));
+                    }
+                    if split < bytes.len() {
+                        server.read(&bytes[split..]);
+                    }
+                    let mut config = ConfigDownload::new(server.build());
+                    let result = download(&mut config).await;
+                    let stalled = if stall { ", with a stall longer than `PATIENCE` there" } else { "" };
+                    match &result {
+                        Ok((text, _)) if text.as_bytes() == bytes => {}
+                        _ => panic!(
+                            "the control plane sent the config {sent:?} ({} bytes, split after \
+                             byte {split}{stalled}) and closed the stream, and the download \
+                             returned {}; `Complete` must hold the exact text the control plane \
+                             sent, byte for byte: a byte-order mark, line endings, blanks and \
+                             control characters are part of it, not something to strip or \
+                             normalise",
+                            bytes.len(),
+                            how_it_ended(&result)
+                        ),
+                    }
+                }
+            }
+        }
     }
 
     /// The control plane stops twice for longer than `PATIENCE`; the reloader resumes each time.
@@ -523,10 +597,15 @@ hidden_test! {
     /// without `close_notify` that way): only the end of the stream ends the config.
     async fn a_connection_reset_mid_download_is_an_error() {
         let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(48).collect();
+        // `TimedOut` and `WouldBlock` too: a transport that gives up on a silent peer reports
+        // one of them once and then reads as the end of the stream, so a retry of such a read
+        // would take that end for the end of the config. Only `Interrupted` may be retried.
         let kinds = [
             std::io::ErrorKind::ConnectionReset,
             std::io::ErrorKind::UnexpectedEof,
             std::io::ErrorKind::ConnectionAborted,
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::WouldBlock,
         ];
         for (cut, kind) in (0..=chunks.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
             for stall_before_reset in [false, true] {
@@ -537,10 +616,10 @@ hidden_test! {
                 if stall_before_reset {
                     server.wait(PATIENCE + Duration::from_millis(500));
                 }
-                server.read_error(std::io::Error::new(kind, "the control plane's link failed"));
-                let mock = server.build();
-                // The builder shares the scripted error with the mock; the mock must hold it alone.
-                drop(server);
+                let mock = FailsAtTheEnd {
+                    inner: server.build(),
+                    error: Some(std::io::Error::new(kind, "the control plane's link failed")),
+                };
                 let mut config = ConfigDownload::new(mock);
                 let result = download(&mut config).await;
                 let stalled = if stall_before_reset { ", after a stall of 2.5 s" } else { "" };
