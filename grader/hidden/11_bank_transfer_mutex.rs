@@ -438,6 +438,60 @@ hidden_test! {
         }
     }
 
+    /// Two transfers wait for a full audit log of capacity 1; the compliance writer then takes
+    /// one entry at a time, each as soon as it is there. Both transfers must finish within a few
+    /// turns: a freed slot must be used, not handed back and forth between the waiting transfers
+    /// (a livelock keeps the runtime busy, so the paused clock never moves and nothing else
+    /// would ever end the wait). The transfers are polled by hand, one after the other, every
+    /// turn.
+    async fn two_transfers_waiting_for_one_slot_both_finish() {
+        const TURNS: usize = 50;
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
+        let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
+        let mut transfers = [
+            tokio_test::task::spawn(bank.transfer("alice", "bob", 1)),
+            tokio_test::task::spawn(bank.transfer("bob", "alice", 1)),
+        ];
+        let mut results: [Option<Result<(), TransferError>>; 2] = [None, None];
+        let mut logged = Vec::new();
+        for (transfer, result) in transfers.iter_mut().zip(results.iter_mut()) {
+            if let std::task::Poll::Ready(done) = transfer.poll() {
+                *result = Some(done);
+            }
+        }
+        let mut turns = 0;
+        while results.iter().any(Option::is_none) && turns < TURNS {
+            turns += 1;
+            // The compliance writer takes what is there, which frees the slot.
+            while let Ok(entry) = rx.try_recv() {
+                logged.push(entry);
+            }
+            kata_support::settle().await;
+            for (transfer, result) in transfers.iter_mut().zip(results.iter_mut()) {
+                if result.is_none() {
+                    if let std::task::Poll::Ready(done) = transfer.poll() {
+                        *result = Some(done);
+                    }
+                }
+            }
+        }
+        drop(transfers);
+        while let Ok(entry) = rx.try_recv() {
+            logged.push(entry);
+        }
+        assert!(
+            results.iter().all(|r| *r == Some(Ok(()))),
+            "two transfers of 1 cent (alice to bob, bob to alice) waited for a full audit log \
+             of capacity 1, and the compliance writer then took each entry as soon as it was \
+             there, freeing the slot every turn. After {turns} turns the transfers stood at \
+             {results:?} (None: still waiting) and the log had received {logged:?}. Expected \
+             both `Ok(())` within a few turns: the slot that freed was passed back and forth \
+             between the waiting transfers and never used, so the wait never ends (a busy \
+             runtime, so no timer ever fires either)"
+        );
+    }
+
     /// The audit log goes away while a transfer waits, at each of its `.await`s in turn (its
     /// task's cooperative budget runs out there, on a log with room or one that has just made
     /// room), for a transfer that moves money, one of zero cents and one to oneself: the transfer

@@ -371,7 +371,12 @@ hidden_test! {
     /// the call's budget or longer, before it takes the job and answers in 150 ms: that is a
     /// stuck worker, not a closed queue. The client may give up with `TimedOut` (a budget counted
     /// from the start of the call) or wait for room and return the receipt (a budget counted from
-    /// the queueing), but must not report `QueueClosed`: the queue was open all along.
+    /// the queueing), but must not report `QueueClosed`: the queue was open all along. A
+    /// `TimedOut` must come by the end of the budget counted from the start (the only count under
+    /// which the call can give up before its job is on the queue), and then a job still waiting
+    /// for room at that instant must never get onto the queue: a call that gave up on it must not
+    /// queue it afterwards (the email is sent while the shop says "could not confirm", and the
+    /// shopper's retry sends it twice).
     async fn a_queue_full_past_the_budget_is_not_reported_closed() {
         let budget = ATTEMPT * ATTEMPTS;
         let full_for = [
@@ -387,9 +392,12 @@ hidden_test! {
             queue
                 .try_send(Request { job: job(1), reply: earlier })
                 .expect("the queue has room for the earlier job");
-            tokio::spawn(async move {
+            let taken = Arc::new(Mutex::new(Vec::new()));
+            let mailer_taken = taken.clone();
+            let mailer = tokio::spawn(async move {
                 sleep(full_for).await;
                 while let Some(Request { job, reply }) = jobs.recv().await {
+                    mailer_taken.lock().unwrap().push(job.id);
                     sleep(Duration::from_millis(150)).await;
                     let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
                 }
@@ -404,6 +412,11 @@ hidden_test! {
                      in 150 ms, yet send_email was still waiting after {waited:?}"
                 );
             };
+            // Let the mailer take whatever is left on the queue: the client (the queue's only
+            // sender) is gone, so it ends once the queue is empty.
+            drop(client);
+            let _ = timeout(full_for + Duration::from_secs(60), mailer).await;
+            let job_7_taken = taken.lock().unwrap().contains(&7);
             let receipt = Ok(Receipt { job_id: 7, message_id: "msg-7".into() });
             assert!(
                 outcome == receipt || outcome == Err(CallError::TimedOut),
@@ -413,6 +426,23 @@ hidden_test! {
                  `Err(TimedOut)`: `QueueClosed` means no worker at all, and a full queue means a \
                  worker that is busy or stuck"
             );
+            if outcome == Err(CallError::TimedOut) {
+                let queued_after_giving_up = job_7_taken && full_for > waited;
+                assert!(
+                    waited <= budget && !queued_after_giving_up,
+                    "the mailer was alive but took no job for {full_for:?}, so the queue \
+                     (capacity 1) stayed full until then; the client's budget is {ATTEMPTS} \
+                     attempts of {ATTEMPT:?}. It returned `Err(TimedOut)` after {waited:?}, and \
+                     the mailer {} the call's job (7) afterwards. Expected either the receipt \
+                     (the budget counted from the queueing: the job got onto the queue at \
+                     {full_for:?} and was answered 300 ms later), or `Err(TimedOut)` by \
+                     {budget:?} (counted from the start of the call) with the job never queued \
+                     once the call gave up: a call that has given up on its job must not queue \
+                     it afterwards (the shop says \"could not confirm\", the email goes out \
+                     anyway, and the shopper's retry sends it twice)",
+                    if job_7_taken { "still got" } else { "never got" }
+                );
+            }
         }
     }
 

@@ -408,9 +408,32 @@ hidden_test! {
         let (_queue, rx) = queue_with([]);
         let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, FakeServer::new(POST));
         drop(shutdown);
-        let stopped = timeout(Duration::from_secs(60), dispatcher.run()).await;
+        // Polled by hand, so that a worker that never goes idle (it wakes itself up again at
+        // once, a spin) is seen as such, not left to the per-test timeout: a busy task keeps the
+        // paused clock from moving, so a virtual timeout would never fire.
+        let mut run = task::spawn(dispatcher.run());
+        let mut polls = 0;
+        let stopped = loop {
+            polls += 1;
+            if run.poll().is_ready() {
+                break true;
+            }
+            if !run.is_woken() {
+                // Idle, waiting for something: give it a minute of the paused clock.
+                sleep(Duration::from_secs(60)).await;
+                break run.is_woken() && run.poll().is_ready();
+            }
+            assert!(
+                polls < 10,
+                "the shutdown sender was dropped before `run` was called (the queue still open \
+                 and empty); polled {polls} times, the worker was still running, and it woke \
+                 itself up again at once every time: it spins, busy and never stopping, instead \
+                 of stopping (nobody can ever ask it to stop any more)"
+            );
+        };
+        drop(run);
         assert!(
-            stopped.is_ok(),
+            stopped,
             "the shutdown sender was dropped before `run` was called (the queue still open and \
              empty), and after 60 s (virtual) the worker was still running: nobody can ever ask \
              it to stop any more, so it must stop"
