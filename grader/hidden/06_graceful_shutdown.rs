@@ -807,4 +807,78 @@ hidden_test! {
         )
         .await;
     }
+
+    /// A heartbeat falls due in the very instant the connection ends (shutdown begins, or the
+    /// handler, running late, answers a request and sends a `ProtocolError` in that instant): the
+    /// heartbeat task wakes to both, and must not send a beat once the connection is over.
+    async fn no_heartbeat_once_the_connection_is_over_even_when_one_falls_due_then() {
+        use tokio::time::{Instant, sleep_until};
+        let raw = |server: &Server<SlowApp>| {
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, from_server) = mpsc::unbounded_channel();
+            server.serve(Connection { incoming, outgoing });
+            (requests, from_server)
+        };
+        // Whether the test registers its wake-up early or just before: it changes which of the
+        // tasks woken in the same instant runs first.
+        for registered_late in [false, true] {
+            let start = Instant::now();
+            let server = Server::new(SlowApp::new(), HEARTBEAT);
+            let (_requests, mut from_server) = raw(&server);
+            if registered_late {
+                sleep_until(start + HEARTBEAT * 5 / 2).await;
+            }
+            sleep_until(start + HEARTBEAT * 3).await;
+            // Everything sent before shutdown began.
+            while from_server.try_recv().is_ok() {}
+            shut_down(&server, "one idle connection, at the instant a heartbeat falls due").await;
+            let mut after = Vec::new();
+            while let Ok(message) = from_server.try_recv() {
+                after.push(message);
+            }
+            assert!(
+                !after.contains(&ServerMessage::Heartbeat),
+                "a heartbeat every {HEARTBEAT:?}, and shutdown began at 3 s, the very instant a \
+                 heartbeat fell due; after it began the server still sent {after:?} (expected no \
+                 heartbeat): a shutdown stops the heartbeat at once, also when a beat is due in \
+                 that same instant"
+            );
+
+            // A request taken at 2.45 s (its answer is due at 2.95 s), and garbage queued behind
+            // it. The runtime is busy from 2.9 s to 3 s (the clock jumps while no task runs):
+            // when it is free again, the handler's answer and the beat are both due, and the
+            // handler answers and reads the garbage before the heartbeat task gets its turn.
+            let start = Instant::now();
+            let server = Server::new(SlowApp::new(), HEARTBEAT);
+            let (requests, mut from_server) = raw(&server);
+            sleep_until(start + HEARTBEAT * 3 - HEARTBEAT / 20 - WORK).await;
+            let request = Request { id: 1, path: "/index.html".into() };
+            requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+            requests.try_send(ClientMessage::Malformed("GARBAGE".into())).expect("room");
+            sleep_until(start + HEARTBEAT * 3 - HEARTBEAT / 10).await;
+            tokio::time::advance(HEARTBEAT / 10).await;
+            let mut seen = Vec::new();
+            let closed = timeout(Duration::from_secs(10), async {
+                while let Some(message) = from_server.recv().await {
+                    seen.push(message);
+                }
+            })
+            .await;
+            let error = seen.iter().position(|m| matches!(m, ServerMessage::ProtocolError(_)));
+            let Some(error) = error else {
+                panic!("garbage after a request, and the server sent {seen:?}: no ProtocolError");
+            };
+            assert!(
+                error + 1 == seen.len(),
+                "a heartbeat every {HEARTBEAT:?}; a request due to be answered at 2.95 s with \
+                 garbage queued behind it, and the runtime busy from 2.9 s until 3 s, the very \
+                 instant a beat fell due, so that the handler ran first and tore the connection \
+                 down while the beat was due: the server sent {seen:?}, something after the \
+                 ProtocolError (expected nothing): a torn-down connection stops its heartbeat \
+                 at once, also when a beat is due in that same instant"
+            );
+            assert!(closed.is_ok(), "the connection was not closed 10 s after the garbage");
+            shut_down(&server, "no connection left").await;
+        }
+    }
 }

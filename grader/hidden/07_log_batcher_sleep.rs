@@ -470,6 +470,52 @@ hidden_test! {
         }
     }
 
+    /// A burst far bigger than any drain a batcher might bound itself at (10 000 lines at once),
+    /// after a quiet second and a half: it leaves in one batch within a second, however the
+    /// batcher takes in lines after a quiet period.
+    async fn a_huge_burst_after_a_quiet_period_leaves_whole() {
+        use std::sync::{Arc, Mutex};
+
+        /// A sink the test can look at while the batcher task still owns it.
+        struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
+        impl LogSink for SharedSink {
+            fn ship(&mut self, batch: Vec<String>) {
+                self.1.lock().unwrap().push((self.0.elapsed(), batch));
+            }
+        }
+
+        const BURST: usize = 10_000;
+        let start = Instant::now();
+        let offsets = vec![Duration::from_millis(1_500); BURST];
+        let close = Duration::from_millis(3_500);
+        let shipped = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(BURST);
+        let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
+        sleep_until(start + offsets[0]).await;
+        // All at once: the batcher cannot run between two of these sends.
+        for i in 0..BURST {
+            tx.try_send(format!("line {i}")).expect("the batcher stopped receiving");
+        }
+        sleep_until(start + close).await;
+        drop(tx);
+        batcher.await.expect("the batcher panicked");
+        let shipped = std::mem::take(&mut *shipped.lock().unwrap());
+        let sizes: Vec<(Duration, usize)> = shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+        let setting = format!(
+            "1.5 s of silence, then {BURST} lines sent at once, and the channel closed at {close:?}"
+        );
+        if let Err(seen) = keeps_its_promises(&offsets, close, &shipped) {
+            panic!("{setting}: {seen} (batches, as time and size: {sizes:?})");
+        }
+        assert!(
+            shipped.len() == 1,
+            "{setting}: the burst was split into {} shipments, as (time, lines) {sizes:?}; a \
+             burst of lines queued at once leaves in one batch (at most one shipment per \
+             second, a burst not split up)",
+            shipped.len()
+        );
+    }
+
     /// Lines sent at once and a channel closed before a second has passed: the batch leaves by
     /// the time the channel closes (at once, or when it closes), not when a timer runs out later.
     async fn ships_the_rest_as_soon_as_the_channel_closes() {
@@ -531,6 +577,28 @@ hidden_test! {
                 1_200,
             ),
         ];
+        // A short stall just across a flush (the flush due at 1 s runs a few milliseconds
+        // late): the next flush must still be a whole second after the late one, however
+        // little it was late. Not less than 6 ms: tokio's own `Interval` takes a tick up to
+        // 5 ms late for an on-time one (it keeps its schedule), and the README accepts it.
+        let stalls = [6, 60, 400].map(|late: u64| {
+            let mut groups = vec![(ms(0), 1, ms(0))];
+            groups.extend([(ms(100), 1, ms(0)); 9]);
+            groups.push((ms(90), 1, ms(10 + late)));
+            groups.extend([(ms(100), 1, ms(0)); 20]);
+            (
+                format!(
+                    "a line every 100 ms, the runtime busy from 0.99 s until {late} ms after \
+                     the flush due at 1 s"
+                ),
+                groups,
+                200,
+            )
+        });
+        let scenarios = scenarios
+            .into_iter()
+            .map(|(scenario, groups, close_after)| (scenario.to_string(), groups, close_after))
+            .chain(stalls);
         for (scenario, groups, close_after) in scenarios {
             let run = run_late(&groups, ms(close_after)).await;
             if let Err(seen) = keeps_its_promises_when_late(&run) {

@@ -152,6 +152,9 @@ async fn heartbeat(
     let mut ticks = interval_at(Instant::now() + every, every);
     loop {
         tokio::select! {
+            // The token first: when a beat falls due in the same instant as the connection ends
+            // (the task wakes to both), the connection is over and no beat is sent.
+            biased;
             _ = token.cancelled() => return,
             _ = ticks.tick() => {
                 if outgoing.send(ServerMessage::Heartbeat).is_err() {
