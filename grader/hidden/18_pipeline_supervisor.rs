@@ -36,6 +36,10 @@ struct FakeFarm {
     last_start: Mutex<Option<Instant>>,
     /// When the first failure happened, and how many transcodes had started by then.
     first_failure: Mutex<Option<(Instant, usize)>>,
+    /// The batch's queue, when a test counts the videos taken after the first failure.
+    queue: Option<Arc<VideoQueue>>,
+    /// How many videos had been taken from `queue` at the first failure.
+    taken_at_failure: Mutex<Option<usize>>,
 }
 
 const TRANSCODE: Duration = Duration::from_millis(10);
@@ -87,6 +91,7 @@ impl Transcoder for FakeFarm {
         };
         let (finished, started, first_failure, finished_at) =
             (&self.finished, &self.started, &self.first_failure, &self.finished_at);
+        let (queue, taken_at_failure) = (self.queue.clone(), &self.taken_at_failure);
         async move {
             let _running = running;
             if !length.is_zero() {
@@ -97,6 +102,7 @@ impl Transcoder for FakeFarm {
                 let mut first = first_failure.lock().unwrap();
                 if first.is_none() {
                     *first = Some((Instant::now(), started.load(Ordering::SeqCst)));
+                    *taken_at_failure.lock().unwrap() = queue.as_ref().map(|q| q.taken());
                 }
                 return Err(TranscodeError { video_id: video.id, reason: "corrupt input".into() });
             }
@@ -407,6 +413,7 @@ hidden_test! {
             let farm = Arc::new(FakeFarm {
                 lengths: b.lengths(),
                 failing: HashSet::from([failing]),
+                queue: Some(queue.clone()),
                 ..FakeFarm::default()
             });
             let outcome =
@@ -414,6 +421,7 @@ hidden_test! {
                     .await
                     .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?;
             let started_by_return = farm.started.load(Ordering::SeqCst);
+            let taken_by_return = queue.taken();
             match outcome {
                 Err(error) if error.video_id == failing => {}
                 Err(error) => {
@@ -443,6 +451,23 @@ hidden_test! {
                      in all): a worker went on through the queue before the supervisor had looked \
                      at the error. No video may be started after a failure beyond the few taken at \
                      its very instant, no more than there are workers ({})",
+                    b.workers, b.fails_after_ms, b.cache_hits, b.workers, b.workers
+                ));
+            }
+            let taken_by_failure =
+                farm.taken_at_failure.lock().unwrap().expect("the failure was recorded");
+            let taken_after = taken_by_return - taken_by_failure;
+            if taken_after > b.workers {
+                return Err(format!(
+                    "{videos} videos on {} worker(s): video {failing} failed after {} ms, and the \
+                     {} videos after the first {} answer at once (cache hits). Expected at most \
+                     {} video(s) taken from the queue after the failure; when `run_pipeline` \
+                     returned the error, at that same instant, {taken_after} had been taken \
+                     ({taken_by_return} of {videos} in all, {after} of them started): a worker \
+                     took more videos than it could transcode before the supervisor looked at the \
+                     error. A worker may take a video at the failure's very instant, no more than \
+                     there are workers in all, and each one it takes is held from the other \
+                     workers",
                     b.workers, b.fails_after_ms, b.cache_hits, b.workers, b.workers
                 ));
             }
@@ -706,8 +731,12 @@ hidden_test! {
                 })
                 .collect();
             let queue = batch(videos);
-            let farm =
-                Arc::new(FakeFarm { lengths, failing: HashSet::from([0]), ..FakeFarm::default() });
+            let farm = Arc::new(FakeFarm {
+                lengths,
+                failing: HashSet::from([0]),
+                queue: Some(queue.clone()),
+                ..FakeFarm::default()
+            });
             let outcome = timeout(
                 Duration::from_secs(60),
                 poll_now_and_then(
@@ -718,6 +747,7 @@ hidden_test! {
             .await
             .expect("the batch did not end within 60 s (virtual) although video 0 fails at 1 ms");
             let started_by_return = farm.started.load(Ordering::SeqCst);
+            let taken_by_return = queue.taken();
             let error = outcome.expect_err("video 0 fails, so the batch must fail");
             assert_eq!(error.video_id, 0, "the error must be video 0's");
             let (_, started_by_failure) =
@@ -733,6 +763,19 @@ hidden_test! {
                  while the supervisor had not yet looked at the error. Giving the supervisor a \
                  chance to run is not enough when it is busy or on another thread; a worker must \
                  not get more than a few results ahead of it"
+            );
+            let taken_by_failure =
+                farm.taken_at_failure.lock().unwrap().expect("the failure was recorded");
+            let taken_after = taken_by_return - taken_by_failure;
+            assert!(
+                taken_after <= workers,
+                "{videos} videos on {workers} worker(s), the supervisor polled by a busy caller \
+                 only every 2 ms: video 0 failed at 1 ms and the {CACHE_HITS} videos after the \
+                 first {workers} answer at once (cache hits). Expected at most {workers} video(s) \
+                 taken from the queue after the failure; when `run_pipeline` returned the error, \
+                 {taken_after} had been ({taken_by_return} of {videos} in all, {after} of them \
+                 started): a worker took more videos than it could transcode before the \
+                 supervisor looked at the error"
             );
         }
     }

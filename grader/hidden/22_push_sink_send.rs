@@ -270,6 +270,68 @@ impl AsyncWrite for Phone {
     }
 }
 
+/// A connection with a buffer of its own underneath the `FramedWrite` (a `BufWriter`, a TLS
+/// stream): each write is staged at once, and only a flush moves the staged bytes to the phone.
+/// Every flush takes two polls: the first wakes the task and returns `Pending` (the phone is slow
+/// to acknowledge), the next one delivers.
+#[derive(Clone, Default)]
+struct BufferedConnection {
+    state: Arc<std::sync::Mutex<BufferedState>>,
+}
+
+#[derive(Default)]
+struct BufferedState {
+    staged: Vec<u8>,
+    flushing: bool,
+    received: Vec<u8>,
+}
+
+/// A pusher over a [`BufferedConnection`], shared between the cut `deliver` and the check, and
+/// the test's view of the connection.
+type BufferedSession = (Arc<Mutex<Pusher<BufferedConnection>>>, BufferedConnection);
+
+impl BufferedConnection {
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.state.lock().expect("connection state").received).into_owned()
+    }
+
+    fn staged(&self) -> String {
+        String::from_utf8_lossy(&self.state.lock().expect("connection state").staged).into_owned()
+    }
+}
+
+impl AsyncWrite for BufferedConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state.lock().expect("connection state");
+        state.staged.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state.lock().expect("connection state");
+        if state.staged.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if !state.flushing {
+            state.flushing = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        state.flushing = false;
+        let staged = std::mem::take(&mut state.staged);
+        state.received.extend_from_slice(&staged);
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: every notification goes out once, in order, and the connection stays
     /// open for the next call, which delivers a notification that arrived meanwhile.
@@ -467,5 +529,98 @@ hidden_test! {
             ids.len(),
             ids.len(),
         );
+    }
+
+    /// The connection has a buffer of its own under the `FramedWrite` (a `BufWriter`, a TLS
+    /// stream), whose flush takes a while. `deliver` is dropped after every possible poll, also
+    /// while its final flush waits inside that buffer, after the `FramedWrite` has handed every
+    /// byte down; then the session calls `deliver` again with nothing new queued. When that call
+    /// returns, the phone must have every notification, exactly once, in order: the next call
+    /// carries the dropped flush to its end, however empty the outbox and the `FramedWrite`'s
+    /// own buffer look.
+    async fn a_flush_dropped_inside_a_buffered_connection_is_finished_by_the_next_deliver() {
+        let ids = [1, 2, 3];
+        assert_cancel_safe(
+            || {
+                let connection = BufferedConnection::default();
+                let mut device = FramedWrite::new(connection.clone(), LinesCodec::new());
+                device.set_backpressure_boundary(1);
+                let mut pusher = Pusher::new(device);
+                for id in ids {
+                    pusher.enqueue(notification(id));
+                }
+                (Arc::new(Mutex::new(pusher)), connection)
+            },
+            |(pusher, _connection): BufferedSession| async move {
+                pusher.lock().await.deliver().await
+            },
+            move |(pusher, connection), outcome: Outcome<_>| async move {
+                let dropped = outcome.is_cancelled();
+                let mut pusher = pusher.lock().await;
+                let queued = pusher.queued();
+                pusher.deliver().await.map_err(|e| format!("the next deliver failed: {e}"))?;
+                let (got, stuck) = (connection.received(), connection.staged());
+                if got != expected(&ids) {
+                    let stuck_note = if stuck.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {stuck:?} was still in the connection's own buffer, never \
+                             flushed: the next deliver (with {queued} notification(s) queued) \
+                             returned Ok without finishing the flush the dropped call had begun. \
+                             `FramedWrite`'s flush also flushes the writer under it, so an empty \
+                             outbox and an empty `write_buffer()` do not mean the phone has \
+                             everything"
+                        )
+                    };
+                    let check = check_received(got.clone(), "", &ids, dropped)
+                        .err()
+                        .unwrap_or_else(|| format!("the phone received {got:?}"));
+                    return Err(format!("{check}{stuck_note}"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+
+    /// A phone that reads nothing for a long time (a tunnel, a dead radio), and a session that
+    /// waits for `deliver` for up to a week. `deliver` may stay pending all that time, or fail;
+    /// but if it returns `Ok`, the phone must have the notifications: the session acknowledges
+    /// them upstream as delivered. Then the phone reads again, and everything arrives exactly
+    /// once, in order.
+    async fn deliver_never_reports_ok_before_the_phone_has_the_notifications() {
+        const A_WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        // One notification: `deliver` waits only in its final flush. Two: it also waits for the
+        // connection to take the first frame before it hands over the second.
+        for ids in [&[1u64][..], &[1, 2]] {
+            let phone = Phone::default();
+            let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
+            device.set_backpressure_boundary(1);
+            let mut pusher = Pusher::new(device);
+            for &id in ids {
+                pusher.enqueue(notification(id));
+            }
+            let start = tokio::time::Instant::now();
+            let waited = tokio::time::timeout(A_WEEK, pusher.deliver()).await;
+            if let Ok(Ok(())) = waited {
+                panic!(
+                    "with {} notification(s) queued and a phone that read nothing, deliver() \
+                     returned Ok after {:?}, while the phone had received {:?} (expected {:?}): \
+                     the session takes Ok to mean the notifications were delivered and \
+                     acknowledges them upstream, so they are lost. A deliver that gives up \
+                     waiting for a stalled phone must not say Ok",
+                    ids.len(),
+                    start.elapsed(),
+                    phone.received(),
+                    expected(ids)
+                );
+            }
+            phone.wake_up();
+            pusher.deliver().await.expect("deliver failed once the phone read again");
+            if let Err(seen) = check_received(phone.received(), "", ids, true) {
+                panic!("after a deliver that waited a week for a phone that read nothing, {seen}");
+            }
+        }
     }
 }
