@@ -362,14 +362,19 @@ fn cut_into_packets(bytes: &[u8], cuts: &[(usize, u64)]) -> (Vec<(Duration, Vec<
     (script, shown.join(", "))
 }
 
-/// How a connection may fail under a session: the errors a read on a socket reports when its
-/// link goes away (not `UnexpectedEof`, which `read_u8` and `read_exact` use for a clean close).
-const FAILURES: [std::io::ErrorKind; 5] = [
+/// How a connection may fail under a session: the errors a read on a socket (or a TLS stream over
+/// one) reports when its link goes away. `UnexpectedEof` is among them: rustls reports a peer that
+/// dropped TCP without `close_notify` with it, and a reader that returns it has failed, not closed
+/// (a clean close is a read of 0 bytes; `read_u8` and `read_exact` only *turn* that into
+/// `UnexpectedEof`, so a fix built on them cannot tell the two apart).
+const FAILURES: [std::io::ErrorKind; 7] = [
     std::io::ErrorKind::ConnectionReset,
     std::io::ErrorKind::ConnectionAborted,
     std::io::ErrorKind::BrokenPipe,
     std::io::ErrorKind::TimedOut,
     std::io::ErrorKind::Other,
+    std::io::ErrorKind::UnexpectedEof,
+    std::io::ErrorKind::NotConnected,
 ];
 
 /// How `CHATTY` reaches the server: cut at any bytes (inside a character too), with a pause after
@@ -1205,5 +1210,105 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+    /// Every kind of failure, each the same way, whatever its name suggests: a read that fails
+    /// with `UnexpectedEof` or `NotConnected` (what a TLS stream or a socket reports when the
+    /// peer vanished) is a failed connection like `ConnectionReset`, not a close. Between lines
+    /// and in the middle of one, with a ping due before the failure or not, the session ends with
+    /// that error after exactly the whole lines, and never with `Ok(())`.
+    async fn a_failure_of_any_kind_is_not_a_close() {
+        for kind in FAILURES {
+            for (sent, whole) in [
+                ("/join #rust\r\n", vec!["/join #rust"]),
+                ("/join #rust\r\n/privmsg #rust :deploy", vec!["/join #rust"]),
+            ] {
+                for pause in [0u64, 1500] {
+                    let script = vec![(Duration::ZERO, sent.as_bytes().to_vec())];
+                    let client = PausingClient::failing(script, Duration::from_millis(pause), kind);
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    let ended =
+                        timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+                    let mut commands = Vec::new();
+                    while let Ok(event) = rx.try_recv() {
+                        if let Event::Command(c) = event {
+                            commands.push(c);
+                        }
+                    }
+                    let story = format!(
+                        "the client sent {sent:?}, then after {pause} ms its connection failed: \
+                         every read from then on failed with {kind:?} (a failed link, not a \
+                         close: a closed connection reads 0 bytes)"
+                    );
+                    match &ended {
+                        Ok(Err(err)) if err.kind() == kind => {}
+                        Ok(Ok(())) => panic!(
+                            "{story}; the session ended cleanly, with Ok(()), after the commands \
+                             {commands:?}: expected it to end with the {kind:?} error after \
+                             {whole:?}. An error of any kind is not the client closing the \
+                             connection, and the server must hear of it"
+                        ),
+                        other => panic!(
+                            "{story}; the session ended with {other:?}, expected the \
+                             connection's own {kind:?} error after {whole:?}"
+                        ),
+                    }
+                    assert_eq!(
+                        commands, whole,
+                        "{story}; the session handed out {commands:?}, expected {whole:?}: only \
+                         the lines that arrived whole are commands, and a line the failure cut \
+                         off is not one"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `serve` ends only when the client closes the connection or it fails: the rest of the server
+    /// dropping its end of the events channel (swapping consumers, shutting a room down) while the
+    /// client is connected does not end the session, whether a command or a ping is the first
+    /// event nobody receives. The session goes on reading the client until it closes (and then
+    /// returns `Ok(())`) or its connection fails (and then returns that error).
+    async fn a_dropped_events_receiver_does_not_end_the_session() {
+        for (first, failure) in [
+            ("/join #rust\r\n", None),
+            ("", None),
+            ("/join #rust\r\n", Some(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            let script = vec![
+                (Duration::ZERO, first.as_bytes().to_vec()),
+                (Duration::from_millis(3500), b"/privmsg #rust :still here\r\n".to_vec()),
+                (Duration::from_millis(500), b"/quit\r\n".to_vec()),
+            ];
+            let script = script.into_iter().filter(|(_, p)| !p.is_empty()).collect();
+            let client = match failure {
+                Some(kind) => PausingClient::failing(script, Duration::from_millis(1500), kind),
+                None => PausingClient::from_bytes(script),
+            };
+            let (last, expected) = match failure {
+                Some(kind) => (Duration::from_millis(5500), format!("Err({kind:?})")),
+                None => (Duration::from_millis(4000), "Ok(())".to_owned()),
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            drop(rx);
+            let start = tokio::time::Instant::now();
+            let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+            let ended_at = start.elapsed();
+            let ok = match (&ended, failure) {
+                (Ok(Ok(())), None) => true,
+                (Ok(Err(err)), Some(kind)) => err.kind() == kind,
+                _ => false,
+            };
+            assert!(
+                ok && ended_at >= last,
+                "nobody was receiving the session's events (the rest of the server dropped the \
+                 receiver at the start), and the client sent {first:?}, then \
+                 \"/privmsg #rust :still here\" after 3.5 s and \"/quit\" 0.5 s later, then \
+                 its connection {} at {last:?}; the session ended after {ended_at:?} with \
+                 {ended:?}, expected {expected} at {last:?}: `serve` ends only when the client \
+                 closes the connection or it fails, not when nobody listens to its events (a \
+                 session that stops reading a connected client leaves its socket unread)",
+                if failure.is_some() { "failed" } else { "closed" }
+            );
+        }
     }
 }

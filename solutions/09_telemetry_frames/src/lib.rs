@@ -51,6 +51,8 @@ impl<R: AsyncRead + Unpin> TelemetryLink<R> {
     ///
     /// Returns `Ok(None)` when the sensor closes the link, and an `InvalidData` error when a
     /// length prefix is larger than [`MAX_FRAME`].
+    /// An error of any kind (`Interrupted` too, which this link passes on) ends the link: drop
+    /// it. A later call may report the end, since `FramedRead` returns `None` once after an error.
     ///
     /// # Cancel safety
     ///
