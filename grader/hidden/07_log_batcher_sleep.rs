@@ -516,6 +516,51 @@ hidden_test! {
         );
     }
 
+    /// A burst bigger than the channel holds (a panic's backtrace or an error storm in a service
+    /// whose channel has room for 100 lines), after a quiet stretch: the producer sends 500 lines
+    /// in one loop, parked in `send` whenever the channel is full, with no time passing. Only part
+    /// of the burst is queued at any instant, yet it is one burst: it leaves in one batch within a
+    /// second, not as what was queued when the batcher woke and the rest a second later.
+    async fn a_burst_bigger_than_the_channel_after_a_quiet_period_leaves_whole() {
+        const CAPACITY: usize = 100;
+        const BURST: usize = 500;
+        for quiet in [Duration::from_millis(1_500), Duration::from_millis(3_500)] {
+            let offsets = vec![quiet; BURST];
+            let close = quiet + Duration::from_secs(2);
+            let start = Instant::now();
+            let (tx, rx) = mpsc::channel(CAPACITY);
+            let producer = tokio::spawn({
+                let offsets = offsets.clone();
+                async move {
+                    produce(tx.clone(), start, &offsets).await;
+                    sleep_until(start + close).await;
+                    drop(tx);
+                }
+            });
+            let sink = run_batcher(rx, RecordingSink::new(start)).await;
+            producer.await.expect("the producer panicked");
+            let shipped = sink.shipped;
+            let sizes: Vec<(Duration, usize)> =
+                shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+            let setting = format!(
+                "{quiet:?} of silence, then {BURST} lines sent in one loop through a channel with \
+                 room for {CAPACITY} (each `send` waiting for room, no time passing), and the \
+                 channel closed at {close:?}"
+            );
+            if let Err(seen) = keeps_its_promises(&offsets, close, &shipped) {
+                panic!("{setting}: {seen} (batches, as time and size: {sizes:?})");
+            }
+            assert!(
+                shipped.len() == 1,
+                "{setting}: the burst was split into {} shipments, as (time, lines) {sizes:?}; \
+                 expected one batch of {BURST} within a second: a burst is not split up, even \
+                 when only part of it fits in the channel at once (shipping what is queued the \
+                 moment a line arrives after a quiet second leaves the rest waiting a second)",
+                shipped.len()
+            );
+        }
+    }
+
     /// Lines sent at once and a channel closed before a second has passed: the batch leaves by
     /// the time the channel closes (at once, or when it closes), not when a timer runs out later.
     async fn ships_the_rest_as_soon_as_the_channel_closes() {
