@@ -105,6 +105,24 @@ where
 }
 
 hidden_test! {
+    /// The gateway's handlers are tasks (`tokio::spawn`) on a multi-thread runtime, and each
+    /// awaits `forward`: for a backend call that is `Send`, `forward`'s future must stay `Send`,
+    /// as the original is.
+    async fn forward_can_run_in_a_spawned_handler() {
+        let gateway = Gateway::new(2);
+        let forward = gateway.forward(async { "recommendations for bob" });
+        assert!(
+            kata_support::is_send!(forward),
+            "the future returned by `forward` (for a backend call that is `Send`) is not `Send`, \
+             so the gateway can no longer `tokio::spawn` a request's handler on its multi-thread \
+             runtime: it holds something that is not `Send` across the `.await` (a drop guard \
+             holding a `Box<dyn FnOnce()>` without `+ Send`, an `Rc`, a `Cell` or `RefCell` \
+             borrowed by a guard, a `std` lock guard)"
+        );
+        assert_eq!(forward.await, Ok("recommendations for bob"));
+        assert_eq!(gateway.in_flight(), 0, "after a completed request the gauge must read 0");
+    }
+
     /// Nothing cancelled: the response comes back and the gauge returns to 0.
     async fn forwards_and_lowers_the_gauge() {
         let gateway = Gateway::new(2);

@@ -843,6 +843,28 @@ fn send_and_cut(rig: &Rig, frame: &Frame, stop: usize) -> Option<io::Result<()>>
 }
 
 hidden_test! {
+    /// The upload loop is a task of its own (`tokio::spawn`) on the app's multi-thread runtime,
+    /// so over a connection that is `Send`, `send_frame`'s future must stay `Send`, as the
+    /// original is.
+    async fn send_frame_can_run_in_a_spawned_upload() {
+        let (io, wire) = RecordingWriter::new(3);
+        let mut writer = FrameWriter::new(io);
+        let first = frame(1, "hello");
+        let send = writer.send_frame(&first);
+        assert!(
+            kata_support::is_send!(send),
+            "the future returned by `send_frame` (over a connection that is `Send`) is not \
+             `Send`, so the app can no longer `tokio::spawn` its upload loop on a multi-thread \
+             runtime: it holds something that is not `Send` across an `.await` (a drop guard \
+             holding a `Box<dyn FnOnce()>` without `+ Send`, an `Rc`, a `Cell` or `RefCell` \
+             borrowed by a guard, a `std` lock guard)"
+        );
+        send.await.expect("a healthy connection accepts every frame");
+        if let Err(problem) = check_wire(&wire.bytes(), &[first]) {
+            panic!("send_frame(1) returned Ok, so the frame must be on the wire already: {problem}");
+        }
+    }
+
     /// Nothing cancelled: frames arrive whole, in order, and are on the wire when `send_frame`
     /// returns.
     async fn sends_whole_frames() {

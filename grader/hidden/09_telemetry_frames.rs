@@ -146,6 +146,27 @@ impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
 const BEAT_LATENESS: Duration = Duration::from_millis(250);
 
 hidden_test! {
+    /// The collector reads each sensor link in a task of its own (`tokio::spawn`) on a
+    /// multi-thread runtime, so over a reader that is `Send`, `next_event`'s future must stay
+    /// `Send`, as the original is.
+    async fn next_event_can_run_in_a_spawned_link_task() {
+        let mut link = TelemetryLink::new(TrickleReader::new([frame("temp=21.5")]));
+        let next = link.next_event();
+        assert!(
+            kata_support::is_send!(next),
+            "the future returned by `next_event` (over a reader that is `Send`) is not `Send`, so \
+             the collector can no longer `tokio::spawn` a task per sensor link on its \
+             multi-thread runtime: it holds something that is not `Send` across an `.await` (an \
+             `Rc`, a `RefCell` borrow, a drop guard holding a `Box<dyn FnOnce()>` without \
+             `+ Send`, a `std` lock guard)"
+        );
+        let event = next.await.unwrap_or_else(|e| panic!("a healthy link failed: {e}"));
+        match event {
+            Some(Event::Frame(payload)) => assert_eq!(&payload[..], b"temp=21.5"),
+            other => panic!("expected the frame `temp=21.5`, got {other:?}"),
+        }
+    }
+
     /// Nothing cancelled: whole frames arriving back to back are decoded in order.
     async fn decodes_frames_that_arrive_whole() {
         let mut link = TelemetryLink::new(TrickleReader::new([

@@ -283,6 +283,26 @@ impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
 }
 
 hidden_test! {
+    /// Each proxy runs its reloader as a task of its own (`tokio::spawn`) on its multi-thread
+    /// runtime, so over a source that is `Send`, `resume`'s future must stay `Send`, as the
+    /// original is.
+    async fn resume_can_run_in_a_spawned_reloader() {
+        let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(64).collect();
+        let mut config = ConfigDownload::new(TrickleReader::new(chunks));
+        let round = config.resume();
+        assert!(
+            kata_support::is_send!(round),
+            "the future returned by `resume` (over a source that is `Send`) is not `Send`, so the \
+             proxy can no longer `tokio::spawn` its reloader on its multi-thread runtime: it \
+             holds something that is not `Send` across an `.await` (an `Rc`, a `RefCell` borrow, \
+             a drop guard holding a `Box<dyn FnOnce()>` without `+ Send`, a `std` lock guard)"
+        );
+        match round.await {
+            Ok(Fetch::Complete(text)) => compare_with_config(&text).unwrap_or_else(|e| panic!("{e}")),
+            other => panic!("nothing stalled, so the first round must complete; got {other:?}"),
+        }
+    }
+
     /// Nothing stalls and nothing is cancelled: the config arrives in one round.
     async fn downloads_a_config_that_arrives_in_time() {
         let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(64).collect();

@@ -416,6 +416,30 @@ hidden_test! {
         );
     }
 
+    /// The payments service handles each transfer request in a task of its own (`tokio::spawn`)
+    /// on a multi-thread runtime, so with checks whose futures are `Send`, `transfer`'s future
+    /// must stay `Send`, as the original is.
+    async fn transfer_can_run_in_a_spawned_request_handler() {
+        let ledger = books();
+        let checks = all_clear();
+        let moving = transfer(&ledger, &checks, "alice", "bob", 30);
+        assert!(
+            kata_support::is_send!(moving),
+            "the future returned by `transfer` (with checks whose futures are `Send`) is not \
+             `Send`, so the payments service can no longer `tokio::spawn` a transfer request's \
+             handler on its multi-thread runtime: it holds something that is not `Send` across \
+             an `.await` (a drop guard holding a `Box<dyn FnOnce()>` without `+ Send` or an \
+             `Rc`, a `Cell` or `RefCell` borrowed by a guard, a `std` lock guard)"
+        );
+        let outcome = moving.await;
+        assert!(
+            outcome == Ok(()) && ledger.open_holds() == 0,
+            "alice (100) sent 30 to bob with both checks clearing it, so the transfer must return \
+             Ok(()) and leave no hold, but it returned {outcome:?} and {}",
+            describe(&ledger)
+        );
+    }
+
     /// Nothing fails: the money moves and no hold is left.
     async fn a_transfer_moves_the_money() {
         let ledger = books();

@@ -399,6 +399,24 @@ hidden_test! {
         assert!(store.bad_aborts().is_empty(), "uploads aborted wrongly: {:?}", store.bad_aborts());
     }
 
+    /// The app runs each backup batch in a task of its own (`tokio::spawn`) on its multi-thread
+    /// runtime, so with a store whose futures are `Send`, `upload_all`'s future must stay `Send`,
+    /// as the original is.
+    async fn upload_all_can_run_in_a_spawned_backup_task() {
+        let store = FakeStore::new((0..2).map(ok_plan));
+        let batch = upload_all(&store, (0..2).map(file).collect());
+        assert!(
+            kata_support::is_send!(batch),
+            "the future returned by `upload_all` (with a store whose futures are `Send`) is not \
+             `Send`, so the app can no longer `tokio::spawn` a backup batch on its multi-thread \
+             runtime: it holds something that is not `Send` across an `.await` (a drop guard \
+             holding a `Box<dyn Fn>` without `+ Send` or an `Rc`, a `Cell` or `RefCell` borrowed \
+             by a guard, a `std` lock guard)"
+        );
+        batch.await.expect("no part fails, so the batch must succeed");
+        assert!(store.open_keys().is_empty(), "uploads left open: {:?}", store.open_keys());
+    }
+
     /// Nothing fails: every file is uploaded, four at a time, and nothing is left open.
     async fn uploads_every_file_four_at_a_time() {
         let store = FakeStore::new((0..6).map(ok_plan));

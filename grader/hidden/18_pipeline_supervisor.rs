@@ -552,6 +552,24 @@ hidden_test! {
         });
     }
 
+    /// The video service runs each batch's supervisor in a task of its own (`tokio::spawn`) on
+    /// its multi-thread runtime, so `run_pipeline`'s future must stay `Send`, as the original is.
+    async fn run_pipeline_can_run_in_a_spawned_batch_task() {
+        let queue = batch(2);
+        let farm = FakeFarm::failing([]);
+        let supervisor = run_pipeline(queue.clone(), farm.clone(), WORKERS);
+        assert!(
+            kata_support::is_send!(supervisor),
+            "the future returned by `run_pipeline` is not `Send`, so the video service can no \
+             longer `tokio::spawn` a batch's supervisor on its multi-thread runtime: it holds \
+             something that is not `Send` across an `.await` (a drop guard holding a \
+             `Box<dyn FnOnce()>` without `+ Send`, an `Rc`, a `Cell` or `RefCell` borrowed by a \
+             guard, a `std` lock guard)"
+        );
+        let renditions = supervisor.await.expect("no video fails, so the batch must succeed");
+        assert_eq!(renditions.len(), 2, "every video must get a rendition");
+    }
+
     /// Nothing fails: every video is transcoded, with the workers running side by side.
     async fn transcodes_the_whole_batch() {
         let queue = batch(8);

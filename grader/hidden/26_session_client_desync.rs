@@ -166,6 +166,29 @@ async fn lookup_own_or_error(
 }
 
 hidden_test! {
+    /// The web app's request handlers are tasks (`tokio::spawn`) on its multi-thread runtime,
+    /// each awaiting `query` on a pooled client: over a connection that is `Send`, `query`'s
+    /// future must stay `Send`, as the original is.
+    async fn query_can_run_in_a_spawned_request_handler() {
+        let (conn, _log) = start_server(PROMPT);
+        let mut client = Client::new(conn);
+        let lookup = client.query("GET session:alice");
+        assert!(
+            kata_support::is_send!(lookup),
+            "the future returned by `query` (over a connection that is `Send`) is not `Send`, so \
+             the web app can no longer `tokio::spawn` a request handler that looks a session up \
+             on its multi-thread runtime: it holds something that is not `Send` across an \
+             `.await` (an `Rc`, a `Cell` or `RefCell` borrowed by a guard, a drop guard holding \
+             a `Box<dyn FnOnce()>` without `+ Send`, a `std` lock guard)"
+        );
+        let result = lookup.await;
+        assert!(
+            matches!(&result, Ok(reply) if *reply == own_reply("alice")),
+            "nothing was cancelled, yet `GET session:alice` returned {}",
+            shown(&result)
+        );
+    }
+
     /// Nothing dropped: every lookup gets its own session, from a prompt server and from a slow
     /// one that sends each reply in three pieces, and the client stays usable after each one.
     /// A slow reply is returned the moment its last piece arrives.
