@@ -612,6 +612,25 @@ fn check_cut(farm: &Farm, outcome: Outcome<Result<Vec<u8>, ThumbnailError>>) -> 
 }
 
 hidden_test! {
+    /// The video site handles each upload's poster-frame request in a task of its own
+    /// (`tokio::spawn`) on its multi-thread runtime, so `thumbnail`'s future must stay `Send`, as
+    /// the original is.
+    async fn thumbnail_can_run_in_a_spawned_request() {
+        let farm = fresh();
+        let poster = farm.thumbnailer.thumbnail("a.mp4");
+        assert!(
+            kata_support::is_send!(poster),
+            "the future returned by `thumbnail` is not `Send`, so the video site can no longer \
+             `tokio::spawn` a poster-frame request on its multi-thread runtime: it holds \
+             something that is not `Send` across an `.await` (an `Rc`, a `RefCell` borrow, a \
+             drop guard holding a `Box<dyn FnOnce()>` without `+ Send`, a `std` lock guard)"
+        );
+        let got = timeout(PATIENCE, poster).await.expect("the request got no frame in time");
+        if let Err(seen) = own_png("a.mp4", got) {
+            panic!("nothing was cancelled: {seen}");
+        }
+    }
+
     /// Nothing cancelled: requests one after the other, three at once on two slots (the third
     /// waits for a slot), and a broken video. Each gets its own frame (or an error for the broken
     /// one); every worker is reaped; no kill hits a stranger that got a reaped worker's pid.

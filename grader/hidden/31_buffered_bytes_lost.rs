@@ -427,6 +427,28 @@ fn deploy_after(
 }
 
 hidden_test! {
+    /// The order service handles each request in a task of its own (`tokio::spawn`) on its
+    /// multi-thread runtime, and each awaits `append` on the shared journal, so `append`'s future
+    /// must stay `Send`, as the original is.
+    async fn append_can_run_in_a_spawned_request_handler() {
+        let disk = FakeDisk::new();
+        let mut journal = Journal::new(disk.clone(), PATH);
+        let first = txn(1, 3);
+        let appending = journal.append(&first);
+        assert!(
+            kata_support::is_send!(appending),
+            "the future returned by `append` is not `Send`, so the order service can no longer \
+             `tokio::spawn` a request handler that appends to the journal on its multi-thread \
+             runtime: it holds something that is not `Send` across an `.await` (an `Rc`, a \
+             shared borrow of a `Cell` or `RefCell`, a drop guard holding a `Box<dyn FnOnce()>` \
+             without `+ Send`, a `std` lock guard)"
+        );
+        if let Err(e) = appending.await {
+            panic!("nothing was cut, and `append(transaction 1)` failed: {e}");
+        }
+        assert_eq!(disk.read(PATH).unwrap_or_default(), first.encode(), "the journal must hold it");
+    }
+
     /// Nothing cut: transactions of every size, one after the other, from an empty journal. When
     /// `append` returns `Ok`, the file holds the transaction whole already, without waiting for
     /// the blocking pool: the caller tells the client "saved" at that moment.
