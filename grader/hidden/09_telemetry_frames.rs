@@ -113,35 +113,6 @@ impl AsyncRead for FloodingSensor {
     }
 }
 
-/// A scripted stream that fails once its script has run out: one read returns `error` (as a
-/// ready error, whatever its kind, `WouldBlock` included: `tokio_test`'s mock would take a
-/// scripted `WouldBlock` for "not ready yet"), and every read after it is the end of the stream,
-/// as a socket that gave up reads afterwards.
-struct FailsAtTheEnd<R> {
-    inner: R,
-    error: Option<std::io::Error>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
-                match this.error.take() {
-                    Some(error) => Poll::Ready(Err(error)),
-                    None => Poll::Ready(Ok(())),
-                }
-            }
-            other => other,
-        }
-    }
-}
-
 /// How late a heartbeat may be reported while the collector is busy, after it fell due.
 const BEAT_LATENESS: Duration = Duration::from_millis(250);
 
@@ -209,10 +180,10 @@ hidden_test! {
                     bridge.read(part);
                 }
             }
-            let mock = FailsAtTheEnd {
-                inner: bridge.build(),
-                error: Some(std::io::Error::new(kind, "the link to the bridge failed")),
-            };
+            let mock = kata_support::FailsAtTheEnd::new(
+                bridge.build(),
+                std::io::Error::new(kind, "the link to the bridge failed"),
+            );
             let mut link = TelemetryLink::new(mock);
             let whole = sent.iter().scan(0, |end, p| {
                 *end += 4 + p.len();

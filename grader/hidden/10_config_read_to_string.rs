@@ -253,35 +253,6 @@ fn compare_big(got: &str, sent: &str) -> Result<(), String> {
     ))
 }
 
-/// A scripted stream that fails once its script has run out: one read returns `error` (as a
-/// ready error, whatever its kind, `WouldBlock` included: `tokio_test`'s mock would take a
-/// scripted `WouldBlock` for "not ready yet"), and every read after it is the end of the stream,
-/// as a socket that gave up reads afterwards.
-struct FailsAtTheEnd<R> {
-    inner: R,
-    error: Option<std::io::Error>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
-                match this.error.take() {
-                    Some(error) => Poll::Ready(Err(error)),
-                    None => Poll::Ready(Ok(())),
-                }
-            }
-            other => other,
-        }
-    }
-}
-
 hidden_test! {
     /// Each proxy runs its reloader as a task of its own (`tokio::spawn`) on its multi-thread
     /// runtime, so over a source that is `Send`, `resume`'s future must stay `Send`, as the
@@ -655,10 +626,10 @@ hidden_test! {
                 if stall_before_reset {
                     server.wait(PATIENCE + Duration::from_millis(500));
                 }
-                let mock = FailsAtTheEnd {
-                    inner: server.build(),
-                    error: Some(std::io::Error::new(kind, "the control plane's link failed")),
-                };
+                let mock = kata_support::FailsAtTheEnd::new(
+                    server.build(),
+                    std::io::Error::new(kind, "the control plane's link failed"),
+                );
                 let mut config = ConfigDownload::new(mock);
                 let result = download(&mut config).await;
                 let stalled = if stall_before_reset { ", after a stall of 2.5 s" } else { "" };

@@ -153,3 +153,40 @@ mod tests {
         assert_eq!(wire.text(), "HEL");
     }
 }
+
+/// A scripted stream that fails once its script has run out: the first read that finds `inner`
+/// at its end returns `error` as a ready error, whatever its kind (`WouldBlock` included, which
+/// `tokio_test`'s mock would take for "not ready yet"), and every read after it is the end of the
+/// stream, as from a socket that gave up.
+#[derive(Debug)]
+pub struct FailsAtTheEnd<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+impl<R> FailsAtTheEnd<R> {
+    /// `inner`'s bytes, then `error` once, then the end of the stream.
+    pub fn new(inner: R, error: io::Error) -> Self {
+        FailsAtTheEnd { inner, error: Some(error) }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                match this.error.take() {
+                    Some(error) => Poll::Ready(Err(error)),
+                    None => Poll::Ready(Ok(())),
+                }
+            }
+            other => other,
+        }
+    }
+}
