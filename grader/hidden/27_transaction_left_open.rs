@@ -527,6 +527,53 @@ hidden_test! {
         }
     }
 
+    /// The web framework runs each request handler in a task of its own (`tokio::spawn`) on its
+    /// multi-thread runtime, so every future of the client's API must stay `Send`, as the
+    /// original's are: a handler awaits each of them.
+    async fn every_future_of_the_client_can_run_in_a_spawned_handler() {
+        let (mut client, _server) = start(Duration::ZERO);
+        let mut not_send = Vec::new();
+        let ann = on_its_own("ann");
+        let alone = client.execute(&ann);
+        if !kata_support::is_send!(alone) {
+            not_send.push("`Client::execute`");
+        }
+        alone.await.expect("nothing was cancelled: a statement on its own must succeed");
+        for ending in ["commit", "rollback"] {
+            let begin = client.transaction();
+            if !kata_support::is_send!(begin) && !not_send.contains(&"`Client::transaction`") {
+                not_send.push("`Client::transaction`");
+            }
+            let tx = begin.await.expect("nothing was cancelled: BEGIN must succeed");
+            let inside = tx.execute("UPDATE seats SET held_by = 'bob' WHERE seat = '12B'");
+            if !kata_support::is_send!(inside) && !not_send.contains(&"`Transaction::execute`") {
+                not_send.push("`Transaction::execute`");
+            }
+            inside.await.expect("nothing was cancelled: a statement in a transaction");
+            if ending == "commit" {
+                let end = tx.commit();
+                if !kata_support::is_send!(end) {
+                    not_send.push("`Transaction::commit`");
+                }
+                end.await.expect("nothing was cancelled: COMMIT must succeed");
+            } else {
+                let end = tx.rollback();
+                if !kata_support::is_send!(end) {
+                    not_send.push("`Transaction::rollback`");
+                }
+                end.await.expect("nothing was cancelled: ROLLBACK must succeed");
+            }
+        }
+        assert!(
+            not_send.is_empty(),
+            "the future returned by {} is not `Send`, so the web framework can no longer run a \
+             handler that awaits it in a spawned task: it holds something that is not `Send` \
+             across an `.await` (an `Rc`, a `Cell` or `RefCell` shared by reference, a drop guard \
+             holding a `Box<dyn FnOnce()>` without `+ Send`, a `std` lock guard)",
+            not_send.join(", ")
+        );
+    }
+
     /// The kata's story: the handler's 50 ms timeout drops `hold_seat` while its `BEGIN` is in
     /// flight (the database takes 200 ms per statement). The next two requests on the same
     /// connection come at once, and each runs a statement on its own.

@@ -752,6 +752,46 @@ hidden_test! {
         }
     }
 
+    /// The web framework runs each request handler in a task of its own (`tokio::spawn`) on its
+    /// multi-thread runtime, and a handler holds its `Pooled` guard across every `.await`: the
+    /// guard and every future of the pool's API must stay `Send`, as the original's are.
+    async fn a_handler_with_a_pooled_connection_can_run_in_a_spawned_task() {
+        let server = Server::new(Duration::ZERO);
+        let pool = server.pool(1);
+        let mut not_send = Vec::new();
+        let get = pool.get();
+        if !kata_support::is_send!(get) {
+            not_send.push("the future returned by `Pool::get`");
+        }
+        let mut conn = get.await;
+        if !kata_support::is_send!(conn) {
+            not_send.push("the `Pooled` guard");
+        }
+        let lookup = conn.execute("SELECT 'ann'");
+        if !kata_support::is_send!(lookup) {
+            not_send.push("the future returned by `Conn::execute`");
+        }
+        lookup.await.expect("nothing was cancelled: the lookup must succeed");
+        let debit = ["UPDATE wallets SET points = points - 50 WHERE who = 'ann'"];
+        let work = conn.transaction(&debit);
+        if !kata_support::is_send!(work) {
+            not_send.push("the future returned by `Conn::transaction`");
+        }
+        work.await.expect("nothing was cancelled: the transaction must commit");
+        drop(conn);
+        assert!(
+            not_send.is_empty(),
+            "{} not `Send`, so the web framework can no longer run a handler that holds a pooled \
+             connection in a spawned task: it holds something that is not `Send` across an \
+             `.await` (an `Rc`, a `Cell` or `RefCell` shared by reference, a drop guard holding a \
+             `Box<dyn FnOnce()>` without `+ Send`, a `std` lock guard)",
+            match not_send.as_slice() {
+                [one] => format!("{one} is"),
+                many => format!("{} are", many.join(", ")),
+            }
+        );
+    }
+
     /// The kata's story: the database has a slow minute (200 ms per statement), and the handler's
     /// 50 ms timeout drops `redeem` while the reply to its lookup is on its way. The next requests
     /// must get clean connections: nobody may read ann's reply.
