@@ -7,7 +7,12 @@
 //! state, polls a fresh future `k` times, drops it and runs the invariant check. Each `k` is cut at
 //! two moments ([`Moment`]): right after poll `k` returned `Pending`, while the future still waits
 //! for its event (a client that leaves, a timeout that fires first), and once its waker fired, just
-//! before the poll that would have seen the event. Real cancellations happen at both.
+//! before the poll that would have seen the event. Real cancellations happen at both. Each poll
+//! `k` is also made once with the task's cooperative budget used up ([`Moment::BudgetSpent`]), and
+//! the future dropped if it returns `Pending` then: on a busy task, every tokio resource (a channel,
+//! a lock, a timer, `consume_budget`) answers "not ready" once the task has spent its budget
+//! (tokio's `task::coop` docs), even when it would be ready, so an `.await` that is always ready on
+//! an idle test can still be where a real cancellation lands.
 //!
 //! [`explore_at_shutdown`] cuts at two more places, where no runtime is running to help: the runtime
 //! shuts down with the future parked in a task, or the future is dropped after the runtime is gone.
@@ -107,6 +112,9 @@ pub enum Moment {
     Waiting,
     /// After its waker fired, before the poll that would have seen the event.
     Woken,
+    /// Right after a poll made with the task's cooperative budget used up returned `Pending`:
+    /// every tokio resource the future awaited then said "not ready", as on a busy task.
+    BudgetSpent,
     /// Parked in a task when the runtime shut down.
     Shutdown,
     /// After the runtime was gone, outside any runtime.
@@ -121,7 +129,8 @@ pub enum Moment {
 pub struct Exploration {
     /// Polls an undisturbed run takes.
     pub full_run_polls: usize,
-    /// Cuts checked: the drop before the first poll, then two moments after each later poll.
+    /// Cuts checked: the drop before the first poll, two moments after each later poll, and one
+    /// after each poll made with the budget used up.
     pub cuts_checked: usize,
 }
 
@@ -171,6 +180,11 @@ impl fmt::Display for CancelFailure {
             (Some(k), Some(Moment::Woken)) => {
                 write!(f, "cancelled after poll {k} of {n}, once woken: {seen}")
             }
+            (Some(k), Some(Moment::BudgetSpent)) => write!(
+                f,
+                "cancelled after poll {k} of {n}, made when its task had used up its budget (a \
+                 busy task: every tokio resource it awaited then said \"not ready\"): {seen}"
+            ),
             (Some(k), Some(Moment::Shutdown)) => {
                 write!(f, "cancelled after poll {k} of {n} by runtime shutdown: {seen}")
             }
@@ -336,6 +350,7 @@ where
         let moment = match stop {
             Stop::Woken(0) => Moment::BeforeFirstPoll,
             Stop::Waiting(_) => Moment::Waiting,
+            Stop::BudgetSpent(_) => Moment::BudgetSpent,
             Stop::After(t) => Moment::Elapsed(t),
             Stop::Woken(_) | Stop::Never => Moment::Woken,
         };
@@ -507,10 +522,30 @@ pub async fn settle() {
     }
 }
 
-/// Every cut after a full run of `polls` polls, in the order they happen in time.
+/// Every cut after a full run of `polls` polls, in the order they happen in time: before the first
+/// poll, then for each poll `k` right after it returned `Pending`, after it was made with the
+/// budget used up instead, and once woken; last, the final poll made with the budget used up.
 fn cuts_of(polls: usize) -> impl Iterator<Item = Stop> {
-    let later = (1..polls).flat_map(|k| [Stop::Waiting(k), Stop::Woken(k)]);
-    (polls > 0).then_some(Stop::Woken(0)).into_iter().chain(later)
+    let later = (1..polls).flat_map(|k| [Stop::Waiting(k), Stop::BudgetSpent(k), Stop::Woken(k)]);
+    let first = (polls > 0).then_some(Stop::Woken(0));
+    let last = (polls > 0).then_some(Stop::BudgetSpent(polls));
+    first.into_iter().chain(later).chain(last)
+}
+
+/// Spends what is left of the current task's cooperative budget, so that the next tokio resource
+/// polled in this task poll answers `Pending` (and wakes its waker). Where there is no budget to
+/// spend (outside a runtime, or under `tokio::task::coop::unconstrained`) it gives up after a bound.
+fn spend_budget() {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..4096 {
+        if !tokio::task::coop::has_budget_remaining() {
+            return;
+        }
+        let mut unit = std::pin::pin!(tokio::task::consume_budget());
+        if unit.as_mut().poll(&mut cx).is_pending() {
+            return;
+        }
+    }
 }
 
 /// `step`, `2 * step`, .. below `length`, at most [`MAX_TIME_CUTS`] of them, evenly spaced.
@@ -560,6 +595,8 @@ enum Stop {
     Waiting(usize),
     /// Once woken after poll `k` (0: before the first poll).
     Woken(usize),
+    /// Right after poll `k`, made with the task's budget used up, returned `Pending`.
+    BudgetSpent(usize),
     /// This long after the run started.
     After(Duration),
 }
@@ -620,6 +657,10 @@ async fn drive<F: Future>(
         }
         signal.woken.store(false, Ordering::SeqCst);
         polls += 1;
+        let starved = matches!(stop, Stop::BudgetSpent(k) if k == polls);
+        if starved {
+            spend_budget();
+        }
         let poll = trace::polling(scope, || match watch {
             Some(watch) => watch.polling(|| fut.as_mut().poll(&mut cx)),
             None => fut.as_mut().poll(&mut cx),
@@ -627,7 +668,7 @@ async fn drive<F: Future>(
         if let Poll::Ready(value) = poll {
             return (polls, Ended::Completed(value));
         }
-        if matches!(stop, Stop::Waiting(k) if k == polls) {
+        if starved || matches!(stop, Stop::Waiting(k) if k == polls) {
             return (polls, Ended::Cut);
         }
         // The flag is the truth; a stored `Notify` permit from an earlier wake only re-checks it.

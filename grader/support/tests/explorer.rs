@@ -55,7 +55,11 @@ async fn catches_a_cancel_unsafe_future_at_its_first_await() {
 async fn passes_a_cancel_safe_future_at_every_point() {
     let report = explore(fresh, safe_worker, conserved).await.unwrap();
     assert_eq!(report.full_run_polls, 4);
-    assert_eq!(report.cuts_checked, 7, "one cut before the first poll, two after each later poll");
+    assert_eq!(
+        report.cuts_checked, 11,
+        "one cut before the first poll, three at each later poll (one of them made with the \
+         budget used up), and the last poll made with the budget used up"
+    );
 }
 
 #[tokio::test(start_paused = true)]
