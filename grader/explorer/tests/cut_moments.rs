@@ -124,8 +124,9 @@ async fn passes_a_waiter_that_leaves_the_queue_when_dropped() {
     .await
     .unwrap();
     assert_eq!(
-        report.cuts_checked, 5,
-        "before poll 1; after poll 1 at three moments; poll 2 starved"
+        report.cuts_checked, 6,
+        "before poll 1; after poll 1 at two moments, and made with no budget left and with one \
+         unit (which it does not spend); poll 2 with no budget left (it needs none)"
     );
 }
 
@@ -148,7 +149,7 @@ async fn flags_a_job_lost_where_only_a_spent_budget_makes_the_future_wait() {
     )
     .await
     .unwrap_err();
-    assert_eq!(failure.moment, Some(Moment::BudgetSpent), "{failure}");
+    assert_eq!(failure.moment, Some(Moment::BudgetSpent { left: 0 }), "{failure}");
     assert_eq!(
         failure.to_string(),
         "cancelled after poll 1 of 1, made when its task had used up its budget (a busy task: \
