@@ -152,9 +152,11 @@ hidden_test! {
 
     /// The bridge resets the connection at any byte of the stream (between frames, in a length
     /// prefix, in a payload), or the read fails with another kind of error (`UnexpectedEof`
-    /// included): the frames that arrived whole come out, and then the read error, not
-    /// `Ok(None)`. The sensor did not close the link: it failed, perhaps half way through a
-    /// frame, and a collector told "closed" would count that frame as never sent.
+    /// included): the frames that arrived whole come out, and then the read error as the reader
+    /// reported it (the same kind), not `Ok(None)`. The sensor did not close the link: it failed,
+    /// perhaps half way through a frame, and a collector told "closed" would count that frame as
+    /// never sent. Nor did the sensor send garbage: the collector reconnects on a transport error
+    /// and quarantines a sensor whose stream is corrupt (`InvalidData`), so it goes by the kind.
     async fn a_connection_reset_is_an_error_not_the_end() {
         let sent = ["temp=21.5", "hum=40", "soil=0.31"];
         let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
@@ -169,6 +171,8 @@ hidden_test! {
             std::io::ErrorKind::ConnectionAborted,
             std::io::ErrorKind::TimedOut,
             std::io::ErrorKind::WouldBlock,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::Other,
         ];
         for (cut, kind) in (0..=wire.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
             let mut bridge = tokio_test::io::Builder::new();
@@ -213,6 +217,16 @@ hidden_test! {
                  the read failed with an error of kind {kind:?}: the link delivered {frames:?}, \
                  then {outcome}; expected {expected:?}, then the read error. A link that fails \
                  has not been closed, whatever the error's kind",
+                wire.len()
+            );
+            assert!(
+                outcome.starts_with(&format!("an error of kind {kind:?} ")),
+                "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
+                 the read failed with an error of kind {kind:?}: the link delivered {frames:?}, \
+                 then {outcome}; expected the read error as the reader reported it, of kind \
+                 {kind:?}. The collector tells a failed transport (reconnect) from a corrupt \
+                 stream (`InvalidData`, quarantine the sensor) by the kind: a read error comes \
+                 out with its own kind, not re-wrapped as another",
                 wire.len()
             );
         }

@@ -140,6 +140,31 @@ impl AsyncRead for HeldReader {
     }
 }
 
+/// A source that, if `hangs`, hangs after its first read error, as a half-open connection does:
+/// every read after the error waits for ever. (Otherwise it is `inner`: `FailsAtTheEnd` reads as
+/// the end of the stream after its error, as a reset socket does.)
+struct HangsAfterItsError<R> {
+    inner: R,
+    hangs: bool,
+    failed: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HangsAfterItsError<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.hangs && self.failed {
+            // Nothing more ever arrives; the round's `PATIENCE` (or the test's timeout) ends it.
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.failed |= matches!(polled, Poll::Ready(Err(_)));
+        polled
+    }
+}
+
 /// The bytes in the routing table of a big fleet: 2 MiB, more than any buffer a download could
 /// reasonably set aside in advance, so that a download that stops at the size of some buffer is
 /// found. (A right fix may read 64 bytes at a time; much more would be slow in a debug build.)
@@ -600,11 +625,15 @@ hidden_test! {
     }
 
     /// The control plane's connection is reset part way through the config (after any chunk, and
-    /// before or after a stall longer than `PATIENCE`), as a reset socket does: the bytes so far,
-    /// then an error, then the end of the stream. The download must fail: what arrived is not the
-    /// config, and a `Complete` would hand the proxy a truncated routing table. The same for a
-    /// read error of any other kind, `UnexpectedEof` included (a TLS layer reports a peer gone
-    /// without `close_notify` that way): only the end of the stream ends the config.
+    /// before or after a stall longer than `PATIENCE`): the bytes so far, then an error, then the
+    /// end of the stream, as a reset socket does, or nothing more at all, as a half-open
+    /// connection does. The download must fail with that read's error, of the kind the source
+    /// reported: what arrived is not the config (a `Complete` would hand the proxy a truncated
+    /// routing table), and the reloader reconnects on a broken stream but alerts on a corrupt
+    /// config (`InvalidData`), so it goes by the kind. The same for a read error of any other
+    /// kind, `UnexpectedEof` included (a TLS layer reports a peer gone without `close_notify`
+    /// that way): only the end of the stream ends the config. Every later call fails too,
+    /// whatever the stream does after its error.
     async fn a_connection_reset_mid_download_is_an_error() {
         let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(48).collect();
         // `TimedOut` and `WouldBlock` too: a transport that gives up on a silent peer reports
@@ -616,9 +645,13 @@ hidden_test! {
             std::io::ErrorKind::ConnectionAborted,
             std::io::ErrorKind::TimedOut,
             std::io::ErrorKind::WouldBlock,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::Other,
         ];
         for (cut, kind) in (0..=chunks.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
-            for stall_before_reset in [false, true] {
+            for (stall_before_reset, hangs_after) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
                 let mut server = tokio_test::io::Builder::new();
                 for chunk in &chunks[..cut] {
                     server.read(chunk);
@@ -630,25 +663,35 @@ hidden_test! {
                     server.build(),
                     std::io::Error::new(kind, "the control plane's link failed"),
                 );
+                let mock = HangsAfterItsError { inner: mock, hangs: hangs_after, failed: false };
                 let mut config = ConfigDownload::new(mock);
                 let result = download(&mut config).await;
                 let stalled = if stall_before_reset { ", after a stall of 2.5 s" } else { "" };
-                assert!(
-                    result.is_err(),
-                    "the control plane sent the first {} of the config's {} bytes, then a read \
-                     failed with an error of kind {kind:?}{stalled}, and the download returned \
-                     {}; a stream that fails before it ends must make `resume` fail, whatever the \
-                     error's kind: `Complete` means the control plane sent everything and closed \
-                     the stream",
-                    chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
-                    CONFIG.len(),
-                    how_it_ended(&result)
-                );
+                let then = if hangs_after {
+                    " (after which the stream hung, as a half-open connection does)"
+                } else {
+                    " (after which the stream read as its end, as a reset socket does)"
+                };
                 let sent = format!(
                     "the control plane sent the first {} of the config's {} bytes, then a read \
-                     failed with an error of kind {kind:?}{stalled}",
+                     failed with an error of kind {kind:?}{stalled}{then}",
                     chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
                     CONFIG.len()
+                );
+                assert!(
+                    result.is_err(),
+                    "{sent}, and the download returned {}; a stream that fails before it ends \
+                     must make `resume` fail, whatever the error's kind: `Complete` means the \
+                     control plane sent everything and closed the stream",
+                    how_it_ended(&result)
+                );
+                assert!(
+                    matches!(&result, Err(e) if e.kind() == kind),
+                    "{sent}, and the download returned {}; expected the read's error as the \
+                     source reported it, of kind {kind:?}. The reloader reconnects on a broken \
+                     stream and alerts on a corrupt config (`InvalidData`) by the kind: a read \
+                     error comes out with its own kind, not re-wrapped as another",
+                    how_it_ended(&result)
                 );
                 fails_again(&mut config, &sent).await;
             }
@@ -734,6 +777,57 @@ hidden_test! {
             drop(control_plane);
             let (text, _) = download(&mut config).await.expect("the download failed");
             compare_with_config(&text).unwrap_or_else(|e| panic!("{scenario}, then sent the rest: {e}"));
+        }
+    }
+
+    /// The proxy creates the download, then calls `resume` for the first time a while later (it
+    /// was busy applying the previous table, or waiting for an operator): a moment, most of a
+    /// `PATIENCE`, exactly one, more, or a week. The first round has a full `PATIENCE` of its own
+    /// as every other does: its `Stalled` comes `PATIENCE` after the call began, counting the
+    /// bytes that had arrived in the meantime, not at once because the download is old.
+    async fn the_first_round_has_a_full_patience_however_late_it_starts() {
+        use tokio::io::AsyncWriteExt;
+        let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
+        let rest = &CONFIG.as_bytes()[inside_the_u_umlaut()..];
+        for gap in [
+            Duration::from_millis(500),
+            Duration::from_millis(1_500),
+            Duration::from_millis(1_900),
+            PATIENCE,
+            Duration::from_secs(3),
+            Duration::from_secs(7 * 24 * 3600),
+        ] {
+            let (mut control_plane, wire) = tokio::io::duplex(4096);
+            let mut config = ConfigDownload::new(wire);
+            control_plane.write_all(first).await.expect("the pipe has room for the config");
+            tokio::time::sleep(gap).await;
+            let scenario = format!(
+                "the proxy created the download, the control plane sent {} bytes and went quiet, \
+                 and the proxy called `resume` for the first time {gap:?} after creating it",
+                first.len()
+            );
+            let start = Instant::now();
+            let fetched = config.resume().await;
+            let waited = start.elapsed();
+            match fetched {
+                Ok(Fetch::Stalled { received }) if waited >= PATIENCE => assert_eq!(
+                    received,
+                    first.len(),
+                    "{scenario}; that round's `Stalled` must count every byte received"
+                ),
+                Ok(Fetch::Stalled { .. }) => panic!(
+                    "{scenario}: that round reported `Stalled` after {waited:?}, although \
+                     `PATIENCE` ({PATIENCE:?}) had not passed since it began. Patience is per \
+                     round, the first one too: a round reports a stall only after waiting a full \
+                     `PATIENCE` of its own, however long ago the download was created"
+                ),
+                other => panic!("{scenario}: that round returned {other:?} after {waited:?}"),
+            }
+            control_plane.write_all(rest).await.expect("the pipe has room for the config");
+            drop(control_plane);
+            let (text, _) = download(&mut config).await.expect("the download failed");
+            compare_with_config(&text)
+                .unwrap_or_else(|e| panic!("{scenario}, then sent the rest: {e}"));
         }
     }
 

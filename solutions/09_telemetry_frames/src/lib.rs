@@ -50,7 +50,9 @@ impl<R: AsyncRead + Unpin> TelemetryLink<R> {
     /// Waits for the next frame or heartbeat, whichever comes first.
     ///
     /// Returns `Ok(None)` when the sensor closes the link, and an `InvalidData` error when a
-    /// length prefix is larger than [`MAX_FRAME`].
+    /// length prefix is larger than [`MAX_FRAME`]. A read error is returned as the reader
+    /// reported it, kind and all: the collector tells a failed transport from a corrupt stream
+    /// by the kind.
     /// An error of any kind (`Interrupted` too, which this link passes on) ends the link: drop
     /// it. A later call may report the end, since `FramedRead` returns `None` once after an error.
     ///

@@ -49,8 +49,9 @@ impl<R: AsyncRead + Unpin> ConfigDownload<R> {
     /// Waits up to [`PATIENCE`] for the rest of the config.
     ///
     /// Returns the whole config once the stream ends, or how much has arrived if it stalls.
-    /// Fails if the stream fails or the config is not valid UTF-8. An error ends the download:
-    /// every later call fails too (start a new download on a new stream).
+    /// Fails if the stream fails (with the read's own error, kind and all) or the config is not
+    /// valid UTF-8 (`InvalidData`). An error ends the download: every later call fails too
+    /// (start a new download on a new stream).
     ///
     /// # Cancel safety
     ///
