@@ -4,6 +4,9 @@
 //! merge, not even when cut in the instant the lock is handed to it, and while it waits it must
 //! neither wait on the blocking pool nor retry the lock over and over; compactions that wait get
 //! the lock in the order they asked; a merge's own panic reaches the caller; and whenever a merge runs, at whatever poll its caller was cut, it holds the lock.
+//! The lock comes free as the merge's blocking task ends, even while no task on the runtime runs
+//! (no task that must be polled again holds it, or keeps a place in its queue for a caller that
+//! is gone).
 //!
 //! Every test runs on the paused current-thread runtime of `hidden_test!`. The test's merger is the
 //! blocking stand-in: it records where it runs ([`Place`]: the blocking pool, an async worker, or a
