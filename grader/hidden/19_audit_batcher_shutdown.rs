@@ -286,6 +286,90 @@ async fn busy_handler_at_shutdown(lag: Duration) {
     );
 }
 
+/// One run of `shutdown_stops_a_handler_recording_into_a_full_queue`: `handlers` request handlers
+/// keep their own `AuditLog`s and record back to back, starting `lead_ms` before shutdown.
+async fn handlers_recording_into_a_full_queue(handlers: u64, lead_ms: u64) {
+    let sink = AuditSink::new();
+    let service = AuditService::start(sink.clone());
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..handlers)
+        .map(|h| {
+            let (log, acked) = (service.log(), acked.clone());
+            tokio::spawn(async move {
+                // Far more than shutdown leaves room for; a fix that never makes a handler wait
+                // for room would otherwise keep this loop (and the clock) going for ever.
+                for id in h * 100_000..h * 100_000 + 20_000 / handlers {
+                    if log.record(record(id)).await.is_err() {
+                        return;
+                    }
+                    acked.lock().unwrap().push(record(id));
+                }
+                // Still holding its log, as a handler on a slow connection would.
+                tokio::time::sleep(SHUTDOWN_LIMIT * 2).await;
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(lead_ms)).await;
+    let left = acked.lock().unwrap().len().saturating_sub(sink.records().len());
+    // The records left, one full queue, and one record each handler may have in flight.
+    let writes = (left + QUEUE_CAPACITY + handlers as usize).div_ceil(MAX_BATCH) as u32 + 2;
+    let limit = WRITE_LATENCY * writes;
+    let who = if handlers == 1 {
+        "a handler holding its own AuditLog".to_owned()
+    } else {
+        format!("{handlers} handlers, each holding its own AuditLog,")
+    };
+    let setting = format!(
+        "{who} recorded back to back for {lead_ms} ms before shutdown began, until refused; {} \
+         records were accepted by then, {left} not yet in the store (the queue holds \
+         {QUEUE_CAPACITY})",
+        acked.lock().unwrap().len()
+    );
+    let done = tokio::time::timeout(limit, service.shutdown()).await;
+    if done.is_err() {
+        for task in &tasks {
+            task.abort();
+        }
+        panic!(
+            "{setting}. shutdown() had not returned after {limit:?} of virtual time, the time to \
+             write those and one more full queue in batches of {MAX_BATCH}; meanwhile the store \
+             grew to {} records. Shutdown must stop the flusher however full the queue is when it \
+             begins, and however many handlers still record eagerly",
+            sink.records().len()
+        );
+    }
+    let stored = sink.records();
+    let mut still_accepted = 0;
+    for task in tasks {
+        if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+            still_accepted += 1;
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    let stored_ids: HashSet<u64> = stored.iter().map(|r| r.id).collect();
+    let missing: Vec<u64> =
+        acked.iter().map(|r| r.id).filter(|id| !stored_ids.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{setting}. When shutdown() returned, the store held {} of the {} records the handlers \
+         got Ok(()) for; missing ids {}",
+        acked.len() - missing.len(),
+        acked.len(),
+        ranges(&missing)
+    );
+    assert!(
+        still_accepted == 0,
+        "{setting}. A second after shutdown() returned, {still_accepted} handler(s) were still \
+         having their `record` calls accepted (or still waiting): they must be refused with \
+         Err(AuditClosed) once the audit trail has shut down"
+    );
+    assert!(
+        stored == acked,
+        "{setting}; the store holds the acknowledged records out of order (or twice): ids {}",
+        ids(&stored)
+    );
+}
+
 /// A request handler that holds its own `AuditLog` while shutdown runs.
 #[derive(Debug, Clone, Copy)]
 enum Handler {
@@ -759,78 +843,17 @@ hidden_test! {
         }
     }
 
-    /// A handler keeps its `AuditLog` and records back to back until it is refused, so the queue
-    /// is full when shutdown begins. Shutdown must still stop the flusher and return once what
-    /// was acknowledged is written (at most the records left plus one full queue), and the
-    /// handler must then be refused.
+    /// One, two or three handlers keep their own `AuditLog`s and record back to back until they
+    /// are refused, so the queue is full when shutdown begins and some handler is always waiting
+    /// for room. Shutdown must still stop the flusher and return once what was acknowledged is
+    /// written (at most the records left plus one full queue), and every handler must then be
+    /// refused.
     async fn shutdown_stops_a_handler_recording_into_a_full_queue() {
-        // The queue is full a moment after the handler starts; the property above tries other
-        // leads.
-        let lead_ms = 5u64;
-        let sink = AuditSink::new();
-        let service = AuditService::start(sink.clone());
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let handler = tokio::spawn({
-            let (log, acked) = (service.log(), acked.clone());
-            async move {
-                // Far more than shutdown leaves room for; a fix that never makes a handler
-                // wait for room would otherwise keep this loop (and the clock) going for ever.
-                for id in 0..20_000 {
-                    if log.record(record(id)).await.is_err() {
-                        return;
-                    }
-                    acked.lock().unwrap().push(record(id));
-                }
-                // Still holding its log, as a handler on a slow connection would.
-                tokio::time::sleep(SHUTDOWN_LIMIT * 2).await;
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(lead_ms)).await;
-        let left = acked.lock().unwrap().len().saturating_sub(sink.records().len());
-        let writes = (left + QUEUE_CAPACITY).div_ceil(MAX_BATCH) as u32 + 2;
-        let limit = WRITE_LATENCY * writes;
-        let setting = format!(
-            "a handler holding its own AuditLog recorded back to back for {lead_ms} ms before \
-             shutdown began, until it would be refused; {} of its records were accepted by \
-             then, {left} not yet in the store (the queue holds {QUEUE_CAPACITY})",
-            acked.lock().unwrap().len()
-        );
-        let done = tokio::time::timeout(limit, service.shutdown()).await;
-        if done.is_err() {
-            handler.abort();
-            panic!(
-                "{setting}. shutdown() had not returned after {limit:?} of virtual time, the \
-                 time to write those and one more full queue in batches of {MAX_BATCH}; \
-                 meanwhile the store grew to {} records. Shutdown must stop the flusher \
-                 however full the queue is when it begins, and however eagerly a handler \
-                 still records",
-                sink.records().len()
-            );
+        // The queue is full a moment after the handlers start; the property above tries other
+        // leads with one handler.
+        for (handlers, lead_ms) in [(1, 5), (2, 5), (3, 30)] {
+            handlers_recording_into_a_full_queue(handlers, lead_ms).await;
         }
-        let stored = sink.records();
-        let refused = tokio::time::timeout(Duration::from_secs(1), handler).await.is_ok();
-        let acked = acked.lock().unwrap().clone();
-        let missing: Vec<u64> =
-            acked.iter().filter(|r| !stored.contains(r)).map(|r| r.id).collect();
-        assert!(
-            missing.is_empty(),
-            "{setting}. When shutdown() returned, the store held {} of the {} records the \
-             handler got Ok(()) for; missing ids {}",
-            acked.len() - missing.len(),
-            acked.len(),
-            ranges(&missing)
-        );
-        assert!(
-            refused,
-            "{setting}. A second after shutdown() returned, the handler's `record` calls were \
-             still being accepted (or still waiting): they must be refused with \
-             Err(AuditClosed) once the audit trail has shut down"
-        );
-        assert!(
-            stored == acked,
-            "{setting}; the store holds the acknowledged records out of order (or twice): ids {}",
-            ids(&stored)
-        );
     }
 
     /// Whole batches, and shutdown at once or while the last of them is being written: every

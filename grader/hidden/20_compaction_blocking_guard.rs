@@ -4,6 +4,9 @@
 //! merge, not even when cut in the instant the lock is handed to it, and while it waits it must
 //! neither wait on the blocking pool nor retry the lock over and over; compactions that wait get
 //! the lock in the order they asked; a merge's own panic reaches the caller; and whenever a merge runs, at whatever poll its caller was cut, it holds the lock.
+//! The lock comes free as the merge's blocking task ends, even while no task on the runtime runs
+//! (no task that must be polled again holds it, or keeps a place in its queue for a caller that
+//! is gone).
 //!
 //! Every test runs on the paused current-thread runtime of `hidden_test!`. The test's merger is the
 //! blocking stand-in: it records where it runs ([`Place`]: the blocking pool, an async worker, or a
@@ -935,6 +938,140 @@ hidden_test! {
             assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
             control.check_every_merge_on_blocking_pool();
             control.check_every_merge_held_the_lock();
+        }
+    }
+
+    /// The merge returns on a runtime so busy that no task runs for a while. The lock must be free
+    /// as soon as the merge's blocking task is over, before any task runs again: it must not wait
+    /// for the first caller (still waiting, aborted, or timed out), nor for anything that holds
+    /// it, or keeps a place in its queue, for a compaction whose caller is gone. The test cuts a
+    /// second compaction while it waits behind the merge (or queues none), lets every task settle,
+    /// then holds the runtime's only thread from the moment it opens the merge's gate until the
+    /// blocking pool is idle, and looks at the lock then.
+    async fn the_lock_comes_free_when_the_merge_returns_even_if_no_task_runs_again() {
+        let firsts = ["kept waiting", "was aborted", "timed out"];
+        let seconds = [
+            "no other compaction was queued",
+            "a second compaction queued behind the merge and was aborted there",
+            "a second compaction queued behind the merge and its `timeout` fired there",
+            "a second compaction queued behind the merge and its future was dropped there",
+        ];
+        for (first_cut, first_says) in firsts.into_iter().enumerate() {
+            for (second_cut, second_says) in seconds.into_iter().enumerate() {
+                let (store, mut control) = gated_store();
+                let endpoint = store.clone();
+                let mut first = tokio::spawn(async move {
+                    if first_cut == 2 {
+                        tokio::time::timeout(ADMIN_TIMEOUT, endpoint.compact()).await.ok()
+                    } else {
+                        Some(endpoint.compact().await)
+                    }
+                });
+                control.wait_for_merge(&mut first).await;
+
+                let queued = store.clone();
+                let second = matches!(second_cut, 1 | 2).then(|| {
+                    tokio::spawn(async move {
+                        if second_cut == 2 {
+                            tokio::time::timeout(ADMIN_TIMEOUT, queued.compact()).await.ok()
+                        } else {
+                            Some(queued.compact().await)
+                        }
+                    })
+                });
+                let mut by_hand = (second_cut == 3).then(|| {
+                    let store = store.clone();
+                    Box::pin(async move { store.compact().await })
+                });
+                if let Some(polled) = &mut by_hand {
+                    let waker = std::task::Waker::noop();
+                    assert!(
+                        polled.as_mut().poll(&mut Context::from_waker(waker)).is_pending(),
+                        "a second compact() returned while the first merge still ran"
+                    );
+                }
+                settle().await;
+
+                // The cuts, all while the first merge runs; then every task settles.
+                if first_cut == 1 {
+                    first.abort();
+                }
+                if first_cut == 2 || second_cut == 2 {
+                    // The merge blocks, so the clock is moved by hand past the timeouts.
+                    tokio::time::advance(ADMIN_TIMEOUT + Duration::from_secs(1)).await;
+                }
+                if second_cut == 1 {
+                    second.as_ref().expect("the second compaction task").abort();
+                }
+                drop(by_hand);
+                settle().await;
+                let setting = format!(
+                    "the first compact()'s caller {first_says} while its merge ran, and \
+                     {second_says}"
+                );
+                if let Some(second) = second {
+                    match finish(second, "the second compact()").await {
+                        Ok(None) if second_cut == 2 => {}
+                        Err(e) if e.is_cancelled() && second_cut == 1 => {}
+                        Err(e) => panic!("{setting}; the second compaction task failed: {e}"),
+                        Ok(_) => panic!(
+                            "{setting}; the second compact() returned while the first merge \
+                             still ran"
+                        ),
+                    }
+                }
+
+                // The merge returns. The test's thread waits until its blocking task is over
+                // without letting any task run, as a busy runtime would.
+                control.open();
+                wait_until_the_blocking_pool_is_idle();
+                let compacting = store.is_compacting();
+                assert!(
+                    !compacting,
+                    "{setting}. Then the merge returned and its blocking task ended while no task \
+                     on the runtime ran (a busy runtime: the test held the runtime's only thread \
+                     until the blocking pool was idle), and `Store::is_compacting()` said `true`: \
+                     no merge was running and no compaction that anyone still waited for was \
+                     queued, yet the lock was still held, to be freed only once the runtime ran \
+                     some task again. On a busy runtime every later compaction waits for that \
+                     turn, not for the merge. The lock must be given back by the merge's own work \
+                     on the blocking pool as the merge returns, and a compaction cut while it \
+                     waits must only lose its place in the queue, not keep one for a caller that \
+                     is gone"
+                );
+
+                settle().await;
+                match finish(first, "the first compact()").await {
+                    Ok(Some(stats)) if first_cut == 0 => assert_eq!(
+                        stats, STATS,
+                        "{setting}; the first compact() returned {stats:?} instead of its \
+                         merge's stats"
+                    ),
+                    Ok(None) if first_cut == 2 => {}
+                    Err(e) if e.is_cancelled() && first_cut == 1 => {}
+                    Err(e) => panic!("{setting}; the first compaction task failed: {e}"),
+                    Ok(_) => panic!(
+                        "{setting}; the first compact() returned although its caller was cut while \
+                         its merge still ran"
+                    ),
+                }
+                all_blocking_work_done().await;
+                let merges = control.merges();
+                assert_eq!(
+                    merges, 1,
+                    "{setting}; {merges} merges ran where only the first compaction's should: a \
+                     compaction cut while it waits for the lock must never merge"
+                );
+                let stats = finish(store.compact(), "a compact() after the first merge").await;
+                assert_eq!(stats, STATS, "{setting}; a later compact() returned {stats:?}");
+                all_blocking_work_done().await;
+                assert!(
+                    !store.is_compacting(),
+                    "{setting}; every merge is over, but the lock is still held"
+                );
+                control.check_every_merge_on_blocking_pool();
+                control.check_every_merge_held_the_lock();
+            }
         }
     }
 
