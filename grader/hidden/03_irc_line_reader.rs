@@ -377,6 +377,12 @@ const FAILURES: [std::io::ErrorKind; 7] = [
     std::io::ErrorKind::NotConnected,
 ];
 
+/// How many short and empty lines `a_burst_of_thousands_of_lines_comes_out_at_once` sends in one
+/// packet, and how many more within the same second: far more per read and per second than any
+/// budget or flood limit a reader might keep.
+const BURST_LINES: usize = 12_000;
+const FLOOD_LINES: usize = 8_000;
+
 /// How `CHATTY` reaches the server: cut at any bytes (inside a character too), with a pause after
 /// each packet: none, shorter than a ping, or long enough for one or two pings to fall due.
 fn packetisations() -> impl Strategy<Value = Vec<(usize, u64)>> {
@@ -933,6 +939,105 @@ hidden_test! {
             paste.len(),
             after.len()
         );
+    }
+
+    /// A burst far larger than the other tests': a 16 KiB paste (it grows any buffer the reader
+    /// keeps), then thousands of short and empty lines in one packet, with the client waiting on
+    /// an open connection: every command comes out at once, not when the client next sends
+    /// something. Then thousands more lines within the same second, and a close: all of them come
+    /// out, in order, and the session ends with `Ok(())`. `serve` has no budget of lines per read
+    /// and no flood limit (per second, or in all): a burst is neither a close nor a failure. (On
+    /// two seeds' runtimes: each pays for tens of thousands of commands.)
+    fn a_burst_of_thousands_of_lines_comes_out_at_once() {
+        for seed in &SEEDS[..2] {
+            runtime::current_thread(*seed).block_on(async {
+                let paste = Said::Long(16 * 1024).text();
+                // Lines of 0 to 2 bytes: as many lines in one read as any reader's buffer holds.
+                let burst: Vec<&str> =
+                    (0..BURST_LINES).map(|i| ["", "a", "", "/w"][i % 4]).collect();
+                let flood: Vec<String> = (0..FLOOD_LINES).map(|i| format!("/l {i}")).collect();
+                let burst_bytes: String = burst.iter().flat_map(|&l| [l, "\n"]).collect();
+                let mut script = vec![
+                    (Duration::ZERO, format!("{paste}\r\n").into_bytes()),
+                    (Duration::ZERO, burst_bytes.into_bytes()),
+                ];
+                // The flood: packets of 400 lines every 40 ms, from 200 ms to 960 ms.
+                for (i, packet) in flood.chunks(400).enumerate() {
+                    let pause = Duration::from_millis(if i == 0 { 200 } else { 40 });
+                    let bytes: String = packet.iter().flat_map(|l| [l.as_str(), "\r\n"]).collect();
+                    script.push((pause, bytes.into_bytes()));
+                }
+                // Quiet for 2.5 s (pings fall due), then the client closes the connection.
+                script.push((Duration::from_millis(2_500), Vec::new()));
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let client = PausingClient::from_bytes(script);
+                let session = tokio::spawn(serve(client, PING_EVERY, tx));
+                let commands = |rx: &mut mpsc::UnboundedReceiver<Event>, into: &mut Vec<String>| {
+                    while let Ok(event) = rx.try_recv() {
+                        if let Event::Command(c) = event {
+                            into.push(c);
+                        }
+                    }
+                };
+                let burst_told = format!(
+                    "the client pasted a {}-byte line, then sent {BURST_LINES} short and empty \
+                     lines in one packet ({}), and waited with the connection open",
+                    paste.len(),
+                    burst[..6].iter().map(|l| format!("{l:?}, ")).collect::<String>() + "…"
+                );
+                sleep(Duration::from_millis(100)).await;
+                let mut seen = Vec::new();
+                commands(&mut rx, &mut seen);
+                if session.is_finished() {
+                    let ended = session.await.expect("the session's task panicked");
+                    panic!(
+                        "{burst_told}; the session ended on its own with {ended:?}, after {} \
+                         commands: `serve` ends only when the client closes the connection or it \
+                         fails, and a burst of lines, however large, is neither (flood control is \
+                         not the reader's)",
+                        seen.len()
+                    );
+                }
+                let expected_now: Vec<&str> =
+                    std::iter::once(paste.as_str()).chain(burst.iter().copied()).collect();
+                assert!(
+                    seen == expected_now,
+                    "{burst_told}; 100 ms later the session had handed out {} commands, expected \
+                     all {} (the paste and every line of the burst, in order): every complete line \
+                     is a command as soon as it has arrived, however many arrive at once, not \
+                     when the client sends more or disconnects",
+                    seen.len(),
+                    expected_now.len()
+                );
+                let ended = timeout(Duration::from_secs(600), session).await;
+                commands(&mut rx, &mut seen);
+                let flood_told = format!(
+                    "{burst_told}; then it sent {FLOOD_LINES} more lines (\"/l 0\" to \"/l {}\") \
+                     within the same second, 400 per packet, was quiet for 2.5 s and closed the \
+                     connection",
+                    FLOOD_LINES - 1
+                );
+                let flood_seen = seen.len().saturating_sub(expected_now.len());
+                match ended {
+                    Err(_) => panic!("{flood_told}, but the session did not end"),
+                    Ok(Err(err)) => panic!("the session's task panicked: {err}"),
+                    Ok(Ok(Err(err))) => panic!(
+                        "{flood_told}; the session ended with an error of kind {:?} ({err}) after \
+                         {flood_seen} of those {FLOOD_LINES} commands: `serve` ends only when the \
+                         client closes the connection or it fails, and a client that sends \
+                         thousands of commands a second has done neither (flood control is for \
+                         the rest of the server)",
+                        err.kind()
+                    ),
+                    Ok(Ok(Ok(()))) => {}
+                }
+                assert!(
+                    seen[expected_now.len()..] == flood[..],
+                    "{flood_told}; the session ended cleanly, but handed out {flood_seen} commands \
+                     after the burst, expected all {FLOOD_LINES}, in order, each exactly as sent"
+                );
+            });
+        }
     }
 
     /// Any session of good lines, cut into packets anywhere, with pings in between: every line

@@ -443,6 +443,16 @@ enum Breaks {
     WithZeroBytes,
 }
 
+/// The errors a write fails with when its link goes away, taken in turn: each must reach the
+/// caller with its own kind.
+const WRITE_FAILURES: [io::ErrorKind; 5] = [
+    io::ErrorKind::BrokenPipe,
+    io::ErrorKind::ConnectionReset,
+    io::ErrorKind::ConnectionAborted,
+    io::ErrorKind::TimedOut,
+    io::ErrorKind::NotConnected,
+];
+
 /// After a connection answered "0 bytes written", how many more writes a caller may try before the
 /// test concludes it would try for ever (a retry or two is fine; a loop that ignores the answer is
 /// not).
@@ -455,6 +465,8 @@ const ZERO_WRITES_TOLERATED: usize = 64;
 struct BreakingLink {
     capacity: usize,
     breaks: Breaks,
+    /// The error a write fails with once the link is broken `WithAnError`.
+    failure: io::ErrorKind,
     accepted: usize,
     zero_writes: Arc<Mutex<usize>>,
     yield_next: bool,
@@ -468,7 +480,7 @@ impl AsyncWrite for BreakingLink {
     ) -> Poll<io::Result<usize>> {
         if self.accepted >= self.capacity && !buf.is_empty() {
             return Poll::Ready(match self.breaks {
-                Breaks::WithAnError => Err(io::ErrorKind::BrokenPipe.into()),
+                Breaks::WithAnError => Err(io::Error::new(self.failure, "the link went down")),
                 Breaks::WithZeroBytes => {
                     let mut zero_writes = self.zero_writes.lock().expect("counter lock");
                     *zero_writes += 1;
@@ -828,6 +840,44 @@ fn two_cuts() -> impl Strategy<Value = TwoCuts> {
         })
 }
 
+/// A link that accepts only the bytes the test lets through, 1 byte per write: with no credit
+/// left, a write waits (the link stalls, as a phone link does in a tunnel) until the test gives
+/// it more. What it accepted is recorded.
+struct CreditLink {
+    credit: Arc<AtomicUsize>,
+    wire: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncWrite for CreditLink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // The test polls by hand and gives credit only between calls, so nothing needs waking.
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if self.credit.load(Ordering::SeqCst) == 0 {
+            return Poll::Pending;
+        }
+        self.credit.fetch_sub(1, Ordering::SeqCst);
+        self.wire.lock().expect("wire lock").push(buf[0]);
+        Poll::Ready(Ok(1))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How many times in a row [`a_frame_cut_over_and_over_is_still_finished`] cuts a call while no
+/// byte goes out: far more than any budget of cuts, retries or calls without progress a writer
+/// might keep, at a cost of a poll each.
+const CUTS_IN_A_ROW: usize = 50_000;
+
 /// Polls `send_frame(frame)` on the rig's writer at most `stop` times, then drops the call:
 /// `Some(result)` if it returned before that.
 fn send_and_cut(rig: &Rig, frame: &Frame, stop: usize) -> Option<io::Result<()>> {
@@ -897,6 +947,13 @@ hidden_test! {
             "the connection is broken, but send_frame returned Ok: the upload would carry on \
              into the void (was the write detached into a task whose error nobody reads?)"
         );
+        let kind = result.err().map(|err| err.kind());
+        assert!(
+            kind == Some(io::ErrorKind::BrokenPipe),
+            "every write failed with BrokenPipe, and send_frame returned an error of kind \
+             {kind:?}: the caller must get the connection's own error, of its own kind (an \
+             upload loop that reconnects on BrokenPipe or ConnectionReset has to see them)"
+        );
     }
 
     /// A connection that breaks part way through an upload, at any byte, with a failing write or
@@ -906,15 +963,24 @@ hidden_test! {
         let frames = [frame(1, "hello"), frame(2, "world!")];
         let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
         for breaks in [Breaks::WithAnError, Breaks::WithZeroBytes] {
-            let how = match breaks {
-                Breaks::WithAnError => "then failed every write with BrokenPipe",
-                Breaks::WithZeroBytes => "then answered every write with Ok(0), 0 bytes written",
-            };
             for capacity in 0..total {
+                let failure = WRITE_FAILURES[capacity % WRITE_FAILURES.len()];
+                // The kind of error the caller must get: the connection's own, or the
+                // `WriteZero` that `write_all` makes of a write of 0 bytes.
+                let (how, expected) = match breaks {
+                    Breaks::WithAnError => {
+                        (format!("then failed every write with {failure:?}"), failure)
+                    }
+                    Breaks::WithZeroBytes => (
+                        "then answered every write with Ok(0), 0 bytes written".to_owned(),
+                        io::ErrorKind::WriteZero,
+                    ),
+                };
                 let zero_writes = Arc::new(Mutex::new(0));
                 let mut writer = FrameWriter::new(BreakingLink {
                     capacity,
                     breaks,
+                    failure,
                     accepted: 0,
                     zero_writes: zero_writes.clone(),
                     yield_next: false,
@@ -941,7 +1007,16 @@ hidden_test! {
                             f.seq, f.seq
                         ),
                         Ok(()) => {}
-                        Err(_) if end > capacity => break,
+                        Err(err) if end > capacity && err.kind() == expected => break,
+                        Err(err) if end > capacity => panic!(
+                            "the connection accepted {capacity} bytes and {how}; send_frame({}) \
+                             failed with an error of kind {:?} (\"{err}\"), expected {expected:?}: \
+                             the caller must get the connection's error with its own kind (and a \
+                             write of 0 bytes is WriteZero, as `write_all` reports it), so that \
+                             it can tell a reset link from a timeout",
+                            f.seq,
+                            err.kind()
+                        ),
                         Err(err) => panic!(
                             "the connection had room for all {end} bytes up to frame {}, but \
                              send_frame({}) failed: {err}",
@@ -985,7 +1060,14 @@ hidden_test! {
                             );
                         }
                         Ok(()) => {}
-                        Err(_) if end > capacity => break,
+                        Err(err) if end > capacity && err.kind() == failure => break,
+                        Err(err) if end > capacity => panic!(
+                            "{link}. send_frame({}) failed with an error of kind {:?} \
+                             (\"{err}\"), expected the connection's own {failure:?}: the \
+                             caller must get the connection's error with its own kind",
+                            f.seq,
+                            err.kind()
+                        ),
                         Err(err) => panic!(
                             "{link}, so all {end} bytes up to frame {} had room, but \
                              send_frame({}) failed: {err}",
@@ -1041,7 +1123,14 @@ hidden_test! {
                         let seen = rig.wire.bytes();
                         let full = if retry { vec![first.clone()] } else { vec![first.clone(), second.clone()] };
                         let problem = match result {
-                            Ok(Err(_)) => return Ok(()),
+                            Ok(Err(err)) if err.kind() == failure => return Ok(()),
+                            Ok(Err(err)) => format!(
+                                "{kind} (send_frame({})) failed with an error of kind {:?} \
+                                 (\"{err}\"), expected the connection's own {failure:?}: the \
+                                 caller must get the connection's error with its own kind",
+                                next.seq,
+                                err.kind()
+                            ),
                             Err(_) => format!("{kind} never finished"),
                             Ok(Ok(())) => {
                                 let problem = check_wire(&seen, &full)
@@ -1112,7 +1201,14 @@ hidden_test! {
                         let full: Vec<Frame> =
                             if retry { vec![first.clone()] } else { vec![first.clone(), second.clone()] };
                         let problem = match result {
-                            Ok(Err(_)) => return Ok(()),
+                            Ok(Err(err)) if err.kind() == failure => return Ok(()),
+                            Ok(Err(err)) => format!(
+                                "{kind} (send_frame({})) failed with an error of kind {:?} \
+                                 (\"{err}\"), expected the connection's own {failure:?}: the \
+                                 caller must get the connection's error with its own kind",
+                                next.seq,
+                                err.kind()
+                            ),
                             Err(_) => format!("{kind} never finished"),
                             Ok(Ok(())) => {
                                 if check_wire(&seen, &full).is_ok() {
@@ -1193,6 +1289,94 @@ hidden_test! {
                 bytes.len()
             );
         }
+    }
+
+    /// The progress bar cuts `send_frame` as often as it ticks, and over a link that stalls for
+    /// a long time no byte goes out between the cuts: a frame cut part way, then cut tens of
+    /// thousands of times in a row with no byte getting through, then cut after every byte as
+    /// the link crawls, then followed by the next frame, cut as often while it is still finishing
+    /// the first: the last call finishes both frames, whole and once, and no call fails. The
+    /// link never failed; a writer that counts cuts (in a row without progress, per frame, or in
+    /// all) and gives up after some number of them makes up a failure, however large its budget.
+    fn a_frame_cut_over_and_over_is_still_finished() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let credit = Arc::new(AtomicUsize::new(0));
+            let wire = Arc::new(Mutex::new(Vec::new()));
+            let mut writer =
+                FrameWriter::new(CreditLink { credit: credit.clone(), wire: wire.clone() });
+            let first = frame(7, "a chunk of the file, over a link that keeps stalling");
+            let second = frame(8, "the next chunk");
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut cuts = 0usize;
+            // One call, polled once and then dropped (the progress bar ticked): its outcome if it
+            // returned, and the story so far if it failed.
+            let mut cut_once = |writer: &mut FrameWriter<CreditLink>, f: &Frame, story: &str| {
+                let mut call = std::pin::pin!(writer.send_frame(f));
+                let polled = call.as_mut().poll(&mut cx);
+                cuts += 1;
+                match polled {
+                    Poll::Ready(Err(err)) => panic!(
+                        "{story}, then the call after {cuts} cuts of frame {}'s calls failed with \
+                         `{err}` ({:?}), with {} bytes on the wire: the link never failed, it \
+                         only stalled and crawled; send_frame must not give up on a frame \
+                         because its calls were cut, however many times in a row and whether or \
+                         not a byte went out in between (the caller's loop decides when to stop)",
+                        f.seq,
+                        err.kind(),
+                        wire.lock().expect("wire lock").len()
+                    ),
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Pending => false,
+                }
+            };
+            // Frame 7 is cut after its first byte; the link then stalls.
+            credit.store(1, Ordering::SeqCst);
+            let story = "frame 7 was cut after its first byte, over a link that then stalled";
+            cut_once(&mut writer, &first, story);
+            let story = format!(
+                "frame 7 was cut after its first byte, then {CUTS_IN_A_ROW} times in a row with \
+                 no byte going out (the link stalled)"
+            );
+            for _ in 0..CUTS_IN_A_ROW {
+                cut_once(&mut writer, &first, &story);
+            }
+            // The link crawls: one byte per call, each call cut after it, to the frame's
+            // second-to-last byte.
+            let story = format!("{story}, then once after each byte as the link crawled");
+            for _ in 2..first.encode().len() {
+                credit.store(1, Ordering::SeqCst);
+                cut_once(&mut writer, &first, &story);
+            }
+            // The caller moves on to frame 8, whose calls are cut as often while frame 7's last
+            // byte is still owed.
+            let story = format!(
+                "{story}, then the caller moved on to frame 8, whose call was cut {CUTS_IN_A_ROW} \
+                 times in a row with frame 7's last byte still owed (the link stalled again)"
+            );
+            for _ in 0..CUTS_IN_A_ROW {
+                cut_once(&mut writer, &second, &story);
+            }
+            credit.store(usize::MAX, Ordering::SeqCst);
+            match timeout(Duration::from_secs(60), writer.send_frame(&second)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => panic!(
+                    "{story}; then the link recovered, and the next call of frame 8 failed with \
+                     `{err}` ({:?}): the link never failed; send_frame must not give up on a \
+                     frame because its calls were cut, however many times",
+                    err.kind()
+                ),
+                Err(_) => {
+                    panic!("{story}; then the link recovered, but the next call never finished")
+                }
+            }
+            let seen = wire.lock().expect("wire lock").clone();
+            if let Err(problem) = check_wire(&seen, &[first.clone(), second.clone()]) {
+                panic!(
+                    "{story}; then the link recovered and frame 8's call returned Ok, but {problem}"
+                );
+            }
+        });
     }
 
     /// The explorer cuts `send_frame` after every poll (mid-header, mid-body, after the last
