@@ -142,18 +142,22 @@ async fn several_dispatchers(
         let (queue, limiter) = (queue.clone(), limiter.clone());
         tasks.push(tokio::spawn(async move {
             let mut sent = Vec::new();
-            let mut stream = pin!(outgoing(queue, limiter));
+            let mut stream = pin!(outgoing(queue.clone(), limiter));
             while let Some(m) = stream.next().await {
                 let send_ms = if sent.is_empty() { sends.first_ms } else { sends.then_ms };
                 sent.push((m.id, Instant::now()));
                 tokio::time::sleep(Duration::from_millis(send_ms)).await;
             }
-            sent
+            // What was still queued the moment this dispatcher's stream ended.
+            (sent, queue.ids(), Instant::now())
         }));
     }
     let mut each = Vec::new();
+    let mut ends = Vec::new();
     for task in tasks {
-        each.push(task.await.expect("a dispatcher panicked"));
+        let (sent, left, ended_at) = task.await.expect("a dispatcher panicked");
+        each.push(sent);
+        ends.push((left, ended_at - start));
     }
     let setup = format!(
         "{dispatchers} dispatcher(s) drained clones of one queue [1, 2, 3, 4, 5, 6] through clones \
@@ -181,6 +185,21 @@ async fn several_dispatchers(
             "{setup}. Each dispatcher was given {ids:?}, and {queued:?} is still queued: sent \
              twice {twice:?}, neither sent nor queued {never:?}. Each message must be sent \
              exactly once, by whichever dispatcher's stream took it from the queue"
+        );
+    }
+
+    // Each stream runs until the queue is empty: a dispatcher whose stream ends with mail still
+    // queued idles for the rest of its window while the others carry its share.
+    if let Some((which, (left, at))) =
+        ends.iter().enumerate().find(|(_, (left, _))| !left.is_empty())
+    {
+        let name = (b'A' + which as u8) as char;
+        panic!(
+            "{setup}. Dispatcher {name}'s stream ended (returned None) at {at:?} while the queue \
+             still held {left:?}; each dispatcher was given {ids:?}. Every stream must keep \
+             yielding until the queue is empty, even when another dispatcher took the message it \
+             was waiting to send: a stream that ends with mail waiting leaves its drain window \
+             idle"
         );
     }
 
@@ -252,7 +271,22 @@ async fn dispatchers_dropped_together(
             while let Some(live) = stream {
                 match live.poll_next() {
                     std::task::Poll::Ready(Some(m)) => sent.push(m.id),
-                    std::task::Poll::Ready(None) => *stream = None,
+                    std::task::Poll::Ready(None) => {
+                        *stream = None;
+                        let queued = queue.ids();
+                        if !queued.is_empty() {
+                            return Err(format!(
+                                "{dispatchers} dispatchers took turns on clones of one queue \
+                                 {expected:?} and one limiter (4 per second, a slot just taken); \
+                                 at {:?}, before any drop, a dispatcher's stream ended (returned \
+                                 None) while the queue still held {queued:?} (yielded so far: \
+                                 {sent:?}). Every stream must keep yielding until the queue is \
+                                 empty, even when another dispatcher took the message it was \
+                                 waiting to send",
+                                start.elapsed()
+                            ));
+                        }
+                    }
                     std::task::Poll::Pending => break,
                 }
             }

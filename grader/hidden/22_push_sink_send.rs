@@ -270,6 +270,57 @@ impl AsyncWrite for Phone {
     }
 }
 
+/// A phone on a good connection: it takes every byte it is given at once.
+#[derive(Clone, Default)]
+struct FastPhone {
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl FastPhone {
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().expect("phone state")).into_owned()
+    }
+}
+
+impl AsyncWrite for FastPhone {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.received.lock().expect("phone state").extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// After one `deliver` that returned `Ok`, with nothing cancelled: every notification of `ids`
+/// must have reached the phone (`got`) and none may be left queued.
+fn check_one_deliver(device: &str, ids: &[u64], queued: usize, got: &str) -> Result<(), String> {
+    let want = expected(ids);
+    if queued == 0 && got == want {
+        return Ok(());
+    }
+    let lines = got.lines().count();
+    Err(format!(
+        "with {} notifications queued and {device}, one call of deliver(), not cancelled, \
+         returned Ok with {queued} notification(s) still queued and {lines} line(s) on the phone \
+         (expected {}: every queued notification, in order, and an empty outbox). deliver \
+         promises to push every queued notification and flush them before it returns Ok, \
+         however long the outbox: the session acknowledges them upstream on Ok, and nothing \
+         calls deliver again until the next notification arrives",
+        ids.len(),
+        ids.len()
+    ))
+}
+
 /// A connection with a buffer of its own underneath the `FramedWrite` (a `BufWriter`, a TLS
 /// stream): each write is staged at once, and only a flush moves the staged bytes to the phone.
 /// Every flush takes two polls: the first wakes the task and returns `Pending` (the phone is slow
@@ -489,6 +540,37 @@ hidden_test! {
                          delivers nothing until the flood ends"
                     );
                 }
+            }
+        }
+    }
+
+    /// One call of `deliver`, not cancelled, over a fast phone and over the slow device: when it
+    /// returns `Ok`, every queued notification has reached the phone, however many were queued
+    /// (a batch of hundreds or thousands after the phone was offline).
+    async fn one_deliver_pushes_every_queued_notification_however_many() {
+        for len in [1_u64, 2, 255, 256, 257, 1025, 10_000] {
+            let ids: Vec<u64> = (1..=len).collect();
+            let phone = FastPhone::default();
+            let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
+            device.set_backpressure_boundary(1);
+            let mut pusher = Pusher::new(device);
+            for &id in &ids {
+                pusher.enqueue(notification(id));
+            }
+            pusher.deliver().await.expect("deliver failed");
+            if let Err(seen) =
+                check_one_deliver("a fast phone", &ids, pusher.queued(), &phone.received())
+            {
+                panic!("{seen}");
+            }
+        }
+        for len in [257_u64] {
+            let ids: Vec<u64> = (1..=len).collect();
+            let (mut pusher, wire) = pusher(&ids);
+            pusher.deliver().await.expect("deliver failed");
+            let device = format!("a slow device ({BYTES_PER_WRITE} bytes per write)");
+            if let Err(seen) = check_one_deliver(&device, &ids, pusher.queued(), &wire.text()) {
+                panic!("{seen}");
             }
         }
     }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kata_support::{check_property, hidden_test};
+use kata_support::{Outcome, assert_cancel_safe, check_property, hidden_test};
 use lost_wakeup_poll_next::{Job, JobFeed, shared};
 use proptest::prelude::*;
 use tokio::sync::mpsc;
@@ -218,6 +218,103 @@ async fn pool_shutdown(workers: usize, queued: u64, close_first: bool) {
     );
 }
 
+/// One worker's run for the drop test: what was sent, what the worker's feed yielded, and the
+/// sending end (taken by the run, so that the channel closes when the run ends or is dropped).
+#[derive(Clone)]
+struct DropRun {
+    jobs: lost_wakeup_poll_next::SharedJobs,
+    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    sent: Arc<Mutex<Vec<u64>>>,
+    yielded: Arc<Mutex<Vec<u64>>>,
+}
+
+impl DropRun {
+    /// Job 3 already queued; the run sends 1 and 2 later.
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(job(3)).expect("an empty channel has room");
+        DropRun {
+            jobs: shared(rx),
+            tx: Arc::new(Mutex::new(Some(tx))),
+            sent: Arc::new(Mutex::new(vec![3])),
+            yielded: Arc::default(),
+        }
+    }
+
+    /// A worker reads its feed until it ends, while (when `contended`) another worker holds the
+    /// receiver for 20 ms, and jobs 1 and 2 arrive 40 ms in; then the channel closes.
+    async fn run(self, contended: bool) {
+        let DropRun { jobs, tx, sent, yielded } = self;
+        let tx = tx.lock().expect("sender").take().expect("one run per state");
+        let other = if contended { Some(jobs.clone().lock_owned().await) } else { None };
+        let producer = async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(other);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for id in [1, 2] {
+                tx.send(job(id)).await.expect("the queue is open");
+                sent.lock().expect("sent").push(id);
+            }
+        };
+        let worker = async {
+            let mut feed = std::pin::pin!(JobFeed::new(jobs.clone()));
+            while let Some(job) = feed.next().await {
+                yielded.lock().expect("yielded").push(job.id);
+            }
+        };
+        tokio::join!(producer, worker);
+    }
+
+    /// Every job sent was yielded by the worker's feed or is still in the channel, for the other
+    /// workers: exactly once, in the order sent.
+    fn check(self, contended: bool, cancelled: bool) -> Result<(), String> {
+        drop(self.tx.lock().expect("sender").take());
+        let sent = self.sent.lock().expect("sent").clone();
+        let yielded = self.yielded.lock().expect("yielded").clone();
+        let setup = format!(
+            "a worker read its feed (job 3 queued{}, jobs 1 and 2 sent 40 ms in)",
+            if contended {
+                ", another worker holding the receiver for the first 20 ms"
+            } else {
+                ""
+            }
+        );
+        let Ok(mut receiver) = self.jobs.try_lock() else {
+            return Err(format!(
+                "{setup}; once its feed was dropped and the runtime had run every other task, the \
+                 receiver was still locked: a dropped feed must let go of the receiver, or the \
+                 other workers never get another job"
+            ));
+        };
+        let mut queued = Vec::new();
+        while let Ok(job) = receiver.try_recv() {
+            queued.push(job.id);
+        }
+        let all: Vec<u64> = yielded.iter().chain(&queued).copied().collect();
+        if all == sent && (cancelled || queued.is_empty()) {
+            return Ok(());
+        }
+        let lost: Vec<u64> = sent.iter().filter(|id| !all.contains(id)).copied().collect();
+        let seen = format!(
+            "{setup}: jobs {sent:?} were sent, the feed yielded {yielded:?}, and {queued:?} is still \
+             in the channel"
+        );
+        if !lost.is_empty() {
+            return Err(format!(
+                "{seen}. Job(s) {lost:?} are gone: taken from the channel by the {} feed but never \
+                 yielded, and no longer there for the other workers. A feed dropped at any point \
+                 (`take_until(shutdown)` drops it wherever it is) must leave every job it has not \
+                 yielded in the channel, so that each job goes to exactly one worker",
+                if cancelled { "dropped" } else { "worker's" }
+            ));
+        }
+        Err(format!(
+            "{seen}; expected each sent job exactly once, yielded or still queued, in the order \
+             sent"
+        ))
+    }
+}
+
 /// Polls a feed that just returned `Pending` while nothing changes, and panics if it keeps waking
 /// itself. One wake right after a poll is allowed (a cooperative yield, as `FuturesUnordered`
 /// does after polling its futures): polled again, the feed must then wait quietly. The test
@@ -412,6 +509,23 @@ hidden_test! {
             "two workers took {elapsed:?} for four 1-second jobs: they did not work in parallel"
         );
         drop(tx);
+    }
+
+    /// A worker's feed is dropped after every possible poll (the worker's `take_until(shutdown)`
+    /// drops it wherever it is): while it waits for its turn, for a job, or with a job just
+    /// taken. Every job the feed has not yielded must still be in the channel for the other
+    /// workers: each job goes to exactly one worker.
+    async fn a_feed_dropped_at_any_point_loses_no_job() {
+        for contended in [false, true] {
+            assert_cancel_safe(
+                DropRun::new,
+                move |run: DropRun| run.run(contended),
+                move |run: DropRun, outcome: Outcome<()>| async move {
+                    run.check(contended, outcome.is_cancelled())
+                },
+            )
+            .await;
+        }
     }
 
     /// The pool shuts down: the channel is closed, before or after the workers start, with
