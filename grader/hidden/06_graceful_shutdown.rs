@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use graceful_shutdown::{App, ClientMessage, Connection, Request, Server, ServerMessage};
 use kata_support::{Outcome, assert_cancel_safe, hidden_test};
-use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{self, WeakUnboundedSender};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use tokio_test::task;
@@ -27,11 +27,13 @@ const YEARLY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// An application that takes `WORK` to answer, or, for a `/held` path, finishes only when the
 /// test adds a permit to `held` (however much time passes before that), or, for a `/panic` path,
-/// panics (a bug in one endpoint).
+/// tells `panicking` and panics (a bug in one endpoint).
 struct SlowApp {
     held: Arc<Semaphore>,
     /// Set when the work on a `/held` request was dropped before it finished.
     held_dropped: Arc<AtomicBool>,
+    /// Notified just before the application panics, as a client would learn of the failure.
+    panicking: Arc<Notify>,
 }
 
 impl SlowApp {
@@ -39,6 +41,7 @@ impl SlowApp {
         SlowApp {
             held: Arc::new(Semaphore::new(0)),
             held_dropped: Arc::new(AtomicBool::new(false)),
+            panicking: Arc::new(Notify::new()),
         }
     }
 }
@@ -58,8 +61,10 @@ impl App for SlowApp {
     fn handle(&self, request: Request) -> impl Future<Output = String> + Send {
         let held = self.held.clone();
         let dropped = self.held_dropped.clone();
+        let panicking = self.panicking.clone();
         async move {
             if request.path.starts_with("/panic") {
+                panicking.notify_one();
                 panic!(
                     "(the test's application panics on purpose while answering {}: a bug in one \
                      endpoint)",
@@ -326,57 +331,100 @@ hidden_test! {
         }
     }
 
-    /// The client code runs in a task of its own (as an admin handler would): it sends garbage,
-    /// reads the `ProtocolError` and calls `shutdown` at once, while the closing connection's
-    /// heartbeat may not have run since its handler ended. When `shutdown` returns, that
-    /// connection is closed too, with no other task run in between. The garbage comes at once,
-    /// or after the connection sat idle for a while (its heartbeat waiting for its next tick, or
-    /// having sent one already).
-    async fn shutdown_right_after_a_protocol_error_closes_that_connection() {
-        for idle in [Duration::ZERO, Duration::from_millis(300), Duration::from_millis(1500)] {
-            let checked = tokio::spawn(async move {
-                let server = Server::new(SlowApp::new(), HEARTBEAT);
-                let (requests, incoming) = mpsc::channel(8);
-                let (outgoing, mut from_server) = mpsc::unbounded_channel();
-                let weak = outgoing.downgrade();
-                server.serve(Connection { incoming, outgoing });
-                if !idle.is_zero() {
-                    sleep(idle).await;
+    /// The client code runs in a task of its own (as an admin handler would): it learns that its
+    /// connection's handler has ended and calls `shutdown` at once, while the closing
+    /// connection's heartbeat may not have run since. The handler ends however it can: the
+    /// client sent garbage and read the `ProtocolError`; `App::handle` panicked (the client
+    /// learns of it as the panic begins); or the client sent a request, hung up and read the
+    /// answer. When `shutdown` returns, that connection is closed too, with no other task run in
+    /// between. The end comes at once, or after the connection sat idle for a while (its
+    /// heartbeat waiting for its next tick, or having sent one already).
+    async fn shutdown_right_after_a_handler_ends_closes_that_connection() {
+        for ending in ["garbage", "panic", "hang-up"] {
+            for idle in [Duration::ZERO, Duration::from_millis(300), Duration::from_millis(1500)] {
+                let checked = tokio::spawn(async move {
+                    let app = SlowApp::new();
+                    let panicking = app.panicking.clone();
+                    let server = Server::new(app, HEARTBEAT);
+                    let (requests, incoming) = mpsc::channel(8);
+                    let (outgoing, mut from_server) = mpsc::unbounded_channel();
+                    let weak = outgoing.downgrade();
+                    server.serve(Connection { incoming, outgoing });
+                    if !idle.is_zero() {
+                        sleep(idle).await;
+                    }
+                    let how = match ending {
+                        "garbage" => {
+                            requests
+                                .send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into()))
+                                .await
+                                .expect("the connection's request channel has room");
+                            let answer = loop {
+                                match from_server.recv().await {
+                                    Some(ServerMessage::Heartbeat) => continue,
+                                    other => break other,
+                                }
+                            };
+                            assert!(
+                                matches!(answer, Some(ServerMessage::ProtocolError(_))),
+                                "a client that sent garbage got {answer:?} instead of a \
+                                 ProtocolError"
+                            );
+                            "sent garbage, read its ProtocolError"
+                        }
+                        "panic" => {
+                            let request = Request { id: 13, path: "/panic/report.pdf".into() };
+                            requests
+                                .send(ClientMessage::Request(request))
+                                .await
+                                .expect("the connection's request channel has room");
+                            panicking.notified().await;
+                            "sent a request on which `App::handle` panicked, learnt of the panic"
+                        }
+                        _ => {
+                            let request = Request { id: 3, path: "/last.txt".into() };
+                            requests
+                                .send(ClientMessage::Request(request))
+                                .await
+                                .expect("the connection's request channel has room");
+                            drop(requests);
+                            let answer = loop {
+                                match from_server.recv().await {
+                                    Some(ServerMessage::Heartbeat) => continue,
+                                    other => break other,
+                                }
+                            };
+                            assert!(
+                                matches!(answer, Some(ServerMessage::Response { id: 3, .. })),
+                                "a client that sent a request and hung up got {answer:?} \
+                                 instead of its answer"
+                            );
+                            "sent a request, hung up, read the answer"
+                        }
+                    };
+                    server.shutdown().await;
+                    let still_running = weak.strong_count();
+                    assert_eq!(
+                        still_running,
+                        0,
+                        "a client {} {how} and called `shutdown` at once; `shutdown` returned, \
+                         but {still_running} task(s) of that connection were still running (its \
+                         heartbeat, say), so the connection was still open. `shutdown` waits \
+                         for every connection task, however its handler ended, only if each \
+                         one was spawned on the tracker (a task that is only aborted, or told to \
+                         stop, when the handler ends has merely been asked to stop, and may not \
+                         have stopped yet; and a tracked task that awaits it on its way out \
+                         never gets there when `App::handle` panics)",
+                        if idle.is_zero() {
+                            "that had just connected".to_string()
+                        } else {
+                            format!("whose connection had been idle for {idle:?}")
+                        }
+                    );
+                });
+                if let Err(error) = checked.await {
+                    std::panic::resume_unwind(error.into_panic());
                 }
-                requests
-                    .send(ClientMessage::Malformed("\u{16}\u{3}\u{1} (a TLS hello)".into()))
-                    .await
-                    .expect("the connection's request channel has room");
-                let answer = loop {
-                    match from_server.recv().await {
-                        Some(ServerMessage::Heartbeat) => continue,
-                        other => break other,
-                    }
-                };
-                assert!(
-                    matches!(answer, Some(ServerMessage::ProtocolError(_))),
-                    "a client that sent garbage got {answer:?} instead of a ProtocolError"
-                );
-                server.shutdown().await;
-                let still_running = weak.strong_count();
-                assert_eq!(
-                    still_running,
-                    0,
-                    "a client {} sent garbage, read its ProtocolError and called `shutdown` at \
-                     once; `shutdown` returned, but {still_running} task(s) of that connection \
-                     were still running (its heartbeat, say), so the connection was still open. \
-                     `shutdown` waits for every connection task only if each one was spawned on \
-                     the tracker (a task that is only aborted when the handler ends has merely \
-                     been asked to stop, and may not have stopped yet)",
-                    if idle.is_zero() {
-                        "that had just connected".to_string()
-                    } else {
-                        format!("whose connection had been idle for {idle:?}")
-                    }
-                );
-            });
-            if let Err(error) = checked.await {
-                std::panic::resume_unwind(error.into_panic());
             }
         }
     }
@@ -609,8 +657,10 @@ hidden_test! {
             let server = Server::new(SlowApp::new(), period);
             let crashing = Client::connect(&server);
             let other = Client::connect(&server);
-            // Past the first beat, half way to the next one.
-            sleep(period + period / 2).await;
+            // The heartbeat waits for its tick: past the first beat of a heartbeat a second, half
+            // way to the next one (an hourly one waits for its first: a fix that wakes often
+            // would make an hour and a half of virtual time cost seconds).
+            sleep(HEARTBEAT + HEARTBEAT / 2).await;
             crashing.request(13, "/panic/report.pdf").await;
             // Every task that is ready runs; the clock does not move.
             kata_support::settle().await;
@@ -806,6 +856,95 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// `shutdown` is called again once shutdown has begun: by `main`, waiting for the wind-down
+    /// after the signal handler gave up on its own `shutdown` at a deadline (that future
+    /// dropped), or by a second caller while the first still waits. Every call keeps the
+    /// promises, not only the first: it returns only once the request in flight is answered
+    /// (however long that takes) and every connection is closed. Also with nothing in flight,
+    /// after a first `shutdown` polled once and dropped: the second returns with every idle
+    /// connection closed.
+    async fn every_call_to_shutdown_waits_for_the_wind_down() {
+        for first_dropped in [true, false] {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, HEARTBEAT);
+            let busy = Client::connect(&server);
+            let idle = Client::connect(&server);
+            busy.request(7, "/held/export.csv").await;
+            sleep(WORK / 5).await;
+            let first = server.shutdown();
+            tokio::pin!(first);
+            assert!(
+                timeout(Duration::from_secs(1), &mut first).await.is_err(),
+                "`shutdown` returned while a request was still being answered"
+            );
+            let how = if first_dropped {
+                "a first `shutdown` was given 1 s and then dropped (a deadline), and `shutdown` \
+                 was called again"
+            } else {
+                "a first `shutdown` had been waiting for 1 s, and `shutdown` was called again by \
+                 a second caller"
+            };
+            let second = server.shutdown();
+            tokio::pin!(second);
+            let waited = Duration::from_secs(10);
+            if timeout(waited, &mut second).await.is_ok() {
+                panic!(
+                    "{how} while a request was being answered: the second call returned at once \
+                     (the request answered: {}, {} connection task(s) still running), while the \
+                     application had not finished the request yet. Every call to `shutdown` \
+                     returns only once the request in flight is answered and every connection \
+                     is closed, not only the first",
+                    busy.response(7).is_some(),
+                    busy.server_handles() + idle.server_handles()
+                );
+            }
+            held.add_permits(1);
+            if timeout(Duration::from_secs(60), &mut second).await.is_err() {
+                panic!(
+                    "{how}; the request in flight was let finish, but a minute later the second \
+                     `shutdown` had still not returned"
+                );
+            }
+            let left = busy.server_handles() + idle.server_handles();
+            assert!(
+                busy.response(7).is_some() && left == 0,
+                "{how}: the second call returned with the request in flight answered: {}, and \
+                 {left} connection task(s) still running (expected the answer sent and none)",
+                busy.response(7).is_some()
+            );
+            if !first_dropped
+                && timeout(Duration::from_secs(60), &mut first).await.is_err()
+            {
+                panic!("{how}: the second call returned, but the first was still waiting a minute later");
+            }
+        }
+
+        // Nothing in flight, and an hour between heartbeats: the first `shutdown` is polled once
+        // (it begins) and dropped; the second must still wait until each idle connection closed.
+        let server = Server::new(SlowApp::new(), Duration::from_secs(3600));
+        let clients: Vec<Client> = (0..3).map(|_| Client::connect(&server)).collect();
+        sleep(Duration::from_millis(10)).await;
+        let mut first = task::spawn(server.shutdown());
+        let _ = first.poll();
+        drop(first);
+        let began = tokio::time::Instant::now();
+        if timeout(Duration::from_secs(60), server.shutdown()).await.is_err() {
+            panic!(
+                "three idle connections; a first `shutdown` was polled once and dropped, and a \
+                 second `shutdown` had not returned a minute later"
+            );
+        }
+        let left: usize = clients.iter().map(Client::server_handles).sum();
+        assert!(
+            left == 0,
+            "three idle connections; a first `shutdown` was polled once and dropped, and a second \
+             `shutdown` returned after {:?} with {left} connection task(s) still running: every \
+             call to `shutdown` returns only once every connection is closed",
+            began.elapsed()
+        );
     }
 
     /// A heartbeat falls due in the very instant the connection ends (shutdown begins, or the

@@ -169,7 +169,8 @@ struct LateRun {
 }
 
 /// Runs the batcher as its own task against `groups` of (quiet time, lines sent at once, how long
-/// the runtime is then kept busy elsewhere), then closes the channel `close_after` later. A busy
+/// the runtime is then kept busy elsewhere), then closes the channel `close_after` later (a
+/// first group with no quiet time is sent before the batcher first runs). A busy
 /// runtime (another task hogging the thread, a slow `ship`) is modelled on the paused clock by
 /// moving the clock forward in one jump while the batcher is not polled: when it runs again, its
 /// timers are late, as they would be in production.
@@ -190,7 +191,11 @@ async fn run_late(groups: &[(Duration, usize, Duration)], close_after: Duration)
     let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
     let (mut sent, mut busy) = (Vec::new(), Vec::new());
     for (quiet, lines, busy_for) in groups {
-        tokio::time::sleep(*quiet).await;
+        // No wait at all for no quiet time: lines of a first group are then queued before the
+        // batcher task first runs (a service that logs as soon as it has spawned it).
+        if !quiet.is_zero() {
+            tokio::time::sleep(*quiet).await;
+        }
         for _ in 0..*lines {
             tx.try_send(format!("line {}", sent.len())).expect("the batcher stopped receiving");
             sent.push(start.elapsed());
@@ -557,6 +562,51 @@ hidden_test! {
                  when only part of it fits in the channel at once (shipping what is queued the \
                  moment a line arrives after a quiet second leaves the rest waiting a second)",
                 shipped.len()
+            );
+        }
+    }
+
+    /// The service spawns its batcher and logs its start-up lines before it yields, so a burst is
+    /// queued before the batcher first runs (at once, or with the runtime then busy elsewhere for
+    /// 0.6 s, so that its first poll comes late), and steady lines may follow. The burst leaves
+    /// in one batch, within a second of the batcher's first poll, whichever branch `select!`
+    /// tries first: a flush that is ready at the batcher's first turn splits it.
+    async fn a_burst_queued_before_the_batcher_first_runs_leaves_whole() {
+        let ms = Duration::from_millis;
+        let then_steady = [(ms(300), 1, ms(0)); 5];
+        let scenarios =
+            [(3, ms(0), false), (200, ms(0), false), (3, ms(600), false), (200, ms(600), true)];
+        for (burst, late, steady) in scenarios {
+            let mut groups = vec![(ms(0), burst, late)];
+            if steady {
+                groups.extend(then_steady);
+            }
+            let run = run_late(&groups, ms(2_000)).await;
+            let sizes: Vec<(Duration, usize)> =
+                run.shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+            let setting = format!(
+                "{burst} lines queued before the batcher first ran{}{}, and the channel closed \
+                 at {:?}",
+                if late.is_zero() {
+                    String::new()
+                } else {
+                    format!(" (the runtime then busy elsewhere until {late:?})")
+                },
+                if steady { ", then a line every 300 ms" } else { "" },
+                run.close
+            );
+            if let Err(seen) = keeps_its_promises_when_late(&run) {
+                panic!("{setting}: {seen} (batches, as time and size: {sizes:?})");
+            }
+            assert!(
+                sizes.first().is_some_and(|(_, size)| *size >= burst),
+                "{setting}: the batches were, as (time, lines), {sizes:?}; the burst was split, \
+                 the first batch holding only {} of its {burst} lines and the rest leaving \
+                 later. A burst queued before the \
+                 batcher first runs is a burst like any other: it leaves in one batch (at most \
+                 one shipment per second, a burst not split up), however the batcher's first \
+                 turns go",
+                sizes.first().map_or(0, |(_, size)| *size)
             );
         }
     }
