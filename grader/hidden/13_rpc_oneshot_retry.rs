@@ -872,6 +872,108 @@ hidden_test! {
         }
     }
 
+    /// The queue is full, and web requests call `send_email` on clones of one client one after
+    /// another, each waiting for room; between each two of them another part of the shop (the
+    /// newsletter service, with a plain `send`) starts waiting for room too. The mailer starts
+    /// taking jobs inside the first attempt and answers each at once. Every call keeps its own
+    /// place in the queue's line: the jobs are taken in the order their senders started waiting,
+    /// and each call's receipt comes the instant room frees. One call must not hold another's
+    /// place (a lock or a few permits shared by the clones around the wait for room put the
+    /// later calls behind every other sender that came meanwhile). 64 calls, more than any
+    /// such limit a client would plausibly set itself.
+    async fn calls_on_clones_waiting_for_room_keep_their_places_among_other_senders() {
+        let ms = Duration::from_millis;
+        let room_at = ms(505);
+        for callers in [2u64, 64] {
+            let (queue, mut jobs) = mpsc::channel::<Request>(1);
+            let (earlier, _) = tokio::sync::oneshot::channel();
+            queue
+                .try_send(Request { job: job(0), reply: earlier })
+                .expect("the queue has room for the earlier job");
+            let taken = Arc::new(Mutex::new(vec![]));
+            let mailer_taken = taken.clone();
+            let start = Instant::now();
+            tokio::spawn(async move {
+                sleep(room_at).await;
+                while let Some(Request { job, reply }) = jobs.recv().await {
+                    mailer_taken.lock().unwrap().push(job.id);
+                    let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
+                }
+            });
+            let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
+            // Calls (jobs 1, 2, ...) start waiting at 0, 2, 4 ms ..., the other sender's jobs
+            // (1001, 1002, ...) at 1, 3, 5 ms ...
+            let mut expected = vec![0];
+            let mut calls = Vec::new();
+            let mut others = Vec::new();
+            for k in 0..callers * 2 {
+                sleep_until(start + ms(k)).await;
+                let id = if k % 2 == 0 { k / 2 + 1 } else { 1000 + k / 2 + 1 };
+                expected.push(id);
+                if k % 2 == 0 {
+                    let client = client.clone();
+                    calls.push(tokio::spawn(async move {
+                        let outcome = client.send_email(job(id)).await;
+                        (id, outcome, start.elapsed())
+                    }));
+                } else {
+                    let queue = queue.clone();
+                    let (other, _) = tokio::sync::oneshot::channel();
+                    others.push(tokio::spawn(async move {
+                        let _ = queue.send(Request { job: job(id), reply: other }).await;
+                    }));
+                }
+            }
+            drop(queue);
+            let mut wrong = Vec::new();
+            for call in calls {
+                let (id, outcome, at) = timeout(Duration::from_secs(60), call)
+                    .await
+                    .expect("send_email did not return within 60 s (virtual)")
+                    .expect("send_email panicked");
+                let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
+                if outcome != receipt || at != room_at {
+                    wrong.push((id, outcome, at));
+                }
+            }
+            for other in others {
+                let _ = other.await;
+            }
+            settle().await;
+            let order = taken.lock().unwrap().clone();
+            let who = |id: u64| {
+                if id == 0 {
+                    "job 0 (already queued)".to_string()
+                } else if id > 1000 {
+                    format!("the other sender's job {id} (waiting from {:?})", ms(2 * (id - 1001) + 1))
+                } else {
+                    format!("call {id}'s job (waiting from {:?})", ms(2 * (id - 1)))
+                }
+            };
+            let overtaken = order.iter().zip(&expected).find(|(seen, due)| seen != due).map(
+                |(seen, due)| format!("{} was taken where {} was due", who(*seen), who(*due)),
+            );
+            let wrong_shown: Vec<_> = wrong.iter().take(4).collect();
+            assert!(
+                overtaken.is_none() && order.len() == expected.len() && wrong.is_empty(),
+                "the queue (capacity 1) was full; {callers} calls on clones of one client (jobs 1 \
+                 to {callers}) started waiting for room at 0, 2, 4 ms ..., and another sender \
+                 (jobs 1001 on) at 1, 3, 5 ms ...; the mailer started taking jobs at {room_at:?} \
+                 and answered each at once. First out of turn: {}; the mailer took {} of {} \
+                 jobs; {} call(s) did not return their receipt at {room_at:?} (first ones: \
+                 {wrong_shown:?}). Expected every job taken in the order its sender started \
+                 waiting, and each call's receipt at {room_at:?}: a call that waits for room \
+                 keeps its own place in the queue's line, and no call of the same client may \
+                 hold it for it (the senders that came meanwhile go first, and on a busy queue \
+                 a call is overtaken again and again)",
+                overtaken.unwrap_or_else(|| "none".to_string()),
+                order.len(),
+                expected.len(),
+                wrong.len()
+            );
+        }
+    }
+
     /// The queue is full until an instant inside the budget, off any round grid; the mailer then
     /// takes the call's job at once and is stuck. The client may count its budget from the start
     /// of the call or from the moment its job got onto the queue, but its `TimedOut` must come by
