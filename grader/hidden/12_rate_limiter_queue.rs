@@ -468,7 +468,7 @@ async fn ended_after_a_stall(meanwhile: Meanwhile, after: u32, periods: u32) {
 /// polled for, its token coming halfway: more lines than one poll's cooperative budget lets a wait
 /// write, so a wait that awaits anything while it catches up returns `Pending` on the way, and can
 /// be dropped there.
-const CATCH_UP: u32 = 200;
+const CATCH_UP: u32 = 150;
 
 /// Polls `wait` once, whatever it returns.
 async fn poll_once<F: Future>(wait: Pin<&mut F>) -> Poll<F::Output> {
