@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use kata_support::{Options, Outcome, assert_cancel_safe_with, check_property, hidden_test};
@@ -468,12 +468,196 @@ async fn ended_after_a_stall(meanwhile: Meanwhile, after: u32, periods: u32) {
 /// polled for, its token coming halfway: more lines than one poll's cooperative budget lets a wait
 /// write, so a wait that awaits anything while it catches up returns `Pending` on the way, and can
 /// be dropped there.
-const CATCH_UP: u32 = 200;
+const CATCH_UP: u32 = 150;
 
 /// Polls `wait` once, whatever it returns.
 async fn poll_once<F: Future>(wait: Pin<&mut F>) -> Poll<F::Output> {
     let mut wait = Some(wait);
     std::future::poll_fn(|cx| Poll::Ready(wait.take().expect("polled once").poll(cx))).await
+}
+
+/// Whether a caller's wait is held back, and the waker to call when it is let go.
+#[derive(Default)]
+struct Hold {
+    held: bool,
+    waker: Option<Waker>,
+}
+
+/// A caller's wait that the test can hold back: while held, it is not polled at all (as when its
+/// task runs late on a busy runtime), though the clock and every other task go on.
+struct Holdable<F> {
+    wait: Pin<Box<F>>,
+    hold: Arc<Mutex<Hold>>,
+}
+
+impl<F: Future> Future for Holdable<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        {
+            let mut hold = self.hold.lock().unwrap();
+            if hold.held {
+                hold.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        self.wait.as_mut().poll(cx)
+    }
+}
+
+/// Lets a held wait go: its task is polled again (if anything woke it meanwhile) at once.
+fn let_go(hold: &Mutex<Hold>) {
+    let waker = {
+        let mut hold = hold.lock().unwrap();
+        hold.held = false;
+        hold.waker.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// One caller's wait, in units of 100 ms: `runs` are `(prompt, held)` pairs, the wait polled
+/// promptly by the runtime for `prompt` units, then not polled at all for `held` units (its task
+/// ran late); then it is polled promptly for `tail` units. `close`: its wait ends by the close of
+/// the limiter, not a token; `in_hold`: that comes half a unit into the last hold (while the wait is
+/// not polled), not half a unit after the tail. Holds are rarely a whole number of periods, so
+/// each late poll lands somewhere inside a period.
+type LatePolls = (Vec<(u64, u64)>, u64, bool, bool);
+
+/// Scenarios for [`late_polls_keep_the_schedule`].
+fn late_polls() -> impl Strategy<Value = LatePolls> {
+    (proptest::collection::vec((0..25u64, 1..35u64), 1..=2), 0..25u64, any::<bool>(), any::<bool>())
+}
+
+/// A caller's wait that is held back (not polled) now and then, and polled promptly otherwise:
+/// after each late poll its status lines stay on its own schedule, one every `STATUS_EVERY`
+/// counted from when it started waiting, each when its period is up. Checked halfway through every
+/// unit in which the wait is polled promptly, and when its wait returns.
+async fn late_polls_keep_the_schedule(
+    (runs, tail, close, in_hold): LatePolls,
+) -> Result<(), String> {
+    let unit = Duration::from_millis(100);
+    let limiter = Arc::new(RateLimiter::new());
+    let hold = Arc::new(Mutex::new(Hold::default()));
+    let begin = Instant::now();
+    let waiting = limiter.clone();
+    let wait = async move { waiting.wait_turn("invoice-sync").await };
+    let wait = Holdable { wait: Box::pin(wait), hold: hold.clone() };
+    let caller = tokio::spawn(async move {
+        let ended = wait.await;
+        (ended, Instant::now())
+    });
+    // The caller starts waiting at 0 s; the clock does not move until it has been polled.
+    kata_support::settle().await;
+    let due = |at: Instant| ((at - begin).as_millis() / STATUS_EVERY.as_millis()) as usize;
+    let what = if close { "the limiter was closed" } else { "its token came" };
+    // The spans in which the wait was not polled, for the messages.
+    let mut held: Vec<(Duration, Duration)> = Vec::new();
+    let story = |held: &[(Duration, Duration)]| {
+        format!(
+            "the caller started waiting at 0 s; its task was not polled from {} (as when its task \
+             runs late), and was polled promptly otherwise",
+            held.iter()
+                .map(|(from, to)| format!("{from:?} to {to:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    // Halfway through each of `units` units from `from`, the lines written so far.
+    let prompt = |from: Instant, units: u64, held: Vec<(Duration, Duration)>| {
+        let limiter = limiter.clone();
+        async move {
+            for k in 0..units {
+                let at = from + unit * k as u32 + unit / 2;
+                sleep_until(at).await;
+                let (written, expected) = (lines_of(&limiter, "invoice-sync"), due(at));
+                if written != expected {
+                    return Err(format!(
+                        "{}; at {:?}, still waiting, it had written {written} status line(s), \
+                         expected {expected}: after a late poll a caller's lines stay on its own \
+                         schedule, one each time a {STATUS_EVERY:?} counted from when it started \
+                         waiting is up, not a period after it was polled again, and none are \
+                         lost: {:?}",
+                        story(&held),
+                        at - begin,
+                        limiter.status_lines()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    };
+    let end_it = || if close { limiter.close() } else { limiter.refill(1) };
+    let mut now = begin;
+    let mut ended_at = None;
+    for (i, &(promptly, held_for)) in runs.iter().enumerate() {
+        prompt(now, promptly, held.clone()).await?;
+        now += unit * promptly as u32;
+        sleep_until(now).await;
+        hold.lock().unwrap().held = true;
+        let from = now - begin;
+        if in_hold && i + 1 == runs.len() {
+            sleep_until(now + unit / 2).await;
+            end_it();
+        }
+        now += unit * held_for as u32;
+        sleep_until(now).await;
+        held.push((from, now - begin));
+        let_go(&hold);
+        if in_hold && i + 1 == runs.len() {
+            ended_at = Some(now);
+        }
+    }
+    let ended_at = match ended_at {
+        Some(at) => at,
+        None => {
+            prompt(now, tail, held.clone()).await?;
+            let at = now + unit * tail as u32 + unit / 2;
+            sleep_until(at).await;
+            let (written, expected) = (lines_of(&limiter, "invoice-sync"), due(at));
+            if written != expected {
+                return Err(format!(
+                    "{}; at {:?}, still waiting, it had written {written} status line(s), \
+                     expected {expected}: after a late poll a caller's lines stay on its own \
+                     schedule, one each time a {STATUS_EVERY:?} counted from when it started \
+                     waiting is up, and none are lost: {:?}",
+                    story(&held),
+                    at - begin,
+                    limiter.status_lines()
+                ));
+            }
+            end_it();
+            at
+        }
+    };
+    let story = format!("{}; {what} at {:?}", story(&held), ended_at - begin);
+    let (ended, returned) = match timeout(STATUS_EVERY * 60, caller).await {
+        Ok(Ok(ended)) => ended,
+        Ok(Err(_)) => return Err(format!("{story}, and the caller panicked")),
+        Err(_) => return Err(format!("{story}, and the caller was still waiting a minute later")),
+    };
+    match (close, ended) {
+        (false, Ok(())) | (true, Err(LimiterClosed)) => {}
+        (false, Err(LimiterClosed)) => {
+            return Err(format!("{story}: it was told the limiter closed, but it never was"));
+        }
+        (true, Ok(())) => {
+            return Err(format!("{story}: it returned `Ok` (served), but no token ever came"));
+        }
+    }
+    let (written, expected) = (lines_of(&limiter, "invoice-sync"), due(ended_at));
+    if returned != ended_at || written != expected {
+        return Err(format!(
+            "{story}; its `wait_turn` returned at {:?} with {written} status line(s) written, \
+             expected at {:?} with {expected} (one per {STATUS_EVERY:?} from when it started \
+             waiting until it returned, each on its own schedule, also after a late poll): {:?}",
+            returned - begin,
+            ended_at - begin,
+            limiter.status_lines()
+        ));
+    }
+    Ok(())
 }
 
 hidden_test! {
@@ -487,6 +671,24 @@ hidden_test! {
     /// the retry writes one status line per period it has itself waited.
     fn a_retry_after_a_cut_counts_its_own_wait() {
         check_property(32, retries(), retry_after_a_cut);
+    }
+
+    /// A caller whose task runs late now and then (not polled for a while, each time rarely a whole
+    /// number of periods), and is polled promptly otherwise: its lines stay on the schedule of its
+    /// own start, each when its period is up, and it returns with one line per period waited.
+    fn a_caller_polled_late_stays_on_its_own_schedule() {
+        check_property(32, late_polls(), late_polls_keep_the_schedule);
+    }
+
+    /// The same, fixed: not polled from 0 s to 2.5 s (the token at 3.25 s), and for ten minutes
+    /// and 0.3 s (then its token, or the close, 1.25 s later).
+    async fn a_caller_polled_late_keeps_its_schedule_after_a_long_stall() {
+        let one = |held: u64, tail: u64, close: bool| (vec![(0, held)], tail, close, false);
+        for scenario in [one(25, 7, false), one(6003, 12, false), one(6003, 12, true)] {
+            if let Err(seen) = late_polls_keep_the_schedule(scenario).await {
+                panic!("{seen}");
+            }
+        }
     }
 
     /// A waiting caller dropped at any point (while queued, or just after a token was handed to
