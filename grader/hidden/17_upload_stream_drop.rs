@@ -1,7 +1,7 @@
 //! Hidden tests for kata 17: however `upload_all` ends (a file failing, or the caller dropping
 //! it at any await), no multipart upload is left open, and completed uploads are never aborted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,8 +38,8 @@ struct Books {
     opened_per_key: HashMap<String, usize>,
     /// The plan each upload follows.
     plan_of: BTreeMap<u64, Plan>,
-    /// The number of the last part each upload received.
-    last_part: BTreeMap<u64, u32>,
+    /// The numbers of the parts each upload received (in any order: S3 takes them so).
+    parts: BTreeMap<u64, BTreeSet<u32>>,
     /// Parts sent with the wrong number, each described.
     misnumbered: Vec<String>,
     max_open: usize,
@@ -79,7 +79,7 @@ impl FakeStore {
         self.books.lock().unwrap().bad_aborts.clone()
     }
 
-    /// Fails if a part was numbered otherwise than 1, 2, 3... within its upload, as
+    /// Fails if the parts of an upload were not numbered 1, 2, 3... (sent in any order), as
     /// `ObjectStore::upload_part` promises the store.
     fn parts_numbered_from_one(&self) -> Result<(), String> {
         let misnumbered = self.books.lock().unwrap().misnumbered.clone();
@@ -144,14 +144,11 @@ impl ObjectStore for FakeStore {
         let plan = self.plan_of(upload);
         {
             let mut books = self.books.lock().unwrap();
-            let last = books.last_part.insert(upload.0, part).unwrap_or(0);
-            if part != last + 1 {
-                let wrong = if last == 0 {
-                    format!("the first part of {key} was numbered {part}")
-                } else {
-                    format!("part {part} of {key} came after part {last}")
-                };
-                books.misnumbered.push(wrong);
+            let fresh = books.parts.entry(upload.0).or_default().insert(part);
+            if part == 0 {
+                books.misnumbered.push(format!("a part of {key} was numbered 0"));
+            } else if !fresh {
+                books.misnumbered.push(format!("part {part} of {key} was sent twice"));
             }
         }
         let books = self.books.clone();
@@ -172,6 +169,10 @@ impl ObjectStore for FakeStore {
             sleep(Duration::from_millis(1)).await;
             let mut books = books.lock().unwrap();
             let key = books.open.get(&id).cloned().expect("completed an upload that is not open");
+            let parts = books.parts.get(&id).cloned().unwrap_or_default();
+            if parts.iter().copied().ne(1..=parts.len() as u32) {
+                books.misnumbered.push(format!("{key} was completed with parts {parts:?}"));
+            }
             if books.plan_of[&id].fail_complete {
                 // As S3 does: a failed CompleteMultipartUpload leaves the upload and its parts.
                 books.failures.push((Instant::now(), key.clone()));
