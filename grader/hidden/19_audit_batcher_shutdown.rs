@@ -37,7 +37,7 @@ fn record(id: u64) -> AuditRecord {
     AuditRecord {
         id,
         actor: format!("operator-{}", id % 3),
-        action: format!("refund order {}", 9000 + id),
+        action: format!("refund order {}", id.wrapping_add(9000)),
     }
 }
 
@@ -83,7 +83,7 @@ fn ranges(ids: &[u64]) -> String {
     while i < ids.len() {
         let start = ids[i];
         let mut end = start;
-        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
+        while i + 1 < ids.len() && end.checked_add(1) == Some(ids[i + 1]) {
             i += 1;
             end = ids[i];
         }
@@ -600,6 +600,64 @@ hidden_test! {
         drop(service);
     }
 
+    /// A record is data, whatever its id or text: ids at the far ends (`0`, `u64::MAX`), the same
+    /// id twice, an empty actor and action. Each is stored like any other, in a timed flush and in
+    /// a full batch, and the service keeps running after it: nothing a handler records stops the
+    /// audit trail, only `shutdown` does.
+    async fn a_record_with_any_id_is_stored_like_any_other() {
+        let blank = |id: u64| AuditRecord { id, actor: String::new(), action: String::new() };
+        let odd = [record(u64::MAX), record(0), blank(u64::MAX), record(u64::MAX - 1), blank(0)];
+        let sink = AuditSink::new();
+        let service = AuditService::start(sink.clone());
+        let log = service.log();
+        tokio::task::yield_now().await;
+        let mut expected = Vec::new();
+        // First alone, flushed by the timer; then spread through a full batch and a part batch,
+        // with time for the flusher to take each one before the next arrives.
+        let mut rounds = vec![odd.to_vec()];
+        let mut mixed = records(1..MAX_BATCH as u64 + 40);
+        for (k, r) in odd.iter().enumerate() {
+            mixed.insert(k * 30, r.clone());
+        }
+        rounds.push(mixed);
+        for (round, sent) in rounds.into_iter().enumerate() {
+            for r in sent {
+                let id = r.id;
+                let answer = log.record(r.clone()).await;
+                assert!(
+                    answer.is_ok(),
+                    "while the service ran (nobody had called shutdown), `record` of a record with \
+                     id {id} answered {answer:?}, after {} record(s) with ids at the far ends (0, \
+                     u64::MAX) or an empty actor had been accepted: a record is data, never a \
+                     stop signal, and the audit trail runs until `shutdown`",
+                    expected.iter().filter(|e| odd.contains(e)).count()
+                );
+                expected.push(r);
+                if round == 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            tokio::time::sleep(FLUSH_EVERY * 3).await;
+            if let Err(seen) = check_store(&sink, &expected, "while the service ran") {
+                panic!(
+                    "{seen}. The records sent included ids at the far ends (0, u64::MAX), the \
+                     same id twice and an empty actor, and each `record` returned Ok(()): every \
+                     one must be written like any other, however its id or text looks"
+                );
+            }
+        }
+        drop(log);
+        let shutdown = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
+        assert!(
+            shutdown.is_ok(),
+            "shutdown() had not returned after {} s of virtual time: {HANGS}",
+            SHUTDOWN_LIMIT.as_secs()
+        );
+        if let Err(seen) = check_store(&sink, &expected, "when shutdown() returned") {
+            panic!("{seen}");
+        }
+    }
+
     /// Nothing shuts down, and records trickle in, never a whole second apart: the once-a-second
     /// flush still writes each of them within two seconds of its `record` returning.
     async fn a_steady_trickle_is_flushed_every_second() {
@@ -1001,9 +1059,12 @@ hidden_test! {
     /// while the flusher writes during shutdown. Shutdown still returns only once every record is
     /// in the store: it waits for the flusher, not for a time limit.
     async fn shutdown_waits_for_a_slow_store() {
-        // Up to a week: far beyond any shutdown budget (15 min, an hour, a day), and on a paused
-        // clock one jump costs the same however long it is.
-        let stalls = [600, 5_000, 60_000, 300_000, 7 * 24 * 3_600_000].map(Duration::from_millis);
+        // Up to two years: far beyond any shutdown budget (15 min, a day, 30 days, a year), and on
+        // a paused clock one jump costs the same however long it is. Three batches are still
+        // queued behind the stalled write, so a budget that expires during the jump has writes
+        // left to cut short.
+        let stalls = [600, 5_000, 60_000, 300_000, 7 * 24 * 3_600_000, 730 * 24 * 3_600_000]
+            .map(Duration::from_millis);
         for stall in stalls {
             for at_ms in [1u64, 30] {
                 let sink = AuditSink::new();

@@ -318,10 +318,12 @@ async fn finish<T>(compaction: impl Future<Output = T>, what: &str) -> T {
 }
 
 /// The steps by which the test moves the paused clock while a merge is held: 1 ms, doubling to
-/// about 25 days (49 days in all). A waiter that wakes up after a pause of any length up to the
-/// last step, fixed or growing, wakes up during at least one step.
-const WAIT_STEPS: [Duration; 32] = {
-    let mut steps = [Duration::ZERO; 32];
+/// about 795 days (over four years in all, far beyond any period a waiter would set: 90 days, a
+/// year). A waiter that wakes up after a pause of any length up to the last step, fixed or growing,
+/// wakes up during at least one step, and one that wakes up after a year does so at least twice.
+/// Each step is one jump of the paused clock: 37 of them cost the same however long they are.
+const WAIT_STEPS: [Duration; 37] = {
+    let mut steps = [Duration::ZERO; 37];
     let mut i = 0;
     while i < steps.len() {
         steps[i] = Duration::from_millis(1 << i);
@@ -1076,7 +1078,7 @@ hidden_test! {
     }
 
     /// Compactions that wait for the lock get it in the order they asked for it. B queues behind a
-    /// running merge, then C; the merge runs on for weeks; as it ends and hands the lock on, before
+    /// running merge, then C; the merge runs on for years; as it ends and hands the lock on, before
     /// anything else runs, D calls `compact`. The merges must run B, C, D: a waiter keeps its place
     /// for as long as it waits, and a newcomer never takes the lock ahead of one.
     async fn waiting_compactions_get_the_lock_in_the_order_they_asked() {
