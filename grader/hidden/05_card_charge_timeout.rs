@@ -818,6 +818,50 @@ hidden_test! {
         check_property(64, customers(), customers_pay_at_once);
     }
 
+    /// A sale opens: 120 customers pay through one checkout at once, with every kind of gateway
+    /// behaviour. Nothing in the task limits how many payments one checkout has in flight, so
+    /// each must still be served exactly as if paying alone (a checkout-wide limit of any size
+    /// below the rush makes the customers past it wait their turn, and answers them late).
+    async fn a_rush_of_customers_on_one_checkout_are_each_served_as_if_alone() {
+        let ms = Duration::from_millis;
+        let scripts = [
+            vec![Reply::Hang],
+            vec![Reply::ChargeAfter(ms(300))],
+            vec![SLOW, Reply::ChargeAfter(ms(10))],
+            vec![Reply::DeclineAfter(ms(5))],
+            vec![SLOW, SLOW, SLOW],
+        ];
+        let rush = (0..120u64).map(|i| (i % 7, scripts[i as usize % scripts.len()].clone()));
+        if let Err(seen) = customers_pay_at_once(rush.collect()).await {
+            panic!("120 customers paid through one checkout at once: {seen}");
+        }
+    }
+
+    /// A deadline of zero is a deadline, not "none": each attempt gets no time at all, so a
+    /// gateway that needs any processing time misses every one. `pay` answers `TimedOut` at
+    /// once, and the card is never charged.
+    async fn a_zero_deadline_gives_each_attempt_no_time() {
+        let gateway = FakeGateway::new(&[SLOW, SLOW, SLOW]);
+        let paying = Checkout::new(gateway.clone(), Duration::ZERO, 3);
+        let start = Instant::now();
+        let paid = timeout(Duration::from_secs(3600), paying.pay(&card(), 4200)).await;
+        let took = start.elapsed();
+        assert!(
+            matches!(paid, Ok(Err(PayError::TimedOut))) && took.is_zero(),
+            "with a deadline of zero, each attempt has no time, and the gateway takes 5 s: `pay` \
+             must answer `TimedOut` at once, but it answered {paid:?} after {took:?} (an hour \
+             means it had not answered yet)"
+        );
+        assert_stopped_when_pay_gave_up(&gateway, "every attempt had a deadline of zero");
+        sleep(AFTERWARDS).await;
+        let charges = gateway.charges();
+        assert_eq!(
+            charges, 0,
+            "checkout told the customer the payment timed out (a deadline of zero), but a minute \
+             later the card had been charged {charges} time(s)"
+        );
+    }
+
     /// The customer closes the tab at any point (or `pay` finishes), then pays again with the same
     /// card for the same amount on the same checkout: a second order, or a retry of the one that
     /// got no answer. It must go to the gateway and charge the card once more, with a charge of
