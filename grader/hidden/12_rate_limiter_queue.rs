@@ -2,6 +2,7 @@
 //! status ticks interrupt their wait, and the status lines keep coming.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -365,31 +366,48 @@ async fn caller_polled_late(periods: u32) {
     );
 }
 
-/// When the token comes in [`served_after_a_stall`], and when the caller is polled again, in
+/// What reaches a caller while its task is not polled, in [`ended_after_a_stall`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meanwhile {
+    /// Its token comes: `wait_turn` returns `Ok`.
+    Token,
+    /// The limiter is closed: `wait_turn` returns `Err(LimiterClosed)`.
+    Close,
+}
+
+/// When the token comes in [`ended_after_a_stall`], and when the caller is polled again, in
 /// periods (each and a half): a short stall, and the review's ten minutes with the token halfway.
 const STALLS: [(u32, u32); 2] = [(2, 4), (300, LONG_STALL)];
 
-/// Polls a waiting caller, then moves the clock `token_after` periods and a half on, adds a token,
-/// and moves it on to `periods` periods and a half before the caller is polled again (its task ran
-/// late, and its token came meanwhile). The caller waited until it is served: it owes one status
-/// line per period up to then, `periods` of them, all written before its `wait_turn` returns,
-/// whatever order the token and the overdue lines are looked at in.
-async fn served_after_a_stall(token_after: u32, periods: u32) {
+/// When the limiter is closed in [`ended_after_a_stall`], and when the caller is polled again, in
+/// periods (each and a half).
+const CLOSES: [(u32, u32); 2] = [(2, 5), (300, LONG_STALL)];
+
+/// Polls a waiting caller, then moves the clock `after` periods and a half on, adds a token (or
+/// closes the limiter), and moves it on to `periods` periods and a half before the caller is polled
+/// again (its task ran late, and its token, or the close, came meanwhile). The caller waited until
+/// its `wait_turn` returns: it owes one status line per period up to then, `periods` of them, all
+/// written before it returns, `Ok` or `Err`, whatever order the token (or the close) and the
+/// overdue lines are looked at in.
+async fn ended_after_a_stall(meanwhile: Meanwhile, after: u32, periods: u32) {
     let limiter = RateLimiter::new();
     let mut wait = task::spawn(limiter.wait_turn("invoice-sync"));
     assert_pending!(wait.poll());
     kata_support::settle().await;
-    let token_at = STATUS_EVERY * token_after + STATUS_EVERY / 2;
+    let came_at = STATUS_EVERY * after + STATUS_EVERY / 2;
     let stall = STATUS_EVERY * periods + STATUS_EVERY / 2;
-    tokio::time::advance(token_at).await;
-    limiter.refill(1);
-    tokio::time::advance(stall - token_at).await;
+    tokio::time::advance(came_at).await;
+    match meanwhile {
+        Meanwhile::Token => limiter.refill(1),
+        Meanwhile::Close => limiter.close(),
+    }
+    tokio::time::advance(stall - came_at).await;
     kata_support::settle().await;
-    // The wait is polled again as long as it asks to be (while it catches up), until it is served.
+    // The wait is polled again as long as it asks to be (while it catches up), until it returns.
     let mut result = None;
     for _ in 0..=periods {
-        if let Poll::Ready(served) = wait.poll() {
-            result = Some(served);
+        if let Poll::Ready(ended) = wait.poll() {
+            result = Some(ended);
             break;
         }
         kata_support::settle().await;
@@ -403,28 +421,59 @@ async fn served_after_a_stall(token_after: u32, periods: u32) {
     } else {
         format!("{lines:?}")
     };
+    let what = match meanwhile {
+        Meanwhile::Token => "its token came",
+        Meanwhile::Close => "the limiter was closed",
+    };
     let story = format!(
-        "the caller started waiting at 0 s, its token came at {token_at:?} while its task was not \
-         polled (as when its task ran late), and it was polled again only at {stall:?}"
+        "the caller started waiting at 0 s, {what} at {came_at:?} while its task was not polled \
+         (as when its task ran late), and it was polled again only at {stall:?}"
     );
-    match result {
-        Some(Ok(())) => {}
-        Some(Err(LimiterClosed)) => panic!("{story}: it was told the limiter closed"),
-        None => panic!(
+    match (meanwhile, result) {
+        (Meanwhile::Token, Some(Ok(()))) | (Meanwhile::Close, Some(Err(LimiterClosed))) => {}
+        (Meanwhile::Token, Some(Err(LimiterClosed))) => {
+            panic!("{story}: it was told the limiter closed")
+        }
+        (Meanwhile::Close, Some(Ok(()))) => {
+            panic!("{story}: it returned `Ok` (served), but no token ever came")
+        }
+        (Meanwhile::Token, None) => panic!(
             "{story}, and again for as long as it asked to be, but it was still pending: it was \
              not served with the token that was there for it (status lines: {shown})"
         ),
+        (Meanwhile::Close, None) => panic!(
+            "{story}, and again for as long as it asked to be, but it was still pending: it was \
+             not released with `Err(LimiterClosed)` (status lines: {shown})"
+        ),
     }
+    let (returned, unseen) = match meanwhile {
+        Meanwhile::Token => ("was served", "a token it has not yet taken does not end its wait"),
+        Meanwhile::Close => (
+            "returned `Err(LimiterClosed)`",
+            "a close it has not yet seen ends its wait no more than a token it has not yet taken",
+        ),
+    };
     assert_eq!(
         lines.len(),
         periods as usize,
-        "{story}: it was served having written {} status line(s), expected {periods} (one per \
+        "{story}: it {returned} having written {} status line(s), expected {periods} (one per \
          {STATUS_EVERY:?} from when it started waiting until its `wait_turn` returned, each \
-         written before it returns: a token it has not yet taken does not end its wait, and a \
-         caller that takes it first tells the on-call engineer it waited less than it did): \
-         {shown}",
+         written before it returns: {unseen}, and a caller that returns first tells the on-call \
+         engineer it waited less than it did): {shown}",
         lines.len()
     );
+}
+
+/// How many periods (and a half) the caller of [`a_caller_dropped_while_it_catches_up`] is not
+/// polled for, its token coming halfway: more lines than one poll's cooperative budget lets a wait
+/// write, so a wait that awaits anything while it catches up returns `Pending` on the way, and can
+/// be dropped there.
+const CATCH_UP: u32 = 200;
+
+/// Polls `wait` once, whatever it returns.
+async fn poll_once<F: Future>(wait: Pin<&mut F>) -> Poll<F::Output> {
+    let mut wait = Some(wait);
+    std::future::poll_fn(|cx| Poll::Ready(wait.take().expect("polled once").poll(cx))).await
 }
 
 hidden_test! {
@@ -506,6 +555,100 @@ hidden_test! {
         .await;
     }
 
+    /// A caller polled late, whose token came while it was not polled, dropped after any poll of
+    /// its catch-up (before its `wait_turn` returned): the token goes to the next caller, the
+    /// dropped caller's lines stop, and it leaves no task behind.
+    async fn a_caller_dropped_while_it_catches_up_takes_no_token() {
+        type Noted = (Arc<RateLimiter>, Arc<Mutex<Option<usize>>>, Arc<AtomicBool>);
+        let token_at = STATUS_EVERY * (CATCH_UP / 2) + STATUS_EVERY / 2;
+        let stall = STATUS_EVERY * CATCH_UP + STATUS_EVERY / 2;
+        let story = format!(
+            "the caller started waiting at 0 s, its token came at {token_at:?} while its task was \
+             not polled (as when its task ran late), and it was polled again from {stall:?} on"
+        );
+        assert_cancel_safe_with(
+            Options::default().forbid_leftover_tasks(),
+            || (Arc::new(RateLimiter::new()), Arc::new(Mutex::new(None)), Arc::default()),
+            |(limiter, lines_at_drop, refilled): Noted| {
+                let waiting = limiter.clone();
+                let wait = async move {
+                    let mut wait = std::pin::pin!(waiting.wait_turn("invoice-sync"));
+                    if let Poll::Ready(ended) = poll_once(wait.as_mut()).await {
+                        return ended;
+                    }
+                    // The caller's task does not run again until `stall`; its token comes meanwhile.
+                    tokio::time::advance(token_at).await;
+                    waiting.refill(1);
+                    refilled.store(true, Ordering::SeqCst);
+                    tokio::time::advance(stall - token_at).await;
+                    wait.await
+                };
+                NotedAtDrop { wait: Box::pin(wait), limiter, lines_at_drop }
+            },
+            |(limiter, lines_at_drop, refilled): Noted, outcome| {
+                let story = story.clone();
+                async move {
+                    match outcome {
+                        Outcome::Completed(Ok(())) => return Ok(()),
+                        Outcome::Completed(Err(LimiterClosed)) => {
+                            return Err(format!(
+                                "{story}: it was told the limiter closed, but it never was"
+                            ));
+                        }
+                        Outcome::Cancelled { .. } => {}
+                    }
+                    let lines_at_cut = lines_at_drop.lock().unwrap().expect("the wait was dropped");
+                    // A wait dropped before its task stalled never saw the token come: it comes now.
+                    let token_came = refilled.load(Ordering::SeqCst);
+                    if !token_came {
+                        limiter.refill(1);
+                    }
+                    let next = limiter.clone();
+                    let checkout = tokio::spawn(async move { next.wait_turn("checkout").await });
+                    match timeout(STATUS_EVERY * 10, checkout).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(LimiterClosed))) => {
+                            return Err("the next caller was told the limiter closed".into());
+                        }
+                        Ok(Err(_)) => return Err("the next caller panicked".into()),
+                        Err(_) if token_came => {
+                            return Err(format!(
+                                "{story}; it was dropped before its `wait_turn` returned, with \
+                                 {lines_at_cut} of the {CATCH_UP} lines it owed written, and the \
+                                 next caller then waited {:?} with nothing: the dropped caller \
+                                 took the token with it. A caller that stops waiting before its \
+                                 `wait_turn` returns has not been served, even while it still \
+                                 catches up on its lines, and must leave the token to the next \
+                                 caller",
+                                STATUS_EVERY * 10
+                            ));
+                        }
+                        Err(_) => {
+                            return Err(format!(
+                                "the caller was dropped before its token came, and the next \
+                                 caller then waited {:?} with nothing, though a token came: the \
+                                 token was not handed on to the caller still waiting",
+                                STATUS_EVERY * 10
+                            ));
+                        }
+                    }
+                    let lines_now = lines_of(&limiter, "invoice-sync");
+                    if lines_now != lines_at_cut {
+                        return Err(format!(
+                            "{story}; it stopped waiting with {lines_at_cut} status lines \
+                             written, but {} more came after that, while its wait was being \
+                             dropped or after it was gone (a caller that stops waiting writes no \
+                             more lines, not even the ones it still owed)",
+                            lines_now - lines_at_cut,
+                        ));
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await;
+    }
+
     /// A token is there: the caller gets it at once, with no status line.
     async fn takes_an_available_token_at_once() {
         let limiter = RateLimiter::new();
@@ -567,7 +710,16 @@ hidden_test! {
     /// it is served, one status line per period until it is served, however many.
     async fn a_caller_served_late_writes_every_line_it_owes_first() {
         for (token_after, periods) in STALLS {
-            served_after_a_stall(token_after, periods).await;
+            ended_after_a_stall(Meanwhile::Token, token_after, periods).await;
+        }
+    }
+
+    /// A waiting caller released by a close that came while it was not polled (its task ran late)
+    /// writes, before it returns its error, one status line per period until it returns, however
+    /// many.
+    async fn a_caller_closed_late_writes_every_line_it_owes_first() {
+        for (closed_after, periods) in CLOSES {
+            ended_after_a_stall(Meanwhile::Close, closed_after, periods).await;
         }
     }
 

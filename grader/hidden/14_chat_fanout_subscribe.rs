@@ -283,6 +283,23 @@ async fn stalled_client_gets_only_what_was_kept(script: Vec<Step>) -> Result<(),
     Ok(())
 }
 
+/// What the session has been given to hand over when its client stops listening.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Nothing,
+    Messages,
+    Pongs,
+}
+
+/// What happens once the client has stopped listening.
+#[derive(Debug, Clone, Copy)]
+enum Then {
+    Nothing,
+    Message,
+    Ping,
+    Join(&'static str),
+}
+
 /// The rooms of the join property, and what a client sends in it.
 const ROOMS: [&str; 3] = ["lobby", "support", "rust"];
 
@@ -500,6 +517,89 @@ hidden_test! {
         settle().await;
         assert!(session.is_finished(), "the command channel closed, so the session must end");
         drop(events);
+    }
+
+    /// The client stops listening (its connection closes) while its command queue stays open:
+    /// the session returns at the latest when it next has an event to hand her, whether that is
+    /// a message of her room, the answer to a command, or the event it was already waiting to
+    /// hand a slow client when her connection closed.
+    async fn the_session_ends_when_the_client_stops_listening() {
+        let thens =
+            [Then::Nothing, Then::Message, Then::Ping, Then::Join("support"), Then::Join("lobby")];
+        for buffer in [1, 256] {
+            for held in [Held::Nothing, Held::Messages, Held::Pongs] {
+                for then in thens {
+                    // Without a next event, only a session with one in hand owes an end: on a
+                    // fast connection everything it was given has been delivered.
+                    let in_hand = buffer == 1 && !matches!(held, Held::Nothing);
+                    if matches!(then, Then::Nothing) && !in_hand {
+                        continue;
+                    }
+                    let hub = Arc::new(ChatHub::new(16));
+                    let _support = hub.subscribe("support");
+                    let Client { commands, events, mut session } =
+                        Client::connect_slow(&hub, "lobby", buffer).await;
+                    // Two events: on a connection that holds one, the first waits on it and the
+                    // session waits to hand over the second.
+                    for n in 0..2 {
+                        match held {
+                            Held::Nothing => {}
+                            Held::Messages => {
+                                hub.publish(message("lobby", n));
+                            }
+                            Held::Pongs => commands.try_send(Command::Ping).expect("a free slot"),
+                        }
+                        settle().await;
+                    }
+                    // She stops listening; her command sender stays open.
+                    drop(events);
+                    let (what, next) = match then {
+                        Then::Nothing => (
+                            "nothing more happened".to_string(),
+                            "the event it was handing over when her connection closed".to_string(),
+                        ),
+                        Then::Message => {
+                            hub.publish(message("lobby", 9));
+                            let what = "a message was posted to her room";
+                            (what.to_string(), "that message".to_string())
+                        }
+                        Then::Ping => {
+                            commands.try_send(Command::Ping).expect("a free slot");
+                            ("she sent a Ping".to_string(), "its Pong".to_string())
+                        }
+                        Then::Join(room) => {
+                            commands.try_send(Command::Join(room.into())).expect("a free slot");
+                            (format!("she sent Join({room})"), format!("Joined({room})"))
+                        }
+                    };
+                    let ended = tokio::time::timeout(Duration::from_secs(10), &mut session).await;
+                    session.abort();
+                    let had = match held {
+                        Held::Nothing => "nothing to hand her",
+                        Held::Messages if in_hand => {
+                            "message 0 on her connection (it holds one event) and message 1 in its \
+                             hand"
+                        }
+                        Held::Pongs if in_hand => {
+                            "a Pong on her connection (it holds one event) and the answer to her \
+                             second Ping in its hand"
+                        }
+                        Held::Messages => "delivered messages 0 and 1",
+                        Held::Pongs => "answered two Pings",
+                    };
+                    assert!(
+                        ended.is_ok(),
+                        "the session had {had} when alice stopped listening (her connection \
+                         closed, her command queue still open); then {what}. Ten seconds later \
+                         the session was still running: a session returns when its client stops \
+                         listening, at the latest when it next has an event to hand her (here \
+                         {next}). One that goes on for a client who is gone keeps a task and a \
+                         room subscription per dropped connection, for ever"
+                    );
+                    drop(commands);
+                }
+            }
+        }
     }
 
     /// A slow client (its connection holds one event) joins another room while the session may

@@ -34,6 +34,10 @@ struct Books {
     aborted_ids: BTreeMap<u64, String>,
     /// Aborts of uploads that were not open, each described: completed, or aborted twice.
     bad_aborts: Vec<String>,
+    /// How many uploads each key has had opened: the n-th upload of a key follows its n-th plan.
+    opened_per_key: HashMap<String, usize>,
+    /// The plan each upload follows.
+    plan_of: BTreeMap<u64, Plan>,
     /// The number of the last part each upload received.
     last_part: BTreeMap<u64, u32>,
     /// Parts sent with the wrong number, each described.
@@ -41,16 +45,22 @@ struct Books {
     max_open: usize,
 }
 
-/// An object store that counts open multipart uploads.
+/// An object store that counts open multipart uploads. A key may be uploaded more than once in
+/// a batch: each upload of it gets its own id, and follows the key's plans in the order they were
+/// given (the last one again, once they run out).
 #[derive(Debug, Clone, Default)]
 struct FakeStore {
     books: Arc<Mutex<Books>>,
-    plans: Arc<HashMap<String, Plan>>,
+    plans: Arc<HashMap<String, Vec<Plan>>>,
 }
 
 impl FakeStore {
     fn new(plans: impl IntoIterator<Item = (String, Plan)>) -> Self {
-        FakeStore { books: Arc::default(), plans: Arc::new(plans.into_iter().collect()) }
+        let mut by_key: HashMap<String, Vec<Plan>> = HashMap::new();
+        for (key, plan) in plans {
+            by_key.entry(key).or_default().push(plan);
+        }
+        FakeStore { books: Arc::default(), plans: Arc::new(by_key) }
     }
 
     fn open_keys(&self) -> Vec<String> {
@@ -87,16 +97,26 @@ impl FakeStore {
     fn key_of(&self, upload: &UploadId) -> Option<String> {
         self.books.lock().unwrap().open.get(&upload.0).cloned()
     }
+
+    fn plan_of(&self, upload: &UploadId) -> Plan {
+        self.books.lock().unwrap().plan_of[&upload.0]
+    }
 }
 
 impl ObjectStore for FakeStore {
     fn create_multipart(&self, key: &str) -> impl Future<Output = Result<UploadId, StoreError>> {
         let books = self.books.clone();
+        let plans = self.plans.clone();
         let key = key.to_owned();
         async move {
             let mut books = books.lock().unwrap();
             let id = books.next_id;
             books.next_id += 1;
+            let nth = books.opened_per_key.entry(key.clone()).or_default();
+            let plans = &plans[&key];
+            let plan = plans[(*nth).min(plans.len() - 1)];
+            *nth += 1;
+            books.plan_of.insert(id, plan);
             books.open.insert(id, key);
             books.max_open = books.max_open.max(books.open.len());
             Ok(UploadId(id))
@@ -110,7 +130,7 @@ impl ObjectStore for FakeStore {
         _data: Vec<u8>,
     ) -> impl Future<Output = Result<(), StoreError>> {
         let key = self.key_of(upload).expect("a part was sent to an upload that is not open");
-        let plan = self.plans[&key];
+        let plan = self.plan_of(upload);
         {
             let mut books = self.books.lock().unwrap();
             let last = books.last_part.insert(upload.0, part).unwrap_or(0);
@@ -134,13 +154,12 @@ impl ObjectStore for FakeStore {
 
     fn complete(&self, upload: &UploadId) -> impl Future<Output = Result<(), StoreError>> {
         let books = self.books.clone();
-        let plans = self.plans.clone();
         let id = upload.0;
         async move {
             sleep(Duration::from_millis(1)).await;
             let mut books = books.lock().unwrap();
             let key = books.open.get(&id).cloned().expect("completed an upload that is not open");
-            if plans[&key].fail_complete {
+            if books.plan_of[&id].fail_complete {
                 // As S3 does: a failed CompleteMultipartUpload leaves the upload and its parts.
                 return Err(StoreError(format!("complete {key}: InvalidPart")));
             }
@@ -201,6 +220,9 @@ fn photo_zero_fails(count: usize) -> FakeStore {
 /// One file of a generated batch: its parts, their latency, and what fails.
 #[derive(Debug, Clone, Copy)]
 struct FileScenario {
+    /// The number in its key: its place in the list, or an earlier file's when the batch names
+    /// one key twice (the same photo queued again after an edit).
+    name: usize,
     parts: usize,
     part_ms: u64,
     /// 0: nothing fails; 1..=parts: that part fails; above: `complete` fails.
@@ -221,15 +243,38 @@ impl FileScenario {
     }
 }
 
+/// Batches of one to six files, about one file in three after the first queued again: named
+/// like an earlier one, with as many parts, but its own latency and its own failure.
 fn batches() -> impl Strategy<Value = Vec<FileScenario>> {
-    let file = (1usize..=3, 1u64..=30, prop_oneof![3 => Just(0usize), 1 => 1usize..=4]).prop_map(
-        |(parts, part_ms, fails_at)| FileScenario {
-            parts,
-            part_ms,
-            fails_at: fails_at.min(parts + 1),
-        },
+    let file = (
+        1usize..=3,
+        1u64..=30,
+        prop_oneof![3 => Just(0usize), 1 => 1usize..=4],
+        prop::bool::weighted(0.35),
+        any::<prop::sample::Index>(),
     );
-    proptest::collection::vec(file, 1..=6)
+    proptest::collection::vec(file, 1..=6).prop_map(|files| {
+        let mut batch: Vec<FileScenario> = Vec::with_capacity(files.len());
+        for (n, (parts, part_ms, fails_at, again, earlier)) in files.into_iter().enumerate() {
+            let (name, parts) = if again && n > 0 {
+                let earlier = &batch[earlier.index(n)];
+                (earlier.name, earlier.parts)
+            } else {
+                (n, parts)
+            };
+            batch.push(FileScenario { name, parts, part_ms, fails_at: fails_at.min(parts + 1) });
+        }
+        batch
+    })
+}
+
+/// The keys a batch names more than once, to say so when it goes wrong.
+fn repeated_keys(batch: &[FileScenario]) -> Vec<String> {
+    let mut seen = BTreeMap::<usize, usize>::new();
+    for f in batch {
+        *seen.entry(f.name).or_default() += 1;
+    }
+    seen.into_iter().filter(|&(_, times)| times > 1).map(|(name, _)| key(name)).collect()
 }
 
 impl FileScenario {
@@ -296,7 +341,7 @@ fn two_failures() -> impl Strategy<Value = Vec<FileScenario>> {
                     } else {
                         0
                     };
-                    FileScenario { parts, part_ms, fails_at }
+                    FileScenario { name: i, parts, part_ms, fails_at }
                 })
                 .collect::<Vec<_>>()
         })
@@ -314,7 +359,18 @@ fn check_batch(
 ) -> Result<(), String> {
     let open = store.open_keys();
     if !open.is_empty() {
-        return Err(format!("after the batch, these multipart uploads were still open: {open:?}"));
+        let repeated = repeated_keys(batch);
+        let twice = if repeated.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (the batch named {repeated:?} more than once: each of those files is a \
+                 multipart upload of its own, with its own `UploadId`, to complete or abort)"
+            )
+        };
+        return Err(format!(
+            "after the batch, these multipart uploads were still open: {open:?}{twice}"
+        ));
     }
     let bad = store.bad_aborts();
     if !bad.is_empty() {
@@ -327,18 +383,35 @@ fn check_batch(
             store.max_open()
         ));
     }
-    let failing: Vec<String> =
-        batch.iter().enumerate().filter(|(_, f)| f.fails()).map(|(n, _)| key(n)).collect();
+    let failing: Vec<String> = batch.iter().filter(|f| f.fails()).map(|f| key(f.name)).collect();
     match outcome {
         Outcome::Completed(Ok(uploaded)) if !failing.is_empty() => Err(format!(
             "`upload_all` returned Ok with {} files although {failing:?} failed",
             uploaded.len()
         )),
-        Outcome::Completed(Ok(uploaded)) if uploaded.len() != batch.len() => Err(format!(
-            "`upload_all` returned Ok with {} of {} files",
-            uploaded.len(),
-            batch.len()
-        )),
+        Outcome::Completed(Ok(uploaded)) => {
+            let mut returned: Vec<(String, u32)> =
+                uploaded.into_iter().map(|u| (u.key, u.parts)).collect();
+            returned.sort();
+            let mut expected: Vec<(String, u32)> =
+                batch.iter().map(|f| (key(f.name), f.parts as u32)).collect();
+            expected.sort();
+            let completed = store.completed();
+            let expected_keys: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
+            if returned != expected {
+                Err(format!(
+                    "`upload_all` returned Ok with {returned:?} (key, parts); expected every \
+                     file of the batch, once each, a key queued twice twice: {expected:?}"
+                ))
+            } else if completed != expected_keys {
+                Err(format!(
+                    "`upload_all` returned Ok, but the store completed {completed:?}; expected \
+                     every file of the batch, a key queued twice twice: {expected_keys:?}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
         Outcome::Completed(Err(error)) if !failing.contains(&error.key) => Err(format!(
             "`upload_all` returned an error for {}, which did not fail (failing: {failing:?})",
             error.key
@@ -354,14 +427,15 @@ hidden_test! {
     fn any_batch_leaves_no_multipart_upload_open() {
         check_property(24, batches(), |batch| async move {
             let report = explore(
-                || {
-                    FakeStore::new(batch.iter().enumerate().map(|(n, f)| (key(n), f.plan())))
-                },
+                || FakeStore::new(batch.iter().map(|f| (key(f.name), f.plan()))),
                 |store: FakeStore| {
                     let files: Vec<FileUpload> = batch
                         .iter()
                         .enumerate()
-                        .map(|(n, f)| FileUpload { key: key(n), parts: vec![vec![n as u8; 4]; f.parts] })
+                        .map(|(n, f)| FileUpload {
+                            key: key(f.name),
+                            parts: vec![vec![n as u8; 4]; f.parts],
+                        })
                         .collect();
                     async move { upload_all(&store, files).await }
                 },
@@ -556,6 +630,97 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// The same photo queued twice, even three times, in one batch (re-edited while the backup
+    /// ran): each file is a multipart upload of its own, with its own `UploadId`, and the uploads
+    /// of one key end at different moments. Run to the end, with or without one of them failing,
+    /// and cut after every poll: every one of them is completed or aborted, none is left open.
+    async fn a_key_queued_twice_is_two_uploads_each_closed() {
+        // Photo 0 three times, photo 1 twice, photo 2 once.
+        const NAMES: [usize; 6] = [0, 1, 0, 2, 0, 1];
+        for failing in [None, Some(2)] {
+            let plans: Vec<(String, Plan)> = NAMES
+                .iter()
+                .enumerate()
+                .map(|(n, &name)| {
+                    let plan = Plan {
+                        part_latency: Duration::from_millis(5 + 7 * n as u64),
+                        fail_part: (failing == Some(n)).then_some(1),
+                        fail_complete: false,
+                    };
+                    (key(name), plan)
+                })
+                .collect();
+            let setting = match failing {
+                None => "a batch naming photo 0 three times and photo 1 twice".to_owned(),
+                Some(n) => format!(
+                    "a batch naming photo 0 three times and photo 1 twice, the upload of file {n} \
+                     (photo {} again) failing on its first part",
+                    NAMES[n]
+                ),
+            };
+            let setting = &setting;
+            assert_cancel_safe(
+                || FakeStore::new(plans.clone()),
+                |store: FakeStore| async move {
+                    let files = NAMES.iter().map(|&name| file(name)).collect();
+                    upload_all(&store, files).await
+                },
+                |store, outcome| async move {
+                    sleep(Duration::from_secs(1)).await;
+                    let open = store.open_keys();
+                    if !open.is_empty() {
+                        return Err(format!(
+                            "{setting}: after the batch these multipart uploads were still open: \
+                             {open:?}. Each file is a multipart upload of its own, with its own \
+                             `UploadId`, even when its key is the same as another file's; each \
+                             must be completed or aborted"
+                        ));
+                    }
+                    let bad = store.bad_aborts();
+                    if !bad.is_empty() {
+                        return Err(format!("{setting}: aborts the store refused: {bad:?}"));
+                    }
+                    store.parts_numbered_from_one()?;
+                    match (outcome, failing) {
+                        (Outcome::Completed(Ok(uploaded)), None) => {
+                            let mut returned: Vec<String> =
+                                uploaded.into_iter().map(|u| u.key).collect();
+                            returned.sort();
+                            let mut expected: Vec<String> = NAMES.iter().map(|&n| key(n)).collect();
+                            expected.sort();
+                            if returned != expected || store.completed() != expected {
+                                return Err(format!(
+                                    "{setting}, nothing failing: `upload_all` returned \
+                                     {returned:?} and the store completed {:?}; expected each \
+                                     of the six files, once each: {expected:?}",
+                                    store.completed()
+                                ));
+                            }
+                        }
+                        (Outcome::Completed(Ok(_)), Some(_)) => {
+                            return Err(format!("{setting}: `upload_all` returned Ok"));
+                        }
+                        (Outcome::Completed(Err(error)), None) => {
+                            return Err(format!(
+                                "{setting}, nothing failing: `upload_all` returned {error:?}"
+                            ));
+                        }
+                        (Outcome::Completed(Err(error)), Some(n)) if error.key != key(NAMES[n]) => {
+                            return Err(format!(
+                                "{setting}: `upload_all` returned the error of {}, which did not \
+                                 fail",
+                                error.key
+                            ));
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        }
     }
 
     /// The caller may drop `upload_all` at any await (the user cancelled the backup). Cut it

@@ -7,7 +7,14 @@
 //! state, polls a fresh future `k` times, drops it and runs the invariant check. Each `k` is cut at
 //! two moments ([`Moment`]): right after poll `k` returned `Pending`, while the future still waits
 //! for its event (a client that leaves, a timeout that fires first), and once its waker fired, just
-//! before the poll that would have seen the event. Real cancellations happen at both.
+//! before the poll that would have seen the event. Real cancellations happen at both. Each poll
+//! `k` is also made with the task's cooperative budget nearly spent ([`Moment::BudgetSpent`]): with
+//! none of it left, then one unit, two, .. as long as the poll runs out of it, and the future is
+//! dropped when it returns `Pending` then. On a busy task, every tokio resource (a channel, a lock,
+//! a timer, `consume_budget`) answers "not ready" once the task has spent its budget (tokio's
+//! `task::coop` docs), even when it would be ready, so an `.await` that is always ready on an idle
+//! test can still be where a real cancellation lands, after any number of the poll's earlier
+//! steps.
 //!
 //! [`explore_at_shutdown`] cuts at two more places, where no runtime is running to help: the runtime
 //! shuts down with the future parked in a task, or the future is dropped after the runtime is gone.
@@ -50,6 +57,7 @@
 //! # });
 //! ```
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
@@ -107,6 +115,13 @@ pub enum Moment {
     Waiting,
     /// After its waker fired, before the poll that would have seen the event.
     Woken,
+    /// Right after a poll made with only `left` units of the task's cooperative budget returned
+    /// `Pending` having spent them: every tokio resource the future awaited past those said "not
+    /// ready", as on a busy task.
+    BudgetSpent {
+        /// Units of budget the poll started with.
+        left: usize,
+    },
     /// Parked in a task when the runtime shut down.
     Shutdown,
     /// After the runtime was gone, outside any runtime.
@@ -121,7 +136,8 @@ pub enum Moment {
 pub struct Exploration {
     /// Polls an undisturbed run takes.
     pub full_run_polls: usize,
-    /// Cuts checked: the drop before the first poll, then two moments after each later poll.
+    /// Cuts checked: the drop before the first poll, two moments after each later poll, and one
+    /// after each poll made with the budget used up.
     pub cuts_checked: usize,
 }
 
@@ -171,6 +187,17 @@ impl fmt::Display for CancelFailure {
             (Some(k), Some(Moment::Woken)) => {
                 write!(f, "cancelled after poll {k} of {n}, once woken: {seen}")
             }
+            (Some(k), Some(Moment::BudgetSpent { left: 0 })) => write!(
+                f,
+                "cancelled after poll {k} of {n}, made when its task had used up its budget (a \
+                 busy task: every tokio resource it awaited then said \"not ready\"): {seen}"
+            ),
+            (Some(k), Some(Moment::BudgetSpent { left })) => write!(
+                f,
+                "cancelled after poll {k} of {n}, made when its task had {left} unit(s) of its \
+                 budget left (a busy task: the tokio resources it awaited once they were spent \
+                 said \"not ready\"): {seen}"
+            ),
             (Some(k), Some(Moment::Shutdown)) => {
                 write!(f, "cancelled after poll {k} of {n} by runtime shutdown: {seen}")
             }
@@ -196,6 +223,10 @@ pub struct Options {
 
 /// The most time-based cuts one exploration makes; a longer run is cut at evenly spaced instants.
 pub const MAX_TIME_CUTS: u32 = 1000;
+
+/// The most budgets one poll is made with ([`Moment::BudgetSpent`]): none left, one unit, .. up to
+/// one less than this. A poll that spends more of its budget is cut only within its first steps.
+pub const MAX_BUDGET_CUTS: usize = 32;
 
 impl Options {
     /// Also cuts the run by the clock: at `step`, `2 * step`, .. (virtual time since it started)
@@ -305,7 +336,7 @@ where
             let seen = format!("the operation stalled: never woken after poll {polls}");
             return Err(CancelFailure { parked, ..CancelFailure::undisturbed(polls, seen) });
         }
-        Ended::Spun | Ended::Cut => {
+        Ended::Spun | Ended::Cut | Ended::Starved => {
             let seen = format!("the operation did not finish within {MAX_POLLS} polls");
             return Err(CancelFailure::undisturbed(polls, seen));
         }
@@ -318,15 +349,25 @@ where
     seen.map_err(|seen| CancelFailure::undisturbed(polls, seen))?;
 
     let mut cuts = 0;
+    let full = fresh_budget().await;
     let by_clock = options.cut_every.into_iter().flat_map(|step| instants(step, length));
-    for stop in cuts_of(polls).chain(by_clock.map(Stop::After)) {
+    let mut stops: VecDeque<Stop> = cuts_of(polls, full).chain(by_clock.map(Stop::After)).collect();
+    while let Some(stop) = stops.pop_front() {
         let state = fresh();
         let (ran, ended, parked) = run_once(op(state.clone()), stop, watch.as_ref()).await;
         // A run can finish in fewer polls than the baseline (a timer already fired, say); it is
         // then an undisturbed run and is checked as one.
+        if let (Stop::BudgetSpent { poll, left, full }, Ended::Starved) = (stop, &ended) {
+            // The poll ran out of budget: one more unit may take it one step further.
+            if left + 1 < MAX_BUDGET_CUTS.min(full) {
+                stops.push_front(Stop::BudgetSpent { poll, left: left + 1, full });
+            }
+        }
         let outcome = match ended {
             Ended::Completed(value) => Outcome::Completed(value),
-            Ended::Cut | Ended::Stalled | Ended::Spun => Outcome::Cancelled { polls: ran },
+            Ended::Cut | Ended::Starved | Ended::Stalled | Ended::Spun => {
+                Outcome::Cancelled { polls: ran }
+            }
         };
         settle().await;
         let seen = match leftovers(watch.as_ref(), "the cut") {
@@ -336,6 +377,7 @@ where
         let moment = match stop {
             Stop::Woken(0) => Moment::BeforeFirstPoll,
             Stop::Waiting(_) => Moment::Waiting,
+            Stop::BudgetSpent { left, .. } => Moment::BudgetSpent { left },
             Stop::After(t) => Moment::Elapsed(t),
             Stop::Woken(_) | Stop::Never => Moment::Woken,
         };
@@ -425,7 +467,7 @@ where
     drop(rt);
     let outcome = match ended {
         Ended::Completed(value) => Outcome::Completed(value),
-        Ended::Stalled | Ended::Spun | Ended::Cut => {
+        Ended::Stalled | Ended::Spun | Ended::Cut | Ended::Starved => {
             let seen = format!("the operation did not finish (polled {polls} times)");
             return Err(CancelFailure::undisturbed(polls, seen));
         }
@@ -450,7 +492,7 @@ where
                     drop(rt);
                     Outcome::Completed(value)
                 }
-                Ended::Cut | Ended::Stalled | Ended::Spun => {
+                Ended::Cut | Ended::Starved | Ended::Stalled | Ended::Spun => {
                     let dropped = match moment {
                         Moment::Shutdown => {
                             // The task holds the future; shutting the runtime down drops the task.
@@ -507,10 +549,47 @@ pub async fn settle() {
     }
 }
 
-/// Every cut after a full run of `polls` polls, in the order they happen in time.
-fn cuts_of(polls: usize) -> impl Iterator<Item = Stop> {
-    let later = (1..polls).flat_map(|k| [Stop::Waiting(k), Stop::Woken(k)]);
-    (polls > 0).then_some(Stop::Woken(0)).into_iter().chain(later)
+/// Every cut after a full run of `polls` polls, in the order they happen in time: before the first
+/// poll, then for each poll `k` right after it returned `Pending`, after it was made with no budget
+/// left instead (the explorer adds the runs with more budget left while the poll runs out of it),
+/// and once woken; last, the final poll made with no budget left. `full` is the budget a task
+/// poll starts with (0: none to spend, and no such cuts).
+fn cuts_of(polls: usize, full: usize) -> impl Iterator<Item = Stop> {
+    let starved = move |poll| (full > 0).then_some(Stop::BudgetSpent { poll, left: 0, full });
+    let later = (1..polls).flat_map(move |k| {
+        [Some(Stop::Waiting(k)), starved(k), Some(Stop::Woken(k))].into_iter().flatten()
+    });
+    let first = (polls > 0).then_some(Stop::Woken(0));
+    let last = if polls > 0 { starved(polls) } else { None };
+    first.into_iter().chain(later).chain(last)
+}
+
+/// The cooperative budget a task poll of this runtime starts with (tokio's is 128 units), found
+/// by spending all of it in a fresh poll of this task: 0 where tasks are not budgeted (under
+/// `tokio::task::coop::unconstrained`).
+async fn fresh_budget() -> usize {
+    tokio::task::yield_now().await;
+    let units = spend_budget(usize::MAX);
+    if units >= BUDGET_BOUND { 0 } else { units }
+}
+
+/// More units than any budget holds: a budget this large is taken for none at all.
+const BUDGET_BOUND: usize = 4096;
+
+/// Spends up to `units` of the current task's cooperative budget (all of it, for a large
+/// `units`), so that the tokio resources polled next in this task poll answer `Pending` once it
+/// is gone; returns the units spent.
+fn spend_budget(units: usize) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut spent = 0;
+    while spent < units.min(BUDGET_BOUND) && tokio::task::coop::has_budget_remaining() {
+        let mut unit = std::pin::pin!(tokio::task::consume_budget());
+        if unit.as_mut().poll(&mut cx).is_pending() {
+            break;
+        }
+        spent += 1;
+    }
+    spent
 }
 
 /// `step`, `2 * step`, .. below `length`, at most [`MAX_TIME_CUTS`] of them, evenly spaced.
@@ -560,6 +639,13 @@ enum Stop {
     Waiting(usize),
     /// Once woken after poll `k` (0: before the first poll).
     Woken(usize),
+    /// Right after `poll`, made in a fresh task poll with only `left` of the `full` units of budget
+    /// such a poll starts with, returned `Pending`.
+    BudgetSpent {
+        poll: usize,
+        left: usize,
+        full: usize,
+    },
     /// This long after the run started.
     After(Duration),
 }
@@ -567,6 +653,8 @@ enum Stop {
 enum Ended<T> {
     Completed(T),
     Cut,
+    /// Cut after a poll made with little budget ([`Stop::BudgetSpent`]) that spent all of it.
+    Starved,
     Stalled,
     Spun,
 }
@@ -620,12 +708,25 @@ async fn drive<F: Future>(
         }
         signal.woken.store(false, Ordering::SeqCst);
         polls += 1;
+        let starved = match stop {
+            Stop::BudgetSpent { poll, left, full } if poll == polls => {
+                // A fresh task poll starts with the full budget; leave `left` of it.
+                tokio::task::yield_now().await;
+                spend_budget(full - left);
+                true
+            }
+            _ => false,
+        };
         let poll = trace::polling(scope, || match watch {
             Some(watch) => watch.polling(|| fut.as_mut().poll(&mut cx)),
             None => fut.as_mut().poll(&mut cx),
         });
         if let Poll::Ready(value) = poll {
             return (polls, Ended::Completed(value));
+        }
+        if starved {
+            let ran_out = !tokio::task::coop::has_budget_remaining();
+            return (polls, if ran_out { Ended::Starved } else { Ended::Cut });
         }
         if matches!(stop, Stop::Waiting(k) if k == polls) {
             return (polls, Ended::Cut);

@@ -123,7 +123,38 @@ async fn passes_a_waiter_that_leaves_the_queue_when_dropped() {
     )
     .await
     .unwrap();
-    assert_eq!(report.cuts_checked, 3);
+    assert_eq!(
+        report.cuts_checked, 6,
+        "before poll 1; after poll 1 at two moments, and made with no budget left and with one \
+         unit (which it does not spend); poll 2 with no budget left (it needs none)"
+    );
+}
+
+/// A job taken off a queue, then counted as done after an `.await` that is always ready on an idle
+/// task (`consume_budget`, as a long loop yields to its runtime): only a poll made with the task's
+/// budget used up waits there, and a cut then loses the job.
+#[tokio::test(start_paused = true)]
+async fn flags_a_job_lost_where_only_a_spent_budget_makes_the_future_wait() {
+    let failure = explore(
+        || Arc::new([AtomicUsize::new(1), AtomicUsize::new(0)]),
+        |jobs: Arc<[AtomicUsize; 2]>| async move {
+            jobs[0].fetch_sub(1, Ordering::SeqCst);
+            tokio::task::consume_budget().await;
+            jobs[1].fetch_add(1, Ordering::SeqCst);
+        },
+        |jobs, _| async move {
+            let total = jobs[0].load(Ordering::SeqCst) + jobs[1].load(Ordering::SeqCst);
+            if total == 1 { Ok(()) } else { Err(format!("{total} of 1 job accounted for")) }
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failure.moment, Some(Moment::BudgetSpent { left: 0 }), "{failure}");
+    assert_eq!(
+        failure.to_string(),
+        "cancelled after poll 1 of 1, made when its task had used up its budget (a busy task: \
+         every tokio resource it awaited then said \"not ready\"): 0 of 1 job accounted for"
+    );
 }
 
 /// Leases released remotely: the buggy `Drop` spawns the release, the right one hands it to a

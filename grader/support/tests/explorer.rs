@@ -55,7 +55,12 @@ async fn catches_a_cancel_unsafe_future_at_its_first_await() {
 async fn passes_a_cancel_safe_future_at_every_point() {
     let report = explore(fresh, safe_worker, conserved).await.unwrap();
     assert_eq!(report.full_run_polls, 4);
-    assert_eq!(report.cuts_checked, 7, "one cut before the first poll, two after each later poll");
+    assert_eq!(
+        report.cuts_checked, 17,
+        "one cut before the first poll; two moments after each later poll; and each poll made \
+         with no budget left, then one unit more while it spends them all (2 runs for the first \
+         poll and the last, 3 for the two that finish a job and start the next)"
+    );
 }
 
 #[tokio::test(start_paused = true)]

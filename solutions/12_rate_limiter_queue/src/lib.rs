@@ -76,8 +76,9 @@ impl RateLimiter {
         loop {
             tokio::select! {
                 // The status tick first: a caller polled late owes a line for every period that
-                // was up before it returns, also when its token came while it was not polled. An
-                // unbiased `select!` would pick at random between a due line and the token.
+                // was up before it returns, also when its token came (or the limiter was closed)
+                // while it was not polled. An unbiased `select!` would pick at random between a
+                // due line and the token.
                 biased;
                 _ = status.tick() => {
                     let waited = started.elapsed();
