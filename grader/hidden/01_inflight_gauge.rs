@@ -343,11 +343,11 @@ hidden_test! {
     }
 
     /// A backend that streams its answer wakes its request again and again before it answers (a
-    /// chunked body, 100,000 wakes here). Each wake is a poll of `forward`, and the request is
+    /// chunked body, 30,000 wakes here). Each wake is a poll of `forward`, and the request is
     /// still in flight through all of them: it keeps its slot, a request arriving then is shed,
     /// and the gauge reads 0 once it ends.
     async fn a_request_woken_many_times_by_its_backend_keeps_its_slot() {
-        const WAKES: usize = 100_000;
+        const WAKES: usize = 30_000;
         let gateway = Gateway::new(1);
         let polls = Arc::new(AtomicUsize::new(0));
         let seen = polls.clone();
