@@ -267,13 +267,17 @@ hidden_test! {
         }
     }
 
-    /// A slow backend is still a backend: requests that hold every slot for minutes, hours or a
-    /// day (a paused clock makes that free) are still in flight. A request arriving then is shed,
-    /// the gauge still counts the slow ones, and when they end it reads 0. A gateway that takes a
-    /// long-quiet full gauge for leaked units and resets it lets more than `limit` requests
-    /// through, and then lowers the gauge below zero.
+    /// A slow backend is still a backend: requests that hold every slot for minutes, hours, a
+    /// day, a year or thirty (a paused clock makes that free) are still in flight, and polled
+    /// again then, still waiting. A request arriving then is shed, the gauge still counts the
+    /// slow ones, and when they end it reads 0. A gateway that takes a long-quiet full gauge for
+    /// leaked units and resets it lets more than `limit` requests through, and then lowers the
+    /// gauge below zero; one that gives a slot back, or sheds a request, after some time at the
+    /// backend takes a slow request for a gone one.
     async fn a_slow_backend_keeps_its_slots_however_long_it_takes() {
-        for (step, wait_s) in [61u64, 600, 3600, 86_400].into_iter().enumerate() {
+        const YEAR: u64 = 365 * 86_400;
+        let waits = [61u64, 600, 3600, 86_400, YEAR, 30 * YEAR];
+        for (step, wait_s) in waits.into_iter().enumerate() {
             let limit = 1 + step % 3;
             let gateway = Gateway::new(limit);
             let backends: Vec<Gate> = (0..limit).map(|_| Gate::closed()).collect();
@@ -288,6 +292,15 @@ hidden_test! {
                 assert_pending!(request.poll());
             }
             tokio::time::advance(Duration::from_secs(wait_s)).await;
+            for request in &mut in_flight {
+                let answer = request.poll();
+                assert!(
+                    answer.is_pending(),
+                    "limit {limit}: a request has waited {wait_s} s for a slow backend that has \
+                     not answered, and when polled then it returned {answer:?}: a request that \
+                     waits long is slow, not gone, however long the backend takes"
+                );
+            }
             let gauge = gateway.in_flight();
             assert!(
                 gauge == limit,
@@ -327,6 +340,47 @@ hidden_test! {
                 describe_gauge(gauge, 0)
             );
         }
+    }
+
+    /// A backend that streams its answer wakes its request again and again before it answers (a
+    /// chunked body, 30,000 wakes here). Each wake is a poll of `forward`, and the request is
+    /// still in flight through all of them: it keeps its slot, a request arriving then is shed,
+    /// and the gauge reads 0 once it ends.
+    async fn a_request_woken_many_times_by_its_backend_keeps_its_slot() {
+        const WAKES: usize = 30_000;
+        let gateway = Gateway::new(1);
+        let polls = Arc::new(AtomicUsize::new(0));
+        let seen = polls.clone();
+        let mut request = task::spawn(gateway.forward(std::future::poll_fn(move |cx| {
+            if seen.fetch_add(1, Ordering::SeqCst) < WAKES {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(200)
+            }
+        })));
+        while polls.load(Ordering::SeqCst) < WAKES {
+            assert!(request.poll().is_pending(), "the request finished before its backend answered");
+        }
+        let gauge = gateway.in_flight();
+        assert!(
+            gauge == 1,
+            "a request whose backend woke it {WAKES} times and has not answered yet is still in \
+             flight, {}",
+            describe_gauge(gauge, 1)
+        );
+        let mut late = task::spawn(gateway.forward(async { 200 }));
+        let answer = late.poll();
+        assert!(
+            answer == Poll::Ready(Err(Shed)),
+            "a request holds the only slot (its backend has woken it {WAKES} times, with no \
+             answer yet); one more request arrived and its first poll returned {answer:?}, \
+             expected Ready(Err(Shed))"
+        );
+        drop(late);
+        assert_eq!(request.poll(), Poll::Ready(Ok(200)), "the backend answered 200");
+        let gauge = gateway.in_flight();
+        assert!(gauge == 0, "after the streamed request ended, {}", describe_gauge(gauge, 0));
     }
 
     /// The gauge measures load: it must read 1 while the backend is busy, and shed past the limit.

@@ -628,6 +628,64 @@ hidden_test! {
         );
     }
 
+    /// A member in many busy rooms: 1,000 rooms `enqueue` for them at once on a full outbox (on
+    /// the outbox they share and on clones of it), with a wait of two seconds, while the client
+    /// reads a message every millisecond. A slot frees for each call well inside its wait, so
+    /// every call must answer Ok(()) and deliver its message once, in the order the calls were
+    /// made: nothing in the task caps how many calls may wait on one outbox.
+    async fn a_crowd_of_rooms_waiting_at_once_each_get_their_slot() {
+        const ROOMS: usize = 1000;
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+        let shared = Arc::new(Outbox::new(tx, Duration::from_secs(2)));
+        let calls: Vec<_> = (0..ROOMS)
+            .map(|i| {
+                let outbox =
+                    if i % 2 == 0 { shared.clone() } else { Arc::new((*shared).clone()) };
+                tokio::spawn(async move {
+                    let result = outbox.enqueue(line("room", &format!("room {i}"))).await;
+                    (describe(&result), i)
+                })
+            })
+            .collect();
+        let reader = tokio::spawn(async move {
+            let mut read = Vec::new();
+            for _ in 0..=ROOMS {
+                sleep(Duration::from_millis(1)).await;
+                match rx.try_recv() {
+                    Ok(m) => read.push(m.text),
+                    Err(_) => break,
+                }
+            }
+            read
+        });
+        let mut busy = Vec::new();
+        for call in calls {
+            let (answer, i) = call.await.expect("an enqueue task panicked");
+            if answer != "Ok(())" {
+                busy.push(format!("room {i}: {answer}"));
+            }
+        }
+        let read = reader.await.expect("the reader panicked");
+        let expected: Vec<String> = std::iter::once("welcome to #rust".to_owned())
+            .chain((0..ROOMS).map(|i| format!("room {i}")))
+            .collect();
+        assert!(
+            busy.is_empty() && read == expected,
+            "{ROOMS} rooms called `enqueue` at once on a full outbox with a 2 s wait, and the \
+             client read a message every millisecond, so a slot freed for every call well inside \
+             its wait: each should have answered Ok(()) and been read once, in the order of the \
+             calls. {} call(s) did not answer Ok(()) (the first: {:?}), and the client read {} \
+             message(s), the first out of order or missing at position {:?}",
+            busy.len(),
+            busy.first(),
+            read.len(),
+            read.iter().zip(&expected).position(|(a, b)| a != b).or(
+                (read.len() != expected.len()).then_some(read.len().min(expected.len()))
+            )
+        );
+    }
+
     /// A waiting enqueue holds its place in the channel's queue: a sender that arrives later must
     /// not take the slot that frees up first.
     async fn keeps_its_place_in_line() {
