@@ -113,6 +113,65 @@ impl AsyncRead for FloodingSensor {
     }
 }
 
+/// One step of a scripted bridge: bytes for the next reads, a read error, or a pause.
+enum Step {
+    Bytes(Vec<u8>),
+    Fails(std::io::ErrorKind),
+    Pause(Duration),
+}
+
+/// A bridge that follows a script step by step, then reads as the end of the stream. Unlike
+/// `tokio_test`'s mock it does not mind a link that stops reading before the script is over.
+struct ScriptedBridge {
+    steps: std::collections::VecDeque<Step>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ScriptedBridge {
+    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        ScriptedBridge { steps: steps.into_iter().collect(), pause: None }
+    }
+}
+
+impl AsyncRead for ScriptedBridge {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match this.steps.front_mut() {
+                None => return Poll::Ready(Ok(())),
+                Some(Step::Pause(pause)) => {
+                    let pause = *pause;
+                    let sleep =
+                        this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.pause = None;
+                    this.steps.pop_front();
+                }
+                Some(Step::Fails(kind)) => {
+                    let kind = *kind;
+                    this.steps.pop_front();
+                    return Poll::Ready(Err(std::io::Error::new(kind, "scripted read error")));
+                }
+                Some(Step::Bytes(bytes)) => {
+                    let n = bytes.len().min(buf.remaining());
+                    buf.put_slice(&bytes[..n]);
+                    bytes.drain(..n);
+                    if bytes.is_empty() {
+                        this.steps.pop_front();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
 /// How late a heartbeat may be reported while the collector is busy, after it fell due.
 const BEAT_LATENESS: Duration = Duration::from_millis(250);
 
@@ -229,6 +288,90 @@ hidden_test! {
                  out with its own kind, not re-wrapped as another",
                 wire.len()
             );
+        }
+    }
+
+    /// A read fails with `Interrupted` at any byte of the stream (between frames, in a length
+    /// prefix, in a payload), once or twice in a row, right away or after a pause longer than a
+    /// heartbeat, and then the rest of the stream arrives. By std's convention that kind means
+    /// "try again": the link may retry the read itself, and then every frame comes out intact,
+    /// then the end, or it may return the error (the frames that arrived whole, then
+    /// `Interrupted`), which ends the link. Never the end of the stream with frames missing, an
+    /// error of another kind, or a frame pieced together from what was read before and after.
+    async fn an_interrupted_read_is_retried_or_returned() {
+        let sent = ["temp=21.5", "hum=40", "soil=0.31"];
+        let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
+        let kind = std::io::ErrorKind::Interrupted;
+        for cut in 0..=wire.len() {
+            for (times, paused) in [(1, false), (2, false), (1, true)] {
+                let mut script = Vec::new();
+                let (first, second) = wire[..cut].split_at(cut / 2);
+                for part in [first, second] {
+                    if !part.is_empty() {
+                        script.push(Step::Bytes(part.to_vec()));
+                    }
+                }
+                if paused {
+                    script.push(Step::Pause(HEARTBEAT_EVERY + HEARTBEAT_EVERY / 2));
+                }
+                script.extend((0..times).map(|_| Step::Fails(kind)));
+                if cut < wire.len() {
+                    script.push(Step::Bytes(wire[cut..].to_vec()));
+                }
+                let mut link = TelemetryLink::new(ScriptedBridge::new(script));
+                let whole = sent.iter().scan(0, |end, p| {
+                    *end += 4 + p.len();
+                    Some(*end)
+                });
+                let before: Vec<&str> = sent
+                    .iter()
+                    .zip(whole)
+                    .filter(|(_, end)| *end <= cut)
+                    .map(|(p, _)| *p)
+                    .collect();
+                let mut frames = Vec::new();
+                let mut heartbeats = 0;
+                let outcome = loop {
+                    match link.next_event().await {
+                        Ok(Some(Event::Frame(payload))) => {
+                            frames.push(String::from_utf8_lossy(&payload).into_owned())
+                        }
+                        Ok(Some(Event::Heartbeat)) if heartbeats == 4 => {
+                            break Err("only heartbeats for 4 s, as if waiting for more".to_string());
+                        }
+                        Ok(Some(Event::Heartbeat)) => heartbeats += 1,
+                        Ok(None) => break Ok(None),
+                        Err(e) if e.kind() == kind => break Ok(Some(e)),
+                        Err(e) => break Err(format!("an error of kind {:?} ({e})", e.kind())),
+                    }
+                    if frames.len() > sent.len() {
+                        break Err("more frames than were sent".to_string());
+                    }
+                };
+                let ok = match &outcome {
+                    // Retried: every frame, then the end.
+                    Ok(None) => frames == sent,
+                    // Returned: the frames that arrived whole before the failed read, then it.
+                    Ok(Some(_)) => frames == before,
+                    Err(_) => false,
+                };
+                let seen = match &outcome {
+                    Ok(None) => "`Ok(None)`, the sensor closing the link".to_string(),
+                    Ok(Some(e)) => format!("the `Interrupted` error ({e})"),
+                    Err(seen) => seen.clone(),
+                };
+                let pause = if paused { " after a pause of 1.5 s" } else { "" };
+                assert!(
+                    ok,
+                    "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
+                     {times} read(s) failed with `Interrupted`{pause}, then the rest of the stream \
+                     arrived: the link delivered {frames:?}, then {seen}; expected either every \
+                     frame, {sent:?}, then the end (a link that retries `Interrupted` carries on \
+                     with the frame where the failed read stopped, and never ends on it), or \
+                     {before:?}, then the `Interrupted` error (a link that returns it ends)",
+                    wire.len()
+                );
+            }
         }
     }
 

@@ -212,6 +212,65 @@ const HUGE_CONFIG: usize = 48 << 20;
 const HUGE_ROUTE: &[u8] =
     "[[route]]\nhost = \"edge.example.com\"\nregion = \"Zürich\"\n".as_bytes();
 
+/// One step of a scripted control plane: bytes for the next reads, a read error, or a pause.
+enum Step {
+    Bytes(Vec<u8>),
+    Fails(std::io::ErrorKind),
+    Pause(Duration),
+}
+
+/// A control plane that follows a script step by step, then reads as the end of the stream. Unlike
+/// `tokio_test`'s mock it does not mind a download that stops reading before the script is over.
+struct ScriptedServer {
+    steps: std::collections::VecDeque<Step>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ScriptedServer {
+    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        ScriptedServer { steps: steps.into_iter().collect(), pause: None }
+    }
+}
+
+impl AsyncRead for ScriptedServer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match this.steps.front_mut() {
+                None => return Poll::Ready(Ok(())),
+                Some(Step::Pause(pause)) => {
+                    let pause = *pause;
+                    let sleep =
+                        this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.pause = None;
+                    this.steps.pop_front();
+                }
+                Some(Step::Fails(kind)) => {
+                    let kind = *kind;
+                    this.steps.pop_front();
+                    return Poll::Ready(Err(std::io::Error::new(kind, "scripted read error")));
+                }
+                Some(Step::Bytes(bytes)) => {
+                    let n = bytes.len().min(buf.remaining());
+                    buf.put_slice(&bytes[..n]);
+                    bytes.drain(..n);
+                    if bytes.is_empty() {
+                        this.steps.pop_front();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
 /// A control plane that sends [`HUGE_ROUTE`] over and over, `total` bytes in all (whole routes),
 /// as fast as it is read, then closes the stream.
 struct RepeatingServer {
@@ -694,6 +753,92 @@ hidden_test! {
                     how_it_ended(&result)
                 );
                 fails_again(&mut config, &sent).await;
+            }
+        }
+    }
+
+    /// A read fails with `Interrupted` after each chunk of the config in turn (after all of it
+    /// too, before the end of the stream), once or twice in a row, with a stall longer than
+    /// `PATIENCE` before it, after it, or none, and then the rest of the config arrives. By std's
+    /// convention that kind means "try again": the download may retry the read itself, and then
+    /// the config comes back exact, or it may return the error, which ends the download (every
+    /// later call fails too). Never a `Stalled` before the round has waited a full `PATIENCE`,
+    /// an error of another kind, or a config that lost or repeated bytes.
+    async fn an_interrupted_read_is_retried_or_returned() {
+        let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(48).collect();
+        let kind = std::io::ErrorKind::Interrupted;
+        let stall = PATIENCE + Duration::from_millis(500);
+        for cut in 0..=chunks.len() {
+            for (times, stall_before, stall_after) in
+                [(1, false, false), (2, false, false), (1, true, false), (1, false, true)]
+            {
+                let mut script: Vec<Step> =
+                    chunks[..cut].iter().map(|chunk| Step::Bytes(chunk.to_vec())).collect();
+                if stall_before {
+                    script.push(Step::Pause(stall));
+                }
+                script.extend((0..times).map(|_| Step::Fails(kind)));
+                if stall_after {
+                    script.push(Step::Pause(stall));
+                }
+                script.extend(chunks[cut..].iter().map(|chunk| Step::Bytes(chunk.to_vec())));
+                let before: usize = chunks[..cut].iter().map(|c| c.len()).sum();
+                let stalled = match (stall_before, stall_after) {
+                    (true, _) => ", after a stall of 2.5 s",
+                    (_, true) => ", followed by a stall of 2.5 s",
+                    _ => "",
+                };
+                let sent = format!(
+                    "the control plane sent the first {before} of the config's {} bytes, then \
+                     {times} read(s) failed with `Interrupted`{stalled}, then the rest of the \
+                     config arrived",
+                    CONFIG.len()
+                );
+                let mut config = ConfigDownload::new(ScriptedServer::new(script));
+                let mut rounds = 0;
+                loop {
+                    rounds += 1;
+                    assert!(rounds <= 6, "{sent}, and the download had not ended after 6 rounds");
+                    let started = Instant::now();
+                    let round = tokio::time::timeout(PATIENCE * 2, config.resume()).await;
+                    let took = started.elapsed();
+                    match round {
+                        Err(_) => panic!(
+                            "{sent}, and round {rounds} did not return within {:?}",
+                            PATIENCE * 2
+                        ),
+                        Ok(Ok(Fetch::Stalled { received })) => {
+                            assert!(
+                                took >= PATIENCE && received == before,
+                                "{sent}, and round {rounds} returned `Stalled {{ received: \
+                                 {received} }}` after {took:?}; a round reports `Stalled` only \
+                                 after waiting a full `PATIENCE` ({PATIENCE:?}) of its own, with \
+                                 every byte received ({before}). An `Interrupted` read is not a \
+                                 stall: retry it, or return the error"
+                            );
+                        }
+                        Ok(Ok(Fetch::Complete(text))) => {
+                            if let Err(diff) = compare_with_config(&text) {
+                                panic!(
+                                    "{sent}, and the download retried the read and returned \
+                                     `Complete`, but {diff}: a retried read carries on with the \
+                                     bytes received so far"
+                                );
+                            }
+                            break;
+                        }
+                        Ok(Err(e)) if e.kind() == kind => {
+                            fails_again(&mut config, &sent).await;
+                            break;
+                        }
+                        Ok(Err(e)) => panic!(
+                            "{sent}, and round {rounds} failed with an error of kind {:?} ({e}); \
+                             expected either the config (the download retries the read) or the \
+                             `Interrupted` error as the source reported it",
+                            e.kind()
+                        ),
+                    }
+                }
             }
         }
     }
