@@ -136,8 +136,8 @@ pub enum Moment {
 pub struct Exploration {
     /// Polls an undisturbed run takes.
     pub full_run_polls: usize,
-    /// Cuts checked: the drop before the first poll, two moments after each later poll, and one
-    /// after each poll made with the budget used up.
+    /// Cuts checked: the drop before the first poll, two moments after each later poll, and for
+    /// each poll one or more made with the budget nearly spent ([`Moment::BudgetSpent`]).
     pub cuts_checked: usize,
 }
 
@@ -355,14 +355,14 @@ where
     while let Some(stop) = stops.pop_front() {
         let state = fresh();
         let (ran, ended, parked) = run_once(op(state.clone()), stop, watch.as_ref()).await;
-        // A run can finish in fewer polls than the baseline (a timer already fired, say); it is
-        // then an undisturbed run and is checked as one.
         if let (Stop::BudgetSpent { poll, left, full }, Ended::Starved) = (stop, &ended) {
             // The poll ran out of budget: one more unit may take it one step further.
             if left + 1 < MAX_BUDGET_CUTS.min(full) {
                 stops.push_front(Stop::BudgetSpent { poll, left: left + 1, full });
             }
         }
+        // A run can finish in fewer polls than the baseline (a timer already fired, say); it is
+        // then an undisturbed run and is checked as one.
         let outcome = match ended {
             Ended::Completed(value) => Outcome::Completed(value),
             Ended::Cut | Ended::Starved | Ended::Stalled | Ended::Spun => {
