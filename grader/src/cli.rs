@@ -363,9 +363,10 @@ pub struct VerifyArgs {
     #[arg(value_name = "KATA")]
     pub katas: Vec<String>,
 
-    /// Run each solution's and decoy's hidden tests N times from one build; a test whose outcome
-    /// differs between runs is a problem. A test that timed out is not run again: it failed, and
-    /// each repeat would cost the whole timeout.
+    /// Run the hidden tests N times from one build: every test of each solution and alternative,
+    /// and each test that rejects a decoy (a decoy's tests run until one fails); a test whose
+    /// outcome differs between runs is a problem. A test that timed out is not run again: it
+    /// failed, and each repeat would cost the whole timeout.
     #[arg(
         long,
         default_value_t = 3,

@@ -150,7 +150,8 @@ pub fn grade(
     let started = Instant::now();
     let cache = options.cache.then(|| Cache::open(course)).flatten();
     let Some(cache) = cache else {
-        let (mut results, _) = grade_repeated(course, set, units, options, 1, progress)?;
+        let (mut results, _) =
+            grade_repeated(course, set, units, options, Runs::Every(1), progress)?;
         explain_cuts(course, units, &mut results, options, progress);
         return Ok((results, started.elapsed()));
     };
@@ -168,7 +169,8 @@ pub fn grade(
             return anyhow::Ok(());
         }
         let pending: Vec<Unit> = indices.iter().map(|&i| units[i].clone()).collect();
-        let (mut graded, _) = grade_repeated(course, set, &pending, options, 1, progress)?;
+        let (mut graded, _) =
+            grade_repeated(course, set, &pending, options, Runs::Every(1), progress)?;
         explain_cuts(course, &pending, &mut graded, options, progress);
         for (&i, result) in indices.iter().zip(graded) {
             if let Some(key) = &keys[i] {
@@ -268,8 +270,14 @@ pub fn explain_cuts(
     let pending: Vec<Unit> = wanted.iter().map(|&i| units[i].clone()).collect();
     // One phase for the whole second build and run: it is not a second check.
     progress.phase("explaining", pending.len());
-    let explained =
-        grade_repeated(course, crate::explain::SET, &pending, options, 1, &Progress::Quiet);
+    let explained = grade_repeated(
+        course,
+        crate::explain::SET,
+        &pending,
+        options,
+        Runs::Every(1),
+        &Progress::Quiet,
+    );
     progress.finish();
     let Ok((explained, _)) = explained else {
         return;
@@ -309,15 +317,26 @@ pub fn timeout(course: &Course, unit: &Unit, options: &Options) -> Duration {
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 
-/// Grades `units` as [`grade`] does, but runs every hidden test `repeat` times from one build (a
-/// test that timed out in the first run is not run again). The results are the first run's; the
-/// tests whose outcome changed between runs come back apart.
+/// How often [`grade_repeated`] runs the hidden tests of each unit, all from one build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// Every test `n` times; a test that timed out in the first run is not run again.
+    Every(usize),
+    /// For units whose verdict must be a rejection (decoys): the tests until one fails, then each
+    /// test that failed `n - 1` times more. The unit is rejected on every run if those fail on
+    /// every run, whatever the others do, so that is all a repeat has to show. Tests not run are
+    /// missing from the unit's result.
+    UntilRejected(usize),
+}
+
+/// Grades `units` as [`grade`] does, but runs their hidden tests as `runs` says, from one build.
+/// The results are the first run's; the tests whose outcome changed between runs come back apart.
 pub fn grade_repeated(
     course: &Course,
     set: &str,
     units: &[Unit],
     options: &Options,
-    repeat: usize,
+    runs: Runs,
     progress: &Progress,
 ) -> anyhow::Result<(Vec<UnitResult>, Vec<Nondeterministic>)> {
     crate::sandbox::require(options.trusted)?;
@@ -447,11 +466,22 @@ pub fn grade_repeated(
     let count = jobs.len();
     progress.phase("testing", count);
     let shared = options.gate.as_ref().map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
-    let first = run::run_all(jobs.clone(), options.parallel, &|| progress.step());
+    let (repeat, until_rejected) = match runs {
+        Runs::Every(n) => (n, false),
+        Runs::UntilRejected(n) => (n, true),
+    };
+    let first =
+        run::run_until_failed(jobs.clone(), options.parallel, until_rejected, &|| progress.step());
     // The repeats. A test that timed out has spent the whole timeout, and would again on every
     // repeat, for an outcome that is a failure whatever the repeats say: only the tests that
     // ended are run again (`verify` names the decoys that nothing but a timeout rejects).
-    let again: Vec<usize> = (0..count).filter(|&j| first[j].outcome != Outcome::TimedOut).collect();
+    let again: Vec<usize> = (0..count)
+        .filter(|&j| match &first[j] {
+            Some(run) if until_rejected => run.outcome == Outcome::Failed,
+            Some(run) => run.outcome != Outcome::TimedOut,
+            None => false,
+        })
+        .collect();
     let repeats: Vec<Job> =
         (1..repeat.max(1)).flat_map(|_| again.iter().map(|&j| jobs[j].clone())).collect();
     if !repeats.is_empty() {
@@ -460,12 +490,12 @@ pub fn grade_repeated(
     let repeated = run::run_all(repeats, options.parallel, &|| progress.step());
     drop(shared);
     progress.finish();
-    let runs = &first;
+    let ran: Vec<&run::TestRun> = first.iter().flatten().collect();
     let nondeterministic: Vec<Nondeterministic> = again
         .iter()
         .enumerate()
         .filter_map(|(k, &j)| {
-            let first = &runs[j];
+            let first = first[j].as_ref().expect("a test run again ran the first time");
             let outcomes: Vec<Outcome> = std::iter::once(first.outcome)
                 .chain(repeated.iter().skip(k).step_by(again.len()).map(|r| r.outcome))
                 .collect();
@@ -510,7 +540,7 @@ pub fn grade_repeated(
     let mut results = Vec::new();
     for (i, ((unit, built), staged)) in units.iter().zip(built).zip(&generated.units).enumerate() {
         let kata = &course.katas[unit.kata];
-        let mut tests: Vec<TestResult> = runs
+        let mut tests: Vec<TestResult> = ran
             .iter()
             .filter(|r| r.unit == i)
             .map(|r| TestResult {

@@ -99,8 +99,22 @@ fn list_with(cmd: Command, executable: &Path, timeout: Duration) -> anyhow::Resu
 
 /// Runs every job, `parallel` at a time; results come back in job order.
 pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec<TestRun> {
+    run_until_failed(jobs, parallel, false, done).into_iter().flatten().collect()
+}
+
+/// Runs the jobs as [`run_all`] does; with `stop_at_failure`, a unit's jobs not yet started when
+/// one of its tests has failed are skipped (`None`): enough for a verdict that only has to reject.
+/// A timed-out test does not stop its unit, so a unit that a test fails outright is still told
+/// from one rejected by nothing but the timeout.
+pub fn run_until_failed(
+    jobs: Vec<Job>,
+    parallel: usize,
+    stop_at_failure: bool,
+    done: &(dyn Fn() + Sync),
+) -> Vec<Option<TestRun>> {
     let count = jobs.len();
     let queue = Mutex::new(jobs.into_iter().enumerate());
+    let failed = Mutex::new(std::collections::HashSet::new());
     let (tx, rx) = mpsc::channel();
     // Held until every test has ended; started here so it lives exactly as long as the tests.
     let netns = if count > 0 { sandbox::SharedNetwork::start() } else { None };
@@ -108,14 +122,22 @@ pub fn run_all(jobs: Vec<Job>, parallel: usize, done: &(dyn Fn() + Sync)) -> Vec
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(count.max(1)) {
             let tx = tx.clone();
-            let queue = &queue;
+            let (queue, failed) = (&queue, &failed);
             scope.spawn(move || {
                 // This worker's sandbox, kept while its jobs come from the same executable.
                 let mut session = None;
                 loop {
                     let next = queue.lock().expect("job queue").next();
                     let Some((i, job)) = next else { break };
-                    let run = run_one(&job, netns, &mut session);
+                    let run = if failed.lock().expect("failed units").contains(&job.unit) {
+                        None
+                    } else {
+                        let run = run_one(&job, netns, &mut session);
+                        if stop_at_failure && run.outcome == Outcome::Failed {
+                            failed.lock().expect("failed units").insert(job.unit);
+                        }
+                        Some(run)
+                    };
                     done();
                     let _ = tx.send((i, run));
                 }

@@ -376,7 +376,7 @@ pub fn judge(
     let (results, flaky) = if units.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        grade::grade_repeated(course, set, &units, &options, repeat, progress)?
+        grade::grade_repeated(course, set, &units, &options, grade::Runs::Every(repeat), progress)?
     };
     for (j, submission) in submissions.iter().enumerate() {
         if judged[j].is_some() {

@@ -334,6 +334,40 @@ fn verify_reports_a_hidden_test_whose_verdict_changes_between_runs() {
 }
 
 #[test]
+fn verify_runs_a_decoy_again_only_where_it_was_rejected() {
+    let fixture = Fixture::new();
+    // One worker, so the order is fixed: the decoy fails the first of three tests; only that one
+    // is run again, twice, where each of the solution's three tests is.
+    fixture
+        .grader(["verify", "2", "-j", "1"])
+        .assert()
+        // The fixture's katas lack their READMEs: not what this test is about.
+        .code(1)
+        .stderr(contains("testing again 6 ..."))
+        .stderr(contains("testing again 2 ..."));
+}
+
+#[test]
+fn verify_reports_a_decoy_whose_rejection_changes_between_runs() {
+    let fixture = Fixture::new();
+    // The one test that could reject the decoy is a coin flip, for the solution too.
+    let hidden = "use std::hash::BuildHasher;\n\
+                  kata_support::hidden_test! {\n\
+                  fn coin_flip() {\n\
+                  let seed = std::collections::hash_map::RandomState::new();\n\
+                  assert_eq!(seed.hash_one(failing::IN_FLIGHT.as_ptr() as usize) % 2, 0);\n\
+                  }\n\
+                  }\n";
+    std::fs::write(fixture.path("grader/hidden/02_failing.rs"), hidden).unwrap();
+    // Rejected on the first run, it is caught on a later one; passed on the first, it is caught
+    // then (40 fair flips all agree once in 2^39 runs of this test).
+    fixture.grader(["verify", "2", "--repeat", "40"]).assert().code(1).stdout(
+        contains("decoy 02_failing/lower_first: hidden test `coin_flip` is nondeterministic")
+            .or(contains("decoy 02_failing/lower_first passes every hidden test")),
+    );
+}
+
+#[test]
 fn outside_a_course_the_error_says_where_to_run() {
     let dir = tempfile::tempdir().unwrap();
     assert_cmd::Command::cargo_bin("grader")

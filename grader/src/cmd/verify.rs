@@ -4,9 +4,9 @@
 //! accepted alternatives (patches that apply to the exercise), and hidden tests free of wall-clock
 //! sleeps and real sockets. Behaviour part, with the same grading machinery as `check`: every
 //! exercise compiles without warnings, passes at least one hidden test and fails at least one;
-//! every solution and alternative passes; every decoy compiles and is rejected; and the tests of
-//! solutions, decoys and alternatives, run `--repeat` times from one build, give the same outcome
-//! every run.
+//! every solution and alternative passes; every decoy compiles and is rejected; and, run `--repeat`
+//! times from one build, every test of the solutions and alternatives gives the same outcome every
+//! run, and so does each test that rejects a decoy (a decoy's tests run until one fails).
 
 mod wtt;
 
@@ -171,7 +171,13 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             return Ok(Default::default());
         }
         let started = std::time::Instant::now();
-        let graded = grade::grade_repeated(course, set, units, &options, args.repeat, &progress);
+        // A decoy has only to be rejected every run: the tests that reject it are run again.
+        let runs = if set == "decoys" {
+            grade::Runs::UntilRejected(args.repeat)
+        } else {
+            grade::Runs::Every(args.repeat)
+        };
+        let graded = grade::grade_repeated(course, set, units, &options, runs, &progress);
         spent.push((set, started.elapsed()));
         graded
     };
