@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
+use kata_support::{
+    Outcome, ScriptedReader, Step, TrickleReader, assert_cancel_safe, check_property, hidden_test,
+};
 use proptest::prelude::*;
 use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -110,65 +112,6 @@ impl AsyncRead for FloodingSensor {
         buf.put_slice(&self.unread[..n]);
         self.unread.drain(..n);
         Poll::Ready(Ok(()))
-    }
-}
-
-/// One step of a scripted bridge: bytes for the next reads, a read error, or a pause.
-enum Step {
-    Bytes(Vec<u8>),
-    Fails(std::io::ErrorKind),
-    Pause(Duration),
-}
-
-/// A bridge that follows a script step by step, then reads as the end of the stream. Unlike
-/// `tokio_test`'s mock it does not mind a link that stops reading before the script is over.
-struct ScriptedBridge {
-    steps: std::collections::VecDeque<Step>,
-    pause: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl ScriptedBridge {
-    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
-        ScriptedBridge { steps: steps.into_iter().collect(), pause: None }
-    }
-}
-
-impl AsyncRead for ScriptedBridge {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            match this.steps.front_mut() {
-                None => return Poll::Ready(Ok(())),
-                Some(Step::Pause(pause)) => {
-                    let pause = *pause;
-                    let sleep =
-                        this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
-                    if sleep.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    this.pause = None;
-                    this.steps.pop_front();
-                }
-                Some(Step::Fails(kind)) => {
-                    let kind = *kind;
-                    this.steps.pop_front();
-                    return Poll::Ready(Err(std::io::Error::new(kind, "scripted read error")));
-                }
-                Some(Step::Bytes(bytes)) => {
-                    let n = bytes.len().min(buf.remaining());
-                    buf.put_slice(&bytes[..n]);
-                    bytes.drain(..n);
-                    if bytes.is_empty() {
-                        this.steps.pop_front();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
     }
 }
 
@@ -318,7 +261,7 @@ hidden_test! {
                 if cut < wire.len() {
                     script.push(Step::Bytes(wire[cut..].to_vec()));
                 }
-                let mut link = TelemetryLink::new(ScriptedBridge::new(script));
+                let mut link = TelemetryLink::new(ScriptedReader::new(script));
                 let whole = sent.iter().scan(0, |end, p| {
                     *end += 4 + p.len();
                     Some(*end)

@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use config_read_to_string::{ConfigDownload, Fetch, PATIENCE};
-use kata_support::{Outcome, TrickleReader, assert_cancel_safe, check_property, hidden_test};
+use kata_support::{
+    Outcome, ScriptedReader, Step, TrickleReader, assert_cancel_safe, check_property, hidden_test,
+};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
@@ -211,65 +213,6 @@ const HUGE_CONFIG: usize = 48 << 20;
 /// test holds no copy of the config.
 const HUGE_ROUTE: &[u8] =
     "[[route]]\nhost = \"edge.example.com\"\nregion = \"Zürich\"\n".as_bytes();
-
-/// One step of a scripted control plane: bytes for the next reads, a read error, or a pause.
-enum Step {
-    Bytes(Vec<u8>),
-    Fails(std::io::ErrorKind),
-    Pause(Duration),
-}
-
-/// A control plane that follows a script step by step, then reads as the end of the stream. Unlike
-/// `tokio_test`'s mock it does not mind a download that stops reading before the script is over.
-struct ScriptedServer {
-    steps: std::collections::VecDeque<Step>,
-    pause: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl ScriptedServer {
-    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
-        ScriptedServer { steps: steps.into_iter().collect(), pause: None }
-    }
-}
-
-impl AsyncRead for ScriptedServer {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            match this.steps.front_mut() {
-                None => return Poll::Ready(Ok(())),
-                Some(Step::Pause(pause)) => {
-                    let pause = *pause;
-                    let sleep =
-                        this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
-                    if sleep.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    this.pause = None;
-                    this.steps.pop_front();
-                }
-                Some(Step::Fails(kind)) => {
-                    let kind = *kind;
-                    this.steps.pop_front();
-                    return Poll::Ready(Err(std::io::Error::new(kind, "scripted read error")));
-                }
-                Some(Step::Bytes(bytes)) => {
-                    let n = bytes.len().min(buf.remaining());
-                    buf.put_slice(&bytes[..n]);
-                    bytes.drain(..n);
-                    if bytes.is_empty() {
-                        this.steps.pop_front();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-}
 
 /// A control plane that sends [`HUGE_ROUTE`] over and over, `total` bytes in all (whole routes),
 /// as fast as it is read, then closes the stream.
@@ -794,7 +737,7 @@ hidden_test! {
                      config arrived",
                     CONFIG.len()
                 );
-                let mut config = ConfigDownload::new(ScriptedServer::new(script));
+                let mut config = ConfigDownload::new(ScriptedReader::new(script));
                 let mut rounds = 0;
                 loop {
                     rounds += 1;

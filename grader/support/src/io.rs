@@ -190,3 +190,70 @@ impl<R: AsyncRead + Unpin> AsyncRead for FailsAtTheEnd<R> {
         }
     }
 }
+
+/// One step of a [`ScriptedReader`]'s script.
+#[derive(Debug)]
+pub enum Step {
+    /// Bytes for the next reads: as many per read as the caller's buffer takes.
+    Bytes(Vec<u8>),
+    /// One read that fails with an error of this kind (a ready error, `WouldBlock` included).
+    Fails(io::ErrorKind),
+    /// A pause on tokio's clock before the next step: reads in between are `Pending`.
+    Pause(std::time::Duration),
+}
+
+/// A peer that follows a script of [`Step`]s, then reads as the end of the stream. Unlike
+/// `tokio_test`'s mock it does not mind a reader that stops before the script is over, and its
+/// pauses are tokio sleeps, so a paused clock runs through them. A read cut during a pause resumes
+/// the same pause.
+#[derive(Debug)]
+pub struct ScriptedReader {
+    steps: std::collections::VecDeque<Step>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ScriptedReader {
+    /// A reader that plays `steps` in order.
+    pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        ScriptedReader { steps: steps.into_iter().collect(), pause: None }
+    }
+}
+
+impl AsyncRead for ScriptedReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match this.steps.front_mut() {
+                None => return Poll::Ready(Ok(())),
+                Some(Step::Pause(pause)) => {
+                    let pause = *pause;
+                    let sleep =
+                        this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.pause = None;
+                    this.steps.pop_front();
+                }
+                Some(Step::Fails(kind)) => {
+                    let kind = *kind;
+                    this.steps.pop_front();
+                    return Poll::Ready(Err(io::Error::new(kind, "scripted read error")));
+                }
+                Some(Step::Bytes(bytes)) => {
+                    let n = bytes.len().min(buf.remaining());
+                    buf.put_slice(&bytes[..n]);
+                    bytes.drain(..n);
+                    if bytes.is_empty() {
+                        this.steps.pop_front();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}

@@ -34,5 +34,5 @@ pub use cancel_explorer::{
     explore_with, settle,
 };
 pub use cancel_explorer::{check_property, on_async_thread};
-pub use io::{FailsAtTheEnd, RecordingWriter, TrickleReader, Wire};
+pub use io::{FailsAtTheEnd, RecordingWriter, ScriptedReader, Step, TrickleReader, Wire};
 pub use probe::{DropFlag, DropProbe, Gate};
