@@ -707,32 +707,52 @@ hidden_test! {
         check_property(64, stalled_scripts(), stalled_client_gets_only_what_was_kept);
     }
 
-    /// A client that stops reading for seconds, minutes or hours (a phone in a tunnel), with one
-    /// message waiting to be handed over and nothing lost from the room: when it reads again, it
-    /// gets every message, in order.
+    /// A client that stops reading for seconds, minutes, hours, days or a lifetime (a phone in a
+    /// tunnel, an app left in a drawer), with one message or one `Pong` waiting to be handed over
+    /// and nothing lost from the room: when it reads again, it gets every event, in order. The
+    /// paused clock makes the longest pause as cheap as the shortest, so no bound on the wait is
+    /// long enough.
     async fn a_client_that_pauses_for_seconds_loses_nothing() {
-        for pause in [5, 90, 20 * 60, 6 * 3600].map(Duration::from_secs) {
+        const DAY: u64 = 24 * 3600;
+        let pauses = [5, 90, 20 * 60, 6 * 3600, DAY, 30 * DAY, 365 * DAY, 100 * 365 * DAY];
+        for (pause, ping) in pauses.map(Duration::from_secs).into_iter().flat_map(|p| [(p, false), (p, true)]) {
             let hub = Arc::new(ChatHub::new(16));
             let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
-            for n in 0..2 {
-                hub.publish(message("lobby", n));
-                settle().await;
+            hub.publish(message("lobby", 0));
+            settle().await;
+            if ping {
+                alice.command(Command::Ping);
+            } else {
+                hub.publish(message("lobby", 1));
             }
-            // Message 0 fills alice's connection and the session waits to hand her message 1,
-            // while she reads nothing. The room keeps 16, so nothing is lost there.
+            settle().await;
+            // Message 0 fills alice's connection and the session waits to hand her message 1 (or
+            // the `Pong`), while she reads nothing. The room keeps 16, so nothing is lost there.
             sleep(pause).await;
-            hub.publish(message("lobby", 2));
+            let last = if ping { 1 } else { 2 };
+            hub.publish(message("lobby", last));
             let events = alice.read_slowly().await;
-            let result = account(&events, 0..3);
+            let (held, expected) = if ping {
+                ("the `Pong` to her Ping", vec![message("lobby", 0), message("lobby", 1)])
+            } else {
+                ("message 1", (0..3).map(|n| message("lobby", n)).collect())
+            };
+            let mut expected: Vec<Event> = expected.into_iter().map(Event::Message).collect();
+            if ping {
+                expected.insert(1, Event::Pong);
+            }
+            let result = account(&events, 0..last + 1);
             assert!(
-                result.is_ok() && texts(&events) == expected_texts(0..3),
-                "alice's connection held message 0 and the session was handing her message 1 \
-                 when she stopped reading for {pause:?}; the room (which keeps 16) lost nothing, \
-                 and message 2 came after. When she read again she got {}{}: every message the \
-                 room still holds must reach her, however long she pauses, and a message the \
-                 session gives up on must at least be reported as `Missed`",
+                result.is_ok() && events == expected,
+                "alice's connection held message 0 and the session was handing her {held} when \
+                 she stopped reading for {pause:?}; the room (which keeps 16) lost nothing, and \
+                 message {last} came after. When she read again she got {}{} where {} was due: \
+                 every event the session had in hand and every message the room still holds must \
+                 reach her, however long she pauses, and a message the session gives up on must \
+                 at least be reported as `Missed`",
                 short(&events),
-                result.err().map(|seen| format!(" ({seen})")).unwrap_or_default()
+                result.err().map(|seen| format!(" ({seen})")).unwrap_or_default(),
+                short(&expected)
             );
         }
     }
