@@ -152,6 +152,36 @@ impl DuringSlowPost {
     }
 }
 
+/// How far [`an_idle_worker_sleeps_and_reacts_at_once`] moves the paused clock in one jump: 2^62
+/// ms, some 146 million years, beyond any deadline a worker could sensibly set, in one step that
+/// costs nothing when no timer is set. (Not to the end of tokio's count, where it puts deadlines
+/// too far to count: its timer wheel moves a far deadline about two years per step, so a worker
+/// holding one would make the jump cost seconds.)
+const FAR_END: Duration = Duration::from_millis(1 << 62);
+
+/// Where the worker of [`an_idle_worker_sleeps_and_reacts_at_once`] waits idle.
+#[derive(Debug, Clone, Copy)]
+enum Idle {
+    /// From its first poll, with an empty queue.
+    FromTheStart,
+    /// Once it has posted a webhook.
+    AfterAPost,
+    /// Once it has posted a webhook during which the flag was set and called off again.
+    AfterACalledOffShutdown,
+}
+
+impl Idle {
+    fn describe(self) -> &'static str {
+        match self {
+            Idle::FromTheStart => "From its first poll on an empty queue",
+            Idle::AfterAPost => "After posting webhook 1",
+            Idle::AfterACalledOffShutdown => {
+                "After posting webhook 1, during which the flag was set and called off again"
+            }
+        }
+    }
+}
+
 hidden_test! {
     /// Nothing unusual: the worker posts what is queued, then stops when the flag is set.
     async fn posts_webhooks_until_shutdown() {
@@ -252,34 +282,83 @@ hidden_test! {
         assert_eq!(start.elapsed(), Duration::ZERO, "a worker started after shutdown must stop at once");
     }
 
-    /// Waiting for shutdown must not cost anything: an idle worker is not woken by timers, and it
-    /// reacts to the flag the moment it is set, not at its next check.
+    /// Waiting for shutdown must not cost anything: an idle worker is not woken by timers, however
+    /// long it stays idle (at the start, after a post, after a shutdown called off within a post),
+    /// and it reacts to the flag the moment it is set, not at its next check. An hour of minutes
+    /// first, then one jump of the paused clock past any deadline a worker could sensibly set: a
+    /// check every day, every year or every thousand years wakes it as surely as one a minute.
     async fn an_idle_worker_sleeps_and_reacts_at_once() {
-        let (shutdown, _) = watch::channel(false);
-        let (_queue, rx) = queue_with([]);
-        let server = FakeServer::new(POST);
-        let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server);
-        let mut run = task::spawn(dispatcher.run());
-        assert_pending!(run.poll());
+        for idle in [Idle::FromTheStart, Idle::AfterAPost, Idle::AfterACalledOffShutdown] {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = queue_with([]);
+            let server = FakeServer::new(POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let mut run = task::spawn(dispatcher.run());
+            assert_pending!(run.poll());
+            if !matches!(idle, Idle::FromTheStart) {
+                queue.try_send(hook(1)).expect("queue has room");
+                assert_pending!(run.poll());
+                if matches!(idle, Idle::AfterACalledOffShutdown) {
+                    shutdown.send_replace(true);
+                    shutdown.send_replace(false);
+                }
+                sleep(POST * 2).await;
+                while run.is_woken() {
+                    assert_pending!(run.poll(), "the worker stopped although nobody asked it to");
+                }
+                assert_eq!(server.received(), [1], "{}: webhook 1 was not posted", idle.describe());
+            }
 
-        let mut wakeups = 0;
-        for _ in 0..60 {
-            sleep(Duration::from_secs(60)).await;
-            while run.is_woken() {
+            let mut wakeups = 0;
+            for _ in 0..60 {
+                sleep(Duration::from_secs(60)).await;
+                while run.is_woken() {
+                    wakeups += 1;
+                    assert_pending!(run.poll(), "the worker stopped although nobody asked it to");
+                }
+            }
+            assert_eq!(
+                wakeups,
+                0,
+                "{}, an idle worker was woken {wakeups} times in an hour with nothing to do (no \
+                 webhook came and the flag never changed): a timer woke it. An idle worker must \
+                 sleep until a webhook or the flag wakes it; a timer in the worker wakes every \
+                 worker of every tenant for nothing (and a flag checked on a timer is heard up to \
+                 one period late)",
+                idle.describe()
+            );
+
+            // Every timer is due once the clock has jumped this far; a timer re-armed after the
+            // jump may be due at once again, so a few wake-ups are enough to tell.
+            tokio::time::advance(FAR_END).await;
+            while run.is_woken() && wakeups < 3 {
                 wakeups += 1;
                 assert_pending!(run.poll(), "the worker stopped although nobody asked it to");
             }
+            assert_eq!(
+                wakeups,
+                0,
+                "{}, an idle worker stayed idle for an hour and then for {:.0} million years (the \
+                 paused clock, in one jump past any deadline a worker could sensibly set), with no \
+                 webhook and the flag never changed: it was woken {wakeups} time(s) (counting \
+                 stops at 3). A timer woke it: a check once a day, a year or a millennium is still \
+                 a timer. An idle worker must sleep until a webhook or the flag wakes it, however \
+                 long that takes",
+                idle.describe(),
+                FAR_END.as_secs_f64() / (365.0 * 86_400.0 * 1e6)
+            );
+            shutdown.send_replace(true);
+            assert!(
+                run.is_woken(),
+                "{}: setting the shutdown flag must wake the worker at once",
+                idle.describe()
+            );
+            assert_ready_eq!(
+                run.poll(),
+                usize::from(!matches!(idle, Idle::FromTheStart)),
+                "woken by the shutdown, the worker must stop right away"
+            );
         }
-        assert_eq!(
-            wakeups, 0,
-            "an idle worker was woken {wakeups} times in an hour with nothing to do (no webhook \
-             came and the flag never changed): a timer woke it. An idle worker must sleep until a \
-             webhook or the flag wakes it; a timer in the worker wakes every worker of every \
-             tenant for nothing (and a flag checked on a timer is heard up to one period late)"
-        );
-        shutdown.send_replace(true);
-        assert!(run.is_woken(), "setting the shutdown flag must wake the worker at once");
-        assert_ready_eq!(run.poll(), 0, "woken by the shutdown, the worker must stop right away");
     }
 
     /// The supervisor may drop `run` at any point and call it again. Cut the first run at every
