@@ -267,6 +267,32 @@ async fn poll_now_and_then<F: Future>(supervisor: F, every: Duration) -> F::Outp
     }
 }
 
+/// Drives `supervisor` the way a caller that is away for a while does: it polls it once (the
+/// workers start), comes back only after `away`, and then polls it every 2 ms.
+async fn poll_after_a_break<F: Future>(supervisor: F, away: Duration) -> F::Output {
+    let mut supervisor = std::pin::pin!(supervisor);
+    if let Poll::Ready(out) = supervisor.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return out;
+    }
+    // One jump of the paused clock: as cheap as a millisecond to a fix that waits on its channel.
+    sleep(away).await;
+    poll_now_and_then(supervisor, Duration::from_millis(2)).await
+}
+
+/// How long the caller of [`poll_after_a_break`] is away: longer than any time limit a worker
+/// would put on handing over its result.
+const AWAY: Duration = Duration::from_secs(2 * 60);
+
+/// How long a slow transcode takes, as said in a failure message.
+const SLOW: [(Duration, &str); 5] = [
+    (Duration::from_secs(11 * 60), "11 minutes"),
+    (Duration::from_secs(3 * 3600), "3 hours"),
+    (Duration::from_secs(24 * 3600), "a day"),
+    (Duration::from_secs(400 * 24 * 3600), "400 days"),
+    // Past any deadline a learner would write: one jump of the paused clock, as cheap as 10 ms.
+    (Duration::from_secs(100 * 365 * 24 * 3600), "a century"),
+];
+
 /// A batch: how many videos, how many workers, and which video fails (if any).
 #[derive(Debug, Clone, Copy)]
 struct Batch {
@@ -550,6 +576,94 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A worker waits as long as it takes to hand its result to the supervisor: a caller that
+    /// polls `run_pipeline` once and comes back only two minutes later (its thread was busy)
+    /// still gets every rendition of a successful batch, or the error of a failed one. Uneven
+    /// batches, some transcodes answering at once, so that results wait for the supervisor.
+    fn a_caller_away_for_minutes_still_gets_every_result() {
+        // One worker, every video a cache hit: its results queue up behind the first.
+        let fixed = vec![(vec![0, 0, 0], 1, None), (vec![0, 0, 0], 1, Some(2))];
+        let strategy = prop_oneof![1 => prop::sample::select(fixed), 4 => uneven_batches()];
+        check_property(32, strategy, |(lengths, workers, failing)| async move {
+            let queue = batch(lengths.len() as u64);
+            let farm = Arc::new(FakeFarm {
+                lengths: lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(id, ms)| (id as u64, Duration::from_millis(*ms)))
+                    .collect(),
+                failing: failing.into_iter().collect(),
+                ..FakeFarm::default()
+            });
+            let outcome = timeout(
+                AWAY + Duration::from_secs(60),
+                poll_after_a_break(run_pipeline(queue.clone(), farm.clone(), workers), AWAY),
+            )
+            .await
+            .map_err(|_| "the batch did not end within a minute of the caller's return".to_owned())?;
+            let what = format!(
+                "{} videos on {workers} worker(s), transcodes of {lengths:?} ms (0 answers at \
+                 once), the caller polling `run_pipeline` once and then only after 2 minutes",
+                lengths.len()
+            );
+            let lost = "a worker's result must wait for the supervisor however long it takes to \
+                        look: `run_pipeline` has no deadline of its own, and a result handed over \
+                        late is not a result to drop";
+            match (failing, outcome) {
+                (Some(id), Err(e)) if e.video_id == id => Ok(()),
+                (Some(id), Err(e)) => {
+                    Err(format!("{what}: video {id} failed, yet the error is video {}'s", e.video_id))
+                }
+                (Some(id), Ok(renditions)) => Err(format!(
+                    "{what}: video {id} failed, yet the batch returned Ok with {} rendition(s): \
+                     its error never reached the caller; {lost}",
+                    renditions.len()
+                )),
+                (None, Err(e)) => Err(format!("{what}: no video fails, yet the batch failed with {e:?}")),
+                (None, Ok(renditions)) => {
+                    let mut ids: Vec<u64> = renditions.iter().map(|r| r.video_id).collect();
+                    ids.sort_unstable();
+                    let all: Vec<u64> = (0..lengths.len() as u64).collect();
+                    if ids == all {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{what}: none failed, so expected a rendition of each of {all:?}, \
+                             but the batch returned Ok with renditions of {ids:?}; {lost}"
+                        ))
+                    }
+                }
+            }
+        });
+    }
+
+    /// `run_pipeline` has no deadline of its own: a transcode that takes hours (a feature film on
+    /// a busy farm; one jump of the paused clock, up to a century) is slow, not failed. The batch
+    /// ends with every rendition; a caller that cannot wait drops it, which is harmless now.
+    async fn a_slow_transcode_is_not_a_failure() {
+        for (slow, said) in SLOW {
+            let queue = batch(3);
+            let farm = Arc::new(FakeFarm {
+                lengths: HashMap::from([(0, slow)]),
+                ..FakeFarm::default()
+            });
+            let outcome = run_pipeline(queue.clone(), farm.clone(), 2).await;
+            let ids = outcome.as_ref().map(|r| {
+                let mut ids: Vec<u64> = r.iter().map(|r| r.video_id).collect();
+                ids.sort_unstable();
+                ids
+            });
+            assert!(
+                ids == Ok(vec![0, 1, 2]),
+                "3 videos on 2 workers, video 0's transcode taking {said} and the others 10 ms, \
+                 none failing: expected Ok with the renditions of videos 0, 1 and 2, but \
+                 `run_pipeline` returned {outcome:?}. A slow transcode is not a failure: \
+                 `run_pipeline` has no deadline of its own (a caller that cannot wait drops it, \
+                 and nothing is left running), so it waits for the answer that finally comes"
+            );
+        }
     }
 
     /// The video service runs each batch's supervisor in a task of its own (`tokio::spawn`) on
