@@ -395,6 +395,58 @@ fn reason_scenarios() -> impl Strategy<Value = ReasonScenario> {
         )
 }
 
+/// One of several transfers from alice (who has 100) that run at once, with all checks approving.
+#[derive(Debug, Clone, Copy)]
+struct RacingTransfer {
+    /// alice sends to herself instead of to bob.
+    to_self: bool,
+    amount: u64,
+    risk_ms: u64,
+    compliance_ms: u64,
+}
+
+impl RacingTransfer {
+    fn to(&self) -> &'static str {
+        if self.to_self { "alice" } else { "bob" }
+    }
+
+    fn describe(&self) -> String {
+        let recipient = if self.to_self { "herself" } else { "bob" };
+        format!(
+            "{} to {recipient} (risk {} ms, compliance {} ms)",
+            self.amount, self.risk_ms, self.compliance_ms
+        )
+    }
+
+    fn checks(&self) -> FakeChecks {
+        FakeChecks {
+            risk: (Duration::from_millis(self.risk_ms), Ok(())),
+            compliance: (Duration::from_millis(self.compliance_ms), Ok(())),
+        }
+    }
+}
+
+/// Two or three transfers from alice at once, the first of them to herself.
+fn racing_transfers() -> impl Strategy<Value = Vec<RacingTransfer>> {
+    let one = |to_self: prop::strategy::BoxedStrategy<bool>| {
+        (to_self, prop::sample::select(vec![40u64, 60, 80]), 0u64..=20, 0u64..=20).prop_map(
+            |(to_self, amount, risk_ms, compliance_ms)| RacingTransfer {
+                to_self,
+                amount,
+                risk_ms,
+                compliance_ms,
+            },
+        )
+    };
+    (one(Just(true).boxed()), prop::collection::vec(one(any::<bool>().boxed()), 1..=2)).prop_map(
+        |(first, rest)| {
+            let mut all = vec![first];
+            all.extend(rest);
+            all
+        },
+    )
+}
+
 /// How long a slow check takes, as said in a failure message.
 const SLOW: [(Duration, &str); 9] = [
     (Duration::from_millis(21), "21 ms"),
@@ -653,6 +705,84 @@ hidden_test! {
             "two transfers of 80 from alice (who has 100) at once: expected one to go through and \
              the other to be refused with InsufficientFunds, but {seen}"
         );
+    }
+
+    /// A transfer to oneself moves the money out and back in: like any other, it goes through
+    /// only if alice has the amount available when it does. Several transfers from alice at once,
+    /// one to herself: replaying the ones that went through in the order they finished never
+    /// overdraws her, and the books end as that replay says.
+    fn a_transfer_to_oneself_needs_the_money_when_it_goes_through() {
+        // The case a funds check made only at the start misses: alice->alice is still waiting
+        // when alice->bob has taken the money.
+        let fixed = vec![
+            RacingTransfer { to_self: true, amount: 60, risk_ms: 10, compliance_ms: 10 },
+            RacingTransfer { to_self: false, amount: 60, risk_ms: 1, compliance_ms: 1 },
+        ];
+        let strategy = prop_oneof![1 => Just(fixed), 7 => racing_transfers()];
+        check_property(64, strategy, |transfers| async move {
+            let ledger = books();
+            let start = tokio::time::Instant::now();
+            let finished = std::cell::RefCell::new(Vec::new());
+            let all = futures::future::join_all(transfers.iter().enumerate().map(|(i, t)| {
+                let (ledger, finished) = (&ledger, &finished);
+                async move {
+                    let outcome = transfer(ledger, &t.checks(), "alice", t.to(), t.amount).await;
+                    finished.borrow_mut().push((i, start.elapsed().as_millis()));
+                    outcome
+                }
+            }));
+            let ran = std::panic::AssertUnwindSafe(all).catch_unwind().await;
+            let what = format!(
+                "alice (who has 100) sent at once {}",
+                transfers.iter().map(RacingTransfer::describe).collect::<Vec<_>>().join(", ")
+            );
+            let Ok(outcomes) = ran else {
+                return Err(format!(
+                    "{what}; a transfer panicked. Expected each one to go through or be refused \
+                     with Err(InsufficientFunds); a transfer never panics"
+                ));
+            };
+            sleep(Duration::from_secs(1)).await;
+            let answers = outcomes.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
+            if outcomes.iter().any(|o| o.is_err() && *o != Err(TransferError::InsufficientFunds))
+                || outcomes.iter().all(Result::is_err)
+            {
+                return Err(format!(
+                    "{what}; they answered {answers}. Expected each to go through or be refused \
+                     with Err(InsufficientFunds), and the first to take the money to go through"
+                ));
+            }
+            let (mut alice, mut bob) = (100u64, 0u64);
+            for &(i, at_ms) in finished.borrow().iter() {
+                let t = transfers[i];
+                if outcomes[i].is_err() {
+                    continue;
+                }
+                if t.amount > alice {
+                    return Err(format!(
+                        "{what}; they answered {answers}. The transfer of {} went through when it \
+                         finished at {at_ms} ms, but the transfers that had gone through before it \
+                         left alice only {alice}: the money it moved was not there when it moved \
+                         (a transfer to herself moves her money out and back in, and needs it \
+                         available like any other)",
+                        t.describe()
+                    ));
+                }
+                if !t.to_self {
+                    alice -= t.amount;
+                    bob += t.amount;
+                }
+            }
+            let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
+            if books != (alice, bob, 0) || ledger.available("alice") != alice {
+                return Err(format!(
+                    "{what}; they answered {answers}, so alice must end with {alice} and bob with \
+                     {bob}, with no hold open, but {}",
+                    describe(&ledger)
+                ));
+            }
+            Ok(())
+        });
     }
 
     /// The payments service handles each transfer request in a task of its own (`tokio::spawn`)

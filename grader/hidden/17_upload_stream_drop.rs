@@ -54,6 +54,19 @@ struct Books {
 struct FakeStore {
     books: Arc<Mutex<Books>>,
     plans: Arc<HashMap<String, Vec<Plan>>>,
+    /// Keys whose store client panics, and where (a bug in a client library).
+    panics: Arc<HashMap<String, PanicAt>>,
+}
+
+/// Where the store client panics for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PanicAt {
+    /// In the call to `upload_part` for this part, before it returns a future.
+    CallingPart(u32),
+    /// While the upload of this part is awaited, when it would have answered.
+    AwaitingPart(u32),
+    /// While `complete` is awaited.
+    AwaitingComplete,
 }
 
 impl FakeStore {
@@ -62,7 +75,17 @@ impl FakeStore {
         for (key, plan) in plans {
             by_key.entry(key).or_default().push(plan);
         }
-        FakeStore { books: Arc::default(), plans: Arc::new(by_key) }
+        FakeStore { books: Arc::default(), plans: Arc::new(by_key), panics: Arc::default() }
+    }
+
+    /// The same store, whose client panics at `at` for `key`.
+    fn panicking(mut self, key: String, at: PanicAt) -> Self {
+        self.panics = Arc::new(HashMap::from([(key, at)]));
+        self
+    }
+
+    fn panics_at(&self, upload: &UploadId, at: PanicAt) -> bool {
+        self.key_of(upload).is_some_and(|key| self.panics.get(&key) == Some(&at))
     }
 
     fn open_keys(&self) -> Vec<String> {
@@ -142,6 +165,10 @@ impl ObjectStore for FakeStore {
     ) -> impl Future<Output = Result<(), StoreError>> {
         let key = self.key_of(upload).expect("a part was sent to an upload that is not open");
         let plan = self.plan_of(upload);
+        if self.panics_at(upload, PanicAt::CallingPart(part)) {
+            panic!("store client bug: upload_part({key}, part {part}) panicked when called");
+        }
+        let panics_later = self.panics_at(upload, PanicAt::AwaitingPart(part));
         {
             let mut books = self.books.lock().unwrap();
             let fresh = books.parts.entry(upload.0).or_default().insert(part);
@@ -154,6 +181,9 @@ impl ObjectStore for FakeStore {
         let books = self.books.clone();
         async move {
             sleep(plan.part_latency).await;
+            if panics_later {
+                panic!("store client bug: upload_part({key}, part {part}) panicked while awaited");
+            }
             if plan.fail_part == Some(part) {
                 books.lock().unwrap().failures.push((Instant::now(), key.clone()));
                 return Err(StoreError(format!("part {part} of {key}: checksum mismatch")));
@@ -165,8 +195,12 @@ impl ObjectStore for FakeStore {
     fn complete(&self, upload: &UploadId) -> impl Future<Output = Result<(), StoreError>> {
         let books = self.books.clone();
         let id = upload.0;
+        let panics = self.panics_at(upload, PanicAt::AwaitingComplete);
         async move {
             sleep(Duration::from_millis(1)).await;
+            if panics {
+                panic!("store client bug: complete(upload {id}) panicked while awaited");
+            }
             let mut books = books.lock().unwrap();
             let key = books.open.get(&id).cloned().expect("completed an upload that is not open");
             let parts = books.parts.get(&id).cloned().unwrap_or_default();
@@ -367,6 +401,36 @@ fn two_failures() -> impl Strategy<Value = Vec<FileScenario>> {
         })
 }
 
+/// A batch of one to six files that all upload fine, except that the store client panics on one
+/// of them: when called for a part, while a part is awaited, or while `complete` is awaited.
+#[derive(Debug, Clone)]
+struct PanicScenario {
+    /// (parts, part latency in ms) of each file.
+    files: Vec<(usize, u64)>,
+    /// The file whose client panics.
+    panics: usize,
+    at: PanicAt,
+}
+
+fn panic_scenarios() -> impl Strategy<Value = PanicScenario> {
+    (
+        proptest::collection::vec((1usize..=3, 1u64..=30), 1..=6),
+        any::<prop::sample::Index>(),
+        0usize..3,
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(files, panics, how, part)| {
+            let panics = panics.index(files.len());
+            let part = part.index(files[panics].0) as u32 + 1;
+            let at = match how {
+                0 => PanicAt::CallingPart(part),
+                1 => PanicAt::AwaitingPart(part),
+                _ => PanicAt::AwaitingComplete,
+            };
+            PanicScenario { files, panics, at }
+        })
+}
+
 /// Checks the store after a batch ended as `outcome`.
 fn check_batch(
     batch: &[FileScenario],
@@ -465,6 +529,69 @@ hidden_test! {
             )
             .await;
             report.map(|_| ()).map_err(|failure| failure.to_string())
+        });
+    }
+
+    /// "However `upload_all` ends" includes a panic: the store client has a bug and panics on
+    /// one file, when called or while awaited, with other uploads in flight. The panic may reach
+    /// the caller (or become that file's error), but no multipart upload may be left open.
+    fn a_panicking_store_client_leaves_no_upload_open() {
+        check_property(48, panic_scenarios(), |scenario| async move {
+            let panicking = key(scenario.panics);
+            let store = FakeStore::new((0..scenario.files.len()).map(|n| {
+                let plan = Plan {
+                    part_latency: Duration::from_millis(scenario.files[n].1),
+                    fail_part: None,
+                    fail_complete: false,
+                };
+                (key(n), plan)
+            }))
+            .panicking(panicking.clone(), scenario.at);
+            let files: Vec<FileUpload> = (0..scenario.files.len())
+                .map(|n| FileUpload { key: key(n), parts: vec![vec![n as u8; 4]; scenario.files[n].0] })
+                .collect();
+            let ran = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(upload_all(
+                &store, files,
+            )))
+            .await;
+            // Long after every upload would have finished: nothing comes back to close them later.
+            sleep(Duration::from_secs(1)).await;
+            let how = match scenario.at {
+                PanicAt::CallingPart(part) => format!("when `upload_part` was called for its part {part}"),
+                PanicAt::AwaitingPart(part) => format!("while its part {part} was awaited"),
+                PanicAt::AwaitingComplete => "while its `complete` was awaited".to_owned(),
+            };
+            let what = format!(
+                "a batch of {} file(s), the store client panicking on {panicking} {how}",
+                scenario.files.len()
+            );
+            let ended = match &ran {
+                Ok(Ok(uploaded)) => format!("`upload_all` returned Ok with {} files", uploaded.len()),
+                Ok(Err(error)) => format!("`upload_all` returned an error for {}", error.key),
+                Err(_) => "the panic unwound out of `upload_all`".to_owned(),
+            };
+            let open = store.open_keys();
+            if !open.is_empty() {
+                return Err(format!(
+                    "{what}; {ended}, and these multipart uploads were still open: {open:?}. A \
+                     panic is one more way for the batch to end: whatever is dropped while the \
+                     thread unwinds must still abort its upload (`abort` is a short synchronous \
+                     call, safe to make while unwinding), or the store bills their parts for ever"
+                ));
+            }
+            let bad = store.bad_aborts();
+            if !bad.is_empty() {
+                return Err(format!("{what}; {ended}, and the store refused these aborts: {bad:?}"));
+            }
+            match ran {
+                Ok(Ok(_)) => Err(format!(
+                    "{what}; {ended}, but {panicking} was never uploaded: the batch did not succeed"
+                )),
+                Ok(Err(error)) if error.key != panicking => Err(format!(
+                    "{what}; {ended}, which did not fail: only {panicking} did"
+                )),
+                _ => Ok(()),
+            }
         });
     }
 

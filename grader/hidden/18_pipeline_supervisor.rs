@@ -267,6 +267,32 @@ async fn poll_now_and_then<F: Future>(supervisor: F, every: Duration) -> F::Outp
     }
 }
 
+/// Drives `supervisor` the way a caller that is away for a while does: it polls it once (the
+/// workers start), comes back only after `away`, and then polls it every 2 ms.
+async fn poll_after_a_break<F: Future>(supervisor: F, away: Duration) -> F::Output {
+    let mut supervisor = std::pin::pin!(supervisor);
+    if let Poll::Ready(out) = supervisor.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return out;
+    }
+    // One jump of the paused clock: as cheap as a millisecond to a fix that waits on its channel.
+    sleep(away).await;
+    poll_now_and_then(supervisor, Duration::from_millis(2)).await
+}
+
+/// How long the caller of [`poll_after_a_break`] is away: longer than a time limit a worker would
+/// put on handing over its result, short enough for a fix that retries every millisecond.
+const AWAY: Duration = Duration::from_secs(5);
+
+/// How long a slow transcode takes, as said in a failure message.
+const SLOW: [(Duration, &str); 5] = [
+    (Duration::from_secs(11 * 60), "11 minutes"),
+    (Duration::from_secs(3 * 3600), "3 hours"),
+    (Duration::from_secs(24 * 3600), "a day"),
+    (Duration::from_secs(400 * 24 * 3600), "400 days"),
+    // Past any deadline a learner would write: one jump of the paused clock, as cheap as 10 ms.
+    (Duration::from_secs(100 * 365 * 24 * 3600), "a century"),
+];
+
 /// A batch: how many videos, how many workers, and which video fails (if any).
 #[derive(Debug, Clone, Copy)]
 struct Batch {
@@ -550,6 +576,97 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A worker waits as long as it takes to hand its result to the supervisor: a caller that
+    /// polls `run_pipeline` once and comes back only 5 s later (its thread was busy) still gets
+    /// every rendition of a successful batch, or the error of a failed one. Batches of cache hits
+    /// (answered at once) on one or two workers, so that results wait for the supervisor. (5 s,
+    /// not more: a fix that retries every millisecond must stay cheap.)
+    async fn a_caller_away_for_a_while_still_gets_every_result() {
+        // (transcode lengths in ms, 0 answering at once; workers; the video that fails, if any)
+        let cases: [(&[u64], usize, Option<u64>); 3] =
+            [(&[0, 0, 0], 1, None), (&[0, 0, 0], 1, Some(2)), (&[5, 0, 0, 0], 2, Some(3))];
+        for (lengths, workers, failing) in cases {
+            let queue = batch(lengths.len() as u64);
+            let farm = Arc::new(FakeFarm {
+                lengths: lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(id, ms)| (id as u64, Duration::from_millis(*ms)))
+                    .collect(),
+                failing: failing.into_iter().collect(),
+                ..FakeFarm::default()
+            });
+            let outcome = timeout(
+                AWAY + Duration::from_secs(60),
+                poll_after_a_break(run_pipeline(queue.clone(), farm.clone(), workers), AWAY),
+            )
+            .await
+            .expect("the batch did not end within a minute (virtual) of the caller's return");
+            let what = format!(
+                "{} videos on {workers} worker(s), transcodes of {lengths:?} ms (0 answers at \
+                 once), {}, the caller polling `run_pipeline` once and then only after 5 s",
+                lengths.len(),
+                match failing {
+                    Some(id) => format!("video {id} failing"),
+                    None => "none failing".to_owned(),
+                }
+            );
+            let lost = "a worker's result must wait for the supervisor however long it takes to \
+                        look: `run_pipeline` has no deadline of its own, and a result handed over \
+                        late is not a result to drop";
+            let ids = outcome.as_ref().map(|r| {
+                let mut ids: Vec<u64> = r.iter().map(|r| r.video_id).collect();
+                ids.sort_unstable();
+                ids
+            });
+            let all: Vec<u64> = (0..lengths.len() as u64).collect();
+            match (failing, ids) {
+                (Some(id), Err(e)) => assert_eq!(
+                    e.video_id, id,
+                    "{what}: the error must be video {id}'s, but it is video {}'s",
+                    e.video_id
+                ),
+                (Some(id), Ok(ids)) => panic!(
+                    "{what}: expected video {id}'s error, but the batch returned Ok with the \
+                     renditions of {ids:?}: the error never reached the caller; {lost}"
+                ),
+                (None, Err(e)) => panic!("{what}: expected Ok, but the batch failed with {e:?}"),
+                (None, Ok(ids)) => assert!(
+                    ids == all,
+                    "{what}: expected Ok with a rendition of each of {all:?}, but the batch \
+                     returned Ok with the renditions of {ids:?}; {lost}"
+                ),
+            }
+        }
+    }
+
+    /// `run_pipeline` has no deadline of its own: a transcode that takes hours (a feature film on
+    /// a busy farm; one jump of the paused clock, up to a century) is slow, not failed. The batch
+    /// ends with every rendition; a caller that cannot wait drops it, which is harmless now.
+    async fn a_slow_transcode_is_not_a_failure() {
+        for (slow, said) in SLOW {
+            let queue = batch(3);
+            let farm = Arc::new(FakeFarm {
+                lengths: HashMap::from([(0, slow)]),
+                ..FakeFarm::default()
+            });
+            let outcome = run_pipeline(queue.clone(), farm.clone(), 2).await;
+            let ids = outcome.as_ref().map(|r| {
+                let mut ids: Vec<u64> = r.iter().map(|r| r.video_id).collect();
+                ids.sort_unstable();
+                ids
+            });
+            assert!(
+                ids == Ok(vec![0, 1, 2]),
+                "3 videos on 2 workers, video 0's transcode taking {said} and the others 10 ms, \
+                 none failing: expected Ok with the renditions of videos 0, 1 and 2, but \
+                 `run_pipeline` returned {outcome:?}. A slow transcode is not a failure: \
+                 `run_pipeline` has no deadline of its own (a caller that cannot wait drops it, \
+                 and nothing is left running), so it waits for the answer that finally comes"
+            );
+        }
     }
 
     /// The video service runs each batch's supervisor in a task of its own (`tokio::spawn`) on
