@@ -510,6 +510,112 @@ impl AsyncWrite for BreakingLink {
     }
 }
 
+/// What a connection answers once, to one write or one step of its flush, before it works again.
+#[derive(Debug, Clone, Copy)]
+enum Hiccup {
+    /// The write or the flush fails with an error of this kind.
+    Fails(io::ErrorKind),
+    /// The write reports 0 bytes written (`Ok(0)`), which says the connection can no longer
+    /// accept bytes.
+    ZeroBytes,
+}
+
+/// The errors a connection may report once before it would work again, taken in turn with the
+/// position of the byte they fall on: kinds that sound temporary (`WouldBlock`, `TimedOut`) as much as the others. The
+/// connection reported them, so the caller must see them. (`Interrupted`, which std's `write_all`
+/// retries, is left out: see the solution README.)
+const HICCUP_FAILURES: [io::ErrorKind; 6] = [
+    io::ErrorKind::WouldBlock,
+    io::ErrorKind::TimedOut,
+    io::ErrorKind::ConnectionReset,
+    io::ErrorKind::BrokenPipe,
+    io::ErrorKind::UnexpectedEof,
+    io::ErrorKind::Other,
+];
+
+/// A connection that takes 3 bytes per write, yielding between writes, straight to the wire or
+/// (`buffered`) into a buffer that its flush moves on 3 bytes per poll, yielding in between. The
+/// write that would take byte `at` of the stream (or, with `at_flush`, the step of the flush that
+/// would move it) answers `hiccup` instead, once; after that the connection works again, as if
+/// nothing had happened. `fired` says whether the hiccup has happened.
+struct HiccupLink {
+    buffered: bool,
+    at_flush: bool,
+    at: usize,
+    hiccup: Hiccup,
+    /// Bytes taken by writes so far, and (when buffered) moved on by the flush.
+    accepted: usize,
+    moved: usize,
+    yield_next: bool,
+    fired: Arc<AtomicBool>,
+}
+
+impl HiccupLink {
+    /// Returns `Pending` (and asks to be polled again) every other time it is called.
+    fn take_turn(&mut self, cx: &mut Context<'_>) -> bool {
+        self.yield_next = !self.yield_next;
+        if self.yield_next {
+            cx.waker().wake_by_ref();
+        }
+        !self.yield_next
+    }
+
+    /// Whether the hiccup is due now, for bytes `from..from + n` of the stream.
+    fn due(&self, at_flush: bool, from: usize, n: usize) -> bool {
+        self.at_flush == at_flush
+            && !self.fired.load(Ordering::SeqCst)
+            && (from..from + n).contains(&self.at)
+    }
+
+    fn fire<T>(&self, zero: T) -> Poll<io::Result<T>> {
+        self.fired.store(true, Ordering::SeqCst);
+        Poll::Ready(match self.hiccup {
+            Hiccup::Fails(kind) => Err(io::Error::new(kind, "the connection reported an error")),
+            Hiccup::ZeroBytes => Ok(zero),
+        })
+    }
+}
+
+impl AsyncWrite for HiccupLink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if !self.take_turn(cx) {
+            return Poll::Pending;
+        }
+        let n = buf.len().min(3);
+        if self.due(false, self.accepted, n) {
+            return self.fire(0);
+        }
+        self.accepted += n;
+        if !self.buffered {
+            self.moved = self.accepted;
+        }
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.moved < self.accepted {
+            if !self.take_turn(cx) {
+                return Poll::Pending;
+            }
+            let n = (self.accepted - self.moved).min(3);
+            if self.due(true, self.moved, n) {
+                return self.fire(());
+            }
+            self.moved += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
 /// A (virtual) stretch of time as a person would say it: `3600s` is "1.0 h".
 fn spell(d: Duration) -> String {
     const HOUR: f64 = 3_600.0;
@@ -1073,6 +1179,91 @@ hidden_test! {
                              send_frame({}) failed: {err}",
                             f.seq, f.seq
                         ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A connection that reports an error once, to one write or one step of its flush, at any
+    /// byte of the upload, and would then work again: an error that sounds temporary
+    /// (`WouldBlock`, `TimedOut`) as much as any other, or a write that reports 0 bytes written
+    /// (`WriteZero` to the caller). The call whose write or flush got that answer returns it, with
+    /// its kind, and the calls before it succeed: the connection said it failed, and only the
+    /// caller decides whether to try again (the writer does not retry on its behalf).
+    async fn an_error_the_connection_reports_once_reaches_the_caller() {
+        let frames = [frame(1, "hello"), frame(2, "world!")];
+        let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
+        let links = [(false, false), (true, false), (true, true)];
+        for (buffered, at_flush) in links {
+            for at in 0..total {
+                // Every kind of error comes at several positions of each link.
+                let kind = HICCUP_FAILURES[at % HICCUP_FAILURES.len()];
+                for hiccup in [Hiccup::Fails(kind), Hiccup::ZeroBytes] {
+                    let (answer, expected) = match hiccup {
+                        Hiccup::ZeroBytes if at_flush => continue,
+                        Hiccup::ZeroBytes => {
+                            ("reported 0 bytes written (Ok(0))".to_owned(), io::ErrorKind::WriteZero)
+                        }
+                        Hiccup::Fails(kind) => (format!("failed with {kind:?}"), kind),
+                    };
+                    let fired = Arc::new(AtomicBool::new(false));
+                    let mut writer = FrameWriter::new(HiccupLink {
+                        buffered,
+                        at_flush,
+                        at,
+                        hiccup,
+                        accepted: 0,
+                        moved: 0,
+                        yield_next: false,
+                        fired: fired.clone(),
+                    });
+                    let link = match (buffered, at_flush) {
+                        (false, _) => "a connection taking 3 bytes per write",
+                        (true, false) => {
+                            "a connection whose writes (3 bytes each) fill a buffer that its \
+                             flush moves to the wire"
+                        }
+                        (true, true) => {
+                            "a connection whose flush moves what its writes buffered to the \
+                             wire, 3 bytes per poll"
+                        }
+                    };
+                    let what = if at_flush { "the step of its flush" } else { "the write" };
+                    let story = format!(
+                        "over {link}, {what} that would have taken byte {at} of the upload \
+                         {answer}, once, and the connection would then have worked again"
+                    );
+                    for f in &frames {
+                        let before = fired.load(Ordering::SeqCst);
+                        let result = timeout(Duration::from_secs(60), writer.send_frame(f)).await;
+                        let hit = !before && fired.load(Ordering::SeqCst);
+                        match result {
+                            Err(_) => panic!("{story}; send_frame({}) never returned", f.seq),
+                            Ok(Err(err)) if hit && err.kind() == expected => break,
+                            Ok(Ok(())) if !hit => {}
+                            Ok(Ok(())) => panic!(
+                                "{story}; it was send_frame({})'s, and the call returned Ok(()), \
+                                 expected an error of kind {expected:?}: the connection reported \
+                                 a failure, and the caller must hear of it (the writer does not \
+                                 retry on the connection's behalf, even an error that sounds \
+                                 temporary, or a write of 0 bytes)",
+                                f.seq
+                            ),
+                            Ok(Err(err)) if hit => panic!(
+                                "{story}; it was send_frame({})'s, and the call failed with an \
+                                 error of kind {:?} (\"{err}\"), expected {expected:?}: the \
+                                 caller must get the connection's error with its own kind (and a \
+                                 write of 0 bytes is WriteZero, as `write_all` reports it)",
+                                f.seq,
+                                err.kind()
+                            ),
+                            Ok(Err(err)) => panic!(
+                                "{story}; send_frame({}) failed although the connection had \
+                                 reported nothing to it: {err}",
+                                f.seq
+                            ),
+                        }
                     }
                 }
             }

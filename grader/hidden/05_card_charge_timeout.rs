@@ -22,7 +22,7 @@ use kata_support::{
     hidden_test,
 };
 use proptest::prelude::*;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 /// Every attempt gets this long.
 const DEADLINE: Duration = Duration::from_secs(1);
@@ -381,6 +381,12 @@ async fn customers_pay_at_once(customers: Vec<(u64, Vec<Reply>)>) -> Result<(), 
     .await;
     sleep(AFTERWARDS).await;
     let charges = gateway.charges();
+    // Each card's charges, and each charge's card, looked up once (a rush has thousands).
+    let mut by_card: HashMap<&str, Vec<ChargeId>> = HashMap::new();
+    for (c, id) in &charges {
+        by_card.entry(c.as_str()).or_default().push(*id);
+    }
+    let owners: HashMap<u64, &str> = charges.iter().map(|(c, id)| (id.0, c.as_str())).collect();
     for (i, ((at, script), (paid, took))) in customers.iter().zip(paid).enumerate() {
         let card = token(i);
         let who = format!(
@@ -389,8 +395,7 @@ async fn customers_pay_at_once(customers: Vec<(u64, Vec<Reply>)>) -> Result<(), 
             i + 1
         );
         let (expected, expected_took) = alone(script);
-        let theirs: Vec<ChargeId> =
-            charges.iter().filter(|(c, _)| *c == card).map(|(_, id)| *id).collect();
+        let theirs: Vec<ChargeId> = by_card.get(card.as_str()).cloned().unwrap_or_default();
         let requests = gateway.requests_for(&card);
         let seen = format!(
             "{who} was answered {paid:?} after {took:?}, with {requests} request(s) sent for \
@@ -400,7 +405,7 @@ async fn customers_pay_at_once(customers: Vec<(u64, Vec<Reply>)>) -> Result<(), 
         match (paid, expected) {
             (Ok(id), Ok(())) if theirs == [id] => {}
             (Ok(id), _) if !theirs.contains(&id) => {
-                let owner = charges.iter().find(|(_, c)| *c == id).map(|(c, _)| c.as_str());
+                let owner = owners.get(&id.0).copied();
                 return Err(format!(
                     "{seen}: the charge it was told about went to {}, not to its own card",
                     owner.unwrap_or("no card at all")
@@ -428,6 +433,11 @@ async fn customers_pay_at_once(customers: Vec<(u64, Vec<Reply>)>) -> Result<(), 
     }
     Ok(())
 }
+
+/// How many customers [`a_sale_of_thousands_on_one_checkout_serves_each_as_if_alone`] sends
+/// through one checkout at once: far above any limit on payments in flight a checkout might keep
+/// (a limit above it is not caught, see the solution README).
+const SALE: usize = 5_000;
 
 /// Pays once through a gateway that charges at once, and checks that every charge future was
 /// polled on this thread, the tests' runtime's only one: a charge polled on another thread was
@@ -845,6 +855,74 @@ hidden_test! {
         if let Err(seen) = customers_pay_at_once(rush.collect()).await {
             panic!("120 customers paid through one checkout at once: {seen}");
         }
+    }
+
+    /// A big sale opens: thousands of customers pay through one checkout at once. A checkout
+    /// limits nothing about how many payments it has in flight, so no limit of any size below
+    /// the rush (256, 1000, 1024 payments "so the gateway is not hammered") may make the
+    /// customers past it wait their turn: each is answered exactly as if paying alone. (On one
+    /// `select!` seed: the rush of 120 above varies the seeds.)
+    fn a_sale_of_thousands_on_one_checkout_serves_each_as_if_alone() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let ms = Duration::from_millis;
+            let scripts = [
+                vec![Reply::ChargeAfter(ms(300))],
+                vec![Reply::DeclineAfter(ms(5))],
+                vec![SLOW, Reply::ChargeAfter(ms(10))],
+                vec![Reply::Hang],
+            ];
+            let rush = (0..SALE).map(|i| (i as u64 % 3, scripts[i % scripts.len()].clone()));
+            if let Err(seen) = customers_pay_at_once(rush.collect()).await {
+                panic!("{SALE} customers paid through one checkout at once: {seen}");
+            }
+        });
+    }
+
+    /// One customer places two or three orders of the same price with the same card at once (two
+    /// browser tabs, or a second order placed while the first is still paying), through one
+    /// checkout. The API has no order key, so a checkout cannot tell a second order from a double
+    /// click: each `pay` is a payment of its own, answered exactly as if alone, at the same moment,
+    /// with a charge of its own. None is refused, merged with another or queued behind it.
+    async fn the_same_card_paying_several_times_at_once_is_served_as_if_alone() {
+        let starts = [Duration::ZERO, Duration::ZERO, Duration::from_millis(50)];
+        let gateway = FakeGateway::new(&[FAST]);
+        let paying = checkout(&gateway);
+        let begin = Instant::now();
+        let paid = futures::future::join_all(starts.iter().map(|&at| {
+            let paying = &paying;
+            async move {
+                sleep_until(begin + at).await;
+                let paid = paying.pay(&card(), 4200).await;
+                (at, paid, begin.elapsed() - at)
+            }
+        }))
+        .await;
+        sleep(AFTERWARDS).await;
+        let (requests, charges) = (gateway.requests(), gateway.charges());
+        let mut ids: Vec<ChargeId> = paid.iter().filter_map(|(_, p, _)| p.ok()).collect();
+        ids.sort_by_key(|id| id.0);
+        ids.dedup();
+        let answered: Vec<String> = paid
+            .iter()
+            .enumerate()
+            .map(|(i, (at, p, took))| {
+                format!("payment {} (paying {at:?} in) was answered {p:?} after {took:?}", i + 1)
+            })
+            .collect();
+        let as_if_alone = paid.iter().all(|(_, p, took)| p.is_ok() && *took == Duration::from_millis(200));
+        assert!(
+            as_if_alone && ids.len() == starts.len() && requests == starts.len() && charges == starts.len(),
+            "the same card paid the same amount {} times at once through one checkout, the gateway \
+             charging each request after 200 ms: {}; the gateway got {requests} request(s) and made \
+             {charges} charge(s). Paying alone, each would have been answered Ok after 200 ms with \
+             a charge of its own: with no order key in the API, a checkout cannot tell a second \
+             order from a double click, so it must not refuse, merge or queue a payment because \
+             another with the same card is in flight (the gateway's idempotency key is the place \
+             for that)",
+            starts.len(),
+            answered.join(", ")
+        );
     }
 
     /// A deadline of zero is a deadline, not "none": each attempt gets no time at all, so a
