@@ -660,6 +660,106 @@ async fn late_polls_keep_the_schedule(
     Ok(())
 }
 
+/// How caller A of [`first_in_line_after_a_long_wait`] waits: polled promptly by the runtime all
+/// along, or not polled at all from 0.5 s on until its wait is nearly over (its task ran late),
+/// with its token coming halfway through that stall or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LongWait {
+    /// Polled promptly; the token comes `periods` periods and 0.75 in.
+    Prompt,
+    /// Not polled until `periods` periods and 0.25 in; the token comes halfway through the stall.
+    TokenInStall,
+    /// Not polled until `periods` periods and 0.25 in; the token comes half a period later.
+    TokenAfterStall,
+}
+
+/// Caller A starts waiting at 0 s and caller B at 0.5 s; B's task is then not polled again (it is
+/// in line, but its task ran late). A waits `periods` periods and more, as `how` says, and one
+/// token comes: it is A's, however long A has waited, and A returns with one status line per
+/// period it waited, however many.
+async fn first_in_line_after_a_long_wait(how: LongWait, periods: u32) -> Result<(), String> {
+    let limiter = Arc::new(RateLimiter::new());
+    let begin = Instant::now();
+    let (hold_a, hold_b) =
+        (Arc::new(Mutex::new(Hold::default())), Arc::new(Mutex::new(Hold::default())));
+    let start = |name: &'static str, hold: &Arc<Mutex<Hold>>| {
+        let waiting = limiter.clone();
+        let wait = async move { waiting.wait_turn(name).await };
+        let wait = Holdable { wait: Box::pin(wait), hold: hold.clone() };
+        tokio::spawn(async move {
+            let ended = wait.await;
+            (ended, Instant::now())
+        })
+    };
+    let a = start("invoice-sync", &hold_a);
+    kata_support::settle().await;
+    sleep_until(begin + STATUS_EVERY / 2).await;
+    let b = start("checkout", &hold_b);
+    kata_support::settle().await;
+    hold_b.lock().unwrap().held = true;
+    let long = STATUS_EVERY * periods;
+    let (let_go_at, token_at) = match how {
+        LongWait::Prompt => (None, long + STATUS_EVERY * 3 / 4),
+        LongWait::TokenInStall => (Some(long + STATUS_EVERY / 4), long / 2 + STATUS_EVERY / 4),
+        LongWait::TokenAfterStall => (Some(long + STATUS_EVERY / 4), long + STATUS_EVERY * 3 / 4),
+    };
+    if let_go_at.is_some() {
+        hold_a.lock().unwrap().held = true;
+    }
+    let mut events = vec![(token_at, "token")];
+    if let Some(at) = let_go_at {
+        events.push((at, "let go"));
+    }
+    events.sort();
+    for (at, event) in events {
+        sleep_until(begin + at).await;
+        match event {
+            "token" => limiter.refill(1),
+            _ => let_go(&hold_a),
+        }
+    }
+    let served_at = let_go_at.map_or(token_at, |at| at.max(token_at));
+    let story = match let_go_at {
+        None => format!(
+            "caller A (invoice-sync) started waiting at 0 s and caller B (checkout) at 0.5 s, \
+             B's task not polled again after that (B still in line); A's task was polled \
+             promptly, and one token came at {token_at:?}"
+        ),
+        Some(at) => format!(
+            "caller A (invoice-sync) started waiting at 0 s and caller B (checkout) at 0.5 s, \
+             B's task not polled again after that (B still in line); A's task was not polled \
+             from 0.5 s to {at:?} (as when its task runs late), and one token came at \
+             {token_at:?}"
+        ),
+    };
+    let ended = timeout(STATUS_EVERY * 60, a).await;
+    b.abort();
+    let (ended, returned) = match ended {
+        Ok(Ok(ended)) => ended,
+        Ok(Err(_)) => return Err(format!("{story}, and caller A panicked")),
+        Err(_) => {
+            return Err(format!(
+                "{story}. A minute later A was still waiting: the token went to B, who started \
+                 waiting after A. A lost its place in the queue somewhere in its long wait; \
+                 callers are served in the order they started waiting, however long they wait"
+            ));
+        }
+    };
+    if ended != Ok(()) {
+        return Err(format!("{story}: A returned {ended:?}, but the limiter was never closed"));
+    }
+    let (written, expected) = (lines_of(&limiter, "invoice-sync"), periods as usize);
+    if returned - begin != served_at || written != expected {
+        return Err(format!(
+            "{story}: A's `wait_turn` returned at {:?} with {written} status line(s) written, \
+             expected at {served_at:?} with {expected} (one per {STATUS_EVERY:?} it waited, \
+             however many, also for the periods in which its task was not polled)",
+            returned - begin
+        ));
+    }
+    Ok(())
+}
+
 hidden_test! {
     /// Callers that start at any times and tokens that come at any times: callers are served in
     /// the order they started waiting, however long they wait, with a status line per period.
@@ -995,5 +1095,26 @@ hidden_test! {
         tokio::time::sleep(STATUS_EVERY * 3).await;
         limiter.close();
         assert_eq!(a.await.expect("the caller panicked"), Err(LimiterClosed));
+    }
+
+    /// A caller that waits an hour, polled promptly, with a later caller in line behind it: the
+    /// token is still the first caller's, and it returns with one status line per period waited.
+    async fn a_caller_keeps_its_place_however_long_it_waits() {
+        if let Err(seen) = first_in_line_after_a_long_wait(LongWait::Prompt, 3600).await {
+            panic!("{seen}");
+        }
+    }
+
+    /// The same over a day in which the first caller's task is not polled at all, its token coming
+    /// during that stall or after it: the token is still the first caller's, and it returns with
+    /// the 86 400 status lines it owes. (On one seed's runtime: every run pays for the lines, and
+    /// no branch is left to chance.)
+    fn a_caller_kept_waiting_for_a_day_keeps_its_place() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        for how in [LongWait::TokenInStall, LongWait::TokenAfterStall] {
+            if let Err(seen) = runtime.block_on(first_in_line_after_a_long_wait(how, 86_400)) {
+                panic!("{seen}");
+            }
+        }
     }
 }

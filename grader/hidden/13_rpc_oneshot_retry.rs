@@ -230,6 +230,43 @@ fn job(id: u64) -> EmailJob {
 const ATTEMPT: Duration = Duration::from_secs(1);
 const ATTEMPTS: u32 = 3;
 
+/// The most calls made at once on clones of one client: more than any limit of calls in flight
+/// (a bulkhead) a client would plausibly set itself, powers of two and round thousands included.
+const MANY_CALLS: u64 = 1100;
+
+/// A mailer that takes one job at a time and answers each `work` after taking it, with a message
+/// id of its own for every job it takes (`msg-7-1`, `msg-7-2`, ...: two jobs for the same email
+/// get two receipts); it notes each job it takes (id, instant from `start`).
+fn start_counting_mailer(
+    work: Option<Duration>,
+    start: Instant,
+) -> (mpsc::Sender<Request>, Arc<Mutex<Vec<(u64, Duration)>>>) {
+    let (queue, mut jobs) = mpsc::channel::<Request>(8);
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let mailer_taken = taken.clone();
+    tokio::spawn(async move {
+        let mut stuck = Vec::new();
+        while let Some(Request { job, reply }) = jobs.recv().await {
+            let nth = {
+                let mut taken = mailer_taken.lock().unwrap();
+                taken.push((job.id, start.elapsed()));
+                taken.len()
+            };
+            match work {
+                Some(work) => {
+                    sleep(work).await;
+                    let _ = reply.send(Receipt {
+                        job_id: job.id,
+                        message_id: format!("msg-{}-{nth}", job.id),
+                    });
+                }
+                None => stuck.push(reply),
+            }
+        }
+    });
+    (queue, taken)
+}
+
 hidden_test! {
     /// Nothing slow: the receipt comes back the moment the worker answers, and the email is sent
     /// once.
@@ -1019,13 +1056,14 @@ hidden_test! {
 
     /// Several web requests share one client (clones of it), and the worker is stuck: each call's
     /// job gets onto the queue (which has room) at once, and each call gives up at the end of its
-    /// own budget, not after another call's. A busy shop makes many calls at once (64 here, more
-    /// than any limit of calls in flight a client would plausibly set itself: a "bulkhead" of 4
-    /// or 32 keeps the rest of the jobs off the queue until the calls give up).
+    /// own budget, not after another call's. A busy shop makes many calls at once (64, then
+    /// 1100, more than any limit of calls in flight a client would plausibly set itself: a
+    /// "bulkhead" of 32, 128 or 1024 keeps the rest of the jobs off the queue until the calls give
+    /// up).
     async fn concurrent_calls_on_one_client_each_keep_their_own_budget() {
         let budget = ATTEMPT * ATTEMPTS;
-        for callers in [2u64, 3, 64] {
-            let (queue, mut jobs) = mpsc::channel::<Request>(128);
+        for callers in [2u64, 3, 64, MANY_CALLS] {
+            let (queue, mut jobs) = mpsc::channel::<Request>(MANY_CALLS as usize);
             let taken = Arc::new(Mutex::new(Vec::new()));
             let mailer_taken = taken.clone();
             let start = Instant::now();
@@ -1056,26 +1094,46 @@ hidden_test! {
             let taken = taken.lock().unwrap().clone();
             let all_taken_at_once = taken.len() == callers as usize
                 && taken.iter().all(|(_, at)| at.is_zero());
-            // Only the jobs that went wrong, so that 64 calls give a short message.
-            let late: Vec<_> = taken.iter().filter(|(_, at)| !at.is_zero()).collect();
-            let not_taken: Vec<u64> = (1..=callers)
-                .filter(|id| !taken.iter().any(|(job, _)| job == id))
-                .collect();
+            // Only the jobs that went wrong, and only the first few of them, so that a thousand
+            // calls give a short message.
+            let first_few = |wrong: Vec<String>| match wrong.len() {
+                0 => "none".to_string(),
+                n if n <= 4 => wrong.join(", "),
+                n => format!("{}, and {} more", wrong[..4].join(", "), n - 4),
+            };
+            let late = first_few(
+                taken
+                    .iter()
+                    .filter(|(_, at)| !at.is_zero())
+                    .map(|(job, at)| format!("job {job} at {at:?}"))
+                    .collect(),
+            );
+            let not_taken = first_few(
+                (1..=callers)
+                    .filter(|id| !taken.iter().any(|(job, _)| job == id))
+                    .map(|id| format!("job {id}"))
+                    .collect(),
+            );
             let ended: Vec<_> = ended
                 .into_iter()
                 .filter(|ended| {
                     !matches!(ended, Ok((_, Err(CallError::TimedOut), waited))
                         if *waited <= budget + Duration::from_millis(10))
                 })
+                .map(|ended| match ended {
+                    Ok((id, outcome, at)) => format!("job {id}'s call: {outcome:?} at {at:?}"),
+                    Err(_) => "a call still waiting after 60 s".to_string(),
+                })
                 .collect();
             let all_in_budget = ended.is_empty();
+            let ended = first_few(ended);
             assert!(
                 all_taken_at_once && all_in_budget,
                 "{callers} web requests called send_email at once on clones of one client (jobs \
                  1 to {callers}); the queue had room for all of them and the mailer took every \
-                 job it got and never answered. The mailer took these jobs late (job, instant): \
-                 {late:?}, never took jobs {not_taken:?}, and these calls did not end in \
-                 `Err(TimedOut)` by the budget (job, outcome, instant): {ended:?}. Expected \
+                 job it got and never answered. The mailer took these jobs late: {late}; never \
+                 took these: {not_taken}; and these calls did not end in `Err(TimedOut)` by the \
+                 budget: {ended}. Expected \
                  every job taken at 0 s and every call to end in `Err(TimedOut)` by {budget:?}: one call must not \
                  keep another's job off a queue with room, or make it wait out another call's \
                  budget before its own starts (a stuck worker must not hang the web requests)"
@@ -1204,6 +1262,151 @@ hidden_test! {
                  calls before it saw (a slow mailer, a stuck one, a crash)"
             );
             before.push(mailer);
+        }
+    }
+
+    /// The shopper reloads in another tab: two or three web requests call `send_email` for the
+    /// same job (the same id, the same email) while the first call still waits, on one client and
+    /// on its clones. Each is a call of its own: it queues its own job at once, returns the
+    /// receipt of that job the instant the mailer answers it, or gives up at the end of its own
+    /// budget on a stuck mailer. (If the same email must not go out twice, that is the worker's
+    /// idempotency key, not the client's.)
+    async fn calls_at_once_for_the_same_job_each_queue_it_and_wait_their_own_budget() {
+        let ms = Duration::from_millis;
+        let budget = ATTEMPT * ATTEMPTS;
+        for work in [Some(ms(500)), None] {
+            let start = Instant::now();
+            let (queue, taken) = start_counting_mailer(work, start);
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let starts = [Duration::ZERO, ms(250), ATTEMPT + ms(500)];
+            let calls: Vec<_> = starts
+                .iter()
+                .map(|&at| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        sleep_until(start + at).await;
+                        let outcome = client.send_email(job(7)).await;
+                        (outcome, start.elapsed())
+                    })
+                })
+                .collect();
+            let mut ended = Vec::new();
+            for call in calls {
+                let outcome = timeout(Duration::from_secs(60), call)
+                    .await
+                    .map(|joined| joined.expect("send_email panicked"));
+                ended.push(outcome);
+            }
+            let taken = taken.lock().unwrap().clone();
+            // What each call should have seen: its own job taken when the mailer is free, and
+            // answered `work` later, or `TimedOut` at the end of its own budget.
+            let mut free_at = Duration::ZERO;
+            let mut expected = Vec::new();
+            for (nth, &at) in (1..).zip(&starts) {
+                expected.push(match work {
+                    Some(work) => {
+                        let answered = at.max(free_at) + work;
+                        free_at = answered;
+                        let receipt = Receipt { job_id: 7, message_id: format!("msg-7-{nth}") };
+                        Ok((Ok(receipt), answered))
+                    }
+                    None => Ok((Err(CallError::TimedOut), at + budget)),
+                });
+            }
+            let taken_at: Vec<Duration> = taken.iter().map(|&(_, at)| at).collect();
+            let jobs_ok = match work {
+                Some(_) => taken.len() == starts.len(),
+                None => taken_at == starts,
+            };
+            let mailer = match work {
+                Some(work) => format!(
+                    "a mailer that takes one job at a time and answers each {work:?} after taking \
+                     it, with a message id of its own per job it takes"
+                ),
+                None => "a stuck mailer (it takes every job and never answers)".to_string(),
+            };
+            assert!(
+                jobs_ok && ended == expected,
+                "the shopper reloaded in other tabs: three calls for the same job 7 started at \
+                 {starts:?} on clones of one client (a budget of {ATTEMPTS} attempts of \
+                 {ATTEMPT:?}), with {mailer}. The mailer took job 7 at {taken_at:?}; the calls \
+                 ended (outcome, instant) as {ended:?}, expected {expected:?}. Each call queues \
+                 its own job at once and waits for that job's receipt, for its own budget, even \
+                 when another call is sending the same email: a call that waits on another \
+                 call's job gives up at the end of that call's budget, or returns a receipt it \
+                 did not ask for"
+            );
+        }
+    }
+
+    /// Clients built with other budgets than 3 attempts of 1 s: five attempts of a second, three
+    /// of twenty seconds, forty of 250 ms, two of an hour, a year of daily attempts, and as many
+    /// daily attempts as a `u32` holds. A mailer that answers just before the end of the budget
+    /// (or, for the last, two years in) must see its receipt returned the instant it answers; a
+    /// stuck one must make the call give up at the end of its budget, not before (a hard cap on
+    /// the wait, or on the attempts, is not the client's to add).
+    async fn the_budget_is_the_clients_own_attempts_times_attempt_timeout() {
+        let ms = Duration::from_millis;
+        let day = Duration::from_secs(24 * 3600);
+        let clients = [
+            (ATTEMPT, 5),
+            (ATTEMPT * 20, 3),
+            (ms(250), 40),
+            (Duration::from_secs(3600), 2),
+            (day, 365),
+            (day, u32::MAX),
+        ];
+        for (attempt, attempts) in clients {
+            let budget = attempt * attempts;
+            // Daily attempts for as long as a `u32` counts them: a budget of millions of years,
+            // so only a mailer that answers (two years in) ends the call.
+            let answers = if attempts == u32::MAX {
+                vec![Some(day * 730 + day / 2)]
+            } else {
+                vec![Some(budget - attempt / 2), Some(budget - ms(1)), None]
+            };
+            for answer_at in answers {
+                let mailer = match answer_at {
+                    Some(at) => Mailer::Takes(at),
+                    None => Mailer::Stuck,
+                };
+                let (queue, log) = start_mailer(mailer);
+                let client = MailClient::new(queue, attempt, attempts);
+                let start = Instant::now();
+                let outcome = timeout(day * 800, client.send_email(job(7))).await;
+                let waited = start.elapsed();
+                let (ok, expected) = match answer_at {
+                    Some(at) => {
+                        let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+                        (
+                            outcome == Ok(Ok(receipt.clone())) && waited == at,
+                            format!("{receipt:?} at {at:?}, the instant the mailer answered"),
+                        )
+                    }
+                    None => (
+                        outcome == Ok(Err(CallError::TimedOut))
+                            && waited >= budget
+                            && waited <= budget + ms(10),
+                        format!("`Err(TimedOut)` at the end of the budget, {budget:?}"),
+                    ),
+                };
+                let mailer = match answer_at {
+                    Some(at) => format!("took the job at once and answered {at:?} in"),
+                    None => "took the job at once and never answered".to_string(),
+                };
+                let returned = match outcome {
+                    Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+                    Err(_) => format!("was still waiting after {waited:?}"),
+                };
+                assert!(
+                    ok && log.received(7) == 1,
+                    "a client of {attempts} attempts of {attempt:?} (a budget of {budget:?}); the \
+                     mailer {mailer}, and got the job {} time(s). The call {returned}, expected \
+                     the job once and {expected}: a call waits its client's own attempts × \
+                     attempt_timeout, whatever they are, no longer and no shorter",
+                    log.received(7)
+                );
+            }
         }
     }
 }
