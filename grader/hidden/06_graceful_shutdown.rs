@@ -210,6 +210,72 @@ hidden_test! {
         shut_down(&server, "one idle connection").await;
     }
 
+    /// Heartbeats come one per period and no faster: never two closer together than
+    /// `heartbeat_every`, on an idle connection, around a request answered for 4.5 s and around
+    /// requests answered back to back, and at least one per period (six in 6.5 s). A beat that
+    /// fell due while a request was answered is sent then, not saved up and sent in a burst with
+    /// others once the answer is out: the client counts on the beats' rhythm.
+    async fn heartbeats_come_one_per_period_never_closer() {
+        use tokio::time::{Instant, sleep_until};
+        let scenarios = [
+            "on an idle connection",
+            "around a request taken at 0.3 s and answered at 4.8 s",
+            "around six requests taken at 0.3 s and answered back to back, 0.5 s each",
+        ];
+        for (scenario, what) in scenarios.iter().enumerate() {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, HEARTBEAT);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            let start = Instant::now();
+            server.serve(Connection { incoming, outgoing });
+            // Ends when the connection closes, with the moment of each heartbeat.
+            let beats = tokio::spawn(async move {
+                let mut beats = Vec::new();
+                while let Some(message) = from_server.recv().await {
+                    if message == ServerMessage::Heartbeat {
+                        beats.push(start.elapsed());
+                    }
+                }
+                beats
+            });
+            sleep_until(start + Duration::from_millis(300)).await;
+            let request = |id: u64, path: &str| {
+                let request = Request { id, path: path.to_owned() };
+                requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+            };
+            match scenario {
+                0 => {}
+                1 => {
+                    request(1, "/held/export.csv");
+                    sleep_until(start + Duration::from_millis(4_800)).await;
+                    held.add_permits(1);
+                }
+                _ => (1..=6).for_each(|id| request(id, "/index.html")),
+            }
+            sleep_until(start + Duration::from_millis(6_500)).await;
+            shut_down(&server, what).await;
+            drop(requests);
+            let beats = beats.await.expect("the test's reader does not panic");
+            let too_close = beats.windows(2).find(|pair| pair[1] - pair[0] < HEARTBEAT);
+            if let Some(pair) = too_close {
+                panic!(
+                    "a heartbeat every {HEARTBEAT:?}, {what}: the client got heartbeats at \
+                     {beats:?}, two of them only {:?} apart; expected one per period, never two \
+                     closer together than {HEARTBEAT:?} (beats that fell due while a request was \
+                     answered are sent when they fall due, not made up in a burst afterwards)",
+                    pair[1] - pair[0]
+                );
+            }
+            assert!(
+                beats.len() >= 6,
+                "a heartbeat every {HEARTBEAT:?}, {what}: in 6.5 s the client got heartbeats at \
+                 {beats:?}; expected one per period, at least 6"
+            );
+        }
+    }
+
     /// One client breaks the protocol: its connection closes (heartbeat included), and nothing
     /// else does.
     async fn a_protocol_error_closes_only_that_connection() {

@@ -349,6 +349,43 @@ hidden_test! {
         }
     }
 
+    /// The gateway makes a sample's future and awaits it only later (it awaits the uplink
+    /// first, or the future waits in a `join!` behind other work): 1 ms, 3 ms or a week later, on
+    /// a fresh poller or right after a sample of the same or the other channel. The settling is
+    /// counted from the switch, which happens when the sample runs, not from the moment its
+    /// future was made: the conversion still comes a full `SETTLE_TIME` after the switch.
+    async fn a_sample_awaited_a_while_after_it_was_made_still_settles() {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        for gap in [Duration::from_millis(1), Duration::from_millis(3), week] {
+            for before in [None, Some(0u8), Some(1)] {
+                let mut poller = Poller::new(FakeAdc::default());
+                if let Some(channel) = before {
+                    poller.sample(channel).await;
+                }
+                let sample = poller.sample(0);
+                sleep(gap).await;
+                let reading = sample.await;
+                let adc = poller.into_inner();
+                let what = match before {
+                    None => "on a fresh poller".to_string(),
+                    Some(channel) => format!("right after a sample of channel {channel}"),
+                };
+                let seen = if reading != 1000 {
+                    Err(format!("it read {reading}, expected channel 0's 1000"))
+                } else {
+                    every_conversion_settled(&adc)
+                };
+                if let Err(seen) = seen {
+                    panic!(
+                        "{what}, the gateway made the future of `sample(0)` and awaited it \
+                         {gap:?} later: {seen}. The settling is counted from the switch, when the \
+                         sample runs, whatever happened between making its future and awaiting it"
+                    );
+                }
+            }
+        }
+    }
+
     /// Every pattern of three samples over two channels, each one completing or cut short by a
     /// timeout (at once, or 1 ms into its settling), then a last sample that completes: a gateway
     /// that goes back and forth between channels, with retries. Whatever came before (a channel

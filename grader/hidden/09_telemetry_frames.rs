@@ -241,6 +241,9 @@ hidden_test! {
     /// then the end, or it may return the error (the frames that arrived whole, then
     /// `Interrupted`), which ends the link. Never the end of the stream with frames missing, an
     /// error of another kind, or a frame pieced together from what was read before and after.
+    /// Either way it happens the moment the rest of the stream is in (a retried read does not
+    /// wait for a heartbeat to wake the link), and the heartbeats keep their schedule: a failed
+    /// read is not reported as one.
     async fn an_interrupted_read_is_retried_or_returned() {
         let sent = ["temp=21.5", "hum=40", "soil=0.31"];
         let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
@@ -261,6 +264,9 @@ hidden_test! {
                 if cut < wire.len() {
                     script.push(Step::Bytes(wire[cut..].to_vec()));
                 }
+                // When the last byte of the script has arrived: the link has all it needs then.
+                let script_ends = if paused { HEARTBEAT_EVERY + HEARTBEAT_EVERY / 2 } else { Duration::ZERO };
+                let start = Instant::now();
                 let mut link = TelemetryLink::new(ScriptedReader::new(script));
                 let whole = sent.iter().scan(0, |end, p| {
                     *end += 4 + p.len();
@@ -273,16 +279,16 @@ hidden_test! {
                     .map(|(p, _)| *p)
                     .collect();
                 let mut frames = Vec::new();
-                let mut heartbeats = 0;
+                let mut heartbeats = Vec::new();
                 let outcome = loop {
                     match link.next_event().await {
                         Ok(Some(Event::Frame(payload))) => {
                             frames.push(String::from_utf8_lossy(&payload).into_owned())
                         }
-                        Ok(Some(Event::Heartbeat)) if heartbeats == 4 => {
+                        Ok(Some(Event::Heartbeat)) if heartbeats.len() == 4 => {
                             break Err("only heartbeats for 4 s, as if waiting for more".to_string());
                         }
-                        Ok(Some(Event::Heartbeat)) => heartbeats += 1,
+                        Ok(Some(Event::Heartbeat)) => heartbeats.push(start.elapsed()),
                         Ok(None) => break Ok(None),
                         Err(e) if e.kind() == kind => break Ok(Some(e)),
                         Err(e) => break Err(format!("an error of kind {:?} ({e})", e.kind())),
@@ -312,6 +318,31 @@ hidden_test! {
                      frame, {sent:?}, then the end (a link that retries `Interrupted` carries on \
                      with the frame where the failed read stopped, and never ends on it), or \
                      {before:?}, then the `Interrupted` error (a link that returns it ends)",
+                    wire.len()
+                );
+                // The heartbeat timer is the only source of heartbeats: the n-th is due n periods
+                // after `new`, and a failed read is no beat.
+                let early = heartbeats.iter().zip(1u32..).find(|&(&at, n)| at < HEARTBEAT_EVERY * n);
+                assert!(
+                    early.is_none(),
+                    "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
+                     {times} read(s) failed with `Interrupted`{pause}, then the rest of the stream \
+                     arrived: the link reported heartbeats at {heartbeats:?}, expected one a period \
+                     ({HEARTBEAT_EVERY:?}) after the link was created, then one per period, never \
+                     sooner. A failed read is not a heartbeat: retry it or return the error",
+                    wire.len()
+                );
+                // Everything the link needed had arrived when the script ended: the frames, then the
+                // end or the error, come then, not when something else (a heartbeat) wakes the link.
+                let ended = start.elapsed();
+                assert!(
+                    ended == script_ends,
+                    "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
+                     {times} read(s) failed with `Interrupted`{pause}, then the rest of the stream \
+                     arrived at once, at {script_ends:?}: the link delivered {frames:?}, then {seen}, \
+                     but only at {ended:?} (heartbeats at {heartbeats:?}). A link that retries \
+                     `Interrupted` carries on with the frame as soon as the read can be retried, not \
+                     at the next heartbeat or later",
                     wire.len()
                 );
             }
@@ -598,6 +629,58 @@ hidden_test! {
                  an `InvalidData` error, but `next_event` returned {other:?}",
                 MAX_FRAME + 1
             ),
+        }
+    }
+
+    /// Every kind of corrupt length prefix, up to the largest a `u32` holds: just above the
+    /// limit, a top bit set (negative as an `i32`), and all ones or within a few bytes of it
+    /// (where the length plus the 4 bytes of the prefix no longer fits a `u32`). After a whole
+    /// frame, on a link that stays open and silent: the frame, then an `InvalidData` error at
+    /// once, not a panic, not a wait for a payload that is not coming.
+    async fn every_corrupt_prefix_up_to_all_ones_is_invalid_data() {
+        let limit = MAX_FRAME as u32;
+        let corrupt = [limit + 1, limit + 4, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFB]
+            .into_iter()
+            .chain(u32::MAX - 3..=u32::MAX);
+        for prefix in corrupt {
+            let script = [
+                Step::Bytes(frame("temp=21.5")),
+                Step::Bytes(prefix.to_be_bytes().to_vec()),
+                // The sensor keeps the link open and says nothing more for a week.
+                Step::Pause(Duration::from_secs(7 * 24 * 3600)),
+            ];
+            let start = Instant::now();
+            let mut link = TelemetryLink::new(ScriptedReader::new(script));
+            let mut frames = Vec::new();
+            let seen = loop {
+                match AssertUnwindSafe(link.next_event()).catch_unwind().await {
+                    Ok(Ok(Some(Event::Frame(payload)))) if frames.is_empty() => {
+                        frames.push(String::from_utf8_lossy(&payload).into_owned())
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        if frames == ["temp=21.5"] && start.elapsed().is_zero() {
+                            break None;
+                        }
+                        break Some(format!("an `InvalidData` error at {:?}", start.elapsed()));
+                    }
+                    Ok(other) => break Some(format!("{other:?} at {:?}", start.elapsed())),
+                    Err(panic) => {
+                        break Some(format!(
+                            "a panic in `next_event`: \"{}\"",
+                            panic_message(panic.as_ref())
+                        ));
+                    }
+                }
+            };
+            if let Some(seen) = seen {
+                panic!(
+                    "the sensor sent the frame \"temp=21.5\", then a corrupt length prefix of \
+                     {prefix} ({prefix:#010X}, above MAX_FRAME, {MAX_FRAME}) and kept the link \
+                     open: the link delivered {frames:?}, then {seen}; expected the frame, then \
+                     an `InvalidData` error at once (0 s). Every length above the limit is \
+                     corrupt, up to the largest the 4 bytes of the prefix can hold"
+                );
+            }
         }
     }
 

@@ -701,24 +701,36 @@ hidden_test! {
     }
 
     /// A read fails with `Interrupted` after each chunk of the config in turn (after all of it
-    /// too, before the end of the stream), once or twice in a row, with a stall longer than
-    /// `PATIENCE` before it, after it, or none, and then the rest of the config arrives. By std's
+    /// too, before the end of the stream), once, twice, three or 64 times in a row (a signal
+    /// storm), with a stall longer than `PATIENCE` before it, after it, a shorter one before it
+    /// and a longer one after it, or none, and then the rest of the config arrives. By std's
     /// convention that kind means "try again": the download may retry the read itself, and then
     /// the config comes back exact, or it may return the error, which ends the download (every
-    /// later call fails too). Never a `Stalled` before the round has waited a full `PATIENCE`,
+    /// later call fails too), however many `Interrupted` reads it retried before. Never a
+    /// `Stalled` before the round has waited a full `PATIENCE`, a round longer than `PATIENCE`,
     /// an error of another kind, or a config that lost or repeated bytes.
     async fn an_interrupted_read_is_retried_or_returned() {
         let chunks: Vec<&[u8]> = CONFIG.as_bytes().chunks(48).collect();
         let kind = std::io::ErrorKind::Interrupted;
         let stall = PATIENCE + Duration::from_millis(500);
+        // Shorter than `PATIENCE`, so that the round in which the read fails is still waiting when
+        // the stall after it begins.
+        let short = Duration::from_millis(1_200);
         for cut in 0..=chunks.len() {
-            for (times, stall_before, stall_after) in
-                [(1, false, false), (2, false, false), (1, true, false), (1, false, true)]
-            {
+            for (times, stall_before, stall_after) in [
+                (1, None, false),
+                (2, None, false),
+                (3, None, false),
+                (64, None, false),
+                (1, Some(stall), false),
+                (1, None, true),
+                (1, Some(short), true),
+                (3, Some(short), true),
+            ] {
                 let mut script: Vec<Step> =
                     chunks[..cut].iter().map(|chunk| Step::Bytes(chunk.to_vec())).collect();
-                if stall_before {
-                    script.push(Step::Pause(stall));
+                if let Some(pause) = stall_before {
+                    script.push(Step::Pause(pause));
                 }
                 script.extend((0..times).map(|_| Step::Fails(kind)));
                 if stall_after {
@@ -727,9 +739,12 @@ hidden_test! {
                 script.extend(chunks[cut..].iter().map(|chunk| Step::Bytes(chunk.to_vec())));
                 let before: usize = chunks[..cut].iter().map(|c| c.len()).sum();
                 let stalled = match (stall_before, stall_after) {
-                    (true, _) => ", after a stall of 2.5 s",
-                    (_, true) => ", followed by a stall of 2.5 s",
-                    _ => "",
+                    (Some(pause), true) => {
+                        format!(", after a stall of {pause:?} and followed by one of {stall:?}")
+                    }
+                    (Some(pause), false) => format!(", after a stall of {pause:?}"),
+                    (None, true) => format!(", followed by a stall of {stall:?}"),
+                    (None, false) => String::new(),
                 };
                 let sent = format!(
                     "the control plane sent the first {before} of the config's {} bytes, then \
@@ -745,6 +760,16 @@ hidden_test! {
                     let started = Instant::now();
                     let round = tokio::time::timeout(PATIENCE * 2, config.resume()).await;
                     let took = started.elapsed();
+                    if let Ok(returned) = &round {
+                        assert!(
+                            took <= PATIENCE,
+                            "{sent}, and round {rounds} returned {returned:?} after {took:?}; \
+                             patience is per round: each call to `resume` returns within \
+                             `PATIENCE` ({PATIENCE:?}) of its start, also when a read fails with \
+                             `Interrupted` part way (a retried read does not start the round's \
+                             patience over)"
+                        );
+                    }
                     match round {
                         Err(_) => panic!(
                             "{sent}, and round {rounds} did not return within {:?}",
