@@ -335,10 +335,20 @@ fn retry_on_another_worker(seed: u64, fresh: fn() -> State, cut_ms: u64) -> Resu
     let retried = Rc::new(RefCell::new(None));
     {
         let (store, retried) = (store.clone(), retried.clone());
-        other.spawn_local(async move {
+        let mut retry: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
             let result = store.save(ID, RETRY).await;
             *retried.borrow_mut() = Some(result);
         });
+        // The retry starts at once: its first poll comes straight after the drop, before any
+        // thread runs anything else, so a cleanup the drop left to run later (on a thread of its
+        // own, say) meets the retry's files, as it does on a busy server.
+        let first_poll = {
+            let _in = other.handle().enter();
+            retry.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        };
+        if first_poll.is_pending() {
+            other.spawn_local(retry);
+        }
     }
     let cut = if finished { "finished before its deadline" } else { "cut" };
     let what = format!(
