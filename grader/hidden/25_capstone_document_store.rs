@@ -55,7 +55,20 @@ fn check_consistent(
     old: Option<&[u8]>,
     new: &[u8],
 ) -> Result<(), String> {
+    check_consistent_beside(fs, index, old, new, &[])
+}
+
+/// [`check_consistent`] on a disk that also holds the documents `others` (their own files may
+/// stay; they are checked by the caller).
+fn check_consistent_beside(
+    fs: &FakeFs,
+    index: &Index,
+    old: Option<&[u8]>,
+    new: &[u8],
+    others: &[&str],
+) -> Result<(), String> {
     let path = DocStore::final_path(ID);
+    let others: Vec<String> = others.iter().map(|id| DocStore::final_path(id)).collect();
     let listed = index.contains(ID);
     let on_disk = fs.exists(&path);
     if listed && !on_disk {
@@ -81,11 +94,13 @@ fn check_consistent(
              removed)"
         ));
     }
-    let leftovers: Vec<String> = fs.paths().into_iter().filter(|p| *p != path).collect();
+    let leftovers: Vec<String> =
+        fs.paths().into_iter().filter(|p| *p != path && !others.contains(p)).collect();
     if !leftovers.is_empty() {
+        let and_others = if others.is_empty() { "" } else { " and the other documents' files" };
         return Err(format!(
-            "{leftovers:?} left behind on the disk, which should hold only {path}: the save \
-             created a file that nothing deleted. Over a day of cancelled saves the disk fills \
+            "{leftovers:?} left behind on the disk, which should hold only {path}{and_others}: \
+             the save created a file that nothing deleted. Over a day of cancelled saves the disk fills \
              with them"
         ));
     }
@@ -335,10 +350,20 @@ fn retry_on_another_worker(seed: u64, fresh: fn() -> State, cut_ms: u64) -> Resu
     let retried = Rc::new(RefCell::new(None));
     {
         let (store, retried) = (store.clone(), retried.clone());
-        other.spawn_local(async move {
+        let mut retry: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
             let result = store.save(ID, RETRY).await;
             *retried.borrow_mut() = Some(result);
         });
+        // The retry starts at once: its first poll comes straight after the drop, before any
+        // thread runs anything else, so a cleanup the drop left to run later (on a thread of its
+        // own, say) meets the retry's files, as it does on a busy server.
+        let first_poll = {
+            let _in = other.handle().enter();
+            retry.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        };
+        if first_poll.is_pending() {
+            other.spawn_local(retry);
+        }
     }
     let cut = if finished { "finished before its deadline" } else { "cut" };
     let what = format!(
@@ -755,6 +780,212 @@ async fn run_overlapping(
     Ok(())
 }
 
+/// Overlapping saves of one document with staggered lifetimes: some start after others have
+/// returned while others are still running. A property over such schedules, run as `handlers`
+/// says.
+struct Staggered {
+    handlers: Handlers,
+    replace: bool,
+    saves: Vec<Overlapping>,
+}
+
+/// Read by a learner as "the smallest failing scenario: ...", so it says what the scenario is.
+impl std::fmt::Debug for Staggered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, {}", describe_overlap(self.replace, &self.saves), self.handlers)
+    }
+}
+
+/// Three to six saves of one document, each starting in the first 50 ms and taking up to 65 ms
+/// (up to 160 bytes), any but the first maybe cut by a deadline; through one store, a store each,
+/// a task each, or one task.
+fn staggered_saves() -> impl Strategy<Value = Staggered> {
+    let handlers = prop_oneof![
+        Just(Handlers::OneStore),
+        Just(Handlers::StoreEach),
+        Just(Handlers::TaskEach),
+        Just(Handlers::OneTask),
+    ];
+    let save = (0u64..50, 1usize..=160, proptest::option::weighted(0.25, 0u64..70));
+    (handlers, any::<bool>(), proptest::collection::vec(save, 3..=6)).prop_map(
+        |(handlers, replace, saves)| {
+            let saves = saves
+                .into_iter()
+                .zip(b'A'..)
+                .enumerate()
+                .map(|(i, ((start_ms, len, cut_ms), letter))| Overlapping {
+                    start_ms,
+                    body: vec![letter; len],
+                    // One save is never cut, so the document must end as one of the new versions.
+                    cut_ms: if i == 0 { None } else { cut_ms },
+                })
+                .collect();
+            Staggered { handlers, replace, saves }
+        },
+    )
+}
+
+/// Documents stored beside `invoice-42`, whose ids extend its id or are plain numbers: ids a
+/// document service really holds, and every one of them a file `docs/<id>.json`.
+const NEIGHBOURS: &[&str] = &[
+    "invoice-42-0",
+    "invoice-42-1",
+    "invoice-42-7",
+    "invoice-42.0",
+    "invoice-42.1",
+    "invoice-42.tmp",
+    "invoice-42-tmp",
+    "invoice-420",
+    "invoice-4",
+    "42",
+    "0",
+    "1",
+    "7",
+    "tmp",
+];
+
+/// The neighbour that is saved (not cut) while `invoice-42` is.
+const SAVED_NEIGHBOUR: &str = "invoice-42-1";
+
+/// Version `version` of the neighbour `id`.
+fn neighbour_body(id: &str, version: u32) -> Vec<u8> {
+    format!(r#"{{"id":"{id}","version":{version}}}"#).into_bytes()
+}
+
+/// The document whose file `path` is, if it is one: every id names a document, stored at
+/// `docs/<id>.json`.
+fn document_at(path: &str) -> Option<&str> {
+    let id = path.strip_prefix("docs/")?.strip_suffix(".json")?;
+    (!id.contains('/')).then_some(id)
+}
+
+/// A store holding every neighbour (version 1), and the previous version of `invoice-42` if
+/// `replace`.
+fn store_with_neighbours(replace: bool) -> State {
+    let mut files: Vec<(String, Vec<u8>)> =
+        NEIGHBOURS.iter().map(|id| (DocStore::final_path(id), neighbour_body(id, 1))).collect();
+    let mut entries: Vec<(&str, String)> =
+        NEIGHBOURS.iter().map(|id| (*id, DocStore::final_path(id))).collect();
+    if replace {
+        files.push((DocStore::final_path(ID), OLD.to_vec()));
+        entries.push((ID, DocStore::final_path(ID)));
+    }
+    let fs = FakeFs::preloaded(files.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
+    let index = Index::preloaded(entries.iter().map(|(id, p)| (*id, p.as_str())));
+    (DocStore::new(fs.clone(), index.clone()), fs, index)
+}
+
+/// What a reader of the other documents may see while `invoice-42` and `invoice-42-1` are saved:
+/// every other document indexed and whole as it was (`invoice-42-1` its previous version or its
+/// new one, or only its new one once `neighbour_saved`), and no file under the name of a document
+/// that nobody saved.
+fn check_neighbours(
+    store: &DocStore,
+    fs: &FakeFs,
+    index: &Index,
+    neighbour_saved: bool,
+) -> Result<(), String> {
+    for id in NEIGHBOURS {
+        let path = DocStore::final_path(id);
+        let (old, new) = (neighbour_body(id, 1), neighbour_body(id, 2));
+        let allowed: &[&[u8]] = match *id {
+            SAVED_NEIGHBOUR if neighbour_saved => &[&new],
+            SAVED_NEIGHBOUR => &[&old, &new],
+            _ => &[&old],
+        };
+        if index.path_of(id).as_deref() != Some(path.as_str()) {
+            return Err(format!(
+                "the index no longer lists document `{id}` at {path} (it says {:?}): saving \
+                 `{ID}` changed another document's entry",
+                index.path_of(id)
+            ));
+        }
+        match (fs.read(&path), store.load(id)) {
+            (Some(on_disk), Some(loaded))
+                if allowed.contains(&on_disk.as_slice()) && on_disk == loaded => {}
+            (on_disk, _) => {
+                return Err(format!(
+                    "document `{id}` ({path}) held {:?} instead of {}: saving `{ID}` wrote, \
+                     moved or deleted another document's file",
+                    on_disk.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                    allowed
+                        .iter()
+                        .map(|c| format!("{:?}", String::from_utf8_lossy(c)))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ));
+            }
+        }
+    }
+    for path in fs.paths() {
+        if let Some(doc) = document_at(&path)
+            && doc != ID
+            && !NEIGHBOURS.contains(&doc)
+        {
+            return Err(format!(
+                "{path} appeared on the disk, the file of document `{doc}`, which nobody saved: \
+                 a save wrote under another document's name (every id names a document, at \
+                 `docs/<id>.json`). Had `{doc}` been stored, its readers would have found it \
+                 overwritten, and the index would have listed a file that is not its own"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Saves `invoice-42` (a new document, or a replacement if `replace`), cut by a deadline after
+/// `cut_ms` or not, while `invoice-42-1` is saved too (not cut) and the other neighbours stay
+/// stored, with a reader looking at all of them every millisecond; then judges the end state.
+async fn save_beside_neighbours(replace: bool, cut_ms: Option<u64>) -> Result<(), String> {
+    let (store, fs, index) = store_with_neighbours(replace);
+    let old = replace.then_some(OLD);
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, fs, index, done) = (store.clone(), fs.clone(), index.clone(), done.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                check_reader_view(&store, &fs, &index, old, NEW)
+                    .and_then(|()| check_neighbours(&store, &fs, &index, false))
+                    .map_err(|seen| {
+                        format!("a reader looking {} ms in: {seen}", start.elapsed().as_millis())
+                    })?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok::<(), String>(())
+        })
+    };
+    let neighbour_new = neighbour_body(SAVED_NEIGHBOUR, 2);
+    let neighbour = async {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store.save(SAVED_NEIGHBOUR, &neighbour_new).await
+    };
+    let mine = async {
+        match cut_ms {
+            Some(ms) => {
+                tokio::time::timeout(Duration::from_millis(ms), store.save(ID, NEW)).await.ok()
+            }
+            None => Some(store.save(ID, NEW).await),
+        }
+    };
+    let (mine, neighbour) = tokio::join!(mine, neighbour);
+    tokio::time::sleep(OVERLAP_READER_WATCHES).await;
+    done.store(true, Ordering::SeqCst);
+    tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await;
+    reader.await.map_err(|e| format!("the reader panicked: {e}"))??;
+    neighbour.map_err(|e| format!("the save of `{SAVED_NEIGHBOUR}` (not cut) failed: {e}"))?;
+    if let Some(result) = mine {
+        result.map_err(|e| format!("the save of `{ID}` (not cut) failed: {e}"))?;
+        if store.load(ID).as_deref() != Some(NEW) {
+            return Err(format!("save() of `{ID}` returned Ok but load() does not return it"));
+        }
+    }
+    check_neighbours(&store, &fs, &index, true)
+        .map_err(|seen| format!("once both saves had ended: {seen}"))?;
+    check_consistent_beside(&fs, &index, old, NEW, NEIGHBOURS)
+        .map_err(|seen| format!("once both saves had ended: {seen}"))
+}
+
 hidden_test! {
     /// Request handlers run as tasks of their own (`tokio::spawn`) on a multi-thread runtime,
     /// so `save`'s future must stay `Send`, as it is now.
@@ -1158,6 +1389,98 @@ hidden_test! {
                         ];
                         overlap_case_in(&mut case, handlers, replace, &saves);
                     }
+                }
+            }
+        }
+    }
+
+    /// Overlapping saves of one document whose lifetimes are staggered: a save starts after
+    /// another has returned while a third is still running, then many such schedules (a
+    /// property), and a burst of 300 at once. A name a finished save has given up may not be
+    /// given to a new save while one that is still running holds it: every save that is not cut
+    /// returns Ok, a reader finds a whole version every millisecond, and the document ends as
+    /// one of the saved versions.
+    fn overlapping_saves_that_start_after_others_have_returned_each_store_a_whole_version() {
+        let mut case = 0;
+        // A short save and a long one, then a third that starts after the short one has returned
+        // (20 ms) while the long one is still writing (until 66 ms); and the same with the long
+        // save first, and with a run of short saves while the long one writes.
+        let schedules: [&[(u64, usize)]; 3] = [
+            &[(0, 16), (1, 160), (25, 32)],
+            &[(0, 160), (1, 16), (26, 32)],
+            &[(0, 16), (1, 160), (25, 16), (46, 16), (47, 32)],
+        ];
+        for handlers in [
+            Handlers::OneStore,
+            Handlers::StoreEach,
+            Handlers::TaskEach,
+            Handlers::OneTask,
+            Handlers::ThreadEach,
+        ] {
+            for replace in [false, true] {
+                for schedule in schedules {
+                    let saves: Vec<Overlapping> = schedule
+                        .iter()
+                        .zip(b'A'..)
+                        .map(|(&(start_ms, len), letter)| Overlapping {
+                            start_ms,
+                            body: vec![letter; len],
+                            cut_ms: None,
+                        })
+                        .collect();
+                    overlap_case_in(&mut case, handlers, replace, &saves);
+                }
+            }
+        }
+        // A burst: 300 saves of one document, each in a task of its own, all started in the
+        // first 10 ms and all still running at 10 ms. Every one needs a name of its own at once.
+        let burst: Vec<Overlapping> = (0..300)
+            .map(|i| Overlapping {
+                start_ms: i % 10,
+                body: format!(r#"{{"save":{i},"pad":"{}"}}"#, "x".repeat(i as usize % 32))
+                    .into_bytes(),
+                cut_ms: None,
+            })
+            .collect();
+        let seen = runtime::current_thread(SEEDS[0]).block_on(run_overlapping(
+            Handlers::TaskEach,
+            false,
+            &burst,
+        ));
+        if let Err(seen) = seen {
+            panic!(
+                "saving a new document with 300 saves of it overlapping (each in a spawned task \
+                 of its own, all started in the first 10 ms, none cut): {seen}"
+            );
+        }
+        check_property(48, staggered_saves(), |staggered| async move {
+            run_overlapping(staggered.handlers, staggered.replace, &staggered.saves).await
+        });
+    }
+
+    /// Saving `invoice-42` (cut by a deadline at every millisecond, or not) while `invoice-42-1`
+    /// is saved too and documents whose ids extend its id or are numbers are stored: a reader
+    /// looking every millisecond finds every other document indexed and whole, no file appears
+    /// under the name of a document nobody saved, and at the end both saves stored their version.
+    fn saving_a_document_leaves_every_other_document_alone() {
+        let span_ms = (STEP * (NEW.len().div_ceil(WRITE_CHUNK) as u32 + 4)).as_millis() as u64;
+        let mut case = 0;
+        for replace in [false, true] {
+            for cut_ms in std::iter::once(None).chain((0..=span_ms).map(Some)) {
+                let seed = SEEDS[case % SEEDS.len()];
+                case += 1;
+                let seen = runtime::current_thread(seed)
+                    .block_on(save_beside_neighbours(replace, cut_ms));
+                if let Err(seen) = seen {
+                    let what = if replace { "replacing" } else { "saving the new document" };
+                    let cut = match cut_ms {
+                        Some(ms) => format!("cut by a deadline after {ms} ms"),
+                        None => "not cut".to_owned(),
+                    };
+                    panic!(
+                        "{what} `{ID}` ({cut}) while `{SAVED_NEIGHBOUR}` was saved too, with \
+                         documents {NEIGHBOURS:?} stored beside it: {seen}"
+                    );
                 }
             }
         }
