@@ -137,6 +137,9 @@ pub struct Nondeterministic {
     pub test: String,
     /// Every run's outcome, in order.
     pub outcomes: Vec<Outcome>,
+    /// Whether the unit's verdict stayed the same all the same: for [`Runs::UntilRejected`], another
+    /// test rejected the unit on each run where this one passed. Always false for [`Runs::Every`].
+    pub verdict_held: bool,
 }
 
 /// Grades `units`, built together in the generated workspace `set`.
@@ -488,6 +491,45 @@ pub fn grade_repeated(
         progress.phase("testing again", repeats.len());
     }
     let repeated = run::run_all(repeats, options.parallel, &|| progress.step());
+    // A unit that must be rejected, whose rejecting tests all passed on some repeat, may still be
+    // rejected by another test on that run: the others are run for that run, until one fails.
+    // Only where none does has its verdict changed (a decoy racing a real thread, say, is caught
+    // by one test on one run and by another on the next).
+    let mut verdict_changed = std::collections::HashSet::new();
+    if until_rejected && !again.is_empty() {
+        let mut open: Vec<usize> = Vec::new();
+        for round in repeated.chunks(again.len()) {
+            let mut units: Vec<usize> = again.iter().map(|&j| jobs[j].unit).collect();
+            units.dedup();
+            let rejected = |unit: usize| {
+                again
+                    .iter()
+                    .zip(round)
+                    .any(|(&j, r)| jobs[j].unit == unit && r.outcome != Outcome::Passed)
+            };
+            open.extend(units.into_iter().filter(|&unit| !rejected(unit)));
+        }
+        let (jobs, again) = (&jobs, &again);
+        let confirm: Vec<Job> = open
+            .iter()
+            .enumerate()
+            .flat_map(|(group, &unit)| {
+                let others =
+                    (0..count).filter(move |j| jobs[*j].unit == unit && !again.contains(j));
+                others.map(move |j| Job { unit: group, ..jobs[j].clone() })
+            })
+            .collect();
+        if !confirm.is_empty() {
+            progress.phase("confirming verdicts", confirm.len());
+        }
+        let confirmed = run::run_until_failed(confirm, options.parallel, true, &|| progress.step());
+        for (group, &unit) in open.iter().enumerate() {
+            if !confirmed.iter().flatten().any(|r| r.unit == group && r.outcome != Outcome::Passed)
+            {
+                verdict_changed.insert(unit);
+            }
+        }
+    }
     drop(shared);
     progress.finish();
     let ran: Vec<&run::TestRun> = first.iter().flatten().collect();
@@ -503,6 +545,7 @@ pub fn grade_repeated(
                 unit: first.unit,
                 test: first.test.clone(),
                 outcomes,
+                verdict_held: until_rejected && !verdict_changed.contains(&first.unit),
             })
         })
         .collect();

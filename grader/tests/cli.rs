@@ -362,9 +362,35 @@ fn verify_reports_a_decoy_whose_rejection_changes_between_runs() {
     // Rejected on the first run, it is caught on a later one; passed on the first, it is caught
     // then (40 fair flips all agree once in 2^39 runs of this test).
     fixture.grader(["verify", "2", "--repeat", "40"]).assert().code(1).stdout(
-        contains("decoy 02_failing/lower_first: hidden test `coin_flip` is nondeterministic")
-            .or(contains("decoy 02_failing/lower_first passes every hidden test")),
+        contains(
+            "decoy 02_failing/lower_first passes every hidden test on some runs: `coin_flip` is \
+             nondeterministic over 40 runs",
+        )
+        .or(contains("decoy 02_failing/lower_first passes every hidden test")),
     );
+}
+
+#[test]
+fn verify_takes_a_decoy_rejected_every_run_by_changing_tests_as_rejected() {
+    let fixture = Fixture::new();
+    // A coin flip first, then the test that always rejects the decoy: where the coin passes on a
+    // repeat, the other test still rejects it on that run, and the verdict holds.
+    let hidden = fixture.path("grader/hidden/02_failing.rs");
+    let text = std::fs::read_to_string(&hidden).unwrap();
+    let coin = "    fn coin_flip() {\n\
+                let seed = std::collections::hash_map::RandomState::new();\n\
+                let flip = std::hash::BuildHasher::hash_one(&seed, 0u8) % 2;\n\
+                assert_eq!(flip, 0);\n\
+                }\n\n";
+    let text = text.replacen(
+        "kata_support::hidden_test! {\n",
+        &format!("kata_support::hidden_test! {{\n{coin}"),
+        1,
+    );
+    std::fs::write(&hidden, text).unwrap();
+    let output = fixture.grader(["verify", "2", "--repeat", "20", "-j", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("lower_first passes every hidden test"), "{stdout}");
 }
 
 #[test]
