@@ -784,22 +784,29 @@ hidden_test! {
             .chain((0..ROOMS).map(|i| format!("room {i}")))
             .chain(std::iter::once("sent later".to_owned()))
             .collect();
+        let mismatch = read.iter().zip(&expected).position(|(a, b)| a != b);
+        let order = match mismatch {
+            Some(at) => format!(
+                "message {at} the client read was {:?}, expected {:?}",
+                read[at], expected[at]
+            ),
+            None if read.len() != expected.len() => format!(
+                "the client read {} message(s), expected {}",
+                read.len(),
+                expected.len()
+            ),
+            None => "the client read every message in order".to_string(),
+        };
         assert!(
             not_ok.is_empty() && sent_later && read == expected,
             "{ROOMS} rooms called `enqueue` at once on a full outbox with a 1 s wait, a plain \
              sender of the same channel started 1 ms later, and the client read every message at \
              500 ms: each call should have answered Ok(()) at 500 ms and been read in the order \
-             of the calls, before the plain sender's message. {} call(s) did not (the first: \
-             {:?}), and the client read {} message(s), the first out of order or missing at \
-             position {:?} ({:?} there): no call may answer before its wait runs out, nor wait \
-             anywhere but in the channel's line, however many calls wait on one outbox",
+             of the calls, before the plain sender's message. {} call(s) did not answer Ok(()) at \
+             500 ms (the first: {:?}), and {order}: no call may answer before its wait runs out, \
+             nor wait anywhere but in the channel's line, however many calls wait on one outbox",
             not_ok.len(),
             not_ok.first(),
-            read.len(),
-            read.iter().zip(&expected).position(|(a, b)| a != b).or(
-                (read.len() != expected.len()).then_some(read.len().min(expected.len()))
-            ),
-            read.iter().zip(&expected).find(|(a, b)| a != b).map(|(a, _)| a.clone())
         );
     }
 
