@@ -745,69 +745,74 @@ hidden_test! {
     /// every call answers Ok(()) at 500 ms, and the client reads the rooms' messages in the order
     /// of the calls, then the plain sender's: no call answers before its wait runs out, and none
     /// waits anywhere but in the channel's line, however many others wait too.
-    async fn thousands_of_rooms_all_wait_in_line() {
-        const ROOMS: usize = 5000;
-        let (tx, mut rx) = mpsc::channel(1);
-        tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
-        let shared = Arc::new(Outbox::new(tx.clone(), Duration::from_secs(1)));
-        let start = Instant::now();
-        let calls: Vec<_> = (0..ROOMS)
-            .map(|i| {
-                let outbox =
-                    if i % 2 == 0 { shared.clone() } else { Arc::new((*shared).clone()) };
-                tokio::spawn(async move {
-                    let result = outbox.enqueue(line("room", &format!("room {i}"))).await;
-                    (describe(&result), start.elapsed())
+    fn thousands_of_rooms_all_wait_in_line() {
+        // One `select!` seed is enough: the test races nothing itself, and how many calls may
+        // wait does not depend on the order in which a fix's own `select!` polls its branches.
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            const ROOMS: usize = 5000;
+            let (tx, mut rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let shared = Arc::new(Outbox::new(tx.clone(), Duration::from_secs(1)));
+            let start = Instant::now();
+            let calls: Vec<_> = (0..ROOMS)
+                .map(|i| {
+                    let outbox =
+                        if i % 2 == 0 { shared.clone() } else { Arc::new((*shared).clone()) };
+                    tokio::spawn(async move {
+                        let result = outbox.enqueue(line("room", &format!("room {i}"))).await;
+                        (describe(&result), start.elapsed())
+                    })
                 })
-            })
-            .collect();
-        sleep(Duration::from_millis(1)).await;
-        let plain = tx.clone();
-        let later = tokio::spawn(async move { plain.send(line("plain", "sent later")).await.is_ok() });
-        sleep(Duration::from_millis(499)).await;
-        let mut read = Vec::with_capacity(ROOMS + 2);
-        while read.len() < ROOMS + 2 {
-            match timeout(Duration::from_millis(1), rx.recv()).await {
-                Ok(Some(m)) => read.push(m.text),
-                _ => break,
+                .collect();
+            sleep(Duration::from_millis(1)).await;
+            let plain = tx.clone();
+            let later = tokio::spawn(async move { plain.send(line("plain", "sent later")).await.is_ok() });
+            sleep(Duration::from_millis(499)).await;
+            let mut read = Vec::with_capacity(ROOMS + 2);
+            while read.len() < ROOMS + 2 {
+                match timeout(Duration::from_millis(1), rx.recv()).await {
+                    Ok(Some(m)) => read.push(m.text),
+                    _ => break,
+                }
             }
-        }
-        let mut not_ok = Vec::new();
-        for (i, call) in calls.into_iter().enumerate() {
-            let (answer, at) = call.await.expect("an enqueue task panicked");
-            if answer != "Ok(())" || at != Duration::from_millis(500) {
-                not_ok.push(format!("room {i}: {answer} after {at:?}"));
+            let mut not_ok = Vec::new();
+            for (i, call) in calls.into_iter().enumerate() {
+                let (answer, at) = call.await.expect("an enqueue task panicked");
+                if answer != "Ok(())" || at != Duration::from_millis(500) {
+                    not_ok.push(format!("room {i}: {answer} after {at:?}"));
+                }
             }
-        }
-        let sent_later = later.await.expect("the plain sender panicked");
-        let expected: Vec<String> = std::iter::once("welcome to #rust".to_owned())
-            .chain((0..ROOMS).map(|i| format!("room {i}")))
-            .chain(std::iter::once("sent later".to_owned()))
-            .collect();
-        let mismatch = read.iter().zip(&expected).position(|(a, b)| a != b);
-        let order = match mismatch {
-            Some(at) => format!(
-                "message {at} the client read was {:?}, expected {:?}",
-                read[at], expected[at]
-            ),
-            None if read.len() != expected.len() => format!(
-                "the client read {} message(s), expected {}",
-                read.len(),
-                expected.len()
-            ),
-            None => "the client read every message in order".to_string(),
-        };
-        assert!(
-            not_ok.is_empty() && sent_later && read == expected,
-            "{ROOMS} rooms called `enqueue` at once on a full outbox with a 1 s wait, a plain \
-             sender of the same channel started 1 ms later, and the client read every message at \
-             500 ms: each call should have answered Ok(()) at 500 ms and been read in the order \
-             of the calls, before the plain sender's message. {} call(s) did not answer Ok(()) at \
-             500 ms (the first: {:?}), and {order}: no call may answer before its wait runs out, \
-             nor wait anywhere but in the channel's line, however many calls wait on one outbox",
-            not_ok.len(),
-            not_ok.first(),
-        );
+            let sent_later = later.await.expect("the plain sender panicked");
+            let expected: Vec<String> = std::iter::once("welcome to #rust".to_owned())
+                .chain((0..ROOMS).map(|i| format!("room {i}")))
+                .chain(std::iter::once("sent later".to_owned()))
+                .collect();
+            let mismatch = read.iter().zip(&expected).position(|(a, b)| a != b);
+            let order = match mismatch {
+                Some(at) => format!(
+                    "message {at} the client read was {:?}, expected {:?}",
+                    read[at], expected[at]
+                ),
+                None if read.len() != expected.len() => format!(
+                    "the client read {} message(s), expected {}",
+                    read.len(),
+                    expected.len()
+                ),
+                None => "the client read every message in order".to_string(),
+            };
+            assert!(
+                not_ok.is_empty() && sent_later && read == expected,
+                "{ROOMS} rooms called `enqueue` at once on a full outbox with a 1 s wait, a plain \
+                 sender of the same channel started 1 ms later, and the client read every message at \
+                 500 ms: each call should have answered Ok(()) at 500 ms and been read in the order \
+                 of the calls, before the plain sender's message. {} call(s) did not answer Ok(()) at \
+                 500 ms (the first: {:?}), and {order}: no call may answer before its wait runs out, \
+                 nor wait anywhere but in the channel's line, however many calls wait on one outbox",
+                not_ok.len(),
+                not_ok.first(),
+            );
+        });
     }
 
     /// A waiting enqueue holds its place in the channel's queue: a sender that arrives later must
