@@ -267,6 +267,56 @@ hidden_test! {
         }
     }
 
+    /// A limit is the number `new` was given, whatever its size: gateways built with limits just
+    /// at and past the powers of two where narrower integers end (2^8, 2^16, 2^31, 2^32, 2^48,
+    /// 2^63, each plus 0 to 3, and `usize::MAX - 1`) have room for far more than four requests, so
+    /// four requests waiting at once are all forwarded. A limit of 2^32 + 1 is not a limit of 1.
+    /// Each request is polled once with a no-op waker: the test costs a few hundred polls.
+    fn a_limit_past_any_narrower_integer_is_still_the_limit() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut limits = Vec::new();
+        for bits in [8u32, 16, 31, 32, 48, 63] {
+            for extra in 0..4u64 {
+                if let Ok(limit) = usize::try_from((1u64 << bits) + extra) {
+                    limits.push((limit, format!("2^{bits} + {extra}")));
+                }
+            }
+        }
+        limits.push((usize::MAX - 1, "usize::MAX - 1".to_string()));
+        for (limit, written) in limits {
+            let gateway = Gateway::new(limit);
+            let mut in_flight = Vec::new();
+            for index in 0..4 {
+                let mut request = Box::pin(gateway.forward(std::future::pending::<()>()));
+                match request.as_mut().poll(&mut cx) {
+                    Poll::Pending => in_flight.push(request),
+                    answer => panic!(
+                        "a gateway built with limit {limit} ({written}) had {index} request(s) \
+                         waiting at a slow backend, and the next request's first poll returned \
+                         {answer:?}, expected Pending (forwarded): it has room for {} more, so it \
+                         is not full. The limit is the number `new` was given, whatever its size",
+                        limit - index
+                    ),
+                }
+            }
+            let gauge = gateway.in_flight();
+            assert!(
+                gauge == 4,
+                "a gateway built with limit {limit} ({written}) has 4 requests waiting at a slow \
+                 backend, {}",
+                describe_gauge(gauge, 4)
+            );
+            drop(in_flight);
+            let gauge = gateway.in_flight();
+            assert!(
+                gauge == 0,
+                "with limit {limit} ({written}), after 4 requests waiting at once were abandoned \
+                 by their clients, {}",
+                describe_gauge(gauge, 0)
+            );
+        }
+    }
+
     /// A slow backend is still a backend: requests that hold every slot for minutes, hours, a
     /// day, a year or thirty (a paused clock makes that free) are still in flight, and polled
     /// again then, still waiting. A request arriving then is shed, the gauge still counts the

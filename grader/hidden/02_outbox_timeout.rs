@@ -449,6 +449,59 @@ hidden_test! {
         );
     }
 
+    /// A client that is gone while its outbox is full: the outbox is closed *and* has no room,
+    /// and every call answers `Closed` with its message at once, whatever its wait (zero too).
+    /// Two ways to get there: the client's writer closes its end with messages still queued
+    /// (`Receiver::close`), or it drops its end while another room holds a reserved slot. A full
+    /// outbox is not a busy one when nobody will ever read it.
+    async fn a_full_outbox_whose_client_is_gone_answers_closed() {
+        let waits = [
+            Duration::ZERO,
+            Duration::from_nanos(500),
+            WAIT,
+            Duration::from_secs(3600),
+            Duration::MAX,
+        ];
+        for wait in waits {
+            let cases = [
+                (1, false, "closed its end of a capacity-1 outbox holding one message"),
+                (3, false, "closed its end of a capacity-3 outbox holding three messages"),
+                (1, true, "dropped its end while another room held a reserved slot of a capacity-1 outbox"),
+                (2, true, "dropped its end while one message was queued and another room held the \
+                           other slot of a capacity-2 outbox"),
+            ];
+            for (capacity, dropped, how) in cases {
+                let (tx, mut rx) = mpsc::channel::<ChatMessage>(capacity);
+                let queued = if dropped { capacity - 1 } else { capacity };
+                for i in 0..queued {
+                    tx.try_send(line("server", &format!("queued {i}"))).expect("room");
+                }
+                let (held, _rx) = if dropped {
+                    let held = tx.try_reserve().expect("room for a reserved slot");
+                    drop(rx);
+                    (Some(held), None)
+                } else {
+                    rx.close();
+                    (None, Some(rx))
+                };
+                let outbox = Outbox::new(tx.clone(), wait);
+                let start = Instant::now();
+                let result = outbox.enqueue(line("kim", "still there?")).await;
+                let waited = start.elapsed();
+                drop(held);
+                let seen = describe(&result);
+                let expected = "Closed(\"still there?\")";
+                assert!(
+                    seen == expected && waited.is_zero(),
+                    "with a wait of {wait:?}, the client {how}; enqueue answered {seen} after \
+                     {waited:?}, expected {expected} at once: the outbox has no room, but nobody \
+                     will ever read it, so the client is gone, not slow, and the room must get \
+                     the message back as Closed"
+                );
+            }
+        }
+    }
+
     /// A disconnected client: the message comes back in `Closed`.
     async fn closed_outbox_hands_the_message_back() {
         let (tx, rx) = mpsc::channel(1);
@@ -684,6 +737,82 @@ hidden_test! {
                 (read.len() != expected.len()).then_some(read.len().min(expected.len()))
             )
         );
+    }
+
+    /// Far more rooms than any cap a fix might set: ROOMS calls wait on one full outbox (shared
+    /// and cloned) with a wait of a second, a plain sender of the same channel starts after all of
+    /// them, and at 500 ms the client reads everything at once. Every call was waiting in line, so
+    /// every call answers Ok(()) at 500 ms, and the client reads the rooms' messages in the order
+    /// of the calls, then the plain sender's: no call answers before its wait runs out, and none
+    /// waits anywhere but in the channel's line, however many others wait too.
+    fn thousands_of_rooms_all_wait_in_line() {
+        // One `select!` seed is enough: the test races nothing itself, and how many calls may
+        // wait does not depend on the order in which a fix's own `select!` polls its branches.
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            const ROOMS: usize = 5000;
+            let (tx, mut rx) = mpsc::channel(1);
+            tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+            let shared = Arc::new(Outbox::new(tx.clone(), Duration::from_secs(1)));
+            let start = Instant::now();
+            let calls: Vec<_> = (0..ROOMS)
+                .map(|i| {
+                    let outbox =
+                        if i % 2 == 0 { shared.clone() } else { Arc::new((*shared).clone()) };
+                    tokio::spawn(async move {
+                        let result = outbox.enqueue(line("room", &format!("room {i}"))).await;
+                        (describe(&result), start.elapsed())
+                    })
+                })
+                .collect();
+            sleep(Duration::from_millis(1)).await;
+            let plain = tx.clone();
+            let later = tokio::spawn(async move { plain.send(line("plain", "sent later")).await.is_ok() });
+            sleep(Duration::from_millis(499)).await;
+            let mut read = Vec::with_capacity(ROOMS + 2);
+            while read.len() < ROOMS + 2 {
+                match timeout(Duration::from_millis(1), rx.recv()).await {
+                    Ok(Some(m)) => read.push(m.text),
+                    _ => break,
+                }
+            }
+            let mut not_ok = Vec::new();
+            for (i, call) in calls.into_iter().enumerate() {
+                let (answer, at) = call.await.expect("an enqueue task panicked");
+                if answer != "Ok(())" || at != Duration::from_millis(500) {
+                    not_ok.push(format!("room {i}: {answer} after {at:?}"));
+                }
+            }
+            let sent_later = later.await.expect("the plain sender panicked");
+            let expected: Vec<String> = std::iter::once("welcome to #rust".to_owned())
+                .chain((0..ROOMS).map(|i| format!("room {i}")))
+                .chain(std::iter::once("sent later".to_owned()))
+                .collect();
+            let mismatch = read.iter().zip(&expected).position(|(a, b)| a != b);
+            let order = match mismatch {
+                Some(at) => format!(
+                    "message {at} the client read was {:?}, expected {:?}",
+                    read[at], expected[at]
+                ),
+                None if read.len() != expected.len() => format!(
+                    "the client read {} message(s), expected {}",
+                    read.len(),
+                    expected.len()
+                ),
+                None => "the client read every message in order".to_string(),
+            };
+            assert!(
+                not_ok.is_empty() && sent_later && read == expected,
+                "{ROOMS} rooms called `enqueue` at once on a full outbox with a 1 s wait, a plain \
+                 sender of the same channel started 1 ms later, and the client read every message at \
+                 500 ms: each call should have answered Ok(()) at 500 ms and been read in the order \
+                 of the calls, before the plain sender's message. {} call(s) did not answer Ok(()) at \
+                 500 ms (the first: {:?}), and {order}: no call may answer before its wait runs out, \
+                 nor wait anywhere but in the channel's line, however many calls wait on one outbox",
+                not_ok.len(),
+                not_ok.first(),
+            );
+        });
     }
 
     /// A waiting enqueue holds its place in the channel's queue: a sender that arrives later must
@@ -1063,6 +1192,47 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A wait of a few nanoseconds is still a wait: only a zero wait means "do not wait". On a
+    /// full outbox whose client's writer is ready to read at once, a wait of 1 ns, 500 ns or
+    /// 999 ns (as of any length) uses the slot the client frees; a client that never reads gets
+    /// `Busy` on the first tick at or after the wait, never before.
+    async fn a_wait_of_a_few_nanoseconds_is_still_a_wait() {
+        for wait_ns in [1u64, 2, 10, 100, 500, 999, 1_001, 999_999] {
+            for reads in [true, false] {
+                let (tx, rx) = mpsc::channel(1);
+                tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
+                let wait = Duration::from_nanos(wait_ns);
+                let outbox = Outbox::new(tx.clone(), wait);
+                let reader = tokio::spawn(async move {
+                    let mut rx = rx;
+                    if !reads {
+                        sleep(Duration::from_secs(3600)).await;
+                    }
+                    let _ = rx.recv().await;
+                    rx
+                });
+                let start = Instant::now();
+                let result = outbox.enqueue(line("judy", "in a blink")).await;
+                let waited = start.elapsed();
+                reader.abort();
+                let (client, expected, at) = if reads {
+                    ("the client's writer, ready to run, read one message at once", "Ok(())", 0)
+                } else {
+                    ("the client never read", "Busy(Some(\"in a blink\"))", 1)
+                };
+                let at = Duration::from_millis(at);
+                let seen = describe(&result);
+                assert!(
+                    seen == expected && waited == at,
+                    "with a wait of {wait:?} on a full outbox, {client}; enqueue answered {seen} \
+                     after {waited:?}, expected {expected} after {at:?}. However short, a wait \
+                     that is not zero is a wait: it runs out on the first timer tick at or after \
+                     it, and a slot freed before then belongs to enqueue"
+                );
+            }
+        }
     }
 
     /// The same from a clock that is not on a tick (a room calls between two ticks): the wait runs
