@@ -1169,4 +1169,149 @@ hidden_test! {
             }
         }
     }
+
+    /// A slow client (her connection holds one event) stops reading with an event on her
+    /// connection and one in the session's hand (two messages, or two `Pong`s), and queues
+    /// commands (`Ping`s, or `Ping`s and `Join`s of her own room). As she reads one event at a
+    /// time, the session may take a command only when the answer to the one before has gone to
+    /// her connection: it takes at most two more than she has read answers to (one on her
+    /// connection, one in its hand), and the others wait in her command queue. Every command is
+    /// answered once.
+    async fn commands_wait_in_the_command_queue_while_the_client_is_slow() {
+        for held_pongs in [false, true] {
+            for joins in [false, true] {
+                for queued in [3, 8, 40] {
+                    let hub = Arc::new(ChatHub::new(16));
+                    let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+                    for n in 0..2 {
+                        if held_pongs {
+                            alice.command(Command::Ping);
+                        } else {
+                            hub.publish(message("lobby", n));
+                        }
+                        settle().await;
+                    }
+                    let command = |i: usize| {
+                        if joins && i % 2 == 1 {
+                            Command::Join("lobby".into())
+                        } else {
+                            Command::Ping
+                        }
+                    };
+                    for i in 0..queued {
+                        alice.command(command(i));
+                    }
+                    settle().await;
+                    let sent = queued + if held_pongs { 2 } else { 0 };
+                    let mut read = Vec::new();
+                    for _ in 0..3 {
+                        if let Ok(event) = alice.events.try_recv() {
+                            read.push(event);
+                        }
+                        settle().await;
+                        let waiting = alice.commands.max_capacity() - alice.commands.capacity();
+                        let taken = sent - waiting;
+                        let answers =
+                            read.iter().filter(|e| !matches!(e, Event::Message(_))).count();
+                        let what = if joins { "Pings and Join(lobby)s" } else { "Pings" };
+                        let held = if held_pongs { "a Pong" } else { "a message" };
+                        let count = match read.len() {
+                            1 => "one event".to_string(),
+                            n => format!("{n} events"),
+                        };
+                        assert!(
+                            taken <= answers + 2,
+                            "alice's connection held {held} and the session had another in its \
+                             hand when she queued {queued} {what} and read {count} ({}); by then \
+                             the session had taken {taken} of her {sent} commands and {waiting} \
+                             were left in her command queue, yet besides the {answers} answer(s) \
+                             she read at most 2 can be kept for her (1 on her connection, 1 in \
+                             the session's hand). The session took commands into memory of its \
+                             own: while an event waits for a slow client, her commands wait in \
+                             her command queue",
+                            short(&read)
+                        );
+                    }
+                    read.extend(alice.read_slowly().await);
+                    let answers = read.iter().filter(|e| !matches!(e, Event::Message(_))).count();
+                    assert!(
+                        answers == sent,
+                        "alice sent {sent} commands and read slowly; she got {answers} answers \
+                         ({}): every command is answered once",
+                        short(&read)
+                    );
+                }
+            }
+        }
+    }
+
+    /// A slow client (her connection holds one event) sends a `Join` (of another room, or of the
+    /// room she is in) while message 0 waits on her connection, message 1 in the session's hand
+    /// and more in the lobby (which keeps 4). Once the session has taken the `Join`, the lobby
+    /// posts past what it keeps, overwriting what it held for her. When she reads again, only the
+    /// first two events she gets can be messages the lobby no longer holds: what the session hands
+    /// her of the room she leaves (or stays in) comes from the room, one event at a time, not
+    /// from a copy of the session's own, and what the room overwrote meanwhile is at most
+    /// reported as missed.
+    async fn a_join_keeps_no_copy_of_the_room_in_the_session() {
+        for target in ["support", "lobby"] {
+            for backlog in [1, 3, ROOM] {
+                for after in [ROOM, 20] {
+                    let hub = Arc::new(ChatHub::new(ROOM));
+                    let _support = hub.subscribe("support");
+                    let mut alice = Client::connect_slow(&hub, "lobby", 1).await;
+                    for n in 0..2 {
+                        hub.publish(message("lobby", n));
+                        settle().await;
+                    }
+                    let before_join = 2 + backlog;
+                    for n in 2..before_join {
+                        hub.publish(message("lobby", n));
+                    }
+                    alice.command(Command::Join(target.into()));
+                    let early = alice.read_until_commands_are_taken().await;
+                    assert!(
+                        alice.commands.capacity() == alice.commands.max_capacity(),
+                        "alice sent Join({target}) and read everything that came ({}), yet the \
+                         session never took the Join",
+                        short(&early)
+                    );
+                    // Posted to the lobby after the Join was taken, from 100 on: the lobby then
+                    // holds none of messages 0 to `before_join - 1`.
+                    for n in 100..100 + after {
+                        hub.publish(message("lobby", n));
+                    }
+                    let late = alice.read_slowly().await;
+                    let kept = late.iter().enumerate().skip(2).find_map(|(at, event)| match event {
+                        Event::Message(m) if m.room == "lobby" => {
+                            number(m).filter(|n| *n < 100).map(|n| (at, n))
+                        }
+                        _ => None,
+                    });
+                    if let Some((at, n)) = kept {
+                        panic!(
+                            "alice was slow to read (her connection holds one event); message 0 \
+                             waited on her connection, message 1 in the session's hand and \
+                             messages 2 to {} in the lobby (which keeps {ROOM}) when she sent \
+                             Join({target}); she read {} until the session took it. Then messages \
+                             100 to {} were posted to the lobby, which from then on held none of \
+                             messages 0 to {}. When she read again she got {}, and message {n} \
+                             came as event {} of those: outside the room at most 2 events could \
+                             be kept for her (1 on her connection, 1 the session is handing \
+                             over). The session copied the lobby into memory of its own at the \
+                             Join: what it hands her of a room comes from the room, one event at \
+                             a time, and what the room overwrote meanwhile is at most reported \
+                             as missed",
+                            before_join - 1,
+                            short(&early),
+                            99 + after,
+                            before_join - 1,
+                            short(&late),
+                            at + 1,
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
