@@ -686,6 +686,31 @@ hidden_test! {
         }
     }
 
+    /// Nothing cancelled, but the provider is stuck for a week on each send (an outage): the stream
+    /// has no deadline of its own either, and yields every message before it ends.
+    async fn a_stream_outlives_a_week_of_slow_sends() {
+        const A_WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        let queue = queue_of(THREE);
+        let mut stream = pin!(outgoing(queue.clone(), RateLimiter::per_second(10)));
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        while let Some(m) = stream.next().await {
+            sent.push(m.id);
+            tokio::time::sleep(A_WEEK).await;
+        }
+        if sent != THREE || !queue.is_empty() {
+            panic!(
+                "with {THREE:?} queued and a provider that took a week per send, nothing \
+                 cancelled, the stream yielded {sent:?} and ended after {:?} with {:?} still \
+                 queued; expected {THREE:?} and an empty queue. The stream runs until the queue \
+                 is empty, however long that takes: only the dispatcher's window and shutdown \
+                 end it early",
+                start.elapsed(),
+                queue.ids()
+            );
+        }
+    }
+
     /// One stream, nothing cancelled, over a long backlog (a newsletter to a big list) and a rate
     /// so high that the limiter never waits: the stream must yield every message, in order, and
     /// end only when the queue is empty, however many messages that is.
