@@ -29,6 +29,10 @@ const THREE: [u64; 3] = [3, 1, 2];
 /// Ten messages in the order they were queued (ids not ascending, as in `THREE`).
 const TEN: [u64; 10] = [4, 9, 1, 7, 2, 10, 5, 3, 8, 6];
 
+/// The backlog of the longest drain: far past any "bounded work per stream" a fix might pick
+/// (a thousand, 10 000, 65 536, 100 000 messages): 131 072, about 0.1 s of CPU.
+const LONG_QUEUE: u64 = 1 << 17;
+
 fn queue_of(ids: impl IntoIterator<Item = u64>) -> Queue {
     let queue = Queue::new();
     for id in ids {
@@ -643,6 +647,107 @@ hidden_test! {
                 queue.ids()
             );
         }
+    }
+
+    /// The stream runs until the queue is empty whichever message the dispatcher is sending when
+    /// more mail arrives, the last one included: a queue of 1 to 20 messages, and one more queued
+    /// while the first, a middle or the last message is being sent.
+    async fn mail_queued_while_the_last_message_is_sent_goes_out_before_the_stream_ends() {
+        for len in 1..=20_u64 {
+            let mut moments = vec![1, len / 2 + 1, len];
+            moments.dedup();
+            for during in moments {
+                let late = 100 + during;
+                let queue = queue_of(1..=len);
+                let mut stream = pin!(outgoing(queue.clone(), RateLimiter::per_second(10)));
+                let mut sent = Vec::new();
+                while let Some(m) = stream.next().await {
+                    sent.push(m.id);
+                    if m.id == during {
+                        queue.push(message(late));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let want: Vec<u64> = (1..=len).chain([late]).collect();
+                if sent != want || !queue.is_empty() {
+                    let which = if during == len { "the last one" } else { "an earlier one" };
+                    panic!(
+                        "the stream was created over a queue of {len} message(s) [1..={len}], and \
+                         {late} was queued while the dispatcher sent message {during} ({which}). \
+                         The stream yielded {sent:?} and ended with {:?} still queued; expected \
+                         {want:?} and an empty queue. Nothing was cancelled: the stream must run \
+                         until the queue is empty, whatever it yielded last and however many \
+                         messages that was, or the dispatcher idles for the rest of its window \
+                         with mail waiting",
+                        queue.ids()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Nothing cancelled, but the provider is stuck for a week on each send (an outage): the stream
+    /// has no deadline of its own either, and yields every message before it ends.
+    async fn a_stream_outlives_a_week_of_slow_sends() {
+        const A_WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        let queue = queue_of(THREE);
+        let mut stream = pin!(outgoing(queue.clone(), RateLimiter::per_second(10)));
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        while let Some(m) = stream.next().await {
+            sent.push(m.id);
+            tokio::time::sleep(A_WEEK).await;
+        }
+        if sent != THREE || !queue.is_empty() {
+            panic!(
+                "with {THREE:?} queued and a provider that took a week per send, nothing \
+                 cancelled, the stream yielded {sent:?} and ended after {:?} with {:?} still \
+                 queued; expected {THREE:?} and an empty queue. The stream runs until the queue \
+                 is empty, however long that takes: only the dispatcher's window and shutdown \
+                 end it early",
+                start.elapsed(),
+                queue.ids()
+            );
+        }
+    }
+
+    /// One stream, nothing cancelled, over a long backlog (a newsletter to a big list) and a rate
+    /// so high that the limiter never waits: the stream must yield every message, in order, and
+    /// end only when the queue is empty, however many messages that is.
+    fn one_stream_drains_a_long_queue_to_the_end() {
+        // One `select!` seed is enough: the test races nothing itself, and it is the longest
+        // drain of the kata.
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            const LONG: u64 = LONG_QUEUE;
+            let queue = Queue::new();
+            for id in 0..LONG {
+                queue.push(Message { id, to: String::new(), subject: String::new() });
+            }
+            let mut stream = pin!(outgoing(queue.clone(), RateLimiter::per_second(u32::MAX)));
+            let mut yielded = 0_u64;
+            while let Some(m) = stream.next().await {
+                if m.id != yielded {
+                    panic!(
+                        "one stream over a queue of {LONG} messages, nothing cancelled: message \
+                         {yielded} was due next (the queue's order), but the stream yielded {}",
+                        m.id
+                    );
+                }
+                yielded += 1;
+            }
+            let left = queue.ids().len();
+            if yielded != LONG || left != 0 {
+                panic!(
+                    "one stream over a queue of {LONG} messages, nothing cancelled, at a rate so \
+                     high that the limiter never waits: the stream yielded {yielded} and ended \
+                     with {left} still queued; expected all {LONG} and an empty queue. A stream \
+                     runs until the queue is empty, however long it is: one that stops after a \
+                     fixed number of messages leaves the dispatcher idle for the rest of its \
+                     window with mail waiting"
+                );
+            }
+        });
     }
 
     /// A deploy stops one dispatcher of several while it waits for a slot, and a new one starts:

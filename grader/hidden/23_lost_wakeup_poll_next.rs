@@ -30,6 +30,10 @@ const SPIN_LIMIT: usize = 10_000;
 /// runs many such workers, so a higher limit costs a second of CPU a run.
 const QUIET_SPIN_LIMIT: usize = 25;
 
+/// The backlog of the longest run of one feed: far past any "recycle the worker after a bounded
+/// amount of work" a fix might pick (1 000, 10 000, 65 536, 100 000 jobs): 131 072.
+const LONG_BACKLOG: u64 = 1 << 17;
+
 /// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
 /// say what the feed was waiting for then).
 #[derive(Default)]
@@ -540,6 +544,65 @@ hidden_test! {
                 }
             }
         }
+    }
+
+    /// One worker, nothing cancelled, a backlog far past any "recycle the worker after a bounded
+    /// amount of work" a fix might pick, on a channel that stays open: the feed yields every job,
+    /// in order, then waits for more (an open channel may still bring work), and ends only once
+    /// the channel is closed.
+    fn a_feed_yields_jobs_for_as_long_as_the_channel_is_open() {
+        // One `select!` seed is enough: the test races nothing itself, and it is the longest
+        // backlog of the kata.
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            const LONG: u64 = LONG_BACKLOG;
+            let (tx, rx) = mpsc::channel(LONG_BACKLOG as usize);
+            for id in 0..LONG {
+                tx.try_send(Job { id, video: String::new() }).expect("the channel has room");
+            }
+            let mut feed = JobFeed::new(shared(rx));
+            for id in 0..LONG {
+                match feed.next().await {
+                    Some(job) if job.id == id => {}
+                    Some(job) => panic!(
+                        "one worker over {LONG} queued jobs: job {id} was due next (the \
+                         channel's order), but the feed yielded job {}",
+                        job.id
+                    ),
+                    None => panic!(
+                        "one worker over {LONG} queued jobs on a channel that is still open: the \
+                         feed ended (returned `None`) after {id} jobs, while job {id} and {} more \
+                         waited in the channel. A feed yields jobs until the channel is closed \
+                         and empty, however many that is: a worker whose feed ends early stops \
+                         taking work, and once every worker's feed has ended the pool stops \
+                         while jobs wait",
+                        LONG - id - 1
+                    ),
+                }
+            }
+            let an_hour = Duration::from_secs(3600);
+            if let Ok(ended) = tokio::time::timeout(an_hour, feed.next()).await {
+                panic!(
+                    "one worker took all {LONG} queued jobs, and the channel is empty but still \
+                     open: the feed must wait for the next job, but it returned {:?}. A feed \
+                     ends only once the channel is closed and empty",
+                    ended.map(|job| job.id)
+                );
+            }
+            drop(tx);
+            match tokio::time::timeout(an_hour, feed.next()).await {
+                Ok(None) => {}
+                Ok(Some(job)) => panic!(
+                    "the channel was closed and empty, but the feed yielded job {} instead of \
+                     ending",
+                    job.id
+                ),
+                Err(_) => panic!(
+                    "the channel was closed and empty, but the feed still had not ended an hour \
+                     later: the worker waiting on it was not woken by the end of the channel"
+                ),
+            }
+        });
     }
 
     /// Jobs of uneven length arrive at uneven times, and two workers share the queue: a job that
