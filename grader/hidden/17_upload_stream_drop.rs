@@ -56,6 +56,10 @@ struct FakeStore {
     plans: Arc<HashMap<String, Vec<Plan>>>,
     /// Keys whose store client panics, and where (a bug in a client library).
     panics: Arc<HashMap<String, PanicAt>>,
+    /// When set, each upload follows the plan of its file's place in the batch instead, read from
+    /// the first byte of its parts' data (the tests fill a file's parts with its place): files of
+    /// one key may then differ in everything, their parts included, whatever order they open in.
+    plans_by_place: Option<Arc<Vec<Plan>>>,
 }
 
 /// Where the store client panics for one key.
@@ -75,7 +79,18 @@ impl FakeStore {
         for (key, plan) in plans {
             by_key.entry(key).or_default().push(plan);
         }
-        FakeStore { books: Arc::default(), plans: Arc::new(by_key), panics: Arc::default() }
+        FakeStore {
+            books: Arc::default(),
+            plans: Arc::new(by_key),
+            panics: Arc::default(),
+            plans_by_place: None,
+        }
+    }
+
+    /// A store whose uploads follow `plans[place]`, the place of their file in the batch, read
+    /// from the parts' data: each file of a batch must have its parts filled with its place.
+    fn by_place(plans: Vec<Plan>) -> Self {
+        FakeStore { plans_by_place: Some(Arc::new(plans)), ..FakeStore::default() }
     }
 
     /// The same store, whose client panics at `at` for `key`.
@@ -96,6 +111,19 @@ impl FakeStore {
         let mut keys = self.books.lock().unwrap().completed.clone();
         keys.sort();
         keys
+    }
+
+    /// Each completed upload as (key, how many parts it received), sorted: what a right report of
+    /// the batch holds, one entry per file, whatever the files' keys.
+    fn completed_uploads(&self) -> Vec<(String, u32)> {
+        let books = self.books.lock().unwrap();
+        let mut uploads: Vec<(String, u32)> = books
+            .completed_ids
+            .iter()
+            .map(|(id, key)| (key.clone(), books.parts.get(id).map_or(0, |p| p.len() as u32)))
+            .collect();
+        uploads.sort();
+        uploads
     }
 
     fn bad_aborts(&self) -> Vec<String> {
@@ -132,8 +160,15 @@ impl FakeStore {
         self.books.lock().unwrap().open.get(&upload.0).cloned()
     }
 
-    fn plan_of(&self, upload: &UploadId) -> Plan {
-        self.books.lock().unwrap().plan_of[&upload.0]
+    /// The plan `upload` follows; with plans by place, the first part sent binds it to the plan
+    /// of the place its data names.
+    fn plan_of(&self, upload: &UploadId, data: &[u8]) -> Plan {
+        let mut books = self.books.lock().unwrap();
+        if let Some(by_place) = &self.plans_by_place {
+            let place = usize::from(*data.first().expect("the tests send no empty part"));
+            return *books.plan_of.entry(upload.0).or_insert(by_place[place]);
+        }
+        books.plan_of[&upload.0]
     }
 }
 
@@ -146,11 +181,12 @@ impl ObjectStore for FakeStore {
             let mut books = books.lock().unwrap();
             let id = books.next_id;
             books.next_id += 1;
-            let nth = books.opened_per_key.entry(key.clone()).or_default();
-            let plans = &plans[&key];
-            let plan = plans[(*nth).min(plans.len() - 1)];
-            *nth += 1;
-            books.plan_of.insert(id, plan);
+            if let Some(plans) = plans.get(&key) {
+                let nth = books.opened_per_key.entry(key.clone()).or_default();
+                let plan = plans[(*nth).min(plans.len() - 1)];
+                *nth += 1;
+                books.plan_of.insert(id, plan);
+            }
             books.open.insert(id, key);
             books.max_open = books.max_open.max(books.open.len());
             Ok(UploadId(id))
@@ -161,10 +197,10 @@ impl ObjectStore for FakeStore {
         &self,
         upload: &UploadId,
         part: u32,
-        _data: Vec<u8>,
+        data: Vec<u8>,
     ) -> impl Future<Output = Result<(), StoreError>> {
         let key = self.key_of(upload).expect("a part was sent to an upload that is not open");
-        let plan = self.plan_of(upload);
+        let plan = self.plan_of(upload, &data);
         if self.panics_at(upload, PanicAt::CallingPart(part)) {
             panic!("store client bug: upload_part({key}, part {part}) panicked when called");
         }
@@ -207,7 +243,7 @@ impl ObjectStore for FakeStore {
             if parts.iter().copied().ne(1..=parts.len() as u32) {
                 books.misnumbered.push(format!("{key} was completed with parts {parts:?}"));
             }
-            if books.plan_of[&id].fail_complete {
+            if books.plan_of.get(&id).is_some_and(|plan| plan.fail_complete) {
                 // As S3 does: a failed CompleteMultipartUpload leaves the upload and its parts.
                 books.failures.push((Instant::now(), key.clone()));
                 return Err(StoreError(format!("complete {key}: InvalidPart")));
@@ -293,7 +329,8 @@ impl FileScenario {
 }
 
 /// Batches of one to six files, about one file in three after the first queued again: named
-/// like an earlier one, with as many parts, but its own latency and its own failure.
+/// like an earlier one, with its own parts (often not as many: the photo was edited), its own
+/// latency and its own failure.
 fn batches() -> impl Strategy<Value = Vec<FileScenario>> {
     let file = (
         1usize..=3,
@@ -305,12 +342,7 @@ fn batches() -> impl Strategy<Value = Vec<FileScenario>> {
     proptest::collection::vec(file, 1..=6).prop_map(|files| {
         let mut batch: Vec<FileScenario> = Vec::with_capacity(files.len());
         for (n, (parts, part_ms, fails_at, again, earlier)) in files.into_iter().enumerate() {
-            let (name, parts) = if again && n > 0 {
-                let earlier = &batch[earlier.index(n)];
-                (earlier.name, earlier.parts)
-            } else {
-                (n, parts)
-            };
+            let name = if again && n > 0 { batch[earlier.index(n)].name } else { n };
             batch.push(FileScenario { name, parts, part_ms, fails_at: fails_at.min(parts + 1) });
         }
         batch
@@ -476,17 +508,18 @@ fn check_batch(
             let mut expected: Vec<(String, u32)> =
                 batch.iter().map(|f| (key(f.name), f.parts as u32)).collect();
             expected.sort();
-            let completed = store.completed();
-            let expected_keys: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
+            let completed = store.completed_uploads();
             if returned != expected {
                 Err(format!(
                     "`upload_all` returned Ok with {returned:?} (key, parts); expected every \
-                     file of the batch, once each, a key queued twice twice: {expected:?}"
+                     file of the batch once, with its own part count, a key queued twice twice \
+                     (the store completed {completed:?}): {expected:?}"
                 ))
-            } else if completed != expected_keys {
+            } else if completed != expected {
                 Err(format!(
-                    "`upload_all` returned Ok, but the store completed {completed:?}; expected \
-                     every file of the batch, a key queued twice twice: {expected_keys:?}"
+                    "`upload_all` returned Ok, but the store completed {completed:?} (key, parts \
+                     received); expected every file of the batch, a key queued twice twice: \
+                     {expected:?}"
                 ))
             } else {
                 Ok(())
@@ -507,7 +540,7 @@ hidden_test! {
     fn any_batch_leaves_no_multipart_upload_open() {
         check_property(24, batches(), |batch| async move {
             let report = explore(
-                || FakeStore::new(batch.iter().map(|f| (key(f.name), f.plan()))),
+                || FakeStore::by_place(batch.iter().map(FileScenario::plan).collect()),
                 |store: FakeStore| {
                     let files: Vec<FileUpload> = batch
                         .iter()
@@ -789,27 +822,28 @@ hidden_test! {
     }
 
     /// The same photo queued twice, even three times, in one batch (re-edited while the backup
-    /// ran): each file is a multipart upload of its own, with its own `UploadId`, and the uploads
-    /// of one key end at different moments. Run to the end, with or without one of them failing,
-    /// and cut after every poll: every one of them is completed or aborted, none is left open.
+    /// ran): each file is a multipart upload of its own, with its own `UploadId` and its own
+    /// number of parts, and the uploads of one key end at different moments. Run to the end, with
+    /// or without one of them failing, and cut after every poll: every one of them is completed or
+    /// aborted, none is left open, and a batch that succeeds reports each file once, with its own
+    /// part count.
     async fn a_key_queued_twice_is_two_uploads_each_closed() {
-        // Photo 0 three times, photo 1 twice, photo 2 once.
+        // Photo 0 three times, photo 1 twice, photo 2 once; each file in its own number of parts
+        // (an edit changes the size), so that no two files of one key are alike.
         const NAMES: [usize; 6] = [0, 1, 0, 2, 0, 1];
+        const PARTS: [usize; 6] = [1, 2, 3, 1, 2, 3];
         for failing in [None, Some(2)] {
-            let plans: Vec<(String, Plan)> = NAMES
-                .iter()
-                .enumerate()
-                .map(|(n, &name)| {
-                    let plan = Plan {
-                        part_latency: Duration::from_millis(5 + 7 * n as u64),
-                        fail_part: (failing == Some(n)).then_some(1),
-                        fail_complete: false,
-                    };
-                    (key(name), plan)
+            let plans: Vec<Plan> = (0..NAMES.len())
+                .map(|n| Plan {
+                    part_latency: Duration::from_millis(5 + 7 * n as u64),
+                    fail_part: (failing == Some(n)).then_some(1),
+                    fail_complete: false,
                 })
                 .collect();
             let setting = match failing {
-                None => "a batch naming photo 0 three times and photo 1 twice".to_owned(),
+                None => "a batch naming photo 0 three times (in 1, 3 and 2 parts) and photo 1 \
+                         twice (in 2 and 3 parts)"
+                    .to_owned(),
                 Some(n) => format!(
                     "a batch naming photo 0 three times and photo 1 twice, the upload of file {n} \
                      (photo {} again) failing on its first part",
@@ -818,9 +852,14 @@ hidden_test! {
             };
             let setting = &setting;
             assert_cancel_safe(
-                || FakeStore::new(plans.clone()),
+                || FakeStore::by_place(plans.clone()),
                 |store: FakeStore| async move {
-                    let files = NAMES.iter().map(|&name| file(name)).collect();
+                    let files = (0..NAMES.len())
+                        .map(|n| FileUpload {
+                            key: key(NAMES[n]),
+                            parts: vec![vec![n as u8; 8]; PARTS[n]],
+                        })
+                        .collect();
                     upload_all(&store, files).await
                 },
                 |store, outcome| async move {
@@ -841,17 +880,19 @@ hidden_test! {
                     store.parts_numbered_from_one()?;
                     match (outcome, failing) {
                         (Outcome::Completed(Ok(uploaded)), None) => {
-                            let mut returned: Vec<String> =
-                                uploaded.into_iter().map(|u| u.key).collect();
+                            let mut returned: Vec<(String, u32)> =
+                                uploaded.into_iter().map(|u| (u.key, u.parts)).collect();
                             returned.sort();
-                            let mut expected: Vec<String> = NAMES.iter().map(|&n| key(n)).collect();
+                            let mut expected: Vec<(String, u32)> =
+                                (0..NAMES.len()).map(|n| (key(NAMES[n]), PARTS[n] as u32)).collect();
                             expected.sort();
-                            if returned != expected || store.completed() != expected {
+                            let completed = store.completed_uploads();
+                            if returned != expected || completed != expected {
                                 return Err(format!(
                                     "{setting}, nothing failing: `upload_all` returned \
-                                     {returned:?} and the store completed {:?}; expected each \
-                                     of the six files, once each: {expected:?}",
-                                    store.completed()
+                                     {returned:?} (key, parts) and the store completed \
+                                     {completed:?}; expected each of the six files, once each, \
+                                     with its own part count: {expected:?}"
                                 ));
                             }
                         }
