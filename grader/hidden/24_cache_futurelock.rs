@@ -406,13 +406,13 @@ hidden_test! {
                 polls += 1;
                 if refresh.poll().is_ready() {
                     panic!(
-                        "the report has held the lock for {:?} and still holds it, yet \
+                        "the report has held the lock for {} days and still holds it, yet \
                          refresh(v2) returned (poll {polls}): it cannot have put its catalog in \
                          place, since that needs the lock. A refresh must wait for the lock \
                          however long the report keeps it, and return only with its catalog in \
                          place: a cap on the wait (a minute, an hour, a week) gives up on the \
                          refresh, and no cap is long enough",
-                        start.elapsed()
+                        start.elapsed().as_secs() / (24 * 60 * 60)
                     );
                 }
                 tokio::task::yield_now().await;
