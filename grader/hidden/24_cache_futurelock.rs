@@ -383,6 +383,67 @@ hidden_test! {
         }
     }
 
+    /// A report stuck for a year (a hung disk, nobody on call), reached in one jump of the
+    /// paused clock: however long the report holds the lock, the refresh waits in the lock's
+    /// queue, and returns only with its catalog in place, counted once, as soon as the report
+    /// lets go. A refresh that gives up after a cap of its own (a minute, an hour, a week) returns
+    /// with the old catalog in place, and no cap is long enough.
+    async fn a_refresh_finishes_however_long_the_report_holds_the_lock() {
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+        let cache = CatalogCache::new(catalog(1));
+        // The test body is the report: it holds the lock until it lets go below.
+        let report = cache.lock().await;
+        let start = Instant::now();
+        let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
+        // Polled while the stuck report holds the lock: first now, then after a year gone by in
+        // one jump, and again while the tasks the refresh may have spawned run.
+        let mut polls = 0;
+        for jump in [Duration::ZERO, YEAR, Duration::ZERO, SLOW_LOCK, SLOW_LOCK] {
+            if !jump.is_zero() {
+                tokio::time::advance(jump).await;
+            }
+            for _ in 0..8 {
+                polls += 1;
+                if refresh.poll().is_ready() {
+                    panic!(
+                        "the report has held the lock for {} days and still holds it, yet \
+                         refresh(v2) returned (poll {polls}): it cannot have put its catalog in \
+                         place, since that needs the lock. A refresh must wait for the lock \
+                         however long the report keeps it, and return only with its catalog in \
+                         place: a cap on the wait (a minute, an hour, a week) gives up on the \
+                         refresh, and no cap is long enough",
+                        start.elapsed().as_secs() / (24 * 60 * 60)
+                    );
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        let held = start.elapsed();
+        drop(report);
+        let refreshed = tokio::time::timeout(HANG, refresh).await;
+        assert!(
+            refreshed.is_ok(),
+            "futurelock: refresh() had not finished {} s after the report let go of the lock (it \
+             held the lock for {held:?}), although nothing else wanted it",
+            HANG.as_secs()
+        );
+        let took = start.elapsed();
+        assert!(
+            took <= held + SLOW_LOCK,
+            "the report held the lock for {held:?} and nothing else wanted it, yet refresh(v2) \
+             returned only {:?} after the report let go (expected within SLOW_LOCK, \
+             {SLOW_LOCK:?}): a refresh must keep its place in the lock's queue while it waits",
+            took - held
+        );
+        let state = cache.lock().await;
+        assert_eq!(
+            (state.catalog.version, state.slow_refreshes),
+            (2, 1),
+            "the report held the lock for {held:?}, and refresh(v2) returned: expected catalog v2 \
+             in place and slow_refreshes at 1 (catalog version, slow_refreshes), seen otherwise"
+        );
+    }
+
     /// The report holds the lock for a second; lookups queue for it while the refresh waits, one
     /// in the tick the refresh starts, one before its `SLOW_LOCK` timer fires and one after, and
     /// each reads the catalog and the

@@ -780,6 +780,73 @@ async fn run_overlapping(
     Ok(())
 }
 
+/// How many saves of one document the burst runs at once. Above 65 536, so that a counter that
+/// comes round again after 2^16 names gives two running saves one name; and enough that among as
+/// many random names of 26 bits or fewer two are all but certainly equal (about 36 equal pairs
+/// expected among 26-bit names, so all are distinct with probability e^-36 < 10^-15), while 64
+/// random bits collide with probability under 10^-9 (the solution README says where the line is).
+const BURST: usize = 70_000;
+
+/// Runs `count` saves of one new document at once, each in a task of its own (a local task, so
+/// that a `save` whose future is not `Send` runs too), all started in the same instant, none cut,
+/// and judges what each returned and what the store holds once all have ended.
+async fn burst_of_saves(count: usize) -> Result<(), String> {
+    let (store, fs, index) = empty_store();
+    let local = tokio::task::LocalSet::new();
+    let saves: Vec<_> = (0..count)
+        .map(|i| {
+            let store = store.clone();
+            local.spawn_local(async move { store.save(ID, i.to_string().as_bytes()).await })
+        })
+        .collect();
+    let failed: Vec<(usize, std::io::Error)> = local
+        .run_until(async {
+            let mut failed = Vec::new();
+            for (i, save) in saves.into_iter().enumerate() {
+                if let Err(e) = save.await.expect("a save's task panicked") {
+                    failed.push((i, e));
+                }
+            }
+            failed
+        })
+        .await;
+    tokio::time::sleep(LET_SHIELDED_WORK_FINISH).await;
+    if let Some((i, e)) = failed.first() {
+        return Err(format!(
+            "{} of the {count} saves failed, expected every one to return Ok (save {}: {e}). \
+             Two saves that ran at the same time got in each other's way (writing, renaming or \
+             deleting one temporary file): a save's temporary name must be its own for as long \
+             as it runs, among however many saves run at once",
+            failed.len(),
+            i + 1
+        ));
+    }
+    let path = DocStore::final_path(ID);
+    let leftovers: Vec<String> = fs.paths().into_iter().filter(|p| *p != path).collect();
+    if !leftovers.is_empty() {
+        return Err(format!(
+            "once every save had returned Ok, {} other files were left on the disk (first: {:?}), \
+             which should hold only {path}",
+            leftovers.len(),
+            leftovers.first()
+        ));
+    }
+    let content = fs.read(&path).unwrap_or_default();
+    let whole = std::str::from_utf8(&content)
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .is_some_and(|i| i < count && content == i.to_string().as_bytes());
+    if !whole || !index.contains(ID) {
+        return Err(format!(
+            "once every save had returned Ok, {path} holds {:?} (indexed: {}), expected one of \
+             the saved versions in full, indexed",
+            String::from_utf8_lossy(&content),
+            index.contains(ID)
+        ));
+    }
+    Ok(())
+}
+
 /// Overlapping saves of one document with staggered lifetimes: some start after others have
 /// returned while others are still running. A property over such schedules, run as `handlers`
 /// says.
@@ -1453,9 +1520,76 @@ hidden_test! {
                  of its own, all started in the first 10 ms, none cut): {seen}"
             );
         }
+        // A burst far larger: 70 000 saves of one document at once, none cut. Every one needs a
+        // name no other running save has, so names that come round (a counter that wraps at
+        // 2^16) or that are drawn from too few random bits (26 or fewer) are given twice.
+        let seen = runtime::current_thread(SEEDS[0]).block_on(burst_of_saves(BURST));
+        if let Err(seen) = seen {
+            panic!(
+                "saving a new document with {BURST} saves of it running at once (each in a task \
+                 of its own, all started in the same instant, none cut): {seen}"
+            );
+        }
         check_property(48, staggered_saves(), |staggered| async move {
             run_overlapping(staggered.handlers, staggered.replace, &staggered.saves).await
         });
+    }
+
+    /// A save that nobody cuts returns `Ok`, however long the disk takes: a 40 KB document
+    /// (2 560 steps of the fake disk, 12.8 s), and a save whose first write stalls for a week
+    /// (a hung network mount), reached in one jump of the paused clock. Only the caller decides
+    /// when a save is cut; a save that gives up by itself (a deadline of its own, however
+    /// generous) fails a caller who set none.
+    async fn a_save_nobody_cuts_returns_ok_however_long_the_disk_takes() {
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+        let big: Vec<u8> = (0..40 * 1024).map(|i| b"0123456789abcdef"[i % 16]).collect();
+        for fresh in [empty_store as fn() -> State, store_with_old_version] {
+            let (store, fs, index) = fresh();
+            let old = fs.read(&DocStore::final_path(ID));
+            let start = tokio::time::Instant::now();
+            let saved = store.save(ID, &big).await;
+            assert!(
+                saved.is_ok(),
+                "a save of a 40 KB document that nobody cut returned {saved:?} after {:?} of disk \
+                 time, expected Ok: only the caller decides when a save is cut, however long the \
+                 disk takes",
+                start.elapsed()
+            );
+            assert!(
+                store.load(ID) == Some(big.clone()),
+                "save() of a 40 KB document returned Ok but load() does not return it"
+            );
+            check_consistent(&fs, &index, old.as_deref(), &big)
+                .unwrap_or_else(|seen| panic!("after a 40 KB save returned Ok: {seen}"));
+
+            let (store, fs, index) = fresh();
+            let mut save = tokio_test::task::spawn(store.save(ID, NEW));
+            let _ = save.poll();
+            // The disk stalls for a week on the save's first step, in one jump of the clock.
+            tokio::time::advance(WEEK).await;
+            let saved = tokio::time::timeout(Duration::from_secs(60), save).await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!(
+                    "a save that nobody cut, whose disk stalled for a week on its first step, \
+                     failed: {e} (kind {:?}), expected Ok: only the caller decides when a save is \
+                     cut, however long the disk takes",
+                    e.kind()
+                ),
+                Err(_) => panic!(
+                    "a save whose disk stalled for a week on its first step had not returned a \
+                     minute after the disk came back"
+                ),
+            }
+            assert_eq!(
+                store.load(ID).as_deref(),
+                Some(NEW),
+                "save() returned Ok after the disk stalled for a week, but load() does not return \
+                 the new document"
+            );
+            check_consistent(&fs, &index, old.as_deref(), NEW)
+                .unwrap_or_else(|seen| panic!("after a save that waited out a stalled disk: {seen}"));
+        }
     }
 
     /// Saving `invoice-42` (cut by a deadline at every millisecond, or not) while `invoice-42-1`
