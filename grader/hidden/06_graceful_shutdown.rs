@@ -100,7 +100,16 @@ struct Client {
 
 impl Client {
     fn connect(server: &Server<SlowApp>) -> Client {
+        Client::connect_with_queued(server, Vec::new())
+    }
+
+    /// Connects with `queued` already waiting in the connection's request channel when it is
+    /// handed to `serve`. A server may refuse the connection outright (drop it in `serve`).
+    fn connect_with_queued(server: &Server<SlowApp>, queued: Vec<ClientMessage>) -> Client {
         let (requests, incoming) = mpsc::channel(8);
+        for message in queued {
+            requests.try_send(message).expect("a new connection has room for a request");
+        }
         let (outgoing, mut from_server) = mpsc::unbounded_channel();
         let weak = outgoing.downgrade();
         server.serve(Connection { incoming, outgoing });
@@ -780,10 +789,10 @@ hidden_test! {
                 }
                 "after `shutdown` had returned"
             };
-            let late = Client::connect(&server);
-            late.requests
-                .try_send(ClientMessage::Request(Request { id: 8, path: "/late.txt".into() }))
-                .expect("a new connection has room for a request");
+            let late = Client::connect_with_queued(
+                &server,
+                vec![ClientMessage::Request(Request { id: 8, path: "/late.txt".into() })],
+            );
             kata_support::settle().await;
             let left = late.server_handles();
             sleep(WORK * 2).await;
@@ -940,18 +949,20 @@ hidden_test! {
             let idle = Client::connect(&server);
             busy.request(7, "/held/export.csv").await;
             sleep(WORK / 5).await;
-            let first = server.shutdown();
-            tokio::pin!(first);
-            assert!(
-                timeout(Duration::from_secs(1), &mut first).await.is_err(),
-                "`shutdown` returned while a request was still being answered"
-            );
+            let mut first = Some(Box::pin(server.shutdown()));
+            if let Some(first) = first.as_mut() {
+                assert!(
+                    timeout(Duration::from_secs(1), first).await.is_err(),
+                    "`shutdown` returned while a request was still being answered"
+                );
+            }
             let how = if first_dropped {
+                first = None;
                 "a first `shutdown` was given 1 s and then dropped (a deadline), and `shutdown` \
                  was called again"
             } else {
-                "a first `shutdown` had been waiting for 1 s, and `shutdown` was called again by \
-                 a second caller"
+                "a first `shutdown` was given 1 s and then given up on (kept, not polled again \
+                 until the second returned), and `shutdown` was called again"
             };
             let second = server.shutdown();
             tokio::pin!(second);
@@ -969,9 +980,12 @@ hidden_test! {
             }
             held.add_permits(1);
             if timeout(Duration::from_secs(60), &mut second).await.is_err() {
+                let left = busy.server_handles() + idle.server_handles();
                 panic!(
                     "{how}; the request in flight was let finish, but a minute later the second \
-                     `shutdown` had still not returned"
+                     `shutdown` had still not returned (the request answered: {}, {left} \
+                     connection task(s) still running)",
+                    busy.response(7).is_some()
                 );
             }
             let left = busy.server_handles() + idle.server_handles();
@@ -981,10 +995,13 @@ hidden_test! {
                  {left} connection task(s) still running (expected the answer sent and none)",
                 busy.response(7).is_some()
             );
-            if !first_dropped
-                && timeout(Duration::from_secs(60), &mut first).await.is_err()
+            if let Some(first) = first
+                && timeout(Duration::from_secs(60), first).await.is_err()
             {
-                panic!("{how}: the second call returned, but the first was still waiting a minute later");
+                panic!(
+                    "{how}: the second call returned, but the first, polled again, was still \
+                     waiting a minute later"
+                );
             }
         }
 

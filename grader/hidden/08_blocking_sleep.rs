@@ -290,6 +290,52 @@ hidden_test! {
         }
     }
 
+    /// The explorer runs `timeout(SETTLE_TIME, poller.sample(3))` (both due in the same instant)
+    /// and cuts it after every poll, while it waits and once woken, and also polls it as on a busy
+    /// task whose cooperative budget is spent or nearly spent (a sample in a `join!` with a queue
+    /// drain, say): there every tokio resource, a timer included, answers "not ready", even one
+    /// that would be ready. A sample that was dropped, or whose timeout returned `Elapsed`, never
+    /// converted; a sample that returned converted exactly once, a full `SETTLE_TIME` after its
+    /// switch.
+    async fn a_sample_given_up_on_never_converts_even_on_a_busy_task() {
+        kata_support::assert_cancel_safe(
+            || Arc::new(AtomicUsize::new(0)),
+            |converts| async move {
+                let mut poller = Poller::new(FakeAdc { converts, ..FakeAdc::default() });
+                let reading = timeout(SETTLE_TIME, poller.sample(3)).await.ok();
+                (reading, every_conversion_settled(&poller.into_inner()))
+            },
+            |converts, outcome| async move {
+                let converts = converts.load(Ordering::SeqCst);
+                let given_up = match outcome.completed() {
+                    None => "the sample was dropped",
+                    Some((None, _)) => "the timeout returned `Elapsed`",
+                    Some((Some(reading), settled)) => {
+                        return if converts == 1 && reading == 1003 {
+                            settled
+                        } else {
+                            Err(format!(
+                                "`timeout({SETTLE_TIME:?}, poller.sample(3))` returned {reading} \
+                                 after {converts} conversion(s); expected channel 3's 1003 after \
+                                 exactly one"
+                            ))
+                        };
+                    }
+                };
+                if converts == 0 {
+                    return Ok(());
+                }
+                Err(format!(
+                    "under `timeout({SETTLE_TIME:?}, poller.sample(3))`, {given_up}, yet the \
+                     converter had converted {converts} time(s) during the sample: a reading was \
+                     taken and thrown away. Once it has converted, a sample cannot be cancelled \
+                     any more: it returns its reading without awaiting anything else"
+                ))
+            },
+        )
+        .await;
+    }
+
     /// Another task keeps the runtime busy while a sample settles, so the sample's wake-up comes
     /// late (tokio's sleep waits at least its duration, and on a busy runtime longer). Busy
     /// for 0.25 to 50 ms, starting at the switch, 1 ms into the settling, or just as it is due:

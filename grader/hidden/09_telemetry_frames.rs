@@ -83,6 +83,8 @@ fn frames_differ(got: &[String], sent: &[&str]) -> String {
 /// A sensor with a backlog (or a bridge replaying one): every read finds the next frames ready,
 /// `reading=0`, `reading=1`, .., `per_read` whole frames per read (or as much of them as fits),
 /// for ever. With `per_read` in the hundreds, one read brings a whole TCP segment of frames.
+/// It may send one big frame first (a firmware log, say), which makes a read buffer that grows
+/// to fit a frame big from then on.
 struct FloodingSensor {
     per_read: usize,
     next: u64,
@@ -92,6 +94,12 @@ struct FloodingSensor {
 impl FloodingSensor {
     fn new(per_read: usize) -> Self {
         FloodingSensor { per_read, next: 0, unread: Vec::new() }
+    }
+
+    /// A frame of `big` bytes (`x`s), then the flood.
+    fn after_a_big_frame(per_read: usize, big: usize) -> Self {
+        let unread = frame(&"x".repeat(big));
+        FloodingSensor { per_read, next: 0, unread }
     }
 }
 
@@ -552,6 +560,84 @@ hidden_test! {
         .await;
     }
 
+    /// The collector's loop over a link whose every ready read spends a unit of the task's
+    /// cooperative budget, as a socket's does, cut after every poll, and polled as on a busy
+    /// task whose budget is spent or nearly spent: there every tokio resource answers "not ready",
+    /// even one that would be ready, after any number of the poll's earlier steps. The frames come
+    /// two to a read, some split across reads, with pauses between. Wherever a call was dropped,
+    /// a fresh loop on the same link delivers the rest, every frame once, in order.
+    async fn next_event_is_cancel_safe_on_a_busy_task() {
+        let payloads = ["temp=21.5", "hum=40", "soil=0.31", "lux=812", "co2=415"];
+        let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+        // Reads of 23 bytes, 1 ms apart: two frames in some reads, a frame split in others.
+        let script = || {
+            wire.chunks(23).flat_map(|chunk| {
+                [Step::Pause(Duration::from_millis(1)), Step::Bytes(chunk.to_vec())]
+            })
+        };
+        type Shared = (
+            Arc<tokio::sync::Mutex<TelemetryLink<ScriptedReader>>>,
+            Arc<std::sync::Mutex<Vec<String>>>,
+        );
+        assert_cancel_safe(
+            || -> Shared {
+                let link = TelemetryLink::new(ScriptedReader::new(script()));
+                (Arc::new(tokio::sync::Mutex::new(link)), Arc::default())
+            },
+            |(link, delivered): Shared| async move {
+                let mut link = link.lock().await;
+                while let Some(event) = link.next_event().await? {
+                    if let Event::Frame(payload) = event {
+                        let text = String::from_utf8_lossy(&payload).into_owned();
+                        delivered.lock().unwrap().push(text);
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            },
+            |(link, delivered): Shared, outcome| async move {
+                let mut frames = delivered.lock().unwrap().clone();
+                if let Outcome::Completed(Err(e)) = outcome {
+                    return Err(format!(
+                        "the loop delivered {frames:?}, then `next_event` failed with \"{e}\""
+                    ));
+                }
+                let mut link = link.lock().await;
+                let rest = collect(&mut link).await.map_err(|e| {
+                    format!("the loop was cancelled after delivering {frames:?}; resuming, {e}")
+                })?;
+                frames.extend(rest.frames);
+                // The frames sent but not delivered, if what was delivered is the rest in order.
+                let mut kept = frames.iter().peekable();
+                let mut missing = Vec::new();
+                for &sent in &payloads {
+                    match kept.peek() {
+                        Some(got) if *got == sent => {
+                            kept.next();
+                        }
+                        _ => missing.push(sent),
+                    }
+                }
+                if frames == payloads {
+                    Ok(())
+                } else if kept.peek().is_none()
+                    && !frames.iter().zip(payloads).all(|(got, sent)| got == sent)
+                {
+                    Err(format!(
+                        "the loop was cancelled, then resumed on the same link: it delivered \
+                         {frames:?}, so the frame(s) {missing:?} were lost with a dropped call \
+                         (expected {payloads:?})"
+                    ))
+                } else {
+                    Err(format!(
+                        "the loop was cancelled, then resumed on the same link; {}",
+                        frames_differ(&frames, &payloads)
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+
     /// Whole frames arriving back to back, several in one read and split across reads anywhere:
     /// every frame comes out, in order, before the link reports the end. A decoder must use up
     /// what it has already buffered before it reads again.
@@ -802,13 +888,27 @@ hidden_test! {
     /// a whole segment of 256 in one read), and the collector spends 10 ms forwarding each one
     /// upstream. The heartbeats keep their schedule all the same (1 s, 2 s, 3 s): a busy link is
     /// reported alive once a second too, not only a quiet one, and frames already read and
-    /// waiting in a buffer do not hold a beat back either.
+    /// waiting in a buffer do not hold a beat back either. Also after one big frame (60,000
+    /// bytes, under `MAX_FRAME`) first: whatever size the link's buffer started at, it then holds
+    /// a whole read of small frames.
     async fn heartbeats_keep_their_schedule_while_the_sensor_floods_the_link() {
-        for per_read in [1, 256] {
-            let mut link = TelemetryLink::new(FloodingSensor::new(per_read));
+        const BIG: usize = 60_000;
+        for (per_read, big_first) in [(1, false), (256, false), (256, true)] {
+            let sensor = if big_first {
+                FloodingSensor::after_a_big_frame(per_read, BIG)
+            } else {
+                FloodingSensor::new(per_read)
+            };
+            let mut link = TelemetryLink::new(sensor);
             let start = Instant::now();
             let mut heartbeats = Vec::new();
             let mut frames = 0u64;
+            let mut big_pending = big_first;
+            let first = if big_first {
+                format!("one frame of {BIG} bytes, then ")
+            } else {
+                String::new()
+            };
             // Time passes only while the collector forwards a frame; the cap on events stops a
             // link that would report nothing but heartbeats.
             for _ in 0..2_000 {
@@ -816,13 +916,23 @@ hidden_test! {
                     break;
                 }
                 match link.next_event().await {
+                    Ok(Some(Event::Frame(payload))) if big_pending => {
+                        assert!(
+                            payload.len() == BIG && payload.iter().all(|&b| b == b'x'),
+                            "the sensor sent one frame of {BIG} `x`s first, and the link \
+                             delivered a frame of {} bytes instead. {DESYNC}",
+                            payload.len()
+                        );
+                        big_pending = false;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     Ok(Some(Event::Frame(payload))) => {
                         let expected = format!("reading={frames}");
                         assert!(
                             payload == expected.as_bytes(),
-                            "the sensor flooded the link with the frames reading=0, reading=1, \
-                             .., {per_read} per read; after {frames} of them the link delivered \
-                             {:?}, expected {expected:?}. {DESYNC}",
+                            "the sensor flooded the link with {first}the frames reading=0, \
+                             reading=1, .., {per_read} per read; after {frames} of them the link \
+                             delivered {:?}, expected {expected:?}. {DESYNC}",
                             String::from_utf8_lossy(&payload)
                         );
                         frames += 1;
@@ -831,8 +941,8 @@ hidden_test! {
                     }
                     Ok(Some(Event::Heartbeat)) => heartbeats.push(start.elapsed()),
                     other => panic!(
-                        "the sensor flooded the link with frames, {per_read} per read, and after \
-                         {frames} of them `next_event` returned {other:?}"
+                        "the sensor flooded the link with {first}frames, {per_read} per read, and \
+                         after {frames} of them `next_event` returned {other:?}"
                     ),
                 }
             }
@@ -850,8 +960,8 @@ hidden_test! {
             };
             assert!(
                 on_time,
-                "the sensor flooded the link for 3.5 s ({per_read} frame(s) ready at every read) \
-                 while the collector spent 10 ms forwarding each frame and called `next_event` \
+                "the sensor flooded the link for 3.5 s ({first}{per_read} frame(s) ready at every \
+                 read) while the collector spent 10 ms forwarding each frame and called `next_event` \
                  again at once; the link delivered {frames} frames and reported heartbeats {}, \
                  expected one at 1 s, 2 s and 3 s (each at most {BEAT_LATENESS:?} late). The \
                  heartbeat falls due once a second whether or not frames are waiting: a link busy \

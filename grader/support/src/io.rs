@@ -152,6 +152,26 @@ mod tests {
         drop(task);
         assert_eq!(wire.text(), "HEL");
     }
+
+    #[tokio::test]
+    async fn a_scripted_read_spends_budget_like_a_socket() {
+        let mut reader = ScriptedReader::new([Step::Bytes(b"ab".to_vec())]);
+        tokio::task::yield_now().await;
+        // Spend the whole budget of this task poll: the ready read must then be `Pending`.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while tokio::task::coop::has_budget_remaining() {
+            let unit = std::pin::pin!(tokio::task::coop::consume_budget());
+            assert!(unit.poll(&mut cx).is_ready());
+        }
+        let mut bytes = [0; 2];
+        let mut buf = ReadBuf::new(&mut bytes);
+        let read = Pin::new(&mut reader).poll_read(&mut cx, &mut buf);
+        assert!(read.is_pending(), "a read on a spent budget must be `Pending`");
+        tokio::task::yield_now().await;
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.expect("a scripted read");
+        assert_eq!(out, b"ab");
+    }
 }
 
 /// A scripted stream that fails once its script has run out: the first read that finds `inner`
@@ -205,7 +225,9 @@ pub enum Step {
 /// A peer that follows a script of [`Step`]s, then reads as the end of the stream. Unlike
 /// `tokio_test`'s mock it does not mind a reader that stops before the script is over, and its
 /// pauses are tokio sleeps, so a paused clock runs through them. A read cut during a pause resumes
-/// the same pause.
+/// the same pause. Like a socket's, every read that finds bytes, an error or the end spends a unit
+/// of the task's cooperative budget (`tokio::task::coop`), and is `Pending` once it is spent: on a
+/// busy task, a read can be where a poll runs out of budget.
 #[derive(Debug)]
 pub struct ScriptedReader {
     steps: std::collections::VecDeque<Step>,
@@ -227,6 +249,10 @@ impl AsyncRead for ScriptedReader {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
+            if !matches!(this.steps.front(), Some(Step::Pause(_))) {
+                // As tokio's own I/O does: a ready read spends a unit; with none left it is `Pending`.
+                std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            }
             match this.steps.front_mut() {
                 None => return Poll::Ready(Ok(())),
                 Some(Step::Pause(pause)) => {
