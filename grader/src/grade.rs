@@ -137,8 +137,8 @@ pub struct Nondeterministic {
     pub test: String,
     /// Every run's outcome, in order.
     pub outcomes: Vec<Outcome>,
-    /// Whether the unit's verdict stayed the same all the same: for [`Runs::UntilRejected`], another
-    /// test rejected the unit on each run where this one passed. Always false for [`Runs::Every`].
+    /// Whether the unit's verdict held even so: for [`Runs::UntilRejected`], another test rejected
+    /// the unit on each run where this one passed. Always false for [`Runs::Every`].
     pub verdict_held: bool,
 }
 
@@ -326,8 +326,8 @@ pub enum Runs {
     /// Every test `n` times; a test that timed out in the first run is not run again.
     Every(usize),
     /// For units whose verdict must be a rejection (decoys): the tests until one fails, then each
-    /// test that failed `n - 1` times more. The unit is rejected on every run if those fail on
-    /// every run, whatever the others do, so that is all a repeat has to show. Tests not run are
+    /// test that failed `n - 1` times more; on a repeat where they all pass, the unit's other tests
+    /// until one fails. Only the unit's verdict has to be the same on every run. Tests not run are
     /// missing from the unit's result.
     UntilRejected(usize),
 }
@@ -497,17 +497,17 @@ pub fn grade_repeated(
     // by one test on one run and by another on the next).
     let mut verdict_changed = std::collections::HashSet::new();
     if until_rejected && !again.is_empty() {
+        let mut units: Vec<usize> = again.iter().map(|&j| jobs[j].unit).collect();
+        units.dedup();
         let mut open: Vec<usize> = Vec::new();
         for round in repeated.chunks(again.len()) {
-            let mut units: Vec<usize> = again.iter().map(|&j| jobs[j].unit).collect();
-            units.dedup();
             let rejected = |unit: usize| {
                 again
                     .iter()
                     .zip(round)
                     .any(|(&j, r)| jobs[j].unit == unit && r.outcome != Outcome::Passed)
             };
-            open.extend(units.into_iter().filter(|&unit| !rejected(unit)));
+            open.extend(units.iter().copied().filter(|&unit| !rejected(unit)));
         }
         let (jobs, again) = (&jobs, &again);
         let confirm: Vec<Job> = open
