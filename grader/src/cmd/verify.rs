@@ -6,7 +6,8 @@
 //! exercise compiles without warnings, passes at least one hidden test and fails at least one;
 //! every solution and alternative passes; every decoy compiles and is rejected; and, run `--repeat`
 //! times from one build, every test of the solutions and alternatives gives the same outcome every
-//! run, and so does each test that rejects a decoy (a decoy's tests run until one fails).
+//! run, and every decoy is rejected on every run (its tests run until one fails; see
+//! `grade::Runs::UntilRejected`).
 
 mod wtt;
 
