@@ -1,8 +1,8 @@
 //! Hidden tests for kata 01: the in-flight gauge must come down however `forward` ends (return,
 //! backend panic, cancellation, in any order among concurrent requests), a full gateway sheds on
 //! the first poll (also when the requests were all created before any was polled, and however
-//! busy the handler's task is), the backend's own panic comes out of `forward`, and the backend
-//! call must stop when the client leaves.
+//! busy the handler's task is), the backend's own panic comes out of `forward`, the backend call
+//! must stop when the client leaves, and clones of a gateway share one gauge and one limit.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -33,6 +33,30 @@ fn built_before_polled() -> impl Strategy<Value = (usize, Vec<usize>)> {
         (Just(limit), Just((0..limit + extra).collect::<Vec<_>>()).prop_shuffle())
     })
 }
+
+/// One step of a session in which every handler holds its own clone of one gateway (as a handler
+/// spawned with `tokio::spawn` must): clone one of the handles, send a request through one, or
+/// end one of the requests in flight (`true`: its backend answers; `false`: its client leaves).
+#[derive(Debug, Clone)]
+enum CloneStep {
+    Clone(prop::sample::Index),
+    Request(prop::sample::Index),
+    End(prop::sample::Index, bool),
+}
+
+/// The gateway's limit, how many clones the handlers make before any request (each a clone of
+/// the one before, so clones of clones too), and the steps that follow.
+fn clone_sessions() -> impl Strategy<Value = (usize, usize, Vec<CloneStep>)> {
+    let step = prop_oneof![
+        1 => any::<prop::sample::Index>().prop_map(CloneStep::Clone),
+        3 => any::<prop::sample::Index>().prop_map(CloneStep::Request),
+        2 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(i, a)| CloneStep::End(i, a)),
+    ];
+    (1usize..=3, 1usize..=3, prop::collection::vec(step, 1..16))
+}
+
+/// How many handles (the gateway and its clones) a clone session may hold.
+const MAX_HANDLES: usize = 6;
 
 /// Says what a gauge reading that should be `expected` shows: requests still counted, or a gauge
 /// lowered more times than it was raised (an `AtomicUsize` that went below zero wraps around).
@@ -809,6 +833,219 @@ hidden_test! {
                 "after a backend panic the gateway must still forward requests"
             );
         }
+    }
+
+    /// Handlers share one gateway by cloning it, and "clones share one gauge": a request waiting
+    /// through one clone counts on every clone, and the limit is one limit for all of them. With
+    /// limit 2, a request through the gateway and one through a clone of its clone fill it: every
+    /// handle (and a clone made then) reads 2 and sheds the next request, whichever handle it goes
+    /// through; once the requests end, every handle reads 0 and forwards again.
+    async fn clones_share_one_gauge_and_one_limit() {
+        let gateway = Gateway::new(2);
+        let clone = gateway.clone();
+        let clone_of_clone = clone.clone();
+        let backends = [Gate::closed(), Gate::closed()];
+        let held = backends[0].clone();
+        let mut first = task::spawn(gateway.forward(async move { held.pass().await }));
+        assert_pending!(first.poll());
+        let handles = [
+            ("the gateway", &gateway),
+            ("its clone", &clone),
+            ("a clone of that clone", &clone_of_clone),
+        ];
+        for (name, handle) in handles {
+            let gauge = handle.in_flight();
+            assert!(
+                gauge == 1,
+                "limit 2: one request waits at the backend, forwarded through the gateway, and \
+                 {name} reads {gauge}, expected 1: clones share one gauge, so a request forwarded \
+                 through any of them counts on every one"
+            );
+        }
+        let held = backends[1].clone();
+        let mut second = task::spawn(clone_of_clone.forward(async move { held.pass().await }));
+        let answer = second.poll();
+        assert!(
+            answer.is_pending(),
+            "limit 2: one request waits, forwarded through the gateway; a second one, through a \
+             clone of its clone, returned {answer:?} on its first poll, expected Pending \
+             (forwarded): there is room for one more"
+        );
+        let made_now = gateway.clone();
+        let handles = [
+            ("the gateway", &gateway),
+            ("its clone", &clone),
+            ("a clone of that clone", &clone_of_clone),
+            ("a clone made while both wait", &made_now),
+        ];
+        for (name, handle) in handles {
+            let gauge = handle.in_flight();
+            assert!(
+                gauge == 2,
+                "limit 2: two requests wait at the backend, one forwarded through the gateway and \
+                 one through a clone of its clone, and {name} reads {gauge}, expected 2: clones \
+                 share one gauge, so each reads every request in flight, whichever clone it went \
+                 through"
+            );
+            let reached = Arc::new(AtomicUsize::new(0));
+            let calls = reached.clone();
+            let mut late = task::spawn(handle.forward(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                200
+            }));
+            let answer = late.poll();
+            assert!(
+                answer == Poll::Ready(Err(Shed)) && reached.load(Ordering::SeqCst) == 0,
+                "limit 2: two requests wait at the backend, one forwarded through the gateway and \
+                 one through a clone of its clone; one more request, through {name}, returned \
+                 {answer:?} on its first poll (it reached the backend: {}), expected \
+                 Ready(Err(Shed)): the limit is one limit for the gateway and all its clones, so \
+                 at most 2 requests are forwarded at once however many handlers hold a clone",
+                reached.load(Ordering::SeqCst) > 0
+            );
+        }
+        backends[0].open();
+        assert!(first.poll().is_ready(), "a request whose backend answered did not finish");
+        drop(first);
+        drop(second);
+        for (name, handle) in handles {
+            let gauge = handle.in_flight();
+            assert!(
+                gauge == 0,
+                "limit 2: of the two requests forwarded through the gateway and a clone of its \
+                 clone, one was answered and the other abandoned by its client; then {name} reads \
+                 {gauge}, expected 0: clones share one gauge"
+            );
+            assert_eq!(
+                handle.forward(async { 200 }).await,
+                Ok(200),
+                "limit 2: after every request ended, a request through {name} was shed"
+            );
+        }
+    }
+
+    /// Any number of handlers, each with its own clone (some of them clones of clones, some made
+    /// while requests are in flight), forward requests and see them end in any order: after every
+    /// step each handle reads the number of requests in flight through all of them, and a request
+    /// through any handle is forwarded while there is room under the one limit and shed when
+    /// there is none.
+    fn requests_through_any_clones_keep_one_gauge() {
+        check_property(64, clone_sessions(), |(limit, up_front, steps)| async move {
+            let handles: [std::cell::OnceCell<Gateway>; MAX_HANDLES] = Default::default();
+            let handle = |h: usize| handles[h].get().expect("a handle that was made");
+            let _ = handles[0].set(Gateway::new(limit));
+            let mut made = 1;
+            let mut story = vec![format!("a gateway with limit {limit} (handle 0)")];
+            for from in 0..up_front {
+                let _ = handles[made].set(handle(from).clone());
+                story.push(format!("handle {made} is a clone of handle {from}"));
+                made += 1;
+            }
+            let mut in_flight = Vec::new();
+            for step in steps {
+                match step {
+                    CloneStep::Clone(i) => {
+                        if made == MAX_HANDLES {
+                            continue;
+                        }
+                        let from = i.index(made);
+                        let _ = handles[made].set(handle(from).clone());
+                        story.push(format!(
+                            "handle {made} is a clone of handle {from}, made with {} request(s) in \
+                             flight",
+                            in_flight.len()
+                        ));
+                        made += 1;
+                    }
+                    CloneStep::Request(i) => {
+                        let via = i.index(made);
+                        let backend = Gate::closed();
+                        let held = backend.clone();
+                        let reached = Arc::new(AtomicUsize::new(0));
+                        let calls = reached.clone();
+                        let mut request = task::spawn(handle(via).forward(async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            held.pass().await;
+                        }));
+                        let answer = request.poll();
+                        let waiting = in_flight.len();
+                        if waiting < limit {
+                            if answer.is_ready() {
+                                return Err(format!(
+                                    "{}; then a request through handle {via}, with {waiting} \
+                                     request(s) in flight through all handles and a limit of \
+                                     {limit}, returned {answer:?} on its first poll, expected \
+                                     Pending (forwarded): there is room",
+                                    story.join(", ")
+                                ));
+                            }
+                            story.push(format!("a request through handle {via} is forwarded"));
+                            in_flight.push((via, backend, request));
+                        } else {
+                            let reached = reached.load(Ordering::SeqCst) > 0;
+                            if answer != Poll::Ready(Err(Shed)) || reached {
+                                return Err(format!(
+                                    "{}; then a request through handle {via}, with {waiting} \
+                                     request(s) in flight through all handles and a limit of \
+                                     {limit}, returned {answer:?} on its first poll (it reached \
+                                     the backend: {reached}), expected Ready(Err(Shed)): the limit \
+                                     is one limit for the gateway and all its clones",
+                                    story.join(", ")
+                                ));
+                            }
+                            story.push(format!("a request through handle {via} is shed"));
+                        }
+                    }
+                    CloneStep::End(i, answered) => {
+                        if in_flight.is_empty() {
+                            continue;
+                        }
+                        let ended = i.index(in_flight.len());
+                        let (via, backend, mut request) = in_flight.remove(ended);
+                        if answered {
+                            backend.open();
+                            if request.poll().is_pending() {
+                                return Err(format!(
+                                    "{}; then the backend answered a request forwarded through \
+                                     handle {via}, and the request did not finish",
+                                    story.join(", ")
+                                ));
+                            }
+                            story.push(format!("the request through handle {via} is answered"));
+                        } else {
+                            story.push(format!(
+                                "the client of the request through handle {via} leaves"
+                            ));
+                        }
+                        drop(request);
+                    }
+                }
+                let waiting = in_flight.len();
+                for h in 0..made {
+                    let gauge = handle(h).in_flight();
+                    if gauge != waiting {
+                        return Err(format!(
+                            "{}; then handle {h} reads {gauge}, expected {waiting}, the requests \
+                             in flight through all handles: clones share one gauge, so each \
+                             reads every request in flight, whichever clone it went through",
+                            story.join(", ")
+                        ));
+                    }
+                }
+            }
+            drop(in_flight);
+            for h in 0..made {
+                let gauge = handle(h).in_flight();
+                if gauge != 0 {
+                    return Err(format!(
+                        "{}; then every request ended, and handle {h} {}",
+                        story.join(", "),
+                        describe_gauge(gauge, 0)
+                    ));
+                }
+            }
+            Ok(())
+        });
     }
 
     /// Concurrent requests end in any order, some answered and some abandoned by their clients;

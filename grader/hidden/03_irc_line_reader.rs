@@ -74,7 +74,10 @@ async fn pings_after_the_end(rx: &mut mpsc::UnboundedReceiver<Event>) -> Option<
 /// A client that sends each packet after its pause and then closes the connection, without
 /// minding being dropped half way (unlike a `tokio_test` mock, which insists on its whole script).
 /// Its connection may fail instead of closing: after a last pause, every read fails with an error
-/// of the given kind, as a read on a socket whose link was reset does.
+/// of the given kind, as a read on a socket whose link was reset does; or it may report the
+/// failure once and then carry on with a script of its own. A dead link answers no more than
+/// `DEAD_LINK_READS` reads: a session that reads on after them waits for ever (and a test's
+/// timeout ends it in a moment of paused time) instead of spinning on failures.
 struct PausingClient {
     script: VecDeque<(Duration, Vec<u8>)>,
     pause: Option<Pin<Box<Sleep>>>,
@@ -82,7 +85,15 @@ struct PausingClient {
     packet: Vec<u8>,
     at: usize,
     failure: Option<(Duration, std::io::ErrorKind)>,
+    /// What the connection sends after reporting its failure once, before closing; `None`: every
+    /// read after the failure fails too.
+    after_failure: Option<VecDeque<(Duration, Vec<u8>)>>,
+    /// How many reads have failed so far.
+    failed_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// How many reads a connection that failed answers with its error before it goes silent.
+const DEAD_LINK_READS: usize = 100;
 
 impl PausingClient {
     fn new(script: &[(u64, &str)]) -> Self {
@@ -96,7 +107,15 @@ impl PausingClient {
     /// The same, with packets of raw bytes (not necessarily UTF-8).
     fn from_bytes(script: Vec<(Duration, Vec<u8>)>) -> Self {
         let script = script.into();
-        PausingClient { script, pause: None, packet: Vec::new(), at: 0, failure: None }
+        PausingClient {
+            script,
+            pause: None,
+            packet: Vec::new(),
+            at: 0,
+            failure: None,
+            after_failure: None,
+            failed_reads: Arc::default(),
+        }
     }
 
     /// The same, with a connection that fails after `pause` instead of closing once the script
@@ -107,6 +126,44 @@ impl PausingClient {
         kind: std::io::ErrorKind,
     ) -> Self {
         PausingClient { failure: Some((pause, kind)), ..PausingClient::from_bytes(script) }
+    }
+
+    /// The same, with a connection that fails only once, after `pause`: the read after the failed
+    /// one gets `after` (each packet after its pause), and then the connection closes.
+    fn failing_once(
+        script: Vec<(Duration, Vec<u8>)>,
+        pause: Duration,
+        kind: std::io::ErrorKind,
+        after: Vec<(Duration, Vec<u8>)>,
+    ) -> Self {
+        PausingClient {
+            after_failure: Some(after.into()),
+            ..PausingClient::failing(script, pause, kind)
+        }
+    }
+
+    /// Counts the reads that failed, also once the client has been handed to the session.
+    fn failed_reads(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.failed_reads.clone()
+    }
+}
+
+/// What a session that did not end on a failing connection did meanwhile, from the number of
+/// reads that failed: it read on after the first failure.
+fn read_on_after(failed_reads: usize, kind: std::io::ErrorKind) -> String {
+    if failed_reads <= 1 {
+        String::new()
+    } else if failed_reads > DEAD_LINK_READS {
+        format!(
+            ": it read on after the first failed read, {DEAD_LINK_READS} reads failed with \
+             {kind:?}, and it was still reading when the link went silent (the first failed read \
+             ends the session with its error)"
+        )
+    } else {
+        format!(
+            ": it read on after the first failed read ({failed_reads} reads failed with {kind:?}; \
+             the first one ends the session with its error)"
+        )
     }
 }
 
@@ -130,10 +187,19 @@ impl AsyncRead for PausingClient {
                 }
                 this.pause = None;
                 let Some((_, packet)) = this.script.pop_front() else {
-                    return Poll::Ready(match this.failure {
-                        Some((_, kind)) => Err(kind.into()),
-                        None => Ok(()),
-                    });
+                    let Some((_, kind)) = this.failure else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    let failed =
+                        this.failed_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if failed >= DEAD_LINK_READS {
+                        // A dead link: nothing more will come, and nothing will wake the reader.
+                        return Poll::Pending;
+                    }
+                    if let Some(after) = this.after_failure.take() {
+                        (this.script, this.failure) = (after, None);
+                    }
+                    return Poll::Ready(Err(kind.into()));
                 };
                 if packet.is_empty() {
                     // An empty packet reads as the end of the stream.
@@ -363,11 +429,14 @@ fn cut_into_packets(bytes: &[u8], cuts: &[(usize, u64)]) -> (Vec<(Duration, Vec<
 }
 
 /// How a connection may fail under a session: the errors a read on a socket (or a TLS stream over
-/// one) reports when its link goes away. `UnexpectedEof` is among them: rustls reports a peer that
-/// dropped TCP without `close_notify` with it, and a reader that returns it has failed, not closed
-/// (a clean close is a read of 0 bytes; `read_u8` and `read_exact` only *turn* that into
-/// `UnexpectedEof`, so a fix built on them cannot tell the two apart).
-const FAILURES: [std::io::ErrorKind; 7] = [
+/// one, or any other reader `serve` is given) reports, every kind but `Interrupted` (which only
+/// says "try the read again", and which the tests never send). `UnexpectedEof` is among them:
+/// rustls reports a peer that dropped TCP without `close_notify` with it, and a reader that returns
+/// it has failed, not closed (a clean close is a read of 0 bytes; `read_u8` and `read_exact` only
+/// *turn* that into `UnexpectedEof`, so a fix built on them cannot tell the two apart). So are the
+/// kinds that sound temporary: `WouldBlock` (a socket whose receive timeout ran out reports it on
+/// Unix) and `TimedOut` end the session as any other failure does.
+const FAILURES: [std::io::ErrorKind; 17] = [
     std::io::ErrorKind::ConnectionReset,
     std::io::ErrorKind::ConnectionAborted,
     std::io::ErrorKind::BrokenPipe,
@@ -375,6 +444,16 @@ const FAILURES: [std::io::ErrorKind; 7] = [
     std::io::ErrorKind::Other,
     std::io::ErrorKind::UnexpectedEof,
     std::io::ErrorKind::NotConnected,
+    std::io::ErrorKind::WouldBlock,
+    std::io::ErrorKind::ConnectionRefused,
+    std::io::ErrorKind::HostUnreachable,
+    std::io::ErrorKind::NetworkUnreachable,
+    std::io::ErrorKind::NetworkDown,
+    std::io::ErrorKind::PermissionDenied,
+    std::io::ErrorKind::InvalidData,
+    std::io::ErrorKind::InvalidInput,
+    std::io::ErrorKind::OutOfMemory,
+    std::io::ErrorKind::Unsupported,
 ];
 
 /// How many short and empty lines `a_burst_of_thousands_of_lines_comes_out_at_once` sends in one
@@ -1271,6 +1350,7 @@ hidden_test! {
             );
             let (tx, mut rx) = mpsc::unbounded_channel();
             let client = PausingClient::failing(script, Duration::from_millis(pause), kind);
+            let failed_reads = client.failed_reads();
             let ended = timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
             let mut commands = Vec::new();
             while let Ok(event) = rx.try_recv() {
@@ -1281,7 +1361,13 @@ hidden_test! {
             let rule = "an I/O error is not the client closing the connection: it ends the \
                         session with that error, and a line it cuts off is not a command";
             match ended {
-                Err(_) => return Err(format!("{story}; the session did not end")),
+                Err(_) => {
+                    let failed = failed_reads.load(std::sync::atomic::Ordering::SeqCst);
+                    return Err(format!(
+                        "{story}; the session did not end{}",
+                        read_on_after(failed, kind)
+                    ));
+                }
                 Ok(Ok(())) => {
                     return Err(format!(
                         "{story}; the session ended cleanly, with Ok(()), after the commands \
@@ -1330,6 +1416,7 @@ hidden_test! {
                 for pause in [0u64, 1500] {
                     let script = vec![(Duration::ZERO, sent.as_bytes().to_vec())];
                     let client = PausingClient::failing(script, Duration::from_millis(pause), kind);
+                    let failed_reads = client.failed_reads();
                     let (tx, mut rx) = mpsc::unbounded_channel();
                     let ended =
                         timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
@@ -1352,6 +1439,15 @@ hidden_test! {
                              {whole:?}. An error of any kind is not the client closing the \
                              connection, and the server must hear of it"
                         ),
+                        Err(_) => panic!(
+                            "{story}; the session did not end{}, after the commands \
+                             {commands:?}: expected it to end with the {kind:?} error after \
+                             {whole:?}",
+                            read_on_after(
+                                failed_reads.load(std::sync::atomic::Ordering::SeqCst),
+                                kind
+                            )
+                        ),
                         other => panic!(
                             "{story}; the session ended with {other:?}, expected the \
                              connection's own {kind:?} error after {whole:?}"
@@ -1362,6 +1458,88 @@ hidden_test! {
                         "{story}; the session handed out {commands:?}, expected {whole:?}: only \
                          the lines that arrived whole are commands, and a line the failure cut \
                          off is not one"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A connection that reports its failure once, whatever the kind (`WouldBlock` and
+    /// `TimedOut`, which sound temporary, as much as `ConnectionReset`), and would then carry on
+    /// (another line arrives) or read as closed: the failed read ends the session with its error,
+    /// after exactly the lines that arrived whole. Nothing after the failure is a command, and the
+    /// half line it cut off is not one either.
+    async fn a_failure_reported_once_ends_the_session() {
+        for kind in FAILURES {
+            for (sent, whole, carry_on) in [
+                ("/join #rust\r\n", vec!["/join #rust"], "/part #rust\r\n"),
+                ("/join #rust\r\n/privmsg #ops :deploy", vec!["/join #rust"], " to prod\r\n"),
+            ] {
+                for (pause, after) in [(0u64, carry_on), (1500, carry_on), (0, ""), (1500, "")] {
+                    let script = vec![(Duration::ZERO, sent.as_bytes().to_vec())];
+                    let after_failure = if after.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(Duration::ZERO, after.as_bytes().to_vec())]
+                    };
+                    let client = PausingClient::failing_once(
+                        script,
+                        Duration::from_millis(pause),
+                        kind,
+                        after_failure,
+                    );
+                    let failed_reads = client.failed_reads();
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    let ended =
+                        timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+                    let mut commands = Vec::new();
+                    while let Ok(event) = rx.try_recv() {
+                        if let Event::Command(c) = event {
+                            commands.push(c);
+                        }
+                    }
+                    let then = if after.is_empty() {
+                        "then read as closed".to_owned()
+                    } else {
+                        format!(
+                            "then, had it been read again, would have sent {after:?} and closed"
+                        )
+                    };
+                    let story = format!(
+                        "the client sent {sent:?}, then after {pause} ms a read failed once with \
+                         {kind:?}, and the connection {then}"
+                    );
+                    let failed = failed_reads.load(std::sync::atomic::Ordering::SeqCst);
+                    let read_on = if failed > 0 && commands.len() > whole.len() {
+                        ", so it read on after the failed read"
+                    } else {
+                        ""
+                    };
+                    match &ended {
+                        Ok(Err(err)) if err.kind() == kind => {}
+                        Ok(Ok(())) => panic!(
+                            "{story}; the session ended cleanly, with Ok(()), after the commands \
+                             {commands:?}{read_on}: expected it to end with the {kind:?} error \
+                             after {whole:?}. A read that fails, with an error of any kind but \
+                             `Interrupted`, ends the session with that error, even if the \
+                             connection would have carried on"
+                        ),
+                        Err(_) => panic!(
+                            "{story}; the session did not end, after the commands {commands:?}: \
+                             expected it to end with the {kind:?} error after {whole:?}"
+                        ),
+                        Ok(Err(err)) => panic!(
+                            "{story}; the session ended with an error of kind {:?} ({err}) after \
+                             the commands {commands:?}, expected the connection's own {kind:?} \
+                             error after {whole:?}",
+                            err.kind()
+                        ),
+                    }
+                    assert!(
+                        commands == whole,
+                        "{story}; the session ended with the {kind:?} error, but handed out \
+                         {commands:?}{read_on}, expected {whole:?}: only the lines that arrived \
+                         whole before the failure are commands"
                     );
                 }
             }
