@@ -768,12 +768,16 @@ hidden_test! {
                  was {how}. A then took job 1 and let go of the receiver, and job 2 arrived"
             );
             if b_got != Poll::Ready(Some(job(2))) {
+                let went = if c_got.is_ready() {
+                    "The turn went to C, who asked after B"
+                } else {
+                    "B had lost its place in the lock's queue: the turn it was due went by"
+                };
                 panic!(
                     "{scene}: polled, B's feed returned {:?} and C's {:?}, where B was due job 2 \
-                     and C was due to wait. The turn went to a worker that asked after B. A \
-                     worker waiting for its turn keeps its place in the lock's queue however \
-                     often, and from whichever task, its feed is polled: turns go first come, \
-                     first served",
+                     and C was due to wait. {went}. A worker waiting for its turn keeps its \
+                     place in the lock's queue however often, and from whichever task, its feed \
+                     is polled: turns go first come, first served",
                     b_got.map(|job| job.map(|job| job.id)),
                     c_got.map(|job| job.map(|job| job.id))
                 );
