@@ -34,6 +34,31 @@ const QUIET_SPIN_LIMIT: usize = 25;
 /// amount of work" a fix might pick (1 000, 10 000, 65 536, 100 000 jobs): 131 072.
 const LONG_BACKLOG: u64 = 1 << 17;
 
+/// How far the idle tests move the paused clock in their last wait, in one jump: 2^62 ms, some
+/// 146 million years, beyond any lease, retry or idle limit a feed could sensibly set. The jump
+/// costs no CPU.
+const FAR_END: Duration = Duration::from_millis(1 << 62);
+
+/// A duration as a test message says it: `90s`, or `100 year(s)` once it is a year or more.
+fn spoken(pause: Duration) -> String {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    match pause.as_secs_f64() / YEAR {
+        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
+        years if years >= 1.0 => format!("{years:.0} year(s)"),
+        _ => format!("{pause:?}"),
+    }
+}
+
+/// How the worker waiting for its turn is polled again before the turn comes, in
+/// [`a_worker_waiting_for_its_turn_keeps_its_place_however_it_is_polled`]: the mock tasks that
+/// poll it, in order (task 0 polled it first).
+const REPOLLS: [(&str, &[usize]); 4] = [
+    ("polled again by its own task (a spurious wake)", &[0]),
+    ("moved to another task (or polled through another combinator)", &[1]),
+    ("moved to another task and back", &[1, 0]),
+    ("polled by three new tasks in turn", &[1, 2, 3]),
+];
+
 /// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
 /// say what the feed was waiting for then).
 #[derive(Default)]
@@ -581,11 +606,23 @@ hidden_test! {
                 }
             }
             let an_hour = Duration::from_secs(3600);
-            if let Ok(ended) = tokio::time::timeout(an_hour, feed.next()).await {
+            let idled = {
+                // The next job may be a long time coming: one jump to the far end, then a poll.
+                let mut next = std::pin::pin!(feed.next());
+                match futures::poll!(next.as_mut()) {
+                    Poll::Pending => {
+                        tokio::time::advance(FAR_END).await;
+                        futures::poll!(next.as_mut()).map(|ended| (ended, spoken(FAR_END)))
+                    }
+                    Poll::Ready(ended) => Poll::Ready((ended, "no time".to_owned())),
+                }
+            };
+            if let Poll::Ready((ended, after)) = idled {
                 panic!(
                     "one worker took all {LONG} queued jobs, and the channel is empty but still \
-                     open: the feed must wait for the next job, but it returned {:?}. A feed \
-                     ends only once the channel is closed and empty",
+                     open: the feed must wait for the next job, but after {after} (one jump of \
+                     the paused clock) it returned {:?}. A feed ends only once the channel is \
+                     closed and empty, however long the next job takes",
                     ended.map(|job| job.id)
                 );
             }
@@ -696,10 +733,73 @@ hidden_test! {
         });
     }
 
+    /// Three workers: A holds the receiver, B asks for it, then C. Before its turn comes, B's
+    /// feed is polled again: by its own task, or by another (a feed moved between tasks or
+    /// combinators). When A lets go, the turn is B's, first come, first served, and the task now
+    /// polling B is the one woken.
+    async fn a_worker_waiting_for_its_turn_keeps_its_place_however_it_is_polled() {
+        for (how, tasks) in REPOLLS {
+            let (tx, rx) = mpsc::channel(8);
+            let jobs = shared(rx);
+            let mut a = task::spawn(JobFeed::new(jobs.clone()));
+            let mut b = std::pin::pin!(JobFeed::new(jobs.clone()));
+            let mut c = task::spawn(JobFeed::new(jobs.clone()));
+            let mut pollers: Vec<task::Spawn<()>> = (0..4).map(|_| task::spawn(())).collect();
+            let waits = "another worker holds the receiver: the feed must wait for its turn";
+            assert_pending!(a.poll_next(), "the queue is empty: the feed must wait for a job");
+            assert_pending!(pollers[0].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
+            assert_pending!(c.poll_next(), "{waits}");
+            for &t in tasks {
+                assert_pending!(pollers[t].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
+            }
+            let last = *tasks.last().expect("B is polled again");
+            tx.send(job(1)).await.expect("the queue is open");
+            assert_eq!(
+                assert_ready!(a.poll_next(), "job 1 came for the worker holding the receiver"),
+                Some(job(1))
+            );
+            // A is busy with job 1 and has let go of the receiver.
+            let b_woken = pollers[last].is_woken();
+            tx.send(job(2)).await.expect("the queue is open");
+            let b_got = pollers[last].enter(|cx, _| b.as_mut().poll_next(cx));
+            let c_got = c.poll_next();
+            let scene = format!(
+                "worker A held the receiver; B asked for it, then C. While B waited, its feed \
+                 was {how}. A then took job 1 and let go of the receiver, and job 2 arrived"
+            );
+            if b_got != Poll::Ready(Some(job(2))) {
+                let went = if c_got.is_ready() {
+                    "The turn went to C, who asked after B"
+                } else {
+                    "B had lost its place in the lock's queue: the turn it was due went by"
+                };
+                panic!(
+                    "{scene}: polled, B's feed returned {:?} and C's {:?}, where B was due job 2 \
+                     and C was due to wait. {went}. A worker waiting for its turn keeps its \
+                     place in the lock's queue however often, and from whichever task, its feed \
+                     is polled: turns go first come, first served",
+                    b_got.map(|job| job.map(|job| job.id)),
+                    c_got.map(|job| job.map(|job| job.id))
+                );
+            }
+            if !b_woken {
+                panic!(
+                    "{scene}: B's turn came, but the task that polled B last was not woken when \
+                     A let go (B got job 2 only because the test polled it anyway). `Pending` \
+                     promises a wake to the waker of the latest poll; an earlier one may belong \
+                     to a task that no longer polls the feed"
+                );
+            }
+            assert_pending!(c_got, "{scene}: C asked after B and must wait for its turn");
+        }
+    }
+
     /// A pool of two idle workers on an empty queue for a month: one holds the receiver and
     /// waits for a job, the other waits for its turn. Nothing changes, so neither may be woken.
     /// The clock is paused, so the month costs a few hundred timer steps, finer at first: every
-    /// second of the first minute, then every ten seconds, every minute, every hour, every day.
+    /// second of the first minute, then every ten seconds, every minute, every hour, every day;
+    /// then one jump to the far end. A job that arrives then goes to the worker holding the
+    /// receiver.
     async fn an_idle_pool_is_not_woken_while_the_queue_stays_empty() {
         let (tx, rx) = mpsc::channel(8);
         let jobs = shared(rx);
@@ -741,8 +841,44 @@ hidden_test! {
                 );
             }
         }
+        // The last wait: one jump to the far end (a sleep this long would cost the timer wheel a
+        // step per two years), past any lease or retry however rare.
+        tokio::time::advance(FAR_END).await;
+        tokio::task::yield_now().await;
+        for (worker, feed) in [("the worker waiting for a job", &first), (
+            "the worker waiting for its turn",
+            &second,
+        )] {
+            assert!(
+                !feed.is_woken(),
+                "two workers idled on an empty queue, and nothing changed, but the feed of \
+                 {worker} was woken after {} of idling (a month, then one jump of the paused \
+                 clock): an idle pool that is woken when nothing happened (by a lease, a retry \
+                 or a periodic re-check, however rare) churns for ever. Wake only when a job \
+                 arrives, the channel closes or the receiver is let go",
+                spoken(start.elapsed())
+            );
+        }
+        // Nothing changed, so one more poll of each (a spurious wake) must find both as they were:
+        // the first holding the receiver and waiting for a job, the second waiting for its turn.
+        let idle = spoken(start.elapsed());
+        assert_pending!(first.poll_next(), "after {idle} idle, {open}");
+        assert_pending!(second.poll_next(), "after {idle} idle, {open}");
         tx.send(job(1)).await.expect("the queue is open");
-        assert!(first.is_woken(), "a job arrived, but the worker waiting for it was not woken");
-        assert_eq!(assert_ready!(first.poll_next()), Some(job(1)));
+        if !first.is_woken() || second.is_woken() {
+            panic!(
+                "two workers idled on an empty queue for {idle}, one holding the receiver and one \
+                 waiting for its turn; each feed was polled once more, then a job arrived. \
+                 Expected the worker holding the receiver to be woken for it, and the other to \
+                 wait on; seen: the holder {}, the other {}. Nothing but a job or the end of the \
+                 channel makes the holder let go of the receiver, however long it waits",
+                if first.is_woken() { "woken" } else { "not woken" },
+                if second.is_woken() { "woken" } else { "not woken" }
+            );
+        }
+        assert_eq!(
+            assert_ready!(first.poll_next(), "a job arrived for the worker holding the receiver"),
+            Some(job(1))
+        );
     }
 }
