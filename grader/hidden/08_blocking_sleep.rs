@@ -148,6 +148,38 @@ hidden_test! {
         );
     }
 
+    /// The firmware starts the poller as a task of its own with `tokio::spawn`, which asks for
+    /// `Send` even on a current-thread runtime: over a converter that is `Send`, a `Poller` and
+    /// the futures of `sample` and `sweep` stay `Send`, as the original's are.
+    async fn a_poller_can_run_in_a_spawned_task() {
+        let mut poller = Poller::new(FakeAdc::default());
+        let not_send = "over a converter that is `Send`, so the firmware can no longer \
+                        `tokio::spawn` its poller task (`spawn` asks for `Send` even on a \
+                        current-thread runtime)";
+        assert!(
+            kata_support::is_send!(poller),
+            "a `Poller` is not `Send` {not_send}: it keeps something that is not `Send` (an `Rc`, \
+             a `Box<dyn Future>` or `Box<dyn FnMut()>` without `+ Send`, a `Cell` shared with \
+             another value)"
+        );
+        {
+            let sample = poller.sample(1);
+            assert!(
+                kata_support::is_send!(sample),
+                "the future returned by `sample` is not `Send` {not_send}: it holds something \
+                 that is not `Send` across an `.await`"
+            );
+            assert_eq!(sample.await, 1001, "`sample(1)` must read channel 1");
+        }
+        let sweep = poller.sweep(&[0, 2]);
+        assert!(
+            kata_support::is_send!(sweep),
+            "the future returned by `sweep` is not `Send` {not_send}: it holds something that is \
+             not `Send` across an `.await`"
+        );
+        assert_eq!(sweep.await, [1000, 1002], "each reading must come from its own channel");
+    }
+
     /// The settling wait must be a tokio timer: it shows up on tokio's clock.
     async fn the_settling_wait_is_a_tokio_timer() {
         let mut poller = Poller::new(FakeAdc::default());

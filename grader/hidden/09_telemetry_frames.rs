@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use kata_support::{
-    Outcome, ScriptedReader, Step, TrickleReader, assert_cancel_safe, check_property, hidden_test,
+    Options, Outcome, ScriptedReader, Step, TrickleReader, assert_cancel_safe,
+    assert_cancel_safe_with, check_property, hidden_test,
 };
 use proptest::prelude::*;
 use telemetry_frames::{Event, HEARTBEAT_EVERY, MAX_FRAME, TelemetryLink};
@@ -1022,5 +1023,59 @@ hidden_test! {
              (at 1 s, 2 s, .. 10 s), but reported them at {heartbeats:?}. A call dropped by the \
              timeout must not take the heartbeat's progress with it"
         );
+    }
+
+    /// The collector drops a link that failed (or that it gave up on) and reconnects, again and
+    /// again on a flaky bridge: a dropped link leaves nothing of it running, at once. A link
+    /// dropped before any call, one dropped by the collector's loop being cut after any poll
+    /// (between frames, in the middle of one, while a heartbeat is due), and one read to its
+    /// end: once every task that could run has run, no task the link started is still alive.
+    async fn a_dropped_link_leaves_nothing_running() {
+        let alive = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let before = alive();
+        for _ in 0..3 {
+            drop(TelemetryLink::new(TrickleReader::new([frame("temp=21.5")])));
+        }
+        // Every task that is ready runs; the clock does not move.
+        kata_support::settle().await;
+        let left = alive().saturating_sub(before);
+        assert!(
+            left == 0,
+            "three links were created and dropped before any call to `next_event`; once every \
+             task that could run had run, with no virtual time passing, {left} task(s) they \
+             started were still running. A dropped link must leave nothing running: the \
+             collector reconnects a flaky bridge again and again, and whatever a dropped link \
+             leaves behind piles up"
+        );
+        let script = || {
+            let mut hum = frame("hum=40");
+            let rest = hum.split_off(3);
+            vec![
+                Step::Bytes(frame("temp=21.5")),
+                Step::Pause(Duration::from_millis(1500)),
+                Step::Bytes(hum),
+                Step::Pause(Duration::from_millis(700)),
+                Step::Bytes(rest),
+            ]
+        };
+        assert_cancel_safe_with(
+            Options::default().forbid_leftover_tasks(),
+            || (),
+            // The collector's loop owns its link: cut, it drops the link with it.
+            |()| async move {
+                let mut link = TelemetryLink::new(ScriptedReader::new(script()));
+                while link.next_event().await?.is_some() {}
+                Ok::<(), std::io::Error>(())
+            },
+            |(), outcome| async move {
+                match outcome {
+                    Outcome::Completed(Err(e)) => Err(format!(
+                        "a healthy link that sent two frames and closed failed with \"{e}\""
+                    )),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
     }
 }

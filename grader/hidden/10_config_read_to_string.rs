@@ -446,6 +446,114 @@ hidden_test! {
         }
     }
 
+    /// Configs of the edge sizes: empty (a proxy being drained publishes no routes), one and two
+    /// bytes, and one byte short of, exactly, and one byte over every buffer size a download
+    /// might read with (16 bytes to 64 KiB), sent as fast as they are read, then the end of the
+    /// stream; also with a stall longer than `PATIENCE` before the end, and, one byte over a
+    /// buffer, with the stall right after the buffer's worth. Each round returns within
+    /// `PATIENCE`, a `Stalled` comes only after a full one and counts every byte, and the config
+    /// comes back exactly, the empty one as `Complete("")`: only the end of the stream ends a
+    /// config, whatever its size. (One runtime, not one per seed: nothing in it races.)
+    fn configs_of_edge_sizes_come_back_exactly() {
+        const ROUTE: &[u8] = b"[[route]]\nhost = \"edge.example.com\"\nupstream = \"10.0.4.17:8443\"\n";
+        let buffers = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+        let mut sizes = vec![0, 1, 2];
+        sizes.extend(buffers.iter().flat_map(|&b: &usize| [b - 1, b, b + 1]));
+        let stall = PATIENCE + Duration::from_millis(500);
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            for size in sizes {
+                let sent: Vec<u8> = ROUTE.iter().copied().cycle().take(size).collect();
+                let text = String::from_utf8(sent.clone()).expect("the routes are ASCII");
+                // (how it is sent, the script, the `Stalled` reports expected before `Complete`)
+                let mut deliveries: Vec<(String, Vec<Step>, Vec<usize>)> = Vec::new();
+                let all = || if size == 0 { vec![] } else { vec![Step::Bytes(sent.clone())] };
+                deliveries.push(("as fast as it was read".into(), all(), vec![]));
+                let mut stalled = all();
+                stalled.push(Step::Pause(stall));
+                deliveries.push((
+                    "as fast as it was read, then a stall longer than `PATIENCE` before the end"
+                        .into(),
+                    stalled,
+                    vec![size],
+                ));
+                if size > 2 && buffers.contains(&(size - 1)) {
+                    let at = size - 1;
+                    deliveries.push((
+                        format!(
+                            "{at} bytes, then a stall longer than `PATIENCE`, then the last byte"
+                        ),
+                        vec![
+                            Step::Bytes(sent[..at].to_vec()),
+                            Step::Pause(stall),
+                            Step::Bytes(sent[at..].to_vec()),
+                        ],
+                        vec![at],
+                    ));
+                }
+                for (how, script, stalls_expected) in deliveries {
+                    let what = format!(
+                        "the control plane sent a valid config of {size} bytes, {how}, and closed \
+                         the stream"
+                    );
+                    let mut config = ConfigDownload::new(ScriptedReader::new(script));
+                    let mut stalls = Vec::new();
+                    let got = loop {
+                        let began = Instant::now();
+                        let round = tokio::time::timeout(PATIENCE * 2, config.resume()).await;
+                        let took = began.elapsed();
+                        match round {
+                            Err(_) => panic!(
+                                "{what}; after the `Stalled` reports {stalls:?}, a round did not \
+                                 return within {:?}: each round returns within `PATIENCE`",
+                                PATIENCE * 2
+                            ),
+                            Ok(Err(e)) => panic!(
+                                "{what}; after the `Stalled` reports {stalls:?}, the download \
+                                 failed with an error of kind {:?} ({e}), expected \
+                                 `Fetch::Complete` with the {size} bytes sent: only a failed \
+                                 read, or a config that is not UTF-8, is an error, whatever the \
+                                 config's size",
+                                e.kind()
+                            ),
+                            Ok(Ok(Fetch::Stalled { received })) => {
+                                assert!(
+                                    took == PATIENCE,
+                                    "{what}; a round returned `Stalled {{ received: {received} \
+                                     }}` {took:?} after it began: a round reports `Stalled` \
+                                     after waiting a full `PATIENCE` ({PATIENCE:?}), and no \
+                                     longer"
+                                );
+                                stalls.push(received);
+                                assert!(
+                                    stalls.len() <= stalls_expected.len(),
+                                    "{what}; the rounds returned the `Stalled` reports \
+                                     {stalls:?}, expected {stalls_expected:?} and then \
+                                     `Fetch::Complete` with the {size} bytes sent"
+                                );
+                            }
+                            Ok(Ok(Fetch::Complete(got))) => break got,
+                        }
+                    };
+                    assert!(
+                        stalls == stalls_expected,
+                        "{what}; the rounds returned the `Stalled` reports {stalls:?} before \
+                         `Complete`, expected {stalls_expected:?}: a `Stalled` counts every byte \
+                         received since the download started"
+                    );
+                    if let Err(problem) = compare_big(&got, &text) {
+                        panic!(
+                            "{what}, and the download returned `Fetch::Complete` with {} bytes: \
+                             {problem}. `Complete` holds the exact text the control plane sent, \
+                             whatever its size",
+                            got.len()
+                        );
+                    }
+                }
+            }
+        });
+    }
+
     /// The control plane stops twice for longer than `PATIENCE`; the reloader resumes each time.
     async fn resumes_after_the_control_plane_stalls() {
         let split_u = inside_the_u_umlaut();
