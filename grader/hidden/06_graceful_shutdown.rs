@@ -285,6 +285,79 @@ hidden_test! {
         }
     }
 
+    /// The runtime is busy elsewhere for a while (another task hogs the thread: the clock moves
+    /// on while no task of the connection runs), across two beats or ten, on an idle connection
+    /// or while a request is answered. When the heartbeat runs again, a beat it missed goes out
+    /// late and the next one a period after it: never two closer together than a period, not
+    /// the missed beats made up back to back. Each busy spell ends at least 100 ms after a beat
+    /// fell due (a beat a few milliseconds late may keep its schedule, as tokio's `Interval`
+    /// does).
+    async fn heartbeats_stay_a_period_apart_after_the_runtime_was_busy() {
+        use tokio::time::{Instant, sleep_until};
+        let ms = Duration::from_millis;
+        // (what, a request held from 0.3 s until the end of the busy spell, busy from, until)
+        let scenarios = [
+            ("on an idle connection", false, ms(300), ms(2_500)),
+            ("on an idle connection", false, ms(1_500), ms(11_750)),
+            ("while a request was being answered", true, ms(300), ms(2_500)),
+            ("while a request was being answered", true, ms(2_100), ms(6_400)),
+        ];
+        for (what, with_request, busy_from, busy_until) in scenarios {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, HEARTBEAT);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            let start = Instant::now();
+            server.serve(Connection { incoming, outgoing });
+            let beats = tokio::spawn(async move {
+                let mut beats = Vec::new();
+                while let Some(message) = from_server.recv().await {
+                    if message == ServerMessage::Heartbeat {
+                        beats.push(start.elapsed());
+                    }
+                }
+                beats
+            });
+            sleep_until(start + ms(300)).await;
+            if with_request {
+                let request = Request { id: 1, path: "/held/export.csv".into() };
+                requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+            }
+            sleep_until(start + busy_from).await;
+            tokio::time::advance(busy_until - busy_from).await;
+            if with_request {
+                held.add_permits(1);
+            }
+            let end = busy_until + HEARTBEAT * 4 + HEARTBEAT / 2;
+            sleep_until(start + end).await;
+            let setting = format!(
+                "a heartbeat every {HEARTBEAT:?}, {what}, and the runtime busy elsewhere from \
+                 {busy_from:?} until {busy_until:?} (no task of the connection could run)"
+            );
+            shut_down(&server, &setting).await;
+            drop(requests);
+            let beats = beats.await.expect("the test's reader does not panic");
+            let too_close = beats.windows(2).find(|pair| pair[1] - pair[0] < HEARTBEAT);
+            if let Some(pair) = too_close {
+                panic!(
+                    "{setting}: the client got heartbeats at {beats:?}, two of them only {:?} \
+                     apart; expected never two closer together than {HEARTBEAT:?}, also after \
+                     the runtime was busy: a beat missed then goes out late, and the next one a \
+                     period after it, not the missed beats made up back to back",
+                    pair[1] - pair[0]
+                );
+            }
+            let after: Vec<Duration> = beats.iter().copied().filter(|at| *at >= busy_until).collect();
+            assert!(
+                after.len() >= 4 && after[0] <= busy_until + HEARTBEAT,
+                "{setting}: the client got heartbeats at {beats:?}; expected one within a period \
+                 of the runtime being free again, and one a period after that, at least 4 by \
+                 {end:?}"
+            );
+        }
+    }
+
     /// One client breaks the protocol: its connection closes (heartbeat included), and nothing
     /// else does.
     async fn a_protocol_error_closes_only_that_connection() {
@@ -1032,7 +1105,9 @@ hidden_test! {
 
     /// A heartbeat falls due in the very instant the connection ends (shutdown begins, or the
     /// handler, running late, answers a request and sends a `ProtocolError` in that instant): the
-    /// heartbeat task wakes to both, and must not send a beat once the connection is over.
+    /// heartbeat task wakes to both, and must not send a beat once the connection is over. Both
+    /// orders: the end comes before the heartbeat task runs in that instant, or after it ran once
+    /// or a few times.
     async fn no_heartbeat_once_the_connection_is_over_even_when_one_falls_due_then() {
         use tokio::time::{Instant, sleep_until};
         let raw = |server: &Server<SlowApp>| {
@@ -1101,6 +1176,73 @@ hidden_test! {
             );
             assert!(closed.is_ok(), "the connection was not closed 10 s after the garbage");
             shut_down(&server, "no connection left").await;
+        }
+
+        // The other order: in that instant the heartbeat task runs first, once or a few times
+        // (the test hands the runtime `turns` turns, each letting every ready task run once), and
+        // only then does the connection end: shutdown begins, or a request held until then is
+        // let finish with garbage queued behind it, so that the handler answers and tears the
+        // connection down. A beat the heartbeat has begun on goes out before the end, or not at
+        // all: nothing after it.
+        for turns in 1..=3 {
+            for teardown in [false, true] {
+                let start = Instant::now();
+                let app = SlowApp::new();
+                let held = app.held.clone();
+                let server = Server::new(app, HEARTBEAT);
+                let (requests, mut from_server) = raw(&server);
+                if teardown {
+                    sleep_until(start + HEARTBEAT * 5 / 2).await;
+                    let request = Request { id: 1, path: "/held/report.pdf".into() };
+                    requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+                    requests.try_send(ClientMessage::Malformed("GARBAGE".into())).expect("room");
+                }
+                sleep_until(start + HEARTBEAT * 3).await;
+                for _ in 0..turns {
+                    tokio::task::yield_now().await;
+                }
+                let mut before = Vec::new();
+                while let Ok(message) = from_server.try_recv() {
+                    before.push(message);
+                }
+                let (end, after) = if teardown {
+                    held.add_permits(1);
+                    let mut seen = Vec::new();
+                    let closed = timeout(Duration::from_secs(10), async {
+                        while let Some(message) = from_server.recv().await {
+                            seen.push(message);
+                        }
+                    })
+                    .await;
+                    assert!(closed.is_ok(), "the connection was not closed 10 s after the garbage");
+                    let error = seen.iter().position(|m| matches!(m, ServerMessage::ProtocolError(_)));
+                    let Some(error) = error else {
+                        panic!("garbage after a request, and the server sent {seen:?}: no ProtocolError");
+                    };
+                    let after = seen.split_off(error + 1);
+                    before.extend(seen);
+                    ("the request was let finish and the handler answered it and sent the \
+                      ProtocolError for the garbage queued behind it", after)
+                } else {
+                    shut_down(&server, "one idle connection, at the instant a heartbeat falls due")
+                        .await;
+                    let mut after = Vec::new();
+                    while let Ok(message) = from_server.try_recv() {
+                        after.push(message);
+                    }
+                    ("shutdown began", after)
+                };
+                assert!(
+                    after.is_empty(),
+                    "a heartbeat every {HEARTBEAT:?}; at 3 s, the very instant a beat fell due, \
+                     the connection's tasks had {turns} turn(s) to run, and then {end}: before \
+                     that the server sent {before:?}, and after it {after:?} (expected nothing \
+                     after it). A torn-down or shut-down connection sends no heartbeat from the \
+                     moment it ends, also when the heartbeat had already begun on a beat due in \
+                     that same instant: that beat goes out before the end, or not at all"
+                );
+                shut_down(&server, "no connection left").await;
+            }
         }
     }
 }

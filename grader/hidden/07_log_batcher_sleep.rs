@@ -175,6 +175,17 @@ struct LateRun {
 /// moving the clock forward in one jump while the batcher is not polled: when it runs again, its
 /// timers are late, as they would be in production.
 async fn run_late(groups: &[(Duration, usize, Duration)], close_after: Duration) -> LateRun {
+    run_late_created_ahead(Duration::ZERO, groups, close_after).await
+}
+
+/// [`run_late`], with the batcher's future created `ahead` before it is spawned (a service that
+/// builds it at start-up and spawns it later): until then it is not polled, as if the runtime
+/// were busy elsewhere from the start until `ahead`.
+async fn run_late_created_ahead(
+    ahead: Duration,
+    groups: &[(Duration, usize, Duration)],
+    close_after: Duration,
+) -> LateRun {
     use std::sync::{Arc, Mutex};
 
     struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
@@ -188,8 +199,13 @@ async fn run_late(groups: &[(Duration, usize, Duration)], close_after: Duration)
     let shipped = Arc::new(Mutex::new(Vec::new()));
     let total: usize = groups.iter().map(|(_, lines, _)| lines).sum();
     let (tx, rx) = mpsc::channel(total.max(1));
-    let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
     let (mut sent, mut busy) = (Vec::new(), Vec::new());
+    let batcher = run_batcher(rx, SharedSink(start, shipped.clone()));
+    if !ahead.is_zero() {
+        tokio::time::sleep(ahead).await;
+        busy.push((Duration::ZERO, start.elapsed()));
+    }
+    let batcher = tokio::spawn(batcher);
     for (quiet, lines, busy_for) in groups {
         // No wait at all for no quiet time: lines of a first group are then queued before the
         // batcher task first runs (a service that logs as soon as it has spawned it).
@@ -606,6 +622,54 @@ hidden_test! {
                  batcher first runs is a burst like any other: it leaves in one batch (at most \
                  one shipment per second, a burst not split up), however the batcher's first \
                  turns go",
+                sizes.first().map_or(0, |(_, size)| *size)
+            );
+        }
+    }
+
+    /// The service creates the batcher's future at start-up and spawns it only later, after
+    /// seconds of other start-up work (or a week), with a burst queued before its first turn and,
+    /// in some runs, a line every 300 ms after it. The batcher starts when it first runs, not when
+    /// `run_batcher` is called: the burst leaves in one batch within a second of its first turn,
+    /// and every other promise holds, whichever branch `select!` tries first.
+    async fn a_batcher_created_early_starts_when_it_first_runs() {
+        let ms = Duration::from_millis;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let then_steady = [(ms(300), 1, ms(0)); 5];
+        let scenarios = [
+            (ms(3_000), 200, false),
+            (ms(3_000), 3, true),
+            (ms(1_500), 200, true),
+            (week, 200, true),
+            (week, 3, false),
+        ];
+        for (ahead, burst, steady) in scenarios {
+            let mut groups = vec![(ms(0), burst, ms(0))];
+            if steady {
+                groups.extend(then_steady);
+            }
+            let run = run_late_created_ahead(ahead, &groups, ms(2_000)).await;
+            let sizes: Vec<(Duration, usize)> =
+                run.shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+            let setting = format!(
+                "the batcher's future created at 0 s and spawned (first run) at {ahead:?}, {burst} \
+                 lines queued before its first turn{}, and the channel closed at {:?}",
+                if steady { ", then a line every 300 ms" } else { "" },
+                run.close
+            );
+            if let Err(seen) = keeps_its_promises_when_late(&run) {
+                panic!(
+                    "{setting}: {seen} (batches, as time and size: {sizes:?}). The batcher starts \
+                     when it first runs, not when `run_batcher` is called"
+                );
+            }
+            assert!(
+                sizes.first().is_some_and(|(_, size)| *size >= burst),
+                "{setting}: the batches were, as (time, lines), {sizes:?}; the burst was split, \
+                 the first batch holding only {} of its {burst} lines and the rest leaving \
+                 later. The batcher starts when it first runs, not when `run_batcher` is called: \
+                 a burst queued before its first turn leaves in one batch, however long ago the \
+                 future was created",
                 sizes.first().map_or(0, |(_, size)| *size)
             );
         }

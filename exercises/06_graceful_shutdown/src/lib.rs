@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{Instant, interval_at};
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -145,6 +145,9 @@ async fn heartbeat(
     every: Duration,
 ) {
     let mut ticks = interval_at(Instant::now() + every, every);
+    // A beat missed while the runtime was busy elsewhere goes out late, and the next one a
+    // period after it: the default (`Burst`) would send the missed beats back to back.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // The token first: when a beat falls due in the same instant as the connection ends
