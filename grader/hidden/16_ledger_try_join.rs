@@ -1,11 +1,14 @@
 //! Hidden tests for kata 16: however a transfer ends (a failed check on either leg, or the caller
 //! dropping it at any await), no hold is left open and the money has either moved or not.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use kata_support::{Outcome, assert_cancel_safe, check_property, explore, hidden_test};
+use kata_support::{
+    Gate, Outcome, assert_cancel_safe, check_property, explore, hidden_test, settle,
+};
 use ledger_try_join::{Checks, Ledger, TransferError, transfer};
 use proptest::prelude::*;
 use tokio::time::sleep;
@@ -448,7 +451,7 @@ fn racing_transfers() -> impl Strategy<Value = Vec<RacingTransfer>> {
 }
 
 /// How long a slow check takes, as said in a failure message.
-const SLOW: [(Duration, &str); 9] = [
+const SLOW: [(Duration, &str); 8] = [
     (Duration::from_millis(21), "21 ms"),
     (Duration::from_millis(150), "150 ms"),
     (Duration::from_secs(2), "2 s"),
@@ -457,9 +460,72 @@ const SLOW: [(Duration, &str); 9] = [
     (Duration::from_secs(24 * 3600), "a day"),
     (Duration::from_secs(7 * 24 * 3600), "a week"),
     (Duration::from_secs(400 * 24 * 3600), "400 days"),
-    // Past any deadline a learner would write: one jump of the paused clock, as cheap as 21 ms.
-    (Duration::from_secs(100 * 365 * 24 * 3600), "a century"),
 ];
+
+/// The far end of the paused clock: 2^62 ms, some 146 million years. A check that answers only
+/// there is past any deadline a fix could set (a single `sleep` that long would end at 30 years:
+/// tokio caps it, so the far end is reached with `advance`, in one jump, at no cost).
+const FAR_END: Duration = Duration::from_millis(1 << 62);
+
+/// After the far end the clock moves on in this many more jumps of [`FAR_STEP`] (some 36,000
+/// years each), so that a limit counted in wake-ups of a timer (give up after 200 yearly looks)
+/// runs out too.
+const FAR_STEPS: usize = 256;
+const FAR_STEP: Duration = Duration::from_millis(1 << 50);
+
+/// Outside services whose slow checks answer only when the test opens `gate`, after it has moved
+/// the paused clock to the far end; the others answer after a fixed delay.
+#[derive(Debug, Clone)]
+struct FarChecks {
+    /// (answers only at the far end, verdict)
+    risk: (bool, Result<(), TransferError>),
+    compliance: (bool, Result<(), TransferError>),
+    gate: Gate,
+}
+
+impl FarChecks {
+    fn answer(
+        &self,
+        (far, verdict): (bool, Result<(), TransferError>),
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), TransferError>> + use<> {
+        let gate = self.gate.clone();
+        async move {
+            if far {
+                gate.pass().await;
+            } else {
+                sleep(delay).await;
+            }
+            verdict
+        }
+    }
+}
+
+impl Checks for FarChecks {
+    fn approve_debit(
+        &self,
+        _from: &str,
+        _amount: u64,
+    ) -> impl Future<Output = Result<(), TransferError>> {
+        self.answer(self.risk, RISK)
+    }
+
+    fn screen_recipient(&self, _to: &str) -> impl Future<Output = Result<(), TransferError>> {
+        self.answer(self.compliance, COMPLIANCE)
+    }
+}
+
+/// Moves the paused clock to the far end ([`FAR_END`] in one jump, then [`FAR_STEPS`] jumps of
+/// [`FAR_STEP`]) while the transfers wait, and only then sets `opened` and opens `gate`.
+async fn go_to_the_far_end_then_open(gate: &Gate, opened: &Cell<bool>) {
+    settle().await;
+    tokio::time::advance(FAR_END).await;
+    for _ in 0..FAR_STEPS {
+        tokio::time::advance(FAR_STEP).await;
+    }
+    opened.set(true);
+    gate.open();
+}
 
 hidden_test! {
     /// The timings vary in production: either check may answer first, and either may refuse.
@@ -534,8 +600,8 @@ hidden_test! {
     }
 
     /// `transfer` has no deadline of its own: a caller that cannot wait drops it, which its cancel
-    /// safety makes harmless. However long a check takes to answer (one jump of the paused clock,
-    /// up to a century), its answer decides: a late approval moves the money, a late refusal is
+    /// safety makes harmless. However long a check takes to answer (one sleep of the paused clock,
+    /// up to 400 days; the far end has a test of its own), its answer decides: a late approval moves the money, a late refusal is
     /// reported as that refusal.
     async fn a_slow_check_decides_however_long_it_takes() {
         let approve = Ok(());
@@ -579,6 +645,111 @@ hidden_test! {
                     describe(&ledger)
                 );
             }
+        }
+    }
+
+    /// However long a check takes, `transfer` has no deadline of its own: a check that answers
+    /// only at the far end of the paused clock (146 million years, and on in more jumps, past any
+    /// limit a fix could set or count) still decides. The test moves the clock there while the
+    /// check is pending, and only then lets it answer.
+    async fn a_check_that_answers_at_the_far_end_still_decides() {
+        let approve = Ok(());
+        let declined = Err(TransferError::Declined);
+        let frozen = Err(TransferError::RecipientFrozen);
+        // (risk, compliance, what the transfer must return); `true`: answers at the far end.
+        let cases = [
+            ((true, approve), (false, approve), approve),
+            ((false, approve), (true, approve), approve),
+            ((true, approve), (true, approve), approve),
+            ((true, declined), (false, approve), declined),
+            ((false, approve), (true, frozen), frozen),
+        ];
+        let (gate, opened) = (Gate::closed(), Cell::new(false));
+        let ledgers: Vec<Ledger> = cases.iter().map(|_| books()).collect();
+        let all = futures::future::join_all(cases.iter().zip(&ledgers).map(
+            |(&(risk, compliance, _), ledger)| {
+                let checks = FarChecks { risk, compliance, gate: gate.clone() };
+                let opened = &opened;
+                async move {
+                    let outcome = transfer(ledger, &checks, "alice", "bob", 30).await;
+                    (outcome, !opened.get())
+                }
+            },
+        ));
+        let (outcomes, ()) = tokio::join!(all, go_to_the_far_end_then_open(&gate, &opened));
+        for (((risk, compliance, expected), (outcome, early)), ledger) in
+            cases.into_iter().zip(outcomes).zip(&ledgers)
+        {
+            let took = |far: bool, fixed: Duration| match far {
+                true => "146 million years (and on)".to_owned(),
+                false => format!("{} ms", fixed.as_millis()),
+            };
+            let setting = format!(
+                "the risk engine {} after {} and compliance {} bob after {}",
+                if risk.1.is_ok() { "approved" } else { "declined" },
+                took(risk.0, RISK),
+                if compliance.1.is_ok() { "cleared" } else { "froze" },
+                took(compliance.0, COMPLIANCE)
+            );
+            let when = if early {
+                " before the slow check had answered"
+            } else {
+                ""
+            };
+            let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
+            let right_books = if expected.is_ok() { (70, 30, 0) } else { (100, 0, 0) };
+            assert!(
+                outcome == expected && books == right_books,
+                "alice (100) sent 30 to bob; {setting}. Expected {expected:?} with alice at {} \
+                 and bob at {}, but `transfer` returned {outcome:?}{when} and {}. A slow check is \
+                 not a refusal, however slow: `transfer` has no deadline of its own (a caller \
+                 that cannot wait drops it, and nothing is lost), so the answer that finally \
+                 comes decides",
+                right_books.0,
+                right_books.1,
+                describe(ledger)
+            );
+        }
+    }
+
+    /// A recipient the ledger has no account for yet is not a reason to refuse: the deposit opens
+    /// its account, as the original `transfer` did. The learner fixes cancel safety, not who may
+    /// receive money; only the checks decide that.
+    async fn a_recipient_without_an_account_yet_receives_the_money() {
+        // (amount, risk after, compliance after, compliance clears)
+        let cases = [
+            (30, RISK, COMPLIANCE, true),
+            (30, COMPLIANCE, RISK, true),
+            (100, RISK, COMPLIANCE, true),
+            (0, RISK, COMPLIANCE, true),
+            (30, RISK, COMPLIANCE, false),
+        ];
+        for (amount, risk_after, compliance_after, clears) in cases {
+            let ledger = Ledger::new();
+            ledger.open("alice", 100);
+            let verdict = if clears { Ok(()) } else { Err(TransferError::RecipientFrozen) };
+            let checks =
+                FakeChecks { risk: (risk_after, Ok(())), compliance: (compliance_after, verdict) };
+            let outcome = transfer(&ledger, &checks, "alice", "carol", amount).await;
+            sleep(Duration::from_secs(1)).await;
+            let books = (ledger.balance("alice"), ledger.balance("carol"), ledger.open_holds());
+            let right_books = if clears { (100 - amount, amount, 0) } else { (100, 0, 0) };
+            assert!(
+                outcome == verdict && books == right_books && ledger.total() == 100,
+                "alice (100) sent {amount} to carol, who has no account yet; the risk engine \
+                 approved after {} ms and compliance {} carol after {} ms. Expected {verdict:?} \
+                 with alice at {} and carol at {}, but `transfer` returned {outcome:?}, alice has \
+                 {}, carol {}, {} hold(s) open. A recipient is opened by the deposit \
+                 (`Ledger::deposit`), as before the fix: only the checks decide who may receive",
+                risk_after.as_millis(),
+                if clears { "cleared" } else { "froze" },
+                compliance_after.as_millis(),
+                right_books.0,
+                right_books.1,
+                books.0,
+                books.1,
+                books.2
+            );
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use kata_support::{assert_cancel_safe, check_property, hidden_test, settle};
+use kata_support::{Gate, assert_cancel_safe, check_property, hidden_test, settle};
 use pipeline_supervisor::{Rendition, TranscodeError, Transcoder, Video, VideoQueue, run_pipeline};
 use proptest::prelude::*;
 use tokio::time::{Instant, sleep, timeout};
@@ -38,6 +38,9 @@ struct FakeFarm {
     first_failure: Mutex<Option<(Instant, usize)>>,
     /// The batch's queue, when a test counts the videos taken after the first failure.
     queue: Option<Arc<VideoQueue>>,
+    /// A video whose transcode answers only when the test opens the gate (after moving the
+    /// paused clock to the far end).
+    at_the_far_end: Option<(u64, Gate)>,
     /// How many videos had been taken from `queue` at the first failure.
     taken_at_failure: Mutex<Option<usize>>,
 }
@@ -92,9 +95,12 @@ impl Transcoder for FakeFarm {
         let (finished, started, first_failure, finished_at) =
             (&self.finished, &self.started, &self.first_failure, &self.finished_at);
         let (queue, taken_at_failure) = (self.queue.clone(), &self.taken_at_failure);
+        let gate = self.at_the_far_end.clone().filter(|(id, _)| *id == video.id).map(|(_, g)| g);
         async move {
             let _running = running;
-            if !length.is_zero() {
+            if let Some(gate) = gate {
+                gate.pass().await;
+            } else if !length.is_zero() {
                 sleep(length).await;
             }
             if fails {
@@ -284,14 +290,23 @@ async fn poll_after_a_break<F: Future>(supervisor: F, away: Duration) -> F::Outp
 const AWAY: Duration = Duration::from_secs(5);
 
 /// How long a slow transcode takes, as said in a failure message.
-const SLOW: [(Duration, &str); 5] = [
+const SLOW: [(Duration, &str); 4] = [
     (Duration::from_secs(11 * 60), "11 minutes"),
     (Duration::from_secs(3 * 3600), "3 hours"),
     (Duration::from_secs(24 * 3600), "a day"),
     (Duration::from_secs(400 * 24 * 3600), "400 days"),
-    // Past any deadline a learner would write: one jump of the paused clock, as cheap as 10 ms.
-    (Duration::from_secs(100 * 365 * 24 * 3600), "a century"),
 ];
+
+/// The far end of the paused clock: 2^62 ms, some 146 million years. A transcode that answers
+/// only there is past any watchdog a fix could set (a single `sleep` that long would end at 30
+/// years: tokio caps it, so the far end is reached with `advance`, in one jump, at no cost).
+const FAR_END: Duration = Duration::from_millis(1 << 62);
+
+/// After the far end the clock moves on in this many more jumps of [`FAR_STEP`] (some 36,000
+/// years each), so that a limit counted in wake-ups of a timer (give up after 200 yearly looks)
+/// runs out too.
+const FAR_STEPS: usize = 256;
+const FAR_STEP: Duration = Duration::from_millis(1 << 50);
 
 /// A batch: how many videos, how many workers, and which video fails (if any).
 #[derive(Debug, Clone, Copy)]
@@ -643,7 +658,7 @@ hidden_test! {
     }
 
     /// `run_pipeline` has no deadline of its own: a transcode that takes hours (a feature film on
-    /// a busy farm; one jump of the paused clock, up to a century) is slow, not failed. The batch
+    /// a busy farm; one sleep of the paused clock, up to 400 days) is slow, not failed. The batch
     /// ends with every rendition; a caller that cannot wait drops it, which is harmless now.
     async fn a_slow_transcode_is_not_a_failure() {
         for (slow, said) in SLOW {
@@ -667,6 +682,52 @@ hidden_test! {
                  and nothing is left running), so it waits for the answer that finally comes"
             );
         }
+    }
+
+    /// However slow a transcode is, it is not a failure: one that answers only once the test has
+    /// moved the paused clock to the far end (146 million years in one jump, then on in more
+    /// jumps, past any watchdog a fix could set or count) still ends the batch with every
+    /// rendition. The other videos are done before the clock moves.
+    async fn a_transcode_that_ends_at_the_far_end_is_not_a_failure() {
+        let queue = batch(3);
+        let gate = Gate::closed();
+        let farm = Arc::new(FakeFarm {
+            at_the_far_end: Some((0, gate.clone())),
+            ..FakeFarm::default()
+        });
+        let opened = std::cell::Cell::new(false);
+        let (outcome, ()) = tokio::join!(
+            async {
+                let outcome = run_pipeline(queue.clone(), farm.clone(), 2).await;
+                (outcome, !opened.get())
+            },
+            async {
+                // Videos 1 and 2 take 10 ms each: only video 0 is left when the clock jumps.
+                sleep(Duration::from_secs(1)).await;
+                tokio::time::advance(FAR_END).await;
+                for _ in 0..FAR_STEPS {
+                    tokio::time::advance(FAR_STEP).await;
+                }
+                opened.set(true);
+                gate.open();
+            }
+        );
+        let (outcome, early) = outcome;
+        let ids = outcome.as_ref().map(|r| {
+            let mut ids: Vec<u64> = r.iter().map(|r| r.video_id).collect();
+            ids.sort_unstable();
+            ids
+        });
+        let when = if early { " before video 0's transcode had answered" } else { "" };
+        assert!(
+            ids == Ok(vec![0, 1, 2]),
+            "3 videos on 2 workers, videos 1 and 2 transcoded in 10 ms each, and video 0's \
+             transcode answering only after some 146 million years of virtual time (and on), none \
+             failing: expected Ok with the renditions of videos 0, 1 and 2, but `run_pipeline` \
+             returned {outcome:?}{when}. A slow transcode is not a failure, however slow: \
+             `run_pipeline` has no deadline of its own (a caller that cannot wait drops it, and \
+             nothing is left running), so it waits for the answer that finally comes"
+        );
     }
 
     /// The video service runs each batch's supervisor in a task of its own (`tokio::spawn`) on

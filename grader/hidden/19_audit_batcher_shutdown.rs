@@ -54,6 +54,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("failed to build a runtime")
 }
 
+/// A stall as a test message says it: `600ms`, or `2 year(s)`, or `146 million years`.
+fn spoken(stall: Duration) -> String {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    match stall.as_secs_f64() / YEAR {
+        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
+        years if years >= 1.0 => format!("{years:.0} year(s)"),
+        _ => format!("{stall:?}"),
+    }
+}
+
 /// Compares the store with what was recorded, naming the missing ids as ranges.
 fn check_store(sink: &AuditSink, expected: &[AuditRecord], when: &str) -> Result<(), String> {
     let stored = sink.records();
@@ -601,12 +611,24 @@ hidden_test! {
     }
 
     /// A record is data, whatever its id or text: ids at the far ends (`0`, `u64::MAX`), the same
-    /// id twice, an empty actor and action. Each is stored like any other, in a timed flush and in
-    /// a full batch, and the service keeps running after it: nothing a handler records stops the
-    /// audit trail, only `shutdown` does.
+    /// id twice, an empty actor and action, an actor and action that read like a command
+    /// (`shutdown`, `stop`, `__shutdown__`, ...), control characters, 64 KiB of text. Each is
+    /// stored like any other, in a timed flush and in a full batch, and the service keeps running
+    /// after it: nothing a handler records stops the audit trail, only `shutdown` does.
     async fn a_record_with_any_id_is_stored_like_any_other() {
         let blank = |id: u64| AuditRecord { id, actor: String::new(), action: String::new() };
-        let odd = [record(u64::MAX), record(0), blank(u64::MAX), record(u64::MAX - 1), blank(0)];
+        let mut odd =
+            vec![record(u64::MAX), record(0), blank(u64::MAX), record(u64::MAX - 1), blank(0)];
+        // Texts a stop signal hidden in a record would plausibly use, as actor and action.
+        let commands = [
+            "shutdown", "SHUTDOWN", "stop", "STOP", "close", "quit", "exit", "__shutdown__",
+            "__stop__", "__audit_service_shutdown__", "<shutdown>", "\0", "\u{4}", "\u{1b}", "\n",
+        ];
+        let long = "x".repeat(64 * 1024);
+        for (k, text) in commands.into_iter().chain([long.as_str()]).enumerate() {
+            let id = [u64::MAX, 0, 7000 + k as u64][k % 3];
+            odd.push(AuditRecord { id, actor: text.to_owned(), action: text.to_owned() });
+        }
         let sink = AuditSink::new();
         let service = AuditService::start(sink.clone());
         let log = service.log();
@@ -616,8 +638,9 @@ hidden_test! {
         // with time for the flusher to take each one before the next arrives.
         let mut rounds = vec![odd.to_vec()];
         let mut mixed = records(1..MAX_BATCH as u64 + 40);
+        let spacing = mixed.len() / odd.len();
         for (k, r) in odd.iter().enumerate() {
-            mixed.insert(k * 30, r.clone());
+            mixed.insert(k * (spacing + 1), r.clone());
         }
         rounds.push(mixed);
         for (round, sent) in rounds.into_iter().enumerate() {
@@ -628,7 +651,8 @@ hidden_test! {
                     answer.is_ok(),
                     "while the service ran (nobody had called shutdown), `record` of a record with \
                      id {id} answered {answer:?}, after {} record(s) with ids at the far ends (0, \
-                     u64::MAX) or an empty actor had been accepted: a record is data, never a \
+                     u64::MAX), or an empty actor, or an actor and action such as `shutdown`, \
+                     `stop` or a control character had been accepted: a record is data, never a \
                      stop signal, and the audit trail runs until `shutdown`",
                     expected.iter().filter(|e| odd.contains(e)).count()
                 );
@@ -641,8 +665,10 @@ hidden_test! {
             if let Err(seen) = check_store(&sink, &expected, "while the service ran") {
                 panic!(
                     "{seen}. The records sent included ids at the far ends (0, u64::MAX), the \
-                     same id twice and an empty actor, and each `record` returned Ok(()): every \
-                     one must be written like any other, however its id or text looks"
+                     same id twice, an empty actor, actors and actions such as `shutdown`, `stop` \
+                     and control characters, and 64 KiB of text, and each `record` returned \
+                     Ok(()): every one must be written like any other, however its id or text \
+                     looks"
                 );
             }
         }
@@ -1059,11 +1085,14 @@ hidden_test! {
     /// while the flusher writes during shutdown. Shutdown still returns only once every record is
     /// in the store: it waits for the flusher, not for a time limit.
     async fn shutdown_waits_for_a_slow_store() {
-        // Up to two years: far beyond any shutdown budget (15 min, a day, 30 days, a year), and on
-        // a paused clock one jump costs the same however long it is. Three batches are still
-        // queued behind the stalled write, so a budget that expires during the jump has writes
-        // left to cut short.
-        let stalls = [600, 5_000, 60_000, 300_000, 7 * 24 * 3_600_000, 730 * 24 * 3_600_000]
+        // Up to two years, and then the far end: 2^62 ms, some 146 million years, past any
+        // shutdown budget a fix could set (15 min, a day, a year, 200 years). On a paused clock
+        // one jump costs the same however long it is (a single `sleep` that long would end at 30
+        // years: tokio caps it, `advance` does not). Three batches are still queued behind the
+        // stalled write, so a budget that expires during the jump has writes left to cut short.
+        // The far end is reached twice (at 1 and 30 ms): tokio counts the paused clock in u64
+        // milliseconds, which four such jumps would overflow.
+        let stalls = [600, 5_000, 60_000, 300_000, 7 * 24 * 3_600_000, 730 * 24 * 3_600_000, 1 << 62]
             .map(Duration::from_millis);
         for stall in stalls {
             for at_ms in [1u64, 30] {
@@ -1081,23 +1110,33 @@ hidden_test! {
                     log.record(r.clone()).await.expect("the audit trail is running");
                 }
                 drop(log);
-                let (shutdown, ()) = tokio::join!(
-                    async {
-                        let limit = SHUTDOWN_LIMIT + stall;
-                        let done = tokio::time::timeout(limit, service.shutdown()).await;
-                        (done, sink.records())
+                let mut shutdown = std::pin::pin!(async {
+                    service.shutdown().await;
+                    sink.records()
+                });
+                let stalled = async {
+                    tokio::time::sleep(Duration::from_millis(at_ms)).await;
+                    tokio::time::advance(stall).await;
+                };
+                // The test's own time limit starts after the stall: a timer set beyond the far
+                // end would cost the timer wheel a step per two years of the jump.
+                let early = tokio::select! {
+                    stored = &mut shutdown => Some(stored),
+                    () = stalled => None,
+                };
+                let (done, stored) = match early {
+                    Some(stored) => (true, stored),
+                    None => match tokio::time::timeout(SHUTDOWN_LIMIT, &mut shutdown).await {
+                        Ok(stored) => (true, stored),
+                        Err(_) => (false, sink.records()),
                     },
-                    async {
-                        tokio::time::sleep(Duration::from_millis(at_ms)).await;
-                        tokio::time::advance(stall).await;
-                    }
-                );
-                let (done, stored) = shutdown;
+                };
                 assert!(
-                    done.is_ok(),
+                    done,
                     "shutdown() had not returned {} s of virtual time after a stall of \
-                     {stall:?}: {HANGS}",
-                    SHUTDOWN_LIMIT.as_secs()
+                     {}: {HANGS}",
+                    SHUTDOWN_LIMIT.as_secs(),
+                    spoken(stall)
                 );
                 let stored_ids: HashSet<u64> = stored.iter().map(|r| r.id).collect();
                 let missing: Vec<u64> =
@@ -1105,18 +1144,20 @@ hidden_test! {
                 assert!(
                     missing.is_empty(),
                     "{at_ms} ms into shutdown, with 350 records to write, the clock jumped \
-                     {stall:?} while the flusher was writing (as if the store, or the whole \
+                     {} while the flusher was writing (as if the store, or the whole \
                      machine, had stalled that long). When shutdown() returned, the store held \
                      {} of the 350 records; missing ids {}. `main` drops the runtime right after, \
                      so they are lost: shutdown must wait for the flusher however long the store \
                      takes, not for a time limit",
+                    spoken(stall),
                     350 - missing.len(),
                     ranges(&missing)
                 );
                 assert!(
                     stored == expected,
-                    "after a stall of {stall:?} during shutdown the store holds every record, \
-                     but out of order (or twice): ids {}",
+                    "after a stall of {} during shutdown the store holds every record, but out of \
+                     order (or twice): ids {}",
+                    spoken(stall),
                     ids(&stored)
                 );
             }

@@ -332,6 +332,12 @@ const WAIT_STEPS: [Duration; 37] = {
     steps
 };
 
+/// The far end of the paused clock: 2^62 ms, some 146 million years, reached in one jump after
+/// [`WAIT_STEPS`]. A waiter that leaves the queue after any pause it could set (5 years, 200) does
+/// so during the jump (a single `sleep` that long would end at 30 years: tokio caps it, so the far
+/// end is reached with `advance`, at no cost).
+const FAR_END: Duration = Duration::from_millis(1 << 62);
+
 /// How many times `settle` lets the other tasks run.
 const SETTLE_TURNS: usize = 16;
 
@@ -1078,9 +1084,11 @@ hidden_test! {
     }
 
     /// Compactions that wait for the lock get it in the order they asked for it. B queues behind a
-    /// running merge, then C; the merge runs on for years; as it ends and hands the lock on, before
-    /// anything else runs, D calls `compact`. The merges must run B, C, D: a waiter keeps its place
-    /// for as long as it waits, and a newcomer never takes the lock ahead of one.
+    /// running merge, then C; the merge runs on for years, and on to the far end of the paused
+    /// clock (146 million years, past any period a waiter could set before it queues again); as
+    /// it ends and hands the lock on, before anything else runs, D calls `compact`. The merges
+    /// must run B, C, D: a waiter keeps its place for as long as it waits, and a newcomer never
+    /// takes the lock ahead of one.
     async fn waiting_compactions_get_the_lock_in_the_order_they_asked() {
         let (store, mut control) = numbered_gated_store();
         let mut first = spawn_compaction(&store);
@@ -1109,9 +1117,10 @@ hidden_test! {
              for a caller that is gone. Wait for the lock on the async side (`lock_owned().await` \
              in `compact`) and go to the blocking pool only with the lock in hand"
         );
-        // The merge is held on the test's gate; the clock moves only when the test moves it.
+        // The merge is held on the test's gate; the clock moves only when the test moves it: in
+        // doubling steps over four years, then in one jump to the far end.
         let mut held_for = Duration::ZERO;
-        for step in WAIT_STEPS {
+        for step in WAIT_STEPS.into_iter().chain([FAR_END]) {
             tokio::time::advance(step).await;
             held_for += step;
             settle().await;
@@ -1144,8 +1153,9 @@ hidden_test! {
         let overtaken = expected.iter().zip(&order).find(|(want, saw)| want != saw);
         assert!(
             overtaken.is_none(),
-            "while merge A ran, compaction B asked for the lock, then C; A ran on for {} days of \
-             virtual time (the test held it and moved the clock forward), then ended and handed \
+            "while merge A ran, compaction B asked for the lock, then C; A ran on for some {} \
+             million years of virtual time (the test held it and moved the clock forward, in \
+             steps over four years, then in one jump), then ended and handed \
              the lock on, and in that instant, before anything else ran, D called compact(). \
              Expected the merges in the order their compactions asked for the lock, A, B, C, D, \
              but they started in the order {}: {} took the lock ahead of {}, which had asked for \
@@ -1154,7 +1164,7 @@ hidden_test! {
              timeout say) and be handed the lock when its turn comes (not be woken to try for a \
              free lock that a newcomer can take first): otherwise a steady stream of compactions \
              can keep one waiting for ever",
-            held_for.as_secs() / 86_400,
+            held_for.as_secs() / (365 * 86_400) / 1_000_000,
             order.join(", "),
             overtaken.map_or("", |(_, saw)| *saw),
             overtaken.map_or("", |(want, _)| *want),
