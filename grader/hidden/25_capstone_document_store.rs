@@ -1094,8 +1094,11 @@ async fn save_through_a_stall(fresh: fn() -> State, after: Duration) {
             tokio::time::timeout(Duration::from_secs(60), save).await
         })
         .await;
-    let stall =
-        format!("whose disk stalled for {} once the save had run for {after:?}", spoken(FAR_END));
+    let when = match after {
+        Duration::ZERO => "on its first step".to_owned(),
+        after => format!("once the save had run for {after:?}"),
+    };
+    let stall = format!("whose disk stalled for {} {when}", spoken(FAR_END));
     match saved {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => panic!(
