@@ -17,6 +17,22 @@ use tokio::time::Instant;
 /// Far longer than any refresh should take; a refresh still pending after this never finishes.
 const HANG: Duration = Duration::from_secs(60);
 
+/// How far [`a_refresh_finishes_however_long_the_report_holds_the_lock`] moves the paused clock
+/// in its last jump: 2^62 ms, some 146 million years, beyond any cap a refresh could sensibly
+/// set on its wait (a century, `Duration::MAX` clamped by tokio to some 30 years).
+const FAR_END: Duration = Duration::from_millis(1 << 62);
+
+/// A wait as a test message says it: `1.5s`, `365 day(s)`, or `146 million years`.
+fn spoken(wait: Duration) -> String {
+    const DAY: f64 = 24.0 * 3600.0;
+    const YEAR: f64 = 365.0 * DAY;
+    match wait.as_secs_f64() {
+        secs if secs >= 1e6 * YEAR => format!("{:.0} million years", secs / YEAR / 1e6),
+        secs if secs >= DAY => format!("{:.0} day(s)", secs / DAY),
+        _ => format!("{wait:?}"),
+    }
+}
+
 /// Catalog `version` re-published with corrected prices under the same version (a hotfix that
 /// forgot to bump it): a different catalog with the version of [`catalog`]`(version)`.
 fn republished(version: u64) -> Catalog {
@@ -325,6 +341,70 @@ hidden_test! {
         assert_eq!(state.slow_refreshes, 0, "a 50 ms wait is below SLOW_LOCK");
     }
 
+    /// The report lets go a nanosecond before the refresh has waited `SLOW_LOCK`, and on another
+    /// night a nanosecond after: the first refresh is not slow, the second is, and is counted
+    /// once. Only a wait of exactly `SLOW_LOCK` is left open: no slack either way, for a refresh
+    /// that races a timer (whose deadline, `SLOW_LOCK` after its first poll, falls between the
+    /// two) as for one that measures its wait on tokio's clock.
+    async fn a_wait_a_nanosecond_short_of_slow_lock_is_not_slow_and_one_past_it_is() {
+        let nanosecond = Duration::from_nanos(1);
+        let origin = Instant::now();
+        for (wait, slow) in [(SLOW_LOCK - nanosecond, 0), (SLOW_LOCK + nanosecond, 1)] {
+            // Start the refresh on a whole millisecond of the clock, where tokio's timers tick,
+            // so that its `SLOW_LOCK` timer fires exactly `SLOW_LOCK` after its first poll.
+            let past_tick = (Instant::now() - origin).subsec_nanos() % 1_000_000;
+            if past_tick != 0 {
+                tokio::time::advance(Duration::from_nanos(u64::from(1_000_000 - past_tick))).await;
+            }
+            let cache = CatalogCache::new(catalog(1));
+            // The test body is the report: it holds the lock until it lets go below.
+            let report = cache.lock().await;
+            let start = Instant::now();
+            let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
+            // Polled now, then once the report has held the lock for `wait` (one jump of the
+            // clock, which fires any timer due by then), and while the tasks the refresh may
+            // have spawned run; the report lets go only after that.
+            for jump in [Duration::ZERO, wait] {
+                if !jump.is_zero() {
+                    tokio::time::advance(jump).await;
+                }
+                for _ in 0..8 {
+                    assert!(
+                        refresh.poll().is_pending(),
+                        "refresh(v2) returned while the report held the lock"
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(report);
+            let refreshed = tokio::time::timeout(HANG, refresh).await;
+            let waited = start.elapsed();
+            assert!(
+                refreshed.is_ok(),
+                "refresh() had not finished {} s after the report, which held the lock for \
+                 {wait:?}, let go of it",
+                HANG.as_secs()
+            );
+            let (version, counted) = {
+                let state = cache.lock().await;
+                (state.catalog.version, state.slow_refreshes)
+            };
+            assert_eq!(version, 2, "refresh(v2) returned, but the cache holds v{version}");
+            let (relation, verdict) = if slow == 1 {
+                ("longer than", "it was slow, so it must be counted, once")
+            } else {
+                ("less than", "it was not slow, so it must not be counted")
+            };
+            assert!(
+                counted == slow,
+                "the report held the lock for {wait:?} and the refresh returned {waited:?} after \
+                 it started, so it waited {relation} SLOW_LOCK ({SLOW_LOCK:?}) by a nanosecond: \
+                 {verdict}. slow_refreshes reads {counted}, expected {slow}: a refresh is slow \
+                 exactly when it waited longer than SLOW_LOCK, with no tolerance either way"
+            );
+        }
+    }
+
     /// The report holds the lock for a whole second, on another night for fifty seconds, and on
     /// a bad night (a report stuck on a slow disk) for five minutes. The refresh must finish as
     /// soon as the report lets go (within `SLOW_LOCK`), with the new catalog in place as soon as
@@ -354,8 +434,8 @@ hidden_test! {
                 "the report held the lock for {report_secs} s and nothing else wanted it, yet \
                  refresh(v2) returned only {:?} after the report let go (expected within \
                  SLOW_LOCK, {SLOW_LOCK:?}): all that time the lock was free and lookups saw the \
-                 old catalog. A refresh must keep its place in the lock's queue while it waits, \
-                 not leave it and come back later",
+                 old catalog. A refresh must stay in the lock's queue while it waits (if it \
+                 leaves it, it asks again at once), not leave it and come back later",
                 took.saturating_sub(report_held)
             );
             // The refresher looks the catalog up as soon as its refresh has returned.
@@ -383,11 +463,12 @@ hidden_test! {
         }
     }
 
-    /// A report stuck for a year (a hung disk, nobody on call), reached in one jump of the
-    /// paused clock: however long the report holds the lock, the refresh waits in the lock's
-    /// queue, and returns only with its catalog in place, counted once, as soon as the report
-    /// lets go. A refresh that gives up after a cap of its own (a minute, an hour, a week) returns
-    /// with the old catalog in place, and no cap is long enough.
+    /// A report stuck for a year (a hung disk, nobody on call), and then for 146 million years,
+    /// each reached in one jump of the paused clock: however long the report holds the lock, the
+    /// refresh waits in the lock's queue, and returns only with its catalog in place, counted
+    /// once, as soon as the report lets go. A refresh that gives up after a cap of its own (a
+    /// minute, an hour, two years, a century) returns with the old catalog in place, and no cap is
+    /// long enough.
     async fn a_refresh_finishes_however_long_the_report_holds_the_lock() {
         const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
         let cache = CatalogCache::new(catalog(1));
@@ -396,9 +477,11 @@ hidden_test! {
         let start = Instant::now();
         let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
         // Polled while the stuck report holds the lock: first now, then after a year gone by in
-        // one jump, and again while the tasks the refresh may have spawned run.
+        // one jump, then after the far end (one jump: it costs the timer nothing), and again
+        // while the tasks the refresh may have spawned run.
         let mut polls = 0;
-        for jump in [Duration::ZERO, YEAR, Duration::ZERO, SLOW_LOCK, SLOW_LOCK] {
+        let zero = Duration::ZERO;
+        for jump in [zero, YEAR, zero, FAR_END, zero, SLOW_LOCK, SLOW_LOCK] {
             if !jump.is_zero() {
                 tokio::time::advance(jump).await;
             }
@@ -406,13 +489,13 @@ hidden_test! {
                 polls += 1;
                 if refresh.poll().is_ready() {
                     panic!(
-                        "the report has held the lock for {} days and still holds it, yet \
+                        "the report has held the lock for {} and still holds it, yet \
                          refresh(v2) returned (poll {polls}): it cannot have put its catalog in \
                          place, since that needs the lock. A refresh must wait for the lock \
                          however long the report keeps it, and return only with its catalog in \
-                         place: a cap on the wait (a minute, an hour, a week) gives up on the \
+                         place: a cap on the wait (a minute, an hour, a century) gives up on the \
                          refresh, and no cap is long enough",
-                        start.elapsed().as_secs() / (24 * 60 * 60)
+                        spoken(start.elapsed())
                     );
                 }
                 tokio::task::yield_now().await;
@@ -424,23 +507,26 @@ hidden_test! {
         assert!(
             refreshed.is_ok(),
             "futurelock: refresh() had not finished {} s after the report let go of the lock (it \
-             held the lock for {held:?}), although nothing else wanted it",
-            HANG.as_secs()
+             held the lock for {}), although nothing else wanted it",
+            HANG.as_secs(),
+            spoken(held)
         );
         let took = start.elapsed();
         assert!(
             took <= held + SLOW_LOCK,
-            "the report held the lock for {held:?} and nothing else wanted it, yet refresh(v2) \
+            "the report held the lock for {} and nothing else wanted it, yet refresh(v2) \
              returned only {:?} after the report let go (expected within SLOW_LOCK, \
-             {SLOW_LOCK:?}): a refresh must keep its place in the lock's queue while it waits",
+             {SLOW_LOCK:?}): a refresh must stay in the lock's queue while it waits",
+            spoken(held),
             took - held
         );
         let state = cache.lock().await;
         assert_eq!(
             (state.catalog.version, state.slow_refreshes),
             (2, 1),
-            "the report held the lock for {held:?}, and refresh(v2) returned: expected catalog v2 \
-             in place and slow_refreshes at 1 (catalog version, slow_refreshes), seen otherwise"
+            "the report held the lock for {}, and refresh(v2) returned: expected catalog v2 in \
+             place and slow_refreshes at 1 (catalog version, slow_refreshes), seen otherwise",
+            spoken(held)
         );
     }
 
