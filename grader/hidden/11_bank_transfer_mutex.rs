@@ -509,6 +509,41 @@ hidden_test! {
         }
     }
 
+    /// The service shares one bank across the request handlers it spawns on its multi-thread
+    /// runtime (an `Arc<Bank>` in each `tokio::spawn`): `Bank` must stay `Sync`, and the futures
+    /// of `transfer` and `balance` `Send`, as the original's are.
+    async fn a_bank_can_be_shared_by_spawned_handlers() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
+        let mut not_shareable = Vec::new();
+        // A shared reference is `Send` exactly when what it points to is `Sync`.
+        if !kata_support::is_send!(&bank) {
+            not_shareable.push("`Bank` is not `Sync`");
+        }
+        let moving = bank.transfer("alice", "bob", AMOUNT);
+        if !kata_support::is_send!(moving) {
+            not_shareable.push("the future returned by `transfer` is not `Send`");
+        }
+        let outcome = moving.await;
+        let reading = bank.balance("alice");
+        if !kata_support::is_send!(reading) {
+            not_shareable.push("the future returned by `balance` is not `Send`");
+        }
+        let alice = reading.await;
+        assert!(
+            not_shareable.is_empty(),
+            "{}: the service can no longer share one bank (an `Arc<Bank>`) across the request \
+             handlers it `tokio::spawn`s on its multi-thread runtime. Transfers run \
+             concurrently, on several threads: the balances need a lock that threads can share \
+             (a `RefCell` or `Cell` is for one thread), and no `.await` may hold something that \
+             is not `Send` (an `Rc`, a `RefCell` borrow, a `std` lock guard)",
+            not_shareable.join(", and ")
+        );
+        assert_eq!(outcome, Ok(()), "nothing was cancelled: the transfer must go through");
+        assert_eq!(alice, Some(ALICE - AMOUNT), "alice sent {AMOUNT} of her {ALICE} cents");
+        assert_eq!(rx.try_recv().ok(), Some(alice_to_bob()), "the transfer must be audited");
+    }
+
     /// Nothing cancelled: the money moves and the transfer is logged.
     async fn transfers_and_audits() {
         let (tx, mut rx) = mpsc::channel(8);

@@ -951,6 +951,34 @@ hidden_test! {
         .await;
     }
 
+    /// The billing service's jobs and checkout requests run in tasks of their own
+    /// (`tokio::spawn`) on its multi-thread runtime, all waiting on one limiter (an
+    /// `Arc<RateLimiter>`): `RateLimiter` must stay `Sync` and `wait_turn`'s future `Send`, as the
+    /// original's are.
+    async fn a_limiter_can_be_shared_by_spawned_callers() {
+        let limiter = RateLimiter::new();
+        limiter.refill(1);
+        let mut not_shareable = Vec::new();
+        // A shared reference is `Send` exactly when what it points to is `Sync`.
+        if !kata_support::is_send!(&limiter) {
+            not_shareable.push("`RateLimiter` is not `Sync`");
+        }
+        let wait = limiter.wait_turn("invoice-sync");
+        if !kata_support::is_send!(wait) {
+            not_shareable.push("the future returned by `wait_turn` is not `Send`");
+        }
+        let outcome = wait.await;
+        assert!(
+            not_shareable.is_empty(),
+            "{}: the billing service can no longer share one limiter across the tasks it \
+             `tokio::spawn`s on its multi-thread runtime. A waiting caller holds nothing across \
+             an `.await` that is not `Send` (an `Rc`, a `RefCell` borrow, a `std` lock guard), \
+             and what the limiter keeps needs a lock that threads can share",
+            not_shareable.join(", and ")
+        );
+        assert_eq!(outcome, Ok(()), "a token was there: the caller must get it");
+    }
+
     /// A token is there: the caller gets it at once, with no status line.
     async fn takes_an_available_token_at_once() {
         let limiter = RateLimiter::new();

@@ -1339,6 +1339,119 @@ hidden_test! {
         }
     }
 
+    /// A web server shares one client (or its clones) across the request handlers it spawns on
+    /// its multi-thread runtime: `MailClient` must stay `Send` and `Sync`, and `send_email`'s
+    /// future `Send`, as the original's are.
+    async fn a_client_can_be_shared_by_spawned_handlers() {
+        let (queue, _log) = start_mailer(Mailer::Takes(Duration::ZERO));
+        let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+        let mut not_shareable = Vec::new();
+        if !kata_support::is_send!(client) {
+            not_shareable.push("`MailClient` is not `Send`");
+        }
+        // A shared reference is `Send` exactly when what it points to is `Sync`.
+        if !kata_support::is_send!(&client) {
+            not_shareable.push("`MailClient` is not `Sync`");
+        }
+        let call = client.send_email(job(7));
+        if !kata_support::is_send!(call) {
+            not_shareable.push("the future returned by `send_email` is not `Send`");
+        }
+        let outcome = call.await;
+        assert!(
+            not_shareable.is_empty(),
+            "{}: the web server can no longer share one client across the request handlers it \
+             `tokio::spawn`s on its multi-thread runtime. A call holds nothing across an \
+             `.await` that is not `Send` (an `Rc`, a `RefCell` borrow, a `std` lock guard), and \
+             what the client's clones share needs a lock that threads can share",
+            not_shareable.join(", and ")
+        );
+        let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+        assert_eq!(outcome, Ok(receipt), "a fast mailer answered: the call must return its receipt");
+    }
+
+    /// Clients built at the short end of what `MailClient::new` takes: attempts of no time at all
+    /// (a client that does not wait for the receipt), none, one or three of them, and no attempt
+    /// or one of a second. No call may panic: with no time to wait, a call on a stuck mailer
+    /// gives up with `TimedOut` at once; with one attempt, it returns a receipt that comes within
+    /// it, or gives up at its end. (The long end, `u32::MAX` daily attempts, is
+    /// `the_budget_is_the_clients_own_attempts_times_attempt_timeout`'s.)
+    async fn clients_built_with_no_time_or_no_attempt_answer_or_give_up() {
+        #[derive(Debug, Clone, Copy)]
+        enum Expect {
+            /// `Err(TimedOut)`, no sooner than the first and no later than the second.
+            TimedOut(Duration, Duration),
+            /// The receipt, at this instant.
+            Receipt(Duration),
+        }
+        let ms = Duration::from_millis;
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let zero = Duration::ZERO;
+        let cases = [
+            (zero, 0, None, Expect::TimedOut(zero, zero)),
+            (zero, 1, None, Expect::TimedOut(zero, zero)),
+            (zero, ATTEMPTS, None, Expect::TimedOut(zero, zero)),
+            (ATTEMPT, 0, None, Expect::TimedOut(zero, ATTEMPT + ms(10))),
+            (ATTEMPT, 1, Some(ATTEMPT - ms(1)), Expect::Receipt(ATTEMPT - ms(1))),
+            (ATTEMPT, 1, None, Expect::TimedOut(ATTEMPT, ATTEMPT + ms(10))),
+        ];
+        for (attempt, attempts, answer_at, expect) in cases {
+            let mailer = match answer_at {
+                Some(at) => Mailer::Takes(at),
+                None => Mailer::Stuck,
+            };
+            let (queue, log) = start_mailer(mailer);
+            let client = MailClient::new(queue, attempt, attempts);
+            let start = Instant::now();
+            let outcome = run_caught(async move {
+                let outcome = timeout(year, client.send_email(job(7))).await;
+                (outcome, start.elapsed())
+            })
+            .await;
+            settle().await;
+            let mailer = match answer_at {
+                Some(at) => format!("took the job at once and answered {at:?} in"),
+                None => "took the job at once and never answered".to_string(),
+            };
+            let setting = format!(
+                "a client of {attempts} attempt(s) of {attempt:?}; the mailer {mailer}, and got \
+                 the job {} time(s)",
+                log.received(7)
+            );
+            let (outcome, waited) = match outcome {
+                Ok(seen) => seen,
+                Err(panic) => panic!(
+                    "{setting}. The call panicked ({panic:?}) instead of returning: \
+                     `MailClient::new` takes any attempt length, `Duration::ZERO` included, and \
+                     any number of attempts, and a call on such a client must not panic (with no \
+                     time to wait, it gives up at once when the worker has not answered)"
+                ),
+            };
+            let returned = match &outcome {
+                Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+                Err(_) => format!("was still waiting after {waited:?}"),
+            };
+            let (ok, expected) = match expect {
+                Expect::TimedOut(from, by) => (
+                    outcome == Ok(Err(CallError::TimedOut)) && waited >= from && waited <= by,
+                    format!("`Err(TimedOut)` after {from:?} to {by:?} (its budget)"),
+                ),
+                Expect::Receipt(at) => {
+                    let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+                    (
+                        outcome == Ok(Ok(receipt.clone())) && waited == at,
+                        format!("{receipt:?} at {at:?}, the instant the mailer answered"),
+                    )
+                }
+            };
+            assert!(
+                ok && log.received(7) <= 1,
+                "{setting}. The call {returned}, expected the job once at most and {expected}: a \
+                 call waits its client's own attempts × attempt_timeout, whatever they are"
+            );
+        }
+    }
+
     /// Clients built with other budgets than 3 attempts of 1 s: five attempts of a second, three
     /// of twenty seconds, forty of 250 ms, two of an hour, a year of daily attempts, and as many
     /// daily attempts as a `u32` holds. A mailer that answers just before the end of the budget

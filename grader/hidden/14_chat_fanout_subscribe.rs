@@ -391,6 +391,36 @@ async fn every_join_moves_the_client(
 }
 
 hidden_test! {
+    /// The server runs each session in a task of its own (`tokio::spawn`) on its multi-thread
+    /// runtime, all of them sharing one hub (an `Arc<ChatHub>`): `ChatHub` must stay `Sync` and
+    /// `run_session`'s future `Send`, as the original's are.
+    async fn a_session_can_run_in_a_spawned_task_on_a_shared_hub() {
+        let hub = ChatHub::new(4);
+        let (commands, command_rx) = mpsc::channel(4);
+        let (event_tx, mut events) = mpsc::channel(4);
+        let mut not_shareable = Vec::new();
+        // A shared reference is `Send` exactly when what it points to is `Sync`.
+        if !kata_support::is_send!(&hub) {
+            not_shareable.push("`ChatHub` is not `Sync`");
+        }
+        let session = run_session(&hub, "lobby".into(), command_rx, event_tx);
+        if !kata_support::is_send!(session) {
+            not_shareable.push("the future returned by `run_session` is not `Send`");
+        }
+        commands.try_send(Command::Ping).expect("the command queue has room");
+        // The session runs until the client leaves; a second is plenty to answer the `Ping`.
+        let _ = tokio::time::timeout(Duration::from_secs(1), session).await;
+        assert!(
+            not_shareable.is_empty(),
+            "{}: the server can no longer run a session in a task of its own (`tokio::spawn`) on \
+             its multi-thread runtime, with one hub shared by every session. A session holds \
+             nothing across an `.await` that is not `Send` (an `Rc`, a `RefCell` borrow, a `std` \
+             lock guard), and the hub's rooms need a lock that threads can share",
+            not_shareable.join(", and ")
+        );
+        assert_eq!(events.try_recv().ok(), Some(Event::Pong), "the `Ping` must be answered");
+    }
+
     /// Nothing concurrent: pings are answered.
     async fn pings_are_answered() {
         let hub = Arc::new(ChatHub::new(16));

@@ -13,20 +13,26 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_test::{assert_pending, assert_ready_eq, task};
 
-/// A customer's server that answers each webhook after `latency` and records what it got.
+/// A customer's server that answers each webhook after `latency` and records what it got, and
+/// every post it saw start (a post cut short starts and is never received).
 #[derive(Debug, Clone)]
 struct FakeServer {
     latency: Duration,
     received: Arc<Mutex<Vec<u64>>>,
+    started: Arc<Mutex<Vec<u64>>>,
 }
 
 impl FakeServer {
     fn new(latency: Duration) -> Self {
-        FakeServer { latency, received: Arc::default() }
+        FakeServer { latency, received: Arc::default(), started: Arc::default() }
     }
 
     fn received(&self) -> Vec<u64> {
         self.received.lock().unwrap().clone()
+    }
+
+    fn started(&self) -> Vec<u64> {
+        self.started.lock().unwrap().clone()
     }
 }
 
@@ -34,7 +40,9 @@ impl Endpoint for FakeServer {
     fn post(&self, hook: Webhook) -> impl Future<Output = ()> {
         let latency = self.latency;
         let received = self.received.clone();
+        let started = self.started.clone();
         async move {
+            started.lock().unwrap().push(hook.id);
             sleep(latency).await;
             received.lock().unwrap().push(hook.id);
         }
@@ -432,6 +440,49 @@ hidden_test! {
         )
         .await;
         settle().await;
+    }
+
+    /// The supervisor drops `run` in the middle of a post (to reload the endpoint's settings) and
+    /// calls it again: the cut abandons that post for good. Cut while posting the first, second
+    /// or third of three webhooks, then the tenant is deleted (its queue closes) and `run` is
+    /// called again: it posts the webhooks still queued, and no webhook's post starts twice.
+    async fn a_post_cut_short_is_not_posted_again() {
+        let cuts = [(Duration::ZERO, 1), (POST / 2, 1), (POST + POST / 2, 2), (POST * 5 / 2, 3)];
+        for (cut_at, cut_post) in cuts {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = queue_with([1, 2, 3]);
+            let server = FakeServer::new(POST);
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let first = timeout(cut_at, dispatcher.run()).await;
+            let setting = format!(
+                "webhooks 1, 2 and 3 were queued; `run` was cut {cut_at:?} in, during the post of \
+                 webhook {cut_post}; the tenant was then deleted (its queue closed) and `run` \
+                 called again"
+            );
+            assert!(first.is_err(), "{setting}: the first `run` returned before it was cut");
+            drop(queue);
+            let again = timeout(Duration::from_secs(60), dispatcher.run()).await;
+            let started = server.started();
+            assert!(
+                again.is_ok(),
+                "{setting}: the second `run` did not return within 60 s (virtual) of a closed \
+                 queue; the customer's server saw posts start for {started:?}"
+            );
+            let twice: Vec<u64> =
+                (1..=3).filter(|id| started.iter().filter(|s| *s == id).count() > 1).collect();
+            assert!(
+                twice.is_empty(),
+                "{setting}. The customer's server saw posts start for {started:?}: webhook(s) \
+                 {twice:?} posted twice. A cut abandons the post it interrupts: the worker keeps \
+                 no webhook in its memory to post again later, and the next `run` posts only \
+                 what is on the queue"
+            );
+            assert_eq!(
+                started,
+                [1, 2, 3],
+                "{setting}: every webhook still on the queue must be posted, in order"
+            );
+        }
     }
 
     /// The server spawns each tenant's worker with `tokio::spawn` on its multi-threaded runtime:
