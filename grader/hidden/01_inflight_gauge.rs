@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use inflight_gauge::{Gateway, Shed};
-use kata_support::{DropFlag, Gate, assert_cancel_safe, check_property, hidden_test};
+use kata_support::{DropFlag, Gate, Outcome, assert_cancel_safe, check_property, hidden_test};
 use proptest::prelude::*;
 use tokio_test::{assert_pending, task};
 
@@ -221,12 +221,17 @@ hidden_test! {
         for limit in [1, 1000, usize::MAX] {
             let gateway = Gateway::new(limit);
             for n in 0..300 {
-                let response = gateway.forward(async move { n }).await;
+                // Polled once each, all in one turn of the handler's task: its backend answers at
+                // once, so the request is answered on that poll, however many came before it.
+                let response = task::spawn(gateway.forward(async move { n })).poll();
                 assert!(
-                    response == Ok(n),
-                    "a gateway built with limit {limit} shed request {} of 300 that one handler \
-                     forwarded in a row, each answered at once before the next began, so no \
-                     other request was in flight: a gateway with room is not full",
+                    response == Poll::Ready(Ok(n)),
+                    "a gateway built with limit {limit}: request {} of 300 that one handler \
+                     forwarded in a row, in one turn of its task, each answered by the backend \
+                     at once before the next began, returned {response:?} on its first poll, \
+                     expected Ready(Ok({n})): a gateway with room is not full, and a request \
+                     whose backend has answered is answered on that same poll, however many \
+                     requests the handler has sent without yielding",
                     n + 1
                 );
             }
@@ -616,6 +621,121 @@ hidden_test! {
             drop(in_flight);
             let gauge = gateway.in_flight();
             assert!(gauge == 0, "after every request ended, {}", describe_gauge(gauge, 0));
+        }
+    }
+
+    /// Every path through `forward` polled by a busy handler: the explorer cuts each request
+    /// after every poll, and also makes each poll with the handler's task out of cooperative
+    /// budget (or nearly). Gateways with room (limits 1, 2, 1000, `usize::MAX`) and backends that
+    /// answer at once, after a timer (30 ms, 50 min), after waking the request a few times, or
+    /// panic after a timer; and a drained gateway (limit 0) that sheds. A request whose backend
+    /// has answered is answered on that same poll, whatever budget the task has left (it is not
+    /// held back, still counted, while its answer waits); a backend's panic comes out at once; a
+    /// shed comes on the first poll; and the gauge is back to 0 after every cut.
+    async fn every_path_answers_on_the_poll_its_answer_is_ready_however_busy_the_handler() {
+        #[derive(Debug, Clone, Copy)]
+        enum Backend {
+            AtOnce,
+            After(Duration),
+            Wakes(usize),
+            PanicsAfter(Duration),
+        }
+        let backends = [
+            Backend::AtOnce,
+            Backend::After(Duration::from_millis(30)),
+            Backend::After(Duration::from_secs(50 * 60)),
+            Backend::Wakes(3),
+            Backend::PanicsAfter(Duration::from_millis(30)),
+        ];
+        let mut configs: Vec<(usize, Backend)> = vec![(0, Backend::AtOnce)];
+        for limit in [1, 2, 1000, usize::MAX] {
+            configs.extend(backends.iter().map(|&backend| (limit, backend)));
+        }
+        for (limit, backend) in configs {
+            let scene = format!(
+                "a gateway built with limit {limit}, a backend that {}",
+                match backend {
+                    Backend::AtOnce => "answers 200 at once".to_string(),
+                    Backend::After(t) => format!("answers 200 after {t:?}"),
+                    Backend::Wakes(n) => format!("wakes the request {n} times, then answers 200"),
+                    Backend::PanicsAfter(t) => format!("panics after {t:?}"),
+                }
+            );
+            let explored = kata_support::explore(
+                || (Gateway::new(limit), Arc::new(AtomicUsize::new(0))),
+                |(gateway, answered): (Gateway, Arc<AtomicUsize>)| async move {
+                    let call = async move {
+                        match backend {
+                            Backend::AtOnce => {}
+                            Backend::After(t) | Backend::PanicsAfter(t) => {
+                                tokio::time::sleep(t).await
+                            }
+                            Backend::Wakes(n) => {
+                                let mut woken = 0;
+                                std::future::poll_fn(|cx| {
+                                    if woken == n {
+                                        return Poll::Ready(());
+                                    }
+                                    woken += 1;
+                                    cx.waker().wake_by_ref();
+                                    Poll::Pending
+                                })
+                                .await
+                            }
+                        }
+                        answered.fetch_add(1, Ordering::SeqCst);
+                        if let Backend::PanicsAfter(_) = backend {
+                            std::panic::panic_any(BackendBug(42));
+                        }
+                        200
+                    };
+                    AssertUnwindSafe(gateway.forward(call))
+                        .catch_unwind()
+                        .await
+                        .map_err(|payload| payload.downcast_ref::<BackendBug>().is_some())
+                },
+                |(gateway, answered), outcome| async move {
+                    let answered = answered.load(Ordering::SeqCst) > 0;
+                    let gauge = gateway.in_flight();
+                    if gauge != 0 {
+                        return Err(format!("the request ended, {}", describe_gauge(gauge, 0)));
+                    }
+                    match outcome {
+                        Outcome::Cancelled { polls } if limit == 0 && polls > 0 => Err(format!(
+                            "a request at a full gateway was still waiting after {polls} poll(s) \
+                             when its client left, instead of being shed on its first poll: a \
+                             full gateway answers \"503, try later\" straight away, however busy \
+                             the handler is"
+                        )),
+                        Outcome::Cancelled { .. } if answered => Err(
+                            "the backend had already answered when `forward` was last polled, \
+                             yet that poll returned Pending, and the request was dropped still \
+                             waiting, its answer lost (and its slot held until then): a request \
+                             whose backend has answered is answered on that same poll, however \
+                             busy the handler's task is"
+                                .to_string(),
+                        ),
+                        Outcome::Cancelled { .. } => Ok(()),
+                        Outcome::Completed(Ok(Err(Shed))) if limit == 0 => Ok(()),
+                        Outcome::Completed(Ok(Ok(200))) if limit > 0 => Ok(()),
+                        Outcome::Completed(Err(true))
+                            if matches!(backend, Backend::PanicsAfter(_)) =>
+                        {
+                            Ok(())
+                        }
+                        Outcome::Completed(Err(_)) => {
+                            Err("`forward` unwound with a panic that is not the backend's".into())
+                        }
+                        Outcome::Completed(Ok(answer)) => {
+                            Err(format!("`forward` answered {answer:?}, expected the backend's"))
+                        }
+                    }
+                },
+            )
+            .await;
+            if let Err(failure) = explored {
+                panic!("{scene}: {failure}");
+            }
         }
     }
 

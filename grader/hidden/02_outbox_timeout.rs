@@ -7,11 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kata_support::{Outcome, assert_cancel_safe, check_property, hidden_test};
+use kata_support::{
+    Options, Outcome, assert_cancel_safe, check_property, explore_with, hidden_test,
+};
 use outbox_timeout::{ChatMessage, EnqueueError, Outbox};
 use proptest::prelude::*;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_test::{assert_pending, task};
 
 /// How long `enqueue` waits for space in every test.
@@ -44,11 +46,18 @@ fn describe(result: &Result<(), EnqueueError>) -> String {
 struct Rig {
     outbox: Outbox,
     seen: Arc<Mutex<Vec<ChatMessage>>>,
+    /// When the client starts reading.
+    reads_from: Instant,
 }
 
 impl Rig {
     fn new(drain_after: Duration) -> Rig {
-        let (outbox, _tx, mut rx) = full_outbox();
+        Rig::waiting(WAIT, drain_after)
+    }
+
+    /// The same on a full outbox that waits `wait` for space.
+    fn waiting(wait: Duration, drain_after: Duration) -> Rig {
+        let (outbox, _tx, mut rx) = full_outbox_waiting(wait);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         tokio::spawn(async move {
@@ -57,7 +66,7 @@ impl Rig {
                 sink.lock().expect("seen lock").push(m);
             }
         });
-        Rig { outbox, seen }
+        Rig { outbox, seen, reads_from: Instant::now() + drain_after }
     }
 
     fn copies_of(&self, text: &str) -> usize {
@@ -73,8 +82,8 @@ async fn check_delivery(
     outcome: Outcome<Result<(), EnqueueError>>,
     text: &str,
 ) -> Result<(), String> {
-    // Give the client's writer all the time it needs to read what was queued.
-    sleep(Duration::from_secs(1)).await;
+    // Give the client's writer all the time it needs to read what was queued, once it reads.
+    sleep_until(rig.reads_from.max(Instant::now()) + Duration::from_secs(1)).await;
     // The room goes on using the same outbox: a new call must queue its own message, and must not
     // bring back anything the earlier call left behind.
     let next = "next line";
@@ -919,6 +928,61 @@ hidden_test! {
                 |rig, outcome| check_delivery(rig, outcome, "see you"),
             )
             .await;
+        }
+    }
+
+    /// The room cancels `enqueue` at every point, whatever the outbox's wait: zero, under a timer
+    /// tick, a few ticks, seconds, just under and over a minute, ten minutes, an hour, a day, a
+    /// year, `Duration::MAX`; the client reading within the wait, and (where the wait is short
+    /// enough to let it run out) only after it. Whatever the wait, a cancelled call leaves nothing
+    /// behind: no task of its own still waits for a slot once the cut has settled, and its message
+    /// is never delivered, then or later (once the client reads). Each wait runs on a runtime of
+    /// its own, the `select!` seeds taken in turn.
+    fn a_cancelled_enqueue_leaves_nothing_behind_whatever_the_wait() {
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        const HOUR: u64 = 3600;
+        const YEAR: u64 = 365 * 24 * HOUR;
+        // The client may read at most this far into a run: the explorer waits an hour for a wakeup.
+        let latest = secs(30 * 60);
+        let waits = [
+            Duration::ZERO,
+            Duration::from_nanos(500),
+            Duration::from_micros(1500),
+            ms(50),
+            secs(59),
+            secs(60),
+            secs(61),
+            secs(600),
+            secs(HOUR),
+            secs(24 * HOUR),
+            secs(YEAR),
+            Duration::MAX,
+        ];
+        let mut cases = Vec::new();
+        for wait in waits {
+            cases.push((wait, (wait / 2).min(latest)));
+            if wait <= secs(600) {
+                cases.push((wait, wait * 2 + ms(3)));
+            }
+        }
+        for (index, (wait, drain_after)) in cases.into_iter().enumerate() {
+            let seed = kata_support::runtime::SEEDS[index % kata_support::runtime::SEEDS.len()];
+            let runtime = kata_support::runtime::current_thread(seed);
+            let explored = runtime.block_on(explore_with(
+                Options::default().forbid_leftover_tasks(),
+                || Rig::waiting(wait, drain_after),
+                |rig: Rig| async move { rig.outbox.enqueue(line("dave", "see you")).await },
+                |rig, outcome| check_delivery(rig, outcome, "see you"),
+            ));
+            if let Err(failure) = explored {
+                panic!(
+                    "an outbox with a wait of {wait:?}, full, its client reading from \
+                     {drain_after:?} on; the room cancelled `enqueue`: {failure}. Whatever the \
+                     wait, a cancelled `enqueue` has not queued its message and never will: \
+                     nothing may go on waiting for a slot on its behalf"
+                );
+            }
         }
     }
 

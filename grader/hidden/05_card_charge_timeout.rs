@@ -206,6 +206,54 @@ impl Rig {
         let gateway = FakeGateway::new(script);
         Rig { checkout: Arc::new(checkout(&gateway)), gateway }
     }
+
+    /// The same with a checkout built with `deadline` and `attempts`.
+    fn configured(script: &[Reply], deadline: Duration, attempts: u32) -> Self {
+        let gateway = FakeGateway::new(script);
+        Rig { checkout: Arc::new(Checkout::new(gateway.clone(), deadline, attempts)), gateway }
+    }
+}
+
+/// Long enough, after a cut, for any attempt of [`checkout_classes`] that was left running to
+/// charge the card: the slowest charges 59 min 5 s after its request.
+const LONG_AFTERWARDS: Duration = Duration::from_secs(2 * 3600);
+
+/// A checkout of every class the API allows, with a gateway script under which `pay` ends: the
+/// deadline (zero, a second, minutes, just under and at an hour, hours, days, a thousand years,
+/// `u64::MAX` seconds, `Duration::MAX`), the attempts (one, two, three, `u32::MAX`), and the
+/// replies. Attempts that miss a deadline under an hour are followed by one that answers inside
+/// it; a deadline of an hour or more is met by the first attempt (5 s), so that no wait in the
+/// run is longer than the explorer waits for a wakeup.
+fn checkout_classes() -> Vec<(Duration, u32, Vec<Reply>)> {
+    let secs = Duration::from_secs;
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    const YEAR: u64 = 365 * DAY;
+    let mut classes = Vec::new();
+    for attempts in [1u32, 2, 3, u32::MAX] {
+        if attempts <= 3 {
+            // No time at all: every attempt times out at once (4 billion of them would not).
+            classes.push((Duration::ZERO, attempts, vec![SLOW]));
+        }
+        for deadline in [secs(1), secs(90), secs(59 * 60)] {
+            let missed = Reply::ChargeAfter(deadline + secs(5));
+            let mut script = vec![missed; attempts.min(3) as usize - 1];
+            script.push(Reply::ChargeAfter(deadline / 2));
+            classes.push((deadline, attempts, script));
+        }
+        let long = [
+            secs(HOUR),
+            secs(2 * HOUR),
+            secs(400 * DAY),
+            secs(1000 * YEAR),
+            secs(u64::MAX),
+            Duration::MAX,
+        ];
+        for deadline in long {
+            classes.push((deadline, attempts, vec![Reply::ChargeAfter(secs(5)), FAST]));
+        }
+    }
+    classes
 }
 
 /// Checked the moment `pay` returned `TimedOut`, before the test yields: every attempt must have
@@ -594,6 +642,108 @@ hidden_test! {
             },
         )
         .await;
+    }
+
+    /// The customer closes the tab at any point, whatever the checkout was built with: a deadline
+    /// of zero, seconds, minutes, hours, years or `Duration::MAX`, and one, two, three or
+    /// `u32::MAX` attempts. Dropping `pay` stops the running attempt in every configuration (a
+    /// long deadline, "no deadline", or a single attempt is no reason to leave it running): no
+    /// charge goes through after the drop, and no attempt's task is still running once the drop
+    /// has settled. Each configuration runs on a runtime of its own, the `select!` seeds taken in
+    /// turn.
+    fn a_dropped_checkout_of_any_configuration_charges_nothing_afterwards() {
+        for (index, (deadline, attempts, script)) in checkout_classes().into_iter().enumerate() {
+            let seed = kata_support::runtime::SEEDS[index % kata_support::runtime::SEEDS.len()];
+            let runtime = kata_support::runtime::current_thread(seed);
+            let config = format!(
+                "a checkout built with a deadline of {deadline:?} and {attempts} attempt(s), the \
+                 gateway replying {script:?}"
+            );
+            let explored = runtime.block_on(kata_support::explore_with(
+                Options::default().forbid_leftover_tasks(),
+                || Rig::configured(&script, deadline, attempts),
+                |rig: Rig| async move { rig.checkout.pay(&card(), 4200).await },
+                |rig, outcome| async move {
+                    let before = rig.gateway.charges();
+                    sleep(LONG_AFTERWARDS).await;
+                    let charges = rig.gateway.charges();
+                    let late = charges - before;
+                    match outcome {
+                        Outcome::Completed(Ok(_)) if charges == 1 => Ok(()),
+                        Outcome::Completed(Err(PayError::TimedOut))
+                            if deadline.is_zero() && charges == 0 =>
+                        {
+                            Ok(())
+                        }
+                        Outcome::Completed(paid) => Err(format!(
+                            "checkout answered {paid:?} and the card was charged {charges} \
+                             time(s); the last attempt answers inside its deadline"
+                        )),
+                        Outcome::Cancelled { .. } if late == 0 => Ok(()),
+                        Outcome::Cancelled { polls } => Err(format!(
+                            "the customer left and the checkout was dropped after poll {polls}, \
+                             yet {late} charge(s) went through after that: the running attempt \
+                             was left running when `pay` was dropped. Whatever the deadline and \
+                             the number of attempts, dropping `pay` must stop it"
+                        )),
+                    }
+                },
+            ));
+            if let Err(failure) = explored {
+                panic!("{config}: {failure}");
+            }
+        }
+    }
+
+    /// A checkout with a deadline of hours, days or years that retries: the first attempts never
+    /// answer and miss their deadlines, the next answers 5 s after its request. The customer
+    /// closes the tab at instants spread over the whole run, in the first attempt, in the second,
+    /// in the third: no charge goes through after the drop, and no attempt is still running an
+    /// hour later. (The explorer above cuts these checkouts only inside their first attempt: it
+    /// waits at most an hour for a wakeup.)
+    async fn a_dropped_checkout_with_a_long_deadline_charges_nothing_after_any_retry() {
+        let secs = Duration::from_secs;
+        const HOUR: u64 = 3600;
+        const YEAR: u64 = 365 * 24 * HOUR;
+        for deadline in [secs(2 * HOUR), secs(400 * 24 * HOUR), secs(12 * YEAR)] {
+            for attempts in [2u32, 3, u32::MAX] {
+                let hung = attempts.min(3) as usize - 1;
+                let mut script = vec![Reply::Hang; hung];
+                script.push(Reply::ChargeAfter(secs(5)));
+                let mut cuts = vec![Duration::ZERO, secs(1)];
+                for retry in 1..=hung as u32 {
+                    cuts.push(deadline * retry + secs(1));
+                }
+                for cut in cuts {
+                    let gateway = FakeGateway::new(&script);
+                    let paying = Checkout::new(gateway.clone(), deadline, attempts);
+                    let card = card();
+                    {
+                        let mut pay = std::pin::pin!(paying.pay(&card, 4200));
+                        tokio::select! {
+                            biased;
+                            paid = &mut pay => panic!(
+                                "a checkout built with a deadline of {deadline:?} and {attempts} \
+                                 attempt(s), the gateway replying {script:?}, answered {paid:?} \
+                                 before the drop at {cut:?}"
+                            ),
+                            () = sleep(cut) => {}
+                        }
+                    }
+                    sleep(LONG_AFTERWARDS).await;
+                    let (charges, live) = (gateway.charges(), gateway.live.load(Ordering::SeqCst));
+                    assert!(
+                        (charges, live) == (0, 0),
+                        "a checkout built with a deadline of {deadline:?} and {attempts} \
+                         attempt(s), the gateway replying {script:?}: the customer left and \
+                         `pay` was dropped {cut:?} in, with no charge made; two hours later the \
+                         card had been charged {charges} time(s) and {live} attempt(s) had not \
+                         stopped, expected (0, 0): dropping `pay` stops the running attempt, \
+                         whether it is the first or a retry, however long the deadline"
+                    );
+                }
+            }
+        }
     }
 
     /// The customer closes the tab at the very instant a gateway's answer is due: the attempt's
