@@ -540,6 +540,71 @@ hidden_test! {
         );
     }
 
+    /// Another dispatcher, polled first on every turn, claims slot after slot of the shared
+    /// limiter for a long time: a thousand slots 100 ms apart, then one more after a week of
+    /// virtual time. The stream may win a slot now and then (a limiter that serves its waiters in
+    /// turn, or books ahead), or lose the race for each one; either way it must not end while
+    /// mail is still queued. When the other dispatcher stops, the stream yields the rest, and
+    /// what it yielded, followed by what is still queued, is the queue's original order. (A
+    /// thousand turns cost a few milliseconds; the week is one jump of the paused clock.)
+    async fn a_stream_that_loses_slot_after_slot_to_another_dispatcher_does_not_end() {
+        const TURNS: usize = 1_000;
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        let queue = queue_of(THREE);
+        let limiter = RateLimiter::per_second(10);
+        let other_limiter = limiter.clone();
+        let mut other = Some(task::spawn(async move {
+            loop {
+                other_limiter.acquire().await;
+            }
+        }));
+        let mut stream = task::spawn(outgoing(queue.clone(), limiter.clone()));
+        let mut yielded = Vec::new();
+        let mut ended = false;
+        // The other dispatcher's turns, then some turns without it.
+        for turn in 0..TURNS + 20 {
+            if turn == TURNS {
+                other = None;
+            }
+            if let Some(other) = other.as_mut() {
+                let _ = other.poll();
+            }
+            match stream.poll_next() {
+                std::task::Poll::Ready(Some(m)) => yielded.push(m.id),
+                std::task::Poll::Ready(None) => {
+                    ended = true;
+                    break;
+                }
+                std::task::Poll::Pending => {}
+            }
+            let pause = if turn + 1 == TURNS { WEEK } else { Duration::from_millis(100) };
+            tokio::time::advance(pause).await;
+        }
+        let left = queue.ids();
+        let all: Vec<u64> = yielded.iter().chain(&left).copied().collect();
+        let when = |n: usize| match n {
+            0 => "before it yielded anything".to_owned(),
+            n => format!("after it yielded {yielded:?} ({n} message(s))"),
+        };
+        if ended && !left.is_empty() {
+            panic!(
+                "another dispatcher (polled first) claimed slot after slot of the shared limiter, \
+                 and the stream ended {} with {left:?} still queued: a stream keeps running until \
+                 the queue is empty, however many slots in a row another dispatcher takes (here \
+                 up to {TURNS}, the last after a week) and however long that lasts",
+                when(yielded.len())
+            );
+        }
+        if all != THREE || !left.is_empty() {
+            panic!(
+                "another dispatcher (polled first) claimed slot after slot of the shared limiter \
+                 for {TURNS} slots (the last after a week), then stopped, and the stream was \
+                 polled for 20 more slots: expected it to yield all of {THREE:?}, in order, but it \
+                 yielded {yielded:?} and {left:?} is still queued"
+            );
+        }
+    }
+
     /// The dispatcher is restarted every 1.3 s drain window (a `timeout` around the consuming
     /// loop). Over enough windows every message goes out exactly once, in order.
     async fn drain_windows_send_every_message_exactly_once() {

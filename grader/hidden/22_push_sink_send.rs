@@ -320,6 +320,77 @@ impl AsyncWrite for FastPhone {
     }
 }
 
+/// A device for the flood test. It takes up to `chunk` bytes per write, and after each write it
+/// takes, it refuses the next `refusals` writes (waking the writer, as a socket whose buffer has
+/// just filled would). It counts the bytes it took and the writes it refused, so that the test can
+/// tell a poll in which the device said "not now" from one in which `deliver` moved nothing of
+/// its own accord.
+#[derive(Clone)]
+struct FloodDevice {
+    chunk: usize,
+    refusals: usize,
+    state: Arc<std::sync::Mutex<FloodState>>,
+}
+
+#[derive(Default)]
+struct FloodState {
+    /// Writes still to refuse before the next one is taken.
+    owed: usize,
+    written: usize,
+    refused: usize,
+}
+
+impl FloodDevice {
+    fn new(chunk: usize, refusals: usize) -> Self {
+        FloodDevice { chunk, refusals, state: Arc::default() }
+    }
+
+    /// Bytes taken so far, and writes refused so far.
+    fn counts(&self) -> (usize, usize) {
+        let state = self.state.lock().expect("device state");
+        (state.written, state.refused)
+    }
+
+    fn describe(&self) -> String {
+        match (self.chunk, self.refusals) {
+            (usize::MAX, 0) => "a fast phone (it takes every write whole)".to_owned(),
+            (chunk, refusals) => format!(
+                "a slow device ({chunk} bytes per write, and it refuses the next {} after each \
+                 write it takes)",
+                if refusals == 1 { "write".to_owned() } else { format!("{refusals} writes") }
+            ),
+        }
+    }
+}
+
+impl AsyncWrite for FloodDevice {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state.lock().expect("device state");
+        if state.owed > 0 {
+            state.owed -= 1;
+            state.refused += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let n = buf.len().min(self.chunk);
+        state.written += n;
+        state.owed = self.refusals;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// After one `deliver` that returned `Ok`, with nothing cancelled: every notification of `ids`
 /// must have reached the phone (`got`) and none may be left queued.
 fn check_one_deliver(device: &str, ids: &[u64], queued: usize, got: &str) -> Result<(), String> {
@@ -571,41 +642,65 @@ hidden_test! {
         }
     }
 
-    /// A flood: hundreds or thousands of notifications are queued for one device while the
-    /// incoming branch is ready on every turn of the loop, so each call of `deliver` is polled
-    /// once and dropped. However long the outbox is, every such poll must move the delivery
-    /// forward (a notification handed to the connection, or bytes written to the device): a call
-    /// that returns `Pending` having moved nothing is dropped there every time during the flood.
+    /// A flood: thousands of notifications are queued for one device while the incoming branch
+    /// is ready on every turn of the loop, so each call of `deliver` is polled once and dropped.
+    /// However long the outbox is, and however many calls were dropped before, every such poll
+    /// must move the delivery forward (a notification handed to the connection, or bytes written
+    /// to the device), unless the device refused a write in it: a call that returns `Pending`
+    /// having moved nothing of its own accord is dropped there every time during the flood. The
+    /// fast phone takes every write, so each of its polls must move; it is polled until the
+    /// outbox is empty (thousands of dropped calls, past any count a fix keeps between calls).
+    /// The slow devices refuse one or two writes after each they take, and are polled a thousand
+    /// times.
     async fn a_flood_moves_forward_on_every_poll_however_long_the_outbox() {
-        // Polls checked per outbox length: enough to hand over a few frames.
-        const POLLS: usize = 24;
-        for len in [5_u64, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097] {
-            let ids: Vec<u64> = (1..=len).collect();
-            let (mut pusher, wire) = pusher(&ids);
-            for poll in 1..=POLLS {
-                let (queued, written) = (pusher.queued(), wire.text().len());
-                if queued == 0 {
-                    break;
+        // Polls per outbox on the slow devices: a few dozen notifications handed over.
+        const SLOW_POLLS: usize = 1_000;
+        const FAST_LENS: [u64; 11] = [5, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097, 8193];
+        let devices = [
+            (FloodDevice::new(usize::MAX, 0), &FAST_LENS[..]),
+            (FloodDevice::new(BYTES_PER_WRITE, 1), &[5, 65, 4097][..]),
+            (FloodDevice::new(BYTES_PER_WRITE, 2), &[5, 65, 4097][..]),
+        ];
+        for (template, lens) in devices {
+            for &len in lens {
+                let device = FloodDevice::new(template.chunk, template.refusals);
+                let mut framed = FramedWrite::new(device.clone(), LinesCodec::new());
+                framed.set_backpressure_boundary(1);
+                let mut pusher = Pusher::new(framed);
+                for id in 1..=len {
+                    pusher.enqueue(notification(id));
                 }
-                tokio::select! {
-                    biased;
-                    done = pusher.deliver() => {
-                        done.expect("deliver failed");
+                let polls = if template.refusals == 0 { usize::MAX } else { SLOW_POLLS };
+                let mut poll = 0;
+                while pusher.queued() > 0 && poll < polls {
+                    poll += 1;
+                    let queued = pusher.queued();
+                    let (written, refused) = device.counts();
+                    tokio::select! {
+                        biased;
+                        done = pusher.deliver() => {
+                            done.expect("deliver failed");
+                        }
+                        // A new notification of the flood wins the race on every turn.
+                        _ = another_branch(1) => {}
                     }
-                    // A new notification of the flood wins the race on every turn.
-                    _ = another_branch(1) => {}
-                }
-                if pusher.queued() == queued && wire.text().len() == written {
-                    panic!(
-                        "with {queued} notifications queued (a flood) and the incoming branch \
-                         ready on every turn of the session loop, call {poll} of deliver() was \
-                         polled once and dropped having moved nothing: expected a notification \
-                         handed to the connection or more bytes written to the device, but \
-                         queued() stayed at {queued} and the device still had {written} bytes. \
-                         During the flood every call is dropped after its first poll, so a call \
-                         that waits before moving anything (only while the outbox is long, say) \
-                         delivers nothing until the flood ends"
-                    );
+                    let (now_written, now_refused) = device.counts();
+                    if pusher.queued() == queued && now_written == written && now_refused == refused
+                    {
+                        panic!(
+                            "with {queued} of {len} notifications queued (a flood) for {} and the \
+                             incoming branch ready on every turn of the session loop, call {poll} \
+                             of deliver() was polled once and dropped having moved nothing: \
+                             expected a notification handed to the connection or more bytes \
+                             written to the device (or the device to refuse a write), but queued() \
+                             stayed at {queued}, the device still had {written} bytes and had \
+                             refused no write. During the flood every call is dropped after its \
+                             first poll, so a call that waits before moving anything (only while \
+                             the outbox is long, or every so many notifications, say) delivers \
+                             nothing until the flood ends",
+                            device.describe()
+                        );
+                    }
                 }
             }
         }

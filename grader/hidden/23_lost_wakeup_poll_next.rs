@@ -59,6 +59,11 @@ const REPOLLS: [(&str, &[usize]); 4] = [
     ("polled by three new tasks in turn", &[1, 2, 3]),
 ];
 
+/// How many times in a row each of those tasks polls the waiting worker (and, in the idle test,
+/// how many times each idle feed is polled again): far past any "re-register after so many polls"
+/// or "let go after so many idle polls" a feed could count, and a few milliseconds of CPU.
+const REPOLL_TIMES: usize = 1_000;
+
 /// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
 /// say what the feed was waiting for then).
 #[derive(Default)]
@@ -750,7 +755,9 @@ hidden_test! {
             assert_pending!(pollers[0].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
             assert_pending!(c.poll_next(), "{waits}");
             for &t in tasks {
-                assert_pending!(pollers[t].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
+                for _ in 0..REPOLL_TIMES {
+                    assert_pending!(pollers[t].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
+                }
             }
             let last = *tasks.last().expect("B is polled again");
             tx.send(job(1)).await.expect("the queue is open");
@@ -765,7 +772,8 @@ hidden_test! {
             let c_got = c.poll_next();
             let scene = format!(
                 "worker A held the receiver; B asked for it, then C. While B waited, its feed \
-                 was {how}. A then took job 1 and let go of the receiver, and job 2 arrived"
+                 was {how}, {REPOLL_TIMES} times by each. A then took job 1 and let go of the \
+                 receiver, and job 2 arrived"
             );
             if b_got != Poll::Ready(Some(job(2))) {
                 let went = if c_got.is_ready() {
@@ -859,16 +867,20 @@ hidden_test! {
                 spoken(start.elapsed())
             );
         }
-        // Nothing changed, so one more poll of each (a spurious wake) must find both as they were:
-        // the first holding the receiver and waiting for a job, the second waiting for its turn.
+        // Nothing changed, so more polls of each (spurious wakes, a session loop's heartbeats),
+        // however many, must find both as they were: the first holding the receiver and waiting
+        // for a job, the second waiting for its turn.
         let idle = spoken(start.elapsed());
-        assert_pending!(first.poll_next(), "after {idle} idle, {open}");
-        assert_pending!(second.poll_next(), "after {idle} idle, {open}");
+        for _ in 0..REPOLL_TIMES {
+            assert_pending!(first.poll_next(), "after {idle} idle, {open}");
+            assert_pending!(second.poll_next(), "after {idle} idle, {open}");
+        }
         tx.send(job(1)).await.expect("the queue is open");
         if !first.is_woken() || second.is_woken() {
             panic!(
                 "two workers idled on an empty queue for {idle}, one holding the receiver and one \
-                 waiting for its turn; each feed was polled once more, then a job arrived. \
+                 waiting for its turn; each feed was polled {REPOLL_TIMES} times more, then a \
+                 job arrived. \
                  Expected the worker holding the receiver to be woken for it, and the other to \
                  wait on; seen: the holder {}, the other {}. Nothing but a job or the end of the \
                  channel makes the holder let go of the receiver, however long it waits",
