@@ -280,6 +280,141 @@ fn hold_lock_later(
     })
 }
 
+/// Waits just past the points where a wait kept as a whole number of seconds, milliseconds,
+/// microseconds or nanoseconds in a 15-, 16-, 31-, 32-, 63- or 64-bit integer would come round
+/// again (71.6 minutes in 32-bit microseconds, 49.7 days in 32-bit milliseconds, 584.5 years in
+/// 64-bit nanoseconds, 584.9 million years in 64-bit milliseconds, ...): each is `2^n` of the unit
+/// plus 50 ms, so that such a count reads 50 ms or less. Only points at or past `SLOW_LOCK` are
+/// kept (a wait past them is slow), and seconds stop at 2^32: 2^63 s lies beyond what `Instant`
+/// can hold, so no clock, paused or not, reaches it.
+fn waits_past_round_numbers() -> Vec<(Duration, String)> {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let units: [(u128, &str, &[u32]); 4] = [
+        (1, "ns", &[15, 16, 31, 32, 63, 64]),
+        (1_000, "µs", &[15, 16, 31, 32, 63, 64]),
+        (1_000_000, "ms", &[15, 16, 31, 32, 63, 64]),
+        (NANOS_PER_SEC, "s", &[15, 16, 31, 32]),
+    ];
+    let mut waits = Vec::new();
+    for (unit_nanos, unit, powers) in units {
+        for &power in powers {
+            let round = unit_nanos << power;
+            if round < SLOW_LOCK.as_nanos() {
+                continue;
+            }
+            let secs = u64::try_from(round / NANOS_PER_SEC).expect("within Duration");
+            let nanos = u32::try_from(round % NANOS_PER_SEC).expect("below a second");
+            let wait = Duration::new(secs, nanos) + Duration::from_millis(50);
+            waits.push((wait, format!("2^{power} {unit} + 50 ms, {}", spoken(wait))));
+        }
+    }
+    waits.sort();
+    waits
+}
+
+/// The report holds the lock from the start and lets go `release` later, while the refresh
+/// runs as a task of its own (so that it is polled whenever its timers fire, as in production).
+/// Right then, after the refresh's task has had its turn but before any time passes, a lookup
+/// asks for the lock: it must find the refresh's catalog in place, since the refresh, queued
+/// for the lock, gets it as soon as the report lets go. The refresh is counted slow exactly when
+/// `release` is past `SLOW_LOCK`.
+async fn a_lookup_right_after_the_report_lets_go(release: Duration) -> Result<(), String> {
+    // Start on a whole millisecond of the clock, where tokio's timers tick, so that a timer set
+    // for `SLOW_LOCK` fires exactly `SLOW_LOCK` after the refresh's first poll.
+    let origin = Instant::now();
+    let past_tick = (Instant::now() - origin).subsec_nanos() % 1_000_000;
+    if past_tick != 0 {
+        tokio::time::advance(Duration::from_nanos(u64::from(1_000_000 - past_tick))).await;
+    }
+    let cache = CatalogCache::new(catalog(1));
+    let report = cache.lock().await;
+    let returned = Arc::new(Mutex::new(None));
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let start = Instant::now();
+            let refresh = {
+                let (cache, returned) = (cache.clone(), returned.clone());
+                tokio::task::spawn_local(async move {
+                    cache.refresh(catalog(2)).await;
+                    *returned.lock().expect("returned") = Some(Instant::now());
+                })
+            };
+            let whole_ms = Duration::from_millis(
+                u64::try_from(release.as_millis()).expect("a release within the night"),
+            );
+            tokio::time::sleep_until(start + whole_ms).await;
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            if release > whole_ms {
+                tokio::time::advance(release - whole_ms).await;
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            if returned.lock().expect("returned").is_some() {
+                return Err(format!(
+                    "refresh(v2) returned {release:?} into its wait, while the report still held \
+                     the lock"
+                ));
+            }
+            drop(report);
+            // The refresh's task has its turn; no time passes.
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
+            let seen = match tokio::time::timeout(HANG, cache.lock()).await {
+                Ok(state) => state.catalog.version,
+                Err(_) => {
+                    return Err(format!(
+                        "futurelock: the report let go of the lock {release:?} after refresh(v2) \
+                         started waiting for it, and a lookup that asked for the lock right then \
+                         had not got it {} s later, although nobody but the refresh wanted it \
+                         (refresh(v2) {})",
+                        HANG.as_secs(),
+                        if returned.lock().expect("returned").is_some() {
+                            "had returned"
+                        } else {
+                            "had not returned"
+                        }
+                    ));
+                }
+            };
+            if seen != 2 {
+                let refresh_state = if returned.lock().expect("returned").is_some() {
+                    "had returned"
+                } else {
+                    "had not returned yet"
+                };
+                return Err(format!(
+                    "the report let go of the lock {release:?} after refresh(v2) started waiting \
+                     for it, and a lookup that asked for the lock right then (no time later) got \
+                     it and saw the old catalog v{seen}, while refresh(v2) {refresh_state}: a \
+                     refresh waiting for the lock must be queued for it at every moment (if it \
+                     leaves the queue, it asks again at once), so that it gets the lock as soon as \
+                     the report lets go, before anyone who asks after that"
+                ));
+            }
+            match tokio::time::timeout(HANG, refresh).await {
+                Ok(joined) => joined.map_err(|e| format!("the refresh task failed: {e}"))?,
+                Err(_) => return Err("refresh(v2) never returned".to_owned()),
+            }
+            let slow = cache.lock().await.slow_refreshes;
+            let expected = u64::from(release > SLOW_LOCK);
+            if slow != expected {
+                let relation = if expected == 1 { "longer" } else { "less" };
+                return Err(format!(
+                    "the report let go of the lock {release:?} after refresh(v2) started waiting \
+                     for it, so the refresh waited {relation} than SLOW_LOCK ({SLOW_LOCK:?}): \
+                     slow_refreshes reads {slow}, expected {expected}"
+                ));
+            }
+            Ok(())
+        })
+        .await
+}
+
 hidden_test! {
     /// The refresher is a task of its own (`tokio::spawn`) on the shop's multi-thread runtime,
     /// so `refresh`'s future must stay `Send`, as it is now.
@@ -1069,5 +1204,197 @@ hidden_test! {
              nothing; then cache A held (version, slow_refreshes) = {busy_state:?}, expected \
              (2, 1), and cache B's slow_refreshes read {free_slow}, expected 0"
         );
+    }
+
+    /// A report stuck just past the moments where a wait kept as a whole number of some unit in
+    /// some integer would come round (71.6 minutes, 49.7 days, 584.5 years, 584.9 million years,
+    /// ...), each reached in one jump of the paused clock. However long the refresh waited, it
+    /// waited longer than `SLOW_LOCK`: once the report lets go it finishes, with its catalog in
+    /// place, counted once. On a runtime of its own per wait, so that each wait starts near the
+    /// clock's origin (tokio's timers stop at 2^64 ms past it, the farthest wait here).
+    fn a_slow_refresh_is_counted_however_long_it_waited() {
+        for (wait, spoken_wait) in waits_past_round_numbers() {
+            for seed in SEEDS {
+                let seen = runtime::current_thread(seed).block_on(async {
+                    let cache = CatalogCache::new(catalog(1));
+                    // The test body is the report: it holds the lock until it lets go below.
+                    let report = cache.lock().await;
+                    let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
+                    for jump in [Duration::ZERO, wait] {
+                        if !jump.is_zero() {
+                            tokio::time::advance(jump).await;
+                        }
+                        for _ in 0..8 {
+                            assert!(
+                                refresh.poll().is_pending(),
+                                "refresh(v2) returned while the report held the lock ({} into \
+                                 its wait)",
+                                spoken(jump)
+                            );
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    drop(report);
+                    // Polled as the report lets go, and while the tasks it may have spawned run;
+                    // then once more `SLOW_LOCK` later.
+                    let mut finished = false;
+                    for jump in [Duration::ZERO, SLOW_LOCK] {
+                        if !jump.is_zero() {
+                            tokio::time::advance(jump).await;
+                        }
+                        for _ in 0..8 {
+                            if refresh.poll().is_ready() {
+                                finished = true;
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        if finished {
+                            break;
+                        }
+                    }
+                    assert!(
+                        finished,
+                        "the report held the lock for {spoken_wait}, then let go, and refresh(v2) \
+                         had not finished SLOW_LOCK ({SLOW_LOCK:?}) later"
+                    );
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                });
+                assert!(
+                    seen == (2, 1),
+                    "the report held the lock for {spoken_wait} ({wait:?}), then let go, and \
+                     refresh(v2) returned: expected catalog v2 in place and slow_refreshes at 1 \
+                     (catalog version, slow_refreshes), seen {seen:?}. The refresh waited longer \
+                     than SLOW_LOCK ({SLOW_LOCK:?}), so it is slow, however long it waited"
+                );
+            }
+        }
+    }
+
+    /// The report lets go at any moment, to the nanosecond, before, just after and long after
+    /// the refresh has waited `SLOW_LOCK` (a table, then many moments generated from a fixed
+    /// seed). Whenever it lets go, the refresh is queued for the lock and gets it first: a lookup
+    /// that asks for the lock right then, with no time gone by, finds the new catalog; and the
+    /// refresh is counted slow exactly when the report let go past `SLOW_LOCK`.
+    fn a_refresh_is_queued_for_the_lock_whenever_the_report_lets_go() {
+        let ms = Duration::from_millis;
+        let ns = Duration::from_nanos;
+        let table = [
+            ns(1),
+            ms(5),
+            SLOW_LOCK - ns(1),
+            SLOW_LOCK + ns(1),
+            SLOW_LOCK + Duration::from_micros(1),
+            SLOW_LOCK + ms(1) - ns(1),
+            SLOW_LOCK + ms(1) + ns(1),
+            SLOW_LOCK + ms(5),
+            SLOW_LOCK + ms(10),
+            SLOW_LOCK * 3 / 2,
+            SLOW_LOCK * 2 + ns(1),
+            SLOW_LOCK * 2 + ms(1) + ns(1),
+            SLOW_LOCK * 2 + ms(10) + ns(1),
+            SLOW_LOCK * 2 + ms(20) + ns(1),
+            ms(1_000) + ns(1),
+        ];
+        for release in table {
+            for seed in SEEDS {
+                let seen = runtime::current_thread(seed)
+                    .block_on(a_lookup_right_after_the_report_lets_go(release));
+                if let Err(why) = seen {
+                    panic!("{why}");
+                }
+            }
+        }
+        let slow_ns = u64::try_from(SLOW_LOCK.as_nanos()).expect("SLOW_LOCK in ns");
+        let releases = prop_oneof![1..=slow_ns * 3, 1..=1_500_000_000u64]
+            .prop_filter("a wait of exactly SLOW_LOCK is left open", move |&n| n != slow_ns)
+            .prop_map(Duration::from_nanos);
+        check_property(64, releases, a_lookup_right_after_the_report_lets_go);
+    }
+
+    /// A busy night in a process with many caches (a shop per region): the reports hold the
+    /// locks of a few hundred caches for a second, and a refresh of each waits. A refresh of one
+    /// more cache, whose lock is free, made before, while and after the waiting refreshes'
+    /// `SLOW_LOCK` timers fire, must return at once, with its catalog in place and not counted
+    /// as slow; once the reports let go, each waiting refresh finishes, counted on its own cache.
+    async fn refreshes_of_many_caches_do_not_wait_for_each_other() {
+        const BUSY: usize = 256;
+        let busy: Vec<CatalogCache> = (0..BUSY).map(|_| CatalogCache::new(catalog(1))).collect();
+        let mut reports = Vec::new();
+        for cache in &busy {
+            reports.push(hold_lock_for(cache, Duration::from_secs(1)).await);
+        }
+        let free = CatalogCache::new(catalog(10));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let waiting: Vec<_> = busy
+                    .iter()
+                    .map(|cache| {
+                        let cache = cache.clone();
+                        tokio::task::spawn_local(async move {
+                            tokio::time::timeout(HANG, cache.refresh(catalog(2))).await.is_ok()
+                        })
+                    })
+                    .collect();
+                let start = Instant::now();
+                let moments = [Duration::ZERO, SLOW_LOCK / 2, SLOW_LOCK * 3 / 2];
+                for (version, after) in (11..).zip(moments) {
+                    tokio::time::sleep_until(start + after).await;
+                    for _ in 0..8 {
+                        tokio::task::yield_now().await;
+                    }
+                    let asked = Instant::now();
+                    let refreshed =
+                        tokio::time::timeout(HANG, free.refresh(catalog(version))).await;
+                    let took = asked.elapsed();
+                    assert!(
+                        refreshed.is_ok() && took < SLOW_LOCK,
+                        "while the reports of {BUSY} other caches held their locks for a second \
+                         and a refresh of each waited, refresh(v{version}) of a cache whose lock \
+                         was free, started {after:?} into their wait, {}: a refresh must not wait \
+                         for another cache's lock or refresh, however many of them wait (each \
+                         cache is its own)",
+                        if refreshed.is_ok() {
+                            format!("took {took:?} to return (expected at once, within SLOW_LOCK)")
+                        } else {
+                            format!("had not returned {} s later", HANG.as_secs())
+                        }
+                    );
+                    let (seen, slow) = {
+                        let state = free.lock().await;
+                        (state.catalog.version, state.slow_refreshes)
+                    };
+                    assert!(
+                        seen == version && slow == 0,
+                        "refresh(v{version}) of a cache whose lock was free returned {after:?} \
+                         into the slow refreshes of {BUSY} other caches; then it held v{seen} \
+                         with slow_refreshes at {slow}, expected v{version} and 0"
+                    );
+                }
+                for (i, refresh) in waiting.into_iter().enumerate() {
+                    let finished = refresh.await.expect("a refresh task failed");
+                    assert!(
+                        finished,
+                        "the refresh of busy cache {i} of {BUSY} had not finished {} s after its \
+                         report let go",
+                        HANG.as_secs()
+                    );
+                }
+            })
+            .await;
+        for report in reports {
+            report.await.expect("a report task failed");
+        }
+        for (i, cache) in busy.iter().enumerate() {
+            let state = cache.lock().await;
+            assert!(
+                (state.catalog.version, state.slow_refreshes) == (2, 1),
+                "busy cache {i} of {BUSY}: its refresh waited a second for its own report, then \
+                 it held (version, slow_refreshes) = {:?}, expected (2, 1)",
+                (state.catalog.version, state.slow_refreshes)
+            );
+        }
     }
 }
