@@ -564,10 +564,25 @@ hidden_test! {
     }
 
     /// "However it ends" includes a panic: a client library with a bug panics instead of
-    /// answering. The panic may reach the caller (or become an error), but it may not leave a hold
-    /// open or move any money.
+    /// answering. The panic may reach the caller, but it may not leave a hold open or move any
+    /// money. Nor is it a refusal: an error names a reason that applies, so the only error that
+    /// may come back is the other check's own refusal. Either check panicking, when called or
+    /// while awaited, before or after the other answers.
     fn a_panicking_check_leaves_no_hold_open() {
-        check_property(48, panic_scenarios(), |scenario| async move {
+        // The reviewer's case: compliance crashes at 1 ms, the risk engine approves at 10 ms.
+        let fixed = [false, true].map(|risk_panics| PanicScenario {
+            risk_panics,
+            on_call: false,
+            panic_ms: 1,
+            other_ms: 10,
+            other_approves: true,
+        });
+        let strategy = prop_oneof![
+            1 => Just(fixed[0]),
+            1 => Just(fixed[1]),
+            6 => panic_scenarios(),
+        ];
+        check_property(48, strategy, |scenario| async move {
             let ledger = books();
             let checks = PanickingChecks(scenario);
             let ran = std::panic::AssertUnwindSafe(transfer(&ledger, &checks, "alice", "bob", 30))
@@ -593,6 +608,25 @@ hidden_test! {
                     "{what}; {ended}, and {}. A check that panicked approved nothing, so no \
                      money may move",
                     describe(&ledger)
+                ));
+            }
+            // What the other check may have refused; the crashed one refused nothing.
+            let (crashed, other_refusal) = if scenario.risk_panics {
+                ("the risk engine", TransferError::RecipientFrozen)
+            } else {
+                ("compliance", TransferError::Declined)
+            };
+            if let Ok(Err(error)) = &ran
+                && (scenario.other_approves || *error != other_refusal)
+            {
+                let applies = if scenario.other_approves {
+                    "the panic itself (it may reach the caller)".to_owned()
+                } else {
+                    format!("the panic, or Err({other_refusal:?}), the other check's refusal")
+                };
+                return Err(format!(
+                    "{what}; {ended}, a reason that does not apply: {crashed}'s client crashed, \
+                     it refused nothing. Expected {applies}; an error names a reason that applies"
                 ));
             }
             Ok(())

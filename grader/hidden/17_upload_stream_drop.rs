@@ -45,6 +45,8 @@ struct Books {
     max_open: usize,
     /// Each refused request (a part or `complete`), with the moment the store refused it.
     failures: Vec<(Instant, String)>,
+    /// Each multipart upload opened, in order: its key and when it was opened.
+    opened_at: Vec<(String, Instant)>,
 }
 
 /// An object store that counts open multipart uploads. A key may be uploaded more than once in
@@ -187,6 +189,7 @@ impl ObjectStore for FakeStore {
                 *nth += 1;
                 books.plan_of.insert(id, plan);
             }
+            books.opened_at.push((key.clone(), Instant::now()));
             books.open.insert(id, key);
             books.max_open = books.max_open.max(books.open.len());
             Ok(UploadId(id))
@@ -716,6 +719,67 @@ hidden_test! {
                  starts at once instead of waiting for a slower one"
             );
         }
+    }
+
+    /// When one file finishes, the next one starts at once: after every finish, whichever file it
+    /// is and however many others are still running, the next file of the list is opened in that
+    /// same instant, not when a second file frees its slot too. Batches of five to twelve
+    /// one-part files of any length (some of them slow), four at a time.
+    fn after_every_finish_the_next_file_starts_at_once() {
+        // The reviewer's case: slow, quick, slow, slow, quick.
+        let fixed = vec![500u64, 10, 500, 500, 10];
+        let lengths = prop::collection::vec(prop_oneof![1 => Just(500u64), 4 => 1u64..=40], 5..=12);
+        let strategy = prop_oneof![1 => Just(fixed), 7 => lengths];
+        check_property(32, strategy, |part_ms| async move {
+            let store = FakeStore::new(part_ms.iter().enumerate().map(|(n, &ms)| {
+                let plan = Plan {
+                    part_latency: Duration::from_millis(ms),
+                    fail_part: None,
+                    fail_complete: false,
+                };
+                (key(n), plan)
+            }));
+            let files: Vec<FileUpload> =
+                (0..part_ms.len()).map(|n| FileUpload { key: key(n), parts: vec![vec![n as u8; 4]] }).collect();
+            let start = Instant::now();
+            let outcome = upload_all(&store, files).await;
+            let what = format!(
+                "{} one-part files taking {part_ms:?} ms each (and 1 ms to complete), \
+                 {CONCURRENT_UPLOADS} at a time",
+                part_ms.len()
+            );
+            if let Err(error) = outcome {
+                return Err(format!("{what}: nothing fails, yet the batch failed with {error:?}"));
+            }
+            // When each file should start: the first four at once, each next one the moment the
+            // earliest running file finishes and frees its slot.
+            let mut slots = [0u64; CONCURRENT_UPLOADS];
+            let mut expected = Vec::new();
+            for &ms in &part_ms {
+                let slot = (0..slots.len()).min_by_key(|&i| slots[i]).expect("at least one slot");
+                expected.push(slots[slot]);
+                slots[slot] += ms + 1;
+            }
+            let opened_at = store.books.lock().unwrap().opened_at.clone();
+            let seen: Vec<Option<u128>> = (0..part_ms.len())
+                .map(|n| {
+                    opened_at.iter().find(|(k, _)| *k == key(n)).map(|(_, at)| (*at - start).as_millis())
+                })
+                .collect();
+            for (n, (&want, got)) in expected.iter().zip(&seen).enumerate() {
+                if *got != Some(u128::from(want)) {
+                    let got = got.map_or("never".to_owned(), |ms| format!("at {ms} ms"));
+                    return Err(format!(
+                        "{what}: photo {n} was started (its multipart upload opened) {got}, \
+                         expected at {want} ms, the instant a file finished and freed a slot \
+                         for it. Every start, in ms: expected {expected:?}, seen {seen:?}. When \
+                         one file finishes, the next one starts at once, whichever file it is \
+                         and however many others are still running"
+                    ));
+                }
+            }
+            Ok(())
+        });
     }
 
     /// A file whose part fails has its own upload aborted.

@@ -27,6 +27,8 @@ struct FakeFarm {
     lengths: HashMap<u64, Duration>,
     /// When each successful transcode finished.
     finished_at: Mutex<HashMap<u64, Instant>>,
+    /// When each failing transcode failed.
+    failed_at: Mutex<HashMap<u64, Instant>>,
     running: Arc<AtomicUsize>,
     /// The most transcodes that ran at the same time.
     most_at_once: AtomicUsize,
@@ -92,8 +94,13 @@ impl Transcoder for FakeFarm {
         } else {
             own_length.unwrap_or(TRANSCODE)
         };
-        let (finished, started, first_failure, finished_at) =
-            (&self.finished, &self.started, &self.first_failure, &self.finished_at);
+        let (finished, started, first_failure, finished_at, failed_at) = (
+            &self.finished,
+            &self.started,
+            &self.first_failure,
+            &self.finished_at,
+            &self.failed_at,
+        );
         let (queue, taken_at_failure) = (self.queue.clone(), &self.taken_at_failure);
         let gate = self.at_the_far_end.clone().filter(|(id, _)| *id == video.id).map(|(_, g)| g);
         async move {
@@ -105,6 +112,7 @@ impl Transcoder for FakeFarm {
             }
             if fails {
                 finished.fetch_add(1, Ordering::SeqCst);
+                failed_at.lock().unwrap().insert(video.id, Instant::now());
                 let mut first = first_failure.lock().unwrap();
                 if first.is_none() {
                     *first = Some((Instant::now(), started.load(Ordering::SeqCst)));
@@ -588,6 +596,119 @@ hidden_test! {
                     lengths.len(),
                     order.join(", ")
                 ));
+            }
+            Ok(())
+        });
+    }
+
+    /// The order of the results holds when they wait for the supervisor too: its caller is busy
+    /// and polls it only now and then, so several results are queued when it looks. Videos that
+    /// finish in the opposite order of their ids (every video on a worker of its own): a
+    /// successful batch returns the renditions in the order they finished, not by id, and of
+    /// several failures the batch returns the one that happened first, whatever its id.
+    fn a_caller_that_polls_now_and_then_gets_results_in_the_order_they_happened() {
+        // The reviewer's cases: video 1 done (or failed) at 5 ms, video 0 at 10 ms, the caller
+        // back only at 20 ms.
+        let fixed = |failing: Vec<bool>| (vec![5u64], failing, 20u64);
+        let generated = (2usize..=5).prop_flat_map(|videos| {
+            (
+                prop::collection::vec(1u64..=6, videos - 1),
+                prop::collection::vec(prop::bool::weighted(0.3), videos),
+                prop_oneof![Just(20u64), 3u64..=60],
+            )
+        });
+        let strategy = prop_oneof![
+            1 => Just(fixed(vec![false, false])),
+            1 => Just(fixed(vec![true, true])),
+            6 => generated,
+        ];
+        check_property(48, strategy, |(gaps, failing, every_ms)| async move {
+            // The last video finishes first, after 5 ms; each earlier id some ms later.
+            let videos = gaps.len() + 1;
+            let mut lengths = vec![5u64; videos];
+            for id in (0..videos - 1).rev() {
+                lengths[id] = lengths[id + 1] + gaps[id];
+            }
+            let queue = batch(videos as u64);
+            let farm = Arc::new(FakeFarm {
+                lengths: lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(id, ms)| (id as u64, Duration::from_millis(*ms)))
+                    .collect(),
+                failing: (0..videos as u64).filter(|&id| failing[id as usize]).collect(),
+                ..FakeFarm::default()
+            });
+            let start = Instant::now();
+            let outcome = timeout(
+                Duration::from_secs(60),
+                poll_now_and_then(
+                    run_pipeline(queue.clone(), farm.clone(), videos),
+                    Duration::from_millis(every_ms),
+                ),
+            )
+            .await
+            .map_err(|_| "the batch did not end within 60 s (virtual)".to_owned())?;
+            let failed: Vec<u64> = (0..videos as u64).filter(|&id| failing[id as usize]).collect();
+            let what = format!(
+                "{videos} videos on {videos} workers, transcodes of {lengths:?} ms (by id), \
+                 {}, the caller polling `run_pipeline` only every {every_ms} ms",
+                if failed.is_empty() {
+                    "none failing".to_owned()
+                } else {
+                    format!("video(s) {failed:?} failing")
+                }
+            );
+            let failed_at = farm.failed_at.lock().unwrap().clone();
+            let finished_at = farm.finished_at.lock().unwrap().clone();
+            match outcome {
+                Err(error) => {
+                    let Some(first) = failed_at.values().min().copied() else {
+                        return Err(format!("{what}: the batch failed with {error:?}"));
+                    };
+                    let when = |id: &u64| failed_at.get(id).map(|at| (*at - start).as_millis());
+                    if failed_at.get(&error.video_id) != Some(&first) {
+                        let happened: Vec<String> = failed
+                            .iter()
+                            .filter_map(|id| when(id).map(|ms| format!("video {id} at {ms} ms")))
+                            .collect();
+                        return Err(format!(
+                            "{what}: the failures happened as {}, yet `run_pipeline` returned video \
+                             {}'s error. It returns the first error, the one that happened first, \
+                             also when several wait for the supervisor at once",
+                            happened.join(", "),
+                            error.video_id
+                        ));
+                    }
+                }
+                Ok(renditions) => {
+                    if !failed.is_empty() {
+                        return Err(format!(
+                            "{what}: the batch returned Ok with {} rendition(s)",
+                            renditions.len()
+                        ));
+                    }
+                    let order: Vec<String> = renditions
+                        .iter()
+                        .map(|r| match finished_at.get(&r.video_id) {
+                            Some(at) => format!("video {} (done at {:?})", r.video_id, *at - start),
+                            None => format!("video {} (never transcoded)", r.video_id),
+                        })
+                        .collect();
+                    let times: Vec<Option<Instant>> =
+                        renditions.iter().map(|r| finished_at.get(&r.video_id).copied()).collect();
+                    let in_order = renditions.len() == videos
+                        && times.iter().all(Option::is_some)
+                        && times.windows(2).all(|w| w[0] <= w[1]);
+                    if !in_order {
+                        return Err(format!(
+                            "{what}: `run_pipeline` returned {}, but its doc promises every \
+                             rendition, in the order they finished, also when several wait for \
+                             the supervisor at once",
+                            order.join(", ")
+                        ));
+                    }
+                }
             }
             Ok(())
         });
