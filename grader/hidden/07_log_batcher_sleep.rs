@@ -491,9 +491,9 @@ hidden_test! {
         }
     }
 
-    /// A burst far bigger than any drain a batcher might bound itself at (10 000 lines at once),
-    /// after a quiet second and a half: it leaves in one batch within a second, however the
-    /// batcher takes in lines after a quiet period.
+    /// A burst far bigger than any drain, cap or early flush a batcher might bound itself at
+    /// (131 073 lines at once, past 2^17), after a quiet second and a half: it leaves in one batch
+    /// within a second, however the batcher takes in lines after a quiet period.
     async fn a_huge_burst_after_a_quiet_period_leaves_whole() {
         use std::sync::{Arc, Mutex};
 
@@ -505,7 +505,7 @@ hidden_test! {
             }
         }
 
-        const BURST: usize = 10_000;
+        const BURST: usize = 131_073;
         let start = Instant::now();
         let offsets = vec![Duration::from_millis(1_500); BURST];
         let close = Duration::from_millis(3_500);
@@ -538,14 +538,25 @@ hidden_test! {
     }
 
     /// A burst bigger than the channel holds (a panic's backtrace or an error storm in a service
-    /// whose channel has room for 100 lines), after a quiet stretch: the producer sends 500 lines
+    /// whose channel has room for 100 lines), after a quiet stretch of any length (1.5 s to a
+    /// minute, or a week the clock jumps in one go): the producer sends 500 lines
     /// in one loop, parked in `send` whenever the channel is full, with no time passing. Only part
     /// of the burst is queued at any instant, yet it is one burst: it leaves in one batch within a
     /// second, not as what was queued when the batcher woke and the rest a second later.
     async fn a_burst_bigger_than_the_channel_after_a_quiet_period_leaves_whole() {
         const CAPACITY: usize = 100;
         const BURST: usize = 500;
-        for quiet in [Duration::from_millis(1_500), Duration::from_millis(3_500)] {
+        let ms = Duration::from_millis;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        // (silence, of which the clock jumps in one go at the start (the runtime busy elsewhere))
+        let silences = [
+            (ms(1_500), Duration::ZERO),
+            (ms(3_500), Duration::ZERO),
+            (ms(10_500), Duration::ZERO),
+            (ms(60_500), Duration::ZERO),
+            (week + ms(500), week),
+        ];
+        for (quiet, jump) in silences {
             let offsets = vec![quiet; BURST];
             let close = quiet + Duration::from_secs(2);
             let start = Instant::now();
@@ -553,6 +564,9 @@ hidden_test! {
             let producer = tokio::spawn({
                 let offsets = offsets.clone();
                 async move {
+                    if !jump.is_zero() {
+                        tokio::time::advance(jump).await;
+                    }
                     produce(tx.clone(), start, &offsets).await;
                     sleep_until(start + close).await;
                     drop(tx);
