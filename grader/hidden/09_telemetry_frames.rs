@@ -244,8 +244,8 @@ hidden_test! {
     }
 
     /// A read fails with `Interrupted` at any byte of the stream (between frames, in a length
-    /// prefix, in a payload), once or twice in a row, right away or after a pause longer than a
-    /// heartbeat, and then the rest of the stream arrives. By std's convention that kind means
+    /// prefix, in a payload), once or in a run of 2 to 1 000 in a row (a signal storm), right away
+    /// or after a pause longer than a heartbeat, and then the rest of the stream arrives. By std's convention that kind means
     /// "try again": the link may retry the read itself, and then every frame comes out intact,
     /// then the end, or it may return the error (the frames that arrived whole, then
     /// `Interrupted`), which ends the link. Never the end of the stream with frames missing, an
@@ -258,7 +258,8 @@ hidden_test! {
         let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
         let kind = std::io::ErrorKind::Interrupted;
         for cut in 0..=wire.len() {
-            for (times, paused) in [(1, false), (2, false), (1, true)] {
+            let runs = [(1, false), (2, false), (3, false), (4, false), (64, false), (1_000, false)];
+            for (times, paused) in runs.into_iter().chain([(1, true), (3, true)]) {
                 let mut script = Vec::new();
                 let (first, second) = wire[..cut].split_at(cut / 2);
                 for part in [first, second] {
