@@ -358,6 +358,76 @@ hidden_test! {
         }
     }
 
+    /// The runtime is busy elsewhere just around a beat and frees up a little after it fell due:
+    /// 6 ms, 60 ms, 101 ms, most of a period, or an hour late. Whatever the lateness beyond the
+    /// few milliseconds tokio's `Interval` forgives (5 ms), the late beat goes out late and the
+    /// next one a full period after it: no lateness is small enough to keep the old grid.
+    async fn a_beat_late_by_any_amount_pushes_the_next_one_a_period_on() {
+        use tokio::time::{Instant, sleep_until};
+        let ms = Duration::from_millis;
+        let latenesses = [
+            ms(6),
+            ms(7),
+            ms(15),
+            ms(30),
+            ms(60),
+            ms(99),
+            ms(100),
+            ms(101),
+            ms(150),
+            ms(250),
+            ms(500),
+            ms(999),
+            HEARTBEAT * 3600 + ms(6),
+        ];
+        for late in latenesses {
+            let server = Server::new(SlowApp::new(), HEARTBEAT);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            let start = Instant::now();
+            server.serve(Connection { incoming, outgoing });
+            let beats = tokio::spawn(async move {
+                let mut beats = Vec::new();
+                while let Some(message) = from_server.recv().await {
+                    if message == ServerMessage::Heartbeat {
+                        beats.push(start.elapsed());
+                    }
+                }
+                beats
+            });
+            // Busy from 50 ms before the beat due at 2 s until `late` after it.
+            let busy_from = ms(1_950);
+            let busy_until = HEARTBEAT * 2 + late;
+            sleep_until(start + busy_from).await;
+            tokio::time::advance(busy_until - busy_from).await;
+            sleep_until(start + busy_until + HEARTBEAT * 2 + HEARTBEAT / 2).await;
+            let setting = format!(
+                "a heartbeat every {HEARTBEAT:?}, and the runtime busy elsewhere from \
+                 {busy_from:?} until {busy_until:?} (the beat due at 2s could go out only \
+                 {late:?} late)"
+            );
+            shut_down(&server, &setting).await;
+            drop(requests);
+            let beats = beats.await.expect("the test's reader does not panic");
+            let too_close = beats.windows(2).find(|pair| pair[1] - pair[0] < HEARTBEAT);
+            if let Some(pair) = too_close {
+                panic!(
+                    "{setting}: the client got heartbeats at {beats:?}, two of them only {:?} \
+                     apart; expected the late beat to go out late and the next one a full period \
+                     after it, however little the beat was late (more than 5 ms): never two \
+                     closer together than {HEARTBEAT:?}",
+                    pair[1] - pair[0]
+                );
+            }
+            let after: Vec<Duration> = beats.iter().copied().filter(|at| *at >= busy_until).collect();
+            assert!(
+                after.len() >= 2 && after[0] <= busy_until + HEARTBEAT,
+                "{setting}: the client got heartbeats at {beats:?}; expected one within a period \
+                 of the runtime being free again, and one a period after that"
+            );
+        }
+    }
+
     /// One client breaks the protocol: its connection closes (heartbeat included), and nothing
     /// else does.
     async fn a_protocol_error_closes_only_that_connection() {

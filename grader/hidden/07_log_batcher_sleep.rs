@@ -296,6 +296,51 @@ fn expected_lines(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("line {i}")).collect()
 }
 
+/// A burst of `burst` lines sent at once after a quiet second and a half, on a channel with room
+/// for all of them, and the channel closed at 3.5 s: checks that the burst leaves in one batch
+/// within a second, and every other promise.
+async fn a_burst_after_a_quiet_period_leaves_whole(burst: usize) {
+    use std::sync::{Arc, Mutex};
+
+    /// A sink the test can look at while the batcher task still owns it.
+    struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
+    impl LogSink for SharedSink {
+        fn ship(&mut self, batch: Vec<String>) {
+            self.1.lock().unwrap().push((self.0.elapsed(), batch));
+        }
+    }
+
+    let start = Instant::now();
+    let offsets = vec![Duration::from_millis(1_500); burst];
+    let close = Duration::from_millis(3_500);
+    let shipped = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel(burst);
+    let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
+    sleep_until(start + offsets[0]).await;
+    // All at once: the batcher cannot run between two of these sends.
+    for i in 0..burst {
+        tx.try_send(format!("line {i}")).expect("the batcher stopped receiving");
+    }
+    sleep_until(start + close).await;
+    drop(tx);
+    batcher.await.expect("the batcher panicked");
+    let shipped = std::mem::take(&mut *shipped.lock().unwrap());
+    let sizes: Vec<(Duration, usize)> = shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+    let setting = format!(
+        "1.5 s of silence, then {burst} lines sent at once, and the channel closed at {close:?}"
+    );
+    if let Err(seen) = keeps_its_promises(&offsets, close, &shipped) {
+        panic!("{setting}: {seen} (batches, as time and size: {sizes:?})");
+    }
+    assert!(
+        shipped.len() == 1,
+        "{setting}: the burst was split into {} shipments, as (time, lines) {sizes:?}; a \
+         burst of lines queued at once leaves in one batch (at most one shipment per \
+         second, a burst not split up)",
+        shipped.len()
+    );
+}
+
 hidden_test! {
     /// Nothing is racing: lines sent in a burst are shipped together when the channel closes.
     async fn ships_the_last_batch_when_the_channel_closes() {
@@ -493,59 +538,39 @@ hidden_test! {
 
     /// A burst far bigger than any drain a batcher might bound itself at (10 000 lines at once),
     /// after a quiet second and a half: it leaves in one batch within a second, however the
-    /// batcher takes in lines after a quiet period.
+    /// batcher takes in lines after a quiet period (on every `select!` order the tests try).
     async fn a_huge_burst_after_a_quiet_period_leaves_whole() {
-        use std::sync::{Arc, Mutex};
+        a_burst_after_a_quiet_period_leaves_whole(10_000).await;
+    }
 
-        /// A sink the test can look at while the batcher task still owns it.
-        struct SharedSink(Instant, Arc<Mutex<Vec<(Duration, Vec<String>)>>>);
-        impl LogSink for SharedSink {
-            fn ship(&mut self, batch: Vec<String>) {
-                self.1.lock().unwrap().push((self.0.elapsed(), batch));
-            }
-        }
-
-        const BURST: usize = 10_000;
-        let start = Instant::now();
-        let offsets = vec![Duration::from_millis(1_500); BURST];
-        let close = Duration::from_millis(3_500);
-        let shipped = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel(BURST);
-        let batcher = tokio::spawn(run_batcher(rx, SharedSink(start, shipped.clone())));
-        sleep_until(start + offsets[0]).await;
-        // All at once: the batcher cannot run between two of these sends.
-        for i in 0..BURST {
-            tx.try_send(format!("line {i}")).expect("the batcher stopped receiving");
-        }
-        sleep_until(start + close).await;
-        drop(tx);
-        batcher.await.expect("the batcher panicked");
-        let shipped = std::mem::take(&mut *shipped.lock().unwrap());
-        let sizes: Vec<(Duration, usize)> = shipped.iter().map(|(at, b)| (*at, b.len())).collect();
-        let setting = format!(
-            "1.5 s of silence, then {BURST} lines sent at once, and the channel closed at {close:?}"
-        );
-        if let Err(seen) = keeps_its_promises(&offsets, close, &shipped) {
-            panic!("{setting}: {seen} (batches, as time and size: {sizes:?})");
-        }
-        assert!(
-            shipped.len() == 1,
-            "{setting}: the burst was split into {} shipments, as (time, lines) {sizes:?}; a \
-             burst of lines queued at once leaves in one batch (at most one shipment per \
-             second, a burst not split up)",
-            shipped.len()
-        );
+    /// The same with 131 073 lines at once, past 2^17: far bigger than any size at which a batcher
+    /// might cap its batch, bound its drain or flush early. (One runtime: a burst this big costs
+    /// time in every run, and the size, not the branch order, is what it tests.)
+    fn a_burst_past_any_size_limit_after_a_quiet_period_leaves_whole() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(a_burst_after_a_quiet_period_leaves_whole(131_073));
     }
 
     /// A burst bigger than the channel holds (a panic's backtrace or an error storm in a service
-    /// whose channel has room for 100 lines), after a quiet stretch: the producer sends 500 lines
+    /// whose channel has room for 100 lines), after a quiet stretch of any length (1.5 s to a
+    /// minute, or a week the clock jumps in one go): the producer sends 500 lines
     /// in one loop, parked in `send` whenever the channel is full, with no time passing. Only part
     /// of the burst is queued at any instant, yet it is one burst: it leaves in one batch within a
     /// second, not as what was queued when the batcher woke and the rest a second later.
     async fn a_burst_bigger_than_the_channel_after_a_quiet_period_leaves_whole() {
         const CAPACITY: usize = 100;
         const BURST: usize = 500;
-        for quiet in [Duration::from_millis(1_500), Duration::from_millis(3_500)] {
+        let ms = Duration::from_millis;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        // (silence, of which the clock jumps in one go at the start (the runtime busy elsewhere))
+        let silences = [
+            (ms(1_500), Duration::ZERO),
+            (ms(3_500), Duration::ZERO),
+            (ms(10_500), Duration::ZERO),
+            (ms(60_500), Duration::ZERO),
+            (week + ms(500), week),
+        ];
+        for (quiet, jump) in silences {
             let offsets = vec![quiet; BURST];
             let close = quiet + Duration::from_secs(2);
             let start = Instant::now();
@@ -553,6 +578,9 @@ hidden_test! {
             let producer = tokio::spawn({
                 let offsets = offsets.clone();
                 async move {
+                    if !jump.is_zero() {
+                        tokio::time::advance(jump).await;
+                    }
                     produce(tx.clone(), start, &offsets).await;
                     sleep_until(start + close).await;
                     drop(tx);

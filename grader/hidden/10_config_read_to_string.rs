@@ -361,14 +361,29 @@ hidden_test! {
     /// The routing table of a much bigger fleet, 48 MiB, sent as fast as it is read: the exact
     /// text, or an error if the download refuses a config that big, but never `Complete` with a
     /// part of it, not even on a retry after that error. Only the end of the stream ends the
-    /// config. (One runtime, as above.)
+    /// config. And never a `Stalled` on the way: the bytes never stop, so no round waits a full
+    /// `PATIENCE`, however much it has read. (One runtime, as above.)
     fn a_config_too_big_to_keep_is_never_cut_short() {
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
         runtime.block_on(async {
             let total = HUGE_CONFIG / HUGE_ROUTE.len() * HUGE_ROUTE.len();
             let mut download_huge = ConfigDownload::new(RepeatingServer { total, sent: 0 });
+            let start = tokio::time::Instant::now();
             let text = match download(&mut download_huge).await {
-                Ok((text, _)) => text,
+                Ok((text, stalls)) => {
+                    assert!(
+                        stalls.is_empty(),
+                        "the control plane sent a valid config of {total} bytes ({} MiB) as fast \
+                         as it was read, never pausing, and the rounds returned `Stalled` reports \
+                         of {stalls:?} bytes before `Complete`, {:?} after the first round began; \
+                         expected no `Stalled` at all: a round reports `Stalled` only after \
+                         waiting a full `PATIENCE` ({PATIENCE:?}) with no byte arriving, however \
+                         much it has read (progress is not a stall)",
+                        total >> 20,
+                        start.elapsed()
+                    );
+                    text
+                }
                 // A limit of the download's own may refuse a config this big, with an error;
                 // the error ends the download, so a retry must fail too, never complete with
                 // the rest of the stream (a config cut at its start).
@@ -809,8 +824,8 @@ hidden_test! {
     }
 
     /// A read fails with `Interrupted` after each chunk of the config in turn (after all of it
-    /// too, before the end of the stream), once, twice, three or 64 times in a row (a signal
-    /// storm), with a stall longer than `PATIENCE` before it, after it, a shorter one before it
+    /// too, before the end of the stream), once, twice, three, 64, 101, 1 000 or 4 096 times in a
+    /// row (a signal storm), with a stall longer than `PATIENCE` before it, after it, a shorter one before it
     /// and a longer one after it, or none, and then the rest of the config arrives. By std's
     /// convention that kind means "try again": the download may retry the read itself, and then
     /// the config comes back exact, or it may return the error, which ends the download (every
@@ -830,6 +845,9 @@ hidden_test! {
                 (2, None, false),
                 (3, None, false),
                 (64, None, false),
+                (101, None, false),
+                (1_000, None, false),
+                (4_096, None, false),
                 (1, Some(stall), false),
                 (1, None, true),
                 (1, Some(short), true),
