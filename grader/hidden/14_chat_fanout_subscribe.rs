@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use chat_fanout_subscribe::{ChatHub, ChatMessage, Command, Event, run_session};
+use kata_support::time::spoken;
 use kata_support::{check_property, hidden_test, settle};
 use proptest::prelude::*;
 use tokio::sync::mpsc;
@@ -286,17 +287,7 @@ async fn stalled_client_gets_only_what_was_kept(script: Vec<Step>) -> Result<(),
 /// How far [`a_client_that_pauses_for_seconds_loses_nothing`] moves the paused clock in its last
 /// pause, in one jump: 2^62 ms, some 146 million years, beyond any bound a session could sensibly
 /// set on a hand-over.
-const FAR_END: Duration = Duration::from_millis(1 << 62);
-
-/// A pause as a test message says it: `90s`, or `100 years` once it is a year or more.
-fn spoken(pause: Duration) -> String {
-    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
-    match pause.as_secs_f64() / YEAR {
-        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
-        years if years >= 1.0 => format!("{years:.0} year(s)"),
-        _ => format!("{pause:?}"),
-    }
-}
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// What the session has been given to hand over when its client stops listening.
 #[derive(Debug, Clone, Copy)]

@@ -165,7 +165,7 @@ impl DuringSlowPost {
 /// costs nothing when no timer is set. (Not to the end of tokio's count, where it puts deadlines
 /// too far to count: its timer wheel moves a far deadline about two years per step, so a worker
 /// holding one would make the jump cost seconds.)
-const FAR_END: Duration = Duration::from_millis(1 << 62);
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// Where the worker of [`an_idle_worker_sleeps_and_reacts_at_once`] waits idle.
 #[derive(Debug, Clone, Copy)]

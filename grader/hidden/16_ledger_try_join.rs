@@ -465,7 +465,7 @@ const SLOW: [(Duration, &str); 8] = [
 /// The far end of the paused clock: 2^62 ms, some 146 million years. A check that answers only
 /// there is past any deadline a fix could set (a single `sleep` that long would end at 30 years:
 /// tokio caps it, so the far end is reached with `advance`, in one jump, at no cost).
-const FAR_END: Duration = Duration::from_millis(1 << 62);
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// After the far end the clock moves on in this many more jumps of [`FAR_STEP`] (some 36,000
 /// years each), so that a limit counted in wake-ups of a timer (give up after 200 yearly looks)

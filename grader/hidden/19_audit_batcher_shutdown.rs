@@ -13,6 +13,7 @@ use audit_batcher_shutdown::{
     WRITE_LATENCY,
 };
 use kata_support::runtime::{self, SEEDS};
+use kata_support::time::spoken;
 use kata_support::{check_property, hidden_test};
 use proptest::prelude::*;
 use tokio::sync::Notify;
@@ -52,16 +53,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .start_paused(true)
         .build()
         .expect("failed to build a runtime")
-}
-
-/// A stall as a test message says it: `600ms`, or `2 year(s)`, or `146 million years`.
-fn spoken(stall: Duration) -> String {
-    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
-    match stall.as_secs_f64() / YEAR {
-        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
-        years if years >= 1.0 => format!("{years:.0} year(s)"),
-        _ => format!("{stall:?}"),
-    }
 }
 
 /// Compares the store with what was recorded, naming the missing ids as ranges.

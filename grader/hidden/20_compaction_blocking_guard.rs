@@ -336,7 +336,7 @@ const WAIT_STEPS: [Duration; 37] = {
 /// [`WAIT_STEPS`]. A waiter that leaves the queue after any pause it could set (5 years, 200) does
 /// so during the jump (a single `sleep` that long would end at 30 years: tokio caps it, so the far
 /// end is reached with `advance`, at no cost).
-const FAR_END: Duration = Duration::from_millis(1 << 62);
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// How many times `settle` lets the other tasks run.
 const SETTLE_TURNS: usize = 16;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kata_support::time::spoken;
 use kata_support::{
     Options, Outcome, assert_cancel_safe_at_shutdown, assert_cancel_safe_with, hidden_test,
 };
@@ -36,17 +37,7 @@ const LONG_QUEUE: u64 = 1 << 17;
 /// How far the slowest send of [`a_stream_has_no_deadline_of_its_own`] moves the paused clock,
 /// in one jump: 2^62 ms, some 146 million years, beyond any deadline a stream could sensibly set
 /// itself. The jump costs no CPU.
-const FAR_END: Duration = Duration::from_millis(1 << 62);
-
-/// A duration as a test message says it: `90s`, or `100 year(s)` once it is a year or more.
-fn spoken(pause: Duration) -> String {
-    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
-    match pause.as_secs_f64() / YEAR {
-        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
-        years if years >= 1.0 => format!("{years:.0} year(s)"),
-        _ => format!("{pause:?}"),
-    }
-}
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 fn queue_of(ids: impl IntoIterator<Item = u64>) -> Queue {
     let queue = Queue::new();

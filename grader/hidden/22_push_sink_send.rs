@@ -9,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt};
+use kata_support::time::spoken;
 use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_test};
 use push_sink_send::{Notification, Pusher};
 use tokio::io::AsyncWrite;
@@ -35,17 +36,7 @@ const LONG_BACKLOG: u64 = 1 << 17;
 /// How far [`deliver_never_reports_ok_before_the_phone_has_the_notifications`] moves the paused
 /// clock in one jump: 2^62 ms, some 146 million years, beyond any time limit a `deliver` could
 /// sensibly set itself. The jump costs no CPU.
-const FAR_END: Duration = Duration::from_millis(1 << 62);
-
-/// A duration as a test message says it: `90s`, or `100 year(s)` once it is a year or more.
-fn spoken(pause: Duration) -> String {
-    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
-    match pause.as_secs_f64() / YEAR {
-        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
-        years if years >= 1.0 => format!("{years:.0} year(s)"),
-        _ => format!("{pause:?}"),
-    }
-}
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// The protocol greeting the connection layer queues before it hands the connection over.
 const GREETING: &str = "HELLO push/2";

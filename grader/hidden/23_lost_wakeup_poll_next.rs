@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use kata_support::time::spoken;
 use kata_support::{Outcome, assert_cancel_safe, check_property, hidden_test};
 use lost_wakeup_poll_next::{Job, JobFeed, shared};
 use proptest::prelude::*;
@@ -37,17 +38,7 @@ const LONG_BACKLOG: u64 = 1 << 17;
 /// How far the idle tests move the paused clock in their last wait, in one jump: 2^62 ms, some
 /// 146 million years, beyond any lease, retry or idle limit a feed could sensibly set. The jump
 /// costs no CPU.
-const FAR_END: Duration = Duration::from_millis(1 << 62);
-
-/// A duration as a test message says it: `90s`, or `100 year(s)` once it is a year or more.
-fn spoken(pause: Duration) -> String {
-    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
-    match pause.as_secs_f64() / YEAR {
-        years if years >= 1e6 => format!("{:.0} million years", years / 1e6),
-        years if years >= 1.0 => format!("{years:.0} year(s)"),
-        _ => format!("{pause:?}"),
-    }
-}
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// How the worker waiting for its turn is polled again before the turn comes, in
 /// [`a_worker_waiting_for_its_turn_keeps_its_place_however_it_is_polled`]: the mock tasks that

@@ -20,7 +20,7 @@ const HANG: Duration = Duration::from_secs(60);
 /// How far [`a_refresh_finishes_however_long_the_report_holds_the_lock`] moves the paused clock
 /// in its last jump: 2^62 ms, some 146 million years, beyond any cap a refresh could sensibly
 /// set on its wait (a century, `Duration::MAX` clamped by tokio to some 30 years).
-const FAR_END: Duration = Duration::from_millis(1 << 62);
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// A wait as a test message says it: `1.5s`, `365 day(s)`, or `146 million years`.
 fn spoken(wait: Duration) -> String {

@@ -31,7 +31,7 @@ const LET_SHIELDED_WORK_FINISH: Duration = Duration::from_secs(1);
 /// some 146 million years, beyond any deadline a save could sensibly set itself (a month, a
 /// century, `Duration::MAX` clamped by tokio to some 30 years). A runtime's clock counts
 /// milliseconds in a `u64`, so it can jump this far three times at most: one jump per runtime.
-const FAR_END: Duration = Duration::from_millis(1 << 62);
+const FAR_END: Duration = kata_support::time::FAR_END;
 
 /// A stall as a test message says it: `7 day(s)`, or `146 million years`.
 fn spoken(stall: Duration) -> String {

@@ -25,6 +25,7 @@
 pub mod harness;
 pub mod io;
 pub mod probe;
+pub mod time;
 
 pub use cancel_explorer::{explorer, property, runtime, trace};
 
