@@ -378,6 +378,12 @@ pub struct VerifyArgs {
     /// Tests run at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+
+    /// Save, for every decoy of the katas verified, the hidden test that rejected it, in
+    /// `grader/decoys/rejected-by.toml`. Later runs build each decoy with that test alone (a
+    /// third of the build time) and build it whole only where that test no longer rejects it.
+    #[arg(long)]
+    pub record: bool,
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::course::{Course, Kata, Tree};
 use crate::workspace;
 
@@ -150,6 +152,86 @@ pub fn find(
         }
     }
     Ok((decoys, stray))
+}
+
+/// Where [`Record`] lives, relative to the course root.
+pub const RECORD: &str = "grader/decoys/rejected-by.toml";
+
+/// The hidden test that rejected each decoy when `grader verify --record` last ran: a table per
+/// kata (`[NN_slug]`), each entry `decoy name = "test name"`, in [`RECORD`].
+///
+/// `verify` builds a recorded decoy with that test alone (`workspace::Unit::focus`): the hidden
+/// file is type-checked whole, but only that test is compiled to code, about a third of a whole
+/// build. It is a saving, never a verdict: a decoy its recorded test does not reject on every run
+/// (the hidden tests changed, or the test is gone) is built again with every test.
+#[derive(Debug, Default)]
+pub struct Record {
+    tests: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl Record {
+    /// Reads [`RECORD`]; a missing file is an empty record.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read or is not a table of tables of strings.
+    pub fn read(course: &Course) -> anyhow::Result<Record> {
+        let path = course.root.join(RECORD);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Record::default()),
+            Err(e) => anyhow::bail!("failed to read {RECORD}: {e}"),
+        };
+        let tests = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{RECORD} is not a table per kata of `decoy = \"test\"` entries ({e}); delete \
+                 it and run `grader verify --record` to write it again"
+            )
+        })?;
+        Ok(Record { tests })
+    }
+
+    /// The recorded test of a decoy, when there is one and it names a Rust function.
+    pub fn test(&self, kata: &Kata, decoy: &str) -> Option<&str> {
+        let test = self.tests.get(&kata.name)?.get(decoy)?;
+        let mut chars = test.chars();
+        let first = chars.next()?;
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        (first.is_ascii_alphabetic() || first == '_')
+            .then_some(())
+            .filter(|_| chars.all(word))
+            .map(|_| test.as_str())
+    }
+
+    /// Replaces what is recorded for `kata` by `tests` (decoy name, test name).
+    pub fn set(&mut self, kata: &Kata, tests: impl IntoIterator<Item = (String, String)>) {
+        let tests: std::collections::BTreeMap<_, _> = tests.into_iter().collect();
+        if tests.is_empty() {
+            self.tests.remove(&kata.name);
+        } else {
+            self.tests.insert(kata.name.clone(), tests);
+        }
+    }
+
+    /// Writes [`RECORD`] when its text would change; says whether it did.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written.
+    pub fn write(&self, course: &Course) -> anyhow::Result<bool> {
+        let body = toml::to_string(&self.tests)?;
+        let text = format!(
+            "# Written by `grader verify --record`: for each kata's decoys, the hidden test that\n\
+             # rejected each one. `grader verify` builds a decoy with that test alone, and with every\n\
+             # test when that one does not reject it.\n\n{body}"
+        );
+        let path = course.root.join(RECORD);
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            return Ok(false);
+        }
+        std::fs::write(&path, text).with_context(|| format!("failed to write {RECORD}"))?;
+        Ok(true)
+    }
 }
 
 /// The source a patch makes of the file its kind patches (`Kind::base`).

@@ -31,6 +31,10 @@ pub struct Unit {
     /// The test file built against the library instead of the kata's hidden tests: a learner's
     /// test in a write-the-test kata (`crate::wtt`). It is kata code, built with `unsafe` forbidden.
     pub tests: Option<PathBuf>,
+    /// The one hidden test the unit is built with (`grader verify` builds a decoy with the test
+    /// that last rejected it, see `crate::decoy::Record`): the others are type-checked, never
+    /// compiled to code, and the executable lists this test alone. `None`: every test.
+    pub focus: Option<String>,
 }
 
 impl Unit {
@@ -74,6 +78,24 @@ pub fn grader_dir(course: &Course) -> PathBuf {
         Some(draft) => base.join(format!("draft-{draft}")),
         None => base,
     }
+}
+
+/// The hidden tests with `hidden_test!` told to build `test` alone (its `focus NAME;` form): the
+/// first line that opens the macro, `hidden_test! {`, gains the focus. A file without such a line,
+/// or without the test, is left to fail its build or to list every test; `verify` then builds the
+/// unit whole.
+fn focused(hidden: &str, test: &str) -> String {
+    let mut done = false;
+    let mut out = String::with_capacity(hidden.len() + test.len() + 8);
+    for line in hidden.split_inclusive('\n') {
+        if !done && line.trim_end() == "hidden_test! {" {
+            out.push_str(&format!("hidden_test! {{ focus {test};\n"));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// A unit as the build sees it: staged sources and a copy of its hidden tests.
@@ -191,7 +213,12 @@ pub fn generate(course: &Course, set: &str, units: &[Unit]) -> anyhow::Result<Ge
         stage::write(&sources, &src)?;
         let hidden = staged.join("hidden").join(format!("{package}.rs"));
         let test_dir = dir.join("tests").join(&package);
-        write_if_changed(&hidden, &String::from_utf8_lossy(&hidden_text))?;
+        let hidden_text = String::from_utf8_lossy(&hidden_text);
+        let hidden_text = match &unit.focus {
+            Some(test) => focused(&hidden_text, test),
+            None => hidden_text.into_owned(),
+        };
+        write_if_changed(&hidden, &hidden_text)?;
         let lib_rs = src.join("lib.rs");
         let lib_dir = dir.join("katas").join(&package);
         let lib = toml_table([

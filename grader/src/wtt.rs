@@ -367,6 +367,7 @@ pub fn judge(
                 lib_rs: found[v].source.clone(),
                 root: root.clone(),
                 tests: Some(snapshot.clone()),
+                focus: None,
             });
             owners.push((j, v));
         }

@@ -52,6 +52,7 @@ pub fn run(course: &Course, args: &CheckArgs) -> anyhow::Result<u8> {
             lib_rs: course.lib_rs(tree, kata),
             root: course.root.clone(),
             tests: None,
+            focus: None,
         })
         .collect();
     let options = Options {

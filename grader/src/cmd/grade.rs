@@ -261,6 +261,7 @@ fn grade_taken(
             lib_rs: taken.root.join(file(&kata.name)),
             root: taken.root.clone(),
             tests: None,
+            focus: None,
         })
         .collect();
     let set = format!("grade-{}", submission.student);

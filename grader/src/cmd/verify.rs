@@ -88,9 +88,11 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                 lib_rs: course.lib_rs(tree, k),
                 root: course.root.clone(),
                 tests: None,
+                focus: None,
             })
             .collect()
     };
+    let mut record = decoy::Record::read(course)?;
     let mut variants = |kind: Kind| -> anyhow::Result<Vec<Unit>> {
         let mut units = Vec::new();
         for kata in &katas {
@@ -114,6 +116,10 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                     lib_rs,
                     root: course.root.clone(),
                     tests: None,
+                    focus: match kind {
+                        Kind::Decoy => record.test(kata, &decoy.name).map(str::to_owned),
+                        Kind::Alternative | Kind::DecoyTest => None,
+                    },
                 });
             }
         }
@@ -167,8 +173,8 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     if fixing {
         spent.push(("exercises", started.elapsed()));
     }
-    let mut repeated = |set: &'static str, units: &[Unit]| {
-        if !fixing {
+    let mut repeated = |set: &'static str, units: &[Unit], spent_on: &'static str| {
+        if !fixing || units.is_empty() {
             return Ok(Default::default());
         }
         let started = std::time::Instant::now();
@@ -179,12 +185,33 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             grade::Runs::Every(args.repeat)
         };
         let graded = grade::grade_repeated(course, set, units, &options, runs, &progress);
-        spent.push((set, started.elapsed()));
+        spent.push((spent_on, started.elapsed()));
         graded
     };
-    let (solutions, flaky_solutions) = repeated(Tree::Solutions.dir(), &solution_units)?;
-    let (decoy_results, flaky_decoys) = repeated("decoys", &decoys)?;
-    let (alternative_results, flaky_alternatives) = repeated("alternatives", &alternatives)?;
+    let (solutions, flaky_solutions) = repeated(Tree::Solutions.dir(), &solution_units, "solutions")?;
+    let (mut decoy_results, mut flaky_decoys) = repeated("decoys", &decoys, "decoys")?;
+    // A decoy built with its recorded test alone that the test did not reject on every run (the
+    // hidden tests changed, or the record is stale) is built again whole and judged on every test.
+    let rejected = |result: &UnitResult| matches!(result.status, Status::Failed | Status::TimedOut);
+    let whole: Vec<usize> = (0..decoy_results.len())
+        .filter(|&i| {
+            decoys[i].focus.is_some()
+                && (!rejected(&decoy_results[i]) || flaky_decoys.iter().any(|t| t.unit == i))
+        })
+        .collect();
+    let unrecorded = decoys.iter().filter(|u| u.focus.is_none()).count();
+    let whole_units: Vec<Unit> =
+        whole.iter().map(|&i| Unit { focus: None, ..decoys[i].clone() }).collect();
+    let (whole_results, whole_flaky) = repeated("decoys", &whole_units, "decoys built again whole")?;
+    flaky_decoys.retain(|t| !whole.contains(&t.unit));
+    for (k, result) in whole_results.into_iter().enumerate() {
+        decoy_results[whole[k]] = result;
+    }
+    flaky_decoys.extend(
+        whole_flaky.into_iter().map(|t| grade::Nondeterministic { unit: whole[t.unit], ..t }),
+    );
+    let (alternative_results, flaky_alternatives) =
+        repeated("alternatives", &alternatives, "alternatives")?;
     // A decoy rejected on every run, by one test on one run and by another on the next, has a
     // verdict that holds: the race is the decoy's own (a real thread, say). Named, not a problem.
     let (held, flaky_decoys): (Vec<_>, Vec<_>) =
@@ -224,6 +251,20 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                     seen.join(", ")
                 ),
             );
+        }
+    }
+
+    if args.record {
+        for kata in &katas {
+            let prefix = format!("{}/", kata.name);
+            let tests = decoys.iter().zip(&decoy_results).filter_map(|(unit, result)| {
+                let name = unit.label.strip_prefix(&prefix)?;
+                rejecting_test(result).map(|test| (name.to_owned(), test.to_owned()))
+            });
+            record.set(kata, tests);
+        }
+        if record.write(course)? {
+            eprintln!("recorded the test that rejects each decoy in {}", decoy::RECORD);
         }
     }
 
@@ -369,6 +410,22 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
             near.join(", ")
         );
     }
+    if !decoys.is_empty() {
+        let built_whole = unrecorded + whole.len();
+        outln!(
+            "decoys built with the test that rejected them last time: {} of {}{}",
+            decoys.len() - built_whole,
+            decoys.len(),
+            if built_whole == 0 || args.record {
+                String::new()
+            } else {
+                format!(
+                    "; {built_whole} built whole, with no recorded test or one that no longer \
+                     rejects them (`grader verify --record` saves the tests that reject them now)"
+                )
+            }
+        );
+    }
     if !spent.is_empty() {
         let sets: Vec<String> =
             spent.iter().map(|(set, took)| format!("{set} {:.0} s", took.as_secs_f64())).collect();
@@ -381,6 +438,16 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         outln!("{} problem(s) found", problems.len());
         Ok(exit::FAILED)
     }
+}
+
+/// The test that rejects a decoy: the first, in declaration order, that failed outright, else the
+/// first that timed out. `None` for a decoy nothing rejected.
+fn rejecting_test(result: &UnitResult) -> Option<&str> {
+    if !matches!(result.status, Status::Failed | Status::TimedOut) {
+        return None;
+    }
+    let first = |outcome| result.tests.iter().find(|t| t.status == outcome);
+    first(Outcome::Failed).or_else(|| first(Outcome::TimedOut)).map(|t| t.name.as_str())
 }
 
 fn outcome_label(outcome: Outcome) -> &'static str {

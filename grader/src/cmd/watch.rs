@@ -244,6 +244,7 @@ fn check(course: &Course, current: Option<&str>) -> anyhow::Result<Instant> {
         lib_rs: course.lib_rs(Tree::Exercises, kata),
         root: course.root.clone(),
         tests: None,
+        focus: None,
     };
     let options = Options {
         color: style::enabled(),
