@@ -81,18 +81,23 @@ pub fn grader_dir(course: &Course) -> PathBuf {
 }
 
 /// The hidden tests with `hidden_test!` told to build `test` alone (its `focus NAME;` form): the
-/// first line that opens the macro, `hidden_test! {`, gains the focus. A file without such a line,
-/// or without the test, is left to fail its build or to list every test; `verify` then builds the
-/// unit whole.
+/// first line that opens the macro (`hidden_test! {` or `kata_support::hidden_test! {`, unindented)
+/// gains the focus. A file without such a line, or without the test, is left to list every test or
+/// to fail its build; `verify` then builds the unit whole.
 fn focused(hidden: &str, test: &str) -> String {
     let mut done = false;
     let mut out = String::with_capacity(hidden.len() + test.len() + 8);
     for line in hidden.split_inclusive('\n') {
-        if !done && line.trim_end() == "hidden_test! {" {
-            out.push_str(&format!("hidden_test! {{ focus {test};\n"));
-            done = true;
-        } else {
-            out.push_str(line);
+        let opens = line.trim_end().strip_suffix('{').filter(|head| {
+            let head = head.trim_end();
+            head == "hidden_test!" || head == "kata_support::hidden_test!"
+        });
+        match opens {
+            Some(head) if !done => {
+                out.push_str(&format!("{head}{{ focus {test};\n"));
+                done = true;
+            }
+            _ => out.push_str(line),
         }
     }
     out
@@ -476,6 +481,19 @@ pub fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_focused_copy_names_its_test_where_the_macro_opens_and_nowhere_else() {
+        let hidden = "use a::b;\n\n// hidden_test! {\nkata_support::hidden_test! {\n    fn one() {}\n}\n\
+                      hidden_test! {\n";
+        assert_eq!(
+            focused(hidden, "one"),
+            "use a::b;\n\n// hidden_test! {\nkata_support::hidden_test! { focus one;\n    fn one() \
+             {}\n}\nhidden_test! {\n"
+        );
+        assert_eq!(focused("hidden_test! {\n}\n", "t"), "hidden_test! { focus t;\n}\n");
+        assert_eq!(focused("fn main() {}\n", "t"), "fn main() {}\n");
+    }
 
     #[test]
     fn path_dependencies_of_path_dependencies_are_found_once() {

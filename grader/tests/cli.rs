@@ -348,6 +348,42 @@ fn verify_runs_a_decoy_again_only_where_it_was_rejected() {
 }
 
 #[test]
+fn verify_builds_a_decoy_with_its_recorded_test_and_whole_where_that_test_passes_it() {
+    let fixture = Fixture::new();
+    let record = fixture.path("grader/decoys/rejected-by.toml");
+    fixture.grader(["verify", "2", "--record"]).assert().code(1);
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.contains("[02_failing]\nlower_first = \"counts_while_waiting\"\n"),
+        "{text}"
+    );
+    // Built with that test alone, the decoy's executable lists one test, run once and again twice.
+    fixture
+        .grader(["verify", "2", "-j", "1"])
+        .assert()
+        .code(1)
+        .stderr(contains("testing 1 ...").and(contains("testing again 2 ...")))
+        .stdout(contains("decoys built with the test that rejected them last time: 1 of 1\n"));
+    // A test that passes the decoy (a stale record), or one the file lacks: built whole, rejected.
+    for test in ["completes_normally", "no_such_test", "not a name"] {
+        let stale = text.replace("counts_while_waiting", test);
+        std::fs::write(&record, stale).unwrap();
+        fixture
+            .grader(["verify", "2"])
+            .assert()
+            .code(1)
+            .stdout(contains("decoy 02_failing/lower_first").not())
+            .stdout(contains("1 built whole, with no recorded test or one that no longer"));
+    }
+    std::fs::write(&record, "[02_failing]\nlower_first = 3\n").unwrap();
+    fixture
+        .grader(["verify", "2"])
+        .assert()
+        .code(3)
+        .stderr(contains("rejected-by.toml is not a table per kata").and(contains("--record")));
+}
+
+#[test]
 fn verify_reports_a_decoy_whose_rejection_changes_between_runs() {
     let fixture = Fixture::new();
     // The one test that could reject the decoy is a coin flip, for the solution too.
