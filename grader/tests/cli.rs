@@ -353,10 +353,7 @@ fn verify_builds_a_decoy_with_its_recorded_test_and_whole_where_that_test_passes
     let record = fixture.path("grader/decoys/rejected-by.toml");
     fixture.grader(["verify", "2", "--record"]).assert().code(1);
     let text = std::fs::read_to_string(&record).unwrap();
-    assert!(
-        text.contains("[02_failing]\nlower_first = \"counts_while_waiting\"\n"),
-        "{text}"
-    );
+    assert!(text.contains("[02_failing]\nlower_first = \"counts_while_waiting\"\n"), "{text}");
     // Built with that test alone, the decoy's executable lists one test, run once and again twice.
     fixture
         .grader(["verify", "2", "-j", "1"])

@@ -188,7 +188,8 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
         spent.push((spent_on, started.elapsed()));
         graded
     };
-    let (solutions, flaky_solutions) = repeated(Tree::Solutions.dir(), &solution_units, "solutions")?;
+    let (solutions, flaky_solutions) =
+        repeated(Tree::Solutions.dir(), &solution_units, "solutions")?;
     let (mut decoy_results, mut flaky_decoys) = repeated("decoys", &decoys, "decoys")?;
     // A decoy built with its recorded test alone that the test did not reject on every run (the
     // hidden tests changed, or the record is stale) is built again whole and judged on every test.
@@ -202,7 +203,8 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     let unrecorded = decoys.iter().filter(|u| u.focus.is_none()).count();
     let whole_units: Vec<Unit> =
         whole.iter().map(|&i| Unit { focus: None, ..decoys[i].clone() }).collect();
-    let (whole_results, whole_flaky) = repeated("decoys", &whole_units, "decoys built again whole")?;
+    let (whole_results, whole_flaky) =
+        repeated("decoys", &whole_units, "decoys built again whole")?;
     flaky_decoys.retain(|t| !whole.contains(&t.unit));
     for (k, result) in whole_results.into_iter().enumerate() {
         decoy_results[whole[k]] = result;

@@ -22,8 +22,8 @@
 //! same as under `cargo test`; and no proof means no pass for the grader.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::io::{BufRead, IsTerminal, Write};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
