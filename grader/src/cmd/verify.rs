@@ -212,6 +212,21 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
     flaky_decoys.extend(
         whole_flaky.into_iter().map(|t| grade::Nondeterministic { unit: whole[t.unit], ..t }),
     );
+    // Written before the alternatives run, so that an interrupted run keeps what it learned.
+    if args.record {
+        for kata in &katas {
+            let prefix = format!("{}/", kata.name);
+            let tests = decoys.iter().zip(&decoy_results).filter_map(|(unit, result)| {
+                let name = unit.label.strip_prefix(&prefix)?;
+                rejecting_test(result).map(|test| (name.to_owned(), test.to_owned()))
+            });
+            record.set(kata, tests);
+        }
+        if record.write(course)? {
+            eprintln!("recorded the test that rejects each decoy in {}", decoy::RECORD);
+        }
+    }
+
     let (alternative_results, flaky_alternatives) =
         repeated("alternatives", &alternatives, "alternatives")?;
     // A decoy rejected on every run, by one test on one run and by another on the next, has a
@@ -253,20 +268,6 @@ pub fn run(course: &Course, args: &VerifyArgs) -> anyhow::Result<u8> {
                     seen.join(", ")
                 ),
             );
-        }
-    }
-
-    if args.record {
-        for kata in &katas {
-            let prefix = format!("{}/", kata.name);
-            let tests = decoys.iter().zip(&decoy_results).filter_map(|(unit, result)| {
-                let name = unit.label.strip_prefix(&prefix)?;
-                rejecting_test(result).map(|test| (name.to_owned(), test.to_owned()))
-            });
-            record.set(kata, tests);
-        }
-        if record.write(course)? {
-            eprintln!("recorded the test that rejects each decoy in {}", decoy::RECORD);
         }
     }
 
