@@ -760,7 +760,96 @@ async fn first_in_line_after_a_long_wait(how: LongWait, periods: u32) -> Result<
     Ok(())
 }
 
+/// Caller A's `wait_turn` is built at 0 s but first polled only `gap` later (the handler built its
+/// wait, did other work, then awaited it); caller B starts waiting a quarter period before A's
+/// first poll. A starts waiting at that first poll: its first line is due a period after it, not
+/// after the call, and B, who started waiting first, gets the first token.
+async fn built_before_it_waits(gap: Duration) -> Result<(), String> {
+    let limiter = Arc::new(RateLimiter::new());
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let begin = Instant::now();
+    let polled = begin + gap;
+    let a = {
+        let (limiter, served) = (limiter.clone(), served.clone());
+        tokio::spawn(async move {
+            let wait = limiter.wait_turn("invoice-sync");
+            sleep_until(polled).await;
+            wait.await?;
+            served.lock().unwrap().push("invoice-sync");
+            Ok::<(), LimiterClosed>(())
+        })
+    };
+    sleep_until(polled - STATUS_EVERY / 4).await;
+    let b = caller(&limiter, "checkout", &served);
+    let story = format!(
+        "caller A (invoice-sync) had its `wait_turn` built at 0 s but first polled (started \
+         waiting) only at {gap:?}; caller B (checkout) started waiting at {:?}",
+        gap - STATUS_EVERY / 4
+    );
+    let lines_at = |at: Duration, expected: (usize, usize)| {
+        let seen = (lines_of(&limiter, "invoice-sync"), lines_of(&limiter, "checkout"));
+        if seen == expected {
+            return Ok(());
+        }
+        let lines = limiter.status_lines();
+        let shown = if lines.len() > 6 {
+            format!("{:?} .. {:?}", &lines[..3], &lines[lines.len() - 3..])
+        } else {
+            format!("{lines:?}")
+        };
+        Err(format!(
+            "{story}. At {at:?} A had written {} status line(s) and B {}, expected {} and {} \
+             (one per {STATUS_EVERY:?} each has waited since its wait was first polled: a \
+             `wait_turn` built but not yet polled is not waiting, it has no place in line and \
+             owes no line for that time): {shown}",
+            seen.0, seen.1, expected.0, expected.1
+        ))
+    };
+    for (after_poll, expected) in [
+        (Duration::ZERO, (0, 0)),
+        (STATUS_EVERY * 7 / 10, (0, 0)),
+        (STATUS_EVERY * 16 / 10, (1, 1)),
+    ] {
+        sleep_until(polled + after_poll).await;
+        kata_support::settle().await;
+        lines_at(gap + after_poll, expected)?;
+    }
+    limiter.refill(1);
+    kata_support::settle().await;
+    let first = served.lock().unwrap().clone();
+    if first != ["checkout"] {
+        return Err(format!(
+            "{story}. One token came at {:?} and {first:?} had been served, expected [\"checkout\"]: \
+             callers are served in the order they started waiting, and A started only at its \
+             first poll, after B",
+            gap + STATUS_EVERY * 16 / 10
+        ));
+    }
+    sleep_until(polled + STATUS_EVERY * 22 / 10).await;
+    limiter.refill(1);
+    for handle in [a, b] {
+        match timeout(STATUS_EVERY * 60, handle).await {
+            Ok(Ok(Ok(()))) => {}
+            other => {
+                return Err(format!("{story}. A second token came, but a caller ended {other:?}"));
+            }
+        }
+    }
+    lines_at(gap + STATUS_EVERY * 22 / 10, (2, 1))
+}
+
 hidden_test! {
+    /// A `wait_turn` built at one instant and first polled later (half a period, and an hour and
+    /// a half period): the caller starts waiting at that first poll, for its place in line and
+    /// for its status lines.
+    async fn a_wait_built_before_it_is_awaited_starts_at_its_first_poll() {
+        for gap in [STATUS_EVERY / 2, STATUS_EVERY * 3600 + STATUS_EVERY / 2] {
+            if let Err(seen) = built_before_it_waits(gap).await {
+                panic!("{seen}");
+            }
+        }
+    }
+
     /// Callers that start at any times and tokens that come at any times: callers are served in
     /// the order they started waiting, however long they wait, with a status line per period.
     fn callers_are_served_in_order_whenever_tokens_come() {

@@ -1522,4 +1522,113 @@ hidden_test! {
             }
         }
     }
+
+    /// A call with no time to wait, or some, on a queue with no worker at all reports
+    /// `QueueClosed` at once; with no time to wait on a queue with room, it still queues its job
+    /// (once), then gives up with `TimedOut` at once. Giving up does not skip the queue: the
+    /// budget bounds the wait for the answer, not the call's duty to ask.
+    async fn a_call_with_no_time_to_wait_still_queues_its_job_or_finds_the_queue_closed() {
+        let zero = Duration::ZERO;
+        let clients =
+            [(zero, 0), (zero, 1), (zero, ATTEMPTS), (ATTEMPT, ATTEMPTS), (Duration::from_micros(1), 1000)];
+        for (attempt, attempts) in clients {
+            let client = format!("a client of {attempts} attempt(s) of {attempt:?}");
+            let (queue, jobs) = mpsc::channel::<Request>(4);
+            drop(jobs);
+            let start = Instant::now();
+            let outcome = run_caught(async move {
+                let outcome = timeout(ATTEMPT * 60, MailClient::new(queue, attempt, attempts).send_email(job(7))).await;
+                (outcome, start.elapsed())
+            })
+            .await;
+            assert!(
+                matches!(outcome, Ok((Ok(Err(CallError::QueueClosed)), waited)) if waited == zero),
+                "{client}, on a queue with no worker at all (its receiver is gone): the call \
+                 ended {outcome:?} (outcome, time taken), expected `Err(QueueClosed)` at once: \
+                 the job could not be queued, whatever the budget, and `TimedOut` would tell the \
+                 shop a mailer is running but stuck"
+            );
+            if attempt != zero {
+                continue;
+            }
+            let (queue, mut jobs) = mpsc::channel::<Request>(4);
+            let start = Instant::now();
+            let outcome = run_caught(async move {
+                let outcome = timeout(ATTEMPT * 60, MailClient::new(queue, attempt, attempts).send_email(job(7))).await;
+                (outcome, start.elapsed())
+            })
+            .await;
+            let mut queued = 0;
+            while let Ok(request) = jobs.try_recv() {
+                assert_eq!(request.job, job(7), "{client}: a job other than the call's was queued");
+                queued += 1;
+            }
+            assert!(
+                matches!(outcome, Ok((Ok(Err(CallError::TimedOut)), waited)) if waited == zero)
+                    && queued == 1,
+                "{client} (no time to wait), on a queue with room whose mailer had not taken \
+                 anything yet: the call ended {outcome:?} (outcome, time taken) with its job \
+                 queued {queued} time(s), expected `Err(TimedOut)` at once with the job queued \
+                 once: a call with no time to wait for the answer still asks (it queues its job), \
+                 it only does not wait"
+            );
+        }
+    }
+
+    /// Attempts that are not a whole number of milliseconds (forty of 250.5 ms, a thousand of
+    /// 1 µs): tokio's timer counts whole milliseconds, so each attempt may end up to a tick late.
+    /// A stuck mailer makes the call give up no sooner than `attempts × attempt_timeout` and no
+    /// later than with each attempt rounded up to the next millisecond; an answer inside the
+    /// budget is returned at that instant.
+    async fn attempts_of_a_fraction_of_a_millisecond_give_up_within_a_tick_each() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let cases = [(us(250_500), 40, Some(ms(10_019))), (us(250_500), 40, Some(ms(5_000))), (us(250_500), 40, None), (us(1), 1000, None), (us(1_500), 3, None)];
+        for (attempt, attempts, answer_at) in cases {
+            let budget = attempt * attempts;
+            let ticked = ms(attempt.as_nanos().div_ceil(1_000_000) as u64) * attempts;
+            let mailer = match answer_at {
+                Some(at) => Mailer::Takes(at),
+                None => Mailer::Stuck,
+            };
+            let (queue, log) = start_mailer(mailer);
+            let client = MailClient::new(queue, attempt, attempts);
+            let start = Instant::now();
+            let outcome = timeout(ticked + ATTEMPT * 60, client.send_email(job(7))).await;
+            let waited = start.elapsed();
+            let (ok, expected) = match answer_at {
+                Some(at) => {
+                    let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+                    (
+                        outcome == Ok(Ok(receipt.clone())) && waited == at,
+                        format!("{receipt:?} at {at:?}, the instant the mailer answered"),
+                    )
+                }
+                None => (
+                    outcome == Ok(Err(CallError::TimedOut))
+                        && waited >= budget
+                        && waited <= ticked + ms(10),
+                    format!(
+                        "`Err(TimedOut)` no sooner than the budget, {budget:?}, and no later \
+                         than {ticked:?} (each attempt rounded up to tokio's 1 ms tick)"
+                    ),
+                ),
+            };
+            let mailer = match answer_at {
+                Some(at) => format!("took the job at once and answered {at:?} in"),
+                None => "took the job at once and never answered".to_string(),
+            };
+            let returned = match outcome {
+                Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+                Err(_) => format!("was still waiting after {waited:?}"),
+            };
+            assert!(
+                ok && log.received(7) == 1,
+                "a client of {attempts} attempts of {attempt:?} (a budget of {budget:?}); the \
+                 mailer {mailer}, and got the job {} time(s). The call {returned}, expected the \
+                 job once and {expected}",
+                log.received(7)
+            );
+        }
+    }
 }

@@ -779,13 +779,18 @@ hidden_test! {
             } else {
                 ("message 1", (0..3).map(|n| message("lobby", n)).collect())
             };
-            let mut expected: Vec<Event> = expected.into_iter().map(Event::Message).collect();
-            if ping {
-                expected.insert(1, Event::Pong);
-            }
+            let expected: Vec<Event> = expected.into_iter().map(Event::Message).collect();
+            // The `Pong` may come before message 1 or after it: the README orders the room's
+            // messages among themselves, not a command's answer among messages posted after it.
+            let due = if ping {
+                let (m0, m1) = (expected[0].clone(), expected[1].clone());
+                vec![vec![m0.clone(), Event::Pong, m1.clone()], vec![m0, m1, Event::Pong]]
+            } else {
+                vec![expected]
+            };
             let result = account(&events, 0..last + 1);
             assert!(
-                result.is_ok() && events == expected,
+                result.is_ok() && due.contains(&events),
                 "alice's connection held message 0 and the session was handing her {held} when \
                  she stopped reading for {}; the room (which keeps 16) lost nothing, and \
                  message {last} came after. When she read again she got {}{} where {} was due: \
@@ -795,7 +800,7 @@ hidden_test! {
                 spoken(pause),
                 short(&events),
                 result.err().map(|seen| format!(" ({seen})")).unwrap_or_default(),
-                short(&expected)
+                due.iter().map(|due| short(due)).collect::<Vec<_>>().join(" or ")
             );
         }
     }
