@@ -90,6 +90,9 @@ struct PausingClient {
     after_failure: Option<VecDeque<(Duration, Vec<u8>)>>,
     /// How many reads have failed so far.
     failed_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Makes the error a failed read reports (of the failure's kind); `None`: a bare error of
+    /// that kind.
+    error: Option<Arc<dyn Fn() -> std::io::Error + Send + Sync>>,
 }
 
 /// How many reads a connection that failed answers with its error before it goes silent.
@@ -115,7 +118,14 @@ impl PausingClient {
             failure: None,
             after_failure: None,
             failed_reads: Arc::default(),
+            error: None,
         }
+    }
+
+    /// The same, with the failed reads reporting the errors `error` makes (an OS error, an error
+    /// with an error of its own inside) instead of bare errors of the failure's kind.
+    fn reporting(self, error: Arc<dyn Fn() -> std::io::Error + Send + Sync>) -> Self {
+        PausingClient { error: Some(error), ..self }
     }
 
     /// The same, with a connection that fails after `pause` instead of closing once the script
@@ -199,7 +209,10 @@ impl AsyncRead for PausingClient {
                     if let Some(after) = this.after_failure.take() {
                         (this.script, this.failure) = (after, None);
                     }
-                    return Poll::Ready(Err(kind.into()));
+                    return Poll::Ready(Err(match &this.error {
+                        Some(error) => error(),
+                        None => kind.into(),
+                    }));
                 };
                 if packet.is_empty() {
                     // An empty packet reads as the end of the stream.
@@ -1592,6 +1605,316 @@ hidden_test! {
                  session that stops reading a connected client leaves its socket unread)",
                 if failure.is_some() { "failed" } else { "closed" }
             );
+        }
+    }
+
+    /// `ping_every` is whatever the server configures, not only whole seconds: a period under a
+    /// second (a few ms, 250 ms) or a fractional one (333 ms, 1.5 s, 2.75 s) is kept as given, a
+    /// ping after each full period of quiet, the first a period after the client connected.
+    fn pings_keep_to_any_period_under_a_second_or_fractional() {
+        const PERIODS_MS: [u64; 6] = [3, 40, 250, 333, 1500, 2750];
+        let cases = (0..PERIODS_MS.len(), 0u64..6500);
+        check_property(32, cases, |(period, per_mille)| async move {
+            let period_ms = PERIODS_MS[period];
+            let ping_every = Duration::from_millis(period_ms);
+            let mut quiet_ms = period_ms * per_mille / 1000;
+            // Never at the very moment a ping falls due, where either order would be fair.
+            if quiet_ms % period_ms == 0 {
+                quiet_ms += period_ms / 2;
+            }
+            let quiet = Duration::from_millis(quiet_ms);
+            let mut script = Builder::new();
+            script.wait(quiet).read(b"/quit\r\n");
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let mut session = tokio::spawn(serve(script.build(), ping_every, tx));
+            let mut pings = Vec::new();
+            let record = |event: Event, pings: &mut Vec<Duration>| {
+                if event == Event::Ping {
+                    pings.push(start.elapsed());
+                }
+            };
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => record(event, &mut pings),
+                    ended = &mut session => break ended,
+                }
+            };
+            while let Ok(event) = rx.try_recv() {
+                record(event, &mut pings);
+            }
+            if !matches!(ended, Ok(Ok(()))) {
+                return Err(format!(
+                    "with a ping every {ping_every:?}, the client was quiet for {quiet:?}, then \
+                     sent \"/quit\" and closed the connection, but the session did not end \
+                     cleanly: {ended:?}"
+                ));
+            }
+            let expected: Vec<Duration> =
+                (1..=quiet_ms / period_ms).map(|k| ping_every * k as u32).collect();
+            if pings != expected {
+                let shown = if pings.len() > 12 {
+                    format!("{} pings, the first at {:?}", pings.len(), pings.first())
+                } else {
+                    format!("{pings:?}")
+                };
+                return Err(format!(
+                    "the session was given a ping every {ping_every:?}, and the client connected \
+                     and was quiet for {quiet:?}; the session asked for pings at {shown} after it \
+                     started, expected {} ping(s), at {ping_every:?} and each {ping_every:?} \
+                     after: `ping_every` is the period as given, under a second or not a whole \
+                     number of seconds too",
+                    expected.len()
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// A client whose line trickles in, a byte now and then, without ever ending, has sent no
+    /// command: it is quiet, and is pinged on schedule (from connect, as it has no last line) as
+    /// a client sending nothing is. A half-dead link that delivers a byte now and then is the
+    /// kind of connection the pings exist to check.
+    async fn a_line_trickling_in_without_its_end_is_still_pinged() {
+        // (ping_every, gap between bytes): bytes come faster than the pings.
+        for (period_ms, gap_ms) in [(1000u64, 900u64), (300, 250), (500, 7)] {
+            let ping_every = Duration::from_millis(period_ms);
+            let start_of_line = "/privmsg #ops :still ";
+            let trickle = "typing...";
+            let mut script = vec![(Duration::ZERO, start_of_line.as_bytes().to_vec())];
+            let mut at = 0;
+            for byte in trickle.bytes() {
+                script.push((Duration::from_millis(gap_ms), vec![byte]));
+                at += gap_ms;
+            }
+            // Keep trickling for at least nine periods.
+            let mut extra = 0;
+            while at < 9 * period_ms {
+                script.push((Duration::from_millis(gap_ms), b".".to_vec()));
+                at += gap_ms;
+                extra += 1;
+            }
+            // The line ends a gap later, never at the very moment a ping falls due.
+            let mut end_at = at + gap_ms;
+            if end_at % period_ms == 0 {
+                end_at += 1;
+            }
+            script.push((Duration::from_millis(end_at - at), b"\r\n".to_vec()));
+            let ended_line = Duration::from_millis(end_at);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let mut session = tokio::spawn(serve(PausingClient::from_bytes(script), ping_every, tx));
+            let (mut pings, mut commands) = (0u64, Vec::new());
+            let mut record = |event: Event| match event {
+                Event::Ping if start.elapsed() < ended_line => pings += 1,
+                Event::Ping => {}
+                Event::Command(c) => commands.push(c),
+            };
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => record(event),
+                    ended = &mut session => break ended,
+                }
+            };
+            while let Ok(event) = rx.try_recv() {
+                record(event);
+            }
+            let expected_pings = (ended_line.as_millis() as u64) / period_ms;
+            let line = format!("{start_of_line}{trickle}{}", ".".repeat(extra));
+            assert!(
+                matches!(ended, Ok(Ok(()))) && commands == [line.clone()],
+                "the client sent {start_of_line:?} and then the rest of the line a byte every \
+                 {gap_ms} ms, ended it at {ended_line:?} and closed the connection; the session \
+                 ended with {ended:?} and handed out {commands:?}, expected Ok(()) and \
+                 [{line:?}]"
+            );
+            assert!(
+                pings == expected_pings,
+                "with a ping every {ping_every:?}, the client sent {start_of_line:?} and then \
+                 trickled the rest of that line a byte every {gap_ms} ms, without ending it \
+                 until {ended_line:?}: the session asked for {pings} ping(s) before the line \
+                 ended, expected {expected_pings} (one each {ping_every:?} since connect). Bytes \
+                 of a line that has not ended are not a command: until its line ends the client \
+                 is quiet, and a client that delivers a byte now and then is the kind the pings \
+                 exist to check"
+            );
+        }
+    }
+
+    /// A last line the client did not end is a command whatever it holds, also when it is only
+    /// blanks (spaces, tabs, a Unicode space): the reader hands it out exactly as sent, as
+    /// `next_line` does, with or without a pause (and a ping) before the close, in the packet of
+    /// the line before it or in one of its own.
+    async fn an_unended_last_line_of_blanks_is_a_command() {
+        for last in [" ", "  ", "\t", "\t  ", " \t ", "\u{a0}", " \u{3000}"] {
+            for own_packet in [false, true] {
+                for pause in [0u64, 1500] {
+                    let mut script = if own_packet {
+                        vec![
+                            (Duration::ZERO, b"/nick al\n".to_vec()),
+                            (Duration::from_millis(300), last.as_bytes().to_vec()),
+                        ]
+                    } else {
+                        vec![(Duration::ZERO, format!("/nick al\n{last}").into_bytes())]
+                    };
+                    if pause > 0 {
+                        // An empty packet reads as the end of the stream: the client closes.
+                        script.push((Duration::from_millis(pause), Vec::new()));
+                    }
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    let ended = timeout(
+                        Duration::from_secs(600),
+                        serve(PausingClient::from_bytes(script), PING_EVERY, tx),
+                    )
+                    .await;
+                    let mut commands = Vec::new();
+                    while let Ok(event) = rx.try_recv() {
+                        if let Event::Command(c) = event {
+                            commands.push(c);
+                        }
+                    }
+                    let expected = ["/nick al".to_string(), last.to_string()];
+                    let ended = match ended {
+                        Ok(result) => result,
+                        Err(_) => Err(std::io::Error::other("no end: the session went on")),
+                    };
+                    assert!(
+                        matches!(ended, Ok(())) && commands == expected,
+                        "the client sent \"/nick al\\n\" and then {last:?}{} without a line \
+                         ending, {}and closed the connection; the session ended with {ended:?} \
+                         and handed out {commands:?}, expected Ok(()) and {expected:?}: an \
+                         unended last line is a command exactly as sent, also when it is only \
+                         blanks (what it means is for the rest of the server to decide)",
+                        if own_packet { " in a packet of its own" } else { " in the same packet" },
+                        if pause > 0 { format!("paused {pause} ms (a ping fell due) ") } else { String::new() }
+                    );
+                }
+            }
+        }
+    }
+
+    /// The session ends with the connection's own error, as the read reported it: an error
+    /// carrying an OS code (`EAGAIN`/`EWOULDBLOCK`, kind `WouldBlock`, however temporary it
+    /// sounds; `ECONNRESET`; `ETIMEDOUT`) keeps that code, and an error with an error inside it
+    /// (a TLS alert under `ConnectionReset`) keeps that inner error, for the caller to log or
+    /// downcast. Reported once (the connection would then carry on) or on every read, between
+    /// lines or in the middle of one, with a ping due before it or not.
+    async fn the_session_ends_with_the_connections_own_error() {
+        #[derive(Debug, PartialEq)]
+        struct TlsAlert(u8);
+        impl std::fmt::Display for TlsAlert {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "the peer sent TLS alert {}", self.0)
+            }
+        }
+        impl std::error::Error for TlsAlert {}
+        /// The OS's code for errors of `kind` (`EAGAIN` for `WouldBlock`, whatever the OS).
+        fn os_code(kind: std::io::ErrorKind) -> i32 {
+            (1..20_000)
+                .find(|&code| std::io::Error::from_raw_os_error(code).kind() == kind)
+                .expect("the OS has a code for this kind")
+        }
+        type MakeError = Arc<dyn Fn() -> std::io::Error + Send + Sync>;
+        let mut errors: Vec<(String, MakeError)> = Vec::new();
+        for kind in [
+            std::io::ErrorKind::WouldBlock,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::TimedOut,
+        ] {
+            let code = os_code(kind);
+            errors.push((
+                format!("OS error {code} (kind {kind:?})"),
+                Arc::new(move || std::io::Error::from_raw_os_error(code)),
+            ));
+        }
+        errors.push((
+            "ConnectionReset with a TlsAlert(42) inside".to_owned(),
+            Arc::new(|| std::io::Error::new(std::io::ErrorKind::ConnectionReset, TlsAlert(42))),
+        ));
+        errors.push((
+            "WouldBlock with a TlsAlert(7) inside".to_owned(),
+            Arc::new(|| std::io::Error::new(std::io::ErrorKind::WouldBlock, TlsAlert(7))),
+        ));
+        for (name, error) in &errors {
+            let reported = error();
+            let kind = reported.kind();
+            for (sent, whole) in [
+                ("/join #rust\r\n", vec!["/join #rust"]),
+                ("/join #rust\r\n/privmsg #ops :deploy", vec!["/join #rust"]),
+            ] {
+                for (pause, once) in [(0u64, true), (1500, true), (0, false), (1500, false)] {
+                    let script = vec![(Duration::ZERO, sent.as_bytes().to_vec())];
+                    let pause_d = Duration::from_millis(pause);
+                    let client = if once {
+                        let after = vec![(Duration::ZERO, b"/part #rust\r\n".to_vec())];
+                        PausingClient::failing_once(script, pause_d, kind, after)
+                    } else {
+                        PausingClient::failing(script, pause_d, kind)
+                    }
+                    .reporting(error.clone());
+                    let failed_reads = client.failed_reads();
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    let ended =
+                        timeout(Duration::from_secs(600), serve(client, PING_EVERY, tx)).await;
+                    let mut commands = Vec::new();
+                    while let Ok(event) = rx.try_recv() {
+                        if let Event::Command(c) = event {
+                            commands.push(c);
+                        }
+                    }
+                    let story = format!(
+                        "the client sent {sent:?}, then after {pause} ms a read failed with \
+                         {name} (\"{reported}\"){}",
+                        if once {
+                            ", once: the connection would then have sent \"/part #rust\" and closed"
+                        } else {
+                            ", and so did every read after it"
+                        }
+                    );
+                    let err = match ended {
+                        Ok(Err(err)) => err,
+                        Ok(Ok(())) => panic!(
+                            "{story}; the session ended cleanly, with Ok(()), after the commands \
+                             {commands:?}: expected it to end with that error after {whole:?} \
+                             (a read that fails, with any error but `Interrupted`, ends the \
+                             session with it, however temporary it sounds)"
+                        ),
+                        Err(_) => panic!(
+                            "{story}; the session did not end{}, after the commands \
+                             {commands:?}: expected it to end with that error after {whole:?}",
+                            read_on_after(
+                                failed_reads.load(std::sync::atomic::Ordering::SeqCst),
+                                kind
+                            )
+                        ),
+                    };
+                    let inner = |e: &std::io::Error| {
+                        e.get_ref().and_then(|e| e.downcast_ref::<TlsAlert>()).map(|a| a.0)
+                    };
+                    assert!(
+                        err.kind() == kind
+                            && err.raw_os_error() == reported.raw_os_error()
+                            && inner(&err) == inner(&reported),
+                        "{story}; the session ended with \"{err}\" (kind {:?}, OS code {:?}, \
+                         inner TLS alert {:?}), expected the connection's own error: kind \
+                         {kind:?}, OS code {:?}, inner TLS alert {:?}. The caller gets the error \
+                         as the connection reported it, not a new one of the same kind",
+                        err.kind(),
+                        err.raw_os_error(),
+                        inner(&err),
+                        reported.raw_os_error(),
+                        inner(&reported)
+                    );
+                    assert!(
+                        commands == whole,
+                        "{story}; the session ended with that error, but handed out \
+                         {commands:?}, expected {whole:?}: only the lines that arrived whole \
+                         before the failure are commands"
+                    );
+                }
+            }
         }
     }
 }

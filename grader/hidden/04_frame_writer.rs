@@ -515,6 +515,9 @@ impl AsyncWrite for BreakingLink {
 enum Hiccup {
     /// The write or the flush fails with an error of this kind.
     Fails(io::ErrorKind),
+    /// The write or the flush fails with the OS error of this code (`EAGAIN`, `ETIMEDOUT`, ..),
+    /// as a real socket reports it.
+    FailsOs(i32),
     /// The write reports 0 bytes written (`Ok(0)`), which says the connection can no longer
     /// accept bytes.
     ZeroBytes,
@@ -571,6 +574,7 @@ impl HiccupLink {
         self.fired.store(true, Ordering::SeqCst);
         Poll::Ready(match self.hiccup {
             Hiccup::Fails(kind) => Err(io::Error::new(kind, "the connection reported an error")),
+            Hiccup::FailsOs(code) => Err(io::Error::from_raw_os_error(code)),
             Hiccup::ZeroBytes => Ok(zero),
         })
     }
@@ -1195,17 +1199,28 @@ hidden_test! {
         let frames = [frame(1, "hello"), frame(2, "world!")];
         let total: usize = frames.iter().map(|f| HEADER_LEN + f.body.len()).sum();
         let links = [(false, false), (true, false), (true, true)];
+        // The OS's code for each kind that has one (`EAGAIN` for `WouldBlock`, whatever the OS):
+        // a real socket's error carries it.
+        let os_codes = HICCUP_FAILURES.map(|kind| {
+            (1..20_000).find(|&code| io::Error::from_raw_os_error(code).kind() == kind)
+        });
         for (buffered, at_flush) in links {
             for at in 0..total {
                 // Every kind of error comes at several positions of each link.
                 let kind = HICCUP_FAILURES[at % HICCUP_FAILURES.len()];
-                for hiccup in [Hiccup::Fails(kind), Hiccup::ZeroBytes] {
+                let os = os_codes[at % HICCUP_FAILURES.len()].map(Hiccup::FailsOs);
+                for hiccup in [Some(Hiccup::Fails(kind)), os, Some(Hiccup::ZeroBytes)] {
+                    let Some(hiccup) = hiccup else { continue };
                     let (answer, expected) = match hiccup {
                         Hiccup::ZeroBytes if at_flush => continue,
                         Hiccup::ZeroBytes => {
                             ("reported 0 bytes written (Ok(0))".to_owned(), io::ErrorKind::WriteZero)
                         }
                         Hiccup::Fails(kind) => (format!("failed with {kind:?}"), kind),
+                        Hiccup::FailsOs(code) => {
+                            let err = io::Error::from_raw_os_error(code);
+                            (format!("failed with OS error {code} (\"{err}\")"), err.kind())
+                        }
                     };
                     let fired = Arc::new(AtomicBool::new(false));
                     let mut writer = FrameWriter::new(HiccupLink {
