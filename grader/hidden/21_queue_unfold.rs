@@ -47,6 +47,43 @@ fn queue_of(ids: impl IntoIterator<Item = u64>) -> Queue {
     queue
 }
 
+/// The backlog of the cut, order and rate tests that run at a large size too: far past any batch
+/// a fix might take "only when the queue is long" (16, 64, 1000 messages). Cheap: the tests that
+/// use it yield a dozen messages or so and drop the rest with the stream.
+const BACKLOG: u64 = 5_000;
+
+/// `BACKLOG` ids in the order they were queued, not ascending (a fixed scramble, so that a queue
+/// put back "by id" is out of order here too).
+fn backlog_ids() -> Vec<u64> {
+    (0..BACKLOG).map(|n| (n * 2_654_435_761) % BACKLOG + 1).collect()
+}
+
+/// A queue holding `ids` with empty addresses: the large tests build many of them.
+fn bare_queue_of(ids: &[u64]) -> Queue {
+    let queue = Queue::new();
+    for &id in ids {
+        queue.push(Message { id, to: String::new(), subject: String::new() });
+    }
+    queue
+}
+
+/// Whether `yielded` (each once) followed by `queued` accounts for `expected` exactly once, with
+/// the queue in its original order. Cheap for a long queue and a few yields.
+fn accounted_in_order(yielded: &[u64], queued: &[u64], expected: &[u64]) -> bool {
+    let once: std::collections::HashSet<u64> = yielded.iter().copied().collect();
+    once.len() == yielded.len()
+        && yielded.len() + queued.len() == expected.len()
+        && expected.iter().filter(|id| !once.contains(id)).eq(queued.iter())
+}
+
+/// Shows a long list by its ends.
+fn brief(ids: &[u64]) -> String {
+    if ids.len() <= 24 {
+        return format!("{ids:?}");
+    }
+    format!("{:?} .. {:?} ({} in all)", &ids[..12], &ids[ids.len() - 4..], ids.len())
+}
+
 /// What the dispatcher has handed to the email provider so far.
 #[derive(Debug, Clone, Default)]
 struct Sent(Arc<Mutex<Vec<u64>>>);
@@ -242,6 +279,137 @@ async fn several_dispatchers(
     }
 }
 
+/// One round of the backlog rate test: `dispatchers` streams over clones of one queue of
+/// [`BACKLOG`] messages and one limiter, each sending what it is given with a provider that takes
+/// `sends`, until a drain window ends (a `timeout` drops every stream, wherever it is parked).
+/// Returns what went wrong: a message lost, sent twice or out of order, a stream that ended with
+/// mail queued, too little sent, or two messages closer than one slot.
+async fn dispatchers_on_a_backlog(
+    dispatchers: usize,
+    per_second: u32,
+    sends: SendTimes,
+    slot_just_taken: bool,
+) -> Result<(), String> {
+    const WANTED: usize = 6;
+    let expected = backlog_ids();
+    let queue = bare_queue_of(&expected);
+    let limiter = RateLimiter::per_second(per_second);
+    let spacing = Duration::from_secs(1) / per_second;
+    let start = Instant::now();
+    let mut taken_before = None;
+    if slot_just_taken {
+        limiter.acquire().await;
+        taken_before = Some(Duration::ZERO);
+    }
+    // Long enough for a dozen slots after the slowest first send.
+    let window = Duration::from_millis(sends.first_ms) + spacing * 12;
+    let yields: Arc<Mutex<Vec<(char, u64, Duration)>>> = Arc::default();
+    let ended_early: Arc<Mutex<Option<(char, usize)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for n in 0..dispatchers {
+        let name = (b'A' + n as u8) as char;
+        let (queue, limiter) = (queue.clone(), limiter.clone());
+        let (yields, ended_early) = (yields.clone(), ended_early.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut first = true;
+            let _ = tokio::time::timeout_at(start + window, async {
+                let mut stream = pin!(outgoing(queue.clone(), limiter));
+                while let Some(m) = stream.next().await {
+                    yields.lock().expect("yields lock").push((name, m.id, start.elapsed()));
+                    let send_ms = if first { sends.first_ms } else { sends.then_ms };
+                    first = false;
+                    tokio::time::sleep(Duration::from_millis(send_ms)).await;
+                }
+                let left = queue.ids().len();
+                if left > 0 {
+                    ended_early.lock().expect("ended lock").get_or_insert((name, left));
+                }
+            })
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a dispatcher panicked");
+    }
+    let yields = yields.lock().expect("yields lock").clone();
+    let setup = format!(
+        "{dispatchers} dispatcher(s) drained clones of one queue of {BACKLOG} messages (a backlog; \
+         ids as queued: {}) through clones of one limiter ({per_second} per second{}), with a \
+         provider that takes {sends}, until a drain window of {window:?} dropped their streams. \
+         Yields (dispatcher, message, instant): {yields:?}",
+        brief(&expected),
+        if slot_just_taken { ", a slot just taken" } else { "" }
+    );
+    if let Some((name, left)) = *ended_early.lock().expect("ended lock") {
+        return Err(format!(
+            "{setup}. Dispatcher {name}'s stream ended (returned None) with {left} messages still \
+             queued: a stream keeps yielding until the queue is empty, however long the backlog"
+        ));
+    }
+    let queued = queue.ids();
+    let ids: Vec<u64> = yields.iter().map(|(_, id, _)| *id).collect();
+    if !accounted_in_order(&ids, &queued, &expected) {
+        let mut all: Vec<u64> = ids.iter().chain(&queued).copied().collect();
+        all.sort_unstable();
+        let mut every = expected.clone();
+        every.sort_unstable();
+        if all != every {
+            let mut seen = std::collections::HashMap::<u64, usize>::new();
+            for id in &all {
+                *seen.entry(*id).or_default() += 1;
+            }
+            let lost: Vec<u64> =
+                expected.iter().filter(|id| !seen.contains_key(id)).copied().collect();
+            let twice: Vec<u64> =
+                expected.iter().filter(|id| seen.get(id) > Some(&1)).copied().collect();
+            return Err(format!(
+                "{setup}. The queue now reads {}: lost (neither yielded nor queued) {}, yielded \
+                 or queued twice {}. Every message must be yielded exactly once or still be \
+                 queued",
+                brief(&queued),
+                brief(&lost),
+                brief(&twice)
+            ));
+        }
+        let in_order: Vec<u64> = expected.iter().filter(|id| !ids.contains(id)).copied().collect();
+        return Err(format!(
+            "{setup}. Nothing is lost, but the queue now reads {}, where {} was expected: the \
+             messages no dispatcher yielded must stay in the order they were queued in, whatever \
+             order the streams are dropped in",
+            brief(&queued),
+            brief(&in_order)
+        ));
+    }
+    if yields.len() < WANTED {
+        return Err(format!(
+            "{setup}. Only {} message(s) were yielded in the window, where one per slot makes at \
+             least {WANTED}: a long backlog must not slow the stream down",
+            yields.len()
+        ));
+    }
+    let mut by_time: Vec<(Duration, Option<(char, u64)>)> =
+        taken_before.map(|at| (at, None)).into_iter().collect();
+    by_time.extend(yields.iter().map(|(name, id, at)| (*at, Some((*name, *id)))));
+    by_time.sort_by_key(|(at, _)| *at);
+    for pair in by_time.windows(2) {
+        let ((before_at, before), (after_at, after)) = (pair[0], pair[1]);
+        if after_at - before_at < spacing {
+            let before = match before {
+                Some((name, id)) => format!("{name} yielded message {id} at {before_at:?}"),
+                None => format!("another instance took a slot at {before_at:?}"),
+            };
+            let (name, id) = after.expect("only the first entry has no message");
+            return Err(format!(
+                "{setup}. {before}, and {name} yielded message {id} at {after_at:?}, only {:?} \
+                 later: the limiter allows one message per slot of {spacing:?} to all dispatchers \
+                 together, however long the backlog and however late a slow send left the stream",
+                after_at - before_at
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every order of `0..n`.
 fn permutations(n: usize) -> Vec<Vec<usize>> {
     if n == 0 {
@@ -258,16 +426,16 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
     all
 }
 
-/// One round of the dropped-dispatchers test: `dispatchers` streams over clones of one queue of
-/// ten messages and one limiter (4 per second, a slot just taken) are polled by hand every 50 ms
-/// of virtual time; at `drop_at` they are all dropped, in `order`. Returns what went wrong.
+/// One round of the dropped-dispatchers test: `dispatchers` streams over clones of one queue
+/// holding `expected` and one limiter (4 per second, a slot just taken) are polled by hand every
+/// 50 ms of virtual time; at `drop_at` they are all dropped, in `order`. Returns what went wrong.
 async fn dispatchers_dropped_together(
+    expected: &[u64],
     dispatchers: usize,
     drop_at: Duration,
     order: &[usize],
 ) -> Result<(), String> {
-    let expected: Vec<u64> = TEN.to_vec();
-    let queue = queue_of(TEN);
+    let queue = bare_queue_of(expected);
     let limiter = RateLimiter::per_second(4);
     // Another instance has just used a slot: every dispatcher starts by waiting.
     limiter.acquire().await;
@@ -286,14 +454,15 @@ async fn dispatchers_dropped_together(
                         let queued = queue.ids();
                         if !queued.is_empty() {
                             return Err(format!(
-                                "{dispatchers} dispatchers took turns on clones of one queue \
-                                 {expected:?} and one limiter (4 per second, a slot just taken); \
-                                 at {:?}, before any drop, a dispatcher's stream ended (returned \
-                                 None) while the queue still held {queued:?} (yielded so far: \
-                                 {sent:?}). Every stream must keep yielding until the queue is \
-                                 empty, even when another dispatcher took the message it was \
-                                 waiting to send",
-                                start.elapsed()
+                                "{dispatchers} dispatchers took turns on clones of one queue {} \
+                                 and one limiter (4 per second, a slot just taken); at {:?}, \
+                                 before any drop, a dispatcher's stream ended (returned None) \
+                                 while the queue still held {} (yielded so far: {sent:?}). Every \
+                                 stream must keep yielding until the queue is empty, even when \
+                                 another dispatcher took the message it was waiting to send",
+                                brief(expected),
+                                start.elapsed(),
+                                brief(&queued)
                             ));
                         }
                     }
@@ -310,48 +479,57 @@ async fn dispatchers_dropped_together(
         drop(streams[which].take());
     }
     let queued = queue.ids();
-    let mut all: Vec<u64> = sent.iter().chain(&queued).copied().collect();
-    all.sort_unstable();
-    let mut every = expected.clone();
-    every.sort_unstable();
-    // What is still queued, in the order it was queued in.
-    let in_order: Vec<u64> = expected.iter().filter(|id| queued.contains(id)).copied().collect();
-    if all == every && queued == in_order {
+    if accounted_in_order(&sent, &queued, expected) {
         return Ok(());
     }
+    let mut all: Vec<u64> = sent.iter().chain(&queued).copied().collect();
+    all.sort_unstable();
+    let mut every = expected.to_vec();
+    every.sort_unstable();
+    let position: std::collections::HashMap<u64, usize> =
+        expected.iter().enumerate().map(|(at, id)| (*id, at)).collect();
+    // What is still queued, in the order it was queued in.
+    let in_order: Vec<u64> = {
+        let mut left = queued.clone();
+        left.sort_by_key(|id| position.get(id).copied());
+        left
+    };
     let names: Vec<char> = order.iter().map(|&which| (b'A' + which as u8) as char).collect();
     let setup = format!(
         "{dispatchers} dispatchers (A, B, ..., each polled first in that order) took turns on \
-         clones of one queue {expected:?} (in the order queued; the ids are the producers' own) \
-         and one limiter (4 per second, a slot just taken); at \
-         {drop_at:?} their streams were dropped together (a shutdown), in the order {names:?}. \
-         They had yielded {sent:?}, and the queue now reads {queued:?}"
+         clones of one queue {} (in the order queued; the ids are the producers' own) and one \
+         limiter (4 per second, a slot just taken); at {drop_at:?} their streams were dropped \
+         together (a shutdown), in the order {names:?}. They had yielded {sent:?}, and the queue \
+         now reads {}",
+        brief(expected),
+        brief(&queued)
     );
-    let lost: Vec<u64> = expected.iter().filter(|id| !all.contains(id)).copied().collect();
+    let seen: std::collections::HashSet<u64> = all.iter().copied().collect();
+    let lost: Vec<u64> = expected.iter().filter(|id| !seen.contains(id)).copied().collect();
     if !lost.is_empty() {
         return Err(format!(
-            "{setup}: message(s) {lost:?} are neither yielded nor queued, lost with a dropped \
-             stream"
+            "{setup}: message(s) {} are neither yielded nor queued, lost with a dropped stream",
+            brief(&lost)
         ));
     }
     if all != every {
         return Err(format!(
             "{setup}: some message is both yielded and queued, or queued twice; expected each of \
-             {expected:?} exactly once"
+             {} exactly once",
+            brief(expected)
         ));
     }
-    let position = |id: u64| expected.iter().position(|queued| *queued == id);
     let (early, late) = queued
         .windows(2)
         .map(|pair| (pair[0], pair[1]))
-        .find(|(before, after)| position(*before) > position(*after))
+        .find(|(before, after)| position.get(before) > position.get(after))
         .expect("a queue out of order has a pair out of order");
     Err(format!(
         "{setup}: every message is there, but the queue is out of its original order: message \
-         {early} now stands before message {late}, which was queued before it; expected \
-         {in_order:?}. After a drop, the messages no dispatcher yielded must be in the queue in \
-         the order they were queued in (not sorted by id), whatever order the dispatchers are \
-         dropped in"
+         {early} now stands before message {late}, which was queued before it; expected {}. \
+         After a drop, the messages no dispatcher yielded must be in the queue in the order they \
+         were queued in (not sorted by id), whatever order the dispatchers are dropped in",
+        brief(&in_order)
     ))
 }
 
@@ -676,16 +854,46 @@ hidden_test! {
         }
     }
 
-    /// Two or three dispatchers over one queue are dropped together (a shutdown drops them in
-    /// whatever order), at several moments and in every order: nothing may be lost, and the queue
-    /// must still be in its original order.
+    /// The same dispatchers and send times over a backlog of thousands, in drain windows that end
+    /// while the streams wait: a long queue changes nothing. Each message is yielded once or stays
+    /// queued in its order, no stream ends with mail queued, and no two messages go out closer
+    /// than one slot, also after a slow send.
+    async fn a_long_backlog_keeps_the_rate_limit_and_the_order() {
+        let sends = [(0, 0), (250, 250), (1100, 0)];
+        for dispatchers in [1, 2, 3] {
+            for per_second in [4] {
+                for (first_ms, then_ms) in sends {
+                    for slot_just_taken in [false, true] {
+                        let sends = SendTimes { first_ms, then_ms };
+                        let round =
+                            dispatchers_on_a_backlog(dispatchers, per_second, sends, slot_just_taken);
+                        if let Err(seen) = round.await {
+                            panic!("{seen}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two or three dispatchers over one queue (ten messages, then a backlog of thousands) are
+    /// dropped together (a shutdown drops them in whatever order), at several moments and in every
+    /// order: nothing may be lost, and the queue must still be in its original order.
     async fn dispatchers_dropped_together_in_any_order_keep_the_queue_in_order() {
-        for dispatchers in [2, 3] {
-            for drop_ms in [0, 100, 300, 550] {
-                for order in permutations(dispatchers) {
-                    let drop_at = Duration::from_millis(drop_ms);
-                    if let Err(seen) = dispatchers_dropped_together(dispatchers, drop_at, &order).await {
-                        panic!("{seen}");
+        // Ten messages, and a backlog far past any batch a fix might take only on a long queue.
+        for expected in [TEN.to_vec(), backlog_ids()] {
+            for dispatchers in [2, 3] {
+                for drop_ms in [0, 100, 300, 550] {
+                    // The backlog at two moments: each round builds and reads a long queue.
+                    if expected.len() > TEN.len() && !matches!(drop_ms, 100 | 550) {
+                        continue;
+                    }
+                    for order in permutations(dispatchers) {
+                        let drop_at = Duration::from_millis(drop_ms);
+                        let round = dispatchers_dropped_together(&expected, dispatchers, drop_at, &order);
+                        if let Err(seen) = round.await {
+                            panic!("{seen}");
+                        }
                     }
                 }
             }

@@ -280,6 +280,119 @@ impl AsyncWrite for Phone {
     }
 }
 
+/// How an [`OfflinePhone`] fails to take the bytes while it is offline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Offline {
+    /// It reads nothing: every write waits (a tunnel, a dead radio).
+    ReadsNothing,
+    /// It takes the bytes, but a flush does not complete (a slow link, a TLS stream whose peer
+    /// has not acknowledged).
+    SlowToFlush,
+}
+
+impl Offline {
+    fn describe(self) -> &'static str {
+        match self {
+            Offline::ReadsNothing => "a phone that reads nothing",
+            Offline::SlowToFlush => "a phone that takes the bytes but is slow to flush",
+        }
+    }
+}
+
+/// A phone that is offline (in the way `how` says) until the test calls
+/// [`OfflinePhone::come_back`], and from then on takes every byte at once.
+#[derive(Clone)]
+struct OfflinePhone {
+    how: Offline,
+    online: Arc<AtomicBool>,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl OfflinePhone {
+    fn new(how: Offline) -> Self {
+        OfflinePhone { how, online: Arc::default(), received: Arc::default() }
+    }
+
+    fn come_back(&self) {
+        self.online.store(true, Ordering::SeqCst);
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().expect("phone state")).into_owned()
+    }
+}
+
+impl AsyncWrite for OfflinePhone {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Nothing wakes a pending writer: the test drops it, or polls again once online.
+        if self.how == Offline::ReadsNothing && !self.online.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        self.received.lock().expect("phone state").extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.online.load(Ordering::SeqCst) { Poll::Ready(Ok(())) } else { Poll::Pending }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Compares what a phone received with `len` notifications, each once and in order, cheaply for
+/// a long outbox; says what was lost, repeated or reordered.
+fn check_backlog(got: &str, len: u64) -> Result<(), String> {
+    let want: String = (1..=len).map(|id| format!("{}\n", notification(id).to_line())).collect();
+    if got == want {
+        return Ok(());
+    }
+    let mut count = std::collections::HashMap::<&str, usize>::new();
+    for line in got.lines() {
+        *count.entry(line).or_default() += 1;
+    }
+    let lines: Vec<String> = (1..=len).map(|id| notification(id).to_line()).collect();
+    let seen = |id: u64| count.get(lines[id as usize - 1].as_str()).copied().unwrap_or(0);
+    let lost: Vec<u64> = (1..=len).filter(|&id| seen(id) == 0).collect();
+    let twice: Vec<u64> = (1..=len).filter(|&id| seen(id) > 1).collect();
+    let mut start: String = got.chars().take(120).collect();
+    if start.len() < got.len() {
+        start.push_str("..");
+    }
+    if !lost.is_empty() {
+        return Err(format!(
+            "notification(s) {} never reached the phone and are no longer queued: lost when \
+             deliver was dropped (the phone received {start:?})",
+            brief(&lost)
+        ));
+    }
+    if !twice.is_empty() {
+        return Err(format!(
+            "notification(s) {} reached the phone more than once: the connection had already \
+             taken them when deliver was dropped, and the next call sent them again (the phone \
+             received {start:?})",
+            brief(&twice)
+        ));
+    }
+    Err(format!(
+        "every notification arrived once, but out of order or with garbled lines (the phone \
+         received {start:?})"
+    ))
+}
+
+/// Shows a long list by its ends.
+fn brief(ids: &[u64]) -> String {
+    if ids.len() <= 16 {
+        return format!("{ids:?}");
+    }
+    format!("{:?} .. {:?} ({} in all)", &ids[..8], &ids[ids.len() - 4..], ids.len())
+}
+
 /// A phone on a good connection: it takes every byte it is given at once.
 #[derive(Clone, Default)]
 struct FastPhone {
@@ -765,6 +878,66 @@ hidden_test! {
             ids.len(),
             ids.len(),
         );
+    }
+
+    /// The phone goes offline with an outbox of any length, from three notifications to
+    /// thousands (a phone back from a flight), and the heartbeat drops `deliver` after one, two or
+    /// five polls, three times over. A long outbox changes none of the promises: while a phone
+    /// reads nothing at most one notification leaves the outbox (the connection's boundary), and
+    /// when the phone is back, the next call delivers every notification exactly once, in order,
+    /// whether the phone read nothing or took the bytes and was slow to flush them.
+    async fn a_dropped_deliver_over_a_long_outbox_loses_and_repeats_nothing() {
+        for how in [Offline::ReadsNothing, Offline::SlowToFlush] {
+            for len in [3_u64, 20, 300, 3000] {
+                for polls in [1, 2, 5] {
+                    let phone = OfflinePhone::new(how);
+                    let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
+                    device.set_backpressure_boundary(1);
+                    let mut pusher = Pusher::new(device);
+                    for id in 1..=len {
+                        pusher.enqueue(notification(id));
+                    }
+                    let setup = format!(
+                        "{len} notification(s) were queued for {}, and the heartbeat dropped \
+                         deliver after {} 3 times over",
+                        how.describe(),
+                        match polls {
+                            1 => "its first poll".to_owned(),
+                            n => format!("{n} polls"),
+                        }
+                    );
+                    for _ in 0..3 {
+                        let mut deliver = tokio_test::task::spawn(pusher.deliver());
+                        for _ in 0..polls {
+                            if let Poll::Ready(done) = deliver.poll() {
+                                panic!(
+                                    "{setup}: deliver returned {done:?} while the phone was \
+                                     offline, with {} received: `Ok` means the phone has every \
+                                     notification",
+                                    phone.received().lines().count()
+                                );
+                            }
+                        }
+                    }
+                    let left = len as usize - pusher.queued();
+                    if how == Offline::ReadsNothing && left > 1 {
+                        panic!(
+                            "{setup}: {left} of {len} notifications left the outbox (queued() \
+                             went from {len} to {}) while the phone read nothing. The connection \
+                             layer caps each connection at one buffered frame, however long the \
+                             outbox: at most one notification may be handed to the connection \
+                             until the phone takes it",
+                            pusher.queued()
+                        );
+                    }
+                    phone.come_back();
+                    pusher.deliver().await.expect("deliver failed once the phone was back");
+                    if let Err(seen) = check_backlog(&phone.received(), len) {
+                        panic!("{setup}; then the phone came back and deliver ran to the end: {seen}");
+                    }
+                }
+            }
+        }
     }
 
     /// The connection has a buffer of its own under the `FramedWrite` (a `BufWriter`, a TLS

@@ -55,6 +55,16 @@ const REPOLLS: [(&str, &[usize]); 4] = [
 /// or "let go after so many idle polls" a feed could count, and a few milliseconds of CPU.
 const REPOLL_TIMES: usize = 1_000;
 
+/// The backlogs of the two-workers drop test: from one job to thousands, far past any batch a
+/// feed might take, or any hold it might keep, "only when the queue is long" (8, 16, 64, 1000).
+const BACKLOGS: [u64; 6] = [1, 2, 3, 20, 300, 3000];
+
+/// How many times the far repoll test polls the worker holding the receiver on an empty queue:
+/// far past any lease counted in polls a fix might pick (16, 1000, 4096, 65 536, 131 072), and
+/// about 0.1 s of CPU. A feed that gives the receiver up after more polls than this is as wrong,
+/// and goes unseen (the solution README names it under "Known untested").
+const FAR_REPOLLS: usize = 1 << 19;
+
 /// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
 /// say what the feed was waiting for then).
 #[derive(Default)]
@@ -791,6 +801,126 @@ hidden_test! {
             }
             assert_pending!(c_got, "{scene}: C asked after B and must wait for its turn");
         }
+    }
+
+    /// Two workers over a backlog of any length, from one job to thousands. Worker A takes a
+    /// job and goes to work on it; worker B, idle, must get the next job at once (a worker busy
+    /// with a job keeps no place at the receiver, and no jobs of the channel's). Then both feeds
+    /// are dropped (`take_until(shutdown)`, with a job just taken): every job neither yielded is
+    /// still in the channel, in order, and the receiver is free.
+    async fn an_idle_worker_gets_the_next_job_and_a_dropped_feed_keeps_none_however_long_the_queue() {
+        for len in BACKLOGS {
+            let (tx, rx) = mpsc::channel(len as usize);
+            for id in 1..=len {
+                tx.try_send(Job { id, video: String::new() }).expect("the channel has room");
+            }
+            let jobs = shared(rx);
+            let mut a = task::spawn(JobFeed::new(jobs.clone()));
+            let mut b = task::spawn(JobFeed::new(jobs.clone()));
+            let scene = format!("two workers shared a channel holding jobs 1 to {len}");
+            let a_got = match a.poll_next() {
+                Poll::Ready(Some(job)) => job.id,
+                seen => panic!(
+                    "{scene}: worker A's feed, polled first, returned {:?} where job 1 was due at \
+                     once",
+                    seen.map(|job| job.map(|job| job.id))
+                ),
+            };
+            let mut b_got = None;
+            if len > 1 {
+                // B may be pending once and woken (a cooperative yield); then it must have job 2.
+                for _ in 0..3 {
+                    match b.poll_next() {
+                        Poll::Ready(got) => {
+                            b_got = Some(got.map(|job| job.id));
+                            break;
+                        }
+                        Poll::Pending => {
+                            tokio::task::yield_now().await;
+                            if !b.is_woken() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                if b_got != Some(Some(2)) {
+                    panic!(
+                        "{scene}: A took job {a_got} and went to work on it (not polled again); \
+                         idle worker B, polled, got {b_got:?} where job 2 was due at once. A \
+                         worker busy with a job must not keep its place at the receiver, nor \
+                         jobs it has not yielded, however long the queue",
+                    );
+                }
+            }
+            drop(a);
+            drop(b);
+            let yielded: Vec<u64> = [Some(a_got), b_got.flatten()].into_iter().flatten().collect();
+            let Ok(mut receiver) = jobs.try_lock() else {
+                panic!(
+                    "{scene}; A and B yielded {yielded:?}, then both feeds were dropped, and the \
+                     receiver was still locked: a dropped feed must let go of the receiver"
+                );
+            };
+            let mut queued = Vec::new();
+            while let Ok(job) = receiver.try_recv() {
+                queued.push(job.id);
+            }
+            let want: Vec<u64> = (yielded.len() as u64 + 1..=len).collect();
+            if queued != want {
+                let there: std::collections::HashSet<u64> = queued.iter().copied().collect();
+                let lost: Vec<u64> =
+                    (1..=len).filter(|id| !yielded.contains(id) && !there.contains(id)).collect();
+                let shown = |ids: &[u64]| {
+                    if ids.len() <= 12 {
+                        format!("{ids:?}")
+                    } else {
+                        format!("{:?} .. ({} in all)", &ids[..8], ids.len())
+                    }
+                };
+                panic!(
+                    "{scene}; A and B yielded {yielded:?}, then both feeds were dropped \
+                     (`take_until(shutdown)`), and the channel now holds {}, where {} was \
+                     expected. Jobs gone (neither yielded nor in the channel): {}. A feed dropped \
+                     at any point must leave every job it has not yielded in the channel, in \
+                     order, however long the queue",
+                    shown(&queued),
+                    shown(&want),
+                    shown(&lost)
+                );
+            }
+        }
+    }
+
+    /// The worker holding the receiver on an empty queue is polled far more often than the idle
+    /// test polls it (spurious wakes, a busy session loop), while another waits for its turn: it
+    /// keeps the receiver, and the job that arrives is its own.
+    fn the_worker_holding_the_receiver_keeps_it_however_often_it_is_polled() {
+        // One `select!` seed: the test races nothing, and it is the longest run of polls.
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let (tx, rx) = mpsc::channel(8);
+            let jobs = shared(rx);
+            let mut holder = task::spawn(JobFeed::new(jobs.clone()));
+            let mut other = task::spawn(JobFeed::new(jobs.clone()));
+            assert_pending!(holder.poll_next(), "the queue is empty: the feed must wait");
+            assert_pending!(other.poll_next(), "another worker holds the receiver: wait");
+            for _ in 0..FAR_REPOLLS {
+                assert_pending!(holder.poll_next(), "the queue is empty: the feed must wait");
+            }
+            assert_pending!(other.poll_next(), "another worker holds the receiver: wait");
+            tx.send(job(1)).await.expect("the queue is open");
+            let holder_got = holder.poll_next().map(|job| job.map(|job| job.id));
+            let other_got = other.poll_next().map(|job| job.map(|job| job.id));
+            if holder_got != Poll::Ready(Some(1)) || other_got.is_ready() {
+                panic!(
+                    "worker A held the receiver on an empty queue and B waited for its turn; A's \
+                     feed was polled {FAR_REPOLLS} times more, then job 1 arrived. Expected A to \
+                     get it and B to wait on; seen: A {holder_got:?}, B {other_got:?}. The worker \
+                     holding the receiver keeps it until a job or the end of the channel comes, \
+                     however often its feed is polled"
+                );
+            }
+        });
     }
 
     /// A pool of two idle workers on an empty queue for a month: one holds the receiver and
