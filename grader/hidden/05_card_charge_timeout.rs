@@ -1348,11 +1348,15 @@ hidden_test! {
                     Reply::DeclineAfter(d) => format!("declines after {d:?}"),
                     _ => unreachable!("not scripted here"),
                 };
-                let replies: Vec<String> = script.iter().map(describe).collect();
+                let replies: Vec<String> = script
+                    .iter()
+                    .enumerate()
+                    .map(|(i, reply)| format!("attempt {} {}", i + 1, describe(reply)))
+                    .collect();
                 let scene = format!(
                     "a checkout with a deadline of {deadline:?} (due at {due:?}, tokio's timer \
                      rounding it up to the whole millisecond) and {attempts} attempt(s), against \
-                     a gateway whose attempts {}",
+                     a gateway where {}",
                     replies.join(", then ")
                 );
                 if let Some(overlap) = gateway.overlap() {
@@ -1368,9 +1372,8 @@ hidden_test! {
                      request(s), and a minute later the card had been charged {charges} time(s). \
                      Expected {expected:?}{at}, with {expected_requests} request(s) and \
                      {expected_charges} charge(s): the deadline is the one the checkout was \
-                     given, to the millisecond (not raised to a floor, rounded to whole \
-                     seconds, or taken as zero), so an answer inside it counts and an attempt \
-                     still running after it is stopped"
+                     given, kept to the millisecond, so an answer inside it counts and an \
+                     attempt still running after it is stopped before it charges"
                 );
             }
         }
