@@ -903,55 +903,90 @@ hidden_test! {
         assert_eq!(gateway.in_flight(), 0, "the client left; the gauge must read 0 at once");
     }
 
-    /// A backend that panics unwinds through `forward`, at its first poll or a later one: the
-    /// panic that reaches the handler must be the backend's own (its payload untouched, so a
-    /// handler can tell what crashed), and the gauge must come down on the way out.
+    /// A backend that panics unwinds through `forward`, at its first poll or a later one, with
+    /// every kind of payload a backend's panic carries: a literal message (`&'static str`), a
+    /// formatted one (`String`), one that mentions a timeout, and a typed value
+    /// (`panic_any`). The panic that reaches the handler must be the backend's own, its payload
+    /// untouched in type and value (so a handler can tell what crashed), and the gauge must come
+    /// down on the way out.
     async fn a_backend_panic_comes_out_whole_and_lowers_the_gauge() {
-        for yields_first in [false, true] {
-            let gateway = Gateway::new(2);
-            let when = if yields_first { "after waiting once" } else { "on its first poll" };
-            let crashed = AssertUnwindSafe(gateway.forward(async move {
-                if yields_first {
-                    tokio::task::yield_now().await;
-                }
-                std::panic::panic_any(BackendBug(42));
-            }))
-            .catch_unwind()
-            .await;
-            let payload = match crashed {
-                Ok(result) => panic!(
-                    "the backend call panicked {when}, but `forward` returned {result:?} instead \
-                     of unwinding: the panic must reach the handler (a gateway with room is not \
-                     full, so it is not a shed)"
-                ),
-                Err(payload) => payload,
-            };
-            if payload.downcast_ref::<BackendBug>() != Some(&BackendBug(42)) {
-                let seen = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| format!("a panic with the message {s:?}"))
-                    .or_else(|| {
-                        payload.downcast_ref::<String>().map(|s| format!("a panic with the message {s:?}"))
-                    })
-                    .unwrap_or_else(|| "a panic with another payload".to_string());
-                panic!(
-                    "the backend call panicked {when} with its own payload (`BackendBug(42)`), \
-                     but what came out of `forward` was {seen}: the backend's panic was caught \
-                     and replaced, so the handler cannot tell what crashed. Let the backend's \
-                     panic unwind through `forward` as it is (or resume it with its payload)"
+        #[derive(Debug, Clone, Copy)]
+        enum Payload {
+            Literal,
+            Formatted,
+            MentionsTimeout,
+            Typed,
+        }
+        /// Says what a panic's payload is, as a handler that downcasts it would see it.
+        fn describe(payload: &(dyn std::any::Any + Send)) -> String {
+            if let Some(s) = payload.downcast_ref::<&'static str>() {
+                format!("a `&'static str` payload {s:?}")
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                format!("a `String` payload {s:?}")
+            } else if let Some(bug) = payload.downcast_ref::<BackendBug>() {
+                format!("a `{bug:?}` payload")
+            } else {
+                "a payload of another type".to_string()
+            }
+        }
+        use Payload::{Formatted, Literal, MentionsTimeout, Typed};
+        for payload_kind in [Literal, Formatted, MentionsTimeout, Typed] {
+            for yields_first in [false, true] {
+                let gateway = Gateway::new(2);
+                let when = if yields_first { "after waiting once" } else { "on its first poll" };
+                let shard = 7;
+                let crashed = AssertUnwindSafe(gateway.forward(async move {
+                    if yields_first {
+                        tokio::task::yield_now().await;
+                    }
+                    match payload_kind {
+                        Payload::Literal => panic!("db down"),
+                        Payload::Formatted => panic!("db shard {shard} down"),
+                        Payload::MentionsTimeout => {
+                            panic!("db shard {shard} timed out after 30s (timeout)")
+                        }
+                        Payload::Typed => std::panic::panic_any(BackendBug(42)),
+                    }
+                }))
+                .catch_unwind()
+                .await;
+                let expected = match payload_kind {
+                    Payload::Literal => "a `&'static str` payload \"db down\"".to_string(),
+                    Payload::Formatted => format!("a `String` payload \"db shard {shard} down\""),
+                    Payload::MentionsTimeout => format!(
+                        "a `String` payload \"db shard {shard} timed out after 30s (timeout)\""
+                    ),
+                    Payload::Typed => "a `BackendBug(42)` payload".to_string(),
+                };
+                let payload = match crashed {
+                    Ok(result) => panic!(
+                        "the backend call panicked {when} with {expected}, but `forward` \
+                         returned {result:?} instead of unwinding: the panic must reach the \
+                         handler (a gateway with room is not full, so it is not a shed)"
+                    ),
+                    Err(payload) => payload,
+                };
+                let seen = describe(&*payload);
+                assert!(
+                    seen == expected,
+                    "the backend call panicked {when} with {expected}, but what came out of \
+                     `forward` was {seen}: the backend's panic was caught and replaced (or \
+                     rewritten), so the handler cannot tell what crashed. Let the backend's panic \
+                     unwind through `forward` as it is, whatever its payload (or resume it with \
+                     that very payload)"
+                );
+                assert_eq!(
+                    gateway.in_flight(),
+                    0,
+                    "the backend panicked {when} and `forward` unwound, but the gauge still counts \
+                     the request (expected 0)"
+                );
+                assert_eq!(
+                    gateway.forward(async { 200 }).await,
+                    Ok(200),
+                    "after a backend panic the gateway must still forward requests"
                 );
             }
-            assert_eq!(
-                gateway.in_flight(),
-                0,
-                "the backend panicked {when} and `forward` unwound, but the gauge still counts the \
-                 request (expected 0)"
-            );
-            assert_eq!(
-                gateway.forward(async { 200 }).await,
-                Ok(200),
-                "after a backend panic the gateway must still forward requests"
-            );
         }
     }
 

@@ -32,7 +32,8 @@ const AFTERWARDS: Duration = Duration::from_secs(60);
 /// How a fake gateway answers its n-th request.
 #[derive(Debug, Clone, Copy)]
 enum Reply {
-    /// Charges the card after this much processing time.
+    /// Charges the card after this much processing time. With no processing time, it charges in
+    /// its very first poll, without ever returning `Pending`.
     ChargeAfter(Duration),
     /// Declines after this much processing time.
     DeclineAfter(Duration),
@@ -40,8 +41,71 @@ enum Reply {
     /// With no processing time, it charges and panics in its very first poll, without ever
     /// returning `Pending`.
     ChargeThenPanic(Duration),
+    /// The same, with a panic of this kind.
+    ChargeThenPanicWith(Duration, ClientPanic),
     /// Never answers.
     Hang,
+}
+
+/// The payloads a gateway client's panic may carry.
+#[derive(Debug, Clone, Copy)]
+enum ClientPanic {
+    /// A literal message (a `&'static str` payload).
+    Literal,
+    /// A formatted message (a `String` payload).
+    Formatted,
+    /// A literal message that says the client timed out.
+    TimeoutLiteral,
+    /// A formatted message that says the client timed out.
+    TimeoutFormatted,
+    /// A typed value, thrown with `std::panic::panic_any`.
+    Typed,
+}
+
+impl ClientPanic {
+    const ALL: [ClientPanic; 5] = [
+        ClientPanic::Literal,
+        ClientPanic::Formatted,
+        ClientPanic::TimeoutLiteral,
+        ClientPanic::TimeoutFormatted,
+        ClientPanic::Typed,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            ClientPanic::Literal => "a literal message",
+            ClientPanic::Formatted => "a formatted message",
+            ClientPanic::TimeoutLiteral => "the literal message \"request timed out\"",
+            ClientPanic::TimeoutFormatted => {
+                "a formatted message saying the request timed out reading the reply"
+            }
+            ClientPanic::Typed => "a typed payload (`panic_any`)",
+        }
+    }
+
+    fn raise(self, request: usize) -> ! {
+        match self {
+            ClientPanic::Literal => panic!("gateway client: unexpected end of reply"),
+            ClientPanic::Formatted => panic!("gateway client: bad reply to request {request}"),
+            ClientPanic::TimeoutLiteral => panic!("gateway client: request timed out"),
+            ClientPanic::TimeoutFormatted => panic!(
+                "gateway client: request {request} timed out reading the gateway's reply \
+                 (timeout after 30s)"
+            ),
+            ClientPanic::Typed => std::panic::panic_any(ClientFault(request)),
+        }
+    }
+}
+
+/// A typed panic payload, as a gateway client might throw with `std::panic::panic_any`.
+#[derive(Debug)]
+struct ClientFault(#[allow(dead_code)] usize);
+
+/// The smallest whole number of milliseconds not under `d`: tokio's timer counts whole
+/// milliseconds of the runtime's clock and rounds every deadline up to the next one.
+fn whole_ms_up(d: Duration) -> Duration {
+    let ns = d.as_nanos().div_ceil(1_000_000) * 1_000_000;
+    Duration::from_nanos(u64::try_from(ns).expect("a short deadline"))
 }
 
 /// What an attempt's charge future did before it ended, as far as it got.
@@ -144,7 +208,8 @@ impl Gateway for FakeGateway {
         let mut processing = Box::pin(sleep(match reply {
             Reply::ChargeAfter(delay)
             | Reply::DeclineAfter(delay)
-            | Reply::ChargeThenPanic(delay) => delay,
+            | Reply::ChargeThenPanic(delay)
+            | Reply::ChargeThenPanicWith(delay, _) => delay,
             Reply::Hang => Duration::ZERO,
         }));
         let _ = processing.as_mut().poll(&mut Context::from_waker(Waker::noop()));
@@ -153,8 +218,10 @@ impl Gateway for FakeGateway {
             polled_by.lock().expect("polled_by lock").push((n, tokio::task::try_id()));
             polled_on.lock().expect("polled_on lock").push((n, std::thread::current().id()));
             match reply {
-                Reply::ChargeAfter(_) => {
-                    processing.await;
+                Reply::ChargeAfter(delay) => {
+                    if !delay.is_zero() {
+                        processing.await;
+                    }
                     charges.fetch_add(1, Ordering::SeqCst);
                     answered(Answer::Charged);
                     Ok(ChargeId(n as u64))
@@ -175,6 +242,14 @@ impl Gateway for FakeGateway {
                          panic is what failed the test, it escaped `pay` instead of coming back \
                          from the attempt's task as `PayError::GatewayCrashed`"
                     )
+                }
+                Reply::ChargeThenPanicWith(delay, payload) => {
+                    if !delay.is_zero() {
+                        processing.await;
+                    }
+                    charges.fetch_add(1, Ordering::SeqCst);
+                    answered(Answer::ChargedThenPanicked);
+                    payload.raise(n)
                 }
                 Reply::Hang => std::future::pending().await,
             }
@@ -367,7 +442,9 @@ impl Gateway for SharedGateway {
                     Err(Declined)
                 }
                 Reply::Hang => std::future::pending().await,
-                Reply::ChargeThenPanic(_) => unreachable!("not scripted for a shared gateway"),
+                Reply::ChargeThenPanic(_) | Reply::ChargeThenPanicWith(..) => {
+                    unreachable!("not scripted for a shared gateway")
+                }
             }
         }
     }
@@ -821,27 +898,31 @@ hidden_test! {
             (Duration::from_millis(200), "after 200 ms of processing"),
             (Duration::ZERO, "in its very first poll, the gateway having answered at once"),
         ] {
-            let gateway = FakeGateway::new(&[Reply::ChargeThenPanic(processing), FAST]);
-            let paying = checkout(&gateway);
-            let paid = AssertUnwindSafe(paying.pay(&card(), 4200)).catch_unwind().await;
-            let Ok(paid) = paid else {
-                panic!(
-                    "the gateway client charged the card and panicked {when}, and the panic \
-                     escaped `pay` and took the request handler down with it: the attempt must \
-                     run in a task of its own, whose panic comes back as a `JoinError` and is \
-                     reported as `GatewayCrashed`"
+            for payload in ClientPanic::ALL {
+                let gateway =
+                    FakeGateway::new(&[Reply::ChargeThenPanicWith(processing, payload), FAST]);
+                let paying = checkout(&gateway);
+                let paid = AssertUnwindSafe(paying.pay(&card(), 4200)).catch_unwind().await;
+                let what = payload.describe();
+                let Ok(paid) = paid else {
+                    panic!(
+                        "the gateway client charged the card and panicked {when}, with {what}, \
+                         and the panic escaped `pay` and took the request handler down with it: \
+                         the attempt must run in a task of its own, whose panic comes back as a \
+                         `JoinError` and is reported as `GatewayCrashed`"
+                    );
+                };
+                sleep(AFTERWARDS).await;
+                let seen = (paid, gateway.requests(), gateway.charges());
+                assert_eq!(
+                    seen,
+                    (Err(PayError::GatewayCrashed), 1, 1),
+                    "the gateway client charged the card and then panicked {when}, with {what}: \
+                     expected `GatewayCrashed` after that one request, with no retry (a client \
+                     that panics may already have charged the card, whenever it panics and \
+                     whatever its panic says); seen (answer, requests, charges)"
                 );
-            };
-            sleep(AFTERWARDS).await;
-            let seen = (paid, gateway.requests(), gateway.charges());
-            assert_eq!(
-                seen,
-                (Err(PayError::GatewayCrashed), 1, 1),
-                "the gateway client charged the card and then panicked {when}: expected \
-                 `GatewayCrashed` after that one request, with no retry (a client that panics \
-                 may already have charged the card, whenever it panics); seen (answer, \
-                 requests, charges)"
-            );
+            }
         }
     }
 
@@ -1213,6 +1294,86 @@ hidden_test! {
                      while the runtime lived on and ran for another minute: the customer left, \
                      so the running attempt must stop there (`abort` needs no runtime context). \
                      Expected (charges, attempts still running) = (0, 0), seen"
+                );
+            }
+        }
+    }
+
+    /// Deadlines that are not whole seconds: a nanosecond, under a millisecond, a few
+    /// milliseconds, a fraction of a millisecond over ten, under a second, a second and a half.
+    /// tokio's timer counts whole milliseconds and rounds a deadline up to the next one, so the
+    /// deadline is due at that millisecond (`due`), and the checkout keeps it to that
+    /// millisecond: an answer ready in the charge's first poll, or a millisecond before `due`,
+    /// is that attempt's answer, at that moment; an attempt still running a millisecond after
+    /// `due` is stopped and never charges, and the retry (answering at once) is the answer.
+    /// Each case is one jump of the paused clock.
+    async fn fractional_deadlines_are_kept_to_the_millisecond() {
+        let ms = Duration::from_millis;
+        let deadlines = [
+            Duration::from_nanos(1),
+            Duration::from_micros(500),
+            ms(2),
+            Duration::from_micros(10_500),
+            ms(250),
+            ms(999),
+            ms(1500),
+            ms(2750),
+        ];
+        for deadline in deadlines {
+            let due = whole_ms_up(deadline);
+            let late = Reply::ChargeAfter(due + ms(1));
+            let at_once = Reply::ChargeAfter(Duration::ZERO);
+            // (script, attempts, the answer expected and when, requests, charges)
+            let mut cases = vec![(vec![at_once], 1, Ok(ChargeId(0)), Some(Duration::ZERO), 1, 1)];
+            if due > ms(1) {
+                let inside = due - ms(1);
+                let charged = Reply::ChargeAfter(inside);
+                let declined = Reply::DeclineAfter(inside);
+                cases.push((vec![charged], 1, Ok(ChargeId(0)), Some(inside), 1, 1));
+                cases.push((vec![declined], 1, Err(PayError::Declined), Some(inside), 1, 0));
+            }
+            cases.push((vec![late], 1, Err(PayError::TimedOut), None, 1, 0));
+            cases.push((vec![late, at_once], 2, Ok(ChargeId(1)), None, 2, 1));
+            for (script, attempts, expected, when, expected_requests, expected_charges) in cases {
+                let gateway = FakeGateway::new(&script);
+                let paying = Checkout::new(gateway.clone(), deadline, attempts);
+                let start = Instant::now();
+                let paid = paying.pay(&card(), 4200).await;
+                let took = start.elapsed();
+                sleep(AFTERWARDS).await;
+                let (requests, charges) = (gateway.requests(), gateway.charges());
+                let describe = |reply: &Reply| match *reply {
+                    Reply::ChargeAfter(d) if d.is_zero() => "charges in its first poll".to_string(),
+                    Reply::ChargeAfter(d) => format!("charges after {d:?}"),
+                    Reply::DeclineAfter(d) => format!("declines after {d:?}"),
+                    _ => unreachable!("not scripted here"),
+                };
+                let replies: Vec<String> = script
+                    .iter()
+                    .enumerate()
+                    .map(|(i, reply)| format!("attempt {} {}", i + 1, describe(reply)))
+                    .collect();
+                let scene = format!(
+                    "a checkout with a deadline of {deadline:?} (due at {due:?}, tokio's timer \
+                     rounding it up to the whole millisecond) and {attempts} attempt(s), against \
+                     a gateway where {}",
+                    replies.join(", then ")
+                );
+                if let Some(overlap) = gateway.overlap() {
+                    panic!("{scene}: {overlap}");
+                }
+                let at = when.map(|t| format!(" after {t:?}")).unwrap_or_default();
+                assert!(
+                    paid == expected
+                        && when.is_none_or(|t| t == took)
+                        && requests == expected_requests
+                        && charges == expected_charges,
+                    "{scene}: checkout answered {paid:?} after {took:?}, with {requests} \
+                     request(s), and a minute later the card had been charged {charges} time(s). \
+                     Expected {expected:?}{at}, with {expected_requests} request(s) and \
+                     {expected_charges} charge(s): the deadline is the one the checkout was \
+                     given, kept to the millisecond, so an answer inside it counts and an \
+                     attempt still running after it is stopped before it charges"
                 );
             }
         }
