@@ -127,6 +127,37 @@ fn every_pattern(len: usize) -> Vec<Vec<(u8, Cut)>> {
     patterns
 }
 
+/// How far the clock moves at a time in the tests that move it by hand, as a real clock does:
+/// the paused clock's own jumps go from timer to timer in whole milliseconds, and so never show a
+/// wait that ends up to a millisecond early.
+const HAND_STEP: Duration = Duration::from_micros(50);
+
+/// Runs `fut` to completion, moving the clock on by `HAND_STEP` between polls for `by_hand`, then
+/// letting the paused clock run on by itself (a wait that also checks the OS clock, which barely
+/// moves meanwhile, is still finished).
+async fn by_hand<F: std::future::Future>(fut: F, by_hand: Duration) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let start = Instant::now();
+    while start.elapsed() < by_hand {
+        let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(output) = poll {
+            return output;
+        }
+        tokio::time::advance(HAND_STEP).await;
+    }
+    fut.await
+}
+
+/// Lets `idle` pass, moving the clock on by hand in steps of at most `HAND_STEP`.
+async fn idle_by_hand(idle: Duration) {
+    let mut left = idle;
+    while !left.is_zero() {
+        let step = left.min(HAND_STEP);
+        tokio::time::advance(step).await;
+        left -= step;
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: a sweep selects, converts and returns each channel's reading.
     async fn sweeps_every_channel() {
@@ -465,6 +496,63 @@ hidden_test! {
                 }
             }
         }
+    }
+
+    /// The clock moved by hand in steps of 50 µs, as a real clock moves, from any point inside a
+    /// millisecond (tokio's timer works in whole milliseconds of the runtime's clock, so a wait
+    /// asked for from 0.1 ms past one may end anywhere in the next): idle periods, samples back to
+    /// back, timeouts cutting samples short. Every conversion still comes a full `SETTLE_TIME`
+    /// after the switch to its channel: a wait that ends up to a millisecond early is seen here.
+    fn every_conversion_is_settled_on_a_clock_that_moves_in_small_steps() {
+        let idle_us = prop_oneof![Just(0u64), 1u64..1_000, 1_000u64..3_000];
+        let step = (idle_us, 0u8..3, proptest::option::of(0u64..4_000));
+        let offset_us = prop_oneof![1u64..50, 1u64..1_000];
+        let scenario = (offset_us, proptest::collection::vec(step, 1..5));
+        check_property(48, scenario, |(offset_us, steps)| async move {
+            // Long enough for any sample to reach its conversion (or its timeout) by hand.
+            let limit = Duration::from_millis(10);
+            let adc = FakeAdc::default();
+            let conversions = adc.converts.clone();
+            let mut poller = Poller::new(adc);
+            idle_by_hand(Duration::from_micros(offset_us)).await;
+            let what = format!(
+                "the clock moved by hand in steps of {HAND_STEP:?}, starting {offset_us} µs past \
+                 a whole millisecond; steps (idle µs, channel, timeout µs) {steps:?}"
+            );
+            for &(idle_us, channel, budget_us) in &steps {
+                idle_by_hand(Duration::from_micros(idle_us)).await;
+                let converts_before = conversions.load(Ordering::SeqCst);
+                let reading = match budget_us {
+                    Some(us) => {
+                        let budget = Duration::from_micros(us);
+                        let sample = timeout(budget, poller.sample(channel));
+                        by_hand(sample, limit).await.ok()
+                    }
+                    None => Some(by_hand(poller.sample(channel), limit).await),
+                };
+                let converts = conversions.load(Ordering::SeqCst) - converts_before;
+                if reading.is_none() && converts > 0 {
+                    return Err(format!(
+                        "{what}: sample({channel}) was given up on (its timeout returned \
+                         `Elapsed`), yet the converter converted {converts} time(s) during it"
+                    ));
+                }
+                if let Some(reading) = reading
+                    && reading != 1000 + u16::from(channel)
+                {
+                    return Err(format!(
+                        "{what}: sample({channel}) returned {reading}, the reading of channel {}",
+                        reading.wrapping_sub(1000)
+                    ));
+                }
+            }
+            every_conversion_settled(&poller.into_inner()).map_err(|seen| {
+                format!(
+                    "{what}: {seen}. On a clock that moves in small steps, as a real one does, \
+                     the conversion came before the input had settled"
+                )
+            })
+        });
     }
 
     /// Every pattern of three samples over two channels, each one completing or cut short by a

@@ -690,6 +690,68 @@ hidden_test! {
         });
     }
 
+    /// Frames of any legal size, small, medium and up to `MAX_FRAME`, one after another, in reads
+    /// of any size: every frame comes out, in order, before the link reports the end. However far
+    /// into its buffer the frames before it ended, a link has room for a frame of `MAX_FRAME`
+    /// bytes next (a read into a full buffer returns 0 bytes, and that is not the sensor closing
+    /// the link).
+    fn a_frame_of_any_legal_size_comes_out_whatever_came_before_it() {
+        let size = prop_oneof![0usize..64, 1_000..MAX_FRAME / 2, MAX_FRAME / 2..=MAX_FRAME];
+        let read = prop_oneof![Just(usize::MAX), 1usize..=2 * MAX_FRAME];
+        // The sizes the fixed cases put first: a medium frame, then one too big for the rest of a
+        // buffer of `4 + MAX_FRAME` behind it.
+        let fixed = prop_oneof![
+            Just(vec![20_000, 50_000]),
+            Just(vec![1, MAX_FRAME]),
+            Just(vec![MAX_FRAME / 2 - 8, MAX_FRAME]),
+        ];
+        let sizes = prop_oneof![fixed, proptest::collection::vec(size, 2..5)];
+        check_property(24, (sizes, read), |(sizes, read)| async move {
+            let payload = |i: usize, len: usize| vec![b'a' + (i % 26) as u8; len];
+            let mut wire = Vec::new();
+            for (i, &len) in sizes.iter().enumerate() {
+                wire.extend_from_slice(&(len as u32).to_be_bytes());
+                wire.extend(payload(i, len));
+            }
+            let chunks: Vec<Vec<u8>> = wire.chunks(read.min(wire.len())).map(<[u8]>::to_vec).collect();
+            let mut link = TelemetryLink::new(TrickleReader::new(chunks));
+            let mut got: Vec<usize> = Vec::new();
+            let ended = loop {
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(frame))) => {
+                        let i = got.len();
+                        if i >= sizes.len() || frame[..] != payload(i, sizes[i])[..] {
+                            break format!(
+                                "then a frame of {} bytes that is not the frame sent next. \
+                                 {DESYNC}",
+                                frame.len()
+                            );
+                        }
+                        got.push(frame.len());
+                    }
+                    Ok(Some(Event::Heartbeat)) => {}
+                    Ok(None) if got.len() == sizes.len() => return Ok(()),
+                    Ok(None) => {
+                        break "then reported the end (`Ok(None)`), although the frames after \
+                               them had all arrived: a frame of up to MAX_FRAME bytes must \
+                               come out whatever frames came before it"
+                            .to_owned();
+                    }
+                    Err(e) => break format!("then failed with \"{e}\" ({:?})", e.kind()),
+                }
+            };
+            let reads = if read >= wire.len() {
+                "in one read".to_owned()
+            } else {
+                format!("in reads of {read} bytes")
+            };
+            Err(format!(
+                "the sensor sent frames of {sizes:?} bytes (MAX_FRAME is {MAX_FRAME}) {reads}, \
+                 then closed the link; the link delivered the frames of {got:?} bytes, {ended}"
+            ))
+        });
+    }
+
     /// The README's limit: a frame of exactly `MAX_FRAME` bytes is delivered; a length prefix of
     /// `MAX_FRAME + 1` is an `InvalidData` error.
     async fn keeps_the_max_frame_limit() {

@@ -1070,6 +1070,70 @@ hidden_test! {
         }
     }
 
+    /// The reloader makes a round's future (`let round = config.resume();`), finishes applying the
+    /// previous table, and awaits the round a while later: a moment, most of a `PATIENCE`,
+    /// exactly one, more, or a week. A round's patience starts when it first runs, not when
+    /// `resume` is called: its `Stalled` comes a full `PATIENCE` after it was first awaited, as
+    /// the first round's and a later round's.
+    async fn a_round_awaited_a_while_after_the_call_has_a_full_patience() {
+        use tokio::io::AsyncWriteExt;
+        let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
+        let rest = &CONFIG.as_bytes()[inside_the_u_umlaut()..];
+        for later_round in [false, true] {
+            for gap in [
+                Duration::from_millis(500),
+                Duration::from_millis(1_500),
+                PATIENCE,
+                Duration::from_secs(3),
+                Duration::from_secs(7 * 24 * 3600),
+            ] {
+                let (mut control_plane, wire) = tokio::io::duplex(4096);
+                let mut config = ConfigDownload::new(wire);
+                control_plane.write_all(first).await.expect("the pipe has room for the config");
+                if later_round {
+                    match config.resume().await {
+                        Ok(Fetch::Stalled { .. }) => {}
+                        other => panic!(
+                            "the control plane sent {} bytes and went quiet; the first round \
+                             returned {other:?}, expected `Stalled`",
+                            first.len()
+                        ),
+                    }
+                }
+                let scenario = format!(
+                    "the control plane sent {} bytes and went quiet; the reloader called \
+                     `resume`{} and awaited the round it returned {gap:?} later",
+                    first.len(),
+                    if later_round { " again after a `Stalled` round" } else { "" }
+                );
+                let round = config.resume();
+                tokio::time::sleep(gap).await;
+                let start = Instant::now();
+                let fetched = round.await;
+                let waited = start.elapsed();
+                match fetched {
+                    Ok(Fetch::Stalled { received }) if waited >= PATIENCE => assert_eq!(
+                        received,
+                        first.len(),
+                        "{scenario}; that round's `Stalled` must count every byte received"
+                    ),
+                    Ok(Fetch::Stalled { .. }) => panic!(
+                        "{scenario}: that round reported `Stalled` after {waited:?} of being \
+                         awaited, although `PATIENCE` ({PATIENCE:?}) had not passed since it \
+                         began. A round's patience starts when it first runs, not when \
+                         `resume` is called"
+                    ),
+                    other => panic!("{scenario}: that round returned {other:?} after {waited:?}"),
+                }
+                control_plane.write_all(rest).await.expect("the pipe has room for the config");
+                drop(control_plane);
+                let (text, _) = download(&mut config).await.expect("the download failed");
+                compare_with_config(&text)
+                    .unwrap_or_else(|e| panic!("{scenario}, then sent the rest: {e}"));
+            }
+        }
+    }
+
     /// Any way of cutting the config into chunks (inside multi-byte characters too), with any
     /// pauses between them: each round returns within `PATIENCE`, each `Stalled` reports exactly
     /// the bytes that had arrived, and the text is the config, byte for byte. The config holds a
