@@ -318,7 +318,14 @@ fn waits_past_round_numbers() -> Vec<(Duration, String)> {
 /// asks for the lock: it must find the refresh's catalog in place, since the refresh, queued
 /// for the lock, gets it as soon as the report lets go. The refresh is counted slow exactly when
 /// `release` is past `SLOW_LOCK`.
-async fn a_lookup_right_after_the_report_lets_go(release: Duration) -> Result<(), String> {
+///
+/// With `lookup_task`, the lookup is a task of its own, spawned the moment the report lets go,
+/// so that the refresh has one turn (the one the report's release wakes it for) before the lookup
+/// asks: a refresh that is queued for the lock, or asks again at once, has the lock by then.
+async fn a_lookup_right_after_the_report_lets_go(
+    release: Duration,
+    lookup_task: bool,
+) -> Result<(), String> {
     // Start on a whole millisecond of the clock, where tokio's timers tick, so that a timer set
     // for `SLOW_LOCK` fires exactly `SLOW_LOCK` after the refresh's first poll.
     let origin = Instant::now();
@@ -360,12 +367,26 @@ async fn a_lookup_right_after_the_report_lets_go(release: Duration) -> Result<()
                 ));
             }
             drop(report);
-            // The refresh's task has its turn; no time passes.
-            for _ in 0..16 {
-                tokio::task::yield_now().await;
-            }
-            let seen = match tokio::time::timeout(HANG, cache.lock()).await {
-                Ok(state) => state.catalog.version,
+            let looked_up = if lookup_task {
+                // A request arrives right then: its task is spawned after the report's release
+                // woke the refresh's task.
+                let cache = cache.clone();
+                tokio::task::spawn_local(async move {
+                    tokio::time::timeout(HANG, cache.lock())
+                        .await
+                        .map(|state| state.catalog.version)
+                })
+                .await
+                .map_err(|e| format!("the lookup task failed: {e}"))?
+            } else {
+                // The refresh's task has its turn; no time passes.
+                for _ in 0..16 {
+                    tokio::task::yield_now().await;
+                }
+                tokio::time::timeout(HANG, cache.lock()).await.map(|state| state.catalog.version)
+            };
+            let seen = match looked_up {
+                Ok(version) => version,
                 Err(_) => {
                     return Err(format!(
                         "futurelock: the report let go of the lock {release:?} after refresh(v2) \
@@ -389,11 +410,16 @@ async fn a_lookup_right_after_the_report_lets_go(release: Duration) -> Result<()
                 };
                 return Err(format!(
                     "the report let go of the lock {release:?} after refresh(v2) started waiting \
-                     for it, and a lookup that asked for the lock right then (no time later) got \
-                     it and saw the old catalog v{seen}, while refresh(v2) {refresh_state}: a \
+                     for it, and a lookup that asked for the lock right then (no time later{}) \
+                     got it and saw the old catalog v{seen}, while refresh(v2) {refresh_state}: a \
                      refresh waiting for the lock must be queued for it at every moment (if it \
                      leaves the queue, it asks again at once), so that it gets the lock as soon as \
-                     the report lets go, before anyone who asks after that"
+                     the report lets go, before anyone who asks after that",
+                    if lookup_task {
+                        ", a request task spawned the moment the report let go"
+                    } else {
+                        ""
+                    }
                 ));
             }
             match tokio::time::timeout(HANG, refresh).await {
@@ -413,6 +439,143 @@ async fn a_lookup_right_after_the_report_lets_go(release: Duration) -> Result<()
             Ok(())
         })
         .await
+}
+
+/// A large catalog (a shop's full range): `products` products, each priced by the version, so
+/// that a lookup can tell a whole catalog from a mix of two.
+fn large_catalog(version: u64, products: usize) -> Catalog {
+    let price = 100 + u32::try_from(version).expect("a small version");
+    Catalog { version, products: (0..products).map(|i| (format!("sku-{i:05}"), price)).collect() }
+}
+
+/// What is wrong with a catalog a lookup found, if it is not one whole [`large_catalog`].
+fn not_whole(seen: &Catalog, products: usize) -> Option<String> {
+    if *seen == large_catalog(seen.version, products) {
+        return None;
+    }
+    let price = 100 + u32::try_from(seen.version).expect("a small version");
+    let others = seen.products.iter().filter(|(_, p)| *p != price).count();
+    Some(format!(
+        "catalog v{} with {} products, {others} of them priced as another version's (expected \
+         v{} whole, {products} products)",
+        seen.version,
+        seen.products.len(),
+        seen.version
+    ))
+}
+
+/// One refresh of several that overlap while the report holds the lock: it starts `start_ms`
+/// after the report has the lock, with catalog `version`, and its caller drops it at `cut_ms`
+/// (before the report lets go) if that is set.
+#[derive(Debug, Clone, Copy)]
+struct Overlapping {
+    start_ms: u64,
+    version: u64,
+    cut_ms: Option<u64>,
+}
+
+/// Runs `refreshes` of one cache (catalog v1 of `products` products in place) while the report
+/// holds the lock for `report`: none may return while the report holds the lock, every one that
+/// is not dropped must return once it lets go, and the cache must end with the catalog of the one
+/// that returned last, whole.
+async fn overlapping_refreshes(
+    refreshes: &[Overlapping],
+    report: Duration,
+    products: usize,
+) -> Result<(), String> {
+    let during = format!(
+        "while the report held the lock for {}, with v1 ({products} products) in place, \
+         refreshes started at (ms, version, dropped at ms) {:?}",
+        spoken(report),
+        refreshes.iter().map(|r| (r.start_ms, r.version, r.cut_ms)).collect::<Vec<_>>()
+    );
+    let cache = CatalogCache::new(large_catalog(1, products));
+    let held = cache.lock().await;
+    let start = Instant::now();
+    let returned: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let tasks: Vec<_> = refreshes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let (cache, returned, r) = (cache.clone(), returned.clone(), *r);
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep_until(start + Duration::from_millis(r.start_ms)).await;
+                        cache.refresh(large_catalog(r.version, products)).await;
+                        returned.lock().expect("returned").push((i, r.version));
+                    })
+                })
+                .collect();
+            let mut cuts: Vec<(u64, usize)> =
+                refreshes.iter().enumerate().filter_map(|(i, r)| Some((r.cut_ms?, i))).collect();
+            cuts.sort();
+            for (cut_ms, i) in cuts {
+                tokio::time::sleep_until(start + Duration::from_millis(cut_ms)).await;
+                tasks[i].abort();
+            }
+            tokio::time::sleep_until(start + report).await;
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            let early = returned.lock().expect("returned").clone();
+            if !early.is_empty() {
+                return Err(format!(
+                    "{during}: refresh(es) (index, version) {early:?} returned while the report \
+                     still held the lock, so with v1 still in place: a refresh must return only \
+                     once its own catalog is in place, whatever other refreshes of the same cache \
+                     wait (and whatever their catalogs: the one on its way may yet be dropped)"
+                ));
+            }
+            drop(held);
+            for (i, task) in tasks.into_iter().enumerate() {
+                let cut = refreshes[i].cut_ms.is_some();
+                match tokio::time::timeout(HANG, task).await {
+                    Ok(Ok(())) | Ok(Err(_)) if cut => {}
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(format!("refresh task {i} failed: {e}")),
+                    Err(_) => {
+                        return Err(format!(
+                            "{during}: refresh {i} (v{}), which nobody dropped, had not returned \
+                             {} s after the report let go",
+                            refreshes[i].version,
+                            HANG.as_secs()
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    let returned = returned.lock().expect("returned").clone();
+    let state = cache.lock().await;
+    if let Some(why) = not_whole(&state.catalog, products) {
+        return Err(format!("{during}: afterwards the cache holds {why}"));
+    }
+    let Some(&(last, version)) = returned.last() else {
+        return Err(format!("{during}: no refresh returned"));
+    };
+    if state.catalog.version != version {
+        return Err(format!(
+            "{during}: they returned in the order (index, version) {returned:?}, yet afterwards \
+             the cache holds v{}: each refresh must have put its own catalog in place when it \
+             returns, so the cache ends with the catalog of the one that returned last (refresh \
+             {last}, v{version}), and a dropped one must have had no effect",
+            state.catalog.version
+        ));
+    }
+    let kept = refreshes.iter().filter(|r| r.cut_ms.is_none()).count() as u64;
+    let slow = state.slow_refreshes;
+    if slow < kept || slow > refreshes.len() as u64 {
+        return Err(format!(
+            "{during}: each refresh waited longer than SLOW_LOCK; {kept} ran to the end and {} \
+             were dropped, yet slow_refreshes reads {slow} (expected {kept} to {})",
+            refreshes.len() as u64 - kept,
+            refreshes.len()
+        ));
+    }
+    Ok(())
 }
 
 hidden_test! {
@@ -1299,10 +1462,12 @@ hidden_test! {
         ];
         for release in table {
             for seed in SEEDS {
-                let seen = runtime::current_thread(seed)
-                    .block_on(a_lookup_right_after_the_report_lets_go(release));
-                if let Err(why) = seen {
-                    panic!("{why}");
+                for lookup_task in [false, true] {
+                    let seen = runtime::current_thread(seed)
+                        .block_on(a_lookup_right_after_the_report_lets_go(release, lookup_task));
+                    if let Err(why) = seen {
+                        panic!("{why}");
+                    }
                 }
             }
         }
@@ -1310,20 +1475,160 @@ hidden_test! {
         let releases = prop_oneof![1..=slow_ns * 3, 1..=1_500_000_000u64]
             .prop_filter("a wait of exactly SLOW_LOCK is left open", move |&n| n != slow_ns)
             .prop_map(Duration::from_nanos);
-        check_property(64, releases, a_lookup_right_after_the_report_lets_go);
+        // Half the nights (by the parity of the release's nanosecond) the lookup is a task
+        // spawned right then.
+        check_property(64, releases, |release| {
+            a_lookup_right_after_the_report_lets_go(release, release.subsec_nanos() % 2 == 1)
+        });
+    }
+
+    /// Several refreshes of one cache at once during the report (the refresher's, an operator's
+    /// "refresh now", a retry that re-sends a catalog already on its way), some dropped by their
+    /// callers before the report lets go, with catalogs of a few thousand products: none may
+    /// return while the report holds the lock, each that is not dropped returns with its own
+    /// catalog in place, and the cache ends with the catalog of the one that returned last.
+    async fn several_refreshes_of_one_cache_each_return_with_their_own_catalog_in_place() {
+        let r = |start_ms, version, cut_ms| Overlapping { start_ms, version, cut_ms };
+        let second = Duration::from_secs(1);
+        let nights: [(Vec<Overlapping>, Duration); 6] = [
+            (vec![r(0, 2, None), r(0, 3, None), r(0, 4, None)], second),
+            (vec![r(0, 2, None), r(10, 2, None)], second),
+            (vec![r(0, 2, Some(500)), r(10, 2, None)], second),
+            (vec![r(0, 2, None), r(150, 2, Some(500))], second),
+            (
+                vec![
+                    r(0, 2, Some(600)),
+                    r(0, 3, Some(600)),
+                    r(20, 4, None),
+                    r(150, 3, None),
+                    r(150, 5, None),
+                ],
+                second,
+            ),
+            (vec![r(0, 3, None), r(0, 2, None), r(90, 4, None), r(90, 3, None)], second * 50),
+        ];
+        for (refreshes, report) in nights {
+            if let Err(why) = overlapping_refreshes(&refreshes, report, 3000).await {
+                panic!("{why}");
+            }
+        }
+    }
+
+    /// A catalog of a few thousand products, while the report holds the lock for a second and
+    /// lookups queue for it before, during and after the refresh's wait: every lookup sees one
+    /// whole catalog, never part of one, and a lookup made as soon as the refresh has returned
+    /// sees the new catalog whole.
+    async fn a_large_catalog_goes_in_whole() {
+        for products in [3000, 20_000] {
+            let cache = CatalogCache::new(large_catalog(1, products));
+            let report = cache.lock().await;
+            let start = Instant::now();
+            let local = tokio::task::LocalSet::new();
+            let faults = local
+                .run_until(async {
+                    let refresh = {
+                        let cache = cache.clone();
+                        tokio::task::spawn_local(async move {
+                            cache.refresh(large_catalog(2, products)).await;
+                            let seen = cache.lock().await;
+                            match not_whole(&seen.catalog, products) {
+                                Some(why) => Some(why),
+                                None if seen.catalog.version != 2 => {
+                                    Some(format!("catalog v{}", seen.catalog.version))
+                                }
+                                None => None,
+                            }
+                            .map(|why| {
+                                format!("a lookup made as soon as refresh(v2) returned saw {why}")
+                            })
+                        })
+                    };
+                    let lookup = |after: Duration| {
+                        let cache = cache.clone();
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep_until(start + after).await;
+                            let seen = cache.lock().await;
+                            not_whole(&seen.catalog, products).map(|why| {
+                                format!("a lookup that asked {after:?} into the wait saw {why}")
+                            })
+                        })
+                    };
+                    let lookups = [Duration::from_millis(10), SLOW_LOCK * 3 / 2]
+                        .map(lookup);
+                    tokio::time::sleep_until(start + Duration::from_secs(1)).await;
+                    drop(report);
+                    let at_release = lookup(Duration::from_secs(1));
+                    let mut faults = Vec::new();
+                    for task in [refresh].into_iter().chain(lookups).chain([at_release]) {
+                        match tokio::time::timeout(HANG, task).await {
+                            Ok(Ok(fault)) => faults.extend(fault),
+                            Ok(Err(e)) => faults.push(format!("a task failed: {e}")),
+                            Err(_) => faults.push("a refresh or lookup never finished".into()),
+                        }
+                    }
+                    faults
+                })
+                .await;
+            assert!(
+                faults.is_empty(),
+                "while the report held the lock for a second, refresh(v2) of {products} products \
+                 over v1 waited, with lookups queued: {}; a lookup must see one whole catalog \
+                 (swap it in one step, under one guard)",
+                faults.join("; ")
+            );
+        }
+    }
+
+    /// The cuts of [`a_refresh_dropped_while_waiting_leaves_the_old_catalog`] with a catalog of
+    /// a few thousand products and two lookups queued: a refresh dropped before it returned has
+    /// left the old catalog in place, whole.
+    async fn a_large_refresh_dropped_before_it_returns_leaves_the_old_catalog_whole() {
+        const PRODUCTS: usize = 3000;
+        assert_cancel_safe_with(
+            Options::default(),
+            || CatalogCache::new(large_catalog(1, PRODUCTS)),
+            |cache: CatalogCache| async move {
+                let report = hold_lock_for(&cache, SLOW_LOCK * 5 / 2).await;
+                let lookups =
+                    [look_up_after(&cache, SLOW_LOCK / 2), look_up_after(&cache, SLOW_LOCK * 3 / 2)];
+                cache.refresh(large_catalog(2, PRODUCTS)).await;
+                (report, lookups)
+            },
+            |cache, outcome: Outcome<_>| async move {
+                let cancelled = outcome.is_cancelled();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let state = cache.lock().await;
+                let expected = if cancelled { 1 } else { 2 };
+                match not_whole(&state.catalog, PRODUCTS) {
+                    None if state.catalog.version == expected => Ok(()),
+                    fault => Err(format!(
+                        "while the report held the lock for {:?}, with lookups queued, \
+                         refresh(v2) of {PRODUCTS} products over v1 {}; 5 s after the report \
+                         let go the cache holds {}, expected v{expected} whole",
+                        SLOW_LOCK * 5 / 2,
+                        if cancelled { "was dropped before it returned" } else { "returned" },
+                        fault.unwrap_or_else(|| format!("v{}", state.catalog.version))
+                    )),
+                }
+            },
+        )
+        .await;
     }
 
     /// A busy night in a process with many caches (a shop per region): the reports hold the
-    /// locks of a few hundred caches for a second, and a refresh of each waits. A refresh of one
+    /// locks of two thousand caches for 200 ms, and a refresh of each waits. A refresh of one
     /// more cache, whose lock is free, made before, while and after the waiting refreshes'
     /// `SLOW_LOCK` timers fire, must return at once, with its catalog in place and not counted
     /// as slow; once the reports let go, each waiting refresh finishes, counted on its own cache.
     async fn refreshes_of_many_caches_do_not_wait_for_each_other() {
-        const BUSY: usize = 256;
+        const BUSY: usize = 2100;
+        // Past SLOW_LOCK, so that each waiting refresh is slow, and short, so that a fix that
+        // wakes every millisecond does not make the test slow.
+        const BUSY_REPORT: Duration = Duration::from_millis(200);
         let busy: Vec<CatalogCache> = (0..BUSY).map(|_| CatalogCache::new(catalog(1))).collect();
         let mut reports = Vec::new();
         for cache in &busy {
-            reports.push(hold_lock_for(cache, Duration::from_secs(1)).await);
+            reports.push(hold_lock_for(cache, BUSY_REPORT).await);
         }
         let free = CatalogCache::new(catalog(10));
         let local = tokio::task::LocalSet::new();
@@ -1351,7 +1656,7 @@ hidden_test! {
                     let took = asked.elapsed();
                     assert!(
                         refreshed.is_ok() && took < SLOW_LOCK,
-                        "while the reports of {BUSY} other caches held their locks for a second \
+                        "while the reports of {BUSY} other caches held their locks for {BUSY_REPORT:?} \
                          and a refresh of each waited, refresh(v{version}) of a cache whose lock \
                          was free, started {after:?} into their wait, {}: a refresh must not wait \
                          for another cache's lock or refresh, however many of them wait (each \
@@ -1391,7 +1696,7 @@ hidden_test! {
             let state = cache.lock().await;
             assert!(
                 (state.catalog.version, state.slow_refreshes) == (2, 1),
-                "busy cache {i} of {BUSY}: its refresh waited a second for its own report, then \
+                "busy cache {i} of {BUSY}: its refresh waited {BUSY_REPORT:?} for its own report, then \
                  it held (version, slow_refreshes) = {:?}, expected (2, 1)",
                 (state.catalog.version, state.slow_refreshes)
             );

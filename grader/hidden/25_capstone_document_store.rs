@@ -720,24 +720,56 @@ async fn run_overlapping(
     };
     // Every save polled in turn, so the scenario is the same on every run.
     let save_is_send = kata_support::is_send!(store.save(ID, b""));
+    // What `load` returned right after a save returned Ok (in the same poll), if it was neither
+    // that save's version nor that of a save that overlapped it.
+    let not_in_place: Arc<std::sync::Mutex<Vec<(usize, Option<Vec<u8>>)>>> = Arc::default();
+    // Which saves have started and which have ended, as each save sees it.
+    let lifetimes: Arc<std::sync::Mutex<(Vec<bool>, Vec<bool>)>> =
+        Arc::new(std::sync::Mutex::new((vec![false; saves.len()], vec![false; saves.len()])));
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(saves.iter().map(|s| s.body.clone()).collect());
     let running: Vec<BoxedSave> = saves
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let store = match handlers {
                 Handlers::StoreEach => DocStore::new(fs.clone(), index.clone()),
                 _ => store.clone(),
             };
             let (start_ms, cut_ms, body) = (s.start_ms, s.cut_ms, s.body.clone());
+            let (not_in_place, lifetimes, bodies) =
+                (not_in_place.clone(), lifetimes.clone(), bodies.clone());
             let save = async move {
                 tokio::time::sleep(Duration::from_millis(start_ms)).await;
-                match cut_ms {
+                // The saves that had ended before this one started did not overlap it.
+                let ended_before = {
+                    let mut lifetimes = lifetimes.lock().expect("lifetimes");
+                    lifetimes.0[i] = true;
+                    lifetimes.1.clone()
+                };
+                let ended = match cut_ms {
                     Some(ms) => {
                         tokio::time::timeout(Duration::from_millis(ms), store.save(ID, &body))
                             .await
                             .ok()
                     }
                     None => Some(store.save(ID, &body).await),
+                };
+                let mut lifetimes = lifetimes.lock().expect("lifetimes");
+                if let Some(Ok(())) = ended {
+                    // Right then, in the same poll: its own version is in place, or that of a
+                    // save that overlapped it and renamed its file after this one's rename.
+                    let seen = store.load(ID);
+                    let overlapped = |j: usize| lifetimes.0[j] && !ended_before[j];
+                    let fine = seen.as_deref().is_some_and(|seen| {
+                        seen == body
+                            || (0..bodies.len()).any(|j| overlapped(j) && seen == bodies[j])
+                    });
+                    if !fine {
+                        not_in_place.lock().expect("not in place").push((i, seen));
+                    }
                 }
+                lifetimes.1[i] = true;
+                ended
             };
             if save_is_send {
                 BoxedSave::Sendable(Box::pin(CheckedSend(save)))
@@ -761,6 +793,19 @@ async fn run_overlapping(
                 fs.paths()
             ));
         }
+    }
+    if let Some((i, seen)) = not_in_place.lock().expect("not in place").first() {
+        return Err(format!(
+            "save {} returned Ok, but load() right then returned {}, neither its version nor that \
+             of a save that overlapped it: when a save returns Ok its version has gone in (and \
+             only a save running beside it may have replaced it since), however many saves of \
+             the document run",
+            i + 1,
+            match seen {
+                Some(doc) => format!("{:?}", String::from_utf8_lossy(doc)),
+                None => "no document".to_owned(),
+            }
+        ));
     }
     let listed = index.contains(ID);
     let leftovers: Vec<String> = fs.paths().into_iter().filter(|p| *p != path).collect();
@@ -810,10 +855,29 @@ const BURST: usize = 70_000;
 async fn burst_of_saves(count: usize) -> Result<(), String> {
     let (store, fs, index) = empty_store();
     let local = tokio::task::LocalSet::new();
+    // Each save that returned Ok while `load` right then returned another version.
+    let not_in_place: std::rc::Rc<std::cell::RefCell<Vec<(usize, Option<Vec<u8>>)>>> =
+        std::rc::Rc::default();
     let saves: Vec<_> = (0..count)
         .map(|i| {
             let store = store.clone();
-            local.spawn_local(async move { store.save(ID, i.to_string().as_bytes()).await })
+            let not_in_place = not_in_place.clone();
+            local.spawn_local(async move {
+                let body = i.to_string();
+                store.save(ID, body.as_bytes()).await?;
+                // Right then, in the same poll: its own version is in place, or that of another
+                // save of the burst (all of them overlap).
+                let seen = store.load(ID);
+                let of_the_burst = seen
+                    .as_deref()
+                    .and_then(|doc| std::str::from_utf8(doc).ok())
+                    .and_then(|text| text.parse::<usize>().ok().filter(|n| text == n.to_string()))
+                    .is_some_and(|n| n < count);
+                if !of_the_burst {
+                    not_in_place.borrow_mut().push((i, seen));
+                }
+                Ok(())
+            })
         })
         .collect();
     let failed: Vec<(usize, std::io::Error)> = local
@@ -836,6 +900,20 @@ async fn burst_of_saves(count: usize) -> Result<(), String> {
              as it runs, among however many saves run at once",
             failed.len(),
             i + 1
+        ));
+    }
+    if let Some((i, seen)) = not_in_place.borrow().first() {
+        return Err(format!(
+            "{} of the {count} saves returned Ok while load() right then returned none of the \
+             burst's versions (save {}: {}): when a save returns Ok its version has gone in (and \
+             only a save running beside it may have replaced it since), however many saves of \
+             the document run",
+            not_in_place.borrow().len(),
+            i + 1,
+            match seen {
+                Some(doc) => format!("{:?}", String::from_utf8_lossy(doc)),
+                None => "no document".to_owned(),
+            }
         ));
     }
     let path = DocStore::final_path(ID);
@@ -1119,6 +1197,92 @@ async fn save_through_a_stall(fresh: fn() -> State, after: Duration) {
     );
     check_consistent(&fs, &index, old.as_deref(), NEW)
         .unwrap_or_else(|seen| panic!("after a save {stall}: {seen}"));
+}
+
+/// A large document (a contract with its attachments inlined): `len` bytes of JSON, tagged
+/// `version`.
+fn large_document(version: u32, len: usize) -> Vec<u8> {
+    let head = format!(r#"{{"contract":7,"version":{version},"text":""#);
+    let pad = len - head.len() - 2;
+    let mut doc = head.into_bytes();
+    doc.extend((0..pad).map(|i| b"abcdefghijklmnop"[i % 16]));
+    doc.extend_from_slice(br#""}"#);
+    doc
+}
+
+/// A large document saved (new, or over the previous version) while a reader looks at every step
+/// of the disk, through the index and at `docs/<id>.json` by its path; cut by a deadline after
+/// `cut` (or never) and then retried at once with `retry`, as a client does after a timeout.
+async fn save_large_document(
+    replace: bool,
+    len: usize,
+    cut: Option<Duration>,
+    retry: &[u8],
+) -> Result<(), String> {
+    let (store, fs, index) = if replace { store_with_old_version() } else { empty_store() };
+    let old = replace.then_some(OLD);
+    let body = large_document(1, len);
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, fs, index, body, done) =
+            (store.clone(), fs.clone(), index.clone(), body.clone(), done.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                if let Err(seen) = check_reader_view(&store, &fs, &index, old, &body) {
+                    return Err(format!(
+                        "a reader looking {} ms into the save: {seen}",
+                        start.elapsed().as_millis()
+                    ));
+                }
+                // One look per step of the fake disk (16 bytes every 5 ms).
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+    };
+    let saved = match cut {
+        Some(cut) => tokio::time::timeout(cut, store.save(ID, &body)).await.ok(),
+        None => Some(store.save(ID, &body).await),
+    };
+    done.store(true, Ordering::SeqCst);
+    reader.await.map_err(|e| format!("the reader panicked: {e}"))??;
+    let Some(cut) = cut else {
+        saved.expect("not cut").map_err(|e| format!("save failed: {e}"))?;
+        if store.load(ID).as_deref() != Some(&body[..]) {
+            return Err("save() returned Ok but load() does not return the new document".into());
+        }
+        return check_consistent(&fs, &index, old, &body);
+    };
+    if saved.is_some() {
+        return Err(format!("the save of {len} bytes returned within {cut:?}: the test is wrong"));
+    }
+    store.save(ID, retry).await.map_err(|e| {
+        format!("the save was cut {cut:?} in, and a retry with the next version failed: {e}")
+    })?;
+    for (when, wait) in [
+        ("right after the retry returned", Duration::ZERO),
+        ("a minute later", Duration::from_secs(60)),
+    ] {
+        tokio::time::sleep(wait).await;
+        let seen = store.load(ID);
+        if seen.as_deref() != Some(retry) {
+            return Err(format!(
+                "the save was cut {cut:?} in, a retry with the next version ({} bytes) started at \
+                 once and returned Ok, but {when} load() returned {}, not the retry's version: \
+                 work of the cut save went on after it was cut and replaced or mixed with the \
+                 retry's",
+                retry.len(),
+                match seen {
+                    Some(doc) => format!("{} bytes", doc.len()),
+                    None => "no document".to_owned(),
+                }
+            ));
+        }
+        check_consistent(&fs, &index, None, retry)
+            .map_err(|e| format!("the save was cut {cut:?} in and retried at once; {when}: {e}"))?;
+    }
+    Ok(())
 }
 
 hidden_test! {
@@ -1594,6 +1758,40 @@ hidden_test! {
         check_property(48, staggered_saves(), |staggered| async move {
             run_overlapping(staggered.handlers, staggered.replace, &staggered.saves).await
         });
+    }
+
+    /// The reader and cut-and-retry checks with documents of 20 KB and more (1 280 steps of the
+    /// fake disk, 6.4 s), new and replacing: a reader who opens `docs/<id>.json` by its path at
+    /// any step finds nothing, the previous version or the new one in full; and a save cut at the
+    /// start, early, halfway or near its end, then retried at once with the next version (small,
+    /// or large), leaves the retry's version in place, alone, then and a minute later.
+    async fn a_large_document_is_never_half_visible_and_a_retry_after_its_cut_stays() {
+        let ms = Duration::from_millis;
+        let small_retry = RETRY;
+        let large_retry = large_document(2, 24 * 1024);
+        const HALFWAY: Duration = Duration::from_millis(3_000);
+        let cuts = [None, Some(ms(1)), Some(ms(100)), Some(HALFWAY), Some(ms(6_390))];
+        for replace in [false, true] {
+            for len in [20 * 1024 + 7, 33 * 1024] {
+                for cut in cuts {
+                    // The larger document: nobody cutting it, and cut halfway (retried large).
+                    if len > 32 * 1024 && !matches!(cut, None | Some(HALFWAY)) {
+                        continue;
+                    }
+                    let retry: &[u8] = if len > 32 * 1024 { &large_retry } else { small_retry };
+                    if let Err(why) = save_large_document(replace, len, cut, retry).await {
+                        panic!(
+                            "{} of {len} bytes{}: {why}",
+                            if replace { "replacing a document with one" } else { "saving a new document" },
+                            match cut {
+                                Some(cut) => format!(", cut by a deadline after {cut:?}"),
+                                None => ", nobody cutting it".to_owned(),
+                            }
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A burst far larger than the 300 above: 70 000 saves of one document at once, none cut.
