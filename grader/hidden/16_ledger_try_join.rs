@@ -450,6 +450,102 @@ fn racing_transfers() -> impl Strategy<Value = Vec<RacingTransfer>> {
     )
 }
 
+/// Whether the ledger has an account for `name`, asked through the ledger alone: a hold of 0
+/// is refused with `UnknownAccount` exactly when it has none (and is released at once).
+fn has_account(ledger: &Ledger, name: &str) -> bool {
+    match ledger.place_hold(name, 0) {
+        Ok(hold) => {
+            ledger.release(hold);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A transfer from alice (who has 100) to carol, whom the ledger has no account for yet.
+#[derive(Debug, Clone, Copy)]
+struct NewRecipient {
+    amount: u64,
+    risk_ms: u64,
+    risk_approves: bool,
+    compliance_ms: u64,
+    compliance_clears: bool,
+}
+
+impl NewRecipient {
+    fn describe(&self) -> String {
+        let risk = if self.risk_approves { "approved" } else { "declined" };
+        let compliance = if self.compliance_clears { "cleared" } else { "froze" };
+        format!(
+            "alice (100) sent {} to carol, who had no account; the risk engine {risk} after {} ms \
+             and compliance {compliance} carol after {} ms",
+            self.amount, self.risk_ms, self.compliance_ms
+        )
+    }
+}
+
+/// Outside services that, at the moment each answers, look whether carol has an account yet:
+/// while a check has not answered, the books are as before the transfer, carol's absence
+/// included.
+#[derive(Clone)]
+struct NewRecipientChecks {
+    scenario: NewRecipient,
+    ledger: Arc<Ledger>,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl NewRecipientChecks {
+    async fn answer(
+        &self,
+        who: &str,
+        delay_ms: u64,
+        verdict: Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        sleep(Duration::from_millis(delay_ms)).await;
+        let mut seen = self.seen.lock().unwrap();
+        if has_account(&self.ledger, "carol") && seen.is_none() {
+            *seen = Some(format!(
+                "{}; when {who} answered ({delay_ms} ms), before its verdict was known, carol \
+                 already had an account (with {}). Expected the books exactly as before the \
+                 transfer, where carol has none, until both checks passed",
+                self.scenario.describe(),
+                self.ledger.balance("carol")
+            ));
+        }
+        verdict
+    }
+}
+
+impl Checks for NewRecipientChecks {
+    fn approve_debit(
+        &self,
+        _from: &str,
+        _amount: u64,
+    ) -> impl Future<Output = Result<(), TransferError>> {
+        let verdict =
+            if self.scenario.risk_approves { Ok(()) } else { Err(TransferError::Declined) };
+        let this = self.clone();
+        async move { this.answer("the risk engine", this.scenario.risk_ms, verdict).await }
+    }
+
+    fn screen_recipient(&self, _to: &str) -> impl Future<Output = Result<(), TransferError>> {
+        let verdict = if self.scenario.compliance_clears {
+            Ok(())
+        } else {
+            Err(TransferError::RecipientFrozen)
+        };
+        let this = self.clone();
+        async move { this.answer("compliance", this.scenario.compliance_ms, verdict).await }
+    }
+}
+
+fn new_recipients() -> impl Strategy<Value = NewRecipient> {
+    (prop_oneof![Just(0u64), Just(30u64)], 0u64..=20, any::<bool>(), 0u64..=20, any::<bool>())
+        .prop_map(|(amount, risk_ms, risk_approves, compliance_ms, compliance_clears)| {
+            NewRecipient { amount, risk_ms, risk_approves, compliance_ms, compliance_clears }
+        })
+}
+
 /// How long a slow check takes, as said in a failure message.
 const SLOW: [(Duration, &str); 8] = [
     (Duration::from_millis(21), "21 ms"),
@@ -785,6 +881,85 @@ hidden_test! {
                 books.2
             );
         }
+    }
+
+    /// A recipient's account is part of the books too: a transfer that went through opens it
+    /// (even for an amount of 0, as the original `transfer` did), and one that did not (refused,
+    /// or dropped before the money moved) leaves carol without one, as if it had never been
+    /// asked; nor does she have one while a check is pending. Over many timings and verdicts,
+    /// cut after every poll.
+    fn a_new_recipient_has_an_account_only_once_the_money_moved() {
+        check_property(32, new_recipients(), |scenario| async move {
+            let seen = Arc::new(Mutex::new(None::<String>));
+            let watcher = seen.clone();
+            let report = explore(
+                || {
+                    let ledger = Ledger::new();
+                    ledger.open("alice", 100);
+                    Arc::new(ledger)
+                },
+                |ledger: Arc<Ledger>| {
+                    let checks = NewRecipientChecks {
+                        scenario,
+                        ledger: ledger.clone(),
+                        seen: watcher.clone(),
+                    };
+                    async move {
+                        transfer(&ledger, &checks, "alice", "carol", scenario.amount).await
+                    }
+                },
+                |ledger, outcome| {
+                    let early = seen.lock().unwrap().take();
+                    async move {
+                        sleep(Duration::from_secs(1)).await;
+                        if let Some(early) = early {
+                            return Err(early);
+                        }
+                        let opened = has_account(&ledger, "carol");
+                        let moved = ledger.balance("alice") == 100 - scenario.amount
+                            && ledger.balance("carol") == scenario.amount
+                            && ledger.open_holds() == 0;
+                        let (expected, how) = match &outcome {
+                            Outcome::Completed(Ok(())) => {
+                                (Some(true), "returned Ok(())".to_owned())
+                            }
+                            Outcome::Completed(Err(error)) => {
+                                (Some(false), format!("returned Err({error:?})"))
+                            }
+                            // Dropped: with money on the way, carol's account says whether it
+                            // arrived; a transfer of 0 dropped at its last await may or may not
+                            // have gone through.
+                            Outcome::Cancelled { polls } if scenario.amount > 0 => {
+                                (Some(moved), format!("was dropped after poll {polls}"))
+                            }
+                            Outcome::Cancelled { .. } => (None, String::new()),
+                        };
+                        match expected {
+                            Some(expected) if expected != opened => Err(format!(
+                                "{}; `transfer` {how}, alice has {}, carol {}, {} hold(s) open. \
+                                 Expected carol {} an account, seen {}: {}",
+                                scenario.describe(),
+                                ledger.balance("alice"),
+                                ledger.balance("carol"),
+                                ledger.open_holds(),
+                                if expected { "to have" } else { "to have no" },
+                                if opened { "one" } else { "none" },
+                                if expected {
+                                    "a transfer that went through opens the recipient's account, \
+                                     even for 0, as the original `transfer` did"
+                                } else {
+                                    "a transfer that did not go through leaves the books as they \
+                                     were, and carol had no account"
+                                }
+                            )),
+                            _ => Ok(()),
+                        }
+                    }
+                },
+            )
+            .await;
+            report.map(|_| ()).map_err(|failure| failure.to_string())
+        });
     }
 
     /// `Ok(())` means both checks approved and the money moved, even for an amount of 0 or a

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use kata_support::{Gate, assert_cancel_safe, check_property, hidden_test, settle};
+use kata_support::{
+    Gate, Outcome, assert_cancel_safe, assert_cancel_safe_at_shutdown, check_property, hidden_test,
+    settle,
+};
 use pipeline_supervisor::{Rendition, TranscodeError, Transcoder, Video, VideoQueue, run_pipeline};
 use proptest::prelude::*;
 use tokio::time::{Instant, sleep, timeout};
@@ -48,6 +51,7 @@ struct FakeFarm {
 }
 
 const TRANSCODE: Duration = Duration::from_millis(10);
+
 /// How long a slow video (a feature film among clips) takes.
 const LONG: Duration = Duration::from_millis(200);
 const WORKERS: usize = 3;
@@ -848,6 +852,45 @@ hidden_test! {
              returned {outcome:?}{when}. A slow transcode is not a failure, however slow: \
              `run_pipeline` has no deadline of its own (a caller that cannot wait drops it, and \
              nothing is left running), so it waits for the answer that finally comes"
+        );
+    }
+
+    /// A deploy shuts the runtime down with the supervisor parked in a task, after every possible
+    /// poll; or the supervisor's future outlives its runtime (kept in a struct, a batch handed
+    /// back to a blocking caller) and is dropped after it, outside any runtime. Dropping it is
+    /// safe wherever that happens: it must not panic, and no transcode is left running.
+    fn a_supervisor_dropped_at_runtime_shutdown_or_after_it_is_safe() {
+        assert_cancel_safe_at_shutdown(
+            || (batch(4), FakeFarm::failing([])),
+            |(queue, farm): (Arc<VideoQueue>, Arc<FakeFarm>)| async move {
+                run_pipeline(queue, farm, 2).await
+            },
+            |(queue, farm), outcome| {
+                match outcome {
+                    Outcome::Completed(Ok(renditions)) if renditions.len() != 4 => {
+                        return Err(format!(
+                            "a batch of 4 videos on 2 workers, nothing failing, returned {} \
+                             rendition(s); expected 4",
+                            renditions.len()
+                        ));
+                    }
+                    Outcome::Completed(Err(error)) => {
+                        return Err(format!(
+                            "a batch of 4 videos on 2 workers, nothing failing, returned \
+                             Err({error:?}); expected its 4 renditions"
+                        ));
+                    }
+                    _ => {}
+                }
+                match farm.running() {
+                    0 => Ok(()),
+                    running => Err(format!(
+                        "once the runtime was gone, {running} transcode(s) were still running \
+                         ({} of 4 videos taken); expected none",
+                        queue.taken()
+                    )),
+                }
+            },
         );
     }
 

@@ -585,6 +585,47 @@ hidden_test! {
         });
     }
 
+    /// The deploy's signal handler runs in a spawned task on a multi-thread runtime
+    /// (`tokio::spawn(async move { ctrl_c().await; service.shutdown().await })`), so the futures
+    /// of `shutdown` and `run_then_shutdown` stay `Send`, as the original ones are, with records
+    /// queued and a handler still holding its `AuditLog`.
+    async fn shutdown_can_run_in_a_spawned_signal_handler() {
+        let sink = AuditSink::new();
+        let service = AuditService::start(sink.clone());
+        let log = service.log();
+        let expected = records(0..150);
+        for r in expected.clone() {
+            log.record(r).await.expect("the audit trail is running");
+        }
+        let shutdown = service.shutdown();
+        let other = AuditService::start(AuditSink::new());
+        let run = other.run_then_shutdown(records(0..3));
+        let not_send: Vec<&str> = [
+            (!kata_support::is_send!(shutdown)).then_some("`shutdown`'s future"),
+            (!kata_support::is_send!(run)).then_some("`run_then_shutdown`'s future"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        assert!(
+            not_send.is_empty(),
+            "{} not `Send`, so the deploy can no longer shut the \
+             service down from a signal handler it `tokio::spawn`s on its multi-thread runtime: \
+             it holds something that is not `Send` across an `.await` (a `std` lock guard, an \
+             `Rc`, a `RefCell` borrow). Expected every one of them `Send`, as the original ones are",
+            match not_send.as_slice() {
+                [one] => format!("{one} is"),
+                _ => format!("{} are", not_send.join(" and ")),
+            }
+        );
+        run.await;
+        shutdown.await;
+        if let Err(seen) = check_store(&sink, &expected, "when `shutdown` returned") {
+            panic!("{seen}");
+        }
+        drop(log);
+    }
+
     /// Nothing shuts down: full batches and the once-a-second flush reach the store, in order.
     async fn batches_records_while_the_service_runs() {
         let sink = AuditSink::new();

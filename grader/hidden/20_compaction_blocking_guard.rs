@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use compaction_blocking_guard::{MergeStats, SegmentMerger, Store};
-use kata_support::hidden_test;
+use kata_support::{Outcome, assert_cancel_safe_at_shutdown, hidden_test};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -117,6 +117,17 @@ const NOT_ON_THE_POOL: &str = "compact() was called with the lock free, but its 
      (`std::thread::spawn`) is not the blocking pool: the runtime does not wait for it when it \
      shuts down, so `main` returning mid-compaction kills the merge halfway through rewriting \
      segments. The merge must run on the blocking pool (`spawn_blocking`)";
+
+/// A merger that runs straight through and counts its merges.
+#[derive(Default)]
+struct QuickMerger(Arc<AtomicUsize>);
+
+impl SegmentMerger for QuickMerger {
+    fn merge(&self) -> MergeStats {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        STATS
+    }
+}
 
 /// A merger that blocks (on the test's gate) the way a real merge blocks on disk and CPU.
 struct GatedMerger(Arc<Shared>);
@@ -480,6 +491,38 @@ fn hold_back(gate: &Mutex<HoldBack>, held: bool) {
 }
 
 hidden_test! {
+    /// A deploy shuts the runtime down with the admin request's `compact` parked in a task, after
+    /// every possible poll; or the `compact` future outlives its runtime and is dropped after it,
+    /// outside any runtime (the runtime waits for its blocking pool, so the merge is over by
+    /// then). Dropping it is safe wherever that happens, like the abort and the timeout: it must
+    /// not panic, and the lock is free once the runtime is gone.
+    fn a_compaction_dropped_at_runtime_shutdown_or_after_it_is_safe() {
+        assert_cancel_safe_at_shutdown(
+            || {
+                let merges = Arc::new(AtomicUsize::new(0));
+                (Arc::new(Store::new(QuickMerger(merges.clone()))), merges)
+            },
+            |(store, _): (Arc<Store>, Arc<AtomicUsize>)| async move { store.compact().await },
+            |(store, merges), outcome| {
+                let merges = merges.load(Ordering::SeqCst);
+                if store.is_compacting() {
+                    return Err(format!(
+                        "the runtime is gone and {merges} merge(s) ran, yet the compaction lock \
+                         is still held: expected it free"
+                    ));
+                }
+                match outcome {
+                    Outcome::Completed(stats) if stats != STATS || merges != 1 => Err(format!(
+                        "a compaction nobody cut returned {stats:?} after {merges} merge(s); \
+                         expected {STATS:?} after one"
+                    )),
+                    _ if merges > 1 => Err(format!("one call of `compact` ran {merges} merges")),
+                    _ => Ok(()),
+                }
+            },
+        );
+    }
+
     /// Nothing cancelled: the merge runs on the blocking pool, the lock is held while it runs and
     /// released when it returns, and `compact` returns the merge's stats.
     async fn compacts_and_holds_the_lock_while_merging() {
