@@ -251,6 +251,11 @@ pub fn run_sync(body: impl FnOnce()) {
 ///     }
 /// }
 /// ```
+///
+/// Opened as `hidden_test! { focus NAME; ... }`, the executable holds the test `NAME` alone: the
+/// others are type-checked but never compiled to code (they are marked `allow(dead_code)` for
+/// this). `grader verify` builds a decoy this way with the test that rejected it last time
+/// (`grader/decoys/rejected-by.toml`), for about a third of the build.
 #[macro_export]
 macro_rules! hidden_test {
     // Each test becomes a plain function; the names are collected for the generated `main`. With
