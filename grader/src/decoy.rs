@@ -11,6 +11,7 @@
 //! grader's own target area and builds that file as the variant's `src/lib.rs` (or judges it as a
 //! learner's test).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -166,7 +167,7 @@ pub const RECORD: &str = "grader/decoys/rejected-by.toml";
 /// (the hidden tests changed, or the test is gone) is built again with every test.
 #[derive(Debug, Default)]
 pub struct Record {
-    tests: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    tests: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Record {
@@ -194,18 +195,14 @@ impl Record {
     /// The recorded test of a decoy, when there is one and it names a Rust function.
     pub fn test(&self, kata: &Kata, decoy: &str) -> Option<&str> {
         let test = self.tests.get(&kata.name)?.get(decoy)?;
-        let mut chars = test.chars();
-        let first = chars.next()?;
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        (first.is_ascii_alphabetic() || first == '_')
-            .then_some(())
-            .filter(|_| chars.all(word))
-            .map(|_| test.as_str())
+        let name = test.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && test.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        name.then_some(test.as_str())
     }
 
     /// Replaces what is recorded for `kata` by `tests` (decoy name, test name).
     pub fn set(&mut self, kata: &Kata, tests: impl IntoIterator<Item = (String, String)>) {
-        let tests: std::collections::BTreeMap<_, _> = tests.into_iter().collect();
+        let tests: BTreeMap<_, _> = tests.into_iter().collect();
         if tests.is_empty() {
             self.tests.remove(&kata.name);
         } else {
