@@ -484,6 +484,36 @@ fn packetisations() -> impl Strategy<Value = Vec<(usize, u64)>> {
     )
 }
 
+/// Serves a client that is quiet for `quiet`, then sends "/quit" and closes: the moments (from
+/// the start) the session asked for pings, or how the session ended when it did not end cleanly.
+async fn quiet_then_quit(ping_every: Duration, quiet: Duration) -> Result<Vec<Duration>, String> {
+    let mut script = Builder::new();
+    script.wait(quiet).read(b"/quit\r\n");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = tokio::time::Instant::now();
+    let mut session = tokio::spawn(serve(script.build(), ping_every, tx));
+    let mut pings = Vec::new();
+    let record = |event: Event, pings: &mut Vec<Duration>| {
+        if event == Event::Ping {
+            pings.push(start.elapsed());
+        }
+    };
+    let ended = loop {
+        tokio::select! {
+            biased;
+            Some(event) = rx.recv() => record(event, &mut pings),
+            ended = &mut session => break ended,
+        }
+    };
+    while let Ok(event) = rx.try_recv() {
+        record(event, &mut pings);
+    }
+    match ended {
+        Ok(Ok(())) => Ok(pings),
+        ended => Err(format!("{ended:?}")),
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: whole lines, several in one packet, come out as commands in order.
     async fn reads_whole_lines() {
@@ -869,33 +899,15 @@ hidden_test! {
             // Never at the very moment a ping falls due, where either order would be fair.
             let quiet_ms = if quiet_ms % 1000 == 0 { quiet_ms + 1 } else { quiet_ms };
             let quiet = Duration::from_millis(quiet_ms);
-            let mut script = Builder::new();
-            script.wait(quiet).read(b"/quit\r\n");
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let start = tokio::time::Instant::now();
-            let mut session = tokio::spawn(serve(script.build(), PING_EVERY, tx));
-            let mut pings = Vec::new();
-            let record = |event: Event, pings: &mut Vec<Duration>| {
-                if event == Event::Ping {
-                    pings.push(start.elapsed());
+            let pings = match quiet_then_quit(PING_EVERY, quiet).await {
+                Ok(pings) => pings,
+                Err(ended) => {
+                    return Err(format!(
+                        "the client was quiet for {quiet:?}, then sent \"/quit\" and closed the \
+                         connection, but the session did not end cleanly: {ended}"
+                    ));
                 }
             };
-            let ended = loop {
-                tokio::select! {
-                    biased;
-                    Some(event) = rx.recv() => record(event, &mut pings),
-                    ended = &mut session => break ended,
-                }
-            };
-            while let Ok(event) = rx.try_recv() {
-                record(event, &mut pings);
-            }
-            if !matches!(ended, Ok(Ok(()))) {
-                return Err(format!(
-                    "the client was quiet for {quiet:?}, then sent \"/quit\" and closed the \
-                     connection, but the session did not end cleanly: {ended:?}"
-                ));
-            }
             let expected: Vec<Duration> =
                 (1..=quiet_ms / 1000).map(|k| PING_EVERY * k as u32).collect();
             if pings != expected {
@@ -1623,34 +1635,16 @@ hidden_test! {
                 quiet_ms += period_ms / 2;
             }
             let quiet = Duration::from_millis(quiet_ms);
-            let mut script = Builder::new();
-            script.wait(quiet).read(b"/quit\r\n");
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let start = tokio::time::Instant::now();
-            let mut session = tokio::spawn(serve(script.build(), ping_every, tx));
-            let mut pings = Vec::new();
-            let record = |event: Event, pings: &mut Vec<Duration>| {
-                if event == Event::Ping {
-                    pings.push(start.elapsed());
+            let pings = match quiet_then_quit(ping_every, quiet).await {
+                Ok(pings) => pings,
+                Err(ended) => {
+                    return Err(format!(
+                        "with a ping every {ping_every:?}, the client was quiet for {quiet:?}, \
+                         then sent \"/quit\" and closed the connection, but the session did not \
+                         end cleanly: {ended}"
+                    ));
                 }
             };
-            let ended = loop {
-                tokio::select! {
-                    biased;
-                    Some(event) = rx.recv() => record(event, &mut pings),
-                    ended = &mut session => break ended,
-                }
-            };
-            while let Ok(event) = rx.try_recv() {
-                record(event, &mut pings);
-            }
-            if !matches!(ended, Ok(Ok(()))) {
-                return Err(format!(
-                    "with a ping every {ping_every:?}, the client was quiet for {quiet:?}, then \
-                     sent \"/quit\" and closed the connection, but the session did not end \
-                     cleanly: {ended:?}"
-                ));
-            }
             let expected: Vec<Duration> =
                 (1..=quiet_ms / period_ms).map(|k| ping_every * k as u32).collect();
             if pings != expected {
