@@ -305,6 +305,74 @@ fn expected_lines(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("line {i}")).collect()
 }
 
+/// How a line is named in a verdict: short lines quoted, long ones by size and start.
+fn describe(line: &str) -> String {
+    if line.len() <= 40 {
+        format!("{line:?}")
+    } else {
+        let start: String = line.chars().take(12).collect();
+        format!("a line of {} bytes starting {start:?}", line.len())
+    }
+}
+
+/// A long log line (a stack trace, a request dump) of `bytes` bytes: its name, then NUL
+/// padding, which costs little to allocate.
+fn long_line(name: &str, bytes: usize) -> String {
+    let mut text = vec![0u8; bytes];
+    text[..name.len()].copy_from_slice(name.as_bytes());
+    String::from_utf8(text).expect("NUL padding is valid UTF-8")
+}
+
+/// Runs the batcher against `sent` (each line at its offset from the start, in order) and a
+/// channel closed at `close`, and checks every promise of [`keeps_its_promises`], with the lines
+/// shipped exactly as sent, whatever their content: blank, whitespace, any UTF-8, megabytes long.
+async fn keeps_its_promises_for_any_content(
+    sent: Vec<(Duration, String)>,
+    close: Duration,
+) -> Result<Vec<(Duration, usize)>, String> {
+    let offsets: Vec<Duration> = sent.iter().map(|(at, _)| *at).collect();
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel(sent.len().max(1));
+    let expected: Vec<String> = sent.iter().map(|(_, line)| describe(line)).collect();
+    let producer = async move {
+        for (at, line) in sent {
+            sleep_until(start + at).await;
+            tx.send(line).await.expect("the batcher stopped receiving before the channel closed");
+        }
+        sleep_until(start + close).await;
+    };
+    let (sink, ()) = tokio::join!(run_batcher(rx, RecordingSink::new(start)), producer);
+    let sizes: Vec<(Duration, usize)> = sink.shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+    let shipped: Vec<String> = sink
+        .shipped
+        .iter()
+        .flat_map(|(_, batch)| batch.iter().map(|line| describe(line)))
+        .collect();
+    if shipped != expected {
+        return Err(format!(
+            "the lines sent were, in order, {expected:?}, and the lines shipped {shipped:?}: every \
+             line is shipped exactly once, in order, as it was sent"
+        ));
+    }
+    let mut line = 0;
+    let named: Vec<(Duration, Vec<String>)> = sink
+        .shipped
+        .iter()
+        .map(|(at, batch)| {
+            let names = (line..line + batch.len()).map(|i| format!("line {i}")).collect();
+            line += batch.len();
+            (*at, names)
+        })
+        .collect();
+    keeps_its_promises(&offsets, close, &named).map_err(|seen| {
+        format!(
+            "{seen} (`line i` is the i-th line sent, counting from 0: {expected:?}; batches, as \
+             time and size: {sizes:?})"
+        )
+    })?;
+    Ok(sizes)
+}
+
 /// A burst of `burst` lines sent at once after a quiet second and a half, on a channel with room
 /// for all of them, and the channel closed at 3.5 s: checks that the burst leaves in one batch
 /// within a second, and every other promise.
@@ -736,6 +804,61 @@ hidden_test! {
                 sizes.first().map_or(0, |(_, size)| *size)
             );
         }
+    }
+
+    /// Lines of every content, one by one during quiet spells and at once: blank, whitespace
+    /// only, multi-byte UTF-8. Each is shipped as sent, within a second: what a line holds
+    /// changes nothing.
+    async fn lines_of_any_content_are_shipped_alike() {
+        let ms = Duration::from_millis;
+        let lone = vec![
+            (ms(500), String::new()),
+            (ms(2_500), " ".to_owned()),
+            (ms(4_500), "\t \r".to_owned()),
+            (ms(6_500), "paiement refusé ✓ 日本語 🚀".to_owned()),
+            (ms(8_000), String::new()),
+            (ms(8_000), "x".to_owned()),
+            (ms(8_000), String::new()),
+        ];
+        let close = ms(10_000);
+        if let Err(seen) = keeps_its_promises_for_any_content(lone, close).await {
+            panic!(
+                "a blank line at 0.5 s, a space at 2.5 s, a tab and a carriage return at 4.5 s, \
+                 a line of multi-byte UTF-8 at 6.5 s, a blank line, \"x\" and a blank line at \
+                 once at 8 s, and the channel closed at {close:?}: {seen}"
+            );
+        }
+    }
+
+    /// A burst of long lines (stack traces, request dumps: 80 MiB at once, past any byte limit a
+    /// batcher might flush at) after a quiet second and a half: shipped as sent, in one batch,
+    /// within a second. How many bytes a burst holds changes nothing. (One runtime: the size,
+    /// not the branch order, is what it tests.)
+    fn a_burst_of_long_lines_leaves_whole() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            const LONG: usize = 16 << 20;
+            let ms = Duration::from_millis;
+            let at = ms(1_500);
+            let mut burst = vec![(at, "first".to_owned())];
+            burst.extend((0..5).map(|i| (at, long_line(&format!("long {i} "), LONG + 1))));
+            burst.extend([(at, String::new()), (at, "last".to_owned())]);
+            let close = ms(3_500);
+            let setting = format!(
+                "1.5 s of silence, then a burst of 8 lines at once (5 of them 16 MiB long, 80 MiB \
+                 in all), and the channel closed at {close:?}"
+            );
+            match keeps_its_promises_for_any_content(burst, close).await {
+                Err(seen) => panic!("{setting}: {seen}"),
+                Ok(sizes) => assert!(
+                    sizes.len() == 1,
+                    "{setting}: the burst was split into {} shipments, as (time, lines) \
+                     {sizes:?}; a burst leaves in one batch however many bytes it holds (at most \
+                     one shipment per second, a burst not split up, however big)",
+                    sizes.len()
+                ),
+            }
+        });
     }
 
     /// Lines sent at once and a channel closed before a second has passed: the batch leaves by

@@ -127,6 +127,30 @@ impl AsyncRead for FloodingSensor {
 /// How late a heartbeat may be reported while the collector is busy, after it fell due.
 const BEAT_LATENESS: Duration = Duration::from_millis(250);
 
+/// An error of a transport's own (a TLS layer's alert), carried inside an `io::Error`.
+#[derive(Debug, PartialEq, Eq)]
+struct TlsAlert(u8);
+
+impl std::fmt::Display for TlsAlert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS alert {}", self.0)
+    }
+}
+
+impl std::error::Error for TlsAlert {}
+
+/// What the collector may look at in a read error: its kind, its OS error code, its text, and
+/// the transport's own error inside it (as `TlsAlert`, if it is one).
+fn error_parts(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|inner| inner.downcast_ref::<TlsAlert>());
+    format!(
+        "kind {:?}, OS error code {:?}, text {:?}, inner TLS error {inner:?}",
+        e.kind(),
+        e.raw_os_error(),
+        e.to_string()
+    )
+}
+
 hidden_test! {
     /// The collector reads each sensor link in a task of its own (`tokio::spawn`) on a
     /// multi-thread runtime, so over a reader that is `Send`, `next_event`'s future must stay
@@ -239,6 +263,56 @@ hidden_test! {
                  stream (`InvalidData`, quarantine the sensor) by the kind: a read error comes \
                  out with its own kind, not re-wrapped as another",
                 wire.len()
+            );
+        }
+    }
+
+    /// A read error comes out as the reader reported it, not only of the same kind: with its OS
+    /// error code (ECONNRESET, ETIMEDOUT, EPIPE, as a socket reports them), its text, and the
+    /// transport's own error inside it (a TLS alert), after the frames that arrived whole,
+    /// whether it came between two frames or in the middle of one. The collector logs the code
+    /// and matches on it.
+    async fn a_read_error_comes_out_as_the_reader_reported_it() {
+        use std::io::{Error, ErrorKind};
+        let errors: [fn() -> Error; 6] = [
+            || Error::from_raw_os_error(104),
+            || Error::from_raw_os_error(110),
+            || Error::from_raw_os_error(32),
+            || Error::new(ErrorKind::ConnectionAborted, TlsAlert(40)),
+            || Error::other(TlsAlert(80)),
+            || Error::new(ErrorKind::UnexpectedEof, "peer closed without close_notify"),
+        ];
+        let sent = ["temp=21.5", "hum=40", "soil=0.31"];
+        let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
+        let two = frame(sent[0]).len() + frame(sent[1]).len();
+        for (cut, error) in [two, two + 6].into_iter().flat_map(|cut| errors.map(|e| (cut, e))) {
+            let reported = error_parts(&error());
+            let mock = kata_support::FailsAtTheEnd::new(
+                tokio_test::io::Builder::new().read(&wire[..cut]).build(),
+                error(),
+            );
+            let mut link = TelemetryLink::new(mock);
+            let mut frames = Vec::new();
+            let outcome = loop {
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(payload))) if frames.len() < sent.len() => {
+                        frames.push(String::from_utf8_lossy(&payload).into_owned())
+                    }
+                    Ok(Some(Event::Frame(_))) => break "one frame too many".to_string(),
+                    Ok(Some(Event::Heartbeat)) => break "a heartbeat, as if waiting for more".to_string(),
+                    Ok(None) => break "`Ok(None)`, the sensor closing the link".to_string(),
+                    Err(e) => break format!("an error of {}", error_parts(&e)),
+                }
+            };
+            assert!(
+                frames == sent[..2] && outcome == format!("an error of {reported}"),
+                "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then the \
+                 read failed with an error of {reported}: the link delivered {frames:?}, then \
+                 {outcome}; expected {:?}, then that error as the reader reported it (its kind, \
+                 its OS error code, its text and the error inside it: the collector logs and \
+                 matches on them), not rebuilt from its kind or wrapped in another",
+                wire.len(),
+                &sent[..2]
             );
         }
     }

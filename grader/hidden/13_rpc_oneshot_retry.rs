@@ -1265,6 +1265,168 @@ hidden_test! {
         }
     }
 
+    /// A long run of failures on one client and its clones: 200 calls in a row on a stuck
+    /// mailer, then 200 on a mailer that crashes at once, then calls on a mailer that answers at
+    /// once. However many calls failed before it, and however the failures went, each call
+    /// queues its own job at once and ends as on a fresh client: `TimedOut` at the end of its
+    /// own budget, `WorkerDropped` or its receipt at once.
+    async fn a_long_run_of_failed_calls_changes_nothing_for_the_next_one() {
+        const STUCK: u64 = 200;
+        const CRASHED: u64 = 200;
+        const ANSWERED: u64 = 20;
+        let attempt = ATTEMPT / 10;
+        let budget = attempt * ATTEMPTS;
+        let (queue, mut jobs) = mpsc::channel::<Request>(8);
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let mailer_taken = taken.clone();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            let mut stuck = Vec::new();
+            while let Some(Request { job, reply }) = jobs.recv().await {
+                mailer_taken.lock().unwrap().push((job.id, start.elapsed()));
+                if job.id <= STUCK {
+                    stuck.push(reply);
+                } else if job.id <= STUCK + CRASHED {
+                    drop(reply);
+                } else {
+                    let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
+                }
+            }
+        });
+        let client = MailClient::new(queue, attempt, ATTEMPTS);
+        for id in 1..=STUCK + CRASHED + ANSWERED {
+            let clone = client.clone();
+            let caller = if id % 2 == 0 { &clone } else { &client };
+            let called_at = start.elapsed();
+            let outcome = timeout(Duration::from_secs(60), caller.send_email(job(id))).await;
+            let waited = start.elapsed() - called_at;
+            let queued: Vec<Duration> = taken
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(job, _)| *job == id)
+                .map(|(_, at)| *at - called_at)
+                .collect();
+            let (expected, ok) = if id <= STUCK {
+                (
+                    format!("`Err(TimedOut)` at the end of its own budget, {budget:?}"),
+                    outcome == Ok(Err(CallError::TimedOut))
+                        && waited >= budget
+                        && waited <= budget + Duration::from_millis(10),
+                )
+            } else if id <= STUCK + CRASHED {
+                (
+                    "`Err(WorkerDropped)` at once".to_string(),
+                    outcome == Ok(Err(CallError::WorkerDropped)) && waited.is_zero(),
+                )
+            } else {
+                let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
+                (format!("{receipt:?} at once"), outcome == Ok(receipt) && waited.is_zero())
+            };
+            let returned = match outcome {
+                Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+                Err(_) => format!("was still waiting after {waited:?}"),
+            };
+            let took = match queued.as_slice() {
+                [] => "never got the job".to_string(),
+                [at] => format!("got the job {at:?} after the call started"),
+                more => format!("got the job {} times, at {more:?} into the call", more.len()),
+            };
+            let before = if id <= STUCK {
+                format!("{} call(s) before it on a stuck mailer", id - 1)
+            } else if id <= STUCK + CRASHED {
+                format!("{STUCK} calls on a stuck mailer, then {} on one that crashed at once", id - 1 - STUCK)
+            } else {
+                format!(
+                    "{STUCK} calls on a stuck mailer, {CRASHED} on one that crashed at once, then \
+                     {} answered at once",
+                    id - 1 - STUCK - CRASHED
+                )
+            };
+            assert!(
+                ok && queued == [Duration::ZERO],
+                "one client (a budget of {ATTEMPTS} attempts of {attempt:?}) and its clones made \
+                 calls one after another, the queue having room each time: {before}. Call {id}: \
+                 the mailer {took}, and the call {returned}. Expected the job taken once, at \
+                 once, and {expected}, as on a fresh client: however many calls failed before \
+                 it, a call queues its own job and waits its own budget"
+            );
+        }
+    }
+
+    /// A handler creates the call's future and awaits it only later: after seconds of other
+    /// work, after a whole other call on the same client, or a week later. The call starts
+    /// when its future is first polled: it queues its job then, and its budget counts from
+    /// then, so a mailer that answers within the budget sees its receipt returned, and a stuck
+    /// one makes the call give up a whole budget after its first poll, not before.
+    async fn a_call_starts_when_its_future_is_first_polled() {
+        let ms = Duration::from_millis;
+        let budget = ATTEMPT * ATTEMPTS;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let scenarios = [
+            ("5 s of other work", ms(5_000), false, Some(ms(1_500))),
+            ("5 s of other work", ms(5_000), false, None),
+            ("a week", week, false, Some(budget - ms(1))),
+            ("another call on the same client, to its end", Duration::ZERO, true, Some(ms(2_500))),
+            ("another call on the same client, to its end", Duration::ZERO, true, None),
+        ];
+        for (meanwhile, delay, other_call, work) in scenarios {
+            let start = Instant::now();
+            let (queue, taken) = start_counting_mailer(work, start);
+            let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+            let call = client.send_email(job(1));
+            if other_call {
+                let _ = timeout(Duration::from_secs(60), client.send_email(job(2))).await;
+            }
+            sleep(delay).await;
+            let first_poll = start.elapsed();
+            let outcome = timeout(Duration::from_secs(60), call).await;
+            let waited = start.elapsed() - first_poll;
+            let queued: Vec<Duration> = taken
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(job, _)| *job == 1)
+                .map(|(_, at)| *at)
+                .collect();
+            let (mailer, expected, ok) = match work {
+                Some(work) => {
+                    let receipt = Ok(Receipt { job_id: 1, message_id: "msg-1-1".into() });
+                    let receipt = if other_call {
+                        Ok(Receipt { job_id: 1, message_id: "msg-1-2".into() })
+                    } else {
+                        receipt
+                    };
+                    (
+                        format!("answers each job {work:?} after taking it"),
+                        format!("the job's receipt {work:?} after the first poll"),
+                        outcome == Ok(receipt) && waited == work,
+                    )
+                }
+                None => (
+                    "never answers".to_string(),
+                    format!("`Err(TimedOut)` a whole budget ({budget:?}) after the first poll"),
+                    outcome == Ok(Err(CallError::TimedOut))
+                        && waited >= budget
+                        && waited <= budget + ms(10),
+                ),
+            };
+            let returned = match outcome {
+                Ok(outcome) => format!("returned {outcome:?} {waited:?} after its first poll"),
+                Err(_) => format!("was still waiting {waited:?} after its first poll"),
+            };
+            assert!(
+                ok && queued == [first_poll],
+                "a handler created a call's future at 0 s and awaited it only after \
+                 {meanwhile}, at {first_poll:?}, with a mailer that {mailer} (a budget of \
+                 {ATTEMPTS} attempts of {ATTEMPT:?}). The mailer took the call's job at \
+                 {queued:?}, and the call {returned}. Expected the job taken once, at the first \
+                 poll, and {expected}: a call starts when its future is first polled, not when \
+                 `send_email` is called"
+            );
+        }
+    }
+
     /// The shopper reloads in another tab: two or three web requests call `send_email` for the
     /// same job (the same id, the same email) while the first call still waits, on one client and
     /// on its clones. Each is a call of its own: it queues its own job at once, returns the

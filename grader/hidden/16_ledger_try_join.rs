@@ -49,6 +49,32 @@ fn all_clear() -> FakeChecks {
     FakeChecks { risk: (RISK, Ok(())), compliance: (COMPLIANCE, Ok(())) }
 }
 
+/// After a transfer from alice ended as it did (`how`), the next one: alice sends bob all she
+/// has, and it goes through within a second (its checks answer in 10 ms). Whatever the
+/// transfer before it left behind, in the books or beside them, must not stop it.
+async fn the_next_transfer_goes_through(ledger: &Ledger, how: &str) -> Result<(), String> {
+    let (alice, bob) = (ledger.available("alice"), ledger.balance("bob"));
+    let next = tokio::time::timeout(
+        Duration::from_secs(1),
+        transfer(ledger, &all_clear(), "alice", "bob", alice),
+    )
+    .await;
+    let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
+    if next != Ok(Ok(())) || books != (0, bob + alice, 0) {
+        let next = match next {
+            Ok(outcome) => format!("returned {outcome:?}"),
+            Err(_) => "was still pending a second later".to_owned(),
+        };
+        return Err(format!(
+            "{how}; then alice sent bob all she had ({alice}), both checks approving within \
+             10 ms, and that transfer {next} (the books: {}). Expected Ok(()) and the money moved: \
+             however a transfer ended, it leaves nothing behind that stops the next one",
+            describe(ledger)
+        ));
+    }
+    Ok(())
+}
+
 /// alice has 100, bob has 0.
 fn books() -> Ledger {
     let ledger = Ledger::new();
@@ -725,7 +751,7 @@ hidden_test! {
                      it refused nothing. Expected {applies}; an error names a reason that applies"
                 ));
             }
-            Ok(())
+            the_next_transfer_goes_through(&ledger, &format!("{what}; {ended}")).await
         });
     }
 
@@ -1087,6 +1113,69 @@ hidden_test! {
         );
     }
 
+    /// Transfers from alice at once that fit in her balance together, 2, 3 or 65 of them, some
+    /// to herself, with their checks answering in every order: none lacks the funds, so each
+    /// goes through (an error names a reason that applies), and the books end as they should.
+    async fn transfers_from_one_sender_that_fit_together_all_go_through() {
+        let t = |to_self, amount, risk_ms, compliance_ms| RacingTransfer {
+            to_self,
+            amount,
+            risk_ms,
+            compliance_ms,
+        };
+        let mut many: Vec<RacingTransfer> =
+            (0..64).map(|i| t(i % 5 == 0, 1, i % 20, (i * 7) % 20)).collect();
+        many.push(t(false, 36, 3, 3));
+        let scenarios = [
+            vec![t(false, 50, 10, 1), t(false, 50, 1, 10)],
+            vec![t(true, 40, 10, 10), t(false, 40, 1, 1)],
+            vec![t(false, 40, 1, 1), t(true, 60, 10, 10)],
+            vec![t(true, 30, 0, 20), t(false, 30, 20, 0), t(false, 40, 5, 5)],
+            many,
+        ];
+        for transfers in scenarios {
+            let ledger = books();
+            let outcomes = futures::future::join_all(
+                transfers.iter().map(|t| async { transfer(&ledger, &t.checks(), "alice", t.to(), t.amount).await }),
+            )
+            .await;
+            let moved: u64 = transfers.iter().filter(|t| !t.to_self).map(|t| t.amount).sum();
+            let what = if transfers.len() > 3 {
+                format!(
+                    "alice (who has 100) sent at once {} transfers, 100 in all, among them {}",
+                    transfers.len(),
+                    transfers.iter().take(3).map(RacingTransfer::describe).collect::<Vec<_>>().join(", ")
+                )
+            } else {
+                format!(
+                    "alice (who has 100) sent at once {}",
+                    transfers.iter().map(RacingTransfer::describe).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let refused: Vec<String> = transfers
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| outcome.is_err())
+                .map(|(t, outcome)| format!("{} answered {outcome:?}", t.describe()))
+                .collect();
+            assert!(
+                refused.is_empty(),
+                "{what}: together they fit in her balance, so each must go through, but {} of \
+                 them did not: {}. An error names a reason that applies, and alice had the money",
+                refused.len(),
+                refused.join("; ")
+            );
+            let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
+            assert!(
+                books == (100 - moved, moved, 0) && ledger.available("alice") == 100 - moved,
+                "{what}: each went through, so alice must end with {} and bob with {moved}, with \
+                 no hold open, but {}",
+                100 - moved,
+                describe(&ledger)
+            );
+        }
+    }
+
     /// A transfer to oneself moves the money out and back in: like any other, it goes through
     /// only if alice has the amount available when it does. Several transfers from alice at once,
     /// one to herself: replaying the ones that went through in the order they finished never
@@ -1130,6 +1219,14 @@ hidden_test! {
                 return Err(format!(
                     "{what}; they answered {answers}. Expected each to go through or be refused \
                      with Err(InsufficientFunds), and the first to take the money to go through"
+                ));
+            }
+            let total: u64 = transfers.iter().map(|t| t.amount).sum();
+            if total <= 100 && outcomes.iter().any(Result::is_err) {
+                return Err(format!(
+                    "{what}; they answered {answers}. Together they move {total}, which alice \
+                     has: none of them can lack the funds, so each must go through (an error \
+                     names a reason that applies)"
                 ));
             }
             let (mut alice, mut bob) = (100u64, 0u64);
@@ -1265,9 +1362,16 @@ hidden_test! {
                 sleep(Duration::from_secs(1)).await;
                 let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
                 let completed = matches!(outcome, Outcome::Completed(Ok(())));
+                let whole = books == (70, 30, 0) || (books == (100, 0, 0) && !completed);
                 match books {
-                    (70, 30, 0) => Ok(()),
-                    (100, 0, 0) if !completed => Ok(()),
+                    _ if whole => {
+                        let how = if books.0 == 70 {
+                            "a transfer of 30 from alice went through"
+                        } else {
+                            "a transfer of 30 from alice was dropped before it went through"
+                        };
+                        the_next_transfer_goes_through(&ledger, how).await
+                    }
                     _ if ledger.open_holds() > 0 => Err(format!(
                         "the transfer was dropped and a hold is still open: {}; alice's money \
                          stays reserved for ever",

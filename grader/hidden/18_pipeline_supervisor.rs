@@ -939,6 +939,37 @@ hidden_test! {
         );
     }
 
+    /// However many workers the batch asks for (5, 64, 300), that many run side by side on a
+    /// big batch (23, 1 000, 1 200 videos of 10 ms): the batch takes one round of transcodes per
+    /// `workers` videos, and exactly `workers` transcodes run at once.
+    async fn many_workers_run_side_by_side_on_a_big_batch() {
+        for (workers, videos) in [(5usize, 23u64), (64, 1_000), (300, 1_200)] {
+            let queue = batch(videos);
+            let farm = FakeFarm::failing([]);
+            let start = Instant::now();
+            let renditions = timeout(
+                Duration::from_secs(60),
+                run_pipeline(queue.clone(), farm.clone(), workers),
+            )
+            .await
+            .expect("the batch did not end within 60 s (virtual)")
+            .expect("no video fails, so the batch must succeed");
+            let took = start.elapsed();
+            let most = farm.most_at_once.load(Ordering::SeqCst);
+            let rounds = videos.div_ceil(workers as u64) as u32;
+            assert!(
+                renditions.len() as u64 == videos && most == workers && took == TRANSCODE * rounds,
+                "{videos} videos of 10 ms each on {workers} workers: `run_pipeline` returned {} \
+                 rendition(s) after {took:?}, with at most {most} transcodes running at once. \
+                 Expected every rendition after {:?} ({rounds} rounds), with {workers} transcodes \
+                 at once: `run_pipeline` keeps `workers` workers running side by side, however \
+                 many that is",
+                renditions.len(),
+                TRANSCODE * rounds
+            );
+        }
+    }
+
     /// The kata's bug: video 4 fails at 15 ms. `run_pipeline` returns that error, and from then
     /// on no worker may take another video or keep transcoding.
     async fn a_failed_batch_stops_its_workers() {

@@ -388,9 +388,22 @@ fn describe_panic(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// What [`PanicsOnce`]'s merge panics with.
+#[derive(Default, Clone, Copy, Debug)]
+enum Payload {
+    /// A `CorruptSegment(7)`, a type of its own.
+    #[default]
+    Own,
+    /// A `&'static str`, as `panic!("...")` with no arguments raises.
+    Str,
+    /// A `String`, as `panic!` with arguments and `expect` raise.
+    String,
+}
+
 /// A merger that panics on its first merge (a corrupt segment) and merges normally after that.
 #[derive(Default)]
 struct PanicsOnce {
+    payload: Payload,
     merges: Arc<AtomicUsize>,
     /// Merges that ran on an async worker, and on a thread outside the runtime.
     on_async_worker: Arc<AtomicUsize>,
@@ -405,8 +418,13 @@ impl SegmentMerger for PanicsOnce {
             Place::OwnThread => _ = self.on_own_thread.fetch_add(1, Ordering::SeqCst),
         }
         if self.merges.fetch_add(1, Ordering::SeqCst) == 0 {
-            // The test's merge panics on purpose, with a payload of its own type.
-            std::panic::panic_any(CorruptSegment(7));
+            // The test's merge panics on purpose, with a payload of its own type, or with the
+            // message of a `panic!` or an `expect`.
+            match self.payload {
+                Payload::Own => std::panic::panic_any(CorruptSegment(7)),
+                Payload::Str => std::panic::panic_any("segment 7 is unreadable"),
+                Payload::String => std::panic::panic_any(format!("segment {} is unreadable", 7)),
+            }
         }
         STATS
     }
@@ -856,6 +874,45 @@ hidden_test! {
         assert_eq!(stats, STATS, "a compact() after a merge that panicked returned {stats:?}");
         all_blocking_work_done().await;
         assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
+    }
+
+    /// A merge that panics with a message (a `&str`, as `panic!("...")` raises, or a `String`,
+    /// as `panic!` with arguments and `expect` do) is like one that panics with a payload of its
+    /// own: the caller of `compact` catches that very panic, of the same type and with the same
+    /// text, not another panic that says it in other words; and the lock is free afterwards.
+    async fn a_merge_panic_reaches_the_caller_whatever_its_payload() {
+        for (payload, expected) in [
+            (Payload::Str, "a panic with the message \"segment 7 is unreadable\" (a `&str`)"),
+            (Payload::String, "a panic with the message \"segment 7 is unreadable\" (a `String`)"),
+        ] {
+            let store = Store::new(PanicsOnce { payload, ..PanicsOnce::default() });
+            let first = spawn_compaction(&store);
+            all_blocking_work_done().await;
+            let caught = match finish(first, "a compact() whose merge panicked").await {
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    if let Some(text) = panic.downcast_ref::<&str>() {
+                        format!("a panic with the message {text:?} (a `&str`)")
+                    } else if let Some(text) = panic.downcast_ref::<String>() {
+                        format!("a panic with the message {text:?} (a `String`)")
+                    } else {
+                        "a panic with a payload of another type".to_owned()
+                    }
+                }
+                Err(e) => format!("the compaction task ending with: {e}"),
+                Ok(stats) => format!("compact() returning {stats:?}"),
+            };
+            assert!(
+                caught == expected,
+                "the merge panicked with {expected}, but the caller of compact() saw {caught}. \
+                 The merge's own panic reaches the caller with its payload unchanged, as \
+                 `std::panic::resume_unwind` passes it on, whatever that payload is"
+            );
+            let stats = finish(store.compact(), "a compact() after a merge that panicked").await;
+            assert_eq!(stats, STATS, "a compact() after a merge that panicked returned {stats:?}");
+            all_blocking_work_done().await;
+            assert!(!store.is_compacting(), "every merge is over, but the lock is still held");
+        }
     }
 
     /// A second compaction waits for the lock behind a running merge. The merge ends, and its
