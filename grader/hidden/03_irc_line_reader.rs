@@ -1045,6 +1045,63 @@ hidden_test! {
         );
     }
 
+    /// A paste of over half a MiB, past a bound a server might think generous ("a thousand times
+    /// IRC's 512 bytes"): it comes out whole, and so does the line after it, with a ping falling
+    /// due half way through the paste. `serve` sets no limit on a line's length. (On one seed's
+    /// runtime, and no longer: a reader that scans its whole buffer after each small read pays
+    /// for the square of the line's length.)
+    fn a_pasted_line_of_over_half_a_mib_comes_out_whole() {
+        runtime::current_thread(SEEDS[0]).block_on(async {
+            let paste = Said::Long(512 * 1024 + 1000).text();
+            let after = "/privmsg #rust :sorry, wrong window";
+            let bytes = format!("{paste}\r\n{after}\r\n").into_bytes();
+            let packets = bytes.chunks(64 * 1024).count();
+            let script = bytes
+                .chunks(64 * 1024)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let pause = if i == packets / 2 { 1_500 } else { 0 };
+                    (Duration::from_millis(pause), chunk.to_vec())
+                })
+                .collect();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let ended = timeout(
+                Duration::from_secs(600),
+                serve(PausingClient::from_bytes(script), PING_EVERY, tx),
+            )
+            .await;
+            let mut commands = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            let lengths: Vec<usize> = commands.iter().map(String::len).collect();
+            let told = format!(
+                "the client pasted a {}-byte line (all valid UTF-8, in 64 KiB packets, pausing \
+                 1.5 s half way through, so that a ping fell due), then one short line, and closed \
+                 the connection",
+                paste.len()
+            );
+            match ended {
+                Err(_) => panic!("{told}, but the session did not end"),
+                Ok(Err(err)) => panic!(
+                    "{told}; the session ended with an error of kind {:?} ({err}) after commands \
+                     of {lengths:?} bytes: `serve` sets no limit on a line's length, however \
+                     generous",
+                    err.kind()
+                ),
+                Ok(Ok(())) => {}
+            }
+            assert!(
+                commands.len() == 2 && commands[0] == paste && commands[1] == after,
+                "{told}; the session produced commands of {lengths:?} bytes (expected the paste \
+                 whole, then the {}-byte line)",
+                after.len()
+            );
+        });
+    }
+
     /// A burst far larger than the other tests': a 16 KiB paste (it grows any buffer the reader
     /// keeps), then thousands of short and empty lines in one packet, with the client waiting on
     /// an open connection: every command comes out at once, not when the client next sends

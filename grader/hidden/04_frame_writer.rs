@@ -764,6 +764,9 @@ struct Checked {
 /// where they first went wrong.
 struct CheckingLink {
     chunk: usize,
+    /// Until this many bytes have arrived, a write takes at most 3 bytes (a frame's header then
+    /// arrives in pieces, as over a link that starts slow).
+    small_until: usize,
     yield_next: bool,
     expected: Vec<Expected>,
     /// Byte `j` is `j % 251`, for `chunk + 251` bytes: any run of a huge body of up to `chunk`
@@ -787,7 +790,14 @@ impl CheckingLink {
         }
         let pattern = (0..chunk + 251).map(|j| (j % 251) as u8).collect();
         let seen = Arc::new(Mutex::new(Checked::default()));
-        let link = CheckingLink { chunk, yield_next: false, expected, pattern, seen: seen.clone() };
+        let link = CheckingLink {
+            chunk,
+            small_until: 0,
+            yield_next: false,
+            expected,
+            pattern,
+            seen: seen.clone(),
+        };
         (link, seen)
     }
 
@@ -828,8 +838,8 @@ impl AsyncWrite for CheckingLink {
             return Poll::Pending;
         }
         self.yield_next = true;
-        let n = buf.len().min(self.chunk);
         let at = self.seen.lock().expect("seen lock").bytes;
+        let n = buf.len().min(if at < self.small_until { 3 } else { self.chunk });
         let wrong = self.first_difference(at, &buf[..n]);
         let mut seen = self.seen.lock().expect("seen lock");
         if let (None, Some(i)) = (&seen.wrong, wrong) {
@@ -1893,6 +1903,59 @@ hidden_test! {
                         Ok(Err(err)) => panic!("{context}: the {kind} failed: {err}"),
                         Err(_) => panic!("{context}: the {kind} never finished"),
                     }
+                }
+                let shapes: Vec<(u32, usize)> =
+                    expected.iter().map(|f| (f.seq, f.body.len())).collect();
+                if let Err(problem) = check_huge_wire(&seen.lock().expect("seen lock"), &shapes) {
+                    panic!("{context}: {problem}");
+                }
+            }
+        });
+    }
+
+    /// A large frame (1 MiB, past any size at which a writer might stop encoding header and body
+    /// into one buffer) cut while its header is only part way on the wire, over a link that takes
+    /// 3 bytes per write for its first 16 bytes and 256 KiB after, then retried or followed by the
+    /// next frame: the header is resumed like any other byte, so the server reads it whole and
+    /// once, whatever the frame's size. (On one seed.)
+    fn a_large_frame_cut_inside_its_header_is_resumed() {
+        const CHUNK: usize = 256 << 10;
+        const BODY: usize = (1 << 20) + 5;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            for (stop, retry) in [(1, true), (2, true), (1, false), (2, false)] {
+                let first = Frame { seq: 7, body: huge_body(BODY) };
+                let second = frame(8, "the next chunk");
+                let expected: Vec<&Frame> = if retry { vec![&first] } else { vec![&first, &second] };
+                let (mut io, seen) = CheckingLink::new(CHUNK, &expected);
+                io.small_until = 16;
+                let mut writer = FrameWriter::new(io);
+                let mut ended = None;
+                {
+                    let mut call = tokio_test::task::spawn(writer.send_frame(&first));
+                    for _ in 0..stop {
+                        if let Poll::Ready(result) = call.poll() {
+                            ended = Some(result);
+                            break;
+                        }
+                    }
+                }
+                let arrived = seen.lock().expect("seen lock").bytes;
+                let how = if retry { "retried" } else { "followed by the next frame" };
+                let context = format!(
+                    "a frame with a {BODY}-byte body, sent over a connection taking 3 bytes \
+                     per write for its first 16 bytes and {CHUNK} after, cut after poll {stop} \
+                     ({arrived} of the header's {HEADER_LEN} bytes on the wire) and {how}"
+                );
+                if let Some(result) = ended {
+                    panic!("{context}: send_frame returned {result:?} before the cut");
+                }
+                let next = if retry { &first } else { &second };
+                let kind = if retry { "retry" } else { "next frame" };
+                match timeout(Duration::from_secs(60), writer.send_frame(next)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => panic!("{context}: the {kind} failed: {err}"),
+                    Err(_) => panic!("{context}: the {kind} never finished"),
                 }
                 let shapes: Vec<(u32, usize)> =
                     expected.iter().map(|f| (f.seq, f.body.len())).collect();

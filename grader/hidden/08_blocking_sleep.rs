@@ -179,6 +179,39 @@ hidden_test! {
         );
     }
 
+    /// A sweep reads each channel in its list in turn, one sample after another, also a channel
+    /// the list names more than once (the firmware samples a noisy input several times in a sweep
+    /// to average it): one conversion per entry, each settled, each reading its own channel,
+    /// however long the list.
+    async fn a_sweep_samples_a_channel_listed_twice_each_time() {
+        let long: Vec<u8> = (0..64).map(|i| [5, 5, 9, 5, 9, 9, 0][i % 7]).collect();
+        let sweeps: [&[u8]; 3] = [&[4, 4, 4, 4], &[0, 1, 0, 1, 2, 2, 2], &long];
+        for channels in sweeps {
+            let mut poller = Poller::new(FakeAdc::default());
+            let readings = poller.sweep(channels).await;
+            let adc = poller.into_inner();
+            let conversions = adc.ops.iter().filter(|op| **op == BusOp::Convert).count();
+            let expected: Vec<u16> = channels.iter().map(|&c| 1000 + u16::from(c)).collect();
+            let shown = if channels.len() > 8 {
+                format!("a sweep of {} entries ({:?}, ...)", channels.len(), &channels[..8])
+            } else {
+                format!("a sweep of {channels:?}")
+            };
+            assert!(
+                conversions == channels.len() && readings == expected,
+                "{shown} made {conversions} conversion(s) and returned {} reading(s), expected \
+                 one conversion per entry, {} in all, each reading its own channel: a sweep \
+                 samples each entry in turn, a channel listed twice too (its readings are \
+                 averaged, so a copied reading is not a sample)",
+                readings.len(),
+                channels.len()
+            );
+            if let Err(seen) = every_conversion_settled(&adc) {
+                panic!("{shown}: {seen}");
+            }
+        }
+    }
+
     /// The firmware starts the poller as a task of its own with `tokio::spawn`, which asks for
     /// `Send` even on a current-thread runtime: over a converter that is `Send`, a `Poller` and
     /// the futures of `sample` and `sweep` stay `Send`, as the original's are.

@@ -773,7 +773,21 @@ hidden_test! {
             std::io::ErrorKind::BrokenPipe,
             std::io::ErrorKind::Other,
         ];
-        for (cut, kind) in (0..=chunks.len()).flat_map(|cut| kinds.map(|kind| (cut, kind))) {
+        // Each kind also as a socket reports it, with the OS's error code (`EAGAIN` for
+        // `WouldBlock`, `ECONNRESET`, ...) where the platform has one: the kind decides, not
+        // whether the code reads as "try again".
+        let os_code = |kind| {
+            (1..20_000).find(|&code| std::io::Error::from_raw_os_error(code).kind() == kind)
+        };
+        let failures: Vec<(std::io::ErrorKind, Option<i32>)> = kinds
+            .iter()
+            .map(|&kind| (kind, None))
+            .chain(kinds.iter().filter_map(|&kind| os_code(kind).map(|code| (kind, Some(code)))))
+            .collect();
+        let failures = &failures;
+        for (cut, (kind, code)) in
+            (0..=chunks.len()).flat_map(|cut| failures.iter().map(move |&failure| (cut, failure)))
+        {
             for (stall_before_reset, hangs_after) in
                 [(false, false), (true, false), (false, true), (true, true)]
             {
@@ -784,10 +798,11 @@ hidden_test! {
                 if stall_before_reset {
                     server.wait(PATIENCE + Duration::from_millis(500));
                 }
-                let mock = kata_support::FailsAtTheEnd::new(
-                    server.build(),
-                    std::io::Error::new(kind, "the control plane's link failed"),
-                );
+                let error = match code {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(kind, "the control plane's link failed"),
+                };
+                let mock = kata_support::FailsAtTheEnd::new(server.build(), error);
                 let mock = HangsAfterItsError { inner: mock, hangs: hangs_after, failed: false };
                 let mut config = ConfigDownload::new(mock);
                 let result = download(&mut config).await;
@@ -799,9 +814,10 @@ hidden_test! {
                 };
                 let sent = format!(
                     "the control plane sent the first {} of the config's {} bytes, then a read \
-                     failed with an error of kind {kind:?}{stalled}{then}",
+                     failed with an error of kind {kind:?}{os}{stalled}{then}",
                     chunks[..cut].iter().map(|c| c.len()).sum::<usize>(),
-                    CONFIG.len()
+                    CONFIG.len(),
+                    os = code.map(|code| format!(" (OS error code {code})")).unwrap_or_default(),
                 );
                 assert!(
                     result.is_err(),
