@@ -26,8 +26,10 @@ const AGES: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 const YEARLY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// An application that takes `WORK` to answer, or, for a `/held` path, finishes only when the
-/// test adds a permit to `held` (however much time passes before that), or, for a `/panic` path,
-/// tells `panicking` and panics (a bug in one endpoint).
+/// test adds a permit to `held` (however much time passes before that), or tells `panicking` and
+/// panics (a bug in one endpoint): for a `/panic-on-call` path when `handle` is called, before it
+/// returns its future; for a `/panic-later` path `WORK` into that future; for any other `/panic`
+/// path on the future's first poll.
 struct SlowApp {
     held: Arc<Semaphore>,
     /// Set when the work on a `/held` request was dropped before it finished.
@@ -59,10 +61,21 @@ impl Drop for Unfinished {
 
 impl App for SlowApp {
     fn handle(&self, request: Request) -> impl Future<Output = String> + Send {
+        if request.path.starts_with("/panic-on-call") {
+            self.panicking.notify_one();
+            panic!(
+                "(the test's application panics on purpose when called for {}, before it returns \
+                 its future: a bug in one endpoint)",
+                request.path
+            );
+        }
         let held = self.held.clone();
         let dropped = self.held_dropped.clone();
         let panicking = self.panicking.clone();
         async move {
+            if request.path.starts_with("/panic-later") {
+                sleep(WORK).await;
+            }
             if request.path.starts_with("/panic") {
                 panicking.notify_one();
                 panic!(
@@ -82,6 +95,13 @@ impl App for SlowApp {
         }
     }
 }
+
+/// Every way `App::handle` panics in the tests: the path of the request, and when it panics.
+const PANICS: [(&str, &str); 3] = [
+    ("/panic-on-call/report.pdf", "when it was called, before it returned its future"),
+    ("/panic/report.pdf", "on the first poll of the future it returned"),
+    ("/panic-later/report.pdf", "half a second into the future it returned"),
+];
 
 /// Tasks alive on the test's runtime (the test body itself is not one of them).
 fn alive_tasks() -> usize {
@@ -552,13 +572,15 @@ hidden_test! {
     /// The client code runs in a task of its own (as an admin handler would): it learns that its
     /// connection's handler has ended and calls `shutdown` at once, while the closing
     /// connection's heartbeat may not have run since. The handler ends however it can: the
-    /// client sent garbage and read the `ProtocolError`; `App::handle` panicked (the client
-    /// learns of it as the panic begins); or the client sent a request, hung up and read the
-    /// answer. When `shutdown` returns, that connection is closed too, with no other task run in
-    /// between. The end comes at once, or after the connection sat idle for a while (its
+    /// client sent garbage and read the `ProtocolError`; `App::handle` panicked, when called or
+    /// in its future (the client learns of it as the panic begins); or the client sent a
+    /// request, hung up and read the answer. When `shutdown` returns, that connection is closed
+    /// too, with no other task run in between. The end comes at once, or after the connection sat idle for a while (its
     /// heartbeat waiting for its next tick, or having sent one already).
     async fn shutdown_right_after_a_handler_ends_closes_that_connection() {
-        for ending in ["garbage", "panic", "hang-up"] {
+        let mut endings = vec![("garbage", ""), ("hang-up", "")];
+        endings.extend(PANICS);
+        for (ending, when) in endings {
             for idle in [Duration::ZERO, Duration::from_millis(300), Duration::from_millis(1500)] {
                 let checked = tokio::spawn(async move {
                     let app = SlowApp::new();
@@ -588,18 +610,9 @@ hidden_test! {
                                 "a client that sent garbage got {answer:?} instead of a \
                                  ProtocolError"
                             );
-                            "sent garbage, read its ProtocolError"
+                            "sent garbage, read its ProtocolError".to_owned()
                         }
-                        "panic" => {
-                            let request = Request { id: 13, path: "/panic/report.pdf".into() };
-                            requests
-                                .send(ClientMessage::Request(request))
-                                .await
-                                .expect("the connection's request channel has room");
-                            panicking.notified().await;
-                            "sent a request on which `App::handle` panicked, learnt of the panic"
-                        }
-                        _ => {
+                        "hang-up" => {
                             let request = Request { id: 3, path: "/last.txt".into() };
                             requests
                                 .send(ClientMessage::Request(request))
@@ -617,7 +630,19 @@ hidden_test! {
                                 "a client that sent a request and hung up got {answer:?} \
                                  instead of its answer"
                             );
-                            "sent a request, hung up, read the answer"
+                            "sent a request, hung up, read the answer".to_owned()
+                        }
+                        path => {
+                            let request = Request { id: 13, path: path.into() };
+                            requests
+                                .send(ClientMessage::Request(request))
+                                .await
+                                .expect("the connection's request channel has room");
+                            panicking.notified().await;
+                            format!(
+                                "sent a request on which `App::handle` panicked {when}, learnt of \
+                                 the panic"
+                            )
                         }
                     };
                     server.shutdown().await;
@@ -867,38 +892,54 @@ hidden_test! {
         assert!(client.is_closed(), "shutdown returned, but the connection is still open");
     }
 
-    /// A bug in the application makes `App::handle` panic: the runtime catches the panic and the
-    /// connection's handler ends. That connection closes at once, heartbeat included (whatever
-    /// the heartbeat period, and with no virtual time passing), and nothing else does.
+    /// A bug in the application makes `App::handle` panic: when it is called (before it returns
+    /// its future), on the future's first poll, or later in that future. The runtime catches the
+    /// panic and the connection's handler ends. That connection closes at once, heartbeat
+    /// included (whatever the heartbeat period, and with no virtual time passing once the panic
+    /// began), and nothing else does.
     async fn a_panic_in_the_application_closes_that_connection() {
-        for period in [HEARTBEAT, Duration::from_secs(3600)] {
-            let server = Server::new(SlowApp::new(), period);
-            let crashing = Client::connect(&server);
-            let other = Client::connect(&server);
-            // The heartbeat waits for its tick: past the first beat of a heartbeat a second, half
-            // way to the next one (an hourly one waits for its first: a fix that wakes often
-            // would make an hour and a half of virtual time cost seconds).
-            sleep(HEARTBEAT + HEARTBEAT / 2).await;
-            crashing.request(13, "/panic/report.pdf").await;
-            // Every task that is ready runs; the clock does not move.
-            kata_support::settle().await;
-            let left = crashing.server_handles();
-            assert!(
-                left == 0 && crashing.is_closed(),
-                "heartbeat every {period:?}: `App::handle` panicked while answering a request, \
-                 which ended the connection's handler, and once every task that could run had \
-                 run, with no virtual time passing, {left} task(s) of that connection were still \
-                 running and the connection was {}. However the handler ends (a hang-up, a \
-                 protocol error, a shutdown, or a panic, where no code after the `.await` runs), \
-                 the connection is over and its heartbeat must stop at once",
-                if crashing.is_closed() { "closed" } else { "still open" }
-            );
-            assert!(
-                !server.is_shutting_down() && !other.is_closed(),
-                "heartbeat every {period:?}: the application panicked on one connection, and \
-                 that closed another connection or began a shutdown"
-            );
-            shut_down(&server, "after the application panicked on one connection").await;
+        for (path, when) in PANICS {
+            for period in [HEARTBEAT, Duration::from_secs(3600)] {
+                let app = SlowApp::new();
+                let panicking = app.panicking.clone();
+                let server = Server::new(app, period);
+                kata_support::settle().await;
+                let before = alive_tasks();
+                let other = Client::connect(&server);
+                // However many tasks a connection runs, and whenever it spawns them (with the
+                // test's reader of that connection).
+                kata_support::settle().await;
+                let per_connection = alive_tasks() - before;
+                let crashing = Client::connect(&server);
+                // The heartbeat waits for its tick: past the first beat of a heartbeat a second,
+                // a quarter of the way to the next one, so that a panic half a second later comes
+                // before it (an hourly one waits for its first: a fix that wakes often would make
+                // an hour and more of virtual time cost seconds).
+                sleep(HEARTBEAT + HEARTBEAT / 4).await;
+                crashing.request(13, path).await;
+                panicking.notified().await;
+                // Every task that is ready runs; the clock does not move.
+                kata_support::settle().await;
+                let handles = crashing.server_handles();
+                let left = alive_tasks().saturating_sub(before + per_connection).max(handles);
+                assert!(
+                    left == 0 && crashing.is_closed(),
+                    "heartbeat every {period:?}: `App::handle` panicked {when}, which ended the \
+                     connection's handler, and once every task that could run had run, with no \
+                     virtual time passing, {left} task(s) of that connection were still running \
+                     and the connection was {}. However the handler ends (a hang-up, a protocol \
+                     error, a shutdown, or a panic, where no code after it runs, wherever in \
+                     `App::handle` it comes), the connection is over and its heartbeat must stop \
+                     at once",
+                    if crashing.is_closed() { "closed" } else { "still open" }
+                );
+                assert!(
+                    !server.is_shutting_down() && !other.is_closed(),
+                    "heartbeat every {period:?}: the application panicked {when} on one \
+                     connection, and that closed another connection or began a shutdown"
+                );
+                shut_down(&server, "after the application panicked on one connection").await;
+            }
         }
     }
 
@@ -1312,6 +1353,111 @@ hidden_test! {
                      that same instant: that beat goes out before the end, or not at all"
                 );
                 shut_down(&server, "no connection left").await;
+            }
+        }
+    }
+
+    /// Shutdown begins in the very instant a beat falls due, whatever the connection is doing
+    /// then: idle; taking a request that arrives in that instant; answering one (held
+    /// unfinished); or sending an answer that became ready in that instant. The runtime was busy
+    /// until then (the clock jumped while no task ran), so every task of the connection wakes to
+    /// the due beat, and the test body, the runtime's main future, runs first. Shutdown begins
+    /// before any task of the connection runs, or after they had one, two or three turns. No
+    /// heartbeat goes out once shutdown has begun (one the heartbeat had begun on goes out
+    /// before), the answer owed is sent, and the request that arrived with the shutdown is not
+    /// started.
+    async fn no_heartbeat_once_shutdown_began_whatever_the_connection_was_doing() {
+        use tokio::time::{Instant, sleep_until};
+        let states = [
+            "idle",
+            "taking a request that arrived in that instant",
+            "answering a request",
+            "sending an answer that became ready in that instant",
+        ];
+        for (state, what) in states.iter().enumerate() {
+            for turns in 0..=3 {
+                let start = Instant::now();
+                let app = SlowApp::new();
+                let held = app.held.clone();
+                let server = Server::new(app, HEARTBEAT);
+                let (requests, incoming) = mpsc::channel(8);
+                let (outgoing, mut from_server) = mpsc::unbounded_channel();
+                server.serve(Connection { incoming, outgoing });
+                let request = |id: u64, path: &str| {
+                    let request = Request { id, path: path.to_owned() };
+                    requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+                };
+                if state >= 2 {
+                    sleep_until(start + HEARTBEAT * 5 / 2).await;
+                    request(1, "/held/export.csv");
+                }
+                // Busy from 2.9 s until 3 s, the instant a beat falls due: no task runs while the
+                // clock jumps, and then this body runs first, the beat's timer having fired.
+                sleep_until(start + HEARTBEAT * 3 - HEARTBEAT / 10).await;
+                tokio::time::advance(HEARTBEAT / 10).await;
+                for _ in 0..turns {
+                    tokio::task::yield_now().await;
+                }
+                match state {
+                    1 => request(2, "/arrived.txt"),
+                    3 => held.add_permits(1),
+                    _ => {}
+                }
+                let mut before = Vec::new();
+                while let Ok(message) = from_server.try_recv() {
+                    before.push(message);
+                }
+                // No `.await` between the look at what was sent and the first poll of `shutdown`.
+                let shutdown = server.shutdown();
+                tokio::pin!(shutdown);
+                if state == 2 {
+                    let watched = HEARTBEAT * 5 / 2;
+                    if timeout(watched, &mut shutdown).await.is_ok() {
+                        panic!(
+                            "shutdown began at 3 s while request 1 was being answered, and \
+                             `shutdown` returned before the application had finished it"
+                        );
+                    }
+                    held.add_permits(1);
+                }
+                if timeout(Duration::from_secs(60), &mut shutdown).await.is_err() {
+                    panic!(
+                        "a heartbeat every {HEARTBEAT:?}, shutdown began at 3 s with the \
+                         connection {what}; a minute later `shutdown` had not returned"
+                    );
+                }
+                let mut after = Vec::new();
+                while let Ok(message) = from_server.try_recv() {
+                    after.push(message);
+                }
+                let setting = format!(
+                    "a heartbeat every {HEARTBEAT:?}; the runtime was busy until 3 s, the very \
+                     instant a beat fell due, the connection {what}, and shutdown began when its \
+                     tasks had had {turns} turn(s) in that instant: before that the server sent \
+                     {before:?}, and once shutdown had begun {after:?}"
+                );
+                assert!(
+                    !after.contains(&ServerMessage::Heartbeat),
+                    "{setting}: a heartbeat after shutdown began (expected none). A shutdown \
+                     stops the heartbeat at once, also when a beat is due in that same instant, \
+                     whatever the connection is doing: a beat the heartbeat has begun on goes out \
+                     before the shutdown, or not at all"
+                );
+                let answered = |id: u64| {
+                    before
+                        .iter()
+                        .chain(&after)
+                        .any(|m| matches!(m, ServerMessage::Response { id: got, .. } if *got == id))
+                };
+                assert!(
+                    state < 2 || answered(1),
+                    "{setting}: the request in flight when shutdown began was never answered"
+                );
+                assert!(
+                    !answered(2),
+                    "{setting}: the request that arrived in the instant shutdown began was \
+                     answered; once shutdown has begun, no new request is started"
+                );
             }
         }
     }
