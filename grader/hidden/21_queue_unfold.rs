@@ -838,12 +838,15 @@ hidden_test! {
 
     /// One, two or three dispatchers drain clones of one queue through clones of one limiter (a
     /// deploy overlaps the old instance and the new one), nothing cancelled, over a range of send
-    /// times (also one slow send, then fast ones) and rates: each message must be sent exactly
-    /// once, by one of them, and no two messages may go out closer than one slot.
+    /// times (also one slow send, then fast ones) and rates (from 3 to a million a second): each
+    /// message must be sent exactly once, by one of them, and no two messages may go out closer
+    /// than one slot.
     async fn several_dispatchers_on_one_queue_send_every_message_exactly_once() {
         let sends = [(0, 0), (50, 50), (150, 150), (250, 250), (350, 0), (1100, 0)];
         for dispatchers in [1, 2, 3] {
-            for per_second in [10, 3] {
+            // Slots of whole milliseconds and not (333.33 ms, 142.86 ms), and slots shorter than
+            // the timer's millisecond (500 us, 1 us): one message per slot, whatever its length.
+            for per_second in [10, 3, 7, 2_000, 1_000_000] {
                 for (first_ms, then_ms) in sends {
                     for slot_just_taken in [false, true] {
                         let sends = SendTimes { first_ms, then_ms };
