@@ -629,6 +629,68 @@ hidden_test! {
         );
     }
 
+    /// Two producers number their mail alike (the newsletter and the billing service each count
+    /// from 1), so one queue holds messages with the same id: each is a message of its own. A
+    /// stream yields every one, in the queue's order; and a stream dropped after two yields
+    /// leaves the rest, which the next stream yields.
+    async fn messages_that_share_an_id_are_each_sent() {
+        let from = |id: u64, producer: &str| Message {
+            id,
+            to: format!("reader-{id}@{producer}.example.com"),
+            subject: format!("{producer} #{id}"),
+        };
+        let queued = [
+            from(3, "newsletter"),
+            from(1, "newsletter"),
+            from(1, "billing"),
+            from(2, "billing"),
+            from(3, "billing"),
+            from(3, "billing"),
+        ];
+        let show = |ms: &[Message]| ms.iter().map(|m| m.subject.clone()).collect::<Vec<_>>();
+        for cut_after in [None, Some(2)] {
+            let queue = Queue::new();
+            for m in &queued {
+                queue.push(m.clone());
+            }
+            let limiter = RateLimiter::per_second(10);
+            let mut sent = Vec::new();
+            {
+                let mut stream = pin!(outgoing(queue.clone(), limiter.clone()));
+                while let Some(m) = stream.next().await {
+                    sent.push(m);
+                    if Some(sent.len()) == cut_after {
+                        break;
+                    }
+                }
+            }
+            if cut_after.is_some() {
+                let mut stream = pin!(outgoing(queue.clone(), limiter));
+                while let Some(m) = stream.next().await {
+                    sent.push(m);
+                }
+            }
+            assert!(
+                sent == queued && queue.is_empty(),
+                "the queue held {:?} (ids {:?}: two producers number their mail alike){}; the \
+                 dispatcher was given {:?}, and {:?} is still queued. Every message must be sent \
+                 once, in the queue's order, whatever its id: a message that shares an id with \
+                 another is a message of its own",
+                show(&queued),
+                queued.iter().map(|m| m.id).collect::<Vec<_>>(),
+                match cut_after {
+                    Some(n) => format!(
+                        ", its first stream was dropped after {n} yields and a new one drained \
+                         the rest"
+                    ),
+                    None => String::new(),
+                },
+                show(&sent),
+                queue.ids()
+            );
+        }
+    }
+
     /// The dispatcher drained with the stream dropped after every possible poll, also while the
     /// provider is sending the message just yielded: nothing may be lost, reordered or sent twice.
     async fn dropping_the_stream_at_any_point_loses_no_message() {
