@@ -1410,6 +1410,54 @@ hidden_test! {
         }
     }
 
+    /// A deploy shuts the runtime down while a refresh waits for the report (before and after
+    /// its `SLOW_LOCK`), and the refresher's state, which holds the parked refresh, is dropped
+    /// only afterwards, outside any runtime. Dropping the refresh there must work like any other
+    /// drop: no panic, the old catalog in place, and the refresh counted at most once.
+    fn a_refresh_dropped_after_its_runtime_is_gone_leaves_the_old_catalog() {
+        for seed in SEEDS {
+            for parked_at in [SLOW_LOCK / 2, SLOW_LOCK * 3 / 2, SLOW_LOCK * 5 / 2] {
+                let cache = CatalogCache::new(catalog(1));
+                let runtime = runtime::current_thread(seed);
+                let (refresh, report) = runtime.block_on(async {
+                    let report = cache.lock().await;
+                    let mut refresh = Box::pin(cache.refresh(catalog(2)));
+                    let mut cx = Context::from_waker(Waker::noop());
+                    for jump in [Duration::ZERO, parked_at] {
+                        tokio::time::advance(jump).await;
+                        for _ in 0..8 {
+                            assert!(
+                                refresh.as_mut().poll(&mut cx).is_pending(),
+                                "refresh(v2) returned while the report held the lock"
+                            );
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    (refresh, report)
+                });
+                drop(runtime);
+                let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    drop(refresh);
+                }));
+                drop(report);
+                let (version, slow) = runtime::current_thread(seed).block_on(async {
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                });
+                assert!(
+                    dropped.is_ok() && version == 1 && slow <= 1,
+                    "the report held the lock and refresh(v2) had waited {parked_at:?} for it \
+                     when the runtime shut down (a deploy); the refresh was dropped afterwards, \
+                     outside any runtime. {}; then the cache held v{version} with \
+                     slow_refreshes at {slow}, expected v1 (a dropped refresh has no effect) and \
+                     at most 1: a refresh must be safe to drop wherever its owner is dropped, \
+                     also once its runtime is gone",
+                    if dropped.is_ok() { "The drop went through" } else { "The drop panicked" }
+                );
+            }
+        }
+    }
+
     /// Two caches in one process (two shops, each with its own catalog): the report holds the
     /// first cache's lock for a second while a refresh of it waits. Refreshes of the second
     /// cache, whose lock is free, made before, while and after the first refresh's `SLOW_LOCK`
