@@ -629,6 +629,68 @@ hidden_test! {
         );
     }
 
+    /// Two producers number their mail alike (the newsletter and the billing service each count
+    /// from 1), so one queue holds messages with the same id: each is a message of its own. A
+    /// stream yields every one, in the queue's order; and a stream dropped after two yields
+    /// leaves the rest, which the next stream yields.
+    async fn messages_that_share_an_id_are_each_sent() {
+        let from = |id: u64, producer: &str| Message {
+            id,
+            to: format!("reader-{id}@{producer}.example.com"),
+            subject: format!("{producer} #{id}"),
+        };
+        let queued = [
+            from(3, "newsletter"),
+            from(1, "newsletter"),
+            from(1, "billing"),
+            from(2, "billing"),
+            from(3, "billing"),
+            from(3, "billing"),
+        ];
+        let show = |ms: &[Message]| ms.iter().map(|m| m.subject.clone()).collect::<Vec<_>>();
+        for cut_after in [None, Some(2)] {
+            let queue = Queue::new();
+            for m in &queued {
+                queue.push(m.clone());
+            }
+            let limiter = RateLimiter::per_second(10);
+            let mut sent = Vec::new();
+            {
+                let mut stream = pin!(outgoing(queue.clone(), limiter.clone()));
+                while let Some(m) = stream.next().await {
+                    sent.push(m);
+                    if Some(sent.len()) == cut_after {
+                        break;
+                    }
+                }
+            }
+            if cut_after.is_some() {
+                let mut stream = pin!(outgoing(queue.clone(), limiter));
+                while let Some(m) = stream.next().await {
+                    sent.push(m);
+                }
+            }
+            assert!(
+                sent == queued && queue.is_empty(),
+                "the queue held {:?} (ids {:?}: two producers number their mail alike){}; the \
+                 dispatcher was given {:?}, and {:?} is still queued. Every message must be sent \
+                 once, in the queue's order, whatever its id: a message that shares an id with \
+                 another is a message of its own",
+                show(&queued),
+                queued.iter().map(|m| m.id).collect::<Vec<_>>(),
+                match cut_after {
+                    Some(n) => format!(
+                        ", its first stream was dropped after {n} yields and a new one drained \
+                         the rest"
+                    ),
+                    None => String::new(),
+                },
+                show(&sent),
+                queue.ids()
+            );
+        }
+    }
+
     /// The dispatcher drained with the stream dropped after every possible poll, also while the
     /// provider is sending the message just yielded: nothing may be lost, reordered or sent twice.
     async fn dropping_the_stream_at_any_point_loses_no_message() {
@@ -838,12 +900,15 @@ hidden_test! {
 
     /// One, two or three dispatchers drain clones of one queue through clones of one limiter (a
     /// deploy overlaps the old instance and the new one), nothing cancelled, over a range of send
-    /// times (also one slow send, then fast ones) and rates: each message must be sent exactly
-    /// once, by one of them, and no two messages may go out closer than one slot.
+    /// times (also one slow send, then fast ones) and rates (from 3 to a million a second): each
+    /// message must be sent exactly once, by one of them, and no two messages may go out closer
+    /// than one slot.
     async fn several_dispatchers_on_one_queue_send_every_message_exactly_once() {
         let sends = [(0, 0), (50, 50), (150, 150), (250, 250), (350, 0), (1100, 0)];
         for dispatchers in [1, 2, 3] {
-            for per_second in [10, 3] {
+            // Slots of whole milliseconds and not (333.33 ms, 142.86 ms), and slots shorter than
+            // the timer's millisecond (500 us, 1 us): one message per slot, whatever its length.
+            for per_second in [10, 3, 7, 2_000, 1_000_000] {
                 for (first_ms, then_ms) in sends {
                     for slot_just_taken in [false, true] {
                         let sends = SendTimes { first_ms, then_ms };

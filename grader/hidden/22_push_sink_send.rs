@@ -19,11 +19,16 @@ use tokio_util::codec::{FramedWrite, LinesCodec};
 /// A slow device: it takes 4 bytes per write and makes the writer wait between writes.
 const BYTES_PER_WRITE: usize = 4;
 
+/// Notification `id`. Titles are UTF-8 text, not ASCII: some hold characters of two, three and
+/// four bytes (which a slow device's writes cut in the middle), some are empty or blank.
 fn notification(id: u64) -> Notification {
     let title = match id {
         1 => "Your order has shipped",
         2 => "Flash sale ends tonight",
-        3 => "New sign-in from Lisbon",
+        3 => "Nouvelle connexion à Lisboa — São Paulo ☕ 🔐",
+        _ if id % 7 == 0 => "",
+        _ if id % 11 == 0 => "   ",
+        _ if id % 5 == 0 => "Café ouvert — 20 % de réduction 🎉",
         _ => "You have a new message",
     };
     Notification { id, title: title.to_owned() }
@@ -625,6 +630,75 @@ impl AsyncWrite for BufferedConnection {
     }
 }
 
+/// Where a [`FailingDevice`] fails once it has taken its bytes.
+#[derive(Clone, Copy, Debug)]
+enum FailsIn {
+    /// `poll_write` returns the error.
+    Write,
+    /// `poll_write` returns `Ok(0)`: the device takes nothing (the codec reports `WriteZero`).
+    WriteZero,
+    /// `poll_flush` returns the error.
+    Flush,
+}
+
+/// A connection that fails: it takes 4 bytes per write until it has taken `takes` bytes, then
+/// fails (in its writes or its flush) with the error `error` makes, every time.
+struct FailingDevice {
+    takes: usize,
+    fails_in: FailsIn,
+    error: fn() -> io::Error,
+    taken: Vec<u8>,
+}
+
+impl AsyncWrite for FailingDevice {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let room = self.takes - self.taken.len();
+        if room == 0 {
+            return Poll::Ready(match self.fails_in {
+                FailsIn::Write => Err((self.error)()),
+                FailsIn::WriteZero => Ok(0),
+                // Takes the bytes and loses them (a peer that is gone): only the flush fails.
+                FailsIn::Flush => Ok(buf.len()),
+            });
+        }
+        let n = buf.len().min(BYTES_PER_WRITE).min(room);
+        self.taken.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.fails_in {
+            FailsIn::Flush if self.taken.len() == self.takes => Poll::Ready(Err((self.error)())),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The error a connection fails with, as a socket reports it: raw OS codes (Linux numbering)
+/// and errors that wrap an inner one.
+fn connection_errors() -> [(&'static str, fn() -> io::Error); 8] {
+    [
+        ("a broken pipe", || io::Error::from(io::ErrorKind::BrokenPipe)),
+        ("EPIPE (raw OS error 32)", || io::Error::from_raw_os_error(32)),
+        ("ECONNRESET (raw OS error 104)", || io::Error::from_raw_os_error(104)),
+        ("ECONNABORTED (raw OS error 103)", || io::Error::from_raw_os_error(103)),
+        ("ENOTCONN (raw OS error 107)", || io::Error::from_raw_os_error(107)),
+        ("ETIMEDOUT (raw OS error 110)", || io::Error::from_raw_os_error(110)),
+        ("a TLS close_notify missing (an inner error, ConnectionReset)", || {
+            io::Error::new(io::ErrorKind::ConnectionReset, "peer closed without close_notify")
+        }),
+        ("a proxy error (an inner error, Other)", || io::Error::other("proxy: upstream gone")),
+    ]
+}
+
 hidden_test! {
     /// Nothing cancelled: every notification goes out once, in order, and the connection stays
     /// open for the next call, which delivers a notification that arrived meanwhile.
@@ -1134,5 +1208,83 @@ hidden_test! {
                 );
             }
         }
+    }
+
+    /// The connection fails: the phone resets it, the pipe breaks, a proxy gives up, the device
+    /// takes nothing, before anything went out or in the middle of a frame, in a write or in the
+    /// flush. `deliver` must then return the connection's error (the codec's `Io`, with the
+    /// connection's `io::Error` as it came: its kind, its raw OS code, its inner error), never
+    /// `Ok`: the session acknowledges upstream on `Ok` what did not reach the phone.
+    async fn a_connection_that_fails_is_reported_never_ok() {
+        let mut faults = Vec::new();
+        for (name, error) in connection_errors() {
+            let want = error();
+            for fails_in in [FailsIn::Write, FailsIn::WriteZero, FailsIn::Flush] {
+                if matches!(fails_in, FailsIn::WriteZero) && want.raw_os_error() != Some(32) {
+                    // `Ok(0)` is one outcome, not one per error: try it once.
+                    continue;
+                }
+                // Before the first byte, in the middle of the second frame, and at the last byte
+                // (a flush fails once every byte was written).
+                let whole = expected(&[1, 2, 3]).len();
+                let last = if matches!(fails_in, FailsIn::Flush) { whole } else { whole - 1 };
+                for takes in [0, 30, last] {
+                    let device = FailingDevice { takes, fails_in, error, taken: Vec::new() };
+                    let mut framed = FramedWrite::new(device, LinesCodec::new());
+                    framed.set_backpressure_boundary(1);
+                    let mut pusher = Pusher::new(framed);
+                    for id in [1, 2, 3] {
+                        pusher.enqueue(notification(id));
+                    }
+                    let got = tokio::time::timeout(Duration::from_secs(60), pusher.deliver()).await;
+                    let how = match fails_in {
+                        FailsIn::Write => format!("its writes fail with {name}"),
+                        FailsIn::WriteZero => "it takes no more bytes (writes return Ok(0))".into(),
+                        FailsIn::Flush => format!("its flush fails with {name}"),
+                    };
+                    let seen = match got {
+                        Err(_) => "deliver had not returned a minute later".to_owned(),
+                        Ok(Ok(())) => format!(
+                            "deliver returned Ok with {} notification(s) still queued",
+                            pusher.queued()
+                        ),
+                        Ok(Err(tokio_util::codec::LinesCodecError::Io(e))) => {
+                            let (kind, code) = match fails_in {
+                                FailsIn::WriteZero => (io::ErrorKind::WriteZero, None),
+                                _ => (want.kind(), want.raw_os_error()),
+                            };
+                            let inner = want.get_ref().map(ToString::to_string);
+                            let seen_inner = e.get_ref().map(ToString::to_string);
+                            if e.kind() == kind
+                                && e.raw_os_error() == code
+                                && (matches!(fails_in, FailsIn::WriteZero) || seen_inner == inner)
+                            {
+                                continue;
+                            }
+                            format!(
+                                "deliver returned the error {e:?} (kind {:?}, raw OS code {:?}), \
+                                 expected the connection's own, kind {kind:?}, raw OS code \
+                                 {code:?}{}",
+                                e.kind(),
+                                e.raw_os_error(),
+                                inner.map(|i| format!(", inner error {i:?}")).unwrap_or_default()
+                            )
+                        }
+                        Ok(Err(e)) => format!("deliver returned {e:?}, not the connection's error"),
+                    };
+                    faults.push(format!(
+                        "a connection that takes {takes} bytes of {whole}, then {how}: {seen}"
+                    ));
+                }
+            }
+        }
+        assert!(
+            faults.is_empty(),
+            "{} of the failing connections were not reported: {}. When the connection fails, \
+             deliver must return its error as it came, never Ok: the session acknowledges \
+             upstream on Ok what never reached the phone",
+            faults.len(),
+            faults.join("; ")
+        );
     }
 }

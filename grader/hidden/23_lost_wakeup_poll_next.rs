@@ -472,6 +472,49 @@ hidden_test! {
         assert_eq!(assert_ready!(feed.poll_next()), Some(job(7)));
     }
 
+    /// A worker builds its feed and does not poll it yet (it is still loading its model, or busy
+    /// with a job): that feed holds no place at the receiver. A feed joins the lock's queue when
+    /// it is first polled, so a worker that polls meanwhile takes the receiver, and a job that
+    /// arrives goes to it at once; then the first feed, polled at last, gets its turn and the
+    /// next job. Built on a free receiver, and on one another worker holds and lets go.
+    async fn a_feed_built_but_not_yet_polled_holds_no_place_at_the_receiver() {
+        for held_at_build in [false, true] {
+            let (tx, rx) = mpsc::channel(8);
+            let jobs = shared(rx);
+            let holder = if held_at_build { Some(jobs.clone().lock_owned().await) } else { None };
+            let mut late = task::spawn(JobFeed::new(jobs.clone()));
+            drop(holder);
+            let mut idle = task::spawn(JobFeed::new(jobs.clone()));
+            let when = if held_at_build {
+                "built while another worker held the receiver, which let go before it was polled"
+            } else {
+                "built on a free receiver"
+            };
+            assert_pending!(idle.poll_next(), "the queue is empty: the feed must wait");
+            tx.send(job(1)).await.expect("the queue is open");
+            let got = if idle.is_woken() { Some(idle.poll_next()) } else { None };
+            assert!(
+                matches!(got, Some(Poll::Ready(Some(ref j))) if *j == job(1)),
+                "worker A built its feed ({when}) and has not polled it yet; worker B built its \
+                 feed and polled it, and then job 1 arrived: B's feed {}. A feed that has not \
+                 been polled holds no place at the receiver (it joins the lock's queue on its \
+                 first poll), so B, waiting alone, takes the job at once",
+                match got {
+                    None => "was not woken: the job waited for A, which had not asked for one".to_owned(),
+                    Some(poll) => format!("was woken and then returned {poll:?}"),
+                }
+            );
+            assert_pending!(late.poll_next(), "the queue is empty: A's feed must wait");
+            tx.send(job(2)).await.expect("the queue is open");
+            assert!(late.is_woken(), "A's feed, polled at last, was not woken when job 2 came");
+            assert_eq!(
+                assert_ready!(late.poll_next()),
+                Some(job(2)),
+                "A's feed asked for the receiver (B was busy with job 1): job 2 is A's"
+            );
+        }
+    }
+
     /// Two workers share the queue; jobs arrive one by one and each takes a second. Both
     /// workers must get work, and all four jobs must be done in little more than two seconds.
     async fn two_workers_share_the_queue() {

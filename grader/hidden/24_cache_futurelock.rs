@@ -483,12 +483,25 @@ async fn overlapping_refreshes(
     report: Duration,
     products: usize,
 ) -> Result<(), String> {
-    let during = format!(
-        "while the report held the lock for {}, with v1 ({products} products) in place, \
-         refreshes started at (ms, version, dropped at ms) {:?}",
-        spoken(report),
-        refreshes.iter().map(|r| (r.start_ms, r.version, r.cut_ms)).collect::<Vec<_>>()
-    );
+    let started = refreshes.iter().map(|r| (r.start_ms, r.version, r.cut_ms));
+    let during = if refreshes.len() <= 8 {
+        format!(
+            "while the report held the lock for {}, with v1 ({products} products) in place, \
+             refreshes started at (ms, version, dropped at ms) {:?}",
+            spoken(report),
+            started.collect::<Vec<_>>()
+        )
+    } else {
+        format!(
+            "while the report held the lock for {}, with v1 ({products} products) in place, \
+             {} refreshes of the cache started (the first few at (ms, version, dropped at ms) \
+             {:?}, ..), {} of them dropped by their callers before the report let go",
+            spoken(report),
+            refreshes.len(),
+            started.take(4).collect::<Vec<_>>(),
+            refreshes.iter().filter(|r| r.cut_ms.is_some()).count()
+        )
+    };
     let cache = CatalogCache::new(large_catalog(1, products));
     let held = cache.lock().await;
     let start = Instant::now();
@@ -521,11 +534,13 @@ async fn overlapping_refreshes(
             }
             let early = returned.lock().expect("returned").clone();
             if !early.is_empty() {
+                let (count, early) = (early.len(), &early[..early.len().min(8)]);
                 return Err(format!(
-                    "{during}: refresh(es) (index, version) {early:?} returned while the report \
+                    "{during}: {count} refresh(es) (index, version) {early:?}{} returned while the report \
                      still held the lock, so with v1 still in place: a refresh must return only \
                      once its own catalog is in place, whatever other refreshes of the same cache \
-                     wait (and whatever their catalogs: the one on its way may yet be dropped)"
+                     wait (and whatever their catalogs: the one on its way may yet be dropped)",
+                    if count > early.len() { ", .." } else { "" }
                 ));
             }
             drop(held);
@@ -597,12 +612,26 @@ hidden_test! {
     /// Nothing in the way: the catalog is swapped and nothing is counted as slow. Versions go
     /// down as well as up (an operator rolls a bad catalog back to an older one), and a catalog
     /// may be re-published with other prices under the version already in place: each refresh
-    /// puts its own catalog in place, whatever its version.
+    /// puts its own catalog in place, whatever its version or contents (even an empty one).
     async fn an_uncontended_refresh_swaps_the_catalog() {
         let cache = CatalogCache::new(catalog(5));
         let mut before = catalog(5);
-        let refreshes =
-            [catalog(8), catalog(3), republished(3), catalog(9), catalog(2), republished(2)];
+        // An empty catalog (a region closed for the night), and the far ends of the version.
+        let empty = |version| Catalog { version, products: Vec::new() };
+        let refreshes = [
+            catalog(8),
+            catalog(3),
+            republished(3),
+            empty(3),
+            catalog(9),
+            Catalog::default(),
+            catalog(2),
+            republished(2),
+            empty(u64::MAX),
+            catalog(0),
+            Catalog { version: u64::MAX, products: vec![(String::new(), 0)] },
+            catalog(4),
+        ];
         for new in refreshes {
             let version = new.version;
             cache.refresh(new.clone()).await;
@@ -612,8 +641,8 @@ hidden_test! {
                 "with catalog v{} in place (prices {:?}) and the lock free, refresh(v{version}, \
                  prices {:?}) returned, but a lookup made right after it saw catalog v{} with \
                  prices {:?}: a refresh must put its own catalog in place whatever its version \
-                 (rolling back to an older catalog, or re-publishing corrected prices under the \
-                 same version, is a refresh like any other)",
+                 or contents (rolling back to an older catalog, re-publishing corrected prices \
+                 under the same version, or an empty catalog, is a refresh like any other)",
                 before.version,
                 before.products,
                 new.products,
@@ -700,6 +729,81 @@ hidden_test! {
                  {verdict}. slow_refreshes reads {counted}, expected {slow}: a refresh is slow \
                  exactly when it waited longer than SLOW_LOCK, with no tolerance either way"
             );
+        }
+    }
+
+    /// A refresh future built now and first polled later (the refresher builds it, then awaits
+    /// something else first; another refresh of the cache may run meanwhile): it waits for the
+    /// lock from its first poll, not from the call, since a future that has not been polled is
+    /// not queued for the lock. Built 1 ms to a week before it is polled, it is slow exactly when
+    /// the report lets go more than `SLOW_LOCK` after that first poll.
+    async fn a_refresh_waits_from_its_first_poll_not_from_its_call() {
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+        let nanosecond = Duration::from_nanos(1);
+        let delays = [
+            Duration::from_millis(1),
+            SLOW_LOCK * 3 / 5,
+            SLOW_LOCK - nanosecond,
+            SLOW_LOCK + nanosecond,
+            Duration::from_millis(1500),
+            WEEK,
+        ];
+        let waits = [nanosecond, SLOW_LOCK / 2, SLOW_LOCK - nanosecond, SLOW_LOCK + nanosecond];
+        let origin = Instant::now();
+        for (i, delay) in delays.into_iter().enumerate() {
+            for wait in waits {
+                let cache = CatalogCache::new(catalog(1));
+                let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
+                tokio::time::advance(delay).await;
+                let other_first = i % 2 == 1;
+                if other_first {
+                    cache.refresh(catalog(3)).await;
+                }
+                // Poll it first on a whole millisecond of the clock, where tokio's timers tick,
+                // so that a timer set at that poll fires exactly `SLOW_LOCK` after it.
+                let past_tick = (Instant::now() - origin).subsec_nanos() % 1_000_000;
+                if past_tick != 0 {
+                    tokio::time::advance(Duration::from_nanos(u64::from(1_000_000 - past_tick)))
+                        .await;
+                }
+                let report = cache.lock().await;
+                for jump in [Duration::ZERO, wait] {
+                    if !jump.is_zero() {
+                        tokio::time::advance(jump).await;
+                    }
+                    for _ in 0..8 {
+                        assert!(
+                            refresh.poll().is_pending(),
+                            "refresh(v2) returned while the report held the lock"
+                        );
+                        tokio::task::yield_now().await;
+                    }
+                }
+                drop(report);
+                let refreshed = tokio::time::timeout(HANG, refresh).await;
+                assert!(
+                    refreshed.is_ok(),
+                    "refresh() had not finished {} s after the report let go of the lock",
+                    HANG.as_secs()
+                );
+                let (version, counted) = {
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                };
+                let slow = u64::from(wait > SLOW_LOCK);
+                assert!(
+                    (version, counted) == (2, slow),
+                    "refresh(v2) was built {} before it was first polled{}, and the report let go \
+                     of the lock {wait:?} after that first poll, so the refresh waited {} \
+                     SLOW_LOCK ({SLOW_LOCK:?}); then the cache held v{version} with \
+                     slow_refreshes at {counted}, expected v2 and {slow}: a refresh waits from \
+                     its first poll (a future not yet polled is not queued for the lock), not \
+                     from the call that built it",
+                    spoken(delay),
+                    if other_first { " (a refresh of v3 ran in between)" } else { "" },
+                    if slow == 1 { "longer than" } else { "less than" }
+                );
+            }
         }
     }
 
@@ -1306,6 +1410,54 @@ hidden_test! {
         }
     }
 
+    /// A deploy shuts the runtime down while a refresh waits for the report (before and after
+    /// its `SLOW_LOCK`), and the refresher's state, which holds the parked refresh, is dropped
+    /// only afterwards, outside any runtime. Dropping the refresh there must work like any other
+    /// drop: no panic, the old catalog in place, and the refresh counted at most once.
+    fn a_refresh_dropped_after_its_runtime_is_gone_leaves_the_old_catalog() {
+        for seed in SEEDS {
+            for parked_at in [SLOW_LOCK / 2, SLOW_LOCK * 3 / 2, SLOW_LOCK * 5 / 2] {
+                let cache = CatalogCache::new(catalog(1));
+                let runtime = runtime::current_thread(seed);
+                let (refresh, report) = runtime.block_on(async {
+                    let report = cache.lock().await;
+                    let mut refresh = Box::pin(cache.refresh(catalog(2)));
+                    let mut cx = Context::from_waker(Waker::noop());
+                    for jump in [Duration::ZERO, parked_at] {
+                        tokio::time::advance(jump).await;
+                        for _ in 0..8 {
+                            assert!(
+                                refresh.as_mut().poll(&mut cx).is_pending(),
+                                "refresh(v2) returned while the report held the lock"
+                            );
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    (refresh, report)
+                });
+                drop(runtime);
+                let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    drop(refresh);
+                }));
+                drop(report);
+                let (version, slow) = runtime::current_thread(seed).block_on(async {
+                    let state = cache.lock().await;
+                    (state.catalog.version, state.slow_refreshes)
+                });
+                assert!(
+                    dropped.is_ok() && version == 1 && slow <= 1,
+                    "the report held the lock and refresh(v2) had waited {parked_at:?} for it \
+                     when the runtime shut down (a deploy); the refresh was dropped afterwards, \
+                     outside any runtime. {}; then the cache held v{version} with \
+                     slow_refreshes at {slow}, expected v1 (a dropped refresh has no effect) and \
+                     at most 1: a refresh must be safe to drop wherever its owner is dropped, \
+                     also once its runtime is gone",
+                    if dropped.is_ok() { "The drop went through" } else { "The drop panicked" }
+                );
+            }
+        }
+    }
+
     /// Two caches in one process (two shops, each with its own catalog): the report holds the
     /// first cache's lock for a second while a refresh of it waits. Refreshes of the second
     /// cache, whose lock is free, made before, while and after the first refresh's `SLOW_LOCK`
@@ -1509,6 +1661,31 @@ hidden_test! {
         ];
         for (refreshes, report) in nights {
             if let Err(why) = overlapping_refreshes(&refreshes, report, 3000).await {
+                panic!("{why}");
+            }
+        }
+    }
+
+    /// A pile-up of refreshes of one cache on a bad night (a refresher that starts one per tick
+    /// of its own clock, operators' "refresh now", retries that re-send a catalog on its way):
+    /// from a few to over four thousand wait at once, some dropped by their callers. However many
+    /// wait, none may return while the report holds the lock, each that is not dropped returns
+    /// with its own catalog in place, and the cache ends with the catalog of the one that returned
+    /// last.
+    async fn a_pile_up_of_refreshes_of_one_cache_each_return_with_their_own_catalog_in_place() {
+        // Past SLOW_LOCK, so that each refresh is slow, and short, so that a fix that wakes every
+        // millisecond stays cheap with thousands waiting.
+        let report = SLOW_LOCK * 2;
+        for count in [9u64, 17, 65, 257, 1025, 4100] {
+            let refreshes: Vec<Overlapping> = (0..count)
+                .map(|i| Overlapping {
+                    start_ms: i % 3 * 10,
+                    // Every seventh re-sends the catalog of the one before it.
+                    version: 2 + i - u64::from(i % 7 == 6),
+                    cut_ms: (i % 5 == 3).then_some(150 + i % 3 * 10),
+                })
+                .collect();
+            if let Err(why) = overlapping_refreshes(&refreshes, report, 2).await {
                 panic!("{why}");
             }
         }

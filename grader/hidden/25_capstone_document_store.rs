@@ -1794,6 +1794,35 @@ hidden_test! {
         }
     }
 
+    /// Documents past the sizes a store might special-case (64 KiB, 256 KiB: a big attachment
+    /// written in place "to spare the disk a second copy"): a reader looking at every step finds
+    /// nothing, the previous version or the new one in full, and a save cut in the middle, then
+    /// retried at once, leaves the retry's version in place, alone. Cut once each, in the middle
+    /// (the cost is the steps; a save nobody cuts is the 40 KB test's).
+    async fn a_document_past_64_kib_is_never_half_visible_and_a_retry_after_its_cut_stays() {
+        // Halfway through the writing of a 64 KiB document (16 bytes a step), and a second into
+        // a 256 KiB one (a quarter of a minute's writing would show no more).
+        let halfway = STEP * u32::try_from((64 * 1024) / WRITE_CHUNK / 2).expect("a few steps");
+        let second = Duration::from_secs(1);
+        for (replace, len, cut) in [
+            (true, 64 * 1024 + 7, Some(halfway)),
+            (false, 64 * 1024 + 7, Some(halfway)),
+            (true, 256 * 1024 + 7, Some(second)),
+            (false, 256 * 1024 + 7, Some(second)),
+        ] {
+            if let Err(why) = save_large_document(replace, len, cut, RETRY).await {
+                panic!(
+                    "{} of {len} bytes{}: {why}",
+                    if replace { "replacing a document with one" } else { "saving a new document" },
+                    match cut {
+                        Some(cut) => format!(", cut by a deadline after {cut:?}"),
+                        None => ", nobody cutting it".to_owned(),
+                    }
+                );
+            }
+        }
+    }
+
     /// A burst far larger than the 300 above: 70 000 saves of one document at once, none cut.
     /// Every one needs a name no other running save has, so names that come round (a counter
     /// that wraps at 2^16) or that are drawn from too few random bits (26 or fewer) are given
