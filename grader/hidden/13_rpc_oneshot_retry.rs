@@ -553,6 +553,174 @@ hidden_test! {
         );
     }
 
+    /// The queue's state changes while a call waits. Its mailer goes (it exits without taking a
+    /// job, crashes on the job ahead of the call's with its task ending, or shuts down gracefully
+    /// while busy with that job, dropping its end of the queue and the jobs on it) at instants
+    /// spread over the budget: just after the call started, inside each attempt, at an attempt's
+    /// end, just before and after the budget's end. A call still waiting for room on the full
+    /// queue reports `QueueClosed` at that instant: no worker is left, and its job was never
+    /// queued. A call whose job was on the queue, not yet taken, reports `WorkerDropped` at that
+    /// instant: the job went with the queue, its reply sender dropped unanswered, and the client
+    /// cannot tell that from a worker that took the job and crashed (and may have sent the email).
+    /// Once the budget is over, the call has given up with `TimedOut` (or, waiting for room with
+    /// its budget counted from the queueing, reports `QueueClosed` when the queue closes).
+    async fn the_queue_closing_while_a_call_waits_is_reported_at_that_instant() {
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Goes {
+            /// The mailer, alive but taking no job, exits without taking any.
+            Untaken,
+            /// The mailer took the job ahead, then crashes on it, its task ending.
+            CrashesOnTheJobAhead,
+            /// The mailer took the job ahead, then stops taking jobs, still holding that one.
+            StopsTakingJobs,
+        }
+        let ms = Duration::from_millis;
+        let budget = ATTEMPT * ATTEMPTS;
+        let instants = [
+            Duration::ZERO,
+            ms(1),
+            ms(505),
+            ATTEMPT,
+            ms(1_037),
+            ms(2_505),
+            budget - ms(1),
+            budget + ATTEMPT / 2,
+        ];
+        for queued in [false, true] {
+            for goes in [Goes::Untaken, Goes::CrashesOnTheJobAhead, Goes::StopsTakingJobs] {
+                for at in instants {
+                    // A queue of capacity 1 is full with the job ahead (or with another one behind
+                    // it, once the mailer took it); one of capacity 8 has room for the call's job.
+                    let (queue, mut jobs) = mpsc::channel::<Request>(if queued { 8 } else { 1 });
+                    let (earlier, _earlier_rx) = tokio::sync::oneshot::channel();
+                    queue
+                        .try_send(Request { job: job(1), reply: earlier })
+                        .expect("the queue has room for the job ahead");
+                    let mut taken = None;
+                    if goes != Goes::Untaken {
+                        taken = Some(jobs.try_recv().expect("the job ahead is on the queue"));
+                        if !queued {
+                            let (other, _) = tokio::sync::oneshot::channel();
+                            queue
+                                .try_send(Request { job: job(2), reply: other })
+                                .expect("the queue has room for another shopper's job");
+                        }
+                    }
+                    let waiting = queue.max_capacity() - queue.capacity();
+                    let watch = queue.clone();
+                    let client = MailClient::new(queue, ATTEMPT, ATTEMPTS);
+                    let start = Instant::now();
+                    let call = tokio::spawn(async move {
+                        let outcome = client.send_email(job(7)).await;
+                        (outcome, start.elapsed())
+                    });
+                    settle().await;
+                    let call_job_on_queue = watch.max_capacity() - watch.capacity() > waiting;
+                    drop(watch);
+                    sleep_until(start + at).await;
+                    let how = match goes {
+                        Goes::Untaken => {
+                            drop(jobs);
+                            "the mailer, alive but taking no job, exited without taking any (the \
+                             queue's receiver was dropped, and the jobs on it with it)"
+                        }
+                        Goes::CrashesOnTheJobAhead => {
+                            drop(taken.take());
+                            drop(jobs);
+                            "the mailer crashed on the job ahead (another shopper's email, which \
+                             it had taken) and its task ended: that job's reply sender and the \
+                             queue's receiver (and the jobs on it) were dropped together"
+                        }
+                        Goes::StopsTakingJobs => {
+                            drop(jobs);
+                            "the mailer, busy with the job ahead (another shopper's email), shut \
+                             down gracefully: it stopped taking jobs (the queue's receiver was \
+                             dropped, and the jobs on it with it) and kept the one it held"
+                        }
+                    };
+                    let joined = timeout(ATTEMPT * 60, call).await;
+                    drop(taken);
+                    let setting = if queued {
+                        format!(
+                            "The queue had room, and the call's job {} on it at once, behind \
+                             the job ahead; {at:?} into the call, {how}",
+                            if call_job_on_queue { "was" } else { "was not" }
+                        )
+                    } else {
+                        format!(
+                            "The queue (capacity 1) was full and the call waited for room; \
+                             {at:?} into the call, {how}"
+                        )
+                    };
+                    let (outcome, waited) = match joined {
+                        Ok(Ok(done)) => done,
+                        Ok(Err(failed)) => panic!(
+                            "{setting}. The call panicked ({failed}) instead of returning an \
+                             error"
+                        ),
+                        Err(_) => panic!(
+                            "{setting}. The call was still waiting 60 s (virtual) later: a \
+                             closed queue, or a job dropped with it, is an answer, and the \
+                             client's budget is {ATTEMPTS} attempts of {ATTEMPT:?}"
+                        ),
+                    };
+                    let (ok, expected) = if at < budget && queued {
+                        (
+                            outcome == Err(CallError::WorkerDropped)
+                                && waited == at
+                                && call_job_on_queue,
+                            format!(
+                                "the job on the queue at once, then `Err(WorkerDropped)` at \
+                                 {at:?}: the job went with the queue unanswered (its reply sender \
+                                 was dropped), and the client cannot tell that from a worker that \
+                                 took it and crashed, which may have sent the email, so it \
+                                 reports it as such, straight away (`QueueClosed` would tell the \
+                                 shopper the job was never queued, and `TimedOut` that a worker \
+                                 is alive but stuck)"
+                            ),
+                        )
+                    } else if at < budget {
+                        (
+                            outcome == Err(CallError::QueueClosed) && waited == at,
+                            format!(
+                                "`Err(QueueClosed)` at {at:?}: no worker is left to take the \
+                                 job, which never got onto the queue. That is a closed queue, \
+                                 reported the instant it closes (`TimedOut` says a worker is alive \
+                                 but stuck, and `WorkerDropped` that a worker may have sent the \
+                                 email)"
+                            ),
+                        )
+                    } else {
+                        let gave_up = outcome == Err(CallError::TimedOut)
+                            && waited >= budget
+                            && waited <= budget + ms(10);
+                        let closed = outcome == Err(CallError::QueueClosed) && waited == at;
+                        (
+                            gave_up || (!queued && closed),
+                            format!(
+                                "`Err(TimedOut)` at the end of the budget, {budget:?}, while the \
+                                 mailer was still there{}",
+                                if queued {
+                                    String::new()
+                                } else {
+                                    format!(
+                                        " (or, with the budget counted from the queueing, \
+                                         `Err(QueueClosed)` at {at:?}, when the queue closed)"
+                                    )
+                                }
+                            ),
+                        )
+                    };
+                    assert!(
+                        ok,
+                        "{setting}. The call returned {outcome:?} after {waited:?}, expected \
+                         {expected}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The web request is cancelled while the queue is full: a call dropped before its job got
     /// onto the queue must never queue it; one dropped after has it sent once. Cut at every poll
     /// and every 100 ms of the wait.

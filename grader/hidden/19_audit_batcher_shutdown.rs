@@ -422,6 +422,29 @@ fn scenarios() -> impl Strategy<Value = Scenario> {
     )
 }
 
+std::thread_local! {
+    /// Panics seen on this thread, where the test's runtime runs the service's tasks too.
+    static PANICS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts the panics on this thread from now on ([`panics_seen`]); each is still reported as
+/// usual.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|seen| seen.set(seen.get() + 1));
+            previous(info);
+        }));
+    });
+}
+
+/// How many panics [`count_panics`] has seen on this thread.
+fn panics_seen() -> usize {
+    PANICS.with(|seen| seen.get())
+}
+
 hidden_test! {
     /// Shutdown at any moment: with a batch held, a batch being written, records still queued,
     /// and a handler that keeps its `AuditLog` and records during and after shutdown. Every
@@ -861,6 +884,86 @@ hidden_test! {
             );
         }
         drop(lingering);
+    }
+
+    /// The service is dropped without `shutdown` (a server lets go of it while request handlers
+    /// still finish) and the runtime runs on; the flusher is idle, holds a part batch, or is
+    /// writing a full batch with records queued behind it. A handler still holding an `AuditLog`
+    /// records a few more, 300 ms apart, then lets go of it. Dropping the service is not a
+    /// shutdown, and nothing waits for it: the trail may run on for the handler or stop with the
+    /// service (refusing the handler's records with `AuditClosed`), either is fine; but every
+    /// record acknowledged with `Ok(())` is written, in order, nothing the service started
+    /// panics, and once every handle is gone no task of the service is left running.
+    async fn a_service_dropped_without_shutdown_writes_what_it_acknowledged() {
+        count_panics();
+        let tasks_before = alive_tasks();
+        for (held, queued) in [(0u64, 0u64), (40, 0), (MAX_BATCH as u64, 30)] {
+            for more in [0u64, 5] {
+                let panics_before = panics_seen();
+                let sink = AuditSink::new();
+                let service = AuditService::start(sink.clone());
+                let log = service.log();
+                tokio::task::yield_now().await;
+                let mut acked = Vec::new();
+                for id in 0..held {
+                    log.record(record(id)).await.expect("the audit trail is running");
+                    acked.push(record(id));
+                }
+                // The flusher takes what was recorded (and starts writing a full batch).
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                for id in held..held + queued {
+                    log.record(record(id)).await.expect("the audit trail is running");
+                    acked.push(record(id));
+                }
+                drop(service);
+                let mut refused = 0;
+                for id in 1000..1000 + more {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    match log.record(record(id)).await {
+                        Ok(()) => acked.push(record(id)),
+                        Err(AuditClosed) => refused += 1,
+                    }
+                }
+                drop(log);
+                tokio::time::sleep(FLUSH_EVERY * 2).await;
+                let flusher = match (held, queued) {
+                    (0, _) => "was idle, holding nothing".to_owned(),
+                    (held, 0) => format!("held {held} records"),
+                    (held, queued) => format!(
+                        "was writing a full batch of {held} records, {queued} more queued behind it"
+                    ),
+                };
+                let setting = format!(
+                    "The service was dropped without shutdown() while its flusher {flusher}, and \
+                     the runtime ran on; a handler still holding an AuditLog then recorded {more} \
+                     more record(s), 300 ms apart ({} accepted, {refused} refused), and let go of \
+                     it. Dropping the service is not a shutdown, and nothing waits for it: the \
+                     trail may run on for the handler or stop with the service, either is fine, \
+                     but",
+                    more - refused
+                );
+                if let Err(seen) = check_store(&sink, &acked, "two seconds after that") {
+                    panic!(
+                        "{setting} a record acknowledged with Ok(()) must be written while the \
+                         runtime runs (the original code writes what it holds once the last \
+                         handle is gone). {seen}"
+                    );
+                }
+                let panics = panics_seen() - panics_before;
+                assert!(
+                    panics == 0,
+                    "{setting} nothing may panic: {panics} panic(s) on the service's runtime \
+                     (see the report above; a `oneshot::Receiver` polled again after it \
+                     completed, for one, panics)"
+                );
+                let left = alive_tasks().saturating_sub(tasks_before);
+                assert!(
+                    left == 0,
+                    "{setting} once every handle is gone the trail is over: two seconds later, \
+                     {left} task(s) the service started were still running"
+                );
+            }
+        }
     }
 
     /// A quiet shutdown: the flusher is parked (waiting for records or for its tick) with a part
