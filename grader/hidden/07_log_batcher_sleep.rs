@@ -418,6 +418,96 @@ async fn a_burst_after_a_quiet_period_leaves_whole(burst: usize) {
     );
 }
 
+/// Where a spread-out burst is sent in [`a_spread_out_burst_leaves_whole`]: (a start-up line
+/// queued before the batcher first runs, shipped at 1 s; a week the clock jumps in one go while
+/// the batcher is not polled, ending on a whole second; whole seconds of quiet after that). Every
+/// right batcher then has its flushes due on the same whole seconds, counted from its first turn
+/// (or a second after the first line of a batch, which splits no burst shorter than a second).
+const SPREAD_SETTINGS: [(bool, bool, u64); 11] = [
+    (false, false, 1),
+    (false, false, 2),
+    (false, false, 3),
+    (false, false, 10),
+    (true, false, 2),
+    (true, false, 3),
+    (true, false, 10),
+    (false, true, 0),
+    (false, true, 1),
+    (true, true, 0),
+    (true, true, 2),
+];
+
+/// After a quiet spell (setting `setting` of [`SPREAD_SETTINGS`]), a burst spread over part of one
+/// second of the batcher's clock: `burst` holds (ms past the whole second, lines sent then), every
+/// offset in 1..=998. Checks every promise, and that the burst left in one batch.
+async fn a_spread_out_burst_leaves_whole(
+    setting: usize,
+    burst: &[(u64, usize)],
+) -> Result<(), String> {
+    let ms = Duration::from_millis;
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let (start_up_line, jump, seconds) = SPREAD_SETTINGS[setting];
+    let mut burst = burst.to_vec();
+    burst.sort_unstable();
+    let mut groups = Vec::new();
+    let mut now = Duration::ZERO;
+    let mut before = String::new();
+    if start_up_line {
+        groups.push((Duration::ZERO, 1, Duration::ZERO));
+        before.push_str("a start-up line queued before the batcher first ran (shipped at 1 s), ");
+    }
+    if jump {
+        // The runtime busy elsewhere for a week, from half a second after the last shipment (or
+        // the batcher's first turn) until a whole second of its clock.
+        let from = if start_up_line { ms(1_500) } else { ms(500) };
+        groups.push((from, 0, week + ms(500)));
+        now = from + week + ms(500);
+        before.push_str(&format!("the runtime busy elsewhere from {from:?} until {now:?}, "));
+    }
+    let second = now + Duration::from_secs(seconds);
+    let first_of_burst = usize::from(start_up_line);
+    for &(offset, lines) in &burst {
+        let at = second + ms(offset);
+        groups.push((at - now, lines, Duration::ZERO));
+        now = at;
+    }
+    let last = burst.last().map_or(0, |(offset, _)| *offset);
+    let run = run_late(&groups, ms(2_500 - last)).await;
+    let sizes: Vec<(Duration, usize)> = run.shipped.iter().map(|(at, b)| (*at, b.len())).collect();
+    let lines: usize = burst.iter().map(|(_, lines)| lines).sum();
+    let setting = format!(
+        "the batcher first ran at 0 s; {before}then quiet until {second:?}, and a burst of {lines} \
+         lines spread over ms {:?} past it ((ms, lines sent at once) {burst:?}), all before \
+         {:?}; the channel closed at {:?}",
+        burst.first().map_or(0, |(offset, _)| *offset)..=last,
+        second + FLUSH_EVERY,
+        run.close
+    );
+    keeps_its_promises_when_late(&run)
+        .map_err(|seen| format!("{setting}: {seen} (batches, as time and size: {sizes:?})"))?;
+    let with_burst = run
+        .shipped
+        .iter()
+        .filter(|(_, batch)| {
+            batch.iter().any(|line| {
+                line.strip_prefix("line ")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i >= first_of_burst)
+            })
+        })
+        .count();
+    if with_burst != 1 {
+        return Err(format!(
+            "{setting}: the burst was split into {with_burst} shipments, as (time, lines) \
+             {sizes:?}; expected it in one batch within a second. A burst need not land in one \
+             instant: lines that arrive after a quiet spell within one second of the batcher's \
+             schedule (whole seconds from its first turn) leave together, however they are \
+             spread over it; a line that arrives does not bring a flush forward"
+        ));
+    }
+    Ok(())
+}
+
 hidden_test! {
     /// Nothing is racing: lines sent in a burst are shipped together when the channel closes.
     async fn ships_the_last_batch_when_the_channel_closes() {
@@ -711,6 +801,38 @@ hidden_test! {
                 );
             }
         }
+    }
+
+    /// A burst need not land in one instant: a handler logs 200 lines, awaits a 2 ms call and
+    /// logs 200 more, or a few lines trickle out over a few hundred milliseconds. After a quiet
+    /// spell (on a fresh batcher, after a start-up line, after a week the clock jumps in one go),
+    /// lines that arrive within one second of the batcher's schedule (between two whole seconds
+    /// counted from its first turn) leave in one batch, whatever part of the second they start
+    /// at and however long they last: a line that arrives does not bring a flush forward.
+    async fn a_burst_spread_over_part_of_a_second_leaves_whole() {
+        let bursts: [&[(u64, usize)]; 5] = [
+            &[(1, 200), (3, 200)],
+            &[(500, 1), (501, 1), (502, 1)],
+            &[(1, 1), (998, 1)],
+            &[(990, 100), (998, 100)],
+            &[(37, 5), (90, 5), (400, 5), (751, 5)],
+        ];
+        for (setting, burst) in [(2, 0), (0, 0), (4, 1), (7, 2), (5, 3), (10, 4), (3, 2), (9, 0)] {
+            if let Err(seen) = a_spread_out_burst_leaves_whole(setting, bursts[burst]).await {
+                panic!("{seen}");
+            }
+        }
+    }
+
+    /// The same over generated bursts: spread over any part of a second (a millisecond to almost
+    /// all of it), starting at any moment of it, after any of the quiet spells above but the
+    /// week (a property's scenario may not pass an hour of virtual time).
+    fn a_burst_spread_over_any_part_of_a_second_leaves_whole() {
+        let burst = proptest::collection::vec((1u64..999, 1usize..40), 2..10);
+        let settings = 0..SPREAD_SETTINGS.iter().take_while(|(_, jump, _)| !jump).count();
+        check_property(32, (settings, burst), |(setting, burst)| async move {
+            a_spread_out_burst_leaves_whole(setting, &burst).await
+        });
     }
 
     /// The service spawns its batcher and logs its start-up lines before it yields, so a burst is
