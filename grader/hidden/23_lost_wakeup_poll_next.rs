@@ -65,6 +65,62 @@ const BACKLOGS: [u64; 6] = [1, 2, 3, 20, 300, 3000];
 /// and goes unseen (the solution README names it under "Known untested").
 const FAR_REPOLLS: usize = 1 << 19;
 
+/// How a waiting feed is polled in [`a_waiting_feed_is_not_woken_until_its_turn_or_a_job_comes`]:
+/// the wakers its polls bring, in turn.
+#[derive(Clone, Copy)]
+enum Pollers {
+    /// One task, the same waker every poll (spurious wakes, a busy `select!` loop).
+    One,
+    /// Two tasks in turn (a feed shared between two loops, or moved back and forth).
+    TwoInTurn,
+    /// A new waker on every poll (a feed polled through a new combinator or task each time).
+    NewEachPoll,
+}
+
+impl Pollers {
+    const ALL: [Pollers; 3] = [Pollers::One, Pollers::TwoInTurn, Pollers::NewEachPoll];
+
+    fn how(self) -> &'static str {
+        match self {
+            Pollers::One => "by one task",
+            Pollers::TwoInTurn => "by two tasks in turn",
+            Pollers::NewEachPoll => "with a new waker on every poll (a new task each time)",
+        }
+    }
+}
+
+/// A waker of its own (never `will_wake` another) that counts its wakes, and adds them to a
+/// count shared by every waker of one test run.
+struct CountingWaker {
+    own: AtomicUsize,
+    all: Arc<AtomicUsize>,
+}
+
+impl CountingWaker {
+    fn new(all: &Arc<AtomicUsize>) -> Arc<Self> {
+        Arc::new(CountingWaker { own: AtomicUsize::new(0), all: all.clone() })
+    }
+
+    fn woken(&self) -> usize {
+        self.own.load(Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.own.fetch_add(1, Ordering::SeqCst);
+        self.all.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Wakes a feed may owe while nothing changes: one cooperative yield right after a poll, and one
+/// to spare. A feed woken more often than this in a thousand polls keeps waking itself.
+const QUIET_WAKES: usize = 2;
+
 /// Raised by a [`Watched`] feed that spun, with the moment it first did (so that a message can
 /// say what the feed was waiting for then).
 #[derive(Default)]
@@ -780,6 +836,82 @@ hidden_test! {
             }
             Ok(())
         });
+    }
+
+    /// A worker waits for its turn (another holds the receiver), or, holding the receiver, for a
+    /// job, and nothing changes. Its feed is polled a thousand times: by one task, by two tasks in
+    /// turn, or with a new waker on every poll. No wake is owed to any of them until the turn or
+    /// a job comes (one cooperative yield aside); then the waker of the latest poll is woken.
+    async fn a_waiting_feed_is_not_woken_until_its_turn_or_a_job_comes() {
+        for for_turn in [true, false] {
+            for pollers in Pollers::ALL {
+                let (tx, rx) = mpsc::channel(8);
+                let jobs = shared(rx);
+                let other = if for_turn { Some(jobs.clone().lock_owned().await) } else { None };
+                let mut feed = std::pin::pin!(JobFeed::new(jobs.clone()));
+                let all = Arc::new(AtomicUsize::new(0));
+                let tasks = [CountingWaker::new(&all), CountingWaker::new(&all)];
+                let waits = if for_turn {
+                    "another worker holds the receiver: the feed must wait for its turn"
+                } else {
+                    "the queue is empty: the feed must wait for a job"
+                };
+                let mut last = tasks[0].clone();
+                for poll in 0..=REPOLL_TIMES {
+                    let waker = match pollers {
+                        Pollers::One => tasks[0].clone(),
+                        Pollers::TwoInTurn => tasks[poll % 2].clone(),
+                        Pollers::NewEachPoll => CountingWaker::new(&all),
+                    };
+                    let got =
+                        feed.as_mut().poll_next(&mut Context::from_waker(&waker.clone().into()));
+                    assert!(got.is_pending(), "{waits}; poll {} returned {got:?}", poll + 1);
+                    last = waker;
+                    // Let a wake that asks the runtime to deliver it (a `yield_now`) arrive.
+                    tokio::task::yield_now().await;
+                }
+                let scene = format!(
+                    "{}, and nothing changed while its feed was polled {} times {}",
+                    if for_turn {
+                        "a worker waited for its turn while another held the receiver"
+                    } else {
+                        "a worker held the receiver and waited for a job on the empty queue"
+                    },
+                    REPOLL_TIMES + 1,
+                    pollers.how()
+                );
+                let woken = all.load(Ordering::SeqCst);
+                assert!(
+                    woken <= QUIET_WAKES,
+                    "{scene}: the tasks polling the feed were woken {woken} times in all, where \
+                     none was owed (one cooperative yield aside) until the turn or a job came. A \
+                     feed polled by another task (moved, or shared by two loops) owes that task \
+                     a wake only when its turn or a job comes, and owes the task that polled it \
+                     before nothing: a task woken when nothing changed polls the feed again, and \
+                     is woken again, for as long as the wait lasts"
+                );
+                let before = last.woken();
+                tx.send(job(1)).await.expect("the queue is open");
+                drop(other);
+                tokio::task::yield_now().await;
+                assert!(
+                    last.woken() > before,
+                    "{scene}; then {}, but the waker of the feed's latest poll was not woken",
+                    if for_turn {
+                        "a job arrived and the other worker let go"
+                    } else {
+                        "a job arrived"
+                    }
+                );
+                let got = feed.as_mut().poll_next(&mut Context::from_waker(&last.clone().into()));
+                assert_eq!(
+                    got,
+                    Poll::Ready(Some(job(1))),
+                    "{scene}; then the job it waited for came, and the feed, polled, returned \
+                     {got:?}"
+                );
+            }
+        }
     }
 
     /// Three workers: A holds the receiver, B asks for it, then C. Before its turn comes, B's
