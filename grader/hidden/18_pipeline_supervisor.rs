@@ -970,6 +970,91 @@ hidden_test! {
         }
     }
 
+    /// Batches of edge sizes: no video at all (an upload window with no uploads), a single
+    /// video, more workers than videos. A batch of any size ends like any other: an empty one
+    /// comes back `Ok` with no renditions at once, a batch no bigger than its workers is done in
+    /// one round of transcodes (or fails when its failing video does), and no worker is left.
+    async fn batches_of_edge_sizes_end_like_any_other() {
+        // (videos, workers, the video that fails, if any)
+        let cases: [(u64, usize, Option<u64>); 10] = [
+            (0, 1, None),
+            (0, 3, None),
+            (0, 64, None),
+            (1, 1, None),
+            (1, 4, None),
+            (2, 3, None),
+            (3, 64, None),
+            (1, 1, Some(0)),
+            (1, 4, Some(0)),
+            (3, 64, Some(2)),
+        ];
+        for (videos, workers, failing) in cases {
+            let queue = batch(videos);
+            let farm = FakeFarm::failing(failing);
+            let start = Instant::now();
+            let what = format!(
+                "a batch of {videos} video(s) on {workers} worker(s), {}",
+                match failing {
+                    Some(id) => format!("video {id} failing after {:?}", TRANSCODE / 2),
+                    None => format!("none failing, each transcoded in {TRANSCODE:?}"),
+                }
+            );
+            let Ok(outcome) = timeout(
+                Duration::from_secs(60),
+                run_pipeline(queue.clone(), farm.clone(), workers),
+            )
+            .await
+            else {
+                panic!(
+                    "{what}: `run_pipeline` had not returned a minute (virtual) later, with {} \
+                     video(s) taken and {} transcode(s) finished. A batch of any size ends: an \
+                     empty one at once with no renditions, a small one when its videos are done",
+                    queue.taken(),
+                    farm.finished()
+                );
+            };
+            let took = start.elapsed();
+            let then = Snapshot::now(&queue, &farm);
+            let ids = outcome.as_ref().map(|r| {
+                let mut ids: Vec<u64> = r.iter().map(|r| r.video_id).collect();
+                ids.sort_unstable();
+                ids
+            });
+            match failing {
+                None => {
+                    // Every video runs at once: one round, or none for an empty batch.
+                    let round = if videos == 0 { Duration::ZERO } else { TRANSCODE };
+                    assert!(
+                        ids == Ok((0..videos).collect()) && took == round,
+                        "{what}: expected Ok with a rendition of each video after {round:?}, but \
+                         `run_pipeline` returned {outcome:?} after {took:?}. A batch of any size \
+                         ends like any other: an empty one at once, one with no more videos than \
+                         workers in one round"
+                    );
+                }
+                Some(id) => {
+                    let returned = outcome.as_ref().err().map(|e| e.video_id);
+                    assert!(
+                        returned == Some(id) && took <= TRANSCODE,
+                        "{what}: expected video {id}'s error at {:?}, when it failed, but \
+                         `run_pipeline` returned {outcome:?} after {took:?}",
+                        TRANSCODE / 2
+                    );
+                }
+            }
+            if let Err(seen) = assert_workers_stopped(
+                &format!("{what}: `run_pipeline` returned"),
+                &queue,
+                &farm,
+                then,
+            )
+            .await
+            {
+                panic!("{seen}");
+            }
+        }
+    }
+
     /// The kata's bug: video 4 fails at 15 ms. `run_pipeline` returns that error, and from then
     /// on no worker may take another video or keep transcoding.
     async fn a_failed_batch_stops_its_workers() {

@@ -14,7 +14,7 @@ use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_te
 use push_sink_send::{Notification, Pusher};
 use tokio::io::AsyncWrite;
 use tokio::sync::Mutex;
-use tokio_util::codec::{FramedWrite, LinesCodec};
+use tokio_util::codec::{FramedWrite, LinesCodec, LinesCodecError};
 
 /// A slow device: it takes 4 bytes per write and makes the writer wait between writes.
 const BYTES_PER_WRITE: usize = 4;
@@ -699,6 +699,120 @@ fn connection_errors() -> [(&'static str, fn() -> io::Error); 8] {
     ]
 }
 
+/// What is wrong with what `deliver` returned over a connection that failed with `want` (in the
+/// way `fails_in` says), or `None` if it returned the connection's error as it came.
+fn judge_failure(
+    got: Result<Result<(), LinesCodecError>, tokio::time::error::Elapsed>,
+    fails_in: FailsIn,
+    want: &io::Error,
+    queued: usize,
+) -> Option<String> {
+    match got {
+        Err(_) => Some("deliver had not returned a minute later".to_owned()),
+        Ok(Ok(())) => {
+            Some(format!("deliver returned Ok with {queued} notification(s) still queued"))
+        }
+        Ok(Err(LinesCodecError::Io(e))) => {
+            let (kind, code) = match fails_in {
+                FailsIn::WriteZero => (io::ErrorKind::WriteZero, None),
+                _ => (want.kind(), want.raw_os_error()),
+            };
+            let inner = want.get_ref().map(ToString::to_string);
+            let seen_inner = e.get_ref().map(ToString::to_string);
+            if e.kind() == kind
+                && e.raw_os_error() == code
+                && (matches!(fails_in, FailsIn::WriteZero) || seen_inner == inner)
+            {
+                return None;
+            }
+            Some(format!(
+                "deliver returned the error {e:?} (kind {:?}, raw OS code {:?}), expected the \
+                 connection's own, kind {kind:?}, raw OS code {code:?}{}",
+                e.kind(),
+                e.raw_os_error(),
+                inner.map(|i| format!(", inner error {i:?}")).unwrap_or_default()
+            ))
+        }
+        Ok(Err(e)) => Some(format!("deliver returned {e:?}, not the connection's error")),
+    }
+}
+
+/// A connection that breaks between two calls of `deliver`: while `stalled`, the phone reads
+/// nothing (every write waits; its flush has nothing of its own to do, like a TCP socket's); then
+/// it behaves as `then`, a [`FailingDevice`].
+struct BreakingDevice {
+    stalled: Arc<AtomicBool>,
+    then: FailingDevice,
+}
+
+impl AsyncWrite for BreakingDevice {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.stalled.load(Ordering::SeqCst) {
+            // The test polls by hand and moves on: nobody needs waking.
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.then).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stalled.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.then).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Where the bytes a call must flush wait: in the `FramedWrite`'s own buffer, or in a writer
+/// under it (a `BufWriter`, as a TLS stream buffers too).
+#[derive(Clone, Copy, Debug)]
+enum Layer {
+    Framed,
+    Buffered,
+}
+
+/// A connection as the connection layer hands it over, in one type for both layers.
+type Layered = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A pusher over `device` (a one-frame backpressure boundary), with the greeting written but not
+/// flushed when `greeted`: in the `FramedWrite`, or in the `BufWriter` under it.
+fn layered_pusher(layer: Layer, greeted: bool, device: BreakingDevice) -> Pusher<Layered> {
+    let connection: Layered = match layer {
+        Layer::Framed => Box::new(device),
+        Layer::Buffered => {
+            let mut staged = tokio::io::BufWriter::new(device);
+            if greeted {
+                // The greeting fits in the buffer: staged at once, nothing reaches the device.
+                tokio::io::AsyncWriteExt::write_all(
+                    &mut staged,
+                    format!("{GREETING}\n").as_bytes(),
+                )
+                .now_or_never()
+                .expect("staging the greeting completes at once")
+                .expect("staging cannot fail");
+            }
+            Box::new(staged)
+        }
+    };
+    let mut framed = FramedWrite::new(connection, LinesCodec::new());
+    framed.set_backpressure_boundary(1);
+    if greeted && matches!(layer, Layer::Framed) {
+        framed
+            .feed(GREETING.to_owned())
+            .now_or_never()
+            .expect("feeding an empty sink completes at once")
+            .expect("the greeting is a valid line");
+    }
+    Pusher::new(framed)
+}
+
 hidden_test! {
     /// Nothing cancelled: every notification goes out once, in order, and the connection stays
     /// open for the next call, which delivers a notification that arrived meanwhile.
@@ -1242,35 +1356,8 @@ hidden_test! {
                         FailsIn::WriteZero => "it takes no more bytes (writes return Ok(0))".into(),
                         FailsIn::Flush => format!("its flush fails with {name}"),
                     };
-                    let seen = match got {
-                        Err(_) => "deliver had not returned a minute later".to_owned(),
-                        Ok(Ok(())) => format!(
-                            "deliver returned Ok with {} notification(s) still queued",
-                            pusher.queued()
-                        ),
-                        Ok(Err(tokio_util::codec::LinesCodecError::Io(e))) => {
-                            let (kind, code) = match fails_in {
-                                FailsIn::WriteZero => (io::ErrorKind::WriteZero, None),
-                                _ => (want.kind(), want.raw_os_error()),
-                            };
-                            let inner = want.get_ref().map(ToString::to_string);
-                            let seen_inner = e.get_ref().map(ToString::to_string);
-                            if e.kind() == kind
-                                && e.raw_os_error() == code
-                                && (matches!(fails_in, FailsIn::WriteZero) || seen_inner == inner)
-                            {
-                                continue;
-                            }
-                            format!(
-                                "deliver returned the error {e:?} (kind {:?}, raw OS code {:?}), \
-                                 expected the connection's own, kind {kind:?}, raw OS code \
-                                 {code:?}{}",
-                                e.kind(),
-                                e.raw_os_error(),
-                                inner.map(|i| format!(", inner error {i:?}")).unwrap_or_default()
-                            )
-                        }
-                        Ok(Err(e)) => format!("deliver returned {e:?}, not the connection's error"),
+                    let Some(seen) = judge_failure(got, fails_in, &want, pusher.queued()) else {
+                        continue;
                     };
                     faults.push(format!(
                         "a connection that takes {takes} bytes of {whole}, then {how}: {seen}"
@@ -1285,6 +1372,119 @@ hidden_test! {
              upstream on Ok what never reached the phone",
             faults.len(),
             faults.join("; ")
+        );
+    }
+
+    /// The connection fails in a call that hands no notification over: an idle heartbeat call
+    /// with the connection layer's greeting still to flush, or the call after one the heartbeat
+    /// dropped while the phone read nothing, which only has the dropped call's frame to finish.
+    /// The bytes wait in the `FramedWrite` or in a `BufWriter` under it. That call flushes, the
+    /// connection fails, and `deliver` must return the connection's error as it came, never `Ok`:
+    /// on `Ok` the session believes the phone greeted and acknowledges upstream what never
+    /// reached it.
+    async fn a_connection_that_fails_in_a_call_that_hands_nothing_over_is_reported() {
+        let mut faults = Vec::new();
+        for layer in [Layer::Framed, Layer::Buffered] {
+            for after_a_dropped_call in [false, true] {
+                // What the call has to flush: the greeting, or notification 1's frame.
+                let whole = if after_a_dropped_call {
+                    expected(&[1]).len()
+                } else {
+                    GREETING.len() + 1
+                };
+                for (name, error) in connection_errors() {
+                    let want = error();
+                    for fails_in in [FailsIn::Write, FailsIn::WriteZero, FailsIn::Flush] {
+                        if matches!(fails_in, FailsIn::WriteZero) && want.raw_os_error() != Some(32) {
+                            continue;
+                        }
+                        let last = if matches!(fails_in, FailsIn::Flush) { whole } else { whole - 1 };
+                        for takes in [0, whole / 2, last] {
+                            let stalled = Arc::new(AtomicBool::new(after_a_dropped_call));
+                            let then = FailingDevice { takes, fails_in, error, taken: Vec::new() };
+                            let device = BreakingDevice { stalled: stalled.clone(), then };
+                            let mut pusher = layered_pusher(layer, !after_a_dropped_call, device);
+                            let situation = if after_a_dropped_call {
+                                pusher.enqueue(notification(1));
+                                // The heartbeat drops `deliver` (two polls each) until
+                                // notification 1 is in the connection; the phone reads nothing.
+                                let (mut calls, mut failed) = (0, false);
+                                while pusher.queued() > 0 && calls < 8 && !failed {
+                                    calls += 1;
+                                    let mut call = std::pin::pin!(pusher.deliver());
+                                    for _ in 0..2 {
+                                        let mut cx = Context::from_waker(Waker::noop());
+                                        match call.as_mut().poll(&mut cx) {
+                                            Poll::Pending => {}
+                                            Poll::Ready(Ok(())) => panic!(
+                                                "deliver returned Ok while the phone read \
+                                                 nothing: notification 1 had not reached it"
+                                            ),
+                                            Poll::Ready(Err(_)) => {
+                                                failed = true;
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
+                                if failed {
+                                    // Failing while the phone reads nothing is allowed, and what a
+                                    // call after an error does is not part of the kata.
+                                    continue;
+                                }
+                                assert!(
+                                    pusher.queued() == 0,
+                                    "the phone reads nothing, and {calls} calls of deliver, each \
+                                     polled twice and dropped, left notification 1 queued: a \
+                                     connection that holds nothing can take a frame, and each \
+                                     poll must move the delivery forward"
+                                );
+                                "a call dropped while the phone read nothing left notification \
+                                 1's frame unwritten, and the next call, with nothing queued, \
+                                 had only that frame to finish"
+                            } else {
+                                "the connection layer's greeting was written but not flushed, \
+                                 and the first call, with nothing queued, had only it to flush"
+                            };
+                            stalled.store(false, Ordering::SeqCst);
+                            let got =
+                                tokio::time::timeout(Duration::from_secs(60), pusher.deliver()).await;
+                            let Some(seen) = judge_failure(got, fails_in, &want, pusher.queued())
+                            else {
+                                continue;
+                            };
+                            let how = match fails_in {
+                                FailsIn::Write => format!("its writes fail with {name}"),
+                                FailsIn::WriteZero => {
+                                    "it takes no more bytes (writes return Ok(0))".into()
+                                }
+                                FailsIn::Flush => format!("its flush fails with {name}"),
+                            };
+                            let under = match layer {
+                                Layer::Framed => "in the `FramedWrite`",
+                                Layer::Buffered => "in a `BufWriter` under the `FramedWrite`",
+                            };
+                            faults.push(format!(
+                                "{situation} ({under}); the connection took {takes} of its \
+                                 {whole} bytes, then {how}: {seen}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            faults.is_empty(),
+            "{} failing connection(s) were not reported by a call that handed no notification \
+             over. When the connection fails, deliver must return its error as it came, never \
+             Ok, in every call, also one with nothing queued: the session takes Ok as \"the \
+             phone has everything\" and acknowledges upstream what never reached it. {}{}",
+            faults.len(),
+            faults.iter().take(3).map(|f| format!("{f}. ")).collect::<String>(),
+            match faults.len() {
+                0..=3 => String::new(),
+                n => format!("(and {} more)", n - 3),
+            }
         );
     }
 }
