@@ -838,7 +838,139 @@ async fn built_before_it_waits(gap: Duration) -> Result<(), String> {
     lines_at(gap + STATUS_EVERY * 22 / 10, (2, 1))
 }
 
+/// Callers whose waits are first polled at one instant of the clock: how many callers; whose wait
+/// each poll is (a caller's first appearance is its first poll, and a caller may be polled again
+/// and again before one first polled earlier is polled again); how many tokens are there before
+/// anyone waits (fewer than callers).
+type FirstPolls = (usize, Vec<usize>, usize);
+
+/// Scenarios for [`served_in_the_order_first_polled`].
+fn first_polls() -> impl Strategy<Value = FirstPolls> {
+    (2..=4usize).prop_flat_map(|callers| {
+        (Just(callers), proptest::collection::vec(0..callers, 1..=12), 0..callers)
+    })
+}
+
+/// The client of each caller of [`served_in_the_order_first_polled`].
+const CLIENTS: [&str; 4] = ["invoice-sync", "checkout", "refunds", "payouts"];
+
+/// How often each caller is polled in a row once every caller has been polled: enough for a wait
+/// that polls its way through a few steps before it queues to get there, before the callers first
+/// polled earlier are polled again.
+const POLLS_IN_A_ROW: usize = 8;
+
+/// Polls caller `i`'s wait once, unless it has ended; notes its first poll and how it ended.
+fn poll_caller<F: Future<Output = Result<(), LimiterClosed>>>(
+    waits: &mut [task::Spawn<F>],
+    ended: &mut [Option<Result<(), LimiterClosed>>],
+    first_polled: &mut Vec<usize>,
+    i: usize,
+) {
+    if ended[i].is_some() {
+        return;
+    }
+    if !first_polled.contains(&i) {
+        first_polled.push(i);
+    }
+    if let Poll::Ready(outcome) = waits[i].poll() {
+        ended[i] = Some(outcome);
+    }
+}
+
+/// Callers first polled at one instant, in the order of `polls` (each caller not named there
+/// after them), `ready` tokens there before any of them; then every caller polled
+/// [`POLLS_IN_A_ROW`] times in a row, the one first polled last first, and one token after
+/// another: the callers must be served in the order of their first polls, the first `ready` of
+/// them by the tokens already there.
+async fn served_in_the_order_first_polled(
+    (callers, polls, ready): FirstPolls,
+) -> Result<(), String> {
+    let limiter = RateLimiter::new();
+    limiter.refill(ready);
+    let mut waits: Vec<_> =
+        CLIENTS[..callers].iter().map(|client| task::spawn(limiter.wait_turn(client))).collect();
+    let mut ended = vec![None; callers];
+    let mut first_polled = Vec::new();
+    for &i in &polls {
+        poll_caller(&mut waits, &mut ended, &mut first_polled, i);
+    }
+    for i in 0..callers {
+        if !first_polled.contains(&i) {
+            poll_caller(&mut waits, &mut ended, &mut first_polled, i);
+        }
+    }
+    kata_support::settle().await;
+    for &i in first_polled.clone().iter().rev() {
+        for _ in 0..POLLS_IN_A_ROW {
+            poll_caller(&mut waits, &mut ended, &mut first_polled, i);
+        }
+    }
+    let name = |i: &usize| CLIENTS[*i];
+    let story = format!(
+        "{} callers' waits were first polled in the order {:?}, all at one instant of the clock \
+         (polls in turn: {:?}, then any caller not yet polled, then each caller polled \
+         {POLLS_IN_A_ROW} times in a row, the one first polled last first), with {ready} \
+         token(s) there before anyone waited and one more at a time after that",
+        callers,
+        first_polled.iter().map(name).collect::<Vec<_>>(),
+        polls.iter().map(name).collect::<Vec<_>>(),
+    );
+    for tokens in ready..=callers {
+        if tokens > ready {
+            limiter.refill(1);
+        }
+        // Every caller still waiting is polled, the one first polled last first, until nothing
+        // more comes of it.
+        for _ in 0..2 {
+            kata_support::settle().await;
+            for &i in first_polled.clone().iter().rev() {
+                poll_caller(&mut waits, &mut ended, &mut first_polled, i);
+            }
+        }
+        if let Some(i) = ended.iter().position(|e| *e == Some(Err(LimiterClosed))) {
+            return Err(format!(
+                "{story}: {} was told the limiter closed, but it never was",
+                CLIENTS[i]
+            ));
+        }
+        let served: Vec<_> =
+            first_polled.iter().filter(|&&i| ended[i].is_some()).map(name).collect();
+        let expected: Vec<_> = first_polled[..tokens.min(callers)].iter().map(name).collect();
+        if served != expected {
+            return Err(format!(
+                "{story}. Once {tokens} token(s) had come, {served:?} had been served, expected \
+                 {expected:?}: a caller starts waiting, and takes its place in line, at its first \
+                 poll, so a caller first polled after another is served after it, however often \
+                 it is polled before the other is polled again"
+            ));
+        }
+    }
+    Ok(())
+}
+
 hidden_test! {
+    /// Callers whose waits are first polled at one instant, in any order, each polled again any
+    /// number of times before the ones first polled earlier are polled again (invoice-sync, then
+    /// checkout twice, then invoice-sync): they are served in the order of their first polls.
+    fn callers_first_polled_at_one_instant_are_served_in_that_order() {
+        check_property(64, first_polls(), served_in_the_order_first_polled);
+    }
+
+    /// The same, fixed: A polled, B polled twice, A again (and with three callers, C twice, B
+    /// again, A again), with no token there and with one.
+    async fn a_caller_first_polled_first_is_served_first_however_the_others_are_polled() {
+        for scenario in [
+            (2, vec![0, 1, 1, 0], 0),
+            (2, vec![0, 1, 1, 0], 1),
+            (3, vec![0, 1, 2, 2, 1, 0], 0),
+            (3, vec![0, 1, 2, 2, 1, 0], 2),
+        ] {
+            if let Err(seen) = served_in_the_order_first_polled(scenario).await {
+                panic!("{seen}");
+            }
+        }
+    }
+
     /// A `wait_turn` built at one instant and first polled later (half a period, and an hour and
     /// a half period): the caller starts waiting at that first poll, for its place in line and
     /// for its status lines.
