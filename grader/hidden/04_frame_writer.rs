@@ -1507,6 +1507,121 @@ hidden_test! {
         }
     }
 
+    /// Time passes between a cut and the caller's next call: a second, an hour, a day, a week,
+    /// decades, 146 million years, or as far as the paused clock can go (one jump each, free).
+    /// However long the wait, the next call owes exactly what it owed right after the cut: a retry
+    /// finishes the interrupted frame, and the next frame's call finishes it first, so the server
+    /// reads every frame whole and once. A frame is never "abandoned" because time went by: the
+    /// server is still reading it from where the wire left off.
+    fn the_next_call_owes_the_same_however_long_after_the_cut() {
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let first = frame(7, "hello");
+            let second = frame(8, "world");
+            let links: [(fn() -> Rig, &str); 3] = [
+                (Rig::new, "a connection taking 3 bytes per write"),
+                (Rig::buffered, "a connection whose 3-byte writes fill a buffer that its flush moves on 3 bytes per poll"),
+                (Rig::buffered_whole_writes, "a connection taking the whole frame into a buffer that its flush moves on 3 bytes per poll"),
+            ];
+            let mut gaps = vec![
+                Duration::from_secs(1),
+                Duration::from_secs(3_601),
+                Duration::from_secs(25 * 3600),
+                Duration::from_secs(8 * 24 * 3600),
+                21 * YEAR,
+                31 * YEAR,
+                kata_support::time::FAR_END,
+            ];
+            // The last gap reaches the far end of what the clock can hold, keeping room for
+            // tokio's own far future (about 30 years past now), which its timers count on.
+            gaps.push(Duration::MAX);
+            for gap in gaps {
+                let gap = if gap == Duration::MAX {
+                    let fits = |d: Duration| {
+                        tokio::time::Instant::now()
+                            .checked_add(d)
+                            .and_then(|t| t.checked_add(40 * YEAR))
+                            .is_some()
+                    };
+                    let (mut low, mut high) = (0u64, u64::MAX);
+                    while low < high {
+                        let mid = low + (high - low).div_ceil(2);
+                        if fits(Duration::from_secs(mid)) { low = mid } else { high = mid - 1 }
+                    }
+                    Duration::from_secs(low)
+                } else {
+                    gap
+                };
+                // Every cut of every link is made first, then the clock jumps once, then every
+                // caller comes back.
+                let mut calls = Vec::new();
+                for (link, what) in links {
+                    for stop in 1..=28 {
+                        for retry in [true, false] {
+                            // A fresh turn of the runtime, and with it a fresh budget for
+                            // the rig's lock (polled by hand, it would run dry).
+                            tokio::task::yield_now().await;
+                            let rig = link();
+                            let ended = send_and_cut(&rig, &first, stop);
+                            calls.push((rig, what, stop, retry, ended));
+                        }
+                    }
+                }
+                tokio::time::advance(gap).await;
+                for (rig, what, stop, retry, ended) in calls {
+                    let on_the_wire = rig.wire.bytes().len();
+                    let next = if retry { &first } else { &second };
+                    let story = format!(
+                        "over {what}, frame 7 was sent and {}, with {on_the_wire} bytes on the \
+                         wire; {} came {} later",
+                        if ended.is_some() { "returned before its cut".to_owned() } else { format!("cut after poll {stop}") },
+                        if retry { "the retry of frame 7" } else { "the call of frame 8" },
+                        kata_support::time::spoken(gap)
+                    );
+                    if let Some(Err(err)) = &ended {
+                        panic!("{story}: the first call failed on a healthy connection: {err}");
+                    }
+                    tokio::task::yield_now().await;
+                    if ended.is_none() || !retry {
+                        // Polled by hand: no timer of the test's own across the far end.
+                        match send_and_cut(&rig, next, 100_000) {
+                            Some(Ok(())) => {}
+                            Some(Err(err)) => panic!(
+                                "{story}: that call failed with `{err}` ({:?}) on a healthy \
+                                 connection: however long after a cut the next call comes, it \
+                                 finishes what the cut left",
+                                err.kind()
+                            ),
+                            None => panic!("{story}: that call never finished"),
+                        }
+                    }
+                    let seen = rig.wire.bytes();
+                    let accepted: Vec<Vec<Frame>> = match (retry, ended.is_some()) {
+                        (true, _) => vec![vec![first.clone()]],
+                        (false, true) => vec![vec![first.clone(), second.clone()]],
+                        (false, false) => vec![vec![second.clone()], vec![first.clone(), second.clone()]],
+                    };
+                    if accepted
+                        .iter()
+                        .any(|frames| seen == frames.iter().flat_map(Frame::encode).collect::<Vec<u8>>())
+                    {
+                        continue;
+                    }
+                    let full = accepted.last().expect("one accepted wire at least");
+                    let problem = check_wire(&seen, full)
+                        .err()
+                        .unwrap_or_else(|| "the wire is not whole frames".to_owned());
+                    panic!(
+                        "{story}: {problem}. However long after a cut the next call comes, it \
+                         owes what the cut left: the interrupted frame's unsent bytes, from the \
+                         first one not yet on the wire (the server is still reading that frame)"
+                    );
+                }
+            }
+        });
+    }
+
     /// The progress bar cuts `send_frame` as often as it ticks, and over a link that stalls for
     /// a long time no byte goes out between the cuts: a frame cut part way, then cut tens of
     /// thousands of times in a row with no byte getting through, then cut after every byte as

@@ -448,6 +448,279 @@ hidden_test! {
         }
     }
 
+    /// `is_shutting_down()` is false until `shutdown` begins, and true from its first poll on:
+    /// while it waits for the request in flight, after it returned, and after a `shutdown`
+    /// future was dropped part way (a signal handler that gave up at its deadline: the wind-down
+    /// goes on, and the server is shutting down all the same).
+    async fn is_shutting_down_from_the_moment_shutdown_begins() {
+        for drop_it in [false, true] {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, HEARTBEAT);
+            let client = Client::connect(&server);
+            client.request(7, "/held/export.csv").await;
+            sleep(WORK / 5).await;
+            assert!(
+                !server.is_shutting_down(),
+                "a request was being answered and nobody had called `shutdown`, but \
+                 `is_shutting_down()` was already true"
+            );
+            let mut first = Some(Box::pin(server.shutdown()));
+            if let Some(first) = first.as_mut() {
+                assert!(
+                    timeout(Duration::from_secs(1), first).await.is_err(),
+                    "`shutdown` returned while a request was still being answered"
+                );
+            }
+            let check = |when: &str| {
+                assert!(
+                    server.is_shutting_down(),
+                    "`is_shutting_down()` was false {when}; expected true: it is true from the \
+                     moment `shutdown` has begun (its first poll), while it waits for the \
+                     wind-down, after it returned, and after a `shutdown` future was dropped"
+                );
+            };
+            check("once `shutdown` had begun and was waiting for the answer to the request in flight");
+            if drop_it {
+                first = None;
+                check("once a `shutdown` that had begun was dropped (a signal handler giving up at its deadline)");
+                sleep(Duration::from_secs(10)).await;
+                check("10 s after a `shutdown` that had begun was dropped, with the request in flight still being answered");
+            }
+            held.add_permits(1);
+            match first {
+                Some(first) => {
+                    if timeout(Duration::from_secs(60), first).await.is_err() {
+                        panic!(
+                            "the request in flight was let finish, but a minute later \
+                             `shutdown` had still not returned"
+                        );
+                    }
+                }
+                None => shut_down(&server, "after a first `shutdown` was dropped").await,
+            }
+            check("after `shutdown` returned");
+            assert!(client.response(7).is_some(), "shutdown returned, but request 7 was never answered");
+        }
+    }
+
+    /// Heartbeats keep their period over its whole range: a millisecond (tokio's timer
+    /// resolution), 100 ms, a second and a half, two days, twenty years. Around a request
+    /// answered from the start until 4.5 periods in (a single period's beat for 1 ms: until 4
+    /// periods), at least one beat a period comes (six by 6.5 periods), and never two closer
+    /// together than the period. The clock moves in steps of a quarter period, so a heartbeat
+    /// that wakes more often costs no more.
+    async fn heartbeats_keep_their_period_over_its_whole_range() {
+        use tokio::time::Instant;
+        let periods = [
+            (Duration::from_millis(1), "1 ms"),
+            (Duration::from_millis(100), "100 ms"),
+            (Duration::from_millis(1_500), "1.5 s"),
+            (Duration::from_secs(2 * 24 * 3600), "2 days"),
+            (Duration::from_secs(20 * 365 * 24 * 3600), "20 years"),
+        ];
+        for (period, name) in periods {
+            // On the timer's millisecond grid, so that a quarter period is a whole step of it.
+            sleep(Duration::from_millis(1)).await;
+            let per = if period >= Duration::from_millis(4) { 4 } else { 1 };
+            let step = period / per;
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, period);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            let start = Instant::now();
+            server.serve(Connection { incoming, outgoing });
+            let log = tokio::spawn(async move {
+                let mut beats = Vec::new();
+                let mut answered = false;
+                while let Some(message) = from_server.recv().await {
+                    match message {
+                        ServerMessage::Heartbeat => beats.push(start.elapsed()),
+                        ServerMessage::Response { id: 1, .. } => answered = true,
+                        _ => {}
+                    }
+                }
+                (beats, answered)
+            });
+            let request = Request { id: 1, path: "/held/export.csv".into() };
+            requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+            // The connection's tasks start, and take the request, before the clock moves.
+            kata_support::settle().await;
+            let release = 4 * per + per / 2;
+            for k in 1..=(6 * per + per / 2) {
+                tokio::time::advance(step).await;
+                kata_support::settle().await;
+                if k == release {
+                    held.add_permits(1);
+                    kata_support::settle().await;
+                }
+            }
+            let what = format!("a heartbeat every {name}, around a request answered from the start until {:?} in", step * release);
+            shut_down(&server, &what).await;
+            drop(requests);
+            let (beats, answered) = log.await.expect("the test's reader does not panic");
+            let too_close = beats.windows(2).find(|pair| pair[1] - pair[0] < period);
+            if let Some(pair) = too_close {
+                panic!(
+                    "{what}: the client got heartbeats at {beats:?}, two of them only {:?} apart; \
+                     expected never two closer together than {name}",
+                    pair[1] - pair[0]
+                );
+            }
+            assert!(
+                beats.len() >= 6,
+                "{what}: by {:?} the client got {} heartbeat(s), at {beats:?}; expected one every \
+                 {name}, at least 6: heartbeats keep their period over its whole range, short or \
+                 long (none is too short to keep, nor too long to be worth a task)",
+                step * (6 * per + per / 2),
+                beats.len()
+            );
+            assert!(answered, "{what}: the request was never answered");
+        }
+    }
+
+    /// A heartbeat period out at the far end of its range: a thousand years, 146 million years,
+    /// `u64::MAX` seconds, `Duration::MAX` less a nanosecond, and `Duration::MAX`. The server
+    /// never panics; no beat comes before the period is up, or before tokio's far future (about
+    /// 30 years, the longest a tokio timer waits), whichever is earlier (one as soon as the
+    /// connection is served is up to the server); a beat comes once a thousand-year period is up;
+    /// a request held for decades is still answered; a torn-down connection and a shutdown still
+    /// stop at once.
+    async fn a_heartbeat_period_at_the_far_end_of_its_range() {
+        use tokio::time::Instant;
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+        let panics = Arc::new(Mutex::new(Vec::<String>::new()));
+        let previous: Arc<Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>> =
+            Arc::new(std::panic::take_hook());
+        {
+            let (panics, previous) = (panics.clone(), previous.clone());
+            std::panic::set_hook(Box::new(move |info| {
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|m| m.to_string())
+                    .or(payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                panics.lock().expect("panic log lock").push(format!("{message} ({:?})", info.location()));
+                previous(info);
+            }));
+        }
+        let periods = [
+            (1000 * YEAR, "a thousand years"),
+            (kata_support::time::FAR_END, "146 million years"),
+            (Duration::from_secs(u64::MAX), "u64::MAX seconds"),
+            (Duration::MAX - Duration::from_nanos(1), "Duration::MAX less a nanosecond"),
+            (Duration::MAX, "Duration::MAX"),
+        ];
+        for (period, name) in periods {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, period);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            let start = Instant::now();
+            server.serve(Connection { incoming, outgoing });
+            let beats = Arc::new(Mutex::new(Vec::new()));
+            let answered = Arc::new(AtomicBool::new(false));
+            let log = {
+                let (beats, answered) = (beats.clone(), answered.clone());
+                tokio::spawn(async move {
+                    while let Some(message) = from_server.recv().await {
+                        match message {
+                            ServerMessage::Heartbeat => beats.lock().expect("log lock").push(start.elapsed()),
+                            ServerMessage::Response { id: 1, .. } => answered.store(true, Ordering::SeqCst),
+                            _ => {}
+                        }
+                    }
+                })
+            };
+            let request = Request { id: 1, path: "/held/export.csv".into() };
+            requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+            kata_support::settle().await;
+            let no_panic = |when: &str| {
+                let seen = panics.lock().expect("panic log lock").clone();
+                assert!(
+                    seen.is_empty(),
+                    "a heartbeat every {name}: {when}, the server had panicked: {seen:?}. A \
+                     period may be anything up to `Duration::MAX`; a period longer than tokio's \
+                     far future (about 30 years) may beat then, as tokio's own timers do, but \
+                     nothing may overflow"
+                );
+            };
+            no_panic("once the connection was served");
+            tokio::time::advance(FAR_FUTURE - Duration::from_secs(1)).await;
+            kata_support::settle().await;
+            no_panic("with a request held for 30 years less a second");
+            let early: Vec<Duration> =
+                beats.lock().expect("log lock").iter().copied().filter(|at| !at.is_zero()).collect();
+            assert!(
+                early.is_empty(),
+                "a heartbeat every {name}: the client got heartbeats at {early:?}, before the \
+                 period was up and before tokio's far future (about 30 years)"
+            );
+            assert!(
+                !answered.load(Ordering::SeqCst) && !log.is_finished() && !server.is_shutting_down(),
+                "a heartbeat every {name}, a request held for 30 years less a second: the request \
+                 was answered ({}) or the connection closed ({}) or the server shutting down ({}), \
+                 expected none of them: the request is still being answered",
+                answered.load(Ordering::SeqCst),
+                log.is_finished(),
+                server.is_shutting_down()
+            );
+            let due = period == 1000 * YEAR;
+            let until = if due { period + Duration::from_secs(1) } else { FAR_FUTURE + Duration::from_secs(1) };
+            tokio::time::advance(until - (FAR_FUTURE - Duration::from_secs(1))).await;
+            kata_support::settle().await;
+            no_panic(&format!("{} into the connection", kata_support::time::spoken(until)));
+            let count = beats.lock().expect("log lock").len();
+            assert!(
+                !due || count >= 1,
+                "a heartbeat every {name}: {} into the connection the client had got no \
+                 heartbeat; expected one once the period was up (none is too long to keep)",
+                kata_support::time::spoken(until)
+            );
+            held.add_permits(1);
+            kata_support::settle().await;
+            assert!(
+                answered.load(Ordering::SeqCst),
+                "a heartbeat every {name}: a request held for {} and then let finish was not \
+                 answered",
+                kata_support::time::spoken(until)
+            );
+            // Garbage on a second connection: torn down at once.
+            let (bad, incoming) = mpsc::channel(8);
+            let (outgoing, _from_bad) = mpsc::unbounded_channel();
+            let weak = outgoing.downgrade();
+            server.serve(Connection { incoming, outgoing });
+            bad.try_send(ClientMessage::Malformed("GARBAGE".into())).expect("room");
+            kata_support::settle().await;
+            assert!(
+                weak.strong_count() == 0,
+                "a heartbeat every {name}: a connection served {} in sent garbage, and once every \
+                 task that could run had run, with no virtual time passing, {} task(s) of it were \
+                 still running: a torn-down connection stops at once, whatever the period",
+                kata_support::time::spoken(until),
+                weak.strong_count()
+            );
+            let began = Instant::now();
+            let shutdown = server.shutdown();
+            tokio::pin!(shutdown);
+            let ended = timeout(Duration::from_secs(1), &mut shutdown).await.is_ok();
+            assert!(
+                ended && began.elapsed().is_zero(),
+                "a heartbeat every {name}: `shutdown` of a server whose only connection was idle \
+                 took {:?} of virtual time (finished: {ended}); expected it to return at once",
+                began.elapsed()
+            );
+            drop(requests);
+            no_panic("after the shutdown");
+        }
+        drop(std::panic::take_hook());
+        std::panic::set_hook(Box::new(move |info| previous(info)));
+    }
+
     /// One client breaks the protocol: its connection closes (heartbeat included), and nothing
     /// else does.
     async fn a_protocol_error_closes_only_that_connection() {

@@ -149,7 +149,11 @@ async fn heartbeat(
     token: CancellationToken,
     every: Duration,
 ) {
-    let mut ticks = interval_at(Instant::now() + every, every);
+    // The first beat a period from now, or in about 30 years (tokio's far future, the longest
+    // any of its timers waits) for a longer period: `Instant::now() + every` alone would
+    // overflow, and panic, for a period near `Duration::MAX`.
+    let first = Instant::now() + every.min(Duration::from_secs(30 * 365 * 24 * 3600));
+    let mut ticks = interval_at(first, every);
     // A beat missed while the runtime was busy elsewhere goes out late, and the next one a
     // period after it: the default (`Burst`) would send the missed beats back to back.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
