@@ -640,6 +640,84 @@ hidden_test! {
         }
     }
 
+    /// However long the wait, a full outbox whose client never reads answers `Busy` when the wait
+    /// runs out, not never: waits of decades, centuries and ten thousand years (on the
+    /// paused clock, where they cost next to nothing) are waits like any other, so no length
+    /// past some threshold may mean "for ever". tokio's `sleep` waits at most about 30 years, so
+    /// for a longer wait `Busy` may come then, or when the wait has run out, and never between.
+    /// At the very end of the range (`Duration::MAX` and values next to it, where `Instant::now()
+    /// + wait` overflows), `enqueue` must not panic, and is still waiting after 30 years unless it
+    /// answered `Busy` with the message at tokio's 30-year limit.
+    async fn however_long_the_wait_a_client_that_never_reads_gets_busy() {
+        const YEAR: u64 = 365 * 24 * 3600;
+        let secs = Duration::from_secs;
+        // The longest a tokio `sleep` waits (`tokio::time::sleep` saturates there).
+        let sleep_limit = secs(30 * YEAR);
+        let finite = [
+            secs(20 * YEAR + 1),
+            secs(25 * YEAR),
+            secs(30 * YEAR - 1),
+            sleep_limit,
+            secs(30 * YEAR + 1),
+            secs(40 * YEAR),
+            secs(100 * YEAR),
+            secs(1000 * YEAR),
+            secs(10_000 * YEAR),
+        ];
+        for wait in finite {
+            let (outbox, _tx, _rx) = full_outbox_waiting(wait);
+            let answer = timeout(wait + secs(24 * 3600), enqueue_in_a_task(&outbox, "anyone?")).await;
+            let expected = "Busy(Some(\"anyone?\"))";
+            let on_time = |waited: Duration| waited == wait || (wait > sleep_limit && waited == sleep_limit);
+            match answer {
+                Ok((seen, waited)) if seen == expected && on_time(waited) => {}
+                Ok((seen, waited)) => panic!(
+                    "an outbox with a wait of {wait:?}, full, the client connected but never \
+                     reading: enqueue answered {seen} after {waited:?}; expected {expected} after \
+                     {wait:?}, when the whole wait has run out (or after {sleep_limit:?}, where \
+                     tokio's `sleep` stops, for a longer wait)"
+                ),
+                Err(_) => panic!(
+                    "an outbox with a wait of {wait:?}, full, the client connected but never \
+                     reading: enqueue had not answered a day after its wait ran out; expected \
+                     {expected} after {wait:?}. A wait of decades or more is still a wait that \
+                     runs out, not \"wait for ever\""
+                ),
+            }
+        }
+        let very_end = [
+            Duration::MAX,
+            Duration::MAX - Duration::from_nanos(1),
+            secs(u64::MAX),
+            secs(u64::MAX - 1),
+            secs(i64::MAX.unsigned_abs()),
+        ];
+        for wait in very_end {
+            let (outbox, _tx, _rx) = full_outbox_waiting(wait);
+            let call = tokio::spawn({
+                let outbox = outbox.clone();
+                async move { enqueue_in_a_task(&outbox, "anyone?").await }
+            });
+            sleep(secs(100 * YEAR)).await;
+            if call.is_finished() {
+                let (seen, waited) = match call.await {
+                    Ok(answer) => answer,
+                    // `enqueue_in_a_task` has said what panicked.
+                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                };
+                assert!(
+                    seen == "Busy(Some(\"anyone?\"))" && waited == sleep_limit,
+                    "an outbox with a wait of {wait:?} (as long as it takes), full, the client \
+                     never reading: enqueue answered {seen} after {waited:?}; expected it still \
+                     waiting after a hundred years, or Busy(Some(\"anyone?\")) after \
+                     {sleep_limit:?}, where tokio's `sleep` stops"
+                );
+            } else {
+                call.abort();
+            }
+        }
+    }
+
     /// Busy, then the client catches up: the retried message arrives exactly once.
     async fn retry_after_busy_delivers_exactly_once() {
         let (outbox, _tx, mut rx) = full_outbox();

@@ -711,6 +711,127 @@ hidden_test! {
         );
     }
 
+    /// However long the deadline, a gateway that never answers gets `TimedOut` when the
+    /// attempts' deadlines have run out, not never: deadlines of decades, centuries and ten
+    /// thousand years (on the paused clock, where they cost next to nothing) are deadlines like
+    /// any other, so no length past some threshold may mean "no deadline". tokio's `sleep` waits
+    /// at most about 30 years, so for a longer deadline each attempt may be stopped then, or when
+    /// its deadline has run out, and never between. At the very end of the range
+    /// (`Duration::MAX` and values next to it, where `Instant::now() + deadline` overflows), `pay`
+    /// must not panic, and is still waiting on its first attempt after a hundred years unless it
+    /// stopped its attempts at tokio's 30-year limit and answered `TimedOut`.
+    async fn a_hung_gateway_times_out_however_long_the_deadline() {
+        const YEAR: u64 = 365 * 24 * 3600;
+        let secs = Duration::from_secs;
+        // The longest a tokio `sleep` waits (`tokio::time::sleep` saturates there).
+        let sleep_limit = secs(30 * YEAR);
+        const ATTEMPTS: u32 = 2;
+        let finite = [
+            secs(20 * YEAR + 1),
+            secs(25 * YEAR),
+            secs(30 * YEAR - 1),
+            sleep_limit,
+            secs(30 * YEAR + 1),
+            secs(40 * YEAR),
+            secs(100 * YEAR),
+            secs(1000 * YEAR),
+            secs(10_000 * YEAR),
+        ];
+        for deadline in finite {
+            let gateway = FakeGateway::new(&[Reply::Hang]);
+            let paying = Checkout::new(gateway.clone(), deadline, ATTEMPTS);
+            let scene = format!(
+                "a checkout with a deadline of {deadline:?} and {ATTEMPTS} attempts, against a \
+                 gateway that never answers"
+            );
+            let start = Instant::now();
+            let patience = deadline * ATTEMPTS + secs(24 * 3600);
+            let Ok(paid) = timeout(patience, paying.pay(&card(), 4200)).await else {
+                panic!(
+                    "{scene}: `pay` had not answered a day after both deadlines ran out, with {} \
+                     request(s) sent; expected `TimedOut` after {:?}. A deadline of decades or \
+                     more is still a deadline that runs out, not \"no deadline\"",
+                    gateway.requests(),
+                    deadline * ATTEMPTS
+                );
+            };
+            let took = start.elapsed();
+            assert_stopped_when_pay_gave_up(&gateway, &scene);
+            let on_time = took == deadline * ATTEMPTS
+                || (deadline > sleep_limit && took == sleep_limit * ATTEMPTS);
+            let requests = gateway.requests();
+            assert!(
+                paid == Err(PayError::TimedOut) && on_time && requests == ATTEMPTS as usize,
+                "{scene}: `pay` answered {paid:?} after {took:?}, with {requests} request(s); \
+                 expected `TimedOut` after {:?} (or after {:?}, where tokio's `sleep` stops, for \
+                 a longer deadline), with {ATTEMPTS} requests",
+                deadline * ATTEMPTS,
+                sleep_limit * ATTEMPTS
+            );
+        }
+        let very_end = [
+            Duration::MAX,
+            Duration::MAX - Duration::from_nanos(1),
+            secs(u64::MAX),
+            secs(u64::MAX - 1),
+            secs(i64::MAX.unsigned_abs()),
+        ];
+        for deadline in very_end {
+            let gateway = FakeGateway::new(&[Reply::Hang]);
+            let paying = Arc::new(Checkout::new(gateway.clone(), deadline, ATTEMPTS));
+            let scene = format!(
+                "a checkout with a deadline of {deadline:?} (no deadline to speak of) and \
+                 {ATTEMPTS} attempts, against a gateway that never answers"
+            );
+            let start = Instant::now();
+            let call = tokio::spawn(async move {
+                let paid = paying.pay(&card(), 4200).await;
+                (paid, start.elapsed())
+            });
+            sleep(secs(100 * YEAR)).await;
+            if !call.is_finished() {
+                let (requests, live) = (gateway.requests(), gateway.live.load(Ordering::SeqCst));
+                assert!(
+                    requests == 1 && live == 1,
+                    "{scene}: after a hundred years `pay` was still waiting, with {requests} \
+                     request(s) sent and {live} attempt(s) running; expected its first attempt \
+                     still running, alone"
+                );
+                call.abort();
+                continue;
+            }
+            let (paid, took) = match call.await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    let why = match error.try_into_panic() {
+                        Ok(payload) => payload
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_default(),
+                        Err(error) => error.to_string(),
+                    };
+                    panic!(
+                        "{scene}: `pay` panicked ({why}), taking the request handler down with \
+                         it: the deadline may be any `Duration`, up to `Duration::MAX`"
+                    );
+                }
+            };
+            let (requests, live) = (gateway.requests(), gateway.live.load(Ordering::SeqCst));
+            assert!(
+                paid == Err(PayError::TimedOut)
+                    && took == sleep_limit * ATTEMPTS
+                    && requests == ATTEMPTS as usize
+                    && live == 0,
+                "{scene}: `pay` answered {paid:?} after {took:?}, with {requests} request(s) and \
+                 {live} attempt(s) still running; expected it still waiting after a hundred \
+                 years, or `TimedOut` after {:?} (each attempt stopped where tokio's `sleep` \
+                 stops), with {ATTEMPTS} requests and every attempt stopped",
+                sleep_limit * ATTEMPTS
+            );
+        }
+    }
+
     /// The customer closes the tab: the web server drops `pay` at any point. Whatever the point,
     /// no attempt may go on to charge the card after that.
     async fn a_dropped_checkout_charges_nothing_afterwards() {

@@ -659,6 +659,72 @@ hidden_test! {
         }
     }
 
+    /// Amounts and balances at the far end of `u64`, on either side of 2^63 and up to `u64::MAX`
+    /// cents, are judged like any other: a transfer goes through when the sender holds the amount
+    /// (its whole balance included) and is refused, moving nothing and logging nothing, when it
+    /// holds less. No total in these banks exceeds `u64::MAX`, so no credit can overflow.
+    async fn amounts_at_the_far_end_of_u64_are_judged_like_any_other() {
+        const HALF: u64 = 1 << 63;
+        const MAX: u64 = u64::MAX;
+        let short = |available| Err(TransferError::InsufficientFunds { available });
+        // (alice's and bob's opening balances, from, to, amount, expected answer)
+        let cases: [(u64, u64, &str, &str, u64, Result<(), TransferError>); 18] = [
+            (100, 0, "alice", "bob", MAX - 9, short(100)),
+            (100, 0, "alice", "bob", MAX, short(100)),
+            (100, 0, "alice", "bob", HALF, short(100)),
+            (100, 0, "alice", "bob", HALF + 50, short(100)),
+            (100, 0, "alice", "bob", HALF - 1, short(100)),
+            (0, MAX - 1, "alice", "bob", MAX, short(0)),
+            (100, 0, "alice", "alice", MAX - 9, short(100)),
+            (HALF - 1, 0, "alice", "bob", HALF, short(HALF - 1)),
+            (MAX - 10, 10, "alice", "bob", MAX - 9, short(MAX - 10)),
+            (MAX - 10, 10, "alice", "bob", MAX - 10, Ok(())),
+            (MAX, 0, "alice", "bob", MAX, Ok(())),
+            (MAX, 0, "alice", "bob", 1, Ok(())),
+            (MAX - 1, 0, "alice", "bob", HALF, Ok(())),
+            (HALF + 100, 0, "alice", "bob", 50, Ok(())),
+            (HALF, 0, "alice", "bob", HALF, Ok(())),
+            (HALF, HALF - 1, "bob", "alice", HALF - 1, Ok(())),
+            (0, MAX, "bob", "alice", MAX, Ok(())),
+            (HALF + 100, 0, "alice", "alice", 100, Ok(())),
+        ];
+        for (alice, bob, from, to, amount, expected) in cases {
+            let (tx, mut rx) = mpsc::channel(8);
+            let bank = Bank::new(&[("alice", alice), ("bob", bob)], tx);
+            let scene = format!(
+                "alice holds {alice} cents and bob {bob}; a transfer of {amount} cents from {from} \
+                 to {to}"
+            );
+            let result = bank.transfer(from, to, amount).await;
+            assert_eq!(
+                result, expected,
+                "{scene} returned {result:?}; expected {expected:?}: a transfer is refused for \
+                 lack of funds only when the sender holds less than the amount, whatever the \
+                 amounts, up to `u64::MAX` cents"
+            );
+            let after = balances(&bank).await;
+            let moved = match (&expected, from, to) {
+                (Ok(()), "alice", "bob") => (alice - amount, bob + amount),
+                (Ok(()), "bob", "alice") => (alice + amount, bob - amount),
+                _ => (alice, bob),
+            };
+            assert_eq!(
+                after, moved,
+                "{scene} returned {result:?}, and alice and bob then held {after:?} cents; \
+                 expected {moved:?} (the amount moved once, or nothing moved)"
+            );
+            let logged = rx.try_recv().ok();
+            let entry = AuditEntry { from: from.into(), to: to.into(), amount };
+            let wanted = expected.is_ok().then_some(entry);
+            assert_eq!(
+                logged, wanted,
+                "{scene} returned {result:?}, and the audit log got {logged:?}: a transfer that \
+                 goes through is logged once, and a refused one not at all"
+            );
+            assert!(rx.try_recv().is_err(), "{scene}: one transfer made two audit entries");
+        }
+    }
+
     /// A busy audit log makes the transfer wait, not fail, however long it stays busy: here a
     /// hundred thousand years, which cost next to nothing on the paused clock.
     async fn waits_for_a_busy_audit_log() {
