@@ -709,12 +709,13 @@ hidden_test! {
         a_burst_after_a_quiet_period_leaves_whole(10_000).await;
     }
 
-    /// The same with 131 073 lines at once, past 2^17: far bigger than any size at which a batcher
-    /// might cap its batch, bound its drain or flush early. (One runtime: a burst this big costs
+    /// The same with 131 071 lines at once, just under the floor of 2^17 lines the README sets
+    /// for a cap: a batcher may cap its batch, bound its drain or flush early to bound its
+    /// memory, but a burst under the floor is never split. (One runtime: a burst this big costs
     /// time in every run, and the size, not the branch order, is what it tests.)
-    fn a_burst_past_any_size_limit_after_a_quiet_period_leaves_whole() {
+    fn a_burst_just_under_the_line_floor_after_a_quiet_period_leaves_whole() {
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
-        runtime.block_on(a_burst_after_a_quiet_period_leaves_whole(131_073));
+        runtime.block_on(a_burst_after_a_quiet_period_leaves_whole((1 << 17) - 1));
     }
 
     /// A burst bigger than the channel holds (a panic's backtrace or an error storm in a service
@@ -952,31 +953,36 @@ hidden_test! {
         }
     }
 
-    /// A burst of long lines (stack traces, request dumps: 80 MiB at once, past any byte limit a
-    /// batcher might flush at) after a quiet second and a half: shipped as sent, in one batch,
-    /// within a second. How many bytes a burst holds changes nothing. (One runtime: the size,
-    /// not the branch order, is what it tests.)
-    fn a_burst_of_long_lines_leaves_whole() {
+    /// A burst of long lines (stack traces, request dumps) just under the floor of 128 MiB the
+    /// README sets for a cap, after a quiet second and a half: shipped as sent, in one batch,
+    /// within a second. A batcher may bound its memory with a cap on a batch's bytes, but never
+    /// below the floor. (One runtime: the size, not the branch order, is what it tests.)
+    fn a_burst_of_long_lines_just_under_the_byte_floor_leaves_whole() {
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
         runtime.block_on(async {
-            const LONG: usize = 16 << 20;
+            // Eight lines 512 bytes short of 16 MiB, and three short ones: 4 087 bytes under
+            // 128 MiB in all, room for a newline or some framing per line in a cap's count.
+            const LONG: usize = (16 << 20) - 512;
             let ms = Duration::from_millis;
             let at = ms(1_500);
             let mut burst = vec![(at, "first".to_owned())];
-            burst.extend((0..5).map(|i| (at, long_line(&format!("long {i} "), LONG + 1))));
+            burst.extend((0..8).map(|i| (at, long_line(&format!("long {i} "), LONG))));
             burst.extend([(at, String::new()), (at, "last".to_owned())]);
+            let bytes: usize = burst.iter().map(|(_, line)| line.len()).sum();
+            assert!(bytes < 128 << 20, "the test's burst must stay under the floor");
             let close = ms(3_500);
             let setting = format!(
-                "1.5 s of silence, then a burst of 8 lines at once (5 of them 16 MiB long, 80 MiB \
-                 in all), and the channel closed at {close:?}"
+                "1.5 s of silence, then a burst of 11 lines at once (8 of them 16 MiB less 512 \
+                 bytes long, {bytes} bytes in all, under the 128 MiB a cap may not go below), \
+                 and the channel closed at {close:?}"
             );
             match keeps_its_promises_for_any_content(burst, close).await {
                 Err(seen) => panic!("{setting}: {seen}"),
                 Ok(sizes) => assert!(
                     sizes.len() == 1,
                     "{setting}: the burst was split into {} shipments, as (time, lines) \
-                     {sizes:?}; a burst leaves in one batch however many bytes it holds (at most \
-                     one shipment per second, a burst not split up, however big)",
+                     {sizes:?}; a burst under 128 MiB and 2^17 lines leaves in one batch (a \
+                     batch may be capped, but never below that)",
                     sizes.len()
                 ),
             }

@@ -445,6 +445,154 @@ fn panics_seen() -> usize {
     PANICS.with(|seen| seen.get())
 }
 
+/// What a runtime-edge scenario lets go of last (see
+/// [`nothing_panics_when_dropped_at_a_runtime_edge`]).
+#[derive(Debug, Clone, Copy)]
+enum Dropped {
+    /// The service, never shut down (then the handler's `AuditLog`).
+    Service,
+    /// The handler's `AuditLog`, the last handle, after the service was dropped on the runtime.
+    LastLog,
+    /// A `shutdown` future polled once (the flusher told to stop), before it returned.
+    ShutdownStarted,
+    /// A `shutdown` future never polled.
+    ShutdownUnpolled,
+}
+
+impl Dropped {
+    const ALL: [Dropped; 4] =
+        [Dropped::Service, Dropped::LastLog, Dropped::ShutdownStarted, Dropped::ShutdownUnpolled];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Dropped::Service => "the service, without shutdown(), then the handler's AuditLog",
+            Dropped::LastLog => {
+                "the handler's AuditLog, the last handle (the service was dropped on the runtime)"
+            }
+            Dropped::ShutdownStarted => "a shutdown() future polled once, before it returned",
+            Dropped::ShutdownUnpolled => "a shutdown() future never polled",
+        }
+    }
+}
+
+/// A service with a handler's `AuditLog`, `held` records acknowledged (and a millisecond for the
+/// flusher to take them), on the runtime the caller runs this on.
+async fn service_with_records(sink: &AuditSink, held: u64) -> (AuditService, AuditLog) {
+    let service = AuditService::start(sink.clone());
+    let log = service.log();
+    tokio::task::yield_now().await;
+    for id in 0..held {
+        log.record(record(id)).await.expect("the audit trail is running");
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    (service, log)
+}
+
+/// Prepares what `dropped` lets go of, on `rt` (the service, log and records made inside it).
+fn hold(
+    rt: &tokio::runtime::Runtime,
+    sink: &AuditSink,
+    held: u64,
+    dropped: Dropped,
+) -> Box<dyn std::any::Any> {
+    let (service, log) = rt.block_on(service_with_records(sink, held));
+    match dropped {
+        // A tuple's fields drop in order: the service first, then the log.
+        Dropped::Service => Box::new((service, log)),
+        Dropped::LastLog => {
+            rt.block_on(async move { drop(service) });
+            Box::new(log)
+        }
+        Dropped::ShutdownStarted | Dropped::ShutdownUnpolled => {
+            rt.block_on(async move { drop(log) });
+            let mut shutdown: Pin<Box<dyn Future<Output = ()>>> = Box::pin(service.shutdown());
+            if let Dropped::ShutdownStarted = dropped {
+                rt.block_on(std::future::poll_fn(|cx| {
+                    let _ = shutdown.as_mut().poll(cx);
+                    Poll::Ready(())
+                }));
+            }
+            Box::new(shutdown)
+        }
+    }
+}
+
+/// A task to spawn if its future is `Send` (`spawn_it` on `&SpawnIfSend`, autoref picking
+/// [`SpawnSend`] when it applies); one that is not (a fix already failing
+/// `shutdown_can_run_in_a_spawned_signal_handler`) is dropped at once instead, so that the tests
+/// still build.
+struct SpawnIfSend<F>(std::cell::Cell<Option<F>>);
+
+trait SpawnSend {
+    fn spawn_it(&self);
+}
+
+impl<F: Future<Output = ()> + Send + 'static> SpawnSend for SpawnIfSend<F> {
+    fn spawn_it(&self) {
+        if let Some(task) = self.0.take() {
+            tokio::spawn(task);
+        }
+    }
+}
+
+#[allow(dead_code, reason = "picked only for a task that is not `Send`")]
+trait DropInstead {
+    fn spawn_it(&self);
+}
+
+impl<F> DropInstead for &SpawnIfSend<F> {
+    fn spawn_it(&self) {
+        drop(self.0.take());
+    }
+}
+
+/// Prepares what `dropped` lets go of on `rt`, held by a task parked there (a shutdown future
+/// polled by it once, or never).
+fn hold_in_a_task(rt: &tokio::runtime::Runtime, sink: &AuditSink, held: u64, dropped: Dropped) {
+    let (service, log) = rt.block_on(service_with_records(sink, held));
+    rt.block_on(async move {
+        match dropped {
+            Dropped::Service => {
+                (&SpawnIfSend(std::cell::Cell::new(Some(Parked(service, log))))).spawn_it();
+            }
+            Dropped::LastLog => {
+                drop(service);
+                (&SpawnIfSend(std::cell::Cell::new(Some(Parked(log, ()))))).spawn_it();
+            }
+            Dropped::ShutdownStarted => {
+                drop(log);
+                (&SpawnIfSend(std::cell::Cell::new(Some(service.shutdown())))).spawn_it();
+            }
+            Dropped::ShutdownUnpolled => {
+                drop(log);
+                let shutdown = Box::pin(service.shutdown());
+                (&SpawnIfSend(std::cell::Cell::new(Some(Parked(shutdown, ()))))).spawn_it();
+            }
+        }
+        tokio::task::yield_now().await;
+    });
+}
+
+/// A task that holds what it is given and never finishes: parked until the runtime drops it.
+/// (A struct, not an `async` block, so that whether it is `Send` is known where it is spawned.)
+#[allow(dead_code, reason = "held only to be dropped with the task")]
+struct Parked<A, B>(A, B);
+
+impl<A, B> Future for Parked<A, B> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+/// Drops `value` and returns how many panics that took (caught, so that the test can say so).
+fn panics_dropping<T>(value: T) -> usize {
+    let before = panics_seen();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+    panics_seen() - before
+}
+
 hidden_test! {
     /// Shutdown at any moment: with a batch held, a batch being written, records still queued,
     /// and a handler that keeps its `AuditLog` and records during and after shutdown. Every
@@ -961,6 +1109,80 @@ hidden_test! {
                     left == 0,
                     "{setting} once every handle is gone the trail is over: two seconds later, \
                      {left} task(s) the service started were still running"
+                );
+            }
+        }
+    }
+
+    /// Every drop the kata has (the service without `shutdown`, the last `AuditLog`, a `shutdown`
+    /// future started or not) at the runtime's edges: outside its context while it is alive (a
+    /// `main` that builds its runtime by hand and lets go of the service outside `block_on`),
+    /// after it is gone, and inside a task when the runtime shuts down. Nothing panics anywhere,
+    /// and while a runtime runs again, every record acknowledged is written.
+    fn nothing_panics_when_dropped_at_a_runtime_edge() {
+        count_panics();
+        for held in [40u64, MAX_BATCH as u64 + 30] {
+            for dropped in Dropped::ALL {
+                let what = dropped.describe();
+                let acked = records(0..held);
+                // Outside the runtime's context, the runtime alive, then run again.
+                let sink = AuditSink::new();
+                let rt = runtime();
+                let value = hold(&rt, &sink, held, dropped);
+                let panics = panics_dropping(value);
+                let setting = format!(
+                    "{held} records acknowledged, then {what} dropped outside the runtime's \
+                     context while the runtime was alive (a `main` that builds its runtime by \
+                     hand and lets go of it outside `block_on`)"
+                );
+                assert!(
+                    panics == 0,
+                    "{setting}: {panics} panic(s) (see the report above); expected none: dropping \
+                     the service, a handle or a shutdown never panics, wherever it happens (a \
+                     `Drop` that needs a runtime's context, `tokio::spawn` in it for one, panics \
+                     there)"
+                );
+                rt.block_on(async { tokio::time::sleep(FLUSH_EVERY * 2).await });
+                // A shutdown dropped part way through may lose what it took over (its own
+                // cancel-safety section says so); only a service dropped without one owes this.
+                let started = matches!(dropped, Dropped::ShutdownStarted);
+                if let (false, Err(seen)) = (
+                    started,
+                    check_store(&sink, &acked, "once the runtime ran two seconds more"),
+                ) {
+                    panic!(
+                        "{setting}: every record acknowledged is still written while the runtime \
+                         runs. {seen}"
+                    );
+                }
+                drop(rt);
+
+                // After the runtime is gone.
+                let sink = AuditSink::new();
+                let rt = runtime();
+                let value = hold(&rt, &sink, held, dropped);
+                drop(rt);
+                let panics = panics_dropping(value);
+                assert!(
+                    panics == 0,
+                    "{held} records acknowledged, then the runtime dropped, and {what} dropped \
+                     after it, with no runtime left: {panics} panic(s) (see the report above); \
+                     expected none: dropping the service, a handle or a shutdown never panics, \
+                     wherever it happens (a `Drop` that needs a runtime, `tokio::spawn` in it for \
+                     one, panics there)"
+                );
+
+                // Inside a task parked when the runtime shuts down.
+                let sink = AuditSink::new();
+                let rt = runtime();
+                hold_in_a_task(&rt, &sink, held, dropped);
+                let panics = panics_dropping(rt);
+                assert!(
+                    panics == 0,
+                    "{held} records acknowledged, then {what} held by a task parked when the \
+                     runtime was dropped (`main` returning): {panics} panic(s) while the runtime \
+                     shut down (see the report above); expected none: dropping the service, a \
+                     handle or a shutdown never panics, wherever it happens"
                 );
             }
         }
