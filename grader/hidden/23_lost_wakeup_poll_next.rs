@@ -336,16 +336,21 @@ impl DropRun {
     /// receiver for 20 ms, and jobs 1 and 2 arrive 40 ms in; then the channel closes.
     async fn run(self, contended: bool) {
         let DropRun { jobs, tx, sent, yielded } = self;
-        let tx = tx.lock().expect("sender").take().expect("one run per state");
+        // The producer sends with a clone, and closes the channel (drops the stored sender) only
+        // once it has sent everything: a run cut before then leaves the channel open, as a
+        // producer that outlives one worker's feed does.
+        let send = tx.lock().expect("sender").clone().expect("one run per state");
         let other = if contended { Some(jobs.clone().lock_owned().await) } else { None };
         let producer = async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(other);
             tokio::time::sleep(Duration::from_millis(20)).await;
             for id in [1, 2] {
-                tx.send(job(id)).await.expect("the queue is open");
+                send.send(job(id)).await.expect("the queue is open");
                 sent.lock().expect("sent").push(id);
             }
+            drop(send);
+            drop(tx.lock().expect("sender").take());
         };
         let worker = async {
             let mut feed = std::pin::pin!(JobFeed::new(jobs.clone()));
@@ -358,8 +363,10 @@ impl DropRun {
 
     /// Every job sent was yielded by the worker's feed or is still in the channel, for the other
     /// workers: exactly once, in the order sent.
-    fn check(self, contended: bool, cancelled: bool) -> Result<(), String> {
-        drop(self.tx.lock().expect("sender").take());
+    /// When the feed was dropped before the producer was done, the channel must also still be
+    /// open (only the producer closes it), and a new feed must get the next job sent.
+    async fn check(self, contended: bool, cancelled: bool) -> Result<(), String> {
+        let producer = self.tx.lock().expect("sender").take();
         let sent = self.sent.lock().expect("sent").clone();
         let yielded = self.yielded.lock().expect("yielded").clone();
         let setup = format!(
@@ -377,9 +384,37 @@ impl DropRun {
                  other workers never get another job"
             ));
         };
+        if let Some(producer) = &producer
+            && producer.is_closed()
+        {
+            return Err(format!(
+                "{setup}; its feed was dropped while the producer still had jobs to send, and the \
+                 producer found the channel closed: nobody closed it, yet the pool is shut down. \
+                 Dropping one worker's feed (a worker recycled, or its `take_until` firing) must \
+                 leave the channel open for the producer and the other workers"
+            ));
+        }
         let mut queued = Vec::new();
         while let Ok(job) = receiver.try_recv() {
             queued.push(job.id);
+        }
+        drop(receiver);
+        if let Some(producer) = producer {
+            producer.try_send(job(4)).expect("the channel is open and was just drained");
+            let mut next = std::pin::pin!(JobFeed::new(self.jobs.clone()));
+            let got = tokio::time::timeout(Duration::from_secs(1), next.next()).await;
+            let got = got.ok().flatten().map(|job| job.id);
+            if got != Some(4) {
+                return Err(format!(
+                    "{setup}; its feed was dropped, then job 4 was sent on the still open channel, \
+                     and a new worker's feed {}: after a feed is dropped, the next feed must get \
+                     the next job",
+                    match got {
+                        Some(id) => format!("yielded job {id} instead"),
+                        None => "yielded nothing within a second (it waited, or ended)".to_owned(),
+                    }
+                ));
+            }
         }
         let all: Vec<u64> = yielded.iter().chain(&queued).copied().collect();
         if all == sent && (cancelled || queued.is_empty()) {
@@ -655,7 +690,7 @@ hidden_test! {
                 DropRun::new,
                 move |run: DropRun| run.run(contended),
                 move |run: DropRun, outcome: Outcome<()>| async move {
-                    run.check(contended, outcome.is_cancelled())
+                    run.check(contended, outcome.is_cancelled()).await
                 },
             )
             .await;
