@@ -55,6 +55,29 @@ fn clone_sessions() -> impl Strategy<Value = (usize, usize, Vec<CloneStep>)> {
     (1usize..=3, 1usize..=3, prop::collection::vec(step, 1..16))
 }
 
+/// One step of a session in which handlers create requests and poll them later (a handler that
+/// creates its request, then awaits the client's body or another future before polling it): create
+/// a request, give one of the created requests its first poll, let one that waits at the backend be
+/// answered, or drop one (its client leaves), whether it was ever polled or not.
+#[derive(Debug, Clone)]
+enum LaterStep {
+    Create,
+    Poll(prop::sample::Index),
+    Answer(prop::sample::Index),
+    Drop(prop::sample::Index),
+}
+
+/// The gateway's limit and the steps of a created-then-polled-later session.
+fn created_then_polled_later() -> impl Strategy<Value = (usize, Vec<LaterStep>)> {
+    let step = prop_oneof![
+        3 => Just(LaterStep::Create),
+        3 => any::<prop::sample::Index>().prop_map(LaterStep::Poll),
+        1 => any::<prop::sample::Index>().prop_map(LaterStep::Answer),
+        2 => any::<prop::sample::Index>().prop_map(LaterStep::Drop),
+    ];
+    (1usize..=3, prop::collection::vec(step, 1..24))
+}
+
 /// How many handles (the gateway and its clones) a clone session may hold.
 const MAX_HANDLES: usize = 6;
 
@@ -802,6 +825,163 @@ hidden_test! {
                 0 => Ok(()),
                 gauge => Err(format!(
                     "every request was abandoned by its client, {}",
+                    describe_gauge(gauge, 0)
+                )),
+            }
+        });
+    }
+
+    /// Requests created at any moment and polled later, in any order, some dropped before their
+    /// first poll: after every step the gauge never exceeds the limit, counts every request that
+    /// waits at the backend, and counts nothing for a request created while the gateway was full
+    /// (it will be shed) nor for one dropped before it was polled. A fix may count a request from
+    /// the moment `forward` is called or from its first poll; the test accepts both.
+    fn requests_polled_later_hold_nothing_they_will_not_use() {
+        check_property(64, created_then_polled_later(), |(limit, steps)| async move {
+            struct Request<F> {
+                id: usize,
+                backend: Gate,
+                reached: Arc<AtomicUsize>,
+                task: task::Spawn<F>,
+                /// Whether it was polled (and forwarded) yet.
+                polled: bool,
+                /// Whether the gauge was under the limit when the request was created.
+                room_at_creation: bool,
+            }
+            let gateway = Gateway::new(limit);
+            let mut requests = Vec::new();
+            let mut story = vec![format!("a gateway with limit {limit}")];
+            let mut next_id = 0;
+            for step in steps {
+                let waiting = requests.iter().filter(|r: &&Request<_>| r.polled).count();
+                match step {
+                    LaterStep::Create => {
+                        let room_at_creation = gateway.in_flight() < limit;
+                        let backend = Gate::closed();
+                        let held = backend.clone();
+                        let reached = Arc::new(AtomicUsize::new(0));
+                        let calls = reached.clone();
+                        let task = task::spawn(gateway.forward(async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            held.pass().await;
+                        }));
+                        story.push(format!(
+                            "request {next_id} is created (not polled) with {waiting} request(s) \
+                             waiting at the backend"
+                        ));
+                        requests.push(Request {
+                            id: next_id,
+                            backend,
+                            reached,
+                            task,
+                            polled: false,
+                            room_at_creation,
+                        });
+                        next_id += 1;
+                    }
+                    LaterStep::Poll(i) => {
+                        let unpolled: Vec<usize> =
+                            (0..requests.len()).filter(|&k| !requests[k].polled).collect();
+                        if unpolled.is_empty() {
+                            continue;
+                        }
+                        let k = unpolled[i.index(unpolled.len())];
+                        let request = &mut requests[k];
+                        let id = request.id;
+                        match request.task.poll() {
+                            Poll::Pending => {
+                                if !request.room_at_creation && waiting >= limit {
+                                    return Err(format!(
+                                        "{}; then request {id}, created while the gateway was \
+                                         full and first polled with {waiting} request(s) waiting \
+                                         at the backend (limit {limit}), was forwarded, expected \
+                                         shed: there was no room when it was created nor when it was first polled",
+                                        story.join(", ")
+                                    ));
+                                }
+                                request.polled = true;
+                                story.push(format!("request {id} is first polled and forwarded"));
+                            }
+                            Poll::Ready(Err(Shed)) => {
+                                let reached = request.reached.load(Ordering::SeqCst) > 0;
+                                if (request.room_at_creation && waiting < limit) || reached {
+                                    return Err(format!(
+                                        "{}; then request {id}, created while there was room and \
+                                         first polled with {waiting} request(s) waiting at the \
+                                         backend (limit {limit}), was shed (it reached the \
+                                         backend: {reached}), expected forwarded: there was room \
+                                         both when it was created and when it was first polled",
+                                        story.join(", ")
+                                    ));
+                                }
+                                requests.remove(k);
+                                story.push(format!("request {id} is first polled and shed"));
+                            }
+                            Poll::Ready(Ok(())) => {
+                                return Err(format!(
+                                    "{}; then request {id} finished before its backend answered",
+                                    story.join(", ")
+                                ));
+                            }
+                        }
+                    }
+                    LaterStep::Answer(i) => {
+                        let polled: Vec<usize> =
+                            (0..requests.len()).filter(|&k| requests[k].polled).collect();
+                        if polled.is_empty() {
+                            continue;
+                        }
+                        let k = polled[i.index(polled.len())];
+                        let mut request = requests.remove(k);
+                        request.backend.open();
+                        if request.task.poll() != Poll::Ready(Ok(())) {
+                            return Err(format!(
+                                "{}; then the backend answered request {}, and it did not finish",
+                                story.join(", "),
+                                request.id
+                            ));
+                        }
+                        story.push(format!("request {} is answered", request.id));
+                    }
+                    LaterStep::Drop(i) => {
+                        if requests.is_empty() {
+                            continue;
+                        }
+                        let request = requests.remove(i.index(requests.len()));
+                        story.push(if request.polled {
+                            format!("the client of request {} leaves", request.id)
+                        } else {
+                            format!(
+                                "the client of request {} leaves before it was ever polled",
+                                request.id
+                            )
+                        });
+                    }
+                }
+                let waiting = requests.iter().filter(|r| r.polled).count();
+                let may_hold = requests.iter().filter(|r| !r.polled && r.room_at_creation).count();
+                let gauge = gateway.in_flight();
+                if gauge > limit || gauge < waiting || gauge > waiting + may_hold {
+                    let not_polled = requests.len() - waiting;
+                    return Err(format!(
+                        "{}; then the gauge reads {gauge} with {waiting} request(s) waiting at the \
+                         backend and {not_polled} created but not yet polled ({may_hold} of them \
+                         created while there was room), limit {limit}: expected between {} and \
+                         {}: the gauge counts every request waiting at the backend, never more \
+                         than the limit, and nothing for a request that will be shed or that was \
+                         dropped before its first poll",
+                        story.join(", "),
+                        waiting,
+                        (waiting + may_hold).min(limit)
+                    ));
+                }
+            }
+            drop(requests);
+            match gateway.in_flight() {
+                0 => Ok(()),
+                gauge => Err(format!(
+                    "{}; then every request ended, {}",
+                    story.join(", "),
                     describe_gauge(gauge, 0)
                 )),
             }

@@ -469,6 +469,51 @@ const FAILURES: [std::io::ErrorKind; 17] = [
     std::io::ErrorKind::Unsupported,
 ];
 
+/// A client that sends lines cut into packets anywhere (a packet may end one line and begin the
+/// next), each packet after a pause of its own (a line may take several pings to arrive, or begin
+/// between two pings and end after them), then closes after a last pause; and the ping period.
+fn lines_arriving_in_fragments() -> impl Strategy<Value = (u64, Vec<usize>, Vec<(usize, u64)>, u64)>
+{
+    (
+        prop_oneof![Just(1000u64), Just(700)],
+        prop::collection::vec(0..GOOD_LINES.len(), 1..5),
+        prop::collection::vec((1usize..1000, 1u64..2300), 0..8),
+        1u64..2300,
+    )
+}
+
+/// What follows a bad line that has not ended (its first bytes arrived, its `\n` has not): the
+/// connection fails, the client sends the rest of the line (perhaps more lines after it in the
+/// same packet), or the client closes the connection; each after a pause, perhaps long enough for
+/// pings to fall due.
+#[derive(Debug, Clone, Copy)]
+enum AfterBadStart {
+    Fails(usize),
+    RestOfLine,
+    RestOfLineAndMore,
+    Closes,
+}
+
+/// Good lines, then the start of a bad line (an index into `BAD_LINES`, and how many of its bytes
+/// past its first invalid one, taken modulo what is left: perhaps all, but never its ending), what
+/// follows it and the pause before that.
+fn bad_lines_left_unended() -> impl Strategy<Value = (Vec<usize>, usize, usize, AfterBadStart, u64)>
+{
+    let after = prop_oneof![
+        (0..FAILURES.len()).prop_map(AfterBadStart::Fails),
+        Just(AfterBadStart::RestOfLine),
+        Just(AfterBadStart::RestOfLineAndMore),
+        Just(AfterBadStart::Closes),
+    ];
+    (
+        prop::collection::vec(0..GOOD_LINES.len(), 0..3),
+        0..BAD_LINES.len(),
+        0usize..64,
+        after,
+        prop_oneof![Just(0u64), Just(1500), Just(3500)],
+    )
+}
+
 /// How many short and empty lines `a_burst_of_thousands_of_lines_comes_out_at_once` sends in one
 /// packet, and how many more within the same second: far more per read and per second than any
 /// budget or flood limit a reader might keep.
@@ -1755,7 +1800,8 @@ hidden_test! {
             let ended_line = Duration::from_millis(end_at);
             let (tx, mut rx) = mpsc::unbounded_channel();
             let start = tokio::time::Instant::now();
-            let mut session = tokio::spawn(serve(PausingClient::from_bytes(script), ping_every, tx));
+            let client = PausingClient::from_bytes(script);
+            let mut session = tokio::spawn(serve(client, ping_every, tx));
             let (mut pings, mut commands) = (0u64, Vec::new());
             let mut record = |event: Event| match event {
                 Event::Ping if start.elapsed() < ended_line => pings += 1,
@@ -1792,6 +1838,221 @@ hidden_test! {
                  exist to check"
             );
         }
+    }
+
+    /// Lines arrive in fragments at any moments between pings (a line begun and not yet ended, a
+    /// packet that ends one line and begins the next): the pings keep to a schedule from connect
+    /// or a period after the last line that ended, never put off by the bytes of a line that has
+    /// not ended, whenever they arrive and however many fragments a line comes in.
+    fn fragments_of_a_line_never_put_off_a_ping() {
+        let sessions = lines_arriving_in_fragments();
+        check_property(48, sessions, |(period, lines, cuts, close)| async move {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for &i in &lines {
+                bytes.extend_from_slice(GOOD_LINES[i].as_bytes());
+                bytes.extend_from_slice(b"\r\n");
+                expected.push(GOOD_LINES[i].to_string());
+            }
+            let (mut script, shown) = cut_into_packets(&bytes, &cuts);
+            // When each packet arrives, and when the lines end.
+            let (mut at, mut arrivals, mut line_ends) = (0u64, Vec::new(), Vec::new());
+            for (pause, packet) in &script {
+                at += pause.as_millis() as u64;
+                arrivals.push(at);
+                if packet.contains(&b'\n') {
+                    line_ends.push(at);
+                }
+            }
+            let close_at = at + close;
+            arrivals.push(close_at);
+            // A moment at which a ping may fall due under one schedule or the other, and a packet
+            // arrives too, would make the order of the two a matter of luck: leave that case out.
+            let mut moments = arrivals.clone();
+            moments.push(0);
+            moments.dedup();
+            for (k, &a) in moments.iter().enumerate() {
+                if moments[k + 1..].iter().any(|&b| b > a && (b - a) % period == 0) {
+                    return Ok(());
+                }
+            }
+            script.push((Duration::from_millis(close), Vec::new()));
+            let from_connect: Vec<u64> =
+                (1..).map(|k| k * period).take_while(|&t| t < close_at).collect();
+            let mut after_last_line = Vec::new();
+            let mut next = period;
+            for &end in line_ends.iter().chain([close_at].iter()) {
+                while next < end {
+                    after_last_line.push(next);
+                    next += period;
+                }
+                next = end + period;
+            }
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let ping_every = Duration::from_millis(period);
+            let client = PausingClient::from_bytes(script);
+            let mut session = tokio::spawn(serve(client, ping_every, tx));
+            let (mut pings, mut commands) = (Vec::new(), Vec::new());
+            let mut record = |event: Event| match event {
+                Event::Ping => pings.push(start.elapsed().as_millis() as u64),
+                Event::Command(c) => commands.push(c),
+            };
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => record(event),
+                    ended = &mut session => break ended,
+                }
+            };
+            while let Ok(event) = rx.try_recv() {
+                record(event);
+            }
+            let story = format!(
+                "with a ping every {period} ms, the client sent [{shown}] (lines ended at \
+                 {line_ends:?} ms) and closed the connection at {close_at} ms"
+            );
+            if !matches!(ended, Ok(Ok(()))) || commands != expected {
+                return Err(format!(
+                    "{story}; the session ended with {ended:?} after the commands {commands:?}, \
+                     expected Ok(()) after {expected:?}"
+                ));
+            }
+            if pings != from_connect && pings != after_last_line {
+                return Err(format!(
+                    "{story}; the session asked for pings at {pings:?} ms, expected \
+                     {from_connect:?} (a period apart from connect) or {after_last_line:?} (a \
+                     period after the last line that ended): until its line ends the client is \
+                     quiet, and the bytes of a line that has not ended put off no ping, whenever \
+                     they arrive"
+                ));
+            }
+            Ok(())
+        });
+    }
+
+    /// A bad line (not UTF-8) that has not ended is not yet a line: until the next event the
+    /// session goes on (and pings a client that pauses), and then ends with what that event
+    /// means: the connection's own error if it fails, `InvalidData` once the line ends or the
+    /// client closes, after exactly the commands before the bad line, and never earlier.
+    fn a_bad_line_not_yet_ended_waits_for_what_comes_next() {
+        let sessions = bad_lines_left_unended();
+        check_property(64, sessions, |(before, bad, cut, after, pause)| async move {
+            let line = BAD_LINES[bad];
+            // At least the first byte that makes the line invalid, perhaps the whole line.
+            let valid = std::str::from_utf8(line).map_or_else(|e| e.valid_up_to(), str::len);
+            let sent = valid + 1 + cut % (line.len() - valid);
+            let mut first = Vec::new();
+            let mut expected = Vec::new();
+            for &i in &before {
+                first.extend_from_slice(GOOD_LINES[i].as_bytes());
+                first.extend_from_slice(b"\r\n");
+                expected.push(GOOD_LINES[i].to_string());
+            }
+            first.extend_from_slice(&line[..sent]);
+            let mut rest = line[sent..].to_vec();
+            rest.extend_from_slice(b"\r\n");
+            if let AfterBadStart::RestOfLineAndMore = after {
+                rest.extend_from_slice(b"/join #rust\r\n/nick zo\xc3\xab\r\n");
+            }
+            let wait = Duration::from_millis(pause);
+            let script = vec![(Duration::ZERO, first.clone())];
+            let (client, want, next) = match after {
+                AfterBadStart::Fails(kind) => (
+                    PausingClient::failing(script, wait, FAILURES[kind]),
+                    FAILURES[kind],
+                    format!("its connection failed with {:?}", FAILURES[kind]),
+                ),
+                AfterBadStart::RestOfLine | AfterBadStart::RestOfLineAndMore => (
+                    PausingClient::from_bytes(vec![
+                        (Duration::ZERO, first.clone()),
+                        (wait, rest.clone()),
+                    ]),
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "it sent the rest of that line and closed ({:?})",
+                        String::from_utf8_lossy(&rest)
+                    ),
+                ),
+                AfterBadStart::Closes => (
+                    PausingClient::from_bytes(vec![
+                        (Duration::ZERO, first.clone()),
+                        (wait, Vec::new()),
+                    ]),
+                    std::io::ErrorKind::InvalidData,
+                    "it closed the connection".to_string(),
+                ),
+            };
+            let story = format!(
+                "the client sent {:?} (good lines, then the start of a line that is not UTF-8, \
+                 not yet ended), and {pause} ms later {next}",
+                String::from_utf8_lossy(&first)
+            );
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let mut session = tokio::spawn(serve(client, PING_EVERY, tx));
+            let mut commands = Vec::new();
+            if pause > 0 {
+                sleep(wait - Duration::from_millis(1)).await;
+                if session.is_finished() {
+                    let ended = (&mut session).await;
+                    return Err(format!(
+                        "{story}; the session ended with {ended:?} before that, at \
+                         {:?} or earlier: the client neither closed the connection nor failed, \
+                         and the line had not ended, so the session must go on (and ping) until \
+                         the next thing the client or its connection does",
+                        start.elapsed()
+                    ));
+                }
+                let mut pings = 0u64;
+                while let Ok(event) = rx.try_recv() {
+                    match event {
+                        Event::Ping => pings += 1,
+                        Event::Command(c) => commands.push(c),
+                    }
+                }
+                let due = (pause - 1) / PING_EVERY.as_millis() as u64;
+                if pings != due {
+                    return Err(format!(
+                        "{story}; in the {} ms before that the session asked for {pings} \
+                         ping(s), expected {due}: a client whose line has not ended is quiet",
+                        pause - 1
+                    ));
+                }
+            }
+            let ended = timeout(Duration::from_secs(600), &mut session).await;
+            let ended_at = start.elapsed();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            let ended = match ended {
+                Ok(Ok(ended)) => ended,
+                Ok(Err(panicked)) => {
+                    return Err(format!("{story}; the session panicked: {panicked}"));
+                }
+                Err(_) => return Err(format!("{story}; the session did not end")),
+            };
+            match &ended {
+                Err(err) if err.kind() == want && ended_at == wait => {}
+                _ => {
+                    return Err(format!(
+                        "{story}; the session ended with {ended:?} at {ended_at:?}, expected an \
+                         error of kind {want:?} at {wait:?}, the moment {next}: a line is judged \
+                         once it has ended or the client closed, a failed connection ends the \
+                         session with its own error, and nothing ends it before then"
+                    ));
+                }
+            }
+            if commands != expected {
+                return Err(format!(
+                    "{story}; the session handed out the commands {commands:?}, expected \
+                     {expected:?}: exactly the commands before the bad line"
+                ));
+            }
+            Ok(())
+        });
     }
 
     /// A last line the client did not end is a command whatever it holds, also when it is only
