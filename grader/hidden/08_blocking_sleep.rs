@@ -129,13 +129,31 @@ fn every_pattern(len: usize) -> Vec<Vec<(u8, Cut)>> {
 
 /// How far the clock moves at a time in the tests that move it by hand, as a real clock does:
 /// the paused clock's own jumps go from timer to timer in whole milliseconds, and so never show a
-/// wait that ends up to a millisecond early.
+/// wait that ends early. Far from a whole millisecond of the runtime's clock the clock moves
+/// `HAND_STEP` at a time; within `FINE_NEAR` of one it moves `FINE_STEP` at a time, and it lands on
+/// every whole millisecond exactly: tokio's timer fires on whole milliseconds, so that is where a
+/// wait cut short by even a microsecond shows.
 const HAND_STEP: Duration = Duration::from_micros(50);
+const FINE_STEP: Duration = Duration::from_micros(1);
+const FINE_NEAR: Duration = Duration::from_micros(25);
 
-/// Runs `fut` to completion, moving the clock on by `HAND_STEP` between polls for `by_hand`, then
-/// letting the paused clock run on by itself (a wait that also checks the OS clock, which barely
-/// moves meanwhile, is still finished).
-async fn by_hand<F: std::future::Future>(fut: F, by_hand: Duration) -> F::Output {
+/// The next step of the hand-moved clock, `origin` being the runtime's start (where its whole
+/// milliseconds are counted from).
+fn hand_step(origin: Instant) -> Duration {
+    let ms = Duration::from_millis(1);
+    let since = Instant::now().saturating_duration_since(origin);
+    let into_ms = Duration::from_nanos((since.as_nanos() % ms.as_nanos()) as u64);
+    if into_ms < FINE_NEAR || into_ms >= ms - FINE_NEAR {
+        FINE_STEP.min(ms - into_ms)
+    } else {
+        HAND_STEP.min(ms - FINE_NEAR - into_ms)
+    }
+}
+
+/// Runs `fut` to completion, moving the clock on by hand (`hand_step`) between polls for
+/// `by_hand`, then letting the paused clock run on by itself (a wait that also checks the OS clock,
+/// which barely moves meanwhile, is still finished).
+async fn by_hand<F: std::future::Future>(fut: F, by_hand: Duration, origin: Instant) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let start = Instant::now();
     while start.elapsed() < by_hand {
@@ -143,19 +161,27 @@ async fn by_hand<F: std::future::Future>(fut: F, by_hand: Duration) -> F::Output
         if let std::task::Poll::Ready(output) = poll {
             return output;
         }
-        tokio::time::advance(HAND_STEP).await;
+        tokio::time::advance(hand_step(origin)).await;
     }
     fut.await
 }
 
-/// Lets `idle` pass, moving the clock on by hand in steps of at most `HAND_STEP`.
-async fn idle_by_hand(idle: Duration) {
+/// Lets `idle` pass, moving the clock on by hand (`hand_step`).
+async fn idle_by_hand(idle: Duration, origin: Instant) {
     let mut left = idle;
     while !left.is_zero() {
-        let step = left.min(HAND_STEP);
+        let step = left.min(hand_step(origin));
         tokio::time::advance(step).await;
         left -= step;
     }
+}
+
+/// Lets the clock run on by hand to `phase` past the next whole millisecond of the runtime's clock.
+async fn to_phase_by_hand(phase: Duration, origin: Instant) {
+    let ms = Duration::from_millis(1).as_nanos();
+    let since = Instant::now().saturating_duration_since(origin).as_nanos();
+    let target = (since / ms + 1) * ms + phase.as_nanos();
+    idle_by_hand(Duration::from_nanos((target - since) as u64), origin).await;
 }
 
 hidden_test! {
@@ -531,13 +557,49 @@ hidden_test! {
         }
     }
 
-    /// The clock moved by hand in steps of 50 µs, as a real clock moves, from any point inside a
+    /// Samples that switch just past a whole millisecond of the runtime's clock (1 µs to 999 µs
+    /// past it), with the clock moved by hand and landing on every whole millisecond: on a fresh
+    /// poller, after a sample of the other channel, again on the same channel, and retried after a
+    /// timeout cut it short. Every conversion comes a full `SETTLE_TIME` after its switch: a wait
+    /// even a microsecond short converts early here.
+    async fn a_sample_switched_just_past_a_millisecond_still_settles_fully() {
+        let origin = Instant::now();
+        let limit = Duration::from_millis(10);
+        let mut poller = Poller::new(FakeAdc::default());
+        for phase_us in [1u64, 2, 5, 10, 20, 49, 500, 999] {
+            let phase = Duration::from_micros(phase_us);
+            for channel in [0u8, 1, 1] {
+                to_phase_by_hand(phase, origin).await;
+                let reading = by_hand(poller.sample(channel), limit, origin).await;
+                assert_eq!(reading, 1000 + u16::from(channel), "sample({channel}) read another channel");
+            }
+            to_phase_by_hand(phase, origin).await;
+            let cut = by_hand(timeout(Duration::from_millis(1), poller.sample(0)), limit, origin).await;
+            if cut.is_ok() {
+                continue;
+            }
+            to_phase_by_hand(phase, origin).await;
+            let reading = by_hand(poller.sample(0), limit, origin).await;
+            assert_eq!(reading, 1000, "the retried sample(0) read another channel");
+        }
+        if let Err(seen) = every_conversion_settled(&poller.into_inner()) {
+            panic!(
+                "samples switched 1 µs to 999 µs past a whole millisecond, the clock moved by hand \
+                 as a real one does: {seen}"
+            );
+        }
+    }
+
+    /// The clock moved by hand in steps of 50 µs (1 µs near each whole millisecond), as a real
+    /// clock moves, from any point inside a
     /// millisecond (tokio's timer works in whole milliseconds of the runtime's clock, so a wait
     /// asked for from 0.1 ms past one may end anywhere in the next): idle periods, samples back to
     /// back, timeouts cutting samples short. Every conversion still comes a full `SETTLE_TIME`
     /// after the switch to its channel: a wait that ends up to a millisecond early is seen here.
     fn every_conversion_is_settled_on_a_clock_that_moves_in_small_steps() {
-        let idle_us = prop_oneof![Just(0u64), 1u64..1_000, 1_000u64..3_000];
+        // Idle periods of a few microseconds too: a sample that starts just past a whole
+        // millisecond is where a wait a few microseconds short is converted early.
+        let idle_us = prop_oneof![Just(0u64), 1u64..25, 1u64..1_000, 1_000u64..3_000];
         let step = (idle_us, 0u8..3, proptest::option::of(0u64..4_000));
         let offset_us = prop_oneof![1u64..50, 1u64..1_000];
         let scenario = (offset_us, proptest::collection::vec(step, 1..5));
@@ -547,21 +609,23 @@ hidden_test! {
             let adc = FakeAdc::default();
             let conversions = adc.converts.clone();
             let mut poller = Poller::new(adc);
-            idle_by_hand(Duration::from_micros(offset_us)).await;
+            let origin = Instant::now();
+            idle_by_hand(Duration::from_micros(offset_us), origin).await;
             let what = format!(
-                "the clock moved by hand in steps of {HAND_STEP:?}, starting {offset_us} µs past \
+                "the clock moved by hand in steps of {HAND_STEP:?} ({FINE_STEP:?} near each whole \
+                 millisecond), starting {offset_us} µs past \
                  a whole millisecond; steps (idle µs, channel, timeout µs) {steps:?}"
             );
             for &(idle_us, channel, budget_us) in &steps {
-                idle_by_hand(Duration::from_micros(idle_us)).await;
+                idle_by_hand(Duration::from_micros(idle_us), origin).await;
                 let converts_before = conversions.load(Ordering::SeqCst);
                 let reading = match budget_us {
                     Some(us) => {
                         let budget = Duration::from_micros(us);
                         let sample = timeout(budget, poller.sample(channel));
-                        by_hand(sample, limit).await.ok()
+                        by_hand(sample, limit, origin).await.ok()
                     }
-                    None => Some(by_hand(poller.sample(channel), limit).await),
+                    None => Some(by_hand(poller.sample(channel), limit, origin).await),
                 };
                 let converts = conversions.load(Ordering::SeqCst) - converts_before;
                 if reading.is_none() && converts > 0 {

@@ -1150,6 +1150,99 @@ hidden_test! {
         }
     }
 
+    /// Every event landing exactly on a round's deadline: the first byte, a chunk (ending inside
+    /// the `ü`), the last bytes, or only the end of the stream arriving in the very instant a
+    /// round's `PATIENCE` runs out, once or in two rounds in a row. What arrives in that instant
+    /// may count in that round or the next (neither came first), but nothing is lost or held
+    /// back: each `Stalled` counts the bytes that had arrived, with or without the ones arriving
+    /// at that instant, each round returns within `PATIENCE`, and the download ends, with the
+    /// exact text, in the instant the stream does.
+    async fn what_arrives_as_a_round_runs_out_counts_in_that_round_or_the_next() {
+        let bytes = CONFIG.as_bytes();
+        let split_u = inside_the_u_umlaut();
+        let second = split_u + 100;
+        // Each scenario: the chunks, each sent `PATIENCE` after the one before it (the first at
+        // once), and whether the end of the stream too comes `PATIENCE` after the last chunk.
+        let scenarios: [(&str, Vec<&[u8]>, bool); 6] = [
+            ("the first byte", vec![&[], bytes], false),
+            ("the rest of the config", vec![&bytes[..split_u], &bytes[split_u..]], false),
+            ("only the end of the stream", vec![bytes], true),
+            (
+                "two chunks in a row",
+                vec![&bytes[..split_u], &bytes[split_u..second], &bytes[second..]],
+                false,
+            ),
+            ("a chunk, then the end of the stream", vec![&bytes[..split_u], &bytes[split_u..]], true),
+            ("every chunk and the end", vec![&[], &bytes[..split_u], &bytes[split_u..]], true),
+        ];
+        for (what, chunks, late_end) in scenarios {
+            let mut builder = tokio_test::io::Builder::new();
+            // (when, bytes sent by then), for every instant something arrives.
+            let mut arrivals = Vec::new();
+            let mut sent = 0;
+            for (i, chunk) in chunks.iter().enumerate() {
+                if i > 0 {
+                    builder.wait(PATIENCE);
+                }
+                if !chunk.is_empty() {
+                    builder.read(chunk);
+                }
+                sent += chunk.len();
+                arrivals.push((PATIENCE * i as u32, sent));
+            }
+            let mut ends_at = PATIENCE * (chunks.len() as u32 - 1);
+            if late_end {
+                builder.wait(PATIENCE);
+                ends_at += PATIENCE;
+            }
+            let scenario = format!(
+                "{what} arriving exactly as a round's `PATIENCE` ran out (chunks of {:?} bytes, \
+                 {PATIENCE:?} apart{})",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+                if late_end { ", then the end of the stream as long after" } else { "" }
+            );
+            let mut config = ConfigDownload::new(builder.build());
+            let start = Instant::now();
+            let mut stalls = Vec::new();
+            let text = loop {
+                let round_began = Instant::now();
+                let fetched = config.resume().await;
+                let round = round_began.elapsed();
+                let now = start.elapsed();
+                assert!(
+                    round <= PATIENCE,
+                    "{scenario}: a round lasted {round:?}, more than `PATIENCE` ({PATIENCE:?})"
+                );
+                match fetched {
+                    Ok(Fetch::Complete(text)) => break text,
+                    Ok(Fetch::Stalled { received }) => {
+                        stalls.push(received);
+                        let before = arrivals.iter().filter(|(at, _)| *at < now).map(|a| a.1);
+                        let by_now = arrivals.iter().filter(|(at, _)| *at <= now).map(|a| a.1);
+                        let (before, by_now) = (before.max().unwrap_or(0), by_now.max().unwrap_or(0));
+                        assert!(
+                            received == before || received == by_now,
+                            "{scenario}: a round ended {now:?} into the download with \
+                             `Stalled {{ received: {received} }}`; {before} bytes had arrived \
+                             before that instant and {by_now} by it, so it must report one of \
+                             those (reports so far: {stalls:?})"
+                        );
+                        assert!(stalls.len() < 8, "{scenario}: the download stalled 8 times");
+                    }
+                    Err(e) => panic!("{scenario}: the download failed: {e} ({:?})", e.kind()),
+                }
+            };
+            compare_with_config(&text).unwrap_or_else(|e| panic!("{scenario}: {e}"));
+            let took = start.elapsed();
+            assert_eq!(
+                took, ends_at,
+                "{scenario}: the stream ended {ends_at:?} into the download, but the download \
+                 returned `Complete` only {took:?} into it (after `Stalled` reports of \
+                 {stalls:?} bytes): bytes that had arrived were held back for another round"
+            );
+        }
+    }
+
     /// Any way of cutting the config into chunks (inside multi-byte characters too), with any
     /// pauses between them: each round returns within `PATIENCE`, each `Stalled` reports exactly
     /// the bytes that had arrived, and the text is the config, byte for byte. The config holds a
