@@ -418,17 +418,27 @@ hidden_test! {
 
     /// `Complete` holds the exact text the control plane sent, byte for byte, whatever it holds:
     /// a leading byte-order mark (U+FEFF, which some editors write), Windows line endings, a NUL,
-    /// trailing blanks and no final newline are part of the config, not noise to clean up (a
-    /// checksum or a signature over the text must still match). Sent in chunks that split the
-    /// byte-order mark itself, and with a stall in the middle of it.
+    /// trailing blanks, blank lines at the end, no final newline, and any control character
+    /// first or last (a NUL, a DOS end-of-file Ctrl-Z) are part of the config, not noise to clean
+    /// up (a checksum or a signature over the text must still match). Sent in chunks that split
+    /// the byte-order mark itself, and with a stall in the middle of it.
     async fn the_config_comes_back_byte_for_byte() {
-        let configs = [
+        let mut configs: Vec<String> = [
             "\u{feff}listen = \"0.0.0.0:443\"\nroute /a -> 10.0.0.1\n",
             "\u{feff}\u{feff}# twice\r\nroute /a -> 10.0.0.1\r\n",
             "route /a -> 10.0.0.1 \t\r\nnote = \"a\u{0}b\"\n\n  ",
             "\u{feff}",
-        ];
-        for sent in configs {
+            "route /a -> 10.0.0.1\n\n",
+            "route /a -> 10.0.0.1\r\n\r\n\r\n",
+        ]
+        .map(String::from)
+        .into();
+        // Every control character and the space, as the config's last byte and as its first.
+        for c in (0u8..=0x20).chain([0x7f]).map(char::from) {
+            configs.push(format!("route /a -> 10.0.0.1\n{c}"));
+            configs.push(format!("{c}route /a -> 10.0.0.1\n"));
+        }
+        for sent in &configs {
             let bytes = sent.as_bytes();
             for split in [1, 2, 4.min(bytes.len())] {
                 for stall in [false, true] {
