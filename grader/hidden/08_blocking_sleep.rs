@@ -460,14 +460,20 @@ hidden_test! {
 
     /// Another task keeps the runtime busy while a sample settles, so the sample's wake-up comes
     /// late (tokio's sleep waits at least its duration, and on a busy runtime longer). Busy
-    /// for 0.25 ms to a week (the clock jumping in one go), starting at the switch, 1 ms into the
-    /// settling, or just as it is due: however late the wake-up, every conversion must still
-    /// come a full `SETTLE_TIME` after the last switch to its channel, and read that channel.
+    /// for 0.25 ms to 10,000 years (the clock jumping in one go), starting at the switch, 1 ms
+    /// into the settling, or just as it is due: however late the wake-up, every conversion must
+    /// still come a full `SETTLE_TIME` after the last switch to its channel, and read that
+    /// channel.
     async fn a_late_wake_up_still_converts_a_settled_channel() {
         let ms = Duration::from_millis;
         let mut busy_for = [250, 1_000, 1_500, 3_000, 50_000].map(Duration::from_micros).to_vec();
         busy_for.extend([ms(101), ms(150), ms(400), ms(1_000), ms(60_000)]);
         busy_for.extend([Duration::from_secs(3600), Duration::from_secs(7 * 24 * 3600)]);
+        // And far ends, where a wake-up "too late to trust" might be treated apart: a month and
+        // a second, 400 days, 30 years and 10,000 years.
+        let day = 24 * 3600;
+        let far = [30 * day + 1, 400 * day, 30 * 365 * day, 10_000 * 365 * day];
+        busy_for.extend(far.map(Duration::from_secs));
         let busy_from = [Duration::ZERO, Duration::from_millis(1), SETTLE_TIME];
         for busy_from in busy_from {
             for &busy_for in &busy_for {
