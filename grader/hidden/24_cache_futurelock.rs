@@ -212,6 +212,27 @@ impl Overlap {
     }
 }
 
+/// Polls `refresh(v2)` while the report holds the lock: now, then once the clock has jumped by
+/// `wait` (which fires any timer due by then), each time also while the tasks the refresh may have
+/// spawned run (8 turns). It must not return meanwhile.
+async fn poll_while_the_report_holds<F: Future>(
+    refresh: &mut tokio_test::task::Spawn<F>,
+    wait: Duration,
+) {
+    for jump in [Duration::ZERO, wait] {
+        if !jump.is_zero() {
+            tokio::time::advance(jump).await;
+        }
+        for _ in 0..8 {
+            assert!(
+                refresh.poll().is_pending(),
+                "refresh(v2) returned while the report held the lock"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// Cuts one of two overlapping refreshes after every poll while the other runs to the end: the
 /// one that starts first (`cut_first`) or the one that starts later.
 async fn cut_one_of_two_overlapping_refreshes(cut_first: bool) {
@@ -867,21 +888,8 @@ hidden_test! {
             let report = cache.lock().await;
             let start = Instant::now();
             let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
-            // Polled now, then once the report has held the lock for `wait` (one jump of the
-            // clock, which fires any timer due by then), and while the tasks the refresh may
-            // have spawned run; the report lets go only after that.
-            for jump in [Duration::ZERO, wait] {
-                if !jump.is_zero() {
-                    tokio::time::advance(jump).await;
-                }
-                for _ in 0..8 {
-                    assert!(
-                        refresh.poll().is_pending(),
-                        "refresh(v2) returned while the report held the lock"
-                    );
-                    tokio::task::yield_now().await;
-                }
-            }
+            // The report lets go only after `wait`.
+            poll_while_the_report_holds(&mut refresh, wait).await;
             drop(report);
             let refreshed = tokio::time::timeout(HANG, refresh).await;
             let waited = start.elapsed();
@@ -949,18 +957,7 @@ hidden_test! {
                         .await;
                 }
                 let report = cache.lock().await;
-                for jump in [Duration::ZERO, wait] {
-                    if !jump.is_zero() {
-                        tokio::time::advance(jump).await;
-                    }
-                    for _ in 0..8 {
-                        assert!(
-                            refresh.poll().is_pending(),
-                            "refresh(v2) returned while the report held the lock"
-                        );
-                        tokio::task::yield_now().await;
-                    }
-                }
+                poll_while_the_report_holds(&mut refresh, wait).await;
                 drop(report);
                 let refreshed = tokio::time::timeout(HANG, refresh).await;
                 assert!(
