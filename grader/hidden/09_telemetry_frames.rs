@@ -151,6 +151,44 @@ fn error_parts(e: &std::io::Error) -> String {
     )
 }
 
+/// A sensor link hit by a signal storm: it delivers `head`, then fails every read with the same
+/// `Interrupted` error until `storm` reads have failed, then delivers `tail` and ends. The storm
+/// lasts until the link gives up, whatever number of retries it allows itself: `storm` only stops
+/// a link that never gives up, far past any cap a link could choose. `failed` counts the reads
+/// that failed.
+struct StormReader {
+    head: Vec<u8>,
+    storm: u64,
+    failed: Arc<std::sync::atomic::AtomicU64>,
+    tail: Vec<u8>,
+}
+
+/// The text of [`StormReader`]'s `Interrupted` error.
+const STORM_TEXT: &str = "read interrupted by a signal (signal storm)";
+
+impl AsyncRead for StormReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::sync::atomic::Ordering;
+        let this = &mut *self;
+        if this.head.is_empty() && this.failed.load(Ordering::Relaxed) < this.storm {
+            this.failed.fetch_add(1, Ordering::Relaxed);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                STORM_TEXT,
+            )));
+        }
+        let unread = if this.head.is_empty() { &mut this.tail } else { &mut this.head };
+        let n = unread.len().min(buf.remaining());
+        buf.put_slice(&unread[..n]);
+        unread.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
 hidden_test! {
     /// The collector reads each sensor link in a task of its own (`tokio::spawn`) on a
     /// multi-thread runtime, so over a reader that is `Send`, `next_event`'s future must stay
@@ -431,6 +469,80 @@ hidden_test! {
                 );
             }
         }
+    }
+
+    /// A storm of `Interrupted` in the middle of a frame that lasts until the link gives up (2^20
+    /// reads in a row at most, then the rest of the stream). A link may retry `Interrupted` for
+    /// as long as the storm lasts, and then every frame comes out, then the end; or it may return
+    /// the error, then or after any number of retries, and then it is the very error the reader
+    /// reported, after the frames that arrived whole. Whatever cap a link sets itself on retries,
+    /// when it gives up it reports neither another error nor the end of the stream.
+    /// One runtime (one `select!` seed), not one per seed: a link that retries the whole storm
+    /// makes 2^20 reads, which is cheap once and too dear eight times.
+    fn a_storm_of_interrupted_reads_of_any_length_is_retried_or_returned() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            const STORM: u64 = 1 << 20;
+            use std::sync::atomic::{AtomicU64, Ordering};
+            let sent = ["temp=21.5", "hum=40", "soil=0.31"];
+            let wire: Vec<u8> = sent.iter().flat_map(|payload| frame(payload)).collect();
+            let cut = wire.len() - 4;
+            let failed = Arc::new(AtomicU64::new(0));
+            let reader = StormReader {
+                head: wire[..cut].to_vec(),
+                storm: STORM,
+                failed: failed.clone(),
+                tail: wire[cut..].to_vec(),
+            };
+            let mut link = TelemetryLink::new(reader);
+            let mut frames = Vec::new();
+            let outcome = loop {
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(payload))) => {
+                        frames.push(String::from_utf8_lossy(&payload).into_owned());
+                        if frames.len() > sent.len() {
+                            break Err("more frames than were sent".to_string());
+                        }
+                    }
+                    Ok(Some(Event::Heartbeat)) => {
+                        break Err("a heartbeat, as if the link waited for the clock".to_string());
+                    }
+                    Ok(None) => break Ok(None),
+                    Err(e) => break Ok(Some(e)),
+                }
+            };
+            let failed = failed.load(Ordering::Relaxed);
+            let ok = match &outcome {
+                Ok(None) => frames == sent,
+                Ok(Some(e)) => {
+                    e.kind() == std::io::ErrorKind::Interrupted
+                        && e.to_string() == STORM_TEXT
+                        && frames == sent[..2]
+                }
+                Err(_) => false,
+            };
+            let seen = match &outcome {
+                Ok(None) => "`Ok(None)`, the sensor closing the link".to_string(),
+                Ok(Some(e)) => format!("an error of {}", error_parts(e)),
+                Err(seen) => seen.clone(),
+            };
+            let storm = if failed < STORM {
+                format!("{failed} read(s) in a row failed with `Interrupted` (the storm lasting until the link gave up)")
+            } else {
+                format!("{failed} reads in a row failed with `Interrupted`, then the rest of the stream arrived")
+            };
+            assert!(
+                ok,
+                "the bridge sent the first {cut} of the {} bytes of the frames {sent:?}, then \
+                 {storm}: the link delivered {frames:?}, then {seen}; expected either every frame, \
+                 then the end (a link that retries `Interrupted` for as long as it lasts), or {:?}, \
+                 then the `Interrupted` error as the reader reported it (text {STORM_TEXT:?}), \
+                 whenever the link gives up on retrying: never another error, nor the end of the \
+                 stream",
+                wire.len(),
+                &sent[..2]
+            );
+        });
     }
 
     /// A long stream (1 MiB, sixteen times `MAX_FRAME`) whose reads never end on a frame
