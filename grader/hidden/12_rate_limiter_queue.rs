@@ -660,6 +660,10 @@ async fn late_polls_keep_the_schedule(
     Ok(())
 }
 
+/// The README's floor for a flood guard: a wait may cap the status lines it writes for one stall,
+/// but never below 2^17 of them. A caller not polled for this many periods writes every line.
+const CATCH_UP_FLOOR: u32 = 1 << 17;
+
 /// How caller A of [`first_in_line_after_a_long_wait`] waits: polled promptly by the runtime all
 /// along, or not polled at all from 0.5 s on until its wait is nearly over (its task ran late),
 /// with its token coming halfway through that stall or after it.
@@ -1355,13 +1359,17 @@ hidden_test! {
     }
 
     /// The same over a day in which the first caller's task is not polled at all, its token coming
-    /// during that stall or after it: the token is still the first caller's, and it returns with
-    /// the 86 400 status lines it owes. (On one seed's runtime: every run pays for the lines, and
-    /// no branch is left to chance.)
+    /// after that stall, or over [`CATCH_UP_FLOOR`] periods (a day and a half) with its token
+    /// coming during it: the token is still the first caller's, and it returns with every status
+    /// line it owes, 86 400 or 131 072, so that a flood guard capping the lines of one stall
+    /// anywhere below the README's floor fails. (On one seed's runtime: every run pays for the
+    /// lines, and no branch is left to chance.)
     fn a_caller_kept_waiting_for_a_day_keeps_its_place() {
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
-        for how in [LongWait::TokenInStall, LongWait::TokenAfterStall] {
-            if let Err(seen) = runtime.block_on(first_in_line_after_a_long_wait(how, 86_400)) {
+        for (how, periods) in
+            [(LongWait::TokenInStall, CATCH_UP_FLOOR), (LongWait::TokenAfterStall, 86_400)]
+        {
+            if let Err(seen) = runtime.block_on(first_in_line_after_a_long_wait(how, periods)) {
                 panic!("{seen}");
             }
         }
