@@ -1271,6 +1271,66 @@ hidden_test! {
         }
     }
 
+    /// The same however many commands she queues: her command queue has room for 2^20, and
+    /// while message 0 waits on her connection and message 1 in the session's hand she queues
+    /// `Ping`s in doubling batches (1, 2, 4, .. up to 2^20 in all), reading one event after each
+    /// batch. Whatever the queue's length, the session takes at most two more commands than she
+    /// has read answers to: no length of her queue (a "spammer" threshold) makes it take her
+    /// commands into memory of its own. (On one seed's runtime: queuing 2^20 commands is cheap
+    /// once, dear eight times.)
+    fn commands_wait_in_the_command_queue_however_many_are_queued() {
+        const MOST: usize = 1 << 20;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let hub = Arc::new(ChatHub::new(16));
+            let (commands, command_rx) = mpsc::channel(MOST);
+            let (event_tx, mut events) = mpsc::channel(1);
+            let session = tokio::spawn({
+                let hub = hub.clone();
+                async move { run_session(&hub, "lobby".to_owned(), command_rx, event_tx).await }
+            });
+            settle().await;
+            for n in 0..2 {
+                hub.publish(message("lobby", n));
+                settle().await;
+            }
+            let (mut queued, mut batch) = (0, 1);
+            let mut read = Vec::new();
+            while queued < MOST {
+                let now = batch.min(MOST - queued);
+                for _ in 0..now {
+                    commands.try_send(Command::Ping).expect("the session stopped reading commands");
+                }
+                queued += now;
+                batch *= 2;
+                settle().await;
+                if let Ok(event) = events.try_recv() {
+                    read.push(event);
+                }
+                settle().await;
+                let waiting = commands.max_capacity() - commands.capacity();
+                let taken = queued - waiting;
+                let answers = read.iter().filter(|e| !matches!(e, Event::Message(_))).count();
+                assert!(
+                    taken <= answers + 2,
+                    "alice's connection held a message and the session had another in its hand \
+                     when she queued {queued} Pings, reading one event after each batch of them \
+                     ({} events read: {}); by then the session had taken {taken} of her commands \
+                     and {waiting} were left in her command queue, yet besides the {answers} \
+                     answer(s) she read at most 2 can be kept for her (1 on her connection, 1 in \
+                     the session's hand). The session took commands into memory of its own: \
+                     while an event waits for a slow client, her commands wait in her command \
+                     queue, however many she queued",
+                    read.len(),
+                    short(&read)
+                );
+            }
+            drop(commands);
+            drop(events);
+            session.abort();
+        });
+    }
+
     /// A slow client (her connection holds one event) sends a `Join` (of another room, or of the
     /// room she is in) while message 0 waits on her connection, message 1 in the session's hand
     /// and more in the lobby (which keeps 4). Once the session has taken the `Join`, the lobby
