@@ -151,6 +151,60 @@ fn error_parts(e: &std::io::Error) -> String {
     )
 }
 
+/// A sensor that streams `frames` frames of [`LONG_PAYLOAD`] bytes each (the payload of frame `i`
+/// starts with `i` as 8 big-endian bytes, then `x`s), in reads that each end two bytes into the
+/// next frame's length prefix, so that no read ends on a frame boundary. The bytes are made as
+/// they are read: a stream of any length costs no memory of the test's.
+/// The payload of [`LongStream`]'s frames: one byte short of `MAX_FRAME`, so that a frame with its
+/// prefix (65 539 bytes, odd) never divides a buffer of a power of two or of whole largest frames:
+/// a read cut short by the end of such a buffer never happens to end on a frame boundary.
+const LONG_PAYLOAD: usize = MAX_FRAME - 1;
+
+struct LongStream {
+    frames: u64,
+    offset: u64,
+    frame: Vec<u8>,
+    current: u64,
+}
+
+impl LongStream {
+    fn new(frames: u64) -> Self {
+        let mut frame = (LONG_PAYLOAD as u32).to_be_bytes().to_vec();
+        frame.resize(4 + LONG_PAYLOAD, b'x');
+        frame[4..12].copy_from_slice(&0u64.to_be_bytes());
+        LongStream { frames, offset: 0, frame, current: 0 }
+    }
+}
+
+impl AsyncRead for LongStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let len = (4 + LONG_PAYLOAD) as u64;
+        let end = this.frames * len;
+        // The read ends two bytes into the next length prefix (or at the end of the stream).
+        let boundary = ((this.offset + len - 2) / len * len + 2).min(end);
+        let boundary = if boundary <= this.offset { (boundary + len).min(end) } else { boundary };
+        let mut room = buf.remaining() as u64;
+        while room > 0 && this.offset < boundary {
+            let index = this.offset / len;
+            if index != this.current {
+                this.current = index;
+                this.frame[4..12].copy_from_slice(&index.to_be_bytes());
+            }
+            let within = (this.offset % len) as usize;
+            let n = (len - within as u64).min(boundary - this.offset).min(room) as usize;
+            buf.put_slice(&this.frame[within..within + n]);
+            this.offset += n as u64;
+            room -= n as u64;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A sensor link hit by a signal storm: it delivers `head`, then fails every read with the same
 /// `Interrupted` error until `storm` reads have failed, then delivers `tail` and ends. The storm
 /// lasts until the link gives up, whatever number of retries it allows itself: `storm` only stops
@@ -541,6 +595,58 @@ hidden_test! {
                  stream",
                 wire.len(),
                 &sent[..2]
+            );
+        });
+    }
+
+    /// The same far past any buffer a link could set aside and fill without making room again:
+    /// 4 096 frames of [`LONG_PAYLOAD`] bytes, 256 MiB in all, in reads that never end on a frame
+    /// boundary. Every frame comes out, in order, then the end. (On one seed's runtime: 256 MiB
+    /// is cheap once, dear eight times.)
+    fn a_stream_of_256_mib_read_across_frame_boundaries_comes_out_whole() {
+        const FRAMES: u64 = 4_096;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let mut link = TelemetryLink::new(LongStream::new(FRAMES));
+            let mut frames = 0u64;
+            let ended = loop {
+                match link.next_event().await {
+                    Ok(Some(Event::Frame(got)))
+                        if frames < FRAMES
+                            && got.len() == LONG_PAYLOAD
+                            && got[..8] == frames.to_be_bytes()
+                            && got[8..16] == *b"xxxxxxxx"
+                            && got[LONG_PAYLOAD - 1] == b'x' =>
+                    {
+                        frames += 1
+                    }
+                    Ok(Some(Event::Frame(got))) => {
+                        break format!(
+                            "then a frame of {} bytes starting {:?}, not frame {frames} of \
+                             {LONG_PAYLOAD} bytes starting {:?}. {DESYNC}",
+                            got.len(),
+                            &got[..got.len().min(16)],
+                            frames.to_be_bytes()
+                        );
+                    }
+                    Ok(Some(Event::Heartbeat)) => {}
+                    Ok(None) if frames == FRAMES => return,
+                    Ok(None) => {
+                        break format!(
+                            "then reported the end (`Ok(None)`), although {} more frames were \
+                             still to come. Only the end of the stream ends the link: a read that \
+                             returns 0 bytes because the link's own buffer has no room left is \
+                             not the sensor closing it, however much has gone through it",
+                            FRAMES - frames
+                        );
+                    }
+                    Err(e) => break format!("then failed with \"{e}\" ({:?})", e.kind()),
+                }
+            };
+            panic!(
+                "the sensor sent {FRAMES} frames of {LONG_PAYLOAD} bytes (256 MiB in all) in reads \
+                 that each ended two bytes into the next frame's length prefix, then closed the \
+                 link; the link delivered the first {frames} frames intact, {ended}"
             );
         });
     }
