@@ -420,10 +420,11 @@ async fn a_burst_after_a_quiet_period_leaves_whole(burst: usize) {
 }
 
 /// How long the runtime stays busy elsewhere (or the batcher waits to be spawned) in the tests of
-/// a very long absence: ten thousand years, the clock jumping in one go. The README bounds no
-/// silence, so this is far past every count a schedule might keep in a narrower type (seconds in
-/// a `u32` wrap after 136 years, nanoseconds in a `u64` after 584) and costs nothing to reach.
-const FAR: Duration = Duration::from_secs(10_000 * 365 * 24 * 3600);
+/// a very long absence: the far end of the paused clock (2^62 ms, some 146 million years) in
+/// whole seconds, the clock jumping in one go. The README bounds no silence, so this is far past
+/// every count a schedule might keep in a narrower type (seconds in a `u32` wrap after 136 years,
+/// nanoseconds in a `u64` after 584) and costs nothing to reach.
+const FAR: Duration = Duration::from_secs(kata_support::time::FAR_END.as_secs());
 
 /// Where a spread-out burst is sent in [`a_spread_out_burst_leaves_whole`]: (a start-up line
 /// queued before the batcher first runs, shipped at 1 s; [`FAR`] the clock jumps in one go while
@@ -463,7 +464,7 @@ async fn a_spread_out_burst_leaves_whole(
         before.push_str("a start-up line queued before the batcher first ran (shipped at 1 s), ");
     }
     if jump {
-        // The runtime busy elsewhere for ten thousand years, from half a second after the last shipment (or
+        // The runtime busy elsewhere for [`FAR`], from half a second after the last shipment (or
         // the batcher's first turn) until a whole second of its clock.
         let from = if start_up_line { ms(1_500) } else { ms(500) };
         groups.push((from, 0, FAR + ms(500)));
@@ -726,7 +727,7 @@ hidden_test! {
 
     /// A burst bigger than the channel holds (a panic's backtrace or an error storm in a service
     /// whose channel has room for 100 lines), after a quiet stretch of any length (1.5 s to a
-    /// minute, or ten thousand years the clock jumps in one go), on a fresh batcher or on one that shipped a
+    /// minute, or [`FAR`], the clock jumping in one go), on a fresh batcher or on one that shipped a
     /// start-up line a second after it came, before the quiet: the producer sends 500 lines in
     /// one loop, parked in `send` whenever the channel is full, with no time passing. Only part
     /// of the burst is queued at any instant, yet it is one burst: it leaves in one batch within a
@@ -811,7 +812,7 @@ hidden_test! {
 
     /// A burst need not land in one instant: a handler logs 200 lines, awaits a 2 ms call and
     /// logs 200 more, or a few lines trickle out over a few hundred milliseconds. After a quiet
-    /// spell (on a fresh batcher, after a start-up line, after ten thousand years the clock jumps in one go),
+    /// spell (on a fresh batcher, after a start-up line, after [`FAR`] the clock jumps in one go),
     /// lines that arrive within one second of the batcher's schedule (between two whole seconds
     /// counted from its first turn) leave in one batch, whatever part of the second they start
     /// at and however long they last: a line that arrives does not bring a flush forward.
@@ -887,7 +888,7 @@ hidden_test! {
     }
 
     /// The service creates the batcher's future at start-up and spawns it only later, after
-    /// seconds of other start-up work (or ten thousand years), with a burst queued before its first turn and,
+    /// seconds of other start-up work (or [`FAR`]), with a burst queued before its first turn and,
     /// in some runs, a line every 300 ms after it. The batcher starts when it first runs, not when
     /// `run_batcher` is called: the burst leaves in one batch within a second of its first turn,
     /// and every other promise holds, whichever branch `select!` tries first.
