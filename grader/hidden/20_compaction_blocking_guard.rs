@@ -767,6 +767,24 @@ hidden_test! {
              sleep until the lock is handed to it (`lock_owned().await`)",
             held_for.as_secs() / 86_400
         );
+        // Then on to the far end of the clock in one jump: a waiter that wakes up after any pause
+        // longer than the steps (five years, two hundred) does so during the jump, and one that
+        // sleeps until the lock is handed to it is not polled at all.
+        let before_the_jump = polled;
+        tokio::time::advance(FAR_END).await;
+        settle().await;
+        let polled = polls.load(Ordering::SeqCst);
+        assert!(
+            polled == before_the_jump,
+            "a second compact(), queued behind a running merge, was polled {before_the_jump} \
+             times while that merge ran on for {} days of virtual time, and {} more times while \
+             it ran on for some 146 million years more (the clock moved on in one jump): it wakes \
+             up after a pause, however long, to look at the lock again (or to say it is still \
+             waiting), for as long as the merge runs. It must sleep until the lock is handed to \
+             it (`lock_owned().await`)",
+            held_for.as_secs() / 86_400,
+            polled - before_the_jump
+        );
         assert!(
             blocking_work() <= before,
             "a second compact(), queued behind a running merge, had work on the blocking pool (a \
