@@ -2229,4 +2229,240 @@ hidden_test! {
             }
         }
     }
+
+    /// The floor on a line's length: `serve` may refuse a line only when it is longer than
+    /// `LINE_FLOOR` (640 KiB): a paste of exactly that many bytes, sent in 64 KiB packets with a
+    /// ping falling due half way, comes out whole, and the line after it too. A cap at any
+    /// figure under the floor (600 000 bytes, 640 KiB counting the line ending) fails here; what
+    /// a fix does past the floor is its own. (On one seed's runtime, and no larger: an accepted
+    /// reader that scans its whole buffer after each small read pays for the square of the
+    /// line's length, over half a second here.)
+    fn a_line_as_long_as_the_floor_comes_out_whole() {
+        runtime::current_thread(SEEDS[0]).block_on(async {
+            let words = "a long paste, café 日本語 🦀 ";
+            let mut paste = "/privmsg #rust :".to_string() + &words.repeat((LINE_FLOOR - 16) / words.len());
+            paste.push_str(&".".repeat(LINE_FLOOR - paste.len()));
+            let after = "/privmsg #rust :sorry, wrong window";
+            let bytes = format!("{paste}\r\n{after}\r\n").into_bytes();
+            let packets = bytes.chunks(64 * 1024).count();
+            let script = bytes
+                .chunks(64 * 1024)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let pause = if i == packets / 2 { 1_500 } else { 0 };
+                    (Duration::from_millis(pause), chunk.to_vec())
+                })
+                .collect();
+            drop(bytes);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let ended = timeout(
+                Duration::from_secs(600),
+                serve(PausingClient::from_bytes(script), PING_EVERY, tx),
+            )
+            .await;
+            let mut commands = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    commands.push(c);
+                }
+            }
+            let lengths: Vec<usize> = commands.iter().map(String::len).collect();
+            let told = format!(
+                "the client pasted a line of {LINE_FLOOR} bytes before its \"\\r\\n\" (640 KiB, the \
+                 floor under which `serve` may not limit a line's length; all valid UTF-8, in \
+                 64 KiB packets, pausing 1.5 s half way through, so that a ping fell due), then \
+                 one short line, and closed the connection"
+            );
+            match ended {
+                Err(_) => panic!("{told}, but the session did not end"),
+                Ok(Err(err)) => panic!(
+                    "{told}; the session ended with an error of kind {:?} ({err}) after commands \
+                     of {lengths:?} bytes: a line of up to 640 KiB comes out whole",
+                    err.kind()
+                ),
+                Ok(Ok(())) => {}
+            }
+            assert!(
+                commands.len() == 2 && commands[0] == paste && commands[1] == after,
+                "{told}; the session produced commands of {lengths:?} bytes (expected the paste \
+                 whole, then the {}-byte line)",
+                after.len()
+            );
+        });
+    }
+
+    /// The floor on how many commands a client sends: `FLOOD_FLOOR` (2^17) lines in one packet,
+    /// empty and short ones, while the client waits on the open connection: every one comes out
+    /// at once, in order, and the session goes on (then ends with `Ok(())` when the client
+    /// closes). A budget of commands per read, per second or in all, or a counter that saturates
+    /// or wraps (a `u16`), at any figure under the floor, fails here.
+    fn the_floor_of_commands_in_one_packet_comes_out_at_once() {
+        runtime::current_thread(SEEDS[0]).block_on(async {
+            let line = |i: usize| ["", "a", "", "/w"][i % 4];
+            let burst: String = (0..FLOOD_FLOOR).flat_map(|i| [line(i), "\n"]).collect();
+            let script = vec![
+                (Duration::ZERO, burst.into_bytes()),
+                (Duration::from_millis(2_500), b"/quit\r\n".to_vec()),
+            ];
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let session = tokio::spawn(serve(PausingClient::from_bytes(script), PING_EVERY, tx));
+            sleep(Duration::from_millis(100)).await;
+            let told = format!(
+                "the client sent {FLOOD_FLOOR} short and empty lines (\"\", \"a\", \"\", \"/w\", \
+                 …) in one packet (2^17, the floor under which `serve` may not limit how many \
+                 commands a client sends, per read, per second or in all) and waited with the \
+                 connection open"
+            );
+            let mut seen = 0usize;
+            let mut wrong = None;
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    if wrong.is_none() && c != line(seen) {
+                        wrong = Some((seen, c));
+                    }
+                    seen += 1;
+                }
+            }
+            if session.is_finished() {
+                let ended = session.await.expect("the session's task panicked");
+                panic!(
+                    "{told}; the session ended on its own with {ended:?}, after {seen} commands: \
+                     a burst of lines is neither a close nor a failure"
+                );
+            }
+            assert!(
+                seen == FLOOD_FLOOR && wrong.is_none(),
+                "{told}; 100 ms later the session had handed out {seen} commands{}, expected all \
+                 {FLOOD_FLOOR}, in order, at once",
+                match &wrong {
+                    Some((i, c)) => format!(" (command {i} was {c:?}, expected {:?})", line(*i)),
+                    None => String::new(),
+                }
+            );
+            let ended = timeout(Duration::from_secs(600), session).await;
+            let mut rest = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Event::Command(c) = event {
+                    rest.push(c);
+                }
+            }
+            assert!(
+                matches!(ended, Ok(Ok(Ok(())))) && rest == ["/quit"],
+                "{told}; then 2.5 s later it sent \"/quit\" and closed the connection: the \
+                 session ended with {ended:?} and handed out {rest:?} after the burst, expected \
+                 Ok(()) and [\"/quit\"]"
+            );
+        });
+    }
+
+    /// The floor on unanswered pings: a client quiet for `PINGS_FLOOR` (2^16) periods of 2 ms is
+    /// pinged after each of them, and then served its next command. A cut-off counted in pings
+    /// at any figure under the floor fails here. (On one seed's runtime: a wake per ping.)
+    fn the_floor_of_unanswered_pings_ends_nothing() {
+        runtime::current_thread(SEEDS[0]).block_on(async {
+            let ping_every = Duration::from_millis(2);
+            let quiet = ping_every * PINGS_FLOOR + Duration::from_millis(1);
+            let client = PausingClient::from_bytes(vec![(quiet, b"/quit\r\n".to_vec())]);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let start = tokio::time::Instant::now();
+            let ended = serve(client, ping_every, tx).await;
+            let ended_at = start.elapsed();
+            let (mut pings, mut commands) = (0u32, Vec::new());
+            while let Ok(event) = rx.try_recv() {
+                match event {
+                    Event::Ping => pings += 1,
+                    Event::Command(c) => commands.push(c),
+                }
+            }
+            assert!(
+                ended.is_ok() && ended_at >= quiet && pings == PINGS_FLOOR && commands == ["/quit"],
+                "the client connected and stayed quiet for {quiet:?} on an open connection (a \
+                 ping every 2 ms: {PINGS_FLOOR} pings, 2^16, the floor under which no cut-off \
+                 counted in unanswered pings may end a session), then sent \"/quit\" and closed \
+                 it; the session ended after {ended_at:?} with {ended:?}, having asked for \
+                 {pings} ping(s) and handed out {commands:?}: expected {PINGS_FLOOR} pings, \
+                 [\"/quit\"] and Ok(()) when the client closed"
+            );
+        });
+    }
+
+    /// The far end of "years": a client quiet for `FAR_QUIET_YEARS` (ten thousand years, pinged
+    /// every 20 years; tokio caps any one wait at about 30 years, so the client waits in steps)
+    /// is still pinged after every period and then served its next command. No idle timeout,
+    /// counted in time or in pings, however long, may end a session over an open connection.
+    fn a_client_quiet_for_ten_thousand_years_is_still_served() {
+        runtime::current_thread(SEEDS[0]).block_on(async {
+            let year = Duration::from_secs(365 * 24 * 3600);
+            let ping_every = year * 20;
+            let periods = FAR_QUIET_YEARS / 20;
+            let quiet = year * FAR_QUIET_YEARS + year / 2;
+            let start = tokio::time::Instant::now();
+            let client = FarQuietClient { until: start + quiet, sent: false, pause: None };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let ended = serve(client, ping_every, tx).await;
+            let ended_at = start.elapsed();
+            let (mut pings, mut commands) = (0u32, Vec::new());
+            while let Ok(event) = rx.try_recv() {
+                match event {
+                    Event::Ping => pings += 1,
+                    Event::Command(c) => commands.push(c),
+                }
+            }
+            assert!(
+                ended.is_ok() && ended_at >= quiet && pings == periods && commands == ["/quit"],
+                "the client connected and stayed quiet for {FAR_QUIET_YEARS} and a half years \
+                 on an open connection (a ping every 20 years), then sent \"/quit\" and closed \
+                 it; the session ended after {:.1} years with {ended:?}, having asked for {pings} \
+                 ping(s) and handed out {commands:?}: expected {periods} pings, [\"/quit\"] and \
+                 Ok(()) only when the client closed. `serve` has no idle timeout of its own, \
+                 however long",
+                ended_at.as_secs_f64() / year.as_secs_f64()
+            );
+        });
+    }
 }
+
+/// A client quiet until `until` (waiting in steps of 25 years, under tokio's cap on one wait),
+/// which then sends "/quit" and closes the connection.
+struct FarQuietClient {
+    until: tokio::time::Instant,
+    sent: bool,
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl AsyncRead for FarQuietClient {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let step = Duration::from_secs(25 * 365 * 24 * 3600);
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= self.until {
+                break;
+            }
+            if self.pause.is_none() {
+                let wake = now + step.min(self.until - now);
+                self.pause = Some(Box::pin(tokio::time::sleep_until(wake)));
+            }
+            match self.pause.as_mut().expect("set above").as_mut().poll(cx) {
+                Poll::Ready(()) => self.pause = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if !self.sent {
+            self.sent = true;
+            buf.put_slice(b"/quit\r\n");
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The floors the README states: the longest line `serve` may not refuse (640 KiB, before its
+/// line ending), how many commands it may not limit (per read, per second or in all), how many
+/// unanswered pings no cut-off may stop at, and how many years of quiet the tests reach.
+const LINE_FLOOR: usize = 640 * 1024;
+const FLOOD_FLOOR: usize = 1 << 17;
+const PINGS_FLOOR: u32 = 1 << 16;
+const FAR_QUIET_YEARS: u32 = 10_000;

@@ -974,7 +974,8 @@ hidden_test! {
 
     /// A request being answered when shutdown begins is answered before `shutdown` returns,
     /// however long it takes: here the application holds it unfinished for a thousand years of
-    /// virtual time (`AGES`), longer than any grace period, before it lets it finish. `shutdown`
+    /// virtual time (`AGES`), then 146 million years more (as far as the paused clock goes, in
+    /// one jump), longer than any grace period, before it lets it finish. `shutdown`
     /// is still waiting then, and returns with the answer sent once the work is done.
     async fn shutdown_lets_the_request_in_flight_finish() {
         let app = SlowApp::new();
@@ -1000,6 +1001,19 @@ hidden_test! {
                  `shutdown` returned {waited:?} later without its answer: {seen}. Graceful means \
                  a request already taken is answered, and `shutdown` waits for that answer \
                  however long it takes: no grace period, no time limit"
+            );
+        }
+        // Then on to the far end of the clock, in one jump: no grace period, however long.
+        tokio::time::advance(kata_support::time::FAR_END).await;
+        kata_support::settle().await;
+        if timeout(Duration::ZERO, &mut shutdown).await.is_ok() {
+            panic!(
+                "shutdown began 100 ms into a request the application had not finished yet; \
+                 `shutdown` was still waiting {AGES:?} later, but returned without its answer \
+                 once the clock jumped on by {} (as far as it goes): graceful means a request \
+                 already taken is answered, and `shutdown` waits for that answer however long \
+                 it takes: no grace period, no time limit, however far",
+                kata_support::time::spoken(kata_support::time::FAR_END)
             );
         }
         held.add_permits(1);
@@ -1732,6 +1746,55 @@ hidden_test! {
                      answered; once shutdown has begun, no new request is started"
                 );
             }
+        }
+    }
+
+    /// "None is too long to keep", to the far end of the clock: with a heartbeat every ten
+    /// thousand years, a million years, or 146 million years (as far as the paused clock goes),
+    /// a connection with a request held unfinished has had a beat once the period is up (the
+    /// clock jumps there at once; a beat at tokio's far future, about 30 years, counts too).
+    /// A server that keeps no heartbeat for periods over some bound, however far, fails here.
+    async fn a_heartbeat_of_any_period_comes_once_the_period_is_up() {
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        for (period, name) in [
+            (10_000 * YEAR, "ten thousand years"),
+            (1_000_000 * YEAR, "million years"),
+            (kata_support::time::FAR_END, "146 million years"),
+        ] {
+            let app = SlowApp::new();
+            let held = app.held.clone();
+            let server = Server::new(app, period);
+            let (requests, incoming) = mpsc::channel(8);
+            let (outgoing, mut from_server) = mpsc::unbounded_channel();
+            server.serve(Connection { incoming, outgoing });
+            let request = Request { id: 1, path: "/held/export.csv".into() };
+            requests.try_send(ClientMessage::Request(request)).expect("room for a request");
+            kata_support::settle().await;
+            let until = period + Duration::from_secs(1);
+            tokio::time::advance(until).await;
+            kata_support::settle().await;
+            let (mut beats, mut answered) = (0usize, false);
+            while let Ok(message) = from_server.try_recv() {
+                match message {
+                    ServerMessage::Heartbeat => beats += 1,
+                    ServerMessage::Response { id: 1, .. } => answered = true,
+                    _ => {}
+                }
+            }
+            assert!(
+                beats >= 1 && !answered,
+                "a heartbeat every {name}, a request held unfinished: {} into the connection \
+                 the client had got {beats} heartbeat(s) (answered: {answered}); expected at \
+                 least one once the period was up, and the request still being answered: no \
+                 period is too long to keep",
+                kata_support::time::spoken(until)
+            );
+            held.add_permits(1);
+            let shutdown = server.shutdown();
+            tokio::pin!(shutdown);
+            let ended = timeout(Duration::from_secs(1), &mut shutdown).await.is_ok();
+            assert!(ended, "a heartbeat every {name}: `shutdown` did not return within 1 s");
+            drop(requests);
         }
     }
 }

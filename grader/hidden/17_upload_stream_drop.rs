@@ -1009,4 +1009,92 @@ hidden_test! {
         )
         .await;
     }
+
+    /// A batch far larger than the others: `LARGE_BATCH` files (past 256, and any small table of
+    /// slots or 8-bit index a fix might keep), the first of them with hundreds of parts and so
+    /// slow that it is in flight while all the others go through the other slots. Uncut, every
+    /// file is uploaded, at most `CONCURRENT_UPLOADS` at a time; cut when the 17th, 65th, 257th
+    /// or last file has just been opened, no multipart upload is left open and none that
+    /// completed is aborted.
+    async fn a_batch_of_hundreds_of_files_leaves_nothing_open() {
+        let plans = (0..LARGE_BATCH).map(|n| {
+            let ms = if n == 0 { 10_000 } else { 1 };
+            let plan = Plan { part_latency: Duration::from_millis(ms), fail_part: None, fail_complete: false };
+            (key(n), plan)
+        });
+        let plans: Vec<_> = plans.collect();
+        let batch = || -> Vec<FileUpload> {
+            (0..LARGE_BATCH)
+                .map(|n| {
+                    let parts = if n == 0 { FIRST_FILE_PARTS } else { 2 };
+                    FileUpload { key: key(n), parts: vec![vec![7u8; 8]; parts] }
+                })
+                .collect()
+        };
+        let told = format!(
+            "a batch of {LARGE_BATCH} files, the first with {FIRST_FILE_PARTS} parts of 10 s each, \
+             the others with 2 parts of 1 ms"
+        );
+        for cut_after_opening in [17, 65, 257, LARGE_BATCH, 0] {
+            let store = FakeStore::new(plans.clone());
+            let mut uploading = Box::pin(upload_all(&store, batch()));
+            let outcome = if cut_after_opening == 0 {
+                Some((&mut uploading).await)
+            } else {
+                let mut outcome = None;
+                while store.books.lock().unwrap().opened_at.len() < cut_after_opening {
+                    tokio::select! {
+                        biased;
+                        ended = &mut uploading => { outcome = Some(ended); break; }
+                        _ = sleep(Duration::from_micros(500)) => {}
+                    }
+                }
+                outcome
+            };
+            drop(uploading);
+            let what = match (cut_after_opening, &outcome) {
+                (0, _) => "uploaded uncut".to_string(),
+                (n, None) => format!("dropped once file {} of them had been opened", n - 1),
+                (n, Some(_)) => format!("meant to be dropped once file {} had been opened, but it returned first", n - 1),
+            };
+            sleep(Duration::from_secs(1)).await;
+            let open = store.open_keys();
+            assert!(open.is_empty(), "{told}, {what}: these multipart uploads were still open: {:?}{}", &open[..open.len().min(8)], if open.len() > 8 { " …" } else { "" });
+            let bad = store.bad_aborts();
+            assert!(bad.is_empty(), "{told}, {what}: aborts the store refused: {bad:?}");
+            if let Err(problem) = store.parts_numbered_from_one() {
+                panic!("{told}, {what}: {problem}");
+            }
+            assert!(
+                store.max_open() <= CONCURRENT_UPLOADS,
+                "{told}, {what}: {} multipart uploads were open at once; the batch uploads at most \
+                 {CONCURRENT_UPLOADS} at a time",
+                store.max_open()
+            );
+            if cut_after_opening == 0 {
+                let uploaded = match outcome {
+                    Some(Ok(uploaded)) => uploaded,
+                    other => panic!("{told}, {what}: `upload_all` returned {other:?}, expected Ok"),
+                };
+                let mut returned: Vec<(String, u32)> = uploaded.into_iter().map(|u| (u.key, u.parts)).collect();
+                returned.sort();
+                let mut expected: Vec<(String, u32)> = (0..LARGE_BATCH)
+                    .map(|n| (key(n), if n == 0 { FIRST_FILE_PARTS as u32 } else { 2 }))
+                    .collect();
+                expected.sort();
+                assert!(
+                    returned == expected && store.completed().len() == LARGE_BATCH,
+                    "{told}, {what}: `upload_all` returned {} files and the store completed {}; \
+                     expected every one of the {LARGE_BATCH}, each once, with its own part count",
+                    returned.len(),
+                    store.completed().len()
+                );
+            }
+        }
+    }
 }
+
+/// How many files `a_batch_of_hundreds_of_files_leaves_nothing_open` sends, and how many parts
+/// its first, slow file has: past 256 of each, and any small table a fix might keep.
+const LARGE_BATCH: usize = 300;
+const FIRST_FILE_PARTS: usize = 300;

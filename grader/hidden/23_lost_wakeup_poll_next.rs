@@ -65,6 +65,11 @@ const BACKLOGS: [u64; 6] = [1, 2, 3, 20, 300, 3000];
 /// and goes unseen (the solution README names it under "Known untested").
 const FAR_REPOLLS: usize = 1 << 19;
 
+/// How many times the same test then polls a worker waiting for its turn, with another asking
+/// after it: past any "queue again after so many polls" a fix might count (16, 1 000, 4 096,
+/// 65 536 counting from 0), at a stored lock future's poll each.
+const FAR_WAITER_REPOLLS: usize = 1 << 16;
+
 /// How a waiting feed is polled in [`a_waiting_feed_is_not_woken_until_its_turn_or_a_job_comes`]:
 /// the wakers its polls bring, in turn.
 #[derive(Clone, Copy)]
@@ -465,6 +470,92 @@ async fn settles_without_waking_itself(feed: &mut task::Spawn<JobFeed>, waiting:
          yourself"
     );
 }
+
+/// The body of the two-workers backlog tests, over a backlog of `len` jobs.
+async fn two_workers_over_a_backlog(len: u64) {
+    let (tx, rx) = mpsc::channel(len as usize);
+    for id in 1..=len {
+        tx.try_send(Job { id, video: String::new() }).expect("the channel has room");
+    }
+    let jobs = shared(rx);
+    let mut a = task::spawn(JobFeed::new(jobs.clone()));
+    let mut b = task::spawn(JobFeed::new(jobs.clone()));
+    let scene = format!("two workers shared a channel holding jobs 1 to {len}");
+    let a_got = match a.poll_next() {
+        Poll::Ready(Some(job)) => job.id,
+        seen => panic!(
+            "{scene}: worker A's feed, polled first, returned {:?} where job 1 was due at \
+                 once",
+            seen.map(|job| job.map(|job| job.id))
+        ),
+    };
+    let mut b_got = None;
+    if len > 1 {
+        // B may be pending once and woken (a cooperative yield); then it must have job 2.
+        for _ in 0..3 {
+            match b.poll_next() {
+                Poll::Ready(got) => {
+                    b_got = Some(got.map(|job| job.id));
+                    break;
+                }
+                Poll::Pending => {
+                    tokio::task::yield_now().await;
+                    if !b.is_woken() {
+                        break;
+                    }
+                }
+            }
+        }
+        if b_got != Some(Some(2)) {
+            panic!(
+                "{scene}: A took job {a_got} and went to work on it (not polled again); \
+                     idle worker B, polled, got {b_got:?} where job 2 was due at once. A \
+                     worker busy with a job must not keep its place at the receiver, nor \
+                     jobs it has not yielded, however long the queue",
+            );
+        }
+    }
+    drop(a);
+    drop(b);
+    let yielded: Vec<u64> = [Some(a_got), b_got.flatten()].into_iter().flatten().collect();
+    let Ok(mut receiver) = jobs.try_lock() else {
+        panic!(
+            "{scene}; A and B yielded {yielded:?}, then both feeds were dropped, and the \
+                 receiver was still locked: a dropped feed must let go of the receiver"
+        );
+    };
+    let mut queued = Vec::new();
+    while let Ok(job) = receiver.try_recv() {
+        queued.push(job.id);
+    }
+    let want: Vec<u64> = (yielded.len() as u64 + 1..=len).collect();
+    if queued != want {
+        let there: std::collections::HashSet<u64> = queued.iter().copied().collect();
+        let lost: Vec<u64> =
+            (1..=len).filter(|id| !yielded.contains(id) && !there.contains(id)).collect();
+        let shown = |ids: &[u64]| {
+            if ids.len() <= 12 {
+                format!("{ids:?}")
+            } else {
+                format!("{:?} .. ({} in all)", &ids[..8], ids.len())
+            }
+        };
+        panic!(
+            "{scene}; A and B yielded {yielded:?}, then both feeds were dropped \
+                 (`take_until(shutdown)`), and the channel now holds {}, where {} was \
+                 expected. Jobs gone (neither yielded nor in the channel): {}. A feed dropped \
+                 at any point must leave every job it has not yielded in the channel, in \
+                 order, however long the queue",
+            shown(&queued),
+            shown(&want),
+            shown(&lost)
+        );
+    }
+}
+
+/// The longest backlog of the two-workers drop test (one seed): 2^17 jobs, past any "keep the
+/// receiver only under a long queue" threshold a feed might pick (4 096, 10 000, 65 536).
+const FAR_BACKLOG: u64 = 1 << 17;
 
 hidden_test! {
     /// Nothing contended: queued jobs come out in order, and an empty queue wakes the feed when
@@ -1020,85 +1111,16 @@ hidden_test! {
     /// still in the channel, in order, and the receiver is free.
     async fn an_idle_worker_gets_the_next_job_and_a_dropped_feed_keeps_none_however_long_the_queue() {
         for len in BACKLOGS {
-            let (tx, rx) = mpsc::channel(len as usize);
-            for id in 1..=len {
-                tx.try_send(Job { id, video: String::new() }).expect("the channel has room");
-            }
-            let jobs = shared(rx);
-            let mut a = task::spawn(JobFeed::new(jobs.clone()));
-            let mut b = task::spawn(JobFeed::new(jobs.clone()));
-            let scene = format!("two workers shared a channel holding jobs 1 to {len}");
-            let a_got = match a.poll_next() {
-                Poll::Ready(Some(job)) => job.id,
-                seen => panic!(
-                    "{scene}: worker A's feed, polled first, returned {:?} where job 1 was due at \
-                     once",
-                    seen.map(|job| job.map(|job| job.id))
-                ),
-            };
-            let mut b_got = None;
-            if len > 1 {
-                // B may be pending once and woken (a cooperative yield); then it must have job 2.
-                for _ in 0..3 {
-                    match b.poll_next() {
-                        Poll::Ready(got) => {
-                            b_got = Some(got.map(|job| job.id));
-                            break;
-                        }
-                        Poll::Pending => {
-                            tokio::task::yield_now().await;
-                            if !b.is_woken() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                if b_got != Some(Some(2)) {
-                    panic!(
-                        "{scene}: A took job {a_got} and went to work on it (not polled again); \
-                         idle worker B, polled, got {b_got:?} where job 2 was due at once. A \
-                         worker busy with a job must not keep its place at the receiver, nor \
-                         jobs it has not yielded, however long the queue",
-                    );
-                }
-            }
-            drop(a);
-            drop(b);
-            let yielded: Vec<u64> = [Some(a_got), b_got.flatten()].into_iter().flatten().collect();
-            let Ok(mut receiver) = jobs.try_lock() else {
-                panic!(
-                    "{scene}; A and B yielded {yielded:?}, then both feeds were dropped, and the \
-                     receiver was still locked: a dropped feed must let go of the receiver"
-                );
-            };
-            let mut queued = Vec::new();
-            while let Ok(job) = receiver.try_recv() {
-                queued.push(job.id);
-            }
-            let want: Vec<u64> = (yielded.len() as u64 + 1..=len).collect();
-            if queued != want {
-                let there: std::collections::HashSet<u64> = queued.iter().copied().collect();
-                let lost: Vec<u64> =
-                    (1..=len).filter(|id| !yielded.contains(id) && !there.contains(id)).collect();
-                let shown = |ids: &[u64]| {
-                    if ids.len() <= 12 {
-                        format!("{ids:?}")
-                    } else {
-                        format!("{:?} .. ({} in all)", &ids[..8], ids.len())
-                    }
-                };
-                panic!(
-                    "{scene}; A and B yielded {yielded:?}, then both feeds were dropped \
-                     (`take_until(shutdown)`), and the channel now holds {}, where {} was \
-                     expected. Jobs gone (neither yielded nor in the channel): {}. A feed dropped \
-                     at any point must leave every job it has not yielded in the channel, in \
-                     order, however long the queue",
-                    shown(&queued),
-                    shown(&want),
-                    shown(&lost)
-                );
-            }
+            two_workers_over_a_backlog(len).await;
         }
+    }
+
+    /// The same over a backlog of `FAR_BACKLOG` (2^17) jobs, the floor the README states: a
+    /// feed that keeps the receiver, or takes a batch, only under a backlog longer than some
+    /// bound under it fails here. (On one seed: building and draining the queue is the cost.)
+    fn an_idle_worker_gets_the_next_job_from_a_backlog_of_the_floor() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(two_workers_over_a_backlog(FAR_BACKLOG));
     }
 
     /// The worker holding the receiver on an empty queue is polled far more often than the idle
@@ -1118,15 +1140,36 @@ hidden_test! {
                 assert_pending!(holder.poll_next(), "the queue is empty: the feed must wait");
             }
             assert_pending!(other.poll_next(), "another worker holds the receiver: wait");
+            // C asks for a turn after B, and B's feed is polled `FAR_WAITER_REPOLLS` times while
+            // A still holds the receiver: B keeps its place, so once A has taken job 1 the turn,
+            // and job 2, are B's.
+            let mut third = task::spawn(JobFeed::new(jobs.clone()));
+            assert_pending!(third.poll_next(), "another worker waits for its turn first: wait");
+            for _ in 0..FAR_WAITER_REPOLLS {
+                assert_pending!(other.poll_next(), "another worker holds the receiver: wait");
+            }
             tx.send(job(1)).await.expect("the queue is open");
             let holder_got = holder.poll_next().map(|job| job.map(|job| job.id));
             let other_got = other.poll_next().map(|job| job.map(|job| job.id));
             if holder_got != Poll::Ready(Some(1)) || other_got.is_ready() {
                 panic!(
                     "worker A held the receiver on an empty queue and B waited for its turn; A's \
-                     feed was polled {FAR_REPOLLS} times more, then job 1 arrived. Expected A to \
+                     feed was polled {FAR_REPOLLS} times more (and B's, with C asking after it, \
+                     {FAR_WAITER_REPOLLS}), then job 1 arrived. Expected A to \
                      get it and B to wait on; seen: A {holder_got:?}, B {other_got:?}. The worker \
                      holding the receiver keeps it until a job or the end of the channel comes, \
+                     however often its feed is polled"
+                );
+            }
+            tx.send(job(2)).await.expect("the queue is open");
+            let third_got = third.poll_next().map(|job| job.map(|job| job.id));
+            let other_got = other.poll_next().map(|job| job.map(|job| job.id));
+            if other_got != Poll::Ready(Some(2)) || third_got.is_ready() {
+                panic!(
+                    "worker B waited for its turn while A held the receiver, C asked for a turn \
+                     after B, and B's feed was polled {FAR_WAITER_REPOLLS} times more; then A \
+                     took job 1 and went to work, and job 2 arrived. Expected B to get it and C to wait on; seen: B {other_got:?}, \
+                     C {third_got:?}. A worker waiting for its turn keeps its place in the queue \
                      however often its feed is polled"
                 );
             }
