@@ -167,6 +167,60 @@ impl<R: AsyncRead + Unpin> AsyncRead for HangsAfterItsError<R> {
     }
 }
 
+/// How many reads in a row [`SignalStorm`] fails at most: far more than any bound a download
+/// could put on its retries of `Interrupted` (a right fix may retry for ever), only so that a
+/// download that never gives up still ends.
+const STORM_CAP: usize = 1 << 20;
+
+/// A control plane hit by a signal storm: after `first`, every read fails with `Interrupted` for
+/// as long as the download retries it, until `resume` returns its error (the test sets
+/// `given_up`), or after [`STORM_CAP`] reads in a row. Then the storm is over: the rest of the
+/// config arrives and the stream ends, or, if `hangs` and the download gave up, nothing more
+/// ever arrives (a half-open connection). So whatever bound a download sets itself, the storm
+/// lasts exactly until it gives up, and what comes after tests that it gave up for good.
+struct SignalStorm {
+    first: Vec<u8>,
+    rest: Vec<u8>,
+    sent: usize,
+    interrupted: Arc<AtomicUsize>,
+    given_up: Arc<AtomicBool>,
+    hangs: bool,
+}
+
+impl AsyncRead for SignalStorm {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // As tokio's own I/O does: a ready read spends a unit of the task's budget.
+        std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+        let this = &mut *self;
+        let given_up = this.given_up.load(Ordering::SeqCst);
+        if this.sent >= this.first.len() && !given_up {
+            if this.interrupted.load(Ordering::SeqCst) < STORM_CAP {
+                this.interrupted.fetch_add(1, Ordering::SeqCst);
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "a signal interrupted the read",
+                )));
+            }
+        } else if given_up && this.hangs {
+            return Poll::Pending;
+        }
+        let data: Vec<u8> = this.first.iter().chain(&this.rest).copied().collect();
+        let n = buf.remaining().min(data.len() - this.sent);
+        let end = if this.sent < this.first.len() {
+            this.first.len().min(this.sent + n)
+        } else {
+            this.sent + n
+        };
+        buf.put_slice(&data[this.sent..end]);
+        this.sent = end;
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// The bytes in the routing table of a big fleet: 2 MiB, more than any buffer a download could
 /// reasonably set aside in advance, so that a download that stops at the size of some buffer is
 /// found. (A right fix may read 64 bytes at a time; much more would be slow in a debug build.)
@@ -961,6 +1015,98 @@ hidden_test! {
                 }
             }
         }
+    }
+
+    /// A signal storm: after each of a few points of the config, every read fails with
+    /// `Interrupted`, for as long as the download retries it. A download may retry for ever (the
+    /// storm then ends after [`STORM_CAP`] reads and the config comes back exact), or give up
+    /// after any number of retries and return the error; then, the moment it has, the storm is
+    /// over and the rest of the config arrives (or the stream hangs), and every later call must
+    /// still fail: the error ended the download, however many retries came before it. Whatever
+    /// bound a download puts on its retries, the storm lasts until it gives up. (One runtime, not
+    /// one per seed: a download that retries for ever reads three million times here.)
+    fn a_signal_storm_until_the_download_gives_up_ends_it_for_good() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let bytes = CONFIG.as_bytes();
+            for (cut, hangs) in
+                [(0, false), (inside_the_u_umlaut(), true), (bytes.len(), false)]
+            {
+                let interrupted = Arc::new(AtomicUsize::new(0));
+                let given_up = Arc::new(AtomicBool::new(false));
+                let mut config = ConfigDownload::new(SignalStorm {
+                    first: bytes[..cut].to_vec(),
+                    rest: bytes[cut..].to_vec(),
+                    sent: 0,
+                    interrupted: interrupted.clone(),
+                    given_up: given_up.clone(),
+                    hangs,
+                });
+                let storm = format!(
+                    "the control plane sent the first {cut} of the config's {} bytes, then every \
+                     read failed with `Interrupted` (a signal storm) until the download gave up \
+                     (or for {STORM_CAP} reads in a row)",
+                    bytes.len()
+                );
+                let mut rounds = 0;
+                loop {
+                    rounds += 1;
+                    assert!(rounds <= 6, "{storm}, and the download had not ended after 6 rounds");
+                    let started = Instant::now();
+                    let round = tokio::time::timeout(PATIENCE * 2, config.resume()).await;
+                    let took = started.elapsed();
+                    let Ok(returned) = round else {
+                        panic!("{storm}, and round {rounds} did not return within {:?}", PATIENCE * 2)
+                    };
+                    assert!(
+                        took <= PATIENCE,
+                        "{storm}, and round {rounds} returned {returned:?} after {took:?}; each \
+                         call to `resume` returns within `PATIENCE` ({PATIENCE:?}) of its start"
+                    );
+                    match returned {
+                        Ok(Fetch::Stalled { received }) => assert!(
+                            took >= PATIENCE && received == cut,
+                            "{storm}, and round {rounds} returned `Stalled {{ received: \
+                             {received} }}` after {took:?}; a round reports `Stalled` only after \
+                             waiting a full `PATIENCE` ({PATIENCE:?}) of its own, with every byte \
+                             received ({cut}). An `Interrupted` read is not a stall: retry it, or \
+                             return the error"
+                        ),
+                        Ok(Fetch::Complete(text)) => {
+                            compare_with_config(&text).unwrap_or_else(|diff| {
+                                panic!(
+                                    "{storm}, then sent the rest, and the download returned \
+                                     `Complete`, but {diff}"
+                                )
+                            });
+                            break;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                            given_up.store(true, Ordering::SeqCst);
+                            let then = if hangs {
+                                "nothing more arrived (a half-open connection)"
+                            } else {
+                                "the rest of the config arrived and the stream ended"
+                            };
+                            let what = format!(
+                                "{storm}: round {rounds} gave up after {} of them in a row and \
+                                 returned the `Interrupted` error; then the storm was over and \
+                                 {then}",
+                                interrupted.load(Ordering::SeqCst)
+                            );
+                            fails_again(&mut config, &what).await;
+                            break;
+                        }
+                        Err(e) => panic!(
+                            "{storm}, and round {rounds} failed with an error of kind {:?} ({e}); \
+                             expected either the config (the download retries the read) or the \
+                             `Interrupted` error as the source reported it",
+                            e.kind()
+                        ),
+                    }
+                }
+            }
+        });
     }
 
     /// Patience is per round: a control plane that sends a little every 1.5 s never lets a round
