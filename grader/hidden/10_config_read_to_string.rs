@@ -167,6 +167,13 @@ impl<R: AsyncRead + Unpin> AsyncRead for HangsAfterItsError<R> {
     }
 }
 
+/// Rounds in a row that the silent control plane of
+/// `a_control_plane_silent_for_any_number_of_rounds_still_delivers` lets stall: five and a half
+/// hours of silence, far more stalls than a download could plausibly count before it took the
+/// control plane for dead (and a download that gives up on a time of silence meets a million
+/// years of it there).
+const SILENT_ROUNDS: usize = 10_000;
+
 /// How many reads in a row [`SignalStorm`] fails at most: far more than any bound a download
 /// could put on its retries of `Interrupted` (a right fix may retry for ever), only so that a
 /// download that never gives up still ends.
@@ -1106,6 +1113,63 @@ hidden_test! {
                     }
                 }
             }
+        });
+    }
+
+    /// The control plane sends half the config and then stays silent, for many rounds in a row and
+    /// across long gaps between them (the reloader waiting before it calls again: an hour, a year,
+    /// a million years, in one jump of the paused clock), and then sends the rest. The download never gives up by itself: each round that
+    /// waited its `PATIENCE` without the end of the config is `Stalled`, counting every byte,
+    /// however many came before it and however long the silence; whether to give up is the
+    /// reloader's call. Then the rest arrives, and the config comes back exact. (One runtime, not
+    /// one per seed: the rounds are many, and nothing in them races.)
+    fn a_control_plane_silent_for_any_number_of_rounds_still_delivers() {
+        use tokio::io::AsyncWriteExt;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
+            let rest = &CONFIG.as_bytes()[inside_the_u_umlaut()..];
+            let (mut control_plane, wire) = tokio::io::duplex(4096);
+            control_plane.write_all(first).await.expect("the pipe has room for the config");
+            let mut config = ConfigDownload::new(wire);
+            let began = Instant::now();
+            let year = Duration::from_secs(365 * 24 * 3600);
+            // Rounds in a row, then a gap before the next call, over and over.
+            let mut rounds = 0;
+            for (in_a_row, gap_after) in [
+                (SILENT_ROUNDS, Duration::from_secs(3_600)),
+                (3, year),
+                (3, year * 1_000_000),
+                (3, Duration::ZERO),
+            ] {
+                for _ in 0..in_a_row {
+                    rounds += 1;
+                    let start = Instant::now();
+                    let fetched = config.resume().await;
+                    let took = start.elapsed();
+                    let silent = began.elapsed();
+                    match fetched {
+                        Ok(Fetch::Stalled { received }) if received == first.len() && took == PATIENCE => {}
+                        other => panic!(
+                            "the control plane sent {} bytes and then stayed silent; round \
+                             {rounds} of the silence, {silent:?} after it began, returned \
+                             {other:?} after {took:?}; expected `Stalled {{ received: {} }}` \
+                             after a full `PATIENCE` ({PATIENCE:?}), as every round before it: \
+                             the download never gives up by itself, however many rounds stall \
+                             and however long the silence (the reloader decides when to)",
+                            first.len(),
+                            first.len()
+                        ),
+                    }
+                }
+                tokio::time::advance(gap_after).await;
+            }
+            control_plane.write_all(rest).await.expect("the pipe has room for the config");
+            drop(control_plane);
+            let (text, _) = download(&mut config).await.expect("the download failed");
+            compare_with_config(&text).unwrap_or_else(|e| {
+                panic!("after {rounds} silent rounds over {:?}, the rest arrived: {e}", began.elapsed())
+            });
         });
     }
 
