@@ -1257,9 +1257,10 @@ hidden_test! {
 
     /// The proxy creates the download, then calls `resume` for the first time a while later (it
     /// was busy applying the previous table, or waiting for an operator): a moment, most of a
-    /// `PATIENCE`, exactly one, more, or a week. The first round has a full `PATIENCE` of its own
-    /// as every other does: its `Stalled` comes `PATIENCE` after the call began, counting the
-    /// bytes that had arrived in the meantime, not at once because the download is old.
+    /// `PATIENCE`, exactly one, more, a week or a million years. The first round has a full
+    /// `PATIENCE` of its own as every other does: its `Stalled` comes `PATIENCE` after the call
+    /// began, counting the bytes that had arrived in the meantime, not at once because the
+    /// download is old.
     async fn the_first_round_has_a_full_patience_however_late_it_starts() {
         use tokio::io::AsyncWriteExt;
         let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
@@ -1271,11 +1272,13 @@ hidden_test! {
             PATIENCE,
             Duration::from_secs(3),
             Duration::from_secs(7 * 24 * 3600),
+            // A million years, in one jump of the paused clock.
+            Duration::from_secs(1_000_000 * 365 * 24 * 3600),
         ] {
             let (mut control_plane, wire) = tokio::io::duplex(4096);
             let mut config = ConfigDownload::new(wire);
             control_plane.write_all(first).await.expect("the pipe has room for the config");
-            tokio::time::sleep(gap).await;
+            tokio::time::advance(gap).await;
             let scenario = format!(
                 "the proxy created the download, the control plane sent {} bytes and went quiet, \
                  and the proxy called `resume` for the first time {gap:?} after creating it",
@@ -1308,9 +1311,9 @@ hidden_test! {
 
     /// The reloader makes a round's future (`let round = config.resume();`), finishes applying the
     /// previous table, and awaits the round a while later: a moment, most of a `PATIENCE`,
-    /// exactly one, more, or a week. A round's patience starts when it first runs, not when
-    /// `resume` is called: its `Stalled` comes a full `PATIENCE` after it was first awaited, as
-    /// the first round's and a later round's.
+    /// exactly one, more, a week or a million years. A round's patience starts when it first
+    /// runs, not when `resume` is called: its `Stalled` comes a full `PATIENCE` after it was first
+    /// awaited, as the first round's and a later round's.
     async fn a_round_awaited_a_while_after_the_call_has_a_full_patience() {
         use tokio::io::AsyncWriteExt;
         let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
@@ -1322,6 +1325,8 @@ hidden_test! {
                 PATIENCE,
                 Duration::from_secs(3),
                 Duration::from_secs(7 * 24 * 3600),
+                // A million years, in one jump of the paused clock.
+                Duration::from_secs(1_000_000 * 365 * 24 * 3600),
             ] {
                 let (mut control_plane, wire) = tokio::io::duplex(4096);
                 let mut config = ConfigDownload::new(wire);
@@ -1343,7 +1348,7 @@ hidden_test! {
                     if later_round { " again after a `Stalled` round" } else { "" }
                 );
                 let round = config.resume();
-                tokio::time::sleep(gap).await;
+                tokio::time::advance(gap).await;
                 let start = Instant::now();
                 let fetched = round.await;
                 let waited = start.elapsed();
