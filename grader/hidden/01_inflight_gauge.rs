@@ -279,6 +279,76 @@ hidden_test! {
         });
     }
 
+    /// Far out: a million requests in a row (2^20) from one handler through one gateway with
+    /// limit 1, and 2^17 with no limit, past any count after which a gateway might give the
+    /// runtime a turn of its own accord: each is forwarded and answered on its first poll. Each
+    /// request is polled once with a no-op waker, inside the runtime (a `yield_now` would still
+    /// show as `Pending`), so the test stays cheap.
+    fn a_million_requests_in_a_row_are_each_answered_on_their_first_poll() {
+        kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]).block_on(async {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            for (limit, count) in [(1, 1usize << 20), (usize::MAX, 1 << 17)] {
+                let gateway = Gateway::new(limit);
+                for n in 0..count {
+                    let request = std::pin::pin!(gateway.forward(std::future::ready(n)));
+                    let response = request.poll(&mut cx);
+                    assert!(
+                        response == Poll::Ready(Ok(n)),
+                        "a gateway built with limit {limit}: request {} of {count} that one \
+                         handler forwarded in a row, in one turn of its task, each answered by \
+                         the backend at once before the next began, returned {response:?} on its \
+                         first poll, expected Ready(Ok({n})): a request whose backend has \
+                         answered is answered on that same poll, however many requests the \
+                         handler has sent without yielding",
+                        n + 1
+                    );
+                }
+                let gauge = gateway.in_flight();
+                assert!(gauge == 0, "after {count} requests in a row, {}", describe_gauge(gauge, 0));
+            }
+        });
+    }
+
+    /// A backend that streams a long answer wakes its request a million times (2^20) before it
+    /// answers: the request keeps its slot through every one of those polls. Polled by hand with
+    /// a no-op waker, so that the test stays cheap.
+    fn a_request_woken_a_million_times_keeps_its_slot() {
+        const WAKES: usize = 1 << 20;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let gateway = Gateway::new(1);
+        let mut polls = 0;
+        let mut request = Box::pin(gateway.forward(std::future::poll_fn(move |_| {
+            polls += 1;
+            if polls <= WAKES { Poll::Pending } else { Poll::Ready(200) }
+        })));
+        for _ in 0..WAKES {
+            assert!(
+                request.as_mut().poll(&mut cx).is_pending(),
+                "the request finished before its backend answered"
+            );
+        }
+        let gauge = gateway.in_flight();
+        assert!(
+            gauge == 1,
+            "a request whose backend woke it {WAKES} times and has not answered yet is still in \
+             flight, {}",
+            describe_gauge(gauge, 1)
+        );
+        let mut late = Box::pin(gateway.forward(async { 200 }));
+        let answer = late.as_mut().poll(&mut cx);
+        assert!(
+            answer == Poll::Ready(Err(Shed)),
+            "a request holds the only slot (its backend has woken it {WAKES} times, with no \
+             answer yet); one more request arrived and its first poll returned {answer:?}, \
+             expected Ready(Err(Shed)): a request that waits long is slow, not gone"
+        );
+        drop(late);
+        assert_eq!(request.as_mut().poll(&mut cx), Poll::Ready(Ok(200)), "the backend answered 200");
+        drop(request);
+        let gauge = gateway.in_flight();
+        assert!(gauge == 0, "after the streamed request ended, {}", describe_gauge(gauge, 0));
+    }
+
     /// The far end of the limit's range, with requests at once rather than in a row: a gateway
     /// built with a large limit (100 000) takes exactly that many requests waiting together at a
     /// slow backend and sheds the next, and one built with `usize::MAX` ("no limit in practice")
@@ -386,7 +456,7 @@ hidden_test! {
     }
 
     /// A slow backend is still a backend: requests that hold every slot for minutes, hours, a
-    /// day, a year or thirty (a paused clock makes that free) are still in flight, and polled
+    /// day, a year, thirty or a million (a paused clock makes that free) are still in flight, and polled
     /// again then, still waiting. A request arriving then is shed, the gauge still counts the
     /// slow ones, and when they end it reads 0. A gateway that takes a long-quiet full gauge for
     /// leaked units and resets it lets more than `limit` requests through, and then lowers the
@@ -394,7 +464,9 @@ hidden_test! {
     /// backend takes a slow request for a gone one.
     async fn a_slow_backend_keeps_its_slots_however_long_it_takes() {
         const YEAR: u64 = 365 * 86_400;
-        let waits = [61u64, 600, 3600, 86_400, YEAR, 30 * YEAR];
+        // Up to a million years, in one jump of the paused clock: no horizon a gateway could
+        // set itself for "a request that old is gone" lies past it.
+        let waits = [61u64, 600, 3600, 86_400, YEAR, 30 * YEAR, 1_000_000 * YEAR];
         for (step, wait_s) in waits.into_iter().enumerate() {
             let limit = 1 + step % 3;
             let gateway = Gateway::new(limit);

@@ -167,6 +167,67 @@ impl<R: AsyncRead + Unpin> AsyncRead for HangsAfterItsError<R> {
     }
 }
 
+/// Rounds in a row that the silent control plane of
+/// `a_control_plane_silent_for_any_number_of_rounds_still_delivers` lets stall: five and a half
+/// hours of silence, far more stalls than a download could plausibly count before it took the
+/// control plane for dead (and a download that gives up on a time of silence meets a million
+/// years of it there).
+const SILENT_ROUNDS: usize = 10_000;
+
+/// How many reads in a row [`SignalStorm`] fails at most: far more than any bound a download
+/// could put on its retries of `Interrupted` (a right fix may retry for ever), only so that a
+/// download that never gives up still ends.
+const STORM_CAP: usize = 1 << 20;
+
+/// A control plane hit by a signal storm: after `first`, every read fails with `Interrupted` for
+/// as long as the download retries it, until `resume` returns its error (the test sets
+/// `given_up`), or after [`STORM_CAP`] reads in a row. Then the storm is over: the rest of the
+/// config arrives and the stream ends, or, if `hangs` and the download gave up, nothing more
+/// ever arrives (a half-open connection). So whatever bound a download sets itself, the storm
+/// lasts exactly until it gives up, and what comes after tests that it gave up for good.
+struct SignalStorm {
+    first: Vec<u8>,
+    rest: Vec<u8>,
+    sent: usize,
+    interrupted: Arc<AtomicUsize>,
+    given_up: Arc<AtomicBool>,
+    hangs: bool,
+}
+
+impl AsyncRead for SignalStorm {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // As tokio's own I/O does: a ready read spends a unit of the task's budget.
+        std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+        let this = &mut *self;
+        let given_up = this.given_up.load(Ordering::SeqCst);
+        if this.sent >= this.first.len() && !given_up {
+            if this.interrupted.load(Ordering::SeqCst) < STORM_CAP {
+                this.interrupted.fetch_add(1, Ordering::SeqCst);
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "a signal interrupted the read",
+                )));
+            }
+        } else if given_up && this.hangs {
+            return Poll::Pending;
+        }
+        let data: Vec<u8> = this.first.iter().chain(&this.rest).copied().collect();
+        let n = buf.remaining().min(data.len() - this.sent);
+        let end = if this.sent < this.first.len() {
+            this.first.len().min(this.sent + n)
+        } else {
+            this.sent + n
+        };
+        buf.put_slice(&data[this.sent..end]);
+        this.sent = end;
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// The bytes in the routing table of a big fleet: 2 MiB, more than any buffer a download could
 /// reasonably set aside in advance, so that a download that stops at the size of some buffer is
 /// found. (A right fix may read 64 bytes at a time; much more would be slow in a debug build.)
@@ -963,6 +1024,155 @@ hidden_test! {
         }
     }
 
+    /// A signal storm: after each of a few points of the config, every read fails with
+    /// `Interrupted`, for as long as the download retries it. A download may retry for ever (the
+    /// storm then ends after [`STORM_CAP`] reads and the config comes back exact), or give up
+    /// after any number of retries and return the error; then, the moment it has, the storm is
+    /// over and the rest of the config arrives (or the stream hangs), and every later call must
+    /// still fail: the error ended the download, however many retries came before it. Whatever
+    /// bound a download puts on its retries, the storm lasts until it gives up. (One runtime, not
+    /// one per seed: a download that retries for ever reads three million times here.)
+    fn a_signal_storm_until_the_download_gives_up_ends_it_for_good() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let bytes = CONFIG.as_bytes();
+            for (cut, hangs) in
+                [(0, false), (inside_the_u_umlaut(), true), (bytes.len(), false)]
+            {
+                let interrupted = Arc::new(AtomicUsize::new(0));
+                let given_up = Arc::new(AtomicBool::new(false));
+                let mut config = ConfigDownload::new(SignalStorm {
+                    first: bytes[..cut].to_vec(),
+                    rest: bytes[cut..].to_vec(),
+                    sent: 0,
+                    interrupted: interrupted.clone(),
+                    given_up: given_up.clone(),
+                    hangs,
+                });
+                let storm = format!(
+                    "the control plane sent the first {cut} of the config's {} bytes, then every \
+                     read failed with `Interrupted` (a signal storm) until the download gave up \
+                     (or for {STORM_CAP} reads in a row)",
+                    bytes.len()
+                );
+                let mut rounds = 0;
+                loop {
+                    rounds += 1;
+                    assert!(rounds <= 6, "{storm}, and the download had not ended after 6 rounds");
+                    let started = Instant::now();
+                    let round = tokio::time::timeout(PATIENCE * 2, config.resume()).await;
+                    let took = started.elapsed();
+                    let Ok(returned) = round else {
+                        panic!("{storm}, and round {rounds} did not return within {:?}", PATIENCE * 2)
+                    };
+                    assert!(
+                        took <= PATIENCE,
+                        "{storm}, and round {rounds} returned {returned:?} after {took:?}; each \
+                         call to `resume` returns within `PATIENCE` ({PATIENCE:?}) of its start"
+                    );
+                    match returned {
+                        Ok(Fetch::Stalled { received }) => assert!(
+                            took >= PATIENCE && received == cut,
+                            "{storm}, and round {rounds} returned `Stalled {{ received: \
+                             {received} }}` after {took:?}; a round reports `Stalled` only after \
+                             waiting a full `PATIENCE` ({PATIENCE:?}) of its own, with every byte \
+                             received ({cut}). An `Interrupted` read is not a stall: retry it, or \
+                             return the error"
+                        ),
+                        Ok(Fetch::Complete(text)) => {
+                            compare_with_config(&text).unwrap_or_else(|diff| {
+                                panic!(
+                                    "{storm}, then sent the rest, and the download returned \
+                                     `Complete`, but {diff}"
+                                )
+                            });
+                            break;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                            given_up.store(true, Ordering::SeqCst);
+                            let then = if hangs {
+                                "nothing more arrived (a half-open connection)"
+                            } else {
+                                "the rest of the config arrived and the stream ended"
+                            };
+                            let what = format!(
+                                "{storm}: round {rounds} gave up after {} of them in a row and \
+                                 returned the `Interrupted` error; then the storm was over and \
+                                 {then}",
+                                interrupted.load(Ordering::SeqCst)
+                            );
+                            fails_again(&mut config, &what).await;
+                            break;
+                        }
+                        Err(e) => panic!(
+                            "{storm}, and round {rounds} failed with an error of kind {:?} ({e}); \
+                             expected either the config (the download retries the read) or the \
+                             `Interrupted` error as the source reported it",
+                            e.kind()
+                        ),
+                    }
+                }
+            }
+        });
+    }
+
+    /// The control plane sends half the config and then stays silent, for many rounds in a row and
+    /// across long gaps between them (the reloader waiting before it calls again: an hour, a year,
+    /// a million years, in one jump of the paused clock), and then sends the rest. The download never gives up by itself: each round that
+    /// waited its `PATIENCE` without the end of the config is `Stalled`, counting every byte,
+    /// however many came before it and however long the silence; whether to give up is the
+    /// reloader's call. Then the rest arrives, and the config comes back exact. (One runtime, not
+    /// one per seed: the rounds are many, and nothing in them races.)
+    fn a_control_plane_silent_for_any_number_of_rounds_still_delivers() {
+        use tokio::io::AsyncWriteExt;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
+            let rest = &CONFIG.as_bytes()[inside_the_u_umlaut()..];
+            let (mut control_plane, wire) = tokio::io::duplex(4096);
+            control_plane.write_all(first).await.expect("the pipe has room for the config");
+            let mut config = ConfigDownload::new(wire);
+            let began = Instant::now();
+            let year = Duration::from_secs(365 * 24 * 3600);
+            // Rounds in a row, then a gap before the next call, over and over.
+            let mut rounds = 0;
+            for (in_a_row, gap_after) in [
+                (SILENT_ROUNDS, Duration::from_secs(3_600)),
+                (3, year),
+                (3, year * 1_000_000),
+                (3, Duration::ZERO),
+            ] {
+                for _ in 0..in_a_row {
+                    rounds += 1;
+                    let start = Instant::now();
+                    let fetched = config.resume().await;
+                    let took = start.elapsed();
+                    let silent = began.elapsed();
+                    match fetched {
+                        Ok(Fetch::Stalled { received }) if received == first.len() && took == PATIENCE => {}
+                        other => panic!(
+                            "the control plane sent {} bytes and then stayed silent; round \
+                             {rounds} of the silence, {silent:?} after it began, returned \
+                             {other:?} after {took:?}; expected `Stalled {{ received: {} }}` \
+                             after a full `PATIENCE` ({PATIENCE:?}), as every round before it: \
+                             the download never gives up by itself, however many rounds stall \
+                             and however long the silence (the reloader decides when to)",
+                            first.len(),
+                            first.len()
+                        ),
+                    }
+                }
+                tokio::time::advance(gap_after).await;
+            }
+            control_plane.write_all(rest).await.expect("the pipe has room for the config");
+            drop(control_plane);
+            let (text, _) = download(&mut config).await.expect("the download failed");
+            compare_with_config(&text).unwrap_or_else(|e| {
+                panic!("after {rounds} silent rounds over {:?}, the rest arrived: {e}", began.elapsed())
+            });
+        });
+    }
+
     /// Patience is per round: a control plane that sends a little every 1.5 s never lets a round
     /// time out between two chunks, but each `resume` must still return after `PATIENCE`.
     async fn a_round_lasts_at_most_patience_even_while_bytes_trickle() {
@@ -1047,9 +1257,10 @@ hidden_test! {
 
     /// The proxy creates the download, then calls `resume` for the first time a while later (it
     /// was busy applying the previous table, or waiting for an operator): a moment, most of a
-    /// `PATIENCE`, exactly one, more, or a week. The first round has a full `PATIENCE` of its own
-    /// as every other does: its `Stalled` comes `PATIENCE` after the call began, counting the
-    /// bytes that had arrived in the meantime, not at once because the download is old.
+    /// `PATIENCE`, exactly one, more, a week or a million years. The first round has a full
+    /// `PATIENCE` of its own as every other does: its `Stalled` comes `PATIENCE` after the call
+    /// began, counting the bytes that had arrived in the meantime, not at once because the
+    /// download is old.
     async fn the_first_round_has_a_full_patience_however_late_it_starts() {
         use tokio::io::AsyncWriteExt;
         let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
@@ -1061,11 +1272,13 @@ hidden_test! {
             PATIENCE,
             Duration::from_secs(3),
             Duration::from_secs(7 * 24 * 3600),
+            // A million years, in one jump of the paused clock.
+            Duration::from_secs(1_000_000 * 365 * 24 * 3600),
         ] {
             let (mut control_plane, wire) = tokio::io::duplex(4096);
             let mut config = ConfigDownload::new(wire);
             control_plane.write_all(first).await.expect("the pipe has room for the config");
-            tokio::time::sleep(gap).await;
+            tokio::time::advance(gap).await;
             let scenario = format!(
                 "the proxy created the download, the control plane sent {} bytes and went quiet, \
                  and the proxy called `resume` for the first time {gap:?} after creating it",
@@ -1098,9 +1311,9 @@ hidden_test! {
 
     /// The reloader makes a round's future (`let round = config.resume();`), finishes applying the
     /// previous table, and awaits the round a while later: a moment, most of a `PATIENCE`,
-    /// exactly one, more, or a week. A round's patience starts when it first runs, not when
-    /// `resume` is called: its `Stalled` comes a full `PATIENCE` after it was first awaited, as
-    /// the first round's and a later round's.
+    /// exactly one, more, a week or a million years. A round's patience starts when it first
+    /// runs, not when `resume` is called: its `Stalled` comes a full `PATIENCE` after it was first
+    /// awaited, as the first round's and a later round's.
     async fn a_round_awaited_a_while_after_the_call_has_a_full_patience() {
         use tokio::io::AsyncWriteExt;
         let first = &CONFIG.as_bytes()[..inside_the_u_umlaut()];
@@ -1112,6 +1325,8 @@ hidden_test! {
                 PATIENCE,
                 Duration::from_secs(3),
                 Duration::from_secs(7 * 24 * 3600),
+                // A million years, in one jump of the paused clock.
+                Duration::from_secs(1_000_000 * 365 * 24 * 3600),
             ] {
                 let (mut control_plane, wire) = tokio::io::duplex(4096);
                 let mut config = ConfigDownload::new(wire);
@@ -1133,7 +1348,7 @@ hidden_test! {
                     if later_round { " again after a `Stalled` round" } else { "" }
                 );
                 let round = config.resume();
-                tokio::time::sleep(gap).await;
+                tokio::time::advance(gap).await;
                 let start = Instant::now();
                 let fetched = round.await;
                 let waited = start.elapsed();

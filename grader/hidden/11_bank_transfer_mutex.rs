@@ -745,6 +745,39 @@ hidden_test! {
         assert_eq!(*log.lock().unwrap(), [earlier_entry(), alice_to_bob()]);
     }
 
+    /// The far end of "however long it stays busy": the audit log stays full, its receiver alive,
+    /// while the paused clock jumps a hundred million years at once (past any bound a bank could
+    /// set on its wait for the log, short of one tokio cannot represent; a `sleep` that long
+    /// would be capped by tokio at about thirty years), and the transfer, polled then, is still
+    /// waiting, not refused; when the log makes room it goes through.
+    async fn a_busy_log_is_waited_for_however_far_the_clock_goes() {
+        const FAR: Duration = Duration::from_secs(100_000_000 * 365 * 24 * 3600);
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(earlier_entry()).expect("the audit channel has room for the earlier entry");
+        let bank = Bank::new(&[("alice", ALICE), ("bob", BOB)], tx);
+        let mut transfer = tokio_test::task::spawn(bank.transfer("alice", "bob", AMOUNT));
+        assert!(transfer.poll().is_pending(), "the audit log is full, so the transfer must wait");
+        tokio::time::advance(FAR).await;
+        let waited = transfer.poll();
+        assert!(
+            waited.is_pending(),
+            "the audit log stayed busy (full, its receiver alive) for {FAR:?}, and the transfer, \
+             polled then, returned {waited:?}: a busy audit log must be waited for, however long \
+             it stays busy; only a log that is gone refuses the transfer (the caller's own \
+             timeout is the only one that may give up)"
+        );
+        assert_eq!(rx.recv().await, Some(earlier_entry()));
+        let result = transfer.poll();
+        assert!(
+            result == std::task::Poll::Ready(Ok(())),
+            "the audit log made room after {FAR:?} of being busy, and the transfer, polled then, \
+             returned {result:?}; expected it to go through"
+        );
+        drop(transfer);
+        assert_eq!(balances(&bank).await, (ALICE - AMOUNT, BOB + AMOUNT));
+        assert_eq!(rx.recv().await, Some(alice_to_bob()));
+    }
+
     /// An account may spend its whole balance: only less than the amount is insufficient.
     async fn spends_a_whole_balance() {
         let (tx, mut rx) = mpsc::channel(8);

@@ -1176,6 +1176,56 @@ hidden_test! {
         }
     }
 
+    /// More transfers from one sender at once than any cap a ledger might put on the transfers
+    /// in flight (1024, 4096): 5 000 payments of 1 cent from alice, who has 5 000, every fifth to
+    /// herself, with their checks answering after 1 to 3 ms, in every order. Together they fit in
+    /// her balance, so each goes through, and no hold is left open. (One runtime, not one per
+    /// seed: the transfers are many, and their order is the timers'.)
+    fn five_thousand_transfers_at_once_that_fit_all_go_through() {
+        const MANY: u64 = 5_000;
+        kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]).block_on(async {
+            let ledger = Ledger::new();
+            ledger.open("alice", MANY);
+            ledger.open("bob", 0);
+            let transfers: Vec<RacingTransfer> = (0..MANY)
+                .map(|i| RacingTransfer {
+                    to_self: i % 5 == 0,
+                    amount: 1,
+                    risk_ms: 1 + i % 3,
+                    compliance_ms: 1 + (i * 7) % 3,
+                })
+                .collect();
+            let outcomes = futures::future::join_all(transfers.iter().map(|t| async {
+                transfer(&ledger, &t.checks(), "alice", t.to(), t.amount).await
+            }))
+            .await;
+            let refused: Vec<String> = transfers
+                .iter()
+                .enumerate()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| outcome.is_err())
+                .map(|((n, t), outcome)| format!("transfer {} ({}) answered {outcome:?}", n + 1, t.describe()))
+                .collect();
+            assert!(
+                refused.is_empty(),
+                "alice (who has {MANY}) sent {MANY} transfers of 1 at once: together they fit in \
+                 her balance, so each must go through (another transfer in progress is no reason \
+                 to refuse one), but {} of them did not, the first: {}",
+                refused.len(),
+                refused.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            );
+            let moved = transfers.iter().filter(|t| !t.to_self).count() as u64;
+            let books = (ledger.balance("alice"), ledger.balance("bob"), ledger.open_holds());
+            assert!(
+                books == (MANY - moved, moved, 0),
+                "alice sent {MANY} transfers of 1 at once, {moved} of them to bob, and each went \
+                 through, so alice must end with {} and bob with {moved}, with no hold open, but {}",
+                MANY - moved,
+                describe(&ledger)
+            );
+        });
+    }
+
     /// A transfer to oneself moves the money out and back in: like any other, it goes through
     /// only if alice has the amount available when it does. Several transfers from alice at once,
     /// one to herself: replaying the ones that went through in the order they finished never

@@ -610,6 +610,67 @@ async fn one_dispatcher_dropped_among_several(
     Ok(())
 }
 
+/// Another dispatcher, polled first on every turn, claims slot after slot of the shared limiter:
+/// `turns` slots 100 ms apart, the last one `last_gap` after the one before it. The stream may
+/// win a slot now and then, or lose the race for each one; either way it must not end while
+/// mail is still queued. When the other dispatcher stops, the stream yields the rest, and what
+/// it yielded, followed by what is still queued, is the queue's original order.
+async fn lose_slot_after_slot(turns: usize, last_gap: Duration) {
+    let queue = queue_of(THREE);
+    let limiter = RateLimiter::per_second(10);
+    let other_limiter = limiter.clone();
+    let mut other = Some(task::spawn(async move {
+        loop {
+            other_limiter.acquire().await;
+        }
+    }));
+    let mut stream = task::spawn(outgoing(queue.clone(), limiter.clone()));
+    let mut yielded = Vec::new();
+    let mut ended = false;
+    // The other dispatcher's turns, then some turns without it.
+    for turn in 0..turns + 20 {
+        if turn == turns {
+            other = None;
+        }
+        if let Some(other) = other.as_mut() {
+            let _ = other.poll();
+        }
+        match stream.poll_next() {
+            std::task::Poll::Ready(Some(m)) => yielded.push(m.id),
+            std::task::Poll::Ready(None) => {
+                ended = true;
+                break;
+            }
+            std::task::Poll::Pending => {}
+        }
+        let pause = if turn + 1 == turns { last_gap } else { Duration::from_millis(100) };
+        tokio::time::advance(pause).await;
+    }
+    let left = queue.ids();
+    let all: Vec<u64> = yielded.iter().chain(&left).copied().collect();
+    let when = |n: usize| match n {
+        0 => "before it yielded anything".to_owned(),
+        n => format!("after it yielded {yielded:?} ({n} message(s))"),
+    };
+    if ended && !left.is_empty() {
+        panic!(
+            "another dispatcher (polled first) claimed slot after slot of the shared limiter, \
+             and the stream ended {} with {left:?} still queued: a stream keeps running until \
+             the queue is empty, however many slots in a row another dispatcher takes (here \
+             up to {turns}, the last after {last_gap:?}) and however long that lasts",
+            when(yielded.len())
+        );
+    }
+    if all != THREE || !left.is_empty() {
+        panic!(
+            "another dispatcher (polled first) claimed slot after slot of the shared limiter \
+             for {turns} slots (the last after {last_gap:?}), then stopped, and the stream was \
+             polled for 20 more slots: expected it to yield all of {THREE:?}, in order, but it \
+             yielded {yielded:?} and {left:?} is still queued"
+        );
+    }
+}
+
 hidden_test! {
     /// Nothing cancelled: every message comes out, in order, one rate-limit slot apart.
     async fn sends_every_message_in_order_at_the_rate_limit() {
@@ -772,68 +833,21 @@ hidden_test! {
     }
 
     /// Another dispatcher, polled first on every turn, claims slot after slot of the shared
-    /// limiter for a long time: a thousand slots 100 ms apart, then one more after a week of
-    /// virtual time. The stream may win a slot now and then (a limiter that serves its waiters in
-    /// turn, or books ahead), or lose the race for each one; either way it must not end while
-    /// mail is still queued. When the other dispatcher stops, the stream yields the rest, and
-    /// what it yielded, followed by what is still queued, is the queue's original order. (A
-    /// thousand turns cost a few milliseconds; the week is one jump of the paused clock.)
+    /// limiter for a long time: a thousand slots 100 ms apart, then one more after a week, or
+    /// after the far end of the paused clock (one jump). The stream may win a slot now and then
+    /// (a limiter that serves its waiters in turn, or books ahead), or lose the race for each
+    /// one; either way it must not end while mail is still queued, however long it waits.
     async fn a_stream_that_loses_slot_after_slot_to_another_dispatcher_does_not_end() {
-        const TURNS: usize = 1_000;
-        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
-        let queue = queue_of(THREE);
-        let limiter = RateLimiter::per_second(10);
-        let other_limiter = limiter.clone();
-        let mut other = Some(task::spawn(async move {
-            loop {
-                other_limiter.acquire().await;
-            }
-        }));
-        let mut stream = task::spawn(outgoing(queue.clone(), limiter.clone()));
-        let mut yielded = Vec::new();
-        let mut ended = false;
-        // The other dispatcher's turns, then some turns without it.
-        for turn in 0..TURNS + 20 {
-            if turn == TURNS {
-                other = None;
-            }
-            if let Some(other) = other.as_mut() {
-                let _ = other.poll();
-            }
-            match stream.poll_next() {
-                std::task::Poll::Ready(Some(m)) => yielded.push(m.id),
-                std::task::Poll::Ready(None) => {
-                    ended = true;
-                    break;
-                }
-                std::task::Poll::Pending => {}
-            }
-            let pause = if turn + 1 == TURNS { WEEK } else { Duration::from_millis(100) };
-            tokio::time::advance(pause).await;
-        }
-        let left = queue.ids();
-        let all: Vec<u64> = yielded.iter().chain(&left).copied().collect();
-        let when = |n: usize| match n {
-            0 => "before it yielded anything".to_owned(),
-            n => format!("after it yielded {yielded:?} ({n} message(s))"),
-        };
-        if ended && !left.is_empty() {
-            panic!(
-                "another dispatcher (polled first) claimed slot after slot of the shared limiter, \
-                 and the stream ended {} with {left:?} still queued: a stream keeps running until \
-                 the queue is empty, however many slots in a row another dispatcher takes (here \
-                 up to {TURNS}, the last after a week) and however long that lasts",
-                when(yielded.len())
-            );
-        }
-        if all != THREE || !left.is_empty() {
-            panic!(
-                "another dispatcher (polled first) claimed slot after slot of the shared limiter \
-                 for {TURNS} slots (the last after a week), then stopped, and the stream was \
-                 polled for 20 more slots: expected it to yield all of {THREE:?}, in order, but it \
-                 yielded {yielded:?} and {left:?} is still queued"
-            );
-        }
+        lose_slot_after_slot(1_000, Duration::from_secs(7 * 24 * 3600)).await;
+        lose_slot_after_slot(1_000, FAR_END).await;
+    }
+
+    /// Further out: 16 384 slots in a row taken by the other dispatcher, past any number of lost
+    /// races after which a stream might give up (on one seed: the test above varies them, and a
+    /// thousand turns cost about a millisecond).
+    fn a_stream_that_loses_16_384_races_in_a_row_does_not_end() {
+        kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0])
+            .block_on(lose_slot_after_slot(1 << 14, Duration::from_millis(100)));
     }
 
     /// The dispatcher is restarted every 1.3 s drain window (a `timeout` around the consuming
