@@ -46,8 +46,10 @@ fn bank_with_audit_log_busy_for(busy: Duration) -> (Arc<Bank>, Arc<Mutex<Vec<Aud
     (bank, log)
 }
 
-/// A hundred thousand years: how long the tests keep the audit log busy (on the paused clock, where
-/// it costs next to nothing): longer than any bound a bank could set on its wait for the log.
+/// A hundred thousand years: how long the tests ask the audit log to stay busy (on the paused clock,
+/// where it costs next to nothing). tokio ends a `sleep` that long at about thirty years
+/// (`kata_support::time::FAR_END`), so the log makes room then; the far end itself is
+/// `a_busy_log_is_waited_for_however_far_the_clock_goes`.
 const AGES: Duration = Duration::from_secs(100_000 * 365 * 24 * 3600);
 
 /// The accounts of the contention property and their opening balances, in cents.
@@ -725,8 +727,8 @@ hidden_test! {
         }
     }
 
-    /// A busy audit log makes the transfer wait, not fail, however long it stays busy: here a
-    /// hundred thousand years, which cost next to nothing on the paused clock.
+    /// A busy audit log makes the transfer wait, not fail, however long it stays busy: here as
+    /// long as one tokio `sleep` lasts (about thirty years), next to nothing on the paused clock.
     async fn waits_for_a_busy_audit_log() {
         let busy = AGES;
         let (bank, log) = bank_with_audit_log_busy_for(busy);
