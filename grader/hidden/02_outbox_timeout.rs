@@ -826,8 +826,8 @@ hidden_test! {
         );
     }
 
-    /// The floor of any cap on waiting calls (README: 8,192): ROOMS calls wait on one full outbox (shared
-    /// and cloned) with a wait of a second, a plain sender of the same channel starts after all of
+    /// The floor of any cap on waiting calls (README: 8,192): ROOMS calls wait on one full outbox
+    /// (shared and cloned) with a wait of a second, a plain sender of the same channel starts after all of
     /// them, and at 500 ms the client reads everything at once. Every call was waiting in line, so
     /// every call answers Ok(()) at 500 ms, and the client reads the rooms' messages in the order
     /// of the calls, then the plain sender's: no call answers before its wait runs out, and none
@@ -907,12 +907,13 @@ hidden_test! {
     }
 
     /// The floor of "for ever": a wait shorter than a hundred thousand years is a wait that runs
-    /// out (README: only from a hundred thousand years up may `enqueue` wait for good). Waits
-    /// a millisecond under that floor, and at every power of two of seconds a fix might take for
-    /// "for ever" below it (2^30 s to 2^41 s), with a client connected that never reads: each answers
-    /// `Busy` with the message when the wait has run out (or at tokio's 30-year `sleep` limit),
-    /// never later, never in between. One clock jump per wait; one `select!` seed, since no
-    /// branch of a fix's `select!` is ready at the same moment as another here.
+    /// out (README: only from a hundred thousand years up may `enqueue` wait for good). Waits a
+    /// millisecond under that floor, and at every power of two of seconds a fix might take for
+    /// "for ever" below it (2^30 s to 2^41 s), with a client connected that never reads: each
+    /// answers `Busy` with the message when the wait has run out (or at tokio's 30-year `sleep`
+    /// limit), never later, never in between. One `select!` seed, since no branch of a fix's
+    /// `select!` is ready at the same moment as another here (and tokio's timer steps about two
+    /// years at a time toward each far deadline: the floor is what that costs).
     fn waits_short_of_a_hundred_thousand_years_run_out() {
         const YEAR: u64 = 365 * 24 * 3600;
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
@@ -928,8 +929,9 @@ hidden_test! {
                 let answer =
                     timeout(wait + secs(24 * 3600), enqueue_in_a_task(&outbox, "anyone?")).await;
                 let expected = "Busy(Some(\"anyone?\"))";
-                let on_time =
-                    |waited: Duration| waited == wait || (wait > sleep_limit && waited == sleep_limit);
+                let on_time = |waited: Duration| {
+                    waited == wait || (wait > sleep_limit && waited == sleep_limit)
+                };
                 match answer {
                     Ok((seen, waited)) if seen == expected && on_time(waited) => {}
                     Ok((seen, waited)) => panic!(

@@ -1646,9 +1646,8 @@ hidden_test! {
     /// attempt for good). Deadlines a millisecond under that floor, and at every power of two of
     /// seconds a fix might take for "no deadline" below it (2^30 s to 2^41 s), one attempt,
     /// against a gateway that never answers: `pay` answers `TimedOut` when the deadline has run
-    /// out (or at tokio's 30-year `sleep` limit), with the attempt stopped. One clock jump per
-    /// deadline; one `select!` seed, since nothing here is ready at the same moment as anything
-    /// else.
+    /// out (or at tokio's 30-year `sleep` limit), with the attempt stopped. One `select!` seed,
+    /// since nothing here is ready at the same moment as anything else.
     fn deadlines_short_of_a_hundred_thousand_years_run_out() {
         const YEAR: u64 = 365 * 24 * 3600;
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);

@@ -1877,8 +1877,8 @@ hidden_test! {
     /// under the floor, against a mailer that takes the job and never answers. The call gives up
     /// with `TimedOut` when its budget has run out, or at tokio's 30-year `sleep` limit for a
     /// longer one, never in between (a cap of the call's own, say the budget kept in a `u32` of
-    /// seconds, gives up there) and never not at all. One clock jump per budget; one `select!`
-    /// seed, since nothing here is ready at the same moment as anything else.
+    /// seconds, gives up there) and never not at all. One `select!` seed, since nothing here is
+    /// ready at the same moment as anything else.
     fn a_budget_short_of_a_hundred_thousand_years_ends_at_its_end() {
         const YEAR: u64 = 365 * 24 * 3600;
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
