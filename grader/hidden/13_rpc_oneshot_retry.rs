@@ -1270,6 +1270,108 @@ hidden_test! {
         }
     }
 
+    /// The same, with 1,100 calls on clones of one client waiting for room one after another,
+    /// and another sender joining the line between each two of them: past any turnstile of 64,
+    /// 256 or 1,024 calls a client might put around the wait for room (the README states 1,100
+    /// as the floor of any limit on calls in flight). One `select!` seed, for cost.
+    fn a_thousand_calls_waiting_for_room_keep_their_places_among_other_senders() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let ms = Duration::from_millis;
+            let room_at = ms(505);
+            for callers in [1100u64] {
+                let (queue, mut jobs) = mpsc::channel::<Request>(1);
+                let (earlier, _) = tokio::sync::oneshot::channel();
+                queue
+                    .try_send(Request { job: job(0), reply: earlier })
+                    .expect("the queue has room for the earlier job");
+                let taken = Arc::new(Mutex::new(vec![]));
+                let mailer_taken = taken.clone();
+                let start = Instant::now();
+                tokio::spawn(async move {
+                    sleep(room_at).await;
+                    while let Some(Request { job, reply }) = jobs.recv().await {
+                        mailer_taken.lock().unwrap().push(job.id);
+                        let message_id = format!("msg-{}", job.id);
+                        let _ = reply.send(Receipt { job_id: job.id, message_id });
+                    }
+                });
+                let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
+                // Calls (jobs 1, 2, ...) start waiting one after another, the other sender's
+                // jobs (1000001, 1000002, ...) between each two of them.
+                let mut expected = vec![0];
+                let mut calls = Vec::new();
+                let mut others = Vec::new();
+                for k in 0..callers * 2 {
+                    // Each sender has its turn to join the line before the next one starts.
+                    settle().await;
+                    let id = if k % 2 == 0 { k / 2 + 1 } else { 1_000_000 + k / 2 + 1 };
+                    expected.push(id);
+                    if k % 2 == 0 {
+                        let client = client.clone();
+                        calls.push(tokio::spawn(async move {
+                            let outcome = client.send_email(job(id)).await;
+                            (id, outcome, start.elapsed())
+                        }));
+                    } else {
+                        let queue = queue.clone();
+                        let (other, _) = tokio::sync::oneshot::channel();
+                        others.push(tokio::spawn(async move {
+                            let _ = queue.send(Request { job: job(id), reply: other }).await;
+                        }));
+                    }
+                }
+                drop(queue);
+                let mut wrong = Vec::new();
+                for call in calls {
+                    let (id, outcome, at) = timeout(Duration::from_secs(60), call)
+                        .await
+                        .expect("send_email did not return within 60 s (virtual)")
+                        .expect("send_email panicked");
+                    let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
+                    if outcome != receipt || at != room_at {
+                        wrong.push((id, outcome, at));
+                    }
+                }
+                for other in others {
+                    let _ = other.await;
+                }
+                settle().await;
+                let order = taken.lock().unwrap().clone();
+                let who = |id: u64| {
+                    if id == 0 {
+                        "job 0 (already queued)".to_string()
+                    } else if id > 1_000_000 {
+                        let after = id - 1_000_000;
+                        format!("the other sender's job {id} (waiting after call {after})")
+                    } else {
+                        format!("call {id}'s job")
+                    }
+                };
+                let overtaken = order.iter().zip(&expected).find(|(seen, due)| seen != due).map(
+                    |(seen, due)| format!("{} was taken where {} was due", who(*seen), who(*due)),
+                );
+                let wrong_shown: Vec<_> = wrong.iter().take(4).collect();
+                assert!(
+                    overtaken.is_none() && order.len() == expected.len() && wrong.is_empty(),
+                    "the queue (capacity 1) was full; {callers} calls on clones of one client \
+                     (jobs 1 to {callers}) started waiting for room one after another, and \
+                     another sender (jobs 1000001 on) between each two of them; the mailer \
+                     started taking jobs at {room_at:?} and answered each at once. First out of \
+                     turn: {}; the mailer took {} of {} jobs; {} call(s) did not return their \
+                     receipt at {room_at:?} (first ones: {wrong_shown:?}). Expected every job \
+                     taken in the order its sender started waiting, and each call's receipt at \
+                     {room_at:?}: a call that waits for room keeps its own place in the queue's \
+                     line, and no call of the same client may hold it for it, however many wait",
+                    overtaken.unwrap_or_else(|| "none".to_string()),
+                    order.len(),
+                    expected.len(),
+                    wrong.len()
+                );
+            }
+        });
+    }
+
     /// The queue is full until an instant inside the budget, off any round grid; the mailer then
     /// takes the call's job at once and is stuck. The client may count its budget from the start
     /// of the call or from the moment its job got onto the queue, but its `TimedOut` must come by
