@@ -826,8 +826,8 @@ hidden_test! {
         );
     }
 
-    /// Far more rooms than any cap a fix might set: ROOMS calls wait on one full outbox (shared
-    /// and cloned) with a wait of a second, a plain sender of the same channel starts after all of
+    /// The floor of any cap on waiting calls (README: 8,192): ROOMS calls wait on one full outbox
+    /// (shared and cloned) with a wait of a second, a plain sender of the same channel starts after all of
     /// them, and at 500 ms the client reads everything at once. Every call was waiting in line, so
     /// every call answers Ok(()) at 500 ms, and the client reads the rooms' messages in the order
     /// of the calls, then the plain sender's: no call answers before its wait runs out, and none
@@ -837,7 +837,7 @@ hidden_test! {
         // wait does not depend on the order in which a fix's own `select!` polls its branches.
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
         runtime.block_on(async {
-            const ROOMS: usize = 5000;
+            const ROOMS: usize = 8_192;
             let (tx, mut rx) = mpsc::channel(1);
             tx.try_send(line("server", "welcome to #rust")).expect("room for one message");
             let shared = Arc::new(Outbox::new(tx.clone(), Duration::from_secs(1)));
@@ -856,13 +856,17 @@ hidden_test! {
             let plain = tx.clone();
             let later = tokio::spawn(async move { plain.send(line("plain", "sent later")).await.is_ok() });
             sleep(Duration::from_millis(499)).await;
+            // Every slot the client frees is taken at this same moment: one bound for the lot.
             let mut read = Vec::with_capacity(ROOMS + 2);
-            while read.len() < ROOMS + 2 {
-                match timeout(Duration::from_millis(1), rx.recv()).await {
-                    Ok(Some(m)) => read.push(m.text),
-                    _ => break,
+            let _ = timeout(Duration::from_millis(1), async {
+                while read.len() < ROOMS + 2 {
+                    match rx.recv().await {
+                        Some(m) => read.push(m.text),
+                        None => break,
+                    }
                 }
-            }
+            })
+            .await;
             let mut not_ok = Vec::new();
             for (i, call) in calls.into_iter().enumerate() {
                 let (answer, at) = call.await.expect("an enqueue task panicked");
@@ -898,6 +902,102 @@ hidden_test! {
                  nor wait anywhere but in the channel's line, however many calls wait on one outbox",
                 not_ok.len(),
                 not_ok.first(),
+            );
+        });
+    }
+
+    /// The floor of "for ever": a wait shorter than a hundred thousand years is a wait that runs
+    /// out (README: only from a hundred thousand years up may `enqueue` wait for good). Waits a
+    /// millisecond under that floor, and at every power of two of seconds a fix might take for
+    /// "for ever" below it (2^30 s to 2^41 s), with a client connected that never reads: each
+    /// answers `Busy` with the message when the wait has run out (or at tokio's 30-year `sleep`
+    /// limit), never later, never in between. One `select!` seed, since no branch of a fix's
+    /// `select!` is ready at the same moment as another here (and tokio's timer steps about two
+    /// years at a time toward each far deadline: the floor is what that costs).
+    fn waits_short_of_a_hundred_thousand_years_run_out() {
+        const YEAR: u64 = 365 * 24 * 3600;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let secs = Duration::from_secs;
+            let sleep_limit = secs(30 * YEAR);
+            let floor = secs(100_000 * YEAR);
+            let mut waits: Vec<Duration> = (30..=41).map(|p| secs(1u64 << p)).collect();
+            // Whole milliseconds, so that each runs out on the tick it names.
+            waits.push(floor - Duration::from_millis(1));
+            for wait in waits {
+                let (outbox, _tx, _rx) = full_outbox_waiting(wait);
+                let answer =
+                    timeout(wait + secs(24 * 3600), enqueue_in_a_task(&outbox, "anyone?")).await;
+                let expected = "Busy(Some(\"anyone?\"))";
+                let on_time = |waited: Duration| {
+                    waited == wait || (wait > sleep_limit && waited == sleep_limit)
+                };
+                match answer {
+                    Ok((seen, waited)) if seen == expected && on_time(waited) => {}
+                    Ok((seen, waited)) => panic!(
+                        "an outbox with a wait of {wait:?}, full, the client connected but never \
+                         reading: enqueue answered {seen} after {waited:?}; expected {expected} \
+                         after {wait:?} (or after {sleep_limit:?}, where tokio's `sleep` stops)"
+                    ),
+                    Err(_) => panic!(
+                        "an outbox with a wait of {wait:?}, full, the client connected but never \
+                         reading: enqueue had not answered a day after its wait ran out; expected \
+                         {expected} after {wait:?}. Only a wait of a hundred thousand years or \
+                         more may be waited for good: any shorter wait runs out"
+                    ),
+                }
+            }
+        });
+    }
+
+    /// A long run of calls on one outbox whose client stays connected but does not read: 20,000
+    /// calls in a row (on the outbox and on a clone of it), each with a wait of 1.5 ms, each answer
+    /// `Busy` with its own message when its own whole wait has run out, however many `Busy` came
+    /// before (no count of them makes the next call give up sooner), and the next call, during
+    /// which the client reads at last, uses the slot at that moment. One `select!` seed: nothing
+    /// here is ready at the same moment as anything else.
+    fn twenty_thousand_busy_calls_in_a_row_each_wait_their_wait() {
+        const CALLS: usize = 20_000;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let wait = Duration::from_micros(1500);
+            let (outbox, _tx, mut rx) = full_outbox_waiting(wait);
+            let clone = outbox.clone();
+            for i in 0..CALLS {
+                let which = if i % 2 == 0 { &outbox } else { &clone };
+                let start = Instant::now();
+                let result = which.enqueue(line("bot", "anyone?")).await;
+                let waited = start.elapsed();
+                let seen = describe(&result);
+                // The call starts on a tick, so its 1.5 ms run out on the tick at 2 ms.
+                assert!(
+                    seen == "Busy(Some(\"anyone?\"))" && waited == Duration::from_millis(2),
+                    "call {} of {CALLS} in a row on a full outbox (wait {wait:?}) whose client is \
+                     connected but not reading answered {seen} after {waited:?}; expected \
+                     Busy(Some(\"anyone?\")) when its own wait ran out, on the tick at 2 ms, \
+                     however many Busy answers came before it",
+                    i + 1
+                );
+            }
+            let start = Instant::now();
+            let reader = tokio::spawn(async move {
+                sleep(Duration::from_millis(1)).await;
+                let _welcome = rx.recv().await;
+                sleep(Duration::from_secs(1)).await;
+                rx.try_recv().map(|m| m.text).ok()
+            });
+            let seen = describe(&outbox.enqueue(line("bot", "at last")).await);
+            let waited = start.elapsed();
+            let arrived = reader.await.expect("the client's reader");
+            assert!(
+                seen == "Ok(())"
+                    && waited == Duration::from_millis(1)
+                    && arrived.as_deref() == Some("at last"),
+                "after {CALLS} Busy answers in a row, the client read one message 1 ms into the \
+                 next call's wait of {wait:?}: the call answered {seen} after {waited:?} and the \
+                 client then received {arrived:?}; expected Ok(()) after 1ms with the message \
+                 delivered: a slot freed during the wait is the call's, however many Busy came \
+                 before"
             );
         });
     }

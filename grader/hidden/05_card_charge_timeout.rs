@@ -1631,13 +1631,109 @@ hidden_test! {
         }
     }
 
-    /// Further out: a checkout built with `u32::MAX` attempts against a gateway that answers only
-    /// its 4097th request, past a cap of 1000, 1024 or 4096 attempts "so that a misconfigured
-    /// checkout cannot hammer the gateway": `pay` still reports that charge. (On one `select!`
-    /// seed: each attempt costs a spawned task, and the test above varies the seeds.)
+    /// Further out, at the floor the README states for any cap on attempts (8,192): a checkout
+    /// built with `u32::MAX` attempts against a gateway that answers only its 8,192nd request,
+    /// past a cap of 1000, 4096 or 5000 attempts "so that a misconfigured checkout cannot hammer
+    /// the gateway": `pay` still reports that charge. (On one `select!` seed: each attempt costs a
+    /// spawned task, and the test above varies the seeds.)
     fn a_checkout_retrying_until_answered_is_not_capped_at_thousands_of_attempts() {
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
-        runtime.block_on(keeps_trying_until_the_gateway_answers(u32::MAX, 4097));
+        runtime.block_on(keeps_trying_until_the_gateway_answers(u32::MAX, 8_192));
+    }
+
+    /// The floor of "no deadline": a deadline shorter than a hundred thousand years is a deadline
+    /// that runs out (README: only from a hundred thousand years up may `pay` wait on its first
+    /// attempt for good). Deadlines a millisecond under that floor, and at every power of two of
+    /// seconds a fix might take for "no deadline" below it (2^30 s to 2^41 s), one attempt,
+    /// against a gateway that never answers: `pay` answers `TimedOut` when the deadline has run
+    /// out (or at tokio's 30-year `sleep` limit), with the attempt stopped. One `select!` seed,
+    /// since nothing here is ready at the same moment as anything else.
+    fn deadlines_short_of_a_hundred_thousand_years_run_out() {
+        const YEAR: u64 = 365 * 24 * 3600;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let secs = Duration::from_secs;
+            let sleep_limit = secs(30 * YEAR);
+            let floor = secs(100_000 * YEAR);
+            let mut deadlines: Vec<Duration> = (30..=41).map(|p| secs(1u64 << p)).collect();
+            // Whole milliseconds, so that each runs out on the tick it names.
+            deadlines.push(floor - Duration::from_millis(1));
+            for deadline in deadlines {
+                let gateway = FakeGateway::new(&[Reply::Hang]);
+                let paying = Checkout::new(gateway.clone(), deadline, 1);
+                let scene = format!(
+                    "a checkout with a deadline of {deadline:?} and one attempt, against a \
+                     gateway that never answers"
+                );
+                let start = Instant::now();
+                let Ok(paid) = timeout(deadline + secs(24 * 3600), paying.pay(&card(), 4200)).await
+                else {
+                    panic!(
+                        "{scene}: `pay` had not answered a day after the deadline ran out, with \
+                         {} request(s) sent; expected `TimedOut` after {deadline:?}. Only a \
+                         deadline of a hundred thousand years or more may be taken as \
+                         \"no deadline\": any shorter one runs out",
+                        gateway.requests()
+                    );
+                };
+                let took = start.elapsed();
+                assert_stopped_when_pay_gave_up(&gateway, &scene);
+                let on_time = took == deadline || (deadline > sleep_limit && took == sleep_limit);
+                assert!(
+                    paid == Err(PayError::TimedOut) && on_time && gateway.requests() == 1,
+                    "{scene}: `pay` answered {paid:?} after {took:?}, with {} request(s); \
+                     expected `TimedOut` after {deadline:?} (or after {sleep_limit:?}, where \
+                     tokio's `sleep` stops), with 1 request",
+                    gateway.requests()
+                );
+            }
+        });
+    }
+
+    /// A long run of payments on one checkout: 10,000 `pay` calls in a row, one attempt of a
+    /// 2 ms each, against a gateway that never answers them, then one it answers 1 ms into the
+    /// attempt. Every call sends its request and answers `TimedOut` when its own
+    /// deadline runs out, with its attempt stopped (however many timed out before it: no count
+    /// of them makes a later `pay` give up sooner or skip the gateway), and the last reports its
+    /// charge. One `select!` seed: nothing here is ready at the same moment as anything else.
+    fn ten_thousand_timed_out_payments_in_a_row_each_get_their_attempt() {
+        const PAYMENTS: usize = 10_000;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let deadline = Duration::from_millis(2);
+            let mut script = vec![Reply::Hang; PAYMENTS];
+            script.push(Reply::ChargeAfter(Duration::from_millis(1)));
+            let gateway = FakeGateway::new(&script);
+            let paying = Checkout::new(gateway.clone(), deadline, 1);
+            for i in 0..PAYMENTS {
+                let start = Instant::now();
+                let paid = paying.pay(&card(), 4200).await;
+                let took = start.elapsed();
+                let (requests, live) = (gateway.requests(), gateway.live.load(Ordering::SeqCst));
+                assert!(
+                    paid == Err(PayError::TimedOut) && took == deadline && requests == i + 1
+                        && live == 0,
+                    "payment {} of {PAYMENTS} in a row on one checkout (one attempt of \
+                     {deadline:?}, a gateway that never answers) answered {paid:?} after \
+                     {took:?}, with {requests} request(s) sent in all and {live} attempt(s) \
+                     still running; expected `TimedOut` after {deadline:?}, its own request sent \
+                     ({} in all) and stopped, however many payments timed out before it",
+                    i + 1,
+                    i + 1
+                );
+            }
+            let start = Instant::now();
+            let paid = paying.pay(&card(), 4200).await;
+            let took = start.elapsed();
+            let expected = Ok(ChargeId(PAYMENTS as u64));
+            assert!(
+                paid == expected && took == Duration::from_millis(1) && gateway.charges() == 1,
+                "after {PAYMENTS} timed-out payments in a row, a payment the gateway charges \
+                 1 ms into its attempt answered {paid:?} after {took:?}, with {} charge(s); \
+                 expected {expected:?} after 1ms, with 1 charge",
+                gateway.charges()
+            );
+        });
     }
 
     /// A request handler that bridges into async with `Runtime::block_on` polls `pay`, and then a

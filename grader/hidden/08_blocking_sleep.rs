@@ -509,6 +509,103 @@ hidden_test! {
         }
     }
 
+    /// The far end of a late wake-up, as far as tokio's timer counts (its ticks are milliseconds
+    /// in a `u64` from the runtime's start, about 584 million years): another task holds the
+    /// runtime for 500 million years, from the switch, 1 ms into the settling or just as it is
+    /// due, in one jump of the paused clock (a fresh runtime each time, on every `select!` seed).
+    /// No wake-up is so late that it is treated apart: the conversion still comes a full
+    /// `SETTLE_TIME` after the last switch to its channel, and reads that channel. And a sample's
+    /// future awaited 500 million years after it was made settles from its switch.
+    fn a_wake_up_as_late_as_the_timer_counts_still_converts_a_settled_channel() {
+        let far = Duration::from_secs(500_000_000 * 365 * 24 * 3600);
+        for seed in kata_support::runtime::SEEDS {
+            for busy_from in [Duration::ZERO, Duration::from_millis(1), SETTLE_TIME] {
+                let runtime = kata_support::runtime::current_thread(seed);
+                let (reading, adc) = runtime.block_on(async {
+                    let mut poller = Poller::new(FakeAdc::default());
+                    let busy = tokio::spawn(async move {
+                        sleep(busy_from).await;
+                        tokio::time::advance(far).await;
+                    });
+                    let reading = poller.sample(4).await;
+                    busy.await.expect("the busy task does not panic");
+                    (reading, poller.into_inner())
+                });
+                let setting = format!(
+                    "another task kept the runtime busy for {far:?} (500 million years), from \
+                     {busy_from:?} after `sample(4)` switched to its channel, so the sample's \
+                     settling wait ended that late"
+                );
+                if let Err(seen) = every_conversion_settled(&adc) {
+                    panic!("{setting}: {seen}");
+                }
+                assert_eq!(
+                    reading, 1004,
+                    "{setting}: `sample(4)` must read channel 4 (bus operations: {:?})",
+                    adc.ops
+                );
+            }
+            for before in [None, Some(0u8), Some(1)] {
+                let runtime = kata_support::runtime::current_thread(seed);
+                let (reading, adc) = runtime.block_on(async {
+                    let mut poller = Poller::new(FakeAdc::default());
+                    if let Some(channel) = before {
+                        poller.sample(channel).await;
+                    }
+                    let sample = poller.sample(0);
+                    tokio::time::advance(far).await;
+                    let reading = sample.await;
+                    (reading, poller.into_inner())
+                });
+                let seen = if reading != 1000 {
+                    Err(format!("it read {reading}, expected channel 0's 1000"))
+                } else {
+                    every_conversion_settled(&adc)
+                };
+                if let Err(seen) = seen {
+                    panic!(
+                        "the gateway made the future of `sample(0)` ({}) and awaited it 500 \
+                         million years later: {seen}. The settling is counted from the switch, \
+                         when the sample runs, however long after its future was made",
+                        match before {
+                            None => "on a fresh poller".to_string(),
+                            Some(channel) => format!("right after a sample of channel {channel}"),
+                        }
+                    );
+                }
+            }
+        }
+    }
+
+    /// A sweep of 1,024 entries naming five channels over and over, past a "long sweep" of 256
+    /// entries: one settled conversion per entry, each reading its own channel. (No longer: a
+    /// right fix that also waits on the OS clock spends 2 ms of real time per sample.) One
+    /// `select!` seed: a sweep races nothing.
+    fn a_sweep_of_a_thousand_entries_samples_each() {
+        const ENTRIES: usize = 1_024;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        let channels: Vec<u8> = (0..ENTRIES).map(|i| [5, 5, 9, 5, 9, 9, 0, 3, 7][i % 9]).collect();
+        let (readings, adc) = runtime.block_on(async {
+            let mut poller = Poller::new(FakeAdc::default());
+            let readings = poller.sweep(&channels).await;
+            (readings, poller.into_inner())
+        });
+        let conversions = adc.ops.iter().filter(|op| **op == BusOp::Convert).count();
+        let expected: Vec<u16> = channels.iter().map(|&c| 1000 + u16::from(c)).collect();
+        assert!(
+            conversions == ENTRIES && readings == expected,
+            "a sweep of {ENTRIES} entries ({:?}, ...) made {conversions} conversion(s) and \
+             returned {} reading(s), expected one conversion per entry, {ENTRIES} in all, each \
+             reading its own channel: a sweep samples each entry in turn, however long the list \
+             (a copied reading is not a sample)",
+            &channels[..9],
+            readings.len()
+        );
+        if let Err(seen) = every_conversion_settled(&adc) {
+            panic!("a sweep of {ENTRIES} entries: {seen}");
+        }
+    }
+
     /// The gateway retries a sample that its `timeout` cut short: the retry, on the same channel,
     /// must still give the input its full settling time before converting.
     async fn a_retry_after_a_cancelled_sample_still_settles() {

@@ -267,6 +267,97 @@ fn start_counting_mailer(
     (queue, taken)
 }
 
+/// A long run of failures on one client and its clones: `stuck` calls in a row on a stuck
+/// mailer, then `crashed` on a mailer that crashes at once, then `answered` on a mailer that
+/// answers at once. However many calls failed before it, and however the failures went, each call
+/// queues its own job at once and ends as on a fresh client: `TimedOut` at the end of its own
+/// budget, `WorkerDropped` or its receipt at once.
+async fn a_long_run_of_failed_calls(stuck: u64, crashed: u64, answered: u64) {
+    let attempt = ATTEMPT / 10;
+    let budget = attempt * ATTEMPTS;
+    let (queue, mut jobs) = mpsc::channel::<Request>(8);
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let mailer_taken = taken.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(Request { job, reply }) = jobs.recv().await {
+            mailer_taken.lock().unwrap().push((job.id, start.elapsed()));
+            if job.id <= stuck {
+                held.push(reply);
+            } else if job.id <= stuck + crashed {
+                drop(reply);
+            } else {
+                let _ =
+                    reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
+            }
+        }
+    });
+    let client = MailClient::new(queue, attempt, ATTEMPTS);
+    for id in 1..=stuck + crashed + answered {
+        let clone = client.clone();
+        let caller = if id % 2 == 0 { &clone } else { &client };
+        let called_at = start.elapsed();
+        let taken_before = taken.lock().unwrap().len();
+        let outcome = timeout(Duration::from_secs(60), caller.send_email(job(id))).await;
+        let waited = start.elapsed() - called_at;
+        // Only this call's job can have been taken since it started (the calls before it
+        // ended with their jobs taken at once): the log's tail, not the whole run.
+        let queued: Vec<Duration> = taken.lock().unwrap()[taken_before..]
+            .iter()
+            .filter(|(job, _)| *job == id)
+            .map(|(_, at)| *at - called_at)
+            .collect();
+        let (expected, ok) = if id <= stuck {
+            (
+                format!("`Err(TimedOut)` at the end of its own budget, {budget:?}"),
+                outcome == Ok(Err(CallError::TimedOut))
+                    && waited >= budget
+                    && waited <= budget + Duration::from_millis(10),
+            )
+        } else if id <= stuck + crashed {
+            (
+                "`Err(WorkerDropped)` at once".to_string(),
+                outcome == Ok(Err(CallError::WorkerDropped)) && waited.is_zero(),
+            )
+        } else {
+            let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
+            (format!("{receipt:?} at once"), outcome == Ok(receipt) && waited.is_zero())
+        };
+        let returned = match outcome {
+            Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+            Err(_) => format!("was still waiting after {waited:?}"),
+        };
+        let took = match queued.as_slice() {
+            [] => "never got the job".to_string(),
+            [at] => format!("got the job {at:?} after the call started"),
+            more => format!("got the job {} times, at {more:?} into the call", more.len()),
+        };
+        let before = if id <= stuck {
+            format!("{} call(s) before it on a stuck mailer", id - 1)
+        } else if id <= stuck + crashed {
+            format!(
+                "{stuck} calls on a stuck mailer, then {} on one that crashed at once",
+                id - 1 - stuck
+            )
+        } else {
+            format!(
+                "{stuck} calls on a stuck mailer, {crashed} on one that crashed at once, then \
+                 {} answered at once",
+                id - 1 - stuck - crashed
+            )
+        };
+        assert!(
+            ok && queued == [Duration::ZERO],
+            "one client (a budget of {ATTEMPTS} attempts of {attempt:?}) and its clones made \
+             calls one after another, the queue having room each time: {before}. Call {id}: \
+             the mailer {took}, and the call {returned}. Expected the job taken once, at \
+             once, and {expected}, as on a fresh client: however many calls failed before \
+             it, a call queues its own job and waits its own budget"
+        );
+    }
+}
+
 hidden_test! {
     /// Nothing slow: the receipt comes back the moment the worker answers, and the email is sent
     /// once.
@@ -1179,6 +1270,108 @@ hidden_test! {
         }
     }
 
+    /// The same, with 1,100 calls on clones of one client waiting for room one after another,
+    /// and another sender joining the line between each two of them: past any turnstile of 64,
+    /// 256 or 1,024 calls a client might put around the wait for room (the README states 1,100
+    /// as the floor of any limit on calls in flight). One `select!` seed, for cost.
+    fn a_thousand_calls_waiting_for_room_keep_their_places_among_other_senders() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let ms = Duration::from_millis;
+            let room_at = ms(505);
+            for callers in [1100u64] {
+                let (queue, mut jobs) = mpsc::channel::<Request>(1);
+                let (earlier, _) = tokio::sync::oneshot::channel();
+                queue
+                    .try_send(Request { job: job(0), reply: earlier })
+                    .expect("the queue has room for the earlier job");
+                let taken = Arc::new(Mutex::new(vec![]));
+                let mailer_taken = taken.clone();
+                let start = Instant::now();
+                tokio::spawn(async move {
+                    sleep(room_at).await;
+                    while let Some(Request { job, reply }) = jobs.recv().await {
+                        mailer_taken.lock().unwrap().push(job.id);
+                        let message_id = format!("msg-{}", job.id);
+                        let _ = reply.send(Receipt { job_id: job.id, message_id });
+                    }
+                });
+                let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
+                // Calls (jobs 1, 2, ...) start waiting one after another, the other sender's
+                // jobs (1000001, 1000002, ...) between each two of them.
+                let mut expected = vec![0];
+                let mut calls = Vec::new();
+                let mut others = Vec::new();
+                for k in 0..callers * 2 {
+                    // Each sender has its turn to join the line before the next one starts.
+                    settle().await;
+                    let id = if k % 2 == 0 { k / 2 + 1 } else { 1_000_000 + k / 2 + 1 };
+                    expected.push(id);
+                    if k % 2 == 0 {
+                        let client = client.clone();
+                        calls.push(tokio::spawn(async move {
+                            let outcome = client.send_email(job(id)).await;
+                            (id, outcome, start.elapsed())
+                        }));
+                    } else {
+                        let queue = queue.clone();
+                        let (other, _) = tokio::sync::oneshot::channel();
+                        others.push(tokio::spawn(async move {
+                            let _ = queue.send(Request { job: job(id), reply: other }).await;
+                        }));
+                    }
+                }
+                drop(queue);
+                let mut wrong = Vec::new();
+                for call in calls {
+                    let (id, outcome, at) = timeout(Duration::from_secs(60), call)
+                        .await
+                        .expect("send_email did not return within 60 s (virtual)")
+                        .expect("send_email panicked");
+                    let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
+                    if outcome != receipt || at != room_at {
+                        wrong.push((id, outcome, at));
+                    }
+                }
+                for other in others {
+                    let _ = other.await;
+                }
+                settle().await;
+                let order = taken.lock().unwrap().clone();
+                let who = |id: u64| {
+                    if id == 0 {
+                        "job 0 (already queued)".to_string()
+                    } else if id > 1_000_000 {
+                        let after = id - 1_000_000;
+                        format!("the other sender's job {id} (waiting after call {after})")
+                    } else {
+                        format!("call {id}'s job")
+                    }
+                };
+                let overtaken = order.iter().zip(&expected).find(|(seen, due)| seen != due).map(
+                    |(seen, due)| format!("{} was taken where {} was due", who(*seen), who(*due)),
+                );
+                let wrong_shown: Vec<_> = wrong.iter().take(4).collect();
+                assert!(
+                    overtaken.is_none() && order.len() == expected.len() && wrong.is_empty(),
+                    "the queue (capacity 1) was full; {callers} calls on clones of one client \
+                     (jobs 1 to {callers}) started waiting for room one after another, and \
+                     another sender (jobs 1000001 on) between each two of them; the mailer \
+                     started taking jobs at {room_at:?} and answered each at once. First out of \
+                     turn: {}; the mailer took {} of {} jobs; {} call(s) did not return their \
+                     receipt at {room_at:?} (first ones: {wrong_shown:?}). Expected every job \
+                     taken in the order its sender started waiting, and each call's receipt at \
+                     {room_at:?}: a call that waits for room keeps its own place in the queue's \
+                     line, and no call of the same client may hold it for it, however many wait",
+                    overtaken.unwrap_or_else(|| "none".to_string()),
+                    order.len(),
+                    expected.len(),
+                    wrong.len()
+                );
+            }
+        });
+    }
+
     /// The queue is full until an instant inside the budget, off any round grid; the mailer then
     /// takes the call's job at once and is stuck. The client may count its budget from the start
     /// of the call or from the moment its job got onto the queue, but its `TimedOut` must come by
@@ -1434,92 +1627,20 @@ hidden_test! {
     }
 
     /// A long run of failures on one client and its clones: 200 calls in a row on a stuck
-    /// mailer, then 200 on a mailer that crashes at once, then calls on a mailer that answers at
-    /// once. However many calls failed before it, and however the failures went, each call
-    /// queues its own job at once and ends as on a fresh client: `TimedOut` at the end of its
-    /// own budget, `WorkerDropped` or its receipt at once.
+    /// mailer, then 200 on a mailer that crashes at once, then 20 on a mailer that answers at
+    /// once. However many calls failed before it, each call queues its own job at once and ends
+    /// as on a fresh client.
     async fn a_long_run_of_failed_calls_changes_nothing_for_the_next_one() {
-        const STUCK: u64 = 200;
-        const CRASHED: u64 = 200;
-        const ANSWERED: u64 = 20;
-        let attempt = ATTEMPT / 10;
-        let budget = attempt * ATTEMPTS;
-        let (queue, mut jobs) = mpsc::channel::<Request>(8);
-        let taken = Arc::new(Mutex::new(Vec::new()));
-        let mailer_taken = taken.clone();
-        let start = Instant::now();
-        tokio::spawn(async move {
-            let mut stuck = Vec::new();
-            while let Some(Request { job, reply }) = jobs.recv().await {
-                mailer_taken.lock().unwrap().push((job.id, start.elapsed()));
-                if job.id <= STUCK {
-                    stuck.push(reply);
-                } else if job.id <= STUCK + CRASHED {
-                    drop(reply);
-                } else {
-                    let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
-                }
-            }
-        });
-        let client = MailClient::new(queue, attempt, ATTEMPTS);
-        for id in 1..=STUCK + CRASHED + ANSWERED {
-            let clone = client.clone();
-            let caller = if id % 2 == 0 { &clone } else { &client };
-            let called_at = start.elapsed();
-            let outcome = timeout(Duration::from_secs(60), caller.send_email(job(id))).await;
-            let waited = start.elapsed() - called_at;
-            let queued: Vec<Duration> = taken
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(job, _)| *job == id)
-                .map(|(_, at)| *at - called_at)
-                .collect();
-            let (expected, ok) = if id <= STUCK {
-                (
-                    format!("`Err(TimedOut)` at the end of its own budget, {budget:?}"),
-                    outcome == Ok(Err(CallError::TimedOut))
-                        && waited >= budget
-                        && waited <= budget + Duration::from_millis(10),
-                )
-            } else if id <= STUCK + CRASHED {
-                (
-                    "`Err(WorkerDropped)` at once".to_string(),
-                    outcome == Ok(Err(CallError::WorkerDropped)) && waited.is_zero(),
-                )
-            } else {
-                let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
-                (format!("{receipt:?} at once"), outcome == Ok(receipt) && waited.is_zero())
-            };
-            let returned = match outcome {
-                Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
-                Err(_) => format!("was still waiting after {waited:?}"),
-            };
-            let took = match queued.as_slice() {
-                [] => "never got the job".to_string(),
-                [at] => format!("got the job {at:?} after the call started"),
-                more => format!("got the job {} times, at {more:?} into the call", more.len()),
-            };
-            let before = if id <= STUCK {
-                format!("{} call(s) before it on a stuck mailer", id - 1)
-            } else if id <= STUCK + CRASHED {
-                format!("{STUCK} calls on a stuck mailer, then {} on one that crashed at once", id - 1 - STUCK)
-            } else {
-                format!(
-                    "{STUCK} calls on a stuck mailer, {CRASHED} on one that crashed at once, then \
-                     {} answered at once",
-                    id - 1 - STUCK - CRASHED
-                )
-            };
-            assert!(
-                ok && queued == [Duration::ZERO],
-                "one client (a budget of {ATTEMPTS} attempts of {attempt:?}) and its clones made \
-                 calls one after another, the queue having room each time: {before}. Call {id}: \
-                 the mailer {took}, and the call {returned}. Expected the job taken once, at \
-                 once, and {expected}, as on a fresh client: however many calls failed before \
-                 it, a call queues its own job and waits its own budget"
-            );
-        }
+        a_long_run_of_failed_calls(200, 200, 20).await;
+    }
+
+    /// The same, ten thousand calls long: 4,000 calls in a row on a stuck mailer (past any
+    /// circuit breaker's count), then 4,000 on one that crashes at once, then 2,000 answered at
+    /// once. One `select!` seed: each call costs its budget's timers, and the test above varies
+    /// the seeds.
+    fn ten_thousand_calls_in_a_row_each_end_as_on_a_fresh_client() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(a_long_run_of_failed_calls(4_000, 4_000, 2_000));
     }
 
     /// A handler creates the call's future and awaits it only later: after seconds of other
@@ -1851,6 +1972,47 @@ hidden_test! {
                 );
             }
         }
+    }
+
+    /// Budgets far past the longest one above that a mailer can end, up to the floor the README
+    /// states (a hundred thousand years): one attempt of 2^30 s to 2^41 s, or of a millisecond
+    /// under the floor, against a mailer that takes the job and never answers. The call gives up
+    /// with `TimedOut` when its budget has run out, or at tokio's 30-year `sleep` limit for a
+    /// longer one, never in between (a cap of the call's own, say the budget kept in a `u32` of
+    /// seconds, gives up there) and never not at all. One `select!` seed, since nothing here is
+    /// ready at the same moment as anything else.
+    fn a_budget_short_of_a_hundred_thousand_years_ends_at_its_end() {
+        const YEAR: u64 = 365 * 24 * 3600;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let secs = Duration::from_secs;
+            let sleep_limit = secs(30 * YEAR);
+            let floor = secs(100_000 * YEAR);
+            let mut budgets: Vec<Duration> = (30..=41).map(|p| secs(1u64 << p)).collect();
+            // Whole milliseconds, so that each runs out on the tick it names.
+            budgets.push(floor - Duration::from_millis(1));
+            for budget in budgets {
+                let (queue, log) = start_mailer(Mailer::Stuck);
+                let client = MailClient::new(queue, budget, 1);
+                let start = Instant::now();
+                let outcome = timeout(budget + secs(24 * 3600), client.send_email(job(7))).await;
+                let waited = start.elapsed();
+                let on_time = waited == budget || (budget > sleep_limit && waited == sleep_limit);
+                assert!(
+                    outcome == Ok(Err(CallError::TimedOut)) && on_time && log.received(7) == 1,
+                    "a client of one attempt of {budget:?}; the mailer took the job ({} time(s)) \
+                     and never answered. The call {}; expected the job once and `Err(TimedOut)` \
+                     after {budget:?} (or after {sleep_limit:?}, where tokio's `sleep` stops), \
+                     never in between: the budget is the client's, with no cap of the call's \
+                     own, and any budget under a hundred thousand years runs out",
+                    log.received(7),
+                    match outcome {
+                        Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+                        Err(_) => format!("was still waiting a day after its budget, {waited:?}"),
+                    }
+                );
+            }
+        });
     }
 
     /// A call with no time to wait, or some, on a queue with no worker at all reports

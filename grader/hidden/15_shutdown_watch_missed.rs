@@ -49,6 +49,43 @@ impl Endpoint for FakeServer {
     }
 }
 
+/// A customer's server that holds webhook 1 until the test opens its gate (however long that
+/// takes, on the paused clock), answers every other webhook at once, and notes what it got and
+/// any post dropped before its answer.
+#[derive(Debug, Clone)]
+struct GatedServer {
+    gate: watch::Receiver<bool>,
+    received: Arc<Mutex<Vec<u64>>>,
+    abandoned: Arc<Mutex<Vec<u64>>>,
+}
+
+/// Notes a post dropped before the server answered it.
+struct Unanswered(Option<(u64, Arc<Mutex<Vec<u64>>>)>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((id, abandoned)) = self.0.take() {
+            abandoned.lock().unwrap().push(id);
+        }
+    }
+}
+
+impl Endpoint for GatedServer {
+    fn post(&self, hook: Webhook) -> impl Future<Output = ()> {
+        let mut gate = self.gate.clone();
+        let received = self.received.clone();
+        let abandoned = self.abandoned.clone();
+        async move {
+            let mut unanswered = Unanswered(Some((hook.id, abandoned)));
+            if hook.id == 1 {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            unanswered.0 = None;
+            received.lock().unwrap().push(hook.id);
+        }
+    }
+}
+
 fn hook(id: u64) -> Webhook {
     Webhook { id, event: "invoice.paid".into() }
 }
@@ -902,6 +939,143 @@ hidden_test! {
                 in_days(took),
             );
         }
+    }
+
+    /// The far end of a slow post: the customer's server holds webhook 1 for 146 million years
+    /// (one jump of the paused clock, past any timeout on a post or grace period on a shutdown a
+    /// worker could set) and then answers. With the flag `false`, through a shutdown, a shutdown
+    /// called off and a dropped shutdown sender, the post is still under way when the server
+    /// answers (never dropped), and the worker then goes on as after any post: webhook 2 is
+    /// posted, or stays on the queue after a shutdown.
+    async fn a_post_is_never_given_up_however_long_it_takes() {
+        for during in [
+            DuringSlowPost::Nothing,
+            DuringSlowPost::Shutdown,
+            DuringSlowPost::CalledOff,
+            DuringSlowPost::SenderDropped,
+        ] {
+            let (shutdown, _) = watch::channel(false);
+            let (open, gate) = watch::channel(false);
+            let (queue, rx) = queue_with([1, 2]);
+            let server = GatedServer { gate, received: Arc::default(), abandoned: Arc::default() };
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            let mut run = task::spawn(dispatcher.run());
+            assert_pending!(run.poll());
+            let mut shutdown = Some(shutdown);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            match during {
+                DuringSlowPost::Nothing => {}
+                DuringSlowPost::Shutdown => {
+                    shutdown.as_ref().unwrap().send_replace(true);
+                }
+                DuringSlowPost::CalledOff => {
+                    shutdown.as_ref().unwrap().send_replace(true);
+                    let _ = run.poll();
+                    tokio::time::advance(Duration::from_secs(1)).await;
+                    shutdown.as_ref().unwrap().send_replace(false);
+                }
+                DuringSlowPost::SenderDropped => shutdown = None,
+            }
+            let early = run.poll();
+            tokio::time::advance(FAR_END).await;
+            let late = run.poll();
+            let (received, abandoned) =
+                (server.received.lock().unwrap().clone(), server.abandoned.lock().unwrap().clone());
+            let setting = format!(
+                "webhooks 1 and 2 were queued, and the customer's server held webhook 1 for {} \
+                 (slow but alive); {}",
+                kata_support::time::spoken(FAR_END),
+                during.describe().replace("half-way through it", "a second later").replace(
+                    " and set again half-way through the second post",
+                    ""
+                )
+            );
+            assert!(
+                early.is_pending() && late.is_pending() && received.is_empty()
+                    && abandoned.is_empty(),
+                "{setting}. Before the server answered, `run` was {} and the server had \
+                 received {received:?}, with post(s) of {abandoned:?} dropped unanswered; \
+                 expected `run` still posting webhook 1: the worker finishes every post it \
+                 starts, however long the server takes (a post cut short by a timeout or a \
+                 grace period has taken its webhook off the queue for nothing)",
+                if early.is_ready() || late.is_ready() { "finished" } else { "still pending" },
+            );
+            open.send_replace(true);
+            let after = run.poll();
+            let posted = during.posted();
+            let (outcome, expected_outcome) = match during {
+                DuringSlowPost::Nothing | DuringSlowPost::CalledOff => {
+                    let idle = after.is_pending();
+                    shutdown.as_ref().unwrap().send_replace(true);
+                    let done = run.poll();
+                    (
+                        format!(
+                            "{} after the answer, then {done:?} once the flag was set",
+                            if idle { "idle" } else { "done" }
+                        ),
+                        idle && done == std::task::Poll::Ready(2),
+                    )
+                }
+                DuringSlowPost::Shutdown | DuringSlowPost::SenderDropped => {
+                    let seen = format!("{after:?} once the server answered");
+                    (seen, after == std::task::Poll::Ready(1))
+                }
+            };
+            let received = server.received.lock().unwrap().clone();
+            let expected: Vec<u64> = (1..=posted).collect();
+            let left = still_queued(&queue);
+            assert!(
+                expected_outcome && received == expected && left == (2 - posted) as usize,
+                "{setting}. `run` was {outcome}, the server received {received:?} and {left} \
+                 webhook(s) stayed on the queue; expected it to finish webhook 1's post whenever \
+                 the server answered, then {}, the server receiving {expected:?}",
+                if posted == 2 {
+                    "post webhook 2 and wait idle until the flag is set (returning 2)"
+                } else {
+                    "take no new webhook (returning 1), webhook 2 staying on the queue"
+                }
+            );
+        }
+    }
+
+    /// A long backlog: 10,000 webhooks queued (past any batch a worker might take off the queue
+    /// at once when the backlog is long), the customer's server taking 2 ms each, and the flag
+    /// set a millisecond into post 5,001. The worker posts them one by one, finishes that
+    /// post and takes no new webhook: `run` returns 5,001 and the other 4,999 are still on the
+    /// queue (none waits in the worker's memory, which the process loses when it exits). One
+    /// `select!` seed: nothing here is ready at the same moment as anything else.
+    fn a_long_backlog_is_posted_one_by_one_and_left_on_the_queue_at_shutdown() {
+        const QUEUED: u64 = 10_000;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let (shutdown, _) = watch::channel(false);
+            let (queue, rx) = mpsc::channel(QUEUED as usize);
+            for id in 1..=QUEUED {
+                queue.try_send(hook(id)).expect("queue has room");
+            }
+            let server = FakeServer::new(Duration::from_millis(2));
+            let mut dispatcher = Dispatcher::new(shutdown.subscribe(), rx, server.clone());
+            tokio::spawn(async move {
+                sleep(Duration::from_millis(10_001)).await;
+                shutdown.send_replace(true);
+                sleep(Duration::from_secs(3600)).await;
+            });
+            let outcome = timeout(Duration::from_secs(60), dispatcher.run()).await;
+            let received = server.received();
+            let left = still_queued(&queue);
+            let in_order = received.iter().copied().eq(1..=received.len() as u64);
+            assert!(
+                outcome == Ok(5_001) && received.len() == 5_001 && in_order && left == 4_999,
+                "{QUEUED} webhooks were queued, the customer's server takes 2 ms to answer each, \
+                 and the flag was set a millisecond into the post of webhook 5001: `run` \
+                 returned {outcome:?}, the server received {} webhook(s){}, and {left} stayed on \
+                 the queue; expected `run` to return 5001 once that post was done, the server \
+                 to receive webhooks 1 to 5001 in order, and the other 4999 to stay on the queue \
+                 (a webhook taken off the queue and not posted is lost when the process exits)",
+                received.len(),
+                if in_order { " in order" } else { ", not 1, 2, 3, ... in order" },
+            );
+        });
     }
 
     /// The flag is set and a webhook arrives at the same moment while the worker is idle: both
