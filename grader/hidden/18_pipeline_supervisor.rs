@@ -1,10 +1,10 @@
 //! Hidden tests for kata 18: once `run_pipeline` has returned or been dropped, none of its
 //! workers runs any more: no video is taken, no transcode goes on.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -55,6 +55,9 @@ const TRANSCODE: Duration = Duration::from_millis(10);
 /// How long a slow video (a feature film among clips) takes.
 const LONG: Duration = Duration::from_millis(200);
 const WORKERS: usize = 3;
+
+/// The fewest workers `run_pipeline` may cap a batch at (the README's floor).
+const WORKERS_FLOOR: usize = 8_192;
 
 /// Counts one running transcode while alive.
 struct Running(Arc<AtomicUsize>);
@@ -286,20 +289,24 @@ async fn poll_now_and_then<F: Future>(supervisor: F, every: Duration) -> F::Outp
 }
 
 /// Drives `supervisor` the way a caller that is away for a while does: it polls it once (the
-/// workers start), comes back only after `away`, and then polls it every 2 ms.
-async fn poll_after_a_break<F: Future>(supervisor: F, away: Duration) -> F::Output {
+/// workers start), lets the workers run for a second (their results now wait for it), is away
+/// while the paused clock moves to the far end and on ([`to_the_far_end_and_on`]: any time
+/// limit, or count of limits, a worker would put on handing its result over runs out), and then
+/// polls it every 2 ms, for a minute (virtual) at most.
+async fn poll_after_a_break<F: Future>(
+    supervisor: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut supervisor = std::pin::pin!(supervisor);
     if let Poll::Ready(out) = supervisor.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        return out;
+        return Ok(out);
     }
-    // One jump of the paused clock: as cheap as a millisecond to a fix that waits on its channel.
-    sleep(away).await;
-    poll_now_and_then(supervisor, Duration::from_millis(2)).await
+    sleep(Duration::from_secs(1)).await;
+    // Jumps of the paused clock: as cheap as a millisecond to a fix that waits on its channel.
+    // (The supervisor is not polled while the caller is away: only its workers can wake.)
+    to_the_far_end_and_on(&AtomicU64::new(0)).await;
+    // Back: a minute (virtual) to end, polled every 2 ms.
+    timeout(Duration::from_secs(60), poll_now_and_then(supervisor, Duration::from_millis(2))).await
 }
-
-/// How long the caller of [`poll_after_a_break`] is away: longer than a time limit a worker would
-/// put on handing over its result, short enough for a fix that retries every millisecond.
-const AWAY: Duration = Duration::from_secs(5);
 
 /// How long a slow transcode takes, as said in a failure message.
 const SLOW: [(Duration, &str); 4] = [
@@ -314,11 +321,78 @@ const SLOW: [(Duration, &str); 4] = [
 /// years: tokio caps it, so the far end is reached with `advance`, in one jump, at no cost).
 const FAR_END: Duration = kata_support::time::FAR_END;
 
-/// After the far end the clock moves on in this many more jumps of [`FAR_STEP`] (some 36,000
-/// years each), so that a limit counted in wake-ups of a timer (give up after 200 yearly looks)
-/// runs out too.
-const FAR_STEPS: usize = 256;
-const FAR_STEP: Duration = Duration::from_millis(1 << 50);
+/// Moves the paused clock to the far end in one jump, then on for as long as a task of the
+/// runtime still wakes up when it moves: a fix that gives up after a count of waits rather than a
+/// time (a thousand yearly retries, a million daily ones) uses its count up, whatever it is, and
+/// the test then looks at what it did when it gave up. The steps start at some 35 years (more
+/// than any wait a `Duration` of up to 30 years sets) and double each time nothing woke, until
+/// the clock has moved on by 2^58 ms more (9 million years): a wait of any length is met. A fix
+/// waiting on no clock at all (a channel, a gate) costs a few dozen steps. At most
+/// [`AWAY_STEPS`] steps, to stop a fix that never gives up yet wakes for ever. `woken` counts
+/// the wake-ups of a future run outside any task (the supervisor, in [`Counted`]).
+async fn to_the_far_end_and_on(woken: &AtomicU64) {
+    let polls = || {
+        tokio::runtime::Handle::current().metrics().worker_poll_count(0)
+            + woken.load(Ordering::SeqCst)
+    };
+    tokio::time::advance(FAR_END).await;
+    let mut left = FAR_END / 16;
+    let mut step = Duration::from_millis(1 << 40);
+    for _ in 0..AWAY_STEPS {
+        if step > left {
+            break;
+        }
+        let before = polls();
+        tokio::time::advance(step).await;
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        left -= step;
+        if polls() == before {
+            step *= 2;
+        }
+    }
+}
+
+/// The most steps [`to_the_far_end_and_on`] takes, so the largest count of waits a fix could
+/// give up after and still pass (131,072 looks), cheap on the paused clock: a fix that looks every
+/// millisecond for ever costs a tenth of a second.
+const AWAY_STEPS: u32 = 1 << 17;
+
+/// A future that counts in `wakes` the times it is woken (not polled: a `join!` polls every
+/// branch each time one of them is woken).
+struct Counted<F> {
+    future: Pin<Box<F>>,
+    wakes: Arc<AtomicU64>,
+}
+
+/// The waker [`Counted`] hands its future: counts, then wakes the caller's task.
+struct CountingWaker {
+    wakes: Arc<AtomicU64>,
+    caller: Waker,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.caller.wake_by_ref();
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let waker = Waker::from(Arc::new(CountingWaker {
+            wakes: self.wakes.clone(),
+            caller: cx.waker().clone(),
+        }));
+        self.future.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
 
 /// A batch: how many videos, how many workers, and which video fails (if any).
 #[derive(Debug, Clone, Copy)]
@@ -719,10 +793,11 @@ hidden_test! {
     }
 
     /// A worker waits as long as it takes to hand its result to the supervisor: a caller that
-    /// polls `run_pipeline` once and comes back only 5 s later (its thread was busy) still gets
-    /// every rendition of a successful batch, or the error of a failed one. Batches of cache hits
-    /// (answered at once) on one or two workers, so that results wait for the supervisor. (5 s,
-    /// not more: a fix that retries every millisecond must stay cheap.)
+    /// polls `run_pipeline` once and comes back only after the far end of the paused clock (its
+    /// thread was busy; 146 million years and on, past any time limit a worker could put on
+    /// handing a result over) still gets every rendition of a successful batch, or the error of a
+    /// failed one. Batches of cache hits (answered at once) on one or two workers, so that
+    /// results wait for the supervisor.
     async fn a_caller_away_for_a_while_still_gets_every_result() {
         // (transcode lengths in ms, 0 answering at once; workers; the video that fails, if any)
         let cases: [(&[u64], usize, Option<u64>); 3] =
@@ -738,15 +813,13 @@ hidden_test! {
                 failing: failing.into_iter().collect(),
                 ..FakeFarm::default()
             });
-            let outcome = timeout(
-                AWAY + Duration::from_secs(60),
-                poll_after_a_break(run_pipeline(queue.clone(), farm.clone(), workers), AWAY),
-            )
-            .await
+            let outcome = poll_after_a_break(run_pipeline(queue.clone(), farm.clone(), workers))
+                .await
             .expect("the batch did not end within a minute (virtual) of the caller's return");
             let what = format!(
                 "{} videos on {workers} worker(s), transcodes of {lengths:?} ms (0 answers at \
-                 once), {}, the caller polling `run_pipeline` once and then only after 5 s",
+                 once), {}, the caller polling `run_pipeline` once and then only after some 146 \
+                 million years",
                 lengths.len(),
                 match failing {
                     Some(id) => format!("video {id} failing"),
@@ -820,19 +893,23 @@ hidden_test! {
             at_the_far_end: Some((0, gate.clone())),
             ..FakeFarm::default()
         });
-        let opened = std::cell::Cell::new(false);
+        let opened = Cell::new(false);
+        // The supervisor's wake-ups are counted, so that a watchdog of its own that wakes it
+        // keeps the clock moving.
+        let woken = Arc::new(AtomicU64::new(0));
+        let supervisor = Counted {
+            future: Box::pin(run_pipeline(queue.clone(), farm.clone(), 2)),
+            wakes: woken.clone(),
+        };
         let (outcome, ()) = tokio::join!(
             async {
-                let outcome = run_pipeline(queue.clone(), farm.clone(), 2).await;
+                let outcome = supervisor.await;
                 (outcome, !opened.get())
             },
             async {
                 // Videos 1 and 2 take 10 ms each: only video 0 is left when the clock jumps.
                 sleep(Duration::from_secs(1)).await;
-                tokio::time::advance(FAR_END).await;
-                for _ in 0..FAR_STEPS {
-                    tokio::time::advance(FAR_STEP).await;
-                }
+                to_the_far_end_and_on(&woken).await;
                 opened.set(true);
                 gate.open();
             }
@@ -943,7 +1020,7 @@ hidden_test! {
     /// big batch (23, 1 000, 1 200 videos of 10 ms): the batch takes one round of transcodes per
     /// `workers` videos, and exactly `workers` transcodes run at once.
     async fn many_workers_run_side_by_side_on_a_big_batch() {
-        for (workers, videos) in [(5usize, 23u64), (64, 1_000), (300, 1_200)] {
+        for (workers, videos) in [(5usize, 23u64), (64, 1_000), (300, 1_200), ] {
             let queue = batch(videos);
             let farm = FakeFarm::failing([]);
             let start = Instant::now();
@@ -968,6 +1045,38 @@ hidden_test! {
                 TRANSCODE * rounds
             );
         }
+    }
+
+    /// The README's floor: `run_pipeline` may cap the workers of a batch, but never below
+    /// [`WORKERS_FLOOR`] (8,192). A batch of 8,193 clips on 8,192 workers runs them all side by
+    /// side: two rounds of transcodes, 8,192 at once. One seed: the branch order does not matter
+    /// here, and a runtime of 8,192 tasks is the dear part.
+    fn a_batch_gets_every_worker_up_to_the_floor() {
+        let workers = WORKERS_FLOOR;
+        let videos = workers as u64 + 1;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        let (renditions, took, most) = runtime.block_on(async {
+            let queue = batch(videos);
+            let farm = FakeFarm::failing([]);
+            let start = Instant::now();
+            let renditions = timeout(
+                Duration::from_secs(60),
+                run_pipeline(queue.clone(), farm.clone(), workers),
+            )
+            .await
+            .expect("the batch did not end within 60 s (virtual)")
+            .expect("no video fails, so the batch must succeed");
+            (renditions.len() as u64, start.elapsed(), farm.most_at_once.load(Ordering::SeqCst))
+        });
+        assert!(
+            renditions == videos && most == workers && took == TRANSCODE * 2,
+            "{videos} videos of 10 ms each on {workers} workers: `run_pipeline` returned \
+             {renditions} rendition(s) after {took:?}, with at most {most} transcodes running at \
+             once. Expected every rendition after {:?} (2 rounds), with {workers} transcodes at \
+             once: `run_pipeline` keeps `workers` workers running side by side, and may cap them, \
+             but never below {WORKERS_FLOOR}",
+            TRANSCODE * 2
+        );
     }
 
     /// Batches of edge sizes: no video at all (an upload window with no uploads), a single

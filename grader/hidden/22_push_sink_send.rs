@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -18,6 +18,17 @@ use tokio_util::codec::{FramedWrite, LinesCodec, LinesCodecError};
 
 /// A slow device: it takes 4 bytes per write and makes the writer wait between writes.
 const BYTES_PER_WRITE: usize = 4;
+
+/// Notification `id` of an outbox of `len`: [`notification`], except past the head of the
+/// longest outbox ([`LONG_BACKLOG`]), where the titles are empty, which costs no allocation: its
+/// tests read only its head, and most of their time would go to building titles.
+fn backlog_notification(id: u64, len: u64) -> Notification {
+    if len >= LONG_BACKLOG && id > 64 {
+        Notification { id, title: String::new() }
+    } else {
+        notification(id)
+    }
+}
 
 /// Notification `id`. Titles are UTF-8 text, not ASCII: some hold characters of two, three and
 /// four bytes (which a slow device's writes cut in the middle), some are empty or blank.
@@ -305,17 +316,29 @@ impl Offline {
 }
 
 /// A phone that is offline (in the way `how` says) until the test calls
-/// [`OfflinePhone::come_back`], and from then on takes every byte at once.
+/// [`OfflinePhone::come_back`], and from then on takes every byte at once (or, after
+/// [`OfflinePhone::reads_at_most`], that many bytes in all, and then nothing).
 #[derive(Clone)]
 struct OfflinePhone {
     how: Offline,
     online: Arc<AtomicBool>,
     received: Arc<std::sync::Mutex<Vec<u8>>>,
+    most: Arc<AtomicUsize>,
 }
 
 impl OfflinePhone {
     fn new(how: Offline) -> Self {
-        OfflinePhone { how, online: Arc::default(), received: Arc::default() }
+        OfflinePhone {
+            how,
+            online: Arc::default(),
+            received: Arc::default(),
+            most: Arc::new(AtomicUsize::new(usize::MAX)),
+        }
+    }
+
+    /// From now on the phone takes at most `bytes` in all (the head of a long outbox).
+    fn reads_at_most(&self, bytes: usize) {
+        self.most.store(bytes, Ordering::SeqCst);
     }
 
     fn come_back(&self) {
@@ -337,8 +360,14 @@ impl AsyncWrite for OfflinePhone {
         if self.how == Offline::ReadsNothing && !self.online.load(Ordering::SeqCst) {
             return Poll::Pending;
         }
-        self.received.lock().expect("phone state").extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        let mut received = self.received.lock().expect("phone state");
+        let room = self.most.load(Ordering::SeqCst).saturating_sub(received.len());
+        if room == 0 {
+            return Poll::Pending;
+        }
+        let took = buf.len().min(room);
+        received.extend_from_slice(&buf[..took]);
+        Poll::Ready(Ok(took))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -347,6 +376,183 @@ impl AsyncWrite for OfflinePhone {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A flood of `len` notifications on a [`FloodDevice`] taking `chunk` bytes per write and
+/// refusing `refusals` writes after each it takes: the incoming branch wins every turn of the
+/// session loop, so each call of `deliver` is polled once and dropped, at most `polls` times or
+/// until the outbox is empty; each poll must move the delivery forward.
+async fn flood_moves_on_every_poll(chunk: usize, refusals: usize, len: u64, polls: usize) {
+    let device = FloodDevice::new(chunk, refusals);
+    let mut framed = FramedWrite::new(device.clone(), LinesCodec::new());
+    framed.set_backpressure_boundary(1);
+    let mut pusher = Pusher::new(framed);
+    for id in 1..=len {
+        pusher.enqueue(backlog_notification(id, len));
+    }
+    let mut poll = 0;
+    while pusher.queued() > 0 && poll < polls {
+        poll += 1;
+        let queued = pusher.queued();
+        let (written, refused) = device.counts();
+        tokio::select! {
+            biased;
+            done = pusher.deliver() => {
+                done.expect("deliver failed");
+            }
+            // A new notification of the flood wins the race on every turn.
+            _ = another_branch(1) => {}
+        }
+        let (now_written, now_refused) = device.counts();
+        if pusher.queued() == queued && now_written == written && now_refused == refused {
+            panic!(
+                "with {queued} of {len} notifications queued (a flood) for {} and the \
+                 incoming branch ready on every turn of the session loop, call {poll} \
+                 of deliver() was polled once and dropped having moved nothing: \
+                 expected a notification handed to the connection or more bytes \
+                 written to the device (or the device to refuse a write), but queued() \
+                 stayed at {queued}, the device still had {written} bytes and had \
+                 refused no write. During the flood every call is dropped after its \
+                 first poll, so a call that waits before moving anything (only while \
+                 the outbox is long, or every so many notifications, say) delivers \
+                 nothing until the flood ends",
+                device.describe()
+            );
+        }
+    }
+}
+
+/// The phone goes offline with `len` notifications queued (`how`), and the heartbeat drops
+/// `deliver` after `polls` polls, three times over; then the phone comes back. At most one
+/// notification may leave the outbox while a phone reads nothing, and every notification must
+/// arrive exactly once, in order (for the longest outbox, [`LONG_BACKLOG`], its first [`HEAD`]).
+async fn dropped_deliver_over_an_outbox(how: Offline, len: u64, polls: usize) {
+    let phone = OfflinePhone::new(how);
+    let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
+    device.set_backpressure_boundary(1);
+    let mut pusher = Pusher::new(device);
+    for id in 1..=len {
+        pusher.enqueue(backlog_notification(id, len));
+    }
+    let setup = format!(
+        "{len} notification(s) were queued for {}, and the heartbeat dropped \
+         deliver after {} 3 times over",
+        how.describe(),
+        match polls {
+            1 => "its first poll".to_owned(),
+            n => format!("{n} polls"),
+        }
+    );
+    for _ in 0..3 {
+        let mut deliver = tokio_test::task::spawn(pusher.deliver());
+        for _ in 0..polls {
+            if let Poll::Ready(done) = deliver.poll() {
+                panic!(
+                    "{setup}: deliver returned {done:?} while the phone was \
+                     offline, with {} received: `Ok` means the phone has every \
+                     notification",
+                    phone.received().lines().count()
+                );
+            }
+        }
+    }
+    let left = len as usize - pusher.queued();
+    if how == Offline::ReadsNothing && left > 1 {
+        panic!(
+            "{setup}: {left} of {len} notifications left the outbox (queued() \
+             went from {len} to {}) while the phone read nothing. The connection \
+             layer caps each connection at one buffered frame, however long the \
+             outbox: at most one notification may be handed to the connection \
+             until the phone takes it",
+            pusher.queued()
+        );
+    }
+    phone.come_back();
+    if len < LONG_BACKLOG {
+        pusher.deliver().await.expect("deliver failed once the phone was back");
+        if let Err(seen) = check_backlog(&phone.received(), len) {
+            panic!("{setup}; then the phone came back and deliver ran to the end: {seen}");
+        }
+        return;
+    }
+    // The longest outbox: its head is enough to see a notification lost or sent twice by the
+    // dropped calls, and the whole delivery would cost a tenth of a second. The phone reads the
+    // head, then nothing more.
+    let want: Vec<String> = (1..=HEAD as u64).map(|id| notification(id).to_line()).collect();
+    phone.reads_at_most(want.iter().map(|line| line.len() + 1).sum());
+    let mut last = tokio_test::task::spawn(pusher.deliver());
+    // Polled again while it woke itself (a yield), until it waits for the phone.
+    for _ in 0..1 << 16 {
+        if let Poll::Ready(done) = last.poll() {
+            done.expect("deliver failed once the phone was back");
+            break;
+        }
+        // A yield's wake-up comes once the runtime has had a turn.
+        tokio::task::yield_now().await;
+        if !last.is_woken() {
+            break;
+        }
+    }
+    drop(last);
+    let received = phone.received();
+    let head: Vec<&str> = received.lines().take(HEAD).collect();
+    assert!(
+        head.len() == HEAD && head.iter().zip(&want).all(|(got, want)| got == want),
+        "{setup}; then the phone came back, and its first {HEAD} lines were {head:?}, expected \
+         notifications 1 to {HEAD}, each once, in order ({want:?}): a notification the dropped \
+         calls had handed to the connection was sent again, or one was lost, on an outbox this long"
+    );
+}
+
+/// How many of the first notifications the longest outbox's check reads.
+const HEAD: usize = 12;
+
+/// Moves the paused clock to the far end in one jump and polls `call` once, as the session's loop
+/// would; then moves it on for as long as `call` wakes up when it moves, polling it each time: a
+/// `deliver` that gives up after a count of waits rather than a time (a year of hourly looks)
+/// uses its count up, whatever it is. The steps start at some 35 years (more than any wait a
+/// `Duration` of up to 30 years sets) and double each time nothing woke, until the clock has
+/// moved on by 2^58 ms more (9 million years). At most 2^17 steps (131,072 looks), to stop a
+/// `deliver` that never gives up yet wakes for ever, cheaply. Returns what `call` returned, if it did.
+async fn to_the_far_end_and_on<F: Future>(mut call: Pin<&mut F>) -> Option<F::Output> {
+    let wakes = Arc::new(WakeCount::default());
+    let waker = Waker::from(wakes.clone());
+    tokio::time::advance(FAR_END).await;
+    let mut left = FAR_END / 16;
+    let mut step = Duration::from_millis(1 << 40);
+    for _ in 0..1u32 << 17 {
+        if let Poll::Ready(done) = call.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return Some(done);
+        }
+        loop {
+            if step > left {
+                return None;
+            }
+            let before = wakes.0.load(Ordering::SeqCst);
+            tokio::time::advance(step).await;
+            tokio::task::yield_now().await;
+            left -= step;
+            if wakes.0.load(Ordering::SeqCst) != before {
+                break;
+            }
+            step *= 2;
+        }
+    }
+    None
+}
+
+/// Counts the wake-ups of a future polled by hand.
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -955,45 +1161,8 @@ hidden_test! {
         ];
         for (template, lens) in devices {
             for &len in lens {
-                let device = FloodDevice::new(template.chunk, template.refusals);
-                let mut framed = FramedWrite::new(device.clone(), LinesCodec::new());
-                framed.set_backpressure_boundary(1);
-                let mut pusher = Pusher::new(framed);
-                for id in 1..=len {
-                    pusher.enqueue(notification(id));
-                }
                 let polls = if template.refusals == 0 { usize::MAX } else { SLOW_POLLS };
-                let mut poll = 0;
-                while pusher.queued() > 0 && poll < polls {
-                    poll += 1;
-                    let queued = pusher.queued();
-                    let (written, refused) = device.counts();
-                    tokio::select! {
-                        biased;
-                        done = pusher.deliver() => {
-                            done.expect("deliver failed");
-                        }
-                        // A new notification of the flood wins the race on every turn.
-                        _ = another_branch(1) => {}
-                    }
-                    let (now_written, now_refused) = device.counts();
-                    if pusher.queued() == queued && now_written == written && now_refused == refused
-                    {
-                        panic!(
-                            "with {queued} of {len} notifications queued (a flood) for {} and the \
-                             incoming branch ready on every turn of the session loop, call {poll} \
-                             of deliver() was polled once and dropped having moved nothing: \
-                             expected a notification handed to the connection or more bytes \
-                             written to the device (or the device to refuse a write), but queued() \
-                             stayed at {queued}, the device still had {written} bytes and had \
-                             refused no write. During the flood every call is dropped after its \
-                             first poll, so a call that waits before moving anything (only while \
-                             the outbox is long, or every so many notifications, say) delivers \
-                             nothing until the flood ends",
-                            device.describe()
-                        );
-                    }
-                }
+                flood_moves_on_every_poll(template.chunk, template.refusals, len, polls).await;
             }
         }
     }
@@ -1078,54 +1247,32 @@ hidden_test! {
         for how in [Offline::ReadsNothing, Offline::SlowToFlush] {
             for len in [3_u64, 20, 300, 3000] {
                 for polls in [1, 2, 5] {
-                    let phone = OfflinePhone::new(how);
-                    let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
-                    device.set_backpressure_boundary(1);
-                    let mut pusher = Pusher::new(device);
-                    for id in 1..=len {
-                        pusher.enqueue(notification(id));
-                    }
-                    let setup = format!(
-                        "{len} notification(s) were queued for {}, and the heartbeat dropped \
-                         deliver after {} 3 times over",
-                        how.describe(),
-                        match polls {
-                            1 => "its first poll".to_owned(),
-                            n => format!("{n} polls"),
-                        }
-                    );
-                    for _ in 0..3 {
-                        let mut deliver = tokio_test::task::spawn(pusher.deliver());
-                        for _ in 0..polls {
-                            if let Poll::Ready(done) = deliver.poll() {
-                                panic!(
-                                    "{setup}: deliver returned {done:?} while the phone was \
-                                     offline, with {} received: `Ok` means the phone has every \
-                                     notification",
-                                    phone.received().lines().count()
-                                );
-                            }
-                        }
-                    }
-                    let left = len as usize - pusher.queued();
-                    if how == Offline::ReadsNothing && left > 1 {
-                        panic!(
-                            "{setup}: {left} of {len} notifications left the outbox (queued() \
-                             went from {len} to {}) while the phone read nothing. The connection \
-                             layer caps each connection at one buffered frame, however long the \
-                             outbox: at most one notification may be handed to the connection \
-                             until the phone takes it",
-                            pusher.queued()
-                        );
-                    }
-                    phone.come_back();
-                    pusher.deliver().await.expect("deliver failed once the phone was back");
-                    if let Err(seen) = check_backlog(&phone.received(), len) {
-                        panic!("{setup}; then the phone came back and deliver ran to the end: {seen}");
-                    }
+                    dropped_deliver_over_an_outbox(how, len, polls).await;
                 }
             }
         }
+    }
+
+    /// The longest outbox the gateway keeps ([`LONG_BACKLOG`], the README's bound), and a phone
+    /// that goes offline: the heartbeat drops `deliver` after its first poll, three times over.
+    /// An outbox this long changes none of the promises: at most one notification leaves it
+    /// while the phone reads nothing, and none is lost or sent twice. One seed: the test races
+    /// nothing itself, and the outbox is the dear part.
+    fn a_dropped_deliver_over_the_longest_outbox_loses_and_repeats_nothing() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            for how in [Offline::ReadsNothing, Offline::SlowToFlush] {
+                dropped_deliver_over_an_outbox(how, LONG_BACKLOG, 1).await;
+            }
+        });
+    }
+
+    /// A flood over the longest outbox the gateway keeps ([`LONG_BACKLOG`]): its first 64 calls
+    /// of `deliver`, each polled once and dropped, must each move the delivery forward, on an
+    /// outbox this long too. One seed: the outbox is the dear part.
+    fn a_flood_over_the_longest_outbox_moves_forward_on_every_poll() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(flood_moves_on_every_poll(usize::MAX, 0, LONG_BACKLOG, 64));
     }
 
     /// The connection has a buffer of its own under the `FramedWrite` (a `BufWriter`, a TLS
@@ -1288,12 +1435,9 @@ hidden_test! {
                     Ok(done) => Some(done),
                     Err(_) => {
                         // One jump: a sleep this long would cost the timer wheel a step per two
-                        // years. Then one more poll, as the session's loop would give it.
-                        tokio::time::advance(FAR_END).await;
-                        match futures::poll!(call.as_mut()) {
-                            Poll::Ready(done) => Some(done),
-                            Poll::Pending => None,
-                        }
+                        // years. Then on while `deliver` still wakes up, polled each time, as
+                        // the session's loop would.
+                        to_the_far_end_and_on(call.as_mut()).await
                     }
                 }
             };
@@ -1301,11 +1445,11 @@ hidden_test! {
                 panic!(
                     "with {} notification(s) queued and a phone that read nothing, deliver() \
                      returned Ok after {} (the test waited a minute, then {} in one jump of the \
-                     paused clock), while the phone had received {:?} (expected {:?}): the \
-                     session takes Ok to mean the notifications were delivered and acknowledges \
-                     them upstream, so they are lost. A deliver that gives up waiting for a \
-                     stalled phone, however late, must not say Ok: the session cuts a deliver \
-                     it cannot wait for",
+                     paused clock, and on while it still woke up), while the phone had received \
+                     {:?} (expected {:?}): the session takes Ok to mean the notifications were \
+                     delivered and acknowledges them upstream, so they are lost. A deliver that \
+                     gives up waiting for a stalled phone, however late, must not say Ok: the \
+                     session cuts a deliver it cannot wait for",
                     ids.len(),
                     spoken(start.elapsed()),
                     spoken(FAR_END),

@@ -754,6 +754,19 @@ async fn pile_up(count: u64) {
     }
 }
 
+/// The failure of [`a_refresh_finishes_however_long_the_report_holds_the_lock`]: the refresh
+/// returned (at poll `polls`) while the report, holding the lock for `held`, still held it.
+fn returned_while_the_report_held_the_lock(held: Duration, polls: usize) -> ! {
+    panic!(
+        "the report has held the lock for {} and still holds it, yet refresh(v2) returned (poll \
+         {polls}): it cannot have put its catalog in place, since that needs the lock. A refresh \
+         must wait for the lock however long the report keeps it, and return only with its \
+         catalog in place: a cap on the wait (a minute, an hour, a century, or a count of hourly \
+         looks) gives up on the refresh, and no cap is long enough",
+        spoken(held)
+    );
+}
+
 hidden_test! {
     /// A refresh waits behind several things in turn: the report, another refresh of the cache
     /// that got ahead of it, a lookup that asked while it waited. Each part is shorter than
@@ -1070,15 +1083,7 @@ hidden_test! {
             for _ in 0..8 {
                 polls += 1;
                 if refresh.poll().is_ready() {
-                    panic!(
-                        "the report has held the lock for {} and still holds it, yet \
-                         refresh(v2) returned (poll {polls}): it cannot have put its catalog in \
-                         place, since that needs the lock. A refresh must wait for the lock \
-                         however long the report keeps it, and return only with its catalog in \
-                         place: a cap on the wait (a minute, an hour, a century) gives up on the \
-                         refresh, and no cap is long enough",
-                        spoken(start.elapsed())
-                    );
+                    returned_while_the_report_held_the_lock(start.elapsed(), polls);
                 }
                 tokio::task::yield_now().await;
             }
@@ -1110,6 +1115,70 @@ hidden_test! {
              place and slow_refreshes at 1 (catalog version, slow_refreshes), seen otherwise",
             spoken(held)
         );
+    }
+
+    /// The report is stuck for good: the clock jumps to the far end, then moves on for as long
+    /// as the refresh (or a task it spawned) still wakes up when it moves, polling it each time,
+    /// so that a cap counted in looks (ten years of hourly ones) runs out too, whatever the count
+    /// up to 131,072. The steps start at some 35 years (more than any wait a `Duration` of up to
+    /// 30 years sets) and double each time nothing woke, until the clock has moved on by 2^58 ms
+    /// more. One seed: a right refresh that looks again every `SLOW_LOCK` for ever wakes at every
+    /// step, and the steps are the dear part.
+    fn a_refresh_outlasts_any_count_of_looks() {
+        runtime::current_thread(SEEDS[0]).block_on(async {
+            let cache = CatalogCache::new(catalog(1));
+            let report = cache.lock().await;
+            let start = Instant::now();
+            let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
+            let mut polls = 1;
+            if refresh.poll().is_ready() {
+                returned_while_the_report_held_the_lock(start.elapsed(), polls);
+            }
+            tokio::time::advance(FAR_END).await;
+            let task_polls = || tokio::runtime::Handle::current().metrics().worker_poll_count(0);
+            let mut left = FAR_END / 16;
+            let mut step = Duration::from_millis(1 << 40);
+            let mut woke = true;
+            for _ in 0..1u32 << 17 {
+                if woke {
+                    polls += 1;
+                    if refresh.poll().is_ready() {
+                        returned_while_the_report_held_the_lock(start.elapsed(), polls);
+                    }
+                } else {
+                    step *= 2;
+                }
+                if step > left {
+                    break;
+                }
+                let before = task_polls();
+                tokio::time::advance(step).await;
+                // A turn for a task the refresh spawned, if its timer fired.
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                left -= step;
+                woke = refresh.is_woken() || task_polls() != before;
+            }
+            let held = start.elapsed();
+            drop(report);
+            let refreshed = tokio::time::timeout(HANG, refresh).await;
+            assert!(
+                refreshed.is_ok(),
+                "futurelock: refresh() had not finished {} s after the report let go of the lock \
+                 (it held the lock for {}), although nothing else wanted it",
+                HANG.as_secs(),
+                spoken(held)
+            );
+            let state = cache.lock().await;
+            assert_eq!(
+                (state.catalog.version, state.slow_refreshes),
+                (2, 1),
+                "the report held the lock for {}, and refresh(v2) returned: expected catalog v2 \
+                 in place and slow_refreshes at 1 (catalog version, slow_refreshes), seen \
+                 otherwise",
+                spoken(held)
+            );
+        });
     }
 
     /// The report holds the lock for a second; lookups queue for it while the refresh waits, one
