@@ -2123,4 +2123,94 @@ hidden_test! {
             );
         }
     }
+
+    /// Attempts whose length is not a whole number of microseconds, and budgets that end just
+    /// past a millisecond: the budget is `attempts × attempt_timeout` to the nanosecond, and
+    /// tokio's timer may only make it end later (up to a tick per attempt), never sooner. Three
+    /// kinds of client: attempts 1 ns past a whole millisecond (one of 1 s + 1 ns, three of
+    /// 250 ms + 1 ns, a thousand of 1 ms + 1 ns); attempts of an odd number of nanoseconds whose
+    /// budget ends 1 ns past a whole millisecond (3, 7, 1001 and 9999 of them); and ten thousand
+    /// attempts of 100.999 µs (a budget of 1009.99 ms), whose fractions add up to ten
+    /// milliseconds. A stuck mailer must make the call give up no sooner than the budget: a
+    /// budget or an attempt short by even a nanosecond (whatever unit it was counted in) ends
+    /// on the tick before it. A mailer that answers inside the budget gets its receipt returned
+    /// at that instant. One `select!` seed, since nothing here is ready at the same moment as
+    /// anything else; the longest client costs ten thousand ticks of the paused clock to a
+    /// per-attempt `timeout`, a few milliseconds.
+    fn attempts_with_a_sub_microsecond_part_never_give_up_before_the_budget() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let ms = Duration::from_millis;
+            let ns = Duration::from_nanos;
+            let cases = [
+                // Each attempt 1 ns past a whole millisecond.
+                (ns(1_000_000_001), 1, None),
+                (ns(250_000_001), 3, None),
+                (ns(1_000_001), 1000, None),
+                // An odd number of nanoseconds, so not a whole number of any unit of a
+                // millisecond (10 ns, 100 ns, 1 µs, 10 µs, ...); the budget ends 1 ns past a
+                // whole millisecond (3 × 333.666667 ms = 1001 ms + 1 ns, and so on).
+                (ns(333_666_667), 3, None),
+                (ns(142_857_143), 7, None),
+                (ns(999_001), 1001, None),
+                (ns(989_999), 9999, None),
+                // Ten thousand attempts of 100.999 µs: 1009.99 ms.
+                (ns(100_999), 10_000, None),
+                (ns(100_999), 10_000, Some(ms(1005))),
+            ];
+            for (attempt, attempts, answer_at) in cases {
+                let budget = attempt * attempts;
+                let ticked = ms(attempt.as_nanos().div_ceil(1_000_000) as u64) * attempts;
+                let mailer = match answer_at {
+                    Some(at) => Mailer::Takes(at),
+                    None => Mailer::Stuck,
+                };
+                let (queue, log) = start_mailer(mailer);
+                let client = MailClient::new(queue, attempt, attempts);
+                let start = Instant::now();
+                let outcome = timeout(ticked + ATTEMPT * 60, client.send_email(job(7))).await;
+                let waited = start.elapsed();
+                let (ok, expected) = match answer_at {
+                    Some(at) => {
+                        let receipt = Receipt { job_id: 7, message_id: "msg-7".into() };
+                        (
+                            outcome == Ok(Ok(receipt.clone())) && waited == at,
+                            format!("{receipt:?} at {at:?}, the instant the mailer answered"),
+                        )
+                    }
+                    None => (
+                        outcome == Ok(Err(CallError::TimedOut))
+                            && waited >= budget
+                            && waited <= ticked + ms(10),
+                        format!(
+                            "`Err(TimedOut)` no sooner than the budget, {budget:?} to the \
+                             nanosecond, and no later than {ticked:?} (each attempt rounded up \
+                             to tokio's 1 ms tick)"
+                        ),
+                    ),
+                };
+                let mailer = match answer_at {
+                    Some(at) => format!("took the job at once and answered {at:?} in"),
+                    None => "took the job at once and never answered".to_string(),
+                };
+                let early = if outcome.is_ok() && waited < budget {
+                    format!(", {:?} before its budget ran out", budget - waited)
+                } else {
+                    String::new()
+                };
+                let returned = match outcome {
+                    Ok(outcome) => format!("returned {outcome:?} after {waited:?}"),
+                    Err(_) => format!("was still waiting after {waited:?}"),
+                };
+                assert!(
+                    ok && log.received(7) == 1,
+                    "a client of {attempts} attempts of {attempt:?} (a budget of {budget:?}); \
+                     the mailer {mailer}, and got the job {} time(s). The call {returned}{early}, \
+                     expected the job once and {expected}: a call may give up late by tokio's \
+                     tick, never before attempts × attempt_timeout, to the nanosecond",
+                    log.received(7)
+                );
+            }
+        });
+    }
 }
