@@ -205,6 +205,54 @@ impl AsyncRead for LongStream {
     }
 }
 
+/// How many links [`links_alive_at_once_keep_their_own_half_frames`] keeps alive at once.
+const LINKS_AT_ONCE: usize = 2048;
+
+/// How many bytes of its frame a [`SlowRadio`] holds back until `rest_at`.
+const HELD_BACK: usize = 100;
+
+/// A slow radio: it sends a frame of exactly `MAX_FRAME` bytes (its payload starts with the
+/// link's number as 8 big-endian bytes, then `x`s) but the last [`HELD_BACK`] bytes, as fast as it
+/// is read; then nothing until `rest_at`; then the rest, and the end of the stream. The bytes are
+/// made as they are read.
+struct SlowRadio {
+    number: u64,
+    sent: usize,
+    rest_at: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl AsyncRead for SlowRadio {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        const XS: [u8; 1024] = [b'x'; 1024];
+        let this = &mut *self;
+        let whole = 4 + MAX_FRAME;
+        let held = whole - HELD_BACK;
+        if this.sent == held && this.rest_at.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let end = if this.sent < held { held } else { whole };
+        let mut head = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        head.extend(this.number.to_be_bytes());
+        while buf.remaining() > 0 && this.sent < end {
+            let n = if this.sent < head.len() {
+                let n = buf.remaining().min(head.len() - this.sent);
+                buf.put_slice(&head[this.sent..this.sent + n]);
+                n
+            } else {
+                let n = buf.remaining().min(XS.len()).min(end - this.sent);
+                buf.put_slice(&XS[..n]);
+                n
+            };
+            this.sent += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A sensor link hit by a signal storm: it delivers `head`, then fails every read with the same
 /// `Interrupted` error until `storm` reads have failed, then delivers `tail` and ends. The storm
 /// lasts until the link gives up, whatever number of retries it allows itself: `storm` only stops
@@ -648,6 +696,82 @@ hidden_test! {
                  that each ended two bytes into the next frame's length prefix, then closed the \
                  link; the link delivered the first {frames} frames intact, {ended}"
             );
+        });
+    }
+
+    /// A collector holds thousands of links, and on slow radios many of them hold most of a big
+    /// frame at once: [`LINKS_AT_ONCE`] links each receive all but the last [`HELD_BACK`] bytes of
+    /// a legal frame of `MAX_FRAME` bytes (128 MiB between them), then the rest. No link fails or
+    /// delivers anything before its rest comes, and each then delivers its frame intact: a link's
+    /// buffer and limit are its own, and what other links hold never fails it nor holds it back,
+    /// so a memory budget shared by the links of the process (a `static`) of any size below what
+    /// they hold in all fails. (On one seed's runtime, as above. A `static` starts afresh: each
+    /// hidden test runs in a process of its own.)
+    fn links_alive_at_once_keep_their_own_half_frames() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let start = Instant::now();
+            // Each link is polled for 1 ms; the rest of every frame comes once all have been.
+            let rest_at = start + Duration::from_millis(LINKS_AT_ONCE as u64 + 100);
+            let story = format!(
+                "{LINKS_AT_ONCE} links were alive at once, each of a slow radio that sent all but \
+                 the last {HELD_BACK} bytes of a legal frame of exactly {MAX_FRAME} bytes ({} MiB \
+                 held by the links in all)",
+                LINKS_AT_ONCE * (4 + MAX_FRAME - HELD_BACK) >> 20
+            );
+            // The `x`s of a payload, to compare with at memory speed.
+            let xs = vec![b'x'; MAX_FRAME - 8];
+            let mut links = Vec::with_capacity(LINKS_AT_ONCE);
+            for number in 0..LINKS_AT_ONCE as u64 {
+                let rest_at = Box::pin(tokio::time::sleep_until(rest_at));
+                let mut link = TelemetryLink::new(SlowRadio { number, sent: 0, rest_at });
+                let got = timeout(Duration::from_millis(1), link.next_event()).await;
+                if let Ok(got) = got {
+                    panic!(
+                        "{story}: link {number}, polled as soon as its bytes were in, returned \
+                         {got:?}, expected nothing yet (the rest of its frame had not come, and no \
+                         heartbeat was due). A link's buffer and limit are its own: what other \
+                         links hold never fails it nor holds it back"
+                    );
+                }
+                links.push(link);
+            }
+            tokio::time::sleep_until(rest_at).await;
+            for (number, link) in (0u64..).zip(&mut links) {
+                let mut heartbeats = 0;
+                let got = loop {
+                    match link.next_event().await {
+                        Ok(Some(Event::Heartbeat)) if heartbeats < 8 => heartbeats += 1,
+                        other => break other,
+                    }
+                };
+                let whole = match &got {
+                    Ok(Some(Event::Frame(payload))) => {
+                        payload.len() == MAX_FRAME
+                            && payload[..8] == number.to_be_bytes()
+                            && payload[8..] == xs[..]
+                    }
+                    _ => false,
+                };
+                if !whole {
+                    let got = match got {
+                        Ok(Some(Event::Frame(payload))) => format!(
+                            "a frame of {} bytes starting {:?}",
+                            payload.len(),
+                            &payload[..payload.len().min(16)]
+                        ),
+                        Ok(Some(Event::Heartbeat)) => "only heartbeats".to_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    panic!(
+                        "{story}, then the rest of every frame: link {number} then delivered \
+                         {got}, expected its frame of {MAX_FRAME} bytes, starting with its number \
+                         {:?}. A link's buffer and limit are its own: what other links hold never \
+                         fails it nor holds it back",
+                        number.to_be_bytes()
+                    );
+                }
+            }
         });
     }
 

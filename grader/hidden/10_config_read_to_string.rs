@@ -299,6 +299,36 @@ impl AsyncRead for RepeatingServer {
     }
 }
 
+/// How many downloads [`downloads_alive_at_once_keep_their_own_bytes`] keeps alive at once.
+const DOWNLOADS: usize = 48;
+
+/// A control plane that sends `config`: all but its last [`HUGE_ROUTE`]'s worth of bytes as fast
+/// as they are read, then nothing until `rest_at`, then the rest and the end of the stream.
+struct HoldingServer {
+    config: Arc<[u8]>,
+    sent: usize,
+    rest_at: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl AsyncRead for HoldingServer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let held = this.config.len() - HUGE_ROUTE.len();
+        if this.sent == held && this.rest_at.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let end = if this.sent < held { held } else { this.config.len() };
+        let n = buf.remaining().min(end - this.sent);
+        buf.put_slice(&this.config[this.sent..this.sent + n]);
+        this.sent += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A routing table of at least `size` bytes, one route per upstream, each with a two-byte `ü`.
 fn big_config(size: usize) -> String {
     let mut text = String::from("# Edge routing table, every region\n");
@@ -474,6 +504,69 @@ hidden_test! {
                 total >> 20,
                 text.len()
             );
+        });
+    }
+
+    /// A proxy runs a reloader per upstream, and a new download may start while an old one is
+    /// still alive: [`DOWNLOADS`] downloads of a config of nearly 2 MiB (below any limit a
+    /// download may set itself) stall at once, all but the last route of each received, so that
+    /// they hold about 96 MiB between them; then the rest of each comes. Each reports its own
+    /// bytes, then its exact config: a download's limit is its own, and what the others hold
+    /// never fails it nor holds it back, so a budget shared by the downloads of the process
+    /// (a `static`) of any size below what they hold in all fails. (One runtime, as above: the
+    /// bytes cost every run. A `static` starts afresh: each hidden test runs in a process of its
+    /// own.)
+    fn downloads_alive_at_once_keep_their_own_bytes() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let routes = BIG_CONFIG / HUGE_ROUTE.len();
+            let config: Arc<[u8]> = HUGE_ROUTE.repeat(routes).into();
+            let (total, held) = (config.len(), config.len() - HUGE_ROUTE.len());
+            let sent = std::str::from_utf8(&config).expect("the routes are text");
+            let rest_at = Instant::now() + PATIENCE + Duration::from_secs(1);
+            let mut downloads: Vec<_> = (0..DOWNLOADS)
+                .map(|_| {
+                    let rest_at = Box::pin(tokio::time::sleep_until(rest_at));
+                    ConfigDownload::new(HoldingServer { config: config.clone(), sent: 0, rest_at })
+                })
+                .collect();
+            let story = format!(
+                "{DOWNLOADS} downloads were alive at once, each of a valid config of {total} \
+                 bytes, and each control plane sent all of it but the last {} bytes and went \
+                 silent ({} MiB held by the downloads in all)",
+                HUGE_ROUTE.len(),
+                DOWNLOADS * held >> 20
+            );
+            let rounds = futures::future::join_all(downloads.iter_mut().map(|d| d.resume())).await;
+            for (i, round) in rounds.into_iter().enumerate() {
+                let round = round.map_err(|e| format!("{e:?}"));
+                assert!(
+                    round == Ok(Fetch::Stalled { received: held }),
+                    "{story}: download {i}'s first round returned {round:?}, expected \
+                     `Stalled {{ received: {held} }}`. A download's limit is its own: what other \
+                     downloads alive in the process hold never fails it nor holds it back"
+                );
+            }
+            let rounds = futures::future::join_all(downloads.iter_mut().map(|d| d.resume())).await;
+            for (i, round) in rounds.into_iter().enumerate() {
+                let text = match round {
+                    Ok(Fetch::Complete(text)) => text,
+                    other => panic!(
+                        "{story}, then, {} s after the first rounds began, sent the rest and \
+                         closed the stream: download {i}'s second round returned {:?}, expected `Complete` with the exact \
+                         config. A download's limit is its own: what other downloads alive in \
+                         the process hold never fails it nor holds it back",
+                        (PATIENCE + Duration::from_secs(1)).as_secs(),
+                        other.map_err(|e| format!("{e:?}"))
+                    ),
+                };
+                if let Err(problem) = compare_big(&text, sent) {
+                    panic!(
+                        "{story}, then sent the rest and closed the stream: download {i} returned \
+                         `Complete`, but {problem}"
+                    );
+                }
+            }
         });
     }
 

@@ -764,6 +764,111 @@ async fn first_in_line_after_a_long_wait(how: LongWait, periods: u32) -> Result<
     Ok(())
 }
 
+/// Lines the long waits of [`waits_write_their_own_lines`] write between them: two waits of
+/// [`CATCH_UP_FLOOR`] periods each.
+const TWO_LONG_WAITS: usize = 2 * CATCH_UP_FLOOR as usize;
+
+/// Two callers of one client (A, B) wait [`CATCH_UP_FLOOR`] periods each at the same time, their
+/// tasks not polled for nearly all of it (a day and a half in one jump of the clock), and are
+/// served; then that client waits again (C), and another client (D) with it, 3.5 periods each.
+/// Every wait writes all the lines it owes, whatever other waits wrote before it or beside it,
+/// and `status_lines` keeps every line written: a flood guard counted over the waits of one
+/// client or of the whole limiter, or a log that keeps only the newest lines, of any size below
+/// the 262 150 lines written in all, fails. (A fix keeping such a count in a `static` fails
+/// alike: this runs once, in a process of its own.)
+async fn waits_write_their_own_lines() -> Result<(), String> {
+    let limiter = Arc::new(RateLimiter::new());
+    let begin = Instant::now();
+    let start = |name: &'static str, hold: &Arc<Mutex<Hold>>| {
+        let waiting = limiter.clone();
+        let wait = async move { waiting.wait_turn(name).await };
+        tokio::spawn(Holdable { wait: Box::pin(wait), hold: hold.clone() })
+    };
+    let holds: Vec<Arc<Mutex<Hold>>> = (0..4).map(|_| Arc::default()).collect();
+    let a = start("invoice-sync", &holds[0]);
+    kata_support::settle().await;
+    sleep_until(begin + STATUS_EVERY / 2).await;
+    let b = start("invoice-sync", &holds[1]);
+    kata_support::settle().await;
+    for hold in &holds[..2] {
+        hold.lock().unwrap().held = true;
+    }
+    let long = STATUS_EVERY * CATCH_UP_FLOOR;
+    sleep_until(begin + long + STATUS_EVERY / 4).await;
+    for hold in &holds[..2] {
+        let_go(hold);
+    }
+    sleep_until(begin + long + STATUS_EVERY * 3 / 4).await;
+    limiter.refill(2);
+    let story = format!(
+        "callers A and B, both invoice-sync, started waiting at 0 s and 0.5 s, their tasks not \
+         polled from 0.5 s to {:?} (a day and a half, as when their tasks run late), and two \
+         tokens came at {:?}",
+        long + STATUS_EVERY / 4,
+        long + STATUS_EVERY * 3 / 4
+    );
+    for (name, wait) in [("A", a), ("B", b)] {
+        match timeout(STATUS_EVERY * 60, wait).await {
+            Ok(Ok(Ok(()))) => {}
+            other => return Err(format!("{story}; {name} then ended with {other:?}, not served")),
+        }
+    }
+    let written = limiter.status_lines().len();
+    if written != TWO_LONG_WAITS {
+        return Err(format!(
+            "{story}: once both were served the limiter held {written} status line(s), expected \
+             {TWO_LONG_WAITS}, {CATCH_UP_FLOOR} each (one per {STATUS_EVERY:?} it waited). A \
+             wait may cap the lines it writes itself, never below {CATCH_UP_FLOOR}; the lines \
+             other waits write beside it, of its client or another, do not count towards it"
+        ));
+    }
+    let again = begin + long + STATUS_EVERY * 3 / 2;
+    sleep_until(again).await;
+    let c = start("invoice-sync", &holds[2]);
+    let d = start("checkout", &holds[3]);
+    sleep_until(again + STATUS_EVERY * 7 / 2).await;
+    let lines = limiter.status_lines();
+    let count = |client: &str| lines.iter().filter(|line| line.contains(client)).count();
+    let seen = (lines.len(), count("invoice-sync"), count("checkout"));
+    let expected = (TWO_LONG_WAITS + 6, TWO_LONG_WAITS + 3, 3);
+    if seen != expected {
+        return Err(format!(
+            "callers A and B, both invoice-sync, started waiting at 0 s and 0.5 s, their tasks \
+             not polled from 0.5 s to {:?} (a day and a half), and were served at {:?}, each \
+             with its {CATCH_UP_FLOOR} status lines; then, at {:?}, caller C (invoice-sync again) \
+             and caller D (checkout) started waiting. 3.5 periods later `status_lines()` held \
+             {} line(s), {} of invoice-sync and {} of checkout; expected {}, {} and {}: A's and \
+             B's lines, then 3 of C's and 3 of D's. A wait writes one line per {STATUS_EVERY:?} \
+             it has itself waited, whatever other waits wrote before it or beside it, of its \
+             client or another (a flood guard counts only the wait's own lines), and the limiter \
+             keeps every line written, oldest first, dropping none to make room for newer ones",
+            long + STATUS_EVERY / 4,
+            long + STATUS_EVERY * 3 / 4,
+            again - begin,
+            seen.0,
+            seen.1,
+            seen.2,
+            expected.0,
+            expected.1,
+            expected.2
+        ));
+    }
+    drop(lines);
+    limiter.refill(2);
+    for (name, wait) in [("C", c), ("D", d)] {
+        match timeout(STATUS_EVERY * 60, wait).await {
+            Ok(Ok(Ok(()))) => {}
+            other => {
+                return Err(format!(
+                    "callers C and D waited 3.5 periods, then two tokens came; {name} then ended \
+                     with {other:?}, not served"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Caller A's `wait_turn` is built at 0 s but first polled only `gap` later (the handler built its
 /// wait, did other work, then awaited it); caller B starts waiting a quarter period before A's
 /// first poll. A starts waiting at that first poll: its first line is due a period after it, not
@@ -1372,6 +1477,17 @@ hidden_test! {
             if let Err(seen) = runtime.block_on(first_in_line_after_a_long_wait(how, periods)) {
                 panic!("{seen}");
             }
+        }
+    }
+
+    /// Many lines written by many waits: two waits of one client, each of [`CATCH_UP_FLOOR`]
+    /// periods at the same time, then that client again and another one: every wait writes all
+    /// its own lines, and the limiter keeps them all (262 150). (On one seed's runtime: every run
+    /// pays for the lines.)
+    fn each_wait_writes_its_own_lines_whatever_other_waits_wrote() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        if let Err(seen) = runtime.block_on(waits_write_their_own_lines()) {
+            panic!("{seen}");
         }
     }
 }
