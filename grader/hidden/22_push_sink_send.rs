@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use futures::{FutureExt, SinkExt};
 use kata_support::time::spoken;
-use kata_support::{Outcome, RecordingWriter, Wire, assert_cancel_safe, hidden_test};
+use kata_support::{
+    Outcome, RecordingWriter, Wire, assert_cancel_safe, check_property, hidden_test,
+};
+use proptest::prelude::*;
 use push_sink_send::{Notification, Pusher};
 use tokio::io::AsyncWrite;
 use tokio::sync::Mutex;
@@ -53,6 +56,17 @@ const LONG_BACKLOG: u64 = 1 << 17;
 /// clock in one jump: 2^62 ms, some 146 million years, beyond any time limit a `deliver` could
 /// sensibly set itself. The jump costs no CPU.
 const FAR_END: Duration = kata_support::time::FAR_END;
+
+/// How many looks (steps of the clock that woke a `deliver`) the far wait gives each main case of
+/// [`deliver_never_reports_ok_before_the_phone_has_the_notifications`] (a phone that reads
+/// nothing, notifications queued): 2^17, past a year of hourly looks (8,760) or of minutely ones
+/// for a quarter (131,040).
+const FAR_LOOKS: u32 = 1 << 17;
+
+/// How many looks the other cases of that test share (the other stalls and debts): 2^14, past a
+/// year of hourly looks. A `deliver` that gives up after more looks only in those cases is the
+/// same fault, unseen (the solution README's "Known untested").
+const BESIDE_LOOKS: u32 = 1 << 14;
 
 /// The protocol greeting the connection layer queues before it hands the connection over.
 const GREETING: &str = "HELLO push/2";
@@ -508,26 +522,39 @@ async fn dropped_deliver_over_an_outbox(how: Offline, len: u64, polls: usize) {
 /// How many of the first notifications the longest outbox's check reads.
 const HEAD: usize = 12;
 
-/// Moves the paused clock to the far end in one jump and polls `call` once, as the session's loop
-/// would; then moves it on for as long as `call` wakes up when it moves, polling it each time: a
-/// `deliver` that gives up after a count of waits rather than a time (a year of hourly looks)
-/// uses its count up, whatever it is. The steps start at some 35 years (more than any wait a
-/// `Duration` of up to 30 years sets) and double each time nothing woke, until the clock has
-/// moved on by 2^58 ms more (9 million years). At most 2^17 steps (131,072 looks), to stop a
-/// `deliver` that never gives up yet wakes for ever, cheaply. Returns what `call` returned, if it did.
-async fn to_the_far_end_and_on<F: Future>(mut call: Pin<&mut F>) -> Option<F::Output> {
+/// Moves the paused clock to the far end in one jump and polls each call of `calls` that has not
+/// returned (its slot in `done` is empty) once, as the session's loop would; then moves it on for
+/// as long as one of them wakes up when it moves, polling them each time: a `deliver` that gives
+/// up after a count of waits rather than a time (a year of hourly looks) uses its count up,
+/// whatever it is. The steps start at some 35 years (more than any wait a `Duration` of up to 30
+/// years sets) and double each time nothing woke, until the clock has moved on by 2^58 ms more (9
+/// million years). At most `looks` steps (2^17, 131,072, for the main cases), to stop a `deliver`
+/// that never gives up yet wakes for ever, cheaply; the calls share them. Fills in `done` with
+/// what each call returned, if it did.
+async fn to_the_far_end_and_on<F: Future>(
+    looks: u32,
+    calls: &mut [Pin<Box<F>>],
+    done: &mut [Option<F::Output>],
+) {
     let wakes = Arc::new(WakeCount::default());
     let waker = Waker::from(wakes.clone());
     tokio::time::advance(FAR_END).await;
     let mut left = FAR_END / 16;
     let mut step = Duration::from_millis(1 << 40);
-    for _ in 0..1u32 << 17 {
-        if let Poll::Ready(done) = call.as_mut().poll(&mut Context::from_waker(&waker)) {
-            return Some(done);
+    for _ in 0..looks {
+        for (call, done) in calls.iter_mut().zip(done.iter_mut()) {
+            if done.is_none()
+                && let Poll::Ready(out) = call.as_mut().poll(&mut Context::from_waker(&waker))
+            {
+                *done = Some(out);
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            return;
         }
         loop {
             if step > left {
-                return None;
+                return;
             }
             let before = wakes.0.load(Ordering::SeqCst);
             tokio::time::advance(step).await;
@@ -539,7 +566,6 @@ async fn to_the_far_end_and_on<F: Future>(mut call: Pin<&mut F>) -> Option<F::Ou
             step *= 2;
         }
     }
-    None
 }
 
 /// Counts the wake-ups of a future polled by hand.
@@ -1019,6 +1045,241 @@ fn layered_pusher(layer: Layer, greeted: bool, device: BreakingDevice) -> Pusher
     Pusher::new(framed)
 }
 
+/// A connection with a buffer of its own under the `FramedWrite` (a `BufWriter`, a TLS stream)
+/// over a phone that has stopped acknowledging: every write is staged at once, but no flush
+/// completes until the test calls [`StuckBuffer::come_back`]; only a flush moves the staged bytes
+/// to the phone.
+#[derive(Clone, Default)]
+struct StuckBuffer {
+    online: Arc<AtomicBool>,
+    staged: Arc<std::sync::Mutex<Vec<u8>>>,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl AsyncWrite for StuckBuffer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.staged.lock().expect("connection state").extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing wakes a pending flush: the test polls again once the phone is back.
+        if !self.online.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        let staged = std::mem::take(&mut *self.staged.lock().expect("connection state"));
+        self.received.lock().expect("connection state").extend_from_slice(&staged);
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// How a phone stalls during the far wait of
+/// [`deliver_never_reports_ok_before_the_phone_has_the_notifications`].
+#[derive(Clone, Copy, Debug)]
+enum Stall {
+    /// It reads nothing: every write waits.
+    ReadsNothing,
+    /// The connection takes every byte into a buffer under the `FramedWrite`, and its flush never
+    /// completes.
+    NeverFlushes,
+}
+
+/// What the connection owes the phone when the far wait begins.
+#[derive(Clone, Copy, Debug)]
+enum Owed {
+    /// One notification queued.
+    One,
+    /// Two notifications queued.
+    Two,
+    /// Nothing queued: a call the heartbeat dropped handed notification 1 over, and its frame is
+    /// still in the connection.
+    DroppedCallsFrame,
+    /// Nothing queued: the connection layer's greeting, fed into the `FramedWrite`, not flushed.
+    GreetingInFramed,
+    /// Nothing queued: the greeting, written into a `BufWriter` under the `FramedWrite`.
+    GreetingUnder,
+}
+
+impl Owed {
+    fn describe(self) -> &'static str {
+        match self {
+            Owed::One => "one notification queued",
+            Owed::Two => "two notifications queued",
+            Owed::DroppedCallsFrame => {
+                "notification 1 handed to calls the heartbeat dropped (in the connection by now, \
+                 or still queued by a fix that flushes first)"
+            }
+            Owed::GreetingInFramed => {
+                "nothing queued, but the greeting still in the `FramedWrite`, not flushed"
+            }
+            Owed::GreetingUnder => {
+                "nothing queued, but the greeting still in a `BufWriter` under the `FramedWrite`"
+            }
+        }
+    }
+}
+
+/// A pusher over a phone that stalls as `stall` says, owing it what `owed` says; the phone's
+/// view; the ids it must receive, after the greeting when `greeted`.
+fn stalled_pusher(stall: Stall, owed: Owed) -> (Pusher<Layered>, StalledPhone, Vec<u64>, bool) {
+    let phone = match stall {
+        Stall::ReadsNothing => StalledPhone::Reads(Phone::default()),
+        Stall::NeverFlushes => StalledPhone::Buffers(StuckBuffer::default()),
+    };
+    let inner: Layered = match &phone {
+        StalledPhone::Reads(p) => Box::new(p.clone()),
+        StalledPhone::Buffers(b) => Box::new(b.clone()),
+    };
+    let connection: Layered = if matches!(owed, Owed::GreetingUnder) {
+        let mut staged = tokio::io::BufWriter::new(inner);
+        tokio::io::AsyncWriteExt::write_all(&mut staged, format!("{GREETING}\n").as_bytes())
+            .now_or_never()
+            .expect("staging the greeting completes at once")
+            .expect("staging cannot fail");
+        Box::new(staged)
+    } else {
+        inner
+    };
+    let mut framed = FramedWrite::new(connection, LinesCodec::new());
+    framed.set_backpressure_boundary(1);
+    if matches!(owed, Owed::GreetingInFramed) {
+        framed
+            .feed(GREETING.to_owned())
+            .now_or_never()
+            .expect("feeding an empty sink completes at once")
+            .expect("the greeting is a valid line");
+    }
+    let mut pusher = Pusher::new(framed);
+    let ids: Vec<u64> = match owed {
+        Owed::One | Owed::DroppedCallsFrame => vec![1],
+        Owed::Two => vec![1, 2],
+        Owed::GreetingInFramed | Owed::GreetingUnder => vec![],
+    };
+    for &id in &ids {
+        pusher.enqueue(notification(id));
+    }
+    if matches!(owed, Owed::DroppedCallsFrame) {
+        // The heartbeat drops `deliver` (one poll each) until notification 1 is in the connection.
+        // (A fix that flushes before it hands a frame over may keep it queued over a connection
+        // whose flush never completes: the debt is the same.)
+        for _ in 0..8 {
+            if pusher.queued() == 0 {
+                break;
+            }
+            if let Some(done) = pusher.deliver().now_or_never() {
+                panic!(
+                    "deliver returned {done:?} at its first poll while the phone was stalled: \
+                     notification 1 had not reached it"
+                );
+            }
+        }
+    }
+    let greeted = matches!(owed, Owed::GreetingInFramed | Owed::GreetingUnder);
+    (pusher, phone, ids, greeted)
+}
+
+/// The test's view of a stalled phone.
+enum StalledPhone {
+    Reads(Phone),
+    Buffers(StuckBuffer),
+}
+
+impl StalledPhone {
+    fn come_back(&self) {
+        match self {
+            StalledPhone::Reads(phone) => phone.wake_up(),
+            StalledPhone::Buffers(buffer) => buffer.online.store(true, Ordering::SeqCst),
+        }
+    }
+
+    fn received(&self) -> String {
+        match self {
+            StalledPhone::Reads(phone) => phone.received(),
+            StalledPhone::Buffers(buffer) => {
+                String::from_utf8_lossy(&buffer.received.lock().expect("connection state"))
+                    .into_owned()
+            }
+        }
+    }
+}
+
+/// Notifications arrive between dropped calls of `deliver` while the phone is offline (`how`):
+/// `initial` are queued first, then each step of `script` queues `arrivals` more and polls a new
+/// call of `deliver` `polls` times before the heartbeat drops it. At most one notification may
+/// leave the outbox while a phone reads nothing, after every call, whatever the outbox held when
+/// it began (one notification, none, many); then the phone comes back and every notification must
+/// arrive exactly once, in order.
+async fn arrivals_between_dropped_calls(
+    how: Offline,
+    initial: u64,
+    script: &[(u64, usize)],
+) -> Result<(), String> {
+    let phone = OfflinePhone::new(how);
+    let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
+    device.set_backpressure_boundary(1);
+    let mut pusher = Pusher::new(device);
+    let mut enqueued = 0_u64;
+    for _ in 0..initial {
+        enqueued += 1;
+        pusher.enqueue(notification(enqueued));
+    }
+    for (call, &(arrivals, polls)) in script.iter().enumerate() {
+        for _ in 0..arrivals {
+            enqueued += 1;
+            pusher.enqueue(notification(enqueued));
+        }
+        let before = pusher.queued();
+        let mut deliver = tokio_test::task::spawn(pusher.deliver());
+        for _ in 0..polls {
+            if let Poll::Ready(done) = deliver.poll() {
+                if enqueued > 0 {
+                    return Err(format!(
+                        "with {} offline, call {} of deliver returned {done:?} while the phone \
+                         had received {} of {enqueued} notification(s): `Ok` means the phone has \
+                         every notification",
+                        how.describe(),
+                        call + 1,
+                        phone.received().lines().count()
+                    ));
+                }
+                break;
+            }
+        }
+        drop(deliver);
+        let left = enqueued as usize - pusher.queued();
+        if how == Offline::ReadsNothing && left > 1 {
+            return Err(format!(
+                "with a phone that reads nothing, {initial} notification(s) queued at first and \
+                 new ones arriving between the calls the heartbeat dropped, call {} of deliver \
+                 (polled {polls} time(s), {arrivals} new arrival(s) before it, {before} queued \
+                 when it began) left {left} of {enqueued} notifications out of the outbox \
+                 (queued() is {}): the connection layer caps each connection at one buffered \
+                 frame, so at most one notification may be handed to the connection until the \
+                 phone takes it, whether the outbox holds one notification or many",
+                call + 1,
+                pusher.queued()
+            ));
+        }
+    }
+    phone.come_back();
+    pusher.deliver().await.map_err(|e| format!("deliver failed once the phone was back: {e}"))?;
+    check_backlog(&phone.received(), enqueued).map_err(|seen| {
+        format!(
+            "with {}, new notifications arriving between the calls the heartbeat dropped, and \
+             then the phone back: {seen}",
+            how.describe()
+        )
+    })
+}
+
 hidden_test! {
     /// Nothing cancelled: every notification goes out once, in order, and the connection stays
     /// open for the next call, which delivers a notification that arrived meanwhile.
@@ -1412,60 +1673,129 @@ hidden_test! {
         });
     }
 
-    /// A phone that reads nothing for a long time (a tunnel, a dead radio), and a session that
-    /// waits for `deliver`: a minute, then the far end of the paused clock in one jump. `deliver`
-    /// may stay pending all that time, or fail; but if it returns `Ok`, the phone must have the
-    /// notifications: the session acknowledges them upstream as delivered. Then the phone reads
-    /// again, and everything arrives exactly once, in order.
+    /// A phone that stalls for a long time (a tunnel, a dead radio), and a session that waits for
+    /// `deliver`: a minute, then the far end of the paused clock in one jump, and on while it
+    /// still wakes. Every stall beside every debt: the phone reads nothing, or the connection takes
+    /// the bytes into a buffer under the `FramedWrite` and never finishes its flush; `deliver` has
+    /// one or two notifications queued, or nothing queued but a dropped call's frame or the
+    /// connection layer's greeting to flush (in the `FramedWrite` or under it). `deliver` may stay
+    /// pending all that time, or fail; but if it returns `Ok`, the phone must have everything: the
+    /// session acknowledges the notifications upstream as delivered. Then the phone comes back, and
+    /// everything arrives exactly once, in order.
     async fn deliver_never_reports_ok_before_the_phone_has_the_notifications() {
-        // One notification: `deliver` waits only in its final flush. Two: it also waits for the
-        // connection to take the first frame before it hands over the second.
-        for ids in [&[1u64][..], &[1, 2]] {
-            let phone = Phone::default();
-            let mut device = FramedWrite::new(phone.clone(), LinesCodec::new());
-            device.set_backpressure_boundary(1);
-            let mut pusher = Pusher::new(device);
-            for &id in ids {
-                pusher.enqueue(notification(id));
-            }
-            let start = tokio::time::Instant::now();
-            let waited = {
-                let mut call = std::pin::pin!(pusher.deliver());
-                match tokio::time::timeout(Duration::from_secs(60), call.as_mut()).await {
-                    Ok(done) => Some(done),
-                    Err(_) => {
-                        // One jump: a sleep this long would cost the timer wheel a step per two
-                        // years. Then on while `deliver` still wakes up, polled each time, as
-                        // the session's loop would.
-                        to_the_far_end_and_on(call.as_mut()).await
-                    }
+        let debts = [
+            Owed::One,
+            Owed::Two,
+            Owed::DroppedCallsFrame,
+            Owed::GreetingInFramed,
+            Owed::GreetingUnder,
+        ];
+        let mut main = Vec::new();
+        let mut beside = Vec::new();
+        for stall in [Stall::ReadsNothing, Stall::NeverFlushes] {
+            for owed in debts {
+                let (pusher, phone, ids, greeted) = stalled_pusher(stall, owed);
+                let setup = format!(
+                    "with {} and {}",
+                    match stall {
+                        Stall::ReadsNothing => "a phone that read nothing",
+                        Stall::NeverFlushes => {
+                            "a connection that took the bytes into a buffer under the \
+                             `FramedWrite` (a `BufWriter`, a TLS stream) and never finished \
+                             its flush"
+                        }
+                    },
+                    owed.describe()
+                );
+                let case = (pusher, phone, ids, greeted, setup);
+                match (stall, owed) {
+                    (Stall::ReadsNothing, Owed::One | Owed::Two) => main.push(vec![case]),
+                    _ => beside.push(case),
                 }
-            };
-            if let Some(Ok(())) = waited {
-                panic!(
-                    "with {} notification(s) queued and a phone that read nothing, deliver() \
-                     returned Ok after {} (the test waited a minute, then {} in one jump of the \
-                     paused clock, and on while it still woke up), while the phone had received \
-                     {:?} (expected {:?}): the session takes Ok to mean the notifications were \
-                     delivered and acknowledges them upstream, so they are lost. A deliver that \
-                     gives up waiting for a stalled phone, however late, must not say Ok: the \
-                     session cuts a deliver it cannot wait for",
-                    ids.len(),
-                    spoken(start.elapsed()),
-                    spoken(FAR_END),
-                    phone.received(),
-                    expected(ids)
-                );
-            }
-            phone.wake_up();
-            pusher.deliver().await.expect("deliver failed once the phone read again");
-            if let Err(seen) = check_received(phone.received(), "", ids, true) {
-                panic!(
-                    "after a deliver that waited {} for a phone that read nothing, {seen}",
-                    spoken(FAR_END)
-                );
             }
         }
+        // The main cases one by one, each with the whole count of looks; the others all at once,
+        // sharing a smaller count, so that a `deliver` that wakes often pays for them about what it
+        // pays for one main case.
+        let rounds = main.into_iter().map(|cases| (cases, FAR_LOOKS));
+        for (mut cases, looks) in rounds.chain([(beside, BESIDE_LOOKS)]) {
+            let start = tokio::time::Instant::now();
+            let mut pushers: Vec<&mut Pusher<Layered>> =
+                cases.iter_mut().map(|case| &mut case.0).collect();
+            let mut calls: Vec<_> =
+                pushers.iter_mut().map(|pusher| Box::pin(pusher.deliver())).collect();
+            let mut done: Vec<Option<Result<(), LinesCodecError>>> =
+                calls.iter().map(|_| None).collect();
+            let mut poll_all = |cx: &mut Context<'_>| {
+                for (call, done) in calls.iter_mut().zip(done.iter_mut()) {
+                    if done.is_none()
+                        && let Poll::Ready(out) = call.as_mut().poll(cx)
+                    {
+                        *done = Some(out);
+                    }
+                }
+                done.iter().all(Option::is_some)
+            };
+            let waited = if looks == FAR_LOOKS {
+                // A minute first, as a session would wait.
+                let minute = std::future::poll_fn(|cx| {
+                    if poll_all(cx) { Poll::Ready(()) } else { Poll::Pending }
+                });
+                tokio::time::timeout(Duration::from_secs(60), minute).await.is_ok()
+            } else {
+                poll_all(&mut Context::from_waker(Waker::noop()))
+            };
+            if !waited {
+                // One jump: a sleep this long would cost the timer wheel a step per two years.
+                // Then on while a `deliver` still wakes up, polled each time, as the session's
+                // loop would.
+                to_the_far_end_and_on(looks, &mut calls, &mut done).await;
+            }
+            drop(calls);
+            drop(pushers);
+            for ((pusher, phone, ids, greeted, setup), done) in cases.iter_mut().zip(done) {
+                if let Some(Ok(())) = done {
+                    panic!(
+                        "{setup}, deliver() returned Ok (the test waited {}, then {} in one \
+                         jump of the paused clock, and on while it still woke up, {} in all), \
+                         while the phone had received {:?}: the session takes Ok to mean the \
+                         phone has everything and acknowledges the notifications upstream, so \
+                         they are lost. A deliver that gives up waiting for a stalled phone, \
+                         however late, and whatever it still has to flush or wherever those \
+                         bytes wait, must not say Ok: the session cuts a deliver it cannot wait \
+                         for",
+                        if looks == FAR_LOOKS { "a minute" } else { "one poll" },
+                        spoken(FAR_END),
+                        spoken(start.elapsed()),
+                        phone.received(),
+                    );
+                }
+                phone.come_back();
+                pusher.deliver().await.expect("deliver failed once the phone was back");
+                let prefix = if *greeted { format!("{GREETING}\n") } else { String::new() };
+                if let Err(seen) = check_received(phone.received(), &prefix, ids, true) {
+                    panic!(
+                        "{setup}, after a deliver that waited {} and the phone back, {seen}",
+                        spoken(FAR_END)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Notifications keep arriving while the phone is offline, and the heartbeat drops `deliver`
+    /// between arrivals: a property over the outbox at first (empty, one, a few), the arrivals
+    /// before each call (none, one, two), how many polls each call gets before it is dropped, and
+    /// whether the phone reads nothing or takes the bytes but is slow to flush them. While a phone
+    /// reads nothing, at most one notification may leave the outbox, after every call, also when
+    /// the outbox holds just one (the connection's one-frame boundary); once the phone is back,
+    /// every notification arrives exactly once, in order.
+    fn notifications_arriving_between_dropped_calls_keep_the_one_frame_bound() {
+        let how = prop_oneof![Just(Offline::ReadsNothing), Just(Offline::SlowToFlush)];
+        let script = proptest::collection::vec((0_u64..3, 1_usize..4), 1..8);
+        check_property(96, (how, 0_u64..5, script), |(how, initial, script)| async move {
+            arrivals_between_dropped_calls(how, initial, &script).await
+        });
     }
 
     /// The connection fails: the phone resets it, the pipe breaks, a proxy gives up, the device

@@ -557,6 +557,140 @@ async fn two_workers_over_a_backlog(len: u64) {
 /// receiver only under a long queue" threshold a feed might pick (4 096, 10 000, 65 536).
 const FAR_BACKLOG: u64 = 1 << 17;
 
+/// Which feeds [`the_holder_and_the_waiters_keep_their_places_whatever_comes_between`] polls
+/// again before the turn comes.
+#[derive(Clone, Copy, Debug)]
+enum Repolled {
+    /// A, the worker holding the receiver on the empty queue.
+    Holder,
+    /// B, the first worker waiting for its turn.
+    Waiter,
+    /// Both.
+    Both,
+}
+
+/// How those feeds are polled again: the mock tasks that poll them, in order (task 0 polled
+/// each first).
+const MOVES: [(&str, &[usize]); 4] = [
+    ("polled again by its own task", &[0, 0]),
+    ("moved to another task", &[1, 1]),
+    ("moved to another task and back", &[1, 0]),
+    ("polled with a new waker on every poll", &[1, 2, 3, 4]),
+];
+
+/// How long passes between B's request and C's, and between C's and the polls again: none, the
+/// far end of the clock in one jump before C asks (B's wait is long, C's new), or after (both
+/// long).
+const GAPS: [(Duration, Duration); 3] =
+    [(Duration::ZERO, Duration::ZERO), (FAR_END, Duration::ZERO), (Duration::ZERO, FAR_END)];
+
+/// Moves the paused clock on by `gap` in one jump (a sleep this long would cost the timer wheel a
+/// step per two years).
+async fn jump(gap: Duration) {
+    if !gap.is_zero() {
+        tokio::time::advance(gap).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// One scenario of [`the_holder_and_the_waiters_keep_their_places_whatever_comes_between`].
+async fn places_kept(repolled: Repolled, moved: (&str, &[usize]), gaps: (Duration, Duration)) {
+    let (how, tasks) = moved;
+    let (tx, rx) = mpsc::channel(8);
+    let jobs = shared(rx);
+    let mut a = std::pin::pin!(JobFeed::new(jobs.clone()));
+    let mut b = std::pin::pin!(JobFeed::new(jobs.clone()));
+    let mut c = task::spawn(JobFeed::new(jobs.clone()));
+    let mut a_tasks: Vec<task::Spawn<()>> = (0..5).map(|_| task::spawn(())).collect();
+    let mut b_tasks: Vec<task::Spawn<()>> = (0..5).map(|_| task::spawn(())).collect();
+    let empty = "the queue is empty: the feed must wait for a job";
+    let waits = "another worker holds the receiver: the feed must wait for its turn";
+    assert_pending!(a_tasks[0].enter(|cx, _| a.as_mut().poll_next(cx)), "{empty}");
+    assert_pending!(b_tasks[0].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
+    jump(gaps.0).await;
+    assert_pending!(c.poll_next(), "{waits}");
+    jump(gaps.1).await;
+    // C, who asked last, is polled again too (its own loop woke): that must not move it ahead.
+    assert_pending!(c.poll_next(), "{waits}");
+    let (mut a_last, mut b_last) = (0, 0);
+    for &t in tasks {
+        if matches!(repolled, Repolled::Holder | Repolled::Both) {
+            assert_pending!(a_tasks[t].enter(|cx, _| a.as_mut().poll_next(cx)), "{empty}");
+            a_last = t;
+        }
+        if matches!(repolled, Repolled::Waiter | Repolled::Both) {
+            assert_pending!(b_tasks[t].enter(|cx, _| b.as_mut().poll_next(cx)), "{waits}");
+            b_last = t;
+        }
+    }
+    let scene = format!(
+        "worker A held the receiver on an empty queue; B asked for its turn, C asked {} B, and \
+         {} {} {how}, and C polled again too",
+        if gaps.0.is_zero() {
+            "right after".to_owned()
+        } else {
+            format!("{} after", spoken(gaps.0))
+        },
+        if gaps.1.is_zero() { "at once".to_owned() } else { format!("{} later", spoken(gaps.1)) },
+        match repolled {
+            Repolled::Holder => "A's feed was",
+            Repolled::Waiter => "B's feed was",
+            Repolled::Both => "A's and B's feeds were",
+        }
+    );
+    let a_woken_before = a_tasks[a_last].is_woken();
+    tx.send(job(1)).await.expect("the queue is open");
+    let a_woken = a_tasks[a_last].is_woken() && !a_woken_before;
+    // B is polled before A takes the job: A still holds the receiver, so B must wait.
+    let b_early = b_tasks[b_last].enter(|cx, _| b.as_mut().poll_next(cx));
+    let a_got = a_tasks[a_last].enter(|cx, _| a.as_mut().poll_next(cx));
+    if a_got != Poll::Ready(Some(job(1))) || b_early.is_ready() {
+        panic!(
+            "{scene}. Then job 1 arrived: polled, B's feed returned {:?} and A's {:?}, where A \
+             was due job 1 and B was due to wait. The worker holding the receiver keeps it \
+             until a job or the end of the channel comes, however long it waits, and however \
+             often and from whichever task its feed is polled; a worker waiting for its turn \
+             does not jump the queue",
+            b_early.clone().map(|job| job.map(|job| job.id)),
+            a_got.clone().map(|job| job.map(|job| job.id)),
+        );
+    }
+    if matches!(repolled, Repolled::Holder | Repolled::Both) && !a_woken && !a_woken_before {
+        panic!(
+            "{scene}. Then job 1 arrived for A, but the task that polled A last was not woken \
+             (A got it only because the test polled it anyway): `Pending` promises a wake to the \
+             waker of the latest poll when the job comes"
+        );
+    }
+    // A is busy with job 1 and has let go of the receiver: the turn is B's, who asked first.
+    let b_woken = b_tasks[b_last].is_woken();
+    tx.send(job(2)).await.expect("the queue is open");
+    let b_got = b_tasks[b_last].enter(|cx, _| b.as_mut().poll_next(cx));
+    let c_got = c.poll_next();
+    if b_got != Poll::Ready(Some(job(2))) || c_got.is_ready() {
+        panic!(
+            "{scene}. Then A took job 1 and let go of the receiver, and job 2 arrived: polled, \
+             B's feed returned {:?} and C's {:?}, where B was due job 2 and C was due to wait. \
+             {}. Turns go first come, first served: a worker waiting for its turn keeps its \
+             place in the lock's queue however long it waits, and however often and from \
+             whichever task its feed is polled",
+            b_got.clone().map(|job| job.map(|job| job.id)),
+            c_got.clone().map(|job| job.map(|job| job.id)),
+            if c_got.is_ready() {
+                "The turn went to C, who asked after B"
+            } else {
+                "B had lost its place in the lock's queue"
+            }
+        );
+    }
+    if !b_woken {
+        panic!(
+            "{scene}. Then A took job 1 and let go: B's turn came, but the task that polled B \
+             last was not woken (B got job 2 only because the test polled it anyway)"
+        );
+    }
+}
+
 hidden_test! {
     /// Nothing contended: queued jobs come out in order, and an empty queue wakes the feed when
     /// a job arrives.
@@ -1266,5 +1400,21 @@ hidden_test! {
             assert_ready!(first.poll_next(), "a job arrived for the worker holding the receiver"),
             Some(job(1))
         );
+    }
+
+    /// Three workers: A holds the receiver on an empty queue, B asks for its turn, then C. Every
+    /// condition beside every other: A's feed, B's or both are polled again before the turn comes,
+    /// by their own task, from another task, moved and back, or with a new waker on every poll;
+    /// and the far end of the clock passes (one jump) before C asks, or after, or not at all; C is
+    /// polled again too. Job 1 goes to A, whose latest waker is woken for it; once A let go, job
+    /// 2 goes to B, whose latest waker is woken; C waits on.
+    async fn the_holder_and_the_waiters_keep_their_places_whatever_comes_between() {
+        for repolled in [Repolled::Holder, Repolled::Waiter, Repolled::Both] {
+            for moved in MOVES {
+                for gaps in GAPS {
+                    places_kept(repolled, moved, gaps).await;
+                }
+            }
+        }
     }
 }
