@@ -1092,6 +1092,136 @@ hidden_test! {
             }
         }
     }
+
+    /// The largest batch the app sends, `MAX_BATCH` files (the README's ceiling), against a store
+    /// that answers at once, except for the first file, whose part never answers: it is in flight
+    /// while every other file goes through the other slots, so each of them is opened while it is.
+    /// Dropped once the last file has been opened, no multipart upload may be
+    /// left open: any table of slots, or key of fewer bits, smaller than the batch gives a later
+    /// file the first file's entry.
+    fn the_largest_batch_dropped_leaves_nothing_open() {
+        for cut_after_opening in [MAX_BATCH] {
+            let store = InstantStore::default();
+            let files: Vec<FileUpload> = (0..MAX_BATCH)
+                .map(|n| {
+                    let key = if n == 0 { SLOW_KEY.to_string() } else { key(n) };
+                    FileUpload { key, parts: vec![vec![1u8]] }
+                })
+                .collect();
+            {
+                let mut uploading = Box::pin(upload_all(&store, files));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let mut polls = 0usize;
+                while store.opened() < cut_after_opening {
+                    let ended = uploading.as_mut().poll(&mut cx);
+                    assert!(
+                        ended.is_pending(),
+                        "a batch of {MAX_BATCH} files whose first file never finishes returned \
+                         after {} files were opened: {ended:?}",
+                        store.opened()
+                    );
+                    polls += 1;
+                    assert!(polls <= 4 * MAX_BATCH, "the batch stopped opening files at {}", store.opened());
+                }
+                // One more poll: the last file opened is now awaiting its part.
+                let _ = uploading.as_mut().poll(&mut cx);
+                // The caller drops the batch here (the user cancelled the backup).
+            }
+            let open = store.open();
+            assert!(
+                open.is_empty(),
+                "a batch of {MAX_BATCH} files, the first of them slow, dropped once {cut_after_opening} \
+                 files had been opened: these uploads (numbered from 0 in the order they were \
+                 opened) were still open: {:?}{}",
+                &open[..open.len().min(8)],
+                if open.len() > 8 { " …" } else { "" }
+            );
+            let bad = store.bad_aborts.lock().unwrap().clone();
+            assert!(
+                bad.is_empty(),
+                "a batch of {MAX_BATCH} files dropped once {cut_after_opening} had been opened: \
+                 aborts the store refused: {:?}",
+                &bad[..bad.len().min(8)]
+            );
+        }
+    }
+}
+
+/// The largest batch the app uploads, as the README states: `the_largest_batch_dropped_leaves_nothing_open`
+/// sends exactly this many files.
+const MAX_BATCH: usize = 131_072;
+
+/// The key of the one file whose part never answers in `InstantStore`.
+const SLOW_KEY: &str = "alice/2026/holiday-video.mp4";
+
+/// A store whose every request answers at once, except the parts of `SLOW_KEY`, which never do:
+/// a batch of `MAX_BATCH` files goes through it in a fraction of a second, with no runtime.
+#[derive(Debug, Default)]
+struct InstantStore {
+    /// For each upload opened, in order: whether it is still open.
+    open: Mutex<Vec<bool>>,
+    slow: Mutex<BTreeSet<u64>>,
+    bad_aborts: Mutex<Vec<String>>,
+}
+
+impl InstantStore {
+    fn opened(&self) -> usize {
+        self.open.lock().unwrap().len()
+    }
+
+    fn open(&self) -> Vec<usize> {
+        let open = self.open.lock().unwrap();
+        (0..open.len()).filter(|&n| open[n]).collect()
+    }
+
+    /// Closes an open upload; closing one that is not open is recorded as a refused request.
+    fn close(&self, upload: &UploadId, how: &str) {
+        let mut open = self.open.lock().unwrap();
+        match open.get_mut(upload.0 as usize) {
+            Some(still_open) if *still_open => *still_open = false,
+            _ => self
+                .bad_aborts
+                .lock()
+                .unwrap()
+                .push(format!("{how} of upload {}, not open", upload.0)),
+        }
+    }
+}
+
+impl ObjectStore for InstantStore {
+    fn create_multipart(&self, key: &str) -> impl Future<Output = Result<UploadId, StoreError>> {
+        let mut open = self.open.lock().unwrap();
+        let id = open.len() as u64;
+        open.push(true);
+        if key == SLOW_KEY {
+            self.slow.lock().unwrap().insert(id);
+        }
+        std::future::ready(Ok(UploadId(id)))
+    }
+
+    fn upload_part(
+        &self,
+        upload: &UploadId,
+        _part: u32,
+        _data: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> {
+        let slow = self.slow.lock().unwrap().contains(&upload.0);
+        async move {
+            if slow {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    fn complete(&self, upload: &UploadId) -> impl Future<Output = Result<(), StoreError>> {
+        self.close(upload, "complete");
+        std::future::ready(Ok(()))
+    }
+
+    fn abort(&self, upload: &UploadId) {
+        self.close(upload, "abort");
+    }
 }
 
 /// How many files `a_batch_of_hundreds_of_files_leaves_nothing_open` sends, and how many parts

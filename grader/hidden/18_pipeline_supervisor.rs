@@ -59,6 +59,12 @@ const WORKERS: usize = 3;
 /// The fewest workers `run_pipeline` may cap a batch at (the README's floor).
 const WORKERS_FLOOR: usize = 8_192;
 
+/// The most workers a batch asks for (the README's ceiling).
+const MOST_WORKERS: usize = 16_384;
+
+/// The most videos a batch holds (the README's ceiling).
+const MOST_VIDEOS: u64 = 131_072;
+
 /// Counts one running transcode while alive.
 struct Running(Arc<AtomicUsize>);
 
@@ -1077,6 +1083,86 @@ hidden_test! {
              but never below {WORKERS_FLOOR}",
             TRANSCODE * 2
         );
+    }
+
+    /// The README's ceilings: a batch asks for at most [`MOST_WORKERS`] (16,384) workers, and a
+    /// cap, if any, is never below [`WORKERS_FLOOR`] (8,192). A batch of 8,193 clips asking for
+    /// the most workers must run at least 8,192 of them side by side (one round of transcodes, or
+    /// two under a cap at the floor): whatever a fix does only past some number of workers asked
+    /// for, that number is at most this. One seed: a runtime of 16,384 tasks is the dear part.
+    fn a_batch_asking_for_the_most_workers_gets_at_least_the_floor() {
+        let workers = MOST_WORKERS;
+        let videos = WORKERS_FLOOR as u64 + 1;
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        let (renditions, took, most) = runtime.block_on(async {
+            let queue = batch(videos);
+            let farm = FakeFarm::failing([]);
+            let start = Instant::now();
+            let renditions = timeout(
+                Duration::from_secs(60),
+                run_pipeline(queue.clone(), farm.clone(), workers),
+            )
+            .await
+            .expect("the batch did not end within 60 s (virtual)")
+            .expect("no video fails, so the batch must succeed");
+            (renditions.len() as u64, start.elapsed(), farm.most_at_once.load(Ordering::SeqCst))
+        });
+        let rounds = if most == 0 { u32::MAX } else { videos.div_ceil(most as u64) as u32 };
+        assert!(
+            renditions == videos && most >= WORKERS_FLOOR && took == TRANSCODE * rounds,
+            "{videos} videos of 10 ms each, on a batch asking for {workers} workers: \
+             `run_pipeline` returned {renditions} rendition(s) after {took:?}, with at most {most} \
+             transcodes running at once. Expected every rendition, with at least \
+             {WORKERS_FLOOR} transcodes at once (one round of transcodes, or two if the workers \
+             are capped at the floor): `run_pipeline` may cap the workers, but never below \
+             {WORKERS_FLOOR}, whatever the batch asks for (up to {MOST_WORKERS})"
+        );
+    }
+
+    /// The largest batch the README allows, [`MOST_VIDEOS`] (131,072) videos, on one and on two
+    /// workers: video 0 fails at 1 ms, the other first videos take 100 ms, every video after them
+    /// is a cache hit, and the supervisor's caller polls it only every 2 ms. By the time
+    /// `run_pipeline` returns the error, at most `workers` videos may have been taken after the
+    /// failure: whatever a fix does only past some size of batch, that size is at most this. One
+    /// seed: each round builds a queue of 131,072 videos.
+    fn a_failure_in_the_largest_batch_is_not_followed_by_the_rest_of_it() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        for workers in [1usize, 2] {
+            let videos = MOST_VIDEOS;
+            let lengths = (0..workers as u64)
+                .map(|id| (id, Duration::from_millis(if id == 0 { 1 } else { 100 })))
+                .chain((workers as u64..videos).map(|id| (id, Duration::ZERO)))
+                .collect();
+            let queue = batch(videos);
+            let farm = Arc::new(FakeFarm {
+                lengths,
+                failing: HashSet::from([0]),
+                queue: Some(queue.clone()),
+                ..FakeFarm::default()
+            });
+            let outcome = runtime.block_on(async {
+                let supervisor = run_pipeline(queue.clone(), farm.clone(), workers);
+                timeout(Duration::from_secs(60), poll_now_and_then(supervisor, Duration::from_millis(2)))
+                    .await
+                    .expect("the batch did not end within 60 s (virtual) although video 0 fails at 1 ms")
+            });
+            let taken_by_return = queue.taken();
+            let error = outcome.expect_err("video 0 fails, so the batch must fail");
+            assert_eq!(error.video_id, 0, "the error must be video 0's");
+            let taken_by_failure =
+                farm.taken_at_failure.lock().unwrap().expect("the failure was recorded");
+            let taken_after = taken_by_return - taken_by_failure;
+            assert!(
+                taken_after <= workers,
+                "{videos} videos (the most a batch holds) on {workers} worker(s), the supervisor \
+                 polled by a busy caller only every 2 ms: video 0 failed at 1 ms and every video \
+                 after the first {workers} answers at once (a cache hit). Expected at most \
+                 {workers} video(s) taken from the queue after the failure; when `run_pipeline` \
+                 returned the error, {taken_after} had been ({taken_by_return} of {videos} in \
+                 all): a worker ran on through the batch while the supervisor had not yet looked \
+                 at the error. A big batch changes none of the promises"
+            );
+        }
     }
 
     /// Batches of edge sizes: no video at all (an upload window with no uploads), a single

@@ -928,6 +928,56 @@ hidden_test! {
         }
     }
 
+    /// Nothing shuts down, and the service sits idle, then one record comes: after an idle spell
+    /// of any length (a second and a few nanoseconds, a few seconds, a minute, an hour, a night
+    /// of 8 hours, each lived second by second on the paused clock; then a week in one jump of
+    /// the clock), that record is in the store within two seconds of its `record` returning, as
+    /// any other: the flusher writes what is waiting at least once a second, however long nothing
+    /// came before. One seed: the night alone is 28,800 seconds of the flusher's timer.
+    fn a_record_after_an_idle_spell_is_stored_within_two_seconds() {
+        runtime::current_thread(runtime::SEEDS[0]).block_on(async {
+            let sink = AuditSink::new();
+            let service = AuditService::start(sink.clone());
+            let log = service.log();
+            let spells = [
+                Duration::new(1, 7),
+                Duration::new(2, 500_000_001),
+                Duration::new(3, 333),
+                Duration::new(61, 300_000_000),
+                Duration::new(3600, 500_000_003),
+                Duration::new(8 * 3600, 700_000_000),
+                Duration::from_secs(7 * 86_400),
+            ];
+            for (id, idle) in spells.into_iter().enumerate() {
+                let in_one_jump = idle >= Duration::from_secs(86_400);
+                if in_one_jump {
+                    tokio::time::advance(idle).await;
+                } else {
+                    tokio::time::sleep(idle).await;
+                }
+                let r = record(id as u64);
+                log.record(r.clone()).await.expect("the audit trail is running");
+                let recorded = tokio::time::Instant::now();
+                while !sink.records().contains(&r) && recorded.elapsed() < FLUSH_EVERY * 2 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert!(
+                    sink.records().contains(&r),
+                    "nothing shut down; the service had been idle for {idle:?}{} when record {} \
+                     came; it was still not in the store {:?} after its `record` returned, \
+                     expected within {:?}. The flusher must write what is waiting at least once \
+                     a second, however long the service was idle before",
+                    if in_one_jump { " (one jump of the clock)" } else { "" },
+                    r.id,
+                    recorded.elapsed(),
+                    FLUSH_EVERY * 2
+                );
+            }
+            drop(log);
+            drop(service);
+        });
+    }
+
     /// `main` returns right after `run_then_shutdown`, dropping the runtime: every record must
     /// already be in the store by then.
     fn every_record_survives_shutdown_and_the_runtime_drop() {

@@ -129,6 +129,35 @@ impl SegmentMerger for QuickMerger {
     }
 }
 
+/// The most compactions that wait for the lock at once, as the README states:
+/// `every_compaction_of_a_crowd_waiting_for_the_lock_runs_its_own_merge` queues this many.
+const MAX_WAITING: usize = 64;
+
+/// A merger that runs straight through and records the thread each merge ran on.
+struct ThreadMerger(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+
+impl SegmentMerger for ThreadMerger {
+    fn merge(&self) -> MergeStats {
+        self.0.lock().expect("thread list").push(std::thread::current().id());
+        STATS
+    }
+}
+
+/// A future that records the thread of each of its polls.
+struct PollThreads<F> {
+    inner: Pin<Box<F>>,
+    threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
+}
+
+impl<F: Future> Future for PollThreads<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.threads.lock().expect("thread list").push(std::thread::current().id());
+        self.inner.as_mut().poll(cx)
+    }
+}
+
 /// A merger that blocks (on the test's gate) the way a real merge blocks on disk and CPU.
 struct GatedMerger(Arc<Shared>);
 
@@ -539,6 +568,87 @@ hidden_test! {
                 }
             },
         );
+    }
+
+    /// The service runs on a multi-thread runtime. There too, each merge runs on the blocking
+    /// pool: not on the async worker whose poll of `compact` started it (that poll could not end
+    /// before the merge did, so an abort or a timeout of the caller could not take effect). No
+    /// clock and no race decide it: an uncontended `compact` starts its merge in its first poll,
+    /// and the test compares the thread of that poll with the merge's.
+    fn on_a_multi_thread_runtime_the_merge_runs_on_the_blocking_pool() {
+        let runtime = kata_support::runtime::multi_thread(2, kata_support::runtime::SEEDS[0]);
+        let merged_on = Arc::new(Mutex::new(Vec::new()));
+        let store = Store::new(ThreadMerger(merged_on.clone()));
+        for round in 1..=4 {
+            let polled_on = Arc::new(Mutex::new(Vec::new()));
+            let store = store.clone();
+            let compaction = async move { store.compact().await };
+            let compaction = PollThreads { inner: Box::pin(compaction), threads: polled_on.clone() };
+            let stats = runtime.block_on(runtime.spawn(compaction)).expect("the compaction task failed");
+            assert_eq!(stats, STATS, "compact() returned {stats:?} instead of its merge's stats");
+            let merged_on = merged_on.lock().expect("thread list").clone();
+            assert_eq!(merged_on.len(), round, "{round} compactions ran {} merges", merged_on.len());
+            assert!(
+                !polled_on.lock().expect("thread list").contains(&merged_on[round - 1]),
+                "on a multi-thread runtime, compaction {round} (with the lock free) ran its merge \
+                 on an async worker thread that was polling compact(), not on the blocking pool. \
+                 That poll cannot end before the merge does: the worker runs no other task for \
+                 minutes, and an abort or a timeout of the caller cannot take effect until the \
+                 merge is over. The merge must run on the blocking pool, on every runtime"
+            );
+        }
+    }
+
+    /// Admin requests pile up behind a long merge: `MAX_WAITING` compactions (the most the README
+    /// lets wait at once) queue for the lock while it runs, then every third of them is cut while
+    /// it waits. Each one left must run a merge of its own, in the order it called `compact`, and
+    /// return that merge's stats (however many were waiting when it asked); none that was cut
+    /// merges.
+    async fn every_compaction_of_a_crowd_waiting_for_the_lock_runs_its_own_merge() {
+        let (store, mut control) = numbered_gated_store();
+        let mut first = spawn_compaction(&store);
+        control.wait_for_merge(&mut first).await;
+        let mut waiting: Vec<_> = (0..MAX_WAITING).map(|_| spawn_compaction(&store)).collect();
+        settle().await;
+        let cut = |n: usize| n % 3 == 2;
+        for (n, waiter) in waiting.iter().enumerate() {
+            if cut(n) {
+                waiter.abort();
+            }
+        }
+        settle().await;
+        control.open();
+        finish(&mut first, "the first compact()").await.expect("the first compaction failed");
+        let mut expected_merge = 1;
+        for (n, waiter) in waiting.iter_mut().enumerate() {
+            let what = format!("compaction {} of the {MAX_WAITING} that waited", n + 1);
+            let ended = finish(waiter, &what).await;
+            if cut(n) {
+                continue;
+            }
+            let stats = ended.expect("a compaction task that was not cut failed");
+            expected_merge += 1;
+            assert!(
+                stats.segments_in == expected_merge && stats.segments_out == STATS.segments_out,
+                "{MAX_WAITING} compactions called compact() one after the other while a merge ran \
+                 (every third of them then cut while it waited); {what}, not cut, returned \
+                 {stats:?}, expected the stats of a merge of its own, the {expected_merge}th to \
+                 start ({:?}). Every compaction that waits runs its own merge once its turn \
+                 comes, in the order they called compact(), however many wait with it",
+                MergeStats { segments_in: expected_merge, ..STATS }
+            );
+        }
+        all_blocking_work_done().await;
+        let merges = control.merges();
+        assert_eq!(
+            merges, expected_merge,
+            "{} compactions were not cut, but {merges} merges ran: a compaction that was cut while \
+             it waited for the lock merged",
+            expected_merge
+        );
+        assert_eq!(control.most_at_once(), 1, "merges ran at once: a compaction did not wait for the lock");
+        control.check_every_merge_on_blocking_pool();
+        control.check_every_merge_held_the_lock();
     }
 
     /// Nothing cancelled: the merge runs on the blocking pool, the lock is held while it runs and

@@ -30,8 +30,9 @@ const THREE: [u64; 3] = [3, 1, 2];
 /// Ten messages in the order they were queued (ids not ascending, as in `THREE`).
 const TEN: [u64; 10] = [4, 9, 1, 7, 2, 10, 5, 3, 8, 6];
 
-/// The backlog of the longest drain: far past any "bounded work per stream" a fix might pick
-/// (a thousand, 10 000, 65 536, 100 000 messages): 131 072, about 0.1 s of CPU.
+/// The longest queue, as the README states: the backlog of the longest drain, far past any
+/// "bounded work per stream" a fix might pick (a thousand, 10 000, 65 536, 100 000 messages),
+/// about 0.1 s of CPU; the drop test at this length too.
 const LONG_QUEUE: u64 = 1 << 17;
 
 /// How far the slowest send of [`a_stream_has_no_deadline_of_its_own`] moves the paused clock,
@@ -55,7 +56,12 @@ const BACKLOG: u64 = 5_000;
 /// `BACKLOG` ids in the order they were queued, not ascending (a fixed scramble, so that a queue
 /// put back "by id" is out of order here too).
 fn backlog_ids() -> Vec<u64> {
-    (0..BACKLOG).map(|n| (n * 2_654_435_761) % BACKLOG + 1).collect()
+    scrambled_ids(BACKLOG)
+}
+
+/// `len` ids, 1 to `len`, in a fixed scramble (a permutation for `BACKLOG` and `LONG_QUEUE`).
+fn scrambled_ids(len: u64) -> Vec<u64> {
+    (0..len).map(|n| (n * 2_654_435_761) % len + 1).collect()
 }
 
 /// A queue holding `ids` with empty addresses: the large tests build many of them.
@@ -977,6 +983,30 @@ hidden_test! {
                 }
             }
         }
+    }
+
+    /// The longest queue the README allows, `LONG_QUEUE` messages (a campaign to the whole list),
+    /// in a scrambled order: one or two dispatchers are dropped together, in every order, while
+    /// they wait for their next slot, having yielded one message or two. Nothing may be lost and
+    /// the queue must still be in its original order: whatever a fix does only past some length
+    /// of queue, that length is at most this. One seed: each round builds and reads the whole
+    /// queue.
+    fn dispatchers_dropped_on_the_longest_queue_keep_it_in_order() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let expected = scrambled_ids(LONG_QUEUE);
+            for dispatchers in [1, 2] {
+                for drop_ms in [300, 550] {
+                    for order in permutations(dispatchers) {
+                        let drop_at = Duration::from_millis(drop_ms);
+                        let round = dispatchers_dropped_together(&expected, dispatchers, drop_at, &order);
+                        if let Err(seen) = round.await {
+                            panic!("{seen}");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// The stream runs until the queue is empty: mail queued after the stream was created (before
