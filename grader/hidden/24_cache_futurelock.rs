@@ -584,6 +584,212 @@ async fn a_lookup_right_after_the_report_lets_go(
         .await
 }
 
+/// A night on which the refresh is polled once while the report holds the lock, and then not
+/// again for a while (its task is busy elsewhere: a `select!` loop that raced it by reference runs
+/// another branch, a worker runs other tasks first), while lookups ask for the lock, the first
+/// ones right after that first poll, in the same instant. All moments count from the refresh's
+/// first poll, which falls `off_tick` past a whole millisecond of the clock.
+#[derive(Debug, Clone)]
+struct FirstPollNight {
+    off_tick: Duration,
+    /// When the refresh is polled again (zero: in the same instant, after the lookups that ask
+    /// right then); from then on it is polled whenever it is woken, as a task is.
+    second_poll: Duration,
+    /// When each lookup asks for the lock (zero: right after the refresh's first poll, before its
+    /// second).
+    lookups: Vec<Duration>,
+    /// When the report lets go.
+    release: Duration,
+}
+
+fn first_poll_nights() -> impl Strategy<Value = FirstPollNight> {
+    let slow_ns = u64::try_from(SLOW_LOCK.as_nanos()).expect("SLOW_LOCK in ns");
+    let off_tick = prop_oneof![Just(0u64), 1u64..1_000_000];
+    let second_poll = prop_oneof![Just(0u64), 1..slow_ns];
+    // Before the refresh has waited `SLOW_LOCK`, and up to two and a half times it.
+    let release = prop_oneof![1..slow_ns, slow_ns + 1..=slow_ns * 5 / 2];
+    // Each lookup asks right after the first poll, or at a moment up to the release (in
+    // thousandths of it).
+    let lookup = proptest::option::weighted(0.5, 0u64..=1000);
+    (off_tick, second_poll, prop::collection::vec(lookup, 0..=3), release).prop_map(
+        |(off_tick, second_poll, lookups, release)| FirstPollNight {
+            off_tick: Duration::from_nanos(off_tick),
+            second_poll: Duration::from_nanos(second_poll),
+            lookups: lookups
+                .into_iter()
+                .map(|at| {
+                    Duration::from_nanos(at.map_or(0, |per_mille| release * per_mille / 1000))
+                })
+                .collect(),
+            release: Duration::from_nanos(release),
+        },
+    )
+}
+
+/// Runs a [`FirstPollNight`], polling the refresh and the lookups by hand and moving the paused
+/// clock one millisecond at a time (so that a timer is seen the moment it fires). The refresh's
+/// wait starts at its first poll, and from then on it is queued for the lock: when the report lets
+/// go before `SLOW_LOCK`, every lookup (each asked after that poll) gets the lock after the
+/// refresh and sees the new catalog; a lookup that sees it sees the refresh counted; and
+/// `slow_refreshes` counts the refresh when the report let go a millisecond or more past
+/// `SLOW_LOCK` after the first poll, and not when it let go before.
+async fn first_poll_night(night: FirstPollNight) -> Result<(), String> {
+    let origin = Instant::now();
+    let past_tick = (Instant::now() - origin).subsec_nanos() % 1_000_000;
+    if past_tick != 0 {
+        tokio::time::advance(Duration::from_nanos(u64::from(1_000_000 - past_tick))).await;
+    }
+    if !night.off_tick.is_zero() {
+        tokio::time::advance(night.off_tick).await;
+    }
+    let cache = CatalogCache::new(catalog(1));
+    let mut report = Some(cache.lock().await);
+    let start = Instant::now();
+    let scene = || {
+        let lookups: Vec<String> = night.lookups.iter().map(|at| format!("{at:?}")).collect();
+        let second = if night.second_poll.is_zero() {
+            "again in the same instant, after the lookups that asked then".to_owned()
+        } else {
+            format!("again {:?} later (its task busy elsewhere meanwhile)", night.second_poll)
+        };
+        format!(
+            "refresh(v2) was first polled {:?} past a millisecond tick while the report held the \
+             lock, and polled {second}, then whenever woken; lookups asked for the lock at [{}] \
+             after that first poll (0ns: right after it, in the same instant); the report let go \
+             {:?} after it",
+            night.off_tick,
+            lookups.join(", "),
+            night.release
+        )
+    };
+    let mut refresh = tokio_test::task::spawn(cache.refresh(catalog(2)));
+    if refresh.poll().is_ready() {
+        return Err(format!("{}: refresh(v2) returned at its first poll", scene()));
+    }
+    let mut returned: Option<Duration> = None;
+    // Each lookup: its lock future once it has asked, and what it saw once it had the lock.
+    let mut lookups: Vec<_> = night.lookups.iter().map(|&at| (at, None, None)).collect();
+    // Every whole millisecond of the clock up to past the release (and the refresh's return),
+    // and every moment of the night.
+    let mut moments: Vec<Duration> = night.lookups.clone();
+    moments.extend([Duration::ZERO, night.second_poll, night.release]);
+    let first_tick = Duration::from_nanos(1_000_000) - night.off_tick;
+    let last = night.release.max(night.second_poll) + SLOW_LOCK + TICK;
+    let mut tick = if night.off_tick.is_zero() { TICK } else { first_tick };
+    while tick <= last {
+        moments.push(tick);
+        tick += TICK;
+    }
+    moments.sort();
+    moments.dedup();
+    for at in moments {
+        let now = Instant::now() - start;
+        if at > now {
+            tokio::time::advance(at - now).await;
+        }
+        // A lookup asks for the lock with the first poll of its `lock()`.
+        for (ask, lock, seen) in &mut lookups {
+            if *ask == at && lock.is_none() {
+                let mut asked = tokio_test::task::spawn(cache.lock());
+                if let Poll::Ready(state) = asked.poll() {
+                    *seen = Some((state.catalog.version, state.slow_refreshes, returned.is_some()));
+                }
+                *lock = Some(asked);
+            }
+        }
+        if at == night.release {
+            drop(report.take());
+        }
+        for round in 0..4 {
+            if returned.is_none() && at >= night.second_poll {
+                let due = (at == night.second_poll && round == 0) || refresh.is_woken();
+                if due && refresh.poll().is_ready() {
+                    if report.is_some() {
+                        return Err(format!(
+                            "{}: refresh(v2) returned {at:?} after its first poll, while the \
+                             report still held the lock",
+                            scene()
+                        ));
+                    }
+                    returned = Some(at);
+                }
+            }
+            for (_, lock, seen) in &mut lookups {
+                if let Some(waiting) = lock
+                    && seen.is_none()
+                    && let Poll::Ready(state) = waiting.poll()
+                {
+                    *seen = Some((state.catalog.version, state.slow_refreshes, returned.is_some()));
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if returned.is_some()
+            && lookups.iter().all(|(_, lock, seen)| lock.is_some() == seen.is_some())
+        {
+            break;
+        }
+    }
+    let Some(returned) = returned else {
+        return Err(format!(
+            "{}: refresh(v2) had not returned SLOW_LOCK ({SLOW_LOCK:?}) after the report let go, \
+             although nothing but lookups that let go at once wanted the lock",
+            scene()
+        ));
+    };
+    drop(refresh);
+    let (version, slow) = {
+        let state = cache.lock().await;
+        (state.catalog.version, state.slow_refreshes)
+    };
+    if version != 2 {
+        return Err(format!(
+            "{}: refresh(v2) returned {returned:?} after its first poll, yet the cache holds \
+             v{version}",
+            scene()
+        ));
+    }
+    for (ask, _, seen) in &lookups {
+        let Some((seen_version, seen_slow, after_return)) = *seen else {
+            return Err(format!(
+                "{}: the lookup that asked {ask:?} after the refresh's first poll never got the \
+                 lock",
+                scene()
+            ));
+        };
+        if seen_version == 1 && (night.release < SLOW_LOCK || after_return) {
+            return Err(format!(
+                "{}: the lookup that asked for the lock {ask:?} after the refresh's first poll got \
+                 it before the refresh and saw the old catalog v1, although the report let go \
+                 before SLOW_LOCK ({SLOW_LOCK:?}): from its first poll a refresh is queued for \
+                 the lock (its wait has begun), ahead of anyone who asks after that poll, however \
+                 late its next poll comes",
+                scene()
+            ));
+        }
+        if seen_version == 2 && seen_slow != slow {
+            return Err(format!(
+                "{}: the lookup that asked {ask:?} after the refresh's first poll saw the new \
+                 catalog with slow_refreshes at {seen_slow}, and it reads {slow} afterwards: a \
+                 slow refresh is counted by the time its catalog is in place",
+                scene()
+            ));
+        }
+    }
+    let expected = slow_verdict(night.release);
+    if expected.map_or(slow > 1, |expected| slow != expected) {
+        return Err(format!(
+            "{}: so the refresh waited {:?} from its first poll ({SLOW_LOCK:?} is SLOW_LOCK), \
+             and slow_refreshes reads {slow}, expected {}: a refresh's wait starts at its first \
+             poll, not at a later one, however long its task is busy in between",
+            scene(),
+            night.release.max(night.second_poll),
+            expected.map_or("0 or 1".to_owned(), |e| e.to_string())
+        ));
+    }
+    Ok(())
+}
+
 /// A large catalog (a shop's full range): `products` products, each priced by the version, so
 /// that a lookup can tell a whole catalog from a mix of two.
 fn large_catalog(version: u64, products: usize) -> Catalog {
@@ -1134,6 +1340,11 @@ hidden_test! {
             if refresh.poll().is_ready() {
                 returned_while_the_report_held_the_lock(start.elapsed(), polls);
             }
+            // A turn for a task the refresh spawned, as a runtime gives it at once, so that a timer
+            // it sets is set now, not just after the jump: tokio's timer wheel takes seconds to
+            // catch up a jump of 2^62 ms past a timer set just before it had seen the jump.
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
             tokio::time::advance(FAR_END).await;
             let task_polls = || tokio::runtime::Handle::current().metrics().worker_poll_count(0);
             let mut left = FAR_END / 16;
@@ -1883,6 +2094,41 @@ hidden_test! {
         check_property(64, releases, |release| {
             a_lookup_right_after_the_report_lets_go(release, release.subsec_nanos() % 2 == 1)
         });
+    }
+
+    /// A refresh polled once while the report holds the lock, then not again for a while (its
+    /// task busy elsewhere, as a `select!` loop that raced it by reference runs another branch),
+    /// while lookups ask for the lock right after that first poll, in the same instant, and at
+    /// other moments of the wait, and the report lets go at any moment (scripted nights, then many
+    /// generated from a fixed seed). From its first poll the refresh is queued for the lock: when
+    /// the report lets go before `SLOW_LOCK`, a lookup that asked after that poll gets the lock
+    /// after the refresh and sees the new catalog. And its wait runs from that first poll: it is
+    /// counted slow when the report let go a millisecond or more past `SLOW_LOCK` after it, and
+    /// not when it let go before.
+    fn a_refresh_is_queued_and_waiting_from_its_first_poll_however_late_its_next_poll() {
+        let ms = Duration::from_millis;
+        let zero = Duration::ZERO;
+        // (second poll, lookups, release), each from the first poll.
+        let scripted: [(Duration, &[Duration], Duration); 7] = [
+            (zero, &[zero], ms(50)),
+            (zero, &[zero], SLOW_LOCK - Duration::from_nanos(1)),
+            (ms(30), &[zero, ms(10)], ms(20)),
+            (ms(60), &[], SLOW_LOCK + TICK),
+            (ms(60), &[zero], ms(150)),
+            (SLOW_LOCK - Duration::from_nanos(1), &[zero, ms(99)], SLOW_LOCK + TICK),
+            (ms(1), &[ms(1)], ms(200)),
+        ];
+        for (i, (second_poll, lookups, release)) in scripted.into_iter().enumerate() {
+            for off_tick in [zero, Duration::from_micros(500)] {
+                let night =
+                    FirstPollNight { off_tick, second_poll, lookups: lookups.to_vec(), release };
+                let seed = SEEDS[i % SEEDS.len()];
+                if let Err(why) = runtime::current_thread(seed).block_on(first_poll_night(night)) {
+                    panic!("{why}");
+                }
+            }
+        }
+        check_property(64, first_poll_nights(), first_poll_night);
     }
 
     /// Several refreshes of one cache at once during the report (the refresher's, an operator's

@@ -453,13 +453,11 @@ fn describe_overlap(replace: bool, saves: &[Overlapping]) -> String {
                 Some(ms) => format!("cut by a deadline {ms} ms after its start"),
                 None => "not cut".to_owned(),
             };
-            format!(
-                "save {} of {} bytes of {:?} starting at {} ms, {cut}",
-                i + 1,
-                s.body.len(),
-                s.body[0] as char,
-                s.start_ms
-            )
+            let body = match saves[..i].iter().position(|earlier| earlier.body == s.body) {
+                Some(j) => format!("the same body as save {}", j + 1),
+                None => format!("{} bytes of {:?}", s.body.len(), s.body[0] as char),
+            };
+            format!("save {} of {body} starting at {} ms, {cut}", i + 1, s.start_ms)
         })
         .collect();
     format!("{what} with {} saves of it overlapping ({})", saves.len(), each.join("; "))
@@ -959,8 +957,9 @@ impl std::fmt::Debug for Staggered {
 }
 
 /// Three to six saves of one document, each starting in the first 50 ms and taking up to 65 ms
-/// (up to 160 bytes), any but the first maybe cut by a deadline; through one store, a store each,
-/// a task each, or one task.
+/// (up to 160 bytes), any but one maybe cut by a deadline, some re-sending the body of an earlier
+/// one (a client's retry of a request that may still be running, and may yet be cut); through one
+/// store, a store each, a task each, or one task.
 fn staggered_saves() -> impl Strategy<Value = Staggered> {
     let handlers = prop_oneof![
         Just(Handlers::OneStore),
@@ -968,20 +967,31 @@ fn staggered_saves() -> impl Strategy<Value = Staggered> {
         Just(Handlers::TaskEach),
         Just(Handlers::OneTask),
     ];
-    let save = (0u64..50, 1usize..=160, proptest::option::weighted(0.25, 0u64..70));
-    (handlers, any::<bool>(), proptest::collection::vec(save, 3..=6)).prop_map(
-        |(handlers, replace, saves)| {
-            let saves = saves
-                .into_iter()
-                .zip(b'A'..)
-                .enumerate()
-                .map(|(i, ((start_ms, len, cut_ms), letter))| Overlapping {
+    let save = (
+        0u64..50,
+        1usize..=160,
+        proptest::option::weighted(0.25, 0u64..70),
+        proptest::option::weighted(0.3, any::<prop::sample::Index>()),
+    );
+    let schedule = proptest::collection::vec(save, 3..=6);
+    (handlers, any::<bool>(), schedule, any::<prop::sample::Index>()).prop_map(
+        |(handlers, replace, drawn, uncut)| {
+            // One save is never cut, so the document must end as one of the new versions.
+            let uncut = uncut.index(drawn.len());
+            let mut saves: Vec<Overlapping> = Vec::with_capacity(drawn.len());
+            for (i, ((start_ms, len, cut_ms, resend), letter)) in
+                drawn.into_iter().zip(b'A'..).enumerate()
+            {
+                let body = match resend {
+                    Some(of) if i > 0 => saves[of.index(i)].body.clone(),
+                    _ => vec![letter; len],
+                };
+                saves.push(Overlapping {
                     start_ms,
-                    body: vec![letter; len],
-                    // One save is never cut, so the document must end as one of the new versions.
-                    cut_ms: if i == 0 { None } else { cut_ms },
-                })
-                .collect();
+                    body,
+                    cut_ms: if i == uncut { None } else { cut_ms },
+                });
+            }
             Staggered { handlers, replace, saves }
         },
     )
@@ -1628,24 +1638,29 @@ hidden_test! {
 
     /// Two overlapping saves of one document, one of them cut by a deadline at every millisecond
     /// (the other not): the cut one may leave the store as it was or have stored its version, but
-    /// it must not get in the way of the other, which returns Ok; every moment and at the end,
-    /// the document is a whole version, with nothing else on disk.
+    /// it must not get in the way of the other, which returns Ok with its version in place; every
+    /// moment and at the end, the document is a whole version, with nothing else on disk. With
+    /// different bodies, and with the same body (a client's retry racing the very request it
+    /// retries, and the request, or the retry, cut by its deadline).
     fn an_overlapping_save_cut_at_any_moment_does_not_spoil_the_other() {
         let (len_a, len_b): (usize, usize) = (64, 48);
         // A save of 64 bytes is four chunks, a sync, a rename and an index log: 35 ms.
         let span_ms = (STEP * (len_a.div_ceil(WRITE_CHUNK) as u32 + 4)).as_millis() as u64;
         let mut case = 0;
         // (replacing, when the second save starts, whether the first or the second is cut)
-        for (replace, start_b, cut_first) in [(false, 0, true), (true, 6, false), (false, 3, false)]
-        {
-            for cut_ms in 0..=span_ms {
-                let (cut_a, cut_b) =
-                    if cut_first { (Some(cut_ms), None) } else { (None, Some(cut_ms)) };
-                let saves = [
-                    Overlapping { start_ms: 0, body: vec![b'A'; len_a], cut_ms: cut_a },
-                    Overlapping { start_ms: start_b, body: vec![b'B'; len_b], cut_ms: cut_b },
-                ];
-                overlap_case(&mut case, replace, &saves);
+        let rows = [(false, 0, true), (true, 6, false), (false, 3, false), (true, 2, true)];
+        for (replace, start_b, cut_first) in rows {
+            for same_body in [false, true] {
+                let body_b = if same_body { vec![b'A'; len_a] } else { vec![b'B'; len_b] };
+                for cut_ms in 0..=span_ms {
+                    let (cut_a, cut_b) =
+                        if cut_first { (Some(cut_ms), None) } else { (None, Some(cut_ms)) };
+                    let saves = [
+                        Overlapping { start_ms: 0, body: vec![b'A'; len_a], cut_ms: cut_a },
+                        Overlapping { start_ms: start_b, body: body_b.clone(), cut_ms: cut_b },
+                    ];
+                    overlap_case(&mut case, replace, &saves);
+                }
             }
         }
     }
