@@ -181,6 +181,11 @@ const PANICS_IN_A_ROW: usize = 1 << 14;
 /// gateway the long-run test sends in a row: the floor the exercise README states.
 const ENDINGS_IN_A_ROW: usize = 1 << 17;
 
+/// How many requests in a row the long-run test lets wait ten minutes at the backend before their
+/// clients leave: the floor the exercise README states (each costs a step of the paused clock, so
+/// this run stops sooner).
+const LATE_ABANDONS_IN_A_ROW: usize = 1 << 12;
+
 /// A backend call that crashes with a typed payload, as a backend client's `panic_any` does.
 fn crash(bug: BackendBug) -> i32 {
     std::panic::panic_any(bug)
@@ -390,7 +395,8 @@ hidden_test! {
     /// No run of one kind of ending, however long, makes a gateway with room shed: backend panics
     /// (16,384 in a row), requests abandoned by their clients while they wait at the backend,
     /// requests dropped before their first poll, and requests shed at a full gateway (131,072 in
-    /// a row each), through a gateway and its clone in turn. Every request of a run is checked as
+    /// a row each), and requests abandoned after ten minutes at the backend (4,096 in a row),
+    /// through a gateway and its clone in turn. Every request of a run is checked as
     /// it ends (the backend's panic unwinds out of `forward`, an abandoned request was forwarded,
     /// a shed one reached no backend, the gauge is exact), so a breaker is caught when it trips;
     /// and after each run a request to a healthy backend is forwarded. Polled by hand with a no-op
@@ -429,6 +435,33 @@ hidden_test! {
                 let gauge = handle.in_flight();
                 let waits = describe_gauge(gauge, 1);
                 assert!(gauge == 1, "request {} of {run} waits, {waits}", n + 1);
+            }
+            let gauge = gateway.in_flight();
+            assert!(gauge == 0, "after {run}, {}", describe_gauge(gauge, 0));
+            for (name, handle) in handles {
+                forwarded_after_a_run(handle, name, limit, &run);
+            }
+
+            let run = format!(
+                "{LATE_ABANDONS_IN_A_ROW} requests in a row abandoned by their clients after ten \
+                 minutes at the backend"
+            );
+            for n in 0..LATE_ABANDONS_IN_A_ROW {
+                let (name, handle) = handles[n % 2];
+                let mut request = Box::pin(handle.forward(std::future::pending::<()>()));
+                let first = request.as_mut().poll(&mut cx);
+                tokio::time::advance(Duration::from_secs(600)).await;
+                let later = request.as_mut().poll(&mut cx);
+                assert!(
+                    first.is_pending() && later.is_pending(),
+                    "request {} of a run of requests abandoned by their clients after ten minutes \
+                     at a slow backend, sent through {name} (every one of the gateway's {limit} \
+                     slots free), returned {first:?} on its first poll and {later:?} ten \
+                     minutes later, expected Pending both times (forwarded, still waiting): a \
+                     gateway with room forwards, however many clients gave up on the backend \
+                     before (a slow backend is the caller's to judge)",
+                    n + 1
+                );
             }
             let gauge = gateway.in_flight();
             assert!(gauge == 0, "after {run}, {}", describe_gauge(gauge, 0));
