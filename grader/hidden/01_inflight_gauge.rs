@@ -502,9 +502,9 @@ hidden_test! {
                 };
                 if let Some(seen) = seen {
                     failure = Some(format!(
-                        "request {} of a run of backend panics in a row, sent through {name} \
-                         (every one of the gateway's {limit} slots free), whose backend panicked \
-                         with {expected} on its first poll, {seen} on that poll instead of \
+                        "request {} of a run of requests in a row to a backend that panics (with \
+                         {expected}) when first polled, sent through {name} (every one of the \
+                         gateway's {limit} slots free), {seen} on its first poll instead of \
                          unwinding with the backend's panic: a crashed backend is not a full \
                          gateway, however many crashed before (a gateway keeps no circuit \
                          breaker; `Shed` means that `limit` requests are in flight)",

@@ -1093,8 +1093,8 @@ hidden_test! {
                 if let std::task::Poll::Ready(result) = call.poll(&mut cx) {
                     panic!(
                         "call {} of a run of calls that the rooms cancelled in a row at their \
-                         first poll, made through {name} on a full outbox (wait {wait:?}) whose \
-                         client is connected, answered {} on its first poll, expected Pending \
+                         first poll, made through {name} (full, with a wait of {wait:?}, its \
+                         client connected), answered {} on its first poll, expected Pending \
                          (waiting): each call waits its own wait, however many calls the rooms \
                          cancelled before",
                         n + 1,
@@ -1113,8 +1113,8 @@ hidden_test! {
                 if let Ok(result) = cut.await {
                     panic!(
                         "call {} of a run of calls that the rooms cancelled in a row 1 ms into \
-                         their wait, made through {name} on a full outbox (wait {wait:?}) whose \
-                         client is connected, answered {} after {:?}, before its wait ran out \
+                         their wait, made through {name} (full, with a wait of {wait:?}, its \
+                         client connected), answered {} after {:?}, before its wait ran out \
                          (on the tick at 2 ms): each call waits its own wait, however many calls \
                          the rooms cancelled before",
                         n + 1,
