@@ -440,6 +440,63 @@ fn free_slots(plain: &mpsc::Sender<ChatMessage>) -> usize {
     permits.len()
 }
 
+/// How many calls in a row the long-run test cancels before their first poll, and at it: the
+/// floor the exercise README states.
+const CANCELS_IN_A_ROW: usize = 1 << 17;
+
+/// How many calls in a row the long-run test cancels part way into their wait: the floor the
+/// exercise README states (each costs a tick of the paused clock, so this run stops sooner).
+const LATE_CANCELS_IN_A_ROW: usize = 1 << 12;
+
+/// After a run of cancelled calls (`run` says which) on a full capacity-1 outbox waiting `wait`
+/// (1.5 ms), its clock on a tick: the next call waits its own whole wait and answers `Busy` with
+/// its message on the tick at 2 ms, and the call after it, during which the client reads the
+/// message that filled the outbox 1 ms in, answers `Ok(())` then, its message the only one
+/// delivered after that read (no cancelled call's message ever is). Leaves the outbox full again.
+async fn next_calls_wait_their_wait_after(
+    outbox: &Outbox,
+    plain: &mpsc::Sender<ChatMessage>,
+    rx: &mut mpsc::Receiver<ChatMessage>,
+    run: &str,
+) {
+    let start = Instant::now();
+    let seen = describe(&outbox.enqueue(line("bot", "anyone?")).await);
+    let waited = start.elapsed();
+    assert!(
+        seen == "Busy(Some(\"anyone?\"))" && waited == Duration::from_millis(2),
+        "after {run}, on a full outbox (wait 1.5ms) whose client is connected but not reading, \
+         the next call answered {seen} after {waited:?}; expected Busy(Some(\"anyone?\")) when \
+         its own wait ran out, on the tick at 2 ms: each call waits its own full wait, however \
+         many calls the rooms cancelled before"
+    );
+    let start = Instant::now();
+    let call = async {
+        let seen = describe(&outbox.enqueue(line("bot", "at last")).await);
+        (seen, start.elapsed())
+    };
+    let client = async {
+        sleep(Duration::from_millis(1)).await;
+        rx.recv().await.map(|m| m.text)
+    };
+    let ((seen, waited), read) = tokio::join!(call, client);
+    let mut after = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        after.push(m.text);
+    }
+    assert!(
+        seen == "Ok(())"
+            && waited == Duration::from_millis(1)
+            && read.as_deref() == Some("welcome to #rust")
+            && after == ["at last"],
+        "after {run} and one Busy, the client read one message 1 ms into the next call's wait of \
+         1.5ms: the call answered {seen} after {waited:?}, the client read {read:?} and then \
+         found {after:?} queued; expected Ok(()) after 1ms, then [\"at last\"] alone: a slot \
+         freed during the wait is the call's, however many calls the rooms cancelled before, \
+         and a cancelled call's message is never delivered"
+    );
+    plain.try_send(line("server", "welcome to #rust")).expect("the outbox has room again");
+}
+
 hidden_test! {
     /// Nothing cancelled, plenty of room: the message is queued and the client reads it.
     async fn queues_when_there_is_room() {
@@ -999,6 +1056,75 @@ hidden_test! {
                  delivered: a slot freed during the wait is the call's, however many Busy came \
                  before"
             );
+        });
+    }
+
+    /// No run of cancelled calls, however long, makes the next call give up sooner: the rooms
+    /// cancel 131,072 calls in a row before their first poll, 131,072 at their first poll, and
+    /// 4,096 part way into their wait (1 ms into a wait of 1.5 ms), on a full outbox and a clone
+    /// of it in turn. Every call of a run is checked as it is cut (it was still waiting: no call
+    /// answers before its wait ran out), so a breaker is caught when it trips; and after each run
+    /// a call waits its whole wait and answers `Busy`, and the next uses the slot the client
+    /// frees during it. Polled by hand with a no-op waker on one seed's runtime (nothing here is
+    /// ready at the same moment as anything else), so the test stays cheap.
+    fn thousands_of_cancelled_calls_in_a_row_leave_each_next_call_its_wait() {
+        let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
+        runtime.block_on(async {
+            let wait = Duration::from_micros(1500);
+            let (outbox, plain, mut rx) = full_outbox_waiting(wait);
+            let clone = outbox.clone();
+            let handles = [("the outbox", &outbox), ("its clone", &clone)];
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+
+            for n in 0..CANCELS_IN_A_ROW {
+                drop(handles[n % 2].1.enqueue(line("bot", "never sent")));
+            }
+            let run =
+                format!("{CANCELS_IN_A_ROW} calls in a row cancelled before their first poll");
+            next_calls_wait_their_wait_after(&outbox, &plain, &mut rx, &run).await;
+
+            for n in 0..CANCELS_IN_A_ROW {
+                if n % 64 == 0 {
+                    // A fresh cooperative budget, as a room's task has after a turn.
+                    tokio::task::yield_now().await;
+                }
+                let (name, handle) = handles[n % 2];
+                let call = std::pin::pin!(handle.enqueue(line("bot", "never sent")));
+                if let std::task::Poll::Ready(result) = call.poll(&mut cx) {
+                    panic!(
+                        "call {} of a run of calls that the rooms cancelled in a row at their \
+                         first poll, made through {name} (full, with a wait of {wait:?}, its \
+                         client connected), answered {} on its first poll, expected Pending \
+                         (waiting): each call waits its own wait, however many calls the rooms \
+                         cancelled before",
+                        n + 1,
+                        describe(&result)
+                    );
+                }
+            }
+            let run = format!("{CANCELS_IN_A_ROW} calls in a row cancelled at their first poll");
+            next_calls_wait_their_wait_after(&outbox, &plain, &mut rx, &run).await;
+
+            for n in 0..LATE_CANCELS_IN_A_ROW {
+                let (name, handle) = handles[n % 2];
+                let start = Instant::now();
+                let call = handle.enqueue(line("bot", "never sent"));
+                let cut = timeout(Duration::from_millis(1), call);
+                if let Ok(result) = cut.await {
+                    panic!(
+                        "call {} of a run of calls that the rooms cancelled in a row 1 ms into \
+                         their wait, made through {name} (full, with a wait of {wait:?}, its \
+                         client connected), answered {} after {:?}, before its wait ran out \
+                         (on the tick at 2 ms): each call waits its own wait, however many calls \
+                         the rooms cancelled before",
+                        n + 1,
+                        describe(&result),
+                        start.elapsed()
+                    );
+                }
+            }
+            let run = format!("{LATE_CANCELS_IN_A_ROW} calls in a row cut 1 ms into their wait");
+            next_calls_wait_their_wait_after(&outbox, &plain, &mut rx, &run).await;
         });
     }
 
