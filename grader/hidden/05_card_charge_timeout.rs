@@ -101,6 +101,46 @@ impl ClientPanic {
 #[derive(Debug)]
 struct ClientFault(#[allow(dead_code)] usize);
 
+/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
+/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
+/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
+#[allow(dead_code)]
+mod debug_probe {
+    use std::marker::PhantomData;
+
+    pub struct Probe<T>(PhantomData<T>);
+
+    impl<T> Probe<T> {
+        pub fn of(_value: &T) -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    pub trait DebugProbe {
+        fn is_debug(&self) -> bool {
+            true
+        }
+    }
+
+    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
+
+    pub trait AnyProbe {
+        fn is_debug(&self) -> bool {
+            false
+        }
+    }
+
+    impl<T> AnyProbe for &Probe<T> {}
+}
+
+macro_rules! is_debug {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use debug_probe::{AnyProbe as _, DebugProbe as _};
+        (&debug_probe::Probe::of(&$value)).is_debug()
+    }};
+}
+
 /// The smallest whole number of milliseconds not under `d`: tokio's timer counts whole
 /// milliseconds of the runtime's clock and rounds every deadline up to the next one.
 fn whole_ms_up(d: Duration) -> Duration {
@@ -630,10 +670,18 @@ async fn keeps_trying_until_the_gateway_answers(attempts: u32, answered: usize) 
 }
 
 hidden_test! {
-    /// Nothing cancelled, a fast gateway: one request, one charge.
+    /// Nothing cancelled, a fast gateway: one request, one charge. (And the public API is kept
+    /// with the traits its types had: a `Checkout` over a `Debug` gateway is `Debug`.)
     async fn a_fast_gateway_charges_once() {
         let gateway = FakeGateway::new(&[FAST]);
-        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        let paying = checkout(&gateway);
+        assert!(
+            is_debug!(paying),
+            "a `Checkout` over a gateway that is `Debug` is no longer `Debug`: keep the public \
+             API as it is, with the traits its types had (a shop logs `{{checkout:?}}`, and \
+             derives `Debug` for structs that hold one)"
+        );
+        let paid = paying.pay(&card(), 4200).await;
         assert_eq!(paid, Ok(ChargeId(0)));
         sleep(AFTERWARDS).await;
         assert_eq!(
