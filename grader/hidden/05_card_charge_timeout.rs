@@ -101,11 +101,65 @@ impl ClientPanic {
 #[derive(Debug)]
 struct ClientFault(#[allow(dead_code)] usize);
 
+/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
+/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
+/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
+#[allow(dead_code)]
+mod debug_probe {
+    use std::marker::PhantomData;
+
+    pub struct Probe<T>(PhantomData<T>);
+
+    impl<T> Probe<T> {
+        pub fn of(_value: &T) -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    pub trait DebugProbe {
+        fn is_debug(&self) -> bool {
+            true
+        }
+    }
+
+    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
+
+    pub trait AnyProbe {
+        fn is_debug(&self) -> bool {
+            false
+        }
+    }
+
+    impl<T> AnyProbe for &Probe<T> {}
+}
+
+macro_rules! is_debug {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use debug_probe::{AnyProbe as _, DebugProbe as _};
+        (&debug_probe::Probe::of(&$value)).is_debug()
+    }};
+}
+
 /// The smallest whole number of milliseconds not under `d`: tokio's timer counts whole
 /// milliseconds of the runtime's clock and rounds every deadline up to the next one.
 fn whole_ms_up(d: Duration) -> Duration {
     let ns = d.as_nanos().div_ceil(1_000_000) * 1_000_000;
     Duration::from_nanos(u64::try_from(ns).expect("a short deadline"))
+}
+
+/// How far past a tick of tokio's timer the paused clock is, `origin` being a tick (the instant
+/// the test started, when the runtime's timer started counting).
+fn in_tick(origin: Instant) -> Duration {
+    let nanos = (Instant::now() - origin).as_nanos() % 1_000_000;
+    Duration::from_nanos(u64::try_from(nanos).expect("under a millisecond"))
+}
+
+/// Moves the paused clock forward, by under a millisecond, to `offset` past a tick.
+async fn move_into_tick(origin: Instant, offset: Duration) {
+    let ms = Duration::from_millis(1);
+    let step = offset + ms - in_tick(origin);
+    tokio::time::advance(if step >= ms { step - ms } else { step }).await;
 }
 
 /// What an attempt's charge future did before it ended, as far as it got.
@@ -616,10 +670,18 @@ async fn keeps_trying_until_the_gateway_answers(attempts: u32, answered: usize) 
 }
 
 hidden_test! {
-    /// Nothing cancelled, a fast gateway: one request, one charge.
+    /// Nothing cancelled, a fast gateway: one request, one charge. (And the public API is kept
+    /// with the traits its types had: a `Checkout` over a `Debug` gateway is `Debug`.)
     async fn a_fast_gateway_charges_once() {
         let gateway = FakeGateway::new(&[FAST]);
-        let paid = checkout(&gateway).pay(&card(), 4200).await;
+        let paying = checkout(&gateway);
+        assert!(
+            is_debug!(paying),
+            "a `Checkout` over a gateway that is `Debug` is no longer `Debug`: keep the public \
+             API as it is, with the traits its types had (a shop logs `{{checkout:?}}`, and \
+             derives `Debug` for structs that hold one)"
+        );
+        let paid = paying.pay(&card(), 4200).await;
         assert_eq!(paid, Ok(ChargeId(0)));
         sleep(AFTERWARDS).await;
         assert_eq!(
@@ -1447,41 +1509,53 @@ hidden_test! {
     }
 
     /// Deadlines that are not whole seconds: a nanosecond, under a millisecond, a few
-    /// milliseconds, a fraction of a millisecond over ten, under a second, a second and a half.
-    /// tokio's timer counts whole milliseconds and rounds a deadline up to the next one, so the
-    /// deadline is due at that millisecond (`due`), and the checkout keeps it to that
-    /// millisecond: an answer ready in the charge's first poll, or a millisecond before `due`,
-    /// is that attempt's answer, at that moment; an attempt still running a millisecond after
-    /// `due` is stopped and never charges, and the retry (answering at once) is the answer.
-    /// Each case is one jump of the paused clock.
+    /// milliseconds, an odd number of nanoseconds, a fraction of a millisecond over ten, under a
+    /// second, a second and a half; and `pay` started on a tick of tokio's timer, or a nanosecond,
+    /// an odd fraction of a millisecond, or a nanosecond short of a millisecond past one. tokio's
+    /// timer counts whole milliseconds and rounds the instant a deadline runs out up to the next
+    /// one, so the deadline is due at that tick (`due`, after the start), and the checkout keeps
+    /// it there, rounding nothing itself (not the duration to whole milliseconds either, which
+    /// lands a tick later when `pay` starts between two): an answer ready in the charge's first
+    /// poll, or on the tick before `due`, is that attempt's answer, at that moment; an attempt
+    /// still running at `due` is stopped then and never charges (`TimedOut` at `due` with one
+    /// attempt), and the retry (answering at once) is the answer. Each case is one jump of the
+    /// paused clock.
     async fn fractional_deadlines_are_kept_to_the_millisecond() {
         let ms = Duration::from_millis;
         let deadlines = [
             Duration::from_nanos(1),
             Duration::from_micros(500),
             ms(2),
+            Duration::from_nanos(7_654_321),
             Duration::from_micros(10_500),
             ms(250),
             ms(999),
             ms(1500),
             ms(2750),
         ];
-        for deadline in deadlines {
-            let due = whole_ms_up(deadline);
-            let late = Reply::ChargeAfter(due + ms(1));
+        let offsets = [0, 1, 300_001, 999_999].map(Duration::from_nanos);
+        let origin = Instant::now();
+        for (offset, deadline) in offsets.into_iter().flat_map(|o| deadlines.map(|d| (o, d))) {
+            // Every wait from a moment `offset` past a tick takes `whole_ms_up(offset + wait)`
+            // on the paused clock (which moves from tick to tick, keeping that offset).
+            let due = whole_ms_up(offset + deadline);
+            // Lands on the tick after `due`.
+            let late = Reply::ChargeAfter(due + ms(1) - offset);
             let at_once = Reply::ChargeAfter(Duration::ZERO);
             // (script, attempts, the answer expected and when, requests, charges)
             let mut cases = vec![(vec![at_once], 1, Ok(ChargeId(0)), Some(Duration::ZERO), 1, 1)];
-            if due > ms(1) {
+            if due > ms(1) + offset {
+                // Lands on the tick before `due`.
                 let inside = due - ms(1);
-                let charged = Reply::ChargeAfter(inside);
-                let declined = Reply::DeclineAfter(inside);
+                let charged = Reply::ChargeAfter(inside - offset);
+                let declined = Reply::DeclineAfter(inside - offset);
                 cases.push((vec![charged], 1, Ok(ChargeId(0)), Some(inside), 1, 1));
                 cases.push((vec![declined], 1, Err(PayError::Declined), Some(inside), 1, 0));
             }
-            cases.push((vec![late], 1, Err(PayError::TimedOut), None, 1, 0));
-            cases.push((vec![late, at_once], 2, Ok(ChargeId(1)), None, 2, 1));
+            cases.push((vec![late], 1, Err(PayError::TimedOut), Some(due), 1, 0));
+            cases.push((vec![late, at_once], 2, Ok(ChargeId(1)), Some(due), 2, 1));
             for (script, attempts, expected, when, expected_requests, expected_charges) in cases {
+                move_into_tick(origin, offset).await;
                 let gateway = FakeGateway::new(&script);
                 let paying = Checkout::new(gateway.clone(), deadline, attempts);
                 let start = Instant::now();
@@ -1501,8 +1575,9 @@ hidden_test! {
                     .map(|(i, reply)| format!("attempt {} {}", i + 1, describe(reply)))
                     .collect();
                 let scene = format!(
-                    "a checkout with a deadline of {deadline:?} (due at {due:?}, tokio's timer \
-                     rounding it up to the whole millisecond) and {attempts} attempt(s), against \
+                    "a checkout with a deadline of {deadline:?} and {attempts} attempt(s), `pay` \
+                     starting {offset:?} past a tick of tokio's timer (so due {due:?} after the \
+                     start, tokio rounding the instant it runs out up to the next tick), against \
                      a gateway where {}",
                     replies.join(", then ")
                 );
@@ -1519,8 +1594,68 @@ hidden_test! {
                      request(s), and a minute later the card had been charged {charges} time(s). \
                      Expected {expected:?}{at}, with {expected_requests} request(s) and \
                      {expected_charges} charge(s): the deadline is the one the checkout was \
-                     given, kept to the millisecond, so an answer inside it counts and an \
-                     attempt still running after it is stopped before it charges"
+                     given, rounded no further than tokio's timer rounds it, so an answer inside \
+                     it counts and an attempt still running when it runs out is stopped then, \
+                     before it charges"
+                );
+            }
+        }
+    }
+
+    /// A `pay` made now and awaited later (a handler builds it, runs a fraud check, then awaits
+    /// it), a fraction of a millisecond, a second, or a week later: nothing happens until it is
+    /// first polled, not even the first request, and each attempt gets its whole deadline from
+    /// when it is sent. A fast answer is charged, a slow first attempt is stopped a deadline
+    /// after the first poll and retried, and a gateway that never answers gets `TimedOut` a
+    /// deadline after the first poll.
+    async fn a_pay_awaited_later_gives_each_attempt_its_whole_deadline() {
+        let ms = Duration::from_millis;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let origin = Instant::now();
+        let waits = [Duration::from_nanos(300_001), ms(999), ms(2000), week];
+        for wait in waits {
+            // (script, attempts, the answer expected, requests, charges)
+            let cases = [
+                (vec![FAST], 1, Ok(ChargeId(0)), 1, 1),
+                (vec![SLOW, FAST], 2, Ok(ChargeId(1)), 2, 1),
+                (vec![Reply::Hang], 1, Err(PayError::TimedOut), 1, 0),
+            ];
+            for (script, attempts, expected, expected_requests, expected_charges) in cases {
+                let gateway = FakeGateway::new(&script);
+                let paying = Checkout::new(gateway.clone(), DEADLINE, attempts);
+                let card = card();
+                let pay = paying.pay(&card, 4200);
+                tokio::time::advance(wait).await;
+                let sent_early = gateway.requests();
+                let start = Instant::now();
+                // Every wait from here takes `whole_ms_up(offset + wait)` on the paused clock.
+                let offset = in_tick(origin);
+                let due = whole_ms_up(offset + DEADLINE);
+                let fast = whole_ms_up(offset + ms(200));
+                let when = match script[0] {
+                    Reply::Hang => due,
+                    Reply::ChargeAfter(_) if attempts == 1 => fast,
+                    _ => due + fast,
+                };
+                let paid = pay.await;
+                let took = start.elapsed();
+                sleep(AFTERWARDS).await;
+                let (requests, charges) = (gateway.requests(), gateway.charges());
+                assert!(
+                    sent_early == 0
+                        && paid == expected
+                        && took == when
+                        && requests == expected_requests
+                        && charges == expected_charges,
+                    "a `pay` made, then first awaited {wait:?} later, on a checkout with a \
+                     deadline of {DEADLINE:?} and {attempts} attempt(s), against a gateway that \
+                     answers {script:?}: {sent_early} request(s) went out before it was awaited, \
+                     it answered {paid:?} {took:?} after it was first polled, with {requests} \
+                     request(s), and a minute later the card had been charged {charges} time(s). \
+                     Expected no request before the first poll, then {expected:?} after \
+                     {when:?}, with {expected_requests} request(s) and {expected_charges} \
+                     charge(s): each attempt's deadline runs from when it is sent, which is \
+                     when `pay` is first polled, not when it was made"
                 );
             }
         }

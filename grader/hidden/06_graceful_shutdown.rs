@@ -25,11 +25,52 @@ const AGES: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 /// A heartbeat period for tests that let ages pass: a beat a year keeps the run short.
 const YEARLY: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
+/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
+/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
+#[allow(dead_code)]
+mod debug_probe {
+    use std::marker::PhantomData;
+
+    pub struct Probe<T>(PhantomData<T>);
+
+    impl<T> Probe<T> {
+        pub fn of(_value: &T) -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    pub trait DebugProbe {
+        fn is_debug(&self) -> bool {
+            true
+        }
+    }
+
+    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
+
+    pub trait AnyProbe {
+        fn is_debug(&self) -> bool {
+            false
+        }
+    }
+
+    impl<T> AnyProbe for &Probe<T> {}
+}
+
+macro_rules! is_debug {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use debug_probe::{AnyProbe as _, DebugProbe as _};
+        (&debug_probe::Probe::of(&$value)).is_debug()
+    }};
+}
+
 /// An application that takes `WORK` to answer, or, for a `/held` path, finishes only when the
 /// test adds a permit to `held` (however much time passes before that), or tells `panicking` and
 /// panics (a bug in one endpoint): for a `/panic-on-call` path when `handle` is called, before it
 /// returns its future; for a `/panic-later` path `WORK` into that future; for any other `/panic`
 /// path on the future's first poll.
+#[derive(Debug)]
 struct SlowApp {
     held: Arc<Semaphore>,
     /// Set when the work on a `/held` request was dropped before it finished.
@@ -219,9 +260,16 @@ impl Rig {
 }
 
 hidden_test! {
-    /// Nothing cancelled: requests are answered and heartbeats keep coming.
+    /// Nothing cancelled: requests are answered and heartbeats keep coming. (And the public API
+    /// is kept with the traits its types had: a `Server` over a `Debug` application is `Debug`.)
     async fn serves_requests_and_heartbeats() {
         let server = Server::new(SlowApp::new(), HEARTBEAT);
+        assert!(
+            is_debug!(server),
+            "a `Server` over an application that is `Debug` is no longer `Debug`: keep the \
+             public API as it is, with the traits its types had (a service logs `{{server:?}}`, \
+             and derives `Debug` for structs that hold one)"
+        );
         let client = Client::connect(&server);
         client.request(1, "/index.html").await;
         sleep(Duration::from_millis(3500)).await;
@@ -379,13 +427,19 @@ hidden_test! {
     }
 
     /// The runtime is busy elsewhere just around a beat and frees up a little after it fell due:
-    /// 6 ms, 60 ms, 101 ms, most of a period, or an hour late. Whatever the lateness beyond the
-    /// few milliseconds tokio's `Interval` forgives (5 ms), the late beat goes out late and the
-    /// next one a full period after it: no lateness is small enough to keep the old grid.
+    /// a nanosecond, half a millisecond or a nanosecond short of a millisecond past 5 ms, 6 ms,
+    /// 60 ms, 101 ms, most of a period, or an hour late; with the connection served on a tick of
+    /// tokio's timer or between two. Whatever the lateness beyond the few milliseconds tokio's
+    /// `Interval` forgives (5 ms, to the nanosecond), the late beat goes out late and the next one
+    /// a full period after it: no lateness is small enough to keep the old grid.
     async fn a_beat_late_by_any_amount_pushes_the_next_one_a_period_on() {
         use tokio::time::{Instant, sleep_until};
         let ms = Duration::from_millis;
+        let ns = Duration::from_nanos;
         let latenesses = [
+            ns(5_000_001),
+            ns(5_500_001),
+            ns(5_999_999),
             ms(6),
             ms(7),
             ms(15),
@@ -400,7 +454,16 @@ hidden_test! {
             ms(999),
             HEARTBEAT * 3600 + ms(6),
         ];
-        for late in latenesses {
+        let offsets = [Duration::ZERO, ns(300_001)];
+        // A tick of tokio's timer: the runtime's timer started counting then.
+        let origin = Instant::now();
+        for (offset, late) in offsets.into_iter().flat_map(|o| latenesses.map(|l| (o, l))) {
+            // The paused clock moves from tick to tick keeping how far past one it is.
+            let into_tick =
+                Duration::from_nanos(((Instant::now() - origin).as_nanos() % 1_000_000) as u64);
+            let step =
+                if offset >= into_tick { offset - into_tick } else { offset + ms(1) - into_tick };
+            tokio::time::advance(step).await;
             let server = Server::new(SlowApp::new(), HEARTBEAT);
             let (requests, incoming) = mpsc::channel(8);
             let (outgoing, mut from_server) = mpsc::unbounded_channel();
@@ -419,12 +482,13 @@ hidden_test! {
             let busy_from = ms(1_950);
             let busy_until = HEARTBEAT * 2 + late;
             sleep_until(start + busy_from).await;
-            tokio::time::advance(busy_until - busy_from).await;
+            // To the nanosecond: a wait from between two ticks lands on the later one.
+            tokio::time::advance(start + busy_until - Instant::now()).await;
             sleep_until(start + busy_until + HEARTBEAT * 2 + HEARTBEAT / 2).await;
             let setting = format!(
-                "a heartbeat every {HEARTBEAT:?}, and the runtime busy elsewhere from \
-                 {busy_from:?} until {busy_until:?} (the beat due at 2s could go out only \
-                 {late:?} late)"
+                "a heartbeat every {HEARTBEAT:?}, the connection served {offset:?} past a tick \
+                 of tokio's timer, and the runtime busy elsewhere from {busy_from:?} until \
+                 {busy_until:?} after that (the beat due at 2s could go out only {late:?} late)"
             );
             shut_down(&server, &setting).await;
             drop(requests);
@@ -466,6 +530,13 @@ hidden_test! {
                  `is_shutting_down()` was already true"
             );
             let mut first = Some(Box::pin(server.shutdown()));
+            sleep(WORK / 5).await;
+            assert!(
+                !server.is_shutting_down(),
+                "a `shutdown` future had been made but not yet polled, and `is_shutting_down()` \
+                 was already true: shutdown begins at the first poll of `shutdown`, not when the \
+                 future is made"
+            );
             if let Some(first) = first.as_mut() {
                 assert!(
                     timeout(Duration::from_secs(1), first).await.is_err(),
@@ -502,6 +573,58 @@ hidden_test! {
             check("after `shutdown` returned");
             assert!(client.response(7).is_some(), "shutdown returned, but request 7 was never answered");
         }
+    }
+
+    /// A `shutdown` future made but never polled begins nothing: an accept loop's `select!`
+    /// branch `_ = server.shutdown(), if stop_requested` evaluates `server.shutdown()` even while
+    /// its condition is false, and never polls it; a future made and dropped; one made and kept.
+    /// The server goes on as before: `is_shutting_down()` stays false, a connection served before
+    /// them and one served after still answer their requests and get their heartbeats, and a
+    /// real `shutdown` later winds everything down.
+    async fn a_shutdown_future_never_polled_shuts_nothing_down() {
+        let server = Server::new(SlowApp::new(), HEARTBEAT);
+        let before = Client::connect(&server);
+        let stop_requested = false;
+        tokio::select! {
+            _ = server.shutdown(), if stop_requested => unreachable!("the branch is disabled"),
+            _ = sleep(Duration::from_millis(10)) => {}
+        }
+        drop(server.shutdown());
+        let made = server.shutdown();
+        let after = Client::connect(&server);
+        sleep(WORK / 5).await;
+        let shutting_down = server.is_shutting_down();
+        before.request(1, "/report.pdf").await;
+        after.request(2, "/report.pdf").await;
+        sleep(WORK + HEARTBEAT * 2).await;
+        let served = |client: &Client, id: u64| {
+            format!(
+                "{}, answered: {}, {} heartbeat(s)",
+                if client.is_closed() { "closed" } else { "open" },
+                client.response(id).is_some(),
+                client.heartbeats()
+            )
+        };
+        let fine = |client: &Client, id: u64| {
+            !client.is_closed() && client.response(id).is_some() && client.heartbeats() >= 2
+        };
+        assert!(
+            !shutting_down && fine(&before, 1) && fine(&after, 2),
+            "`shutdown()` futures were made and never polled (a `select!` branch disabled by its \
+             condition, one dropped at once, one kept): `is_shutting_down()` was then \
+             {shutting_down}; {:?} later, a connection served before them was {}, one served \
+             after them {}. Expected false, and both open, answered, with a heartbeat a second: \
+             shutdown begins at the first poll of `shutdown`, not when the future is made",
+            WORK + HEARTBEAT * 2,
+            served(&before, 1),
+            served(&after, 2)
+        );
+        drop(made);
+        shut_down(&server, "after `shutdown` futures that were never polled").await;
+        assert!(
+            before.is_closed() && after.is_closed(),
+            "`shutdown` returned with a connection still open"
+        );
     }
 
     /// Heartbeats keep their period over its whole range: a millisecond (tokio's timer
@@ -1267,6 +1390,14 @@ hidden_test! {
             kata_support::settle().await;
             let left = late.server_handles();
             sleep(WORK * 2).await;
+            let sent = late.received.lock().expect("log lock").clone();
+            assert!(
+                sent.is_empty(),
+                "a connection was handed to `serve` {when} (the accept loop and the shutdown \
+                 race), and the server sent it {sent:?}: once shutdown has begun nothing goes \
+                 out on a connection served from then on, no answer and no heartbeat (not even \
+                 a first one sent as soon as it is served); it closes at once"
+            );
             assert!(
                 late.response(8).is_none(),
                 "a connection was handed to `serve` {when} (the accept loop and the shutdown \

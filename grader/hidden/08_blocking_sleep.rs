@@ -50,6 +50,71 @@ impl Adc for FakeAdc {
     }
 }
 
+/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
+/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
+/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
+#[allow(dead_code)]
+mod debug_probe {
+    use std::marker::PhantomData;
+
+    pub struct Probe<T>(PhantomData<T>);
+
+    impl<T> Probe<T> {
+        pub fn of(_value: &T) -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    pub trait DebugProbe {
+        fn is_debug(&self) -> bool {
+            true
+        }
+    }
+
+    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
+
+    pub trait AnyProbe {
+        fn is_debug(&self) -> bool {
+            false
+        }
+    }
+
+    impl<T> AnyProbe for &Probe<T> {}
+}
+
+macro_rules! is_debug {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use debug_probe::{AnyProbe as _, DebugProbe as _};
+        (&debug_probe::Probe::of(&$value)).is_debug()
+    }};
+}
+
+/// Err with what was seen if the conversions did not read `channels` in turn, one per entry, in
+/// the list's order (a channel already selected may be converted again without a new switch).
+fn sampled_in_turn(adc: &FakeAdc, channels: &[u8]) -> Result<(), String> {
+    let converted: Vec<u8> = adc.settled.iter().map(|(channel, _)| *channel).collect();
+    if converted == channels {
+        return Ok(());
+    }
+    let at = converted.iter().zip(channels).position(|(seen, listed)| seen != listed);
+    let at = at.unwrap_or(converted.len().min(channels.len()));
+    let from = at.saturating_sub(3);
+    Err(format!(
+        "the entries were not sampled in turn: conversion {} read channel {:?} where the list \
+         has {:?} (list from entry {from}: {:?}, channels converted from there: {:?}; {} \
+         conversions for {} entries); a sweep samples each entry in the list's order, one \
+         sample after another, not a channel's entries grouped together",
+        at + 1,
+        converted.get(at),
+        channels.get(at),
+        &channels[from..(from + 8).min(channels.len())],
+        &converted[from.min(converted.len())..(from + 8).min(converted.len())],
+        converted.len(),
+        channels.len()
+    ))
+}
+
 /// Err with what was seen if some conversion came less than `SETTLE_TIME` after its switch.
 fn every_conversion_settled(adc: &FakeAdc) -> Result<(), String> {
     match adc.settled.iter().find(|(_, after)| *after < SETTLE_TIME) {
@@ -207,11 +272,11 @@ hidden_test! {
 
     /// A sweep reads each channel in its list in turn, one sample after another, also a channel
     /// the list names more than once (the firmware samples a noisy input several times in a sweep
-    /// to average it): one conversion per entry, each settled, each reading its own channel,
-    /// however long the list.
+    /// to average it): one conversion per entry, in the list's order (not a channel's entries
+    /// grouped together to save switches), each settled, each reading its own channel.
     async fn a_sweep_samples_a_channel_listed_twice_each_time() {
         let long: Vec<u8> = (0..64).map(|i| [5, 5, 9, 5, 9, 9, 0][i % 7]).collect();
-        let sweeps: [&[u8]; 3] = [&[4, 4, 4, 4], &[0, 1, 0, 1, 2, 2, 2], &long];
+        let sweeps: [&[u8]; 5] = [&[4, 4, 4, 4], &[0, 1, 0], &[0, 1, 0, 1, 2, 2, 2], &[3, 3, 8, 3], &long];
         for channels in sweeps {
             let mut poller = Poller::new(FakeAdc::default());
             let readings = poller.sweep(channels).await;
@@ -232,6 +297,9 @@ hidden_test! {
                 readings.len(),
                 channels.len()
             );
+            if let Err(seen) = sampled_in_turn(&adc, channels) {
+                panic!("{shown}: {seen} (bus operations: {:?})", &adc.ops[..adc.ops.len().min(16)]);
+            }
             if let Err(seen) = every_conversion_settled(&adc) {
                 panic!("{shown}: {seen}");
             }
@@ -240,7 +308,8 @@ hidden_test! {
 
     /// The firmware starts the poller as a task of its own with `tokio::spawn`, which asks for
     /// `Send` even on a current-thread runtime: over a converter that is `Send`, a `Poller` and
-    /// the futures of `sample` and `sweep` stay `Send`, as the original's are.
+    /// the futures of `sample` and `sweep` stay `Send`, as the original's are. And a `Poller`
+    /// over a `Debug` converter stays `Debug`, as the original's is (the firmware logs it).
     async fn a_poller_can_run_in_a_spawned_task() {
         let mut poller = Poller::new(FakeAdc::default());
         let not_send = "over a converter that is `Send`, so the firmware can no longer \
@@ -268,6 +337,13 @@ hidden_test! {
              not `Send` across an `.await`"
         );
         assert_eq!(sweep.await, [1000, 1002], "each reading must come from its own channel");
+        assert!(
+            is_debug!(poller),
+            "a `Poller` over a converter that is `Debug` is no longer `Debug`: the public API is \
+             kept as it is, with the traits its types had (the firmware logs `{{poller:?}}`, and \
+             derives `Debug` for structs that hold one). A timer kept as a `Box<dyn Future>` is \
+             not `Debug`: keep a `Sleep` (it is), or write `Debug` for `Poller` by hand"
+        );
     }
 
     /// The settling wait must be a tokio timer: it shows up on tokio's clock.
@@ -601,6 +677,9 @@ hidden_test! {
             &channels[..9],
             readings.len()
         );
+        if let Err(seen) = sampled_in_turn(&adc, &channels) {
+            panic!("a sweep of {ENTRIES} entries: {seen}");
+        }
         if let Err(seen) = every_conversion_settled(&adc) {
             panic!("a sweep of {ENTRIES} entries: {seen}");
         }
