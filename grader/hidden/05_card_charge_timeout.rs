@@ -101,46 +101,6 @@ impl ClientPanic {
 #[derive(Debug)]
 struct ClientFault(#[allow(dead_code)] usize);
 
-/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
-/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
-/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
-#[allow(dead_code)]
-mod debug_probe {
-    use std::marker::PhantomData;
-
-    pub struct Probe<T>(PhantomData<T>);
-
-    impl<T> Probe<T> {
-        pub fn of(_value: &T) -> Self {
-            Probe(PhantomData)
-        }
-    }
-
-    pub trait DebugProbe {
-        fn is_debug(&self) -> bool {
-            true
-        }
-    }
-
-    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
-
-    pub trait AnyProbe {
-        fn is_debug(&self) -> bool {
-            false
-        }
-    }
-
-    impl<T> AnyProbe for &Probe<T> {}
-}
-
-macro_rules! is_debug {
-    ($value:expr) => {{
-        #[allow(unused_imports)]
-        use debug_probe::{AnyProbe as _, DebugProbe as _};
-        (&debug_probe::Probe::of(&$value)).is_debug()
-    }};
-}
-
 /// The smallest whole number of milliseconds not under `d`: tokio's timer counts whole
 /// milliseconds of the runtime's clock and rounds every deadline up to the next one.
 fn whole_ms_up(d: Duration) -> Duration {
@@ -676,7 +636,7 @@ hidden_test! {
         let gateway = FakeGateway::new(&[FAST]);
         let paying = checkout(&gateway);
         assert!(
-            is_debug!(paying),
+            kata_support::is_debug!(paying),
             "a `Checkout` over a gateway that is `Debug` is no longer `Debug`: keep the public \
              API as it is, with the traits its types had (a shop logs `{{checkout:?}}`, and \
              derives `Debug` for structs that hold one)"

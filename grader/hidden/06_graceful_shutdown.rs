@@ -25,46 +25,6 @@ const AGES: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 /// A heartbeat period for tests that let ages pass: a beat a year keeps the run short.
 const YEARLY: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
-/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
-/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
-#[allow(dead_code)]
-mod debug_probe {
-    use std::marker::PhantomData;
-
-    pub struct Probe<T>(PhantomData<T>);
-
-    impl<T> Probe<T> {
-        pub fn of(_value: &T) -> Self {
-            Probe(PhantomData)
-        }
-    }
-
-    pub trait DebugProbe {
-        fn is_debug(&self) -> bool {
-            true
-        }
-    }
-
-    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
-
-    pub trait AnyProbe {
-        fn is_debug(&self) -> bool {
-            false
-        }
-    }
-
-    impl<T> AnyProbe for &Probe<T> {}
-}
-
-macro_rules! is_debug {
-    ($value:expr) => {{
-        #[allow(unused_imports)]
-        use debug_probe::{AnyProbe as _, DebugProbe as _};
-        (&debug_probe::Probe::of(&$value)).is_debug()
-    }};
-}
-
 /// An application that takes `WORK` to answer, or, for a `/held` path, finishes only when the
 /// test adds a permit to `held` (however much time passes before that), or tells `panicking` and
 /// panics (a bug in one endpoint): for a `/panic-on-call` path when `handle` is called, before it
@@ -265,7 +225,7 @@ hidden_test! {
     async fn serves_requests_and_heartbeats() {
         let server = Server::new(SlowApp::new(), HEARTBEAT);
         assert!(
-            is_debug!(server),
+            kata_support::is_debug!(server),
             "a `Server` over an application that is `Debug` is no longer `Debug`: keep the \
              public API as it is, with the traits its types had (a service logs `{{server:?}}`, \
              and derives `Debug` for structs that hold one)"

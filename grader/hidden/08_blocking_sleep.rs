@@ -50,46 +50,6 @@ impl Adc for FakeAdc {
     }
 }
 
-/// Whether a value's type is `Debug`, answered at run time (a type that lost its `Debug` still
-/// builds the tests, and fails one): `Probe<T>: DebugProbe` is found first, and only when
-/// `T: Debug`; otherwise `&Probe<T>: AnyProbe` (never called when the type is `Debug`).
-#[allow(dead_code)]
-mod debug_probe {
-    use std::marker::PhantomData;
-
-    pub struct Probe<T>(PhantomData<T>);
-
-    impl<T> Probe<T> {
-        pub fn of(_value: &T) -> Self {
-            Probe(PhantomData)
-        }
-    }
-
-    pub trait DebugProbe {
-        fn is_debug(&self) -> bool {
-            true
-        }
-    }
-
-    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
-
-    pub trait AnyProbe {
-        fn is_debug(&self) -> bool {
-            false
-        }
-    }
-
-    impl<T> AnyProbe for &Probe<T> {}
-}
-
-macro_rules! is_debug {
-    ($value:expr) => {{
-        #[allow(unused_imports)]
-        use debug_probe::{AnyProbe as _, DebugProbe as _};
-        (&debug_probe::Probe::of(&$value)).is_debug()
-    }};
-}
-
 /// Err with what was seen if the conversions did not read `channels` in turn, one per entry, in
 /// the list's order (a channel already selected may be converted again without a new switch).
 fn sampled_in_turn(adc: &FakeAdc, channels: &[u8]) -> Result<(), String> {
@@ -338,7 +298,7 @@ hidden_test! {
         );
         assert_eq!(sweep.await, [1000, 1002], "each reading must come from its own channel");
         assert!(
-            is_debug!(poller),
+            kata_support::is_debug!(poller),
             "a `Poller` over a converter that is `Debug` is no longer `Debug`: the public API is \
              kept as it is, with the traits its types had (the firmware logs `{{poller:?}}`, and \
              derives `Debug` for structs that hold one). A timer kept as a `Box<dyn Future>` is \

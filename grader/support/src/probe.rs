@@ -149,3 +149,65 @@ pub mod send_probe {
 
     impl<F> AnyProbe for &Probe<F> {}
 }
+
+/// Whether the value of an expression is `Debug`, told at run time, as [`is_send!`](crate::is_send)
+/// tells `Send`: `is_debug!(server)` is `true` when the type is `Debug` and `false` when it is not.
+/// A kata whose README counts the traits of its public types as part of the API checks them with
+/// it, so that a fix which drops a `#[derive(Debug)]` fails a test with a sentence instead of
+/// failing to build the hidden tests. The value is only borrowed.
+#[macro_export]
+macro_rules! is_debug {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::probe::debug_probe::{AnyProbe as _, DebugProbe as _};
+        (&$crate::probe::debug_probe::Probe::of(&$value)).is_debug()
+    }};
+}
+
+/// The two traits and the marker [`is_debug!`](crate::is_debug) expands to; not for direct use.
+#[doc(hidden)]
+pub mod debug_probe {
+    use std::marker::PhantomData;
+
+    /// A zero-sized stand-in for a value of type `T`.
+    pub struct Probe<T>(PhantomData<T>);
+
+    impl<T> Probe<T> {
+        /// The probe for `value`'s type.
+        pub fn of(_value: &T) -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    /// Found first, and only when `T: Debug`.
+    pub trait DebugProbe {
+        /// `true`: the type is `Debug`.
+        fn is_debug(&self) -> bool {
+            true
+        }
+    }
+
+    impl<T: std::fmt::Debug> DebugProbe for Probe<T> {}
+
+    /// The fallback for every type.
+    pub trait AnyProbe {
+        /// `false`: the type is not `Debug`.
+        fn is_debug(&self) -> bool {
+            false
+        }
+    }
+
+    impl<T> AnyProbe for &Probe<T> {}
+}
+
+#[cfg(test)]
+mod debug_probe_tests {
+    #[test]
+    fn tells_a_debug_type_from_one_that_is_not() {
+        struct Plain;
+        #[derive(Debug)]
+        struct Shown;
+        assert!(crate::is_debug!(Shown));
+        assert!(!crate::is_debug!(Plain));
+    }
+}
