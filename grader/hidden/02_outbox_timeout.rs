@@ -972,16 +972,11 @@ hidden_test! {
     /// `select!` is ready at the same moment as another here (and tokio's timer steps about two
     /// years at a time toward each far deadline: the floor is what that costs).
     fn waits_short_of_a_hundred_thousand_years_run_out() {
-        const YEAR: u64 = 365 * 24 * 3600;
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
         runtime.block_on(async {
             let secs = Duration::from_secs;
-            let sleep_limit = secs(30 * YEAR);
-            let floor = secs(100_000 * YEAR);
-            let mut waits: Vec<Duration> = (30..=41).map(|p| secs(1u64 << p)).collect();
-            // Whole milliseconds, so that each runs out on the tick it names.
-            waits.push(floor - Duration::from_millis(1));
-            for wait in waits {
+            let sleep_limit = kata_support::time::SLEEP_LIMIT;
+            for wait in kata_support::time::waits_short_of_a_hundred_thousand_years() {
                 let (outbox, _tx, _rx) = full_outbox_waiting(wait);
                 let answer =
                     timeout(wait + secs(24 * 3600), enqueue_in_a_task(&outbox, "anyone?")).await;

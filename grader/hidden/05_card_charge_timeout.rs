@@ -1744,16 +1744,11 @@ hidden_test! {
     /// out (or at tokio's 30-year `sleep` limit), with the attempt stopped. One `select!` seed,
     /// since nothing here is ready at the same moment as anything else.
     fn deadlines_short_of_a_hundred_thousand_years_run_out() {
-        const YEAR: u64 = 365 * 24 * 3600;
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
         runtime.block_on(async {
             let secs = Duration::from_secs;
-            let sleep_limit = secs(30 * YEAR);
-            let floor = secs(100_000 * YEAR);
-            let mut deadlines: Vec<Duration> = (30..=41).map(|p| secs(1u64 << p)).collect();
-            // Whole milliseconds, so that each runs out on the tick it names.
-            deadlines.push(floor - Duration::from_millis(1));
-            for deadline in deadlines {
+            let sleep_limit = kata_support::time::SLEEP_LIMIT;
+            for deadline in kata_support::time::waits_short_of_a_hundred_thousand_years() {
                 let gateway = FakeGateway::new(&[Reply::Hang]);
                 let paying = Checkout::new(gateway.clone(), deadline, 1);
                 let scene = format!(

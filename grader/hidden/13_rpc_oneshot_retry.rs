@@ -1982,16 +1982,11 @@ hidden_test! {
     /// seconds, gives up there) and never not at all. One `select!` seed, since nothing here is
     /// ready at the same moment as anything else.
     fn a_budget_short_of_a_hundred_thousand_years_ends_at_its_end() {
-        const YEAR: u64 = 365 * 24 * 3600;
         let runtime = kata_support::runtime::current_thread(kata_support::runtime::SEEDS[0]);
         runtime.block_on(async {
             let secs = Duration::from_secs;
-            let sleep_limit = secs(30 * YEAR);
-            let floor = secs(100_000 * YEAR);
-            let mut budgets: Vec<Duration> = (30..=41).map(|p| secs(1u64 << p)).collect();
-            // Whole milliseconds, so that each runs out on the tick it names.
-            budgets.push(floor - Duration::from_millis(1));
-            for budget in budgets {
+            let sleep_limit = kata_support::time::SLEEP_LIMIT;
+            for budget in kata_support::time::waits_short_of_a_hundred_thousand_years() {
                 let (queue, log) = start_mailer(Mailer::Stuck);
                 let client = MailClient::new(queue, budget, 1);
                 let start = Instant::now();

@@ -9,6 +9,22 @@ use std::time::Duration;
 /// about 2.2 years, so a timer of the test's own across the jump would cost millions of steps.
 pub const FAR_END: Duration = Duration::from_millis(1 << 62);
 
+/// The longest one tokio `sleep` lasts: 30 years of 365 days. tokio 1.54 ends a longer `sleep` (and
+/// an `Interval` period) there, at its `Instant::far_future`, so a wait past it that a fix builds
+/// on one timer ends at this figure, and a test allows that as "the wait's end".
+pub const SLEEP_LIMIT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// The waits a fix might take for "for ever" below the floor that 02, 05 and 13 state (only from a
+/// hundred thousand years up may a wait be endless): every power of two of seconds from 2^30 s
+/// (34 years) to 2^41 s (69,700 years), then a millisecond under a hundred thousand years. All are
+/// whole milliseconds, so each runs out on the tick it names.
+pub fn waits_short_of_a_hundred_thousand_years() -> Vec<Duration> {
+    let floor = Duration::from_secs(100_000 * 365 * 24 * 3600);
+    let mut waits: Vec<Duration> = (30..=41).map(|p| Duration::from_secs(1u64 << p)).collect();
+    waits.push(floor - Duration::from_millis(1));
+    waits
+}
+
 /// A pause as a test message says it: `90s`, `100 year(s)` once it is a year or more, or
 /// `146 million years` once it is a million years or more (a year is 365 days).
 pub fn spoken(pause: Duration) -> String {
