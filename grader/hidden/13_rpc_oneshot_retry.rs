@@ -358,6 +358,85 @@ async fn a_long_run_of_failed_calls(stuck: u64, crashed: u64, answered: u64) {
     }
 }
 
+/// How the calls and the other sender of [`line_up_for_room`] join the queue's line.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// One a millisecond: call 1 at 0 ms, the other sender's first job at 1 ms, call 2 at 2 ms ...
+    EveryMillisecond,
+    /// All in one instant, each once the one before has had its turn to start waiting.
+    OneAfterAnother,
+}
+
+/// What [`line_up_for_room`] saw: the job ids in the order the mailer took them, the order due
+/// (job 0, then every job in the order its sender joined the line), and the calls that did not
+/// return their receipt at the moment the queue made room (job id, outcome, when it returned).
+type LineUp = (Vec<u64>, Vec<u64>, Vec<(u64, Result<Receipt, CallError>, Duration)>);
+
+/// The queue (capacity 1) holds job 0; `callers` calls on clones of one client (jobs 1 to
+/// `callers`) and another sender (jobs `others_from + 1` on) take turns joining its line at
+/// `pace`; the mailer starts taking jobs at `room_at` (from the start) and answers each at once.
+async fn line_up_for_room(callers: u64, others_from: u64, pace: Pace, room_at: Duration) -> LineUp {
+    let (queue, mut jobs) = mpsc::channel::<Request>(1);
+    let (earlier, _) = tokio::sync::oneshot::channel();
+    queue
+        .try_send(Request { job: job(0), reply: earlier })
+        .expect("the queue has room for the earlier job");
+    let taken = Arc::new(Mutex::new(vec![]));
+    let mailer_taken = taken.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        sleep(room_at).await;
+        while let Some(Request { job, reply }) = jobs.recv().await {
+            mailer_taken.lock().unwrap().push(job.id);
+            let message_id = format!("msg-{}", job.id);
+            let _ = reply.send(Receipt { job_id: job.id, message_id });
+        }
+    });
+    let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
+    let mut expected = vec![0];
+    let mut calls = Vec::new();
+    let mut others = Vec::new();
+    for k in 0..callers * 2 {
+        match pace {
+            Pace::EveryMillisecond => sleep_until(start + Duration::from_millis(k)).await,
+            Pace::OneAfterAnother => settle().await,
+        }
+        let id = if k % 2 == 0 { k / 2 + 1 } else { others_from + k / 2 + 1 };
+        expected.push(id);
+        if k % 2 == 0 {
+            let client = client.clone();
+            calls.push(tokio::spawn(async move {
+                let outcome = client.send_email(job(id)).await;
+                (id, outcome, start.elapsed())
+            }));
+        } else {
+            let queue = queue.clone();
+            let (other, _) = tokio::sync::oneshot::channel();
+            others.push(tokio::spawn(async move {
+                let _ = queue.send(Request { job: job(id), reply: other }).await;
+            }));
+        }
+    }
+    drop(queue);
+    let mut wrong = Vec::new();
+    for call in calls {
+        let (id, outcome, at) = timeout(Duration::from_secs(60), call)
+            .await
+            .expect("send_email did not return within 60 s (virtual)")
+            .expect("send_email panicked");
+        let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
+        if outcome != receipt || at != room_at {
+            wrong.push((id, outcome, at));
+        }
+    }
+    for other in others {
+        let _ = other.await;
+    }
+    settle().await;
+    let order = taken.lock().unwrap().clone();
+    (order, expected, wrong)
+}
+
 hidden_test! {
     /// Nothing slow: the receipt comes back the moment the worker answers, and the email is sent
     /// once.
@@ -1181,62 +1260,8 @@ hidden_test! {
         let ms = Duration::from_millis;
         let room_at = ms(505);
         for callers in [2u64, 64] {
-            let (queue, mut jobs) = mpsc::channel::<Request>(1);
-            let (earlier, _) = tokio::sync::oneshot::channel();
-            queue
-                .try_send(Request { job: job(0), reply: earlier })
-                .expect("the queue has room for the earlier job");
-            let taken = Arc::new(Mutex::new(vec![]));
-            let mailer_taken = taken.clone();
-            let start = Instant::now();
-            tokio::spawn(async move {
-                sleep(room_at).await;
-                while let Some(Request { job, reply }) = jobs.recv().await {
-                    mailer_taken.lock().unwrap().push(job.id);
-                    let _ = reply.send(Receipt { job_id: job.id, message_id: format!("msg-{}", job.id) });
-                }
-            });
-            let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
-            // Calls (jobs 1, 2, ...) start waiting at 0, 2, 4 ms ..., the other sender's jobs
-            // (1001, 1002, ...) at 1, 3, 5 ms ...
-            let mut expected = vec![0];
-            let mut calls = Vec::new();
-            let mut others = Vec::new();
-            for k in 0..callers * 2 {
-                sleep_until(start + ms(k)).await;
-                let id = if k % 2 == 0 { k / 2 + 1 } else { 1000 + k / 2 + 1 };
-                expected.push(id);
-                if k % 2 == 0 {
-                    let client = client.clone();
-                    calls.push(tokio::spawn(async move {
-                        let outcome = client.send_email(job(id)).await;
-                        (id, outcome, start.elapsed())
-                    }));
-                } else {
-                    let queue = queue.clone();
-                    let (other, _) = tokio::sync::oneshot::channel();
-                    others.push(tokio::spawn(async move {
-                        let _ = queue.send(Request { job: job(id), reply: other }).await;
-                    }));
-                }
-            }
-            drop(queue);
-            let mut wrong = Vec::new();
-            for call in calls {
-                let (id, outcome, at) = timeout(Duration::from_secs(60), call)
-                    .await
-                    .expect("send_email did not return within 60 s (virtual)")
-                    .expect("send_email panicked");
-                let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
-                if outcome != receipt || at != room_at {
-                    wrong.push((id, outcome, at));
-                }
-            }
-            for other in others {
-                let _ = other.await;
-            }
-            settle().await;
-            let order = taken.lock().unwrap().clone();
+            let (order, expected, wrong) =
+                line_up_for_room(callers, 1000, Pace::EveryMillisecond, room_at).await;
             let who = |id: u64| {
                 if id == 0 {
                     "job 0 (already queued)".to_string()
@@ -1280,64 +1305,8 @@ hidden_test! {
             let ms = Duration::from_millis;
             let room_at = ms(505);
             for callers in [1100u64] {
-                let (queue, mut jobs) = mpsc::channel::<Request>(1);
-                let (earlier, _) = tokio::sync::oneshot::channel();
-                queue
-                    .try_send(Request { job: job(0), reply: earlier })
-                    .expect("the queue has room for the earlier job");
-                let taken = Arc::new(Mutex::new(vec![]));
-                let mailer_taken = taken.clone();
-                let start = Instant::now();
-                tokio::spawn(async move {
-                    sleep(room_at).await;
-                    while let Some(Request { job, reply }) = jobs.recv().await {
-                        mailer_taken.lock().unwrap().push(job.id);
-                        let message_id = format!("msg-{}", job.id);
-                        let _ = reply.send(Receipt { job_id: job.id, message_id });
-                    }
-                });
-                let client = MailClient::new(queue.clone(), ATTEMPT, ATTEMPTS);
-                // Calls (jobs 1, 2, ...) start waiting one after another, the other sender's
-                // jobs (1000001, 1000002, ...) between each two of them.
-                let mut expected = vec![0];
-                let mut calls = Vec::new();
-                let mut others = Vec::new();
-                for k in 0..callers * 2 {
-                    // Each sender has its turn to join the line before the next one starts.
-                    settle().await;
-                    let id = if k % 2 == 0 { k / 2 + 1 } else { 1_000_000 + k / 2 + 1 };
-                    expected.push(id);
-                    if k % 2 == 0 {
-                        let client = client.clone();
-                        calls.push(tokio::spawn(async move {
-                            let outcome = client.send_email(job(id)).await;
-                            (id, outcome, start.elapsed())
-                        }));
-                    } else {
-                        let queue = queue.clone();
-                        let (other, _) = tokio::sync::oneshot::channel();
-                        others.push(tokio::spawn(async move {
-                            let _ = queue.send(Request { job: job(id), reply: other }).await;
-                        }));
-                    }
-                }
-                drop(queue);
-                let mut wrong = Vec::new();
-                for call in calls {
-                    let (id, outcome, at) = timeout(Duration::from_secs(60), call)
-                        .await
-                        .expect("send_email did not return within 60 s (virtual)")
-                        .expect("send_email panicked");
-                    let receipt = Ok(Receipt { job_id: id, message_id: format!("msg-{id}") });
-                    if outcome != receipt || at != room_at {
-                        wrong.push((id, outcome, at));
-                    }
-                }
-                for other in others {
-                    let _ = other.await;
-                }
-                settle().await;
-                let order = taken.lock().unwrap().clone();
+                let (order, expected, wrong) =
+                    line_up_for_room(callers, 1_000_000, Pace::OneAfterAnother, room_at).await;
                 let who = |id: u64| {
                     if id == 0 {
                         "job 0 (already queued)".to_string()
